@@ -122,36 +122,25 @@ impl LwwMap {
     }
 
     fn write(&mut self, key: &str, record: LwwRecord) -> Result<&LwwRecord, LwwError> {
-        if let Some(stored) = self.tree.get(key)
-            && record.timestamp <= stored.timestamp
-        {
+        let attempted = record.timestamp.clone();
+        if !self.merge(key, record) {
+            let stored = self.tree.get(key).map(|r| r.timestamp.clone());
             return Err(LwwError::StaleTimestamp {
                 key: key.to_owned(),
-                attempted: record.timestamp,
-                stored: stored.timestamp.clone(),
+                attempted,
+                stored: stored.expect("a refused write means a newer record is stored"),
             });
         }
-        let item_hash = record.item_hash(key);
-        self.tree.insert(key, record, item_hash);
-        Ok(self
-            .tree
-            .get(key)
-            .expect("the record was inserted on the line above"))
+        Ok(self.tree.get(key).expect("the record was just stored"))
     }
 
     /// Merges a remote record; it wins iff there is no local record or its timestamp is
     /// strictly greater. Returns whether the map changed.
     pub fn merge(&mut self, key: &str, record: LwwRecord) -> bool {
-        if self
-            .tree
-            .get(key)
-            .is_some_and(|stored| record.timestamp <= stored.timestamp)
-        {
-            return false;
-        }
         let item_hash = record.item_hash(key);
-        self.tree.insert(key, record, item_hash);
-        true
+        self.tree.insert_if(key, record, item_hash, |stored, new| {
+            new.timestamp > stored.timestamp
+        })
     }
 
     /// The live value of `key`: `None` for missing, deleted and expired keys.

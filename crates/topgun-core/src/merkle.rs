@@ -166,6 +166,38 @@ impl<V> MerkleTree<V> {
         self.get_with_hash(key).is_some()
     }
 
+    /// Inserts `key` if absent, or replaces its value if `replace(&stored, &value)` says so,
+    /// in one probe. Returns whether the tree changed.
+    pub fn insert_if(
+        &mut self,
+        key: &str,
+        value: V,
+        item_hash: u32,
+        replace: impl FnOnce(&V, &V) -> bool,
+    ) -> bool {
+        let at = leaf_index(key);
+        let levels = self.levels.get_or_insert_with(Levels::new);
+        let leaf = levels.leaves[at].get_or_insert_with(|| {
+            Box::new(Leaf {
+                sum: Sum::default(),
+                items: HashMap::new(),
+            })
+        });
+        let old_hash = if let Some(slot) = leaf.items.get_mut(key) {
+            if !replace(&slot.value, &value) {
+                return false;
+            }
+            let old_hash = slot.item_hash;
+            *slot = Item { value, item_hash };
+            Some(old_hash)
+        } else {
+            leaf.items.insert(key.to_owned(), Item { value, item_hash });
+            None
+        };
+        levels.apply(at, old_hash, Some(item_hash));
+        true
+    }
+
     /// Inserts or replaces `key` with an item hash; returns the previous value.
     pub fn insert(&mut self, key: &str, value: V, item_hash: u32) -> Option<V> {
         let at = leaf_index(key);
