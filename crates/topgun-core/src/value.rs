@@ -96,12 +96,37 @@ impl ValueMap {
 }
 
 impl<K: Into<String>> FromIterator<(K, Value)> for ValueMap {
+    /// Collects entries; a repeated key keeps its first position and its last value (as
+    /// assigning to a JavaScript object does). Linear time, whatever the size.
     fn from_iter<I: IntoIterator<Item = (K, Value)>>(iter: I) -> Self {
-        let mut map = Self::new();
+        /// Below this size a scan beats hashing.
+        const SCAN_MAX: usize = 16;
+        let mut entries: Vec<(String, Value)> = Vec::new();
+        let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
         for (k, v) in iter {
-            map.insert(k, v);
+            let k = k.into();
+            let existing = if entries.len() < SCAN_MAX {
+                entries.iter().position(|(e, _)| *e == k)
+            } else {
+                if index.is_empty() {
+                    index = entries
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (e, _))| (e.clone(), i))
+                        .collect();
+                }
+                index.get(&k).copied()
+            };
+            if let Some(at) = existing {
+                entries[at].1 = v;
+            } else {
+                if !index.is_empty() || entries.len() >= SCAN_MAX {
+                    index.insert(k.clone(), entries.len());
+                }
+                entries.push((k, v));
+            }
         }
-        map
+        Self { entries }
     }
 }
 
@@ -450,6 +475,28 @@ mod tests {
         assert_eq!(m.remove("a"), Some(Value::Int(3)));
         assert_eq!(m.remove("a"), None);
         assert_eq!(m.len(), 1);
+    }
+
+    #[test]
+    fn collecting_keeps_first_position_and_last_value() {
+        let small: ValueMap = [
+            ("a", Value::Int(1)),
+            ("b", Value::Int(2)),
+            ("a", Value::Int(3)),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(small.keys().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(small.get("a"), Some(&Value::Int(3)));
+        let mut entries: Vec<(String, Value)> =
+            (0..40).map(|i| (format!("k{i}"), Value::Int(i))).collect();
+        entries.push(("k3".into(), Value::Int(-3)));
+        entries.push(("k39".into(), Value::Int(-39)));
+        let big: ValueMap = entries.into_iter().collect();
+        assert_eq!(big.len(), 40);
+        assert_eq!(big.get("k3"), Some(&Value::Int(-3)));
+        assert_eq!(big.get("k39"), Some(&Value::Int(-39)));
+        assert_eq!(big.keys().nth(39), Some("k39"));
     }
 
     #[test]

@@ -1,0 +1,116 @@
+//! The query language of live queries (PROTOCOL.md §5): `Query`, predicate trees, sorting
+//! and aggregations.
+
+use super::enums::{AggFunc, PredicateOp, SortDirection};
+use super::error::{DecodeError, Path};
+use super::msgpack::{Raw, Writer};
+use super::wire::{Field, Wire};
+use crate::value::{Value, ValueMap};
+
+wire_struct! {
+    /// A node of a predicate tree.
+    pub struct PredicateNode {
+        pub op: PredicateOp = "op",
+        /// The field tested; may be a dot path (`address.city`).
+        pub attribute: Option<String> = "attribute",
+        /// The operand. Tri-state: `value: null` (compare with null) differs from absent.
+        pub value: Field<Value> = "value",
+        pub children: Option<Vec<PredicateNode>> = "children",
+        /// `auth.<path>` or `data.<path>`, replacing `value` in server-side policies.
+        pub value_ref: Option<String> = "valueRef",
+        /// Full-text operators (`match*`): the query text.
+        pub query: Option<String> = "query",
+        pub match_options: Option<Value> = "matchOptions",
+        pub slop: Option<u32> = "slop",
+        pub prefix: Option<String> = "prefix",
+        pub max_expansions: Option<u32> = "maxExpansions",
+    }
+}
+
+impl PredicateNode {
+    /// A leaf comparing `attribute` with `value`.
+    pub fn leaf(op: PredicateOp, attribute: &str, value: Value) -> Self {
+        Self {
+            op,
+            attribute: Some(attribute.to_owned()),
+            value: Field::Value(value),
+            ..Self::branch(op, Vec::new())
+        }
+    }
+
+    /// A node combining `children` (`and`, `or`, `not`).
+    pub fn branch(op: PredicateOp, children: Vec<PredicateNode>) -> Self {
+        Self {
+            op,
+            attribute: None,
+            value: Field::Absent,
+            children: (!children.is_empty()).then_some(children),
+            value_ref: None,
+            query: None,
+            match_options: None,
+            slop: None,
+            prefix: None,
+            max_expansions: None,
+        }
+    }
+}
+
+wire_struct! {
+    pub struct SortField {
+        pub field: String = "field",
+        pub direction: SortDirection = "direction",
+    }
+}
+
+/// Sort keys in order. Decodes the array form `[{field, direction}]` the TS client sends and
+/// the record form `{field: direction}` of its schema (in key order); encodes the array form.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Sort(pub Vec<SortField>);
+
+impl Wire for Sort {
+    fn decode(raw: &Raw<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
+        match raw {
+            Raw::Array(_) => Vec::<SortField>::decode(raw, at).map(Self),
+            Raw::Map(entries) => entries
+                .iter()
+                .map(|(field, dir)| {
+                    Ok(SortField {
+                        field: (*field).to_owned(),
+                        direction: SortDirection::decode(dir, at.key(field))?,
+                    })
+                })
+                .collect::<Result<_, _>>()
+                .map(Self),
+            other => Err(DecodeError::wrong_type(at, "an array or a map", other)),
+        }
+    }
+
+    fn encode(&self, w: &mut Writer) {
+        self.0.encode(w);
+    }
+}
+
+wire_struct! {
+    pub struct Aggregation {
+        pub func: AggFunc = "func",
+        /// Not needed for `count`.
+        pub field: Option<String> = "field",
+    }
+}
+
+wire_struct! {
+    /// What a live query selects (PROTOCOL.md §5.1).
+    #[derive(Default)]
+    pub struct Query {
+        /// Equality on top-level fields; all must match.
+        pub where_: Option<ValueMap> = "where",
+        pub predicate: Option<PredicateNode> = "predicate",
+        pub sort: Option<Sort> = "sort",
+        pub limit: Option<u32> = "limit",
+        pub cursor: Option<String> = "cursor",
+        pub group_by: Option<Vec<String>> = "groupBy",
+        pub aggregations: Option<Vec<Aggregation>> = "aggregations",
+        /// The TS client copies `QUERY_SUB.fields` here too.
+        pub fields: Option<Vec<String>> = "fields",
+    }
+}

@@ -1,0 +1,640 @@
+//! Typed decoding from [`Raw`] and encoding to MsgPack: the [`Wire`] trait, its
+//! implementations for primitives and core types, and the macros that derive it for
+//! message structs and string enums.
+//!
+//! Integer rules (PROTOCOL.md §1.5): msgpackr sends every number that is not an integer in
+//! `[-2^31, 2^32)` as float64, so `u64`/`i64` fields (timestamps, TTLs, epochs, tokens)
+//! accept a whole, in-range float64 exactly; `u32` fields (hashes, limits, codes) are strict
+//! and refuse any float, as the reference server does. The two exceptions of §1.5 have
+//! their own types: `Timestamp.counter` is tolerant, `searchTimeMs` is [`StrictU64`].
+
+use std::collections::BTreeMap;
+
+use super::error::{DecodeError, ErrorKind, Path};
+use super::msgpack::{Raw, Writer};
+use crate::hlc::{NodeId, Timestamp};
+use crate::lww_map::LwwRecord;
+use crate::or_map::{OrMapEntry, OrRecord};
+use crate::value::{Value, ValueMap};
+
+/// A type with a wire form.
+pub trait Wire: Sized {
+    fn decode(raw: &Raw<'_>, at: Path<'_>) -> Result<Self, DecodeError>;
+
+    /// The value of a map field whose key is absent: an error unless the field is optional.
+    fn absent(at: Path<'_>) -> Result<Self, DecodeError> {
+        Err(DecodeError::at(at, ErrorKind::MissingField))
+    }
+
+    fn encode(&self, w: &mut Writer);
+
+    /// Whether a map field holding this value is left out when encoding.
+    fn is_absent(&self) -> bool {
+        false
+    }
+}
+
+/// A struct encoded as a map, whose fields can also be spliced into an enclosing map
+/// (flat messages put their fields next to `type`).
+pub trait WireFields {
+    fn field_count(&self) -> usize;
+    fn encode_fields(&self, w: &mut Writer);
+}
+
+pub(crate) fn expect_map<'r, 'a>(
+    raw: &'r Raw<'a>,
+    at: Path<'_>,
+) -> Result<&'r [(&'a str, Raw<'a>)], DecodeError> {
+    match raw {
+        Raw::Map(entries) => Ok(entries),
+        other => Err(DecodeError::wrong_type(at, "a map", other)),
+    }
+}
+
+fn out_of_range(at: Path<'_>, expected: &'static str, found: &Raw<'_>) -> DecodeError {
+    DecodeError::at(
+        at,
+        ErrorKind::OutOfRange {
+            expected,
+            found: found.to_string(),
+        },
+    )
+}
+
+/// An exact `u64` from an integer or a whole, in-range float.
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+fn tolerant_u64(raw: &Raw<'_>, at: Path<'_>) -> Result<u64, DecodeError> {
+    const EXPECTED: &str = "a non-negative integer";
+    // 2^64 as f64; every whole float below it converts exactly.
+    const LIMIT: f64 = 18_446_744_073_709_551_616.0;
+    match *raw {
+        Raw::Int(i) => u64::try_from(i).map_err(|_| out_of_range(at, EXPECTED, raw)),
+        Raw::UInt(u) => Ok(u),
+        Raw::Float(f) if f.fract() == 0.0 && (0.0..LIMIT).contains(&f) => Ok(f as u64),
+        Raw::Float(_) => Err(out_of_range(at, EXPECTED, raw)),
+        ref other => Err(DecodeError::wrong_type(at, EXPECTED, other)),
+    }
+}
+
+/// An exact `u32` from an integer only.
+fn strict_u32(raw: &Raw<'_>, at: Path<'_>) -> Result<u32, DecodeError> {
+    const EXPECTED: &str = "an integer from 0 to 4294967295";
+    match *raw {
+        Raw::Int(i) => u32::try_from(i).map_err(|_| out_of_range(at, EXPECTED, raw)),
+        Raw::UInt(_) => Err(out_of_range(at, EXPECTED, raw)),
+        ref other => Err(DecodeError::wrong_type(at, EXPECTED, other)),
+    }
+}
+
+impl Wire for String {
+    fn decode(raw: &Raw<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
+        match raw {
+            Raw::Str(s) => Ok((*s).to_owned()),
+            other => Err(DecodeError::wrong_type(at, "a string", other)),
+        }
+    }
+
+    fn encode(&self, w: &mut Writer) {
+        w.str(self);
+    }
+}
+
+impl Wire for bool {
+    fn decode(raw: &Raw<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
+        match raw {
+            Raw::Bool(b) => Ok(*b),
+            other => Err(DecodeError::wrong_type(at, "a boolean", other)),
+        }
+    }
+
+    fn encode(&self, w: &mut Writer) {
+        w.bool(*self);
+    }
+}
+
+/// Strict: hashes, limits, codes, versions.
+impl Wire for u32 {
+    fn decode(raw: &Raw<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
+        strict_u32(raw, at)
+    }
+
+    fn encode(&self, w: &mut Writer) {
+        w.uint(u64::from(*self));
+    }
+}
+
+/// Tolerant: timestamps, TTLs, epochs, fencing tokens, timeouts.
+impl Wire for u64 {
+    fn decode(raw: &Raw<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
+        tolerant_u64(raw, at)
+    }
+
+    fn encode(&self, w: &mut Writer) {
+        w.uint(*self);
+    }
+}
+
+/// Tolerant (`PARTITION_MAP.generatedAt`).
+impl Wire for i64 {
+    #[allow(clippy::cast_possible_truncation)]
+    fn decode(raw: &Raw<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
+        const EXPECTED: &str = "an integer";
+        // 2^63 as f64; whole floats in [-2^63, 2^63) convert exactly.
+        const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+        match *raw {
+            Raw::Int(i) => Ok(i),
+            Raw::Float(f) if f.fract() == 0.0 && (-LIMIT..LIMIT).contains(&f) => Ok(f as i64),
+            Raw::UInt(_) | Raw::Float(_) => Err(out_of_range(at, EXPECTED, raw)),
+            ref other => Err(DecodeError::wrong_type(at, EXPECTED, other)),
+        }
+    }
+
+    fn encode(&self, w: &mut Writer) {
+        w.int(*self);
+    }
+}
+
+/// Scores, boosts, counter totals: any number.
+impl Wire for f64 {
+    #[allow(clippy::cast_precision_loss)]
+    fn decode(raw: &Raw<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
+        match *raw {
+            Raw::Int(i) => Ok(i as f64),
+            Raw::UInt(u) => Ok(u as f64),
+            Raw::Float(f) => Ok(f),
+            ref other => Err(DecodeError::wrong_type(at, "a number", other)),
+        }
+    }
+
+    fn encode(&self, w: &mut Writer) {
+        w.f64(*self);
+    }
+}
+
+/// A `u64` that refuses floats (`searchTimeMs`, PROTOCOL.md §1.5).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StrictU64(pub u64);
+
+impl Wire for StrictU64 {
+    fn decode(raw: &Raw<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
+        match *raw {
+            Raw::Int(i) => u64::try_from(i)
+                .map(Self)
+                .map_err(|_| out_of_range(at, "a non-negative integer", raw)),
+            Raw::UInt(u) => Ok(Self(u)),
+            ref other => Err(DecodeError::wrong_type(at, "a non-negative integer", other)),
+        }
+    }
+
+    fn encode(&self, w: &mut Writer) {
+        w.uint(self.0);
+    }
+}
+
+/// Binary data (`bin` on the wire, `Uint8Array` in JavaScript).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Bin(pub Vec<u8>);
+
+impl Wire for Bin {
+    fn decode(raw: &Raw<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
+        match raw {
+            Raw::Bin(b) => Ok(Self(b.to_vec())),
+            other => Err(DecodeError::wrong_type(at, "binary data", other)),
+        }
+    }
+
+    fn encode(&self, w: &mut Writer) {
+        w.bin(&self.0);
+    }
+}
+
+impl Wire for Value {
+    fn decode(raw: &Raw<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
+        Ok(match raw {
+            Raw::Nil => Value::Nil,
+            Raw::Bool(b) => Value::Bool(*b),
+            Raw::Int(i) => Value::Int(*i),
+            Raw::UInt(u) => Value::UInt(*u),
+            Raw::Float(f) => Value::Float(*f),
+            Raw::Str(s) => Value::Str((*s).to_owned()),
+            Raw::Bin(b) => Value::Bin(b.to_vec()),
+            Raw::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| Value::decode(item, at.index(i)))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Raw::Map(entries) => Value::Map(
+                entries
+                    .iter()
+                    .map(|(k, v)| Ok(((*k).to_owned(), Value::decode(v, at.key(k))?)))
+                    .collect::<Result<ValueMap, DecodeError>>()?,
+            ),
+            Raw::Ext(t, _) => return Err(DecodeError::at(at, ErrorKind::UnsupportedExt(*t))),
+        })
+    }
+
+    fn encode(&self, w: &mut Writer) {
+        match self {
+            Value::Nil => w.nil(),
+            Value::Bool(b) => w.bool(*b),
+            Value::Int(i) => w.int(*i),
+            Value::UInt(u) => w.uint(*u),
+            Value::Float(f) => w.f64(*f),
+            Value::Str(s) => w.str(s),
+            Value::Bin(b) => w.bin(b),
+            Value::Array(items) => {
+                w.array_header(items.len());
+                for item in items {
+                    item.encode(w);
+                }
+            }
+            Value::Map(map) => map.encode(w),
+        }
+    }
+}
+
+impl Wire for ValueMap {
+    fn decode(raw: &Raw<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
+        match Value::decode(raw, at)? {
+            Value::Map(m) => Ok(m),
+            _ => Err(DecodeError::wrong_type(at, "a map", raw)),
+        }
+    }
+
+    fn encode(&self, w: &mut Writer) {
+        w.map_header(self.len());
+        for (k, v) in self.iter() {
+            w.str(k);
+            v.encode(w);
+        }
+    }
+}
+
+impl<T: Wire> Wire for Vec<T> {
+    fn decode(raw: &Raw<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
+        match raw {
+            Raw::Array(items) => items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| T::decode(item, at.index(i)))
+                .collect(),
+            other => Err(DecodeError::wrong_type(at, "an array", other)),
+        }
+    }
+
+    fn encode(&self, w: &mut Writer) {
+        w.array_header(self.len());
+        for item in self {
+            item.encode(w);
+        }
+    }
+}
+
+/// Optional: an absent key or nil is `None`; `None` is omitted from its map.
+impl<T: Wire> Wire for Option<T> {
+    fn decode(raw: &Raw<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
+        match raw {
+            Raw::Nil => Ok(None),
+            other => T::decode(other, at).map(Some),
+        }
+    }
+
+    fn absent(_at: Path<'_>) -> Result<Self, DecodeError> {
+        Ok(None)
+    }
+
+    fn encode(&self, w: &mut Writer) {
+        match self {
+            Some(v) => v.encode(w),
+            None => w.nil(),
+        }
+    }
+
+    fn is_absent(&self) -> bool {
+        self.is_none()
+    }
+}
+
+/// A string-keyed map (bucket hashes, counter totals, scores by method).
+impl<T: Wire> Wire for BTreeMap<String, T> {
+    fn decode(raw: &Raw<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
+        expect_map(raw, at)?
+            .iter()
+            .map(|(k, v)| Ok(((*k).to_owned(), T::decode(v, at.key(k))?)))
+            .collect()
+    }
+
+    fn encode(&self, w: &mut Writer) {
+        w.map_header(self.len());
+        for (k, v) in self {
+            w.str(k);
+            v.encode(w);
+        }
+    }
+}
+
+/// A field that distinguishes absent, present-nil and present-value (`record`, `orRecord`
+/// and `orTag` of a client op, and a predicate's `value`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Field<T> {
+    #[default]
+    Absent,
+    Null,
+    Value(T),
+}
+
+impl<T> Field<T> {
+    pub fn value(&self) -> Option<&T> {
+        match self {
+            Self::Value(v) => Some(v),
+            Self::Absent | Self::Null => None,
+        }
+    }
+
+    pub fn is_null(&self) -> bool {
+        matches!(self, Self::Null)
+    }
+}
+
+impl<T: Wire> Wire for Field<T> {
+    fn decode(raw: &Raw<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
+        match raw {
+            Raw::Nil => Ok(Self::Null),
+            other => T::decode(other, at).map(Self::Value),
+        }
+    }
+
+    fn absent(_at: Path<'_>) -> Result<Self, DecodeError> {
+        Ok(Self::Absent)
+    }
+
+    fn encode(&self, w: &mut Writer) {
+        match self {
+            Self::Value(v) => v.encode(w),
+            Self::Absent | Self::Null => w.nil(),
+        }
+    }
+
+    fn is_absent(&self) -> bool {
+        matches!(self, Self::Absent)
+    }
+}
+
+impl Wire for Timestamp {
+    fn decode(raw: &Raw<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
+        let (mut millis, mut counter, mut node) = (None, None, None);
+        for (k, v) in expect_map(raw, at)? {
+            match *k {
+                "millis" => millis = Some(tolerant_u64(v, at.key(k))?),
+                "counter" => {
+                    let c = tolerant_u64(v, at.key(k))?;
+                    let c = u32::try_from(c).map_err(|_| {
+                        out_of_range(at.key(k), "an integer from 0 to 4294967295", v)
+                    })?;
+                    counter = Some(c);
+                }
+                "nodeId" => {
+                    let id = String::decode(v, at.key(k))?;
+                    let id = NodeId::new(&id).map_err(|e| {
+                        DecodeError::at(at.key(k), ErrorKind::Invalid(e.to_string()))
+                    })?;
+                    node = Some(id);
+                }
+                _ => {}
+            }
+        }
+        let missing = |key| DecodeError::at(at.key(key), ErrorKind::MissingField);
+        Ok(Timestamp::new(
+            millis.ok_or_else(|| missing("millis"))?,
+            counter.ok_or_else(|| missing("counter"))?,
+            node.ok_or_else(|| missing("nodeId"))?,
+        ))
+    }
+
+    fn encode(&self, w: &mut Writer) {
+        w.map_header(3);
+        w.str("millis");
+        w.uint(self.millis);
+        w.str("counter");
+        w.uint(u64::from(self.counter));
+        w.str("nodeId");
+        w.str(self.node_id.as_str());
+    }
+}
+
+wire_struct! {
+    /// Wire form of [`LwwRecord`]; `value` nil (or absent) is a tombstone.
+    struct LwwRecordWire {
+        value: Option<Value> = "value",
+        timestamp: Timestamp = "timestamp",
+        ttl_ms: Option<u64> = "ttlMs",
+    }
+}
+
+impl Wire for LwwRecord {
+    fn decode(raw: &Raw<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
+        let w = LwwRecordWire::decode(raw, at)?;
+        Ok(LwwRecord::new(
+            w.value.unwrap_or(Value::Nil),
+            w.timestamp,
+            w.ttl_ms,
+        ))
+    }
+
+    fn encode(&self, w: &mut Writer) {
+        // `value` is always written (nil for a tombstone): the TS client reads the key.
+        let fields = 2 + usize::from(self.ttl_ms.is_some());
+        w.map_header(fields);
+        w.str("value");
+        self.value.encode(w);
+        w.str("timestamp");
+        self.timestamp.encode(w);
+        if let Some(ttl) = self.ttl_ms {
+            w.str("ttlMs");
+            w.uint(ttl);
+        }
+    }
+}
+
+wire_struct! {
+    struct OrRecordWire {
+        value: Option<Value> = "value",
+        timestamp: Timestamp = "timestamp",
+        tag: String = "tag",
+        ttl_ms: Option<u64> = "ttlMs",
+    }
+}
+
+impl Wire for OrRecord {
+    fn decode(raw: &Raw<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
+        let w = OrRecordWire::decode(raw, at)?;
+        Ok(OrRecord {
+            value: w.value.unwrap_or(Value::Nil),
+            timestamp: w.timestamp,
+            tag: w.tag,
+            ttl_ms: w.ttl_ms,
+        })
+    }
+
+    fn encode(&self, w: &mut Writer) {
+        let fields = 3 + usize::from(self.ttl_ms.is_some());
+        w.map_header(fields);
+        w.str("value");
+        self.value.encode(w);
+        w.str("timestamp");
+        self.timestamp.encode(w);
+        w.str("tag");
+        w.str(&self.tag);
+        if let Some(ttl) = self.ttl_ms {
+            w.str("ttlMs");
+            w.uint(ttl);
+        }
+    }
+}
+
+wire_struct! {
+    struct OrMapEntryWire {
+        key: String = "key",
+        records: Vec<OrRecord> = "records",
+        tombstones: Vec<String> = "tombstones",
+    }
+}
+
+impl Wire for OrMapEntry {
+    fn decode(raw: &Raw<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
+        let w = OrMapEntryWire::decode(raw, at)?;
+        Ok(OrMapEntry {
+            key: w.key,
+            records: w.records,
+            tombstones: w.tombstones,
+        })
+    }
+
+    fn encode(&self, w: &mut Writer) {
+        w.map_header(3);
+        w.str("key");
+        w.str(&self.key);
+        w.str("records");
+        self.records.encode(w);
+        w.str("tombstones");
+        self.tombstones.encode(w);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::msgpack::{Limits, parse};
+
+    fn decode<T: Wire>(frame: &[u8]) -> Result<T, DecodeError> {
+        T::decode(&parse(frame, &Limits::default())?, Path::Root)
+    }
+
+    fn encoded<T: Wire>(v: &T) -> Vec<u8> {
+        let mut w = Writer::new();
+        v.encode(&mut w);
+        w.into_bytes()
+    }
+
+    fn float(f: f64) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.f64(f);
+        w.into_bytes()
+    }
+
+    #[test]
+    fn tolerant_fields_take_whole_floats_only() {
+        assert_eq!(
+            decode::<u64>(&float(1_700_000_000_000.0)),
+            Ok(1_700_000_000_000)
+        );
+        assert_eq!(decode::<u64>(&float(0.0)), Ok(0));
+        let frac = decode::<u64>(&float(1.5)).unwrap_err();
+        assert!(matches!(frac.kind, ErrorKind::OutOfRange { .. }), "{frac}");
+        assert!(decode::<u64>(&float(-1.0)).is_err());
+        assert!(
+            decode::<u64>(&float(18_446_744_073_709_551_616.0)).is_err(),
+            "2^64 is out of range"
+        );
+        assert!(decode::<u64>(&float(f64::NAN)).is_err());
+        assert!(decode::<u64>(&encoded(&-5i64)).is_err());
+        assert_eq!(decode::<i64>(&float(-3.0)), Ok(-3));
+    }
+
+    #[test]
+    fn strict_fields_refuse_every_float() {
+        let whole = decode::<u32>(&float(10.0)).unwrap_err();
+        assert_eq!(
+            whole.to_string(),
+            "expected an integer from 0 to 4294967295, found float 10"
+        );
+        assert!(decode::<u32>(&float(10.5)).is_err());
+        assert!(decode::<u32>(&encoded(&-5i64)).is_err());
+        assert!(decode::<u32>(&encoded(&(1u64 << 32))).is_err());
+        assert_eq!(decode::<u32>(&encoded(&u32::MAX)), Ok(u32::MAX));
+        assert!(decode::<StrictU64>(&float(3.0)).is_err());
+    }
+
+    #[test]
+    fn timestamps_accept_float_millis_and_counter_and_check_node_ids() {
+        let mut w = Writer::new();
+        w.map_header(3);
+        w.str("nodeId");
+        w.str("n1");
+        w.str("millis");
+        w.f64(1_700_000_000_000.0);
+        w.str("counter");
+        w.f64(2.0);
+        let ts = decode::<Timestamp>(w.as_bytes()).unwrap();
+        assert_eq!(ts.to_string(), "1700000000000:2:n1");
+        assert_eq!(decode::<Timestamp>(&encoded(&ts)), Ok(ts));
+
+        let mut w = Writer::new();
+        w.map_header(3);
+        w.str("millis");
+        w.uint(1);
+        w.str("counter");
+        w.uint(0);
+        w.str("nodeId");
+        w.str("a:b");
+        let err = decode::<Timestamp>(w.as_bytes()).unwrap_err();
+        assert_eq!(err.field, "nodeId");
+    }
+
+    #[test]
+    fn tri_state_fields() {
+        assert_eq!(decode::<Field<String>>(&[0xc0]), Ok(Field::Null));
+        assert_eq!(Field::<String>::absent(Path::Root), Ok(Field::Absent));
+        assert_eq!(
+            decode::<Field<String>>(&encoded(&"x".to_owned())),
+            Ok(Field::Value("x".into()))
+        );
+    }
+
+    #[test]
+    fn records_round_trip_and_omit_absent_ttl() {
+        let ts = Timestamp::new(5, 1, NodeId::new("n").unwrap());
+        let rec = LwwRecord::new(Value::from("v"), ts.clone(), None);
+        let bytes = encoded(&rec);
+        assert!(
+            !bytes.windows(5).any(|w| w == b"ttlMs"),
+            "absent TTL is omitted"
+        );
+        assert_eq!(decode::<LwwRecord>(&bytes), Ok(rec));
+        let tomb = LwwRecord::tombstone(ts);
+        assert_eq!(decode::<LwwRecord>(&encoded(&tomb)), Ok(tomb));
+    }
+
+    #[test]
+    fn extension_values_are_refused_with_their_path() {
+        // {"a": <timestamp ext -1>}
+        let frame = [0x81, 0xa1, b'a', 0xd6, 0xff, 0, 0, 0, 1];
+        let err = decode::<Value>(&frame).unwrap_err();
+        assert_eq!(
+            (err.field.as_str(), err.kind),
+            ("a", ErrorKind::UnsupportedExt(-1))
+        );
+    }
+}
