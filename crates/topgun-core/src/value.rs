@@ -95,6 +95,29 @@ impl ValueMap {
     }
 }
 
+impl ValueMap {
+    /// A map from decoded entries. Without repeated keys (the usual case) the vector is kept
+    /// as it is; otherwise a repeated key keeps its first position and its last value.
+    pub fn from_entries(entries: Vec<(String, Value)>) -> Self {
+        /// Below this size pairwise comparison beats hashing.
+        const SCAN_MAX: usize = 16;
+        let unique = if entries.len() <= SCAN_MAX {
+            entries
+                .iter()
+                .enumerate()
+                .all(|(i, (k, _))| entries[..i].iter().all(|(e, _)| e != k))
+        } else {
+            let mut seen = std::collections::HashSet::with_capacity(entries.len());
+            entries.iter().all(|(k, _)| seen.insert(k.as_str()))
+        };
+        if unique {
+            Self { entries }
+        } else {
+            entries.into_iter().collect()
+        }
+    }
+}
+
 impl<K: Into<String>> FromIterator<(K, Value)> for ValueMap {
     /// Collects entries; a repeated key keeps its first position and its last value (as
     /// assigning to a JavaScript object does). Linear time, whatever the size.

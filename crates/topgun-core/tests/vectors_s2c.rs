@@ -26,7 +26,7 @@ use topgun_core::protocol::http::{
 };
 use topgun_core::protocol::messages::*;
 use topgun_core::protocol::{
-    Bin, Limits, Message, Path as WirePath, StrictU64, Wire, Writer, msgpack,
+    Bin, Limits, Message, StrictU64, decode_standalone, encode_standalone,
 };
 use topgun_core::{LwwRecord, NodeId, OrMapEntry, OrRecord, PnCounter, Timestamp, Value, ValueMap};
 
@@ -682,12 +682,10 @@ fn we_decode_our_own_encoding() {
         assert_eq!(again, msg, "{name}");
     }
     let (body, _) = http_response();
-    let mut w = Writer::new();
-    body.encode(&mut w);
-    let raw = msgpack::parse(w.as_bytes(), &Limits::default()).unwrap();
+    let bytes = encode_standalone(&body);
     assert_eq!(
-        HttpSyncResponse::decode(&raw, WirePath::Root).unwrap(),
-        body
+        decode_standalone::<HttpSyncResponse>(&bytes, &Limits::default()),
+        Ok(body)
     );
 }
 
@@ -701,9 +699,7 @@ fn msgpackr_reads_every_server_message_as_the_ts_client_expects() {
         .map(|(name, msg, js)| (name.to_owned(), msg.encode(), js))
         .collect::<Vec<_>>();
     let (body, js) = http_response();
-    let mut w = Writer::new();
-    body.encode(&mut w);
-    files.push(("HTTP_SYNC_RESPONSE".into(), w.into_bytes(), js));
+    files.push(("HTTP_SYNC_RESPONSE".into(), encode_standalone(&body), js));
     for (name, bytes, js) in &files {
         std::fs::write(dir.join(format!("{name}.msgpack")), bytes).unwrap();
         std::fs::write(

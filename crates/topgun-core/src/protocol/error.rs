@@ -101,22 +101,28 @@ pub enum ErrorKind {
 }
 
 /// A frame that could not be decoded. Nothing was applied.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub struct DecodeError {
-    /// The message type, once the `type` field was read.
-    pub message_type: Option<&'static str>,
-    /// Dotted path of the offending field; empty for frame-level errors.
-    pub field: String,
-    pub kind: ErrorKind,
+///
+/// Boxed: decoding returns `Result`s on every field, and a pointer-sized error keeps those
+/// cheap to move on the happy path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError(Box<Details>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Details {
+    message_type: Option<&'static str>,
+    field: String,
+    kind: ErrorKind,
 }
+
+impl std::error::Error for DecodeError {}
 
 impl DecodeError {
     pub fn at(path: Path<'_>, kind: ErrorKind) -> Self {
-        Self {
+        Self(Box::new(Details {
             message_type: None,
             field: path.to_string(),
             kind,
-        }
+        }))
     }
 
     pub fn frame(kind: ErrorKind) -> Self {
@@ -139,20 +145,34 @@ impl DecodeError {
 
     #[must_use]
     pub fn in_message(mut self, message_type: &'static str) -> Self {
-        self.message_type = Some(message_type);
+        self.0.message_type = Some(message_type);
         self
+    }
+
+    /// The message type, once the `type` field was read.
+    pub fn message_type(&self) -> Option<&'static str> {
+        self.0.message_type
+    }
+
+    /// Dotted path of the offending field; empty for frame-level errors.
+    pub fn field(&self) -> &str {
+        &self.0.field
+    }
+
+    pub fn kind(&self) -> &ErrorKind {
+        &self.0.kind
     }
 }
 
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(t) = self.message_type {
+        if let Some(t) = self.0.message_type {
             write!(f, "{t}: ")?;
         }
-        if !self.field.is_empty() {
-            write!(f, "field {}: ", self.field)?;
+        if !self.0.field.is_empty() {
+            write!(f, "field {}: ", self.0.field)?;
         }
-        write!(f, "{}", self.kind)
+        write!(f, "{}", self.0.kind)
     }
 }
 

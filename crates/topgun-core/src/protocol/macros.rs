@@ -4,7 +4,7 @@
 /// Declares a struct encoded as a MsgPack map and derives its `Wire` and `WireFields`.
 ///
 /// Decoding walks the map once: known keys are decoded (a repeated key: the last wins),
-/// unknown keys are ignored, and an absent key is `Wire::absent` (an error for required
+/// unknown keys are skipped, and an absent key is `Wire::absent` (an error for required
 /// fields, `None`/`Absent` for optional ones). Encoding writes fields in declaration order
 /// and omits those whose value `is_absent`.
 macro_rules! wire_struct {
@@ -21,24 +21,24 @@ macro_rules! wire_struct {
         }
 
         impl $crate::protocol::wire::Wire for $name {
-            #[allow(unused_variables, clippy::match_single_binding)]
+            #[allow(unused_mut, clippy::match_single_binding)]
             fn decode(
-                raw: &$crate::protocol::msgpack::Raw<'_>,
+                r: &mut $crate::protocol::msgpack::Reader<'_>,
                 at: $crate::protocol::error::Path<'_>,
             ) -> Result<Self, $crate::protocol::error::DecodeError> {
-                let entries = $crate::protocol::wire::expect_map(raw, at)?;
                 $( let mut $field: Option<$ty> = None; )*
-                for (key, value) in entries {
-                    match *key {
+                r.read_map(at, |r, key| {
+                    match key {
                         $( $key => {
                             $field = Some(<$ty as $crate::protocol::wire::Wire>::decode(
-                                value,
+                                r,
                                 at.key(key),
                             )?);
                         } )*
-                        _ => {}
+                        _ => r.skip(at.key(key))?,
                     }
-                }
+                    Ok(())
+                })?;
                 Ok(Self {
                     $( $field: match $field {
                         Some(v) => v,
@@ -98,15 +98,15 @@ macro_rules! wire_enum {
 
         impl $crate::protocol::wire::Wire for $name {
             fn decode(
-                raw: &$crate::protocol::msgpack::Raw<'_>,
+                r: &mut $crate::protocol::msgpack::Reader<'_>,
                 at: $crate::protocol::error::Path<'_>,
             ) -> Result<Self, $crate::protocol::error::DecodeError> {
-                let text = <String as $crate::protocol::wire::Wire>::decode(raw, at)?;
-                Self::parse(&text).ok_or_else(|| {
+                let text = r.read_str(at)?;
+                Self::parse(text).ok_or_else(|| {
                     $crate::protocol::error::DecodeError::at(
                         at,
                         $crate::protocol::error::ErrorKind::UnknownVariant {
-                            value: text,
+                            value: text.to_owned(),
                             expected: concat!($( $text, " " ),*),
                         },
                     )

@@ -31,7 +31,7 @@ pub mod wire;
 use std::collections::BTreeMap;
 
 pub use error::{DecodeError, ErrorKind, Path};
-pub use msgpack::{Limits, Raw, Writer};
+pub use msgpack::{Limits, Next, Raw, Reader, Writer};
 pub use wire::{Bin, Field, StrictU64, Wire, WireFields};
 
 use messages::{
@@ -57,18 +57,6 @@ use crate::value::Value;
 /// Most messages one inbound `BATCH` may carry (PROTOCOL.md §7.3).
 pub const BATCH_ITEMS_MAX: usize = 8_192;
 
-/// Decodes the body stored under `key` (`payload` or `event`).
-fn decode_member<T: Wire>(
-    entries: &[(&str, Raw<'_>)],
-    key: &'static str,
-) -> Result<T, DecodeError> {
-    let at = Path::Root;
-    match entries.iter().rev().find(|(k, _)| *k == key) {
-        Some((_, raw)) => T::decode(raw, at.key(key)),
-        None => T::absent(at.key(key)),
-    }
-}
-
 fn encode_flat<T: WireFields>(name: &str, body: &T, w: &mut Writer) {
     w.map_header(1 + body.field_count());
     w.str("type");
@@ -88,11 +76,20 @@ fn encode_member<T: Wire>(name: &str, key: &str, body: &T, w: &mut Writer) {
 }
 
 macro_rules! messages {
-    (@decode flat, $ty:ty, $raw:ident, $entries:ident) => {
-        <$ty as Wire>::decode($raw, Path::Root)
+    (@shape flat) => { Shape::Flat };
+    (@shape "payload") => { Shape::Payload };
+    (@shape "event") => { Shape::Event };
+    (@decode flat, $ty:ty, $r:ident) => {
+        match $r {
+            Some(r) => <$ty as Wire>::decode(r, Path::Root),
+            None => <$ty as Wire>::absent(Path::Root),
+        }
     };
-    (@decode $key:literal, $ty:ty, $raw:ident, $entries:ident) => {
-        decode_member::<$ty>($entries, $key)
+    (@decode $key:literal, $ty:ty, $r:ident) => {
+        match $r {
+            Some(r) => <$ty as Wire>::decode(r, Path::Root.key($key)),
+            None => <$ty as Wire>::absent(Path::Root.key($key)),
+        }
     };
     (@encode flat, $name:literal, $body:ident, $w:ident) => {
         encode_flat($name, $body, $w)
@@ -119,13 +116,20 @@ macro_rules! messages {
                 }
             }
 
-            fn decode_body(
-                name: &str,
-                raw: &Raw<'_>,
-                entries: &[(&str, Raw<'_>)],
-            ) -> Result<Self, DecodeError> {
+            /// Where this type keeps its body, or `None` for an unknown type.
+            fn shape_of(name: &str) -> Option<Shape> {
                 match name {
-                    $( $name => messages!(@decode $shape, $ty, raw, entries)
+                    $( $name => Some(messages!(@shape $shape)), )*
+                    _ => None,
+                }
+            }
+
+            /// Decodes the body of message type `name` at the reader's position (the
+            /// top-level map for flat messages, the member's value otherwise); `None`
+            /// position means the member was absent.
+            fn decode_body(name: &str, r: Option<&mut Reader<'_>>) -> Result<Self, DecodeError> {
+                match name {
+                    $( $name => messages!(@decode $shape, $ty, r)
                         .map(Self::$variant)
                         .map_err(|e| e.in_message($name)), )*
                     other => Err(DecodeError::at(
@@ -243,28 +247,75 @@ messages! {
     Batch(Batch) = "BATCH", flat;
 }
 
+/// Where a message type keeps its body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// Fields beside `type`.
+    Flat,
+    /// `{type, payload}`.
+    Payload,
+    /// `{type, event}`.
+    Event,
+}
+
+impl Shape {
+    fn member(self) -> Option<&'static str> {
+        match self {
+            Self::Flat => None,
+            Self::Payload => Some("payload"),
+            Self::Event => Some("event"),
+        }
+    }
+}
+
 impl Message {
     /// Decodes one frame within `limits`.
+    ///
+    /// One pass reads the top-level keys. When `type` comes before the body (as the TS client
+    /// writes it), the body is decoded in that pass; otherwise the reader returns to it.
     pub fn decode(frame: &[u8], limits: &Limits) -> Result<Self, DecodeError> {
-        let raw = msgpack::parse(frame, limits)?;
-        let entries = wire::expect_map(&raw, Path::Root)?;
-        let name = match entries.iter().rev().find(|(k, _)| *k == "type") {
-            Some((_, Raw::Str(name))) => *name,
-            Some((_, other)) => {
-                return Err(DecodeError::wrong_type(
-                    Path::Root.key("type"),
-                    "a string",
-                    other,
-                ));
+        let mut r = Reader::new(frame, limits)?;
+        let root = Path::Root;
+        let mut name: Option<&str> = None;
+        let mut body: Option<Self> = None;
+        let mut member_at: Option<(&str, usize)> = None;
+        r.read_map(root, |r, key| {
+            match key {
+                "type" => name = Some(r.read_str(root.key("type"))?),
+                "payload" | "event" => {
+                    let shape = name.and_then(Self::shape_of);
+                    if let Some(shape) = shape
+                        && shape.member() == Some(key)
+                    {
+                        body = Some(Self::decode_body(name.unwrap_or_default(), Some(r))?);
+                    } else {
+                        member_at = Some((key, r.position()));
+                        r.skip(root.key(key))?;
+                    }
+                }
+                _ => r.skip(root.key(key))?,
             }
-            None => {
-                return Err(DecodeError::at(
-                    Path::Root.key("type"),
-                    ErrorKind::MissingType,
-                ));
+            Ok(())
+        })?;
+        r.finish()?;
+        let name = name.ok_or_else(|| DecodeError::at(root.key("type"), ErrorKind::MissingType))?;
+        if let Some(body) = body {
+            return Ok(body);
+        }
+        let shape = Self::shape_of(name).ok_or_else(|| {
+            DecodeError::at(root.key("type"), ErrorKind::UnknownType(name.to_owned()))
+        })?;
+        match (shape.member(), member_at) {
+            (None, _) => {
+                r.seek(0);
+                Self::decode_body(name, Some(&mut r))
             }
-        };
-        Self::decode_body(name, &raw, entries)
+            (Some(member), Some((key, at))) if key == member => {
+                r.seek(at);
+                Self::decode_body(name, Some(&mut r))
+            }
+            (Some(_), _) => Self::decode_body(name, None),
+        }
     }
 
     /// This message as one MsgPack frame.
@@ -273,6 +324,22 @@ impl Message {
         self.encode_into(&mut w);
         w.into_bytes()
     }
+}
+
+/// Decodes a frame holding exactly one `T` with no `type` field, such as the
+/// `POST /sync` bodies of [`http`].
+pub fn decode_standalone<T: Wire>(frame: &[u8], limits: &Limits) -> Result<T, DecodeError> {
+    let mut r = Reader::new(frame, limits)?;
+    let value = T::decode(&mut r, Path::Root)?;
+    r.finish()?;
+    Ok(value)
+}
+
+/// Encodes a value with no `type` field (the counterpart of [`decode_standalone`]).
+pub fn encode_standalone<T: Wire>(value: &T) -> Vec<u8> {
+    let mut w = Writer::with_capacity(128);
+    value.encode(&mut w);
+    w.into_bytes()
 }
 
 impl Batch {
@@ -312,15 +379,16 @@ impl Batch {
 /// `{p, n}` (schema, fixtures) or `{positive, negative}` (the TS `CounterManager`); both
 /// spellings are written so that either reader finds its keys (PROTOCOL.md §9 item 1).
 impl Wire for PnCounter {
-    fn decode(raw: &Raw<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
+    fn decode(r: &mut Reader<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
         let (mut p, mut n) = (None, None);
-        for (k, v) in wire::expect_map(raw, at)? {
-            match *k {
-                "p" | "positive" => p = Some(BTreeMap::<String, f64>::decode(v, at.key(k))?),
-                "n" | "negative" => n = Some(BTreeMap::<String, f64>::decode(v, at.key(k))?),
-                _ => {}
+        r.read_map(at, |r, k| {
+            match k {
+                "p" | "positive" => p = Some(BTreeMap::<String, f64>::decode(r, at.key(k))?),
+                "n" | "negative" => n = Some(BTreeMap::<String, f64>::decode(r, at.key(k))?),
+                _ => r.skip(at.key(k))?,
             }
-        }
+            Ok(())
+        })?;
         let missing = |key| DecodeError::at(at.key(key), ErrorKind::MissingField);
         let p = p.ok_or_else(|| missing("p"))?;
         let n = n.ok_or_else(|| missing("n"))?;
@@ -417,17 +485,60 @@ mod tests {
     }
 
     #[test]
+    fn flat_messages_may_put_type_last() {
+        let mut w = Writer::new();
+        w.map_header(2);
+        w.str("timestamp");
+        w.f64(5.0);
+        w.str("type");
+        w.str("PING");
+        let msg = Message::decode(w.as_bytes(), &Limits::default()).unwrap();
+        assert_eq!(msg, Message::Ping(Ping { timestamp: 5 }));
+    }
+
+    /// A value nested to the depth ceiling inside a payload that comes before `type` is
+    /// skipped, then decoded after seeking back, on a 2 MiB stack in any profile.
+    #[test]
+    fn deep_payload_before_type_fits_a_small_stack() {
+        let handle = std::thread::Builder::new()
+            .stack_size(2 * 1024 * 1024)
+            .spawn(|| {
+                let mut w = Writer::new();
+                w.map_header(2);
+                w.str("payload");
+                w.map_header(2);
+                w.str("topic");
+                w.str("t");
+                w.str("data");
+                // Root map, payload map, then nested arrays up to the ceiling.
+                for _ in 0..msgpack::MAX_DEPTH_CEILING - 2 {
+                    w.array_header(1);
+                }
+                w.nil();
+                w.str("type");
+                w.str("TOPIC_PUB");
+                let limits = Limits {
+                    max_depth: usize::MAX,
+                    ..Limits::default()
+                };
+                Message::decode(w.as_bytes(), &limits).map(|m| m.type_name())
+            })
+            .unwrap();
+        assert_eq!(handle.join().unwrap(), Ok("TOPIC_PUB"));
+    }
+
+    #[test]
     fn type_errors_are_precise() {
         let limits = Limits::default();
         let err = Message::decode(&hex("81a474797065a3464f4f"), &limits).unwrap_err();
-        assert_eq!(err.kind, ErrorKind::UnknownType("FOO".into()));
+        assert_eq!(err.kind(), &ErrorKind::UnknownType("FOO".into()));
         let err = Message::decode(&hex("80"), &limits).unwrap_err();
         assert_eq!(
-            (err.field.as_str(), err.kind),
+            (err.field(), err.kind().clone()),
             ("type", ErrorKind::MissingType)
         );
         let err = Message::decode(&hex("90"), &limits).unwrap_err();
-        assert!(matches!(err.kind, ErrorKind::WrongType { .. }));
+        assert!(matches!(err.kind(), ErrorKind::WrongType { .. }));
         // {type: QUERY_UNSUB, payload: {}}
         let err = Message::decode(
             &hex("82a474797065ab51554552595f554e535542a77061796c6f616480"),
@@ -474,13 +585,16 @@ mod tests {
             count: 2,
             data: Bin(data),
         };
-        assert_eq!(truncated.frames().unwrap_err().kind, ErrorKind::Truncated);
+        assert_eq!(
+            *truncated.frames().unwrap_err().kind(),
+            ErrorKind::Truncated
+        );
         let many = Batch {
             count: 0,
             data: Bin(vec![0; 4 * (BATCH_ITEMS_MAX + 1)]),
         };
         assert!(matches!(
-            many.frames().unwrap_err().kind,
+            many.frames().unwrap_err().kind(),
             ErrorKind::TooLong { .. }
         ));
     }

@@ -11,6 +11,7 @@
 use std::fmt;
 
 use super::error::{DecodeError, ErrorKind, Path};
+use crate::hlc::{HlcError, NodeId};
 
 /// The deepest nesting any configuration may allow: deep enough for real documents, shallow
 /// enough that decoding, converting and dropping a value of that depth fits a 2 MiB thread
@@ -87,43 +88,333 @@ impl fmt::Display for Raw<'_> {
     }
 }
 
-/// Parses exactly one MsgPack value filling the whole frame.
+/// Parses exactly one MsgPack value filling the whole frame into a [`Raw`] tree.
+///
+/// Typed decoding does not go through this (it reads the frame directly with a [`Reader`]);
+/// it serves tests, tools and error messages.
 pub fn parse<'a>(frame: &'a [u8], limits: &Limits) -> Result<Raw<'a>, DecodeError> {
-    if frame.len() > limits.max_frame_bytes {
-        return Err(DecodeError::frame(ErrorKind::FrameTooLarge {
-            size: frame.len(),
-            max: limits.max_frame_bytes,
-        }));
-    }
-    let mut reader = Reader {
-        bytes: frame,
-        at: 0,
-        limits,
-    };
-    let value = reader.value(Path::Root, 1)?;
-    if reader.at != frame.len() {
-        return Err(DecodeError::frame(ErrorKind::TrailingBytes {
-            count: frame.len() - reader.at,
-        }));
-    }
+    let mut reader = Reader::new(frame, limits)?;
+    let value = reader.read_raw(Path::Root)?;
+    reader.finish()?;
     Ok(value)
 }
 
-struct Reader<'a, 'l> {
-    bytes: &'a [u8],
-    at: usize,
-    limits: &'l Limits,
+/// What the next value is, as far as a decoder needs to branch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    Nil,
+    Map,
+    Array,
+    /// A scalar (or the end of the frame, which reading reports as truncated).
+    Scalar,
 }
 
-impl<'a> Reader<'a, '_> {
+/// A streaming MsgPack reader over one frame, with the frame's [`Limits`].
+///
+/// Every read checks its bounds before allocating; nesting is counted across the typed
+/// decoders that drive it. Strings and binaries are borrowed from the frame.
+#[derive(Debug, Clone)]
+pub struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+    limits: Limits,
+    depth: usize,
+    /// The last node id decoded: the timestamps of one frame mostly share their node id
+    /// (one client's batch), so this saves an allocation per record.
+    last_node_id: Option<NodeId>,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(frame: &'a [u8], limits: &Limits) -> Result<Self, DecodeError> {
+        if frame.len() > limits.max_frame_bytes {
+            return Err(DecodeError::frame(ErrorKind::FrameTooLarge {
+                size: frame.len(),
+                max: limits.max_frame_bytes,
+            }));
+        }
+        Ok(Self {
+            bytes: frame,
+            pos: 0,
+            limits: *limits,
+            depth: 0,
+            last_node_id: None,
+        })
+    }
+
+    /// The offset of the next value.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// Moves back to an offset returned by [`Reader::position`] at the same nesting depth.
+    pub fn seek(&mut self, position: usize) {
+        self.pos = position.min(self.bytes.len());
+    }
+
+    /// Fails unless the whole frame was consumed.
+    pub fn finish(&self) -> Result<(), DecodeError> {
+        if self.pos == self.bytes.len() {
+            Ok(())
+        } else {
+            Err(DecodeError::frame(ErrorKind::TrailingBytes {
+                count: self.bytes.len() - self.pos,
+            }))
+        }
+    }
+
+    pub fn next(&self) -> Next {
+        match self.bytes.get(self.pos) {
+            Some(0xc0) => Next::Nil,
+            Some(0x80..=0x8f | 0xde | 0xdf) => Next::Map,
+            Some(0x90..=0x9f | 0xdc | 0xdd) => Next::Array,
+            _ => Next::Scalar,
+        }
+    }
+
+    /// The element count of the array or map that comes next, capped by the bytes left
+    /// (so it is safe to preallocate); 0 for anything else.
+    pub fn len_hint(&self) -> usize {
+        let b = &self.bytes[self.pos..];
+        let n = match b {
+            [tag @ 0x80..=0x9f, ..] => usize::from(tag & 0x0f),
+            [0xdc | 0xde, x, y, ..] => usize::from(u16::from_be_bytes([*x, *y])),
+            [0xdd | 0xdf, a, b2, c, d, ..] => {
+                usize::try_from(u32::from_be_bytes([*a, *b2, *c, *d])).unwrap_or(usize::MAX)
+            }
+            _ => 0,
+        };
+        n.min(b.len()).min(self.limits.max_collection_len)
+    }
+
+    /// Consumes a nil if one comes next.
+    pub fn take_nil(&mut self) -> bool {
+        let is_nil = self.next() == Next::Nil;
+        if is_nil {
+            self.pos += 1;
+        }
+        is_nil
+    }
+
+    /// The node id `id`, sharing the previous allocation when it repeats.
+    pub fn node_id(&mut self, id: &str) -> Result<NodeId, HlcError> {
+        if let Some(last) = &self.last_node_id
+            && last.as_str() == id
+        {
+            return Ok(last.clone());
+        }
+        let fresh = NodeId::new(id)?;
+        self.last_node_id = Some(fresh.clone());
+        Ok(fresh)
+    }
+
+    /// An error saying what was expected at `at` and what the next value is.
+    pub fn wrong_type(&self, at: Path<'_>, expected: &'static str) -> DecodeError {
+        let mut probe = self.clone();
+        let found = match probe.read_raw(at) {
+            Ok(raw) => raw.to_string(),
+            Err(_) => "malformed data".to_owned(),
+        };
+        DecodeError::at(at, ErrorKind::WrongType { expected, found })
+    }
+
+    /// Reads a map, calling `entry` with the reader positioned at each value and its key.
+    pub fn read_map(
+        &mut self,
+        at: Path<'_>,
+        mut entry: impl FnMut(&mut Self, &'a str) -> Result<(), DecodeError>,
+    ) -> Result<(), DecodeError> {
+        let n = self.map_header(at)?;
+        for _ in 0..n {
+            let key = self.read_key(at)?;
+            entry(self, key)?;
+        }
+        self.depth -= 1;
+        Ok(())
+    }
+
+    /// Reads an array, calling `item` with the reader positioned at each element.
+    pub fn read_array(
+        &mut self,
+        at: Path<'_>,
+        mut item: impl FnMut(&mut Self, usize) -> Result<(), DecodeError>,
+    ) -> Result<(), DecodeError> {
+        let n = self.array_header(at)?;
+        for i in 0..n {
+            item(self, i)?;
+        }
+        self.depth -= 1;
+        Ok(())
+    }
+
+    /// Consumes a map header and enters it; returns the entry count.
+    pub(crate) fn map_header(&mut self, at: Path<'_>) -> Result<usize, DecodeError> {
+        let n = match self.bytes.get(self.pos) {
+            Some(&tag @ 0x80..=0x8f) => {
+                self.pos += 1;
+                usize::from(tag & 0x0f)
+            }
+            Some(0xde) => {
+                self.pos += 1;
+                self.len_u16(at)?
+            }
+            Some(0xdf) => {
+                self.pos += 1;
+                self.len_u32(at)?
+            }
+            _ => return Err(self.wrong_type(at, "a map")),
+        };
+        self.enter(n, 2, at)?;
+        Ok(n)
+    }
+
+    fn array_header(&mut self, at: Path<'_>) -> Result<usize, DecodeError> {
+        let n = match self.bytes.get(self.pos) {
+            Some(&tag @ 0x90..=0x9f) => {
+                self.pos += 1;
+                usize::from(tag & 0x0f)
+            }
+            Some(0xdc) => {
+                self.pos += 1;
+                self.len_u16(at)?
+            }
+            Some(0xdd) => {
+                self.pos += 1;
+                self.len_u32(at)?
+            }
+            _ => return Err(self.wrong_type(at, "an array")),
+        };
+        self.enter(n, 1, at)?;
+        Ok(n)
+    }
+
+    /// Enters a collection of `n` elements of at least `min_bytes` each: checks depth, the
+    /// configured length cap, and that the frame still holds `n * min_bytes` bytes (so a
+    /// forged length allocates nothing).
+    fn enter(&mut self, n: usize, min_bytes: usize, at: Path<'_>) -> Result<(), DecodeError> {
+        let max_depth = self.limits.max_depth.min(MAX_DEPTH_CEILING);
+        if self.depth >= max_depth {
+            return Err(DecodeError::at(at, ErrorKind::TooDeep { max: max_depth }));
+        }
+        let max = self.limits.max_collection_len;
+        if n > max {
+            return Err(DecodeError::at(at, ErrorKind::TooLong { len: n, max }));
+        }
+        if n.saturating_mul(min_bytes) > self.bytes.len() - self.pos {
+            return Err(DecodeError::at(at, ErrorKind::Truncated));
+        }
+        self.depth += 1;
+        Ok(())
+    }
+
+    fn read_key(&mut self, at: Path<'_>) -> Result<&'a str, DecodeError> {
+        // Fast path: keys are almost always short strings (fixstr).
+        if let Some(&tag @ 0xa0..=0xbf) = self.bytes.get(self.pos) {
+            self.pos += 1;
+            let bytes = self.take(usize::from(tag & 0x1f), at)?;
+            return std::str::from_utf8(bytes)
+                .map_err(|_| DecodeError::at(at, ErrorKind::InvalidUtf8));
+        }
+        match self.next() {
+            Next::Scalar => match self.scalar(at)? {
+                Raw::Str(key) => Ok(key),
+                other => Err(DecodeError::at(at, ErrorKind::NonStringKey(other.kind()))),
+            },
+            Next::Nil => Err(DecodeError::at(at, ErrorKind::NonStringKey("nil"))),
+            Next::Map => Err(DecodeError::at(at, ErrorKind::NonStringKey("a map"))),
+            Next::Array => Err(DecodeError::at(at, ErrorKind::NonStringKey("an array"))),
+        }
+    }
+
+    /// Reads a scalar of the kind `accept` allows, or fails with `expected`.
+    fn read_scalar(
+        &mut self,
+        at: Path<'_>,
+        expected: &'static str,
+        accept: fn(&Raw<'a>) -> bool,
+    ) -> Result<Raw<'a>, DecodeError> {
+        if self.next() == Next::Scalar {
+            let before = self.pos;
+            let raw = self.scalar(at)?;
+            if accept(&raw) {
+                return Ok(raw);
+            }
+            self.pos = before;
+        }
+        Err(self.wrong_type(at, expected))
+    }
+
+    pub fn read_str(&mut self, at: Path<'_>) -> Result<&'a str, DecodeError> {
+        match self.read_scalar(at, "a string", |r| matches!(r, Raw::Str(_)))? {
+            Raw::Str(s) => Ok(s),
+            _ => Err(self.wrong_type(at, "a string")),
+        }
+    }
+
+    pub fn read_bin(&mut self, at: Path<'_>) -> Result<&'a [u8], DecodeError> {
+        match self.read_scalar(at, "binary data", |r| matches!(r, Raw::Bin(_)))? {
+            Raw::Bin(b) => Ok(b),
+            _ => Err(self.wrong_type(at, "binary data")),
+        }
+    }
+
+    pub fn read_bool(&mut self, at: Path<'_>) -> Result<bool, DecodeError> {
+        match self.read_scalar(at, "a boolean", |r| matches!(r, Raw::Bool(_)))? {
+            Raw::Bool(b) => Ok(b),
+            _ => Err(self.wrong_type(at, "a boolean")),
+        }
+    }
+
+    /// Reads an integer or a float, as a `Raw::Int`, `Raw::UInt` or `Raw::Float`.
+    pub fn read_number(
+        &mut self,
+        at: Path<'_>,
+        expected: &'static str,
+    ) -> Result<Raw<'a>, DecodeError> {
+        self.read_scalar(at, expected, |r| {
+            matches!(r, Raw::Int(_) | Raw::UInt(_) | Raw::Float(_))
+        })
+    }
+
+    /// Skips one value (validating it as it goes).
+    pub fn skip(&mut self, at: Path<'_>) -> Result<(), DecodeError> {
+        match self.next() {
+            Next::Map => self.read_map(at, |r, key| r.skip(at.key(key))),
+            Next::Array => self.read_array(at, |r, i| r.skip(at.index(i))),
+            Next::Nil | Next::Scalar => self.scalar(at).map(|_| ()),
+        }
+    }
+
+    /// Reads one value as a [`Raw`] tree.
+    pub fn read_raw(&mut self, at: Path<'_>) -> Result<Raw<'a>, DecodeError> {
+        match self.next() {
+            Next::Map => {
+                let mut entries = Vec::new();
+                self.read_map(at, |r, key| {
+                    entries.push((key, r.read_raw(at.key(key))?));
+                    Ok(())
+                })?;
+                Ok(Raw::Map(entries))
+            }
+            Next::Array => {
+                let mut items = Vec::new();
+                self.read_array(at, |r, i| {
+                    items.push(r.read_raw(at.index(i))?);
+                    Ok(())
+                })?;
+                Ok(Raw::Array(items))
+            }
+            Next::Nil | Next::Scalar => self.scalar(at),
+        }
+    }
+
     fn take(&mut self, n: usize, at: Path<'_>) -> Result<&'a [u8], DecodeError> {
         let end = self
-            .at
+            .pos
             .checked_add(n)
             .filter(|&end| end <= self.bytes.len())
             .ok_or_else(|| DecodeError::at(at, ErrorKind::Truncated))?;
-        let slice = &self.bytes[self.at..end];
-        self.at = end;
+        let slice = &self.bytes[self.pos..end];
+        self.pos = end;
         Ok(slice)
     }
 
@@ -150,36 +441,11 @@ impl<'a> Reader<'a, '_> {
             .map_err(|_| DecodeError::at(at, ErrorKind::Truncated))
     }
 
-    /// Reads one value. Kept small: it is the only recursive function, and its frame is
-    /// what nesting multiplies (scalars are read by the non-recursive `scalar`).
-    fn value(&mut self, at: Path<'_>, depth: usize) -> Result<Raw<'a>, DecodeError> {
-        let tag = self.byte(at)?;
-        match tag {
-            0x80..=0x8f => self.map(usize::from(tag & 0x0f), at, depth),
-            0x90..=0x9f => self.array(usize::from(tag & 0x0f), at, depth),
-            0xdc => {
-                let n = self.len_u16(at)?;
-                self.array(n, at, depth)
-            }
-            0xdd => {
-                let n = self.len_u32(at)?;
-                self.array(n, at, depth)
-            }
-            0xde => {
-                let n = self.len_u16(at)?;
-                self.map(n, at, depth)
-            }
-            0xdf => {
-                let n = self.len_u32(at)?;
-                self.map(n, at, depth)
-            }
-            _ => self.scalar(tag, at),
-        }
-    }
-
-    /// Reads a value that is not an array or a map.
+    /// Reads a value that is not an array or a map (those tags are reported as reserved
+    /// here; callers branch on [`Reader::next`] first).
     #[inline(never)]
-    fn scalar(&mut self, tag: u8, at: Path<'_>) -> Result<Raw<'a>, DecodeError> {
+    fn scalar(&mut self, at: Path<'_>) -> Result<Raw<'a>, DecodeError> {
+        let tag = self.byte(at)?;
         match tag {
             0x00..=0x7f => Ok(Raw::Int(i64::from(tag))),
             0xa0..=0xbf => self.str(usize::from(tag & 0x1f), at),
@@ -246,14 +512,9 @@ impl<'a> Reader<'a, '_> {
     }
 
     fn check_string_len(&self, n: usize, at: Path<'_>) -> Result<(), DecodeError> {
-        if n > self.limits.max_str_bytes {
-            return Err(DecodeError::at(
-                at,
-                ErrorKind::TooLong {
-                    len: n,
-                    max: self.limits.max_str_bytes,
-                },
-            ));
+        let max = self.limits.max_str_bytes;
+        if n > max {
+            return Err(DecodeError::at(at, ErrorKind::TooLong { len: n, max }));
         }
         Ok(())
     }
@@ -276,60 +537,6 @@ impl<'a> Reader<'a, '_> {
         let [ext_type] = self.be::<1>(at)?;
         let ext_type = i8::from_be_bytes([ext_type]);
         Ok(Raw::Ext(ext_type, self.take(n, at)?))
-    }
-
-    /// Checks a collection header: depth, the configured length cap, and that the frame
-    /// still holds at least `n * min_bytes` bytes (so a forged length allocates nothing).
-    fn check_collection(
-        &self,
-        n: usize,
-        min_bytes: usize,
-        at: Path<'_>,
-        depth: usize,
-    ) -> Result<(), DecodeError> {
-        let max_depth = self.limits.max_depth.min(MAX_DEPTH_CEILING);
-        if depth > max_depth {
-            return Err(DecodeError::at(at, ErrorKind::TooDeep { max: max_depth }));
-        }
-        if n > self.limits.max_collection_len {
-            return Err(DecodeError::at(
-                at,
-                ErrorKind::TooLong {
-                    len: n,
-                    max: self.limits.max_collection_len,
-                },
-            ));
-        }
-        let remaining = self.bytes.len() - self.at;
-        if n.saturating_mul(min_bytes) > remaining {
-            return Err(DecodeError::at(at, ErrorKind::Truncated));
-        }
-        Ok(())
-    }
-
-    fn array(&mut self, n: usize, at: Path<'_>, depth: usize) -> Result<Raw<'a>, DecodeError> {
-        self.check_collection(n, 1, at, depth)?;
-        let mut items = Vec::with_capacity(n);
-        for i in 0..n {
-            items.push(self.value(at.index(i), depth + 1)?);
-        }
-        Ok(Raw::Array(items))
-    }
-
-    fn map(&mut self, n: usize, at: Path<'_>, depth: usize) -> Result<Raw<'a>, DecodeError> {
-        self.check_collection(n, 2, at, depth)?;
-        let mut entries = Vec::with_capacity(n);
-        for _ in 0..n {
-            let key = match self.value(at, depth + 1)? {
-                Raw::Str(key) => key,
-                other => {
-                    return Err(DecodeError::at(at, ErrorKind::NonStringKey(other.kind())));
-                }
-            };
-            let value = self.value(at.key(key), depth + 1)?;
-            entries.push((key, value));
-        }
-        Ok(Raw::Map(entries))
     }
 }
 
@@ -573,7 +780,7 @@ mod tests {
         ];
         for (input, kind) in cases {
             let err = parse(&hex(input), &limits).unwrap_err();
-            assert_eq!(err.kind, kind, "{input}");
+            assert_eq!(err.kind(), &kind, "{input}");
         }
     }
 
@@ -585,7 +792,7 @@ mod tests {
             max_collection_len: 2,
             max_str_bytes: 3,
         };
-        let kind = |input: &str| parse(&hex(input), &tight).unwrap_err().kind;
+        let kind = |input: &str| parse(&hex(input), &tight).unwrap_err().kind().clone();
         assert!(matches!(
             kind("a9616161616161616161"),
             ErrorKind::FrameTooLarge { .. }
@@ -612,10 +819,17 @@ mod tests {
                 let mut deepest = vec![0x91; MAX_DEPTH_CEILING];
                 deepest.push(0xc0);
                 let raw = parse(&deepest, &limits).unwrap();
-                let value = crate::Value::decode(&raw, Path::Root).unwrap();
+                let mut reader = Reader::new(&deepest, &limits).unwrap();
+                let value = crate::Value::decode(&mut reader, Path::Root).unwrap();
                 drop((raw, value));
+                let mut reader = Reader::new(&deepest, &limits).unwrap();
+                reader.skip(Path::Root).unwrap();
                 deepest.insert(0, 0x91);
-                parse(&deepest, &limits).map(|_| ()).unwrap_err().kind
+                parse(&deepest, &limits)
+                    .map(|_| ())
+                    .unwrap_err()
+                    .kind()
+                    .clone()
             })
             .unwrap();
         assert_eq!(
@@ -630,6 +844,6 @@ mod tests {
     fn error_paths_name_the_field() {
         // {"a": [nil, "\xc3("]} — invalid UTF-8 inside a.[1]
         let err = parse(&hex("81a16192c0a2c328"), &Limits::default()).unwrap_err();
-        assert_eq!(err.field, "a[1]");
+        assert_eq!(err.field(), "a[1]");
     }
 }

@@ -3,7 +3,7 @@
 
 use super::enums::{AggFunc, PredicateOp, SortDirection};
 use super::error::{DecodeError, Path};
-use super::msgpack::{Raw, Writer};
+use super::msgpack::{Next, Reader, Writer};
 use super::wire::{Field, Wire};
 use crate::value::{Value, ValueMap};
 
@@ -68,20 +68,22 @@ wire_struct! {
 pub struct Sort(pub Vec<SortField>);
 
 impl Wire for Sort {
-    fn decode(raw: &Raw<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
-        match raw {
-            Raw::Array(_) => Vec::<SortField>::decode(raw, at).map(Self),
-            Raw::Map(entries) => entries
-                .iter()
-                .map(|(field, dir)| {
-                    Ok(SortField {
-                        field: (*field).to_owned(),
-                        direction: SortDirection::decode(dir, at.key(field))?,
-                    })
-                })
-                .collect::<Result<_, _>>()
-                .map(Self),
-            other => Err(DecodeError::wrong_type(at, "an array or a map", other)),
+    fn decode(r: &mut Reader<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
+        match r.next() {
+            Next::Array => Vec::<SortField>::decode(r, at).map(Self),
+            Next::Map => {
+                let mut fields = Vec::new();
+                r.read_map(at, |r, field| {
+                    let direction = SortDirection::decode(r, at.key(field))?;
+                    fields.push(SortField {
+                        field: field.to_owned(),
+                        direction,
+                    });
+                    Ok(())
+                })?;
+                Ok(Self(fields))
+            }
+            Next::Nil | Next::Scalar => Err(r.wrong_type(at, "an array or a map")),
         }
     }
 

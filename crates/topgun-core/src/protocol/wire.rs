@@ -11,15 +11,15 @@
 use std::collections::BTreeMap;
 
 use super::error::{DecodeError, ErrorKind, Path};
-use super::msgpack::{Raw, Writer};
-use crate::hlc::{NodeId, Timestamp};
+use super::msgpack::{Next, Raw, Reader, Writer};
+use crate::hlc::Timestamp;
 use crate::lww_map::LwwRecord;
 use crate::or_map::{OrMapEntry, OrRecord};
 use crate::value::{Value, ValueMap};
 
 /// A type with a wire form.
 pub trait Wire: Sized {
-    fn decode(raw: &Raw<'_>, at: Path<'_>) -> Result<Self, DecodeError>;
+    fn decode(r: &mut Reader<'_>, at: Path<'_>) -> Result<Self, DecodeError>;
 
     /// The value of a map field whose key is absent: an error unless the field is optional.
     fn absent(at: Path<'_>) -> Result<Self, DecodeError> {
@@ -41,16 +41,6 @@ pub trait WireFields {
     fn encode_fields(&self, w: &mut Writer);
 }
 
-pub(crate) fn expect_map<'r, 'a>(
-    raw: &'r Raw<'a>,
-    at: Path<'_>,
-) -> Result<&'r [(&'a str, Raw<'a>)], DecodeError> {
-    match raw {
-        Raw::Map(entries) => Ok(entries),
-        other => Err(DecodeError::wrong_type(at, "a map", other)),
-    }
-}
-
 fn out_of_range(at: Path<'_>, expected: &'static str, found: &Raw<'_>) -> DecodeError {
     DecodeError::at(
         at,
@@ -61,37 +51,50 @@ fn out_of_range(at: Path<'_>, expected: &'static str, found: &Raw<'_>) -> Decode
     )
 }
 
+const U64_EXPECTED: &str = "a non-negative integer";
+const U32_EXPECTED: &str = "an integer from 0 to 4294967295";
+
 /// An exact `u64` from an integer or a whole, in-range float.
 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-fn tolerant_u64(raw: &Raw<'_>, at: Path<'_>) -> Result<u64, DecodeError> {
-    const EXPECTED: &str = "a non-negative integer";
+fn tolerant_u64(r: &mut Reader<'_>, at: Path<'_>) -> Result<u64, DecodeError> {
     // 2^64 as f64; every whole float below it converts exactly.
     const LIMIT: f64 = 18_446_744_073_709_551_616.0;
-    match *raw {
-        Raw::Int(i) => u64::try_from(i).map_err(|_| out_of_range(at, EXPECTED, raw)),
+    let raw = r.read_number(at, U64_EXPECTED)?;
+    match raw {
+        Raw::Int(i) => u64::try_from(i).map_err(|_| out_of_range(at, U64_EXPECTED, &raw)),
         Raw::UInt(u) => Ok(u),
         Raw::Float(f) if f.fract() == 0.0 && (0.0..LIMIT).contains(&f) => Ok(f as u64),
-        Raw::Float(_) => Err(out_of_range(at, EXPECTED, raw)),
-        ref other => Err(DecodeError::wrong_type(at, EXPECTED, other)),
+        _ => Err(out_of_range(at, U64_EXPECTED, &raw)),
     }
 }
 
 /// An exact `u32` from an integer only.
-fn strict_u32(raw: &Raw<'_>, at: Path<'_>) -> Result<u32, DecodeError> {
-    const EXPECTED: &str = "an integer from 0 to 4294967295";
-    match *raw {
-        Raw::Int(i) => u32::try_from(i).map_err(|_| out_of_range(at, EXPECTED, raw)),
-        Raw::UInt(_) => Err(out_of_range(at, EXPECTED, raw)),
-        ref other => Err(DecodeError::wrong_type(at, EXPECTED, other)),
+fn strict_u32(r: &mut Reader<'_>, at: Path<'_>) -> Result<u32, DecodeError> {
+    let raw = r.read_number(at, U32_EXPECTED)?;
+    match raw {
+        Raw::Int(i) => u32::try_from(i).map_err(|_| out_of_range(at, U32_EXPECTED, &raw)),
+        Raw::UInt(_) => Err(out_of_range(at, U32_EXPECTED, &raw)),
+        _ => Err(DecodeError::wrong_type(at, U32_EXPECTED, &raw)),
     }
 }
 
+/// A scalar record value; extension types are refused.
+fn scalar_value(r: &mut Reader<'_>, at: Path<'_>) -> Result<Value, DecodeError> {
+    Ok(match r.read_raw(at)? {
+        Raw::Int(i) => Value::Int(i),
+        Raw::UInt(u) => Value::UInt(u),
+        Raw::Float(f) => Value::Float(f),
+        Raw::Str(s) => Value::Str(s.to_owned()),
+        Raw::Bin(b) => Value::Bin(b.to_vec()),
+        Raw::Bool(b) => Value::Bool(b),
+        Raw::Ext(t, _) => return Err(DecodeError::at(at, ErrorKind::UnsupportedExt(t))),
+        Raw::Nil | Raw::Array(_) | Raw::Map(_) => Value::Nil,
+    })
+}
+
 impl Wire for String {
-    fn decode(raw: &Raw<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
-        match raw {
-            Raw::Str(s) => Ok((*s).to_owned()),
-            other => Err(DecodeError::wrong_type(at, "a string", other)),
-        }
+    fn decode(r: &mut Reader<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
+        r.read_str(at).map(str::to_owned)
     }
 
     fn encode(&self, w: &mut Writer) {
@@ -100,11 +103,8 @@ impl Wire for String {
 }
 
 impl Wire for bool {
-    fn decode(raw: &Raw<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
-        match raw {
-            Raw::Bool(b) => Ok(*b),
-            other => Err(DecodeError::wrong_type(at, "a boolean", other)),
-        }
+    fn decode(r: &mut Reader<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
+        r.read_bool(at)
     }
 
     fn encode(&self, w: &mut Writer) {
@@ -114,8 +114,8 @@ impl Wire for bool {
 
 /// Strict: hashes, limits, codes, versions.
 impl Wire for u32 {
-    fn decode(raw: &Raw<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
-        strict_u32(raw, at)
+    fn decode(r: &mut Reader<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
+        strict_u32(r, at)
     }
 
     fn encode(&self, w: &mut Writer) {
@@ -125,8 +125,8 @@ impl Wire for u32 {
 
 /// Tolerant: timestamps, TTLs, epochs, fencing tokens, timeouts.
 impl Wire for u64 {
-    fn decode(raw: &Raw<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
-        tolerant_u64(raw, at)
+    fn decode(r: &mut Reader<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
+        tolerant_u64(r, at)
     }
 
     fn encode(&self, w: &mut Writer) {
@@ -137,15 +137,15 @@ impl Wire for u64 {
 /// Tolerant (`PARTITION_MAP.generatedAt`).
 impl Wire for i64 {
     #[allow(clippy::cast_possible_truncation)]
-    fn decode(raw: &Raw<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
+    fn decode(r: &mut Reader<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
         const EXPECTED: &str = "an integer";
         // 2^63 as f64; whole floats in [-2^63, 2^63) convert exactly.
         const LIMIT: f64 = 9_223_372_036_854_775_808.0;
-        match *raw {
+        let raw = r.read_number(at, EXPECTED)?;
+        match raw {
             Raw::Int(i) => Ok(i),
             Raw::Float(f) if f.fract() == 0.0 && (-LIMIT..LIMIT).contains(&f) => Ok(f as i64),
-            Raw::UInt(_) | Raw::Float(_) => Err(out_of_range(at, EXPECTED, raw)),
-            ref other => Err(DecodeError::wrong_type(at, EXPECTED, other)),
+            _ => Err(out_of_range(at, EXPECTED, &raw)),
         }
     }
 
@@ -157,12 +157,12 @@ impl Wire for i64 {
 /// Scores, boosts, counter totals: any number.
 impl Wire for f64 {
     #[allow(clippy::cast_precision_loss)]
-    fn decode(raw: &Raw<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
-        match *raw {
+    fn decode(r: &mut Reader<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
+        match r.read_number(at, "a number")? {
             Raw::Int(i) => Ok(i as f64),
             Raw::UInt(u) => Ok(u as f64),
             Raw::Float(f) => Ok(f),
-            ref other => Err(DecodeError::wrong_type(at, "a number", other)),
+            other => Err(DecodeError::wrong_type(at, "a number", &other)),
         }
     }
 
@@ -176,13 +176,14 @@ impl Wire for f64 {
 pub struct StrictU64(pub u64);
 
 impl Wire for StrictU64 {
-    fn decode(raw: &Raw<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
-        match *raw {
+    fn decode(r: &mut Reader<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
+        let raw = r.read_number(at, U64_EXPECTED)?;
+        match raw {
             Raw::Int(i) => u64::try_from(i)
                 .map(Self)
-                .map_err(|_| out_of_range(at, "a non-negative integer", raw)),
+                .map_err(|_| out_of_range(at, U64_EXPECTED, &raw)),
             Raw::UInt(u) => Ok(Self(u)),
-            ref other => Err(DecodeError::wrong_type(at, "a non-negative integer", other)),
+            _ => Err(DecodeError::wrong_type(at, U64_EXPECTED, &raw)),
         }
     }
 
@@ -196,11 +197,8 @@ impl Wire for StrictU64 {
 pub struct Bin(pub Vec<u8>);
 
 impl Wire for Bin {
-    fn decode(raw: &Raw<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
-        match raw {
-            Raw::Bin(b) => Ok(Self(b.to_vec())),
-            other => Err(DecodeError::wrong_type(at, "binary data", other)),
-        }
+    fn decode(r: &mut Reader<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
+        r.read_bin(at).map(|b| Self(b.to_vec()))
     }
 
     fn encode(&self, w: &mut Writer) {
@@ -209,30 +207,19 @@ impl Wire for Bin {
 }
 
 impl Wire for Value {
-    fn decode(raw: &Raw<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
-        Ok(match raw {
-            Raw::Nil => Value::Nil,
-            Raw::Bool(b) => Value::Bool(*b),
-            Raw::Int(i) => Value::Int(*i),
-            Raw::UInt(u) => Value::UInt(*u),
-            Raw::Float(f) => Value::Float(*f),
-            Raw::Str(s) => Value::Str((*s).to_owned()),
-            Raw::Bin(b) => Value::Bin(b.to_vec()),
-            Raw::Array(items) => Value::Array(
-                items
-                    .iter()
-                    .enumerate()
-                    .map(|(i, item)| Value::decode(item, at.index(i)))
-                    .collect::<Result<_, _>>()?,
-            ),
-            Raw::Map(entries) => Value::Map(
-                entries
-                    .iter()
-                    .map(|(k, v)| Ok(((*k).to_owned(), Value::decode(v, at.key(k))?)))
-                    .collect::<Result<ValueMap, DecodeError>>()?,
-            ),
-            Raw::Ext(t, _) => return Err(DecodeError::at(at, ErrorKind::UnsupportedExt(*t))),
-        })
+    fn decode(r: &mut Reader<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
+        match r.next() {
+            Next::Map => ValueMap::decode(r, at).map(Value::Map),
+            Next::Array => {
+                let mut items = Vec::with_capacity(r.len_hint());
+                r.read_array(at, |r, i| {
+                    items.push(Value::decode(r, at.index(i))?);
+                    Ok(())
+                })?;
+                Ok(Value::Array(items))
+            }
+            Next::Nil | Next::Scalar => scalar_value(r, at),
+        }
     }
 
     fn encode(&self, w: &mut Writer) {
@@ -256,11 +243,13 @@ impl Wire for Value {
 }
 
 impl Wire for ValueMap {
-    fn decode(raw: &Raw<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
-        match Value::decode(raw, at)? {
-            Value::Map(m) => Ok(m),
-            _ => Err(DecodeError::wrong_type(at, "a map", raw)),
-        }
+    fn decode(r: &mut Reader<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
+        let mut entries = Vec::with_capacity(r.len_hint());
+        r.read_map(at, |r, key| {
+            entries.push((key.to_owned(), Value::decode(r, at.key(key))?));
+            Ok(())
+        })?;
+        Ok(ValueMap::from_entries(entries))
     }
 
     fn encode(&self, w: &mut Writer) {
@@ -273,15 +262,13 @@ impl Wire for ValueMap {
 }
 
 impl<T: Wire> Wire for Vec<T> {
-    fn decode(raw: &Raw<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
-        match raw {
-            Raw::Array(items) => items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| T::decode(item, at.index(i)))
-                .collect(),
-            other => Err(DecodeError::wrong_type(at, "an array", other)),
-        }
+    fn decode(r: &mut Reader<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
+        let mut items = Vec::with_capacity(r.len_hint());
+        r.read_array(at, |r, i| {
+            items.push(T::decode(r, at.index(i))?);
+            Ok(())
+        })?;
+        Ok(items)
     }
 
     fn encode(&self, w: &mut Writer) {
@@ -294,10 +281,11 @@ impl<T: Wire> Wire for Vec<T> {
 
 /// Optional: an absent key or nil is `None`; `None` is omitted from its map.
 impl<T: Wire> Wire for Option<T> {
-    fn decode(raw: &Raw<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
-        match raw {
-            Raw::Nil => Ok(None),
-            other => T::decode(other, at).map(Some),
+    fn decode(r: &mut Reader<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
+        if r.take_nil() {
+            Ok(None)
+        } else {
+            T::decode(r, at).map(Some)
         }
     }
 
@@ -319,11 +307,13 @@ impl<T: Wire> Wire for Option<T> {
 
 /// A string-keyed map (bucket hashes, counter totals, scores by method).
 impl<T: Wire> Wire for BTreeMap<String, T> {
-    fn decode(raw: &Raw<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
-        expect_map(raw, at)?
-            .iter()
-            .map(|(k, v)| Ok(((*k).to_owned(), T::decode(v, at.key(k))?)))
-            .collect()
+    fn decode(r: &mut Reader<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
+        let mut map = BTreeMap::new();
+        r.read_map(at, |r, key| {
+            map.insert(key.to_owned(), T::decode(r, at.key(key))?);
+            Ok(())
+        })?;
+        Ok(map)
     }
 
     fn encode(&self, w: &mut Writer) {
@@ -359,10 +349,11 @@ impl<T> Field<T> {
 }
 
 impl<T: Wire> Wire for Field<T> {
-    fn decode(raw: &Raw<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
-        match raw {
-            Raw::Nil => Ok(Self::Null),
-            other => T::decode(other, at).map(Self::Value),
+    fn decode(r: &mut Reader<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
+        if r.take_nil() {
+            Ok(Self::Null)
+        } else {
+            T::decode(r, at).map(Self::Value)
         }
     }
 
@@ -383,28 +374,36 @@ impl<T: Wire> Wire for Field<T> {
 }
 
 impl Wire for Timestamp {
-    fn decode(raw: &Raw<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
+    fn decode(r: &mut Reader<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
         let (mut millis, mut counter, mut node) = (None, None, None);
-        for (k, v) in expect_map(raw, at)? {
-            match *k {
-                "millis" => millis = Some(tolerant_u64(v, at.key(k))?),
+        r.read_map(at, |r, k| {
+            let at = at.key(k);
+            match k {
+                "millis" => millis = Some(tolerant_u64(r, at)?),
                 "counter" => {
-                    let c = tolerant_u64(v, at.key(k))?;
-                    let c = u32::try_from(c).map_err(|_| {
-                        out_of_range(at.key(k), "an integer from 0 to 4294967295", v)
-                    })?;
-                    counter = Some(c);
+                    let c = tolerant_u64(r, at)?;
+                    let too_big = || {
+                        DecodeError::at(
+                            at,
+                            ErrorKind::OutOfRange {
+                                expected: U32_EXPECTED,
+                                found: format!("integer {c}"),
+                            },
+                        )
+                    };
+                    counter = Some(u32::try_from(c).map_err(|_| too_big())?);
                 }
                 "nodeId" => {
-                    let id = String::decode(v, at.key(k))?;
-                    let id = NodeId::new(&id).map_err(|e| {
-                        DecodeError::at(at.key(k), ErrorKind::Invalid(e.to_string()))
-                    })?;
+                    let id = r.read_str(at)?;
+                    let id = r
+                        .node_id(id)
+                        .map_err(|e| DecodeError::at(at, ErrorKind::Invalid(e.to_string())))?;
                     node = Some(id);
                 }
-                _ => {}
+                _ => r.skip(at)?,
             }
-        }
+            Ok(())
+        })?;
         let missing = |key| DecodeError::at(at.key(key), ErrorKind::MissingField);
         Ok(Timestamp::new(
             millis.ok_or_else(|| missing("millis"))?,
@@ -434,8 +433,8 @@ wire_struct! {
 }
 
 impl Wire for LwwRecord {
-    fn decode(raw: &Raw<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
-        let w = LwwRecordWire::decode(raw, at)?;
+    fn decode(r: &mut Reader<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
+        let w = LwwRecordWire::decode(r, at)?;
         Ok(LwwRecord::new(
             w.value.unwrap_or(Value::Nil),
             w.timestamp,
@@ -468,8 +467,8 @@ wire_struct! {
 }
 
 impl Wire for OrRecord {
-    fn decode(raw: &Raw<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
-        let w = OrRecordWire::decode(raw, at)?;
+    fn decode(r: &mut Reader<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
+        let w = OrRecordWire::decode(r, at)?;
         Ok(OrRecord {
             value: w.value.unwrap_or(Value::Nil),
             timestamp: w.timestamp,
@@ -503,8 +502,8 @@ wire_struct! {
 }
 
 impl Wire for OrMapEntry {
-    fn decode(raw: &Raw<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
-        let w = OrMapEntryWire::decode(raw, at)?;
+    fn decode(r: &mut Reader<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
+        let w = OrMapEntryWire::decode(r, at)?;
         Ok(OrMapEntry {
             key: w.key,
             records: w.records,
@@ -526,10 +525,14 @@ impl Wire for OrMapEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::msgpack::{Limits, parse};
+    use crate::hlc::NodeId;
+    use crate::protocol::msgpack::Limits;
 
     fn decode<T: Wire>(frame: &[u8]) -> Result<T, DecodeError> {
-        T::decode(&parse(frame, &Limits::default())?, Path::Root)
+        let mut r = Reader::new(frame, &Limits::default())?;
+        let value = T::decode(&mut r, Path::Root)?;
+        r.finish()?;
+        Ok(value)
     }
 
     fn encoded<T: Wire>(v: &T) -> Vec<u8> {
@@ -552,7 +555,10 @@ mod tests {
         );
         assert_eq!(decode::<u64>(&float(0.0)), Ok(0));
         let frac = decode::<u64>(&float(1.5)).unwrap_err();
-        assert!(matches!(frac.kind, ErrorKind::OutOfRange { .. }), "{frac}");
+        assert!(
+            matches!(frac.kind(), ErrorKind::OutOfRange { .. }),
+            "{frac}"
+        );
         assert!(decode::<u64>(&float(-1.0)).is_err());
         assert!(
             decode::<u64>(&float(18_446_744_073_709_551_616.0)).is_err(),
@@ -600,7 +606,7 @@ mod tests {
         w.str("nodeId");
         w.str("a:b");
         let err = decode::<Timestamp>(w.as_bytes()).unwrap_err();
-        assert_eq!(err.field, "nodeId");
+        assert_eq!(err.field(), "nodeId");
     }
 
     #[test]
@@ -633,7 +639,7 @@ mod tests {
         let frame = [0x81, 0xa1, b'a', 0xd6, 0xff, 0, 0, 0, 1];
         let err = decode::<Value>(&frame).unwrap_err();
         assert_eq!(
-            (err.field.as_str(), err.kind),
+            (err.field(), err.kind().clone()),
             ("a", ErrorKind::UnsupportedExt(-1))
         );
     }
