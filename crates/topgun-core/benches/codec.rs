@@ -3,7 +3,13 @@
 //! `cargo bench -p topgun-core --bench codec` — results in `docs/benchmarks.md`.
 
 // Bench code: a panic is a failure; casts apply to small loop indices.
-#![allow(clippy::unwrap_used, clippy::cast_possible_truncation, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_precision_loss,
+    missing_docs
+)]
 
 use std::hint::black_box;
 
@@ -19,7 +25,7 @@ const OPS_PER_BATCH: usize = 10;
 fn document(i: usize) -> Value {
     let fields: ValueMap = [
         ("title", Value::from(format!("Buy milk #{i}"))),
-        ("done", Value::Bool(i % 2 == 0)),
+        ("done", Value::Bool(i.is_multiple_of(2))),
         ("priority", Value::Int(i as i64 % 5)),
         ("score", Value::Float(0.5 + i as f64)),
         ("owner", Value::from("5f0c7a2e-9a1b-4c3d-8e2f-0123456789ab")),
