@@ -16,7 +16,7 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use topgun_core::protocol::enums::ServerEventType;
 use topgun_core::protocol::messages::{ClientOp, OpBatch, ServerEvent};
-use topgun_core::protocol::{Field, Limits, Message};
+use topgun_core::protocol::{Field, Limits, Message, Path, Reader};
 use topgun_core::{LwwRecord, NodeId, Timestamp, Value, ValueMap};
 
 const OPS_PER_BATCH: usize = 10;
@@ -47,9 +47,9 @@ fn timestamp(i: usize) -> Timestamp {
 fn op_batch() -> Message {
     let ops = (0..OPS_PER_BATCH)
         .map(|i| ClientOp {
-            id: Some(i.to_string()),
+            id: Some(i.to_string().into()),
             map_name: "todos".into(),
-            key: format!("todo:{i:06}"),
+            key: format!("todo:{i:06}").into(),
             op_type: Some("PUT".into()),
             record: Field::Value(LwwRecord::new(document(i), timestamp(i), None)),
             or_record: Field::Absent,
@@ -86,15 +86,24 @@ fn codec(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("codec");
     g.throughput(Throughput::Elements(OPS_PER_BATCH as u64));
+    // Dropping the result is left out (`iter_with_large_drop`): a server moves decoded
+    // values into its store rather than freeing them.
     g.bench_function("decode_op_batch_10_puts", |b| {
-        b.iter(|| black_box(Message::decode(black_box(&batch_bytes), &limits).unwrap()));
+        b.iter_with_large_drop(|| Message::decode(black_box(&batch_bytes), &limits).unwrap());
+    });
+    // The floor: walking and validating the same frame without building anything.
+    g.bench_function("skip_op_batch_10_puts", |b| {
+        b.iter(|| {
+            let mut r = Reader::new(black_box(&batch_bytes), &limits).unwrap();
+            r.skip(Path::Root).unwrap();
+        });
     });
     g.bench_function("encode_op_batch_10_puts", |b| {
         b.iter(|| black_box(black_box(&batch).encode()));
     });
     g.throughput(Throughput::Elements(1));
     g.bench_function("decode_server_event", |b| {
-        b.iter(|| black_box(Message::decode(black_box(&event_bytes), &limits).unwrap()));
+        b.iter_with_large_drop(|| Message::decode(black_box(&event_bytes), &limits).unwrap());
     });
     g.bench_function("encode_server_event", |b| {
         b.iter(|| black_box(black_box(&event).encode()));

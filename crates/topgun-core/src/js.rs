@@ -108,7 +108,7 @@ pub fn hash_value_string(value: &Value) -> String {
     match value {
         Value::Nil => "null".to_owned(),
         Value::Bool(b) => b.to_string(),
-        Value::Str(s) => s.clone(),
+        Value::Str(s) => s.to_string(),
         Value::Int(_) | Value::UInt(_) | Value::Float(_) => {
             number_to_string(js_number(value).unwrap_or(f64::NAN))
         }

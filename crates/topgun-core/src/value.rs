@@ -8,6 +8,8 @@
 
 use std::cmp::Ordering;
 
+pub use compact_str::CompactString;
+
 /// A record value.
 #[derive(Debug, Clone, Default)]
 pub enum Value {
@@ -20,7 +22,9 @@ pub enum Value {
     /// comparisons treat both variants as numbers either way.
     UInt(u64),
     Float(f64),
-    Str(String),
+    /// Strings up to 24 bytes are stored inline (no allocation): most field names and many
+    /// values are that short.
+    Str(CompactString),
     Bin(Vec<u8>),
     Array(Vec<Value>),
     Map(ValueMap),
@@ -32,7 +36,7 @@ pub enum Value {
 /// hashing and the memory overhead of a table matters across millions of records.
 #[derive(Debug, Clone, Default)]
 pub struct ValueMap {
-    entries: Vec<(String, Value)>,
+    entries: Vec<(CompactString, Value)>,
 }
 
 impl ValueMap {
@@ -63,7 +67,7 @@ impl ValueMap {
     }
 
     /// Inserts or replaces; a replaced key keeps its position (as a JavaScript object does).
-    pub fn insert(&mut self, key: impl Into<String>, value: Value) -> Option<Value> {
+    pub fn insert(&mut self, key: impl Into<CompactString>, value: Value) -> Option<Value> {
         let key = key.into();
         if let Some((_, slot)) = self.entries.iter_mut().find(|(k, _)| *k == key) {
             Some(std::mem::replace(slot, value))
@@ -98,7 +102,7 @@ impl ValueMap {
 impl ValueMap {
     /// A map from decoded entries. Without repeated keys (the usual case) the vector is kept
     /// as it is; otherwise a repeated key keeps its first position and its last value.
-    pub fn from_entries(entries: Vec<(String, Value)>) -> Self {
+    pub fn from_entries(entries: Vec<(CompactString, Value)>) -> Self {
         /// Below this size pairwise comparison beats hashing.
         const SCAN_MAX: usize = 16;
         let unique = if entries.len() <= SCAN_MAX {
@@ -118,14 +122,15 @@ impl ValueMap {
     }
 }
 
-impl<K: Into<String>> FromIterator<(K, Value)> for ValueMap {
+impl<K: Into<CompactString>> FromIterator<(K, Value)> for ValueMap {
     /// Collects entries; a repeated key keeps its first position and its last value (as
     /// assigning to a JavaScript object does). Linear time, whatever the size.
     fn from_iter<I: IntoIterator<Item = (K, Value)>>(iter: I) -> Self {
         /// Below this size a scan beats hashing.
         const SCAN_MAX: usize = 16;
-        let mut entries: Vec<(String, Value)> = Vec::new();
-        let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        let mut entries: Vec<(CompactString, Value)> = Vec::new();
+        let mut index: std::collections::HashMap<CompactString, usize> =
+            std::collections::HashMap::new();
         for (k, v) in iter {
             let k = k.into();
             let existing = if entries.len() < SCAN_MAX {
@@ -400,13 +405,13 @@ impl From<f64> for Value {
 
 impl From<&str> for Value {
     fn from(s: &str) -> Self {
-        Self::Str(s.to_owned())
+        Self::Str(CompactString::from(s))
     }
 }
 
 impl From<String> for Value {
     fn from(s: String) -> Self {
-        Self::Str(s)
+        Self::Str(CompactString::from(s))
     }
 }
 
@@ -511,8 +516,9 @@ mod tests {
         .collect();
         assert_eq!(small.keys().collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!(small.get("a"), Some(&Value::Int(3)));
-        let mut entries: Vec<(String, Value)> =
-            (0..40).map(|i| (format!("k{i}"), Value::Int(i))).collect();
+        let mut entries: Vec<(CompactString, Value)> = (0..40)
+            .map(|i| (format!("k{i}").into(), Value::Int(i)))
+            .collect();
         entries.push(("k3".into(), Value::Int(-3)));
         entries.push(("k39".into(), Value::Int(-39)));
         let big: ValueMap = entries.into_iter().collect();

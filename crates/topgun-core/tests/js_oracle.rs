@@ -67,7 +67,7 @@ fn random_value(rng: &mut Rng, depth: usize) -> Value {
         1 => Value::Bool(rng.chance(50)),
         2 => Value::Int(rng.next_u64() as i64 >> rng.below(64)),
         3 => Value::Float(random_float(rng)),
-        4 => Value::Str(random_string(rng)),
+        4 => Value::from(random_string(rng)),
         5 => Value::UInt(u64::MAX - rng.below(1000) as u64),
         6 => Value::Bin((0..rng.below(12)).map(|_| rng.next_u64() as u8).collect()),
         7 => Value::Array(

@@ -4,7 +4,7 @@
 //! * for generated messages, `decode(encode(m)) == m`.
 
 // Test code: a panic is a test failure.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 use std::path::PathBuf;
 
@@ -18,6 +18,7 @@ use topgun_core::protocol::messages::{
 };
 use topgun_core::protocol::query::{Aggregation, PredicateNode, Query, Sort, SortField};
 use topgun_core::protocol::{Field, Limits, Message};
+use topgun_core::value::CompactString;
 use topgun_core::{LwwRecord, NodeId, OrMapEntry, OrRecord, Timestamp, Value, ValueMap};
 
 fn client_frames() -> Vec<Vec<u8>> {
@@ -37,7 +38,7 @@ fn arb_value() -> impl Strategy<Value = Value> {
         any::<i64>().prop_map(Value::Int),
         (i64::MAX as u64 + 1..=u64::MAX).prop_map(Value::UInt),
         any::<f64>().prop_map(Value::Float),
-        ".{0,12}".prop_map(Value::Str),
+        ".{0,12}".prop_map(Value::from),
         prop::collection::vec(any::<u8>(), 0..16).prop_map(Value::Bin),
     ];
     leaf.prop_recursive(4, 48, 6, |inner| {
@@ -116,17 +117,17 @@ fn arb_op() -> impl Strategy<Value = ClientOp> {
         ])),
         arb_field(arb_lww()),
         arb_field(arb_or_record()),
-        arb_field(".{0,8}"),
+        arb_field(".{0,8}".prop_map(CompactString::from)),
         arb_write_concern(),
         proptest::option::of(any::<u64>()),
     )
         .prop_map(
             |(id, map_name, key, op_type, record, or_record, or_tag, write_concern, timeout)| {
                 ClientOp {
-                    id,
-                    map_name,
-                    key,
-                    op_type: op_type.map(str::to_owned),
+                    id: id.map(Into::into),
+                    map_name: map_name.into(),
+                    key: key.into(),
+                    op_type: op_type.map(Into::into),
                     record,
                     or_record,
                     or_tag,
@@ -171,7 +172,7 @@ fn arb_query() -> impl Strategy<Value = Query> {
                 Sort(
                     s.into_iter()
                         .map(|(field, asc)| SortField {
-                            field,
+                            field: field.into(),
                             direction: if asc {
                                 SortDirection::Asc
                             } else {
@@ -215,9 +216,9 @@ fn arb_message() -> impl Strategy<Value = Message> {
         )
             .prop_map(|(map_name, key, record, or_record)| Message::ServerEvent(
                 ServerEvent {
-                    map_name,
+                    map_name: map_name.into(),
                     event_type: ServerEventType::Put,
-                    key,
+                    key: key.into(),
                     record,
                     or_record,
                     or_tag: None,
@@ -232,8 +233,8 @@ fn arb_message() -> impl Strategy<Value = Message> {
         )
             .prop_map(|(query_id, key, value, change_type)| Message::QueryUpdate(
                 QueryUpdate {
-                    query_id,
-                    key,
+                    query_id: query_id.into(),
+                    key: key.into(),
                     value,
                     change_type
                 }
@@ -244,10 +245,13 @@ fn arb_message() -> impl Strategy<Value = Message> {
             proptest::option::of(any::<bool>())
         )
             .prop_map(|(query_id, rows, has_more)| Message::QueryResp(QueryResp {
-                query_id,
+                query_id: query_id.into(),
                 results: rows
                     .into_iter()
-                    .map(|(key, value)| QueryResultRow { key, value })
+                    .map(|(key, value)| QueryResultRow {
+                        key: key.into(),
+                        value
+                    })
                     .collect(),
                 next_cursor: None,
                 has_more,
@@ -263,16 +267,22 @@ fn arb_message() -> impl Strategy<Value = Message> {
         )
             .prop_map(
                 |(map_name, path, records)| Message::SyncRespLeaf(SyncRespLeaf {
-                    map_name,
-                    path,
+                    map_name: map_name.into(),
+                    path: path.into(),
                     records: records
                         .into_iter()
-                        .map(|(key, record)| LeafRecord { key, record })
+                        .map(|(key, record)| LeafRecord {
+                            key: key.into(),
+                            record
+                        })
                         .collect(),
                 })
             ),
         (".{0,8}", prop::collection::vec(arb_entry(), 0..3)).prop_map(|(map_name, entries)| {
-            Message::OrMapPushDiff(OrMapPushDiff { map_name, entries })
+            Message::OrMapPushDiff(OrMapPushDiff {
+                map_name: map_name.into(),
+                entries,
+            })
         }),
         (
             ".{0,8}",
@@ -282,8 +292,8 @@ fn arb_message() -> impl Strategy<Value = Message> {
         )
             .prop_map(
                 |(query_id, map_name, query, fields)| Message::QuerySub(QuerySub {
-                    query_id,
-                    map_name,
+                    query_id: query_id.into(),
+                    map_name: map_name.into(),
                     query,
                     fields
                 })

@@ -188,7 +188,7 @@ fn samples() -> Vec<(&'static str, Message, Json)> {
             "SYNC_RESP_BUCKETS",
             Message::SyncRespBuckets(SyncRespBuckets {
                 map_name: "users".into(),
-                path: String::new(),
+                path: "".into(),
                 buckets: BTreeMap::from([("6".into(), 3_202_217_666), ("8".into(), 1_458_996_198)]),
             }),
             json!({"type": "SYNC_RESP_BUCKETS", "payload": {"mapName": "users", "path": "",
@@ -394,7 +394,7 @@ fn samples() -> Vec<(&'static str, Message, Json)> {
         (
             "LOCK_RELEASED",
             Message::LockReleased(LockReleased {
-                request_id: String::new(),
+                request_id: "".into(),
                 name: "jobs/nightly".into(),
                 success: true,
             }),

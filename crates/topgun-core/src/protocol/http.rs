@@ -4,39 +4,39 @@ use super::enums::DeltaEventType;
 use super::messages::{ClientOp, OpResult, SearchOptions};
 use crate::hlc::Timestamp;
 use crate::lww_map::LwwRecord;
-use crate::value::Value;
+use crate::value::{CompactString, Value};
 
 wire_struct! {
     pub struct SyncMapRequest {
-        pub map_name: String = "mapName",
+        pub map_name: CompactString = "mapName",
         pub last_sync_timestamp: Timestamp = "lastSyncTimestamp",
     }
 }
 
 wire_struct! {
     pub struct HttpQuery {
-        pub query_id: String = "queryId",
-        pub map_name: String = "mapName",
+        pub query_id: CompactString = "queryId",
+        pub map_name: CompactString = "mapName",
         /// A map is a field-equality where-clause.
         pub filter: Option<Value> = "filter",
         pub limit: Option<u32> = "limit",
         pub offset: Option<u32> = "offset",
-        pub cursor: Option<String> = "cursor",
+        pub cursor: Option<CompactString> = "cursor",
     }
 }
 
 wire_struct! {
     pub struct HttpSearch {
-        pub search_id: String = "searchId",
-        pub map_name: String = "mapName",
-        pub query: String = "query",
+        pub search_id: CompactString = "searchId",
+        pub map_name: CompactString = "mapName",
+        pub query: CompactString = "query",
         pub options: Option<SearchOptions> = "options",
     }
 }
 
 wire_struct! {
     pub struct HttpSyncRequest {
-        pub client_id: String = "clientId",
+        pub client_id: CompactString = "clientId",
         pub client_hlc: Timestamp = "clientHlc",
         pub operations: Option<Vec<ClientOp>> = "operations",
         pub sync_maps: Option<Vec<SyncMapRequest>> = "syncMaps",
@@ -47,14 +47,14 @@ wire_struct! {
 
 wire_struct! {
     pub struct HttpAck {
-        pub last_id: String = "lastId",
+        pub last_id: CompactString = "lastId",
         pub results: Option<Vec<OpResult>> = "results",
     }
 }
 
 wire_struct! {
     pub struct HttpDeltaRecord {
-        pub key: String = "key",
+        pub key: CompactString = "key",
         pub record: LwwRecord = "record",
         pub event_type: DeltaEventType = "eventType",
     }
@@ -62,7 +62,7 @@ wire_struct! {
 
 wire_struct! {
     pub struct HttpDelta {
-        pub map_name: String = "mapName",
+        pub map_name: CompactString = "mapName",
         pub records: Vec<HttpDeltaRecord> = "records",
         pub server_sync_timestamp: Timestamp = "serverSyncTimestamp",
     }
@@ -70,16 +70,16 @@ wire_struct! {
 
 wire_struct! {
     pub struct HttpQueryResult {
-        pub query_id: String = "queryId",
+        pub query_id: CompactString = "queryId",
         pub results: Vec<Value> = "results",
         pub has_more: Option<bool> = "hasMore",
-        pub next_cursor: Option<String> = "nextCursor",
+        pub next_cursor: Option<CompactString> = "nextCursor",
     }
 }
 
 wire_struct! {
     pub struct HttpSearchResult {
-        pub search_id: String = "searchId",
+        pub search_id: CompactString = "searchId",
         pub results: Vec<Value> = "results",
         pub total_count: Option<u32> = "totalCount",
     }
@@ -88,7 +88,7 @@ wire_struct! {
 wire_struct! {
     pub struct HttpError {
         pub code: u32 = "code",
-        pub message: String = "message",
+        pub message: CompactString = "message",
         pub context: Option<Value> = "context",
     }
 }

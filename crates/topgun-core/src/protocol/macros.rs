@@ -21,23 +21,24 @@ macro_rules! wire_struct {
         }
 
         impl $crate::protocol::wire::Wire for $name {
-            #[allow(unused_mut, clippy::match_single_binding)]
+            #[allow(unused_mut)]
             fn decode(
                 r: &mut $crate::protocol::msgpack::Reader<'_>,
                 at: $crate::protocol::error::Path<'_>,
             ) -> Result<Self, $crate::protocol::error::DecodeError> {
                 $( let mut $field: Option<$ty> = None; )*
-                r.read_map(at, |r, key| {
-                    match key {
-                        $( $key => {
+                r.read_fields(at, |r, key| {
+                    $(
+                        if key == $key.as_bytes() {
                             $field = Some(<$ty as $crate::protocol::wire::Wire>::decode(
                                 r,
-                                at.key(key),
+                                at.key($key),
                             )?);
-                        } )*
-                        _ => r.skip(at.key(key))?,
-                    }
-                    Ok(())
+                            return Ok(());
+                        }
+                    )*
+                    let key = r.unknown_key(key, at)?;
+                    r.skip(at.key(key))
                 })?;
                 Ok(Self {
                     $( $field: match $field {

@@ -13,7 +13,7 @@ use crate::hlc::Timestamp;
 use crate::lww_map::LwwRecord;
 use crate::or_map::{OrMapEntry, OrRecord};
 use crate::pn_counter::PnCounter;
-use crate::value::Value;
+use crate::value::{CompactString, Value};
 
 // ---- §4.1 Handshake -------------------------------------------------------------------------
 
@@ -24,38 +24,38 @@ wire_struct! {
 
 wire_struct! {
     pub struct Auth {
-        pub token: String = "token",
+        pub token: CompactString = "token",
         pub protocol_version: Option<u32> = "protocolVersion",
-        pub device_token: Option<String> = "deviceToken",
+        pub device_token: Option<CompactString> = "deviceToken",
     }
 }
 
 wire_struct! {
     pub struct AuthAck {
         pub protocol_version: Option<u32> = "protocolVersion",
-        pub user_id: Option<String> = "userId",
-        pub device_id: Option<String> = "deviceId",
-        pub device_token: Option<String> = "deviceToken",
+        pub user_id: Option<CompactString> = "userId",
+        pub device_id: Option<CompactString> = "deviceId",
+        pub device_token: Option<CompactString> = "deviceToken",
     }
 }
 
 wire_struct! {
     pub struct AuthFail {
-        pub error: Option<String> = "error",
+        pub error: Option<CompactString> = "error",
         pub code: Option<u32> = "code",
     }
 }
 
 wire_struct! {
     pub struct DeviceHello {
-        pub device_token: Option<String> = "deviceToken",
+        pub device_token: Option<CompactString> = "deviceToken",
     }
 }
 
 wire_struct! {
     pub struct DeviceAck {
-        pub device_id: Option<String> = "deviceId",
-        pub device_token: Option<String> = "deviceToken",
+        pub device_id: Option<CompactString> = "deviceId",
+        pub device_token: Option<CompactString> = "deviceToken",
     }
 }
 
@@ -64,7 +64,7 @@ wire_struct! {
 wire_struct! {
     pub struct ErrorPayload {
         pub code: u32 = "code",
-        pub message: String = "message",
+        pub message: CompactString = "message",
         pub details: Option<Value> = "details",
     }
 }
@@ -74,13 +74,13 @@ wire_struct! {
 wire_struct! {
     /// One client operation. `record: nil` is an LWW remove; see PROTOCOL.md §4.3.
     pub struct ClientOp {
-        pub id: Option<String> = "id",
-        pub map_name: String = "mapName",
-        pub key: String = "key",
-        pub op_type: Option<String> = "opType",
+        pub id: Option<CompactString> = "id",
+        pub map_name: CompactString = "mapName",
+        pub key: CompactString = "key",
+        pub op_type: Option<CompactString> = "opType",
         pub record: Field<LwwRecord> = "record",
         pub or_record: Field<OrRecord> = "orRecord",
-        pub or_tag: Field<String> = "orTag",
+        pub or_tag: Field<CompactString> = "orTag",
         pub write_concern: Option<WriteConcern> = "writeConcern",
         pub timeout: Option<u64> = "timeout",
     }
@@ -96,16 +96,16 @@ wire_struct! {
 
 wire_struct! {
     pub struct OpResult {
-        pub op_id: String = "opId",
+        pub op_id: CompactString = "opId",
         pub success: bool = "success",
         pub achieved_level: WriteConcern = "achievedLevel",
-        pub error: Option<String> = "error",
+        pub error: Option<CompactString> = "error",
     }
 }
 
 wire_struct! {
     pub struct OpAck {
-        pub last_id: String = "lastId",
+        pub last_id: CompactString = "lastId",
         pub achieved_level: Option<WriteConcern> = "achievedLevel",
         pub results: Option<Vec<OpResult>> = "results",
     }
@@ -113,8 +113,8 @@ wire_struct! {
 
 wire_struct! {
     pub struct OpRejected {
-        pub op_id: String = "opId",
-        pub reason: String = "reason",
+        pub op_id: CompactString = "opId",
+        pub reason: CompactString = "reason",
         pub code: Option<u32> = "code",
     }
 }
@@ -123,14 +123,14 @@ wire_struct! {
 
 wire_struct! {
     pub struct SyncInit {
-        pub map_name: String = "mapName",
+        pub map_name: CompactString = "mapName",
         pub last_sync_timestamp: Option<u64> = "lastSyncTimestamp",
     }
 }
 
 wire_struct! {
     pub struct SyncRespRoot {
-        pub map_name: String = "mapName",
+        pub map_name: CompactString = "mapName",
         pub root_hash: u32 = "rootHash",
         pub timestamp: Timestamp = "timestamp",
     }
@@ -139,39 +139,39 @@ wire_struct! {
 wire_struct! {
     /// `MERKLE_REQ_BUCKET` and `ORMAP_MERKLE_REQ_BUCKET`.
     pub struct MerkleReqBucket {
-        pub map_name: String = "mapName",
-        pub path: String = "path",
+        pub map_name: CompactString = "mapName",
+        pub path: CompactString = "path",
     }
 }
 
 wire_struct! {
     /// `SYNC_RESP_BUCKETS` and `ORMAP_SYNC_RESP_BUCKETS`: child hex digit → hash.
     pub struct SyncRespBuckets {
-        pub map_name: String = "mapName",
-        pub path: String = "path",
+        pub map_name: CompactString = "mapName",
+        pub path: CompactString = "path",
         pub buckets: BTreeMap<String, u32> = "buckets",
     }
 }
 
 wire_struct! {
     pub struct LeafRecord {
-        pub key: String = "key",
+        pub key: CompactString = "key",
         pub record: LwwRecord = "record",
     }
 }
 
 wire_struct! {
     pub struct SyncRespLeaf {
-        pub map_name: String = "mapName",
-        pub path: String = "path",
+        pub map_name: CompactString = "mapName",
+        pub path: CompactString = "path",
         pub records: Vec<LeafRecord> = "records",
     }
 }
 
 wire_struct! {
     pub struct SyncResetRequired {
-        pub map_name: String = "mapName",
-        pub reason: String = "reason",
+        pub map_name: CompactString = "mapName",
+        pub reason: CompactString = "reason",
     }
 }
 
@@ -179,7 +179,7 @@ wire_struct! {
 
 wire_struct! {
     pub struct OrMapSyncInit {
-        pub map_name: String = "mapName",
+        pub map_name: CompactString = "mapName",
         pub root_hash: u32 = "rootHash",
         pub bucket_hashes: BTreeMap<String, u32> = "bucketHashes",
         pub last_sync_timestamp: Option<u64> = "lastSyncTimestamp",
@@ -189,7 +189,7 @@ wire_struct! {
 
 wire_struct! {
     pub struct OrMapSyncRespRoot {
-        pub map_name: String = "mapName",
+        pub map_name: CompactString = "mapName",
         pub root_hash: u32 = "rootHash",
         pub timestamp: Timestamp = "timestamp",
         pub covering_epoch: Option<u64> = "coveringEpoch",
@@ -200,8 +200,8 @@ wire_struct! {
 
 wire_struct! {
     pub struct OrMapSyncRespLeaf {
-        pub map_name: String = "mapName",
-        pub path: String = "path",
+        pub map_name: CompactString = "mapName",
+        pub path: CompactString = "path",
         pub entries: Vec<OrMapEntry> = "entries",
         pub covering_epoch: Option<u64> = "coveringEpoch",
     }
@@ -209,14 +209,14 @@ wire_struct! {
 
 wire_struct! {
     pub struct OrMapDiffRequest {
-        pub map_name: String = "mapName",
+        pub map_name: CompactString = "mapName",
         pub keys: Vec<String> = "keys",
     }
 }
 
 wire_struct! {
     pub struct OrMapDiffResponse {
-        pub map_name: String = "mapName",
+        pub map_name: CompactString = "mapName",
         pub entries: Vec<OrMapEntry> = "entries",
         pub covering_epoch: Option<u64> = "coveringEpoch",
     }
@@ -224,7 +224,7 @@ wire_struct! {
 
 wire_struct! {
     pub struct OrMapPushDiff {
-        pub map_name: String = "mapName",
+        pub map_name: CompactString = "mapName",
         pub entries: Vec<OrMapEntry> = "entries",
     }
 }
@@ -239,12 +239,12 @@ wire_struct! {
 
 wire_struct! {
     pub struct ServerEvent {
-        pub map_name: String = "mapName",
+        pub map_name: CompactString = "mapName",
         pub event_type: ServerEventType = "eventType",
-        pub key: String = "key",
+        pub key: CompactString = "key",
         pub record: Option<LwwRecord> = "record",
         pub or_record: Option<OrRecord> = "orRecord",
-        pub or_tag: Option<String> = "orTag",
+        pub or_tag: Option<CompactString> = "orTag",
         /// Confirmed-apply epoch; the TS client reads it when present.
         pub epoch: Option<u64> = "epoch",
     }
@@ -260,8 +260,8 @@ wire_struct! {
 
 wire_struct! {
     pub struct QuerySub {
-        pub query_id: String = "queryId",
-        pub map_name: String = "mapName",
+        pub query_id: CompactString = "queryId",
+        pub map_name: CompactString = "mapName",
         pub query: Query = "query",
         pub fields: Option<Vec<String>> = "fields",
     }
@@ -270,35 +270,35 @@ wire_struct! {
 wire_struct! {
     /// `QUERY_UNSUB`.
     pub struct QueryRef {
-        pub query_id: String = "queryId",
+        pub query_id: CompactString = "queryId",
     }
 }
 
 wire_struct! {
     pub struct QueryResultRow {
-        pub key: String = "key",
+        pub key: CompactString = "key",
         pub value: Value = "value",
     }
 }
 
 wire_struct! {
     pub struct QueryResp {
-        pub query_id: String = "queryId",
+        pub query_id: CompactString = "queryId",
         pub results: Vec<QueryResultRow> = "results",
-        pub next_cursor: Option<String> = "nextCursor",
+        pub next_cursor: Option<CompactString> = "nextCursor",
         /// Omitted rather than false.
         pub has_more: Option<bool> = "hasMore",
         pub cursor_status: Option<CursorStatus> = "cursorStatus",
         pub merkle_root_hash: Option<u32> = "merkleRootHash",
-        pub error: Option<String> = "error",
-        pub code: Option<String> = "code",
+        pub error: Option<CompactString> = "error",
+        pub code: Option<CompactString> = "code",
     }
 }
 
 wire_struct! {
     pub struct QueryUpdate {
-        pub query_id: String = "queryId",
-        pub key: String = "key",
+        pub query_id: CompactString = "queryId",
+        pub key: CompactString = "key",
         /// Nil for `LEAVE`.
         pub value: Value = "value",
         pub change_type: ChangeType = "changeType",
@@ -307,7 +307,7 @@ wire_struct! {
 
 wire_struct! {
     pub struct QuerySyncInit {
-        pub query_id: String = "queryId",
+        pub query_id: CompactString = "queryId",
         pub root_hash: u32 = "rootHash",
     }
 }
@@ -317,22 +317,22 @@ wire_struct! {
 wire_struct! {
     /// `TOPIC_SUB` and `TOPIC_UNSUB`.
     pub struct TopicRef {
-        pub topic: String = "topic",
+        pub topic: CompactString = "topic",
     }
 }
 
 wire_struct! {
     pub struct TopicPub {
-        pub topic: String = "topic",
+        pub topic: CompactString = "topic",
         pub data: Value = "data",
     }
 }
 
 wire_struct! {
     pub struct TopicMessage {
-        pub topic: String = "topic",
+        pub topic: CompactString = "topic",
         pub data: Value = "data",
-        pub publisher_id: Option<String> = "publisherId",
+        pub publisher_id: Option<CompactString> = "publisherId",
         pub timestamp: u64 = "timestamp",
     }
 }
@@ -341,32 +341,32 @@ wire_struct! {
 
 wire_struct! {
     pub struct LockRequest {
-        pub request_id: String = "requestId",
-        pub name: String = "name",
+        pub request_id: CompactString = "requestId",
+        pub name: CompactString = "name",
         pub ttl: Option<u64> = "ttl",
     }
 }
 
 wire_struct! {
     pub struct LockGranted {
-        pub request_id: String = "requestId",
-        pub name: String = "name",
+        pub request_id: CompactString = "requestId",
+        pub name: CompactString = "name",
         pub fencing_token: u64 = "fencingToken",
     }
 }
 
 wire_struct! {
     pub struct LockRelease {
-        pub request_id: Option<String> = "requestId",
-        pub name: String = "name",
+        pub request_id: Option<CompactString> = "requestId",
+        pub name: CompactString = "name",
         pub fencing_token: u64 = "fencingToken",
     }
 }
 
 wire_struct! {
     pub struct LockReleased {
-        pub request_id: String = "requestId",
-        pub name: String = "name",
+        pub request_id: CompactString = "requestId",
+        pub name: CompactString = "name",
         pub success: bool = "success",
     }
 }
@@ -375,14 +375,14 @@ wire_struct! {
 
 wire_struct! {
     pub struct CounterRequest {
-        pub name: String = "name",
+        pub name: CompactString = "name",
     }
 }
 
 wire_struct! {
     /// `COUNTER_SYNC`, `COUNTER_RESPONSE` and `COUNTER_UPDATE`.
     pub struct CounterState {
-        pub name: String = "name",
+        pub name: CompactString = "name",
         pub state: PnCounter = "state",
     }
 }
@@ -406,25 +406,25 @@ wire_struct! {
 
 wire_struct! {
     pub struct EntryProcessor {
-        pub name: String = "name",
-        pub code: String = "code",
+        pub name: CompactString = "name",
+        pub code: CompactString = "code",
         pub args: Option<Value> = "args",
     }
 }
 
 wire_struct! {
     pub struct EntryProcess {
-        pub request_id: String = "requestId",
-        pub map_name: String = "mapName",
-        pub key: String = "key",
+        pub request_id: CompactString = "requestId",
+        pub map_name: CompactString = "mapName",
+        pub key: CompactString = "key",
         pub processor: EntryProcessor = "processor",
     }
 }
 
 wire_struct! {
     pub struct EntryProcessBatch {
-        pub request_id: String = "requestId",
-        pub map_name: String = "mapName",
+        pub request_id: CompactString = "requestId",
+        pub map_name: CompactString = "mapName",
         pub keys: Vec<String> = "keys",
         pub processor: EntryProcessor = "processor",
     }
@@ -432,11 +432,11 @@ wire_struct! {
 
 wire_struct! {
     pub struct EntryProcessResponse {
-        pub request_id: String = "requestId",
+        pub request_id: CompactString = "requestId",
         pub success: bool = "success",
         pub result: Option<Value> = "result",
         pub new_value: Option<Value> = "newValue",
-        pub error: Option<String> = "error",
+        pub error: Option<CompactString> = "error",
     }
 }
 
@@ -445,59 +445,59 @@ wire_struct! {
         pub success: bool = "success",
         pub result: Option<Value> = "result",
         pub new_value: Option<Value> = "newValue",
-        pub error: Option<String> = "error",
+        pub error: Option<CompactString> = "error",
     }
 }
 
 wire_struct! {
     pub struct EntryProcessBatchResponse {
-        pub request_id: String = "requestId",
+        pub request_id: CompactString = "requestId",
         pub results: BTreeMap<String, EntryProcessKeyResult> = "results",
     }
 }
 
 wire_struct! {
     pub struct JournalSubscribe {
-        pub request_id: String = "requestId",
-        pub from_sequence: Option<String> = "fromSequence",
-        pub map_name: Option<String> = "mapName",
+        pub request_id: CompactString = "requestId",
+        pub from_sequence: Option<CompactString> = "fromSequence",
+        pub map_name: Option<CompactString> = "mapName",
         pub types: Option<Vec<JournalEventType>> = "types",
     }
 }
 
 wire_struct! {
     pub struct JournalUnsubscribe {
-        pub subscription_id: String = "subscriptionId",
+        pub subscription_id: CompactString = "subscriptionId",
     }
 }
 
 wire_struct! {
     pub struct JournalEventData {
         /// Decimal `u64`.
-        pub sequence: String = "sequence",
+        pub sequence: CompactString = "sequence",
         pub event_type: JournalEventType = "type",
-        pub map_name: String = "mapName",
-        pub key: String = "key",
+        pub map_name: CompactString = "mapName",
+        pub key: CompactString = "key",
         pub value: Option<Value> = "value",
         pub previous_value: Option<Value> = "previousValue",
         pub timestamp: Timestamp = "timestamp",
-        pub node_id: String = "nodeId",
+        pub node_id: CompactString = "nodeId",
         pub metadata: Option<BTreeMap<String, Value>> = "metadata",
     }
 }
 
 wire_struct! {
     pub struct JournalRead {
-        pub request_id: String = "requestId",
-        pub from_sequence: String = "fromSequence",
+        pub request_id: CompactString = "requestId",
+        pub from_sequence: CompactString = "fromSequence",
         pub limit: Option<u32> = "limit",
-        pub map_name: Option<String> = "mapName",
+        pub map_name: Option<CompactString> = "mapName",
     }
 }
 
 wire_struct! {
     pub struct JournalReadResponse {
-        pub request_id: String = "requestId",
+        pub request_id: CompactString = "requestId",
         pub events: Vec<JournalEventData> = "events",
         pub has_more: bool = "hasMore",
     }
@@ -505,17 +505,17 @@ wire_struct! {
 
 wire_struct! {
     pub struct ResolverDef {
-        pub name: String = "name",
-        pub code: String = "code",
+        pub name: CompactString = "name",
+        pub code: CompactString = "code",
         pub priority: Option<u32> = "priority",
-        pub key_pattern: Option<String> = "keyPattern",
+        pub key_pattern: Option<CompactString> = "keyPattern",
     }
 }
 
 wire_struct! {
     pub struct RegisterResolver {
-        pub request_id: String = "requestId",
-        pub map_name: String = "mapName",
+        pub request_id: CompactString = "requestId",
+        pub map_name: CompactString = "mapName",
         pub resolver: ResolverDef = "resolver",
     }
 }
@@ -523,49 +523,49 @@ wire_struct! {
 wire_struct! {
     /// `REGISTER_RESOLVER_RESPONSE` and `UNREGISTER_RESOLVER_RESPONSE`.
     pub struct ResolverResponse {
-        pub request_id: String = "requestId",
+        pub request_id: CompactString = "requestId",
         pub success: bool = "success",
-        pub error: Option<String> = "error",
+        pub error: Option<CompactString> = "error",
     }
 }
 
 wire_struct! {
     pub struct UnregisterResolver {
-        pub request_id: String = "requestId",
-        pub map_name: String = "mapName",
-        pub resolver_name: String = "resolverName",
+        pub request_id: CompactString = "requestId",
+        pub map_name: CompactString = "mapName",
+        pub resolver_name: CompactString = "resolverName",
     }
 }
 
 wire_struct! {
     pub struct ListResolvers {
-        pub request_id: String = "requestId",
-        pub map_name: Option<String> = "mapName",
+        pub request_id: CompactString = "requestId",
+        pub map_name: Option<CompactString> = "mapName",
     }
 }
 
 wire_struct! {
     pub struct ResolverInfo {
-        pub map_name: String = "mapName",
-        pub name: String = "name",
+        pub map_name: CompactString = "mapName",
+        pub name: CompactString = "name",
         pub priority: Option<u32> = "priority",
-        pub key_pattern: Option<String> = "keyPattern",
+        pub key_pattern: Option<CompactString> = "keyPattern",
     }
 }
 
 wire_struct! {
     pub struct ListResolversResponse {
-        pub request_id: String = "requestId",
+        pub request_id: CompactString = "requestId",
         pub resolvers: Vec<ResolverInfo> = "resolvers",
     }
 }
 
 wire_struct! {
     pub struct MergeRejected {
-        pub map_name: String = "mapName",
-        pub key: String = "key",
+        pub map_name: CompactString = "mapName",
+        pub key: CompactString = "key",
         pub attempted_value: Value = "attemptedValue",
-        pub reason: String = "reason",
+        pub reason: CompactString = "reason",
         pub timestamp: Timestamp = "timestamp",
     }
 }
@@ -586,14 +586,14 @@ wire_struct! {
 
 wire_struct! {
     pub struct NodeEndpoints {
-        pub websocket: String = "websocket",
-        pub http: Option<String> = "http",
+        pub websocket: CompactString = "websocket",
+        pub http: Option<CompactString> = "http",
     }
 }
 
 wire_struct! {
     pub struct NodeInfo {
-        pub node_id: String = "nodeId",
+        pub node_id: CompactString = "nodeId",
         pub endpoints: NodeEndpoints = "endpoints",
         pub status: NodeStatus = "status",
     }
@@ -602,7 +602,7 @@ wire_struct! {
 wire_struct! {
     pub struct PartitionInfo {
         pub partition_id: u32 = "partitionId",
-        pub owner_node_id: String = "ownerNodeId",
+        pub owner_node_id: CompactString = "ownerNodeId",
         pub backup_node_ids: Vec<String> = "backupNodeIds",
     }
 }
@@ -629,16 +629,16 @@ wire_struct! {
 
 wire_struct! {
     pub struct Search {
-        pub request_id: String = "requestId",
-        pub map_name: String = "mapName",
-        pub query: String = "query",
+        pub request_id: CompactString = "requestId",
+        pub map_name: CompactString = "mapName",
+        pub query: CompactString = "query",
         pub options: Option<SearchOptions> = "options",
     }
 }
 
 wire_struct! {
     pub struct SearchResult {
-        pub key: String = "key",
+        pub key: CompactString = "key",
         pub value: Value = "value",
         pub score: f64 = "score",
         pub matched_terms: Vec<String> = "matchedTerms",
@@ -647,26 +647,26 @@ wire_struct! {
 
 wire_struct! {
     pub struct SearchResp {
-        pub request_id: String = "requestId",
+        pub request_id: CompactString = "requestId",
         pub results: Vec<SearchResult> = "results",
         pub total_count: u32 = "totalCount",
-        pub error: Option<String> = "error",
+        pub error: Option<CompactString> = "error",
     }
 }
 
 wire_struct! {
     pub struct SearchSub {
-        pub subscription_id: String = "subscriptionId",
-        pub map_name: String = "mapName",
-        pub query: String = "query",
+        pub subscription_id: CompactString = "subscriptionId",
+        pub map_name: CompactString = "mapName",
+        pub query: CompactString = "query",
         pub options: Option<SearchOptions> = "options",
     }
 }
 
 wire_struct! {
     pub struct SearchUpdate {
-        pub subscription_id: String = "subscriptionId",
-        pub key: String = "key",
+        pub subscription_id: CompactString = "subscriptionId",
+        pub key: CompactString = "key",
         pub value: Value = "value",
         pub score: f64 = "score",
         pub matched_terms: Vec<String> = "matchedTerms",
@@ -678,15 +678,15 @@ wire_struct! {
     /// `SEARCH_UNSUB`, `HYBRID_SEARCH_UNSUB`, `CLUSTER_SUB_UNREGISTER`,
     /// `CLUSTER_SEARCH_UNSUBSCRIBE`.
     pub struct SubscriptionRef {
-        pub subscription_id: String = "subscriptionId",
+        pub subscription_id: CompactString = "subscriptionId",
     }
 }
 
 wire_struct! {
     pub struct HybridSearch {
-        pub request_id: String = "requestId",
-        pub map_name: String = "mapName",
-        pub query_text: String = "queryText",
+        pub request_id: CompactString = "requestId",
+        pub map_name: CompactString = "mapName",
+        pub query_text: CompactString = "queryText",
         pub methods: Vec<SearchMethod> = "methods",
         pub k: u32 = "k",
         /// Little-endian `f32`s.
@@ -699,9 +699,9 @@ wire_struct! {
 
 wire_struct! {
     pub struct HybridSearchSub {
-        pub subscription_id: String = "subscriptionId",
-        pub map_name: String = "mapName",
-        pub query_text: String = "queryText",
+        pub subscription_id: CompactString = "subscriptionId",
+        pub map_name: CompactString = "mapName",
+        pub query_text: CompactString = "queryText",
         pub methods: Vec<SearchMethod> = "methods",
         pub k: u32 = "k",
         pub query_vector: Option<Bin> = "queryVector",
@@ -713,7 +713,7 @@ wire_struct! {
 
 wire_struct! {
     pub struct HybridResult {
-        pub key: String = "key",
+        pub key: CompactString = "key",
         pub score: f64 = "score",
         pub method_scores: BTreeMap<String, f64> = "methodScores",
         pub value: Option<Value> = "value",
@@ -722,17 +722,17 @@ wire_struct! {
 
 wire_struct! {
     pub struct HybridSearchResp {
-        pub request_id: String = "requestId",
+        pub request_id: CompactString = "requestId",
         pub results: Vec<HybridResult> = "results",
         pub search_time_ms: StrictU64 = "searchTimeMs",
-        pub error: Option<String> = "error",
+        pub error: Option<CompactString> = "error",
     }
 }
 
 wire_struct! {
     pub struct HybridSearchUpdate {
-        pub subscription_id: String = "subscriptionId",
-        pub key: String = "key",
+        pub subscription_id: CompactString = "subscriptionId",
+        pub key: CompactString = "key",
         pub score: f64 = "score",
         pub method_scores: BTreeMap<String, f64> = "methodScores",
         pub value: Option<Value> = "value",
@@ -751,9 +751,9 @@ wire_struct! {
 
 wire_struct! {
     pub struct VectorSearch {
-        pub id: String = "id",
-        pub map_name: String = "mapName",
-        pub index_name: Option<String> = "indexName",
+        pub id: CompactString = "id",
+        pub map_name: CompactString = "mapName",
+        pub index_name: Option<CompactString> = "indexName",
         /// Little-endian `f32`s, 4 bytes per dimension.
         pub query_vector: Bin = "queryVector",
         pub k: u32 = "k",
@@ -764,7 +764,7 @@ wire_struct! {
 
 wire_struct! {
     pub struct VectorResult {
-        pub key: String = "key",
+        pub key: CompactString = "key",
         pub score: f64 = "score",
         pub value: Option<Value> = "value",
         pub vector: Option<Bin> = "vector",
@@ -773,28 +773,28 @@ wire_struct! {
 
 wire_struct! {
     pub struct VectorSearchResp {
-        pub id: String = "id",
+        pub id: CompactString = "id",
         pub results: Vec<VectorResult> = "results",
         pub total_candidates: u32 = "totalCandidates",
         pub search_time_ms: StrictU64 = "searchTimeMs",
-        pub error: Option<String> = "error",
+        pub error: Option<CompactString> = "error",
     }
 }
 
 wire_struct! {
     pub struct SqlQuery {
-        pub sql: String = "sql",
-        pub query_id: String = "queryId",
+        pub sql: CompactString = "sql",
+        pub query_id: CompactString = "queryId",
     }
 }
 
 wire_struct! {
     pub struct SqlQueryResp {
-        pub query_id: String = "queryId",
+        pub query_id: CompactString = "queryId",
         pub columns: Vec<String> = "columns",
         pub rows: Vec<Vec<Value>> = "rows",
-        pub error: Option<String> = "error",
-        pub code: Option<String> = "code",
+        pub error: Option<CompactString> = "error",
+        pub code: Option<CompactString> = "code",
     }
 }
 
@@ -802,11 +802,11 @@ wire_struct! {
 
 wire_struct! {
     pub struct ClusterSubRegister {
-        pub subscription_id: String = "subscriptionId",
-        pub coordinator_node_id: String = "coordinatorNodeId",
-        pub map_name: String = "mapName",
+        pub subscription_id: CompactString = "subscriptionId",
+        pub coordinator_node_id: CompactString = "coordinatorNodeId",
+        pub map_name: CompactString = "mapName",
         pub sub_type: ClusterSubType = "type",
-        pub search_query: Option<String> = "searchQuery",
+        pub search_query: Option<CompactString> = "searchQuery",
         pub search_options: Option<SearchOptions> = "searchOptions",
         pub query_predicate: Option<Value> = "queryPredicate",
         pub query_sort: Option<BTreeMap<String, SortDirection>> = "querySort",
@@ -815,7 +815,7 @@ wire_struct! {
 
 wire_struct! {
     pub struct ClusterResult {
-        pub key: String = "key",
+        pub key: CompactString = "key",
         pub value: Value = "value",
         pub score: Option<f64> = "score",
         pub matched_terms: Option<Vec<String>> = "matchedTerms",
@@ -824,10 +824,10 @@ wire_struct! {
 
 wire_struct! {
     pub struct ClusterSubAck {
-        pub subscription_id: String = "subscriptionId",
-        pub node_id: String = "nodeId",
+        pub subscription_id: CompactString = "subscriptionId",
+        pub node_id: CompactString = "nodeId",
         pub success: bool = "success",
-        pub error: Option<String> = "error",
+        pub error: Option<CompactString> = "error",
         pub initial_results: Option<Vec<ClusterResult>> = "initialResults",
         pub total_hits: Option<u64> = "totalHits",
     }
@@ -835,9 +835,9 @@ wire_struct! {
 
 wire_struct! {
     pub struct ClusterSubUpdate {
-        pub subscription_id: String = "subscriptionId",
-        pub source_node_id: String = "sourceNodeId",
-        pub key: String = "key",
+        pub subscription_id: CompactString = "subscriptionId",
+        pub source_node_id: CompactString = "sourceNodeId",
+        pub key: CompactString = "key",
         pub value: Value = "value",
         pub score: Option<f64> = "score",
         pub matched_terms: Option<Vec<String>> = "matchedTerms",
@@ -853,15 +853,15 @@ wire_struct! {
         pub boost: Option<BTreeMap<String, f64>> = "boost",
         pub include_matched_terms: Option<bool> = "includeMatchedTerms",
         pub after_score: Option<f64> = "afterScore",
-        pub after_key: Option<String> = "afterKey",
+        pub after_key: Option<CompactString> = "afterKey",
     }
 }
 
 wire_struct! {
     pub struct ClusterSearchReq {
-        pub request_id: String = "requestId",
-        pub map_name: String = "mapName",
-        pub query: String = "query",
+        pub request_id: CompactString = "requestId",
+        pub map_name: CompactString = "mapName",
+        pub query: CompactString = "query",
         pub options: ClusterSearchOptions = "options",
         pub timeout_ms: Option<u64> = "timeoutMs",
     }
@@ -869,7 +869,7 @@ wire_struct! {
 
 wire_struct! {
     pub struct ClusterSearchResult {
-        pub key: String = "key",
+        pub key: CompactString = "key",
         pub value: Value = "value",
         pub score: f64 = "score",
         pub matched_terms: Option<Vec<String>> = "matchedTerms",
@@ -878,29 +878,29 @@ wire_struct! {
 
 wire_struct! {
     pub struct ClusterSearchResp {
-        pub request_id: String = "requestId",
-        pub node_id: String = "nodeId",
+        pub request_id: CompactString = "requestId",
+        pub node_id: CompactString = "nodeId",
         pub results: Vec<ClusterSearchResult> = "results",
         pub total_hits: u64 = "totalHits",
         pub execution_time_ms: u64 = "executionTimeMs",
-        pub error: Option<String> = "error",
+        pub error: Option<CompactString> = "error",
     }
 }
 
 wire_struct! {
     pub struct ClusterSearchSubscribe {
-        pub subscription_id: String = "subscriptionId",
-        pub map_name: String = "mapName",
-        pub query: String = "query",
+        pub subscription_id: CompactString = "subscriptionId",
+        pub map_name: CompactString = "mapName",
+        pub query: CompactString = "query",
         pub options: Option<SearchOptions> = "options",
     }
 }
 
 wire_struct! {
     pub struct ClusterSearchUpdate {
-        pub subscription_id: String = "subscriptionId",
-        pub node_id: String = "nodeId",
-        pub key: String = "key",
+        pub subscription_id: CompactString = "subscriptionId",
+        pub node_id: CompactString = "nodeId",
+        pub key: CompactString = "key",
         pub value: Value = "value",
         pub score: f64 = "score",
         pub matched_terms: Option<Vec<String>> = "matchedTerms",

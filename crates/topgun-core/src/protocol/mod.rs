@@ -31,7 +31,7 @@ pub mod wire;
 use std::collections::BTreeMap;
 
 pub use error::{DecodeError, ErrorKind, Path};
-pub use msgpack::{Limits, Next, Raw, Reader, Writer};
+pub use msgpack::{Limits, Next, Number, Raw, Reader, Writer};
 pub use wire::{Bin, Field, StrictU64, Wire, WireFields};
 
 use messages::{

@@ -99,6 +99,25 @@ pub fn parse<'a>(frame: &'a [u8], limits: &Limits) -> Result<Raw<'a>, DecodeErro
     Ok(value)
 }
 
+/// A number read from the wire, in the representation it was sent in.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Number {
+    Int(i64),
+    /// Only for values above `i64::MAX`.
+    UInt(u64),
+    Float(f64),
+}
+
+impl fmt::Display for Number {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Int(i) => write!(f, "integer {i}"),
+            Self::UInt(u) => write!(f, "integer {u}"),
+            Self::Float(x) => write!(f, "float {x}"),
+        }
+    }
+}
+
 /// What the next value is, as far as a decoder needs to branch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
@@ -186,6 +205,11 @@ impl<'a> Reader<'a> {
         n.min(b.len()).min(self.limits.max_collection_len)
     }
 
+    /// The next byte (the MsgPack tag of the next value), if any.
+    pub fn peek_tag(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
     /// Consumes a nil if one comes next.
     pub fn take_nil(&mut self) -> bool {
         let is_nil = self.next() == Next::Nil;
@@ -230,6 +254,28 @@ impl<'a> Reader<'a> {
         }
         self.depth -= 1;
         Ok(())
+    }
+
+    /// Reads a map whose keys the caller compares with known names: `entry` gets each key's
+    /// raw bytes. A key equal to a known (string literal) name is valid UTF-8 by
+    /// construction, so only unknown keys need validating ([`Reader::unknown_key`]).
+    pub fn read_fields(
+        &mut self,
+        at: Path<'_>,
+        mut entry: impl FnMut(&mut Self, &'a [u8]) -> Result<(), DecodeError>,
+    ) -> Result<(), DecodeError> {
+        let n = self.map_header(at)?;
+        for _ in 0..n {
+            let key = self.read_key_bytes(at)?;
+            entry(self, key)?;
+        }
+        self.depth -= 1;
+        Ok(())
+    }
+
+    /// Validates a key no known name matched, returning it as text.
+    pub fn unknown_key(&self, key: &'a [u8], at: Path<'_>) -> Result<&'a str, DecodeError> {
+        std::str::from_utf8(key).map_err(|_| DecodeError::at(at, ErrorKind::InvalidUtf8))
     }
 
     /// Reads an array, calling `item` with the reader positioned at each element.
@@ -307,22 +353,59 @@ impl<'a> Reader<'a> {
     }
 
     fn read_key(&mut self, at: Path<'_>) -> Result<&'a str, DecodeError> {
-        // Fast path: keys are almost always short strings (fixstr).
+        let key = self.read_key_bytes(at)?;
+        self.unknown_key(key, at)
+    }
+
+    /// A map key's bytes, not yet validated as UTF-8.
+    fn read_key_bytes(&mut self, at: Path<'_>) -> Result<&'a [u8], DecodeError> {
+        // Fast path: keys are almost always fixstr.
         if let Some(&tag @ 0xa0..=0xbf) = self.bytes.get(self.pos) {
-            self.pos += 1;
-            let bytes = self.take(usize::from(tag & 0x1f), at)?;
-            return std::str::from_utf8(bytes)
-                .map_err(|_| DecodeError::at(at, ErrorKind::InvalidUtf8));
+            let end = self.pos + 1 + usize::from(tag & 0x1f);
+            if let Some(key) = self.bytes.get(self.pos + 1..end) {
+                self.pos = end;
+                return Ok(key);
+            }
         }
-        match self.next() {
-            Next::Scalar => match self.scalar(at)? {
-                Raw::Str(key) => Ok(key),
-                other => Err(DecodeError::at(at, ErrorKind::NonStringKey(other.kind()))),
-            },
-            Next::Nil => Err(DecodeError::at(at, ErrorKind::NonStringKey("nil"))),
-            Next::Map => Err(DecodeError::at(at, ErrorKind::NonStringKey("a map"))),
-            Next::Array => Err(DecodeError::at(at, ErrorKind::NonStringKey("an array"))),
+        if let Some(n) = self.str_len(at)? {
+            return self.take(n, at);
         }
+        let kind = match self.next() {
+            Next::Nil => "nil",
+            Next::Map => "a map",
+            Next::Array => "an array",
+            Next::Scalar => self
+                .clone()
+                .scalar(at)
+                .map_or("malformed data", |r| r.kind()),
+        };
+        Err(DecodeError::at(at, ErrorKind::NonStringKey(kind)))
+    }
+
+    /// Consumes a string header and returns its length; `None` (nothing consumed) if the
+    /// next value is not a string.
+    fn str_len(&mut self, at: Path<'_>) -> Result<Option<usize>, DecodeError> {
+        let n = match self.bytes.get(self.pos) {
+            Some(&tag @ 0xa0..=0xbf) => {
+                self.pos += 1;
+                usize::from(tag & 0x1f)
+            }
+            Some(0xd9) => {
+                self.pos += 1;
+                self.len_u8(at)?
+            }
+            Some(0xda) => {
+                self.pos += 1;
+                self.len_u16(at)?
+            }
+            Some(0xdb) => {
+                self.pos += 1;
+                self.len_u32(at)?
+            }
+            _ => return Ok(None),
+        };
+        self.check_string_len(n, at)?;
+        Ok(Some(n))
     }
 
     /// Reads a scalar of the kind `accept` allows, or fails with `expected`.
@@ -344,9 +427,12 @@ impl<'a> Reader<'a> {
     }
 
     pub fn read_str(&mut self, at: Path<'_>) -> Result<&'a str, DecodeError> {
-        match self.read_scalar(at, "a string", |r| matches!(r, Raw::Str(_)))? {
-            Raw::Str(s) => Ok(s),
-            _ => Err(self.wrong_type(at, "a string")),
+        match self.str_len(at)? {
+            Some(n) => {
+                let bytes = self.take(n, at)?;
+                std::str::from_utf8(bytes).map_err(|_| DecodeError::at(at, ErrorKind::InvalidUtf8))
+            }
+            None => Err(self.wrong_type(at, "a string")),
         }
     }
 
@@ -364,15 +450,31 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Reads an integer or a float, as a `Raw::Int`, `Raw::UInt` or `Raw::Float`.
+    /// Reads an integer or a float.
     pub fn read_number(
         &mut self,
         at: Path<'_>,
         expected: &'static str,
-    ) -> Result<Raw<'a>, DecodeError> {
-        self.read_scalar(at, expected, |r| {
-            matches!(r, Raw::Int(_) | Raw::UInt(_) | Raw::Float(_))
-        })
+    ) -> Result<Number, DecodeError> {
+        // Fast paths for the common encodings: positive fixints and float64.
+        match self.bytes.get(self.pos) {
+            Some(&tag @ 0x00..=0x7f) => {
+                self.pos += 1;
+                Ok(Number::Int(i64::from(tag)))
+            }
+            Some(0xcb) => {
+                self.pos += 1;
+                Ok(Number::Float(f64::from_be_bytes(self.be(at)?)))
+            }
+            _ => match self.read_scalar(at, expected, |r| {
+                matches!(r, Raw::Int(_) | Raw::UInt(_) | Raw::Float(_))
+            })? {
+                Raw::Int(i) => Ok(Number::Int(i)),
+                Raw::UInt(u) => Ok(Number::UInt(u)),
+                Raw::Float(f) => Ok(Number::Float(f)),
+                _ => Err(self.wrong_type(at, expected)),
+            },
+        }
     }
 
     /// Skips one value (validating it as it goes).

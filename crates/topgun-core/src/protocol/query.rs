@@ -5,24 +5,24 @@ use super::enums::{AggFunc, PredicateOp, SortDirection};
 use super::error::{DecodeError, Path};
 use super::msgpack::{Next, Reader, Writer};
 use super::wire::{Field, Wire};
-use crate::value::{Value, ValueMap};
+use crate::value::{CompactString, Value, ValueMap};
 
 wire_struct! {
     /// A node of a predicate tree.
     pub struct PredicateNode {
         pub op: PredicateOp = "op",
         /// The field tested; may be a dot path (`address.city`).
-        pub attribute: Option<String> = "attribute",
+        pub attribute: Option<CompactString> = "attribute",
         /// The operand. Tri-state: `value: null` (compare with null) differs from absent.
         pub value: Field<Value> = "value",
         pub children: Option<Vec<PredicateNode>> = "children",
         /// `auth.<path>` or `data.<path>`, replacing `value` in server-side policies.
-        pub value_ref: Option<String> = "valueRef",
+        pub value_ref: Option<CompactString> = "valueRef",
         /// Full-text operators (`match*`): the query text.
-        pub query: Option<String> = "query",
+        pub query: Option<CompactString> = "query",
         pub match_options: Option<Value> = "matchOptions",
         pub slop: Option<u32> = "slop",
-        pub prefix: Option<String> = "prefix",
+        pub prefix: Option<CompactString> = "prefix",
         pub max_expansions: Option<u32> = "maxExpansions",
     }
 }
@@ -32,7 +32,7 @@ impl PredicateNode {
     pub fn leaf(op: PredicateOp, attribute: &str, value: Value) -> Self {
         Self {
             op,
-            attribute: Some(attribute.to_owned()),
+            attribute: Some(attribute.into()),
             value: Field::Value(value),
             ..Self::branch(op, Vec::new())
         }
@@ -57,7 +57,7 @@ impl PredicateNode {
 
 wire_struct! {
     pub struct SortField {
-        pub field: String = "field",
+        pub field: CompactString = "field",
         pub direction: SortDirection = "direction",
     }
 }
@@ -76,7 +76,7 @@ impl Wire for Sort {
                 r.read_map(at, |r, field| {
                     let direction = SortDirection::decode(r, at.key(field))?;
                     fields.push(SortField {
-                        field: field.to_owned(),
+                        field: field.into(),
                         direction,
                     });
                     Ok(())
@@ -96,7 +96,7 @@ wire_struct! {
     pub struct Aggregation {
         pub func: AggFunc = "func",
         /// Not needed for `count`.
-        pub field: Option<String> = "field",
+        pub field: Option<CompactString> = "field",
     }
 }
 
@@ -109,7 +109,7 @@ wire_struct! {
         pub predicate: Option<PredicateNode> = "predicate",
         pub sort: Option<Sort> = "sort",
         pub limit: Option<u32> = "limit",
-        pub cursor: Option<String> = "cursor",
+        pub cursor: Option<CompactString> = "cursor",
         pub group_by: Option<Vec<String>> = "groupBy",
         pub aggregations: Option<Vec<Aggregation>> = "aggregations",
         /// The TS client copies `QUERY_SUB.fields` here too.

@@ -11,11 +11,11 @@
 use std::collections::BTreeMap;
 
 use super::error::{DecodeError, ErrorKind, Path};
-use super::msgpack::{Next, Raw, Reader, Writer};
+use super::msgpack::{Next, Number, Raw, Reader, Writer};
 use crate::hlc::Timestamp;
 use crate::lww_map::LwwRecord;
 use crate::or_map::{OrMapEntry, OrRecord};
-use crate::value::{Value, ValueMap};
+use crate::value::{CompactString, Value, ValueMap};
 
 /// A type with a wire form.
 pub trait Wire: Sized {
@@ -41,7 +41,11 @@ pub trait WireFields {
     fn encode_fields(&self, w: &mut Writer);
 }
 
-fn out_of_range(at: Path<'_>, expected: &'static str, found: &Raw<'_>) -> DecodeError {
+fn out_of_range(
+    at: Path<'_>,
+    expected: &'static str,
+    found: &impl std::fmt::Display,
+) -> DecodeError {
     DecodeError::at(
         at,
         ErrorKind::OutOfRange {
@@ -61,10 +65,10 @@ fn tolerant_u64(r: &mut Reader<'_>, at: Path<'_>) -> Result<u64, DecodeError> {
     const LIMIT: f64 = 18_446_744_073_709_551_616.0;
     let raw = r.read_number(at, U64_EXPECTED)?;
     match raw {
-        Raw::Int(i) => u64::try_from(i).map_err(|_| out_of_range(at, U64_EXPECTED, &raw)),
-        Raw::UInt(u) => Ok(u),
-        Raw::Float(f) if f.fract() == 0.0 && (0.0..LIMIT).contains(&f) => Ok(f as u64),
-        _ => Err(out_of_range(at, U64_EXPECTED, &raw)),
+        Number::Int(i) => u64::try_from(i).map_err(|_| out_of_range(at, U64_EXPECTED, &raw)),
+        Number::UInt(u) => Ok(u),
+        Number::Float(f) if f.fract() == 0.0 && (0.0..LIMIT).contains(&f) => Ok(f as u64),
+        Number::Float(_) => Err(out_of_range(at, U64_EXPECTED, &raw)),
     }
 }
 
@@ -72,24 +76,49 @@ fn tolerant_u64(r: &mut Reader<'_>, at: Path<'_>) -> Result<u64, DecodeError> {
 fn strict_u32(r: &mut Reader<'_>, at: Path<'_>) -> Result<u32, DecodeError> {
     let raw = r.read_number(at, U32_EXPECTED)?;
     match raw {
-        Raw::Int(i) => u32::try_from(i).map_err(|_| out_of_range(at, U32_EXPECTED, &raw)),
-        Raw::UInt(_) => Err(out_of_range(at, U32_EXPECTED, &raw)),
-        _ => Err(DecodeError::wrong_type(at, U32_EXPECTED, &raw)),
+        Number::Int(i) => u32::try_from(i).map_err(|_| out_of_range(at, U32_EXPECTED, &raw)),
+        Number::UInt(_) => Err(out_of_range(at, U32_EXPECTED, &raw)),
+        Number::Float(_) => Err(DecodeError::wrong_type(at, U32_EXPECTED, raw)),
     }
 }
 
 /// A scalar record value; extension types are refused.
 fn scalar_value(r: &mut Reader<'_>, at: Path<'_>) -> Result<Value, DecodeError> {
+    // Fast paths for the common kinds, without building a `Raw`.
+    match r.peek_tag() {
+        Some(0xa0..=0xbf | 0xd9..=0xdb) => {
+            return Ok(Value::Str(CompactString::from(r.read_str(at)?)));
+        }
+        Some(0x00..=0x7f | 0xcb | 0xcc..=0xd3 | 0xe0..=0xff | 0xca) => {
+            return Ok(match r.read_number(at, "a number")? {
+                Number::Int(i) => Value::Int(i),
+                Number::UInt(u) => Value::UInt(u),
+                Number::Float(f) => Value::Float(f),
+            });
+        }
+        Some(0xc2 | 0xc3) => return r.read_bool(at).map(Value::Bool),
+        _ => {}
+    }
     Ok(match r.read_raw(at)? {
         Raw::Int(i) => Value::Int(i),
         Raw::UInt(u) => Value::UInt(u),
         Raw::Float(f) => Value::Float(f),
-        Raw::Str(s) => Value::Str(s.to_owned()),
+        Raw::Str(s) => Value::Str(CompactString::from(s)),
         Raw::Bin(b) => Value::Bin(b.to_vec()),
         Raw::Bool(b) => Value::Bool(b),
         Raw::Ext(t, _) => return Err(DecodeError::at(at, ErrorKind::UnsupportedExt(t))),
         Raw::Nil | Raw::Array(_) | Raw::Map(_) => Value::Nil,
     })
+}
+
+impl Wire for CompactString {
+    fn decode(r: &mut Reader<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
+        r.read_str(at).map(CompactString::from)
+    }
+
+    fn encode(&self, w: &mut Writer) {
+        w.str(self);
+    }
 }
 
 impl Wire for String {
@@ -143,8 +172,8 @@ impl Wire for i64 {
         const LIMIT: f64 = 9_223_372_036_854_775_808.0;
         let raw = r.read_number(at, EXPECTED)?;
         match raw {
-            Raw::Int(i) => Ok(i),
-            Raw::Float(f) if f.fract() == 0.0 && (-LIMIT..LIMIT).contains(&f) => Ok(f as i64),
+            Number::Int(i) => Ok(i),
+            Number::Float(f) if f.fract() == 0.0 && (-LIMIT..LIMIT).contains(&f) => Ok(f as i64),
             _ => Err(out_of_range(at, EXPECTED, &raw)),
         }
     }
@@ -159,10 +188,9 @@ impl Wire for f64 {
     #[allow(clippy::cast_precision_loss)]
     fn decode(r: &mut Reader<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
         match r.read_number(at, "a number")? {
-            Raw::Int(i) => Ok(i as f64),
-            Raw::UInt(u) => Ok(u as f64),
-            Raw::Float(f) => Ok(f),
-            other => Err(DecodeError::wrong_type(at, "a number", &other)),
+            Number::Int(i) => Ok(i as f64),
+            Number::UInt(u) => Ok(u as f64),
+            Number::Float(f) => Ok(f),
         }
     }
 
@@ -179,11 +207,11 @@ impl Wire for StrictU64 {
     fn decode(r: &mut Reader<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
         let raw = r.read_number(at, U64_EXPECTED)?;
         match raw {
-            Raw::Int(i) => u64::try_from(i)
+            Number::Int(i) => u64::try_from(i)
                 .map(Self)
                 .map_err(|_| out_of_range(at, U64_EXPECTED, &raw)),
-            Raw::UInt(u) => Ok(Self(u)),
-            _ => Err(DecodeError::wrong_type(at, U64_EXPECTED, &raw)),
+            Number::UInt(u) => Ok(Self(u)),
+            Number::Float(_) => Err(DecodeError::wrong_type(at, U64_EXPECTED, raw)),
         }
     }
 
@@ -246,7 +274,7 @@ impl Wire for ValueMap {
     fn decode(r: &mut Reader<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
         let mut entries = Vec::with_capacity(r.len_hint());
         r.read_map(at, |r, key| {
-            entries.push((key.to_owned(), Value::decode(r, at.key(key))?));
+            entries.push((CompactString::from(key), Value::decode(r, at.key(key))?));
             Ok(())
         })?;
         Ok(ValueMap::from_entries(entries))
@@ -376,11 +404,11 @@ impl<T: Wire> Wire for Field<T> {
 impl Wire for Timestamp {
     fn decode(r: &mut Reader<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
         let (mut millis, mut counter, mut node) = (None, None, None);
-        r.read_map(at, |r, k| {
-            let at = at.key(k);
+        r.read_fields(at, |r, k| {
             match k {
-                "millis" => millis = Some(tolerant_u64(r, at)?),
-                "counter" => {
+                b"millis" => millis = Some(tolerant_u64(r, at.key("millis"))?),
+                b"counter" => {
+                    let at = at.key("counter");
                     let c = tolerant_u64(r, at)?;
                     let too_big = || {
                         DecodeError::at(
@@ -393,14 +421,18 @@ impl Wire for Timestamp {
                     };
                     counter = Some(u32::try_from(c).map_err(|_| too_big())?);
                 }
-                "nodeId" => {
+                b"nodeId" => {
+                    let at = at.key("nodeId");
                     let id = r.read_str(at)?;
                     let id = r
                         .node_id(id)
                         .map_err(|e| DecodeError::at(at, ErrorKind::Invalid(e.to_string())))?;
                     node = Some(id);
                 }
-                _ => r.skip(at)?,
+                _ => {
+                    let k = r.unknown_key(k, at)?;
+                    r.skip(at.key(k))?;
+                }
             }
             Ok(())
         })?;
