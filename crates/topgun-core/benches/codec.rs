@@ -43,15 +43,15 @@ fn timestamp(i: usize) -> Timestamp {
     )
 }
 
-/// `OP_BATCH` of 10 LWW puts, with the extra op-log keys the TS client sends.
-fn op_batch() -> Message {
+/// `OP_BATCH` of 10 LWW puts of `value(i)`.
+fn op_batch(value: fn(usize) -> Value) -> Message {
     let ops = (0..OPS_PER_BATCH)
         .map(|i| ClientOp {
             id: Some(i.to_string().into()),
             map_name: "todos".into(),
             key: format!("todo:{i:06}").into(),
             op_type: Some("PUT".into()),
-            record: Field::Value(LwwRecord::new(document(i), timestamp(i), None)),
+            record: Field::Value(LwwRecord::new(value(i), timestamp(i), None)),
             or_record: Field::Absent,
             or_tag: Field::Absent,
             write_concern: None,
@@ -79,8 +79,9 @@ fn server_event() -> Message {
 
 fn codec(c: &mut Criterion) {
     let limits = Limits::default();
-    let batch = op_batch();
+    let batch = op_batch(document);
     let batch_bytes = batch.encode();
+    let small_bytes = op_batch(|i| Value::from(format!("v{i}"))).encode();
     let event = server_event();
     let event_bytes = event.encode();
 
@@ -90,6 +91,10 @@ fn codec(c: &mut Criterion) {
     // values into its store rather than freeing them.
     g.bench_function("decode_op_batch_10_puts", |b| {
         b.iter_with_large_drop(|| Message::decode(black_box(&batch_bytes), &limits).unwrap());
+    });
+    // The same batch with a short string per record: the protocol's own per-op cost.
+    g.bench_function("decode_op_batch_10_small_puts", |b| {
+        b.iter_with_large_drop(|| Message::decode(black_box(&small_bytes), &limits).unwrap());
     });
     // The floor: walking and validating the same frame without building anything.
     g.bench_function("skip_op_batch_10_puts", |b| {

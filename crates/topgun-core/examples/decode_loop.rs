@@ -1,5 +1,5 @@
 //! Decodes one `OP_BATCH` frame many times: a fixed workload for instruction-count profiling
-//! (`valgrind --tool=callgrind target/release/examples/decode_loop`).
+//! (`valgrind --tool=callgrind target/release/examples/decode_loop [--skip]`).
 
 // Example code: a panic is a failure; casts apply to small loop indices.
 #![allow(
@@ -12,7 +12,7 @@
 )]
 
 use topgun_core::protocol::messages::{ClientOp, OpBatch};
-use topgun_core::protocol::{Field, Limits, Message};
+use topgun_core::protocol::{Field, Limits, Message, Path, Reader};
 use topgun_core::{LwwRecord, NodeId, Timestamp, Value, ValueMap};
 
 fn op(i: usize) -> ClientOp {
@@ -51,6 +51,13 @@ fn main() {
     };
     let frame = Message::OpBatch(batch).encode();
     let limits = Limits::default();
+    if std::env::args().any(|a| a == "--skip") {
+        for _ in 0..2_000 {
+            let mut r = Reader::new(std::hint::black_box(&frame), &limits).unwrap();
+            r.skip(Path::Root).unwrap();
+        }
+        return;
+    }
     let decoded = (0..2_000)
         .filter(|_| Message::decode(std::hint::black_box(&frame), &limits).is_ok())
         .count();

@@ -477,13 +477,21 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Skips one value (validating it as it goes).
+    /// Skips one value: its structure, lengths and nesting are checked, but the text of
+    /// skipped strings is not validated (nothing reads it; what is decoded is validated).
     pub fn skip(&mut self, at: Path<'_>) -> Result<(), DecodeError> {
         match self.next() {
-            Next::Map => self.read_map(at, |r, key| r.skip(at.key(key))),
+            Next::Map => self.read_fields(at, |r, _| r.skip(at)),
             Next::Array => self.read_array(at, |r, i| r.skip(at.index(i))),
-            Next::Nil | Next::Scalar => self.scalar(at).map(|_| ()),
+            Next::Nil | Next::Scalar => self.skip_scalar(at),
         }
+    }
+
+    fn skip_scalar(&mut self, at: Path<'_>) -> Result<(), DecodeError> {
+        if let Some(n) = self.str_len(at)? {
+            return self.take(n, at).map(|_| ());
+        }
+        self.scalar(at).map(|_| ())
     }
 
     /// Reads one value as a [`Raw`] tree.
