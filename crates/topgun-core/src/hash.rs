@@ -37,6 +37,12 @@ impl Fnv1a {
         }
     }
 
+    /// A hasher continuing from `state`, a value [`Fnv1a::finish`] returned: streaming a
+    /// string in two parts gives the hash of the whole.
+    pub const fn resume(state: u32) -> Self {
+        Self { state }
+    }
+
     /// Feeds one UTF-16 code unit.
     #[inline]
     pub fn write_unit(&mut self, unit: u16) {

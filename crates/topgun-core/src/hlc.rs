@@ -16,6 +16,11 @@ use thiserror::Error;
 
 use crate::hash::Fnv1a;
 
+/// The largest accepted physical time: JavaScript's `Number.MAX_SAFE_INTEGER`, beyond which
+/// TS clients cannot represent milliseconds exactly (about year 287,396). Bounding time here
+/// keeps every counter-overflow step (`millis + 1`) far from `u64::MAX`.
+pub const MAX_MILLIS: u64 = (1 << 53) - 1;
+
 /// Default maximum tolerated lead of a remote clock over ours, in milliseconds.
 pub const MAX_DRIFT_MS_DEFAULT: u64 = 60_000;
 
@@ -28,6 +33,9 @@ pub enum HlcError {
     NodeIdHasColon(String),
     #[error("timestamp string {0:?} is not `millis:counter:nodeId`")]
     MalformedTimestamp(String),
+    /// The remote physical time is beyond [`MAX_MILLIS`]; the clock is left unchanged.
+    #[error("remote timestamp millis {0} is beyond the largest supported time")]
+    BeyondMaxMillis(u64),
     /// Only in strict mode; the clock is left unchanged.
     #[error(
         "remote timestamp is {drift_ms} ms ahead of the local wall clock (max {max_drift_ms} ms)"
@@ -215,6 +223,7 @@ impl Hlc {
     /// A new timestamp for a local event: the wall clock if it moved past the last value,
     /// else the last millisecond with the counter incremented.
     pub fn now(&mut self, wall_ms: u64) -> Timestamp {
+        let wall_ms = wall_ms.min(MAX_MILLIS);
         if wall_ms > self.last_millis {
             self.last_millis = wall_ms;
             self.last_counter = 0;
@@ -231,6 +240,10 @@ impl Hlc {
     /// alone is ahead. In strict mode a remote clock leading ours by more than the maximum
     /// drift is refused and the clock is unchanged.
     pub fn update(&mut self, remote: &Timestamp, wall_ms: u64) -> Result<Drift, HlcError> {
+        if remote.millis > MAX_MILLIS {
+            return Err(HlcError::BeyondMaxMillis(remote.millis));
+        }
+        let wall_ms = wall_ms.min(MAX_MILLIS);
         let drift_ms = remote.millis.saturating_sub(wall_ms);
         let drift = if drift_ms > self.max_drift_ms {
             if self.strict {
@@ -388,6 +401,20 @@ mod tests {
         hlc.now(100);
         hlc.update(&ts(10, 0, "r"), 100).unwrap();
         assert_eq!(hlc.last(), (100, 1));
+    }
+
+    #[test]
+    fn time_beyond_the_supported_range_is_refused_without_overflow() {
+        let mut hlc = Hlc::new(node("n1"));
+        assert_eq!(
+            hlc.update(&ts(u64::MAX, u32::MAX, "r"), 0),
+            Err(HlcError::BeyondMaxMillis(u64::MAX))
+        );
+        assert_eq!(hlc.last(), (0, 0), "a refused update changes nothing");
+        hlc.update(&ts(MAX_MILLIS, u32::MAX, "r"), 0).unwrap();
+        assert_eq!(hlc.last(), (MAX_MILLIS + 1, 0));
+        let next = hlc.now(u64::MAX);
+        assert!(next > ts(MAX_MILLIS, u32::MAX, "r"));
     }
 
     #[test]

@@ -78,14 +78,12 @@ fn write_js_decimal(out: &mut String, digits: &str, n: i32) {
     }
 }
 
-/// A number value as JavaScript sees it (every integer becomes an `f64`).
-#[allow(clippy::cast_precision_loss)]
-fn js_number(v: &Value) -> Option<f64> {
-    v.as_f64()
-}
-
 /// Compares strings as JavaScript's default `Array.prototype.sort` does: by UTF-16 code units.
 pub fn cmp_utf16(a: &str, b: &str) -> Ordering {
+    if a.is_ascii() && b.is_ascii() {
+        // ASCII bytes are their own code units.
+        return a.cmp(b);
+    }
     a.encode_utf16().cmp(b.encode_utf16())
 }
 
@@ -110,9 +108,9 @@ pub fn hash_value_string(value: &Value) -> String {
         Value::Bool(b) => b.to_string(),
         Value::Str(s) => s.to_string(),
         Value::Int(_) | Value::UInt(_) | Value::Float(_) => {
-            number_to_string(js_number(value).unwrap_or(f64::NAN))
+            number_to_string(value.as_f64().unwrap_or(f64::NAN))
         }
-        Value::Bin(_) | Value::Array(_) | Value::Map(_) => {
+        Value::Bin(_) | Value::Array(_) | Value::Map(_) | Value::Time(_) => {
             let allow = sorted_own_keys(value);
             let mut out = String::new();
             write_json(&mut out, value, &allow);
@@ -121,17 +119,26 @@ pub fn hash_value_string(value: &Value) -> String {
     }
 }
 
-/// `JSON.stringify(value, allow)` where `allow` is sorted and acts as a property allow-list
-/// at every level.
+/// `JSON.stringify(value, allow)` where `allow` is sorted (UTF-16 order) and acts as a
+/// property allow-list at every level. Borrows throughout: the cost is linear in the size of
+/// the value plus a logarithmic allow-list lookup per object property.
 fn write_json(out: &mut String, value: &Value, allow: &[String]) {
     match value {
         Value::Nil => out.push_str("null"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Int(_) | Value::UInt(_) | Value::Float(_) => match js_number(value) {
-            Some(f) if f.is_finite() => out.push_str(&number_to_string(f)),
-            _ => out.push_str("null"),
-        },
+        Value::Int(_) | Value::UInt(_) | Value::Float(_) => {
+            write_json_number(out, value.as_f64().unwrap_or(f64::NAN));
+        }
         Value::Str(s) => write_json_string(out, s),
+        // `Date.prototype.toJSON`: an ISO string, or null for an invalid date.
+        Value::Time(t) => match t.js_millis() {
+            Some(ms) => {
+                out.push('"');
+                write_iso_date(out, ms);
+                out.push('"');
+            }
+            None => out.push_str("null"),
+        },
         Value::Array(items) => {
             out.push('[');
             for (i, item) in items.iter().enumerate() {
@@ -143,51 +150,123 @@ fn write_json(out: &mut String, value: &Value, allow: &[String]) {
             out.push(']');
         }
         Value::Map(map) => {
-            write_json_object(out, allow, |key| map.get(key).cloned(), allow);
+            let mut props: Vec<(&str, Prop<'_>)> = map
+                .iter()
+                .filter(|(k, _)| is_allowed(allow, k))
+                .map(|(k, v)| (k, Prop::Value(v)))
+                .collect();
+            write_json_object(out, &mut props, allow);
         }
-        Value::Bin(bytes) => {
-            let byte_at = |key: &str| {
-                index_of(key)
-                    .and_then(|i| bytes.get(i))
-                    .map(|b| Value::Int(i64::from(*b)))
-            };
-            write_json_object(out, allow, byte_at, allow);
-        }
+        Value::Bin(bytes) => write_uint8array(out, bytes, allow),
     }
 }
 
-/// Writes `{"k":v,…}` for the keys of `keys` (in order) that `lookup` finds.
-fn write_json_object(
-    out: &mut String,
-    keys: &[String],
-    lookup: impl Fn(&str) -> Option<Value>,
-    allow: &[String],
-) {
+/// A property value of an object being written.
+enum Prop<'v> {
+    Value(&'v Value),
+    Number(f64),
+    /// A `Uint8Array`'s `buffer`: an `ArrayBuffer` of this many bytes.
+    Buffer(usize),
+}
+
+fn is_allowed(allow: &[String], key: &str) -> bool {
+    allow.binary_search_by(|a| cmp_utf16(a, key)).is_ok()
+}
+
+/// Writes `{"k":v,…}` in allow-list order (UTF-16 order of the keys).
+fn write_json_object(out: &mut String, props: &mut [(&str, Prop<'_>)], allow: &[String]) {
+    props.sort_by(|a, b| cmp_utf16(a.0, b.0));
     out.push('{');
-    let mut first = true;
-    for key in keys {
-        if let Some(v) = lookup(key) {
-            if !first {
-                out.push(',');
+    for (i, (key, prop)) in props.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_json_string(out, key);
+        out.push(':');
+        match prop {
+            Prop::Value(v) => write_json(out, v, allow),
+            Prop::Number(n) => write_json_number(out, *n),
+            Prop::Buffer(len) => {
+                let mut buffer = Vec::new();
+                if is_allowed(allow, "byteLength") {
+                    #[allow(clippy::cast_precision_loss)]
+                    buffer.push(("byteLength", Prop::Number(*len as f64)));
+                }
+                write_json_object(out, &mut buffer, allow);
             }
-            first = false;
-            write_json_string(out, key);
-            out.push(':');
-            write_json(out, &v, allow);
         }
     }
     out.push('}');
 }
 
-/// The array index a property key denotes (`"0"`, `"17"`; not `"01"` or `"-1"`).
-fn index_of(key: &str) -> Option<usize> {
-    let canonical =
-        key == "0" || (!key.starts_with('0') && key.bytes().all(|b| b.is_ascii_digit()));
-    if canonical && !key.is_empty() {
-        key.parse().ok()
-    } else {
-        None
+/// A `Uint8Array` as an object: its indices and the prototype getters `length`,
+/// `byteLength`, `byteOffset` and `buffer`, as far as the allow-list names them.
+#[allow(clippy::cast_precision_loss)]
+fn write_uint8array(out: &mut String, bytes: &[u8], allow: &[String]) {
+    let len = bytes.len() as f64;
+    let names: Vec<String> = (0..bytes.len()).map(|i| i.to_string()).collect();
+    let mut props: Vec<(&str, Prop<'_>)> = names
+        .iter()
+        .zip(bytes)
+        .filter(|(k, _)| is_allowed(allow, k))
+        .map(|(k, b)| (k.as_str(), Prop::Number(f64::from(*b))))
+        .collect();
+    for (getter, prop) in [
+        ("length", Prop::Number(len)),
+        ("byteLength", Prop::Number(len)),
+        ("byteOffset", Prop::Number(0.0)),
+        ("buffer", Prop::Buffer(bytes.len())),
+    ] {
+        if is_allowed(allow, getter) {
+            props.push((getter, prop));
+        }
     }
+    write_json_object(out, &mut props, allow);
+}
+
+fn write_json_number(out: &mut String, n: f64) {
+    if n.is_finite() {
+        out.push_str(&number_to_string(n));
+    } else {
+        out.push_str("null");
+    }
+}
+
+/// `Date.prototype.toISOString` for a valid time value in milliseconds.
+#[allow(clippy::cast_possible_truncation)]
+fn write_iso_date(out: &mut String, ms: f64) {
+    // |ms| <= 8.64e15, so the conversion is exact.
+    let ms = ms as i64;
+    let days = ms.div_euclid(86_400_000);
+    let in_day = ms.rem_euclid(86_400_000);
+    let (year, month, day) = civil_from_days(days);
+    if (0..=9999).contains(&year) {
+        let _ = write!(out, "{year:04}");
+    } else {
+        let _ = write!(out, "{}{:06}", if year < 0 { '-' } else { '+' }, year.abs());
+    }
+    let _ = write!(
+        out,
+        "-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        in_day / 3_600_000,
+        in_day / 60_000 % 60,
+        in_day / 1000 % 60,
+        in_day % 1000
+    );
+}
+
+/// Proleptic Gregorian date of a day count since 1970-01-01 (H. Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 /// ECMAScript `QuoteJSONString` for a well-formed string.
@@ -298,6 +377,73 @@ mod tests {
         // but before it in code point / UTF-8 order.
         let v = map(vec![("～", Value::Int(1)), ("😀", Value::Int(2))]);
         assert_eq!(hash_value_string(&v), r#"{"😀":2,"～":1}"#);
+    }
+
+    #[test]
+    fn uint8array_getters_pass_the_allow_list() {
+        // V8: {"b":{"length":2},"length":1}
+        let v = map(vec![
+            ("length", Value::Int(1)),
+            ("b", Value::Bin(vec![1, 2])),
+        ]);
+        assert_eq!(hash_value_string(&v), r#"{"b":{"length":2},"length":1}"#);
+        let v = map(vec![
+            ("byteLength", Value::Int(1)),
+            ("byteOffset", Value::Int(2)),
+            ("b", Value::Bin(vec![1, 2, 3])),
+        ]);
+        assert_eq!(
+            hash_value_string(&v),
+            r#"{"b":{"byteLength":3,"byteOffset":0},"byteLength":1,"byteOffset":2}"#
+        );
+        let v = map(vec![("buffer", Value::Int(1)), ("b", Value::Bin(vec![1]))]);
+        assert_eq!(hash_value_string(&v), r#"{"b":{"buffer":{}},"buffer":1}"#);
+    }
+
+    #[test]
+    fn dates_render_like_to_json() {
+        use crate::value::ExtTime;
+        let at = |ms| Value::Time(ExtTime::from_millis(ms));
+        assert_eq!(
+            hash_value_string(&at(1_700_000_000_123)),
+            r#""2023-11-14T22:13:20.123Z""#
+        );
+        let v = map(vec![("a", at(-1))]);
+        assert_eq!(hash_value_string(&v), r#"{"a":"1969-12-31T23:59:59.999Z"}"#);
+        let v = map(vec![("a", at(253_402_300_800_000))]);
+        assert_eq!(
+            hash_value_string(&v),
+            r#"{"a":"+010000-01-01T00:00:00.000Z"}"#
+        );
+        let invalid = Value::Time(crate::value::ExtTime {
+            seconds: i64::MAX,
+            nanos: 0,
+        });
+        assert_eq!(
+            hash_value_string(&map(vec![("a", invalid)])),
+            r#"{"a":null}"#
+        );
+    }
+
+    /// Rendering cost is linear in the value, whatever its width or depth (a crafted value
+    /// used to be cloned at every level and scanned against the whole key list).
+    #[test]
+    fn wide_and_deep_values_render_in_linear_time() {
+        let wide: ValueMap = (0..20_000)
+            .map(|i| {
+                (
+                    format!("k{i}"),
+                    Value::from(vec![map(vec![("k1", Value::Int(i))]); 4]),
+                )
+            })
+            .collect();
+        let rendered = hash_value_string(&Value::Map(wide));
+        assert!(rendered.len() > 20_000 * 4 * 8);
+        let mut deep = Value::from("x".repeat(100_000));
+        for _ in 0..200 {
+            deep = map(vec![("a", deep)]);
+        }
+        assert!(hash_value_string(&deep).len() > 100_000);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! Invariants:
 //! * each key holds the record with the greatest timestamp this replica has seen for it;
-//!   a remote record replaces the local one iff its timestamp is **strictly** greater, so
+//!   a remote record replaces the local one iff its timestamp is **strictly** greater (equal
+//!   timestamps with different contents: the greater value in the canonical order), so
 //!   merging is commutative, associative and idempotent;
 //! * a tombstone (value `nil`) is a record like any other: it wins and loses by timestamp and
 //!   is hashed like a live record, until [`LwwMap::prune`] forgets it;
@@ -67,6 +68,18 @@ impl LwwRecord {
             .is_some_and(|ttl| self.timestamp.millis.saturating_add(ttl) < now_ms)
     }
 
+    /// Whether this record wins over `other` for the same key: the greater timestamp; equal
+    /// timestamps (one write delivered with two contents, which a correct client never
+    /// produces) are broken by value then TTL in the canonical order, so replicas agree
+    /// whatever the arrival order.
+    pub fn wins_over(&self, other: &Self) -> bool {
+        self.timestamp
+            .cmp(&other.timestamp)
+            .then_with(|| self.value.canonical_cmp(&other.value))
+            .then_with(|| self.ttl_ms.cmp(&other.ttl_ms))
+            .is_gt()
+    }
+
     /// Neither a tombstone nor expired.
     pub fn is_visible(&self, now_ms: u64) -> bool {
         !self.is_tombstone() && !self.is_expired(now_ms)
@@ -121,16 +134,21 @@ impl LwwMap {
         self.write(key, LwwRecord::tombstone(timestamp))
     }
 
+    /// A local write must carry a strictly newer timestamp than the stored record (a fresh
+    /// HLC timestamp always does); the value tie-break of [`LwwRecord::wins_over`] is for
+    /// remote copies of one write, never for local writes.
     fn write(&mut self, key: &str, record: LwwRecord) -> Result<&LwwRecord, LwwError> {
-        let attempted = record.timestamp.clone();
-        if !self.merge(key, record) {
-            let stored = self.tree.get(key).map(|r| r.timestamp.clone());
+        if let Some(stored) = self.tree.get(key)
+            && record.timestamp <= stored.timestamp
+        {
             return Err(LwwError::StaleTimestamp {
                 key: key.to_owned(),
-                attempted,
-                stored: stored.expect("a refused write means a newer record is stored"),
+                attempted: record.timestamp,
+                stored: stored.timestamp.clone(),
             });
         }
+        let item_hash = record.item_hash(key);
+        self.tree.insert(key, record, item_hash);
         Ok(self.tree.get(key).expect("the record was just stored"))
     }
 
@@ -138,9 +156,8 @@ impl LwwMap {
     /// strictly greater. Returns whether the map changed.
     pub fn merge(&mut self, key: &str, record: LwwRecord) -> bool {
         let item_hash = record.item_hash(key);
-        self.tree.insert_if(key, record, item_hash, |stored, new| {
-            new.timestamp > stored.timestamp
-        })
+        self.tree
+            .insert_if(key, record, item_hash, |stored, new| new.wins_over(stored))
     }
 
     /// The live value of `key`: `None` for missing, deleted and expired keys.
@@ -236,7 +253,14 @@ mod tests {
     fn merge_accepts_only_strictly_newer() {
         let mut m = LwwMap::new();
         assert!(m.merge("k", rec("a", ts(10, 0, "n1"))));
-        assert!(!m.merge("k", rec("b", ts(10, 0, "n1"))), "equal loses");
+        assert!(
+            !m.merge("k", rec("a", ts(10, 0, "n1"))),
+            "the same record again"
+        );
+        assert!(
+            !m.merge("k", rec("0", ts(10, 0, "n1"))),
+            "equal timestamp, smaller value"
+        );
         assert!(!m.merge("k", rec("b", ts(9, 5, "n1"))), "older loses");
         assert!(
             m.merge("k", rec("c", ts(10, 0, "n2"))),
@@ -246,12 +270,28 @@ mod tests {
     }
 
     #[test]
-    fn tombstone_versus_write_at_equal_time_keeps_the_first() {
+    fn equal_timestamps_with_different_values_converge() {
+        let t = ts(10, 0, "n1");
+        let mut a = LwwMap::new();
+        a.merge("k", rec("x", t.clone()));
+        a.merge("k", rec("y", t.clone()));
+        let mut b = LwwMap::new();
+        b.merge("k", rec("y", t.clone()));
+        b.merge("k", rec("x", t));
+        assert_eq!(a.record("k"), b.record("k"));
+        assert_eq!(a.get("k", 0), Some(&Value::from("y")));
+    }
+
+    #[test]
+    fn tombstone_versus_write_at_equal_time_is_decided_by_value() {
+        // Nil sorts first in the canonical order, so at equal timestamps the write wins on
+        // every replica, whichever arrived first.
         let t = ts(10, 0, "n1");
         let mut a = LwwMap::new();
         assert!(a.merge("k", LwwRecord::tombstone(t.clone())));
-        assert!(!a.merge("k", rec("v", t.clone())));
-        assert_eq!(a.get("k", 0), None);
+        assert!(a.merge("k", rec("v", t.clone())));
+        assert!(!a.merge("k", LwwRecord::tombstone(t.clone())));
+        assert_eq!(a.get("k", 0), Some(&Value::from("v")));
         // A later write resurrects the key; a later tombstone deletes it again.
         assert!(a.merge("k", rec("v", ts(11, 0, "n1"))));
         assert_eq!(a.get("k", 0), Some(&Value::from("v")));

@@ -7,7 +7,8 @@
 //! * a record is present iff its tag is not tombstoned under its key; tombstones only grow
 //!   (until [`OrMap::prune`]);
 //! * two records with the same tag are the same add; the one with the greater timestamp
-//!   wins, so every merge is commutative, associative and idempotent;
+//!   wins (equal timestamps: the greater value, then TTL, in the canonical order), so every
+//!   merge is commutative, associative and idempotent whatever the arrival order;
 //! * the Merkle item hash of a key is the TS client's `hashORMapEntry` (§3.6): FNV-1a of
 //!   `"key:<key>"` followed, for every record in tag order, by
 //!   `"|<tag>:<valueStr>:<millis>:<counter>:<nodeId>"` and `":ttl=<ttl>"` when a TTL is set.
@@ -65,11 +66,48 @@ pub struct OrMapEntry {
     pub tombstones: Vec<String>,
 }
 
-/// Records (sorted by tag in UTF-16 order, the order the entry hash needs) and tombstones.
+/// Records (sorted by tag in UTF-16 order, the order the entry hash needs), tombstones, and
+/// the entry hash's FNV state after each record.
+///
+/// The entry hash is one FNV pass over all records in tag order, so a change at position `i`
+/// re-hashes only records `i..`; tags are timestamps, so new adds usually land at the end and
+/// cost one record's rendering, however many records the key holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct KeyState {
     records: Vec<OrRecord>,
+    /// `hash_prefix[i]` = FNV state after `"key:<key>"` and records `0..=i`.
+    hash_prefix: Vec<u32>,
     tombstones: BTreeSet<String>,
+}
+
+impl OrRecord {
+    /// Whether this record replaces `other`, an earlier copy of the same add (same tag): the
+    /// newer timestamp wins; equal timestamps are broken by value then TTL, so that every
+    /// replica keeps the same record whatever the arrival order.
+    fn supersedes(&self, other: &Self) -> bool {
+        self.timestamp
+            .cmp(&other.timestamp)
+            .then_with(|| self.value.canonical_cmp(&other.value))
+            .then_with(|| self.ttl_ms.cmp(&other.ttl_ms))
+            .is_gt()
+    }
+
+    /// Feeds `|<tag>:<valueStr>:<millis>:<counter>:<nodeId>[:ttl=<ttl>]` into `h`.
+    fn hash_into(&self, h: &mut Fnv1a) {
+        h.write_str("|");
+        h.write_str(&self.tag);
+        h.write_str(":");
+        match &self.value {
+            Value::Str(s) => h.write_str(s),
+            other => h.write_str(&hash_value_string(other)),
+        }
+        h.write_str(":");
+        self.timestamp.hash_into(h);
+        if let Some(ttl) = self.ttl_ms {
+            h.write_str(":ttl=");
+            h.write_decimal(ttl);
+        }
+    }
 }
 
 impl KeyState {
@@ -78,30 +116,33 @@ impl KeyState {
     }
 
     /// Adds or upgrades a record unless its tag is tombstoned. Returns whether it changed.
-    fn apply_record(&mut self, record: OrRecord) -> bool {
+    fn apply_record(&mut self, key: &str, record: OrRecord) -> bool {
         if self.tombstones.contains(&record.tag) {
             return false;
         }
         match self.position(&record.tag) {
-            Ok(at) if record.timestamp > self.records[at].timestamp => {
+            Ok(at) if record.supersedes(&self.records[at]) => {
                 self.records[at] = record;
+                self.rehash_from(key, at);
                 true
             }
             Ok(_) => false,
             Err(at) => {
                 self.records.insert(at, record);
+                self.rehash_from(key, at);
                 true
             }
         }
     }
 
     /// Tombstones a tag and drops its record. Returns whether it changed.
-    fn apply_tombstone(&mut self, tag: &str) -> bool {
+    fn apply_tombstone(&mut self, key: &str, tag: &str) -> bool {
         if self.tombstones.contains(tag) {
             return false;
         }
         if let Ok(at) = self.position(tag) {
             self.records.remove(at);
+            self.rehash_from(key, at);
         }
         self.tombstones.insert(tag.to_owned());
         true
@@ -111,30 +152,27 @@ impl KeyState {
         self.records.is_empty() && self.tombstones.is_empty()
     }
 
+    /// Recomputes the FNV states of records `from..`.
+    fn rehash_from(&mut self, key: &str, from: usize) {
+        self.hash_prefix.truncate(from);
+        let resumed = from.checked_sub(1).and_then(|i| self.hash_prefix.get(i));
+        let mut h = if let Some(&state) = resumed {
+            Fnv1a::resume(state)
+        } else {
+            let mut h = Fnv1a::new();
+            h.write_str("key:");
+            h.write_str(key);
+            h
+        };
+        for record in &self.records[from..] {
+            record.hash_into(&mut h);
+            self.hash_prefix.push(h.finish());
+        }
+    }
+
     /// The TS client's `hashORMapEntry`; 0 when no record is held.
-    fn item_hash(&self, key: &str) -> u32 {
-        if self.records.is_empty() {
-            return 0;
-        }
-        let mut h = Fnv1a::new();
-        h.write_str("key:");
-        h.write_str(key);
-        for r in &self.records {
-            h.write_str("|");
-            h.write_str(&r.tag);
-            h.write_str(":");
-            match &r.value {
-                Value::Str(s) => h.write_str(s),
-                other => h.write_str(&hash_value_string(other)),
-            }
-            h.write_str(":");
-            r.timestamp.hash_into(&mut h);
-            if let Some(ttl) = r.ttl_ms {
-                h.write_str(":ttl=");
-                h.write_decimal(ttl);
-            }
-        }
-        h.finish()
+    fn item_hash(&self) -> u32 {
+        self.hash_prefix.last().copied().unwrap_or(0)
     }
 }
 
@@ -184,7 +222,7 @@ impl OrMap {
             tag,
             ttl_ms,
         };
-        self.update(key, |state| state.apply_record(record.clone()));
+        self.update(key, |state| state.apply_record(key, record.clone()));
         Ok(record)
     }
 
@@ -200,7 +238,7 @@ impl OrMap {
         if !tags.is_empty() {
             self.update(key, |state| {
                 for tag in &tags {
-                    state.apply_tombstone(tag);
+                    state.apply_tombstone(key, tag);
                 }
                 true
             });
@@ -210,24 +248,25 @@ impl OrMap {
 
     /// Applies one remote add (an `OR_ADD` event). Returns whether the map changed.
     pub fn apply_record(&mut self, key: &str, record: OrRecord) -> bool {
-        self.update(key, |state| state.apply_record(record))
+        self.update(key, |state| state.apply_record(key, record))
     }
 
     /// Applies one remote removal of `tag` under `key` (an `OR_REMOVE` event).
     pub fn apply_tombstone(&mut self, key: &str, tag: &str) -> bool {
-        self.update(key, |state| state.apply_tombstone(tag))
+        self.update(key, |state| state.apply_tombstone(key, tag))
     }
 
     /// Merges a peer's entry: tombstones first (dropping tombstoned records), then every
     /// record not tombstoned (new tags added, known tags upgraded to newer timestamps).
     pub fn merge_key(&mut self, entry: OrMapEntry) -> bool {
-        self.update(&entry.key, |state| {
+        let key = entry.key.as_str();
+        self.update(key, |state| {
             let mut changed = false;
             for tag in &entry.tombstones {
-                changed |= state.apply_tombstone(tag);
+                changed |= state.apply_tombstone(key, tag);
             }
             for record in entry.records {
-                changed |= state.apply_record(record);
+                changed |= state.apply_record(key, record);
             }
             changed
         })
@@ -241,7 +280,7 @@ impl OrMap {
             } else if state.is_empty() {
                 Rehash::Remove
             } else {
-                Rehash::Changed(state.item_hash(key))
+                Rehash::Changed(state.item_hash())
             }
         })
     }
@@ -399,6 +438,55 @@ mod tests {
         r.timestamp = ts(4, 0, "n");
         assert!(!m.apply_record("k", r));
         assert_eq!(m.get("k", 0), vec![&Value::from("v2")]);
+    }
+
+    #[test]
+    fn same_tag_and_timestamp_converge_whatever_the_order() {
+        let t = ts(5, 0, "n");
+        let a = record("a", t.clone());
+        let b = record("b", t);
+        let mut first = OrMap::new();
+        first.apply_record("k", a.clone());
+        first.apply_record("k", b.clone());
+        let mut second = OrMap::new();
+        second.apply_record("k", b);
+        second.apply_record("k", a);
+        assert_eq!(first.entry("k"), second.entry("k"));
+        assert_eq!(first.get("k", 0), vec![&Value::from("b")]);
+        assert_eq!(first.merkle().root(), second.merkle().root());
+    }
+
+    /// The cached per-record hash states give the same entry hash as hashing from scratch,
+    /// whatever the order of inserts and removals.
+    #[test]
+    fn cached_hash_states_match_a_fresh_hash() {
+        let mut m = OrMap::new();
+        for i in [5u64, 1, 9, 3, 7] {
+            m.apply_record(
+                "k",
+                record(Value::Int(i64::try_from(i).unwrap()), ts(i, 0, "n")),
+            );
+        }
+        m.apply_tombstone("k", "3:0:n");
+        m.apply_tombstone("k", "9:0:n");
+        let mut fresh = OrMap::new();
+        for i in [1u64, 5, 7] {
+            fresh.apply_record(
+                "k",
+                record(Value::Int(i64::try_from(i).unwrap()), ts(i, 0, "n")),
+            );
+        }
+        fresh.apply_tombstone("k", "3:0:n");
+        fresh.apply_tombstone("k", "9:0:n");
+        assert_eq!(m.merkle().root(), fresh.merkle().root());
+        let mut expected = Fnv1a::new();
+        expected.write_str("key:k");
+        for r in m.records("k") {
+            r.hash_into(&mut expected);
+        }
+        let mut tree = MerkleTree::new();
+        tree.insert("k", (), expected.finish());
+        assert_eq!(m.merkle().root(), tree.root());
     }
 
     #[test]

@@ -18,6 +18,9 @@ pub enum CounterError {
     InvalidTotal { node: String, total: f64 },
     #[error("counter delta {0} is not a finite number")]
     InvalidDelta(f64),
+    /// The totals are valid one by one but their sum is not a finite number.
+    #[error("counter totals sum to a number that is not finite")]
+    SumOverflow,
 }
 
 /// A PN-counter's full state.
@@ -28,13 +31,16 @@ pub struct PnCounter {
 }
 
 fn check_totals(totals: &BTreeMap<String, f64>) -> Result<(), CounterError> {
-    match totals.iter().find(|(_, t)| !t.is_finite() || **t < 0.0) {
-        Some((node, total)) => Err(CounterError::InvalidTotal {
+    if let Some((node, total)) = totals.iter().find(|(_, t)| !t.is_finite() || **t < 0.0) {
+        return Err(CounterError::InvalidTotal {
             node: node.clone(),
             total: *total,
-        }),
-        None => Ok(()),
+        });
     }
+    if !totals.values().sum::<f64>().is_finite() {
+        return Err(CounterError::SumOverflow);
+    }
+    Ok(())
 }
 
 /// Raises `totals[node]` to at least `total`; returns whether it moved.
@@ -81,7 +87,8 @@ impl PnCounter {
             &mut self.n
         };
         let next = totals.get(node).copied().unwrap_or(0.0) + delta.abs();
-        if !next.is_finite() {
+        let sum = totals.values().sum::<f64>() + delta.abs();
+        if !next.is_finite() || !sum.is_finite() {
             return Err(CounterError::InvalidDelta(delta));
         }
         totals.insert(node.to_owned(), next);
@@ -96,16 +103,22 @@ impl PnCounter {
         self.add(node, -1.0).unwrap_or_else(|_| self.value())
     }
 
-    /// Per-node maximum of both maps. Returns whether this counter changed.
-    pub fn merge(&mut self, other: &Self) -> bool {
+    /// Per-node maximum of both maps. Returns whether this counter changed; a merge whose
+    /// sums would not be finite is refused and changes nothing.
+    pub fn merge(&mut self, other: &Self) -> Result<bool, CounterError> {
+        let (mut p, mut n) = (self.p.clone(), self.n.clone());
         let mut changed = false;
         for (node, total) in &other.p {
-            changed |= raise(&mut self.p, node, *total);
+            changed |= raise(&mut p, node, *total);
         }
         for (node, total) in &other.n {
-            changed |= raise(&mut self.n, node, *total);
+            changed |= raise(&mut n, node, *total);
         }
-        changed
+        check_totals(&p)?;
+        check_totals(&n)?;
+        self.p = p;
+        self.n = n;
+        Ok(changed)
     }
 
     /// `Σp − Σn`, summed in node-id order.
@@ -168,6 +181,22 @@ mod tests {
     }
 
     #[test]
+    fn sums_that_overflow_are_refused() {
+        let huge = BTreeMap::from([("a".to_owned(), 1e308), ("b".to_owned(), 1e308)]);
+        assert_eq!(
+            PnCounter::from_parts(huge, BTreeMap::new()),
+            Err(CounterError::SumOverflow)
+        );
+        let one = |node: &str| BTreeMap::from([(node.to_owned(), 1e308)]);
+        let mut a = PnCounter::from_parts(one("a"), BTreeMap::new()).unwrap();
+        let b = PnCounter::from_parts(one("b"), BTreeMap::new()).unwrap();
+        let before = a.clone();
+        assert_eq!(a.merge(&b), Err(CounterError::SumOverflow));
+        assert_eq!(a, before, "a refused merge changes nothing");
+        assert!(a.add("c", 1e308).is_err());
+    }
+
+    #[test]
     fn merge_takes_per_node_maximum() {
         let mut a = PnCounter::new();
         a.add("a", 3.0).unwrap();
@@ -175,11 +204,11 @@ mod tests {
         let mut b = PnCounter::new();
         b.add("a", 1.0).unwrap();
         b.add("c", 7.0).unwrap();
-        assert!(a.merge(&b));
+        assert!(a.merge(&b).unwrap());
         assert_eq!(a.value(), 3.0 + 7.0 - 1.0);
-        assert!(!a.merge(&b), "idempotent");
+        assert!(!a.merge(&b).unwrap(), "idempotent");
         let mut b2 = b.clone();
-        b2.merge(&a);
+        b2.merge(&a).unwrap();
         assert_eq!(a, b2);
     }
 }

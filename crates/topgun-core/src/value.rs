@@ -26,8 +26,42 @@ pub enum Value {
     /// values are that short.
     Str(CompactString),
     Bin(Vec<u8>),
+    /// A point in time: MsgPack's timestamp extension (type -1), which is how msgpackr sends
+    /// a JavaScript `Date`. Kept exactly, so it re-encodes to the same instant.
+    Time(ExtTime),
     Array(Vec<Value>),
     Map(ValueMap),
+}
+
+/// MsgPack timestamp: seconds since the Unix epoch and nanoseconds within the second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ExtTime {
+    pub seconds: i64,
+    /// Below 1,000,000,000.
+    pub nanos: u32,
+}
+
+impl ExtTime {
+    /// The largest magnitude of a JavaScript `Date` in milliseconds.
+    const JS_DATE_LIMIT_MS: f64 = 8.64e15;
+
+    /// The time value of the JavaScript `Date` msgpackr builds from this timestamp
+    /// (`seconds * 1000 + nanos / 1e6`, truncated), or `None` where JavaScript has an invalid
+    /// date.
+    #[allow(clippy::cast_precision_loss)]
+    pub fn js_millis(self) -> Option<f64> {
+        let ms = (self.seconds as f64 * 1000.0 + f64::from(self.nanos) / 1e6).trunc();
+        (ms.abs() <= Self::JS_DATE_LIMIT_MS).then_some(ms + 0.0)
+    }
+
+    /// The timestamp of a JavaScript time value in milliseconds.
+    pub fn from_millis(ms: i64) -> Self {
+        let nanos = u32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0);
+        Self {
+            seconds: ms.div_euclid(1000),
+            nanos,
+        }
+    }
 }
 
 /// A string-keyed map that keeps insertion order and holds each key once.
@@ -228,7 +262,7 @@ impl Value {
     }
 
     /// Rank of the variant in the canonical order: nil < bool < number < string < binary <
-    /// array < map.
+    /// time < array < map.
     fn rank(&self) -> u8 {
         match self {
             Self::Nil => 0,
@@ -236,8 +270,9 @@ impl Value {
             Self::Int(_) | Self::UInt(_) | Self::Float(_) => 2,
             Self::Str(_) => 3,
             Self::Bin(_) => 4,
-            Self::Array(_) => 5,
-            Self::Map(_) => 6,
+            Self::Time(_) => 5,
+            Self::Array(_) => 6,
+            Self::Map(_) => 7,
         }
     }
 
@@ -250,6 +285,7 @@ impl Value {
             (Self::Bool(a), Self::Bool(b)) => a.cmp(b),
             (Self::Str(a), Self::Str(b)) => a.cmp(b),
             (Self::Bin(a), Self::Bin(b)) => a.cmp(b),
+            (Self::Time(a), Self::Time(b)) => a.cmp(b),
             (Self::Array(a), Self::Array(b)) => cmp_seq(a.iter(), b.iter()),
             (Self::Map(a), Self::Map(b)) => cmp_maps(a, b),
             (a, b) => match (Num::of(a), Num::of(b)) {
@@ -466,6 +502,7 @@ mod tests {
             Value::Int(-1),
             Value::Str("a".into()),
             Value::Bin(vec![0]),
+            Value::Time(ExtTime::from_millis(-5)),
             Value::Array(vec![]),
             map(&[]),
         ];
@@ -526,6 +563,28 @@ mod tests {
         assert_eq!(big.get("k3"), Some(&Value::Int(-3)));
         assert_eq!(big.get("k39"), Some(&Value::Int(-39)));
         assert_eq!(big.keys().nth(39), Some("k39"));
+    }
+
+    #[test]
+    fn ext_time_matches_javascript_dates() {
+        let t = ExtTime::from_millis(1_700_000_000_123);
+        assert_eq!((t.seconds, t.nanos), (1_700_000_000, 123_000_000));
+        assert_eq!(t.js_millis(), Some(1_700_000_000_123.0));
+        let before_epoch = ExtTime::from_millis(-1);
+        assert_eq!(
+            (before_epoch.seconds, before_epoch.nanos),
+            (-1, 999_000_000)
+        );
+        assert_eq!(before_epoch.js_millis(), Some(-1.0));
+        let far = ExtTime {
+            seconds: i64::MAX,
+            nanos: 0,
+        };
+        assert_eq!(
+            far.js_millis(),
+            None,
+            "beyond the range of a JavaScript Date"
+        );
     }
 
     #[test]

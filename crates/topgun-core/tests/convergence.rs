@@ -137,7 +137,7 @@ impl Replica {
                 }
             }
             Msg::Pn(c) => {
-                self.pn.merge(&c);
+                self.pn.merge(&c).unwrap();
             }
         }
     }

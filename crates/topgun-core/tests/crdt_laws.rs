@@ -30,7 +30,7 @@ fn or_merged(a: &topgun_core::OrMap, b: &topgun_core::OrMap) -> topgun_core::OrM
 
 fn pn_merged(a: &PnCounter, b: &PnCounter) -> PnCounter {
     let mut out = a.clone();
-    out.merge(b);
+    out.merge(b).unwrap();
     out
 }
 
@@ -45,7 +45,46 @@ fn arb_pn() -> impl Strategy<Value = PnCounter> {
     })
 }
 
+/// LWW maps whose writes may reuse a timestamp with different contents (a faulty or
+/// malicious client): the canonical tie-break must still make merges commutative.
+fn arb_conflicting_lww_map() -> impl Strategy<Value = topgun_core::LwwMap> {
+    prop::collection::vec((arb_key(), arb_timestamp(), 0u8..3), 0..12).prop_map(|writes| {
+        let mut m = topgun_core::LwwMap::new();
+        for (k, t, v) in writes {
+            m.merge(
+                &k,
+                topgun_core::LwwRecord::new(topgun_core::Value::from(format!("c{v}")), t, None),
+            );
+        }
+        m
+    })
+}
+
+fn arb_conflicting_or_map() -> impl Strategy<Value = topgun_core::OrMap> {
+    prop::collection::vec((arb_key(), arb_timestamp(), 0u8..3), 0..12).prop_map(|adds| {
+        let mut m = topgun_core::OrMap::new();
+        for (k, t, v) in adds {
+            let mut r = or_record(t);
+            r.value = topgun_core::Value::from(format!("c{v}"));
+            m.apply_record(&k, r);
+        }
+        m
+    })
+}
+
 proptest! {
+    #[test]
+    fn lww_merge_commutes_even_with_conflicting_contents(a in arb_conflicting_lww_map(), b in arb_conflicting_lww_map()) {
+        prop_assert_eq!(lww_state(&lww_merged(&a, &b)), lww_state(&lww_merged(&b, &a)));
+    }
+
+    #[test]
+    fn or_merge_commutes_even_with_conflicting_contents(a in arb_conflicting_or_map(), b in arb_conflicting_or_map()) {
+        let (ab, ba) = (or_merged(&a, &b), or_merged(&b, &a));
+        prop_assert_eq!(or_state(&ab), or_state(&ba));
+        prop_assert_eq!(ab.merkle().root(), ba.merkle().root());
+    }
+
     #[test]
     fn lww_merge_is_commutative(a in arb_lww_map(), b in arb_lww_map()) {
         let ab = lww_merged(&a, &b);
@@ -102,10 +141,15 @@ proptest! {
         prop_assert_eq!(pn_merged(&pn_merged(&a, &b), &c), pn_merged(&a, &pn_merged(&b, &c)));
         prop_assert_eq!(pn_merged(&pn_merged(&a, &b), &b), pn_merged(&a, &b));
         prop_assert_eq!(pn_merged(&a, &a), a.clone());
-        // A merge never loses an increment: the merged value dominates both per node.
+        // A merge never loses an increment or a decrement: it dominates both inputs per node.
         let m = pn_merged(&a, &b);
-        for (node, total) in a.positive() {
-            prop_assert!(m.positive()[node] >= *total);
+        for side in [&a, &b] {
+            for (node, total) in side.positive() {
+                prop_assert!(m.positive()[node] >= *total);
+            }
+            for (node, total) in side.negative() {
+                prop_assert!(m.negative()[node] >= *total);
+            }
         }
     }
 }

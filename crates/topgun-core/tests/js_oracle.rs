@@ -21,6 +21,7 @@ use std::process::{Command, Stdio};
 
 use common::Rng;
 use topgun_core::js::{hash_value_string, number_to_string};
+use topgun_core::value::ExtTime;
 use topgun_core::{Value, ValueMap};
 
 /// Renders each tagged-JSON value in V8 with the TS client's formula, one line each.
@@ -31,6 +32,7 @@ const revive = (v) => {
   if (v && typeof v === 'object') {
     if ('$f' in v) return Number(v.$f);
     if ('$bin' in v) return new Uint8Array(v.$bin);
+    if ('$date' in v) return new Date(v.$date);
     const o = {};
     for (const [k, x] of v.$map) o[k] = revive(x);
     return o;
@@ -43,8 +45,23 @@ for (const line of lines) process.stdout.write(JSON.stringify(valueStr(revive(JS
 ";
 
 fn random_string(rng: &mut Rng) -> String {
-    const POOL: [&str; 12] = [
-        "a", "b", "0", "10", "2", "\"", "\\", "\n", "\u{1}", "é", "😀", "～",
+    const POOL: [&str; 16] = [
+        "a",
+        "b",
+        "0",
+        "10",
+        "2",
+        "\"",
+        "\\",
+        "\n",
+        "\u{1}",
+        "é",
+        "😀",
+        "～",
+        "length",
+        "byteLength",
+        "byteOffset",
+        "buffer",
     ];
     (0..rng.below(4))
         .map(|_| POOL[rng.below(POOL.len())])
@@ -68,7 +85,11 @@ fn random_value(rng: &mut Rng, depth: usize) -> Value {
         2 => Value::Int(rng.next_u64() as i64 >> rng.below(64)),
         3 => Value::Float(random_float(rng)),
         4 => Value::from(random_string(rng)),
-        5 => Value::UInt(u64::MAX - rng.below(1000) as u64),
+        5 if rng.chance(50) => Value::UInt(u64::MAX - rng.below(1000) as u64),
+        // Dates across the whole JavaScript range, including before 1970 and after 9999.
+        5 => Value::Time(ExtTime::from_millis(
+            (rng.next_u64() % 17_280_000_000_000_000) as i64 - 8_640_000_000_000_000,
+        )),
         6 => Value::Bin((0..rng.below(12)).map(|_| rng.next_u64() as u8).collect()),
         7 => Value::Array(
             (0..rng.below(4))
@@ -101,6 +122,7 @@ fn tagged(v: &Value, out: &mut String) {
         }
         Value::Str(s) => out.push_str(&json_string(s)),
         Value::Bin(b) => write!(out, r#"{{"$bin":{b:?}}}"#).unwrap(),
+        Value::Time(t) => write!(out, r#"{{"$date":{}}}"#, t.js_millis().unwrap()).unwrap(),
         Value::Array(items) => {
             out.push('[');
             for (i, item) in items.iter().enumerate() {
@@ -212,6 +234,7 @@ fn number_strings_match_v8() {
         .map(|_| Value::Float(random_float(&mut rng)))
         .collect();
     let from_v8 = render_in_v8(&floats);
+    assert_eq!(from_v8.len(), floats.len());
     for (v, expected) in floats.iter().zip(&from_v8) {
         assert_eq!(&number_to_string(v.as_f64().unwrap()), expected, "{v:?}");
     }

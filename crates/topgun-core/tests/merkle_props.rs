@@ -12,18 +12,25 @@
 
 use proptest::prelude::*;
 use topgun_core::MerkleTree;
-use topgun_core::hash::{combine, routing_path};
+use topgun_core::hash::{combine, fnv1a, routing_path};
+use topgun_core::merkle::Rehash;
 
 #[derive(Debug, Clone)]
 enum Op {
     Insert(u16, u32),
     Remove(u16),
+    /// `insert_if`: insert value `v` (hash derived from it), replacing only a smaller value.
+    InsertIfLarger(u16, u16),
+    /// `update_with`: add to the value, rehash, or remove when it reaches a multiple of 5.
+    Update(u16, u16),
 }
 
 fn arb_ops() -> impl Strategy<Value = Vec<Op>> {
     let op = prop_oneof![
         3 => (0u16..300, any::<u32>()).prop_map(|(k, h)| Op::Insert(k, h)),
         1 => (0u16..300).prop_map(Op::Remove),
+        2 => (0u16..300, any::<u16>()).prop_map(|(k, v)| Op::InsertIfLarger(k, v)),
+        2 => (0u16..300, 0u16..7).prop_map(|(k, d)| Op::Update(k, d)),
     ];
     prop::collection::vec(op, 0..300)
 }
@@ -37,6 +44,24 @@ fn build(ops: &[Op]) -> MerkleTree<u16> {
             }
             Op::Remove(k) => {
                 t.remove(&format!("key-{k}"));
+            }
+            Op::InsertIfLarger(k, v) => {
+                // Item hashes cover the key, as real ones do (the same hash under two keys
+                // is a collision that Merkle comparison cannot see).
+                let hash = fnv1a(&format!("key-{k}:{v}"));
+                t.insert_if(&format!("key-{k}"), v, hash, |stored, new| new > stored);
+            }
+            Op::Update(k, d) => {
+                t.update_with(&format!("key-{k}"), |v| {
+                    *v = v.wrapping_add(d);
+                    if d == 0 {
+                        Rehash::Unchanged
+                    } else if v.is_multiple_of(5) {
+                        Rehash::Remove
+                    } else {
+                        Rehash::Changed(fnv1a(&format!("key-{k}:{v}")))
+                    }
+                });
             }
         }
     }

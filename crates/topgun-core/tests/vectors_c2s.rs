@@ -21,7 +21,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value as Json;
 use topgun_core::protocol::http::HttpSyncRequest;
-use topgun_core::protocol::{Limits, Message, Raw, decode_standalone, encode_standalone, msgpack};
+use topgun_core::protocol::{
+    ErrorKind, Limits, Message, Raw, decode_standalone, encode_standalone, msgpack,
+};
 
 fn vectors(dir: &str) -> Vec<(String, Vec<u8>, Json)> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -237,6 +239,16 @@ fn every_invalid_client_frame_is_refused_naming_its_field() {
         };
         if !expected_field.is_empty() {
             assert_eq!(err.field(), expected_field, "{name}: {err}");
+        }
+        // Frame-level failures name no field: pin what they are instead.
+        let kind = err.kind();
+        match name.as_str() {
+            "DEPTH_300" => assert!(matches!(kind, ErrorKind::TooDeep { max: 256 }), "{err}"),
+            "TRUNCATED" => assert_eq!(kind, &ErrorKind::Truncated, "{err}"),
+            "NOT_A_MAP" => assert!(matches!(kind, ErrorKind::WrongType { .. }), "{err}"),
+            "UNKNOWN_TYPE" => assert!(matches!(kind, ErrorKind::UnknownType(_)), "{err}"),
+            "MISSING_TYPE" => assert_eq!(kind, &ErrorKind::MissingType, "{err}"),
+            _ => {}
         }
         assert!(!err.to_string().is_empty());
     }

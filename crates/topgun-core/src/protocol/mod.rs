@@ -268,6 +268,16 @@ impl Shape {
     }
 }
 
+/// What the top-level pass of [`Message::decode`] found.
+#[derive(Default)]
+struct TopLevel<'a> {
+    name: Option<&'a str>,
+    payload_at: Option<usize>,
+    event_at: Option<usize>,
+    /// A body decoded during the pass, with the type name it was decoded as.
+    body: Option<(&'a str, Message)>,
+}
+
 impl Message {
     /// Decodes one frame within `limits`.
     ///
@@ -276,46 +286,60 @@ impl Message {
     pub fn decode(frame: &[u8], limits: &Limits) -> Result<Self, DecodeError> {
         let mut r = Reader::new(frame, limits)?;
         let root = Path::Root;
-        let mut name: Option<&str> = None;
-        let mut body: Option<Self> = None;
-        let mut member_at: Option<(&str, usize)> = None;
+        let scan = Self::scan_top_level(&mut r)?;
+        r.finish()?;
+        let name = scan
+            .name
+            .ok_or_else(|| DecodeError::at(root.key("type"), ErrorKind::MissingType))?;
+        if let Some((decoded_as, body)) = scan.body
+            && decoded_as == name
+        {
+            return Ok(body);
+        }
+        let shape = Self::shape_of(name).ok_or_else(|| {
+            DecodeError::at(root.key("type"), ErrorKind::UnknownType(name.to_owned()))
+        })?;
+        let member_at = match shape {
+            Shape::Flat => Some(0),
+            Shape::Payload => scan.payload_at,
+            Shape::Event => scan.event_at,
+        };
+        match member_at {
+            Some(at) => {
+                r.seek(at);
+                Self::decode_body(name, Some(&mut r))
+            }
+            None => Self::decode_body(name, None),
+        }
+    }
+
+    /// Reads the top-level keys: the (last) `type`, and where `payload` and `event` start.
+    /// A body that follows `type` is decoded on the way, as the TS client orders its keys.
+    fn scan_top_level<'a>(r: &mut Reader<'a>) -> Result<TopLevel<'a>, DecodeError> {
+        let root = Path::Root;
+        let mut scan = TopLevel::default();
         r.read_map(root, |r, key| {
             match key {
-                "type" => name = Some(r.read_str(root.key("type"))?),
+                "type" => scan.name = Some(r.read_str(root.key("type"))?),
                 "payload" | "event" => {
-                    let shape = name.and_then(Self::shape_of);
-                    if let Some(shape) = shape
-                        && shape.member() == Some(key)
-                    {
-                        body = Some(Self::decode_body(name.unwrap_or_default(), Some(r))?);
+                    let at = r.position();
+                    if key == "payload" {
+                        scan.payload_at = Some(at);
                     } else {
-                        member_at = Some((key, r.position()));
-                        r.skip(root.key(key))?;
+                        scan.event_at = Some(at);
+                    }
+                    match scan.name.and_then(|n| Some((n, Self::shape_of(n)?))) {
+                        Some((name, shape)) if shape.member() == Some(key) => {
+                            scan.body = Some((name, Self::decode_body(name, Some(r))?));
+                        }
+                        _ => r.skip(root.key(key))?,
                     }
                 }
                 _ => r.skip(root.key(key))?,
             }
             Ok(())
         })?;
-        r.finish()?;
-        let name = name.ok_or_else(|| DecodeError::at(root.key("type"), ErrorKind::MissingType))?;
-        if let Some(body) = body {
-            return Ok(body);
-        }
-        let shape = Self::shape_of(name).ok_or_else(|| {
-            DecodeError::at(root.key("type"), ErrorKind::UnknownType(name.to_owned()))
-        })?;
-        match (shape.member(), member_at) {
-            (None, _) => {
-                r.seek(0);
-                Self::decode_body(name, Some(&mut r))
-            }
-            (Some(member), Some((key, at))) if key == member => {
-                r.seek(at);
-                Self::decode_body(name, Some(&mut r))
-            }
-            (Some(_), _) => Self::decode_body(name, None),
-        }
+        Ok(scan)
     }
 
     /// This message as one MsgPack frame.
@@ -482,6 +506,43 @@ mod tests {
                 query_id: "q1".into()
             })
         );
+    }
+
+    #[test]
+    fn the_last_type_wins_and_payload_is_found_beside_an_event() {
+        // {payload:{queryId:"q"}, event:{}, type:"QUERY_UNSUB"}
+        let mut w = Writer::new();
+        w.map_header(3);
+        w.str("payload");
+        w.map_header(1);
+        w.str("queryId");
+        w.str("q");
+        w.str("event");
+        w.map_header(0);
+        w.str("type");
+        w.str("QUERY_UNSUB");
+        let msg = Message::decode(w.as_bytes(), &Limits::default()).unwrap();
+        assert_eq!(
+            msg,
+            Message::QueryUnsub(QueryRef {
+                query_id: "q".into()
+            })
+        );
+        // {type:"TOPIC_SUB", payload:{topic:"q", queryId:"q"}, type:"QUERY_UNSUB"}
+        let mut w = Writer::new();
+        w.map_header(3);
+        w.str("type");
+        w.str("TOPIC_SUB");
+        w.str("payload");
+        w.map_header(2);
+        w.str("topic");
+        w.str("q");
+        w.str("queryId");
+        w.str("q");
+        w.str("type");
+        w.str("QUERY_UNSUB");
+        let msg = Message::decode(w.as_bytes(), &Limits::default()).unwrap();
+        assert_eq!(msg.type_name(), "QUERY_UNSUB");
     }
 
     #[test]

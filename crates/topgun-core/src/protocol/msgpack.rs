@@ -18,6 +18,10 @@ use crate::hlc::{HlcError, NodeId};
 /// stack even in a debug build (a test checks it).
 pub const MAX_DEPTH_CEILING: usize = 512;
 
+/// Most elements reserved up front for one collection; beyond it a vector grows as elements
+/// actually arrive.
+pub const PREALLOCATE_MAX: usize = 1024;
+
 /// Decoder bounds (PROTOCOL.md §7.3 defaults).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -190,8 +194,9 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// The element count of the array or map that comes next, capped by the bytes left
-    /// (so it is safe to preallocate); 0 for anything else.
+    /// The element count of the array or map that comes next, for preallocation: capped by
+    /// the bytes left and by [`PREALLOCATE_MAX`] (a nest of forged headers must not reserve
+    /// memory at every level); 0 for anything else. Vectors grow past it as elements arrive.
     pub fn len_hint(&self) -> usize {
         let b = &self.bytes[self.pos..];
         let n = match b {
@@ -202,7 +207,9 @@ impl<'a> Reader<'a> {
             }
             _ => 0,
         };
-        n.min(b.len()).min(self.limits.max_collection_len)
+        n.min(b.len())
+            .min(self.limits.max_collection_len)
+            .min(PREALLOCATE_MAX)
     }
 
     /// The next byte (the MsgPack tag of the next value), if any.
@@ -232,11 +239,18 @@ impl<'a> Reader<'a> {
     }
 
     /// An error saying what was expected at `at` and what the next value is.
+    ///
+    /// Describes the next value from its tag (and, for a scalar, its value) without reading
+    /// any collection: an error must not cost more than the value that caused it.
     pub fn wrong_type(&self, at: Path<'_>, expected: &'static str) -> DecodeError {
-        let mut probe = self.clone();
-        let found = match probe.read_raw(at) {
-            Ok(raw) => raw.to_string(),
-            Err(_) => "malformed data".to_owned(),
+        let found = match self.next() {
+            Next::Nil => "nil".to_owned(),
+            Next::Map => "a map".to_owned(),
+            Next::Array => "an array".to_owned(),
+            Next::Scalar => self
+                .clone()
+                .scalar(at)
+                .map_or_else(|_| "malformed data".to_owned(), |raw| raw.to_string()),
         };
         DecodeError::at(at, ErrorKind::WrongType { expected, found })
     }
@@ -764,6 +778,25 @@ impl Writer {
         self.header(len, Some((0x80, 15)), [0, 0xde, 0xdf]);
     }
 
+    /// An extension value: the fixext forms for 1, 2, 4, 8 and 16 bytes, else ext 8/16/32.
+    #[allow(clippy::cast_possible_truncation)]
+    pub fn ext(&mut self, type_id: i8, data: &[u8]) {
+        let fixed = match data.len() {
+            1 => Some(0xd4),
+            2 => Some(0xd5),
+            4 => Some(0xd6),
+            8 => Some(0xd7),
+            16 => Some(0xd8),
+            _ => None,
+        };
+        match fixed {
+            Some(tag) => self.buf.push(tag),
+            None => self.header(data.len(), None, [0xc7, 0xc8, 0xc9]),
+        }
+        self.buf.extend_from_slice(&type_id.to_be_bytes());
+        self.buf.extend_from_slice(data);
+    }
+
     /// Appends an already encoded MsgPack value.
     pub fn raw(&mut self, encoded: &[u8]) {
         self.buf.extend_from_slice(encoded);
@@ -948,6 +981,27 @@ mod tests {
                 max: MAX_DEPTH_CEILING
             }
         );
+    }
+
+    /// A type error on a huge collection describes it without reading it.
+    #[test]
+    fn wrong_type_errors_do_not_read_the_value() {
+        // An array claiming 100,000 elements of which only the header is present: reading it
+        // would fail as truncated; describing it must not.
+        let mut frame = vec![0xdd];
+        frame.extend_from_slice(&100_000u32.to_be_bytes());
+        let r = Reader::new(&frame, &Limits::default()).unwrap();
+        let err = r.wrong_type(Path::Root, "a string");
+        assert_eq!(err.to_string(), "expected a string, found an array");
+    }
+
+    #[test]
+    fn preallocation_is_capped() {
+        let mut frame = vec![0xdd];
+        frame.extend_from_slice(&100_000u32.to_be_bytes());
+        frame.extend(std::iter::repeat_n(0xc0, 100_000));
+        let r = Reader::new(&frame, &Limits::default()).unwrap();
+        assert_eq!(r.len_hint(), PREALLOCATE_MAX);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use super::msgpack::{Next, Number, Raw, Reader, Writer};
 use crate::hlc::Timestamp;
 use crate::lww_map::LwwRecord;
 use crate::or_map::{OrMapEntry, OrRecord};
-use crate::value::{CompactString, Value, ValueMap};
+use crate::value::{CompactString, ExtTime, Value, ValueMap};
 
 /// A type with a wire form.
 pub trait Wire: Sized {
@@ -82,7 +82,64 @@ fn strict_u32(r: &mut Reader<'_>, at: Path<'_>) -> Result<u32, DecodeError> {
     }
 }
 
-/// A scalar record value; extension types are refused.
+/// MsgPack's timestamp extension type (a JavaScript `Date` from msgpackr).
+const TIMESTAMP_EXT: i8 = -1;
+
+/// Decodes a timestamp extension body: 32-bit seconds; 30-bit nanoseconds and 34-bit
+/// seconds; or 32-bit nanoseconds and 64-bit signed seconds.
+fn ext_time(data: &[u8], at: Path<'_>) -> Result<ExtTime, DecodeError> {
+    let invalid = |why: &str| {
+        DecodeError::at(
+            at,
+            ErrorKind::Invalid(format!("timestamp extension: {why}")),
+        )
+    };
+    let be32 = |b: &[u8]| b.try_into().map(u32::from_be_bytes).ok();
+    let be64 = |b: &[u8]| b.try_into().map(u64::from_be_bytes).ok();
+    let time = match data.len() {
+        4 => ExtTime {
+            seconds: i64::from(be32(data).ok_or_else(|| invalid("short body"))?),
+            nanos: 0,
+        },
+        8 => {
+            let packed = be64(data).ok_or_else(|| invalid("short body"))?;
+            ExtTime {
+                // 30 bits of nanoseconds above 34 bits of seconds: both fit their types.
+                seconds: i64::try_from(packed & ((1 << 34) - 1)).unwrap_or(0),
+                nanos: u32::try_from(packed >> 34).unwrap_or(u32::MAX),
+            }
+        }
+        12 => {
+            let (nanos, seconds) = data.split_at(4);
+            ExtTime {
+                seconds: be64(seconds)
+                    .map(u64::cast_signed)
+                    .ok_or_else(|| invalid("short body"))?,
+                nanos: be32(nanos).ok_or_else(|| invalid("short body"))?,
+            }
+        }
+        _ => return Err(invalid("body must be 4, 8 or 12 bytes")),
+    };
+    if time.nanos >= 1_000_000_000 {
+        return Err(invalid("nanoseconds out of range"));
+    }
+    Ok(time)
+}
+
+/// The smallest timestamp extension body for `t`.
+fn ext_time_body(t: ExtTime) -> Vec<u8> {
+    match u64::try_from(t.seconds) {
+        Ok(s) if t.nanos == 0 && u32::try_from(s).is_ok() => s.to_be_bytes()[4..].to_vec(),
+        Ok(s) if s < (1 << 34) => ((u64::from(t.nanos) << 34) | s).to_be_bytes().to_vec(),
+        _ => {
+            let mut body = t.nanos.to_be_bytes().to_vec();
+            body.extend_from_slice(&t.seconds.to_be_bytes());
+            body
+        }
+    }
+}
+
+/// A scalar record value; extension types other than timestamps are refused.
 fn scalar_value(r: &mut Reader<'_>, at: Path<'_>) -> Result<Value, DecodeError> {
     // Fast paths for the common kinds, without building a `Raw`.
     match r.peek_tag() {
@@ -106,6 +163,7 @@ fn scalar_value(r: &mut Reader<'_>, at: Path<'_>) -> Result<Value, DecodeError> 
         Raw::Str(s) => Value::Str(CompactString::from(s)),
         Raw::Bin(b) => Value::Bin(b.to_vec()),
         Raw::Bool(b) => Value::Bool(b),
+        Raw::Ext(TIMESTAMP_EXT, data) => Value::Time(ext_time(data, at)?),
         Raw::Ext(t, _) => return Err(DecodeError::at(at, ErrorKind::UnsupportedExt(t))),
         Raw::Nil | Raw::Array(_) | Raw::Map(_) => Value::Nil,
     })
@@ -259,6 +317,7 @@ impl Wire for Value {
             Value::Float(f) => w.f64(*f),
             Value::Str(s) => w.str(s),
             Value::Bin(b) => w.bin(b),
+            Value::Time(t) => w.ext(TIMESTAMP_EXT, &ext_time_body(*t)),
             Value::Array(items) => {
                 w.array_header(items.len());
                 for item in items {
@@ -665,14 +724,39 @@ mod tests {
         assert_eq!(decode::<LwwRecord>(&encoded(&tomb)), Ok(tomb));
     }
 
+    /// Dates from msgpackr (extension -1) decode and re-encode to the same bytes; other
+    /// extension types (which msgpackr itself cannot read) are refused.
     #[test]
-    fn extension_values_are_refused_with_their_path() {
-        // {"a": <timestamp ext -1>}
-        let frame = [0x81, 0xa1, b'a', 0xd6, 0xff, 0, 0, 0, 1];
+    fn timestamp_extensions_round_trip_and_others_are_refused() {
+        for hex in [
+            "d6ff00000001",
+            "d7ff1d5353006553f100",
+            "c70cff00000001ffffffffffffffff",
+        ] {
+            let bytes: Vec<u8> = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                .collect();
+            let value = decode::<Value>(&bytes).unwrap();
+            assert!(matches!(value, Value::Time(_)), "{hex}");
+            assert_eq!(encoded(&value), bytes, "{hex} re-encodes unchanged");
+        }
+        let date =
+            decode::<Value>(&[0xd7, 0xff, 0x1d, 0x53, 0x53, 0, 0x65, 0x53, 0xf1, 0]).unwrap();
+        assert_eq!(date, Value::Time(ExtTime::from_millis(1_700_000_000_123)));
+        let bad_nanos = [
+            0xc7, 12, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        assert!(matches!(
+            decode::<Value>(&bad_nanos).unwrap_err().kind(),
+            ErrorKind::Invalid(_)
+        ));
+        // {"a": <ext 5>}
+        let frame = [0x81, 0xa1, b'a', 0xd4, 0x05, 0];
         let err = decode::<Value>(&frame).unwrap_err();
         assert_eq!(
             (err.field(), err.kind().clone()),
-            ("a", ErrorKind::UnsupportedExt(-1))
+            ("a", ErrorKind::UnsupportedExt(5))
         );
     }
 }
