@@ -342,6 +342,56 @@ impl Message {
         Ok(scan)
     }
 
+    /// Whether clients send this type (PROTOCOL.md §4.18); server→client and cluster-internal
+    /// types arriving from a client are refused by servers.
+    pub fn sent_by_clients(&self) -> bool {
+        matches!(
+            self,
+            Self::Auth(_)
+                | Self::DeviceHello(_)
+                | Self::ClientOp(_)
+                | Self::OpBatch(_)
+                | Self::Batch(_)
+                | Self::SyncInit(_)
+                | Self::MerkleReqBucket(_)
+                | Self::OrMapSyncInit(_)
+                | Self::OrMapMerkleReqBucket(_)
+                | Self::OrMapDiffRequest(_)
+                | Self::OrMapPushDiff(_)
+                | Self::ClientApplyAck(_)
+                | Self::QuerySub(_)
+                | Self::QueryUnsub(_)
+                | Self::QuerySyncInit(_)
+                | Self::TopicSub(_)
+                | Self::TopicUnsub(_)
+                | Self::TopicPub(_)
+                | Self::LockRequest(_)
+                | Self::LockRelease(_)
+                | Self::CounterRequest(_)
+                | Self::CounterSync(_)
+                | Self::Ping(_)
+                | Self::PartitionMapRequest(_)
+                | Self::EntryProcess(_)
+                | Self::EntryProcessBatch(_)
+                | Self::RegisterResolver(_)
+                | Self::UnregisterResolver(_)
+                | Self::ListResolvers(_)
+                | Self::JournalRead(_)
+                | Self::JournalSubscribe(_)
+                | Self::JournalUnsubscribe(_)
+                | Self::Search(_)
+                | Self::SearchSub(_)
+                | Self::SearchUnsub(_)
+                | Self::HybridSearch(_)
+                | Self::HybridSearchSub(_)
+                | Self::HybridSearchUnsub(_)
+                | Self::VectorSearch(_)
+                | Self::SqlQuery(_)
+                | Self::HybridQuerySubscribe(_)
+                | Self::HybridQueryUnsubscribe(_)
+        )
+    }
+
     /// This message as one MsgPack frame.
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::with_capacity(128);

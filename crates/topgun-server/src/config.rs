@@ -1,0 +1,311 @@
+//! Server configuration: command line (with the TopGun server's flag and environment names),
+//! an optional TOML file, and the auth environment. Precedence: flag or its environment
+//! variable, then the file, then the default.
+//!
+//! Resolution is a pure function of its inputs ([`Config::resolve`]) so that every rule is
+//! tested without touching the process environment.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::Parser;
+use serde::Deserialize;
+use thiserror::Error;
+use topgun_core::NodeId;
+use topgun_core::protocol::Limits;
+
+use crate::auth::{JwtVerifier, KeyError};
+
+/// The node id when none is configured (the TopGun server's default).
+pub const NODE_ID_DEFAULT: &str = "topgun-server-node";
+pub const PORT_DEFAULT: u16 = 8080;
+
+/// Command line of `topgun-server`.
+#[derive(Debug, Clone, Default, Parser)]
+#[command(name = "topgun-server", version, about = "TopGun data grid server")]
+pub struct Cli {
+    /// Port to listen on; 0 picks a free port (printed as `PORT=<n>`).
+    #[arg(long, env = "PORT")]
+    pub port: Option<u16>,
+    /// Address to bind (default: 127.0.0.1 without auth, 0.0.0.0 with it).
+    #[arg(long, env = "TOPGUN_BIND_ADDR")]
+    pub host: Option<IpAddr>,
+    /// This node's id; issues its HLC timestamps (no `:` allowed).
+    #[arg(long, env = "TOPGUN_NODE_ID")]
+    pub node_id: Option<String>,
+    /// A TOML file with any of: `port`, `host`, `node_id`, `auth_deadline_ms`,
+    /// `idle_timeout_ms`, `max_frame_bytes`, `max_depth`.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// The TOML file; unknown keys are refused so that typos do not pass silently.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    port: Option<u16>,
+    host: Option<IpAddr>,
+    node_id: Option<String>,
+    auth_deadline_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+    max_frame_bytes: Option<usize>,
+    max_depth: Option<usize>,
+}
+
+/// The auth environment (`JWT_SECRET`, `TOPGUN_NO_AUTH`, `TOPGUN_JWT_ISSUER`,
+/// `TOPGUN_JWT_AUDIENCE`).
+#[derive(Debug, Clone, Default)]
+pub struct AuthEnv {
+    pub jwt_secret: Option<String>,
+    pub no_auth: Option<String>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+}
+
+impl AuthEnv {
+    pub fn from_process() -> Self {
+        let var = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
+        Self {
+            jwt_secret: var("JWT_SECRET"),
+            no_auth: var("TOPGUN_NO_AUTH"),
+            issuer: var("TOPGUN_JWT_ISSUER"),
+            audience: var("TOPGUN_JWT_AUDIENCE"),
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error(
+        "no authentication configured: set JWT_SECRET (an HS256 secret or an RS256 public key \
+         in PEM) or, for development only, TOPGUN_NO_AUTH=1"
+    )]
+    NoAuth,
+    #[error("JWT_SECRET and TOPGUN_NO_AUTH are both set; choose one")]
+    BothAuthModes,
+    #[error("TOPGUN_NO_AUTH={0:?} is not one of 1, true, 0, false")]
+    BadNoAuth(String),
+    #[error("JWT_SECRET: {0}")]
+    BadKey(#[from] KeyError),
+    #[error("node id {0:?}: {1}")]
+    BadNodeId(String, topgun_core::HlcError),
+    #[error("config file {path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("{field} must be {rule}, got {value}")]
+    OutOfRange {
+        field: &'static str,
+        rule: &'static str,
+        value: String,
+    },
+}
+
+/// How clients authenticate.
+#[derive(Debug, Clone)]
+pub enum AuthMode {
+    /// Development: every connection is accepted; `AUTH` is acknowledged without checks.
+    Disabled,
+    Jwt(JwtVerifier),
+}
+
+/// Per-connection timing and bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// Time from connect to a successful `AUTH` (JWT mode).
+    pub auth_deadline_ms: u64,
+    /// Time without a `PING` after which a connection is closed.
+    pub idle_timeout_ms: u64,
+    /// Frames queued for one connection's socket writer.
+    pub outbound_queue_len: usize,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        Self {
+            auth_deadline_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            outbound_queue_len: 256,
+        }
+    }
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind: SocketAddr,
+    pub node_id: NodeId,
+    pub auth: AuthMode,
+    pub decode: Limits,
+    pub session: SessionLimits,
+}
+
+/// `TOPGUN_NO_AUTH`: `1`/`true` on, `0`/`false`/unset off, anything else an error.
+fn no_auth_is_on(value: Option<&str>) -> Result<bool, ConfigError> {
+    match value.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("0" | "false") => Ok(false),
+        Some("1" | "true") => Ok(true),
+        Some(_) => Err(ConfigError::BadNoAuth(value.unwrap_or_default().to_owned())),
+    }
+}
+
+impl Config {
+    /// Resolves flags, the file's text (if a file was given) and the auth environment.
+    pub fn resolve(cli: &Cli, file: Option<&str>, env: &AuthEnv) -> Result<Self, ConfigError> {
+        let file: FileConfig = match file {
+            Some(text) => toml::from_str(text).map_err(|e| ConfigError::File {
+                path: cli
+                    .config
+                    .as_ref()
+                    .map_or_else(String::new, |p| p.display().to_string()),
+                reason: e.to_string(),
+            })?,
+            None => FileConfig::default(),
+        };
+        let auth = Self::auth_mode(env)?;
+        let loopback_default = matches!(auth, AuthMode::Disabled);
+        let host = cli.host.or(file.host).unwrap_or(if loopback_default {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        });
+        let port = cli.port.or(file.port).unwrap_or(PORT_DEFAULT);
+        let node = cli
+            .node_id
+            .clone()
+            .or(file.node_id)
+            .unwrap_or_else(|| NODE_ID_DEFAULT.to_owned());
+        let node_id = NodeId::new(&node).map_err(|e| ConfigError::BadNodeId(node.clone(), e))?;
+        let mut decode = Limits::default();
+        if let Some(max) = file.max_frame_bytes {
+            decode.max_frame_bytes = positive("max_frame_bytes", max)?;
+            decode.max_str_bytes = decode.max_frame_bytes;
+        }
+        if let Some(depth) = file.max_depth {
+            decode.max_depth = positive("max_depth", depth)?;
+        }
+        let defaults = SessionLimits::default();
+        let session = SessionLimits {
+            auth_deadline_ms: file.auth_deadline_ms.unwrap_or(defaults.auth_deadline_ms),
+            idle_timeout_ms: file.idle_timeout_ms.unwrap_or(defaults.idle_timeout_ms),
+            ..defaults
+        };
+        Ok(Self {
+            bind: SocketAddr::new(host, port),
+            node_id,
+            auth,
+            decode,
+            session,
+        })
+    }
+
+    fn auth_mode(env: &AuthEnv) -> Result<AuthMode, ConfigError> {
+        let no_auth = no_auth_is_on(env.no_auth.as_deref())?;
+        match (&env.jwt_secret, no_auth) {
+            (Some(_), true) => Err(ConfigError::BothAuthModes),
+            (None, true) => Ok(AuthMode::Disabled),
+            (None, false) => Err(ConfigError::NoAuth),
+            (Some(secret), false) => Ok(AuthMode::Jwt(JwtVerifier::from_secret(
+                secret,
+                env.issuer.clone(),
+                env.audience.clone(),
+            )?)),
+        }
+    }
+}
+
+fn positive(field: &'static str, value: usize) -> Result<usize, ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::OutOfRange {
+            field,
+            rule: "positive",
+            value: value.to_string(),
+        });
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_auth() -> AuthEnv {
+        AuthEnv {
+            no_auth: Some("1".into()),
+            ..AuthEnv::default()
+        }
+    }
+
+    #[test]
+    fn defaults_without_auth_bind_loopback() {
+        let c = Config::resolve(&Cli::default(), None, &no_auth()).unwrap();
+        assert_eq!(c.bind, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.node_id.as_str(), NODE_ID_DEFAULT);
+        assert!(matches!(c.auth, AuthMode::Disabled));
+        assert_eq!(c.session, SessionLimits::default());
+    }
+
+    #[test]
+    fn jwt_mode_binds_all_interfaces_by_default() {
+        let env = AuthEnv {
+            jwt_secret: Some("s3cret".into()),
+            ..AuthEnv::default()
+        };
+        let c = Config::resolve(&Cli::default(), None, &env).unwrap();
+        assert_eq!(c.bind, "0.0.0.0:8080".parse().unwrap());
+        assert!(matches!(c.auth, AuthMode::Jwt(_)));
+    }
+
+    #[test]
+    fn refuses_to_start_without_an_auth_decision() {
+        let err = Config::resolve(&Cli::default(), None, &AuthEnv::default()).unwrap_err();
+        assert!(matches!(err, ConfigError::NoAuth));
+        assert!(err.to_string().contains("TOPGUN_NO_AUTH=1"));
+        let both = AuthEnv {
+            jwt_secret: Some("x".into()),
+            no_auth: Some("true".into()),
+            ..AuthEnv::default()
+        };
+        assert!(matches!(
+            Config::resolve(&Cli::default(), None, &both),
+            Err(ConfigError::BothAuthModes)
+        ));
+        let odd = AuthEnv {
+            no_auth: Some("yes please".into()),
+            ..AuthEnv::default()
+        };
+        assert!(matches!(
+            Config::resolve(&Cli::default(), None, &odd),
+            Err(ConfigError::BadNoAuth(_))
+        ));
+    }
+
+    #[test]
+    fn flags_beat_the_file_which_beats_defaults() {
+        let file =
+            "port = 9000\nhost = \"0.0.0.0\"\nnode_id = \"from-file\"\nidle_timeout_ms = 5000\n";
+        let cli = Cli {
+            port: Some(9100),
+            ..Cli::default()
+        };
+        let c = Config::resolve(&cli, Some(file), &no_auth()).unwrap();
+        assert_eq!(c.bind, "0.0.0.0:9100".parse().unwrap());
+        assert_eq!(c.node_id.as_str(), "from-file");
+        assert_eq!(c.session.idle_timeout_ms, 5000);
+    }
+
+    #[test]
+    fn bad_files_and_values_are_named() {
+        let err = Config::resolve(&Cli::default(), Some("prot = 1\n"), &no_auth()).unwrap_err();
+        assert!(err.to_string().contains("prot"), "{err}");
+        let err =
+            Config::resolve(&Cli::default(), Some("max_depth = 0\n"), &no_auth()).unwrap_err();
+        assert!(err.to_string().contains("max_depth"), "{err}");
+        let cli = Cli {
+            node_id: Some("a:b".into()),
+            ..Cli::default()
+        };
+        assert!(matches!(
+            Config::resolve(&cli, None, &no_auth()),
+            Err(ConfigError::BadNodeId(..))
+        ));
+    }
+}

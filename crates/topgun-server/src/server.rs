@@ -1,0 +1,268 @@
+//! The I/O driver: HTTP routes, WebSocket connections and shutdown. Protocol decisions live
+//! in [`crate::session`]; this module only moves bytes and time.
+//!
+//! Per connection: one task reads frames and feeds the session, one task writes, and a
+//! bounded queue of `outbound_queue_len` frames sits between them. The reader waits when the
+//! queue is full, so a client that does not read its replies stops being read (it cannot
+//! grow server memory).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use topgun_core::protocol::Message;
+use topgun_core::protocol::messages::ErrorPayload;
+
+use crate::auth::{AuthError, Principal};
+use crate::config::{AuthMode, Config};
+use crate::session::{Authenticator, Output, Session, SessionConfig, close, codes};
+
+/// How often sessions are told the time (auth deadline, idle timeout).
+const TICK: Duration = Duration::from_secs(1);
+/// Longest wait for connections to close on shutdown.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The transport accepts messages up to this multiple of the decoder's frame limit, so that
+/// an oversize frame is answered with `ERROR 413` instead of a dropped connection; beyond
+/// it the WebSocket layer closes the connection (1009).
+const TRANSPORT_SLACK: usize = 4;
+
+const STARTING: u8 = 0;
+const READY: u8 = 1;
+const DRAINING: u8 = 2;
+
+/// The server-wide state every connection and route shares.
+struct Shared {
+    session: Arc<SessionConfig>,
+    auth: AuthMode,
+    phase: AtomicU8,
+    connections: AtomicUsize,
+    /// Frames being processed right now.
+    in_flight: AtomicUsize,
+    started: Instant,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Authenticator for Shared {
+    fn verify(&self, token: &str, now_ms: u64) -> Result<Principal, AuthError> {
+        match &self.auth {
+            AuthMode::Jwt(verifier) => Authenticator::verify(verifier, token, now_ms),
+            // Never consulted: sessions do not verify tokens when auth is off.
+            AuthMode::Disabled => Err(AuthError::Malformed),
+        }
+    }
+}
+
+/// A bound, not yet serving, server.
+pub struct Server {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("addr", &self.local_addr().ok())
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Server {
+    /// Binds the listener (port 0 picks a free port).
+    pub async fn bind(config: Config) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(config.bind).await?;
+        let addr = listener.local_addr()?;
+        let session = Arc::new(SessionConfig {
+            auth_required: matches!(config.auth, AuthMode::Jwt(_)),
+            limits: config.session,
+            decode: config.decode,
+            node_id: config.node_id.as_str().to_owned(),
+            advertised_url: format!("ws://{addr}"),
+        });
+        let (shutdown, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            session,
+            auth: config.auth,
+            phase: AtomicU8::new(STARTING),
+            connections: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            started: Instant::now(),
+            shutdown,
+        });
+        Ok(Self { listener, shared })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes, then drains: readiness turns 503, sessions are
+    /// closed with 1001, and the call returns once they are gone (or after 10 s).
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let shared = Arc::clone(&self.shared);
+        let app = Router::new()
+            .route("/", get(upgrade))
+            .route("/ws", get(upgrade))
+            .route("/health", get(health))
+            .route("/health/live", get(|| async { StatusCode::OK }))
+            .route("/health/ready", get(ready))
+            .route("/healthz", get(ready))
+            .with_state(Arc::clone(&shared));
+        shared.phase.store(READY, Ordering::SeqCst);
+        let drain = Arc::clone(&shared);
+        let stop = async move {
+            shutdown.await;
+            drain.phase.store(DRAINING, Ordering::SeqCst);
+            drain.shutdown.send_replace(true);
+        };
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(stop)
+            .await?;
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        while shared.connections.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+}
+
+async fn upgrade(ws: WebSocketUpgrade, State(shared): State<Arc<Shared>>) -> Response {
+    if shared.phase.load(Ordering::SeqCst) != READY {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    let max = shared
+        .session
+        .decode
+        .max_frame_bytes
+        .saturating_mul(TRANSPORT_SLACK);
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| serve_connection(socket, shared))
+}
+
+async fn health(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    let state = match shared.phase.load(Ordering::SeqCst) {
+        STARTING => "starting",
+        READY => "ready",
+        _ => "draining",
+    };
+    axum::Json(serde_json::json!({
+        "state": state,
+        "connections": shared.connections.load(Ordering::SeqCst),
+        "in_flight": shared.in_flight.load(Ordering::SeqCst),
+        "uptime_secs": shared.started.elapsed().as_secs(),
+    }))
+}
+
+async fn ready(State(shared): State<Arc<Shared>>) -> StatusCode {
+    if shared.phase.load(Ordering::SeqCst) == READY {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+/// Counts a connection for as long as it lives.
+struct ConnectionGuard(Arc<Shared>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn serve_connection(socket: WebSocket, shared: Arc<Shared>) {
+    shared.connections.fetch_add(1, Ordering::SeqCst);
+    let _guard = ConnectionGuard(Arc::clone(&shared));
+    let (mut sink, mut stream) = socket.split();
+    let (tx, mut rx) = mpsc::channel::<WsMessage>(shared.session.limits.outbound_queue_len);
+    let writer = tokio::spawn(async move {
+        while let Some(frame) = rx.recv().await {
+            let closing = matches!(frame, WsMessage::Close(_));
+            if sink.send(frame).await.is_err() || closing {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let (mut session, first) = Session::open(Arc::clone(&shared.session), now_ms());
+    let mut open = deliver(first, &tx).await;
+    let mut tick = tokio::time::interval(TICK);
+    let mut shutdown = shared.shutdown.subscribe();
+    while open {
+        let outputs = tokio::select! {
+            frame = stream.next() => match frame {
+                Some(Ok(WsMessage::Binary(bytes))) => {
+                    shared.in_flight.fetch_add(1, Ordering::SeqCst);
+                    let out = session.on_frame(&bytes, now_ms(), shared.as_ref());
+                    shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+                    out
+                }
+                Some(Ok(WsMessage::Text(_))) => session.on_text_frame(),
+                // WebSocket pings are answered by the transport.
+                Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
+                Some(Ok(WsMessage::Close(_)) | Err(_)) | None => break,
+            },
+            _ = tick.tick() => session.on_tick(now_ms()),
+            _ = shutdown.changed() => vec![Output::Close { code: 1001, reason: "server shutting down" }],
+        };
+        open = deliver(outputs, &tx).await;
+    }
+    drop(tx);
+    let _ = writer.await;
+}
+
+/// Carries out a session's outputs in order; false once the connection is to be closed.
+async fn deliver(outputs: Vec<Output>, tx: &mpsc::Sender<WsMessage>) -> bool {
+    for output in outputs {
+        let frame = match output {
+            Output::Send(msg) => WsMessage::Binary(msg.encode().into()),
+            Output::Dispatch(msg) => not_served(&msg),
+            Output::Close { code, reason } => {
+                let close = CloseFrame {
+                    code,
+                    reason: reason.into(),
+                };
+                let _ = tx.send(WsMessage::Close(Some(close))).await;
+                return false;
+            }
+        };
+        if tx.send(frame).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// The data path (writes, sync, queries, topics, locks, counters) is not part of this layer
+/// yet: such requests are answered, never dropped.
+fn not_served(msg: &Message) -> WsMessage {
+    let reply = Message::Error(ErrorPayload {
+        code: codes::NOT_IMPLEMENTED,
+        message: format!("{} is not served by this server yet", msg.type_name()).into(),
+        details: None,
+    });
+    WsMessage::Binary(reply.encode().into())
+}
+
+// `close::NORMAL` and friends are re-exported for tests and documentation.
+pub use close::{NORMAL as CLOSE_NORMAL, POLICY as CLOSE_POLICY};

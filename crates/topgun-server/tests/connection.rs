@@ -1,0 +1,416 @@
+//! The connection layer over real sockets: handshake and auth (no-auth, HS256 JWT), heartbeat,
+//! precise errors for bad input without harm to other connections, health endpoints,
+//! graceful shutdown; and the `topgun-server` binary's command-line contract.
+
+// Test code: a panic is a test failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio::net::TcpStream as AsyncTcpStream;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::Message as Ws;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use topgun_core::protocol::messages::{Auth, Ping, QueryRef};
+use topgun_core::protocol::{Limits, Message};
+use topgun_server::Server;
+use topgun_server::config::{AuthEnv, Cli, Config};
+
+type Client = WebSocketStream<MaybeTlsStream<AsyncTcpStream>>;
+
+const SECRET: &str = "integration-secret";
+
+/// A server on a free loopback port; dropping the sender shuts it down.
+struct Running {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+async fn start(env: AuthEnv, file: Option<&str>) -> Running {
+    let cli = Cli {
+        port: Some(0),
+        host: Some("127.0.0.1".parse().unwrap()),
+        ..Cli::default()
+    };
+    let config = Config::resolve(&cli, file, &env).unwrap();
+    let server = Server::bind(config).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    Running {
+        addr,
+        stop: Some(stop),
+        task,
+    }
+}
+
+fn no_auth() -> AuthEnv {
+    AuthEnv {
+        no_auth: Some("1".into()),
+        ..AuthEnv::default()
+    }
+}
+
+fn jwt() -> AuthEnv {
+    AuthEnv {
+        jwt_secret: Some(SECRET.into()),
+        ..AuthEnv::default()
+    }
+}
+
+fn token(claims: &serde_json::Value, secret: &str) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+async fn connect(addr: SocketAddr, path: &str) -> Client {
+    let (client, _) = tokio_tungstenite::connect_async(format!("ws://{addr}{path}"))
+        .await
+        .unwrap();
+    client
+}
+
+async fn send(client: &mut Client, msg: &Message) {
+    client.send(Ws::Binary(msg.encode().into())).await.unwrap();
+}
+
+/// The next protocol message, or the close frame's code.
+async fn recv(client: &mut Client) -> Result<Message, Option<u16>> {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(5), client.next())
+            .await
+            .expect("no frame within 5 s");
+        match frame {
+            Some(Ok(Ws::Binary(bytes))) => {
+                return Ok(Message::decode(&bytes, &Limits::default()).unwrap());
+            }
+            Some(Ok(Ws::Close(frame))) => return Err(frame.map(|f| u16::from(f.code))),
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => return Err(None),
+        }
+    }
+}
+
+fn auth(token: &str) -> Message {
+    Message::Auth(Auth {
+        token: token.into(),
+        protocol_version: None,
+        device_token: None,
+    })
+}
+
+fn ping(ts: u64) -> Message {
+    Message::Ping(Ping { timestamp: ts })
+}
+
+async fn expect_error(client: &mut Client, code: u32) -> String {
+    match recv(client).await {
+        Ok(Message::Error(e)) => {
+            assert_eq!(e.code, code, "{}", e.message);
+            e.message.to_string()
+        }
+        other => panic!("expected ERROR {code}, got {other:?}"),
+    }
+}
+
+async fn expect_pong(client: &mut Client, ts: u64) {
+    match recv(client).await {
+        Ok(Message::Pong(p)) => assert_eq!(p.timestamp, ts),
+        other => panic!("expected PONG, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn no_auth_mode_serves_both_paths() {
+    let server = start(no_auth(), None).await;
+    for path in ["/", "/ws"] {
+        let mut c = connect(server.addr, path).await;
+        send(&mut c, &auth("whatever")).await;
+        assert!(matches!(recv(&mut c).await, Ok(Message::AuthAck(a)) if a.user_id.is_none()));
+        send(&mut c, &ping(42)).await;
+        expect_pong(&mut c, 42).await;
+        send(&mut c, &Message::PartitionMapRequest(None)).await;
+        assert!(
+            matches!(recv(&mut c).await, Ok(Message::PartitionMap(m)) if m.partitions.len() == 271)
+        );
+    }
+}
+
+#[tokio::test]
+async fn jwt_handshake_accepts_valid_tokens_and_refreshes() {
+    let server = start(jwt(), None).await;
+    let mut c = connect(server.addr, "/").await;
+    assert!(
+        matches!(recv(&mut c).await, Ok(Message::AuthRequired(_))),
+        "AUTH_REQUIRED comes first"
+    );
+    send(&mut c, &ping(1)).await;
+    expect_error(&mut c, 401).await;
+    let good = token(
+        &json!({"sub": "alice", "exp": now_secs() + 60, "roles": ["USER"]}),
+        SECRET,
+    );
+    send(&mut c, &auth(&good)).await;
+    assert!(
+        matches!(recv(&mut c).await, Ok(Message::AuthAck(a)) if a.user_id.as_deref() == Some("alice"))
+    );
+    send(&mut c, &ping(2)).await;
+    expect_pong(&mut c, 2).await;
+    // Token refresh on the open connection.
+    let fresh = token(&json!({"sub": "alice", "exp": now_secs() + 600}), SECRET);
+    send(&mut c, &auth(&fresh)).await;
+    assert!(matches!(recv(&mut c).await, Ok(Message::AuthAck(_))));
+}
+
+#[tokio::test]
+async fn jwt_refusals_fail_and_close() {
+    let server = start(jwt(), None).await;
+    let cases = [
+        (
+            token(&json!({"sub": "a", "exp": now_secs() + 60}), "wrong-secret"),
+            "signature",
+        ),
+        (
+            token(&json!({"sub": "a", "exp": now_secs() - 3600}), SECRET),
+            "expired",
+        ),
+        (token(&json!({"exp": now_secs() + 60}), SECRET), "sub"),
+        ("garbage".to_owned(), "well-formed"),
+    ];
+    for (bad, why) in cases {
+        let mut c = connect(server.addr, "/ws").await;
+        assert!(matches!(recv(&mut c).await, Ok(Message::AuthRequired(_))));
+        send(&mut c, &auth(&bad)).await;
+        match recv(&mut c).await {
+            Ok(Message::AuthFail(f)) => {
+                assert!(
+                    f.error.as_deref().unwrap_or_default().contains(why),
+                    "{f:?}"
+                );
+            }
+            other => panic!("expected AUTH_FAIL for {why}, got {other:?}"),
+        }
+        assert_eq!(
+            recv(&mut c).await.err(),
+            Some(Some(1008)),
+            "closed after AUTH_FAIL"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_auth_deadline_closes_silent_connections() {
+    let server = start(jwt(), Some("auth_deadline_ms = 300\n")).await;
+    let mut c = connect(server.addr, "/").await;
+    assert!(matches!(recv(&mut c).await, Ok(Message::AuthRequired(_))));
+    // Closed within the deadline plus one tick of the session clock.
+    assert_eq!(recv(&mut c).await.err(), Some(Some(1008)));
+}
+
+#[tokio::test]
+async fn bad_input_gets_precise_errors_and_harms_no_one() {
+    let server = start(no_auth(), None).await;
+    let mut bystander = connect(server.addr, "/").await;
+    let mut c = connect(server.addr, "/").await;
+
+    c.send(Ws::Binary(vec![0xc1, 0xff, 0x00].into()))
+        .await
+        .unwrap();
+    expect_error(&mut c, 400).await;
+    c.send(Ws::Text("{\"type\":\"PING\"}".into()))
+        .await
+        .unwrap();
+    expect_error(&mut c, 400).await;
+    // Wrong type in a field: the message names the type and the field.
+    let mut w = topgun_core::protocol::Writer::new();
+    w.map_header(2);
+    w.str("type");
+    w.str("QUERY_UNSUB");
+    w.str("payload");
+    w.map_header(1);
+    w.str("queryId");
+    w.uint(7);
+    c.send(Ws::Binary(w.into_bytes().into())).await.unwrap();
+    let text = expect_error(&mut c, 400).await;
+    assert!(
+        text.contains("QUERY_UNSUB") && text.contains("payload.queryId"),
+        "{text}"
+    );
+    // Unknown type, depth bomb, oversize frame.
+    let mut w = topgun_core::protocol::Writer::new();
+    w.map_header(1);
+    w.str("type");
+    w.str("NO_SUCH_TYPE");
+    c.send(Ws::Binary(w.into_bytes().into())).await.unwrap();
+    expect_error(&mut c, 400).await;
+    let mut bomb = vec![
+        0x82, 0xa4, b't', b'y', b'p', b'e', 0xa4, b'P', b'I', b'N', b'G', 0xa1, b'x',
+    ];
+    bomb.extend(std::iter::repeat_n(0x91, 10_000));
+    bomb.push(0xc0);
+    c.send(Ws::Binary(bomb.into())).await.unwrap();
+    assert!(expect_error(&mut c, 400).await.contains("nesting"));
+    c.send(Ws::Binary(vec![0u8; 3 * 1024 * 1024].into()))
+        .await
+        .unwrap();
+    expect_error(&mut c, 413).await;
+    // A server-to-client type, then a data-plane request this layer does not serve yet.
+    send(
+        &mut c,
+        &Message::Pong(topgun_core::protocol::messages::Pong {
+            timestamp: 1,
+            server_time: 1,
+        }),
+    )
+    .await;
+    expect_error(&mut c, 400).await;
+    send(
+        &mut c,
+        &Message::QueryUnsub(QueryRef {
+            query_id: "q".into(),
+        }),
+    )
+    .await;
+    expect_error(&mut c, 501).await;
+
+    // The same connection and its neighbour are still served.
+    send(&mut c, &ping(5)).await;
+    expect_pong(&mut c, 5).await;
+    send(&mut bystander, &ping(6)).await;
+    expect_pong(&mut bystander, 6).await;
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    (status, body)
+}
+
+#[tokio::test]
+async fn health_endpoints_and_graceful_shutdown() {
+    let mut server = start(no_auth(), None).await;
+    let addr = server.addr;
+    let mut c = connect(addr, "/").await;
+    send(&mut c, &ping(1)).await;
+    expect_pong(&mut c, 1).await;
+    let (status, body) = tokio::task::spawn_blocking(move || http_get(addr, "/health"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (health["state"].as_str(), health["connections"].as_u64()),
+        (Some("ready"), Some(1))
+    );
+    for path in ["/health/live", "/health/ready", "/healthz"] {
+        let (status, _) = tokio::task::spawn_blocking(move || http_get(addr, path))
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{path}");
+    }
+
+    server.stop.take().unwrap().send(()).unwrap();
+    assert_eq!(
+        recv(&mut c).await.err(),
+        Some(Some(1001)),
+        "sessions are told the server is going away"
+    );
+    let result = tokio::time::timeout(Duration::from_secs(15), server.task)
+        .await
+        .unwrap();
+    assert!(
+        result.unwrap().is_ok(),
+        "run returns cleanly after draining"
+    );
+}
+
+// ---- the binary -----------------------------------------------------------------------------
+
+fn binary() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_topgun-server"));
+    cmd.env_remove("JWT_SECRET")
+        .env_remove("TOPGUN_NO_AUTH")
+        .env_remove("PORT");
+    cmd
+}
+
+#[test]
+fn the_binary_refuses_to_start_without_an_auth_decision() {
+    let out = binary().output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("TOPGUN_NO_AUTH=1"));
+    let out = binary()
+        .arg("--no-such-flag")
+        .env("TOPGUN_NO_AUTH", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = binary()
+        .args(["--config", "/nonexistent.toml"])
+        .env("TOPGUN_NO_AUTH", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nonexistent.toml"));
+}
+
+#[test]
+fn the_binary_prints_its_port_serves_and_stops_on_sigterm() {
+    let mut child = binary()
+        .env("TOPGUN_NO_AUTH", "1")
+        .env("PORT", "0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port: u16 = line
+        .trim()
+        .strip_prefix("PORT=")
+        .expect("a PORT= line")
+        .parse()
+        .unwrap();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    assert_eq!(http_get(addr, "/health/ready").0, 200);
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert_eq!(exit.code(), Some(0), "graceful shutdown exits 0");
+}
