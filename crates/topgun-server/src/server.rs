@@ -10,6 +10,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+
+use crate::metrics::Metrics;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -46,7 +48,7 @@ struct Shared {
     session: Arc<SessionConfig>,
     auth: AuthMode,
     phase: AtomicU8,
-    connections: AtomicUsize,
+    metrics: Metrics,
     /// Frames being processed right now.
     in_flight: AtomicUsize,
     started: Instant,
@@ -100,7 +102,7 @@ impl Server {
             session,
             auth: config.auth,
             phase: AtomicU8::new(STARTING),
-            connections: AtomicUsize::new(0),
+            metrics: Metrics::default(),
             in_flight: AtomicUsize::new(0),
             started: Instant::now(),
             shutdown,
@@ -126,6 +128,7 @@ impl Server {
             .route("/health/live", get(|| async { StatusCode::OK }))
             .route("/health/ready", get(ready))
             .route("/healthz", get(ready))
+            .route("/metrics", get(metrics))
             .with_state(Arc::clone(&shared));
         shared.phase.store(READY, Ordering::SeqCst);
         let drain = Arc::clone(&shared);
@@ -138,7 +141,7 @@ impl Server {
             .with_graceful_shutdown(stop)
             .await?;
         let deadline = Instant::now() + DRAIN_TIMEOUT;
-        while shared.connections.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        while shared.metrics.connections() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(())
@@ -167,10 +170,20 @@ async fn health(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     };
     axum::Json(serde_json::json!({
         "state": state,
-        "connections": shared.connections.load(Ordering::SeqCst),
+        "connections": shared.metrics.connections(),
         "in_flight": shared.in_flight.load(Ordering::SeqCst),
         "uptime_secs": shared.started.elapsed().as_secs(),
     }))
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        shared.metrics.render(),
+    )
 }
 
 async fn ready(State(shared): State<Arc<Shared>>) -> StatusCode {
@@ -186,12 +199,12 @@ struct ConnectionGuard(Arc<Shared>);
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::SeqCst);
+        self.0.metrics.connection_closed();
     }
 }
 
 async fn serve_connection(socket: WebSocket, shared: Arc<Shared>) {
-    shared.connections.fetch_add(1, Ordering::SeqCst);
+    shared.metrics.connection_opened();
     let _guard = ConnectionGuard(Arc::clone(&shared));
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<WsMessage>(shared.session.limits.outbound_queue_len);
@@ -205,18 +218,13 @@ async fn serve_connection(socket: WebSocket, shared: Arc<Shared>) {
         let _ = sink.close().await;
     });
     let (mut session, first) = Session::open(Arc::clone(&shared.session), now_ms());
-    let mut open = deliver(first, &tx).await;
+    let mut open = deliver(first, &tx, &shared.metrics).await;
     let mut tick = tokio::time::interval(TICK);
     let mut shutdown = shared.shutdown.subscribe();
     while open {
         let outputs = tokio::select! {
             frame = stream.next() => match frame {
-                Some(Ok(WsMessage::Binary(bytes))) => {
-                    shared.in_flight.fetch_add(1, Ordering::SeqCst);
-                    let out = session.on_frame(&bytes, now_ms(), shared.as_ref());
-                    shared.in_flight.fetch_sub(1, Ordering::SeqCst);
-                    out
-                }
+                Some(Ok(WsMessage::Binary(bytes))) => handle_frame(&mut session, &bytes, &shared),
                 Some(Ok(WsMessage::Text(_))) => session.on_text_frame(),
                 // WebSocket pings are answered by the transport.
                 Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
@@ -225,18 +233,32 @@ async fn serve_connection(socket: WebSocket, shared: Arc<Shared>) {
             _ = tick.tick() => session.on_tick(now_ms()),
             _ = shutdown.changed() => vec![Output::Close { code: 1001, reason: "server shutting down" }],
         };
-        open = deliver(outputs, &tx).await;
+        open = deliver(outputs, &tx, &shared.metrics).await;
     }
     drop(tx);
     let _ = writer.await;
 }
 
+/// Runs one binary frame through the session, with metrics.
+fn handle_frame(session: &mut Session, bytes: &[u8], shared: &Shared) -> Vec<Output> {
+    let started = Instant::now();
+    shared.in_flight.fetch_add(1, Ordering::SeqCst);
+    let out = session.on_frame(bytes, now_ms(), shared);
+    shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+    shared.metrics.received(bytes.len());
+    if let Some(type_name) = session.last_message_type() {
+        shared.metrics.message(type_name);
+    }
+    shared.metrics.frame_handled(started.elapsed());
+    out
+}
+
 /// Carries out a session's outputs in order; false once the connection is to be closed.
-async fn deliver(outputs: Vec<Output>, tx: &mpsc::Sender<WsMessage>) -> bool {
+async fn deliver(outputs: Vec<Output>, tx: &mpsc::Sender<WsMessage>, metrics: &Metrics) -> bool {
     for output in outputs {
         let frame = match output {
-            Output::Send(msg) => WsMessage::Binary(msg.encode().into()),
-            Output::Dispatch(msg) => not_served(&msg),
+            Output::Send(msg) => encoded(&msg, metrics),
+            Output::Dispatch(msg) => encoded(&not_served(&msg), metrics),
             Output::Close { code, reason } => {
                 let close = CloseFrame {
                     code,
@@ -253,15 +275,20 @@ async fn deliver(outputs: Vec<Output>, tx: &mpsc::Sender<WsMessage>) -> bool {
     true
 }
 
+fn encoded(msg: &Message, metrics: &Metrics) -> WsMessage {
+    let bytes = msg.encode();
+    metrics.sent(msg, bytes.len());
+    WsMessage::Binary(bytes.into())
+}
+
 /// The data path (writes, sync, queries, topics, locks, counters) is not part of this layer
 /// yet: such requests are answered, never dropped.
-fn not_served(msg: &Message) -> WsMessage {
-    let reply = Message::Error(ErrorPayload {
+fn not_served(msg: &Message) -> Message {
+    Message::Error(ErrorPayload {
         code: codes::NOT_IMPLEMENTED,
         message: format!("{} is not served by this server yet", msg.type_name()).into(),
         details: None,
-    });
-    WsMessage::Binary(reply.encode().into())
+    })
 }
 
 // `close::NORMAL` and friends are re-exported for tests and documentation.

@@ -90,6 +90,8 @@ pub struct Session {
     principal: Option<Principal>,
     /// Only `PING` counts as activity (PROTOCOL.md §7.3).
     last_ping_ms: u64,
+    /// The type of the last frame decoded, for the driver's metrics.
+    last_type: Option<&'static str>,
 }
 
 fn error(code: u32, message: impl Into<String>) -> Output {
@@ -115,6 +117,7 @@ impl Session {
             phase,
             principal: None,
             last_ping_ms: now_ms,
+            last_type: None,
         };
         (session, first)
     }
@@ -127,12 +130,19 @@ impl Session {
         self.phase == Phase::Closed
     }
 
+    /// The type of the last frame [`Session::on_frame`] decoded (`None` if it failed).
+    pub fn last_message_type(&self) -> Option<&'static str> {
+        self.last_type
+    }
+
     /// A binary frame from the client.
     pub fn on_frame(&mut self, frame: &[u8], now_ms: u64, auth: &dyn Authenticator) -> Vec<Output> {
         if self.is_closed() {
             return Vec::new();
         }
-        match Message::decode(frame, &self.config.decode) {
+        let decoded = Message::decode(frame, &self.config.decode);
+        self.last_type = decoded.as_ref().ok().map(Message::type_name);
+        match decoded {
             Ok(msg) => self.on_message(msg, now_ms, auth),
             Err(e) => {
                 let code = match e.kind() {

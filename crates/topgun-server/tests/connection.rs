@@ -333,6 +333,18 @@ async fn health_endpoints_and_graceful_shutdown() {
         (health["state"].as_str(), health["connections"].as_u64()),
         (Some("ready"), Some(1))
     );
+    c.send(Ws::Binary(vec![0xc1].into())).await.unwrap();
+    expect_error(&mut c, 400).await;
+    let (status, text) = tokio::task::spawn_blocking(move || http_get(addr, "/metrics")).await.unwrap();
+    assert_eq!(status, 200);
+    for line in [
+        "topgun_connections 1",
+        "topgun_messages_received_total{type=\"PING\"} 1",
+        "topgun_errors_sent_total{code=\"400\"} 1",
+        "topgun_frame_seconds_count 2",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+    }
     for path in ["/health/live", "/health/ready", "/healthz"] {
         let (status, _) = tokio::task::spawn_blocking(move || http_get(addr, path))
             .await

@@ -1,0 +1,269 @@
+//! Server metrics, exposed at `/metrics` in the Prometheus text format (version 0.0.4).
+//!
+//! Every metric is a fixed set of atomic counters: recording never allocates or locks, and
+//! label sets are bounded (message types come from the protocol's fixed list; error codes
+//! from a fixed list with `other` for the rest).
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use topgun_core::protocol::Message;
+
+/// Error codes counted individually; any other code counts as `other`.
+const ERROR_CODES: [u32; 6] = [400, 401, 403, 413, 429, 501];
+/// Upper bounds of the frame-handling latency buckets, in seconds.
+const LATENCY_BUCKETS: [f64; 10] = [
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.005, 0.025, 0.1,
+];
+
+/// Counters shared by every connection of a server.
+#[derive(Debug)]
+pub struct Metrics {
+    connections: AtomicUsize,
+    connections_total: AtomicU64,
+    bytes_received: AtomicU64,
+    bytes_sent: AtomicU64,
+    auth_failures: AtomicU64,
+    /// Indexed like `Message::TYPE_NAMES`.
+    messages: Vec<AtomicU64>,
+    /// Indexed like `ERROR_CODES`, then one slot for any other code.
+    errors: Vec<AtomicU64>,
+    /// Indexed like `LATENCY_BUCKETS`, then the `+Inf` bucket (non-cumulative here).
+    latency: Vec<AtomicU64>,
+    latency_sum_ns: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let counters = |n| (0..n).map(|_| AtomicU64::new(0)).collect();
+        Self {
+            connections: AtomicUsize::new(0),
+            connections_total: AtomicU64::new(0),
+            bytes_received: AtomicU64::new(0),
+            bytes_sent: AtomicU64::new(0),
+            auth_failures: AtomicU64::new(0),
+            messages: counters(Message::TYPE_NAMES.len()),
+            errors: counters(ERROR_CODES.len() + 1),
+            latency: counters(LATENCY_BUCKETS.len() + 1),
+            latency_sum_ns: AtomicU64::new(0),
+        }
+    }
+}
+
+fn bump(counter: &AtomicU64, by: u64) {
+    counter.fetch_add(by, Ordering::Relaxed);
+}
+
+impl Metrics {
+    pub fn connection_opened(&self) {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        bump(&self.connections_total, 1);
+    }
+
+    pub fn connection_closed(&self) {
+        self.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    pub fn received(&self, bytes: usize) {
+        bump(
+            &self.bytes_received,
+            u64::try_from(bytes).unwrap_or(u64::MAX),
+        );
+    }
+
+    /// A message this server sent: bytes, and `ERROR`s and `AUTH_FAIL`s by kind.
+    pub fn sent(&self, msg: &Message, bytes: usize) {
+        bump(&self.bytes_sent, u64::try_from(bytes).unwrap_or(u64::MAX));
+        match msg {
+            Message::Error(e) => {
+                let slot = ERROR_CODES
+                    .iter()
+                    .position(|c| *c == e.code)
+                    .unwrap_or(ERROR_CODES.len());
+                bump(&self.errors[slot], 1);
+            }
+            Message::AuthFail(_) => bump(&self.auth_failures, 1),
+            _ => {}
+        }
+    }
+
+    /// A decoded message from a client, by type.
+    pub fn message(&self, type_name: &str) {
+        if let Some(at) = Message::TYPE_NAMES.iter().position(|t| *t == type_name) {
+            bump(&self.messages[at], 1);
+        }
+    }
+
+    /// Time spent handling one frame.
+    pub fn frame_handled(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        let slot = LATENCY_BUCKETS
+            .iter()
+            .position(|le| secs <= *le)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        bump(&self.latency[slot], 1);
+        bump(
+            &self.latency_sum_ns,
+            u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
+        );
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let open = u64::try_from(self.connections()).unwrap_or(u64::MAX);
+        for (name, kind, help, value) in [
+            (
+                "topgun_connections",
+                "gauge",
+                "Open client connections.",
+                open,
+            ),
+            (
+                "topgun_connections_total",
+                "counter",
+                "Client connections accepted.",
+                load(&self.connections_total),
+            ),
+            (
+                "topgun_received_bytes_total",
+                "counter",
+                "Bytes of binary frames received.",
+                load(&self.bytes_received),
+            ),
+            (
+                "topgun_sent_bytes_total",
+                "counter",
+                "Bytes of frames sent.",
+                load(&self.bytes_sent),
+            ),
+            (
+                "topgun_auth_failures_total",
+                "counter",
+                "AUTH_FAIL replies sent.",
+                load(&self.auth_failures),
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
+        self.render_labelled(&mut out);
+        out
+    }
+
+    fn render_labelled(&self, out: &mut String) {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP topgun_messages_received_total Client messages decoded, by type.\n\
+             # TYPE topgun_messages_received_total counter"
+        );
+        for (name, count) in Message::TYPE_NAMES.iter().zip(&self.messages) {
+            let value = load(count);
+            if value > 0 {
+                let _ = writeln!(
+                    out,
+                    "topgun_messages_received_total{{type=\"{name}\"}} {value}"
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP topgun_errors_sent_total ERROR replies sent, by code.\n\
+             # TYPE topgun_errors_sent_total counter"
+        );
+        let labels = ERROR_CODES
+            .iter()
+            .map(ToString::to_string)
+            .chain(["other".to_owned()]);
+        for (code, count) in labels.zip(&self.errors) {
+            let _ = writeln!(
+                out,
+                "topgun_errors_sent_total{{code=\"{code}\"}} {}",
+                load(count)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP topgun_frame_seconds Time to handle one client frame.\n\
+             # TYPE topgun_frame_seconds histogram"
+        );
+        let mut cumulative = 0;
+        for (le, count) in LATENCY_BUCKETS.iter().zip(&self.latency) {
+            cumulative += load(count);
+            let _ = writeln!(
+                out,
+                "topgun_frame_seconds_bucket{{le=\"{le}\"}} {cumulative}"
+            );
+        }
+        cumulative += self.latency.last().map_or(0, load);
+        #[allow(clippy::cast_precision_loss)]
+        let sum = load(&self.latency_sum_ns) as f64 / 1e9;
+        let _ = writeln!(
+            out,
+            "topgun_frame_seconds_bucket{{le=\"+Inf\"}} {cumulative}\n\
+             topgun_frame_seconds_sum {sum}\ntopgun_frame_seconds_count {cumulative}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use topgun_core::protocol::messages::ErrorPayload;
+
+    #[test]
+    fn renders_counts_by_label() {
+        let m = Metrics::default();
+        m.connection_opened();
+        m.received(100);
+        m.message("PING");
+        m.message("PING");
+        m.message("NOT_A_TYPE");
+        let err = Message::Error(ErrorPayload {
+            code: 413,
+            message: "x".into(),
+            details: None,
+        });
+        m.sent(&err, 20);
+        m.sent(
+            &Message::Error(ErrorPayload {
+                code: 418,
+                message: "x".into(),
+                details: None,
+            }),
+            20,
+        );
+        m.frame_handled(Duration::from_micros(30));
+        m.frame_handled(Duration::from_secs(1));
+        let text = m.render();
+        for line in [
+            "topgun_connections 1",
+            "topgun_connections_total 1",
+            "topgun_received_bytes_total 100",
+            "topgun_sent_bytes_total 40",
+            "topgun_messages_received_total{type=\"PING\"} 2",
+            "topgun_errors_sent_total{code=\"413\"} 1",
+            "topgun_errors_sent_total{code=\"other\"} 1",
+            "topgun_frame_seconds_bucket{le=\"0.00005\"} 1",
+            "topgun_frame_seconds_bucket{le=\"+Inf\"} 2",
+            "topgun_frame_seconds_count 2",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        assert!(!text.contains("NOT_A_TYPE"));
+        m.connection_closed();
+        assert_eq!(m.connections(), 0);
+    }
+}
