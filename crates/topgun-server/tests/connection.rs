@@ -335,7 +335,9 @@ async fn health_endpoints_and_graceful_shutdown() {
     );
     c.send(Ws::Binary(vec![0xc1].into())).await.unwrap();
     expect_error(&mut c, 400).await;
-    let (status, text) = tokio::task::spawn_blocking(move || http_get(addr, "/metrics")).await.unwrap();
+    let (status, text) = tokio::task::spawn_blocking(move || http_get(addr, "/metrics"))
+        .await
+        .unwrap();
     assert_eq!(status, 200);
     for line in [
         "topgun_connections 1",
@@ -343,7 +345,10 @@ async fn health_endpoints_and_graceful_shutdown() {
         "topgun_errors_sent_total{code=\"400\"} 1",
         "topgun_frame_seconds_count 2",
     ] {
-        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
     }
     for path in ["/health/live", "/health/ready", "/healthz"] {
         let (status, _) = tokio::task::spawn_blocking(move || http_get(addr, path))
