@@ -231,7 +231,10 @@ async fn serve_connection(socket: WebSocket, shared: Arc<Shared>) {
                 Some(Ok(WsMessage::Close(_)) | Err(_)) | None => break,
             },
             _ = tick.tick() => session.on_tick(now_ms()),
-            _ = shutdown.changed() => vec![Output::Close { code: 1001, reason: "server shutting down" }],
+            _ = shutdown.changed() => vec![Output::Close {
+                code: close::GOING_AWAY,
+                reason: "server shutting down",
+            }],
         };
         open = deliver(outputs, &tx, &shared.metrics).await;
     }
@@ -290,6 +293,3 @@ fn not_served(msg: &Message) -> Message {
         details: None,
     })
 }
-
-// `close::NORMAL` and friends are re-exported for tests and documentation.
-pub use close::{NORMAL as CLOSE_NORMAL, POLICY as CLOSE_POLICY};

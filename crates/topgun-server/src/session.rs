@@ -48,6 +48,7 @@ pub mod codes {
 /// WebSocket close codes this layer uses.
 pub mod close {
     pub const NORMAL: u16 = 1000;
+    pub const GOING_AWAY: u16 = 1001;
     pub const POLICY: u16 = 1008;
 }
 
