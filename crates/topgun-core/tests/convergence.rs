@@ -244,6 +244,16 @@ fn sorted_lww(m: &LwwMap) -> Vec<(String, LwwRecord)> {
     s
 }
 
+/// Both replicas hold the same LWW records and the same LWW root.
+fn assert_same_lww(a: &Replica, b: &Replica, who: &str) {
+    assert_eq!(sorted_lww(&a.lww), sorted_lww(&b.lww), "{who}: LWW state");
+    assert_eq!(
+        a.lww.merkle().root(),
+        b.lww.merkle().root(),
+        "{who}: LWW root"
+    );
+}
+
 fn sorted_or_records(m: &OrMap) -> Vec<(String, Vec<OrRecord>)> {
     let mut s: Vec<_> = m
         .keys()
@@ -263,16 +273,7 @@ fn converges_when_every_message_is_eventually_delivered() {
         let first = &replicas[0];
         for other in &replicas[1..] {
             let who = format!("seed {seed}: {} vs {}", first.name, other.name);
-            assert_eq!(
-                sorted_lww(&first.lww),
-                sorted_lww(&other.lww),
-                "{who}: LWW state"
-            );
-            assert_eq!(
-                first.lww.merkle().root(),
-                other.lww.merkle().root(),
-                "{who}: LWW root"
-            );
+            assert_same_lww(first, other, &who);
             let (a, b) = (&first.or, &other.or);
             let mut keys: Vec<&str> = a.keys().chain(b.keys()).collect();
             keys.sort_unstable();
@@ -346,16 +347,7 @@ fn merkle_anti_entropy_repairs_permanent_loss() {
         let first = &replicas[0];
         for other in &replicas[1..] {
             let who = format!("seed {seed}: {} vs {}", first.name, other.name);
-            assert_eq!(
-                sorted_lww(&first.lww),
-                sorted_lww(&other.lww),
-                "{who}: LWW state"
-            );
-            assert_eq!(
-                first.lww.merkle().root(),
-                other.lww.merkle().root(),
-                "{who}"
-            );
+            assert_same_lww(first, other, &who);
             // Tombstones are not hashed, so a replica that never held a removed record need
             // not learn its tombstone; the records each replica holds must agree.
             assert_eq!(

@@ -54,6 +54,15 @@ use messages::{
 use crate::pn_counter::PnCounter;
 use crate::value::Value;
 
+/// Bytes from a hex string, for test fixtures.
+#[cfg(test)]
+pub(crate) fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .filter_map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 /// Most messages one inbound `BATCH` may carry (PROTOCOL.md §7.3).
 pub const BATCH_ITEMS_MAX: usize = 8_192;
 
@@ -486,16 +495,10 @@ impl Wire for PnCounter {
 
 #[cfg(test)]
 mod tests {
+    use super::hex;
     use super::*;
     use enums::WriteConcern;
     use messages::{OpAck, Ping};
-
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
 
     /// PROTOCOL.md §1.8: the byte examples, decoded and (for ours) encoded exactly.
     #[test]

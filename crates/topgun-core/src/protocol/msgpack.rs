@@ -806,13 +806,7 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
+    use crate::protocol::hex;
 
     #[test]
     fn reads_the_ts_ping_fixture() {

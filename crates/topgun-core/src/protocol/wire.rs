@@ -733,10 +733,7 @@ mod tests {
             "d7ff1d5353006553f100",
             "c70cff00000001ffffffffffffffff",
         ] {
-            let bytes: Vec<u8> = (0..hex.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-                .collect();
+            let bytes = crate::protocol::hex(hex);
             let value = decode::<Value>(&bytes).unwrap();
             assert!(matches!(value, Value::Time(_)), "{hex}");
             assert_eq!(encoded(&value), bytes, "{hex} re-encodes unchanged");
