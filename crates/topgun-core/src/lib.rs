@@ -30,7 +30,7 @@ pub mod value;
 
 pub use hlc::{Hlc, HlcError, NodeId, Timestamp};
 pub use lww_map::{LwwError, LwwMap, LwwRecord};
-pub use merkle::{MerkleError, MerkleTree};
+pub use merkle::{MerkleError, MerkleTree, SplitTree};
 pub use or_map::{OrMap, OrMapEntry, OrMapError, OrRecord};
 pub use pn_counter::{CounterError, PnCounter};
 pub use value::{Value, ValueMap};

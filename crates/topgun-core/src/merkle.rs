@@ -39,6 +39,11 @@ pub enum MerkleError {
     NotALeaf(String),
 }
 
+/// The depth of a valid path (0 = root, 3 = a leaf), or why it is not one.
+pub fn path_depth(path: &str) -> Result<usize, MerkleError> {
+    Path::parse(path).map(|p| p.depth)
+}
+
 /// A validated path: `depth` hex digits whose value is `index` (e.g. `"8a"` → depth 2, 0x8a).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Path {
@@ -77,10 +82,25 @@ impl Path {
 }
 
 /// Hash and item count of one internal node or leaf.
+///
+/// Leaf sums of trees over disjoint key sets add up (`combine` is a wrapping sum of mixed
+/// item hashes), which is what lets one logical tree be split over partition shards; see
+/// [`SplitTree`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Sum {
-    hash: u32,
-    count: u32,
+pub struct Sum {
+    pub hash: u32,
+    pub count: u32,
+}
+
+impl Sum {
+    /// The sum of two disjoint parts of one leaf.
+    #[must_use]
+    pub fn plus(self, other: Self) -> Self {
+        Self {
+            hash: self.hash.wrapping_add(other.hash),
+            count: self.count.saturating_add(other.count),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -289,6 +309,26 @@ impl<V> MerkleTree<V> {
         Ok(self.levels.as_ref().map_or(0, |l| l.sum(path).hash))
     }
 
+    /// The non-empty leaves under the node at `path`: `(leaf index, sum)`, ascending. The
+    /// leaf index is the leaf's three hex digits read as a number (0..4096).
+    pub fn leaf_sums(&self, path: &str) -> Result<Vec<(u16, Sum)>, MerkleError> {
+        let parsed = Path::parse(path)?;
+        let Some(levels) = self.levels.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let span = 1usize << (4 * (MERKLE_DEPTH - parsed.depth));
+        let first = parsed.index * span;
+        Ok(levels.leaves[first..first + span]
+            .iter()
+            .enumerate()
+            .filter_map(|(offset, leaf)| {
+                let leaf = leaf.as_ref()?;
+                let index = u16::try_from(first + offset).expect("fewer than 2^16 leaves");
+                Some((index, leaf.sum))
+            })
+            .collect())
+    }
+
     /// The non-empty children of the internal node at `path`: `(hex digit, child hash)`,
     /// in digit order.
     pub fn buckets(&self, path: &str) -> Result<Vec<(char, u32)>, MerkleError> {
@@ -384,6 +424,80 @@ impl<V> MerkleTree<V> {
             first[at >> 4] = first[at >> 4].wrapping_add(mix(*hash));
         }
         crate::hash::combine(first)
+    }
+}
+
+/// The hashes of one logical tree whose keys are spread over several partial trees (a map
+/// split over partition shards), rebuilt from their [`MerkleTree::leaf_sums`].
+///
+/// Leaf sums add up across partial trees; the levels above are recomputed, because `mix` is
+/// re-applied at every level and does not distribute over the sum. The result equals the tree
+/// a single replica holding all the keys computes, which is what lets a client's unchanged
+/// map sync in one round trip.
+#[derive(Debug, Clone)]
+pub struct SplitTree {
+    leaves: Box<[Sum]>,
+}
+
+impl Default for SplitTree {
+    fn default() -> Self {
+        Self {
+            leaves: vec![Sum::default(); LEAF_COUNT].into_boxed_slice(),
+        }
+    }
+}
+
+impl SplitTree {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds one partial tree's leaf sums.
+    pub fn add(&mut self, sums: &[(u16, Sum)]) {
+        for &(index, sum) in sums {
+            if let Some(slot) = self.leaves.get_mut(usize::from(index)) {
+                *slot = slot.plus(sum);
+            }
+        }
+    }
+
+    /// The hash of the node at `path`, like [`MerkleTree::node_hash`].
+    pub fn node_hash(&self, path: &str) -> Result<u32, MerkleError> {
+        Ok(self.sum(Path::parse(path)?).hash)
+    }
+
+    /// The children of the internal node at `path` that hold items, like
+    /// [`MerkleTree::buckets`].
+    pub fn buckets(&self, path: &str) -> Result<Vec<(char, u32)>, MerkleError> {
+        let parsed = Path::parse(path)?;
+        if parsed.depth == MERKLE_DEPTH {
+            return Err(MerkleError::NotAnInternalNode(path.to_owned()));
+        }
+        Ok((0..16)
+            .filter_map(|nibble| {
+                let child = self.sum(Path {
+                    depth: parsed.depth + 1,
+                    index: parsed.index * 16 + nibble,
+                });
+                (child.count > 0).then(|| (char::from(HEX_DIGITS[nibble]), child.hash))
+            })
+            .collect())
+    }
+
+    fn sum(&self, at: Path) -> Sum {
+        if at.depth == MERKLE_DEPTH {
+            return self.leaves[at.index];
+        }
+        (0..16).fold(Sum::default(), |acc, nibble| {
+            let child = self.sum(Path {
+                depth: at.depth + 1,
+                index: at.index * 16 + nibble,
+            });
+            Sum {
+                hash: acc.hash.wrapping_add(mix(child.hash)),
+                count: acc.count.saturating_add(child.count),
+            }
+        })
     }
 }
 
@@ -569,6 +683,34 @@ mod tests {
             t.keys_in_bucket("ab"),
             Err(MerkleError::NotALeaf(_))
         ));
+    }
+
+    /// Keys spread over partial trees by partition aggregate to the single tree's hashes.
+    #[test]
+    fn split_trees_add_up_to_the_single_tree() {
+        let mut whole = MerkleTree::new();
+        let mut parts: Vec<MerkleTree<()>> = (0..3).map(|_| MerkleTree::new()).collect();
+        for i in 0..500 {
+            let key = format!("k{i}");
+            let hash = fnv1a(&format!("{key}:{i}:0:n"));
+            whole.insert(&key, (), hash);
+            parts[crate::hash::partition_id(&key) as usize % 3].insert(&key, (), hash);
+        }
+        for path in ["", "8", "8a", "8a1"] {
+            let mut split = SplitTree::new();
+            for part in &parts {
+                split.add(&part.leaf_sums(path).unwrap());
+            }
+            assert_eq!(split.node_hash(path), whole.node_hash(path), "{path}");
+            if path.len() < MERKLE_DEPTH {
+                assert_eq!(split.buckets(path), whole.buckets(path), "{path}");
+            }
+        }
+        assert_ne!(whole.root(), 0);
+        assert_eq!(
+            parts[0].leaf_sums("0000"),
+            Err(MerkleError::InvalidPath("0000".into()))
+        );
     }
 
     #[test]

@@ -34,7 +34,8 @@ pub struct Cli {
     #[arg(long, env = "TOPGUN_NODE_ID")]
     pub node_id: Option<String>,
     /// A TOML file with any of: `port`, `host`, `node_id`, `auth_deadline_ms`,
-    /// `idle_timeout_ms`, `max_frame_bytes`, `max_depth`.
+    /// `idle_timeout_ms`, `max_frame_bytes`, `max_depth`, `outbound_queue_len`,
+    /// `maps_per_connection_max`, `shards`, `max_drift_ms`.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 }
@@ -50,6 +51,10 @@ struct FileConfig {
     idle_timeout_ms: Option<u64>,
     max_frame_bytes: Option<usize>,
     max_depth: Option<usize>,
+    outbound_queue_len: Option<usize>,
+    maps_per_connection_max: Option<usize>,
+    shards: Option<usize>,
+    max_drift_ms: Option<u64>,
 }
 
 /// The auth environment (`JWT_SECRET`, `TOPGUN_NO_AUTH`, `TOPGUN_JWT_ISSUER`,
@@ -116,6 +121,8 @@ pub struct SessionLimits {
     pub idle_timeout_ms: u64,
     /// Frames queued for one connection's socket writer.
     pub outbound_queue_len: usize,
+    /// Maps one connection may sync (and receive events of) at once.
+    pub maps_per_connection_max: usize,
 }
 
 impl Default for SessionLimits {
@@ -124,6 +131,7 @@ impl Default for SessionLimits {
             auth_deadline_ms: 10_000,
             idle_timeout_ms: 60_000,
             outbound_queue_len: 256,
+            maps_per_connection_max: 1024,
         }
     }
 }
@@ -136,6 +144,17 @@ pub struct Config {
     pub auth: AuthMode,
     pub decode: Limits,
     pub session: SessionLimits,
+    /// Partition shard tasks; default: the number of cores.
+    pub shards: usize,
+    /// How far ahead of the server clock a client timestamp may be (PROTOCOL.md §2.1).
+    pub max_drift_ms: u64,
+}
+
+/// The HLC drift tolerance of both TopGun implementations.
+pub const MAX_DRIFT_MS_DEFAULT: u64 = 60_000;
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
 }
 
 /// `TOPGUN_NO_AUTH`: `1`/`true` on, `0`/`false`/unset off, anything else an error.
@@ -186,14 +205,26 @@ impl Config {
         let session = SessionLimits {
             auth_deadline_ms: file.auth_deadline_ms.unwrap_or(defaults.auth_deadline_ms),
             idle_timeout_ms: file.idle_timeout_ms.unwrap_or(defaults.idle_timeout_ms),
-            ..defaults
+            outbound_queue_len: positive(
+                "outbound_queue_len",
+                file.outbound_queue_len
+                    .unwrap_or(defaults.outbound_queue_len),
+            )?,
+            maps_per_connection_max: positive(
+                "maps_per_connection_max",
+                file.maps_per_connection_max
+                    .unwrap_or(defaults.maps_per_connection_max),
+            )?,
         };
+        let shards = positive("shards", file.shards.unwrap_or_else(cores))?;
         Ok(Self {
             bind: SocketAddr::new(host, port),
             node_id,
             auth,
             decode,
             session,
+            shards,
+            max_drift_ms: file.max_drift_ms.unwrap_or(MAX_DRIFT_MS_DEFAULT),
         })
     }
 
@@ -280,8 +311,8 @@ mod tests {
 
     #[test]
     fn flags_beat_the_file_which_beats_defaults() {
-        let file =
-            "port = 9000\nhost = \"0.0.0.0\"\nnode_id = \"from-file\"\nidle_timeout_ms = 5000\n";
+        let file = "port = 9000\nhost = \"0.0.0.0\"\nnode_id = \"from-file\"\n\
+                    idle_timeout_ms = 5000\nshards = 3\nmax_drift_ms = 10\n";
         let cli = Cli {
             port: Some(9100),
             ..Cli::default()
@@ -290,6 +321,7 @@ mod tests {
         assert_eq!(c.bind, "0.0.0.0:9100".parse().unwrap());
         assert_eq!(c.node_id.as_str(), "from-file");
         assert_eq!(c.session.idle_timeout_ms, 5000);
+        assert_eq!((c.shards, c.max_drift_ms), (3, 10));
     }
 
     #[test]

@@ -5,18 +5,28 @@
 //! | [`config`] | command line, TOML file and auth environment → [`config::Config`] |
 //! | [`auth`] | JWT verification (HS256 / RS256) → [`auth::Principal`] |
 //! | [`session`] | one connection's protocol state, sans I/O: handshake, heartbeat, errors |
-//! | [`metrics`] | counters and a latency histogram, rendered for `/metrics` (Prometheus) |
+//! | [`ops`] | a client op → a validated write, or a rejection with its reason |
+//! | [`shard`] | the records of a set of partitions, sans I/O: merges, partial Merkle trees |
+//! | [`store`] | the storage trait shards load from and write to; the in-memory store |
+//! | [`fanout`] | the per-connection outbound queue, and map subscribers for events |
+//! | [`dataplane`] | routes data requests to shard tasks and assembles their replies |
+//! | [`metrics`] | counters and latency histograms, rendered for `/metrics` (Prometheus) |
 //! | [`server`] | the I/O driver: routes, WebSocket connections, health, shutdown |
 //!
-//! The data path (partition shards, writes, Merkle sync, events) plugs in behind
-//! [`session::Output::Dispatch`]; until it lands, data-plane requests are answered with
-//! `ERROR 501`.
+//! Data requests leave the session as [`session::Output::Dispatch`] and are served by
+//! [`dataplane::DataPlane`]; what it does not serve yet (queries, topics, locks, counters,
+//! journal, search) is answered with `ERROR 501`.
 
 pub mod auth;
 pub mod config;
+pub mod dataplane;
+pub mod fanout;
 pub mod metrics;
+pub mod ops;
 pub mod server;
 pub mod session;
+pub mod shard;
+pub mod store;
 
 pub use config::Config;
 pub use server::Server;

@@ -10,12 +10,68 @@ use std::time::Duration;
 
 use topgun_core::protocol::Message;
 
+use crate::store::MapKind;
+
 /// Error codes counted individually; any other code counts as `other`.
 const ERROR_CODES: [u32; 6] = [400, 401, 403, 413, 429, 501];
 /// Upper bounds of the frame-handling latency buckets, in seconds.
 const LATENCY_BUCKETS: [f64; 10] = [
     0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.005, 0.025, 0.1,
 ];
+
+/// Op kinds counted individually (PROTOCOL.md §2.5).
+const OP_KINDS: [&str; 4] = ["PUT", "REMOVE", "OR_ADD", "OR_REMOVE"];
+
+/// A latency histogram with fixed buckets.
+#[derive(Debug)]
+struct Histogram {
+    /// Indexed like `LATENCY_BUCKETS`, then the `+Inf` bucket (non-cumulative here).
+    buckets: Vec<AtomicU64>,
+    sum_ns: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self {
+            buckets: (0..=LATENCY_BUCKETS.len())
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            sum_ns: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Histogram {
+    fn record(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        let slot = LATENCY_BUCKETS
+            .iter()
+            .position(|le| secs <= *le)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        bump(&self.buckets[slot], 1);
+        bump(
+            &self.sum_ns,
+            u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
+        );
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (le, count) in LATENCY_BUCKETS.iter().zip(&self.buckets) {
+            cumulative += load(count);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+        }
+        cumulative += self.buckets.last().map_or(0, load);
+        #[allow(clippy::cast_precision_loss)]
+        let sum = load(&self.sum_ns) as f64 / 1e9;
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{le=\"+Inf\"}} {cumulative}\n{name}_sum {sum}\n{name}_count {cumulative}"
+        );
+    }
+}
 
 /// Counters shared by every connection of a server.
 #[derive(Debug)]
@@ -29,9 +85,17 @@ pub struct Metrics {
     messages: Vec<AtomicU64>,
     /// Indexed like `ERROR_CODES`, then one slot for any other code.
     errors: Vec<AtomicU64>,
-    /// Indexed like `LATENCY_BUCKETS`, then the `+Inf` bucket (non-cumulative here).
-    latency: Vec<AtomicU64>,
-    latency_sum_ns: AtomicU64,
+    frame_latency: Histogram,
+    /// Indexed like `OP_KINDS`.
+    ops: Vec<AtomicU64>,
+    ops_rejected: AtomicU64,
+    /// From an op batch's dispatch to every shard having applied it.
+    batch_latency: Histogram,
+    /// LWW, then OR-Map Merkle sync requests (roots, buckets and leaves).
+    merkle_requests: [AtomicU64; 2],
+    events_queued: AtomicU64,
+    /// Events that found a subscriber's queue full; each closed that connection.
+    events_dropped: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -45,8 +109,13 @@ impl Default for Metrics {
             auth_failures: AtomicU64::new(0),
             messages: counters(Message::TYPE_NAMES.len()),
             errors: counters(ERROR_CODES.len() + 1),
-            latency: counters(LATENCY_BUCKETS.len() + 1),
-            latency_sum_ns: AtomicU64::new(0),
+            frame_latency: Histogram::default(),
+            ops: counters(OP_KINDS.len()),
+            ops_rejected: AtomicU64::new(0),
+            batch_latency: Histogram::default(),
+            merkle_requests: [AtomicU64::new(0), AtomicU64::new(0)],
+            events_queued: AtomicU64::new(0),
+            events_dropped: AtomicU64::new(0),
         }
     }
 }
@@ -78,7 +147,7 @@ impl Metrics {
 
     /// A message this server sent: bytes, and `ERROR`s and `AUTH_FAIL`s by kind.
     pub fn sent(&self, msg: &Message, bytes: usize) {
-        bump(&self.bytes_sent, u64::try_from(bytes).unwrap_or(u64::MAX));
+        self.sent_bytes(bytes);
         match msg {
             Message::Error(e) => {
                 let slot = ERROR_CODES
@@ -101,15 +170,42 @@ impl Metrics {
 
     /// Time spent handling one frame.
     pub fn frame_handled(&self, took: Duration) {
-        let secs = took.as_secs_f64();
-        let slot = LATENCY_BUCKETS
-            .iter()
-            .position(|le| secs <= *le)
-            .unwrap_or(LATENCY_BUCKETS.len());
-        bump(&self.latency[slot], 1);
+        self.frame_latency.record(took);
+    }
+
+    /// Bytes of a frame written to a socket (replies and shared events alike).
+    pub fn sent_bytes(&self, bytes: usize) {
+        bump(&self.bytes_sent, u64::try_from(bytes).unwrap_or(u64::MAX));
+    }
+
+    /// An accepted op, by kind (`PUT`, `REMOVE`, `OR_ADD`, `OR_REMOVE`).
+    pub fn op(&self, kind: &str) {
+        if let Some(at) = OP_KINDS.iter().position(|k| *k == kind) {
+            bump(&self.ops[at], 1);
+        }
+    }
+
+    pub fn op_rejected(&self) {
+        bump(&self.ops_rejected, 1);
+    }
+
+    pub fn batch_applied(&self, took: Duration) {
+        self.batch_latency.record(took);
+    }
+
+    pub fn merkle_request(&self, kind: MapKind) {
+        bump(&self.merkle_requests[usize::from(kind == MapKind::Or)], 1);
+    }
+
+    /// One event's fan-out: subscribers that got it, and those whose full queue closed them.
+    pub fn events(&self, queued: usize, dropped: usize) {
         bump(
-            &self.latency_sum_ns,
-            u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
+            &self.events_queued,
+            u64::try_from(queued).unwrap_or(u64::MAX),
+        );
+        bump(
+            &self.events_dropped,
+            u64::try_from(dropped).unwrap_or(u64::MAX),
         );
     }
 
@@ -191,26 +287,59 @@ impl Metrics {
                 load(count)
             );
         }
+        self.frame_latency.render(
+            out,
+            "topgun_frame_seconds",
+            "Time to handle one client frame.",
+        );
+        self.render_data_path(out);
+    }
+
+    fn render_data_path(&self, out: &mut String) {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let _ = writeln!(
             out,
-            "# HELP topgun_frame_seconds Time to handle one client frame.\n\
-             # TYPE topgun_frame_seconds histogram"
+            "# HELP topgun_ops_total Ops accepted, by type.\n# TYPE topgun_ops_total counter"
         );
-        let mut cumulative = 0;
-        for (le, count) in LATENCY_BUCKETS.iter().zip(&self.latency) {
-            cumulative += load(count);
+        for (kind, count) in OP_KINDS.iter().zip(&self.ops) {
+            let _ = writeln!(out, "topgun_ops_total{{type=\"{kind}\"}} {}", load(count));
+        }
+        let _ = writeln!(
+            out,
+            "# HELP topgun_merkle_requests_total Merkle sync requests, by map kind.\n\
+             # TYPE topgun_merkle_requests_total counter\n\
+             topgun_merkle_requests_total{{kind=\"lww\"}} {}\n\
+             topgun_merkle_requests_total{{kind=\"or\"}} {}",
+            load(&self.merkle_requests[0]),
+            load(&self.merkle_requests[1]),
+        );
+        for (name, help, value) in [
+            (
+                "topgun_ops_rejected_total",
+                "Ops refused with OP_REJECTED.",
+                &self.ops_rejected,
+            ),
+            (
+                "topgun_events_sent_total",
+                "SERVER_EVENTs queued for subscribers.",
+                &self.events_queued,
+            ),
+            (
+                "topgun_outbound_queue_drops_total",
+                "Events that found a subscriber's queue full (the subscriber is closed and resyncs).",
+                &self.events_dropped,
+            ),
+        ] {
             let _ = writeln!(
                 out,
-                "topgun_frame_seconds_bucket{{le=\"{le}\"}} {cumulative}"
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                load(value)
             );
         }
-        cumulative += self.latency.last().map_or(0, load);
-        #[allow(clippy::cast_precision_loss)]
-        let sum = load(&self.latency_sum_ns) as f64 / 1e9;
-        let _ = writeln!(
+        self.batch_latency.render(
             out,
-            "topgun_frame_seconds_bucket{{le=\"+Inf\"}} {cumulative}\n\
-             topgun_frame_seconds_sum {sum}\ntopgun_frame_seconds_count {cumulative}"
+            "topgun_op_batch_seconds",
+            "Time from receiving an op batch to every shard having applied it.",
         );
     }
 }
@@ -244,6 +373,12 @@ mod tests {
         );
         m.frame_handled(Duration::from_micros(30));
         m.frame_handled(Duration::from_secs(1));
+        m.op("PUT");
+        m.op("OR_ADD");
+        m.op("MERGE");
+        m.merkle_request(MapKind::Or);
+        m.events(3, 1);
+        m.batch_applied(Duration::from_micros(7));
         let text = m.render();
         for line in [
             "topgun_connections 1",
@@ -256,6 +391,13 @@ mod tests {
             "topgun_frame_seconds_bucket{le=\"0.00005\"} 1",
             "topgun_frame_seconds_bucket{le=\"+Inf\"} 2",
             "topgun_frame_seconds_count 2",
+            "topgun_ops_total{type=\"PUT\"} 1",
+            "topgun_ops_total{type=\"OR_ADD\"} 1",
+            "topgun_ops_total{type=\"REMOVE\"} 0",
+            "topgun_merkle_requests_total{kind=\"or\"} 1",
+            "topgun_events_sent_total 3",
+            "topgun_outbound_queue_drops_total 1",
+            "topgun_op_batch_seconds_bucket{le=\"0.00001\"} 1",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

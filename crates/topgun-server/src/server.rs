@@ -20,20 +20,26 @@ use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUp
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
+use topgun_core::Hlc;
 use topgun_core::protocol::Message;
-use topgun_core::protocol::messages::ErrorPayload;
 
 use crate::auth::{AuthError, Principal};
 use crate::config::{AuthMode, Config};
-use crate::session::{Authenticator, Output, Session, SessionConfig, close, codes};
+use crate::dataplane::{ConnState, DataPlane};
+use crate::fanout::{ConnHandle, Outbound};
+use crate::session::{Authenticator, Output, Session, SessionConfig, close};
+use crate::store::{MemoryStore, Store};
 
 /// How often sessions are told the time (auth deadline, idle timeout).
 const TICK: Duration = Duration::from_secs(1);
 /// Longest wait for connections to close on shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait to deliver the close frame to a slow consumer.
+const KICK_TIMEOUT: Duration = Duration::from_secs(1);
 /// The transport accepts messages up to this multiple of the decoder's frame limit, so that
 /// an oversize frame is answered with `ERROR 413` instead of a dropped connection; beyond
 /// it the WebSocket layer closes the connection (1009).
@@ -48,7 +54,8 @@ struct Shared {
     session: Arc<SessionConfig>,
     auth: AuthMode,
     phase: AtomicU8,
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
+    data: DataPlane,
     /// Frames being processed right now.
     in_flight: AtomicUsize,
     started: Instant,
@@ -79,15 +86,28 @@ impl std::fmt::Debug for Server {
     }
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Server {
-    /// Binds the listener (port 0 picks a free port).
+    /// Binds the listener (port 0 picks a free port), with records kept in memory.
     pub async fn bind(config: Config) -> std::io::Result<Self> {
+        Self::bind_with_store(config, Arc::new(MemoryStore::new())).await
+    }
+
+    /// Loads the records of `store` into the partition shards and binds the listener.
+    pub async fn bind_with_store(config: Config, store: Arc<dyn Store>) -> std::io::Result<Self> {
+        let metrics = Arc::new(Metrics::default());
+        // Strict: a client clock far ahead must not drag the server clock along with it.
+        let hlc = Hlc::new(config.node_id.clone())
+            .with_max_drift_ms(config.max_drift_ms)
+            .strict(true);
+        let data = DataPlane::start(config.shards, store, hlc, Arc::clone(&metrics))
+            .await
+            .map_err(std::io::Error::other)?;
         let listener = TcpListener::bind(config.bind).await?;
         let addr = listener.local_addr()?;
         let session = Arc::new(SessionConfig {
@@ -102,7 +122,8 @@ impl Server {
             session,
             auth: config.auth,
             phase: AtomicU8::new(STARTING),
-            metrics: Metrics::default(),
+            metrics,
+            data,
             in_flight: AtomicUsize::new(0),
             started: Instant::now(),
             shutdown,
@@ -203,22 +224,29 @@ impl Drop for ConnectionGuard {
     }
 }
 
+/// Why a slow consumer is closed: it missed events and must resync.
+const KICK: CloseFrame = CloseFrame {
+    code: close::TRY_AGAIN_LATER,
+    reason: axum::extract::ws::Utf8Bytes::from_static(
+        "slow consumer: events were not read in time; reconnect and resync",
+    ),
+};
+
 async fn serve_connection(socket: WebSocket, shared: Arc<Shared>) {
     shared.metrics.connection_opened();
     let _guard = ConnectionGuard(Arc::clone(&shared));
-    let (mut sink, mut stream) = socket.split();
-    let (tx, mut rx) = mpsc::channel::<WsMessage>(shared.session.limits.outbound_queue_len);
-    let writer = tokio::spawn(async move {
-        while let Some(frame) = rx.recv().await {
-            let closing = matches!(frame, WsMessage::Close(_));
-            if sink.send(frame).await.is_err() || closing {
-                break;
-            }
-        }
-        let _ = sink.close().await;
-    });
+    let (sink, mut stream) = socket.split();
+    let (tx, rx) = mpsc::channel::<Outbound>(shared.session.limits.outbound_queue_len);
+    let (handle, mut kicked) = ConnHandle::new(&tx);
+    let writer = tokio::spawn(write_loop(
+        sink,
+        rx,
+        kicked.clone(),
+        Arc::clone(&shared.metrics),
+    ));
+    let mut conn = ConnState::new(handle, shared.session.limits.maps_per_connection_max);
     let (mut session, first) = Session::open(Arc::clone(&shared.session), now_ms());
-    let mut open = deliver(first, &tx, &shared.metrics).await;
+    let mut open = deliver(first, &tx, &mut conn, &shared).await;
     let mut tick = tokio::time::interval(TICK);
     let mut shutdown = shared.shutdown.subscribe();
     while open {
@@ -235,9 +263,12 @@ async fn serve_connection(socket: WebSocket, shared: Arc<Shared>) {
                 code: close::GOING_AWAY,
                 reason: "server shutting down",
             }],
+            // The writer closes the socket; nothing more is read.
+            _ = kicked.changed() => break,
         };
-        open = deliver(outputs, &tx, &shared.metrics).await;
+        open = deliver(outputs, &tx, &mut conn, &shared).await;
     }
+    shared.data.disconnect(conn.handle.id).await;
     drop(tx);
     let _ = writer.await;
 }
@@ -257,39 +288,86 @@ fn handle_frame(session: &mut Session, bytes: &[u8], shared: &Shared) -> Vec<Out
 }
 
 /// Carries out a session's outputs in order; false once the connection is to be closed.
-async fn deliver(outputs: Vec<Output>, tx: &mpsc::Sender<WsMessage>, metrics: &Metrics) -> bool {
+async fn deliver(
+    outputs: Vec<Output>,
+    tx: &mpsc::Sender<Outbound>,
+    conn: &mut ConnState,
+    shared: &Shared,
+) -> bool {
     for output in outputs {
-        let frame = match output {
-            Output::Send(msg) => encoded(&msg, metrics),
-            Output::Dispatch(msg) => encoded(&not_served(&msg), metrics),
+        let item = match output {
+            Output::Send(msg) => Outbound::Message(Box::new(msg)),
+            Output::Dispatch(msg) => match shared.data.dispatch(conn, msg, now_ms()).await {
+                Some(item) => item,
+                None => continue,
+            },
             Output::Close { code, reason } => {
-                let close = CloseFrame {
-                    code,
-                    reason: reason.into(),
-                };
-                let _ = tx.send(WsMessage::Close(Some(close))).await;
+                let _ = tx.send(Outbound::Close { code, reason }).await;
                 return false;
             }
         };
-        if tx.send(frame).await.is_err() {
+        if tx.send(item).await.is_err() {
             return false;
         }
     }
     true
 }
 
+/// Writes a connection's queue to its socket in order; on a kick, sends the slow-consumer
+/// close frame instead of anything still queued.
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, WsMessage>,
+    mut queue: mpsc::Receiver<Outbound>,
+    mut kicked: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
+) {
+    loop {
+        let item = tokio::select! {
+            biased;
+            _ = kicked.changed() => break kick(sink).await,
+            item = queue.recv() => item,
+        };
+        let frames = match item {
+            None => break,
+            Some(Outbound::Message(msg)) => vec![encoded(&msg, &metrics)],
+            Some(Outbound::Frame(bytes)) => {
+                metrics.sent_bytes(bytes.len());
+                vec![WsMessage::Binary(bytes)]
+            }
+            Some(Outbound::Later(replies)) => tokio::select! {
+                biased;
+                _ = kicked.changed() => break kick(sink).await,
+                msgs = replies => msgs.iter().map(|m| encoded(m, &metrics)).collect(),
+            },
+            Some(Outbound::Close { code, reason }) => {
+                let close = CloseFrame {
+                    code,
+                    reason: reason.into(),
+                };
+                let _ = sink.send(WsMessage::Close(Some(close))).await;
+                break;
+            }
+        };
+        for frame in frames {
+            let sent = tokio::select! {
+                biased;
+                _ = kicked.changed() => return kick(sink).await,
+                sent = sink.send(frame) => sent,
+            };
+            if sent.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+async fn kick(mut sink: SplitSink<WebSocket, WsMessage>) {
+    let close = sink.send(WsMessage::Close(Some(KICK)));
+    let _ = tokio::time::timeout(KICK_TIMEOUT, close).await;
+}
+
 fn encoded(msg: &Message, metrics: &Metrics) -> WsMessage {
     let bytes = msg.encode();
     metrics.sent(msg, bytes.len());
     WsMessage::Binary(bytes.into())
-}
-
-/// The data path (writes, sync, queries, topics, locks, counters) is not part of this layer
-/// yet: such requests are answered, never dropped.
-fn not_served(msg: &Message) -> Message {
-    Message::Error(ErrorPayload {
-        code: codes::NOT_IMPLEMENTED,
-        message: format!("{} is not served by this server yet", msg.type_name()).into(),
-        details: None,
-    })
 }

@@ -1,0 +1,645 @@
+//! The data path: routes a connection's data requests to partition shards and turns their
+//! answers into replies (DESIGN §4.1).
+//!
+//! ```text
+//! session → DataPlane::dispatch ─┬→ shard task 0 (Shard + Subscribers) ─→ store
+//!                                ├→ shard task 1 …
+//!                                └→ Outbound::Later (awaits the shards, in request order)
+//! ```
+//!
+//! * Partition `p` (= `fnv1a(key) % 271`) belongs to shard `p % N`; only that shard's task
+//!   touches its records.
+//! * A request needing several shards (a batch spanning partitions, any Merkle request) is
+//!   sent to each shard's FIFO queue in turn, so a connection's later request is seen by
+//!   every shard after its earlier ones: a `SYNC_INIT` after an `OP_BATCH` sees the batch.
+//! * Merkle requests gather the shards' partial leaf sums and rebuild the map's single
+//!   logical tree ([`SplitTree`]): roots and buckets equal the TS client's for the same data.
+//! * Queues are bounded: shard queues by `SHARD_QUEUE_LEN` (a full one makes the reader
+//!   wait), replies by the connection's outbound queue.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use axum::body::Bytes;
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, join_all};
+use tokio::sync::{mpsc, oneshot};
+use topgun_core::hash::{PARTITION_COUNT, partition_id};
+use topgun_core::merkle::{MERKLE_DEPTH, Sum, path_depth};
+use topgun_core::protocol::Message;
+use topgun_core::protocol::enums::WriteConcern;
+use topgun_core::protocol::messages::{
+    ClientOp, ErrorPayload, LeafRecord, MerkleReqBucket, OpAck, OpRejected, OrMapDiffRequest,
+    OrMapDiffResponse, OrMapPushDiff, OrMapSyncRespLeaf, OrMapSyncRespRoot, SyncRespBuckets,
+    SyncRespLeaf, SyncRespRoot,
+};
+use topgun_core::{Hlc, OrMapEntry, SplitTree};
+
+use crate::fanout::{ConnHandle, ConnId, Outbound};
+use crate::metrics::Metrics;
+use crate::ops::{self, Write};
+use crate::shard::Shard;
+use crate::store::{MapKind, Store, StoreError};
+
+/// Requests waiting for one shard.
+const SHARD_QUEUE_LEN: usize = 1024;
+
+/// `ERROR` codes of the data path.
+pub mod codes {
+    pub const BAD_REQUEST: u32 = 400;
+    pub const TOO_MANY: u32 = 429;
+    pub const INTERNAL: u32 = 500;
+    pub const NOT_IMPLEMENTED: u32 = 501;
+}
+
+/// A request for one shard task.
+enum Request {
+    Apply {
+        conn: ConnId,
+        writes: Vec<(String, Write)>,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    Push {
+        conn: ConnId,
+        map: String,
+        entries: Vec<OrMapEntry>,
+    },
+    Leaves {
+        kind: MapKind,
+        map: String,
+        path: String,
+        subscribe: Option<ConnHandle>,
+        reply: oneshot::Sender<Vec<(u16, Sum)>>,
+    },
+    LwwLeaf {
+        map: String,
+        path: String,
+        reply: oneshot::Sender<Vec<LeafRecord>>,
+    },
+    OrLeaf {
+        map: String,
+        path: String,
+        reply: oneshot::Sender<Vec<OrMapEntry>>,
+    },
+    OrEntries {
+        map: String,
+        keys: Vec<(usize, String)>,
+        reply: oneshot::Sender<Vec<(usize, OrMapEntry)>>,
+    },
+    Forget {
+        conn: ConnId,
+    },
+}
+
+/// What one connection holds in the data path.
+#[derive(Debug)]
+pub struct ConnState {
+    pub handle: ConnHandle,
+    /// Maps whose events this connection receives.
+    maps: HashSet<(MapKind, String)>,
+    maps_max: usize,
+}
+
+impl ConnState {
+    pub fn new(handle: ConnHandle, maps_max: usize) -> Self {
+        Self {
+            handle,
+            maps: HashSet::new(),
+            maps_max,
+        }
+    }
+}
+
+/// The router in front of the shard tasks; shared by every connection.
+pub struct DataPlane {
+    shards: Vec<mpsc::Sender<Request>>,
+    /// std Mutex: held for one batch's validation, never across an `.await`.
+    hlc: Arc<Mutex<Hlc>>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for DataPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataPlane")
+            .field("shards", &self.shards.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn error_msg(code: u32, message: impl Into<String>) -> Box<Message> {
+    Box::new(Message::Error(ErrorPayload {
+        code,
+        message: message.into().into(),
+        details: None,
+    }))
+}
+
+fn shard_gone() -> Box<Message> {
+    error_msg(
+        codes::INTERNAL,
+        "a partition shard stopped; the server is shutting down",
+    )
+}
+
+impl DataPlane {
+    /// Loads every shard's partitions from `store` and starts the shard tasks.
+    pub async fn start(
+        shard_count: usize,
+        store: Arc<dyn Store>,
+        hlc: Hlc,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, StoreError> {
+        let shard_count = shard_count.clamp(1, PARTITION_COUNT as usize);
+        let mut shards = Vec::with_capacity(shard_count);
+        for index in 0..shard_count {
+            let partitions: Vec<u32> = (0..PARTITION_COUNT)
+                .filter(|p| *p as usize % shard_count == index)
+                .collect();
+            let mut shard = Shard::new();
+            shard.load(store.load(&partitions).await?);
+            let (tx, rx) = mpsc::channel(SHARD_QUEUE_LEN);
+            tokio::spawn(run_shard(
+                shard,
+                rx,
+                Arc::clone(&store),
+                Arc::clone(&metrics),
+            ));
+            shards.push(tx);
+        }
+        Ok(Self {
+            shards,
+            hlc: Arc::new(Mutex::new(hlc)),
+            metrics,
+        })
+    }
+
+    fn shard_of(&self, key: &str) -> usize {
+        partition_id(key) as usize % self.shards.len()
+    }
+
+    fn hlc(&self) -> std::sync::MutexGuard<'_, Hlc> {
+        // The clock is valid after a panic elsewhere: every update is a few field writes.
+        self.hlc.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Serves one data request; `None` when the request has no reply.
+    pub async fn dispatch(
+        &self,
+        conn: &mut ConnState,
+        msg: Message,
+        now_ms: u64,
+    ) -> Option<Outbound> {
+        let out = match msg {
+            Message::ClientOp(op) => self.write(conn.handle.id, vec![op], now_ms).await,
+            Message::OpBatch(batch) => self.write(conn.handle.id, batch.ops, now_ms).await,
+            Message::SyncInit(s) => {
+                self.sync_root(conn, MapKind::Lww, s.map_name.into(), now_ms)
+                    .await
+            }
+            Message::OrMapSyncInit(s) => {
+                self.sync_root(conn, MapKind::Or, s.map_name.into(), now_ms)
+                    .await
+            }
+            Message::MerkleReqBucket(r) => self.bucket(MapKind::Lww, r).await,
+            Message::OrMapMerkleReqBucket(r) => self.bucket(MapKind::Or, r).await,
+            Message::OrMapDiffRequest(r) => self.or_diff(r).await,
+            Message::OrMapPushDiff(p) => return self.or_push(conn.handle.id, p).await,
+            // Confirmed-apply cursors license tombstone pruning, which this server does not
+            // do: tombstones are kept, so there is nothing to advance.
+            Message::ClientApplyAck(_) => return None,
+            other => Err(error_msg(
+                codes::NOT_IMPLEMENTED,
+                format!("{} is not served by this server yet", other.type_name()),
+            )),
+        };
+        Some(out.unwrap_or_else(Outbound::Message))
+    }
+
+    /// Drops a closed connection's subscriptions.
+    pub async fn disconnect(&self, conn: ConnId) {
+        for shard in &self.shards {
+            let _ = shard.send(Request::Forget { conn }).await;
+        }
+    }
+
+    async fn send(&self, shard: usize, request: Request) -> Result<(), Box<Message>> {
+        self.shards[shard]
+            .send(request)
+            .await
+            .map_err(|_| shard_gone())
+    }
+
+    /// `CLIENT_OP` and `OP_BATCH`: refused ops get `OP_REJECTED` each, the rest are applied,
+    /// then one `OP_ACK` names the last op id.
+    async fn write(
+        &self,
+        conn: ConnId,
+        ops: Vec<ClientOp>,
+        now_ms: u64,
+    ) -> Result<Outbound, Box<Message>> {
+        let started = std::time::Instant::now();
+        let last_id = ops
+            .iter()
+            .rev()
+            .find_map(|op| op.id.clone())
+            .unwrap_or_else(|| "unknown".into());
+        let mut frames = Vec::new();
+        let mut per_shard: Vec<Vec<(String, Write)>> = vec![Vec::new(); self.shards.len()];
+        {
+            let mut hlc = self.hlc();
+            for op in ops {
+                let (id, map) = (op.id.clone(), op.map_name.to_string());
+                match ops::validate(op, &mut hlc, now_ms) {
+                    Ok(write) => {
+                        self.metrics.op(write.kind());
+                        per_shard[self.shard_of(write.key())].push((map, write));
+                    }
+                    Err(refused) => {
+                        self.metrics.op_rejected();
+                        frames.push(Message::OpRejected(OpRejected {
+                            op_id: id.unwrap_or_else(|| "unknown".into()),
+                            reason: refused.reason.into(),
+                            code: Some(refused.code),
+                        }));
+                    }
+                }
+            }
+        }
+        let mut pending = Vec::new();
+        for (shard, writes) in per_shard.into_iter().enumerate() {
+            if writes.is_empty() {
+                continue;
+            }
+            let (done, applied) = oneshot::channel();
+            self.send(shard, Request::Apply { conn, writes, done })
+                .await?;
+            pending.push(applied);
+        }
+        let metrics = Arc::clone(&self.metrics);
+        Ok(Outbound::Later(
+            async move {
+                for result in join_all(pending).await {
+                    match result {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            frames.push(*error_msg(codes::INTERNAL, e));
+                            return frames;
+                        }
+                        Err(_) => {
+                            frames.push(*shard_gone());
+                            return frames;
+                        }
+                    }
+                }
+                metrics.batch_applied(started.elapsed());
+                frames.push(Message::OpAck(OpAck {
+                    last_id,
+                    achieved_level: Some(WriteConcern::Applied),
+                    results: None,
+                }));
+                frames
+            }
+            .boxed(),
+        ))
+    }
+
+    /// Sends a leaf-sums request to every shard; the future rebuilds the logical tree.
+    async fn gather_sums(
+        &self,
+        kind: MapKind,
+        map: &str,
+        path: &str,
+        subscribe: Option<&ConnHandle>,
+    ) -> Result<BoxFuture<'static, Option<SplitTree>>, Box<Message>> {
+        let mut replies = Vec::with_capacity(self.shards.len());
+        for shard in 0..self.shards.len() {
+            let (reply, sums) = oneshot::channel();
+            let request = Request::Leaves {
+                kind,
+                map: map.to_owned(),
+                path: path.to_owned(),
+                subscribe: subscribe.cloned(),
+                reply,
+            };
+            self.send(shard, request).await?;
+            replies.push(sums);
+        }
+        Ok(async move {
+            let mut tree = SplitTree::new();
+            for sums in join_all(replies).await {
+                tree.add(&sums.ok()?);
+            }
+            Some(tree)
+        }
+        .boxed())
+    }
+
+    /// `SYNC_INIT` / `ORMAP_SYNC_INIT`: subscribes the connection to the map's events and
+    /// answers with the root hash and the server clock.
+    async fn sync_root(
+        &self,
+        conn: &mut ConnState,
+        kind: MapKind,
+        map: String,
+        now_ms: u64,
+    ) -> Result<Outbound, Box<Message>> {
+        check_map(&map)?;
+        let subscribe = conn.maps.contains(&(kind, map.clone()));
+        if !subscribe && conn.maps.len() >= conn.maps_max {
+            return Err(error_msg(
+                codes::TOO_MANY,
+                format!(
+                    "this connection already syncs {} maps, the most allowed; map {map:?} is \
+                     not synced",
+                    conn.maps_max
+                ),
+            ));
+        }
+        conn.maps.insert((kind, map.clone()));
+        self.metrics.merkle_request(kind);
+        let tree = self.gather_sums(kind, &map, "", Some(&conn.handle)).await?;
+        let timestamp = self.hlc().now(now_ms);
+        Ok(Outbound::Later(
+            async move {
+                let Some(tree) = tree.await else {
+                    return vec![*shard_gone()];
+                };
+                let root_hash = tree.node_hash("").unwrap_or(0);
+                let msg = match kind {
+                    MapKind::Lww => Message::SyncRespRoot(SyncRespRoot {
+                        map_name: map.into(),
+                        root_hash,
+                        timestamp,
+                    }),
+                    MapKind::Or => Message::OrMapSyncRespRoot(OrMapSyncRespRoot {
+                        map_name: map.into(),
+                        root_hash,
+                        timestamp,
+                        covering_epoch: None,
+                        full_resync: None,
+                    }),
+                };
+                vec![msg]
+            }
+            .boxed(),
+        ))
+    }
+
+    /// `MERKLE_REQ_BUCKET` / `ORMAP_MERKLE_REQ_BUCKET`: an internal node's children, or a
+    /// leaf's records.
+    async fn bucket(&self, kind: MapKind, req: MerkleReqBucket) -> Result<Outbound, Box<Message>> {
+        let map = req.map_name.to_string();
+        check_map(&map)?;
+        let depth =
+            path_depth(&req.path).map_err(|e| error_msg(codes::BAD_REQUEST, e.to_string()))?;
+        self.metrics.merkle_request(kind);
+        if depth == MERKLE_DEPTH {
+            return match kind {
+                MapKind::Lww => self.lww_leaf(map, req.path.to_string()).await,
+                MapKind::Or => self.or_leaf(map, req.path.to_string()).await,
+            };
+        }
+        let path = req.path.to_string();
+        let tree = self.gather_sums(kind, &map, &path, None).await?;
+        Ok(Outbound::Later(
+            async move {
+                let Some(tree) = tree.await else {
+                    return vec![*shard_gone()];
+                };
+                let buckets = tree
+                    .buckets(&path)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(digit, hash)| (digit.to_string(), hash))
+                    .collect();
+                let body = SyncRespBuckets {
+                    map_name: map.into(),
+                    path: path.into(),
+                    buckets,
+                };
+                vec![match kind {
+                    MapKind::Lww => Message::SyncRespBuckets(body),
+                    MapKind::Or => Message::OrMapSyncRespBuckets(body),
+                }]
+            }
+            .boxed(),
+        ))
+    }
+
+    async fn lww_leaf(&self, map: String, path: String) -> Result<Outbound, Box<Message>> {
+        let mut replies = Vec::with_capacity(self.shards.len());
+        for shard in 0..self.shards.len() {
+            let (reply, records) = oneshot::channel();
+            let (map, path) = (map.clone(), path.clone());
+            self.send(shard, Request::LwwLeaf { map, path, reply })
+                .await?;
+            replies.push(records);
+        }
+        Ok(Outbound::Later(
+            async move {
+                let mut records = Vec::new();
+                for part in join_all(replies).await {
+                    let Ok(part) = part else {
+                        return vec![*shard_gone()];
+                    };
+                    records.extend(part);
+                }
+                vec![Message::SyncRespLeaf(SyncRespLeaf {
+                    map_name: map.into(),
+                    path: path.into(),
+                    records,
+                })]
+            }
+            .boxed(),
+        ))
+    }
+
+    async fn or_leaf(&self, map: String, path: String) -> Result<Outbound, Box<Message>> {
+        let mut replies = Vec::with_capacity(self.shards.len());
+        for shard in 0..self.shards.len() {
+            let (reply, entries) = oneshot::channel();
+            let (map, path) = (map.clone(), path.clone());
+            self.send(shard, Request::OrLeaf { map, path, reply })
+                .await?;
+            replies.push(entries);
+        }
+        Ok(Outbound::Later(
+            async move {
+                let mut entries = Vec::new();
+                for part in join_all(replies).await {
+                    let Ok(part) = part else {
+                        return vec![*shard_gone()];
+                    };
+                    entries.extend(part);
+                }
+                vec![Message::OrMapSyncRespLeaf(OrMapSyncRespLeaf {
+                    map_name: map.into(),
+                    path: path.into(),
+                    entries,
+                    covering_epoch: None,
+                })]
+            }
+            .boxed(),
+        ))
+    }
+
+    /// `ORMAP_DIFF_REQUEST`: the entries of the named keys, in the order asked.
+    async fn or_diff(&self, req: OrMapDiffRequest) -> Result<Outbound, Box<Message>> {
+        let map = req.map_name.to_string();
+        check_map(&map)?;
+        let total = req.keys.len();
+        let mut per_shard: Vec<Vec<(usize, String)>> = vec![Vec::new(); self.shards.len()];
+        for (at, key) in req.keys.into_iter().enumerate() {
+            per_shard[self.shard_of(&key)].push((at, key));
+        }
+        let mut replies = Vec::new();
+        for (shard, keys) in per_shard.into_iter().enumerate() {
+            if keys.is_empty() {
+                continue;
+            }
+            let (reply, entries) = oneshot::channel();
+            let map = map.clone();
+            self.send(shard, Request::OrEntries { map, keys, reply })
+                .await?;
+            replies.push(entries);
+        }
+        Ok(Outbound::Later(
+            async move {
+                let mut entries = vec![OrMapEntry::default(); total];
+                for part in join_all(replies).await {
+                    let Ok(part) = part else {
+                        return vec![*shard_gone()];
+                    };
+                    for (at, entry) in part {
+                        entries[at] = entry;
+                    }
+                }
+                vec![Message::OrMapDiffResponse(OrMapDiffResponse {
+                    map_name: map.into(),
+                    entries,
+                    covering_epoch: None,
+                })]
+            }
+            .boxed(),
+        ))
+    }
+
+    /// `ORMAP_PUSH_DIFF`: merged without a reply — an `OP_ACK` here would tell the TS
+    /// client that unrelated pending ops were stored (PROTOCOL.md §9.5).
+    async fn or_push(&self, conn: ConnId, push: OrMapPushDiff) -> Option<Outbound> {
+        let map = push.map_name.to_string();
+        if let Err(refused) = check_map(&map) {
+            return Some(Outbound::Message(refused));
+        }
+        let mut per_shard: Vec<Vec<OrMapEntry>> = vec![Vec::new(); self.shards.len()];
+        for entry in push.entries {
+            per_shard[self.shard_of(&entry.key)].push(entry);
+        }
+        for (shard, entries) in per_shard.into_iter().enumerate() {
+            if entries.is_empty() {
+                continue;
+            }
+            let map = map.clone();
+            if let Err(gone) = self.send(shard, Request::Push { conn, map, entries }).await {
+                return Some(Outbound::Message(gone));
+            }
+        }
+        None
+    }
+}
+
+fn check_map(map: &str) -> Result<(), Box<Message>> {
+    ops::check_map_name(map).map_err(|refused| error_msg(refused.code, refused.reason))
+}
+
+/// One shard's task: applies requests in arrival order, persists, then fans out events.
+async fn run_shard(
+    mut shard: Shard,
+    mut requests: mpsc::Receiver<Request>,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+) {
+    let mut subscribers = crate::fanout::Subscribers::default();
+    while let Some(request) = requests.recv().await {
+        match request {
+            Request::Apply { conn, writes, done } => {
+                let mut changes = Vec::with_capacity(writes.len());
+                for (map, write) in writes {
+                    let kind = match write {
+                        Write::Lww { .. } => MapKind::Lww,
+                        Write::OrAdd { .. } | Write::OrRemove { .. } => MapKind::Or,
+                    };
+                    if let Some(change) = shard.apply(&map, write) {
+                        changes.push((kind, change));
+                    }
+                }
+                let result = commit(&*store, &mut subscribers, &metrics, conn, changes).await;
+                let _ = done.send(result);
+            }
+            Request::Push { conn, map, entries } => {
+                let changes = entries
+                    .into_iter()
+                    .flat_map(|entry| shard.push_or_entry(&map, entry))
+                    .map(|change| (MapKind::Or, change))
+                    .collect();
+                if let Err(e) = commit(&*store, &mut subscribers, &metrics, conn, changes).await {
+                    tracing::error!(error = %e, "pushed OR entries were not stored");
+                }
+            }
+            Request::Leaves {
+                kind,
+                map,
+                path,
+                subscribe,
+                reply,
+            } => {
+                if let Some(conn) = subscribe {
+                    subscribers.subscribe(kind, &map, conn);
+                }
+                let _ = reply.send(shard.leaf_sums(kind, &map, &path).unwrap_or_default());
+            }
+            Request::LwwLeaf { map, path, reply } => {
+                let _ = reply.send(shard.lww_leaf(&map, &path).unwrap_or_default());
+            }
+            Request::OrLeaf { map, path, reply } => {
+                let _ = reply.send(shard.or_leaf(&map, &path).unwrap_or_default());
+            }
+            Request::OrEntries { map, keys, reply } => {
+                let (at, keys): (Vec<usize>, Vec<String>) = keys.into_iter().unzip();
+                let entries = shard.or_entries(&map, &keys);
+                let _ = reply.send(at.into_iter().zip(entries).collect());
+            }
+            Request::Forget { conn } => subscribers.forget(conn),
+        }
+    }
+}
+
+/// Stores the changes, then offers each event (encoded once) to the map's subscribers.
+async fn commit(
+    store: &dyn Store,
+    subscribers: &mut crate::fanout::Subscribers,
+    metrics: &Metrics,
+    writer: ConnId,
+    changes: Vec<(MapKind, crate::shard::Change)>,
+) -> Result<(), String> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let mut events = Vec::with_capacity(changes.len());
+    let mut stored = Vec::with_capacity(changes.len());
+    for (kind, change) in changes {
+        events.push((kind, change.event));
+        stored.push(change.stored);
+    }
+    store.write(stored).await.map_err(|e| e.to_string())?;
+    for (kind, event) in events {
+        if !subscribers.has_subscribers(kind, &event.map_name, writer) {
+            continue;
+        }
+        let map = event.map_name.to_string();
+        let bytes = Bytes::from(Message::ServerEvent(event).encode());
+        let delivery = subscribers.publish(kind, &map, writer, &bytes);
+        metrics.events(delivery.queued, delivery.kicked);
+    }
+    Ok(())
+}

@@ -1,0 +1,231 @@
+//! What flows to a connection's socket writer, and how shards reach subscribers.
+//!
+//! Each connection has one bounded queue of [`Outbound`] items. Its own replies enter in
+//! request order (a reply computed by shards enters as a future the writer awaits in
+//! place), so replies keep request order however many requests are in flight. Events from
+//! other connections' writes are offered with `try_send`: a connection whose queue is full
+//! is *kicked* — closed so that it reconnects and resyncs — rather than allowed to grow
+//! server memory or silently miss an event.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::body::Bytes;
+use futures_util::future::BoxFuture;
+use tokio::sync::{mpsc, watch};
+use topgun_core::protocol::Message;
+
+use crate::store::MapKind;
+
+/// Identifies a connection for the lifetime of a server.
+pub type ConnId = u64;
+
+static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
+
+/// One item of a connection's outbound queue.
+pub enum Outbound {
+    /// A reply, encoded by the writer (boxed: most messages are far smaller than the largest).
+    Message(Box<Message>),
+    /// An encoded message, possibly shared with other connections.
+    Frame(Bytes),
+    /// Replies still being computed; the writer waits for them before anything behind.
+    Later(BoxFuture<'static, Vec<Message>>),
+    /// Close the connection after everything before it.
+    Close { code: u16, reason: &'static str },
+}
+
+impl std::fmt::Debug for Outbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Message(m) => write!(f, "Message({})", m.type_name()),
+            Self::Frame(b) => write!(f, "Frame({} bytes)", b.len()),
+            Self::Later(_) => f.write_str("Later"),
+            Self::Close { code, reason } => write!(f, "Close({code}, {reason})"),
+        }
+    }
+}
+
+/// How shards reach a connection. Holds the queue weakly: a connection's lifetime belongs
+/// to its reader, and its queue closes as soon as the reader is done.
+#[derive(Debug, Clone)]
+pub struct ConnHandle {
+    pub id: ConnId,
+    queue: mpsc::WeakSender<Outbound>,
+    kicked: Arc<watch::Sender<bool>>,
+}
+
+/// What happened to an event offered to a subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    Queued,
+    /// The queue was full: the connection has been told to close.
+    Kicked,
+    /// The connection is gone.
+    Gone,
+}
+
+impl ConnHandle {
+    /// A handle for a new connection, with the receiver that learns of a kick.
+    pub fn new(queue: &mpsc::Sender<Outbound>) -> (Self, watch::Receiver<bool>) {
+        let (kicked, on_kick) = watch::channel(false);
+        let handle = Self {
+            id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
+            queue: queue.downgrade(),
+            kicked: Arc::new(kicked),
+        };
+        (handle, on_kick)
+    }
+
+    /// Offers a frame without waiting.
+    pub fn offer(&self, frame: Bytes) -> Offer {
+        let Some(queue) = self.queue.upgrade() else {
+            return Offer::Gone;
+        };
+        match queue.try_send(Outbound::Frame(frame)) {
+            Ok(()) => Offer::Queued,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.kicked.send_replace(true);
+                Offer::Kicked
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Offer::Gone,
+        }
+    }
+}
+
+/// The connections that receive `SERVER_EVENT`s of each map; one copy per shard, so that
+/// fan-out needs no lock. Bounded by the per-connection map limit times connections.
+#[derive(Debug, Default)]
+pub struct Subscribers {
+    lww: HashMap<String, Vec<ConnHandle>>,
+    or: HashMap<String, Vec<ConnHandle>>,
+}
+
+/// What a fan-out did, for metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    pub queued: usize,
+    pub kicked: usize,
+}
+
+impl Subscribers {
+    fn table(&mut self, kind: MapKind) -> &mut HashMap<String, Vec<ConnHandle>> {
+        match kind {
+            MapKind::Lww => &mut self.lww,
+            MapKind::Or => &mut self.or,
+        }
+    }
+
+    pub fn subscribe(&mut self, kind: MapKind, map: &str, conn: ConnHandle) {
+        let subs = self.table(kind).entry(map.to_owned()).or_default();
+        if !subs.iter().any(|c| c.id == conn.id) {
+            subs.push(conn);
+        }
+    }
+
+    /// Drops every subscription of a connection.
+    pub fn forget(&mut self, conn: ConnId) {
+        for table in [&mut self.lww, &mut self.or] {
+            table.retain(|_, subs| {
+                subs.retain(|c| c.id != conn);
+                !subs.is_empty()
+            });
+        }
+    }
+
+    /// Offers `frame` to every subscriber of the map but `except` (the writer); drops
+    /// subscribers that are gone or were kicked.
+    pub fn publish(&mut self, kind: MapKind, map: &str, except: ConnId, frame: &Bytes) -> Delivery {
+        let mut delivery = Delivery::default();
+        let table = self.table(kind);
+        let Some(subs) = table.get_mut(map) else {
+            return delivery;
+        };
+        subs.retain(|conn| {
+            if conn.id == except {
+                return true;
+            }
+            match conn.offer(frame.clone()) {
+                Offer::Queued => {
+                    delivery.queued += 1;
+                    true
+                }
+                Offer::Kicked => {
+                    delivery.kicked += 1;
+                    false
+                }
+                Offer::Gone => false,
+            }
+        });
+        if subs.is_empty() {
+            table.remove(map);
+        }
+        delivery
+    }
+
+    /// Whether anyone but `except` would receive an event of the map (so that events
+    /// nobody reads are never encoded).
+    pub fn has_subscribers(&self, kind: MapKind, map: &str, except: ConnId) -> bool {
+        let table = match kind {
+            MapKind::Lww => &self.lww,
+            MapKind::Or => &self.or,
+        };
+        table
+            .get(map)
+            .is_some_and(|subs| subs.iter().any(|c| c.id != except))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(rx: &mut mpsc::Receiver<Outbound>) -> usize {
+        std::iter::from_fn(|| rx.try_recv().ok()).count()
+    }
+
+    #[test]
+    fn events_reach_subscribers_but_not_the_writer() {
+        let (tx_a, mut rx_a) = mpsc::channel(4);
+        let (tx_b, mut rx_b) = mpsc::channel(4);
+        let (a, _) = ConnHandle::new(&tx_a);
+        let (b, _) = ConnHandle::new(&tx_b);
+        let mut subs = Subscribers::default();
+        subs.subscribe(MapKind::Lww, "m", a.clone());
+        subs.subscribe(MapKind::Lww, "m", a.clone());
+        subs.subscribe(MapKind::Lww, "m", b.clone());
+        let frame = Bytes::from_static(b"x");
+        let delivery = subs.publish(MapKind::Lww, "m", a.id, &frame);
+        assert_eq!(
+            delivery,
+            Delivery {
+                queued: 1,
+                kicked: 0
+            }
+        );
+        assert_eq!((frames(&mut rx_a), frames(&mut rx_b)), (0, 1));
+        subs.publish(MapKind::Or, "m", 0, &frame);
+        assert_eq!(frames(&mut rx_b), 0, "OR and LWW maps are separate");
+        subs.forget(b.id);
+        subs.publish(MapKind::Lww, "m", 0, &frame);
+        assert_eq!((frames(&mut rx_a), frames(&mut rx_b)), (1, 0));
+    }
+
+    #[test]
+    fn a_full_queue_kicks_and_a_closed_one_is_forgotten() {
+        let (tx, _rx) = mpsc::channel(1);
+        let (slow, on_kick) = ConnHandle::new(&tx);
+        let mut subs = Subscribers::default();
+        subs.subscribe(MapKind::Lww, "m", slow);
+        let frame = Bytes::from_static(b"x");
+        assert_eq!(subs.publish(MapKind::Lww, "m", 0, &frame).queued, 1);
+        assert_eq!(subs.publish(MapKind::Lww, "m", 0, &frame).kicked, 1);
+        assert!(*on_kick.borrow());
+        assert!(!subs.has_subscribers(MapKind::Lww, "m", 0));
+
+        let (tx, rx) = mpsc::channel(1);
+        let (gone, _) = ConnHandle::new(&tx);
+        drop((tx, rx));
+        assert_eq!(gone.offer(frame), Offer::Gone);
+    }
+}

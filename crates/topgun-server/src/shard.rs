@@ -1,0 +1,356 @@
+//! The records of a set of partitions, without I/O: one shard task owns one [`Shard`] and
+//! is the only code that touches it, so writes need no locks.
+//!
+//! Each map is held as a core [`LwwMap`] or [`OrMap`] over this shard's keys only; its
+//! Merkle tree is therefore a *partial* tree whose leaf sums add up with the other shards'
+//! to the map's single logical tree (see [`topgun_core::SplitTree`]).
+//!
+//! Every change that took effect yields the `SERVER_EVENT` subscribers need and the entry
+//! the store must keep; a change that loses its merge yields nothing.
+
+use std::collections::HashMap;
+
+use topgun_core::merkle::Sum;
+use topgun_core::protocol::enums::ServerEventType;
+use topgun_core::protocol::messages::{LeafRecord, ServerEvent};
+use topgun_core::{LwwMap, LwwRecord, MerkleError, OrMap, OrMapEntry};
+
+use crate::ops::{Write, own_tombstones};
+use crate::store::{MapKind, StoredEntry, StoredValue};
+
+/// The effects of one applied change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub event: ServerEvent,
+    pub stored: StoredEntry,
+}
+
+/// The maps of one shard.
+#[derive(Debug, Default)]
+pub struct Shard {
+    lww: HashMap<String, LwwMap>,
+    or: HashMap<String, OrMap>,
+}
+
+fn event(map: &str, key: &str, event_type: ServerEventType) -> ServerEvent {
+    ServerEvent {
+        map_name: map.into(),
+        event_type,
+        key: key.into(),
+        record: None,
+        or_record: None,
+        or_tag: None,
+        epoch: None,
+    }
+}
+
+impl Shard {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Applies one validated write to `map`.
+    pub fn apply(&mut self, map: &str, write: Write) -> Option<Change> {
+        match write {
+            Write::Lww { key, record } => self.apply_lww(map, key, record),
+            Write::OrAdd { key, record } => {
+                let or = self.or.entry(map.to_owned()).or_default();
+                let mut ev = event(map, &key, ServerEventType::OrAdd);
+                ev.or_tag = Some(record.tag.as_str().into());
+                ev.or_record = Some(record.clone());
+                or.apply_record(&key, record)
+                    .then(|| or_change(or, map, &key, ev))
+            }
+            Write::OrRemove { key, tag } => {
+                let or = self.or.entry(map.to_owned()).or_default();
+                let mut ev = event(map, &key, ServerEventType::OrRemove);
+                ev.or_tag = Some(tag.as_str().into());
+                or.apply_tombstone(&key, &tag)
+                    .then(|| or_change(or, map, &key, ev))
+            }
+        }
+    }
+
+    fn apply_lww(&mut self, map: &str, key: String, record: LwwRecord) -> Option<Change> {
+        let lww = self.lww.entry(map.to_owned()).or_default();
+        if !lww.merge(&key, record.clone()) {
+            return None;
+        }
+        let event_type = if record.is_tombstone() {
+            ServerEventType::Remove
+        } else {
+            ServerEventType::Put
+        };
+        let mut ev = event(map, &key, event_type);
+        ev.record = Some(record.clone());
+        Some(Change {
+            event: ev,
+            stored: StoredEntry {
+                map: map.to_owned(),
+                key,
+                value: StoredValue::Lww(record),
+            },
+        })
+    }
+
+    /// Merges an OR entry pushed by a client (`ORMAP_PUSH_DIFF`): its own tombstones first,
+    /// then its records. Returns one event per tombstone or record that was new here.
+    pub fn push_or_entry(&mut self, map: &str, entry: OrMapEntry) -> Vec<Change> {
+        let or = self.or.entry(map.to_owned()).or_default();
+        let key = entry.key;
+        let tombstones = own_tombstones(
+            entry.tombstones,
+            |tag| or.records(&key).iter().any(|r| r.tag == tag),
+            &entry.records,
+        );
+        let mut events = Vec::new();
+        for tag in tombstones {
+            if or.apply_tombstone(&key, &tag) {
+                let mut ev = event(map, &key, ServerEventType::OrRemove);
+                ev.or_tag = Some(tag.into());
+                events.push(ev);
+            }
+        }
+        for record in entry.records {
+            let mut ev = event(map, &key, ServerEventType::OrAdd);
+            ev.or_tag = Some(record.tag.as_str().into());
+            ev.or_record = Some(record.clone());
+            if or.apply_record(&key, record) {
+                events.push(ev);
+            }
+        }
+        events
+            .into_iter()
+            .map(|ev| or_change(or, map, &key, ev))
+            .collect()
+    }
+
+    /// The non-empty partial leaf sums of `map` under `path`.
+    pub fn leaf_sums(
+        &self,
+        kind: MapKind,
+        map: &str,
+        path: &str,
+    ) -> Result<Vec<(u16, Sum)>, MerkleError> {
+        let empty = topgun_core::MerkleTree::<()>::new();
+        match kind {
+            MapKind::Lww => self
+                .lww
+                .get(map)
+                .map(LwwMap::merkle)
+                .map_or_else(|| empty.leaf_sums(path), |t| t.leaf_sums(path)),
+            MapKind::Or => self
+                .or
+                .get(map)
+                .map_or_else(|| empty.leaf_sums(path), |m| m.merkle().leaf_sums(path)),
+        }
+    }
+
+    /// Every LWW record (tombstones included) this shard holds in the leaf at `path`.
+    pub fn lww_leaf(&self, map: &str, path: &str) -> Result<Vec<LeafRecord>, MerkleError> {
+        let Some(lww) = self.lww.get(map) else {
+            return Ok(Vec::new());
+        };
+        Ok(lww
+            .merkle()
+            .items_in_bucket(path)?
+            .map(|(key, record)| LeafRecord {
+                key: key.into(),
+                record: record.clone(),
+            })
+            .collect())
+    }
+
+    /// Every OR entry this shard holds in the leaf at `path`.
+    pub fn or_leaf(&self, map: &str, path: &str) -> Result<Vec<OrMapEntry>, MerkleError> {
+        let Some(or) = self.or.get(map) else {
+            return Ok(Vec::new());
+        };
+        Ok(or
+            .merkle()
+            .keys_in_bucket(path)?
+            .into_iter()
+            .filter_map(|key| or.entry(key))
+            .collect())
+    }
+
+    /// The OR entries of `keys`; a key this shard does not hold has an empty entry.
+    pub fn or_entries(&self, map: &str, keys: &[String]) -> Vec<OrMapEntry> {
+        let or = self.or.get(map);
+        keys.iter()
+            .map(|key| {
+                or.and_then(|or| or.entry(key))
+                    .unwrap_or_else(|| OrMapEntry {
+                        key: key.clone(),
+                        ..OrMapEntry::default()
+                    })
+            })
+            .collect()
+    }
+
+    /// Restores entries read back from the store.
+    pub fn load(&mut self, entries: Vec<StoredEntry>) {
+        for e in entries {
+            match e.value {
+                StoredValue::Lww(record) => {
+                    self.lww.entry(e.map).or_default().merge(&e.key, record);
+                }
+                StoredValue::Or {
+                    records,
+                    tombstones,
+                } => {
+                    self.or.entry(e.map).or_default().merge_key(OrMapEntry {
+                        key: e.key,
+                        records,
+                        tombstones,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// The change for an OR event: the key's whole state is what the store keeps.
+fn or_change(or: &OrMap, map: &str, key: &str, event: ServerEvent) -> Change {
+    let entry = or.entry(key).unwrap_or_default();
+    Change {
+        event,
+        stored: StoredEntry {
+            map: map.to_owned(),
+            key: key.to_owned(),
+            value: StoredValue::Or {
+                records: entry.records,
+                tombstones: entry.tombstones,
+            },
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use topgun_core::{NodeId, OrRecord, Timestamp, Value};
+
+    fn ts(millis: u64, node: &str) -> Timestamp {
+        Timestamp::new(millis, 0, NodeId::new(node).unwrap())
+    }
+
+    fn put(key: &str, value: i64, millis: u64) -> Write {
+        Write::Lww {
+            key: key.into(),
+            record: LwwRecord::new(Value::Int(value), ts(millis, "a"), None),
+        }
+    }
+
+    fn tags(records: &[OrRecord]) -> Vec<&str> {
+        records.iter().map(|r| r.tag.as_str()).collect()
+    }
+
+    fn add(value: &str, millis: u64) -> OrRecord {
+        let timestamp = ts(millis, "a");
+        OrRecord {
+            value: Value::Str(value.into()),
+            tag: timestamp.to_string(),
+            timestamp,
+            ttl_ms: None,
+        }
+    }
+
+    #[test]
+    fn lww_writes_merge_by_timestamp_and_emit_only_winners() {
+        let mut shard = Shard::new();
+        let first = shard.apply("m", put("k", 1, 20)).unwrap();
+        assert_eq!(first.event.event_type, ServerEventType::Put);
+        assert!(shard.apply("m", put("k", 2, 10)).is_none(), "older loses");
+        let tombstone = Write::Lww {
+            key: "k".into(),
+            record: LwwRecord::tombstone(ts(30, "b")),
+        };
+        let removed = shard.apply("m", tombstone).unwrap();
+        assert_eq!(removed.event.event_type, ServerEventType::Remove);
+        assert!(removed.event.record.unwrap().is_tombstone());
+        let leaf = shard.lww_leaf("m", &topgun_core::hash::routing_path("k")[..3]);
+        assert_eq!(leaf.unwrap().len(), 1, "the tombstone is kept and served");
+    }
+
+    #[test]
+    fn or_adds_and_removes_keep_tags() {
+        let mut shard = Shard::new();
+        let record = add("x", 5);
+        let tag = record.tag.clone();
+        let added = shard
+            .apply(
+                "m",
+                Write::OrAdd {
+                    key: "k".into(),
+                    record,
+                },
+            )
+            .unwrap();
+        assert_eq!(added.event.or_tag.as_deref(), Some(tag.as_str()));
+        let remove = Write::OrRemove {
+            key: "k".into(),
+            tag: tag.clone(),
+        };
+        let removed = shard.apply("m", remove.clone()).unwrap();
+        assert_eq!(
+            removed.stored.value,
+            StoredValue::Or {
+                records: vec![],
+                tombstones: vec![tag]
+            }
+        );
+        assert!(shard.apply("m", remove).is_none(), "idempotent");
+    }
+
+    #[test]
+    fn pushed_entries_merge_and_report_what_was_new() {
+        let mut shard = Shard::new();
+        let old = add("old", 1);
+        shard.apply(
+            "m",
+            Write::OrAdd {
+                key: "k".into(),
+                record: old.clone(),
+            },
+        );
+        let entry = OrMapEntry {
+            key: "k".into(),
+            records: vec![add("new", 2)],
+            tombstones: vec![old.tag.clone(), "9:0:other-key".into()],
+        };
+        let changes = shard.push_or_entry("m", entry);
+        let kinds: Vec<_> = changes.iter().map(|c| c.event.event_type).collect();
+        assert_eq!(
+            kinds,
+            vec![ServerEventType::OrRemove, ServerEventType::OrAdd]
+        );
+        let [entry] = &shard.or_entries("m", &["k".into()])[..] else {
+            panic!()
+        };
+        assert_eq!(tags(&entry.records), vec!["2:0:a"]);
+        assert_eq!(
+            entry.tombstones,
+            vec![old.tag],
+            "foreign tombstones dropped"
+        );
+    }
+
+    #[test]
+    fn partial_leaf_sums_and_loading() {
+        let mut shard = Shard::new();
+        let change = shard.apply("m", put("k", 1, 5)).unwrap();
+        let sums = shard.leaf_sums(MapKind::Lww, "m", "").unwrap();
+        assert_eq!(sums.len(), 1);
+        assert!(shard.leaf_sums(MapKind::Or, "m", "").unwrap().is_empty());
+        assert!(
+            shard
+                .leaf_sums(MapKind::Lww, "other", "")
+                .unwrap()
+                .is_empty()
+        );
+        let mut restored = Shard::new();
+        restored.load(vec![change.stored]);
+        assert_eq!(restored.leaf_sums(MapKind::Lww, "m", "").unwrap(), sums);
+    }
+}
