@@ -5,139 +5,19 @@
 // Test code: a panic is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use common::*;
+use futures_util::SinkExt;
 use serde_json::json;
-use tokio::net::TcpStream as AsyncTcpStream;
-use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message as Ws;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use topgun_core::protocol::messages::{Auth, Ping, QueryRef};
-use topgun_core::protocol::{Limits, Message};
-use topgun_server::Server;
-use topgun_server::config::{AuthEnv, Cli, Config};
-
-type Client = WebSocketStream<MaybeTlsStream<AsyncTcpStream>>;
-
-const SECRET: &str = "integration-secret";
-
-/// A server on a free loopback port; dropping the sender shuts it down.
-struct Running {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-async fn start(env: AuthEnv, file: Option<&str>) -> Running {
-    let cli = Cli {
-        port: Some(0),
-        host: Some("127.0.0.1".parse().unwrap()),
-        ..Cli::default()
-    };
-    let config = Config::resolve(&cli, file, &env).unwrap();
-    let server = Server::bind(config).await.unwrap();
-    let addr = server.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(async {
-        let _ = stopped.await;
-    }));
-    Running {
-        addr,
-        stop: Some(stop),
-        task,
-    }
-}
-
-fn no_auth() -> AuthEnv {
-    AuthEnv {
-        no_auth: Some("1".into()),
-        ..AuthEnv::default()
-    }
-}
-
-fn jwt() -> AuthEnv {
-    AuthEnv {
-        jwt_secret: Some(SECRET.into()),
-        ..AuthEnv::default()
-    }
-}
-
-fn token(claims: &serde_json::Value, secret: &str) -> String {
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .unwrap()
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-async fn connect(addr: SocketAddr, path: &str) -> Client {
-    let (client, _) = tokio_tungstenite::connect_async(format!("ws://{addr}{path}"))
-        .await
-        .unwrap();
-    client
-}
-
-async fn send(client: &mut Client, msg: &Message) {
-    client.send(Ws::Binary(msg.encode().into())).await.unwrap();
-}
-
-/// The next protocol message, or the close frame's code.
-async fn recv(client: &mut Client) -> Result<Message, Option<u16>> {
-    loop {
-        let frame = tokio::time::timeout(Duration::from_secs(5), client.next())
-            .await
-            .expect("no frame within 5 s");
-        match frame {
-            Some(Ok(Ws::Binary(bytes))) => {
-                return Ok(Message::decode(&bytes, &Limits::default()).unwrap());
-            }
-            Some(Ok(Ws::Close(frame))) => return Err(frame.map(|f| u16::from(f.code))),
-            Some(Ok(_)) => {}
-            Some(Err(_)) | None => return Err(None),
-        }
-    }
-}
-
-fn auth(token: &str) -> Message {
-    Message::Auth(Auth {
-        token: token.into(),
-        protocol_version: None,
-        device_token: None,
-    })
-}
-
-fn ping(ts: u64) -> Message {
-    Message::Ping(Ping { timestamp: ts })
-}
-
-async fn expect_error(client: &mut Client, code: u32) -> String {
-    match recv(client).await {
-        Ok(Message::Error(e)) => {
-            assert_eq!(e.code, code, "{}", e.message);
-            e.message.to_string()
-        }
-        other => panic!("expected ERROR {code}, got {other:?}"),
-    }
-}
-
-async fn expect_pong(client: &mut Client, ts: u64) {
-    match recv(client).await {
-        Ok(Message::Pong(p)) => assert_eq!(p.timestamp, ts),
-        other => panic!("expected PONG, got {other:?}"),
-    }
-}
+use topgun_core::protocol::Message;
+use topgun_core::protocol::messages::QueryRef;
 
 #[tokio::test]
 async fn no_auth_mode_serves_both_paths() {
@@ -297,24 +177,6 @@ async fn bad_input_gets_precise_errors_and_harms_no_one() {
     expect_pong(&mut c, 5).await;
     send(&mut bystander, &ping(6)).await;
     expect_pong(&mut bystander, 6).await;
-}
-
-fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response[9..12].parse().unwrap();
-    let body = response
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or_default()
-        .to_owned();
-    (status, body)
 }
 
 #[tokio::test]

@@ -1,0 +1,174 @@
+//! Helpers shared by the integration tests: a server on a free port, a WebSocket test
+//! client, and message shorthands.
+
+// Each test file uses a different subset.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream as AsyncTcpStream;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::Message as Ws;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use topgun_core::protocol::messages::{Auth, Ping};
+use topgun_core::protocol::{Limits, Message};
+use topgun_server::Server;
+use topgun_server::config::{AuthEnv, Cli, Config};
+use topgun_server::store::{MemoryStore, Store};
+
+pub(crate) type Client = WebSocketStream<MaybeTlsStream<AsyncTcpStream>>;
+
+pub(crate) const SECRET: &str = "integration-secret";
+
+/// A server on a free loopback port; dropping the sender shuts it down.
+pub(crate) struct Running {
+    pub(crate) addr: SocketAddr,
+    pub(crate) stop: Option<oneshot::Sender<()>>,
+    pub(crate) task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+pub(crate) async fn start(env: AuthEnv, file: Option<&str>) -> Running {
+    start_with_store(env, file, Arc::new(MemoryStore::new())).await
+}
+
+/// A server over `store`, so that a test can restart one over the same records.
+pub(crate) async fn start_with_store(
+    env: AuthEnv,
+    file: Option<&str>,
+    store: Arc<dyn Store>,
+) -> Running {
+    let cli = Cli {
+        port: Some(0),
+        host: Some("127.0.0.1".parse().unwrap()),
+        ..Cli::default()
+    };
+    let config = Config::resolve(&cli, file, &env).unwrap();
+    let server = Server::bind_with_store(config, store).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    Running {
+        addr,
+        stop: Some(stop),
+        task,
+    }
+}
+
+pub(crate) fn no_auth() -> AuthEnv {
+    AuthEnv {
+        no_auth: Some("1".into()),
+        ..AuthEnv::default()
+    }
+}
+
+pub(crate) fn jwt() -> AuthEnv {
+    AuthEnv {
+        jwt_secret: Some(SECRET.into()),
+        ..AuthEnv::default()
+    }
+}
+
+pub(crate) fn token(claims: &serde_json::Value, secret: &str) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+pub(crate) fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+pub(crate) async fn connect(addr: SocketAddr, path: &str) -> Client {
+    let (client, _) = tokio_tungstenite::connect_async(format!("ws://{addr}{path}"))
+        .await
+        .unwrap();
+    client
+}
+
+pub(crate) async fn send(client: &mut Client, msg: &Message) {
+    client.send(Ws::Binary(msg.encode().into())).await.unwrap();
+}
+
+/// The next protocol message, or the close frame's code.
+pub(crate) async fn recv(client: &mut Client) -> Result<Message, Option<u16>> {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(5), client.next())
+            .await
+            .expect("no frame within 5 s");
+        match frame {
+            Some(Ok(Ws::Binary(bytes))) => {
+                return Ok(Message::decode(&bytes, &Limits::default()).unwrap());
+            }
+            Some(Ok(Ws::Close(frame))) => return Err(frame.map(|f| u16::from(f.code))),
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => return Err(None),
+        }
+    }
+}
+
+pub(crate) fn auth(token: &str) -> Message {
+    Message::Auth(Auth {
+        token: token.into(),
+        protocol_version: None,
+        device_token: None,
+    })
+}
+
+pub(crate) fn ping(ts: u64) -> Message {
+    Message::Ping(Ping { timestamp: ts })
+}
+
+pub(crate) async fn expect_error(client: &mut Client, code: u32) -> String {
+    match recv(client).await {
+        Ok(Message::Error(e)) => {
+            assert_eq!(e.code, code, "{}", e.message);
+            e.message.to_string()
+        }
+        other => panic!("expected ERROR {code}, got {other:?}"),
+    }
+}
+
+pub(crate) async fn expect_pong(client: &mut Client, ts: u64) {
+    match recv(client).await {
+        Ok(Message::Pong(p)) => assert_eq!(p.timestamp, ts),
+        other => panic!("expected PONG, got {other:?}"),
+    }
+}
+
+/// A plain HTTP/1.1 GET: (status, body).
+pub(crate) fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    (status, body)
+}
+
+/// [`http_get`] off the async runtime (the server under test shares it).
+pub(crate) async fn http_get_async(addr: SocketAddr, path: &'static str) -> (u16, String) {
+    tokio::task::spawn_blocking(move || http_get(addr, path))
+        .await
+        .unwrap()
+}
