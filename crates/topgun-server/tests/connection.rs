@@ -293,3 +293,19 @@ fn the_binary_prints_its_port_serves_and_stops_on_sigterm() {
     let exit = child.wait().unwrap();
     assert_eq!(exit.code(), Some(0), "graceful shutdown exits 0");
 }
+
+#[tokio::test]
+async fn idle_connections_are_reaped_and_pinging_ones_kept() {
+    let server = start(no_auth(), Some("idle_timeout_ms = 1500\n")).await;
+    let mut idle = connect(server.addr, "/").await;
+    let mut alive = connect(server.addr, "/").await;
+    for i in 0..6 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        send(&mut alive, &ping(i)).await;
+        expect_pong(&mut alive, i).await;
+    }
+    // Three seconds without a PING: closed normally, with the reason.
+    assert_eq!(recv(&mut idle).await.err(), Some(Some(1000)));
+    send(&mut alive, &ping(7)).await;
+    expect_pong(&mut alive, 7).await;
+}
