@@ -15,6 +15,8 @@ use topgun_core::NodeId;
 use topgun_core::protocol::Limits;
 
 use crate::auth::{JwtVerifier, KeyError};
+use crate::storage::{Backend, Durability, StorageConfig};
+use crate::wal::OnCorruption;
 
 /// The node id when none is configured (the TopGun server's default).
 pub const NODE_ID_DEFAULT: &str = "topgun-server-node";
@@ -38,6 +40,19 @@ pub struct Cli {
     /// `maps_per_connection_max`, `shards`, `max_drift_ms`.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Directory of the embedded store and the write-ahead log (default `./topgun-data`).
+    #[arg(long, env = "TOPGUN_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// When writes are acknowledged: `fsync` (durable, the default), `os` (survives a
+    /// server crash, not a power loss) or `memory` (as soon as applied).
+    #[arg(long, env = "TOPGUN_DURABILITY")]
+    pub durability: Option<String>,
+    /// `redb` (embedded, the default) or `memory` (nothing survives a restart).
+    #[arg(long = "storage", env = "STORAGE_BACKEND")]
+    pub storage_backend: Option<String>,
+    /// Start even if the write-ahead log is corrupt, discarding it from the damaged frame on.
+    #[arg(long)]
+    pub wal_discard_corrupt: bool,
 }
 
 /// The TOML file; unknown keys are refused so that typos do not pass silently.
@@ -55,6 +70,11 @@ struct FileConfig {
     maps_per_connection_max: Option<usize>,
     shards: Option<usize>,
     max_drift_ms: Option<u64>,
+    data_dir: Option<PathBuf>,
+    durability: Option<String>,
+    storage_backend: Option<String>,
+    wal_segment_bytes: Option<u64>,
+    wal_max_bytes: Option<u64>,
 }
 
 /// The auth environment (`JWT_SECRET`, `TOPGUN_NO_AUTH`, `TOPGUN_JWT_ISSUER`,
@@ -148,6 +168,7 @@ pub struct Config {
     pub shards: usize,
     /// How far ahead of the server clock a client timestamp may be (PROTOCOL.md §2.1).
     pub max_drift_ms: u64,
+    pub storage: StorageConfig,
 }
 
 /// The HLC drift tolerance of both TopGun implementations.
@@ -217,6 +238,13 @@ impl Config {
             )?,
         };
         let shards = positive("shards", file.shards.unwrap_or_else(cores))?;
+        let file_storage = FileStorage {
+            data_dir: file.data_dir,
+            durability: file.durability,
+            storage_backend: file.storage_backend,
+            wal_segment_bytes: file.wal_segment_bytes,
+            wal_max_bytes: file.wal_max_bytes,
+        };
         Ok(Self {
             bind: SocketAddr::new(host, port),
             node_id,
@@ -225,6 +253,7 @@ impl Config {
             session,
             shards,
             max_drift_ms: file.max_drift_ms.unwrap_or(MAX_DRIFT_MS_DEFAULT),
+            storage: storage_config(cli, file_storage)?,
         })
     }
 
@@ -240,6 +269,68 @@ impl Config {
                 env.audience.clone(),
             )?)),
         }
+    }
+}
+
+/// The storage keys of the file.
+struct FileStorage {
+    data_dir: Option<PathBuf>,
+    durability: Option<String>,
+    storage_backend: Option<String>,
+    wal_segment_bytes: Option<u64>,
+    wal_max_bytes: Option<u64>,
+}
+
+fn storage_config(cli: &Cli, file: FileStorage) -> Result<StorageConfig, ConfigError> {
+    let defaults = StorageConfig::default();
+    let durability = match cli.durability.clone().or(file.durability).as_deref() {
+        None | Some("fsync") => Durability::Fsync,
+        Some("os") => Durability::Os,
+        Some("memory") => Durability::Memory,
+        Some(other) => return Err(out_of_range("durability", "fsync, os or memory", other)),
+    };
+    let backend = match cli
+        .storage_backend
+        .clone()
+        .or(file.storage_backend)
+        .as_deref()
+    {
+        None | Some("redb") => Backend::Redb,
+        Some("memory") => Backend::Memory,
+        Some(other) => return Err(out_of_range("storage backend", "redb or memory", other)),
+    };
+    let segment = file.wal_segment_bytes.unwrap_or(defaults.wal_segment_bytes);
+    let max = file.wal_max_bytes.unwrap_or(defaults.wal_max_bytes);
+    if segment < 4096 || max < segment {
+        return Err(out_of_range(
+            "wal_segment_bytes / wal_max_bytes",
+            "at least 4096, with wal_max_bytes at least wal_segment_bytes",
+            &format!("{segment} / {max}"),
+        ));
+    }
+    Ok(StorageConfig {
+        backend,
+        data_dir: cli
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or(defaults.data_dir),
+        durability,
+        wal_segment_bytes: segment,
+        wal_max_bytes: max,
+        on_corruption: if cli.wal_discard_corrupt {
+            OnCorruption::Discard
+        } else {
+            OnCorruption::Refuse
+        },
+    })
+}
+
+fn out_of_range(field: &'static str, rule: &'static str, value: &str) -> ConfigError {
+    ConfigError::OutOfRange {
+        field,
+        rule,
+        value: value.to_owned(),
     }
 }
 
@@ -322,6 +413,30 @@ mod tests {
         assert_eq!(c.node_id.as_str(), "from-file");
         assert_eq!(c.session.idle_timeout_ms, 5000);
         assert_eq!((c.shards, c.max_drift_ms), (3, 10));
+        assert_eq!(c.storage.durability, Durability::Fsync);
+        assert_eq!(c.storage.backend, Backend::Redb);
+    }
+
+    #[test]
+    fn storage_settings_resolve_and_bad_ones_are_named() {
+        let cli = Cli {
+            durability: Some("os".into()),
+            wal_discard_corrupt: true,
+            ..Cli::default()
+        };
+        let c = Config::resolve(&cli, Some("storage_backend = \"memory\"\n"), &no_auth()).unwrap();
+        assert_eq!(c.storage.durability, Durability::Os);
+        assert_eq!(c.storage.backend, Backend::Memory);
+        assert_eq!(c.storage.on_corruption, OnCorruption::Discard);
+        let cli = Cli {
+            durability: Some("sometimes".into()),
+            ..Cli::default()
+        };
+        let err = Config::resolve(&cli, None, &no_auth()).unwrap_err();
+        assert!(err.to_string().contains("durability"), "{err}");
+        let err =
+            Config::resolve(&Cli::default(), Some("wal_max_bytes = 10\n"), &no_auth()).unwrap_err();
+        assert!(err.to_string().contains("wal_max_bytes"), "{err}");
     }
 
     #[test]

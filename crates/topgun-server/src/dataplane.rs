@@ -20,16 +20,15 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use axum::body::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, join_all};
 use tokio::sync::{mpsc, oneshot};
 use topgun_core::hash::{PARTITION_COUNT, partition_id};
-use topgun_core::merkle::{MERKLE_DEPTH, Sum, path_depth};
+use topgun_core::merkle::{MERKLE_DEPTH, path_depth};
 use topgun_core::protocol::Message;
 use topgun_core::protocol::enums::WriteConcern;
 use topgun_core::protocol::messages::{
-    ClientOp, ErrorPayload, LeafRecord, MerkleReqBucket, OpAck, OpRejected, OrMapDiffRequest,
+    ClientOp, ErrorPayload, MerkleReqBucket, OpAck, OpRejected, OrMapDiffRequest,
     OrMapDiffResponse, OrMapPushDiff, OrMapSyncRespLeaf, OrMapSyncRespRoot, SyncRespBuckets,
     SyncRespLeaf, SyncRespRoot,
 };
@@ -39,7 +38,8 @@ use crate::fanout::{ConnHandle, ConnId, Outbound};
 use crate::metrics::Metrics;
 use crate::ops::{self, Write};
 use crate::shard::Shard;
-use crate::store::{MapKind, Store, StoreError};
+use crate::shard_task::{self, Persist, Request};
+use crate::store::{MapKind, StoredEntry};
 
 /// Requests waiting for one shard.
 const SHARD_QUEUE_LEN: usize = 1024;
@@ -50,45 +50,6 @@ pub mod codes {
     pub const TOO_MANY: u32 = 429;
     pub const INTERNAL: u32 = 500;
     pub const NOT_IMPLEMENTED: u32 = 501;
-}
-
-/// A request for one shard task.
-enum Request {
-    Apply {
-        conn: ConnId,
-        writes: Vec<(String, Write)>,
-        done: oneshot::Sender<Result<(), String>>,
-    },
-    Push {
-        conn: ConnId,
-        map: String,
-        entries: Vec<OrMapEntry>,
-    },
-    Leaves {
-        kind: MapKind,
-        map: String,
-        path: String,
-        subscribe: Option<ConnHandle>,
-        reply: oneshot::Sender<Vec<(u16, Sum)>>,
-    },
-    LwwLeaf {
-        map: String,
-        path: String,
-        reply: oneshot::Sender<Vec<LeafRecord>>,
-    },
-    OrLeaf {
-        map: String,
-        path: String,
-        reply: oneshot::Sender<Vec<OrMapEntry>>,
-    },
-    OrEntries {
-        map: String,
-        keys: Vec<(usize, String)>,
-        reply: oneshot::Sender<Vec<(usize, OrMapEntry)>>,
-    },
-    Forget {
-        conn: ConnId,
-    },
 }
 
 /// What one connection holds in the data path.
@@ -113,6 +74,10 @@ impl ConnState {
 /// The router in front of the shard tasks; shared by every connection.
 pub struct DataPlane {
     shards: Vec<mpsc::Sender<Request>>,
+    /// The level a durable commit reaches (`PERSISTED` with a synced log).
+    durable_level: WriteConcern,
+    /// Whether acknowledgements wait for the log (not in `memory` durability).
+    ack_after_log: bool,
     /// std Mutex: held for one batch's validation, never across an `.await`.
     hlc: Arc<Mutex<Hlc>>,
     metrics: Arc<Metrics>,
@@ -142,35 +107,46 @@ fn shard_gone() -> Box<Message> {
 }
 
 impl DataPlane {
-    /// Loads every shard's partitions from `store` and starts the shard tasks.
-    pub async fn start(
+    /// Starts the shard tasks over `loaded` (the store's entries, then the log's, in order).
+    pub fn start(
         shard_count: usize,
-        store: Arc<dyn Store>,
+        loaded: Vec<StoredEntry>,
+        persist: &Persist,
+        ack_after_log: bool,
         hlc: Hlc,
         metrics: Arc<Metrics>,
-    ) -> Result<Self, StoreError> {
+    ) -> Self {
         let shard_count = shard_count.clamp(1, PARTITION_COUNT as usize);
-        let mut shards = Vec::with_capacity(shard_count);
-        for index in 0..shard_count {
-            let partitions: Vec<u32> = (0..PARTITION_COUNT)
-                .filter(|p| *p as usize % shard_count == index)
-                .collect();
-            let mut shard = Shard::new();
-            shard.load(store.load(&partitions).await?);
-            let (tx, rx) = mpsc::channel(SHARD_QUEUE_LEN);
-            tokio::spawn(run_shard(
-                shard,
-                rx,
-                Arc::clone(&store),
-                Arc::clone(&metrics),
-            ));
-            shards.push(tx);
+        let mut parts: Vec<Vec<StoredEntry>> = vec![Vec::new(); shard_count];
+        for entry in loaded {
+            parts[partition_id(&entry.key) as usize % shard_count].push(entry);
         }
-        Ok(Self {
+        let durable_level = match persist {
+            Persist::Wal { level, .. } => *level,
+            Persist::Store(_) => WriteConcern::Applied,
+        };
+        let shards = parts
+            .into_iter()
+            .map(|entries| {
+                let mut shard = Shard::new();
+                shard.load(entries);
+                let (tx, rx) = mpsc::channel(SHARD_QUEUE_LEN);
+                tokio::spawn(shard_task::run(
+                    shard,
+                    rx,
+                    persist.clone(),
+                    Arc::clone(&metrics),
+                ));
+                tx
+            })
+            .collect();
+        Self {
             shards,
+            durable_level,
+            ack_after_log,
             hlc: Arc::new(Mutex::new(hlc)),
             metrics,
-        })
+        }
     }
 
     fn shard_of(&self, key: &str) -> usize {
@@ -190,8 +166,16 @@ impl DataPlane {
         now_ms: u64,
     ) -> Option<Outbound> {
         let out = match msg {
-            Message::ClientOp(op) => self.write(conn.handle.id, vec![op], now_ms).await,
-            Message::OpBatch(batch) => self.write(conn.handle.id, batch.ops, now_ms).await,
+            Message::ClientOp(op) => {
+                let requested = op.write_concern;
+                self.write(conn.handle.id, vec![op], requested, now_ms)
+                    .await
+            }
+            Message::OpBatch(batch) => {
+                let requested = batch.write_concern;
+                self.write(conn.handle.id, batch.ops, requested, now_ms)
+                    .await
+            }
             Message::SyncInit(s) => {
                 self.sync_root(conn, MapKind::Lww, s.map_name.into(), now_ms)
                     .await
@@ -231,12 +215,25 @@ impl DataPlane {
 
     /// `CLIENT_OP` and `OP_BATCH`: refused ops get `OP_REJECTED` each, the rest are applied,
     /// then one `OP_ACK` names the last op id.
+    ///
+    /// The strongest write concern asked for (by the batch or any op) decides when the ack
+    /// is sent: none, or `PERSISTED`/`REPLICATED`, waits for durability (acknowledged means
+    /// durable by default); `APPLIED` or less is acknowledged once applied. `achievedLevel`
+    /// is the weakest level any part of the batch reached.
     async fn write(
         &self,
         conn: ConnId,
         ops: Vec<ClientOp>,
+        requested: Option<WriteConcern>,
         now_ms: u64,
     ) -> Result<Outbound, Box<Message>> {
+        let requested = ops
+            .iter()
+            .filter_map(|op| op.write_concern)
+            .chain(requested)
+            .max_by_key(|wc| rank(*wc));
+        let durable = self.ack_after_log
+            && requested.is_none_or(|wc| rank(wc) >= rank(WriteConcern::Persisted));
         let started = std::time::Instant::now();
         let last_id = ops
             .iter()
@@ -271,18 +268,28 @@ impl DataPlane {
                 continue;
             }
             let (done, applied) = oneshot::channel();
-            self.send(shard, Request::Apply { conn, writes, done })
-                .await?;
+            let request = Request::Apply {
+                conn,
+                writes,
+                durable,
+                done,
+            };
+            self.send(shard, request).await?;
             pending.push(applied);
         }
         let metrics = Arc::clone(&self.metrics);
+        let mut achieved = if durable {
+            self.durable_level
+        } else {
+            WriteConcern::Applied
+        };
         Ok(Outbound::Later(
             async move {
                 for result in join_all(pending).await {
                     match result {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => {
-                            frames.push(*error_msg(codes::INTERNAL, e));
+                        Ok(Ok(level)) => achieved = weakest(achieved, level),
+                        Ok(Err((code, why))) => {
+                            frames.push(*error_msg(code, why));
                             return frames;
                         }
                         Err(_) => {
@@ -294,7 +301,7 @@ impl DataPlane {
                 metrics.batch_applied(started.elapsed());
                 frames.push(Message::OpAck(OpAck {
                     last_id,
-                    achieved_level: Some(WriteConcern::Applied),
+                    achieved_level: Some(achieved),
                     results: None,
                 }));
                 frames
@@ -548,98 +555,21 @@ impl DataPlane {
     }
 }
 
+/// Write concerns from weakest to strongest.
+fn rank(wc: WriteConcern) -> u8 {
+    match wc {
+        WriteConcern::FireAndForget => 0,
+        WriteConcern::Memory => 1,
+        WriteConcern::Applied => 2,
+        WriteConcern::Persisted => 3,
+        WriteConcern::Replicated => 4,
+    }
+}
+
+fn weakest(a: WriteConcern, b: WriteConcern) -> WriteConcern {
+    if rank(a) <= rank(b) { a } else { b }
+}
+
 fn check_map(map: &str) -> Result<(), Box<Message>> {
     ops::check_map_name(map).map_err(|refused| error_msg(refused.code, refused.reason))
-}
-
-/// One shard's task: applies requests in arrival order, persists, then fans out events.
-async fn run_shard(
-    mut shard: Shard,
-    mut requests: mpsc::Receiver<Request>,
-    store: Arc<dyn Store>,
-    metrics: Arc<Metrics>,
-) {
-    let mut subscribers = crate::fanout::Subscribers::default();
-    while let Some(request) = requests.recv().await {
-        match request {
-            Request::Apply { conn, writes, done } => {
-                let mut changes = Vec::with_capacity(writes.len());
-                for (map, write) in writes {
-                    let kind = match write {
-                        Write::Lww { .. } => MapKind::Lww,
-                        Write::OrAdd { .. } | Write::OrRemove { .. } => MapKind::Or,
-                    };
-                    if let Some(change) = shard.apply(&map, write) {
-                        changes.push((kind, change));
-                    }
-                }
-                let result = commit(&*store, &mut subscribers, &metrics, conn, changes).await;
-                let _ = done.send(result);
-            }
-            Request::Push { conn, map, entries } => {
-                let changes = entries
-                    .into_iter()
-                    .flat_map(|entry| shard.push_or_entry(&map, entry))
-                    .map(|change| (MapKind::Or, change))
-                    .collect();
-                if let Err(e) = commit(&*store, &mut subscribers, &metrics, conn, changes).await {
-                    tracing::error!(error = %e, "pushed OR entries were not stored");
-                }
-            }
-            Request::Leaves {
-                kind,
-                map,
-                path,
-                subscribe,
-                reply,
-            } => {
-                if let Some(conn) = subscribe {
-                    subscribers.subscribe(kind, &map, conn);
-                }
-                let _ = reply.send(shard.leaf_sums(kind, &map, &path).unwrap_or_default());
-            }
-            Request::LwwLeaf { map, path, reply } => {
-                let _ = reply.send(shard.lww_leaf(&map, &path).unwrap_or_default());
-            }
-            Request::OrLeaf { map, path, reply } => {
-                let _ = reply.send(shard.or_leaf(&map, &path).unwrap_or_default());
-            }
-            Request::OrEntries { map, keys, reply } => {
-                let (at, keys): (Vec<usize>, Vec<String>) = keys.into_iter().unzip();
-                let entries = shard.or_entries(&map, &keys);
-                let _ = reply.send(at.into_iter().zip(entries).collect());
-            }
-            Request::Forget { conn } => subscribers.forget(conn),
-        }
-    }
-}
-
-/// Stores the changes, then offers each event (encoded once) to the map's subscribers.
-async fn commit(
-    store: &dyn Store,
-    subscribers: &mut crate::fanout::Subscribers,
-    metrics: &Metrics,
-    writer: ConnId,
-    changes: Vec<(MapKind, crate::shard::Change)>,
-) -> Result<(), String> {
-    if changes.is_empty() {
-        return Ok(());
-    }
-    let mut events = Vec::with_capacity(changes.len());
-    let mut stored = Vec::with_capacity(changes.len());
-    for (kind, change) in changes {
-        events.push((kind, change.event));
-        stored.push(change.stored);
-    }
-    store.write(stored).await.map_err(|e| e.to_string())?;
-    for (kind, event) in events {
-        if !subscribers.has_subscribers(kind, &event.map_name, writer) {
-            continue;
-        }
-        let map = event.map_name.to_string();
-        let bytes = Bytes::from(Message::ServerEvent(event).encode());
-        let delivery = subscribers.publish(kind, &map, writer, &bytes);
-        metrics.events(delivery.queued, delivery.kicked);
-    }
-    Ok(())
 }

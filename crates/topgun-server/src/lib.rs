@@ -7,7 +7,12 @@
 //! | [`session`] | one connection's protocol state, sans I/O: handshake, heartbeat, errors |
 //! | [`ops`] | a client op → a validated write, or a rejection with its reason |
 //! | [`shard`] | the records of a set of partitions, sans I/O: merges, partial Merkle trees |
-//! | [`store`] | the storage trait shards load from and write to; the in-memory store |
+//! | [`shard_task`] | the task owning a shard: applies, commits through the log, publishes |
+//! | [`wal`] | the write-ahead log: segments, CRC32C frames, group commit, recovery |
+//! | [`checkpoint`] | drains the log into the store and releases checkpointed segments |
+//! | [`store`] | the storage trait, entries' byte form, and the in-memory store |
+//! | [`store_redb`] | the embedded default store (redb) |
+//! | [`storage`] | opens the configured store and log and recovers the records at start-up |
 //! | [`fanout`] | the per-connection outbound queue, and map subscribers for events |
 //! | [`dataplane`] | routes data requests to shard tasks and assembles their replies |
 //! | [`metrics`] | counters and latency histograms, rendered for `/metrics` (Prometheus) |
@@ -18,6 +23,7 @@
 //! journal, search) is answered with `ERROR 501`.
 
 pub mod auth;
+pub mod checkpoint;
 pub mod config;
 pub mod dataplane;
 pub mod fanout;
@@ -26,7 +32,11 @@ pub mod ops;
 pub mod server;
 pub mod session;
 pub mod shard;
+pub mod shard_task;
+pub mod storage;
 pub mod store;
+pub mod store_redb;
+pub mod wal;
 
 pub use config::Config;
 pub use server::Server;

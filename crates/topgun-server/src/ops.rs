@@ -43,6 +43,13 @@ impl Write {
         }
     }
 
+    pub fn map_kind(&self) -> crate::store::MapKind {
+        match self {
+            Self::Lww { .. } => crate::store::MapKind::Lww,
+            Self::OrAdd { .. } | Self::OrRemove { .. } => crate::store::MapKind::Or,
+        }
+    }
+
     /// The name this op is counted under in metrics.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -32,7 +32,9 @@ use crate::config::{AuthMode, Config};
 use crate::dataplane::{ConnState, DataPlane};
 use crate::fanout::{ConnHandle, Outbound};
 use crate::session::{Authenticator, Output, Session, SessionConfig, close};
-use crate::store::{MemoryStore, Store};
+use crate::shard_task::Persist;
+use crate::storage::{self, Opened};
+use crate::store::Store;
 
 /// How often sessions are told the time (auth deadline, idle timeout).
 const TICK: Duration = Duration::from_secs(1);
@@ -56,6 +58,8 @@ struct Shared {
     phase: AtomicU8,
     metrics: Arc<Metrics>,
     data: DataPlane,
+    /// Set while the store cannot take checkpoints (writes are held in the log).
+    degraded: Arc<std::sync::atomic::AtomicBool>,
     /// Frames being processed right now.
     in_flight: AtomicUsize,
     started: Instant,
@@ -93,21 +97,45 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 impl Server {
-    /// Binds the listener (port 0 picks a free port), with records kept in memory.
+    /// Opens the configured storage, recovers its records and binds the listener (port 0
+    /// picks a free port).
     pub async fn bind(config: Config) -> std::io::Result<Self> {
-        Self::bind_with_store(config, Arc::new(MemoryStore::new())).await
+        let opened = storage::open(&config.storage)
+            .await
+            .map_err(std::io::Error::other)?;
+        Self::bind_opened(config, opened).await
     }
 
-    /// Loads the records of `store` into the partition shards and binds the listener.
+    /// Like [`Server::bind`] over a given store, without a log: every write goes straight to
+    /// `store`. For tests and embedding; sharing a store between servers in turn simulates a
+    /// restart.
     pub async fn bind_with_store(config: Config, store: Arc<dyn Store>) -> std::io::Result<Self> {
+        let all: Vec<u32> = (0..topgun_core::hash::PARTITION_COUNT).collect();
+        let loaded = store.load(&all).await.map_err(std::io::Error::other)?;
+        let opened = Opened {
+            loaded,
+            persist: Persist::Store(store),
+            ack_after_log: true,
+            degraded: Arc::default(),
+        };
+        Self::bind_opened(config, opened).await
+    }
+
+    async fn bind_opened(config: Config, opened: Opened) -> std::io::Result<Self> {
         let metrics = Arc::new(Metrics::default());
         // Strict: a client clock far ahead must not drag the server clock along with it.
         let hlc = Hlc::new(config.node_id.clone())
             .with_max_drift_ms(config.max_drift_ms)
             .strict(true);
-        let data = DataPlane::start(config.shards, store, hlc, Arc::clone(&metrics))
-            .await
-            .map_err(std::io::Error::other)?;
+        let data = DataPlane::start(
+            config.shards,
+            opened.loaded,
+            &opened.persist,
+            opened.ack_after_log,
+            hlc,
+            Arc::clone(&metrics),
+        );
+        let degraded = opened.degraded;
         let listener = TcpListener::bind(config.bind).await?;
         let addr = listener.local_addr()?;
         let session = Arc::new(SessionConfig {
@@ -124,6 +152,7 @@ impl Server {
             phase: AtomicU8::new(STARTING),
             metrics,
             data,
+            degraded,
             in_flight: AtomicUsize::new(0),
             started: Instant::now(),
             shutdown,
@@ -189,8 +218,14 @@ async fn health(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         READY => "ready",
         _ => "draining",
     };
+    let storage = if shared.degraded.load(Ordering::Relaxed) {
+        "degraded: the store is not taking checkpoints; writes are held in the log"
+    } else {
+        "ok"
+    };
     axum::Json(serde_json::json!({
         "state": state,
+        "storage": storage,
         "connections": shared.metrics.connections(),
         "in_flight": shared.in_flight.load(Ordering::SeqCst),
         "uptime_secs": shared.started.elapsed().as_secs(),
@@ -207,12 +242,19 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     )
 }
 
-async fn ready(State(shared): State<Arc<Shared>>) -> StatusCode {
-    if shared.phase.load(Ordering::SeqCst) == READY {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
+/// 200 when serving normally; 503 while starting, draining, or while the store is
+/// unreachable (writes are still accepted into the log, up to its bound).
+async fn ready(State(shared): State<Arc<Shared>>) -> (StatusCode, &'static str) {
+    if shared.phase.load(Ordering::SeqCst) != READY {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready");
     }
+    if shared.degraded.load(Ordering::Relaxed) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "degraded: the store is unreachable; writes are held in the write-ahead log",
+        );
+    }
+    (StatusCode::OK, "ready")
 }
 
 /// Counts a connection for as long as it lives.

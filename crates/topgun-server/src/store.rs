@@ -13,13 +13,18 @@ use std::sync::{Mutex, PoisonError};
 use futures_util::future::{BoxFuture, FutureExt, ready};
 use thiserror::Error;
 use topgun_core::hash::partition_id;
-use topgun_core::{LwwRecord, OrRecord};
+use topgun_core::protocol::messages::LeafRecord;
+use topgun_core::protocol::{Limits, decode_standalone, encode_standalone};
+use topgun_core::{LwwRecord, OrMapEntry, OrRecord};
 
 #[derive(Debug, Error)]
 pub enum StoreError {
     /// The store could not be reached or refused the operation; nothing was written.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// Stored bytes do not decode: the store is damaged.
+    #[error("stored entry is corrupt: {0}")]
+    Corrupt(String),
 }
 
 /// The two kinds of map; a name may be used by both, as two separate maps.
@@ -56,8 +61,94 @@ pub struct StoredEntry {
     pub value: StoredValue,
 }
 
+/// Limits for decoding what this server itself wrote: generous, since an OR key's state
+/// can outgrow a client frame, but still bounded.
+fn stored_limits() -> Limits {
+    Limits {
+        max_frame_bytes: 1 << 30,
+        max_depth: 256,
+        max_collection_len: 1 << 24,
+        max_str_bytes: 1 << 30,
+    }
+}
+
+impl StoredEntry {
+    /// The entry's bytes, for the write-ahead log and disk stores:
+    ///
+    /// | bytes | field |
+    /// |---|---|
+    /// | 1 | kind: 0 = LWW, 1 = OR |
+    /// | 4 | map name length `n`, u32 little-endian |
+    /// | n | map name, UTF-8 |
+    /// | rest | MsgPack: `{key, record}` (LWW) or `{key, records, tombstones}` (OR), the wire shapes of `SYNC_RESP_LEAF` records and OR entries |
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + self.map.len());
+        out.push(match self.value.kind() {
+            MapKind::Lww => 0,
+            MapKind::Or => 1,
+        });
+        let map_len = u32::try_from(self.map.len()).expect("map names are at most 256 bytes");
+        out.extend_from_slice(&map_len.to_le_bytes());
+        out.extend_from_slice(self.map.as_bytes());
+        let body = match &self.value {
+            StoredValue::Lww(record) => encode_standalone(&LeafRecord {
+                key: self.key.as_str().into(),
+                record: record.clone(),
+            }),
+            StoredValue::Or {
+                records,
+                tombstones,
+            } => encode_standalone(&OrMapEntry {
+                key: self.key.clone(),
+                records: records.clone(),
+                tombstones: tombstones.clone(),
+            }),
+        };
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// Reads back what [`StoredEntry::encode`] wrote.
+    pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        let corrupt = |why: String| StoreError::Corrupt(why);
+        let (&kind, rest) = bytes
+            .split_first()
+            .ok_or_else(|| corrupt("empty entry".into()))?;
+        let len_bytes: [u8; 4] = rest
+            .get(..4)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| corrupt("entry too short for its map name".into()))?;
+        let map_len = u32::from_le_bytes(len_bytes) as usize;
+        let map = rest
+            .get(4..4 + map_len)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .ok_or_else(|| corrupt("entry map name is cut short or not UTF-8".into()))?
+            .to_owned();
+        let body = &rest[4 + map_len..];
+        let limits = stored_limits();
+        let (key, value) = match kind {
+            0 => {
+                let leaf = decode_standalone::<LeafRecord>(body, &limits)
+                    .map_err(|e| corrupt(e.to_string()))?;
+                (leaf.key.to_string(), StoredValue::Lww(leaf.record))
+            }
+            1 => {
+                let entry = decode_standalone::<OrMapEntry>(body, &limits)
+                    .map_err(|e| corrupt(e.to_string()))?;
+                let value = StoredValue::Or {
+                    records: entry.records,
+                    tombstones: entry.tombstones,
+                };
+                (entry.key, value)
+            }
+            other => return Err(corrupt(format!("unknown entry kind {other}"))),
+        };
+        Ok(Self { map, key, value })
+    }
+}
+
 /// Durable (or not) storage of records, shared by all shards.
-pub trait Store: Send + Sync + 'static {
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Every entry whose key falls in one of `partitions`.
     fn load(&self, partitions: &[u32]) -> BoxFuture<'_, Result<Vec<StoredEntry>, StoreError>>;
 
@@ -155,6 +246,27 @@ mod tests {
         let loaded = store.load(&[95]).await.unwrap();
         assert_eq!(loaded, vec![entry("m", "hello", lww(3))]);
         assert!(store.load(&[0]).await.unwrap().is_empty());
+    }
+
+    #[test]
+    fn entries_round_trip_through_bytes() {
+        let ts = Timestamp::new(7, 1, NodeId::new("n").unwrap());
+        let or = StoredValue::Or {
+            records: vec![OrRecord {
+                value: Value::Str("v".into()),
+                tag: ts.to_string(),
+                timestamp: ts,
+                ttl_ms: Some(5),
+            }],
+            tombstones: vec!["1:0:x".into()],
+        };
+        for e in [entry("måp", "ключ", lww(3)), entry("m", "k", or)] {
+            assert_eq!(StoredEntry::decode(&e.encode()).unwrap(), e);
+        }
+        let bytes = entry("m", "k", lww(1)).encode();
+        for cut in [0, 1, 4, 6, bytes.len() - 1] {
+            assert!(StoredEntry::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
     }
 
     #[tokio::test]

@@ -238,9 +238,11 @@ async fn health_endpoints_and_graceful_shutdown() {
 
 fn binary() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_topgun-server"));
+    // These tests are about the command line; the storage tests use their own directories.
     cmd.env_remove("JWT_SECRET")
         .env_remove("TOPGUN_NO_AUTH")
-        .env_remove("PORT");
+        .env_remove("PORT")
+        .env("STORAGE_BACKEND", "memory");
     cmd
 }
 

@@ -1,0 +1,94 @@
+//! Drains the write-ahead log into the store in batches, then releases the segments the
+//! store now holds.
+//!
+//! The checkpointer reads the log's files behind the writer (never the writer's memory), so
+//! a slow or unreachable store only lets the log grow — up to its bound, after which shards
+//! refuse writes — and never blocks or loses an append. Store failures are retried with
+//! backoff; while they last the server reports itself degraded.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::store::{Store, StoredEntry};
+use crate::wal::{Tail, Wal};
+
+/// Most entries written to the store in one batch.
+const BATCH_MAX: usize = 8192;
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Runs until the log's writer is gone.
+pub async fn run(wal: Wal, mut tail: Tail, store: Arc<dyn Store>, degraded: Arc<AtomicBool>) {
+    let mut durable = wal.durable();
+    loop {
+        let target = *durable.borrow_and_update();
+        if tail.next_lsn() > target {
+            if durable.changed().await.is_err() {
+                return;
+            }
+            continue;
+        }
+        let read = tokio::task::spawn_blocking(move || {
+            let frames = tail.read(target, BATCH_MAX);
+            (tail, frames)
+        })
+        .await;
+        let Ok((returned, frames)) = read else {
+            return;
+        };
+        tail = returned;
+        let frames = match frames {
+            Ok(frames) if !frames.is_empty() => frames,
+            Ok(_) => {
+                // The frames are written but not yet visible whole; look again shortly.
+                tokio::time::sleep(BACKOFF_MIN).await;
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "checkpoint cannot read the write-ahead log");
+                degraded.store(true, Ordering::Relaxed);
+                tokio::time::sleep(BACKOFF_MAX).await;
+                continue;
+            }
+        };
+        let last = frames.last().map_or(0, |f| f.lsn);
+        let entries: Vec<StoredEntry> = frames
+            .iter()
+            .filter_map(|f| match StoredEntry::decode(&f.payload) {
+                Ok(entry) => Some(entry),
+                Err(e) => {
+                    // The frame passed its checksum, so this is a bug, not disk damage.
+                    tracing::error!(lsn = f.lsn, error = %e, "undecodable log entry skipped");
+                    None
+                }
+            })
+            .collect();
+        store_with_retry(&*store, entries, &degraded).await;
+        if let Err(e) = wal.release_through(last) {
+            tracing::warn!(error = %e, "could not delete checkpointed log segments");
+        }
+    }
+}
+
+/// Writes until the store takes the batch; marks the server degraded meanwhile.
+async fn store_with_retry(store: &dyn Store, entries: Vec<StoredEntry>, degraded: &AtomicBool) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        match store.write(entries.clone()).await {
+            Ok(()) => {
+                if degraded.swap(false, Ordering::Relaxed) {
+                    tracing::info!("store reachable again; checkpoints resumed");
+                }
+                return;
+            }
+            Err(e) => {
+                if !degraded.swap(true, Ordering::Relaxed) {
+                    tracing::error!(error = %e, "store write failed; writes stay in the log");
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}

@@ -1,0 +1,345 @@
+//! The task that owns one [`Shard`]: applies requests in arrival order, makes changes
+//! durable, then acknowledges them and fans their events out.
+//!
+//! With a write-ahead log, a batch's entries are appended without waiting; the commit waits
+//! in a FIFO of pending commits while the task goes on serving requests. Because the log
+//! completes appends in order, the FIFO's head is always the next to become durable. A
+//! commit's events are published, and its writer acknowledged (unless it asked for less than
+//! durability), only when it reaches the head *and* is durable — so no subscriber ever sees
+//! a write that a crash could still take back, and a re-sent duplicate (which changes
+//! nothing) is acknowledged only after the original's commit.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use topgun_core::OrMapEntry;
+use topgun_core::merkle::Sum;
+use topgun_core::protocol::Message;
+use topgun_core::protocol::enums::WriteConcern;
+use topgun_core::protocol::messages::{LeafRecord, ServerEvent};
+
+use crate::fanout::{ConnHandle, ConnId, Subscribers};
+use crate::metrics::Metrics;
+use crate::ops::Write;
+use crate::shard::{Change, Shard};
+use crate::store::{MapKind, Store, StoredEntry};
+use crate::wal::{Wal, WalError};
+
+/// Why a write was not acknowledged: an `ERROR` code and message.
+pub type Failure = (u32, String);
+
+pub mod codes {
+    pub const INTERNAL: u32 = 500;
+    pub const UNAVAILABLE: u32 = 503;
+}
+
+/// Where applied changes go to become durable.
+#[derive(Debug, Clone)]
+pub enum Persist {
+    /// Appended to the write-ahead log; `level` is what a completed append achieves.
+    Wal { wal: Wal, level: WriteConcern },
+    /// Written straight to the store (no log): `APPLIED` once the store has them.
+    Store(Arc<dyn Store>),
+}
+
+/// A request for one shard task.
+#[derive(Debug)]
+pub enum Request {
+    Apply {
+        conn: ConnId,
+        writes: Vec<(String, Write)>,
+        /// Acknowledge only once durable (else once applied).
+        durable: bool,
+        done: oneshot::Sender<Result<WriteConcern, Failure>>,
+    },
+    Push {
+        conn: ConnId,
+        map: String,
+        entries: Vec<OrMapEntry>,
+    },
+    Leaves {
+        kind: MapKind,
+        map: String,
+        path: String,
+        subscribe: Option<ConnHandle>,
+        reply: oneshot::Sender<Vec<(u16, Sum)>>,
+    },
+    LwwLeaf {
+        map: String,
+        path: String,
+        reply: oneshot::Sender<Vec<LeafRecord>>,
+    },
+    OrLeaf {
+        map: String,
+        path: String,
+        reply: oneshot::Sender<Vec<OrMapEntry>>,
+    },
+    OrEntries {
+        map: String,
+        keys: Vec<(usize, String)>,
+        reply: oneshot::Sender<Vec<(usize, OrMapEntry)>>,
+    },
+    Forget {
+        conn: ConnId,
+    },
+}
+
+type Written = oneshot::Receiver<Result<u64, Arc<WalError>>>;
+
+/// A commit waiting for its log append.
+struct Pending {
+    /// `None`: nothing was appended (nothing changed); durable once those before it are.
+    written: Option<Written>,
+    writer: ConnId,
+    events: Vec<(MapKind, ServerEvent)>,
+    /// The writer's acknowledgement, when it waits for durability.
+    done: Option<oneshot::Sender<Result<WriteConcern, Failure>>>,
+}
+
+struct Task {
+    shard: Shard,
+    subscribers: Subscribers,
+    persist: Persist,
+    metrics: Arc<Metrics>,
+    pending: VecDeque<Pending>,
+}
+
+/// Runs a shard until every sender is gone and every pending commit is settled.
+pub async fn run(
+    shard: Shard,
+    mut requests: mpsc::Receiver<Request>,
+    persist: Persist,
+    metrics: Arc<Metrics>,
+) {
+    let mut task = Task {
+        shard,
+        subscribers: Subscribers::default(),
+        persist,
+        metrics,
+        pending: VecDeque::new(),
+    };
+    loop {
+        tokio::select! {
+            biased;
+            written = head_written(&mut task.pending) => task.settle_head(written),
+            request = requests.recv() => match request {
+                Some(request) => task.serve(request).await,
+                None => break,
+            },
+        }
+    }
+    while !task.pending.is_empty() {
+        let written = head_written(&mut task.pending).await;
+        task.settle_head(written);
+    }
+}
+
+/// Resolves when the head commit's append completes; never while the FIFO is empty.
+async fn head_written(pending: &mut VecDeque<Pending>) -> Result<(), Arc<WalError>> {
+    let Some(head) = pending.front_mut() else {
+        return std::future::pending().await;
+    };
+    match head.written.as_mut() {
+        None => Ok(()),
+        Some(written) => match written.await {
+            Ok(result) => result.map(drop),
+            Err(_) => Err(Arc::new(WalError::Closed)),
+        },
+    }
+}
+
+impl Task {
+    fn level(&self) -> WriteConcern {
+        match &self.persist {
+            Persist::Wal { level, .. } => *level,
+            Persist::Store(_) => WriteConcern::Applied,
+        }
+    }
+
+    fn settle_head(&mut self, written: Result<(), Arc<WalError>>) {
+        let Some(head) = self.pending.pop_front() else {
+            return;
+        };
+        let outcome = match written {
+            Ok(()) => {
+                for (kind, event) in head.events {
+                    publish(
+                        &mut self.subscribers,
+                        &self.metrics,
+                        kind,
+                        head.writer,
+                        event,
+                    );
+                }
+                Ok(self.level())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "a commit failed; its writer is told");
+                Err((codes::UNAVAILABLE, e.to_string()))
+            }
+        };
+        if let Some(done) = head.done {
+            let _ = done.send(outcome);
+        }
+    }
+
+    async fn serve(&mut self, request: Request) {
+        match request {
+            Request::Apply {
+                conn,
+                writes,
+                durable,
+                done,
+            } => {
+                if let Err(refused) = self.check_room() {
+                    let _ = done.send(Err(refused));
+                    return;
+                }
+                let changes = writes
+                    .into_iter()
+                    .filter_map(|(map, write)| {
+                        let kind = write.map_kind();
+                        self.shard.apply(&map, write).map(|c| (kind, c))
+                    })
+                    .collect();
+                self.commit(conn, changes, Some((done, durable))).await;
+            }
+            Request::Push { conn, map, entries } => {
+                if let Err((_, why)) = self.check_room() {
+                    tracing::warn!(%why, "pushed OR entries refused");
+                    return;
+                }
+                let changes = entries
+                    .into_iter()
+                    .flat_map(|entry| self.shard.push_or_entry(&map, entry))
+                    .map(|change| (MapKind::Or, change))
+                    .collect();
+                self.commit(conn, changes, None).await;
+            }
+            other => self.read(other),
+        }
+    }
+
+    fn check_room(&self) -> Result<(), Failure> {
+        match &self.persist {
+            Persist::Wal { wal, .. } => wal
+                .check_room()
+                .map_err(|e| (codes::UNAVAILABLE, e.to_string())),
+            Persist::Store(_) => Ok(()),
+        }
+    }
+
+    /// Serves the requests that only read (and subscriptions).
+    fn read(&mut self, request: Request) {
+        match request {
+            Request::Leaves {
+                kind,
+                map,
+                path,
+                subscribe,
+                reply,
+            } => {
+                if let Some(conn) = subscribe {
+                    self.subscribers.subscribe(kind, &map, conn);
+                }
+                let sums = self.shard.leaf_sums(kind, &map, &path).unwrap_or_default();
+                let _ = reply.send(sums);
+            }
+            Request::LwwLeaf { map, path, reply } => {
+                let _ = reply.send(self.shard.lww_leaf(&map, &path).unwrap_or_default());
+            }
+            Request::OrLeaf { map, path, reply } => {
+                let _ = reply.send(self.shard.or_leaf(&map, &path).unwrap_or_default());
+            }
+            Request::OrEntries { map, keys, reply } => {
+                let (at, keys): (Vec<usize>, Vec<String>) = keys.into_iter().unzip();
+                let entries = self.shard.or_entries(&map, &keys);
+                let _ = reply.send(at.into_iter().zip(entries).collect());
+            }
+            Request::Forget { conn } => self.subscribers.forget(conn),
+            Request::Apply { .. } | Request::Push { .. } => {
+                unreachable!("writes are served by `serve`")
+            }
+        }
+    }
+
+    /// Makes `changes` durable, then publishes them and acknowledges the writer.
+    async fn commit(
+        &mut self,
+        writer: ConnId,
+        changes: Vec<(MapKind, Change)>,
+        ack: Option<(oneshot::Sender<Result<WriteConcern, Failure>>, bool)>,
+    ) {
+        let mut events = Vec::with_capacity(changes.len());
+        let mut stored: Vec<StoredEntry> = Vec::with_capacity(changes.len());
+        for (kind, change) in changes {
+            events.push((kind, change.event));
+            stored.push(change.stored);
+        }
+        let wal = match &self.persist {
+            Persist::Store(store) => {
+                let outcome = match store.write(stored).await {
+                    Ok(()) => {
+                        for (kind, event) in events {
+                            publish(&mut self.subscribers, &self.metrics, kind, writer, event);
+                        }
+                        Ok(WriteConcern::Applied)
+                    }
+                    Err(e) => Err((codes::UNAVAILABLE, e.to_string())),
+                };
+                if let Some((done, _)) = ack {
+                    let _ = done.send(outcome);
+                }
+                return;
+            }
+            Persist::Wal { wal, .. } => wal.clone(),
+        };
+        let written = if stored.is_empty() {
+            None
+        } else {
+            let payloads = stored.iter().map(StoredEntry::encode).collect();
+            match wal.append(payloads).await {
+                Ok(written) => Some(written),
+                Err(e) => {
+                    if let Some((done, _)) = ack {
+                        let _ = done.send(Err((codes::UNAVAILABLE, e.to_string())));
+                    }
+                    return;
+                }
+            }
+        };
+        let done = match ack {
+            Some((done, true)) => Some(done),
+            Some((done, false)) => {
+                let _ = done.send(Ok(WriteConcern::Applied));
+                None
+            }
+            None => None,
+        };
+        self.pending.push_back(Pending {
+            written,
+            writer,
+            events,
+            done,
+        });
+    }
+}
+
+/// Encodes an event once and offers it to the map's subscribers but its writer.
+fn publish(
+    subscribers: &mut Subscribers,
+    metrics: &Metrics,
+    kind: MapKind,
+    writer: ConnId,
+    event: ServerEvent,
+) {
+    if !subscribers.has_subscribers(kind, &event.map_name, writer) {
+        return;
+    }
+    let map = event.map_name.to_string();
+    let bytes = Bytes::from(Message::ServerEvent(event).encode());
+    let delivery = subscribers.publish(kind, &map, writer, &bytes);
+    metrics.events(delivery.queued, delivery.kicked);
+}

@@ -1,0 +1,153 @@
+//! Opens the configured store and write-ahead log, and recovers the records at start-up:
+//! load the store, replay the log on top, then hand both to the shards (DESIGN §4.2).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use thiserror::Error;
+use topgun_core::protocol::enums::WriteConcern;
+
+use crate::shard_task::Persist;
+use crate::store::{MemoryStore, Store, StoreError, StoredEntry};
+use crate::store_redb::RedbStore;
+use crate::wal::{self, OnCorruption, SyncMode, Tail, Wal, WalConfig, WalError};
+
+/// Where records are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded default: `<data dir>/store.redb`.
+    Redb,
+    /// Nothing survives a restart (tests, throwaway servers); no log is written.
+    Memory,
+}
+
+/// When a write is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// After the log is synced to disk (`PERSISTED`): the default.
+    Fsync,
+    /// After the log write reached the operating system (`APPLIED`): survives a server
+    /// crash, not a power loss.
+    Os,
+    /// As soon as applied in memory (`APPLIED`); the log is written behind.
+    Memory,
+}
+
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    pub backend: Backend,
+    pub data_dir: PathBuf,
+    pub durability: Durability,
+    pub wal_segment_bytes: u64,
+    pub wal_max_bytes: u64,
+    pub on_corruption: OnCorruption,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            backend: Backend::Redb,
+            data_dir: PathBuf::from("topgun-data"),
+            durability: Durability::Fsync,
+            wal_segment_bytes: 64 << 20,
+            wal_max_bytes: 1 << 30,
+            on_corruption: OnCorruption::Refuse,
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum StorageError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Wal(#[from] WalError),
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Everything the server needs from storage after start-up.
+#[derive(Debug)]
+pub struct Opened {
+    /// The store's entries, then the log's, in order: what the shards load.
+    pub loaded: Vec<StoredEntry>,
+    pub persist: Persist,
+    /// Whether a write waits for the log before it is acknowledged.
+    pub ack_after_log: bool,
+    /// Set while the checkpointer cannot write to the store.
+    pub degraded: Arc<AtomicBool>,
+}
+
+/// Opens storage as configured and starts the log writer and the checkpointer.
+pub async fn open(config: &StorageConfig) -> Result<Opened, StorageError> {
+    let degraded = Arc::new(AtomicBool::new(false));
+    if config.backend == Backend::Memory {
+        return Ok(Opened {
+            loaded: Vec::new(),
+            persist: Persist::Store(Arc::new(MemoryStore::new())),
+            ack_after_log: true,
+            degraded,
+        });
+    }
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| StorageError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let store: Arc<dyn Store> = Arc::new(RedbStore::open(&config.data_dir.join("store.redb"))?);
+    let mut loaded = store.load(&all_partitions()).await?;
+    let wal_config = WalConfig {
+        dir: config.data_dir.join("wal"),
+        sync: match config.durability {
+            Durability::Fsync => SyncMode::Fsync,
+            Durability::Os | Durability::Memory => SyncMode::Os,
+        },
+        segment_bytes: config.wal_segment_bytes,
+        max_bytes: config.wal_max_bytes,
+        on_corruption: config.on_corruption,
+    };
+    let recovered = wal::recover(&wal_config)?;
+    if recovered.discarded_bytes > 0 {
+        tracing::warn!(
+            bytes = recovered.discarded_bytes,
+            "discarded the unreadable end of the write-ahead log"
+        );
+    }
+    let first_lsn = recovered
+        .frames
+        .first()
+        .map_or(recovered.next_lsn, |f| f.lsn);
+    for frame in &recovered.frames {
+        loaded.push(StoredEntry::decode(&frame.payload)?);
+    }
+    tracing::info!(
+        entries = loaded.len(),
+        replayed = recovered.frames.len(),
+        "records recovered"
+    );
+    let wal = Wal::start(&wal_config, &recovered)?;
+    let tail = Tail::new(&wal_config.dir, first_lsn);
+    tokio::spawn(crate::checkpoint::run(
+        wal.clone(),
+        tail,
+        store,
+        Arc::clone(&degraded),
+    ));
+    let level = match config.durability {
+        Durability::Fsync => WriteConcern::Persisted,
+        Durability::Os | Durability::Memory => WriteConcern::Applied,
+    };
+    Ok(Opened {
+        loaded,
+        persist: Persist::Wal { wal, level },
+        ack_after_log: config.durability != Durability::Memory,
+        degraded,
+    })
+}
+
+fn all_partitions() -> Vec<u32> {
+    (0..topgun_core::hash::PARTITION_COUNT).collect()
+}

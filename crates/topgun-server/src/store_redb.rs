@@ -1,0 +1,99 @@
+//! The embedded default store: one redb file (`<data dir>/store.redb`).
+//!
+//! One table maps `kind ‖ map length ‖ map ‖ key` to the entry's byte form
+//! ([`StoredEntry::encode`]). redb commits are atomic and durable, so a batch of entries is
+//! stored all or nothing. Calls run on the blocking pool: redb does file I/O.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use topgun_core::hash::partition_id;
+
+use crate::store::{MapKind, Store, StoreError, StoredEntry};
+
+const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// The redb store.
+#[derive(Debug, Clone)]
+pub struct RedbStore {
+    db: Arc<Database>,
+}
+
+fn slot(entry: &StoredEntry) -> Vec<u8> {
+    let mut key = Vec::with_capacity(5 + entry.map.len() + entry.key.len());
+    key.push(match entry.value.kind() {
+        MapKind::Lww => 0,
+        MapKind::Or => 1,
+    });
+    let map_len = u32::try_from(entry.map.len()).expect("map names are at most 256 bytes");
+    key.extend_from_slice(&map_len.to_le_bytes());
+    key.extend_from_slice(entry.map.as_bytes());
+    key.extend_from_slice(entry.key.as_bytes());
+    key
+}
+
+impl RedbStore {
+    /// Opens (or creates) the store file.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Database::create(path)
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+        let txn = db.begin_write().map_err(unavailable)?;
+        txn.open_table(ENTRIES).map_err(unavailable)?;
+        txn.commit().map_err(unavailable)?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    fn load_blocking(&self, partitions: &[u32]) -> Result<Vec<StoredEntry>, StoreError> {
+        let txn = self.db.begin_read().map_err(unavailable)?;
+        let table = txn.open_table(ENTRIES).map_err(unavailable)?;
+        let mut out = Vec::new();
+        for item in table.iter().map_err(unavailable)? {
+            let (_, value) = item.map_err(unavailable)?;
+            let entry = StoredEntry::decode(value.value())?;
+            if partitions.contains(&partition_id(&entry.key)) {
+                out.push(entry);
+            }
+        }
+        Ok(out)
+    }
+
+    fn write_blocking(&self, entries: &[StoredEntry]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(unavailable)?;
+        {
+            let mut table = txn.open_table(ENTRIES).map_err(unavailable)?;
+            for entry in entries {
+                table
+                    .insert(slot(entry).as_slice(), entry.encode().as_slice())
+                    .map_err(unavailable)?;
+            }
+        }
+        txn.commit().map_err(unavailable)
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
+}
+
+impl Store for RedbStore {
+    fn load(&self, partitions: &[u32]) -> BoxFuture<'_, Result<Vec<StoredEntry>, StoreError>> {
+        let (this, partitions) = (self.clone(), partitions.to_vec());
+        blocking(move || this.load_blocking(&partitions)).boxed()
+    }
+
+    fn write(&self, entries: Vec<StoredEntry>) -> BoxFuture<'_, Result<(), StoreError>> {
+        let this = self.clone();
+        blocking(move || this.write_blocking(&entries)).boxed()
+    }
+}
