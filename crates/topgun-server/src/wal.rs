@@ -205,6 +205,13 @@ pub fn recover(config: &WalConfig) -> Result<Recovered, WalError> {
     let mut next_lsn = segs.first().map_or(1, |(first, _)| *first);
     for (at, (first, path)) in segs.iter().enumerate() {
         let bytes = fs::read(path).map_err(io_err(path))?;
+        let last = at + 1 == segs.len();
+        if last && bytes.len() < HEADER_LEN {
+            // A crash while a new segment's header was being written: it holds nothing.
+            discarded_bytes += bytes.len() as u64;
+            fs::remove_file(path).map_err(io_err(path))?;
+            break;
+        }
         let corrupt = |offset: u64, reason: String| WalError::Corrupt {
             path: path.clone(),
             offset,
@@ -220,7 +227,6 @@ pub fn recover(config: &WalConfig) -> Result<Recovered, WalError> {
                 format!("starts at LSN {header_lsn}, expected {next_lsn}"),
             ));
         }
-        let last = at + 1 == segs.len();
         let ending = parse_frames(
             &bytes[HEADER_LEN..],
             SEGMENT_HEADER_BYTES,
@@ -584,5 +590,204 @@ impl Tail {
             + skipped
                 .map(|f| (FRAME_HEADER_BYTES + f.payload.len()) as u64)
                 .sum::<u64>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Path) -> WalConfig {
+        WalConfig {
+            dir: dir.to_owned(),
+            sync: SyncMode::Fsync,
+            segment_bytes: 256,
+            max_bytes: 1 << 20,
+            on_corruption: OnCorruption::Refuse,
+        }
+    }
+
+    fn payload(i: u64) -> Vec<u8> {
+        format!("entry number {i}").into_bytes()
+    }
+
+    /// Appends `count` single-frame entries through a fresh writer; returns the last LSN.
+    async fn write(config: &WalConfig, count: u64) -> u64 {
+        let recovered = recover(config).unwrap();
+        let wal = Wal::start(config, &recovered).unwrap();
+        let first = recovered.next_lsn;
+        let mut last = 0;
+        for i in first..first + count {
+            last = wal
+                .append(vec![payload(i)])
+                .await
+                .unwrap()
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        last
+    }
+
+    fn payloads(frames: &[Frame]) -> Vec<Vec<u8>> {
+        frames.iter().map(|f| f.payload.clone()).collect()
+    }
+
+    fn last_segment(dir: &Path) -> PathBuf {
+        segments(dir).unwrap().pop().unwrap().1
+    }
+
+    #[tokio::test]
+    async fn appends_survive_reopening_across_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        assert_eq!(write(&config, 30).await, 30);
+        assert!(
+            segments(dir.path()).unwrap().len() > 3,
+            "small segments roll over"
+        );
+        assert_eq!(write(&config, 5).await, 35, "LSNs continue after a restart");
+        let recovered = recover(&config).unwrap();
+        assert_eq!(
+            payloads(&recovered.frames),
+            (1..=35).map(payload).collect::<Vec<_>>()
+        );
+        assert_eq!((recovered.next_lsn, recovered.discarded_bytes), (36, 0));
+    }
+
+    #[tokio::test]
+    async fn concurrent_appends_share_syncs_and_keep_lsn_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = WalConfig {
+            segment_bytes: 1 << 20,
+            ..config(dir.path())
+        };
+        let wal = Wal::start(&config, &recover(&config).unwrap()).unwrap();
+        let mut waits = Vec::new();
+        for i in 1..=200 {
+            waits.push(wal.append(vec![payload(i), payload(i)]).await.unwrap());
+        }
+        for (i, wait) in (1..).zip(waits) {
+            assert_eq!(
+                wait.await.unwrap().unwrap(),
+                2 * i,
+                "each append gets its last LSN"
+            );
+        }
+        assert_eq!(recover(&config).unwrap().frames.len(), 400);
+    }
+
+    #[tokio::test]
+    async fn a_truncated_tail_is_cut_off_and_appends_continue() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        write(&config, 10).await;
+        let path = last_segment(dir.path());
+        let len = fs::metadata(&path).unwrap().len();
+        truncate(&path, len - 3).unwrap();
+        let recovered = recover(&config).unwrap();
+        assert_eq!(recovered.next_lsn, 10, "the cut frame is gone");
+        assert!(recovered.discarded_bytes > 0);
+        assert_eq!(write(&config, 2).await, 11);
+        assert_eq!(recover(&config).unwrap().frames.len(), 11);
+    }
+
+    fn flip(path: &Path, offset_from_end: u64) {
+        let mut bytes = fs::read(path).unwrap();
+        let at = bytes.len() - usize::try_from(offset_from_end).unwrap();
+        bytes[at] ^= 0x40;
+        fs::write(path, bytes).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_flipped_byte_in_the_last_frame_is_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        write(&config, 10).await;
+        flip(&last_segment(dir.path()), 2);
+        let recovered = recover(&config).unwrap();
+        assert_eq!(recovered.frames.last().unwrap().lsn, 9);
+    }
+
+    #[tokio::test]
+    async fn corruption_mid_log_stops_recovery_unless_discarding() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        write(&config, 30).await;
+        let (_, first) = segments(dir.path()).unwrap().remove(0);
+        // A byte inside the first segment's first frame: valid frames follow it.
+        let mut bytes = fs::read(&first).unwrap();
+        bytes[HEADER_LEN + FRAME_HEADER_BYTES + 1] ^= 0x01;
+        fs::write(&first, bytes).unwrap();
+        let err = recover(&config).unwrap_err();
+        assert!(
+            matches!(&err, WalError::Corrupt { offset: 16, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("--wal-discard-corrupt"));
+        let discard = WalConfig {
+            on_corruption: OnCorruption::Discard,
+            ..config.clone()
+        };
+        let recovered = recover(&discard).unwrap();
+        assert!(
+            recovered.frames.is_empty(),
+            "everything from the bad frame on is dropped"
+        );
+        assert_eq!(segments(dir.path()).unwrap().len(), 1);
+        assert_eq!(write(&config, 1).await, 1);
+    }
+
+    #[tokio::test]
+    async fn the_tail_reads_durable_frames_and_released_segments_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let recovered = recover(&config).unwrap();
+        let wal = Wal::start(&config, &recovered).unwrap();
+        for i in 1..=40 {
+            wal.append(vec![payload(i)])
+                .await
+                .unwrap()
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        let mut tail = Tail::new(dir.path(), 1);
+        let first = tail.read(25, 10).unwrap();
+        assert_eq!(
+            first.iter().map(|f| f.lsn).collect::<Vec<_>>(),
+            (1..=10).collect::<Vec<_>>()
+        );
+        let rest = tail.read(25, 100).unwrap();
+        assert_eq!(rest.first().map(|f| f.lsn), Some(11));
+        assert_eq!(rest.last().map(|f| f.lsn), Some(25));
+        let before = segments(dir.path()).unwrap().len();
+        wal.release_through(25).unwrap();
+        let after = segments(dir.path()).unwrap();
+        assert!(after.len() < before);
+        assert!(after[0].0 <= 26, "frames after the checkpoint are kept");
+        let recovered = recover(&config).unwrap();
+        assert_eq!(recovered.frames.last().unwrap().lsn, 40);
+        assert!(recovered.frames[0].lsn <= 26);
+    }
+
+    #[tokio::test]
+    async fn appends_are_refused_beyond_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = WalConfig {
+            max_bytes: 300,
+            ..config(dir.path())
+        };
+        let wal = Wal::start(&config, &recover(&config).unwrap()).unwrap();
+        assert!(wal.check_room().is_ok());
+        for i in 1..=20 {
+            wal.append(vec![payload(i)])
+                .await
+                .unwrap()
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        assert!(matches!(wal.check_room(), Err(WalError::Full { .. })));
     }
 }
