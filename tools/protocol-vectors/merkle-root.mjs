@@ -5,6 +5,7 @@
 // Input (stdin, JSON):
 //   { "lww": [{ "key", "millis", "counter", "nodeId" }],
 //     "or":  [{ "key", "records": [{ "tag", "value", "millis", "counter", "nodeId", "ttlMs"? }] }] }
+//   (`records` are the key's live records; a key without any is not in the client's tree)
 // Output (stdout, JSON):
 //   { "lww": { "root", "buckets": { hexDigit: hash } }, "or": { "root", "buckets" } }
 //
@@ -82,6 +83,9 @@ process.stdin.on('data', (chunk) => (input += chunk));
 process.stdin.on('end', () => {
   const data = JSON.parse(input);
   const lww = (data.lww ?? []).map((r) => [r.key, fnv1a(`${r.key}:${r.millis}:${r.counter}:${r.nodeId}`)]);
-  const or = (data.or ?? []).map((e) => [e.key, orEntryHash(e.key, e.records)]);
+  // The client drops a key from its tree once its last record is removed.
+  const or = (data.or ?? [])
+    .filter((e) => e.records.length > 0)
+    .map((e) => [e.key, orEntryHash(e.key, e.records)]);
   process.stdout.write(JSON.stringify({ lww: buildTree(lww), or: buildTree(or) }));
 });

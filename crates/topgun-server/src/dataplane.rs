@@ -168,13 +168,11 @@ impl DataPlane {
         let out = match msg {
             Message::ClientOp(op) => {
                 let requested = op.write_concern;
-                self.write(conn.handle.id, vec![op], requested, now_ms)
-                    .await
+                self.write(conn, vec![op], requested, now_ms).await
             }
             Message::OpBatch(batch) => {
                 let requested = batch.write_concern;
-                self.write(conn.handle.id, batch.ops, requested, now_ms)
-                    .await
+                self.write(conn, batch.ops, requested, now_ms).await
             }
             Message::SyncInit(s) => {
                 self.sync_root(conn, MapKind::Lww, s.map_name.into(), now_ms)
@@ -222,7 +220,7 @@ impl DataPlane {
     /// is the weakest level any part of the batch reached.
     async fn write(
         &self,
-        conn: ConnId,
+        conn: &mut ConnState,
         ops: Vec<ClientOp>,
         requested: Option<WriteConcern>,
         now_ms: u64,
@@ -235,16 +233,14 @@ impl DataPlane {
         let durable = self.ack_after_log
             && requested.is_none_or(|wc| rank(wc) >= rank(WriteConcern::Persisted));
         let started = std::time::Instant::now();
-        let last_id = ops
-            .iter()
-            .rev()
-            .find_map(|op| op.id.clone())
-            .unwrap_or_else(|| "unknown".into());
+        let any_id = ops.iter().any(|op| op.id.is_some());
+        let mut last_id = None;
+        let mut retry_from = None;
         let mut frames = Vec::new();
         let mut per_shard: Vec<Vec<(String, Write)>> = vec![Vec::new(); self.shards.len()];
         {
             let mut hlc = self.hlc();
-            for op in ops {
+            for (at, op) in ops.into_iter().enumerate() {
                 let (id, map) = (op.id.clone(), op.map_name.to_string());
                 match ops::validate(op, &mut hlc, now_ms) {
                     Ok(write) => {
@@ -253,15 +249,31 @@ impl DataPlane {
                     }
                     Err(refused) => {
                         self.metrics.op_rejected();
+                        if refused.retry {
+                            retry_from.get_or_insert(at);
+                        }
                         frames.push(Message::OpRejected(OpRejected {
-                            op_id: id.unwrap_or_else(|| "unknown".into()),
+                            op_id: id.clone().unwrap_or_else(|| "unknown".into()),
                             reason: refused.reason.into(),
                             code: Some(refused.code),
                         }));
                     }
                 }
+                // The ack covers every op up to the first one the client should send again.
+                if retry_from.is_none() {
+                    last_id = id.or(last_id);
+                }
             }
         }
+        // Without any op id the ack is "unknown" (as the TopGun server sends); with ids but
+        // a retryable refusal before any of them, nothing may be acknowledged.
+        let last_id = match (last_id, any_id) {
+            (Some(id), _) => Some(id),
+            (None, false) if retry_from.is_none() => Some("unknown".into()),
+            (None, _) => None,
+        };
+        self.subscribe_writer(conn, &per_shard).await?;
+        let conn = conn.handle.id;
         let mut pending = Vec::new();
         for (shard, writes) in per_shard.into_iter().enumerate() {
             if writes.is_empty() {
@@ -299,15 +311,42 @@ impl DataPlane {
                     }
                 }
                 metrics.batch_applied(started.elapsed());
-                frames.push(Message::OpAck(OpAck {
-                    last_id,
-                    achieved_level: Some(achieved),
-                    results: None,
-                }));
+                if let Some(last_id) = last_id {
+                    frames.push(Message::OpAck(OpAck {
+                        last_id,
+                        achieved_level: Some(achieved),
+                        results: None,
+                    }));
+                }
                 frames
             }
             .boxed(),
         ))
+    }
+
+    /// Subscribes a connection to the events of the maps it writes to, so that a client
+    /// hears of other clients' writes to a map even before it syncs it.
+    async fn subscribe_writer(
+        &self,
+        conn: &mut ConnState,
+        writes: &[Vec<(String, Write)>],
+    ) -> Result<(), Box<Message>> {
+        for (map, write) in writes.iter().flatten() {
+            let slot = (write.map_kind(), map.clone());
+            if conn.maps.contains(&slot) || conn.maps.len() >= conn.maps_max {
+                continue;
+            }
+            conn.maps.insert(slot);
+            for shard in 0..self.shards.len() {
+                let request = Request::Subscribe {
+                    kind: write.map_kind(),
+                    map: map.clone(),
+                    conn: conn.handle.clone(),
+                };
+                self.send(shard, request).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Sends a leaf-sums request to every shard; the future rebuilds the logical tree.

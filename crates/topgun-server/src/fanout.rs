@@ -1,11 +1,12 @@
 //! What flows to a connection's socket writer, and how shards reach subscribers.
 //!
-//! Each connection has one bounded queue of [`Outbound`] items. Its own replies enter in
-//! request order (a reply computed by shards enters as a future the writer awaits in
-//! place), so replies keep request order however many requests are in flight. Events from
-//! other connections' writes are offered with `try_send`: a connection whose queue is full
-//! is *kicked* — closed so that it reconnects and resyncs — rather than allowed to grow
-//! server memory or silently miss an event.
+//! Each connection has two bounded queues. Its own replies enter the reply queue in request
+//! order (a reply computed by shards enters as a future the writer awaits in place), so
+//! replies keep request order however many requests are in flight; a full reply queue makes
+//! the reader wait. Events from other connections' writes enter the separate event queue
+//! with `try_send`, so a client's own pending requests never take an event's place: a
+//! connection whose event queue is full is *kicked* — closed so that it reconnects and
+//! resyncs — rather than allowed to grow server memory or silently miss an event.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,12 +24,10 @@ pub type ConnId = u64;
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 
-/// One item of a connection's outbound queue.
+/// One item of a connection's reply queue.
 pub enum Outbound {
     /// A reply, encoded by the writer (boxed: most messages are far smaller than the largest).
     Message(Box<Message>),
-    /// An encoded message, possibly shared with other connections.
-    Frame(Bytes),
     /// Replies still being computed; the writer waits for them before anything behind.
     Later(BoxFuture<'static, Vec<Message>>),
     /// Close the connection after everything before it.
@@ -39,19 +38,18 @@ impl std::fmt::Debug for Outbound {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Message(m) => write!(f, "Message({})", m.type_name()),
-            Self::Frame(b) => write!(f, "Frame({} bytes)", b.len()),
             Self::Later(_) => f.write_str("Later"),
             Self::Close { code, reason } => write!(f, "Close({code}, {reason})"),
         }
     }
 }
 
-/// How shards reach a connection. Holds the queue weakly: a connection's lifetime belongs
-/// to its reader, and its queue closes as soon as the reader is done.
+/// How shards reach a connection's event queue. Holds it weakly: a connection's lifetime
+/// belongs to its reader, and the queue closes as soon as the reader is done.
 #[derive(Debug, Clone)]
 pub struct ConnHandle {
     pub id: ConnId,
-    queue: mpsc::WeakSender<Outbound>,
+    queue: mpsc::WeakSender<Bytes>,
     kicked: Arc<watch::Sender<bool>>,
 }
 
@@ -67,7 +65,7 @@ pub enum Offer {
 
 impl ConnHandle {
     /// A handle for a new connection, with the receiver that learns of a kick.
-    pub fn new(queue: &mpsc::Sender<Outbound>) -> (Self, watch::Receiver<bool>) {
+    pub fn new(queue: &mpsc::Sender<Bytes>) -> (Self, watch::Receiver<bool>) {
         let (kicked, on_kick) = watch::channel(false);
         let handle = Self {
             id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
@@ -82,7 +80,7 @@ impl ConnHandle {
         let Some(queue) = self.queue.upgrade() else {
             return Offer::Gone;
         };
-        match queue.try_send(Outbound::Frame(frame)) {
+        match queue.try_send(frame) {
             Ok(()) => Offer::Queued,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.kicked.send_replace(true);
@@ -180,7 +178,7 @@ impl Subscribers {
 mod tests {
     use super::*;
 
-    fn frames(rx: &mut mpsc::Receiver<Outbound>) -> usize {
+    fn frames(rx: &mut mpsc::Receiver<Bytes>) -> usize {
         std::iter::from_fn(|| rx.try_recv().ok()).count()
     }
 

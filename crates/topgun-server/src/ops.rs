@@ -66,6 +66,9 @@ impl Write {
 pub struct Rejection {
     pub code: u32,
     pub reason: String,
+    /// The op may succeed later unchanged (a timestamp ahead of the server clock will not
+    /// be once time catches up): it is not acknowledged, so the client keeps and resends it.
+    pub retry: bool,
 }
 
 pub mod codes {
@@ -77,6 +80,7 @@ fn bad(reason: impl Into<String>) -> Rejection {
     Rejection {
         code: codes::BAD_OP,
         reason: reason.into(),
+        retry: false,
     }
 }
 
@@ -95,6 +99,7 @@ pub fn check_map_name(name: &str) -> Result<(), Rejection> {
         return Err(Rejection {
             code: codes::FORBIDDEN,
             reason: format!("map {name:?} is reserved for the server"),
+            retry: false,
         });
     }
     Ok(())
@@ -189,10 +194,14 @@ fn observe(hlc: &mut Hlc, ts: &Timestamp, wall_ms: u64) -> Result<(), Rejection>
         HlcError::DriftExceeded {
             drift_ms,
             max_drift_ms,
-        } => bad(format!(
-            "timestamp {ts} is {drift_ms} ms ahead of the server clock (at most \
-             {max_drift_ms} ms allowed); check the client's clock"
-        )),
+        } => Rejection {
+            retry: true,
+            ..bad(format!(
+                "timestamp {ts} is {drift_ms} ms ahead of the server clock (at most \
+                 {max_drift_ms} ms allowed); check the client's clock. The op is not \
+                 acknowledged: it is accepted once the server clock reaches it"
+            ))
+        },
         other => bad(format!("timestamp {ts}: {other}")),
     })
 }

@@ -15,6 +15,7 @@ use crate::metrics::Metrics;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::http::StatusCode;
@@ -42,6 +43,8 @@ const TICK: Duration = Duration::from_secs(1);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait to deliver the close frame to a slow consumer.
 const KICK_TIMEOUT: Duration = Duration::from_secs(1);
+/// A socket that accepts no frame for this long is closed.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The transport accepts messages up to this multiple of the decoder's frame limit, so that
 /// an oversize frame is answered with `ERROR 413` instead of a dropped connection; beyond
 /// it the WebSocket layer closes the connection (1009).
@@ -278,14 +281,16 @@ async fn serve_connection(socket: WebSocket, shared: Arc<Shared>) {
     shared.metrics.connection_opened();
     let _guard = ConnectionGuard(Arc::clone(&shared));
     let (sink, mut stream) = socket.split();
-    let (tx, rx) = mpsc::channel::<Outbound>(shared.session.limits.outbound_queue_len);
-    let (handle, mut kicked) = ConnHandle::new(&tx);
-    let writer = tokio::spawn(write_loop(
-        sink,
-        rx,
-        kicked.clone(),
-        Arc::clone(&shared.metrics),
-    ));
+    let queue_len = shared.session.limits.outbound_queue_len;
+    let (tx, replies) = mpsc::channel::<Outbound>(queue_len);
+    let (events_tx, events) = mpsc::channel::<Bytes>(queue_len);
+    let (handle, mut kicked) = ConnHandle::new(&events_tx);
+    let queues = Queues {
+        replies,
+        events,
+        kicked: kicked.clone(),
+    };
+    let writer = tokio::spawn(write_loop(sink, queues, Arc::clone(&shared.metrics)));
     let mut conn = ConnState::new(handle, shared.session.limits.maps_per_connection_max);
     let (mut session, first) = Session::open(Arc::clone(&shared.session), now_ms());
     let mut open = deliver(first, &tx, &mut conn, &shared).await;
@@ -311,7 +316,7 @@ async fn serve_connection(socket: WebSocket, shared: Arc<Shared>) {
         open = deliver(outputs, &tx, &mut conn, &shared).await;
     }
     shared.data.disconnect(conn.handle.id).await;
-    drop(tx);
+    drop((tx, events_tx));
     let _ = writer.await;
 }
 
@@ -355,48 +360,51 @@ async fn deliver(
     true
 }
 
-/// Writes a connection's queue to its socket in order; on a kick, sends the slow-consumer
-/// close frame instead of anything still queued.
+/// What a connection's writer reads from.
+struct Queues {
+    replies: mpsc::Receiver<Outbound>,
+    events: mpsc::Receiver<Bytes>,
+    kicked: watch::Receiver<bool>,
+}
+
+/// Writes replies (in request order) and events to the socket; on a kick, sends the
+/// slow-consumer close frame instead of anything still queued. A socket that takes no data
+/// for `WRITE_TIMEOUT` is given up on, which also stops the reader.
 async fn write_loop(
     mut sink: SplitSink<WebSocket, WsMessage>,
-    mut queue: mpsc::Receiver<Outbound>,
-    mut kicked: watch::Receiver<bool>,
+    mut queues: Queues,
     metrics: Arc<Metrics>,
 ) {
     loop {
-        let item = tokio::select! {
-            biased;
-            _ = kicked.changed() => break kick(sink).await,
-            item = queue.recv() => item,
-        };
-        let frames = match item {
-            None => break,
-            Some(Outbound::Message(msg)) => vec![encoded(&msg, &metrics)],
-            Some(Outbound::Frame(bytes)) => {
+        let frames = tokio::select! {
+            _ = queues.kicked.changed() => break kick(sink).await,
+            Some(bytes) = queues.events.recv() => {
                 metrics.sent_bytes(bytes.len());
                 vec![WsMessage::Binary(bytes)]
             }
-            Some(Outbound::Later(replies)) => tokio::select! {
-                biased;
-                _ = kicked.changed() => break kick(sink).await,
-                msgs = replies => msgs.iter().map(|m| encoded(m, &metrics)).collect(),
+            reply = queues.replies.recv() => match reply {
+                None => break,
+                Some(Outbound::Message(msg)) => vec![encoded(&msg, &metrics)],
+                Some(Outbound::Later(replies)) => tokio::select! {
+                    _ = queues.kicked.changed() => break kick(sink).await,
+                    msgs = replies => msgs.iter().map(|m| encoded(m, &metrics)).collect(),
+                },
+                Some(Outbound::Close { code, reason }) => {
+                    let close = CloseFrame {
+                        code,
+                        reason: reason.into(),
+                    };
+                    let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(WsMessage::Close(Some(close)))).await;
+                    break;
+                }
             },
-            Some(Outbound::Close { code, reason }) => {
-                let close = CloseFrame {
-                    code,
-                    reason: reason.into(),
-                };
-                let _ = sink.send(WsMessage::Close(Some(close))).await;
-                break;
-            }
         };
         for frame in frames {
             let sent = tokio::select! {
-                biased;
-                _ = kicked.changed() => return kick(sink).await,
-                sent = sink.send(frame) => sent,
+                _ = queues.kicked.changed() => return kick(sink).await,
+                sent = tokio::time::timeout(WRITE_TIMEOUT, sink.send(frame)) => sent,
             };
-            if sent.is_err() {
+            if !matches!(sent, Ok(Ok(()))) {
                 return;
             }
         }

@@ -18,7 +18,7 @@ use topgun_core::OrMapEntry;
 use topgun_core::merkle::Sum;
 use topgun_core::protocol::Message;
 use topgun_core::protocol::enums::WriteConcern;
-use topgun_core::protocol::messages::{LeafRecord, ServerEvent};
+use topgun_core::protocol::messages::{LeafRecord, ServerBatchEvent, ServerEvent};
 
 use crate::fanout::{ConnHandle, ConnId, Subscribers};
 use crate::metrics::Metrics;
@@ -80,6 +80,12 @@ pub enum Request {
         map: String,
         keys: Vec<(usize, String)>,
         reply: oneshot::Sender<Vec<(usize, OrMapEntry)>>,
+    },
+    /// Receive the map's events (a connection that writes to a map it never synced).
+    Subscribe {
+        kind: MapKind,
+        map: String,
+        conn: ConnHandle,
     },
     Forget {
         conn: ConnId,
@@ -164,15 +170,12 @@ impl Task {
         };
         let outcome = match written {
             Ok(()) => {
-                for (kind, event) in head.events {
-                    publish(
-                        &mut self.subscribers,
-                        &self.metrics,
-                        kind,
-                        head.writer,
-                        event,
-                    );
-                }
+                publish(
+                    &mut self.subscribers,
+                    &self.metrics,
+                    head.writer,
+                    head.events,
+                );
                 Ok(self.level())
             }
             Err(e) => {
@@ -258,6 +261,7 @@ impl Task {
                 let entries = self.shard.or_entries(&map, &keys);
                 let _ = reply.send(at.into_iter().zip(entries).collect());
             }
+            Request::Subscribe { kind, map, conn } => self.subscribers.subscribe(kind, &map, conn),
             Request::Forget { conn } => self.subscribers.forget(conn),
             Request::Apply { .. } | Request::Push { .. } => {
                 unreachable!("writes are served by `serve`")
@@ -282,9 +286,7 @@ impl Task {
             Persist::Store(store) => {
                 let outcome = match store.write(stored).await {
                     Ok(()) => {
-                        for (kind, event) in events {
-                            publish(&mut self.subscribers, &self.metrics, kind, writer, event);
-                        }
+                        publish(&mut self.subscribers, &self.metrics, writer, events);
                         Ok(WriteConcern::Applied)
                     }
                     Err(e) => Err((codes::UNAVAILABLE, e.to_string())),
@@ -327,19 +329,37 @@ impl Task {
     }
 }
 
-/// Encodes an event once and offers it to the map's subscribers but its writer.
+/// Offers a commit's events to each map's subscribers but the writer, encoded once per
+/// map: one `SERVER_EVENT`, or one `SERVER_BATCH_EVENT` when the commit changed several
+/// keys of the map (a large batch costs each subscriber one frame, not one per op).
 fn publish(
     subscribers: &mut Subscribers,
     metrics: &Metrics,
-    kind: MapKind,
     writer: ConnId,
-    event: ServerEvent,
+    events: Vec<(MapKind, ServerEvent)>,
 ) {
-    if !subscribers.has_subscribers(kind, &event.map_name, writer) {
-        return;
+    let mut groups: Vec<(MapKind, Vec<ServerEvent>)> = Vec::new();
+    for (kind, event) in events {
+        if !subscribers.has_subscribers(kind, &event.map_name, writer) {
+            continue;
+        }
+        match groups
+            .iter_mut()
+            .find(|(k, evs)| *k == kind && evs[0].map_name == event.map_name)
+        {
+            Some((_, evs)) => evs.push(event),
+            None => groups.push((kind, vec![event])),
+        }
     }
-    let map = event.map_name.to_string();
-    let bytes = Bytes::from(Message::ServerEvent(event).encode());
-    let delivery = subscribers.publish(kind, &map, writer, &bytes);
-    metrics.events(delivery.queued, delivery.kicked);
+    for (kind, mut events) in groups {
+        let map = events[0].map_name.to_string();
+        let msg = if events.len() == 1 {
+            Message::ServerEvent(events.remove(0))
+        } else {
+            Message::ServerBatchEvent(ServerBatchEvent { events })
+        };
+        let bytes = Bytes::from(msg.encode());
+        let delivery = subscribers.publish(kind, &map, writer, &bytes);
+        metrics.events(delivery.queued, delivery.kicked);
+    }
 }

@@ -31,7 +31,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -94,6 +94,10 @@ pub enum WalError {
     Full { bytes: u64, max_bytes: u64 },
     #[error("the write-ahead log is closed")]
     Closed,
+    #[error(
+        "an earlier write-ahead log write failed; writes are refused until a restart recovers the log"
+    )]
+    Failed,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WalError + '_ {
@@ -296,6 +300,8 @@ pub struct Wal {
     /// The highest LSN written (and synced, in `Fsync` mode).
     durable: watch::Receiver<u64>,
     dir: PathBuf,
+    /// Set by the writer thread once a write failed.
+    failed: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Append {
@@ -313,7 +319,9 @@ impl Wal {
         }
         let bytes = Arc::new(AtomicU64::new(bytes));
         let (durable_tx, durable) = watch::channel(recovered.next_lsn - 1);
-        let writer = Writer::open(config, recovered.next_lsn, Arc::clone(&bytes), durable_tx)?;
+        let failed = Arc::new(AtomicBool::new(false));
+        let mut writer = Writer::open(config, recovered.next_lsn, Arc::clone(&bytes), durable_tx)?;
+        writer.failed_flag = Arc::clone(&failed);
         let (appends, queue) = mpsc::channel(APPEND_QUEUE_LEN);
         std::thread::Builder::new()
             .name("topgun-wal".into())
@@ -325,6 +333,7 @@ impl Wal {
             max_bytes: config.max_bytes,
             durable,
             dir: config.dir.clone(),
+            failed,
         })
     }
 
@@ -334,6 +343,9 @@ impl Wal {
 
     /// Refuses when the log is over its bound (the store is behind).
     pub fn check_room(&self) -> Result<(), WalError> {
+        if self.failed.load(Ordering::Relaxed) {
+            return Err(WalError::Failed);
+        }
         let bytes = self.bytes.load(Ordering::Relaxed);
         if bytes > self.max_bytes {
             return Err(WalError::Full {
@@ -393,6 +405,7 @@ struct Writer {
     /// After a failed write the segment's end is unknown: every later append fails too,
     /// and a restart recovers (truncating the partial frame as a torn tail).
     failed: Option<Arc<WalError>>,
+    failed_flag: Arc<AtomicBool>,
 }
 
 impl Writer {
@@ -415,6 +428,7 @@ impl Writer {
             bytes,
             durable,
             failed: None,
+            failed_flag: Arc::default(),
         })
     }
 
@@ -435,6 +449,7 @@ impl Writer {
             if let Err(e) = &result {
                 tracing::error!(error = %e, "write-ahead log append failed; refusing writes");
                 self.failed = Some(Arc::clone(e));
+                self.failed_flag.store(true, Ordering::Relaxed);
             }
             let mut last = self.next_lsn - 1;
             for append in group.into_iter().rev() {
