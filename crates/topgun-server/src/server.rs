@@ -109,6 +109,14 @@ impl Server {
         Self::bind_opened(config, opened).await
     }
 
+    /// Like [`Server::bind`] with the configured write-ahead log in front of a given store.
+    pub async fn bind_with_log(config: Config, store: Arc<dyn Store>) -> std::io::Result<Self> {
+        let opened = storage::open_with_store(&config.storage, store)
+            .await
+            .map_err(std::io::Error::other)?;
+        Self::bind_opened(config, opened).await
+    }
+
     /// Like [`Server::bind`] over a given store, without a log: every write goes straight to
     /// `store`. For tests and embedding; sharing a store between servers in turn simulates a
     /// restart.

@@ -98,6 +98,16 @@ pub async fn open(config: &StorageConfig) -> Result<Opened, StorageError> {
         source,
     })?;
     let store: Arc<dyn Store> = Arc::new(RedbStore::open(&config.data_dir.join("store.redb"))?);
+    open_with_store(config, store).await
+}
+
+/// Like [`open`] over a given store, with the write-ahead log in `<data dir>/wal`: for stores
+/// that live elsewhere (and for tests that inject store faults).
+pub async fn open_with_store(
+    config: &StorageConfig,
+    store: Arc<dyn Store>,
+) -> Result<Opened, StorageError> {
+    let degraded = Arc::new(AtomicBool::new(false));
     let mut loaded = store.load(&all_partitions()).await?;
     let wal_config = WalConfig {
         dir: config.data_dir.join("wal"),

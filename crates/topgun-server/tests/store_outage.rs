@@ -1,0 +1,177 @@
+//! A store that stops taking writes: the server keeps accepting writes into its log up to the
+//! log's bound, then refuses them with a clear error (never drops them), reports itself
+//! degraded, and drains everything into the store once it is back. The store here injects
+//! the fault in front of the in-memory store; the PostgreSQL store will get the same test
+//! against a real server.
+
+// Test code: a panic is a test failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::*;
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use tokio::sync::oneshot;
+use topgun_core::protocol::Message;
+use topgun_core::protocol::messages::{ClientOp, OpBatch};
+use topgun_core::protocol::wire::Field;
+use topgun_core::{LwwRecord, NodeId, Timestamp, Value};
+use topgun_server::Server;
+use topgun_server::config::{Cli, Config};
+use topgun_server::store::{MemoryStore, Store, StoreError, StoredEntry, StoredValue};
+
+/// The in-memory store behind a switch that makes every write fail.
+#[derive(Debug, Default)]
+struct Switchable {
+    inner: MemoryStore,
+    down: AtomicBool,
+}
+
+impl Store for Switchable {
+    fn load(&self, partitions: &[u32]) -> BoxFuture<'_, Result<Vec<StoredEntry>, StoreError>> {
+        self.inner.load(partitions)
+    }
+
+    fn write(&self, entries: Vec<StoredEntry>) -> BoxFuture<'_, Result<(), StoreError>> {
+        if self.down.load(Ordering::SeqCst) {
+            return futures_util::future::ready(Err(StoreError::Unavailable(
+                "connection refused".into(),
+            )))
+            .boxed();
+        }
+        self.inner.write(entries)
+    }
+}
+
+fn batch(n: u64, size: usize) -> (Message, Vec<(String, i64)>) {
+    let node = NodeId::new("writer").unwrap();
+    let keys: Vec<(String, i64)> = (0..size as u64)
+        .map(|i| (format!("k{n}-{i}"), i64::try_from(n * 1000 + i).unwrap()))
+        .collect();
+    let ops = keys
+        .iter()
+        .zip(1u64..)
+        .map(|((key, value), id)| ClientOp {
+            id: Some((n * 1000 + id).to_string().into()),
+            map_name: "m".into(),
+            key: key.as_str().into(),
+            op_type: None,
+            record: Field::Value(LwwRecord::new(
+                Value::Int(*value),
+                Timestamp::new(1_700_000_000_000, 0, node.clone()),
+                None,
+            )),
+            or_record: Field::Absent,
+            or_tag: Field::Absent,
+            write_concern: None,
+            timeout: None,
+        })
+        .collect();
+    let msg = Message::OpBatch(OpBatch {
+        ops,
+        write_concern: None,
+        timeout: None,
+    });
+    (msg, keys)
+}
+
+async fn stored(store: &Switchable) -> HashMap<String, Value> {
+    let all: Vec<u32> = (0..topgun_core::hash::PARTITION_COUNT).collect();
+    store
+        .inner
+        .load(&all)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| match e.value {
+            StoredValue::Lww(r) => Some((e.key, r.value)),
+            StoredValue::Or { .. } => None,
+        })
+        .collect()
+}
+
+/// Polls `check` every 50 ms for up to 10 s.
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    for _ in 0..200 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_wait_in_the_log_while_the_store_is_down_and_drain_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli {
+        port: Some(0),
+        host: Some("127.0.0.1".parse().unwrap()),
+        data_dir: Some(dir.path().to_owned()),
+        ..Cli::default()
+    };
+    let file = "wal_segment_bytes = 4096\nwal_max_bytes = 65536\n";
+    let config = Config::resolve(&cli, Some(file), &no_auth()).unwrap();
+    let store = Arc::new(Switchable::default());
+    let server = Server::bind_with_log(config, store.clone()).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let (_stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    let mut c = connect(addr, "/").await;
+    let mut acked: HashMap<String, i64> = HashMap::new();
+
+    store.down.store(true, Ordering::SeqCst);
+    let mut refused = None;
+    for n in 0..1000 {
+        let (msg, keys) = batch(n, 20);
+        send(&mut c, &msg).await;
+        match recv(&mut c).await.unwrap() {
+            Message::OpAck(_) => acked.extend(keys),
+            Message::Error(e) => {
+                refused = Some(e);
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let refused = refused.expect("the log's bound was never reached");
+    assert_eq!(refused.code, 503);
+    assert!(
+        refused.message.contains("not yet in the store"),
+        "{}",
+        refused.message
+    );
+    assert!(acked.len() > 100, "writes were accepted into the log first");
+    assert!(stored(&store).await.is_empty(), "nothing reached the store");
+    let (status, body) = http_get_async(addr, "/health/ready").await;
+    assert_eq!(status, 503);
+    assert!(body.contains("degraded"), "{body}");
+
+    store.down.store(false, Ordering::SeqCst);
+    eventually("the log drained into the store", async || {
+        stored(&store).await.len() >= acked.len()
+    })
+    .await;
+    let now_stored = stored(&store).await;
+    for (key, value) in &acked {
+        assert_eq!(now_stored.get(key), Some(&Value::Int(*value)), "{key} lost");
+    }
+    eventually("readiness recovered", async || {
+        http_get_async(addr, "/health/ready").await.0 == 200
+    })
+    .await;
+    let (msg, _) = batch(5000, 5);
+    send(&mut c, &msg).await;
+    assert!(
+        matches!(recv(&mut c).await.unwrap(), Message::OpAck(_)),
+        "writes accepted again"
+    );
+}
