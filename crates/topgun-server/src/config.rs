@@ -47,9 +47,13 @@ pub struct Cli {
     /// server crash, not a power loss) or `memory` (as soon as applied).
     #[arg(long, env = "TOPGUN_DURABILITY")]
     pub durability: Option<String>,
-    /// `redb` (embedded, the default) or `memory` (nothing survives a restart).
+    /// `redb` (embedded, the default), `postgres` (with `DATABASE_URL`) or `memory`
+    /// (nothing survives a restart).
     #[arg(long = "storage", env = "STORAGE_BACKEND")]
     pub storage_backend: Option<String>,
+    /// PostgreSQL connection URL for `--storage postgres`.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
     /// Start even if the write-ahead log is corrupt, discarding it from the damaged frame on.
     #[arg(long)]
     pub wal_discard_corrupt: bool,
@@ -297,8 +301,22 @@ fn storage_config(cli: &Cli, file: FileStorage) -> Result<StorageConfig, ConfigE
     {
         None | Some("redb") => Backend::Redb,
         Some("memory") => Backend::Memory,
-        Some(other) => return Err(out_of_range("storage backend", "redb or memory", other)),
+        Some("postgres") => Backend::Postgres,
+        Some(other) => {
+            return Err(out_of_range(
+                "storage backend",
+                "redb, postgres or memory",
+                other,
+            ));
+        }
     };
+    if backend == Backend::Postgres && cli.database_url.is_none() {
+        return Err(out_of_range(
+            "DATABASE_URL",
+            "set when the storage backend is postgres",
+            "nothing",
+        ));
+    }
     let segment = file.wal_segment_bytes.unwrap_or(defaults.wal_segment_bytes);
     let max = file.wal_max_bytes.unwrap_or(defaults.wal_max_bytes);
     if segment < 4096 || max < segment {
@@ -310,6 +328,7 @@ fn storage_config(cli: &Cli, file: FileStorage) -> Result<StorageConfig, ConfigE
     }
     Ok(StorageConfig {
         backend,
+        database_url: cli.database_url.clone(),
         data_dir: cli
             .data_dir
             .clone()

@@ -12,6 +12,7 @@
 //! | [`checkpoint`] | drains the log into the store and releases checkpointed segments |
 //! | [`store`] | the storage trait, entries' byte form, and the in-memory store |
 //! | [`store_redb`] | the embedded default store (redb) |
+//! | [`store_pg`] | the PostgreSQL store |
 //! | [`storage`] | opens the configured store and log and recovers the records at start-up |
 //! | [`fanout`] | the per-connection outbound queue, and map subscribers for events |
 //! | [`dataplane`] | routes data requests to shard tasks and assembles their replies |
@@ -35,6 +36,7 @@ pub mod shard;
 pub mod shard_task;
 pub mod storage;
 pub mod store;
+pub mod store_pg;
 pub mod store_redb;
 pub mod wal;
 

@@ -10,6 +10,7 @@ use topgun_core::protocol::enums::WriteConcern;
 
 use crate::shard_task::Persist;
 use crate::store::{MemoryStore, Store, StoreError, StoredEntry};
+use crate::store_pg::PgStore;
 use crate::store_redb::RedbStore;
 use crate::wal::{self, OnCorruption, SyncMode, Tail, Wal, WalConfig, WalError};
 
@@ -20,6 +21,8 @@ pub enum Backend {
     Redb,
     /// Nothing survives a restart (tests, throwaway servers); no log is written.
     Memory,
+    /// PostgreSQL at `database_url`; the log stays in the data directory.
+    Postgres,
 }
 
 /// When a write is acknowledged.
@@ -37,6 +40,8 @@ pub enum Durability {
 #[derive(Debug, Clone)]
 pub struct StorageConfig {
     pub backend: Backend,
+    /// For [`Backend::Postgres`].
+    pub database_url: Option<String>,
     pub data_dir: PathBuf,
     pub durability: Durability,
     pub wal_segment_bytes: u64,
@@ -48,6 +53,7 @@ impl Default for StorageConfig {
     fn default() -> Self {
         Self {
             backend: Backend::Redb,
+            database_url: None,
             data_dir: PathBuf::from("topgun-data"),
             durability: Durability::Fsync,
             wal_segment_bytes: 64 << 20,
@@ -97,7 +103,16 @@ pub async fn open(config: &StorageConfig) -> Result<Opened, StorageError> {
         path: config.data_dir.clone(),
         source,
     })?;
-    let store: Arc<dyn Store> = Arc::new(RedbStore::open(&config.data_dir.join("store.redb"))?);
+    let store: Arc<dyn Store> = match (config.backend, &config.database_url) {
+        (Backend::Postgres, Some(url)) => Arc::new(PgStore::connect(url).await?),
+        (Backend::Postgres, None) => {
+            return Err(StoreError::Unavailable(
+                "STORAGE_BACKEND=postgres needs DATABASE_URL".into(),
+            )
+            .into());
+        }
+        _ => Arc::new(RedbStore::open(&config.data_dir.join("store.redb"))?),
+    };
     open_with_store(config, store).await
 }
 

@@ -1,16 +1,21 @@
-//! One conformance suite for every `Store`: run against the in-memory store and redb (and
-//! any store added later). A store must upsert whole key states, keep LWW and OR maps of
+//! One conformance suite for every `Store`: run against the in-memory store, redb and a real
+//! PostgreSQL server (a database of its own per test, dropped afterwards). A store must upsert whole key states, keep LWW and OR maps of
 //! one name apart, load by partition, survive reopening (disk stores), and round-trip
 //! every value shape byte-exactly.
 
 // Test code: a panic is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::Arc;
+
+use common::TestDb;
 
 use topgun_core::hash::{PARTITION_COUNT, partition_id};
 use topgun_core::{LwwRecord, NodeId, OrRecord, Timestamp, Value, ValueMap};
 use topgun_server::store::{MemoryStore, Store, StoredEntry, StoredValue};
+use topgun_server::store_pg::PgStore;
 use topgun_server::store_redb::RedbStore;
 
 fn ts(millis: u64, counter: u32) -> Timestamp {
@@ -153,4 +158,38 @@ fn redb_refuses_an_unusable_path_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let err = RedbStore::open(&dir.path().join("missing/dir/store.redb")).unwrap_err();
     assert!(err.to_string().contains("cannot open"), "{err}");
+}
+
+#[tokio::test]
+async fn postgres_store_conforms_and_keeps_everything_across_reconnecting() {
+    let db = TestDb::create().await;
+    conformance(Arc::new(PgStore::connect(&db.url).await.unwrap())).await;
+    // A second connection (a restart) migrates nothing and sees everything.
+    let again = PgStore::connect(&db.url).await.unwrap();
+    let entries = again.load(&all()).await.unwrap();
+    assert_eq!(entries.len(), 4 + shapes().len());
+    assert!(entries.contains(&lww("m", "a", Value::Int(3), 2)));
+    // Keys may hold any character, NUL included; one batch may repeat a key.
+    again
+        .write(vec![
+            lww("m", "nul\0key", Value::Int(1), 1),
+            lww("m", "nul\0key", Value::Int(2), 2),
+        ])
+        .await
+        .unwrap();
+    let loaded = again.load(&[partition_id("nul\0key")]).await.unwrap();
+    assert!(loaded.contains(&lww("m", "nul\0key", Value::Int(2), 2)));
+}
+
+#[tokio::test]
+async fn postgres_loads_page_by_page() {
+    let db = TestDb::create().await;
+    let store = PgStore::connect(&db.url).await.unwrap();
+    let entries: Vec<StoredEntry> = (0..25_000)
+        .map(|i| lww("big", &format!("key-{i:05}"), Value::Int(i), 1))
+        .collect();
+    for chunk in entries.chunks(5_000) {
+        store.write(chunk.to_vec()).await.unwrap();
+    }
+    assert_eq!(sorted(store.load(&all()).await.unwrap()), sorted(entries));
 }

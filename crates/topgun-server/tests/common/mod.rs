@@ -172,3 +172,75 @@ pub(crate) async fn http_get_async(addr: SocketAddr, path: &'static str) -> (u16
         .await
         .unwrap()
 }
+
+/// A PostgreSQL database of its own for one test, dropped afterwards (also on panic).
+///
+/// The server comes from `TOPGUN_TEST_PG_URL` (an admin URL; `./scripts/test` sets it,
+/// starting a throwaway server when none runs), else `postgres://postgres@127.0.0.1:5432/postgres`.
+pub(crate) struct TestDb {
+    admin_url: String,
+    name: String,
+    pub(crate) url: String,
+}
+
+impl TestDb {
+    pub(crate) async fn create() -> Self {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let admin_url = std::env::var("TOPGUN_TEST_PG_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!(
+            "topgun_test_{}_{}_{nanos}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut admin = admin_connection(&admin_url).await;
+        sqlx::Executor::execute(
+            &mut admin,
+            sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")),
+        )
+        .await
+        .unwrap();
+        let (base, _) = admin_url.rsplit_once('/').unwrap();
+        let url = format!("{base}/{name}");
+        Self {
+            admin_url,
+            name,
+            url,
+        }
+    }
+}
+
+async fn admin_connection(url: &str) -> sqlx::PgConnection {
+    use sqlx::Connection;
+    sqlx::PgConnection::connect(url).await.unwrap_or_else(|e| {
+        panic!(
+            "PostgreSQL tests need a server at {url} ({e}). Run ./scripts/test, which starts a \
+             throwaway one when PostgreSQL is installed but not running, or set \
+             TOPGUN_TEST_PG_URL to an admin URL"
+        )
+    })
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let (url, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop runs outside any async context we could borrow: use a runtime of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let mut admin = admin_connection(&url).await;
+                let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                let _ = sqlx::Executor::execute(&mut admin, sqlx::AssertSqlSafe(drop)).await;
+            });
+        })
+        .join();
+    }
+}
