@@ -1,5 +1,5 @@
-//! Crash safety of the real binary in its default configuration (redb store, synced
-//! write-ahead log): concurrent writers, `kill -9` at random moments, restart, and every
+//! Crash safety of the real binary in its default configuration (synced write-ahead log;
+//! the redb store, and the PostgreSQL store against a real server): concurrent writers, `kill -9` at random moments, restart, and every
 //! acknowledged write must be there with its value — and nothing that was never sent.
 //!
 //! 20 cycles by default; `TOPGUN_CRASH_CYCLES=<n>` runs more (and `TOPGUN_SEED=<n>` replays
@@ -28,15 +28,22 @@ const MAP: &str = "crash";
 const WRITERS: usize = 3;
 const BATCH: u64 = 5;
 
-/// Starts the binary on a free port over `dir`; returns it and its address.
-fn spawn(dir: &Path) -> (Child, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_topgun-server"))
-        .args(["--port", "0", "--data-dir"])
+/// Starts the binary on a free port over `dir` (and `database_url`, for the PostgreSQL
+/// store); returns it and its address.
+fn spawn(dir: &Path, database_url: Option<&str>) -> (Child, SocketAddr) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_topgun-server"));
+    cmd.args(["--port", "0", "--data-dir"])
         .arg(dir)
         .env("TOPGUN_NO_AUTH", "1")
         .env_remove("JWT_SECRET")
         .env_remove("STORAGE_BACKEND")
-        .env_remove("TOPGUN_DURABILITY")
+        .env_remove("DATABASE_URL")
+        .env_remove("TOPGUN_DURABILITY");
+    if let Some(url) = database_url {
+        cmd.env("STORAGE_BACKEND", "postgres")
+            .env("DATABASE_URL", url);
+    }
+    let mut child = cmd
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -106,9 +113,13 @@ async fn writer(addr: SocketAddr, id: usize, cycle: usize, ledger: Arc<Mutex<Led
         if try_send(&mut c, &batch).await.is_err() {
             return;
         }
-        match recv(&mut c).await {
-            Ok(Message::OpAck(_)) => ledger.lock().unwrap().acked.extend(keys),
-            _ => return,
+        // Writers hear of each other's writes (events) while they wait for their ack.
+        loop {
+            match recv(&mut c).await {
+                Ok(Message::OpAck(_)) => break ledger.lock().unwrap().acked.extend(keys.clone()),
+                Ok(Message::ServerEvent(_) | Message::ServerBatchEvent(_)) => {}
+                _ => return,
+            }
         }
     }
 }
@@ -158,7 +169,17 @@ fn next_delay_ms(state: &mut u64) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acknowledged_writes_survive_kill_9() {
+async fn acknowledged_writes_survive_kill_9_with_redb() {
+    crash_cycles(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_kill_9_with_postgres() {
+    let db = TestDb::create().await;
+    crash_cycles(Some(&db.url)).await;
+}
+
+async fn crash_cycles(database_url: Option<&str>) {
     let cycles: usize = std::env::var("TOPGUN_CRASH_CYCLES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -167,13 +188,13 @@ async fn acknowledged_writes_survive_kill_9() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| u64::from(std::process::id()) * 2_654_435_761 + 1);
-    println!("crash test seed {seed} (TOPGUN_SEED={seed} replays the kill times)");
+    eprintln!("crash test seed {seed} (TOPGUN_SEED={seed} replays the kill times)");
     let mut rng = seed | 1;
     let dir = tempfile::tempdir().unwrap();
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let mut total_acked = 0;
     for cycle in 0..cycles {
-        let (mut child, addr) = spawn(dir.path());
+        let (mut child, addr) = spawn(dir.path(), database_url);
         let writers: Vec<_> = (0..WRITERS)
             .map(|id| tokio::spawn(writer(addr, id, cycle, Arc::clone(&ledger))))
             .collect();
@@ -184,7 +205,7 @@ async fn acknowledged_writes_survive_kill_9() {
             w.await.unwrap();
         }
 
-        let (mut child, addr) = spawn(dir.path());
+        let (mut child, addr) = spawn(dir.path(), database_url);
         let stored = read_all(addr).await;
         child.kill().unwrap();
         child.wait().unwrap();
@@ -209,5 +230,5 @@ async fn acknowledged_writes_survive_kill_9() {
         total_acked > 0,
         "the writers got no acknowledgements at all"
     );
-    println!("{cycles} kill -9 cycles, {total_acked} acknowledged writes all present");
+    eprintln!("{cycles} kill -9 cycles, {total_acked} acknowledged writes all present");
 }
