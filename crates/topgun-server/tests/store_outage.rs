@@ -1,8 +1,8 @@
 //! A store that stops taking writes: the server keeps accepting writes into its log up to the
 //! log's bound, then refuses them with a clear error (never drops them), reports itself
-//! degraded, and drains everything into the store once it is back. The store here injects
-//! the fault in front of the in-memory store; the PostgreSQL store will get the same test
-//! against a real server.
+//! degraded, and drains everything into the store once it is back. Once with a fault
+//! injected in front of the in-memory store, once with a real PostgreSQL behind a TCP proxy
+//! that is shut mid-load (its connections cut, new ones refused) and then reopened.
 
 // Test code: a panic is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -25,6 +25,7 @@ use topgun_core::{LwwRecord, NodeId, Timestamp, Value};
 use topgun_server::Server;
 use topgun_server::config::{Cli, Config};
 use topgun_server::store::{MemoryStore, Store, StoreError, StoredEntry, StoredValue};
+use topgun_server::store_pg::PgStore;
 
 /// The in-memory store behind a switch that makes every write fail.
 #[derive(Debug, Default)]
@@ -96,15 +97,146 @@ async fn stored(store: &Switchable) -> HashMap<String, Value> {
         .collect()
 }
 
-/// Polls `check` every 50 ms for up to 10 s.
+/// Polls `check` every 50 ms for up to 30 s.
 async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    for _ in 0..200 {
+    for _ in 0..600 {
         if check().await {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("timed out waiting until {what}");
+}
+
+/// A TCP proxy that can be shut (every connection cut, new ones closed at once) and reopened.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    up: Arc<AtomicBool>,
+    links: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Proxy {
+    async fn start(upstream: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(AtomicBool::new(true));
+        let links = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (up2, links2) = (Arc::clone(&up), Arc::clone(&links));
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !up2.load(Ordering::SeqCst) {
+                    continue; // dropped: closed at once
+                }
+                let upstream = upstream.clone();
+                let link = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                links2.lock().unwrap().push(link.abort_handle());
+            }
+        });
+        Self { addr, up, links }
+    }
+
+    fn shut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+
+    fn reopen(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Host and port of a `postgres://user@host:port/db` URL.
+fn host_port(url: &str) -> String {
+    let rest = url.split_once('@').unwrap().1;
+    rest.split_once('/').unwrap().0.to_owned()
+}
+
+async fn pg_values(url: &str) -> HashMap<String, Value> {
+    let store = PgStore::connect(url).await.unwrap();
+    let all: Vec<u32> = (0..topgun_core::hash::PARTITION_COUNT).collect();
+    store
+        .load(&all)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| match e.value {
+            StoredValue::Lww(r) => Some((e.key, r.value)),
+            StoredValue::Or { .. } => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_outage_loses_nothing_acknowledged() {
+    let db = TestDb::create().await;
+    let upstream = host_port(&db.url);
+    let proxy = Proxy::start(upstream.clone()).await;
+    let proxied = db.url.replace(&upstream, &proxy.addr.to_string());
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli {
+        port: Some(0),
+        host: Some("127.0.0.1".parse().unwrap()),
+        data_dir: Some(dir.path().to_owned()),
+        storage_backend: Some("postgres".into()),
+        database_url: Some(proxied),
+        ..Cli::default()
+    };
+    let file = "wal_segment_bytes = 4096\nwal_max_bytes = 65536\n";
+    let config = Config::resolve(&cli, Some(file), &no_auth()).unwrap();
+    let server = Server::bind(config).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    tokio::spawn(server.run(std::future::pending()));
+    let mut c = connect(addr, "/").await;
+    let mut acked: HashMap<String, i64> = HashMap::new();
+    for n in 0..5 {
+        let (msg, keys) = batch(n, 20);
+        send(&mut c, &msg).await;
+        assert!(matches!(recv(&mut c).await.unwrap(), Message::OpAck(_)));
+        acked.extend(keys);
+    }
+    eventually("the first writes reached PostgreSQL", async || {
+        pg_values(&db.url).await.len() >= acked.len()
+    })
+    .await;
+
+    proxy.shut();
+    let mut refused = None;
+    for n in 5..1000 {
+        let (msg, keys) = batch(n, 20);
+        send(&mut c, &msg).await;
+        match recv(&mut c).await.unwrap() {
+            Message::OpAck(_) => acked.extend(keys),
+            Message::Error(e) => {
+                refused = Some(e);
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let refused = refused.expect("the log's bound was never reached");
+    assert_eq!(refused.code, 503, "{}", refused.message);
+    let (status, body) = http_get_async(addr, "/health/ready").await;
+    assert_eq!((status, body.contains("degraded")), (503, true), "{body}");
+
+    proxy.reopen();
+    eventually("the log drained into PostgreSQL", async || {
+        pg_values(&db.url).await.len() >= acked.len()
+    })
+    .await;
+    let stored = pg_values(&db.url).await;
+    for (key, value) in &acked {
+        assert_eq!(stored.get(key), Some(&Value::Int(*value)), "{key} lost");
+    }
+    eventually("readiness recovered", async || {
+        http_get_async(addr, "/health/ready").await.0 == 200
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
