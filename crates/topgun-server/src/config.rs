@@ -41,7 +41,7 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Directory of the embedded store and the write-ahead log (default `./topgun-data`).
-    #[arg(long, env = "TOPGUN_DATA_DIR")]
+    #[arg(long, env = "TOPGUN_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
     /// When writes are acknowledged: `fsync` (durable, the default), `os` (survives a
     /// server crash, not a power loss) or `memory` (as soon as applied).
@@ -57,6 +57,34 @@ pub struct Cli {
     /// Start even if the write-ahead log is corrupt, discarding it from the damaged frame on.
     #[arg(long)]
     pub wal_discard_corrupt: bool,
+    /// Without a command, the server runs.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What `topgun-server` does instead of serving.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Writes a backup of a running server's records to a file.
+    Backup {
+        /// The file to write (replaced only once the whole backup has arrived and checks out).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// The running server.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// A JWT with the `ADMIN` role, when the server has auth on.
+        #[arg(long, env = "TOPGUN_ADMIN_TOKEN")]
+        token: Option<String>,
+    },
+    /// Restores a backup into the data directory (`--data-dir`) of a stopped server.
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// Replace the records already in the data directory.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// The TOML file; unknown keys are refused so that typos do not pass silently.

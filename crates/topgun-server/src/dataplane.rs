@@ -197,6 +197,24 @@ impl DataPlane {
         Some(out.unwrap_or_else(Outbound::Message))
     }
 
+    /// Every record, shard by shard, each shard's part durable (for backups).
+    pub async fn dump(&self) -> Result<Vec<StoredEntry>, String> {
+        let mut replies = Vec::with_capacity(self.shards.len());
+        for shard in &self.shards {
+            let (reply, entries) = oneshot::channel();
+            shard
+                .send(Request::Dump { reply })
+                .await
+                .map_err(|_| "a shard stopped".to_owned())?;
+            replies.push(entries);
+        }
+        let mut out = Vec::new();
+        for part in join_all(replies).await {
+            out.extend(part.map_err(|_| "a shard stopped".to_owned())?);
+        }
+        Ok(out)
+    }
+
     /// Drops a closed connection's subscriptions.
     pub async fn disconnect(&self, conn: ConnId) {
         for shard in &self.shards {

@@ -13,6 +13,7 @@
 //! | [`store`] | the storage trait, entries' byte form, and the in-memory store |
 //! | [`store_redb`] | the embedded default store (redb) |
 //! | [`store_pg`] | the PostgreSQL store |
+//! | [`backup`] | backups of a running server, and restoring one into a data directory |
 //! | [`storage`] | opens the configured store and log and recovers the records at start-up |
 //! | [`fanout`] | the per-connection outbound queue, and map subscribers for events |
 //! | [`dataplane`] | routes data requests to shard tasks and assembles their replies |
@@ -24,6 +25,7 @@
 //! journal, search) is answered with `ERROR 501`.
 
 pub mod auth;
+pub mod backup;
 pub mod checkpoint;
 pub mod config;
 pub mod dataplane;

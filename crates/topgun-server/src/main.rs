@@ -3,13 +3,24 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::Parser;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use topgun_server::Server;
-use topgun_server::config::{AuthEnv, Cli, Config};
+use topgun_server::backup;
+use topgun_server::config::{AuthEnv, Cli, Command, Config};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(command) = cli.command.clone() {
+        return match admin(&cli, command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("topgun-server: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config = match load(&cli) {
         Ok(config) => config,
         Err(e) => {
@@ -83,6 +94,75 @@ fn auth_name(config: &Config) -> &'static str {
         topgun_server::config::AuthMode::Disabled => "disabled",
         topgun_server::config::AuthMode::Jwt(_) => "jwt",
     }
+}
+
+/// `backup` and `restore`, which talk to a server or its data directory instead of serving.
+fn admin(cli: &Cli, command: Command) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        match command {
+            Command::Backup { out, url, token } => {
+                let bytes = fetch_backup(&url, token.as_deref()).await?;
+                let entries = backup::decode(&bytes).context("the server's backup")?;
+                let partial = out.with_extension("partial");
+                std::fs::write(&partial, &bytes)
+                    .with_context(|| format!("writing {}", partial.display()))?;
+                std::fs::rename(&partial, &out)
+                    .with_context(|| format!("writing {}", out.display()))?;
+                eprintln!(
+                    "backup: {} records, {} bytes, written to {}",
+                    entries.len(),
+                    bytes.len(),
+                    out.display()
+                );
+            }
+            Command::Restore { file, force } => {
+                let dir = cli
+                    .data_dir
+                    .clone()
+                    .unwrap_or_else(|| std::path::PathBuf::from("topgun-data"));
+                let count = backup::restore(&file, &dir, force).await.with_context(|| {
+                    format!("restoring {} into {}", file.display(), dir.display())
+                })?;
+                eprintln!("restore: {count} records into {}", dir.display());
+            }
+        }
+        Ok(())
+    })
+}
+
+/// `GET /admin/backup` over plain HTTP/1.1 (the server answers with a sized body).
+async fn fetch_backup(url: &str, token: Option<&str>) -> anyhow::Result<Vec<u8>> {
+    let host = url
+        .strip_prefix("http://")
+        .context("--url must be http://host:port")?
+        .trim_end_matches('/');
+    let mut stream = tokio::net::TcpStream::connect(host)
+        .await
+        .with_context(|| format!("connecting to {host}"))?;
+    let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
+    let request =
+        format!("GET /admin/backup HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("the server's answer has no HTTP header")?;
+    let head = String::from_utf8_lossy(&response[..split]);
+    let body = response[split + 4..].to_vec();
+    let status = head.split_whitespace().nth(1).unwrap_or_default();
+    if status != "200" {
+        bail!(
+            "the server answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    Ok(body)
 }
 
 /// Completes on SIGINT or SIGTERM.

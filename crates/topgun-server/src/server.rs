@@ -190,6 +190,7 @@ impl Server {
             .route("/health/ready", get(ready))
             .route("/healthz", get(ready))
             .route("/metrics", get(metrics))
+            .route("/admin/backup", get(backup))
             .with_state(Arc::clone(&shared));
         shared.phase.store(READY, Ordering::SeqCst);
         let drain = Arc::clone(&shared);
@@ -251,6 +252,36 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         )],
         shared.metrics.render(),
     )
+}
+
+/// A backup of every record (see [`crate::backup`]). With JWT auth on, the request must carry
+/// `Authorization: Bearer <token>` with the `ADMIN` role; without auth (development) anyone
+/// who can connect may read everything anyway.
+async fn backup(State(shared): State<Arc<Shared>>, headers: axum::http::HeaderMap) -> Response {
+    if matches!(shared.auth, AuthMode::Jwt(_)) {
+        let token = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match token.map(|t| Authenticator::verify(&*shared, t, now_ms())) {
+            Some(Ok(p)) if p.roles.iter().any(|r| r == "ADMIN") => {}
+            Some(Ok(_)) => {
+                return (StatusCode::FORBIDDEN, "backups need the ADMIN role").into_response();
+            }
+            _ => {
+                let why = "send Authorization: Bearer <a JWT with the ADMIN role>";
+                return (StatusCode::UNAUTHORIZED, why).into_response();
+            }
+        }
+    }
+    match shared.data.dump().await {
+        Ok(entries) => (
+            [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+            crate::backup::encode(&entries),
+        )
+            .into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e).into_response(),
+    }
 }
 
 /// 200 when serving normally; 503 while starting, draining, or while the store is

@@ -188,6 +188,33 @@ impl Shard {
             .collect()
     }
 
+    /// Every key's state, as the store keeps it (for backups).
+    pub fn dump(&self) -> Vec<StoredEntry> {
+        let mut out = Vec::new();
+        for (map, lww) in &self.lww {
+            out.extend(lww.records().map(|(key, record)| StoredEntry {
+                map: map.clone(),
+                key: key.to_owned(),
+                value: StoredValue::Lww(record.clone()),
+            }));
+        }
+        for (map, or) in &self.or {
+            out.extend(
+                or.keys()
+                    .filter_map(|key| or.entry(key))
+                    .map(|entry| StoredEntry {
+                        map: map.clone(),
+                        key: entry.key,
+                        value: StoredValue::Or {
+                            records: entry.records,
+                            tombstones: entry.tombstones,
+                        },
+                    }),
+            );
+        }
+        out
+    }
+
     /// Restores entries read back from the store.
     pub fn load(&mut self, entries: Vec<StoredEntry>) {
         for e in entries {
@@ -350,6 +377,7 @@ mod tests {
                 .is_empty()
         );
         let mut restored = Shard::new();
+        assert_eq!(shard.dump(), vec![change.stored.clone()]);
         restored.load(vec![change.stored]);
         assert_eq!(restored.leaf_sums(MapKind::Lww, "m", "").unwrap(), sums);
     }

@@ -81,6 +81,10 @@ pub enum Request {
         keys: Vec<(usize, String)>,
         reply: oneshot::Sender<Vec<(usize, OrMapEntry)>>,
     },
+    /// Every key's state, answered once every commit applied so far is durable.
+    Dump {
+        reply: oneshot::Sender<Vec<StoredEntry>>,
+    },
     /// Receive the map's events (a connection that writes to a map it never synced).
     Subscribe {
         kind: MapKind,
@@ -102,6 +106,8 @@ struct Pending {
     events: Vec<(MapKind, ServerEvent)>,
     /// The writer's acknowledgement, when it waits for durability.
     done: Option<oneshot::Sender<Result<WriteConcern, Failure>>>,
+    /// A backup's copy of the shard, sent once everything before it is durable.
+    dump: Option<(oneshot::Sender<Vec<StoredEntry>>, Vec<StoredEntry>)>,
 }
 
 struct Task {
@@ -186,6 +192,9 @@ impl Task {
         if let Some(done) = head.done {
             let _ = done.send(outcome);
         }
+        if let Some((reply, entries)) = head.dump {
+            let _ = reply.send(entries);
+        }
     }
 
     async fn serve(&mut self, request: Request) {
@@ -220,6 +229,21 @@ impl Task {
                     .map(|change| (MapKind::Or, change))
                     .collect();
                 self.commit(conn, changes, None).await;
+            }
+            Request::Dump { reply } => {
+                let entries = self.shard.dump();
+                match self.persist {
+                    Persist::Store(_) => {
+                        let _ = reply.send(entries);
+                    }
+                    Persist::Wal { .. } => self.pending.push_back(Pending {
+                        written: None,
+                        writer: 0,
+                        events: Vec::new(),
+                        done: None,
+                        dump: Some((reply, entries)),
+                    }),
+                }
             }
             other => self.read(other),
         }
@@ -263,7 +287,7 @@ impl Task {
             }
             Request::Subscribe { kind, map, conn } => self.subscribers.subscribe(kind, &map, conn),
             Request::Forget { conn } => self.subscribers.forget(conn),
-            Request::Apply { .. } | Request::Push { .. } => {
+            Request::Apply { .. } | Request::Push { .. } | Request::Dump { .. } => {
                 unreachable!("writes are served by `serve`")
             }
         }
@@ -325,6 +349,7 @@ impl Task {
             writer,
             events,
             done,
+            dump: None,
         });
     }
 }
