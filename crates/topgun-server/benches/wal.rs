@@ -1,5 +1,5 @@
 //! The write-ahead log: group commit against one sync per append, and recovery of a
-//! million records.
+//! million records from the log and from the redb store.
 //!
 //! `cargo bench -p topgun-server --bench wal` — results and their context live in
 //! `docs/benchmarks.md`. These touch the disk of `$TMPDIR`; figures depend on its sync cost.
@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use topgun_core::{LwwRecord, NodeId, Timestamp, Value};
 use topgun_server::shard::Shard;
-use topgun_server::store::{StoredEntry, StoredValue};
+use topgun_server::store::{Store, StoredEntry, StoredValue};
+use topgun_server::store_redb::RedbStore;
 use topgun_server::wal::{self, OnCorruption, SyncMode, Wal, WalConfig};
 
 fn config(dir: &Path) -> WalConfig {
@@ -106,6 +107,26 @@ fn recovery(c: &mut Criterion) {
                 .iter()
                 .map(|f| StoredEntry::decode(&f.payload).unwrap())
                 .collect();
+            let mut shard = Shard::new();
+            shard.load(entries);
+            shard
+        });
+    });
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(&store_dir.path().join("store.redb")).unwrap();
+    rt.block_on(async {
+        for chunk in (0..RECORDS).collect::<Vec<_>>().chunks(50_000) {
+            let entries = chunk
+                .iter()
+                .map(|i| StoredEntry::decode(&entry(*i)).unwrap())
+                .collect();
+            store.write(entries).await.unwrap();
+        }
+    });
+    let all: Vec<u32> = (0..topgun_core::hash::PARTITION_COUNT).collect();
+    group.bench_function("redb_1m_records_into_a_shard", |b| {
+        b.iter(|| {
+            let entries = rt.block_on(store.load(&all)).unwrap();
             let mut shard = Shard::new();
             shard.load(entries);
             shard
