@@ -203,6 +203,11 @@ impl LwwMap {
         doomed
     }
 
+    /// Drops a key's record outright, whatever it is: replaying a prune recorded elsewhere.
+    pub fn forget(&mut self, key: &str) -> Option<LwwRecord> {
+        self.tree.remove(key)
+    }
+
     /// The Merkle tree over this map's records.
     pub fn merkle(&self) -> &MerkleTree<LwwRecord> {
         &self.tree

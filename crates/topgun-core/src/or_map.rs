@@ -307,6 +307,11 @@ impl OrMap {
             .flat_map(|s| s.tombstones.iter().map(String::as_str))
     }
 
+    /// Drops everything known about a key: replaying a prune recorded elsewhere.
+    pub fn forget(&mut self, key: &str) -> bool {
+        self.tree.remove(key).is_some()
+    }
+
     /// Everything known about `key`, as a sync entry (`None` for an unknown key).
     pub fn entry(&self, key: &str) -> Option<OrMapEntry> {
         self.tree.get(key).map(|s| OrMapEntry {
@@ -322,9 +327,9 @@ impl OrMap {
     }
 
     /// Forgets tombstones whose tag parses as a timestamp older than `older_than`; returns
-    /// them. Tags that are not timestamps are kept. Only safe once every replica has seen
-    /// those tombstones.
-    pub fn prune(&mut self, older_than: &Timestamp) -> Vec<String> {
+    /// them as `(key, tag)`. Tags that are not timestamps are kept. Only safe once every
+    /// replica has seen those tombstones.
+    pub fn prune(&mut self, older_than: &Timestamp) -> Vec<(String, String)> {
         let is_old = |tag: &str| tag.parse::<Timestamp>().is_ok_and(|ts| ts < *older_than);
         let keys: Vec<String> = self
             .tree
@@ -338,7 +343,7 @@ impl OrMap {
                 state.tombstones.retain(|t| {
                     let old = is_old(t);
                     if old {
-                        pruned.push(t.clone());
+                        pruned.push((key.clone(), t.clone()));
                     }
                     !old
                 });
@@ -546,7 +551,8 @@ mod tests {
         m.apply_tombstone("live", "2:0:n");
         let mut pruned = m.prune(&ts(10, 0, "n"));
         pruned.sort();
-        assert_eq!(pruned, vec!["2:0:n".to_owned(), "5:0:n".to_owned()]);
+        let pair = |k: &str, t: &str| (k.to_owned(), t.to_owned());
+        assert_eq!(pruned, vec![pair("gone", "5:0:n"), pair("live", "2:0:n")]);
         assert!(m.entry("gone").is_none());
         assert_eq!(m.tombstones("kept").count(), 2);
         assert_eq!(m.get("live", 0).len(), 1);

@@ -42,6 +42,8 @@ pub enum StoredValue {
         records: Vec<OrRecord>,
         tombstones: Vec<String>,
     },
+    /// The key is gone (its last tombstone was pruned): a store deletes it. Never loaded.
+    Gone(MapKind),
 }
 
 impl StoredValue {
@@ -49,6 +51,7 @@ impl StoredValue {
         match self {
             Self::Lww(_) => MapKind::Lww,
             Self::Or { .. } => MapKind::Or,
+            Self::Gone(kind) => *kind,
         }
     }
 }
@@ -77,15 +80,17 @@ impl StoredEntry {
     ///
     /// | bytes | field |
     /// |---|---|
-    /// | 1 | kind: 0 = LWW, 1 = OR |
+    /// | 1 | kind: 0 = LWW, 1 = OR, 2 = LWW key gone, 3 = OR key gone |
     /// | 4 | map name length `n`, u32 little-endian |
     /// | n | map name, UTF-8 |
-    /// | rest | MsgPack: `{key, record}` (LWW) or `{key, records, tombstones}` (OR), the wire shapes of `SYNC_RESP_LEAF` records and OR entries |
+    /// | rest | MsgPack: `{key, record}` (LWW) or `{key, records, tombstones}` (OR), the wire shapes of `SYNC_RESP_LEAF` records and OR entries; the key as a MsgPack string when gone |
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(64 + self.map.len());
-        out.push(match self.value.kind() {
-            MapKind::Lww => 0,
-            MapKind::Or => 1,
+        out.push(match &self.value {
+            StoredValue::Lww(_) => 0,
+            StoredValue::Or { .. } => 1,
+            StoredValue::Gone(MapKind::Lww) => 2,
+            StoredValue::Gone(MapKind::Or) => 3,
         });
         let map_len = u32::try_from(self.map.len()).expect("map names are at most 256 bytes");
         out.extend_from_slice(&map_len.to_le_bytes());
@@ -103,6 +108,7 @@ impl StoredEntry {
                 records: records.clone(),
                 tombstones: tombstones.clone(),
             }),
+            StoredValue::Gone(_) => encode_standalone(&self.key),
         };
         out.extend_from_slice(&body);
         out
@@ -140,6 +146,12 @@ impl StoredEntry {
                     tombstones: entry.tombstones,
                 };
                 (entry.key, value)
+            }
+            2 | 3 => {
+                let key = decode_standalone::<String>(body, &limits)
+                    .map_err(|e| corrupt(e.to_string()))?;
+                let kind = if kind == 2 { MapKind::Lww } else { MapKind::Or };
+                (key, StoredValue::Gone(kind))
             }
             other => return Err(corrupt(format!("unknown entry kind {other}"))),
         };
@@ -203,7 +215,12 @@ impl Store for MemoryStore {
     fn write(&self, entries: Vec<StoredEntry>) -> BoxFuture<'_, Result<(), StoreError>> {
         let mut map = self.lock();
         for e in entries {
-            map.insert((e.value.kind(), e.map, e.key), e.value);
+            let slot = (e.value.kind(), e.map, e.key);
+            if matches!(e.value, StoredValue::Gone(_)) {
+                map.remove(&slot);
+            } else {
+                map.insert(slot, e.value);
+            }
         }
         ready(Ok(())).boxed()
     }
@@ -260,7 +277,12 @@ mod tests {
             }],
             tombstones: vec!["1:0:x".into()],
         };
-        for e in [entry("måp", "ключ", lww(3)), entry("m", "k", or)] {
+        let gone = StoredValue::Gone(MapKind::Or);
+        for e in [
+            entry("måp", "ключ", lww(3)),
+            entry("m", "k", or),
+            entry("m", "k", gone),
+        ] {
             assert_eq!(StoredEntry::decode(&e.encode()).unwrap(), e);
         }
         let bytes = entry("m", "k", lww(1)).encode();

@@ -13,8 +13,9 @@
 //!                 PRIMARY KEY (kind, map_name, key))
 //! ```
 //!
-//! Writes are one `INSERT … SELECT FROM UNNEST(…) ON CONFLICT DO UPDATE` per batch (one round
-//! trip, atomic); loads are keyset-paged scans in primary-key order.
+//! Writes are one transaction per batch: one `INSERT … SELECT FROM UNNEST(…) ON CONFLICT DO
+//! UPDATE` for the keys' new states and one `DELETE … UNNEST` for keys gone; loads are
+//! keyset-paged scans in primary-key order.
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
@@ -22,7 +23,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Executor, Row};
 use topgun_core::hash::partition_id;
 
-use crate::store::{MapKind, Store, StoreError, StoredEntry};
+use crate::store::{MapKind, Store, StoreError, StoredEntry, StoredValue};
 
 /// Rows per page of a load.
 const PAGE_ROWS: i64 = 10_000;
@@ -156,29 +157,50 @@ impl PgStore {
         if latest.is_empty() {
             return Ok(());
         }
-        let kinds: Vec<i16> = latest.iter().map(|e| kind_code(e.value.kind())).collect();
-        let maps: Vec<&[u8]> = latest.iter().map(|e| e.map.as_bytes()).collect();
-        let keys: Vec<&[u8]> = latest.iter().map(|e| e.key.as_bytes()).collect();
-        let partitions: Vec<i32> = latest
-            .iter()
-            .map(|e| i32::try_from(partition_id(&e.key)).expect("partitions are below 271"))
-            .collect();
-        let bodies: Vec<Vec<u8>> = latest.iter().map(StoredEntry::encode).collect();
-        sqlx::query(
-            "INSERT INTO topgun_entries (kind, map_name, key, partition_id, entry) \
-             SELECT * FROM UNNEST($1::smallint[], $2::bytea[], $3::bytea[], $4::integer[], \
-             $5::bytea[]) \
-             ON CONFLICT (kind, map_name, key) DO UPDATE SET entry = EXCLUDED.entry",
-        )
-        .bind(&kinds)
-        .bind(&maps)
-        .bind(&keys)
-        .bind(&partitions)
-        .bind(&bodies)
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        Ok(())
+        let (gone, live): (Vec<StoredEntry>, Vec<StoredEntry>) = latest
+            .into_iter()
+            .partition(|e| matches!(e.value, StoredValue::Gone(_)));
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        if !live.is_empty() {
+            let kinds: Vec<i16> = live.iter().map(|e| kind_code(e.value.kind())).collect();
+            let maps: Vec<&[u8]> = live.iter().map(|e| e.map.as_bytes()).collect();
+            let keys: Vec<&[u8]> = live.iter().map(|e| e.key.as_bytes()).collect();
+            let partitions: Vec<i32> = live
+                .iter()
+                .map(|e| i32::try_from(partition_id(&e.key)).expect("partitions are below 271"))
+                .collect();
+            let bodies: Vec<Vec<u8>> = live.iter().map(StoredEntry::encode).collect();
+            sqlx::query(
+                "INSERT INTO topgun_entries (kind, map_name, key, partition_id, entry) \
+                 SELECT * FROM UNNEST($1::smallint[], $2::bytea[], $3::bytea[], \
+                 $4::integer[], $5::bytea[]) \
+                 ON CONFLICT (kind, map_name, key) DO UPDATE SET entry = EXCLUDED.entry",
+            )
+            .bind(&kinds)
+            .bind(&maps)
+            .bind(&keys)
+            .bind(&partitions)
+            .bind(&bodies)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        }
+        if !gone.is_empty() {
+            let kinds: Vec<i16> = gone.iter().map(|e| kind_code(e.value.kind())).collect();
+            let maps: Vec<&[u8]> = gone.iter().map(|e| e.map.as_bytes()).collect();
+            let keys: Vec<&[u8]> = gone.iter().map(|e| e.key.as_bytes()).collect();
+            sqlx::query(
+                "DELETE FROM topgun_entries WHERE (kind, map_name, key) IN \
+                 (SELECT * FROM UNNEST($1::smallint[], $2::bytea[], $3::bytea[]))",
+            )
+            .bind(&kinds)
+            .bind(&maps)
+            .bind(&keys)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)
     }
 }
 

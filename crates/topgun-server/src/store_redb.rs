@@ -12,7 +12,7 @@ use futures_util::future::BoxFuture;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use topgun_core::hash::partition_id;
 
-use crate::store::{MapKind, Store, StoreError, StoredEntry};
+use crate::store::{MapKind, Store, StoreError, StoredEntry, StoredValue};
 
 const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
 
@@ -69,9 +69,13 @@ impl RedbStore {
         {
             let mut table = txn.open_table(ENTRIES).map_err(unavailable)?;
             for entry in entries {
-                table
-                    .insert(slot(entry).as_slice(), entry.encode().as_slice())
-                    .map_err(unavailable)?;
+                if matches!(entry.value, StoredValue::Gone(_)) {
+                    table.remove(slot(entry).as_slice()).map_err(unavailable)?;
+                } else {
+                    table
+                        .insert(slot(entry).as_slice(), entry.encode().as_slice())
+                        .map_err(unavailable)?;
+                }
             }
         }
         txn.commit().map_err(unavailable)

@@ -14,7 +14,7 @@ use common::TestDb;
 
 use topgun_core::hash::{PARTITION_COUNT, partition_id};
 use topgun_core::{LwwRecord, NodeId, OrRecord, Timestamp, Value, ValueMap};
-use topgun_server::store::{MemoryStore, Store, StoredEntry, StoredValue};
+use topgun_server::store::{MapKind, MemoryStore, Store, StoredEntry, StoredValue};
 use topgun_server::store_pg::PgStore;
 use topgun_server::store_redb::RedbStore;
 
@@ -118,6 +118,30 @@ async fn conformance(store: Arc<dyn Store>) {
     assert!(!only_a.is_empty());
     assert!(only_a.iter().all(|e| partition_id(&e.key) == pa));
     assert_eq!(store.load(&[pa, partition_id("b")]).await.unwrap().len(), 4);
+
+    // A key gone (its last tombstone pruned) is deleted; deleting an absent key is fine.
+    let gone = |map: &str, key: &str, kind| StoredEntry {
+        map: map.into(),
+        key: key.into(),
+        value: StoredValue::Gone(kind),
+    };
+    store
+        .write(vec![
+            lww("m", "doomed", Value::Nil, 4),
+            gone("m", "doomed", MapKind::Lww),
+            gone("m", "never-there", MapKind::Or),
+        ])
+        .await
+        .unwrap();
+    store
+        .write(vec![lww("m", "doomed2", Value::Nil, 4)])
+        .await
+        .unwrap();
+    store
+        .write(vec![gone("m", "doomed2", MapKind::Lww)])
+        .await
+        .unwrap();
+    assert_eq!(sorted(store.load(&all()).await.unwrap()), expected);
 
     // Every value shape comes back exactly; an empty batch is fine.
     let shaped: Vec<StoredEntry> = shapes()

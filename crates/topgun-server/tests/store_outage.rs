@@ -92,7 +92,7 @@ async fn stored(store: &Switchable) -> HashMap<String, Value> {
         .into_iter()
         .filter_map(|e| match e.value {
             StoredValue::Lww(r) => Some((e.key, r.value)),
-            StoredValue::Or { .. } => None,
+            StoredValue::Or { .. } | StoredValue::Gone(_) => None,
         })
         .collect()
 }
@@ -167,7 +167,7 @@ async fn pg_values(url: &str) -> HashMap<String, Value> {
         .into_iter()
         .filter_map(|e| match e.value {
             StoredValue::Lww(r) => Some((e.key, r.value)),
-            StoredValue::Or { .. } => None,
+            StoredValue::Or { .. } | StoredValue::Gone(_) => None,
         })
         .collect()
 }
