@@ -37,7 +37,9 @@ pub struct Cli {
     pub node_id: Option<String>,
     /// A TOML file with any of: `port`, `host`, `node_id`, `auth_deadline_ms`,
     /// `idle_timeout_ms`, `max_frame_bytes`, `max_depth`, `outbound_queue_len`,
-    /// `maps_per_connection_max`, `shards`, `max_drift_ms`.
+    /// `maps_per_connection_max`, `shards`, `max_drift_ms`, `data_dir`, `durability`,
+    /// `storage_backend`, `wal_segment_bytes`, `wal_max_bytes`, `tombstone_ttl_ms`,
+    /// `gc_interval_ms`.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Directory of the embedded store and the write-ahead log (default `./topgun-data`).
@@ -107,6 +109,8 @@ struct FileConfig {
     storage_backend: Option<String>,
     wal_segment_bytes: Option<u64>,
     wal_max_bytes: Option<u64>,
+    tombstone_ttl_ms: Option<u64>,
+    gc_interval_ms: Option<u64>,
 }
 
 /// The auth environment (`JWT_SECRET`, `TOPGUN_NO_AUTH`, `TOPGUN_JWT_ISSUER`,
@@ -201,7 +205,15 @@ pub struct Config {
     /// How far ahead of the server clock a client timestamp may be (PROTOCOL.md §2.1).
     pub max_drift_ms: u64,
     pub storage: StorageConfig,
+    /// Tombstones older than this are pruned and clients told with `GC_PRUNE`; 0 keeps them.
+    pub tombstone_ttl_ms: u64,
+    /// How often tombstones are pruned.
+    pub gc_interval_ms: u64,
 }
+
+/// Thirty days: long enough for clients that went offline to come back and sync.
+pub const TOMBSTONE_TTL_MS_DEFAULT: u64 = 30 * 24 * 3600 * 1000;
+pub const GC_INTERVAL_MS_DEFAULT: u64 = 3600 * 1000;
 
 /// The HLC drift tolerance of both TopGun implementations.
 pub const MAX_DRIFT_MS_DEFAULT: u64 = 60_000;
@@ -270,6 +282,13 @@ impl Config {
             )?,
         };
         let shards = positive("shards", file.shards.unwrap_or_else(cores))?;
+        let tombstone_ttl_ms = file.tombstone_ttl_ms.unwrap_or(TOMBSTONE_TTL_MS_DEFAULT);
+        let gc_interval_ms = u64::try_from(positive(
+            "gc_interval_ms",
+            usize::try_from(file.gc_interval_ms.unwrap_or(GC_INTERVAL_MS_DEFAULT))
+                .unwrap_or(usize::MAX),
+        )?)
+        .unwrap_or(u64::MAX);
         let file_storage = FileStorage {
             data_dir: file.data_dir,
             durability: file.durability,
@@ -286,6 +305,8 @@ impl Config {
             shards,
             max_drift_ms: file.max_drift_ms.unwrap_or(MAX_DRIFT_MS_DEFAULT),
             storage: storage_config(cli, file_storage)?,
+            tombstone_ttl_ms,
+            gc_interval_ms,
         })
     }
 

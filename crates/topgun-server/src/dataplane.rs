@@ -32,7 +32,8 @@ use topgun_core::protocol::messages::{
     OrMapDiffResponse, OrMapPushDiff, OrMapSyncRespLeaf, OrMapSyncRespRoot, SyncRespBuckets,
     SyncRespLeaf, SyncRespRoot,
 };
-use topgun_core::{Hlc, OrMapEntry, SplitTree};
+use topgun_core::value::CompactString;
+use topgun_core::{Hlc, OrMapEntry, SplitTree, Timestamp};
 
 use crate::fanout::{ConnHandle, ConnId, Outbound};
 use crate::metrics::Metrics;
@@ -197,6 +198,28 @@ impl DataPlane {
         Some(out.unwrap_or_else(Outbound::Message))
     }
 
+    /// Forgets tombstones older than `older_than` in every shard; returns the number of keys
+    /// changed.
+    pub async fn prune(&self, older_than: Timestamp) -> usize {
+        let mut replies = Vec::with_capacity(self.shards.len());
+        for shard in &self.shards {
+            let (reply, count) = oneshot::channel();
+            let older_than = older_than.clone();
+            if shard
+                .send(Request::Prune { older_than, reply })
+                .await
+                .is_ok()
+            {
+                replies.push(count);
+            }
+        }
+        join_all(replies)
+            .await
+            .into_iter()
+            .map(|c| c.unwrap_or(0))
+            .sum()
+    }
+
     /// Every record, shard by shard, each shard's part durable (for backups).
     pub async fn dump(&self) -> Result<Vec<StoredEntry>, String> {
         let mut replies = Vec::with_capacity(self.shards.len());
@@ -251,45 +274,11 @@ impl DataPlane {
         let durable = self.ack_after_log
             && requested.is_none_or(|wc| rank(wc) >= rank(WriteConcern::Persisted));
         let started = std::time::Instant::now();
-        let any_id = ops.iter().any(|op| op.id.is_some());
-        let mut last_id = None;
-        let mut retry_from = None;
-        let mut frames = Vec::new();
-        let mut per_shard: Vec<Vec<(String, Write)>> = vec![Vec::new(); self.shards.len()];
-        {
-            let mut hlc = self.hlc();
-            for (at, op) in ops.into_iter().enumerate() {
-                let (id, map) = (op.id.clone(), op.map_name.to_string());
-                match ops::validate(op, &mut hlc, now_ms) {
-                    Ok(write) => {
-                        self.metrics.op(write.kind());
-                        per_shard[self.shard_of(write.key())].push((map, write));
-                    }
-                    Err(refused) => {
-                        self.metrics.op_rejected();
-                        if refused.retry {
-                            retry_from.get_or_insert(at);
-                        }
-                        frames.push(Message::OpRejected(OpRejected {
-                            op_id: id.clone().unwrap_or_else(|| "unknown".into()),
-                            reason: refused.reason.into(),
-                            code: Some(refused.code),
-                        }));
-                    }
-                }
-                // The ack covers every op up to the first one the client should send again.
-                if retry_from.is_none() {
-                    last_id = id.or(last_id);
-                }
-            }
-        }
-        // Without any op id the ack is "unknown" (as the TopGun server sends); with ids but
-        // a retryable refusal before any of them, nothing may be acknowledged.
-        let last_id = match (last_id, any_id) {
-            (Some(id), _) => Some(id),
-            (None, false) if retry_from.is_none() => Some("unknown".into()),
-            (None, _) => None,
-        };
+        let Validated {
+            per_shard,
+            mut frames,
+            last_id,
+        } = self.validate_batch(ops, now_ms);
         self.subscribe_writer(conn, &per_shard).await?;
         let conn = conn.handle.id;
         let mut pending = Vec::new();
@@ -340,6 +329,53 @@ impl DataPlane {
             }
             .boxed(),
         ))
+    }
+
+    /// Validates a batch's ops in order: the accepted ones by shard, an `OP_REJECTED` for
+    /// each refused one, and the id the `OP_ACK` may name.
+    fn validate_batch(&self, ops: Vec<ClientOp>, now_ms: u64) -> Validated {
+        let any_id = ops.iter().any(|op| op.id.is_some());
+        let mut last_id = None;
+        let mut retry_from = None;
+        let mut frames = Vec::new();
+        let mut per_shard: Vec<Vec<(String, Write)>> = vec![Vec::new(); self.shards.len()];
+        let mut hlc = self.hlc();
+        for (at, op) in ops.into_iter().enumerate() {
+            let (id, map) = (op.id.clone(), op.map_name.to_string());
+            match ops::validate(op, &mut hlc, now_ms) {
+                Ok(write) => {
+                    self.metrics.op(write.kind());
+                    per_shard[self.shard_of(write.key())].push((map, write));
+                }
+                Err(refused) => {
+                    self.metrics.op_rejected();
+                    if refused.retry {
+                        retry_from.get_or_insert(at);
+                    }
+                    frames.push(Message::OpRejected(OpRejected {
+                        op_id: id.clone().unwrap_or_else(|| "unknown".into()),
+                        reason: refused.reason.into(),
+                        code: Some(refused.code),
+                    }));
+                }
+            }
+            // The ack covers every op up to the first one the client should send again.
+            if retry_from.is_none() {
+                last_id = id.or(last_id);
+            }
+        }
+        // Without any op id the ack is "unknown" (as the TopGun server sends); with ids but
+        // a retryable refusal before any of them, nothing may be acknowledged.
+        let last_id = match (last_id, any_id) {
+            (Some(id), _) => Some(id),
+            (None, false) if retry_from.is_none() => Some("unknown".into()),
+            (None, _) => None,
+        };
+        Validated {
+            per_shard,
+            frames,
+            last_id,
+        }
     }
 
     /// Subscribes a connection to the events of the maps it writes to, so that a client
@@ -610,6 +646,16 @@ impl DataPlane {
         }
         None
     }
+}
+
+/// A batch after validation.
+struct Validated {
+    /// Accepted writes, by shard, in batch order.
+    per_shard: Vec<Vec<(String, Write)>>,
+    /// `OP_REJECTED`s, in batch order.
+    frames: Vec<Message>,
+    /// What `OP_ACK` names; `None`: no ack may be sent.
+    last_id: Option<CompactString>,
 }
 
 /// Write concerns from weakest to strongest.

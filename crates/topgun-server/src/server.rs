@@ -25,8 +25,9 @@ use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use topgun_core::Hlc;
 use topgun_core::protocol::Message;
+use topgun_core::protocol::messages::GcPrune;
+use topgun_core::{Hlc, Timestamp};
 
 use crate::auth::{AuthError, Principal};
 use crate::config::{AuthMode, Config};
@@ -63,6 +64,11 @@ struct Shared {
     data: DataPlane,
     /// Set while the store cannot take checkpoints (writes are held in the log).
     degraded: Arc<std::sync::atomic::AtomicBool>,
+    /// The latest tombstone horizon; every open connection is sent it as `GC_PRUNE`.
+    gc: watch::Sender<Option<Timestamp>>,
+    node_id: topgun_core::NodeId,
+    tombstone_ttl_ms: u64,
+    gc_interval_ms: u64,
     /// Frames being processed right now.
     in_flight: AtomicUsize,
     started: Instant,
@@ -164,6 +170,10 @@ impl Server {
             metrics,
             data,
             degraded,
+            gc: watch::channel(None).0,
+            node_id: config.node_id.clone(),
+            tombstone_ttl_ms: config.tombstone_ttl_ms,
+            gc_interval_ms: config.gc_interval_ms,
             in_flight: AtomicUsize::new(0),
             started: Instant::now(),
             shutdown,
@@ -193,6 +203,9 @@ impl Server {
             .route("/admin/backup", get(backup))
             .with_state(Arc::clone(&shared));
         shared.phase.store(READY, Ordering::SeqCst);
+        if shared.tombstone_ttl_ms > 0 {
+            tokio::spawn(prune_tombstones(Arc::clone(&shared)));
+        }
         let drain = Arc::clone(&shared);
         let stop = async move {
             shutdown.await;
@@ -207,6 +220,26 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(())
+    }
+}
+
+/// Every `gc_interval_ms`: prunes tombstones older than `tombstone_ttl_ms` and publishes the
+/// horizon, which every connection forwards as `GC_PRUNE`. Stops with the server.
+async fn prune_tombstones(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(shared.gc_interval_ms));
+    let mut shutdown = shared.shutdown.subscribe();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let millis = now_ms().saturating_sub(shared.tombstone_ttl_ms);
+        let horizon = Timestamp::new(millis, 0, shared.node_id.clone());
+        let keys = shared.data.prune(horizon.clone()).await;
+        if keys > 0 {
+            tracing::info!(keys, %horizon, "pruned old tombstones");
+        }
+        shared.gc.send_replace(Some(horizon));
     }
 }
 
@@ -335,7 +368,13 @@ async fn serve_connection(socket: WebSocket, shared: Arc<Shared>) {
     let mut open = deliver(first, &tx, &mut conn, &shared).await;
     let mut tick = tokio::time::interval(TICK);
     let mut shutdown = shared.shutdown.subscribe();
+    let mut gc = shared.gc.subscribe();
+    let mut horizon_sent = None;
     while open {
+        if let Some(prune) = horizon_news(&session, &mut gc, &mut horizon_sent) {
+            open = deliver(vec![Output::Send(prune)], &tx, &mut conn, &shared).await;
+            continue;
+        }
         let outputs = tokio::select! {
             frame = stream.next() => match frame {
                 Some(Ok(WsMessage::Binary(bytes))) => handle_frame(&mut session, &bytes, &shared),
@@ -351,12 +390,28 @@ async fn serve_connection(socket: WebSocket, shared: Arc<Shared>) {
             }],
             // The writer closes the socket; nothing more is read.
             _ = kicked.changed() => break,
+            _ = gc.changed() => continue,
         };
         open = deliver(outputs, &tx, &mut conn, &shared).await;
     }
     shared.data.disconnect(conn.handle.id).await;
     drop((tx, events_tx));
     let _ = writer.await;
+}
+
+/// A `GC_PRUNE` to send, once the session is open and the horizon moved past what it was told.
+fn horizon_news(
+    session: &Session,
+    gc: &mut watch::Receiver<Option<Timestamp>>,
+    sent: &mut Option<Timestamp>,
+) -> Option<Message> {
+    // Marks the value seen either way, so `changed` waits for the next horizon.
+    let current = gc.borrow_and_update().clone();
+    if !session.is_open() || current.is_none() || current == *sent {
+        return None;
+    }
+    sent.clone_from(&current);
+    current.map(|older_than| Message::GcPrune(GcPrune { older_than }))
 }
 
 /// Runs one binary frame through the session, with metrics.

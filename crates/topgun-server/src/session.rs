@@ -128,6 +128,11 @@ impl Session {
         self.principal.as_ref()
     }
 
+    /// Whether data may flow: authenticated, or auth is off.
+    pub fn is_open(&self) -> bool {
+        self.phase == Phase::Open
+    }
+
     pub fn is_closed(&self) -> bool {
         self.phase == Phase::Closed
     }

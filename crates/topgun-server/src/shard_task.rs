@@ -81,6 +81,11 @@ pub enum Request {
         keys: Vec<(usize, String)>,
         reply: oneshot::Sender<Vec<(usize, OrMapEntry)>>,
     },
+    /// Forget tombstones older than the horizon; answers with the number of keys changed.
+    Prune {
+        older_than: topgun_core::Timestamp,
+        reply: oneshot::Sender<usize>,
+    },
     /// Every key's state, answered once every commit applied so far is durable.
     Dump {
         reply: oneshot::Sender<Vec<StoredEntry>>,
@@ -230,6 +235,11 @@ impl Task {
                     .collect();
                 self.commit(conn, changes, None).await;
             }
+            Request::Prune { older_than, reply } => {
+                let stored = self.shard.prune(&older_than);
+                let _ = reply.send(stored.len());
+                self.persist_quietly(stored).await;
+            }
             Request::Dump { reply } => {
                 let entries = self.shard.dump();
                 match self.persist {
@@ -287,9 +297,32 @@ impl Task {
             }
             Request::Subscribe { kind, map, conn } => self.subscribers.subscribe(kind, &map, conn),
             Request::Forget { conn } => self.subscribers.forget(conn),
-            Request::Apply { .. } | Request::Push { .. } | Request::Dump { .. } => {
+            Request::Apply { .. }
+            | Request::Push { .. }
+            | Request::Dump { .. }
+            | Request::Prune { .. } => {
                 unreachable!("writes are served by `serve`")
             }
+        }
+    }
+
+    /// Makes server-made changes durable (nobody waits, no events).
+    async fn persist_quietly(&mut self, stored: Vec<StoredEntry>) {
+        if stored.is_empty() {
+            return;
+        }
+        let result = match &self.persist {
+            Persist::Store(store) => store.write(stored).await.map_err(|e| e.to_string()),
+            Persist::Wal { wal, .. } => {
+                let payloads = stored.iter().map(StoredEntry::encode).collect();
+                wal.append(payloads)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, "pruned tombstones were not recorded; a restart prunes again");
         }
     }
 

@@ -28,7 +28,18 @@ fn binary() -> Command {
     cmd
 }
 
-fn serve(dir: &Path) -> (Child, SocketAddr) {
+/// A server process, killed when dropped (also when a test fails midway, so that no
+/// orphan keeps the test's output open).
+struct Served(Child);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(dir: &Path) -> (Served, SocketAddr) {
     let mut child = binary()
         .args(["--port", "0", "--data-dir"])
         .arg(dir)
@@ -41,7 +52,7 @@ fn serve(dir: &Path) -> (Child, SocketAddr) {
         .read_line(&mut line)
         .unwrap();
     let port: u16 = line.trim().strip_prefix("PORT=").unwrap().parse().unwrap();
-    (child, SocketAddr::from(([127, 0, 0, 1], port)))
+    (Served(child), SocketAddr::from(([127, 0, 0, 1], port)))
 }
 
 fn run(cmd: &mut Command) -> Output {
@@ -122,7 +133,7 @@ async fn a_backup_of_a_running_server_restores_into_a_new_data_directory() {
         dir.path().join("b"),
         dir.path().join("m.tgbak"),
     );
-    let (mut server, addr) = serve(&source);
+    let (server, addr) = serve(&source);
     let mut c = connect(addr, "/").await;
     send(&mut c, &writes(0, 400)).await;
     assert!(matches!(recv(&mut c).await, Ok(Message::OpAck(_))));
@@ -142,8 +153,7 @@ async fn a_backup_of_a_running_server_restores_into_a_new_data_directory() {
     // Writes after the backup are not in it.
     send(&mut c, &writes(400, 10)).await;
     assert!(matches!(recv(&mut c).await, Ok(Message::OpAck(_))));
-    server.kill().unwrap();
-    server.wait().unwrap();
+    drop(server);
 
     let restore = |force: bool| {
         let mut cmd = binary();
@@ -166,15 +176,14 @@ async fn a_backup_of_a_running_server_restores_into_a_new_data_directory() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
 
-    let (mut server, addr) = serve(&restored);
+    let (server, addr) = serve(&restored);
     let mut c = connect(addr, "/").await;
     assert_eq!(
         roots(&mut c).await,
         before,
         "the restored server holds exactly the backup"
     );
-    server.kill().unwrap();
-    server.wait().unwrap();
+    drop(server);
 
     // A damaged file is refused and changes nothing.
     let mut bytes = std::fs::read(&file).unwrap();

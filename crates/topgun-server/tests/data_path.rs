@@ -36,7 +36,10 @@ use topgun_server::store::MemoryStore;
 const MAP: &str = "todos";
 
 fn now_ms() -> u64 {
-    now_secs() * 1000
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    u64::try_from(since.as_millis()).unwrap()
 }
 
 fn ts(millis: u64, counter: u32, node: &str) -> Timestamp {
@@ -792,6 +795,46 @@ async fn a_writer_hears_of_other_writes_to_its_maps_without_syncing() {
     };
     assert_eq!(event.key, "y");
     expect_quiet(&mut b).await;
+}
+
+#[tokio::test]
+async fn old_tombstones_are_pruned_and_clients_told() {
+    let server = start(
+        no_auth(),
+        Some("tombstone_ttl_ms = 300\ngc_interval_ms = 100\n"),
+    )
+    .await;
+    let mut a = connect_subscribed(&server, MAP).await;
+    let now = now_ms();
+    let ops = vec![
+        put(1, "gone", Value::Int(1), ts(now, 0, "a")),
+        remove(2, "gone", ts(now, 1, "a")),
+        put(3, "kept", Value::Int(3), ts(now, 0, "a")),
+    ];
+    send(&mut a, &batch(ops)).await;
+    expect_ack(&mut a, "3").await;
+    assert!(lww_leaf(&mut a, MAP, "gone").await["gone"].is_tombstone());
+    // Connections are told each new horizon; wait for one past the tombstone.
+    loop {
+        match recv_any(&mut a).await.unwrap() {
+            Message::GcPrune(p) if p.older_than > ts(now, 1, "a") => break,
+            Message::GcPrune(_) => {}
+            other => panic!("expected GC_PRUNE, got {other:?}"),
+        }
+    }
+    assert!(
+        !lww_leaf(&mut a, MAP, "gone").await.contains_key("gone"),
+        "tombstone pruned"
+    );
+    assert_eq!(
+        lww_leaf(&mut a, MAP, "kept").await["kept"].value,
+        Value::Int(3)
+    );
+    // The root is what a replica holding the remaining records computes.
+    let mut replica = LwwMap::new();
+    let synced = lww_sync(&mut a, MAP, &mut replica).await;
+    assert_eq!(synced.records, 1);
+    assert_eq!(replica.merkle().root(), lww_root(&mut a, MAP).await);
 }
 
 #[tokio::test]

@@ -102,7 +102,20 @@ pub(crate) async fn send(client: &mut Client, msg: &Message) {
 }
 
 /// The next protocol message, or the close frame's code.
+///
+/// `GC_PRUNE`s (sent to every open connection when tombstones are pruned, and on connect
+/// once a horizon exists) are skipped; [`recv_any`] returns them too.
 pub(crate) async fn recv(client: &mut Client) -> Result<Message, Option<u16>> {
+    loop {
+        match recv_any(client).await {
+            Ok(Message::GcPrune(_)) => {}
+            other => return other,
+        }
+    }
+}
+
+/// The next protocol message, whatever it is, or the close frame's code.
+pub(crate) async fn recv_any(client: &mut Client) -> Result<Message, Option<u16>> {
     loop {
         let frame = tokio::time::timeout(Duration::from_secs(5), client.next())
             .await
