@@ -81,6 +81,20 @@ impl Path {
     }
 }
 
+/// The children of the internal node `parent` that hold items, `(hex digit, hash)`, given
+/// how to read a node's sum.
+fn children(parent: Path, sum_at: impl Fn(Path) -> Sum) -> Vec<(char, u32)> {
+    (0..16)
+        .filter_map(|nibble| {
+            let child = sum_at(Path {
+                depth: parent.depth + 1,
+                index: parent.index * 16 + nibble,
+            });
+            (child.count > 0).then(|| (char::from(HEX_DIGITS[nibble]), child.hash))
+        })
+        .collect()
+}
+
 /// Hash and item count of one internal node or leaf.
 ///
 /// Leaf sums of trees over disjoint key sets add up (`combine` is a wrapping sum of mixed
@@ -339,15 +353,7 @@ impl<V> MerkleTree<V> {
         let Some(levels) = self.levels.as_ref() else {
             return Ok(Vec::new());
         };
-        Ok((0..16)
-            .filter_map(|nibble| {
-                let child = levels.sum(Path {
-                    depth: parsed.depth + 1,
-                    index: parsed.index * 16 + nibble,
-                });
-                (child.count > 0).then(|| (char::from(HEX_DIGITS[nibble]), child.hash))
-            })
-            .collect())
+        Ok(children(parsed, |at| levels.sum(at)))
     }
 
     /// The keys stored in the leaf at `path` (three hex digits), in unspecified order.
@@ -473,15 +479,7 @@ impl SplitTree {
         if parsed.depth == MERKLE_DEPTH {
             return Err(MerkleError::NotAnInternalNode(path.to_owned()));
         }
-        Ok((0..16)
-            .filter_map(|nibble| {
-                let child = self.sum(Path {
-                    depth: parsed.depth + 1,
-                    index: parsed.index * 16 + nibble,
-                });
-                (child.count > 0).then(|| (char::from(HEX_DIGITS[nibble]), child.hash))
-            })
-            .collect())
+        Ok(children(parsed, |at| self.sum(at)))
     }
 
     fn sum(&self, at: Path) -> Sum {

@@ -201,41 +201,31 @@ impl DataPlane {
     /// Forgets tombstones older than `older_than` in every shard; returns the number of keys
     /// changed.
     pub async fn prune(&self, older_than: Timestamp) -> usize {
-        let mut replies = Vec::with_capacity(self.shards.len());
-        for shard in &self.shards {
-            let (reply, count) = oneshot::channel();
-            let older_than = older_than.clone();
-            if shard
-                .send(Request::Prune { older_than, reply })
-                .await
-                .is_ok()
-            {
-                replies.push(count);
-            }
+        let counts = self
+            .ask_all(|reply| Request::Prune {
+                older_than: older_than.clone(),
+                reply,
+            })
+            .await;
+        match counts {
+            Ok(counts) => counts.await.unwrap_or_default().into_iter().sum(),
+            Err(_) => 0,
         }
-        join_all(replies)
-            .await
-            .into_iter()
-            .map(|c| c.unwrap_or(0))
-            .sum()
     }
 
     /// Every record, shard by shard, each shard's part durable (for backups).
     pub async fn dump(&self) -> Result<Vec<StoredEntry>, String> {
-        let mut replies = Vec::with_capacity(self.shards.len());
-        for shard in &self.shards {
-            let (reply, entries) = oneshot::channel();
-            shard
-                .send(Request::Dump { reply })
-                .await
-                .map_err(|_| "a shard stopped".to_owned())?;
-            replies.push(entries);
-        }
-        let mut out = Vec::new();
-        for part in join_all(replies).await {
-            out.extend(part.map_err(|_| "a shard stopped".to_owned())?);
-        }
-        Ok(out)
+        let gone = || "a shard stopped; the server is shutting down".to_owned();
+        let parts = self
+            .ask_all(|reply| Request::Dump { reply })
+            .await
+            .map_err(|_| gone())?;
+        Ok(parts
+            .await
+            .ok_or_else(gone)?
+            .into_iter()
+            .flatten()
+            .collect())
     }
 
     /// Drops a closed connection's subscriptions.
@@ -411,25 +401,43 @@ impl DataPlane {
         path: &str,
         subscribe: Option<&ConnHandle>,
     ) -> Result<BoxFuture<'static, Option<SplitTree>>, Box<Message>> {
-        let mut replies = Vec::with_capacity(self.shards.len());
-        for shard in 0..self.shards.len() {
-            let (reply, sums) = oneshot::channel();
-            let request = Request::Leaves {
+        let parts = self
+            .ask_all(|reply| Request::Leaves {
                 kind,
                 map: map.to_owned(),
                 path: path.to_owned(),
                 subscribe: subscribe.cloned(),
                 reply,
-            };
-            self.send(shard, request).await?;
-            replies.push(sums);
-        }
+            })
+            .await?;
         Ok(async move {
             let mut tree = SplitTree::new();
-            for sums in join_all(replies).await {
-                tree.add(&sums.ok()?);
+            for sums in parts.await? {
+                tree.add(&sums);
             }
             Some(tree)
+        }
+        .boxed())
+    }
+
+    /// Puts one request on every shard's queue (built around its reply channel); the future
+    /// yields every shard's answer, or `None` if a shard is gone.
+    async fn ask_all<T: Send + 'static>(
+        &self,
+        mut request: impl FnMut(oneshot::Sender<T>) -> Request,
+    ) -> Result<BoxFuture<'static, Option<Vec<T>>>, Box<Message>> {
+        let mut replies = Vec::with_capacity(self.shards.len());
+        for shard in 0..self.shards.len() {
+            let (reply, answer) = oneshot::channel();
+            self.send(shard, request(reply)).await?;
+            replies.push(answer);
+        }
+        Ok(async move {
+            join_all(replies)
+                .await
+                .into_iter()
+                .map(Result::ok)
+                .collect()
         }
         .boxed())
     }
@@ -527,60 +535,38 @@ impl DataPlane {
     }
 
     async fn lww_leaf(&self, map: String, path: String) -> Result<Outbound, Box<Message>> {
-        let mut replies = Vec::with_capacity(self.shards.len());
-        for shard in 0..self.shards.len() {
-            let (reply, records) = oneshot::channel();
-            let (map, path) = (map.clone(), path.clone());
-            self.send(shard, Request::LwwLeaf { map, path, reply })
-                .await?;
-            replies.push(records);
-        }
-        Ok(Outbound::Later(
-            async move {
-                let mut records = Vec::new();
-                for part in join_all(replies).await {
-                    let Ok(part) = part else {
-                        return vec![*shard_gone()];
-                    };
-                    records.extend(part);
-                }
-                vec![Message::SyncRespLeaf(SyncRespLeaf {
-                    map_name: map.into(),
-                    path: path.into(),
-                    records,
-                })]
-            }
-            .boxed(),
-        ))
+        let parts = self
+            .ask_all(|reply| Request::LwwLeaf {
+                map: map.clone(),
+                path: path.clone(),
+                reply,
+            })
+            .await?;
+        Ok(joined_reply(parts, move |records| {
+            Message::SyncRespLeaf(SyncRespLeaf {
+                map_name: map.into(),
+                path: path.into(),
+                records,
+            })
+        }))
     }
 
     async fn or_leaf(&self, map: String, path: String) -> Result<Outbound, Box<Message>> {
-        let mut replies = Vec::with_capacity(self.shards.len());
-        for shard in 0..self.shards.len() {
-            let (reply, entries) = oneshot::channel();
-            let (map, path) = (map.clone(), path.clone());
-            self.send(shard, Request::OrLeaf { map, path, reply })
-                .await?;
-            replies.push(entries);
-        }
-        Ok(Outbound::Later(
-            async move {
-                let mut entries = Vec::new();
-                for part in join_all(replies).await {
-                    let Ok(part) = part else {
-                        return vec![*shard_gone()];
-                    };
-                    entries.extend(part);
-                }
-                vec![Message::OrMapSyncRespLeaf(OrMapSyncRespLeaf {
-                    map_name: map.into(),
-                    path: path.into(),
-                    entries,
-                    covering_epoch: None,
-                })]
-            }
-            .boxed(),
-        ))
+        let parts = self
+            .ask_all(|reply| Request::OrLeaf {
+                map: map.clone(),
+                path: path.clone(),
+                reply,
+            })
+            .await?;
+        Ok(joined_reply(parts, move |entries| {
+            Message::OrMapSyncRespLeaf(OrMapSyncRespLeaf {
+                map_name: map.into(),
+                path: path.into(),
+                entries,
+                covering_epoch: None,
+            })
+        }))
     }
 
     /// `ORMAP_DIFF_REQUEST`: the entries of the named keys, in the order asked.
@@ -646,6 +632,22 @@ impl DataPlane {
         }
         None
     }
+}
+
+/// The reply built from every shard's part, joined in shard order, once all have answered.
+fn joined_reply<T: Send + 'static>(
+    parts: BoxFuture<'static, Option<Vec<Vec<T>>>>,
+    reply: impl FnOnce(Vec<T>) -> Message + Send + 'static,
+) -> Outbound {
+    Outbound::Later(
+        async move {
+            match parts.await {
+                Some(parts) => vec![reply(parts.into_iter().flatten().collect())],
+                None => vec![*shard_gone()],
+            }
+        }
+        .boxed(),
+    )
 }
 
 /// A batch after validation.

@@ -94,8 +94,13 @@ impl Shard {
     }
 
     /// Merges an OR entry pushed by a client (`ORMAP_PUSH_DIFF`): its own tombstones first,
-    /// then its records. Returns one event per tombstone or record that was new here.
-    pub fn push_or_entry(&mut self, map: &str, entry: OrMapEntry) -> Vec<Change> {
+    /// then its records. Returns one event per tombstone or record that was new here, and
+    /// the key's new state for the store once (`None` when nothing changed).
+    pub fn push_or_entry(
+        &mut self,
+        map: &str,
+        entry: OrMapEntry,
+    ) -> (Vec<ServerEvent>, Option<StoredEntry>) {
         let or = self.or.entry(map.to_owned()).or_default();
         let key = entry.key;
         let tombstones = own_tombstones(
@@ -119,10 +124,11 @@ impl Shard {
                 events.push(ev);
             }
         }
-        events
-            .into_iter()
-            .map(|ev| or_change(or, map, &key, ev))
-            .collect()
+        if events.is_empty() {
+            return (events, None);
+        }
+        let stored = or_stored(or, map, &key);
+        (events, Some(stored))
     }
 
     /// The non-empty partial leaf sums of `map` under `path`.
@@ -282,16 +288,21 @@ impl Shard {
 
 /// The change for an OR event: the key's whole state is what the store keeps.
 fn or_change(or: &OrMap, map: &str, key: &str, event: ServerEvent) -> Change {
-    let entry = or.entry(key).unwrap_or_default();
     Change {
         event,
-        stored: StoredEntry {
-            map: map.to_owned(),
-            key: key.to_owned(),
-            value: StoredValue::Or {
-                records: entry.records,
-                tombstones: entry.tombstones,
-            },
+        stored: or_stored(or, map, key),
+    }
+}
+
+/// An OR key's state as the store keeps it.
+fn or_stored(or: &OrMap, map: &str, key: &str) -> StoredEntry {
+    let entry = or.entry(key).unwrap_or_default();
+    StoredEntry {
+        map: map.to_owned(),
+        key: key.to_owned(),
+        value: StoredValue::Or {
+            records: entry.records,
+            tombstones: entry.tombstones,
         },
     }
 }
@@ -389,8 +400,9 @@ mod tests {
             records: vec![add("new", 2)],
             tombstones: vec![old.tag.clone(), "9:0:other-key".into()],
         };
-        let changes = shard.push_or_entry("m", entry);
-        let kinds: Vec<_> = changes.iter().map(|c| c.event.event_type).collect();
+        let (events, stored) = shard.push_or_entry("m", entry);
+        let kinds: Vec<_> = events.iter().map(|e| e.event_type).collect();
+        assert!(stored.is_some(), "the key's new state is stored once");
         assert_eq!(
             kinds,
             vec![ServerEventType::OrRemove, ServerEventType::OrAdd]

@@ -23,7 +23,7 @@ use topgun_core::protocol::messages::{LeafRecord, ServerBatchEvent, ServerEvent}
 use crate::fanout::{ConnHandle, ConnId, Subscribers};
 use crate::metrics::Metrics;
 use crate::ops::Write;
-use crate::shard::{Change, Shard};
+use crate::shard::Shard;
 use crate::store::{MapKind, Store, StoredEntry};
 use crate::wal::{Wal, WalError};
 
@@ -103,7 +103,9 @@ pub enum Request {
 
 type Written = oneshot::Receiver<Result<u64, Arc<WalError>>>;
 
-/// A commit waiting for its log append.
+/// A commit waiting for its log append. The FIFO of them is bounded by what feeds it: each
+/// entry answers a request taken from the shard's bounded queue, and appends wait for room
+/// in the log's bounded queue.
 struct Pending {
     /// `None`: nothing was appended (nothing changed); durable once those before it are.
     written: Option<Written>,
@@ -214,26 +216,30 @@ impl Task {
                     let _ = done.send(Err(refused));
                     return;
                 }
-                let changes = writes
-                    .into_iter()
-                    .filter_map(|(map, write)| {
-                        let kind = write.map_kind();
-                        self.shard.apply(&map, write).map(|c| (kind, c))
-                    })
-                    .collect();
-                self.commit(conn, changes, Some((done, durable))).await;
+                let mut events = Vec::with_capacity(writes.len());
+                let mut stored = Vec::with_capacity(writes.len());
+                for (map, write) in writes {
+                    let kind = write.map_kind();
+                    if let Some(change) = self.shard.apply(&map, write) {
+                        events.push((kind, change.event));
+                        stored.push(change.stored);
+                    }
+                }
+                self.commit(conn, events, stored, Some((done, durable)))
+                    .await;
             }
             Request::Push { conn, map, entries } => {
                 if let Err((_, why)) = self.check_room() {
                     tracing::warn!(%why, "pushed OR entries refused");
                     return;
                 }
-                let changes = entries
-                    .into_iter()
-                    .flat_map(|entry| self.shard.push_or_entry(&map, entry))
-                    .map(|change| (MapKind::Or, change))
-                    .collect();
-                self.commit(conn, changes, None).await;
+                let (mut events, mut stored) = (Vec::new(), Vec::new());
+                for entry in entries {
+                    let (new, state) = self.shard.push_or_entry(&map, entry);
+                    events.extend(new.into_iter().map(|e| (MapKind::Or, e)));
+                    stored.extend(state);
+                }
+                self.commit(conn, events, stored, None).await;
             }
             Request::Prune { older_than, reply } => {
                 let stored = self.shard.prune(&older_than);
@@ -326,19 +332,14 @@ impl Task {
         }
     }
 
-    /// Makes `changes` durable, then publishes them and acknowledges the writer.
+    /// Makes `stored` durable, then publishes `events` and acknowledges the writer.
     async fn commit(
         &mut self,
         writer: ConnId,
-        changes: Vec<(MapKind, Change)>,
+        events: Vec<(MapKind, ServerEvent)>,
+        stored: Vec<StoredEntry>,
         ack: Option<(oneshot::Sender<Result<WriteConcern, Failure>>, bool)>,
     ) {
-        let mut events = Vec::with_capacity(changes.len());
-        let mut stored: Vec<StoredEntry> = Vec::with_capacity(changes.len());
-        for (kind, change) in changes {
-            events.push((kind, change.event));
-            stored.push(change.stored);
-        }
         let wal = match &self.persist {
             Persist::Store(store) => {
                 let outcome = match store.write(stored).await {

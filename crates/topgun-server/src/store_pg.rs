@@ -59,6 +59,14 @@ fn kind_code(kind: MapKind) -> i16 {
     }
 }
 
+/// The primary-key columns of entries, for `UNNEST`.
+fn key_columns(entries: &[StoredEntry]) -> (Vec<i16>, Vec<&[u8]>, Vec<&[u8]>) {
+    let kinds = entries.iter().map(|e| kind_code(e.value.kind())).collect();
+    let maps = entries.iter().map(|e| e.map.as_bytes()).collect();
+    let keys = entries.iter().map(|e| e.key.as_bytes()).collect();
+    (kinds, maps, keys)
+}
+
 impl PgStore {
     /// Connects and brings the schema up to date.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
@@ -162,9 +170,7 @@ impl PgStore {
             .partition(|e| matches!(e.value, StoredValue::Gone(_)));
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         if !live.is_empty() {
-            let kinds: Vec<i16> = live.iter().map(|e| kind_code(e.value.kind())).collect();
-            let maps: Vec<&[u8]> = live.iter().map(|e| e.map.as_bytes()).collect();
-            let keys: Vec<&[u8]> = live.iter().map(|e| e.key.as_bytes()).collect();
+            let (kinds, maps, keys) = key_columns(&live);
             let partitions: Vec<i32> = live
                 .iter()
                 .map(|e| i32::try_from(partition_id(&e.key)).expect("partitions are below 271"))
@@ -186,9 +192,7 @@ impl PgStore {
             .map_err(unavailable)?;
         }
         if !gone.is_empty() {
-            let kinds: Vec<i16> = gone.iter().map(|e| kind_code(e.value.kind())).collect();
-            let maps: Vec<&[u8]> = gone.iter().map(|e| e.map.as_bytes()).collect();
-            let keys: Vec<&[u8]> = gone.iter().map(|e| e.key.as_bytes()).collect();
+            let (kinds, maps, keys) = key_columns(&gone);
             sqlx::query(
                 "DELETE FROM topgun_entries WHERE (kind, map_name, key) IN \
                  (SELECT * FROM UNNEST($1::smallint[], $2::bytea[], $3::bytea[]))",

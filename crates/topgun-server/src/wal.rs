@@ -626,6 +626,12 @@ mod tests {
         format!("entry number {i}").into_bytes()
     }
 
+    /// Appends one entry and waits until it is synced; returns its LSN.
+    async fn append(wal: &Wal, i: u64) -> u64 {
+        let written = wal.append(vec![payload(i)]).await.unwrap();
+        written.await.unwrap().unwrap()
+    }
+
     /// Appends `count` single-frame entries through a fresh writer; returns the last LSN.
     async fn write(config: &WalConfig, count: u64) -> u64 {
         let recovered = recover(config).unwrap();
@@ -633,13 +639,7 @@ mod tests {
         let first = recovered.next_lsn;
         let mut last = 0;
         for i in first..first + count {
-            last = wal
-                .append(vec![payload(i)])
-                .await
-                .unwrap()
-                .await
-                .unwrap()
-                .unwrap();
+            last = append(&wal, i).await;
         }
         last
     }
@@ -760,12 +760,7 @@ mod tests {
         let recovered = recover(&config).unwrap();
         let wal = Wal::start(&config, &recovered).unwrap();
         for i in 1..=40 {
-            wal.append(vec![payload(i)])
-                .await
-                .unwrap()
-                .await
-                .unwrap()
-                .unwrap();
+            append(&wal, i).await;
         }
         let mut tail = Tail::new(dir.path(), 1);
         let first = tail.read(25, 10).unwrap();
@@ -796,12 +791,7 @@ mod tests {
         let wal = Wal::start(&config, &recover(&config).unwrap()).unwrap();
         assert!(wal.check_room().is_ok());
         for i in 1..=20 {
-            wal.append(vec![payload(i)])
-                .await
-                .unwrap()
-                .await
-                .unwrap()
-                .unwrap();
+            append(&wal, i).await;
         }
         assert!(matches!(wal.check_room(), Err(WalError::Full { .. })));
     }

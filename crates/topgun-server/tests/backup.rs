@@ -6,57 +6,29 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use common::*;
 use serde_json::json;
 use topgun_core::protocol::Message;
-use topgun_core::protocol::messages::{ClientOp, OpBatch, SyncInit};
+use topgun_core::protocol::messages::{ClientOp, SyncInit};
 use topgun_core::protocol::wire::Field;
-use topgun_core::{LwwRecord, NodeId, OrRecord, Timestamp, Value};
+use topgun_core::{NodeId, OrRecord, Timestamp, Value};
 
-fn binary() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_topgun-server"));
-    cmd.env_remove("JWT_SECRET")
-        .env_remove("STORAGE_BACKEND")
-        .env_remove("TOPGUN_DURABILITY")
-        .env_remove("TOPGUN_DATA_DIR")
-        .env("RUST_LOG", "warn");
-    cmd
-}
-
-/// A server process, killed when dropped (also when a test fails midway, so that no
-/// orphan keeps the test's output open).
-struct Served(Child);
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(dir: &Path) -> (Served, SocketAddr) {
-    let mut child = binary()
-        .args(["--port", "0", "--data-dir"])
-        .arg(dir)
-        .env("TOPGUN_NO_AUTH", "1")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port: u16 = line.trim().strip_prefix("PORT=").unwrap().parse().unwrap();
-    (Served(child), SocketAddr::from(([127, 0, 0, 1], port)))
+fn serve(dir: &Path) -> Served {
+    serve_binary(
+        binary()
+            .arg("--data-dir")
+            .arg(dir)
+            .env("TOPGUN_NO_AUTH", "1"),
+    )
 }
 
 fn run(cmd: &mut Command) -> Output {
-    cmd.env_remove("TOPGUN_NO_AUTH").output().unwrap()
+    cmd.output().unwrap()
 }
 
 fn writes(from: u64, count: u64) -> Message {
@@ -64,36 +36,30 @@ fn writes(from: u64, count: u64) -> Message {
     let ops = (from..from + count)
         .map(|i| {
             let ts = Timestamp::new(1_700_000_000_000 + i, 0, node.clone());
-            let (record, or_record) = if i % 4 == 0 {
+            let key = format!("k{i}");
+            if i % 4 == 0 {
                 let or = OrRecord {
                     value: Value::Int(i64::try_from(i).unwrap()),
                     tag: ts.to_string(),
                     timestamp: ts,
                     ttl_ms: None,
                 };
-                (Field::Absent, Field::Value(or))
+                ClientOp {
+                    or_record: Field::Value(or),
+                    ..blank_op(i + 1, "m", &key)
+                }
             } else {
-                let value = Value::Str(format!("value {i}").into());
-                (Field::Value(LwwRecord::new(value, ts, None)), Field::Absent)
-            };
-            ClientOp {
-                id: Some((i + 1).to_string().into()),
-                map_name: "m".into(),
-                key: format!("k{i}").into(),
-                op_type: None,
-                record,
-                or_record,
-                or_tag: Field::Absent,
-                write_concern: None,
-                timeout: None,
+                put_op(
+                    i + 1,
+                    "m",
+                    &key,
+                    Value::Str(format!("value {i}").into()),
+                    ts,
+                )
             }
         })
         .collect();
-    Message::OpBatch(OpBatch {
-        ops,
-        write_concern: None,
-        timeout: None,
-    })
+    op_batch(ops)
 }
 
 async fn roots(c: &mut Client) -> (u32, u32) {
@@ -133,7 +99,8 @@ async fn a_backup_of_a_running_server_restores_into_a_new_data_directory() {
         dir.path().join("b"),
         dir.path().join("m.tgbak"),
     );
-    let (server, addr) = serve(&source);
+    let server = serve(&source);
+    let addr = server.addr;
     let mut c = connect(addr, "/").await;
     send(&mut c, &writes(0, 400)).await;
     assert!(matches!(recv(&mut c).await, Ok(Message::OpAck(_))));
@@ -176,7 +143,8 @@ async fn a_backup_of_a_running_server_restores_into_a_new_data_directory() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
 
-    let (server, addr) = serve(&restored);
+    let server = serve(&restored);
+    let addr = server.addr;
     let mut c = connect(addr, "/").await;
     assert_eq!(
         roots(&mut c).await,

@@ -7,9 +7,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -236,28 +234,25 @@ async fn health_endpoints_and_graceful_shutdown() {
 
 // ---- the binary -----------------------------------------------------------------------------
 
-fn binary() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_topgun-server"));
-    // These tests are about the command line; the storage tests use their own directories.
-    cmd.env_remove("JWT_SECRET")
-        .env_remove("TOPGUN_NO_AUTH")
-        .env_remove("PORT")
-        .env("STORAGE_BACKEND", "memory");
+/// These tests are about the command line; the storage tests use their own directories.
+fn memory_binary() -> Command {
+    let mut cmd = binary();
+    cmd.env("STORAGE_BACKEND", "memory");
     cmd
 }
 
 #[test]
 fn the_binary_refuses_to_start_without_an_auth_decision() {
-    let out = binary().output().unwrap();
+    let out = memory_binary().output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("TOPGUN_NO_AUTH=1"));
-    let out = binary()
+    let out = memory_binary()
         .arg("--no-such-flag")
         .env("TOPGUN_NO_AUTH", "1")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let out = binary()
+    let out = memory_binary()
         .args(["--config", "/nonexistent.toml"])
         .env("TOPGUN_NO_AUTH", "1")
         .output()
@@ -268,31 +263,14 @@ fn the_binary_refuses_to_start_without_an_auth_decision() {
 
 #[test]
 fn the_binary_prints_its_port_serves_and_stops_on_sigterm() {
-    let mut child = binary()
-        .env("TOPGUN_NO_AUTH", "1")
-        .env("PORT", "0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port: u16 = line
-        .trim()
-        .strip_prefix("PORT=")
-        .expect("a PORT= line")
-        .parse()
-        .unwrap();
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    assert_eq!(http_get(addr, "/health/ready").0, 200);
+    let mut served = serve_binary(memory_binary().env("TOPGUN_NO_AUTH", "1"));
+    assert_eq!(http_get(served.addr, "/health/ready").0, 200);
     let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &served.child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    let exit = child.wait().unwrap();
+    let exit = served.child.wait().unwrap();
     assert_eq!(exit.code(), Some(0), "graceful shutdown exits 0");
 }
 

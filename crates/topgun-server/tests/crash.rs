@@ -11,55 +11,30 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
 use topgun_core::protocol::Message;
-use topgun_core::protocol::messages::{ClientOp, MerkleReqBucket, OpBatch};
-use topgun_core::protocol::wire::Field;
-use topgun_core::{LwwRecord, NodeId, Timestamp, Value};
+use topgun_core::protocol::messages::MerkleReqBucket;
+use topgun_core::{NodeId, Timestamp, Value};
 
 const MAP: &str = "crash";
 const WRITERS: usize = 3;
 const BATCH: u64 = 5;
 
-/// Starts the binary on a free port over `dir` (and `database_url`, for the PostgreSQL
-/// store); returns it and its address.
-fn spawn(dir: &Path, database_url: Option<&str>) -> (Child, SocketAddr) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_topgun-server"));
-    cmd.args(["--port", "0", "--data-dir"])
-        .arg(dir)
-        .env("TOPGUN_NO_AUTH", "1")
-        .env_remove("JWT_SECRET")
-        .env_remove("STORAGE_BACKEND")
-        .env_remove("DATABASE_URL")
-        .env_remove("TOPGUN_DURABILITY");
+/// Starts the binary over `dir` (and `database_url`, for the PostgreSQL store).
+fn spawn(dir: &Path, database_url: Option<&str>) -> Served {
+    let mut cmd = binary();
+    cmd.arg("--data-dir").arg(dir).env("TOPGUN_NO_AUTH", "1");
     if let Some(url) = database_url {
         cmd.env("STORAGE_BACKEND", "postgres")
             .env("DATABASE_URL", url);
     }
-    let mut child = cmd
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port: u16 = line
-        .trim()
-        .strip_prefix("PORT=")
-        .unwrap_or_else(|| panic!("expected PORT=<n>, got {line:?}"))
-        .parse()
-        .unwrap();
-    (child, SocketAddr::from(([127, 0, 0, 1], port)))
+    serve_binary(&mut cmd)
 }
 
 /// What the writers sent and what the server acknowledged: key → value.
@@ -88,28 +63,13 @@ async fn writer(addr: SocketAddr, id: usize, cycle: usize, ledger: Arc<Mutex<Led
         let ops = keys
             .iter()
             .zip(1u64..)
-            .map(|((key, value), op_id)| ClientOp {
-                id: Some((n * BATCH + op_id).to_string().into()),
-                map_name: MAP.into(),
-                key: key.as_str().into(),
-                op_type: Some("PUT".into()),
-                record: Field::Value(LwwRecord::new(
-                    Value::Int(*value),
-                    Timestamp::new(1_700_000_000_000 + n, 0, node.clone()),
-                    None,
-                )),
-                or_record: Field::Absent,
-                or_tag: Field::Absent,
-                write_concern: None,
-                timeout: None,
+            .map(|((key, value), op_id)| {
+                let at = Timestamp::new(1_700_000_000_000 + n, 0, node.clone());
+                put_op(n * BATCH + op_id, MAP, key, Value::Int(*value), at)
             })
             .collect();
         ledger.lock().unwrap().sent.extend(keys.iter().cloned());
-        let batch = Message::OpBatch(OpBatch {
-            ops,
-            write_concern: None,
-            timeout: None,
-        });
+        let batch = op_batch(ops);
         if try_send(&mut c, &batch).await.is_err() {
             return;
         }
@@ -194,21 +154,20 @@ async fn crash_cycles(database_url: Option<&str>) {
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let mut total_acked = 0;
     for cycle in 0..cycles {
-        let (mut child, addr) = spawn(dir.path(), database_url);
+        let server = spawn(dir.path(), database_url);
+        let addr = server.addr;
         let writers: Vec<_> = (0..WRITERS)
             .map(|id| tokio::spawn(writer(addr, id, cycle, Arc::clone(&ledger))))
             .collect();
         tokio::time::sleep(Duration::from_millis(next_delay_ms(&mut rng))).await;
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        drop(server); // SIGKILL
         for w in writers {
             w.await.unwrap();
         }
 
-        let (mut child, addr) = spawn(dir.path(), database_url);
-        let stored = read_all(addr).await;
-        child.kill().unwrap();
-        child.wait().unwrap();
+        let server = spawn(dir.path(), database_url);
+        let stored = read_all(server.addr).await;
+        drop(server);
         let ledger = ledger.lock().unwrap();
         for (key, value) in &ledger.acked {
             assert_eq!(

@@ -1,7 +1,8 @@
 //! The data path over real sockets: writes and acks, LWW convergence by HLC, removes as
 //! tombstones, OR-Map adds and removes across clients, Merkle sync that moves only the
 //! differing leaves, events to subscribers only, slow consumers, restarts from the store,
-//! and roots equal to the ones the TS client's algorithm computes (run in Node).
+//! and roots equal to the ones the TS client's hashing (PROTOCOL.md §3) yields, computed by an
+//! independent JavaScript implementation run in Node.
 
 // Test code: a panic is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -25,7 +26,7 @@ use serde_json::json;
 use topgun_core::protocol::Message;
 use topgun_core::protocol::enums::{ServerEventType, WriteConcern};
 use topgun_core::protocol::messages::{
-    ClientOp, MerkleReqBucket, OpBatch, OrMapPushDiff, OrMapSyncInit, ServerEvent, SyncInit,
+    ClientOp, MerkleReqBucket, OrMapPushDiff, OrMapSyncInit, ServerEvent, SyncInit,
 };
 use topgun_core::protocol::wire::Field;
 use topgun_core::{
@@ -47,25 +48,11 @@ fn ts(millis: u64, counter: u32, node: &str) -> Timestamp {
 }
 
 fn op(id: u64, key: &str) -> ClientOp {
-    ClientOp {
-        id: Some(id.to_string().into()),
-        map_name: MAP.into(),
-        key: key.into(),
-        op_type: None,
-        record: Field::Absent,
-        or_record: Field::Absent,
-        or_tag: Field::Absent,
-        write_concern: None,
-        timeout: None,
-    }
+    blank_op(id, MAP, key)
 }
 
 fn put(id: u64, key: &str, value: Value, at: Timestamp) -> ClientOp {
-    ClientOp {
-        op_type: Some("PUT".into()),
-        record: Field::Value(LwwRecord::new(value, at, None)),
-        ..op(id, key)
-    }
+    put_op(id, MAP, key, value, at)
 }
 
 fn remove(id: u64, key: &str, at: Timestamp) -> ClientOp {
@@ -102,11 +89,7 @@ fn or_remove(id: u64, key: &str, tag: &str) -> ClientOp {
 }
 
 fn batch(ops: Vec<ClientOp>) -> Message {
-    Message::OpBatch(OpBatch {
-        ops,
-        write_concern: None,
-        timeout: None,
-    })
+    op_batch(ops)
 }
 
 fn sync_init(map: &str) -> Message {

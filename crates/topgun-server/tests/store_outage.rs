@@ -19,9 +19,7 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use tokio::sync::oneshot;
 use topgun_core::protocol::Message;
-use topgun_core::protocol::messages::{ClientOp, OpBatch};
-use topgun_core::protocol::wire::Field;
-use topgun_core::{LwwRecord, NodeId, Timestamp, Value};
+use topgun_core::{NodeId, Timestamp, Value};
 use topgun_server::Server;
 use topgun_server::config::{Cli, Config};
 use topgun_server::store::{MemoryStore, Store, StoreError, StoredEntry, StoredValue};
@@ -58,34 +56,19 @@ fn batch(n: u64, size: usize) -> (Message, Vec<(String, i64)>) {
     let ops = keys
         .iter()
         .zip(1u64..)
-        .map(|((key, value), id)| ClientOp {
-            id: Some((n * 1000 + id).to_string().into()),
-            map_name: "m".into(),
-            key: key.as_str().into(),
-            op_type: None,
-            record: Field::Value(LwwRecord::new(
-                Value::Int(*value),
-                Timestamp::new(1_700_000_000_000, 0, node.clone()),
-                None,
-            )),
-            or_record: Field::Absent,
-            or_tag: Field::Absent,
-            write_concern: None,
-            timeout: None,
+        .map(|((key, value), id)| {
+            let at = Timestamp::new(1_700_000_000_000, 0, node.clone());
+            put_op(n * 1000 + id, "m", key, Value::Int(*value), at)
         })
         .collect();
-    let msg = Message::OpBatch(OpBatch {
-        ops,
-        write_concern: None,
-        timeout: None,
-    });
+    let msg = op_batch(ops);
     (msg, keys)
 }
 
-async fn stored(store: &Switchable) -> HashMap<String, Value> {
+/// The LWW values a store holds, by key.
+async fn lww_values(store: &dyn Store) -> HashMap<String, Value> {
     let all: Vec<u32> = (0..topgun_core::hash::PARTITION_COUNT).collect();
     store
-        .inner
         .load(&all)
         .await
         .unwrap()
@@ -95,6 +78,38 @@ async fn stored(store: &Switchable) -> HashMap<String, Value> {
             StoredValue::Or { .. } | StoredValue::Gone(_) => None,
         })
         .collect()
+}
+
+/// A server config on a free port with its log in `dir`, bounded at 64 KiB so that a test
+/// reaches the bound quickly.
+fn small_log_config(dir: &tempfile::TempDir, cli: Cli) -> Config {
+    let cli = Cli {
+        port: Some(0),
+        host: Some("127.0.0.1".parse().unwrap()),
+        data_dir: Some(dir.path().to_owned()),
+        ..cli
+    };
+    let file = "wal_segment_bytes = 4096\nwal_max_bytes = 65536\n";
+    Config::resolve(&cli, Some(file), &no_auth()).unwrap()
+}
+
+/// Writes batches (numbered from `first`) until one is refused because the log is full;
+/// records every acknowledged key.
+async fn write_until_refused(c: &mut Client, first: u64, acked: &mut HashMap<String, i64>) {
+    for n in first..first + 1000 {
+        let (msg, keys) = batch(n, 20);
+        send(c, &msg).await;
+        match recv(c).await.unwrap() {
+            Message::OpAck(_) => acked.extend(keys),
+            Message::Error(e) => {
+                assert_eq!(e.code, 503, "{}", e.message);
+                assert!(e.message.contains("not yet in the store"), "{}", e.message);
+                return;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    panic!("the log's bound was never reached");
 }
 
 /// Polls `check` every 50 ms for up to 30 s.
@@ -157,19 +172,12 @@ fn host_port(url: &str) -> String {
     rest.split_once('/').unwrap().0.to_owned()
 }
 
+async fn stored(store: &Switchable) -> HashMap<String, Value> {
+    lww_values(&store.inner).await
+}
+
 async fn pg_values(url: &str) -> HashMap<String, Value> {
-    let store = PgStore::connect(url).await.unwrap();
-    let all: Vec<u32> = (0..topgun_core::hash::PARTITION_COUNT).collect();
-    store
-        .load(&all)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|e| match e.value {
-            StoredValue::Lww(r) => Some((e.key, r.value)),
-            StoredValue::Or { .. } | StoredValue::Gone(_) => None,
-        })
-        .collect()
+    lww_values(&PgStore::connect(url).await.unwrap()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,16 +187,12 @@ async fn a_postgres_outage_loses_nothing_acknowledged() {
     let proxy = Proxy::start(upstream.clone()).await;
     let proxied = db.url.replace(&upstream, &proxy.addr.to_string());
     let dir = tempfile::tempdir().unwrap();
-    let cli = Cli {
-        port: Some(0),
-        host: Some("127.0.0.1".parse().unwrap()),
-        data_dir: Some(dir.path().to_owned()),
+    let postgres = Cli {
         storage_backend: Some("postgres".into()),
         database_url: Some(proxied),
         ..Cli::default()
     };
-    let file = "wal_segment_bytes = 4096\nwal_max_bytes = 65536\n";
-    let config = Config::resolve(&cli, Some(file), &no_auth()).unwrap();
+    let config = small_log_config(&dir, postgres);
     let server = Server::bind(config).await.unwrap();
     let addr = server.local_addr().unwrap();
     tokio::spawn(server.run(std::future::pending()));
@@ -206,21 +210,7 @@ async fn a_postgres_outage_loses_nothing_acknowledged() {
     .await;
 
     proxy.shut();
-    let mut refused = None;
-    for n in 5..1000 {
-        let (msg, keys) = batch(n, 20);
-        send(&mut c, &msg).await;
-        match recv(&mut c).await.unwrap() {
-            Message::OpAck(_) => acked.extend(keys),
-            Message::Error(e) => {
-                refused = Some(e);
-                break;
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-    let refused = refused.expect("the log's bound was never reached");
-    assert_eq!(refused.code, 503, "{}", refused.message);
+    write_until_refused(&mut c, 5, &mut acked).await;
     let (status, body) = http_get_async(addr, "/health/ready").await;
     assert_eq!((status, body.contains("degraded")), (503, true), "{body}");
 
@@ -242,14 +232,7 @@ async fn a_postgres_outage_loses_nothing_acknowledged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_wait_in_the_log_while_the_store_is_down_and_drain_after() {
     let dir = tempfile::tempdir().unwrap();
-    let cli = Cli {
-        port: Some(0),
-        host: Some("127.0.0.1".parse().unwrap()),
-        data_dir: Some(dir.path().to_owned()),
-        ..Cli::default()
-    };
-    let file = "wal_segment_bytes = 4096\nwal_max_bytes = 65536\n";
-    let config = Config::resolve(&cli, Some(file), &no_auth()).unwrap();
+    let config = small_log_config(&dir, Cli::default());
     let store = Arc::new(Switchable::default());
     let server = Server::bind_with_log(config, store.clone()).await.unwrap();
     let addr = server.local_addr().unwrap();
@@ -261,26 +244,7 @@ async fn writes_wait_in_the_log_while_the_store_is_down_and_drain_after() {
     let mut acked: HashMap<String, i64> = HashMap::new();
 
     store.down.store(true, Ordering::SeqCst);
-    let mut refused = None;
-    for n in 0..1000 {
-        let (msg, keys) = batch(n, 20);
-        send(&mut c, &msg).await;
-        match recv(&mut c).await.unwrap() {
-            Message::OpAck(_) => acked.extend(keys),
-            Message::Error(e) => {
-                refused = Some(e);
-                break;
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-    let refused = refused.expect("the log's bound was never reached");
-    assert_eq!(refused.code, 503);
-    assert!(
-        refused.message.contains("not yet in the store"),
-        "{}",
-        refused.message
-    );
+    write_until_refused(&mut c, 0, &mut acked).await;
     assert!(acked.len() > 100, "writes were accepted into the log first");
     assert!(stored(&store).await.is_empty(), "nothing reached the store");
     let (status, body) = http_get_async(addr, "/health/ready").await;

@@ -257,3 +257,101 @@ impl Drop for TestDb {
         .join();
     }
 }
+
+/// The `topgun-server` binary with none of its settings inherited from this environment.
+pub(crate) fn binary() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_topgun-server"));
+    for var in [
+        "JWT_SECRET",
+        "TOPGUN_NO_AUTH",
+        "PORT",
+        "TOPGUN_DATA_DIR",
+        "TOPGUN_DURABILITY",
+        "STORAGE_BACKEND",
+        "DATABASE_URL",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("RUST_LOG", "warn");
+    cmd
+}
+
+/// A running `topgun-server` process, killed when dropped (also when a test fails midway,
+/// so that no orphan keeps the test's output open).
+pub(crate) struct Served {
+    pub(crate) child: std::process::Child,
+    pub(crate) addr: SocketAddr,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `cmd` on a free port and waits for the `PORT=<n>` line it prints once listening.
+pub(crate) fn serve_binary(cmd: &mut std::process::Command) -> Served {
+    use std::io::BufRead;
+    let mut child = cmd
+        .args(["--port", "0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port: u16 = line
+        .trim()
+        .strip_prefix("PORT=")
+        .unwrap_or_else(|| panic!("expected a PORT=<n> line, got {line:?}"))
+        .parse()
+        .unwrap();
+    Served {
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+    }
+}
+
+/// An op on `map` that carries nothing yet: set its `record`, `orRecord` or `orTag`.
+pub(crate) fn blank_op(id: u64, map: &str, key: &str) -> topgun_core::protocol::messages::ClientOp {
+    use topgun_core::protocol::wire::Field;
+    topgun_core::protocol::messages::ClientOp {
+        id: Some(id.to_string().into()),
+        map_name: map.into(),
+        key: key.into(),
+        op_type: None,
+        record: Field::Absent,
+        or_record: Field::Absent,
+        or_tag: Field::Absent,
+        write_concern: None,
+        timeout: None,
+    }
+}
+
+/// An LWW put, as the TS client sends it.
+pub(crate) fn put_op(
+    id: u64,
+    map: &str,
+    key: &str,
+    value: topgun_core::Value,
+    at: topgun_core::Timestamp,
+) -> topgun_core::protocol::messages::ClientOp {
+    topgun_core::protocol::messages::ClientOp {
+        op_type: Some("PUT".into()),
+        record: topgun_core::protocol::wire::Field::Value(topgun_core::LwwRecord::new(
+            value, at, None,
+        )),
+        ..blank_op(id, map, key)
+    }
+}
+
+/// An `OP_BATCH` of `ops` without a write concern.
+pub(crate) fn op_batch(ops: Vec<topgun_core::protocol::messages::ClientOp>) -> Message {
+    Message::OpBatch(topgun_core::protocol::messages::OpBatch {
+        ops,
+        write_concern: None,
+        timeout: None,
+    })
+}
