@@ -1,0 +1,410 @@
+//! `fanout`: S subscribers on one map, one writer at R writes/s. Every write carries its
+//! send time; each subscriber records delivery latency and which writes it heard of, so
+//! that lost and duplicated events are counted exactly.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use topgun_core::Value;
+use topgun_core::protocol::Message;
+use topgun_core::protocol::messages::{QuerySub, ServerEvent, SyncInit};
+use topgun_core::protocol::query::Query;
+
+use super::{BenchError, Count, OpMaker, acked_id, open_many};
+use crate::cli::{Common, FanoutArgs, SubscribeBy};
+use crate::client::{Conn, Target};
+use crate::progress::Progress;
+use crate::report::{Report, round3};
+use crate::stats::Latency;
+
+/// One bit per write sequence number.
+#[derive(Debug, Default, Clone)]
+struct Seen(Vec<u64>);
+
+impl Seen {
+    /// Marks `seq`; false if it was already marked.
+    fn insert(&mut self, seq: u64) -> bool {
+        let (word, bit) = ((seq / 64) as usize, seq % 64);
+        if word >= self.0.len() {
+            self.0.resize(word + 1, 0);
+        }
+        let fresh = self.0[word] & (1 << bit) == 0;
+        self.0[word] |= 1 << bit;
+        fresh
+    }
+
+    fn contains(&self, seq: u64) -> bool {
+        self.0
+            .get((seq / 64) as usize)
+            .is_some_and(|w| w & (1 << (seq % 64)) != 0)
+    }
+}
+
+/// What one subscriber heard.
+#[derive(Debug, Default)]
+struct Heard {
+    seen: Seen,
+    duplicates: u64,
+    latency: Latency,
+}
+
+/// What the run shares between the writer, the subscribers and the coordinator.
+#[derive(Debug)]
+struct Plan {
+    map: String,
+    base: Instant,
+    /// Writes with a lower sequence number belong to the warm-up.
+    first_measured: u64,
+    received: Count,
+}
+
+pub async fn run(
+    target: &Target,
+    common: &Common,
+    args: &FanoutArgs,
+) -> Result<Report, BenchError> {
+    if args.subscribers == 0 || args.rate.is_nan() || args.rate <= 0.0 {
+        return Err(BenchError::Invalid(
+            "--subscribers must be at least 1 and --rate above 0".into(),
+        ));
+    }
+    let mut progress = Progress::new("fanout");
+    let plan = Arc::new(Plan {
+        map: format!("bench-fanout-{}-{}", std::process::id(), crate::now_ms()),
+        base: Instant::now(),
+        first_measured: (args.rate * common.warmup.as_secs_f64()).ceil() as u64,
+        received: Count::default(),
+    });
+    let subscribers = open_many(
+        target,
+        args.subscribers,
+        64,
+        |i| format!("bench-subscriber-{i}"),
+        &mut progress,
+    )
+    .await?;
+    let (stop, stopped) = watch::channel(false);
+    let mut tasks = Vec::with_capacity(subscribers.len());
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(args.subscribers);
+    for (index, conn) in subscribers.into_iter().enumerate() {
+        let task = subscribe(
+            conn,
+            index,
+            args.subscribe,
+            Arc::clone(&plan),
+            stopped.clone(),
+        );
+        let ready = ready_tx.clone();
+        tasks.push(tokio::spawn(async move { task.await_with(ready).await }));
+    }
+    drop(ready_tx);
+    for done in 0..args.subscribers {
+        match ready_rx.recv().await {
+            Some(Ok(())) => {
+                progress.update(format!("subscribed {}/{}", done + 1, args.subscribers));
+            }
+            Some(Err(e)) => return Err(e),
+            None => return Err(BenchError::Failed("a subscriber ended early".into())),
+        }
+    }
+    progress.note(&format!("{} subscribers on {}", args.subscribers, plan.map));
+    let writer = target
+        .open("bench-fanout-writer")
+        .await
+        .map_err(BenchError::client("the writer"))?;
+    let total = (args.rate * (common.warmup + common.duration).as_secs_f64()).ceil() as u64;
+    let written = write(
+        writer,
+        args.rate,
+        total,
+        &plan,
+        target.timeout,
+        &mut progress,
+    )
+    .await?;
+    // Wait until every subscriber heard every acknowledged write, or the drain time is up.
+    let expected = written.acked * args.subscribers as u64;
+    let drain_end = Instant::now() + args.drain;
+    while plan.received.get() < expected && Instant::now() < drain_end {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = stop.send(true);
+    let mut heard = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        heard.push(task.await.map_err(|e| BenchError::Failed(e.to_string()))?);
+    }
+    progress.finish();
+    Ok(report(args, &plan, &written, &heard))
+}
+
+/// What the writer managed.
+#[derive(Debug)]
+struct Written {
+    sent: u64,
+    acked: u64,
+    acked_seqs: Seen,
+    seconds: f64,
+}
+
+/// Sends `total` writes at `rate`/s, one PUT per `OP_BATCH` (as a TS client writing once),
+/// each value the microseconds from `plan.base` to its send time.
+async fn write(
+    mut conn: Conn,
+    rate: f64,
+    total: u64,
+    plan: &Plan,
+    timeout: Duration,
+    progress: &mut Progress,
+) -> Result<Written, BenchError> {
+    let mut ops = OpMaker::new("bench-fanout-writer", None)?;
+    let every = Duration::from_secs_f64(1.0 / rate);
+    let started = Instant::now();
+    let mut written = Written {
+        sent: 0,
+        acked: 0,
+        acked_seqs: Seen::default(),
+        seconds: 0.0,
+    };
+    let mut last_answer = Instant::now();
+    while written.acked < total && last_answer.elapsed() < timeout {
+        let due = started + every.mul_f64(written.sent as f64);
+        if written.sent < total && Instant::now() >= due {
+            let sent_at = u64::try_from(plan.base.elapsed().as_micros()).unwrap_or(u64::MAX);
+            let key = format!("e{}", written.sent);
+            let value = Value::Int(i64::try_from(sent_at).unwrap_or(i64::MAX));
+            let (_, op) = ops.put(&plan.map, &key, value);
+            conn.send(&ops.batch(vec![op]))
+                .await
+                .map_err(BenchError::client("the writer"))?;
+            written.sent += 1;
+            continue;
+        }
+        let wake = if written.sent < total {
+            due
+        } else {
+            Instant::now() + timeout
+        };
+        tokio::select! {
+            message = conn.recv() => {
+                let message = message.map_err(BenchError::client("the writer"))?;
+                if let Some(id) = acked_id(&message) {
+                    // Op ids start at 1: the write with sequence number id - 1.
+                    if written.acked_seqs.insert(id - 1) {
+                        written.acked += 1;
+                    }
+                    last_answer = Instant::now();
+                }
+            }
+            () = tokio::time::sleep_until(wake.into()) => {}
+        }
+        progress.update(format!(
+            "{} writes sent, {} acked, {} events delivered",
+            written.sent,
+            written.acked,
+            plan.received.get()
+        ));
+    }
+    written.seconds = started.elapsed().as_secs_f64();
+    conn.close().await;
+    Ok(written)
+}
+
+/// A subscriber: subscribes, says it is ready, then listens until told to stop.
+struct Subscriber {
+    conn: Conn,
+    index: usize,
+    by: SubscribeBy,
+    plan: Arc<Plan>,
+    stopped: watch::Receiver<bool>,
+}
+
+fn subscribe(
+    conn: Conn,
+    index: usize,
+    by: SubscribeBy,
+    plan: Arc<Plan>,
+    stopped: watch::Receiver<bool>,
+) -> Subscriber {
+    Subscriber {
+        conn,
+        index,
+        by,
+        plan,
+        stopped,
+    }
+}
+
+impl Subscriber {
+    async fn await_with(
+        mut self,
+        ready: tokio::sync::mpsc::Sender<Result<(), BenchError>>,
+    ) -> Heard {
+        let subscribed = self.subscribe().await;
+        let failed = subscribed.is_err();
+        let _ = ready.send(subscribed).await;
+        let mut heard = Heard::default();
+        if !failed {
+            self.listen(&mut heard).await;
+        }
+        self.conn.close().await;
+        heard
+    }
+
+    async fn subscribe(&mut self) -> Result<(), BenchError> {
+        let map = self.plan.map.as_str();
+        let request = match self.by {
+            SubscribeBy::Sync => Message::SyncInit(SyncInit {
+                map_name: map.into(),
+                last_sync_timestamp: Some(0),
+            }),
+            SubscribeBy::Query => Message::QuerySub(QuerySub {
+                query_id: format!("bench-{}", self.index).into(),
+                map_name: map.into(),
+                query: Query::default(),
+                fields: None,
+            }),
+        };
+        let what = format!("subscriber {}", self.index);
+        self.conn
+            .send(&request)
+            .await
+            .map_err(BenchError::client(what.clone()))?;
+        loop {
+            let answer = self
+                .conn
+                .recv_within(Duration::from_secs(30), "subscription answer")
+                .await
+                .map_err(BenchError::client(what.clone()))?;
+            match answer {
+                Message::SyncRespRoot(_) | Message::QueryResp(_) => return Ok(()),
+                Message::Error(e) => {
+                    return Err(BenchError::Failed(format!(
+                        "{what}: the server refused the subscription: ERROR {} {}",
+                        e.code, e.message
+                    )));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    async fn listen(&mut self, heard: &mut Heard) {
+        let mut heartbeat = tokio::time::interval(super::HEARTBEAT);
+        heartbeat.tick().await;
+        loop {
+            tokio::select! {
+                message = self.conn.recv() => match message {
+                    Ok(message) => self.on_message(message, heard),
+                    Err(_) => return,
+                },
+                _ = self.stopped.changed() => return,
+                _ = heartbeat.tick() => {
+                    if self.conn.send(&super::ping()).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_message(&self, message: Message, heard: &mut Heard) {
+        match message {
+            Message::ServerEvent(event) => self.on_event(&event, heard),
+            Message::ServerBatchEvent(batch) => {
+                for event in &batch.events {
+                    self.on_event(event, heard);
+                }
+            }
+            Message::QueryUpdate(update) => self.on_write(&update.key, &update.value, heard),
+            _ => {}
+        }
+    }
+
+    fn on_event(&self, event: &ServerEvent, heard: &mut Heard) {
+        if event.map_name != self.plan.map {
+            return;
+        }
+        if let Some(record) = &event.record {
+            self.on_write(&event.key, &record.value, heard);
+        }
+    }
+
+    fn on_write(&self, key: &str, value: &Value, heard: &mut Heard) {
+        let Some(seq) = key.strip_prefix('e').and_then(|s| s.parse::<u64>().ok()) else {
+            return;
+        };
+        if !heard.seen.insert(seq) {
+            heard.duplicates += 1;
+            return;
+        }
+        self.plan.received.add(1);
+        if seq >= self.plan.first_measured
+            && let Value::Int(sent_at) = value
+        {
+            let now = self.plan.base.elapsed().as_micros();
+            let sent_at = u128::try_from(*sent_at).unwrap_or(0);
+            let micros = u64::try_from(now.saturating_sub(sent_at)).unwrap_or(u64::MAX);
+            heard.latency.record(Duration::from_micros(micros));
+        }
+    }
+}
+
+fn report(args: &FanoutArgs, plan: &Plan, written: &Written, heard: &[Heard]) -> Report {
+    let mut latency = Latency::default();
+    let (mut lost, mut duplicates, mut received) = (0u64, 0u64, 0u64);
+    for subscriber in heard {
+        latency.add(&subscriber.latency);
+        duplicates += subscriber.duplicates;
+        for seq in 0..written.sent {
+            let acked = written.acked_seqs.contains(seq);
+            let got = subscriber.seen.contains(seq);
+            if acked && !got {
+                lost += 1;
+            }
+            if got {
+                received += 1;
+            }
+        }
+    }
+    let subscribers = heard.len() as u64;
+    let mut report = Report::new("fanout");
+    report
+        .set("subscribers", subscribers)
+        .set(
+            "subscribe_by",
+            format!("{:?}", args.subscribe).to_lowercase(),
+        )
+        .set("offered_writes_per_sec", round3(args.rate))
+        .set("writes_sent", written.sent)
+        .set("writes_acked", written.acked)
+        .set(
+            "writes_per_sec",
+            round3(written.sent as f64 / written.seconds.max(1e-9)),
+        )
+        .set("events_expected", written.acked * subscribers)
+        .set("events_received", received)
+        .set("events_lost", lost)
+        .set("events_duplicated", duplicates)
+        .set(
+            "events_per_sec",
+            round3(received as f64 / written.seconds.max(1e-9)),
+        )
+        .set("first_measured_write", plan.first_measured);
+    report.latency("delivery_latency", &latency.summary());
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Seen;
+
+    #[test]
+    fn seen_marks_once() {
+        let mut seen = Seen::default();
+        assert!(seen.insert(0));
+        assert!(seen.insert(130));
+        assert!(!seen.insert(130));
+        assert!(seen.contains(130) && seen.contains(0) && !seen.contains(64));
+    }
+}

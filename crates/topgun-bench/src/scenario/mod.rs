@@ -1,0 +1,162 @@
+//! The scenarios. Each opens real connections to the target, drives them, and returns a
+//! [`Report`](crate::report::Report); the binary prints it, the smoke tests check it.
+
+pub mod conns;
+pub mod fanout;
+pub mod sync;
+pub mod write;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use topgun_core::protocol::messages::{ClientOp, OpBatch, Ping};
+use topgun_core::protocol::wire::Field;
+use topgun_core::protocol::{Message, enums::WriteConcern};
+use topgun_core::{LwwRecord, NodeId, Timestamp, Value};
+
+use crate::client::{ClientError, Conn, Target};
+use crate::progress::Progress;
+
+/// Why a scenario could not run to the end.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("{what}: {source}")]
+    Client {
+        what: String,
+        #[source]
+        source: ClientError,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl BenchError {
+    fn client(what: impl Into<String>) -> impl FnOnce(ClientError) -> Self {
+        let what = what.into();
+        move |source| Self::Client { what, source }
+    }
+}
+
+/// Opens `count` connections, at most `concurrency` handshakes at a time; the first
+/// failure ends the attempt. `subject(i)` names connection `i` (the token's `sub`).
+pub async fn open_many(
+    target: &Target,
+    count: usize,
+    concurrency: usize,
+    subject: impl Fn(usize) -> String,
+    progress: &mut Progress,
+) -> Result<Vec<Conn>, BenchError> {
+    let mut opened: Vec<Option<Conn>> = (0..count).map(|_| None).collect();
+    let mut pending = FuturesUnordered::new();
+    let (mut next, mut done) = (0, 0);
+    while next < count || !pending.is_empty() {
+        while next < count && pending.len() < concurrency.max(1) {
+            let (target, name, index) = (target.clone(), subject(next), next);
+            pending.push(async move { (index, target.open(&name).await) });
+            next += 1;
+        }
+        if let Some((index, result)) = pending.next().await {
+            let conn = result.map_err(BenchError::client(format!(
+                "connection {} of {count}",
+                index + 1
+            )))?;
+            opened[index] = Some(conn);
+            done += 1;
+            progress.update(format!("connected {done}/{count}"));
+        }
+    }
+    Ok(opened.into_iter().flatten().collect())
+}
+
+/// A string value of `size` bytes.
+pub fn value_of_size(size: usize) -> Value {
+    Value::Str("x".repeat(size).into())
+}
+
+/// Issues the ops of one connection: increasing decimal op ids (as the TS client's op log
+/// does), fresh HLC timestamps from the connection's own node id.
+#[derive(Debug)]
+pub struct OpMaker {
+    node: NodeId,
+    next_id: u64,
+    counter: u32,
+    write_concern: Option<WriteConcern>,
+}
+
+impl OpMaker {
+    pub fn new(node: &str, write_concern: Option<WriteConcern>) -> Result<Self, BenchError> {
+        let node =
+            NodeId::new(node).map_err(|e| BenchError::Invalid(format!("node id {node:?}: {e}")))?;
+        Ok(Self {
+            node,
+            next_id: 1,
+            counter: 0,
+            write_concern,
+        })
+    }
+
+    /// One PUT; returns its op id.
+    pub fn put(&mut self, map: &str, key: &str, value: Value) -> (u64, ClientOp) {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.counter = self.counter.wrapping_add(1);
+        let at = Timestamp::new(crate::now_ms(), self.counter, self.node.clone());
+        let op = ClientOp {
+            id: Some(id.to_string().into()),
+            map_name: map.into(),
+            key: key.into(),
+            op_type: Some("PUT".into()),
+            record: Field::Value(LwwRecord::new(value, at, None)),
+            or_record: Field::Absent,
+            or_tag: Field::Absent,
+            write_concern: None,
+            timeout: None,
+        };
+        (id, op)
+    }
+
+    /// An `OP_BATCH` of `ops`, with the write concern asked for.
+    pub fn batch(&self, ops: Vec<ClientOp>) -> Message {
+        Message::OpBatch(OpBatch {
+            ops,
+            write_concern: self.write_concern,
+            timeout: None,
+        })
+    }
+}
+
+/// The id an `OP_ACK` names, when it is one of ours (decimal).
+pub fn acked_id(message: &Message) -> Option<u64> {
+    match message {
+        Message::OpAck(ack) => ack.last_id.parse().ok(),
+        _ => None,
+    }
+}
+
+/// Sends `PING` as the TS client's heartbeat does, so that the server's idle timer never
+/// closes a connection that a long run keeps quiet.
+pub const HEARTBEAT: Duration = Duration::from_secs(15);
+
+pub fn ping() -> Message {
+    Message::Ping(Ping {
+        timestamp: crate::now_ms(),
+    })
+}
+
+/// A counter shared by the connection tasks and read by the coordinator.
+#[derive(Debug, Default)]
+pub struct Count(AtomicU64);
+
+impl Count {
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
