@@ -11,6 +11,7 @@ use axum::Router;
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use topgun_core::protocol::enums::WriteConcern;
 use topgun_core::protocol::messages::{AuthAck, OpAck, Pong};
 use topgun_core::protocol::{Limits, Message};
@@ -23,6 +24,10 @@ pub async fn serve(
     let app = Router::new()
         .route("/", get(upgrade))
         .route("/ws", get(upgrade));
+    // As topgun-server: small frames go out at once (no Nagle delay).
+    let listener = listener.tap_io(|stream| {
+        let _ = stream.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
@@ -30,8 +35,10 @@ pub async fn serve(
 
 async fn upgrade(ws: WebSocketUpgrade) -> Response {
     let max = Limits::default().max_frame_bytes;
+    // The same transport settings as topgun-server, so that only the work differs.
     ws.max_message_size(max)
         .max_frame_size(max)
+        .read_buffer_size(4 * 1024)
         .on_upgrade(connection)
 }
 

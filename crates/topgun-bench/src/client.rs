@@ -172,11 +172,19 @@ impl Conn {
 
     /// The next protocol message. Text and control frames are skipped.
     pub async fn recv(&mut self) -> Result<Message, ClientError> {
+        let frame = self.recv_frame().await?;
+        Ok(Message::decode(&frame, &self.limits)?)
+    }
+
+    /// The next binary frame, undecoded (for readers that pick out a few fields).
+    pub async fn recv_frame(
+        &mut self,
+    ) -> Result<tokio_tungstenite::tungstenite::Bytes, ClientError> {
         loop {
             match self.ws.next().await {
                 Some(Ok(Ws::Binary(bytes))) => {
                     self.bytes_in += bytes.len() as u64;
-                    return Ok(Message::decode(&bytes, &self.limits)?);
+                    return Ok(bytes);
                 }
                 Some(Ok(Ws::Close(frame))) => {
                     return Err(ClientError::Closed {
@@ -194,6 +202,10 @@ impl Conn {
                 }
             }
         }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// [`Conn::recv`] with a deadline; `what` names the awaited message in the error.

@@ -9,6 +9,10 @@ use topgun_bench::client::Target;
 use topgun_bench::report::Report;
 use topgun_bench::scenario::{self, BenchError};
 
+/// mimalloc: per-message allocations dominate; see docs/benchmarks.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()

@@ -10,6 +10,10 @@ use topgun_server::Server;
 use topgun_server::backup;
 use topgun_server::config::{AuthEnv, Cli, Command, Config};
 
+/// mimalloc: per-message allocations dominate; see docs/benchmarks.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(command) = cli.command.clone() {

@@ -21,6 +21,7 @@ use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUp
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
@@ -44,6 +45,8 @@ const TICK: Duration = Duration::from_secs(1);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait to deliver the close frame to a slow consumer.
 const KICK_TIMEOUT: Duration = Duration::from_secs(1);
+/// Most frames one socket write carries.
+const COALESCE_FRAMES: usize = 64;
 /// A socket that accepts no frame for this long is closed.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The transport accepts messages up to this multiple of the decoder's frame limit, so that
@@ -212,7 +215,15 @@ impl Server {
             drain.phase.store(DRAINING, Ordering::SeqCst);
             drain.shutdown.send_replace(true);
         };
-        axum::serve(self.listener, app)
+        // Nagle's algorithm would hold a small frame back until the peer acknowledges the
+        // previous one, which a delayed ACK can postpone by up to 40 ms: every ack and event
+        // of this protocol is a small frame that must go out at once.
+        let listener = self.listener.tap_io(|stream| {
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
+        axum::serve(listener, app)
             .with_graceful_shutdown(stop)
             .await?;
         let deadline = Instant::now() + DRAIN_TIMEOUT;
@@ -243,6 +254,12 @@ async fn prune_tombstones(shared: Arc<Shared>) {
     }
 }
 
+/// The socket read buffer of one connection. The WebSocket stack allocates it eagerly and
+/// zero-fills its free part before every read, so its default (128 KiB) costs both memory
+/// per idle connection and a large memset per frame; client frames are mostly far smaller,
+/// and a larger one simply takes several reads.
+pub const READ_BUFFER_BYTES: usize = 2 * 1024;
+
 async fn upgrade(ws: WebSocketUpgrade, State(shared): State<Arc<Shared>>) -> Response {
     if shared.phase.load(Ordering::SeqCst) != READY {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
@@ -254,6 +271,7 @@ async fn upgrade(ws: WebSocketUpgrade, State(shared): State<Arc<Shared>>) -> Res
         .saturating_mul(TRANSPORT_SLACK);
     ws.max_message_size(max)
         .max_frame_size(max)
+        .read_buffer_size(READ_BUFFER_BYTES)
         .on_upgrade(move |socket| serve_connection(socket, shared))
 }
 
@@ -365,14 +383,16 @@ async fn serve_connection(socket: WebSocket, shared: Arc<Shared>) {
     let writer = tokio::spawn(write_loop(sink, queues, Arc::clone(&shared.metrics)));
     let mut conn = ConnState::new(handle, shared.session.limits.maps_per_connection_max);
     let (mut session, first) = Session::open(Arc::clone(&shared.session), now_ms());
-    let mut open = deliver(first, &tx, &mut conn, &shared).await;
+    // `deliver` futures are boxed (as is dispatch within them): they hold whole messages
+    // across awaits, and inline they would sit in every idle connection's task.
+    let mut open = Box::pin(deliver(first, &tx, &mut conn, &shared)).await;
     let mut tick = tokio::time::interval(TICK);
     let mut shutdown = shared.shutdown.subscribe();
     let mut gc = shared.gc.subscribe();
     let mut horizon_sent = None;
     while open {
         if let Some(prune) = horizon_news(&session, &mut gc, &mut horizon_sent) {
-            open = deliver(vec![Output::Send(prune)], &tx, &mut conn, &shared).await;
+            open = Box::pin(deliver(vec![Output::Send(prune)], &tx, &mut conn, &shared)).await;
             continue;
         }
         let outputs = tokio::select! {
@@ -392,9 +412,9 @@ async fn serve_connection(socket: WebSocket, shared: Arc<Shared>) {
             _ = kicked.changed() => break,
             _ = gc.changed() => continue,
         };
-        open = deliver(outputs, &tx, &mut conn, &shared).await;
+        open = Box::pin(deliver(outputs, &tx, &mut conn, &shared)).await;
     }
-    shared.data.disconnect(conn.handle.id).await;
+    Box::pin(shared.data.disconnect(conn.handle.id)).await;
     drop((tx, events_tx));
     let _ = writer.await;
 }
@@ -438,10 +458,13 @@ async fn deliver(
     for output in outputs {
         let item = match output {
             Output::Send(msg) => Outbound::Message(Box::new(msg)),
-            Output::Dispatch(msg) => match shared.data.dispatch(conn, msg, now_ms()).await {
-                Some(item) => item,
-                None => continue,
-            },
+            // Boxed: the dispatch future is large (every request kind's state).
+            Output::Dispatch(msg) => {
+                match Box::pin(shared.data.dispatch(conn, msg, now_ms())).await {
+                    Some(item) => item,
+                    None => continue,
+                }
+            }
             Output::Close { code, reason } => {
                 let _ = tx.send(Outbound::Close { code, reason }).await;
                 return false;
@@ -493,14 +516,28 @@ async fn write_loop(
                 }
             },
         };
-        for frame in frames {
-            let sent = tokio::select! {
-                _ = queues.kicked.changed() => return kick(sink).await,
-                sent = tokio::time::timeout(WRITE_TIMEOUT, sink.send(frame)) => sent,
+        let mut frames = frames;
+        // Events already queued go out in the same socket write: under fan-out load this
+        // turns one syscall per event into one per burst, and costs nothing when idle.
+        while frames.len() < COALESCE_FRAMES {
+            let Ok(bytes) = queues.events.try_recv() else {
+                break;
             };
-            if !matches!(sent, Ok(Ok(()))) {
-                return;
+            metrics.sent_bytes(bytes.len());
+            frames.push(WsMessage::Binary(bytes));
+        }
+        let written = async {
+            for frame in frames {
+                sink.feed(frame).await?;
             }
+            sink.flush().await
+        };
+        let sent = tokio::select! {
+            _ = queues.kicked.changed() => return kick(sink).await,
+            sent = tokio::time::timeout(WRITE_TIMEOUT, written) => sent,
+        };
+        if !matches!(sent, Ok(Ok(()))) {
+            return;
         }
     }
 }

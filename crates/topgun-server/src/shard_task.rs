@@ -142,7 +142,7 @@ pub async fn run(
     loop {
         tokio::select! {
             biased;
-            written = head_written(&mut task.pending) => task.settle_head(written),
+            written = head_written(&mut task.pending) => task.settle_ready(written),
             request = requests.recv() => match request {
                 Some(request) => task.serve(request).await,
                 None => break,
@@ -151,7 +151,7 @@ pub async fn run(
     }
     while !task.pending.is_empty() {
         let written = head_written(&mut task.pending).await;
-        task.settle_head(written);
+        task.settle_ready(written);
     }
 }
 
@@ -177,18 +177,40 @@ impl Task {
         }
     }
 
-    fn settle_head(&mut self, written: Result<(), Arc<WalError>>) {
+    /// Settles the head commit and every following one that is already durable (a group
+    /// commit makes many durable at once), then publishes all their events together: one
+    /// frame per map and writer for the group instead of one per commit.
+    fn settle_ready(&mut self, first: Result<(), Arc<WalError>>) {
+        let mut events = Vec::new();
+        self.settle_head(first, &mut events);
+        while let Some(next) = self.ready_head() {
+            self.settle_head(next, &mut events);
+        }
+        publish(&mut self.subscribers, &self.metrics, events);
+    }
+
+    /// The head commit's outcome if its append has already completed.
+    fn ready_head(&mut self) -> Option<Result<(), Arc<WalError>>> {
+        let head = self.pending.front_mut()?;
+        match head.written.as_mut() {
+            None => Some(Ok(())),
+            Some(written) => match written.try_recv() {
+                Ok(result) => Some(result.map(drop)),
+                Err(oneshot::error::TryRecvError::Empty) => None,
+                Err(oneshot::error::TryRecvError::Closed) => Some(Err(Arc::new(WalError::Closed))),
+            },
+        }
+    }
+
+    /// Pops the head commit: answers its writer and keeps its events (if it is durable).
+    fn settle_head(&mut self, written: Result<(), Arc<WalError>>, events: &mut Vec<Event>) {
         let Some(head) = self.pending.pop_front() else {
             return;
         };
         let outcome = match written {
             Ok(()) => {
-                publish(
-                    &mut self.subscribers,
-                    &self.metrics,
-                    head.writer,
-                    head.events,
-                );
+                let writer = head.writer;
+                events.extend(head.events.into_iter().map(|(kind, e)| (writer, kind, e)));
                 Ok(self.level())
             }
             Err(e) => {
@@ -344,7 +366,8 @@ impl Task {
             Persist::Store(store) => {
                 let outcome = match store.write(stored).await {
                     Ok(()) => {
-                        publish(&mut self.subscribers, &self.metrics, writer, events);
+                        let events = events.into_iter().map(|(kind, e)| (writer, kind, e));
+                        publish(&mut self.subscribers, &self.metrics, events.collect());
                         Ok(WriteConcern::Applied)
                     }
                     Err(e) => Err((codes::UNAVAILABLE, e.to_string())),
@@ -391,34 +414,42 @@ impl Task {
 /// Offers a commit's events to each map's subscribers but the writer, encoded once per
 /// map: one `SERVER_EVENT`, or one `SERVER_BATCH_EVENT` when the commit changed several
 /// keys of the map (a large batch costs each subscriber one frame, not one per op).
-fn publish(
-    subscribers: &mut Subscribers,
-    metrics: &Metrics,
-    writer: ConnId,
-    events: Vec<(MapKind, ServerEvent)>,
-) {
-    let mut groups: Vec<(MapKind, Vec<ServerEvent>)> = Vec::new();
-    for (kind, event) in events {
+/// An event of a settled commit, with the connection that wrote it (which is not sent its
+/// own writes).
+type Event = (ConnId, MapKind, ServerEvent);
+
+/// Most events in one `SERVER_BATCH_EVENT` frame, so that one frame stays small.
+const EVENTS_PER_FRAME: usize = 512;
+
+/// Encodes each (map, writer) group's events once and queues the frames for every other
+/// subscriber of the map.
+fn publish(subscribers: &mut Subscribers, metrics: &Metrics, events: Vec<Event>) {
+    let mut groups: Vec<(ConnId, MapKind, Vec<ServerEvent>)> = Vec::new();
+    for (writer, kind, event) in events {
         if !subscribers.has_subscribers(kind, &event.map_name, writer) {
             continue;
         }
-        match groups
+        let group = groups
             .iter_mut()
-            .find(|(k, evs)| *k == kind && evs[0].map_name == event.map_name)
-        {
-            Some((_, evs)) => evs.push(event),
-            None => groups.push((kind, vec![event])),
+            .find(|(w, k, evs)| *w == writer && *k == kind && evs[0].map_name == event.map_name);
+        match group {
+            Some((_, _, evs)) => evs.push(event),
+            None => groups.push((writer, kind, vec![event])),
         }
     }
-    for (kind, mut events) in groups {
+    for (writer, kind, events) in groups {
         let map = events[0].map_name.to_string();
-        let msg = if events.len() == 1 {
-            Message::ServerEvent(events.remove(0))
-        } else {
-            Message::ServerBatchEvent(ServerBatchEvent { events })
-        };
-        let bytes = Bytes::from(msg.encode());
-        let delivery = subscribers.publish(kind, &map, writer, &bytes);
-        metrics.events(delivery.queued, delivery.kicked);
+        let mut events = events.into_iter().peekable();
+        while events.peek().is_some() {
+            let mut chunk: Vec<ServerEvent> = events.by_ref().take(EVENTS_PER_FRAME).collect();
+            let msg = if chunk.len() == 1 {
+                Message::ServerEvent(chunk.remove(0))
+            } else {
+                Message::ServerBatchEvent(ServerBatchEvent { events: chunk })
+            };
+            let bytes = Bytes::from(msg.encode());
+            let delivery = subscribers.publish(kind, &map, writer, &bytes);
+            metrics.events(delivery.queued, delivery.kicked);
+        }
     }
 }

@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use topgun_core::Value;
-use topgun_core::protocol::Message;
-use topgun_core::protocol::messages::{QuerySub, ServerEvent, SyncInit};
+use topgun_core::protocol::messages::{QuerySub, SyncInit};
 use topgun_core::protocol::query::Query;
+use topgun_core::protocol::{Limits, Message};
 
-use super::{BenchError, Count, OpMaker, acked_id, open_many};
+use super::{BenchError, Count, OpMaker, acked_id, events, open_many};
 use crate::cli::{Common, FanoutArgs, SubscribeBy};
 use crate::client::{Conn, Target};
 use crate::progress::Progress;
@@ -47,6 +47,10 @@ struct Heard {
     seen: Seen,
     duplicates: u64,
     latency: Latency,
+    /// The server closed the connection (e.g. it fell too far behind and was let go).
+    disconnected: bool,
+    /// Frames that did not decode.
+    malformed: u64,
 }
 
 /// What the run shares between the writer, the subscribers and the coordinator.
@@ -144,7 +148,8 @@ struct Written {
     sent: u64,
     acked: u64,
     acked_seqs: Seen,
-    seconds: f64,
+    /// From the first write to the last one sent.
+    sending_seconds: f64,
 }
 
 /// Sends `total` writes at `rate`/s, one PUT per `OP_BATCH` (as a TS client writing once),
@@ -164,7 +169,7 @@ async fn write(
         sent: 0,
         acked: 0,
         acked_seqs: Seen::default(),
-        seconds: 0.0,
+        sending_seconds: 0.0,
     };
     let mut last_answer = Instant::now();
     while written.acked < total && last_answer.elapsed() < timeout {
@@ -178,6 +183,9 @@ async fn write(
                 .await
                 .map_err(BenchError::client("the writer"))?;
             written.sent += 1;
+            if written.sent == total {
+                written.sending_seconds = started.elapsed().as_secs_f64();
+            }
             continue;
         }
         let wake = if written.sent < total {
@@ -205,7 +213,6 @@ async fn write(
             plan.received.get()
         ));
     }
-    written.seconds = started.elapsed().as_secs_f64();
     conn.close().await;
     Ok(written)
 }
@@ -217,6 +224,7 @@ struct Subscriber {
     by: SubscribeBy,
     plan: Arc<Plan>,
     stopped: watch::Receiver<bool>,
+    limits: Limits,
 }
 
 fn subscribe(
@@ -226,12 +234,14 @@ fn subscribe(
     plan: Arc<Plan>,
     stopped: watch::Receiver<bool>,
 ) -> Subscriber {
+    let limits = *conn.limits();
     Subscriber {
         conn,
         index,
         by,
         plan,
         stopped,
+        limits,
     }
 }
 
@@ -294,10 +304,13 @@ impl Subscriber {
         heartbeat.tick().await;
         loop {
             tokio::select! {
-                message = self.conn.recv() => match message {
-                    Ok(message) => self.on_message(message, heard),
-                    Err(_) => return,
-                },
+                frame = self.conn.recv_frame() => {
+                    let Ok(frame) = frame else {
+                        heard.disconnected = true;
+                        return;
+                    };
+                    self.on_frame(&frame, heard);
+                }
                 _ = self.stopped.changed() => return,
                 _ = heartbeat.tick() => {
                     if self.conn.send(&super::ping()).await.is_err() {
@@ -308,29 +321,18 @@ impl Subscriber {
         }
     }
 
-    fn on_message(&self, message: Message, heard: &mut Heard) {
-        match message {
-            Message::ServerEvent(event) => self.on_event(&event, heard),
-            Message::ServerBatchEvent(batch) => {
-                for event in &batch.events {
-                    self.on_event(event, heard);
-                }
+    fn on_frame(&self, frame: &[u8], heard: &mut Heard) {
+        let scanned = events::scan(frame, &self.limits, |seen| {
+            if seen.map.is_empty() || seen.map == self.plan.map {
+                self.on_write(seen.key, seen.value, heard);
             }
-            Message::QueryUpdate(update) => self.on_write(&update.key, &update.value, heard),
-            _ => {}
+        });
+        if scanned.is_err() {
+            heard.malformed += 1;
         }
     }
 
-    fn on_event(&self, event: &ServerEvent, heard: &mut Heard) {
-        if event.map_name != self.plan.map {
-            return;
-        }
-        if let Some(record) = &event.record {
-            self.on_write(&event.key, &record.value, heard);
-        }
-    }
-
-    fn on_write(&self, key: &str, value: &Value, heard: &mut Heard) {
+    fn on_write(&self, key: &str, value: Option<i64>, heard: &mut Heard) {
         let Some(seq) = key.strip_prefix('e').and_then(|s| s.parse::<u64>().ok()) else {
             return;
         };
@@ -340,10 +342,10 @@ impl Subscriber {
         }
         self.plan.received.add(1);
         if seq >= self.plan.first_measured
-            && let Value::Int(sent_at) = value
+            && let Some(sent_at) = value
         {
             let now = self.plan.base.elapsed().as_micros();
-            let sent_at = u128::try_from(*sent_at).unwrap_or(0);
+            let sent_at = u128::try_from(sent_at).unwrap_or(0);
             let micros = u64::try_from(now.saturating_sub(sent_at)).unwrap_or(u64::MAX);
             heard.latency.record(Duration::from_micros(micros));
         }
@@ -353,8 +355,11 @@ impl Subscriber {
 fn report(args: &FanoutArgs, plan: &Plan, written: &Written, heard: &[Heard]) -> Report {
     let mut latency = Latency::default();
     let (mut lost, mut duplicates, mut received) = (0u64, 0u64, 0u64);
+    let (mut disconnected, mut malformed) = (0u64, 0u64);
     for subscriber in heard {
         latency.add(&subscriber.latency);
+        disconnected += u64::from(subscriber.disconnected);
+        malformed += subscriber.malformed;
         duplicates += subscriber.duplicates;
         for seq in 0..written.sent {
             let acked = written.acked_seqs.contains(seq);
@@ -380,16 +385,14 @@ fn report(args: &FanoutArgs, plan: &Plan, written: &Written, heard: &[Heard]) ->
         .set("writes_acked", written.acked)
         .set(
             "writes_per_sec",
-            round3(written.sent as f64 / written.seconds.max(1e-9)),
+            round3(written.sent as f64 / written.sending_seconds.max(1e-9)),
         )
         .set("events_expected", written.acked * subscribers)
         .set("events_received", received)
         .set("events_lost", lost)
         .set("events_duplicated", duplicates)
-        .set(
-            "events_per_sec",
-            round3(received as f64 / written.seconds.max(1e-9)),
-        )
+        .set("subscribers_disconnected", disconnected)
+        .set("malformed_frames", malformed)
         .set("first_measured_write", plan.first_measured);
     report.latency("delivery_latency", &latency.summary());
     report

@@ -2,6 +2,7 @@
 //! [`Report`](crate::report::Report); the binary prints it, the smoke tests check it.
 
 pub mod conns;
+pub mod events;
 pub mod fanout;
 pub mod sync;
 pub mod write;

@@ -1,0 +1,178 @@
+//! Picks the writes out of event frames without building messages: a subscriber of `fanout`
+//! needs only each event's map, key and integer value, and a thousand of them share this
+//! process with the server under test, so the load generator must stay cheap. Frames are
+//! still walked whole within the decode limits, so a malformed one is an error.
+
+use topgun_core::protocol::{DecodeError, Limits, Number, Path, Reader};
+
+/// One write an event reported: its key and, when it is an integer, its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen<'a> {
+    pub map: &'a str,
+    pub key: &'a str,
+    pub value: Option<i64>,
+}
+
+/// Calls `each` for every write a `SERVER_EVENT`, `SERVER_BATCH_EVENT` or `QUERY_UPDATE`
+/// frame carries (removals and other messages report nothing).
+pub fn scan<'a>(
+    frame: &'a [u8],
+    limits: &Limits,
+    mut each: impl FnMut(Seen<'a>),
+) -> Result<(), DecodeError> {
+    let mut r = Reader::new(frame, limits)?;
+    let (mut kind, mut payload) = (None, None);
+    r.read_fields(Path::Root, |r, key| {
+        match key {
+            b"type" => kind = Some(r.read_str(Path::Root.key("type"))?),
+            b"payload" => {
+                payload = Some(r.position());
+                r.skip(Path::Root.key("payload"))?;
+            }
+            _ => r.skip(Path::Root)?,
+        }
+        Ok(())
+    })?;
+    let (Some(kind), Some(at)) = (kind, payload) else {
+        return Ok(());
+    };
+    r.seek(at);
+    let at = Path::Root.key("payload");
+    match kind {
+        "SERVER_EVENT" => event(&mut r, at, &mut each),
+        "SERVER_BATCH_EVENT" => r.read_fields(at, |r, key| match key {
+            b"events" => r.read_array(at, |r, _| event(r, at, &mut each)),
+            _ => r.skip(at),
+        }),
+        "QUERY_UPDATE" => {
+            let (mut key, mut value) = ("", None);
+            r.read_fields(at, |r, field| {
+                match field {
+                    b"key" => key = r.read_str(at)?,
+                    b"value" => value = integer(r, at)?,
+                    _ => r.skip(at)?,
+                }
+                Ok(())
+            })?;
+            each(Seen {
+                map: "",
+                key,
+                value,
+            });
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// One `ServerEvent` map: reports it if it carries a record.
+fn event<'a>(
+    r: &mut Reader<'a>,
+    at: Path<'_>,
+    each: &mut impl FnMut(Seen<'a>),
+) -> Result<(), DecodeError> {
+    let (mut map, mut key, mut value, mut record) = ("", "", None, false);
+    r.read_fields(at, |r, field| {
+        match field {
+            b"mapName" => map = r.read_str(at)?,
+            b"key" => key = r.read_str(at)?,
+            b"record" if !r.take_nil() => {
+                record = true;
+                r.read_fields(at, |r, field| match field {
+                    b"value" => {
+                        value = integer(r, at)?;
+                        Ok(())
+                    }
+                    _ => r.skip(at),
+                })?;
+            }
+            _ => r.skip(at)?,
+        }
+        Ok(())
+    })?;
+    if record {
+        each(Seen { map, key, value });
+    }
+    Ok(())
+}
+
+/// An integer value, or `None` (skipped) for any other value.
+fn integer(r: &mut Reader<'_>, at: Path<'_>) -> Result<Option<i64>, DecodeError> {
+    if matches!(r.peek_tag(), Some(0x00..=0x7f | 0xcc..=0xd3)) {
+        return Ok(match r.read_number(at, "integer")? {
+            Number::Int(i) => Some(i),
+            Number::UInt(_) | Number::Float(_) => None,
+        });
+    }
+    r.skip(at)?;
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use topgun_core::protocol::Message;
+    use topgun_core::protocol::enums::ServerEventType;
+    use topgun_core::protocol::messages::{ServerBatchEvent, ServerEvent};
+    use topgun_core::{LwwRecord, NodeId, Timestamp, Value};
+
+    fn put(key: &str, value: Value) -> ServerEvent {
+        let at = Timestamp::new(1, 0, NodeId::new("n").unwrap());
+        ServerEvent {
+            map_name: "m".into(),
+            event_type: ServerEventType::Put,
+            key: key.into(),
+            record: Some(LwwRecord::new(value, at, None)),
+            or_record: None,
+            or_tag: None,
+            epoch: None,
+        }
+    }
+
+    fn seen(message: &Message) -> Vec<(String, String, Option<i64>)> {
+        let frame = message.encode();
+        let mut out = Vec::new();
+        scan(&frame, &Limits::default(), |s| {
+            out.push((s.map.to_owned(), s.key.to_owned(), s.value));
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn finds_every_write_of_single_and_batched_events() {
+        let single = Message::ServerEvent(put("e1", Value::Int(7)));
+        assert_eq!(seen(&single), vec![("m".into(), "e1".into(), Some(7))]);
+        let batch = Message::ServerBatchEvent(ServerBatchEvent {
+            events: vec![
+                put("e2", Value::Int(1 << 40)),
+                put("x", Value::Str("text".into())),
+                ServerEvent {
+                    record: None,
+                    event_type: ServerEventType::Remove,
+                    ..put("gone", Value::Nil)
+                },
+            ],
+        });
+        assert_eq!(
+            seen(&batch),
+            vec![
+                ("m".into(), "e2".into(), Some(1 << 40)),
+                ("m".into(), "x".into(), None),
+            ]
+        );
+        assert!(
+            seen(&Message::Ping(topgun_core::protocol::messages::Ping {
+                timestamp: 1
+            }))
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn malformed_frames_are_errors() {
+        let mut frame = Message::ServerEvent(put("e1", Value::Int(7))).encode();
+        frame.truncate(frame.len() - 3);
+        assert!(scan(&frame, &Limits::default(), |_| {}).is_err());
+    }
+}
