@@ -17,7 +17,7 @@
 //! * Queues are bounded: shard queues by `SHARD_QUEUE_LEN` (a full one makes the reader
 //!   wait), replies by the connection's outbound queue.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use futures_util::FutureExt;
@@ -28,7 +28,7 @@ use topgun_core::merkle::{MERKLE_DEPTH, path_depth};
 use topgun_core::protocol::Message;
 use topgun_core::protocol::enums::WriteConcern;
 use topgun_core::protocol::messages::{
-    ClientOp, ErrorPayload, MerkleReqBucket, OpAck, OpRejected, OrMapDiffRequest,
+    ClientOp, ErrorPayload, LeafRecord, MerkleReqBucket, OpAck, OpRejected, OrMapDiffRequest,
     OrMapDiffResponse, OrMapPushDiff, OrMapSyncRespLeaf, OrMapSyncRespRoot, SyncRespBuckets,
     SyncRespLeaf, SyncRespRoot,
 };
@@ -176,11 +176,12 @@ impl DataPlane {
                 self.write(conn, batch.ops, requested, now_ms).await
             }
             Message::SyncInit(s) => {
-                self.sync_root(conn, MapKind::Lww, s.map_name.into(), now_ms)
+                let since = s.last_sync_timestamp.filter(|&t| t > 0);
+                self.sync_root(conn, MapKind::Lww, s.map_name.into(), since, now_ms)
                     .await
             }
             Message::OrMapSyncInit(s) => {
-                self.sync_root(conn, MapKind::Or, s.map_name.into(), now_ms)
+                self.sync_root(conn, MapKind::Or, s.map_name.into(), None, now_ms)
                     .await
             }
             Message::MerkleReqBucket(r) => self.bucket(MapKind::Lww, r).await,
@@ -444,11 +445,19 @@ impl DataPlane {
 
     /// `SYNC_INIT` / `ORMAP_SYNC_INIT`: subscribes the connection to the map's events and
     /// answers with the root hash and the server clock.
+    ///
+    /// A client that says when it last synced (`lastSyncTimestamp`, the millis of the last
+    /// root timestamp it was sent) first gets the records changed since then as
+    /// `SYNC_RESP_LEAF`s, before the root: merged, they usually make its root equal ours, and
+    /// the resync moves only what changed instead of whole leaves. Whatever the delta misses
+    /// (a write stamped by a clock behind ours) leaves the roots different, and the client
+    /// walks the tree as always.
     async fn sync_root(
         &self,
         conn: &mut ConnState,
         kind: MapKind,
         map: String,
+        since_ms: Option<u64>,
         now_ms: u64,
     ) -> Result<Outbound, Box<Message>> {
         check_map(&map)?;
@@ -465,10 +474,26 @@ impl DataPlane {
         }
         conn.maps.insert((kind, map.clone()));
         self.metrics.merkle_request(kind);
+        let delta = match since_ms {
+            Some(since_ms) => Some(
+                self.ask_all(|reply| Request::LwwSince {
+                    map: map.clone(),
+                    since_ms,
+                    max: DELTA_RECORDS_MAX,
+                    reply,
+                })
+                .await?,
+            ),
+            None => None,
+        };
         let tree = self.gather_sums(kind, &map, "", Some(&conn.handle)).await?;
         let timestamp = self.hlc().now(now_ms);
         Ok(Outbound::Later(
             async move {
+                let mut out = match delta {
+                    Some(parts) => delta_leaves(&map, parts.await),
+                    None => Vec::new(),
+                };
                 let Some(tree) = tree.await else {
                     return vec![*shard_gone()];
                 };
@@ -487,7 +512,8 @@ impl DataPlane {
                         full_resync: None,
                     }),
                 };
-                vec![msg]
+                out.push(msg);
+                out
             }
             .boxed(),
         ))
@@ -677,4 +703,35 @@ fn weakest(a: WriteConcern, b: WriteConcern) -> WriteConcern {
 
 fn check_map(map: &str) -> Result<(), Box<Message>> {
     ops::check_map_name(map).map_err(|refused| error_msg(refused.code, refused.reason))
+}
+
+/// One shard's changed records, each with its leaf index.
+type ShardDelta = Vec<(u16, LeafRecord)>;
+
+/// Most records a sync delta carries; beyond this the Merkle walk serves the client.
+const DELTA_RECORDS_MAX: usize = 10_000;
+
+/// The shards' changed records as one `SYNC_RESP_LEAF` per leaf (a client merges each leaf's
+/// records as it would a requested one); nothing if any shard found too many, or failed.
+fn delta_leaves(map: &str, parts: Option<Vec<Option<ShardDelta>>>) -> Vec<Message> {
+    let Some(parts) = parts.and_then(|p| p.into_iter().collect::<Option<Vec<_>>>()) else {
+        return Vec::new();
+    };
+    if parts.iter().map(Vec::len).sum::<usize>() > DELTA_RECORDS_MAX {
+        return Vec::new();
+    }
+    let mut leaves: BTreeMap<u16, Vec<LeafRecord>> = BTreeMap::new();
+    for (leaf, record) in parts.into_iter().flatten() {
+        leaves.entry(leaf).or_default().push(record);
+    }
+    leaves
+        .into_iter()
+        .map(|(leaf, records)| {
+            Message::SyncRespLeaf(SyncRespLeaf {
+                map_name: map.into(),
+                path: format!("{leaf:03x}").into(),
+                records,
+            })
+        })
+        .collect()
 }

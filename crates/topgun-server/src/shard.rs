@@ -10,7 +10,8 @@
 
 use std::collections::HashMap;
 
-use topgun_core::merkle::Sum;
+use topgun_core::hash::fnv1a;
+use topgun_core::merkle::{MERKLE_DEPTH, Sum};
 use topgun_core::protocol::enums::ServerEventType;
 use topgun_core::protocol::messages::{LeafRecord, ServerEvent};
 use topgun_core::{LwwMap, LwwRecord, MerkleError, OrMap, OrMapEntry};
@@ -165,6 +166,37 @@ impl Shard {
                 record: record.clone(),
             })
             .collect())
+    }
+
+    /// The LWW records (tombstones included) whose timestamp is at or after `since_ms`, each
+    /// with the index of its leaf: what changed since a client's last sync, for a client
+    /// whose clock agrees with ours. Stops, returning `None`, past `max` records (a delta
+    /// that large is better served by the Merkle walk).
+    pub fn lww_since(
+        &self,
+        map: &str,
+        since_ms: u64,
+        max: usize,
+    ) -> Option<Vec<(u16, LeafRecord)>> {
+        let Some(lww) = self.lww.get(map) else {
+            return Some(Vec::new());
+        };
+        let mut out = Vec::new();
+        for (key, record) in lww.records() {
+            if record.timestamp.millis < since_ms {
+                continue;
+            }
+            if out.len() == max {
+                return None;
+            }
+            let leaf = u16::try_from(fnv1a(key) >> (32 - 4 * MERKLE_DEPTH)).unwrap_or(0);
+            let record = LeafRecord {
+                key: key.into(),
+                record: record.clone(),
+            };
+            out.push((leaf, record));
+        }
+        Some(out)
     }
 
     /// Every OR entry this shard holds in the leaf at `path`.
@@ -352,6 +384,25 @@ mod tests {
         assert!(removed.event.record.unwrap().is_tombstone());
         let leaf = shard.lww_leaf("m", &topgun_core::hash::routing_path("k")[..3]);
         assert_eq!(leaf.unwrap().len(), 1, "the tombstone is kept and served");
+    }
+
+    #[test]
+    fn changes_since_a_time_come_with_their_leaf_and_stop_at_the_bound() {
+        let mut shard = Shard::new();
+        for (key, millis) in [("old", 10), ("new", 20), ("newer", 30)] {
+            shard.apply("m", put(key, 1, millis)).unwrap();
+        }
+        let mut since = shard.lww_since("m", 20, 10).unwrap();
+        since.sort_by(|a, b| a.1.key.cmp(&b.1.key));
+        let keys: Vec<_> = since.iter().map(|(_, r)| r.key.as_str()).collect();
+        assert_eq!(keys, ["new", "newer"], "at or after the time");
+        let leaf = u16::from_str_radix(&topgun_core::hash::routing_path("new")[..3], 16);
+        assert_eq!(since[0].0, leaf.unwrap());
+        assert!(
+            shard.lww_since("m", 0, 2).is_none(),
+            "three records, at most two"
+        );
+        assert_eq!(shard.lww_since("other", 0, 2), Some(Vec::new()));
     }
 
     #[test]

@@ -71,6 +71,13 @@ pub enum Request {
         path: String,
         reply: oneshot::Sender<Vec<LeafRecord>>,
     },
+    /// LWW records changed since a time ([`Shard::lww_since`]).
+    LwwSince {
+        map: String,
+        since_ms: u64,
+        max: usize,
+        reply: oneshot::Sender<Option<Vec<(u16, LeafRecord)>>>,
+    },
     OrLeaf {
         map: String,
         path: String,
@@ -314,6 +321,14 @@ impl Task {
             }
             Request::LwwLeaf { map, path, reply } => {
                 let _ = reply.send(self.shard.lww_leaf(&map, &path).unwrap_or_default());
+            }
+            Request::LwwSince {
+                map,
+                since_ms,
+                max,
+                reply,
+            } => {
+                let _ = reply.send(self.shard.lww_since(&map, since_ms, max));
             }
             Request::OrLeaf { map, path, reply } => {
                 let _ = reply.send(self.shard.or_leaf(&map, &path).unwrap_or_default());

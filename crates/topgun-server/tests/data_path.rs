@@ -438,6 +438,90 @@ async fn merkle_sync_moves_only_the_differing_leaves() {
     assert_eq!((again.round_trips, again.records), (1, 0));
 }
 
+/// `SYNC_INIT` naming the last sync's time: the leaves sent before the root (the delta),
+/// merged into `local`, and the root's hash and timestamp.
+async fn sync_since(
+    c: &mut Client,
+    map: &str,
+    since: u64,
+    local: &mut LwwMap,
+) -> (Vec<String>, u32, u64) {
+    send(
+        c,
+        &Message::SyncInit(SyncInit {
+            map_name: map.into(),
+            last_sync_timestamp: Some(since),
+        }),
+    )
+    .await;
+    let mut delta = Vec::new();
+    loop {
+        match next(c).await {
+            Message::SyncRespLeaf(leaf) => {
+                for r in leaf.records {
+                    assert_eq!(
+                        topgun_core::hash::routing_path(&r.key)[..3],
+                        *leaf.path,
+                        "a delta leaf holds only its own keys"
+                    );
+                    delta.push(r.key.to_string());
+                    local.merge(&r.key, r.record);
+                }
+            }
+            Message::SyncRespRoot(root) => {
+                delta.sort();
+                return (delta, root.root_hash, root.timestamp.millis);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_resync_since_the_last_sync_moves_only_what_changed() {
+    let server = start(no_auth(), Some("shards = 2\n")).await;
+    let mut a = connect(server.addr, "/").await;
+    // Written a minute ago, so that a write stamped ten seconds ago still wins.
+    let then = now_ms() - 60_000;
+    let ops = (0..300)
+        .map(|i| put(i + 1, &format!("item-{i}"), Value::Int(0), ts(then, 0, "a")))
+        .collect();
+    send(&mut a, &batch(ops)).await;
+    expect_ack(&mut a, "300").await;
+
+    // A first sync (since 0) gets no delta: the whole map comes by the walk.
+    let mut c = connect(server.addr, "/").await;
+    let mut replica = LwwMap::new();
+    let (delta, _, _) = sync_since(&mut c, MAP, 0, &mut replica).await;
+    assert!(delta.is_empty());
+    assert_eq!(lww_sync(&mut c, MAP, &mut replica).await.records, 300);
+    let (_, root, last_sync) = sync_since(&mut c, MAP, 0, &mut replica).await;
+    assert_eq!(root, replica.merkle().root());
+    drop(c);
+
+    // While C is away: two writes stamped after its last sync, and one by a client whose
+    // clock is ten seconds behind, which a delta by time cannot see.
+    let now = now_ms().max(last_sync);
+    let ops = vec![
+        put(400, "item-7", Value::Int(1), ts(now, 1, "a")),
+        put(401, "item-150", Value::Int(1), ts(now, 2, "a")),
+        put(402, "item-20", Value::Int(1), ts(now - 10_000, 0, "slow")),
+    ];
+    send(&mut a, &batch(ops)).await;
+    expect_ack(&mut a, "402").await;
+
+    let mut c = connect(server.addr, "/").await;
+    let (delta, root, _) = sync_since(&mut c, MAP, last_sync, &mut replica).await;
+    assert_eq!(delta, ["item-150", "item-7"]);
+    // The late-stamped write leaves the roots apart: the walk fetches just its leaf.
+    assert_ne!(root, replica.merkle().root());
+    let walk = lww_sync(&mut c, MAP, &mut replica).await;
+    assert_eq!(walk.leaf_requests, 1, "{walk:?}");
+    assert_eq!(replica.get("item-20", now), Some(&Value::Int(1)));
+    let (_, root, _) = sync_since(&mut c, MAP, 0, &mut replica).await;
+    assert_eq!(root, replica.merkle().root());
+}
+
 /// Reads an `OP_ACK` and one event, which race each other; returns the event.
 async fn ack_and_event(c: &mut Client, last_id: &str) -> ServerEvent {
     let mut event = None;

@@ -6,7 +6,7 @@
 //! The client holds a real [`LwwMap`]: bucket hashes are compared with its Merkle tree,
 //! exactly as the TS client compares them, and its root must equal the server's at the end.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::time::Instant;
 
 use topgun_core::protocol::messages::{LeafRecord, MerkleReqBucket, SyncInit};
@@ -27,7 +27,8 @@ pub async fn run(target: &Target, _common: &Common, args: &SyncArgs) -> Result<R
         ));
     }
     let mut progress = Progress::new("sync");
-    let map = format!("bench-sync-{}-{}", std::process::id(), crate::now_ms());
+    // Unique per run, and as short as a real map name: each delta leaf repeats it.
+    let map = format!("sync-{:x}", crate::now_ms() % 0xff_ffff);
     let mut writer = target
         .open("bench-sync-writer")
         .await
@@ -51,7 +52,7 @@ pub async fn run(target: &Target, _common: &Common, args: &SyncArgs) -> Result<R
     ));
 
     let mut local = LwwMap::new();
-    let full = walk(target, &map, &mut local, &mut progress).await?;
+    let full = walk(target, &map, &mut local, 0, &mut progress).await?;
     progress.note(&format!("full sync: {:.3} s", full.seconds));
 
     let every = if args.changed > 0.0 {
@@ -72,7 +73,8 @@ pub async fn run(target: &Target, _common: &Common, args: &SyncArgs) -> Result<R
     )
     .await?;
     writer.close().await;
-    let resync = walk(target, &map, &mut local, &mut progress).await?;
+    // As the TS client does: the resync names when the client last synced.
+    let resync = walk(target, &map, &mut local, full.root_millis, &mut progress).await?;
     progress.finish();
 
     let mut report = Report::new("sync");
@@ -182,7 +184,11 @@ struct Walk {
     bucket_requests: u64,
     leaf_requests: u64,
     records: u64,
+    /// Records the server sent before the root, unasked (a delta since the last sync).
+    delta_records: u64,
     roots_match: bool,
+    /// The server clock's millis in its root answer: the client's next `lastSyncTimestamp`.
+    root_millis: u64,
 }
 
 impl Walk {
@@ -194,17 +200,20 @@ impl Walk {
             .set(&format!("{prefix}_bucket_requests"), self.bucket_requests)
             .set(&format!("{prefix}_leaf_requests"), self.leaf_requests)
             .set(&format!("{prefix}_records"), self.records)
+            .set(&format!("{prefix}_delta_records"), self.delta_records)
             .set(&format!("{prefix}_roots_match"), self.roots_match);
     }
 }
 
-/// Syncs `map` into `local` over a new connection, as the TS client does: `SYNC_INIT`,
-/// then every child bucket whose hash differs from the local one, in parallel, down to
-/// the leaves, whose records are merged.
+/// Syncs `map` into `local` over a new connection, as the TS client does: `SYNC_INIT` with
+/// the time of the last sync (`since`, 0 for none), then every child bucket whose hash
+/// differs from the local one, in parallel, down to the leaves. Every leaf's records are
+/// merged, asked for or not.
 async fn walk(
     target: &Target,
     map: &str,
     local: &mut LwwMap,
+    since: u64,
     progress: &mut Progress,
 ) -> Result<Walk, BenchError> {
     let failed = || BenchError::client("the sync client");
@@ -213,14 +222,14 @@ async fn walk(
     let started = Instant::now();
     conn.send(&Message::SyncInit(SyncInit {
         map_name: map.into(),
-        last_sync_timestamp: Some(0),
+        last_sync_timestamp: Some(since),
     }))
     .await
     .map_err(failed())?;
     let mut walk = Walk::default();
-    let mut outstanding = 0u64;
+    let mut outstanding: HashSet<String> = HashSet::new();
     let mut server_root = None;
-    while server_root.is_none() || outstanding > 0 {
+    while server_root.is_none() || !outstanding.is_empty() {
         let message = conn
             .recv_within(target.timeout, "sync answer")
             .await
@@ -228,26 +237,28 @@ async fn walk(
         match message {
             Message::SyncRespRoot(root) if root.map_name == map => {
                 server_root = Some(root.root_hash);
+                walk.root_millis = root.timestamp.millis;
                 if root.root_hash != local.merkle().root() {
                     request(&mut conn, map, String::new(), &mut walk).await?;
-                    outstanding += 1;
+                    outstanding.insert(String::new());
                 }
             }
             Message::SyncRespBuckets(buckets) if buckets.map_name == map => {
-                outstanding -= 1;
+                outstanding.remove(buckets.path.as_str());
                 for (digit, hash) in &buckets.buckets {
                     let child = format!("{}{digit}", buckets.path);
                     if local.merkle().node_hash(&child).unwrap_or(0) != *hash {
-                        request(&mut conn, map, child, &mut walk).await?;
-                        outstanding += 1;
+                        request(&mut conn, map, child.clone(), &mut walk).await?;
+                        outstanding.insert(child);
                     }
                 }
             }
             Message::SyncRespLeaf(leaf) if leaf.map_name == map => {
-                outstanding -= 1;
+                let asked = outstanding.remove(leaf.path.as_str());
                 for LeafRecord { key, record } in leaf.records {
                     local.merge(&key, record);
                     walk.records += 1;
+                    walk.delta_records += u64::from(!asked);
                 }
                 progress.update(format!(
                     "{} records, {} leaves",
