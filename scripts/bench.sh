@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Runs every topgun-bench scenario against a fresh topgun-server (default durable mode:
+# embedded store, write-ahead log, ack after fsync) and the write scenario against the
+# transport ceiling too, then writes the tables of docs/benchmarks.md between its
+# "topgun-bench" markers. Figures from one run are comparable with each other only.
+#
+# Usage: ./scripts/bench.sh            (about 3 minutes; needs cargo and python3)
+#   DURATION=30s ./scripts/bench.sh    longer measured phases
+#   NO_DOCS=1 ./scripts/bench.sh       print the tables, leave docs/benchmarks.md alone
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10s}
+SECRET=bench-secret
+command -v python3 >/dev/null || { echo "error: python3 renders the tables" >&2; exit 1; }
+
+cargo build --release --locked -p topgun-server -p topgun-bench
+BIN=target/release
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# start NAME CMD...: runs CMD in the background and echoes the port from its PORT=<n> line.
+start() {
+  local name=$1; shift
+  "$@" >"$work/$name.out" 2>"$work/$name.err" &
+  pids+=($!)
+  echo $! >"$work/$name.pid"
+  for _ in $(seq 100); do
+    if grep -q '^PORT=' "$work/$name.out" 2>/dev/null; then
+      sed -n 's/^PORT=//p' "$work/$name.out"
+      return
+    fi
+    sleep 0.1
+  done
+  echo "error: $name did not start:" >&2
+  cat "$work/$name.err" >&2
+  exit 1
+}
+
+ceiling=$(start ceiling "$BIN/topgun-bench" ceiling --port 0)
+server=$(start server env TOPGUN_NO_AUTH=1 RUST_LOG=warn \
+  "$BIN/topgun-server" --port 0 --data-dir "$work/data")
+jwt_server=$(start jwt-server env JWT_SECRET=$SECRET RUST_LOG=warn \
+  "$BIN/topgun-server" --port 0 --host 127.0.0.1 --data-dir "$work/jwt-data")
+
+# run NAME ARGS...: one scenario; its JSON line goes to $work/NAME.json, the command to NAME.cmd.
+run() {
+  local name=$1; shift
+  echo "== $name: topgun-bench $*" >&2
+  # The tables name the servers, not this run's ports and PIDs.
+  echo "topgun-bench $* --duration $DURATION" | sed \
+    -e "s/:$ceiling\//:CEILING_PORT\//" -e "s/:$server\//:SERVER_PORT\//" \
+    -e "s/:$jwt_server\//:JWT_SERVER_PORT\//" -e "s/--server-pid [0-9]*/--server-pid SERVER_PID/" \
+    -e "s/--rate [0-9]*/--rate RATE/" >"$work/$name.cmd"
+  "$BIN/topgun-bench" "$@" --duration "$DURATION" --json | tail -n 1 >"$work/$name.json"
+}
+
+run write-ceiling write --url "ws://127.0.0.1:$ceiling/ws"
+run write-server write --url "ws://127.0.0.1:$server/ws"
+peak=$(python3 -c "import json; print(int(json.load(open('$work/write-server.json'))['acked_ops_per_sec'] * 0.8))")
+run write-server-80 write --url "ws://127.0.0.1:$server/ws" --rate "$peak"
+run write-ceiling-80 write --url "ws://127.0.0.1:$ceiling/ws" --rate "$peak"
+run fanout fanout --url "ws://127.0.0.1:$server/ws"
+run sync sync --url "ws://127.0.0.1:$server/ws"
+run conns conns --url "ws://127.0.0.1:$jwt_server/ws" --jwt-secret $SECRET \
+  --server-pid "$(cat "$work/jwt-server.pid")"
+
+machine="$(nproc)-core $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n 1), $(free -g | awk '/^Mem:/ {print $2}') GiB"
+python3 scripts/bench_tables.py "$work" "$(date -u +%F)" "$machine" "$DURATION" >"$work/tables.md"
+if [ -n "${NO_DOCS:-}" ]; then
+  cat "$work/tables.md"
+else
+  python3 - "$work/tables.md" docs/benchmarks.md <<'EOF'
+import sys
+tables, doc = sys.argv[1], sys.argv[2]
+begin, end = "<!-- topgun-bench:begin -->", "<!-- topgun-bench:end -->"
+text = open(doc).read()
+if begin not in text or end not in text:
+    sys.exit(f"{doc} has no {begin} ... {end} section")
+head, rest = text.split(begin, 1)
+_, tail = rest.split(end, 1)
+open(doc, "w").write(head + begin + "\n" + open(tables).read() + end + tail)
+EOF
+  echo "docs/benchmarks.md updated" >&2
+fi
