@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::store::{Store, StoredEntry};
-use crate::wal::{Tail, Wal};
+use crate::wal::{Frame, Tail, Wal};
 
 /// Most entries written to the store in one batch.
 const BATCH_MAX: usize = 8192;
@@ -34,17 +34,18 @@ pub async fn run(wal: Wal, mut tail: Tail, store: Arc<dyn Store>, degraded: Arc<
             }
             continue;
         }
+        // Reading and decoding stay off the async workers, which serve clients.
         let read = tokio::task::spawn_blocking(move || {
-            let frames = tail.read(target, BATCH_MAX);
-            (tail, frames)
+            let batch = tail.read(target, BATCH_MAX).map(|frames| decode(&frames));
+            (tail, batch)
         })
         .await;
-        let Ok((returned, frames)) = read else {
+        let Ok((returned, batch)) = read else {
             return;
         };
         tail = returned;
-        let frames = match frames {
-            Ok(frames) if !frames.is_empty() => frames,
+        let batch = match batch {
+            Ok(batch) if batch.frames > 0 => batch,
             Ok(_) => {
                 // The frames are written but not yet visible whole; look again shortly.
                 tokio::time::sleep(BACKOFF_MIN).await;
@@ -57,26 +58,44 @@ pub async fn run(wal: Wal, mut tail: Tail, store: Arc<dyn Store>, degraded: Arc<
                 continue;
             }
         };
-        let last = frames.last().map_or(0, |f| f.lsn);
-        let full = frames.len() >= BATCH_MAX;
-        let entries: Vec<StoredEntry> = frames
-            .iter()
-            .filter_map(|f| match StoredEntry::decode(&f.payload) {
-                Ok(entry) => Some(entry),
-                Err(e) => {
-                    // The frame passed its checksum, so this is a bug, not disk damage.
-                    tracing::error!(lsn = f.lsn, error = %e, "undecodable log entry skipped");
-                    None
-                }
-            })
-            .collect();
-        store_with_retry(&*store, entries, &degraded).await;
-        if let Err(e) = wal.release_through(last) {
+        let full = batch.frames >= BATCH_MAX;
+        store_with_retry(&*store, batch.entries, &degraded).await;
+        // Deleting segments is file I/O: off the async workers too.
+        let log = wal.clone();
+        let outcome = tokio::task::spawn_blocking(move || log.release_through(batch.last));
+        if let Ok(Err(e)) = outcome.await {
             tracing::warn!(error = %e, "could not delete checkpointed log segments");
         }
         if !full {
             tokio::time::sleep(PAUSE).await;
         }
+    }
+}
+
+/// A read stretch of the log, decoded.
+struct Batch {
+    frames: usize,
+    /// The last frame's LSN.
+    last: u64,
+    entries: Vec<StoredEntry>,
+}
+
+fn decode(frames: &[Frame]) -> Batch {
+    let entries = frames
+        .iter()
+        .filter_map(|f| match StoredEntry::decode(&f.payload) {
+            Ok(entry) => Some(entry),
+            Err(e) => {
+                // The frame passed its checksum, so this is a bug, not disk damage.
+                tracing::error!(lsn = f.lsn, error = %e, "undecodable log entry skipped");
+                None
+            }
+        })
+        .collect();
+    Batch {
+        frames: frames.len(),
+        last: frames.last().map_or(0, |f| f.lsn),
+        entries,
     }
 }
 
