@@ -13,6 +13,7 @@
 //! | [`lww_map`] | [`LwwMap`]: last-write-wins map (§2.2) |
 //! | [`or_map`] | [`OrMap`]: observed-remove multi-value map with the TS entry hash (§2.3, §3.6) |
 //! | [`pn_counter`] | [`PnCounter`]: positive-negative counter (§4.10) |
+//! | [`predicate`] | [`predicate::Filter`]: which records a live query selects (§5.1–5.2) |
 //! | [`protocol`] | every wire message, typed; bounded MsgPack decode and encode (§1, §4, §5) |
 //!
 //! The invariants each CRDT keeps are stated at the top of its module and in
@@ -25,6 +26,7 @@ pub mod lww_map;
 pub mod merkle;
 pub mod or_map;
 pub mod pn_counter;
+pub mod predicate;
 pub mod protocol;
 pub mod value;
 
