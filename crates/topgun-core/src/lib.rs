@@ -13,6 +13,7 @@
 //! | [`lww_map`] | [`LwwMap`]: last-write-wins map (§2.2) |
 //! | [`or_map`] | [`OrMap`]: observed-remove multi-value map with the TS entry hash (§2.3, §3.6) |
 //! | [`pn_counter`] | [`PnCounter`]: positive-negative counter (§4.10) |
+//! | [`live_query`] | [`live_query::View`]: a live query's ordered rows and top-N window changes (§5.5) |
 //! | [`predicate`] | [`predicate::Filter`]: which records a live query selects (§5.1–5.2) |
 //! | [`protocol`] | every wire message, typed; bounded MsgPack decode and encode (§1, §4, §5) |
 //!
@@ -22,6 +23,7 @@
 pub mod hash;
 pub mod hlc;
 pub mod js;
+pub mod live_query;
 pub mod lww_map;
 pub mod merkle;
 pub mod or_map;
