@@ -11,9 +11,13 @@
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeMap, HashMap};
 
+use std::ops::Bound;
+
+use crate::hash::Fnv1a;
 use crate::predicate::{Filter, PredicateError};
-use crate::protocol::enums::{ChangeType, SortDirection};
+use crate::protocol::enums::{ChangeType, CursorStatus, SortDirection};
 use crate::protocol::query::Query;
+use crate::protocol::{Limits, Path, Reader, Wire, Writer};
 use crate::value::{Value, ValueMap};
 
 /// One change to a subscriber's result window.
@@ -74,6 +78,10 @@ pub struct View {
     fields: Option<Vec<String>>,
     rows: BTreeMap<Place, Value>,
     places: HashMap<String, Place>,
+    /// The window starts after this row (a cursor's page); `None`: at the first row.
+    start: Option<Place>,
+    /// Identifies the filter and order, so that a cursor from another query is refused.
+    fingerprint: u32,
 }
 
 impl View {
@@ -91,6 +99,8 @@ impl View {
             fields: fields.or_else(|| query.fields.clone()),
             rows: BTreeMap::new(),
             places: HashMap::new(),
+            start: None,
+            fingerprint: fingerprint(query),
         })
     }
 
@@ -105,8 +115,7 @@ impl View {
 
     /// The window: the first `limit` rows (all without a limit), projected.
     pub fn window(&self) -> Vec<(String, Value)> {
-        self.rows
-            .iter()
+        self.tail()
             .take(self.limit.unwrap_or(usize::MAX))
             .map(|((_, key), value)| (key.clone(), self.project(value)))
             .collect()
@@ -114,7 +123,87 @@ impl View {
 
     /// Whether rows beyond the window match too.
     pub fn has_more(&self) -> bool {
-        self.limit.is_some_and(|limit| self.rows.len() > limit)
+        self.limit
+            .is_some_and(|limit| self.tail().nth(limit).is_some())
+    }
+
+    /// The rows from the window's start on.
+    fn tail(&self) -> std::collections::btree_map::Range<'_, Place, Value> {
+        match &self.start {
+            Some(start) => self
+                .rows
+                .range((Bound::Excluded(start.clone()), Bound::Unbounded)),
+            None => self.rows.range::<Place, _>(..),
+        }
+    }
+
+    /// Starts the window after the row `cursor` names (a page after the one it ended), and
+    /// says what became of the cursor. An unusable cursor starts at the first row.
+    pub fn resume(&mut self, cursor: Option<&str>, now_ms: u64) -> CursorStatus {
+        self.start = None;
+        let Some(cursor) = cursor else {
+            return CursorStatus::None;
+        };
+        match self.decode_cursor(cursor) {
+            Some((issued_ms, place)) => {
+                if now_ms.saturating_sub(issued_ms) > CURSOR_TTL_MS {
+                    return CursorStatus::Expired;
+                }
+                self.start = Some(place);
+                CursorStatus::Valid
+            }
+            None => CursorStatus::Invalid,
+        }
+    }
+
+    /// The cursor for the page after the window, when rows follow it and a limit was given.
+    pub fn next_cursor(&self, now_ms: u64) -> Option<String> {
+        let limit = self.limit?;
+        if !self.has_more() {
+            return None;
+        }
+        let (last, _) = self.tail().take(limit).last()?;
+        let sort_values = last.0.iter().map(|cell| {
+            let SortValue(v) = match cell {
+                Cell::Asc(v) | Cell::Desc(Reverse(v)) => v,
+            };
+            v.clone().unwrap_or(Value::Nil)
+        });
+        let body = Value::Array(vec![
+            Value::Int(CURSOR_VERSION),
+            Value::from(u64::from(self.fingerprint)),
+            Value::from(now_ms),
+            Value::from(last.1.as_str()),
+            Value::Array(sort_values.collect()),
+        ]);
+        let mut w = Writer::new();
+        body.encode(&mut w);
+        Some(base64url::encode(w.as_bytes()))
+    }
+
+    /// `(issued, place)` of a cursor this query issued; `None` for anything else.
+    fn decode_cursor(&self, cursor: &str) -> Option<(u64, Place)> {
+        let bytes = base64url::decode(cursor)?;
+        let mut r = Reader::new(&bytes, &Limits::default()).ok()?;
+        let body = Value::decode(&mut r, Path::Root).ok()?;
+        let [version, fingerprint, issued, key, values] = body.as_array()? else {
+            return None;
+        };
+        let fingerprint = u32::try_from(uint(fingerprint)?).ok()?;
+        if *version != Value::Int(CURSOR_VERSION) || fingerprint != self.fingerprint {
+            return None;
+        }
+        let values = values.as_array()?;
+        if values.len() != self.sort.len() {
+            return None;
+        }
+        let cells = self
+            .sort
+            .iter()
+            .zip(values)
+            .map(|((_, direction), v)| cell(*direction, Some(v.clone()).filter(|v| !v.is_nil())))
+            .collect();
+        Some((uint(issued)?, (cells, key.as_str()?.to_owned())))
     }
 
     /// Applies a record's new state (`None`: deleted) and returns what the window's
@@ -160,17 +249,20 @@ impl View {
     /// The key at a position of the order (a window of `usize::MAX` has no edge).
     fn key_at(&self, at: Option<usize>) -> Option<String> {
         let at = at.filter(|&at| at < usize::MAX - 1)?;
-        self.rows.keys().nth(at).map(|(_, key)| key.clone())
+        self.tail().nth(at).map(|((_, key), _)| key.clone())
     }
 
     /// Whether a row is among the first `limit`: at or before the window's last row (an
     /// O(limit) walk, independent of how many rows match).
     fn in_window(&self, place: &Place, limit: usize) -> bool {
+        if self.start.as_ref().is_some_and(|start| place <= start) {
+            return false;
+        }
         if limit == usize::MAX {
             return true;
         }
-        match limit.checked_sub(1).and_then(|at| self.rows.keys().nth(at)) {
-            Some(last) => place <= last,
+        match limit.checked_sub(1).and_then(|at| self.tail().nth(at)) {
+            Some((last, _)) => place <= last,
             None => limit > 0,
         }
     }
@@ -185,10 +277,7 @@ impl View {
                     .or_else(|| value.get_path(field))
                     .filter(|v| !v.is_nil())
                     .cloned();
-                match direction {
-                    SortDirection::Asc => Cell::Asc(SortValue(v)),
-                    SortDirection::Desc => Cell::Desc(Reverse(SortValue(v))),
-                }
+                cell(*direction, v)
             })
             .collect();
         (cells, key.to_owned())
@@ -218,6 +307,81 @@ impl View {
             ),
             _ => value.clone(),
         }
+    }
+}
+
+fn cell(direction: SortDirection, value: Option<Value>) -> Cell {
+    match direction {
+        SortDirection::Asc => Cell::Asc(SortValue(value)),
+        SortDirection::Desc => Cell::Desc(Reverse(SortValue(value))),
+    }
+}
+
+/// How long a cursor stays usable (PROTOCOL.md §5.4).
+pub const CURSOR_TTL_MS: u64 = 10 * 60 * 1000;
+const CURSOR_VERSION: i64 = 1;
+
+/// A hash of what decides a query's rows and their order: its `where`, `predicate` and
+/// `sort`, as encoded on the wire.
+fn fingerprint(query: &Query) -> u32 {
+    let mut w = Writer::new();
+    query.where_.encode(&mut w);
+    query.predicate.encode(&mut w);
+    query.sort.encode(&mut w);
+    let mut hash = Fnv1a::new();
+    for &b in w.as_bytes() {
+        hash.write_unit(u16::from(b));
+    }
+    hash.finish()
+}
+
+/// Unpadded base64url, the cursor's text form.
+mod base64url {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+    pub(super) fn encode(bytes: &[u8]) -> String {
+        let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+        for chunk in bytes.chunks(3) {
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+            for i in 0..=chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            }
+        }
+        out
+    }
+
+    pub(super) fn decode(text: &str) -> Option<Vec<u8>> {
+        let digit = |c: u8| {
+            let at = ALPHABET.iter().position(|&a| a == c)?;
+            u32::try_from(at).ok()
+        };
+        let mut out = Vec::with_capacity(text.len() / 4 * 3 + 2);
+        for chunk in text.as_bytes().chunks(4) {
+            if chunk.len() < 2 {
+                return None;
+            }
+            let mut n = 0u32;
+            for (i, &c) in chunk.iter().enumerate() {
+                n |= digit(c)? << (18 - 6 * i);
+            }
+            for i in 0..chunk.len() - 1 {
+                // `n` holds 24 bits: its big-endian bytes 1 to 3.
+                out.push(n.to_be_bytes()[1 + i]);
+            }
+        }
+        Some(out)
+    }
+}
+
+/// A non-negative integer value.
+fn uint(value: &Value) -> Option<u64> {
+    match value {
+        Value::Int(i) => u64::try_from(*i).ok(),
+        Value::UInt(u) => Some(*u),
+        _ => None,
     }
 }
 
@@ -378,6 +542,103 @@ mod tests {
                 proptest::prop_assert_eq!(&replica, &window);
             }
         }
+    }
+
+    #[test]
+    fn base64url_round_trips_every_length() {
+        for len in 0..10 {
+            let bytes: Vec<u8> = (0..len)
+                .map(|i: u8| i.wrapping_mul(37).wrapping_add(250))
+                .collect();
+            let text = base64url::encode(&bytes);
+            assert!(!text.contains('=') && !text.contains('+') && !text.contains('/'));
+            assert_eq!(base64url::decode(&text), Some(bytes));
+        }
+        assert_eq!(base64url::decode("a"), None);
+        assert_eq!(base64url::decode("a*"), None);
+    }
+
+    #[test]
+    fn cursors_page_through_every_row_once_in_order() {
+        let mut view = top(100);
+        for i in 0..2500 {
+            // Many equal scores: the key breaks ties, so pages neither skip nor repeat.
+            view.apply(&format!("k{i:04}"), Some(&doc(i % 7, "a")), None);
+        }
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let status = view.resume(cursor.as_deref(), 1_000);
+            let expected = if cursor.is_some() {
+                CursorStatus::Valid
+            } else {
+                CursorStatus::None
+            };
+            assert_eq!(status, expected);
+            seen.extend(view.window().into_iter().map(|(k, _)| k));
+            cursor = view.next_cursor(1_000);
+            if cursor.is_none() {
+                assert!(!view.has_more());
+                break;
+            }
+        }
+        view.resume(None, 1_000);
+        let all: Vec<String> = view.rows.keys().map(|(_, k)| k.clone()).collect();
+        assert_eq!(seen.len(), 2500);
+        assert_eq!(seen, all, "every row once, in the query's order");
+    }
+
+    #[test]
+    fn foreign_stale_and_garbage_cursors_start_over() {
+        let mut view = top(2);
+        for (k, s) in [("x", 10), ("y", 5), ("z", 7)] {
+            view.apply(k, Some(&doc(s, "a")), None);
+        }
+        let cursor = view.next_cursor(1_000).unwrap();
+        assert_eq!(
+            view.resume(Some(&cursor), 1_000 + CURSOR_TTL_MS + 1),
+            CursorStatus::Expired
+        );
+        assert_eq!(keys(&view), ["x", "z"]);
+        assert_eq!(
+            view.resume(Some("not a cursor"), 1_000),
+            CursorStatus::Invalid
+        );
+        // A page size may change between pages; the filter or order may not.
+        assert_eq!(top(3).resume(Some(&cursor), 1_000), CursorStatus::Valid);
+        let mut other = View::new(&Query::default(), None).unwrap();
+        assert_eq!(
+            other.resume(Some(&cursor), 1_000),
+            CursorStatus::Invalid,
+            "another query's"
+        );
+        assert_eq!(view.resume(Some(&cursor), 2_000), CursorStatus::Valid);
+        assert_eq!(keys(&view), ["y"]);
+    }
+
+    #[test]
+    fn a_paged_window_ignores_rows_before_its_start() {
+        let mut view = top(2);
+        for (k, s) in [("a", 50), ("b", 40), ("c", 30), ("d", 20)] {
+            view.apply(k, Some(&doc(s, "a")), None);
+        }
+        let cursor = view.next_cursor(0).unwrap();
+        view.resume(Some(&cursor), 0);
+        assert_eq!(keys(&view), ["c", "d"]);
+        // Above the page: not this window's business.
+        assert!(view.apply("e", Some(&doc(60, "a")), None).is_empty());
+        // Into the page, pushing its last row out.
+        let changes = view.apply("f", Some(&doc(35, "a")), None);
+        assert_eq!(
+            kinds(&changes),
+            [("f", ChangeType::Enter), ("d", ChangeType::Leave)]
+        );
+        // A row of the page moving above it leaves, and the next comes in.
+        let changes = view.apply("c", Some(&doc(70, "a")), None);
+        assert_eq!(
+            kinds(&changes),
+            [("c", ChangeType::Leave), ("d", ChangeType::Enter)]
+        );
     }
 
     #[test]
