@@ -5,6 +5,7 @@
 //!
 //! | module | what it holds |
 //! |---|---|
+//! | [`aggregate`] | [`aggregate::Aggregates`]: live `count`/`sum`/`min`/`max`/`avg` per `groupBy` group (§5.3) |
 //! | [`hash`] | FNV-1a over UTF-16, `mix`/`combine`, partitions (PROTOCOL.md §3.1–3.2, §3.8) |
 //! | [`hlc`] | [`Timestamp`], [`NodeId`], the hybrid logical clock [`Hlc`] (§2.1) |
 //! | [`value`] | [`Value`]: any MsgPack value, with a canonical total order |
@@ -20,6 +21,7 @@
 //! The invariants each CRDT keeps are stated at the top of its module and in
 //! `docs/ARCHITECTURE.md`.
 
+pub mod aggregate;
 pub mod hash;
 pub mod hlc;
 pub mod js;

@@ -39,7 +39,7 @@ impl Ord for SortValue {
             (None, None) => Ordering::Equal,
             (None, Some(_)) => Ordering::Greater,
             (Some(_), None) => Ordering::Less,
-            (Some(Value::Str(a)), Some(Value::Str(b))) => a.encode_utf16().cmp(b.encode_utf16()),
+            (Some(Value::Str(a)), Some(Value::Str(b))) => crate::js::cmp_utf16(a, b),
             (Some(a), Some(b)) => a.canonical_cmp(b),
         }
     }

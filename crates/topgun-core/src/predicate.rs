@@ -354,7 +354,7 @@ fn order(a: &Value, b: &Value) -> Option<Ordering> {
         return Some(a.canonical_cmp(b));
     }
     let (a, b) = both_str(a, b)?;
-    Some(a.encode_utf16().cmp(b.encode_utf16()))
+    Some(crate::js::cmp_utf16(a, b))
 }
 
 fn both_str<'a>(a: &'a Value, b: &'a Value) -> Option<(&'a str, &'a str)> {
