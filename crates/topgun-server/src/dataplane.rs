@@ -29,8 +29,8 @@ use topgun_core::protocol::Message;
 use topgun_core::protocol::enums::WriteConcern;
 use topgun_core::protocol::messages::{
     ClientOp, ErrorPayload, LeafRecord, MerkleReqBucket, OpAck, OpRejected, OrMapDiffRequest,
-    OrMapDiffResponse, OrMapPushDiff, OrMapSyncRespLeaf, OrMapSyncRespRoot, SyncRespBuckets,
-    SyncRespLeaf, SyncRespRoot,
+    OrMapDiffResponse, OrMapPushDiff, OrMapSyncRespLeaf, OrMapSyncRespRoot, QuerySub,
+    SyncRespBuckets, SyncRespLeaf, SyncRespRoot,
 };
 use topgun_core::value::CompactString;
 use topgun_core::{Hlc, OrMapEntry, SplitTree, Timestamp};
@@ -38,6 +38,7 @@ use topgun_core::{Hlc, OrMapEntry, SplitTree, Timestamp};
 use crate::fanout::{ConnHandle, ConnId, Outbound};
 use crate::metrics::Metrics;
 use crate::ops::{self, Write};
+use crate::queries::{Queries, QueryRequest};
 use crate::shard::Shard;
 use crate::shard_task::{self, Persist, Request};
 use crate::store::{MapKind, StoredEntry};
@@ -75,6 +76,8 @@ impl ConnState {
 /// The router in front of the shard tasks; shared by every connection.
 pub struct DataPlane {
     shards: Vec<mpsc::Sender<Request>>,
+    /// The live-query task.
+    queries: Queries,
     /// The level a durable commit reaches (`PERSISTED` with a synced log).
     durable_level: WriteConcern,
     /// Whether acknowledgements wait for the log (not in `memory` durability).
@@ -126,7 +129,8 @@ impl DataPlane {
             Persist::Wal { level, .. } => *level,
             Persist::Store(_) => WriteConcern::Applied,
         };
-        let shards = parts
+        let (queries, query_requests) = Queries::channel();
+        let shards: Vec<_> = parts
             .into_iter()
             .map(|entries| {
                 let mut shard = Shard::new();
@@ -136,12 +140,19 @@ impl DataPlane {
                     shard,
                     rx,
                     persist.clone(),
+                    queries.clone(),
                     Arc::clone(&metrics),
                 ));
                 tx
             })
             .collect();
+        tokio::spawn(crate::queries::run(
+            queries.clone(),
+            query_requests,
+            shards.clone(),
+        ));
         Self {
+            queries,
             shards,
             durable_level,
             ack_after_log,
@@ -189,8 +200,18 @@ impl DataPlane {
             Message::OrMapDiffRequest(r) => self.or_diff(r).await,
             Message::OrMapPushDiff(p) => return self.or_push(conn.handle.id, p).await,
             // Confirmed-apply cursors license tombstone pruning, which this server does not
-            // do: tombstones are kept, so there is nothing to advance.
-            Message::ClientApplyAck(_) => return None,
+            // do: tombstones are kept, so there is nothing to advance. Projected queries ask
+            // for a Merkle sync of their rows; the QUERY_RESP already carries them whole.
+            Message::ClientApplyAck(_) | Message::QuerySyncInit(_) => return None,
+            Message::QuerySub(sub) => return self.query_sub(conn, sub, now_ms).await,
+            Message::QueryUnsub(unsub) => {
+                let request = QueryRequest::Unsubscribe {
+                    conn: conn.handle.id,
+                    query_id: unsub.query_id.to_string(),
+                };
+                self.queries.send(request).await;
+                return None;
+            }
             other => Err(error_msg(
                 codes::NOT_IMPLEMENTED,
                 format!("{} is not served by this server yet", other.type_name()),
@@ -234,6 +255,26 @@ impl DataPlane {
         for shard in &self.shards {
             let _ = shard.send(Request::Forget { conn }).await;
         }
+        self.queries.send(QueryRequest::Forget { conn }).await;
+    }
+
+    /// `QUERY_SUB`: answered by the query task through the event queue (`QUERY_RESP`, then
+    /// `QUERY_UPDATE`s), or here with `ERROR` for a reserved map name.
+    async fn query_sub(&self, conn: &ConnState, sub: QuerySub, now_ms: u64) -> Option<Outbound> {
+        let map = sub.map_name.to_string();
+        if let Err(refused) = check_map(&map) {
+            return Some(Outbound::Message(refused));
+        }
+        let request = QueryRequest::Subscribe {
+            conn: conn.handle.clone(),
+            query_id: sub.query_id.to_string(),
+            map,
+            query: Box::new(sub.query),
+            fields: sub.fields,
+            now_ms,
+        };
+        self.queries.send(request).await;
+        None
     }
 
     async fn send(&self, shard: usize, request: Request) -> Result<(), Box<Message>> {

@@ -32,6 +32,7 @@ pub mod dataplane;
 pub mod fanout;
 pub mod metrics;
 pub mod ops;
+pub mod queries;
 pub mod server;
 pub mod session;
 pub mod shard;

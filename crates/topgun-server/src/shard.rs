@@ -168,6 +168,16 @@ impl Shard {
             .collect())
     }
 
+    /// Every LWW record of a map this shard holds (tombstones included): a live query's
+    /// snapshot.
+    pub fn lww_records(&self, map: &str) -> Vec<(String, LwwRecord)> {
+        self.lww.get(map).map_or_else(Vec::new, |lww| {
+            lww.records()
+                .map(|(key, record)| (key.to_owned(), record.clone()))
+                .collect()
+        })
+    }
+
     /// The LWW records (tombstones included) whose timestamp is at or after `since_ms`, each
     /// with the index of its leaf: what changed since a client's last sync, for a client
     /// whose clock agrees with ours. Stops, returning `None`, past `max` records (a delta

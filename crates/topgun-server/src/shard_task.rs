@@ -23,6 +23,7 @@ use topgun_core::protocol::messages::{LeafRecord, ServerBatchEvent, ServerEvent}
 use crate::fanout::{ConnHandle, ConnId, Subscribers};
 use crate::metrics::Metrics;
 use crate::ops::Write;
+use crate::queries::{Queries, QueryRequest, Records};
 use crate::shard::Shard;
 use crate::store::{MapKind, Store, StoredEntry};
 use crate::wal::{Wal, WalError};
@@ -70,6 +71,11 @@ pub enum Request {
         map: String,
         path: String,
         reply: oneshot::Sender<Vec<LeafRecord>>,
+    },
+    /// Every LWW record of a map ([`Shard::lww_records`]), for a live query's snapshot.
+    LwwRecords {
+        map: String,
+        reply: oneshot::Sender<Vec<(String, topgun_core::LwwRecord)>>,
     },
     /// LWW records changed since a time ([`Shard::lww_since`]).
     LwwSince {
@@ -127,6 +133,7 @@ struct Pending {
 struct Task {
     shard: Shard,
     subscribers: Subscribers,
+    queries: Queries,
     persist: Persist,
     metrics: Arc<Metrics>,
     pending: VecDeque<Pending>,
@@ -137,11 +144,13 @@ pub async fn run(
     shard: Shard,
     mut requests: mpsc::Receiver<Request>,
     persist: Persist,
+    queries: Queries,
     metrics: Arc<Metrics>,
 ) {
     let mut task = Task {
         shard,
         subscribers: Subscribers::default(),
+        queries,
         persist,
         metrics,
         pending: VecDeque::new(),
@@ -149,7 +158,7 @@ pub async fn run(
     loop {
         tokio::select! {
             biased;
-            written = head_written(&mut task.pending) => task.settle_ready(written),
+            written = head_written(&mut task.pending) => task.settle_ready(written).await,
             request = requests.recv() => match request {
                 Some(request) => task.serve(request).await,
                 None => break,
@@ -158,7 +167,7 @@ pub async fn run(
     }
     while !task.pending.is_empty() {
         let written = head_written(&mut task.pending).await;
-        task.settle_ready(written);
+        task.settle_ready(written).await;
     }
 }
 
@@ -187,13 +196,44 @@ impl Task {
     /// Settles the head commit and every following one that is already durable (a group
     /// commit makes many durable at once), then publishes all their events together: one
     /// frame per map and writer for the group instead of one per commit.
-    fn settle_ready(&mut self, first: Result<(), Arc<WalError>>) {
+    async fn settle_ready(&mut self, first: Result<(), Arc<WalError>>) {
         let mut events = Vec::new();
         self.settle_head(first, &mut events);
         while let Some(next) = self.ready_head() {
             self.settle_head(next, &mut events);
         }
+        self.tell_queries(&events).await;
         publish(&mut self.subscribers, &self.metrics, events);
+    }
+
+    /// Hands durable LWW changes of maps with live queries to the query task (waiting while
+    /// its queue is full), grouped by map and writer.
+    async fn tell_queries(&self, events: &[Event]) {
+        let mut groups: Vec<(ConnId, String, Records)> = Vec::new();
+        for (writer, kind, event) in events {
+            let (MapKind::Lww, Some(record)) = (kind, &event.record) else {
+                continue;
+            };
+            if !self.queries.watches(&event.map_name) {
+                continue;
+            }
+            let change = (event.key.to_string(), record.clone());
+            match groups
+                .iter_mut()
+                .find(|(w, m, _)| w == writer && *m == event.map_name)
+            {
+                Some((_, _, changes)) => changes.push(change),
+                None => groups.push((*writer, event.map_name.to_string(), vec![change])),
+            }
+        }
+        for (writer, map, changes) in groups {
+            let request = QueryRequest::Changed {
+                map,
+                writer,
+                changes,
+            };
+            self.queries.send(request).await;
+        }
     }
 
     /// The head commit's outcome if its append has already completed.
@@ -322,6 +362,9 @@ impl Task {
             Request::LwwLeaf { map, path, reply } => {
                 let _ = reply.send(self.shard.lww_leaf(&map, &path).unwrap_or_default());
             }
+            Request::LwwRecords { map, reply } => {
+                let _ = reply.send(self.shard.lww_records(&map));
+            }
             Request::LwwSince {
                 map,
                 since_ms,
@@ -381,8 +424,12 @@ impl Task {
             Persist::Store(store) => {
                 let outcome = match store.write(stored).await {
                     Ok(()) => {
-                        let events = events.into_iter().map(|(kind, e)| (writer, kind, e));
-                        publish(&mut self.subscribers, &self.metrics, events.collect());
+                        let events: Vec<Event> = events
+                            .into_iter()
+                            .map(|(kind, e)| (writer, kind, e))
+                            .collect();
+                        self.tell_queries(&events).await;
+                        publish(&mut self.subscribers, &self.metrics, events);
                         Ok(WriteConcern::Applied)
                     }
                     Err(e) => Err((codes::UNAVAILABLE, e.to_string())),

@@ -15,7 +15,6 @@ use futures_util::SinkExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message as Ws;
 use topgun_core::protocol::Message;
-use topgun_core::protocol::messages::QueryRef;
 
 #[tokio::test]
 async fn no_auth_mode_serves_both_paths() {
@@ -163,9 +162,7 @@ async fn bad_input_gets_precise_errors_and_harms_no_one() {
     expect_error(&mut c, 400).await;
     send(
         &mut c,
-        &Message::QueryUnsub(QueryRef {
-            query_id: "q".into(),
-        }),
+        &Message::TopicSub(topgun_core::protocol::messages::TopicRef { topic: "t".into() }),
     )
     .await;
     expect_error(&mut c, 501).await;

@@ -1,0 +1,402 @@
+//! Live queries (PROTOCOL.md §4.7, §5): one task owns every subscription's view
+//! ([`topgun_core::live_query::View`]) and turns committed LWW changes into `QUERY_UPDATE`s.
+//!
+//! A `QUERY_SUB` registers the subscription first and then loads the map's records from every
+//! shard; changes committed meanwhile are buffered and, once the snapshot is in, applied only
+//! where they are newer than what the snapshot saw — so a write racing the subscription is
+//! neither lost nor told twice. `QUERY_RESP` and then the updates go through the connection's
+//! event queue, so the response always comes first. A writer is not sent updates for its own
+//! writes (the TS client applies them itself), though its views still change.
+//!
+//! Shards hand changes over only for maps that have queries ([`Queries::watches`]), and wait
+//! when this task's queue is full: a slow query task slows writes down instead of losing an
+//! update.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use axum::body::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use topgun_core::LwwRecord;
+use topgun_core::live_query::{Change, View};
+use topgun_core::protocol::Message;
+use topgun_core::protocol::messages::{ErrorPayload, QueryResp, QueryResultRow, QueryUpdate};
+use topgun_core::protocol::query::Query;
+use topgun_core::value::Value;
+
+use crate::fanout::{ConnHandle, ConnId};
+use crate::shard_task::Request;
+
+/// Most live queries one connection may hold.
+pub const QUERIES_PER_CONNECTION_MAX: usize = 256;
+/// Changes buffered for one subscription while its snapshot loads.
+const LOADING_BUFFER_MAX: usize = 65_536;
+const QUEUE_LEN: usize = 1024;
+
+/// A map's records as the shards hold them: key and latest record (tombstones included).
+pub type Records = Vec<(String, LwwRecord)>;
+
+/// What the query task is asked to do.
+#[derive(Debug)]
+pub enum QueryRequest {
+    Subscribe {
+        conn: ConnHandle,
+        query_id: String,
+        map: String,
+        query: Box<Query>,
+        fields: Option<Vec<String>>,
+        now_ms: u64,
+    },
+    Unsubscribe {
+        conn: ConnId,
+        query_id: String,
+    },
+    Forget {
+        conn: ConnId,
+    },
+    /// Committed, durable changes of one map by one writer.
+    Changed {
+        map: String,
+        writer: ConnId,
+        changes: Records,
+    },
+    Loaded {
+        sub: u64,
+        records: Option<Records>,
+    },
+}
+
+/// The handle shards and connections use.
+#[derive(Debug, Clone)]
+pub struct Queries {
+    tx: mpsc::Sender<QueryRequest>,
+    watched: Arc<RwLock<HashSet<String>>>,
+}
+
+impl Queries {
+    /// The handle and the receiver [`run`] serves.
+    pub fn channel() -> (Self, mpsc::Receiver<QueryRequest>) {
+        let (tx, rx) = mpsc::channel(QUEUE_LEN);
+        let watched = Arc::default();
+        (Self { tx, watched }, rx)
+    }
+
+    /// Whether any live query reads `map`.
+    pub fn watches(&self, map: &str) -> bool {
+        self.watched
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(map)
+    }
+
+    /// Queues a request; waits while the task's queue is full.
+    pub async fn send(&self, request: QueryRequest) {
+        // The task outlives every sender but a shutdown race; nothing is owed then.
+        let _ = self.tx.send(request).await;
+    }
+}
+
+struct Sub {
+    conn: ConnHandle,
+    query_id: String,
+    map: String,
+    view: View,
+    cursor_status: topgun_core::protocol::enums::CursorStatus,
+    /// `Some` while the snapshot loads: the changes committed meanwhile.
+    loading: Option<Vec<(ConnId, String, LwwRecord)>>,
+    overflowed: bool,
+    now_ms: u64,
+}
+
+/// The task's state.
+struct Service {
+    queries: Queries,
+    shards: Vec<mpsc::Sender<Request>>,
+    subs: HashMap<u64, Sub>,
+    by_map: HashMap<String, Vec<u64>>,
+    by_conn: HashMap<(ConnId, String), u64>,
+    next_id: u64,
+}
+
+/// Serves the query task until every handle is gone.
+pub async fn run(
+    queries: Queries,
+    mut requests: mpsc::Receiver<QueryRequest>,
+    shards: Vec<mpsc::Sender<Request>>,
+) {
+    let mut service = Service {
+        queries,
+        shards,
+        subs: HashMap::new(),
+        by_map: HashMap::new(),
+        by_conn: HashMap::new(),
+        next_id: 1,
+    };
+    while let Some(request) = requests.recv().await {
+        service.serve(request);
+    }
+}
+
+impl Service {
+    fn serve(&mut self, request: QueryRequest) {
+        match request {
+            QueryRequest::Subscribe {
+                conn,
+                query_id,
+                map,
+                query,
+                fields,
+                now_ms,
+            } => self.subscribe(conn, query_id, map, &query, fields, now_ms),
+            QueryRequest::Unsubscribe { conn, query_id } => {
+                if let Some(id) = self.by_conn.get(&(conn, query_id)).copied() {
+                    self.remove(id);
+                }
+            }
+            QueryRequest::Forget { conn } => {
+                let ids: Vec<u64> = self
+                    .by_conn
+                    .iter()
+                    .filter(|((c, _), _)| *c == conn)
+                    .map(|(_, id)| *id)
+                    .collect();
+                for id in ids {
+                    self.remove(id);
+                }
+            }
+            QueryRequest::Changed {
+                map,
+                writer,
+                changes,
+            } => self.changed(&map, writer, &changes),
+            QueryRequest::Loaded { sub, records } => self.loaded(sub, records),
+        }
+    }
+
+    fn subscribe(
+        &mut self,
+        conn: ConnHandle,
+        query_id: String,
+        map: String,
+        query: &Query,
+        fields: Option<Vec<String>>,
+        now_ms: u64,
+    ) {
+        if let Some(old) = self.by_conn.get(&(conn.id, query_id.clone())).copied() {
+            // A re-sent QUERY_SUB (the TS client re-subscribes on every reconnect) replaces it.
+            self.remove(old);
+        }
+        let held = self.by_conn.keys().filter(|(c, _)| *c == conn.id).count();
+        if held >= QUERIES_PER_CONNECTION_MAX {
+            let why = format!(
+                "query {query_id:?}: this connection already holds {QUERIES_PER_CONNECTION_MAX} \
+                 live queries, the most allowed"
+            );
+            send(&conn, &error(429, why));
+            return;
+        }
+        let mut view = match View::new(query, fields) {
+            Ok(view) => view,
+            Err(e) => {
+                send(&conn, &error(400, format!("query {query_id:?}: {e}")));
+                return;
+            }
+        };
+        let cursor_status = view.resume(query.cursor.as_deref(), now_ms);
+        let id = self.next_id;
+        self.next_id += 1;
+        self.by_conn.insert((conn.id, query_id.clone()), id);
+        self.by_map.entry(map.clone()).or_default().push(id);
+        self.watch(&map, true);
+        self.subs.insert(
+            id,
+            Sub {
+                conn,
+                query_id,
+                map: map.clone(),
+                view,
+                cursor_status,
+                loading: Some(Vec::new()),
+                overflowed: false,
+                now_ms,
+            },
+        );
+        self.load(id, map);
+    }
+
+    /// Asks every shard for the map's records, off this task; the answer comes back as
+    /// `Loaded`.
+    fn load(&self, sub: u64, map: String) {
+        let shards = self.shards.clone();
+        let back = self.queries.clone();
+        tokio::spawn(async move {
+            let mut records = Vec::new();
+            let mut whole = true;
+            for shard in shards {
+                let (reply, answer) = oneshot::channel();
+                let request = Request::LwwRecords {
+                    map: map.clone(),
+                    reply,
+                };
+                if shard.send(request).await.is_err() {
+                    whole = false;
+                    break;
+                }
+                let Ok(part) = answer.await else {
+                    whole = false;
+                    break;
+                };
+                records.extend(part);
+            }
+            let records = whole.then_some(records);
+            back.send(QueryRequest::Loaded { sub, records }).await;
+        });
+    }
+
+    fn loaded(&mut self, id: u64, records: Option<Records>) {
+        let Some(sub) = self.subs.get_mut(&id) else {
+            return; // unsubscribed meanwhile
+        };
+        let Some(records) = records else {
+            send(
+                &sub.conn,
+                &error(503, format!("query {:?}: a shard is gone", sub.query_id)),
+            );
+            self.remove(id);
+            return;
+        };
+        if sub.overflowed {
+            let why = format!(
+                "query {:?}: too many writes while it loaded; subscribe again",
+                sub.query_id
+            );
+            send(&sub.conn, &error(503, why));
+            self.remove(id);
+            return;
+        }
+        let mut seen: HashMap<String, LwwRecord> = HashMap::with_capacity(records.len());
+        for (key, record) in records {
+            sub.view.apply(&key, live_value(&record), None);
+            seen.insert(key, record);
+        }
+        send(&sub.conn, &response(sub));
+        for (writer, key, record) in sub.loading.take().unwrap_or_default() {
+            // What the snapshot already holds is not news.
+            if seen.get(&key).is_some_and(|s| !record.wins_over(s)) {
+                continue;
+            }
+            let changes = sub.view.apply(&key, live_value(&record), None);
+            if writer != sub.conn.id {
+                tell(sub, changes);
+            }
+        }
+    }
+
+    fn changed(&mut self, map: &str, writer: ConnId, changes: &[(String, LwwRecord)]) {
+        let Some(ids) = self.by_map.get(map) else {
+            return;
+        };
+        for id in ids {
+            let Some(sub) = self.subs.get_mut(id) else {
+                continue;
+            };
+            if let Some(buffer) = sub.loading.as_mut() {
+                if buffer.len() + changes.len() > LOADING_BUFFER_MAX {
+                    sub.overflowed = true;
+                    buffer.clear();
+                } else if !sub.overflowed {
+                    buffer.extend(changes.iter().map(|(k, r)| (writer, k.clone(), r.clone())));
+                }
+                continue;
+            }
+            for (key, record) in changes {
+                let told = sub.view.apply(key, live_value(record), None);
+                if writer != sub.conn.id {
+                    tell(sub, told);
+                }
+            }
+        }
+    }
+
+    fn remove(&mut self, id: u64) {
+        let Some(sub) = self.subs.remove(&id) else {
+            return;
+        };
+        self.by_conn.remove(&(sub.conn.id, sub.query_id));
+        let now_empty = self.by_map.get_mut(&sub.map).is_some_and(|ids| {
+            ids.retain(|i| *i != id);
+            ids.is_empty()
+        });
+        if now_empty {
+            self.by_map.remove(&sub.map);
+            self.watch(&sub.map, false);
+        }
+    }
+
+    fn watch(&self, map: &str, on: bool) {
+        let mut watched = self
+            .queries
+            .watched
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if on {
+            watched.insert(map.to_owned());
+        } else {
+            watched.remove(map);
+        }
+    }
+}
+
+/// A record's value for a view: `None` for a tombstone or an expired record.
+fn live_value(record: &LwwRecord) -> Option<&Value> {
+    let now = crate::server::now_ms();
+    record.is_visible(now).then_some(&record.value)
+}
+
+fn response(sub: &Sub) -> Message {
+    let results = sub
+        .view
+        .window()
+        .into_iter()
+        .map(|(key, value)| QueryResultRow {
+            key: key.into(),
+            value,
+        })
+        .collect();
+    Message::QueryResp(QueryResp {
+        query_id: sub.query_id.as_str().into(),
+        results,
+        next_cursor: sub.view.next_cursor(sub.now_ms).map(Into::into),
+        has_more: sub.view.has_more().then_some(true),
+        cursor_status: Some(sub.cursor_status),
+        merkle_root_hash: None,
+        error: None,
+        code: None,
+    })
+}
+
+fn tell(sub: &Sub, changes: Vec<Change>) {
+    for change in changes {
+        let update = Message::QueryUpdate(QueryUpdate {
+            query_id: sub.query_id.as_str().into(),
+            key: change.key.into(),
+            value: change.value,
+            change_type: change.change,
+        });
+        send(&sub.conn, &update);
+    }
+}
+
+fn error(code: u32, message: String) -> Message {
+    Message::Error(ErrorPayload {
+        code,
+        message: message.into(),
+        details: None,
+    })
+}
+
+/// Through the event queue: in order after the `QUERY_RESP`; a connection that cannot keep
+/// up is closed (and re-subscribes on reconnect) rather than skipped.
+fn send(conn: &ConnHandle, message: &Message) {
+    let _ = conn.offer(Bytes::from(message.encode()));
+}
