@@ -95,13 +95,20 @@ impl View {
                 .flat_map(|s| s.0.iter())
                 .map(|f| (f.field.to_string(), f.direction))
                 .collect(),
-            limit: query.limit.map(|l| l as usize),
+            // No response lists more than ROWS_MAX rows: an unlimited query is a window of
+            // that many, with `hasMore` and a cursor for the rest.
+            limit: Some(query.limit.map_or(ROWS_MAX, |l| (l as usize).min(ROWS_MAX))),
             fields: fields.or_else(|| query.fields.clone()),
             rows: BTreeMap::new(),
             places: HashMap::new(),
             start: None,
             fingerprint: fingerprint(query),
         })
+    }
+
+    /// A matching row's value (unprojected), if the key is selected.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.places.get(key).and_then(|place| self.rows.get(place))
     }
 
     /// Every matching row, in order.
@@ -123,8 +130,9 @@ impl View {
 
     /// Whether rows beyond the window match too.
     pub fn has_more(&self) -> bool {
-        self.limit
-            .is_some_and(|limit| self.tail().nth(limit).is_some())
+        self.limit.is_some_and(|limit| {
+            (self.start.is_some() || self.rows.len() > limit) && self.tail().nth(limit).is_some()
+        })
     }
 
     /// The rows from the window's start on.
@@ -249,6 +257,9 @@ impl View {
     /// The key at a position of the order (a window of `usize::MAX` has no edge).
     fn key_at(&self, at: Option<usize>) -> Option<String> {
         let at = at.filter(|&at| at < usize::MAX - 1)?;
+        if self.start.is_none() && at >= self.rows.len() {
+            return None;
+        }
         self.tail().nth(at).map(|((_, key), _)| key.clone())
     }
 
@@ -258,8 +269,9 @@ impl View {
         if self.start.as_ref().is_some_and(|start| place <= start) {
             return false;
         }
-        if limit == usize::MAX {
-            return true;
+        // Fewer rows than the window holds: all are in it, no walk needed.
+        if limit == usize::MAX || (self.start.is_none() && self.rows.len() <= limit) {
+            return limit > 0;
         }
         match limit.checked_sub(1).and_then(|at| self.tail().nth(at)) {
             Some((last, _)) => place <= last,
@@ -316,6 +328,9 @@ fn cell(direction: SortDirection, value: Option<Value>) -> Cell {
         SortDirection::Desc => Cell::Desc(Reverse(SortValue(value))),
     }
 }
+
+/// Most rows in one window (one `QUERY_RESP`), as in PROTOCOL.md §5.1.
+pub const ROWS_MAX: usize = 10_000;
 
 /// How long a cursor stays usable (PROTOCOL.md §5.4).
 pub const CURSOR_TTL_MS: u64 = 10 * 60 * 1000;
@@ -638,6 +653,24 @@ mod tests {
         assert_eq!(
             kinds(&changes),
             [("c", ChangeType::Leave), ("d", ChangeType::Enter)]
+        );
+    }
+
+    #[test]
+    fn an_unlimited_query_is_capped_at_rows_max_with_a_cursor() {
+        let mut view = View::new(&Query::default(), None).unwrap();
+        for i in 0..ROWS_MAX + 5 {
+            view.apply(&format!("k{i:05}"), Some(&doc(1, "a")), None);
+        }
+        assert_eq!(view.window().len(), ROWS_MAX);
+        assert!(view.has_more());
+        let cursor = view.next_cursor(0).unwrap();
+        view.resume(Some(&cursor), 0);
+        assert_eq!(view.window().len(), 5);
+        assert_eq!(
+            view.get("k00000"),
+            Some(&doc(1, "a")),
+            "rows before the page are kept"
         );
     }
 

@@ -18,6 +18,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use axum::body::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use topgun_core::LwwRecord;
+use topgun_core::aggregate::Aggregates;
 use topgun_core::live_query::{Change, View};
 use topgun_core::protocol::Message;
 use topgun_core::protocol::messages::{ErrorPayload, QueryResp, QueryResultRow, QueryUpdate};
@@ -101,6 +102,9 @@ struct Sub {
     query_id: String,
     map: String,
     view: View,
+    /// With `groupBy`/`aggregations`: the groups, fed by the view's matching rows; the
+    /// subscriber is told of groups, not rows.
+    groups: Option<Aggregates>,
     cursor_status: topgun_core::protocol::enums::CursorStatus,
     /// `Some` while the snapshot loads: the changes committed meanwhile.
     loading: Option<Vec<(ConnId, String, LwwRecord)>>,
@@ -203,6 +207,7 @@ impl Service {
             }
         };
         let cursor_status = view.resume(query.cursor.as_deref(), now_ms);
+        let groups = Aggregates::new(query);
         let id = self.next_id;
         self.next_id += 1;
         self.by_conn.insert((conn.id, query_id.clone()), id);
@@ -215,6 +220,7 @@ impl Service {
                 query_id,
                 map: map.clone(),
                 view,
+                groups,
                 cursor_status,
                 loading: Some(Vec::new()),
                 overflowed: false,
@@ -276,7 +282,7 @@ impl Service {
         }
         let mut seen: HashMap<String, LwwRecord> = HashMap::with_capacity(records.len());
         for (key, record) in records {
-            sub.view.apply(&key, live_value(&record), None);
+            step(sub, &key, &record);
             seen.insert(key, record);
         }
         send(&sub.conn, &response(sub));
@@ -285,7 +291,7 @@ impl Service {
             if seen.get(&key).is_some_and(|s| !record.wins_over(s)) {
                 continue;
             }
-            let changes = sub.view.apply(&key, live_value(&record), None);
+            let changes = step(sub, &key, &record);
             if writer != sub.conn.id {
                 tell(sub, changes);
             }
@@ -310,7 +316,7 @@ impl Service {
                 continue;
             }
             for (key, record) in changes {
-                let told = sub.view.apply(key, live_value(record), None);
+                let told = step(sub, key, record);
                 if writer != sub.conn.id {
                     tell(sub, told);
                 }
@@ -353,21 +359,38 @@ fn live_value(record: &LwwRecord) -> Option<&Value> {
     record.is_visible(now).then_some(&record.value)
 }
 
+/// Applies a record's new state to a subscription: the changes its subscriber is owed (the
+/// window's rows, or its groups when it aggregates).
+fn step(sub: &mut Sub, key: &str, record: &LwwRecord) -> Vec<Change> {
+    let Some(groups) = sub.groups.as_mut() else {
+        return sub.view.apply(key, live_value(record), None);
+    };
+    let old = sub.view.get(key).cloned();
+    sub.view.apply(key, live_value(record), None);
+    groups.apply(old.as_ref(), sub.view.get(key))
+}
+
 fn response(sub: &Sub) -> Message {
-    let results = sub
-        .view
-        .window()
+    let rows = match &sub.groups {
+        Some(groups) => groups.rows(),
+        None => sub.view.window(),
+    };
+    let results = rows
         .into_iter()
         .map(|(key, value)| QueryResultRow {
             key: key.into(),
             value,
         })
         .collect();
+    let paged = sub.groups.is_none();
     Message::QueryResp(QueryResp {
         query_id: sub.query_id.as_str().into(),
         results,
-        next_cursor: sub.view.next_cursor(sub.now_ms).map(Into::into),
-        has_more: sub.view.has_more().then_some(true),
+        next_cursor: paged
+            .then(|| sub.view.next_cursor(sub.now_ms))
+            .flatten()
+            .map(Into::into),
+        has_more: (paged && sub.view.has_more()).then_some(true),
         cursor_status: Some(sub.cursor_status),
         merkle_root_hash: None,
         error: None,

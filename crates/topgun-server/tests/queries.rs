@@ -323,3 +323,60 @@ async fn cursors_page_through_a_map_without_gaps_or_repeats() {
     let distinct: std::collections::HashSet<_> = seen.iter().collect();
     assert_eq!(distinct.len(), 5000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregations_answer_per_group_and_follow_writes() {
+    use topgun_core::protocol::enums::AggFunc;
+    use topgun_core::protocol::query::Aggregation;
+    let server = start(no_auth(), None).await;
+    let mut writer = connect(server.addr, "/").await;
+    put_all(
+        &mut writer,
+        "w",
+        1,
+        &docs(&[("x", 10, "a"), ("y", 5, "a"), ("z", 7, "b")]),
+    )
+    .await;
+    let mut sub = connect(server.addr, "/").await;
+    let by_team = Message::QuerySub(QuerySub {
+        query_id: "teams".into(),
+        map_name: MAP.into(),
+        query: Query {
+            group_by: Some(vec!["team".into()]),
+            aggregations: Some(vec![
+                Aggregation {
+                    func: AggFunc::Count,
+                    field: None,
+                },
+                Aggregation {
+                    func: AggFunc::Sum,
+                    field: Some("score".into()),
+                },
+            ]),
+            ..Query::default()
+        },
+        fields: None,
+    });
+    send(&mut sub, &by_team).await;
+    let resp = expect_resp(&mut sub).await;
+    assert_eq!(keys(&resp), ["a", "b"]);
+    let a = &resp.results[0].value;
+    assert_eq!(a.get("__count"), Some(&Value::Int(2)));
+    assert_eq!(a.get("__sum_score"), Some(&Value::Int(15)));
+    assert_eq!(a.get("team"), Some(&Value::from("a")));
+
+    put_all(&mut writer, "w", 10, &docs(&[("y", 6, "b")])).await;
+    let mut told = BTreeMap::new();
+    while told.len() < 2 {
+        match next_for_query(&mut sub).await {
+            Message::QueryUpdate(u) => {
+                assert_eq!(u.change_type, ChangeType::Update);
+                told.insert(u.key.to_string(), u.value);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(told["a"].get("__sum_score"), Some(&Value::Int(10)));
+    assert_eq!(told["b"].get("__sum_score"), Some(&Value::Int(13)));
+    assert_eq!(told["b"].get("__count"), Some(&Value::Int(2)));
+}
