@@ -106,6 +106,17 @@ impl View {
         })
     }
 
+    /// A field every selected record has with one value (see
+    /// [`Filter::required_equality`]): what a registry of many views can index them by.
+    pub fn required_equality(&self) -> Option<(&str, &Value)> {
+        self.filter.required_equality()
+    }
+
+    /// The keys of every selected row.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.places.keys().map(String::as_str)
+    }
+
     /// A matching row's value (unprojected), if the key is selected.
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.places.get(key).and_then(|place| self.rows.get(place))

@@ -114,6 +114,19 @@ impl Filter {
                 .is_none_or(|p| p.eval(record, auth) == Truth::True)
     }
 
+    /// A field the filter requires to equal a value — from `where`, or an `eq` at the top
+    /// of the predicate or directly under a top-level `and` — so that a caller can index
+    /// filters by it: a record whose field differs can never match.
+    pub fn required_equality(&self) -> Option<(&str, &Value)> {
+        if let Some((name, value)) = self.equal.as_ref().and_then(|e| e.iter().next()) {
+            return Some((name, value));
+        }
+        match self.predicate.as_ref()? {
+            Node::All(children) => children.iter().find_map(Node::equality),
+            node => node.equality(),
+        }
+    }
+
     /// The predicate's truth value for `record` (`where` not included).
     pub fn truth(&self, record: &Value, auth: Option<&Value>) -> Truth {
         self.predicate
@@ -213,6 +226,18 @@ impl Node {
             operand: operand(node)?,
             test,
         })
+    }
+
+    /// `(attribute, value)` when this node is an `eq` on a top-level field with a literal.
+    fn equality(&self) -> Option<(&str, &Value)> {
+        match self {
+            Self::Test {
+                attr,
+                test: Test::Eq,
+                operand: Operand::Value(value),
+            } if !attr.contains('.') && !value.is_nil() => Some((attr.as_str(), value)),
+            _ => None,
+        }
     }
 
     fn eval(&self, record: &Value, auth: Option<&Value>) -> Truth {

@@ -117,7 +117,7 @@ struct Service {
     queries: Queries,
     shards: Vec<mpsc::Sender<Request>>,
     subs: HashMap<u64, Sub>,
-    by_map: HashMap<String, Vec<u64>>,
+    by_map: HashMap<String, MapSubs>,
     by_conn: HashMap<(ConnId, String), u64>,
     next_id: u64,
 }
@@ -211,7 +211,13 @@ impl Service {
         let id = self.next_id;
         self.next_id += 1;
         self.by_conn.insert((conn.id, query_id.clone()), id);
-        self.by_map.entry(map.clone()).or_default().push(id);
+        let equality = view
+            .required_equality()
+            .map(|(f, v)| (f.to_owned(), index_key(v)));
+        self.by_map
+            .entry(map.clone())
+            .or_default()
+            .add(id, equality);
         self.watch(&map, true);
         self.subs.insert(
             id,
@@ -296,27 +302,31 @@ impl Service {
                 tell(sub, changes);
             }
         }
+        if let Some(subs) = self.by_map.get_mut(&sub.map) {
+            subs.loaded(id, sub.view.keys());
+        }
     }
 
     fn changed(&mut self, map: &str, writer: ConnId, changes: &[(String, LwwRecord)]) {
-        let Some(ids) = self.by_map.get(map) else {
+        let Some(subs) = self.by_map.get_mut(map) else {
             return;
         };
-        for id in ids {
-            let Some(sub) = self.subs.get_mut(id) else {
-                continue;
-            };
-            if let Some(buffer) = sub.loading.as_mut() {
-                if buffer.len() + changes.len() > LOADING_BUFFER_MAX {
-                    sub.overflowed = true;
-                    buffer.clear();
-                } else if !sub.overflowed {
-                    buffer.extend(changes.iter().map(|(k, r)| (writer, k.clone(), r.clone())));
+        for (key, record) in changes {
+            for id in subs.candidates(key, live_value(record)) {
+                let Some(sub) = self.subs.get_mut(&id) else {
+                    continue;
+                };
+                if let Some(buffer) = sub.loading.as_mut() {
+                    if buffer.len() >= LOADING_BUFFER_MAX {
+                        sub.overflowed = true;
+                        buffer.clear();
+                    } else if !sub.overflowed {
+                        buffer.push((writer, key.clone(), record.clone()));
+                    }
+                    continue;
                 }
-                continue;
-            }
-            for (key, record) in changes {
                 let told = step(sub, key, record);
+                subs.hold(key, id, sub.view.get(key).is_some());
                 if writer != sub.conn.id {
                     tell(sub, told);
                 }
@@ -329,9 +339,9 @@ impl Service {
             return;
         };
         self.by_conn.remove(&(sub.conn.id, sub.query_id));
-        let now_empty = self.by_map.get_mut(&sub.map).is_some_and(|ids| {
-            ids.retain(|i| *i != id);
-            ids.is_empty()
+        let now_empty = self.by_map.get_mut(&sub.map).is_some_and(|subs| {
+            subs.remove(id, sub.view.keys());
+            subs.is_empty()
         });
         if now_empty {
             self.by_map.remove(&sub.map);
@@ -351,6 +361,114 @@ impl Service {
             watched.remove(map);
         }
     }
+}
+
+/// The subscriptions of one map, indexed so that a change costs only the subscriptions it
+/// can concern: those whose required field value it has, those that hold its key (they must
+/// hear that it left), those no index applies to, and those still loading (they buffer all).
+#[derive(Debug, Default)]
+struct MapSubs {
+    /// Field → the value's [`index_key`] → subscriptions requiring it.
+    by_equality: HashMap<String, HashMap<String, Vec<u64>>>,
+    /// Where each subscription is indexed (`None`: not indexed).
+    index_of: HashMap<u64, Option<(String, String)>>,
+    unindexed: HashSet<u64>,
+    loading: HashSet<u64>,
+    holders: HashMap<String, HashSet<u64>>,
+}
+
+impl MapSubs {
+    fn add(&mut self, id: u64, equality: Option<(String, String)>) {
+        match &equality {
+            Some((field, value)) => self
+                .by_equality
+                .entry(field.clone())
+                .or_default()
+                .entry(value.clone())
+                .or_default()
+                .push(id),
+            None => {
+                self.unindexed.insert(id);
+            }
+        }
+        self.index_of.insert(id, equality);
+        self.loading.insert(id);
+    }
+
+    /// The snapshot is in: from now on the subscription hears of what it holds or matches.
+    fn loaded<'a>(&mut self, id: u64, keys: impl Iterator<Item = &'a str>) {
+        self.loading.remove(&id);
+        for key in keys {
+            self.hold(key, id, true);
+        }
+    }
+
+    fn hold(&mut self, key: &str, id: u64, holds: bool) {
+        if holds {
+            self.holders.entry(key.to_owned()).or_default().insert(id);
+        } else if let Some(ids) = self.holders.get_mut(key) {
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.holders.remove(key);
+            }
+        }
+    }
+
+    fn remove<'a>(&mut self, id: u64, keys: impl Iterator<Item = &'a str>) {
+        if let Some(Some((field, value))) = self.index_of.remove(&id)
+            && let Some(values) = self.by_equality.get_mut(&field)
+        {
+            if let Some(ids) = values.get_mut(&value) {
+                ids.retain(|i| *i != id);
+                if ids.is_empty() {
+                    values.remove(&value);
+                }
+            }
+            if values.is_empty() {
+                self.by_equality.remove(&field);
+            }
+        }
+        self.unindexed.remove(&id);
+        self.loading.remove(&id);
+        for key in keys {
+            self.hold(key, id, false);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.index_of.is_empty()
+    }
+
+    /// The subscriptions a change of `key` to `value` can concern, in subscription order.
+    fn candidates(&self, key: &str, value: Option<&Value>) -> Vec<u64> {
+        let mut ids: Vec<u64> = self
+            .unindexed
+            .iter()
+            .chain(&self.loading)
+            .copied()
+            .collect();
+        if let Some(holders) = self.holders.get(key) {
+            ids.extend(holders);
+        }
+        if let Some(value) = value {
+            for (field, values) in &self.by_equality {
+                let have = value.get(field).unwrap_or(&Value::Nil);
+                if let Some(matching) = values.get(&index_key(have)) {
+                    ids.extend(matching);
+                }
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+}
+
+/// An equality index's key for a value: JavaScript's `String` rendering (objects as sorted
+/// JSON). Values equal as numbers render alike; the few distinct values that also do (`3`
+/// and `"3"`) only make a candidate more, as the filter still decides.
+fn index_key(value: &Value) -> String {
+    topgun_core::js::hash_value_string(value)
 }
 
 /// A record's value for a view: `None` for a tombstone or an expired record.
@@ -422,4 +540,40 @@ fn error(code: u32, message: String) -> Message {
 /// up is closed (and re-subscribes on reconnect) rather than skipped.
 fn send(conn: &ConnHandle, message: &Message) {
     let _ = conn.offer(Bytes::from(message.encode()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn team(name: &str) -> Value {
+        Value::Map([("team", Value::from(name))].into_iter().collect())
+    }
+
+    #[test]
+    fn a_change_reaches_only_the_subscriptions_it_can_concern() {
+        let mut subs = MapSubs::default();
+        let on = |v: &str| Some(("team".to_owned(), index_key(&Value::from(v))));
+        subs.add(1, on("a"));
+        subs.add(2, on("b"));
+        subs.add(3, None);
+        subs.add(4, on("a"));
+        // Loading subscriptions hear of everything.
+        assert_eq!(subs.candidates("k", Some(&team("b"))), [1, 2, 3, 4]);
+        for id in [1, 2, 3] {
+            subs.loaded(id, std::iter::empty());
+        }
+        subs.loaded(4, ["k"].into_iter());
+        assert_eq!(subs.candidates("x", Some(&team("b"))), [2, 3]);
+        assert_eq!(subs.candidates("x", Some(&team("a"))), [1, 3, 4]);
+        // Subscription 4 holds "k": it hears that "k" is now on team b, or deleted.
+        assert_eq!(subs.candidates("k", Some(&team("b"))), [2, 3, 4]);
+        assert_eq!(subs.candidates("k", None), [3, 4]);
+        subs.remove(4, ["k"].into_iter());
+        assert_eq!(subs.candidates("k", None), [3]);
+        for id in [1, 2, 3] {
+            subs.remove(id, std::iter::empty());
+        }
+        assert!(subs.is_empty() && subs.by_equality.is_empty() && subs.holders.is_empty());
+    }
 }
