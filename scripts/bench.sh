@@ -67,6 +67,7 @@ peak=$(python3 -c "import json; print(int(json.load(open('$work/write-server.jso
 run write-server-80 write --url "ws://127.0.0.1:$server/ws" --rate "$peak"
 run write-ceiling-80 write --url "ws://127.0.0.1:$ceiling/ws" --rate "$peak"
 run fanout fanout --url "ws://127.0.0.1:$server/ws"
+run query query --url "ws://127.0.0.1:$server/ws"
 run sync sync --url "ws://127.0.0.1:$server/ws"
 run conns conns --url "ws://127.0.0.1:$jwt_server/ws" --jwt-secret $SECRET \
   --server-pid "$(cat "$work/jwt-server.pid")"

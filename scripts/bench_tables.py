@@ -98,6 +98,29 @@ def fanout_table(run):
     ]
 
 
+def query_table(run):
+    q = run("query")
+    ok = q["updates_lost"] == 0 and q["updates_duplicated"] == 0
+    return [
+        "### query",
+        "",
+        f"`{q['command']}`: {num(q['queries'])} live queries on one map over "
+        f"{q['connections']} connections, each write matching {q['matching_fraction']:.0%} "
+        f"of them, one writer offering {num(q['offered_writes_per_sec'])} writes/s.",
+        "",
+        "| Figure | Value |",
+        "|---|---|",
+        f"| writes sent / acknowledged | {num(q['writes_sent'])} / {num(q['writes_acked'])} |",
+        f"| updates expected / received | {num(q['updates_expected'])} / {num(q['updates_received'])} |",
+        f"| updates lost / duplicated | {q['updates_lost']} / {q['updates_duplicated']} |",
+        f"| write → QUERY_UPDATE latency p50 / p99 / max (ms) | {num(q['update_latency_p50_ms'], 1)} / "
+        f"{num(q['update_latency_p99_ms'], 1)} / {num(q['update_latency_max_ms'], 1)} |",
+        "",
+        f"Every matching query told of every acknowledged write exactly once — {verdict(ok)}.",
+        "",
+    ]
+
+
 def conns_table(run):
     c = run("conns")
     out = [
@@ -161,7 +184,8 @@ def main():
         f"{duration} after a 2 s warm-up. The server and the load generator share the cores.",
         "",
     ]
-    lines += write_tables(run) + fanout_table(run) + conns_table(run) + sync_table(run)
+    lines += write_tables(run) + fanout_table(run) + query_table(run) + conns_table(run)
+    lines += sync_table(run)
     print("\n".join(lines))
 
 

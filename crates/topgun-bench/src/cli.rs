@@ -61,6 +61,8 @@ pub enum Scenario {
     Conns(ConnsArgs),
     /// Merkle sync of a large map into an empty client, and a resync after a few changes.
     Sync(SyncArgs),
+    /// Write → `QUERY_UPDATE` latency with many live queries on one map.
+    Query(QueryArgs),
     /// Serves the transport ceiling: a minimal server that decodes frames and answers
     /// `OP_ACK`/`PONG`/`AUTH_ACK` with no CRDT, storage or fan-out work.
     Ceiling(CeilingArgs),
@@ -198,6 +200,37 @@ impl Default for SyncArgs {
             changed: 0.01,
             value_size: 64,
             batch: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct QueryArgs {
+    /// Live queries on the map.
+    #[arg(long, short = 'q', default_value_t = 10_000)]
+    pub queries: usize,
+    /// Fraction of the queries each write matches.
+    #[arg(long, default_value_t = 0.01)]
+    pub matching: f64,
+    /// Writes per second.
+    #[arg(long, short = 'r', default_value_t = 1000.0)]
+    pub rate: f64,
+    /// Connections the queries are spread over (a server allows a few hundred per connection).
+    #[arg(long, short = 'c', default_value_t = 100)]
+    pub connections: usize,
+    /// After the last write, how long to wait for updates on their way.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub drain: Duration,
+}
+
+impl Default for QueryArgs {
+    fn default() -> Self {
+        Self {
+            queries: 10_000,
+            matching: 0.01,
+            rate: 1000.0,
+            connections: 100,
+            drain: Duration::from_secs(5),
         }
     }
 }

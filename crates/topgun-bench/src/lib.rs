@@ -8,7 +8,7 @@
 //! | [`stats`] | HDR latency histograms and their percentiles |
 //! | [`report`] | a scenario's figures, printed for people and as one JSON line |
 //! | [`progress`] | the live progress line (a spinner on a terminal, plain lines elsewhere) |
-//! | [`scenario`] | `write`, `fanout`, `conns`, `sync` |
+//! | [`scenario`] | `write`, `fanout`, `query`, `conns`, `sync` |
 //! | [`ceiling`] | a minimal server: decode, acknowledge, nothing else |
 //!
 //! Every scenario is a library function, so the smoke tests run exactly what the binary

@@ -51,6 +51,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Scenario::Fanout(args) => scenario::fanout::run(&target, common, args).await,
         Scenario::Conns(args) => scenario::conns::run(&target, common, args).await,
         Scenario::Sync(args) => scenario::sync::run(&target, common, args).await,
+        Scenario::Query(args) => scenario::query::run(&target, common, args).await,
     };
     let mut out = std::io::stdout().lock();
     report?.print(&mut out, common.json)?;

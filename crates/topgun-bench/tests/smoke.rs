@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::oneshot;
-use topgun_bench::cli::{Common, ConnsArgs, FanoutArgs, SyncArgs, WriteArgs};
+use topgun_bench::cli::{Common, ConnsArgs, FanoutArgs, QueryArgs, SyncArgs, WriteArgs};
 use topgun_bench::client::Target;
 use topgun_bench::report::Report;
 use topgun_bench::scenario;
@@ -157,6 +157,29 @@ async fn fanout_delivers_every_write_to_every_subscriber_once() {
     assert_eq!(int(&report, "events_duplicated"), 0);
     assert_eq!(int(&report, "events_received"), acked * 20);
     assert!(int(&report, "delivery_latency_count") > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_tells_every_matching_query_of_every_write_once() {
+    let server = no_auth_server().await;
+    let common = common(server.addr);
+    let args = QueryArgs {
+        queries: 200,
+        matching: 0.05,
+        rate: 200.0,
+        connections: 4,
+        ..QueryArgs::default()
+    };
+    let report = scenario::query::run(&Target::new(&common), &common, &args)
+        .await
+        .unwrap();
+    let acked = int(&report, "writes_acked");
+    assert!(acked >= 200, "{}", report.to_json());
+    // 200 queries in 20 buckets: every write matches 10 of them.
+    assert_eq!(int(&report, "updates_expected"), acked * 10);
+    assert_eq!(int(&report, "updates_lost"), 0, "{}", report.to_json());
+    assert_eq!(int(&report, "updates_duplicated"), 0);
+    assert!(int(&report, "update_latency_count") > 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,10 +5,13 @@
 
 use topgun_core::protocol::{DecodeError, Limits, Number, Path, Reader};
 
-/// One write an event reported: its key and, when it is an integer, its value.
+/// One write an event reported: its key and, when it is an integer (or a map with an
+/// integer `sentAt`, as the `query` scenario writes), its value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seen<'a> {
     pub map: &'a str,
+    /// The live query that reported it (`QUERY_UPDATE`), else empty.
+    pub query: &'a str,
     pub key: &'a str,
     pub value: Option<i64>,
 }
@@ -45,17 +48,19 @@ pub fn scan<'a>(
             _ => r.skip(at),
         }),
         "QUERY_UPDATE" => {
-            let (mut key, mut value) = ("", None);
+            let (mut query, mut key, mut value) = ("", "", None);
             r.read_fields(at, |r, field| {
                 match field {
+                    b"queryId" => query = r.read_str(at)?,
                     b"key" => key = r.read_str(at)?,
-                    b"value" => value = integer(r, at)?,
+                    b"value" => value = stamp(r, at)?,
                     _ => r.skip(at)?,
                 }
                 Ok(())
             })?;
             each(Seen {
                 map: "",
+                query,
                 key,
                 value,
             });
@@ -80,7 +85,7 @@ fn event<'a>(
                 record = true;
                 r.read_fields(at, |r, field| match field {
                     b"value" => {
-                        value = integer(r, at)?;
+                        value = stamp(r, at)?;
                         Ok(())
                     }
                     _ => r.skip(at),
@@ -91,9 +96,31 @@ fn event<'a>(
         Ok(())
     })?;
     if record {
-        each(Seen { map, key, value });
+        each(Seen {
+            map,
+            query: "",
+            key,
+            value,
+        });
     }
     Ok(())
+}
+
+/// An integer value, or a map's integer `sentAt`; `None` (skipped) for anything else.
+fn stamp(r: &mut Reader<'_>, at: Path<'_>) -> Result<Option<i64>, DecodeError> {
+    if r.next() != topgun_core::protocol::Next::Map {
+        return integer(r, at);
+    }
+    let mut found = None;
+    r.read_fields(at, |r, field| {
+        if field == b"sentAt" {
+            found = integer(r, at)?;
+            Ok(())
+        } else {
+            r.skip(at)
+        }
+    })?;
+    Ok(found)
 }
 
 /// An integer value, or `None` (skipped) for any other value.

@@ -11,40 +11,17 @@ use topgun_core::protocol::messages::{QuerySub, SyncInit};
 use topgun_core::protocol::query::Query;
 use topgun_core::protocol::{Limits, Message};
 
-use super::{BenchError, Count, OpMaker, acked_id, events, open_many};
+use super::{BenchError, Bits, Count, Pace, Written, events, open_many, paced_writes};
 use crate::cli::{Common, FanoutArgs, SubscribeBy};
 use crate::client::{Conn, Target};
 use crate::progress::Progress;
 use crate::report::{Report, round3};
 use crate::stats::Latency;
 
-/// One bit per write sequence number.
-#[derive(Debug, Default, Clone)]
-struct Seen(Vec<u64>);
-
-impl Seen {
-    /// Marks `seq`; false if it was already marked.
-    fn insert(&mut self, seq: u64) -> bool {
-        let (word, bit) = ((seq / 64) as usize, seq % 64);
-        if word >= self.0.len() {
-            self.0.resize(word + 1, 0);
-        }
-        let fresh = self.0[word] & (1 << bit) == 0;
-        self.0[word] |= 1 << bit;
-        fresh
-    }
-
-    fn contains(&self, seq: u64) -> bool {
-        self.0
-            .get((seq / 64) as usize)
-            .is_some_and(|w| w & (1 << (seq % 64)) != 0)
-    }
-}
-
 /// What one subscriber heard.
 #[derive(Debug, Default)]
 struct Heard {
-    seen: Seen,
+    seen: Bits,
     duplicates: u64,
     latency: Latency,
     /// The server closed the connection (e.g. it fell too far behind and was let go).
@@ -118,15 +95,15 @@ pub async fn run(
         .await
         .map_err(BenchError::client("the writer"))?;
     let total = (args.rate * (common.warmup + common.duration).as_secs_f64()).ceil() as u64;
-    let written = write(
-        writer,
-        args.rate,
+    let pace = Pace {
+        rate: args.rate,
         total,
-        &plan,
-        target.timeout,
-        &mut progress,
-    )
-    .await?;
+        map: &plan.map,
+        base: plan.base,
+        timeout: target.timeout,
+    };
+    let make = |seq, sent_at| (format!("e{seq}"), Value::Int(sent_at));
+    let written = paced_writes(writer, &pace, make, &plan.received, &mut progress).await?;
     // Wait until every subscriber heard every acknowledged write, or the drain time is up.
     let expected = written.acked * args.subscribers as u64;
     let drain_end = Instant::now() + args.drain;
@@ -140,81 +117,6 @@ pub async fn run(
     }
     progress.finish();
     Ok(report(args, &plan, &written, &heard))
-}
-
-/// What the writer managed.
-#[derive(Debug)]
-struct Written {
-    sent: u64,
-    acked: u64,
-    acked_seqs: Seen,
-    /// From the first write to the last one sent.
-    sending_seconds: f64,
-}
-
-/// Sends `total` writes at `rate`/s, one PUT per `OP_BATCH` (as a TS client writing once),
-/// each value the microseconds from `plan.base` to its send time.
-async fn write(
-    mut conn: Conn,
-    rate: f64,
-    total: u64,
-    plan: &Plan,
-    timeout: Duration,
-    progress: &mut Progress,
-) -> Result<Written, BenchError> {
-    let mut ops = OpMaker::new("bench-fanout-writer", None)?;
-    let every = Duration::from_secs_f64(1.0 / rate);
-    let started = Instant::now();
-    let mut written = Written {
-        sent: 0,
-        acked: 0,
-        acked_seqs: Seen::default(),
-        sending_seconds: 0.0,
-    };
-    let mut last_answer = Instant::now();
-    while written.acked < total && last_answer.elapsed() < timeout {
-        let due = started + every.mul_f64(written.sent as f64);
-        if written.sent < total && Instant::now() >= due {
-            let sent_at = u64::try_from(plan.base.elapsed().as_micros()).unwrap_or(u64::MAX);
-            let key = format!("e{}", written.sent);
-            let value = Value::Int(i64::try_from(sent_at).unwrap_or(i64::MAX));
-            let (_, op) = ops.put(&plan.map, &key, value);
-            conn.send(&ops.batch(vec![op]))
-                .await
-                .map_err(BenchError::client("the writer"))?;
-            written.sent += 1;
-            if written.sent == total {
-                written.sending_seconds = started.elapsed().as_secs_f64();
-            }
-            continue;
-        }
-        let wake = if written.sent < total {
-            due
-        } else {
-            Instant::now() + timeout
-        };
-        tokio::select! {
-            message = conn.recv() => {
-                let message = message.map_err(BenchError::client("the writer"))?;
-                if let Some(id) = acked_id(&message) {
-                    // Op ids start at 1: the write with sequence number id - 1.
-                    if written.acked_seqs.insert(id - 1) {
-                        written.acked += 1;
-                    }
-                    last_answer = Instant::now();
-                }
-            }
-            () = tokio::time::sleep_until(wake.into()) => {}
-        }
-        progress.update(format!(
-            "{} writes sent, {} acked, {} events delivered",
-            written.sent,
-            written.acked,
-            plan.received.get()
-        ));
-    }
-    conn.close().await;
-    Ok(written)
 }
 
 /// A subscriber: subscribes, says it is ready, then listens until told to stop.
@@ -396,18 +298,4 @@ fn report(args: &FanoutArgs, plan: &Plan, written: &Written, heard: &[Heard]) ->
         .set("first_measured_write", plan.first_measured);
     report.latency("delivery_latency", &latency.summary());
     report
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Seen;
-
-    #[test]
-    fn seen_marks_once() {
-        let mut seen = Seen::default();
-        assert!(seen.insert(0));
-        assert!(seen.insert(130));
-        assert!(!seen.insert(130));
-        assert!(seen.contains(130) && seen.contains(0) && !seen.contains(64));
-    }
 }

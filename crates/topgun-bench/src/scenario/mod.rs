@@ -4,11 +4,12 @@
 pub mod conns;
 pub mod events;
 pub mod fanout;
+pub mod query;
 pub mod sync;
 pub mod write;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -159,5 +160,129 @@ impl Count {
 
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// One bit per write sequence number.
+#[derive(Debug, Default, Clone)]
+pub struct Bits(Vec<u64>);
+
+impl Bits {
+    /// Marks `seq`; false if it was already marked.
+    pub fn insert(&mut self, seq: u64) -> bool {
+        let (word, bit) = ((seq / 64) as usize, seq % 64);
+        if word >= self.0.len() {
+            self.0.resize(word + 1, 0);
+        }
+        let fresh = self.0[word] & (1 << bit) == 0;
+        self.0[word] |= 1 << bit;
+        fresh
+    }
+
+    pub fn contains(&self, seq: u64) -> bool {
+        self.0
+            .get((seq / 64) as usize)
+            .is_some_and(|w| w & (1 << (seq % 64)) != 0)
+    }
+}
+
+/// What the writer managed.
+#[derive(Debug)]
+pub struct Written {
+    pub sent: u64,
+    pub acked: u64,
+    pub acked_seqs: Bits,
+    /// From the first write to the last one sent.
+    pub sending_seconds: f64,
+}
+
+/// How a writer paces its writes.
+#[derive(Debug)]
+pub struct Pace<'a> {
+    pub rate: f64,
+    pub total: u64,
+    pub map: &'a str,
+    /// Send times are microseconds since this instant.
+    pub base: Instant,
+    pub timeout: Duration,
+}
+
+/// Sends `pace.total` writes at `pace.rate`/s, one PUT per `OP_BATCH` (as a TS client writing
+/// once); `make(seq, sent_at)` gives each write's key and value, `sent_at` being its send
+/// time in microseconds since `pace.base`. Returns once every write is acknowledged or the
+/// server falls silent for the timeout.
+pub async fn paced_writes(
+    mut conn: Conn,
+    pace: &Pace<'_>,
+    make: impl Fn(u64, i64) -> (String, Value),
+    delivered: &Count,
+    progress: &mut Progress,
+) -> Result<Written, BenchError> {
+    let mut ops = OpMaker::new("bench-writer", None)?;
+    let (rate, total, timeout) = (pace.rate, pace.total, pace.timeout);
+    let every = Duration::from_secs_f64(1.0 / rate);
+    let started = Instant::now();
+    let mut written = Written {
+        sent: 0,
+        acked: 0,
+        acked_seqs: Bits::default(),
+        sending_seconds: 0.0,
+    };
+    let mut last_answer = Instant::now();
+    while written.acked < total && last_answer.elapsed() < timeout {
+        let due = started + every.mul_f64(written.sent as f64);
+        if written.sent < total && Instant::now() >= due {
+            let sent_at = i64::try_from(pace.base.elapsed().as_micros()).unwrap_or(i64::MAX);
+            let (key, value) = make(written.sent, sent_at);
+            let (_, op) = ops.put(pace.map, &key, value);
+            conn.send(&ops.batch(vec![op]))
+                .await
+                .map_err(BenchError::client("the writer"))?;
+            written.sent += 1;
+            if written.sent == total {
+                written.sending_seconds = started.elapsed().as_secs_f64();
+            }
+            continue;
+        }
+        let wake = if written.sent < total {
+            due
+        } else {
+            Instant::now() + timeout
+        };
+        tokio::select! {
+            message = conn.recv() => {
+                let message = message.map_err(BenchError::client("the writer"))?;
+                if let Some(id) = acked_id(&message) {
+                    // Op ids start at 1: the write with sequence number id - 1.
+                    if written.acked_seqs.insert(id - 1) {
+                        written.acked += 1;
+                    }
+                    last_answer = Instant::now();
+                }
+            }
+            () = tokio::time::sleep_until(wake.into()) => {}
+        }
+        progress.update(format!(
+            "{} writes sent, {} acked, {} events delivered",
+            written.sent,
+            written.acked,
+            delivered.get()
+        ));
+    }
+    conn.close().await;
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Bits;
+
+    #[test]
+    fn bits_mark_once() {
+        let mut seen = Bits::default();
+        assert!(seen.insert(0));
+        assert!(seen.insert(130));
+        assert!(!seen.insert(130));
+        assert!(seen.contains(130) && seen.contains(0) && !seen.contains(64));
     }
 }
