@@ -288,7 +288,7 @@ impl Service {
         }
         let mut seen: HashMap<String, LwwRecord> = HashMap::with_capacity(records.len());
         for (key, record) in records {
-            step(sub, &key, &record);
+            load(sub, &key, &record);
             seen.insert(key, record);
         }
         send(&sub.conn, &response(sub));
@@ -486,6 +486,15 @@ fn step(sub: &mut Sub, key: &str, record: &LwwRecord) -> Vec<Change> {
     let old = sub.view.get(key).cloned();
     sub.view.apply(key, live_value(record), None);
     groups.apply(old.as_ref(), sub.view.get(key))
+}
+
+/// [`step`] for a snapshot row: nothing is owed yet (the response carries the window).
+fn load(sub: &mut Sub, key: &str, record: &LwwRecord) {
+    let old = sub.groups.as_ref().and_then(|_| sub.view.get(key).cloned());
+    sub.view.load(key, live_value(record), None);
+    if let Some(groups) = sub.groups.as_mut() {
+        groups.apply(old.as_ref(), sub.view.get(key));
+    }
 }
 
 fn response(sub: &Sub) -> Message {

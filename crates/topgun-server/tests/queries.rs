@@ -202,6 +202,53 @@ async fn bad_queries_are_refused_and_unsubscribing_stops_updates() {
     let why = expect_error(&mut c, 400).await;
     assert!(why.contains("\"bad\"") && why.contains("regex"), "{why}");
 
+    // An operator no evaluator knows: the frame is refused, naming the field.
+    let mut w = topgun_core::protocol::Writer::new();
+    let unknown: Value = Value::Map(
+        [
+            ("type", Value::from("QUERY_SUB")),
+            (
+                "payload",
+                Value::Map(
+                    [
+                        ("queryId", Value::from("odd")),
+                        ("mapName", Value::from(MAP)),
+                        (
+                            "query",
+                            Value::Map(
+                                [(
+                                    "predicate",
+                                    Value::Map(
+                                        [("op", Value::from("bogus")), ("attribute", "a".into())]
+                                            .into_iter()
+                                            .collect(),
+                                    ),
+                                )]
+                                .into_iter()
+                                .collect(),
+                            ),
+                        ),
+                    ]
+                    .into_iter()
+                    .collect(),
+                ),
+            ),
+        ]
+        .into_iter()
+        .collect(),
+    );
+    topgun_core::protocol::Wire::encode(&unknown, &mut w);
+    {
+        use futures_util::SinkExt;
+        c.send(tokio_tungstenite::tungstenite::Message::Binary(
+            w.into_bytes().into(),
+        ))
+        .await
+        .unwrap();
+    }
+    let why = expect_error(&mut c, 400).await;
+    assert!(why.contains("op") && why.contains("bogus"), "{why}");
+
     send(&mut c, &top_of_team_a("q", 5)).await;
     assert!(expect_resp(&mut c).await.results.is_empty());
     let mut writer = connect(server.addr, "/").await;
@@ -285,10 +332,10 @@ async fn writes_racing_a_subscription_are_neither_lost_nor_told_twice() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cursors_page_through_a_map_without_gaps_or_repeats() {
+async fn cursors_page_through_50k_rows_without_gaps_or_repeats() {
     let server = start(no_auth(), Some("shards = 2\n")).await;
     let mut writer = connect(server.addr, "/").await;
-    for chunk in 0..5u64 {
+    for chunk in 0..50u64 {
         let batch: Vec<_> = (0..1000)
             .map(|i| {
                 let n = chunk * 1000 + i;
@@ -298,10 +345,21 @@ async fn cursors_page_through_a_map_without_gaps_or_repeats() {
         put_all(&mut writer, "w", chunk * 1000 + 1, &batch).await;
     }
     let mut reader = connect(server.addr, "/").await;
+    // Without a limit a response stops at 10,000 rows, and says there is more.
+    let Message::QuerySub(mut all) = top_of_team_a("all", 1) else {
+        unreachable!()
+    };
+    all.query.limit = None;
+    send(&mut reader, &Message::QuerySub(all)).await;
+    let capped = expect_resp(&mut reader).await;
+    assert_eq!(capped.results.len(), 10_000);
+    assert_eq!(capped.has_more, Some(true));
+    assert!(capped.next_cursor.is_some());
+
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let Message::QuerySub(mut sub) = top_of_team_a("page", 700) else {
+        let Message::QuerySub(mut sub) = top_of_team_a("page", 7_000) else {
             unreachable!()
         };
         sub.query.cursor = cursor.clone().map(Into::into);
@@ -319,9 +377,9 @@ async fn cursors_page_through_a_map_without_gaps_or_repeats() {
             None => break,
         }
     }
-    assert_eq!(seen.len(), 5000, "every row once");
+    assert_eq!(seen.len(), 50_000, "every row once");
     let distinct: std::collections::HashSet<_> = seen.iter().collect();
-    assert_eq!(distinct.len(), 5000);
+    assert_eq!(distinct.len(), 50_000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
