@@ -11,7 +11,7 @@ use topgun_core::protocol::messages::{QuerySub, SyncInit};
 use topgun_core::protocol::query::Query;
 use topgun_core::protocol::{Limits, Message};
 
-use super::{BenchError, Bits, Count, Pace, Written, events, open_many, paced_writes};
+use super::{BenchError, Bits, Count, Pace, Written, events, open_many, paced_writes, since_sent};
 use crate::cli::{Common, FanoutArgs, SubscribeBy};
 use crate::client::{Conn, Target};
 use crate::progress::Progress;
@@ -246,10 +246,7 @@ impl Subscriber {
         if seq >= self.plan.first_measured
             && let Some(sent_at) = value
         {
-            let now = self.plan.base.elapsed().as_micros();
-            let sent_at = u128::try_from(sent_at).unwrap_or(0);
-            let micros = u64::try_from(now.saturating_sub(sent_at)).unwrap_or(u64::MAX);
-            heard.latency.record(Duration::from_micros(micros));
+            heard.latency.record(since_sent(self.plan.base, sent_at));
         }
     }
 }

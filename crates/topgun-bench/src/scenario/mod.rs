@@ -149,6 +149,14 @@ pub fn ping() -> Message {
     })
 }
 
+/// How long ago a write was sent, from its send time in microseconds since `base` (the
+/// value `paced_writes` stamps it with).
+pub fn since_sent(base: Instant, sent_at: i64) -> Duration {
+    let now = base.elapsed().as_micros();
+    let sent_at = u128::try_from(sent_at).unwrap_or(0);
+    Duration::from_micros(u64::try_from(now.saturating_sub(sent_at)).unwrap_or(u64::MAX))
+}
+
 /// A counter shared by the connection tasks and read by the coordinator.
 #[derive(Debug, Default)]
 pub struct Count(AtomicU64);

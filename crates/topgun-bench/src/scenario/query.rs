@@ -15,7 +15,7 @@ use topgun_core::protocol::query::{PredicateNode, Query};
 use topgun_core::protocol::{Limits, Message};
 use topgun_core::{Value, ValueMap};
 
-use super::{BenchError, Bits, Count, Pace, Written, events, open_many, paced_writes};
+use super::{BenchError, Bits, Count, Pace, Written, events, open_many, paced_writes, since_sent};
 use crate::cli::{Common, QueryArgs};
 use crate::client::{Conn, Target};
 use crate::progress::Progress;
@@ -266,10 +266,7 @@ impl Listener {
         }
         self.delivered.add(1);
         if seq >= self.first_measured {
-            let now = self.base.elapsed().as_micros();
-            let sent_at = u128::try_from(sent_at).unwrap_or(0);
-            let micros = u64::try_from(now.saturating_sub(sent_at)).unwrap_or(u64::MAX);
-            heard.latency.record(Duration::from_micros(micros));
+            heard.latency.record(since_sent(self.base, sent_at));
         }
     }
 }
