@@ -438,3 +438,31 @@ async fn aggregations_answer_per_group_and_follow_writes() {
     assert_eq!(told["b"].get("__sum_score"), Some(&Value::Int(13)));
     assert_eq!(told["b"].get("__count"), Some(&Value::Int(2)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_holds_at_most_256_queries() {
+    let server = start(no_auth(), None).await;
+    let mut c = connect(server.addr, "/").await;
+    for n in 0..=256 {
+        send(&mut c, &top_of_team_a(&format!("q{n}"), 1)).await;
+    }
+    let (mut answered, mut refused) = (0, 0);
+    while answered + refused < 257 {
+        match next_for_query(&mut c).await {
+            Message::QueryResp(_) => answered += 1,
+            Message::Error(e) => {
+                assert_eq!(e.code, 429, "{}", e.message);
+                assert!(e.message.contains("\"q256\""), "{}", e.message);
+                refused += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((answered, refused), (256, 1));
+    // Re-sending a held query replaces it rather than counting twice.
+    send(&mut c, &top_of_team_a("q0", 1)).await;
+    assert!(matches!(
+        next_for_query(&mut c).await,
+        Message::QueryResp(_)
+    ));
+}
