@@ -699,6 +699,49 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// The same for a window that starts after a cursor: a subscriber holding the page
+        /// and applying the changes always holds the page.
+        #[test]
+        fn replaying_the_changes_reproduces_a_paged_window(
+            limit in 1u32..4,
+            before in proptest::collection::vec((0u8..10, 0i64..6), 4..12),
+            writes in proptest::collection::vec(
+                (0u8..10, proptest::option::of((0i64..6, proptest::bool::ANY))),
+                1..40,
+            ),
+        ) {
+            let mut view = top(limit);
+            for (key, score) in before {
+                view.apply(&format!("k{key}"), Some(&doc(score, "a")), None);
+            }
+            let Some(cursor) = view.next_cursor(0) else {
+                return Ok(());
+            };
+            proptest::prop_assert_eq!(view.resume(Some(&cursor), 0), CursorStatus::Valid);
+            let mut replica: BTreeMap<String, Value> = view.window().into_iter().collect();
+            for (key, state) in writes {
+                let key = format!("k{key}");
+                let value = state.map(|(score, mine)| doc(score, if mine { "a" } else { "b" }));
+                for change in view.apply(&key, value.as_ref(), None) {
+                    match change.change {
+                        ChangeType::Enter => {
+                            proptest::prop_assert!(replica.insert(change.key, change.value).is_none());
+                        }
+                        ChangeType::Update => {
+                            proptest::prop_assert!(replica.insert(change.key, change.value).is_some());
+                        }
+                        ChangeType::Leave => {
+                            proptest::prop_assert!(replica.remove(&change.key).is_some());
+                        }
+                    }
+                }
+                let window: BTreeMap<String, Value> = view.window().into_iter().collect();
+                proptest::prop_assert_eq!(&replica, &window);
+            }
+        }
+    }
+
     #[test]
     fn the_order_is_total_missing_values_last_then_by_key() {
         let query = Query {
