@@ -69,6 +69,13 @@ enum Cell {
 /// A row's place in the order: its sort cells, then its key.
 type Place = (Vec<Cell>, String);
 
+/// Where the window ends: its last row (`None`: empty), and how many rows follow the start.
+#[derive(Debug, Clone)]
+struct Edge {
+    last: Option<Place>,
+    len: usize,
+}
+
 /// A live query's rows and window.
 #[derive(Debug, Clone)]
 pub struct View {
@@ -80,6 +87,10 @@ pub struct View {
     places: HashMap<String, Place>,
     /// The window starts after this row (a cursor's page); `None`: at the first row.
     start: Option<Place>,
+    /// The window's last row and the number of rows after `start`, kept up to date by
+    /// `apply` so that a change costs O(log n); `None` until first needed after a `load`
+    /// or `resume`, which work them out afresh.
+    edge: Option<Edge>,
     /// Identifies the filter and order, so that a cursor from another query is refused.
     fingerprint: u32,
 }
@@ -102,6 +113,7 @@ impl View {
             rows: BTreeMap::new(),
             places: HashMap::new(),
             start: None,
+            edge: None,
             fingerprint: fingerprint(query),
         })
     }
@@ -160,6 +172,7 @@ impl View {
     /// says what became of the cursor. An unusable cursor starts at the first row.
     pub fn resume(&mut self, cursor: Option<&str>, now_ms: u64) -> CursorStatus {
         self.start = None;
+        self.edge = None;
         let Some(cursor) = cursor else {
             return CursorStatus::None;
         };
@@ -229,6 +242,7 @@ impl View {
     /// filling a view from a snapshot before its first response (O(log n) a row, where
     /// [`View::apply`] also walks the window).
     pub fn load(&mut self, key: &str, value: Option<&Value>, auth: Option<&Value>) {
+        self.edge = None;
         if let Some(place) = self.places.remove(key) {
             self.rows.remove(&place);
         }
@@ -244,25 +258,32 @@ impl View {
     /// window or pulled into it.
     pub fn apply(&mut self, key: &str, value: Option<&Value>, auth: Option<&Value>) -> Vec<Change> {
         let limit = self.limit.unwrap_or(usize::MAX);
+        let before = self.edge.take().unwrap_or_else(|| self.measure(limit));
         // A one-row change moves at most one other row across the window's edge: the last
         // row inside is pushed out, or the first row outside is pulled in.
-        let last_inside = self.key_at(limit.checked_sub(1));
-        let first_outside = self.key_at(Some(limit));
+        let full = before.len >= limit;
+        let last_inside = before.last.clone().filter(|_| full);
+        let first_outside = last_inside
+            .as_ref()
+            .and_then(|last| self.after(last).cloned());
         let was_in = self
             .places
             .get(key)
-            .is_some_and(|p| self.in_window(p, limit));
+            .is_some_and(|p| self.inside(p, &before));
+        let mut edge = before;
         if let Some(place) = self.places.remove(key) {
             self.rows.remove(&place);
+            self.removed(&place, &mut edge, limit);
         }
         let selected = value.filter(|v| self.filter.matches(v, auth) && !v.is_nil());
         if let Some(v) = selected {
             let place = self.place(key, v);
             self.rows.insert(place.clone(), v.clone());
-            self.places.insert(key.to_owned(), place);
+            self.places.insert(key.to_owned(), place.clone());
+            self.inserted(&place, &mut edge, limit);
         }
         let inside =
-            |view: &Self, k: &str| view.places.get(k).is_some_and(|p| view.in_window(p, limit));
+            |view: &Self, k: &str| view.places.get(k).is_some_and(|p| view.inside(p, &edge));
         let mut changes = Vec::new();
         match (was_in, inside(self, key)) {
             (false, true) => changes.push(self.change(key, ChangeType::Enter)),
@@ -270,37 +291,83 @@ impl View {
             (true, false) => changes.push(leave(key)),
             (false, false) => {}
         }
-        if let Some(edge) = last_inside.filter(|k| k != key && !inside(self, k)) {
-            changes.push(leave(&edge));
+        if let Some((_, last)) = last_inside.filter(|(_, k)| k != key && !inside(self, k)) {
+            changes.push(leave(&last));
         }
-        if let Some(next) = first_outside.filter(|k| k != key && inside(self, k)) {
+        if let Some((_, next)) = first_outside.filter(|(_, k)| k != key && inside(self, k)) {
             changes.push(self.change(&next, ChangeType::Enter));
         }
+        self.edge = Some(edge);
         changes
     }
 
-    /// The key at a position of the order (a window of `usize::MAX` has no edge).
-    fn key_at(&self, at: Option<usize>) -> Option<String> {
-        let at = at.filter(|&at| at < usize::MAX - 1)?;
-        if self.start.is_none() && at >= self.rows.len() {
-            return None;
-        }
-        self.tail().nth(at).map(|((_, key), _)| key.clone())
+    /// The window's edge worked out from scratch: O(rows after the start).
+    fn measure(&self, limit: usize) -> Edge {
+        let len = self.tail().count();
+        let last = match limit {
+            0 => None,
+            usize::MAX => self.tail().next_back().map(|(p, _)| p.clone()),
+            _ => self.tail().take(limit).last().map(|(p, _)| p.clone()),
+        };
+        Edge { last, len }
     }
 
-    /// Whether a row is among the first `limit`: at or before the window's last row (an
-    /// O(limit) walk, independent of how many rows match).
-    fn in_window(&self, place: &Place, limit: usize) -> bool {
+    /// Whether a row is in the window an edge describes.
+    fn inside(&self, place: &Place, edge: &Edge) -> bool {
+        self.start.as_ref().is_none_or(|start| place > start)
+            && edge.last.as_ref().is_some_and(|last| place <= last)
+    }
+
+    fn after(&self, place: &Place) -> Option<&Place> {
+        self.rows
+            .range((Bound::Excluded(place.clone()), Bound::Unbounded))
+            .next()
+            .map(|(p, _)| p)
+    }
+
+    /// Moves the edge for a row just taken out of the order.
+    fn removed(&self, place: &Place, edge: &mut Edge, limit: usize) {
         if self.start.as_ref().is_some_and(|start| place <= start) {
-            return false;
+            return;
         }
-        // Fewer rows than the window holds: all are in it, no walk needed.
-        if limit == usize::MAX || (self.start.is_none() && self.rows.len() <= limit) {
-            return limit > 0;
+        edge.len -= 1;
+        let Some(last) = edge.last.clone() else {
+            return;
+        };
+        if *place > last {
+            return;
         }
-        match limit.checked_sub(1).and_then(|at| self.tail().nth(at)) {
-            Some((last, _)) => place <= last,
-            None => limit > 0,
+        edge.last = if edge.len >= limit {
+            // Still full: the next row moves in.
+            self.after(&last).cloned()
+        } else {
+            // Every remaining row fits: the window ends at the last one.
+            self.tail().next_back().map(|(p, _)| p.clone())
+        };
+    }
+
+    /// Moves the edge for a row just put into the order.
+    fn inserted(&self, place: &Place, edge: &mut Edge, limit: usize) {
+        if limit == 0 || self.start.as_ref().is_some_and(|start| place <= start) {
+            if self.start.as_ref().is_none_or(|start| place > start) {
+                edge.len += 1;
+            }
+            return;
+        }
+        edge.len += 1;
+        match edge.last.clone() {
+            None => edge.last = Some(place.clone()),
+            Some(last) if edge.len <= limit => {
+                if *place > last {
+                    edge.last = Some(place.clone());
+                }
+            }
+            Some(last) => {
+                if *place < last {
+                    // The old last row is pushed out: the one before it ends the window.
+                    edge.last = self.rows.range(..last).next_back().map(|(p, _)| p.clone());
+                }
+            }
         }
     }
 
