@@ -617,6 +617,30 @@ mod tests {
         assert!(view.is_empty());
     }
 
+    /// Applies random writes to `view`, applying exactly the reported changes to `replica`,
+    /// which must equal the window after every write.
+    fn replay(
+        view: &mut View,
+        replica: &mut BTreeMap<String, Value>,
+        writes: Vec<(u8, Option<(i64, bool)>)>,
+    ) -> Result<(), proptest::test_runner::TestCaseError> {
+        for (key, state) in writes {
+            let key = format!("k{key}");
+            let value = state.map(|(score, mine)| doc(score, if mine { "a" } else { "b" }));
+            for change in view.apply(&key, value.as_ref(), None) {
+                let known = match change.change {
+                    ChangeType::Enter => replica.insert(change.key, change.value).is_none(),
+                    ChangeType::Update => replica.insert(change.key, change.value).is_some(),
+                    ChangeType::Leave => replica.remove(&change.key).is_some(),
+                };
+                proptest::prop_assert!(known, "a change the replica cannot take");
+            }
+            let window: BTreeMap<String, Value> = view.window().into_iter().collect();
+            proptest::prop_assert_eq!(&*replica, &window);
+        }
+        Ok(())
+    }
+
     proptest::proptest! {
         /// A subscriber that applies exactly the reported changes always holds the window.
         #[test]
@@ -629,25 +653,7 @@ mod tests {
         ) {
             let mut view = top(limit);
             let mut replica: BTreeMap<String, Value> = BTreeMap::new();
-            for (key, state) in writes {
-                let key = format!("k{key}");
-                let value = state.map(|(score, mine)| doc(score, if mine { "a" } else { "b" }));
-                for change in view.apply(&key, value.as_ref(), None) {
-                    match change.change {
-                        ChangeType::Enter => {
-                            proptest::prop_assert!(replica.insert(change.key, change.value).is_none());
-                        }
-                        ChangeType::Update => {
-                            proptest::prop_assert!(replica.insert(change.key, change.value).is_some());
-                        }
-                        ChangeType::Leave => {
-                            proptest::prop_assert!(replica.remove(&change.key).is_some());
-                        }
-                    }
-                }
-                let window: BTreeMap<String, Value> = view.window().into_iter().collect();
-                proptest::prop_assert_eq!(&replica, &window);
-            }
+            replay(&mut view, &mut replica, writes)?;
         }
     }
 
@@ -787,25 +793,7 @@ mod tests {
             };
             proptest::prop_assert_eq!(view.resume(Some(&cursor), 0), CursorStatus::Valid);
             let mut replica: BTreeMap<String, Value> = view.window().into_iter().collect();
-            for (key, state) in writes {
-                let key = format!("k{key}");
-                let value = state.map(|(score, mine)| doc(score, if mine { "a" } else { "b" }));
-                for change in view.apply(&key, value.as_ref(), None) {
-                    match change.change {
-                        ChangeType::Enter => {
-                            proptest::prop_assert!(replica.insert(change.key, change.value).is_none());
-                        }
-                        ChangeType::Update => {
-                            proptest::prop_assert!(replica.insert(change.key, change.value).is_some());
-                        }
-                        ChangeType::Leave => {
-                            proptest::prop_assert!(replica.remove(&change.key).is_some());
-                        }
-                    }
-                }
-                let window: BTreeMap<String, Value> = view.window().into_iter().collect();
-                proptest::prop_assert_eq!(&replica, &window);
-            }
+            replay(&mut view, &mut replica, writes)?;
         }
     }
 
