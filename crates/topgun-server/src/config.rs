@@ -37,7 +37,7 @@ pub struct Cli {
     pub node_id: Option<String>,
     /// A TOML file with any of: `port`, `host`, `node_id`, `auth_deadline_ms`,
     /// `idle_timeout_ms`, `max_frame_bytes`, `max_depth`, `outbound_queue_len`,
-    /// `maps_per_connection_max`, `shards`, `max_drift_ms`, `data_dir`, `durability`,
+    /// `maps_per_connection_max`, `topics_per_connection_max`, `shards`, `max_drift_ms`, `data_dir`, `durability`,
     /// `storage_backend`, `wal_segment_bytes`, `wal_max_bytes`, `tombstone_ttl_ms`,
     /// `gc_interval_ms`.
     #[arg(long, value_name = "FILE")]
@@ -102,6 +102,7 @@ struct FileConfig {
     max_depth: Option<usize>,
     outbound_queue_len: Option<usize>,
     maps_per_connection_max: Option<usize>,
+    topics_per_connection_max: Option<usize>,
     shards: Option<usize>,
     max_drift_ms: Option<u64>,
     data_dir: Option<PathBuf>,
@@ -179,6 +180,8 @@ pub struct SessionLimits {
     pub outbound_queue_len: usize,
     /// Maps one connection may sync (and receive events of) at once.
     pub maps_per_connection_max: usize,
+    /// Topics one connection may subscribe to at once.
+    pub topics_per_connection_max: usize,
 }
 
 impl Default for SessionLimits {
@@ -188,6 +191,7 @@ impl Default for SessionLimits {
             idle_timeout_ms: 60_000,
             outbound_queue_len: 256,
             maps_per_connection_max: 1024,
+            topics_per_connection_max: 100,
         }
     }
 }
@@ -279,6 +283,11 @@ impl Config {
                 "maps_per_connection_max",
                 file.maps_per_connection_max
                     .unwrap_or(defaults.maps_per_connection_max),
+            )?,
+            topics_per_connection_max: positive(
+                "topics_per_connection_max",
+                file.topics_per_connection_max
+                    .unwrap_or(defaults.topics_per_connection_max),
             )?,
         };
         let shards = positive("shards", file.shards.unwrap_or_else(cores))?;

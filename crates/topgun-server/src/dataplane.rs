@@ -35,13 +35,18 @@ use topgun_core::protocol::messages::{
 use topgun_core::value::CompactString;
 use topgun_core::{Hlc, OrMapEntry, SplitTree, Timestamp};
 
+use crate::counters::Counters;
+use crate::extensions;
 use crate::fanout::{ConnHandle, ConnId, Outbound};
+use crate::internal::{self, InternalWriter};
+use crate::lock_service::Locks;
 use crate::metrics::Metrics;
 use crate::ops::{self, Write};
 use crate::queries::{Queries, QueryRequest};
 use crate::shard::Shard;
 use crate::shard_task::{self, Persist, Request};
 use crate::store::{MapKind, StoredEntry};
+use crate::topics::{TopicSubs, Topics};
 
 /// Requests waiting for one shard.
 const SHARD_QUEUE_LEN: usize = 1024;
@@ -61,6 +66,12 @@ pub struct ConnState {
     /// Maps whose events this connection receives.
     maps: HashSet<(MapKind, String)>,
     maps_max: usize,
+    topics: TopicSubs,
+    /// Whether the lock and counter tasks must hear of the disconnect.
+    uses_locks: bool,
+    uses_counters: bool,
+    /// The authenticated user, named as the publisher of its topic messages.
+    user: Option<String>,
 }
 
 impl ConnState {
@@ -69,6 +80,17 @@ impl ConnState {
             handle,
             maps: HashSet::new(),
             maps_max,
+            topics: TopicSubs::default(),
+            uses_locks: false,
+            uses_counters: false,
+            user: None,
+        }
+    }
+
+    /// Records who is authenticated on the connection (after every `AUTH`).
+    pub fn set_user(&mut self, user: Option<&str>) {
+        if self.user.as_deref() != user {
+            self.user = user.map(str::to_owned);
         }
     }
 }
@@ -78,6 +100,9 @@ pub struct DataPlane {
     shards: Vec<mpsc::Sender<Request>>,
     /// The live-query task.
     queries: Queries,
+    topics: Topics,
+    locks: Locks,
+    counters: Counters,
     /// The level a durable commit reaches (`PERSISTED` with a synced log).
     durable_level: WriteConcern,
     /// Whether acknowledgements wait for the log (not in `memory` durability).
@@ -119,8 +144,10 @@ impl DataPlane {
         ack_after_log: bool,
         hlc: Hlc,
         metrics: Arc<Metrics>,
+        topics_per_connection_max: usize,
     ) -> Self {
         let shard_count = shard_count.clamp(1, PARTITION_COUNT as usize);
+        let internal = internal::recover(&loaded);
         let mut parts: Vec<Vec<StoredEntry>> = vec![Vec::new(); shard_count];
         for entry in loaded {
             parts[partition_id(&entry.key) as usize % shard_count].push(entry);
@@ -151,12 +178,17 @@ impl DataPlane {
             query_requests,
             shards.clone(),
         ));
+        let hlc = Arc::new(Mutex::new(hlc));
+        let writer = InternalWriter::new(shards.clone(), Arc::clone(&hlc));
         Self {
             queries,
+            topics: Topics::new(topics_per_connection_max),
+            locks: Locks::start(internal.fencing_high, writer.clone()),
+            counters: Counters::start(internal.counters, writer),
             shards,
             durable_level,
             ack_after_log,
-            hlc: Arc::new(Mutex::new(hlc)),
+            hlc,
             metrics,
         }
     }
@@ -212,12 +244,79 @@ impl DataPlane {
                 self.queries.send(request).await;
                 return None;
             }
-            other => Err(error_msg(
-                codes::NOT_IMPLEMENTED,
-                format!("{} is not served by this server yet", other.type_name()),
-            )),
+            other => return self.coordinate(conn, other, now_ms).await,
         };
         Some(out.unwrap_or_else(Outbound::Message))
+    }
+
+    /// Topics, locks, counters, and the extensions this server declines.
+    async fn coordinate(
+        &self,
+        conn: &mut ConnState,
+        msg: Message,
+        now_ms: u64,
+    ) -> Option<Outbound> {
+        let refusal = |(code, why): (u32, String)| Outbound::Message(error_msg(code, why));
+        match msg {
+            Message::TopicSub(t) => {
+                let subscribed = self
+                    .topics
+                    .subscribe(&mut conn.topics, &conn.handle, &t.topic);
+                subscribed.err().map(refusal)
+            }
+            Message::TopicUnsub(t) => {
+                self.topics
+                    .unsubscribe(&mut conn.topics, conn.handle.id, &t.topic);
+                None
+            }
+            Message::TopicPub(p) => {
+                let sender = conn.user.clone().unwrap_or_else(|| {
+                    // Without authentication there is no user: name the connection.
+                    format!("connection:{}", conn.handle.id)
+                });
+                let outcome =
+                    self.topics
+                        .publish(conn.handle.id, Some(&sender), &p.topic, p.data, now_ms);
+                match outcome {
+                    Ok(delivery) => {
+                        self.metrics.events(delivery.queued, delivery.kicked);
+                        None
+                    }
+                    Err(refused) => Some(refusal(refused)),
+                }
+            }
+            Message::LockRequest(r) => {
+                conn.uses_locks = true;
+                self.locks
+                    .request(&conn.handle, &r.request_id, &r.name, r.ttl)
+                    .await;
+                None
+            }
+            Message::LockRelease(r) => {
+                conn.uses_locks = true;
+                let request_id = r.request_id.as_deref().unwrap_or_default();
+                self.locks
+                    .release(&conn.handle, request_id, &r.name, r.fencing_token)
+                    .await;
+                None
+            }
+            Message::CounterRequest(r) => {
+                conn.uses_counters = true;
+                Some(self.counters.request(&conn.handle, &r.name).await)
+            }
+            Message::CounterSync(s) => {
+                conn.uses_counters = true;
+                Some(self.counters.sync(&conn.handle, s).await)
+            }
+            other => Some(Outbound::Message(
+                extensions::declined(other).unwrap_or_else(|other| {
+                    error_msg(
+                        codes::NOT_IMPLEMENTED,
+                        format!("{} is not served by this server yet", other.type_name()),
+                    )
+                }),
+            )),
+        }
     }
 
     /// Forgets tombstones older than `older_than` in every shard; returns the number of keys
@@ -251,11 +350,19 @@ impl DataPlane {
     }
 
     /// Drops a closed connection's subscriptions.
-    pub async fn disconnect(&self, conn: ConnId) {
+    pub async fn disconnect(&self, conn: &mut ConnState) {
+        let id = conn.handle.id;
         for shard in &self.shards {
-            let _ = shard.send(Request::Forget { conn }).await;
+            let _ = shard.send(Request::Forget { conn: id }).await;
         }
-        self.queries.send(QueryRequest::Forget { conn }).await;
+        self.queries.send(QueryRequest::Forget { conn: id }).await;
+        self.topics.forget(&mut conn.topics, id);
+        if conn.uses_locks {
+            self.locks.disconnect(id).await;
+        }
+        if conn.uses_counters {
+            self.counters.disconnect(id).await;
+        }
     }
 
     /// `QUERY_SUB`: answered by the query task through the event queue (`QUERY_RESP`, then

@@ -17,20 +17,34 @@
 //! | [`storage`] | opens the configured store and log and recovers the records at start-up |
 //! | [`fanout`] | the per-connection outbound queue, and map subscribers for events |
 //! | [`dataplane`] | routes data requests to shard tasks and assembles their replies |
+//! | [`queries`] | live queries: subscriptions, snapshots, `QUERY_RESP`/`QUERY_UPDATE` |
+//! | [`topics`] | pub/sub topics: subscriptions and `TOPIC_MESSAGE` fan-out |
+//! | [`names`] | the rules for topic and lock names |
+//! | [`locks`] | distributed locks and fencing tokens, sans I/O |
+//! | [`lock_service`] | the task owning the lock table: timers, durable tokens, delivery |
+//! | [`counters`] | PN counters: merge, persist, answer, broadcast |
+//! | [`internal`] | the server's own durable state, kept in reserved maps |
+//! | [`extensions`] | entry processors and conflict resolvers: declined with a clear answer |
 //! | [`metrics`] | counters and latency histograms, rendered for `/metrics` (Prometheus) |
 //! | [`server`] | the I/O driver: routes, WebSocket connections, health, shutdown |
 //!
 //! Data requests leave the session as [`session::Output::Dispatch`] and are served by
-//! [`dataplane::DataPlane`]; what it does not serve yet (queries, topics, locks, counters,
-//! journal, search) is answered with `ERROR 501`.
+//! [`dataplane::DataPlane`]; what it does not serve yet (the journal, search, SQL) is
+//! answered with `ERROR 501`.
 
 pub mod auth;
 pub mod backup;
 pub mod checkpoint;
 pub mod config;
+pub mod counters;
 pub mod dataplane;
+pub mod extensions;
 pub mod fanout;
+pub mod internal;
+pub mod lock_service;
+pub mod locks;
 pub mod metrics;
+pub mod names;
 pub mod ops;
 pub mod queries;
 pub mod server;
@@ -41,6 +55,7 @@ pub mod storage;
 pub mod store;
 pub mod store_pg;
 pub mod store_redb;
+pub mod topics;
 pub mod wal;
 
 pub use config::Config;

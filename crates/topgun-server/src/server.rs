@@ -154,6 +154,7 @@ impl Server {
             opened.ack_after_log,
             hlc,
             Arc::clone(&metrics),
+            config.session.topics_per_connection_max,
         );
         let degraded = opened.degraded;
         let listener = TcpListener::bind(config.bind).await?;
@@ -412,9 +413,10 @@ async fn serve_connection(socket: WebSocket, shared: Arc<Shared>) {
             _ = kicked.changed() => break,
             _ = gc.changed() => continue,
         };
+        conn.set_user(session.principal().map(|p| p.user_id.as_str()));
         open = Box::pin(deliver(outputs, &tx, &mut conn, &shared)).await;
     }
-    Box::pin(shared.data.disconnect(conn.handle.id)).await;
+    Box::pin(shared.data.disconnect(&mut conn)).await;
     drop((tx, events_tx));
     let _ = writer.await;
 }
