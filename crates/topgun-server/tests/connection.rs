@@ -162,7 +162,10 @@ async fn bad_input_gets_precise_errors_and_harms_no_one() {
     expect_error(&mut c, 400).await;
     send(
         &mut c,
-        &Message::TopicSub(topgun_core::protocol::messages::TopicRef { topic: "t".into() }),
+        &Message::SqlQuery(topgun_core::protocol::messages::SqlQuery {
+            sql: "SELECT 1".into(),
+            query_id: "q".into(),
+        }),
     )
     .await;
     expect_error(&mut c, 501).await;
