@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::journal::{self, JournalEvent, Retention, StoredIndex};
+use crate::server::now_ms;
 use crate::store::{Store, StoredEntry};
 use crate::wal::{Frame, Tail, Wal};
 
@@ -23,8 +25,16 @@ const PAUSE: Duration = Duration::from_millis(100);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-/// Runs until the log's writer is gone.
-pub async fn run(wal: Wal, mut tail: Tail, store: Arc<dyn Store>, degraded: Arc<AtomicBool>) {
+/// Runs until the log's writer is gone. Journal events in the log are stored as entries of
+/// the journal map, and those past `journal`'s retention are deleted in the same batch.
+pub async fn run(
+    wal: Wal,
+    mut tail: Tail,
+    store: Arc<dyn Store>,
+    degraded: Arc<AtomicBool>,
+    journal: (Retention, StoredIndex),
+) {
+    let (retention, mut stored_journal) = journal;
     let mut durable = wal.durable();
     loop {
         let target = *durable.borrow_and_update();
@@ -59,7 +69,10 @@ pub async fn run(wal: Wal, mut tail: Tail, store: Arc<dyn Store>, degraded: Arc<
             }
         };
         let full = batch.frames >= BATCH_MAX;
-        store_with_retry(&*store, batch.entries, &degraded).await;
+        let mut entries = batch.entries;
+        entries.extend(batch.events.iter().map(JournalEvent::to_stored));
+        entries.extend(stored_journal.add(&batch.events, retention, now_ms()));
+        store_with_retry(&*store, entries, &degraded).await;
         // Deleting segments is file I/O: off the async workers too.
         let log = wal.clone();
         let outcome = tokio::task::spawn_blocking(move || log.release_through(batch.last));
@@ -78,24 +91,28 @@ struct Batch {
     /// The last frame's LSN.
     last: u64,
     entries: Vec<StoredEntry>,
+    /// Journal events, in sequence order.
+    events: Vec<JournalEvent>,
 }
 
 fn decode(frames: &[Frame]) -> Batch {
-    let entries = frames
-        .iter()
-        .filter_map(|f| match StoredEntry::decode(&f.payload) {
-            Ok(entry) => Some(entry),
-            Err(e) => {
-                // The frame passed its checksum, so this is a bug, not disk damage.
-                tracing::error!(lsn = f.lsn, error = %e, "undecodable log entry skipped");
-                None
+    let mut entries = Vec::with_capacity(frames.len());
+    let mut events = Vec::new();
+    for f in frames {
+        match journal::decode_frame(&f.payload) {
+            Ok((entry, drafts)) => {
+                events.extend(journal::sequenced(f.lsn, &entry, drafts));
+                entries.push(entry);
             }
-        })
-        .collect();
+            // The frame passed its checksum, so this is a bug, not disk damage.
+            Err(e) => tracing::error!(lsn = f.lsn, error = %e, "undecodable log entry skipped"),
+        }
+    }
     Batch {
         frames: frames.len(),
         last: frames.last().map_or(0, |f| f.lsn),
         entries,
+        events,
     }
 }
 

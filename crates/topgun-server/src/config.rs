@@ -15,6 +15,7 @@ use topgun_core::NodeId;
 use topgun_core::protocol::Limits;
 
 use crate::auth::{JwtVerifier, KeyError};
+use crate::journal::Retention;
 use crate::storage::{Backend, Durability, StorageConfig};
 use crate::wal::OnCorruption;
 
@@ -38,7 +39,8 @@ pub struct Cli {
     /// A TOML file with any of: `port`, `host`, `node_id`, `auth_deadline_ms`,
     /// `idle_timeout_ms`, `max_frame_bytes`, `max_depth`, `outbound_queue_len`,
     /// `maps_per_connection_max`, `topics_per_connection_max`, `shards`, `max_drift_ms`, `data_dir`, `durability`,
-    /// `storage_backend`, `wal_segment_bytes`, `wal_max_bytes`, `tombstone_ttl_ms`,
+    /// `storage_backend`, `wal_segment_bytes`, `wal_max_bytes`, `journal_capacity`,
+    /// `journal_max_age_ms`, `tombstone_ttl_ms`,
     /// `gc_interval_ms`.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -110,6 +112,8 @@ struct FileConfig {
     storage_backend: Option<String>,
     wal_segment_bytes: Option<u64>,
     wal_max_bytes: Option<u64>,
+    journal_capacity: Option<usize>,
+    journal_max_age_ms: Option<u64>,
     tombstone_ttl_ms: Option<u64>,
     gc_interval_ms: Option<u64>,
 }
@@ -304,6 +308,8 @@ impl Config {
             storage_backend: file.storage_backend,
             wal_segment_bytes: file.wal_segment_bytes,
             wal_max_bytes: file.wal_max_bytes,
+            journal_capacity: file.journal_capacity,
+            journal_max_age_ms: file.journal_max_age_ms,
         };
         Ok(Self {
             bind: SocketAddr::new(host, port),
@@ -341,6 +347,8 @@ struct FileStorage {
     storage_backend: Option<String>,
     wal_segment_bytes: Option<u64>,
     wal_max_bytes: Option<u64>,
+    journal_capacity: Option<usize>,
+    journal_max_age_ms: Option<u64>,
 }
 
 fn storage_config(cli: &Cli, file: FileStorage) -> Result<StorageConfig, ConfigError> {
@@ -399,6 +407,12 @@ fn storage_config(cli: &Cli, file: FileStorage) -> Result<StorageConfig, ConfigE
             OnCorruption::Discard
         } else {
             OnCorruption::Refuse
+        },
+        journal: Retention {
+            capacity: file.journal_capacity.unwrap_or(defaults.journal.capacity),
+            max_age_ms: file
+                .journal_max_age_ms
+                .unwrap_or(defaults.journal.max_age_ms),
         },
     })
 }

@@ -39,6 +39,8 @@ use crate::counters::Counters;
 use crate::extensions;
 use crate::fanout::{ConnHandle, ConnId, Outbound};
 use crate::internal::{self, InternalWriter};
+use crate::journal::{JOURNAL_MAP, JournalEvent, Retention};
+use crate::journal_service::Journals;
 use crate::lock_service::Locks;
 use crate::metrics::Metrics;
 use crate::ops::{self, Write};
@@ -70,6 +72,7 @@ pub struct ConnState {
     /// Whether the lock and counter tasks must hear of the disconnect.
     uses_locks: bool,
     uses_counters: bool,
+    uses_journal: bool,
     /// The authenticated user, named as the publisher of its topic messages.
     user: Option<String>,
 }
@@ -83,6 +86,7 @@ impl ConnState {
             topics: TopicSubs::default(),
             uses_locks: false,
             uses_counters: false,
+            uses_journal: false,
             user: None,
         }
     }
@@ -95,6 +99,17 @@ impl ConnState {
     }
 }
 
+/// What the data plane serves besides maps.
+#[derive(Debug)]
+pub struct Services {
+    pub topics_per_connection_max: usize,
+    pub journal: Retention,
+    /// The journal events storage recovered.
+    pub recovered_journal: Vec<JournalEvent>,
+    /// This server's node id, named in journal events.
+    pub node_id: String,
+}
+
 /// The router in front of the shard tasks; shared by every connection.
 pub struct DataPlane {
     shards: Vec<mpsc::Sender<Request>>,
@@ -103,6 +118,9 @@ pub struct DataPlane {
     topics: Topics,
     locks: Locks,
     counters: Counters,
+    /// `None` with the journal turned off.
+    journal: Option<Journals>,
+    node_id: String,
     /// The level a durable commit reaches (`PERSISTED` with a synced log).
     durable_level: WriteConcern,
     /// Whether acknowledgements wait for the log (not in `memory` durability).
@@ -144,10 +162,20 @@ impl DataPlane {
         ack_after_log: bool,
         hlc: Hlc,
         metrics: Arc<Metrics>,
-        topics_per_connection_max: usize,
+        services: Services,
     ) -> Self {
         let shard_count = shard_count.clamp(1, PARTITION_COUNT as usize);
+        let mut loaded = loaded;
+        // Journal events are the journal's, never a map's.
+        loaded.retain(|e| e.map != JOURNAL_MAP);
         let internal = internal::recover(&loaded);
+        let journal = services.journal.enabled().then(|| {
+            Journals::start(
+                services.journal,
+                services.recovered_journal,
+                services.node_id.clone(),
+            )
+        });
         let mut parts: Vec<Vec<StoredEntry>> = vec![Vec::new(); shard_count];
         for entry in loaded {
             parts[partition_id(&entry.key) as usize % shard_count].push(entry);
@@ -160,7 +188,10 @@ impl DataPlane {
         let shards: Vec<_> = parts
             .into_iter()
             .map(|entries| {
-                let mut shard = Shard::new();
+                let mut shard = match &journal {
+                    Some(_) => Shard::with_journal(),
+                    None => Shard::new(),
+                };
                 shard.load(entries);
                 let (tx, rx) = mpsc::channel(SHARD_QUEUE_LEN);
                 tokio::spawn(shard_task::run(
@@ -169,6 +200,7 @@ impl DataPlane {
                     persist.clone(),
                     queries.clone(),
                     Arc::clone(&metrics),
+                    journal.as_ref().map(Journals::feed),
                 ));
                 tx
             })
@@ -182,7 +214,9 @@ impl DataPlane {
         let writer = InternalWriter::new(shards.clone(), Arc::clone(&hlc));
         Self {
             queries,
-            topics: Topics::new(topics_per_connection_max),
+            topics: Topics::new(services.topics_per_connection_max),
+            journal,
+            node_id: services.node_id,
             locks: Locks::start(internal.fencing_high, writer.clone()),
             counters: Counters::start(internal.counters, writer),
             shards,
@@ -308,6 +342,9 @@ impl DataPlane {
                 conn.uses_counters = true;
                 Some(self.counters.sync(&conn.handle, s).await)
             }
+            Message::JournalSubscribe(_)
+            | Message::JournalUnsubscribe(_)
+            | Message::JournalRead(_) => self.journal_request(conn, msg).await,
             other => Some(Outbound::Message(
                 extensions::declined(other).unwrap_or_else(|other| {
                     error_msg(
@@ -316,6 +353,28 @@ impl DataPlane {
                     )
                 }),
             )),
+        }
+    }
+
+    /// `JOURNAL_SUBSCRIBE`, `JOURNAL_UNSUBSCRIBE` and `JOURNAL_READ`.
+    async fn journal_request(&self, conn: &mut ConnState, msg: Message) -> Option<Outbound> {
+        let Some(journal) = &self.journal else {
+            return Some(Outbound::Message(error_msg(
+                codes::NOT_IMPLEMENTED,
+                "the event journal is turned off on this server (journal_capacity = 0)",
+            )));
+        };
+        conn.uses_journal = true;
+        match msg {
+            Message::JournalSubscribe(s) => journal.subscribe(&conn.handle, s).await,
+            Message::JournalUnsubscribe(u) => {
+                journal
+                    .unsubscribe(conn.handle.id, &u.subscription_id)
+                    .await;
+                None
+            }
+            Message::JournalRead(r) => Some(journal.read(r, &self.node_id).await),
+            _ => None,
         }
     }
 
@@ -362,6 +421,9 @@ impl DataPlane {
         }
         if conn.uses_counters {
             self.counters.disconnect(id).await;
+        }
+        if let (true, Some(journal)) = (conn.uses_journal, &self.journal) {
+            journal.disconnect(id).await;
         }
     }
 

@@ -75,6 +75,16 @@ impl ConnHandle {
         (handle, on_kick)
     }
 
+    /// Queues a frame, waiting for room (for a stream the connection asked for, such as a
+    /// journal replay, which must not be cut short by a full queue); false once the
+    /// connection is gone.
+    pub async fn send(&self, frame: Bytes) -> bool {
+        match self.queue.upgrade() {
+            Some(queue) => queue.send(frame).await.is_ok(),
+            None => false,
+        }
+    }
+
     /// Offers a frame without waiting.
     pub fn offer(&self, frame: Bytes) -> Offer {
         let Some(queue) = self.queue.upgrade() else {

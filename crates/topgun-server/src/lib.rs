@@ -23,13 +23,15 @@
 //! | [`locks`] | distributed locks and fencing tokens, sans I/O |
 //! | [`lock_service`] | the task owning the lock table: timers, durable tokens, delivery |
 //! | [`counters`] | PN counters: merge, persist, answer, broadcast |
+//! | [`journal`] | the event journal, sans I/O: events in log frames, retention, paging |
+//! | [`journal_service`] | the task serving `JOURNAL_READ` and `JOURNAL_SUBSCRIBE` |
 //! | [`internal`] | the server's own durable state, kept in reserved maps |
 //! | [`extensions`] | entry processors and conflict resolvers: declined with a clear answer |
 //! | [`metrics`] | counters and latency histograms, rendered for `/metrics` (Prometheus) |
 //! | [`server`] | the I/O driver: routes, WebSocket connections, health, shutdown |
 //!
 //! Data requests leave the session as [`session::Output::Dispatch`] and are served by
-//! [`dataplane::DataPlane`]; what it does not serve yet (the journal, search, SQL) is
+//! [`dataplane::DataPlane`]; what it does not serve yet (search, SQL) is
 //! answered with `ERROR 501`.
 
 pub mod auth;
@@ -41,6 +43,8 @@ pub mod dataplane;
 pub mod extensions;
 pub mod fanout;
 pub mod internal;
+pub mod journal;
+pub mod journal_service;
 pub mod lock_service;
 pub mod locks;
 pub mod metrics;

@@ -32,7 +32,7 @@ use topgun_core::{Hlc, Timestamp};
 
 use crate::auth::{AuthError, Principal};
 use crate::config::{AuthMode, Config};
-use crate::dataplane::{ConnState, DataPlane};
+use crate::dataplane::{ConnState, DataPlane, Services};
 use crate::fanout::{ConnHandle, Outbound};
 use crate::session::{Authenticator, Output, Session, SessionConfig, close};
 use crate::shard_task::Persist;
@@ -134,6 +134,7 @@ impl Server {
         let loaded = store.load(&all).await.map_err(std::io::Error::other)?;
         let opened = Opened {
             loaded,
+            journal: Vec::new(),
             persist: Persist::Store(store),
             ack_after_log: true,
             degraded: Arc::default(),
@@ -147,6 +148,12 @@ impl Server {
         let hlc = Hlc::new(config.node_id.clone())
             .with_max_drift_ms(config.max_drift_ms)
             .strict(true);
+        let services = Services {
+            topics_per_connection_max: config.session.topics_per_connection_max,
+            journal: config.storage.journal,
+            recovered_journal: opened.journal,
+            node_id: config.node_id.as_str().to_owned(),
+        };
         let data = DataPlane::start(
             config.shards,
             opened.loaded,
@@ -154,7 +161,7 @@ impl Server {
             opened.ack_after_log,
             hlc,
             Arc::clone(&metrics),
-            config.session.topics_per_connection_max,
+            services,
         );
         let degraded = opened.degraded;
         let listener = TcpListener::bind(config.bind).await?;

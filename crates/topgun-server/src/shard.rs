@@ -6,17 +6,20 @@
 //! to the map's single logical tree (see [`topgun_core::SplitTree`]).
 //!
 //! Every change that took effect yields the `SERVER_EVENT` subscribers need and the entry
-//! the store must keep; a change that loses its merge yields nothing.
+//! the store must keep — and, with the journal on, its journal drafts (the kind of change,
+//! the new and previous value); a change that loses its merge yields nothing. The server's
+//! own reserved maps are never journaled.
 
 use std::collections::HashMap;
 
 use topgun_core::hash::fnv1a;
 use topgun_core::merkle::{MERKLE_DEPTH, Sum};
-use topgun_core::protocol::enums::ServerEventType;
+use topgun_core::protocol::enums::{JournalEventType, ServerEventType};
 use topgun_core::protocol::messages::{LeafRecord, ServerEvent};
-use topgun_core::{LwwMap, LwwRecord, MerkleError, OrMap, OrMapEntry};
+use topgun_core::{LwwMap, LwwRecord, MerkleError, NodeId, OrMap, OrMapEntry, OrRecord, Timestamp};
 
-use crate::ops::{Write, own_tombstones};
+use crate::journal::Draft;
+use crate::ops::{RESERVED_PREFIXES, Write, own_tombstones};
 use crate::store::{MapKind, StoredEntry, StoredValue};
 
 /// The effects of one applied change.
@@ -24,6 +27,18 @@ use crate::store::{MapKind, StoredEntry, StoredValue};
 pub struct Change {
     pub event: ServerEvent,
     pub stored: StoredEntry,
+    /// Its journal events (none with the journal off); `recorded_ms` is left for the
+    /// caller, who has the clock.
+    pub drafts: Vec<Draft>,
+}
+
+/// What merging a pushed OR entry changed.
+#[derive(Debug, Default)]
+pub struct Pushed {
+    pub events: Vec<ServerEvent>,
+    /// The key's new state, when anything changed.
+    pub stored: Option<StoredEntry>,
+    pub drafts: Vec<Draft>,
 }
 
 /// The maps of one shard.
@@ -31,6 +46,38 @@ pub struct Change {
 pub struct Shard {
     lww: HashMap<String, LwwMap>,
     or: HashMap<String, OrMap>,
+    journal: bool,
+}
+
+fn draft(
+    kind: JournalEventType,
+    value: Option<&topgun_core::Value>,
+    timestamp: &Timestamp,
+) -> Draft {
+    Draft {
+        kind,
+        value: value.cloned(),
+        previous: None,
+        timestamp: timestamp.clone(),
+        recorded_ms: 0,
+    }
+}
+
+/// The journal draft of an OR tombstone: the removed record's value and time when this
+/// shard held it, else the time its tag names.
+fn removal_draft(removed: Option<&OrRecord>, tag: &str) -> Draft {
+    let timestamp = removed.map_or_else(
+        || {
+            tag.parse().unwrap_or_else(|_| {
+                Timestamp::new(0, 0, NodeId::new("unknown").expect("a valid node id"))
+            })
+        },
+        |r| r.timestamp.clone(),
+    );
+    Draft {
+        previous: removed.map(|r| r.value.clone()),
+        ..draft(JournalEventType::Delete, None, &timestamp)
+    }
 }
 
 fn event(map: &str, key: &str, event_type: ServerEventType) -> ServerEvent {
@@ -50,8 +97,21 @@ impl Shard {
         Self::default()
     }
 
+    /// A shard that drafts journal events for the changes it applies.
+    pub fn with_journal() -> Self {
+        Self {
+            journal: true,
+            ..Self::default()
+        }
+    }
+
+    fn journals(&self, map: &str) -> bool {
+        self.journal && !RESERVED_PREFIXES.iter().any(|p| map.starts_with(p))
+    }
+
     /// Applies one validated write to `map`.
     pub fn apply(&mut self, map: &str, write: Write) -> Option<Change> {
+        let journals = self.journals(map);
         match write {
             Write::Lww { key, record } => self.apply_lww(map, key, record),
             Write::OrAdd { key, record } => {
@@ -59,21 +119,41 @@ impl Shard {
                 let mut ev = event(map, &key, ServerEventType::OrAdd);
                 ev.or_tag = Some(record.tag.as_str().into());
                 ev.or_record = Some(record.clone());
+                let drafts = if journals {
+                    vec![draft(
+                        JournalEventType::Put,
+                        Some(&record.value),
+                        &record.timestamp,
+                    )]
+                } else {
+                    Vec::new()
+                };
                 or.apply_record(&key, record)
-                    .then(|| or_change(or, map, &key, ev))
+                    .then(|| or_change(or, map, &key, ev, drafts))
             }
             Write::OrRemove { key, tag } => {
                 let or = self.or.entry(map.to_owned()).or_default();
                 let mut ev = event(map, &key, ServerEventType::OrRemove);
                 ev.or_tag = Some(tag.as_str().into());
+                let drafts = if journals {
+                    let removed = or.records(&key).iter().find(|r| r.tag == tag);
+                    vec![removal_draft(removed, &tag)]
+                } else {
+                    Vec::new()
+                };
                 or.apply_tombstone(&key, &tag)
-                    .then(|| or_change(or, map, &key, ev))
+                    .then(|| or_change(or, map, &key, ev, drafts))
             }
         }
     }
 
     fn apply_lww(&mut self, map: &str, key: String, record: LwwRecord) -> Option<Change> {
+        let journals = self.journals(map);
         let lww = self.lww.entry(map.to_owned()).or_default();
+        let previous = journals
+            .then(|| lww.record(&key).filter(|r| !r.is_tombstone()))
+            .flatten()
+            .map(|r| r.value.clone());
         if !lww.merge(&key, record.clone()) {
             return None;
         }
@@ -81,6 +161,19 @@ impl Shard {
             ServerEventType::Remove
         } else {
             ServerEventType::Put
+        };
+        let drafts = if journals {
+            let (kind, value) = match (record.is_tombstone(), &previous) {
+                (true, _) => (JournalEventType::Delete, None),
+                (false, None) => (JournalEventType::Put, Some(&record.value)),
+                (false, Some(_)) => (JournalEventType::Update, Some(&record.value)),
+            };
+            vec![Draft {
+                previous,
+                ..draft(kind, value, &record.timestamp)
+            }]
+        } else {
+            Vec::new()
         };
         let mut ev = event(map, &key, event_type);
         ev.record = Some(record.clone());
@@ -91,17 +184,15 @@ impl Shard {
                 key,
                 value: StoredValue::Lww(record),
             },
+            drafts,
         })
     }
 
     /// Merges an OR entry pushed by a client (`ORMAP_PUSH_DIFF`): its own tombstones first,
     /// then its records. Returns one event per tombstone or record that was new here, and
     /// the key's new state for the store once (`None` when nothing changed).
-    pub fn push_or_entry(
-        &mut self,
-        map: &str,
-        entry: OrMapEntry,
-    ) -> (Vec<ServerEvent>, Option<StoredEntry>) {
+    pub fn push_or_entry(&mut self, map: &str, entry: OrMapEntry) -> Pushed {
+        let journals = self.journals(map);
         let or = self.or.entry(map.to_owned()).or_default();
         let key = entry.key;
         let tombstones = own_tombstones(
@@ -109,27 +200,40 @@ impl Shard {
             |tag| or.records(&key).iter().any(|r| r.tag == tag),
             &entry.records,
         );
-        let mut events = Vec::new();
+        let mut pushed = Pushed::default();
         for tag in tombstones {
+            let removed = journals
+                .then(|| or.records(&key).iter().find(|r| r.tag == tag).cloned())
+                .flatten();
             if or.apply_tombstone(&key, &tag) {
+                if journals {
+                    pushed.drafts.push(removal_draft(removed.as_ref(), &tag));
+                }
                 let mut ev = event(map, &key, ServerEventType::OrRemove);
                 ev.or_tag = Some(tag.into());
-                events.push(ev);
+                pushed.events.push(ev);
             }
         }
         for record in entry.records {
             let mut ev = event(map, &key, ServerEventType::OrAdd);
             ev.or_tag = Some(record.tag.as_str().into());
             ev.or_record = Some(record.clone());
+            let added = journals.then(|| {
+                draft(
+                    JournalEventType::Put,
+                    Some(&record.value),
+                    &record.timestamp,
+                )
+            });
             if or.apply_record(&key, record) {
-                events.push(ev);
+                pushed.events.extend(Some(ev));
+                pushed.drafts.extend(added);
             }
         }
-        if events.is_empty() {
-            return (events, None);
+        if !pushed.events.is_empty() {
+            pushed.stored = Some(or_stored(or, map, &key));
         }
-        let stored = or_stored(or, map, &key);
-        (events, Some(stored))
+        pushed
     }
 
     /// The non-empty partial leaf sums of `map` under `path`.
@@ -329,10 +433,11 @@ impl Shard {
 }
 
 /// The change for an OR event: the key's whole state is what the store keeps.
-fn or_change(or: &OrMap, map: &str, key: &str, event: ServerEvent) -> Change {
+fn or_change(or: &OrMap, map: &str, key: &str, event: ServerEvent, drafts: Vec<Draft>) -> Change {
     Change {
         event,
         stored: or_stored(or, map, key),
+        drafts,
     }
 }
 
@@ -446,6 +551,75 @@ mod tests {
     }
 
     #[test]
+    fn journal_drafts_say_what_changed() {
+        use JournalEventType::{Delete, Put, Update};
+        let kinds = |c: &Change| -> Vec<(JournalEventType, Option<Value>, Option<Value>)> {
+            c.drafts
+                .iter()
+                .map(|d| (d.kind, d.value.clone(), d.previous.clone()))
+                .collect()
+        };
+        let mut shard = Shard::with_journal();
+        let first = shard.apply("m", put("k", 1, 20)).unwrap();
+        assert_eq!(kinds(&first), vec![(Put, Some(Value::Int(1)), None)]);
+        assert_eq!(first.drafts[0].timestamp, ts(20, "a"));
+        let second = shard.apply("m", put("k", 2, 30)).unwrap();
+        assert_eq!(
+            kinds(&second),
+            vec![(Update, Some(Value::Int(2)), Some(Value::Int(1)))]
+        );
+        let tombstone = Write::Lww {
+            key: "k".into(),
+            record: LwwRecord::tombstone(ts(40, "b")),
+        };
+        let removed = shard.apply("m", tombstone).unwrap();
+        assert_eq!(kinds(&removed), vec![(Delete, None, Some(Value::Int(2)))]);
+        let again = shard.apply("m", put("k", 3, 50)).unwrap();
+        assert_eq!(
+            kinds(&again)[0].0,
+            Put,
+            "after a delete, a put is new again"
+        );
+
+        let record = add("x", 5);
+        let tag = record.tag.clone();
+        let added = shard
+            .apply(
+                "o",
+                Write::OrAdd {
+                    key: "k".into(),
+                    record,
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            kinds(&added),
+            vec![(Put, Some(Value::Str("x".into())), None)]
+        );
+        let gone = shard
+            .apply(
+                "o",
+                Write::OrRemove {
+                    key: "k".into(),
+                    tag,
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            kinds(&gone),
+            vec![(Delete, None, Some(Value::Str("x".into())))]
+        );
+
+        let internal = shard.apply("__topgun_counters", put("c", 1, 60)).unwrap();
+        assert!(
+            internal.drafts.is_empty(),
+            "reserved maps are not journaled"
+        );
+        let plain = Shard::new().apply("m", put("k", 1, 20)).unwrap();
+        assert!(plain.drafts.is_empty(), "no journal, no drafts");
+    }
+
+    #[test]
     fn pushed_entries_merge_and_report_what_was_new() {
         let mut shard = Shard::new();
         let old = add("old", 1);
@@ -461,7 +635,7 @@ mod tests {
             records: vec![add("new", 2)],
             tombstones: vec![old.tag.clone(), "9:0:other-key".into()],
         };
-        let (events, stored) = shard.push_or_entry("m", entry);
+        let Pushed { events, stored, .. } = shard.push_or_entry("m", entry);
         let kinds: Vec<_> = events.iter().map(|e| e.event_type).collect();
         assert!(stored.is_some(), "the key's new state is stored once");
         assert_eq!(

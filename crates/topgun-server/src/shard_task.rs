@@ -21,12 +21,14 @@ use topgun_core::protocol::enums::WriteConcern;
 use topgun_core::protocol::messages::{LeafRecord, ServerBatchEvent, ServerEvent};
 
 use crate::fanout::{ConnHandle, ConnId, Subscribers};
+use crate::journal::{self, Draft};
+use crate::journal_service::JournalFeed;
 use crate::metrics::Metrics;
 use crate::ops::Write;
 use crate::queries::{Queries, QueryRequest, Records};
 use crate::shard::Shard;
 use crate::store::{MapKind, Store, StoredEntry};
-use crate::wal::{Wal, WalError};
+use crate::wal::{OnDurable, Wal, WalError};
 
 /// Why a write was not acknowledged: an `ERROR` code and message.
 pub type Failure = (u32, String);
@@ -137,7 +139,12 @@ struct Task {
     persist: Persist,
     metrics: Arc<Metrics>,
     pending: VecDeque<Pending>,
+    /// Where journal events go once durable (with the journal on).
+    journal: Option<JournalFeed>,
 }
+
+/// A key's new state and its journal drafts: one log frame.
+type Logged = (StoredEntry, Vec<Draft>);
 
 /// Runs a shard until every sender is gone and every pending commit is settled.
 pub async fn run(
@@ -146,6 +153,7 @@ pub async fn run(
     persist: Persist,
     queries: Queries,
     metrics: Arc<Metrics>,
+    journal: Option<JournalFeed>,
 ) {
     let mut task = Task {
         shard,
@@ -154,6 +162,7 @@ pub async fn run(
         persist,
         metrics,
         pending: VecDeque::new(),
+        journal,
     };
     loop {
         tokio::select! {
@@ -286,15 +295,17 @@ impl Task {
                     return;
                 }
                 let mut events = Vec::with_capacity(writes.len());
-                let mut stored = Vec::with_capacity(writes.len());
+                let mut logged = Vec::with_capacity(writes.len());
+                let now = crate::server::now_ms();
                 for (map, write) in writes {
                     let kind = write.map_kind();
-                    if let Some(change) = self.shard.apply(&map, write) {
+                    if let Some(mut change) = self.shard.apply(&map, write) {
                         events.push((kind, change.event));
-                        stored.push(change.stored);
+                        stamp(&mut change.drafts, now);
+                        logged.push((change.stored, change.drafts));
                     }
                 }
-                self.commit(conn, events, stored, Some((done, durable)))
+                self.commit(conn, events, logged, Some((done, durable)))
                     .await;
             }
             Request::Push { conn, map, entries } => {
@@ -302,13 +313,15 @@ impl Task {
                     tracing::warn!(%why, "pushed OR entries refused");
                     return;
                 }
-                let (mut events, mut stored) = (Vec::new(), Vec::new());
+                let (mut events, mut logged) = (Vec::new(), Vec::new());
+                let now = crate::server::now_ms();
                 for entry in entries {
-                    let (new, state) = self.shard.push_or_entry(&map, entry);
-                    events.extend(new.into_iter().map(|e| (MapKind::Or, e)));
-                    stored.extend(state);
+                    let mut pushed = self.shard.push_or_entry(&map, entry);
+                    events.extend(pushed.events.into_iter().map(|e| (MapKind::Or, e)));
+                    stamp(&mut pushed.drafts, now);
+                    logged.extend(pushed.stored.map(|s| (s, pushed.drafts)));
                 }
-                self.commit(conn, events, stored, None).await;
+                self.commit(conn, events, logged, None).await;
             }
             Request::Prune { older_than, reply } => {
                 let stored = self.shard.prune(&older_than);
@@ -412,18 +425,32 @@ impl Task {
         }
     }
 
-    /// Makes `stored` durable, then publishes `events` and acknowledges the writer.
+    /// Makes `logged` durable, then publishes `events` and acknowledges the writer.
     async fn commit(
         &mut self,
         writer: ConnId,
         events: Vec<(MapKind, ServerEvent)>,
-        stored: Vec<StoredEntry>,
+        logged: Vec<Logged>,
         ack: Option<(oneshot::Sender<Result<WriteConcern, Failure>>, bool)>,
     ) {
         let wal = match &self.persist {
             Persist::Store(store) => {
+                let (stored, drafts): (Vec<_>, Vec<_>) = logged
+                    .into_iter()
+                    .map(|(entry, drafts)| {
+                        let named = drafts
+                            .into_iter()
+                            .map(|d| (entry.map.clone(), entry.key.clone(), d))
+                            .collect::<Vec<_>>();
+                        (entry, named)
+                    })
+                    .unzip();
                 let outcome = match store.write(stored).await {
                     Ok(()) => {
+                        if let Some(journal) = &self.journal {
+                            let drafts = drafts.into_iter().flatten().collect();
+                            journal.send_unsequenced(drafts).await;
+                        }
                         let events: Vec<Event> = events
                             .into_iter()
                             .map(|(kind, e)| (writer, kind, e))
@@ -441,11 +468,18 @@ impl Task {
             }
             Persist::Wal { wal, .. } => wal.clone(),
         };
-        let written = if stored.is_empty() {
+        let written = if logged.is_empty() {
             None
         } else {
-            let payloads = stored.iter().map(StoredEntry::encode).collect();
-            match wal.append(payloads).await {
+            let payloads = logged
+                .iter()
+                .map(|(entry, drafts)| journal::encode_frame(entry, drafts))
+                .collect();
+            let on_durable = self
+                .journal
+                .clone()
+                .and_then(|feed| on_durable(feed, logged));
+            match wal.append_with(payloads, on_durable).await {
                 Ok(written) => Some(written),
                 Err(e) => {
                     if let Some((done, _)) = ack {
@@ -471,6 +505,29 @@ impl Task {
             dump: None,
         });
     }
+}
+
+/// Sets the time the drafts were recorded (the shard, being sans I/O, has no clock).
+fn stamp(drafts: &mut [Draft], now_ms: u64) {
+    for draft in drafts {
+        draft.recorded_ms = now_ms;
+    }
+}
+
+/// The hook that hands a commit's journal events, sequenced by their frames' LSNs, to the
+/// journal once the log has them; `None` when the commit has no events.
+fn on_durable(feed: JournalFeed, logged: Vec<Logged>) -> Option<OnDurable> {
+    if logged.iter().all(|(_, drafts)| drafts.is_empty()) {
+        return None;
+    }
+    Some(Box::new(move |first_lsn| {
+        let events = logged
+            .into_iter()
+            .zip(first_lsn..)
+            .flat_map(|((entry, drafts), lsn)| journal::sequenced(lsn, &entry, drafts))
+            .collect();
+        feed.blocking_send(events);
+    }))
 }
 
 /// Offers a commit's events to each map's subscribers but the writer, encoded once per

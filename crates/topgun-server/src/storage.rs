@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicBool;
 use thiserror::Error;
 use topgun_core::protocol::enums::WriteConcern;
 
+use crate::journal::{JOURNAL_MAP, JournalEvent, Retention, StoredIndex};
 use crate::shard_task::Persist;
 use crate::store::{MemoryStore, Store, StoreError, StoredEntry};
 use crate::store_pg::PgStore;
@@ -47,6 +48,8 @@ pub struct StorageConfig {
     pub wal_segment_bytes: u64,
     pub wal_max_bytes: u64,
     pub on_corruption: OnCorruption,
+    /// How many journal events are kept, and for how long.
+    pub journal: Retention,
 }
 
 impl Default for StorageConfig {
@@ -59,6 +62,7 @@ impl Default for StorageConfig {
             wal_segment_bytes: 64 << 20,
             wal_max_bytes: 1 << 30,
             on_corruption: OnCorruption::Refuse,
+            journal: Retention::default(),
         }
     }
 }
@@ -81,6 +85,8 @@ pub enum StorageError {
 pub struct Opened {
     /// The store's entries, then the log's, in order: what the shards load.
     pub loaded: Vec<StoredEntry>,
+    /// The retained journal events, from the store and the log.
+    pub journal: Vec<JournalEvent>,
     pub persist: Persist,
     /// Whether a write waits for the log before it is acknowledged.
     pub ack_after_log: bool,
@@ -94,6 +100,7 @@ pub async fn open(config: &StorageConfig) -> Result<Opened, StorageError> {
     if config.backend == Backend::Memory {
         return Ok(Opened {
             loaded: Vec::new(),
+            journal: Vec::new(),
             persist: Persist::Store(Arc::new(MemoryStore::new())),
             ack_after_log: true,
             degraded,
@@ -124,6 +131,20 @@ pub async fn open_with_store(
 ) -> Result<Opened, StorageError> {
     let degraded = Arc::new(AtomicBool::new(false));
     let mut loaded = store.load(&all_partitions()).await?;
+    let mut journal = Vec::new();
+    loaded.retain(|entry| match JournalEvent::from_stored(entry) {
+        Some(event) => {
+            journal.push(event);
+            false
+        }
+        None => entry.map != JOURNAL_MAP,
+    });
+    let stored_index = StoredIndex::new(
+        journal
+            .iter()
+            .map(|e| (e.sequence, e.draft.recorded_ms))
+            .collect(),
+    );
     let wal_config = WalConfig {
         dir: config.data_dir.join("wal"),
         sync: match config.durability {
@@ -146,7 +167,9 @@ pub async fn open_with_store(
         .first()
         .map_or(recovered.next_lsn, |f| f.lsn);
     for frame in &recovered.frames {
-        loaded.push(StoredEntry::decode(&frame.payload)?);
+        let (entry, drafts) = crate::journal::decode_frame(&frame.payload)?;
+        journal.extend(crate::journal::sequenced(frame.lsn, &entry, drafts));
+        loaded.push(entry);
     }
     tracing::info!(
         entries = loaded.len(),
@@ -160,6 +183,7 @@ pub async fn open_with_store(
         tail,
         store,
         Arc::clone(&degraded),
+        (config.journal, stored_index),
     ));
     let level = match config.durability {
         Durability::Fsync => WriteConcern::Persisted,
@@ -167,6 +191,7 @@ pub async fn open_with_store(
     };
     Ok(Opened {
         loaded,
+        journal,
         persist: Persist::Wal { wal, level },
         ack_after_log: config.durability != Durability::Memory,
         degraded,

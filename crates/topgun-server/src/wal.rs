@@ -284,10 +284,16 @@ fn sync_dir(dir: &Path) -> Result<(), WalError> {
         .map_err(io_err(dir))
 }
 
+/// Runs on the writer thread with an append's first LSN once the append is durable, before
+/// its writer is told; hooks run in LSN order. It may wait (for a bounded queue, say),
+/// which holds back every later append: back-pressure, never loss.
+pub type OnDurable = Box<dyn FnOnce(u64) + Send>;
+
 /// An append waiting for the writer thread.
 struct Append {
     payloads: Vec<Vec<u8>>,
     done: oneshot::Sender<Result<u64, Arc<WalError>>>,
+    on_durable: Option<OnDurable>,
 }
 
 /// The handle shards append through.
@@ -362,9 +368,23 @@ impl Wal {
         &self,
         payloads: Vec<Vec<u8>>,
     ) -> Result<oneshot::Receiver<Result<u64, Arc<WalError>>>, WalError> {
+        self.append_with(payloads, None).await
+    }
+
+    /// Like [`Wal::append`], running `on_durable` once the payloads are durable.
+    pub async fn append_with(
+        &self,
+        payloads: Vec<Vec<u8>>,
+        on_durable: Option<OnDurable>,
+    ) -> Result<oneshot::Receiver<Result<u64, Arc<WalError>>>, WalError> {
         let (done, written) = oneshot::channel();
+        let append = Append {
+            payloads,
+            done,
+            on_durable,
+        };
         self.appends
-            .send(Append { payloads, done })
+            .send(append)
             .await
             .map_err(|_| WalError::Closed)?;
         Ok(written)
@@ -442,6 +462,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            let first = self.next_lsn;
             let result = match &self.failed {
                 Some(e) => Err(Arc::clone(e)),
                 None => self.write_group(&group).map_err(Arc::new),
@@ -450,6 +471,14 @@ impl Writer {
                 tracing::error!(error = %e, "write-ahead log append failed; refusing writes");
                 self.failed = Some(Arc::clone(e));
                 self.failed_flag.store(true, Ordering::Relaxed);
+            } else {
+                let mut lsn = first;
+                for append in &mut group {
+                    if let Some(hook) = append.on_durable.take() {
+                        hook(lsn);
+                    }
+                    lsn += append.payloads.len() as u64;
+                }
             }
             let mut last = self.next_lsn - 1;
             for append in group.into_iter().rev() {

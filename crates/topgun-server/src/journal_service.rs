@@ -1,0 +1,409 @@
+//! The task that owns the [`Journal`]: takes in events as they become durable (in log
+//! order, from the write-ahead log's writer), answers `JOURNAL_READ`, and streams
+//! `JOURNAL_EVENT`s to `JOURNAL_SUBSCRIBE`rs.
+//!
+//! * A subscription without `fromSequence` is live at once. One with it first *catches
+//!   up*: a helper task pages through the retained events and queues them on the
+//!   connection's event queue, waiting for room (a replay is a stream the client asked for,
+//!   so it is paced by the client rather than cut short); when a page comes back empty the
+//!   subscription turns live in the same step, so no event is missed or sent twice.
+//! * Live events are offered to the event queue like map events: a subscriber that does
+//!   not keep up is kicked (told to reconnect), never silently skipped.
+//! * `fromSequence` is inclusive: a reader resumes with the last sequence it saw plus one.
+//!   Events older than the retained ones are gone; a read starts at the oldest kept.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use futures_util::FutureExt;
+use tokio::sync::{mpsc, oneshot};
+use topgun_core::protocol::Message;
+use topgun_core::protocol::messages::{
+    ErrorPayload, JournalRead, JournalReadResponse, JournalSubscribe,
+};
+
+use crate::fanout::{ConnHandle, ConnId, Offer, Outbound};
+use crate::journal::{Draft, Filter, Journal, JournalEvent, Page, Retention};
+use crate::server::now_ms;
+
+/// Batches of events (or requests) waiting for the journal task.
+const QUEUE_LEN: usize = 1024;
+/// Journal subscriptions one connection may hold.
+pub const SUBSCRIPTIONS_PER_CONNECTION_MAX: usize = 16;
+/// `JOURNAL_READ` page size when the request names none, and the most it may name.
+pub const READ_LIMIT_DEFAULT: usize = 100;
+pub const READ_LIMIT_MAX: usize = 1_000;
+/// Events per replay page.
+const REPLAY_PAGE: usize = 256;
+/// How often retention by age is applied.
+const EXPIRE_EVERY: Duration = Duration::from_secs(10);
+
+const BAD_REQUEST: u32 = 400;
+const TOO_MANY: u32 = 429;
+const UNAVAILABLE: u32 = 503;
+
+#[derive(Debug)]
+enum Input {
+    /// Durable events with their sequences, in log order.
+    Sequenced(Vec<JournalEvent>),
+    /// Events of a server without a log: sequenced on arrival.
+    Unsequenced(Vec<(String, String, Draft)>),
+    Subscribe {
+        conn: ConnHandle,
+        id: String,
+        from: Option<u64>,
+        filter: Filter,
+        reply: oneshot::Sender<Option<Box<Message>>>,
+    },
+    Unsubscribe {
+        conn: ConnId,
+        id: String,
+    },
+    Read {
+        from: u64,
+        limit: usize,
+        filter: Filter,
+        reply: oneshot::Sender<Page>,
+    },
+    /// The next replay page of a catching-up subscription; `None` once it is gone.
+    Replay {
+        conn: ConnId,
+        id: String,
+        from: u64,
+        reply: oneshot::Sender<Option<Page>>,
+    },
+    Disconnect(ConnId),
+}
+
+struct Subscription {
+    conn: ConnHandle,
+    filter: Filter,
+    live: bool,
+}
+
+/// How events reach the journal task.
+#[derive(Debug, Clone)]
+pub struct JournalFeed {
+    tx: mpsc::Sender<Input>,
+}
+
+impl JournalFeed {
+    /// Hands over durable events from a thread outside the runtime (the log's writer),
+    /// waiting while the task's queue is full: a lagging journal slows writes, it never
+    /// drops an event.
+    pub fn blocking_send(&self, events: Vec<JournalEvent>) {
+        if !events.is_empty() {
+            let _ = self.tx.blocking_send(Input::Sequenced(events));
+        }
+    }
+
+    /// Hands over events of a server without a log, in the order they were applied.
+    pub async fn send_unsequenced(&self, events: Vec<(String, String, Draft)>) {
+        if !events.is_empty() {
+            let _ = self.tx.send(Input::Unsequenced(events)).await;
+        }
+    }
+}
+
+/// A handle on the journal task.
+#[derive(Debug, Clone)]
+pub struct Journals {
+    tx: mpsc::Sender<Input>,
+}
+
+fn error(code: u32, message: String) -> Message {
+    Message::Error(ErrorPayload {
+        code,
+        message: message.into(),
+        details: None,
+    })
+}
+
+fn parse_sequence(text: &str) -> Result<u64, Box<Message>> {
+    text.parse().map_err(|_| {
+        Box::new(error(
+            BAD_REQUEST,
+            format!("fromSequence {text:?} is not a decimal sequence number"),
+        ))
+    })
+}
+
+impl Journals {
+    /// Starts the task over the recovered events; `node_id` is named in every event.
+    pub fn start(retention: Retention, recovered: Vec<JournalEvent>, node_id: String) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE_LEN);
+        let task = Task {
+            journal: Journal::new(retention, recovered, now_ms()),
+            subs: HashMap::new(),
+            node_id,
+            me: tx.downgrade(),
+        };
+        tokio::spawn(task.run(rx));
+        Self { tx }
+    }
+
+    pub fn feed(&self) -> JournalFeed {
+        JournalFeed {
+            tx: self.tx.clone(),
+        }
+    }
+
+    /// `JOURNAL_SUBSCRIBE`: `None` when accepted (events follow on the event queue).
+    pub async fn subscribe(&self, conn: &ConnHandle, msg: JournalSubscribe) -> Option<Outbound> {
+        let from = match msg.from_sequence.as_deref().map(parse_sequence).transpose() {
+            Ok(from) => from,
+            Err(refused) => return Some(Outbound::Message(refused)),
+        };
+        let filter = Filter {
+            map: msg.map_name.map(|m| m.to_string()),
+            types: msg.types,
+        };
+        let (reply, answer) = oneshot::channel();
+        let input = Input::Subscribe {
+            conn: conn.clone(),
+            id: msg.request_id.to_string(),
+            from,
+            filter,
+            reply,
+        };
+        if self.tx.send(input).await.is_err() {
+            return Some(stopped());
+        }
+        let refused = answer.await.ok().flatten()?;
+        Some(Outbound::Message(refused))
+    }
+
+    pub async fn unsubscribe(&self, conn: ConnId, id: &str) {
+        let input = Input::Unsubscribe {
+            conn,
+            id: id.to_owned(),
+        };
+        let _ = self.tx.send(input).await;
+    }
+
+    /// `JOURNAL_READ`: the reply, in request order.
+    pub async fn read(&self, msg: JournalRead, node_id: &str) -> Outbound {
+        let from = match parse_sequence(&msg.from_sequence) {
+            Ok(from) => from,
+            Err(refused) => return Outbound::Message(refused),
+        };
+        let limit = msg.limit.map_or(READ_LIMIT_DEFAULT, |l| l as usize);
+        let (reply, answer) = oneshot::channel();
+        let input = Input::Read {
+            from,
+            limit: limit.clamp(1, READ_LIMIT_MAX),
+            filter: Filter {
+                map: msg.map_name.map(|m| m.to_string()),
+                types: None,
+            },
+            reply,
+        };
+        if self.tx.send(input).await.is_err() {
+            return stopped();
+        }
+        let (request_id, node_id) = (msg.request_id, node_id.to_owned());
+        Outbound::Later(
+            async move {
+                let Ok(page) = answer.await else {
+                    return vec![error(UNAVAILABLE, "the journal stopped".into())];
+                };
+                vec![Message::JournalReadResponse(JournalReadResponse {
+                    request_id,
+                    events: page.events.iter().map(|e| e.to_wire(&node_id)).collect(),
+                    has_more: page.has_more,
+                })]
+            }
+            .boxed(),
+        )
+    }
+
+    /// A connection that used the journal closed.
+    pub async fn disconnect(&self, conn: ConnId) {
+        let _ = self.tx.send(Input::Disconnect(conn)).await;
+    }
+}
+
+fn stopped() -> Outbound {
+    Outbound::Message(Box::new(error(UNAVAILABLE, "the journal stopped".into())))
+}
+
+struct Task {
+    journal: Journal,
+    subs: HashMap<(ConnId, String), Subscription>,
+    node_id: String,
+    /// Weak, so that the task ends once every handle is gone.
+    me: mpsc::WeakSender<Input>,
+}
+
+impl Task {
+    async fn run(mut self, mut rx: mpsc::Receiver<Input>) {
+        let mut expire = tokio::time::interval(EXPIRE_EVERY);
+        loop {
+            tokio::select! {
+                input = rx.recv() => match input {
+                    Some(input) => self.serve(input),
+                    None => break,
+                },
+                _ = expire.tick() => self.journal.expire(now_ms()),
+            }
+        }
+    }
+
+    fn serve(&mut self, input: Input) {
+        match input {
+            Input::Sequenced(events) => {
+                let added = self.journal.push(events);
+                self.publish(&added);
+            }
+            Input::Unsequenced(drafts) => {
+                let mut next = self.journal.last_sequence().map_or(1, |s| s + 1);
+                let events = drafts
+                    .into_iter()
+                    .map(|(map, key, draft)| {
+                        next += 1;
+                        JournalEvent {
+                            sequence: next - 1,
+                            map,
+                            key,
+                            draft,
+                        }
+                    })
+                    .collect();
+                let added = self.journal.push(events);
+                self.publish(&added);
+            }
+            Input::Subscribe {
+                conn,
+                id,
+                from,
+                filter,
+                reply,
+            } => {
+                let _ = reply.send(self.subscribe(conn, id, from, filter).err());
+            }
+            Input::Unsubscribe { conn, id } => {
+                self.subs.remove(&(conn, id));
+            }
+            Input::Read {
+                from,
+                limit,
+                filter,
+                reply,
+            } => {
+                let _ = reply.send(self.journal.read(from, limit, &filter));
+            }
+            Input::Replay {
+                conn,
+                id,
+                from,
+                reply,
+            } => {
+                let page = self.subs.get_mut(&(conn, id)).map(|sub| {
+                    let page = self.journal.read(from, REPLAY_PAGE, &sub.filter);
+                    // Nothing left to replay: from here on, events arrive live.
+                    sub.live = page.events.is_empty();
+                    page
+                });
+                let _ = reply.send(page);
+            }
+            Input::Disconnect(conn) => self.subs.retain(|(c, _), _| *c != conn),
+        }
+    }
+
+    fn subscribe(
+        &mut self,
+        conn: ConnHandle,
+        id: String,
+        from: Option<u64>,
+        filter: Filter,
+    ) -> Result<(), Box<Message>> {
+        let key = (conn.id, id);
+        let held = self.subs.keys().filter(|(c, _)| *c == conn.id).count();
+        if !self.subs.contains_key(&key) && held >= SUBSCRIPTIONS_PER_CONNECTION_MAX {
+            return Err(Box::new(error(
+                TOO_MANY,
+                format!(
+                    "this connection already holds {SUBSCRIPTIONS_PER_CONNECTION_MAX} journal \
+                     subscriptions, the most allowed"
+                ),
+            )));
+        }
+        let live = from.is_none();
+        let handle = conn.clone();
+        self.subs
+            .insert(key.clone(), Subscription { conn, filter, live });
+        if let Some(from) = from {
+            tokio::spawn(replay(
+                self.me.clone(),
+                handle,
+                key.1,
+                from,
+                self.node_id.clone(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Offers each new event to the live subscriptions that accept it.
+    fn publish(&mut self, events: &[Arc<JournalEvent>]) {
+        if self.subs.is_empty() {
+            return;
+        }
+        for event in events {
+            let mut frame = None;
+            self.subs.retain(|_, sub| {
+                if !sub.live || !sub.filter.accepts(event) {
+                    return true;
+                }
+                let bytes = frame
+                    .get_or_insert_with(|| encode(event, &self.node_id))
+                    .clone();
+                !matches!(sub.conn.offer(bytes), Offer::Gone | Offer::Kicked)
+            });
+        }
+    }
+}
+
+fn encode(event: &JournalEvent, node_id: &str) -> Bytes {
+    Bytes::from(Message::JournalEvent(event.to_wire(node_id)).encode())
+}
+
+/// Pages a catching-up subscription through the retained events until it is live.
+async fn replay(
+    journal: mpsc::WeakSender<Input>,
+    conn: ConnHandle,
+    id: String,
+    mut from: u64,
+    node_id: String,
+) {
+    loop {
+        let Some(tx) = journal.upgrade() else {
+            return;
+        };
+        let (reply, answer) = oneshot::channel();
+        let ask = Input::Replay {
+            conn: conn.id,
+            id: id.clone(),
+            from,
+            reply,
+        };
+        if tx.send(ask).await.is_err() {
+            return;
+        }
+        drop(tx);
+        let Ok(Some(page)) = answer.await else {
+            return;
+        };
+        if page.events.is_empty() {
+            return;
+        }
+        for event in &page.events {
+            if !conn.send(encode(event, &node_id)).await {
+                return;
+            }
+        }
+        from = page.next;
+    }
+}
