@@ -307,81 +307,110 @@ async fn counter_state(c: &mut Client) -> (String, PnCounter) {
     }
 }
 
+/// One client's increments: `rounds` syncs of its own state (+2 each, −1 every fifth),
+/// each waiting for its answer. Returns its state.
+async fn increment(
+    addr: std::net::SocketAddr,
+    id: usize,
+    rounds: u32,
+    mut mine: PnCounter,
+) -> PnCounter {
+    let node = format!("node-{id}");
+    let mut c = open(addr).await;
+    for round in 1..=rounds {
+        mine.add(&node, 2.0).unwrap();
+        if round % 5 == 0 {
+            mine.add(&node, -1.0).unwrap();
+        }
+        let sync = Message::CounterSync(CounterState {
+            name: "likes".into(),
+            state: mine.clone(),
+        });
+        send(&mut c, &sync).await;
+        // The answer (other clients' merges may arrive first) holds at least this state.
+        loop {
+            let (name, state) = counter_state(&mut c).await;
+            assert_eq!(name, "likes");
+            if state.positive().get(&node) == mine.positive().get(&node)
+                && state.negative().get(&node) == mine.negative().get(&node)
+            {
+                break;
+            }
+        }
+    }
+    mine
+}
+
+/// Four clients incrementing at once, each from its own state.
+async fn increment_all(
+    addr: std::net::SocketAddr,
+    rounds: u32,
+    states: Vec<PnCounter>,
+) -> Vec<PnCounter> {
+    let tasks: Vec<_> = states
+        .into_iter()
+        .enumerate()
+        .map(|(id, mine)| tokio::spawn(increment(addr, id, rounds, mine)))
+        .collect();
+    let mut out = Vec::new();
+    for task in tasks {
+        out.push(task.await.unwrap());
+    }
+    out
+}
+
+async fn request_counter(addr: std::net::SocketAddr) -> PnCounter {
+    let mut c = open(addr).await;
+    let request = Message::CounterRequest(CounterRequest {
+        name: "likes".into(),
+    });
+    send(&mut c, &request).await;
+    counter_state(&mut c).await.1
+}
+
 #[tokio::test]
-async fn counters_converge_under_concurrent_increments_and_survive_a_restart() {
+async fn counters_converge_under_concurrent_increments_across_a_restart() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let mut server = start_with_store(no_auth(), None, Arc::clone(&store)).await;
     let mut watcher = open(server.addr).await;
-    send(
-        &mut watcher,
-        &Message::CounterRequest(CounterRequest {
-            name: "likes".into(),
-        }),
-    )
-    .await;
+    let request = Message::CounterRequest(CounterRequest {
+        name: "likes".into(),
+    });
+    send(&mut watcher, &request).await;
     assert_eq!(counter_state(&mut watcher).await.1, PnCounter::new());
 
-    let clients = 4;
-    let rounds = 25;
-    let mut tasks = Vec::new();
-    for id in 0..clients {
-        let addr = server.addr;
-        tasks.push(tokio::spawn(async move {
-            let node = format!("node-{id}");
-            let mut c = open(addr).await;
-            let mut mine = PnCounter::new();
-            let mut seen = PnCounter::new();
-            for round in 1..=rounds {
-                mine.add(&node, 2.0).unwrap();
-                if round % 5 == 0 {
-                    mine.add(&node, -1.0).unwrap();
-                }
-                let sync = Message::CounterSync(CounterState {
-                    name: "likes".into(),
-                    state: mine.clone(),
-                });
-                send(&mut c, &sync).await;
-                // The reply, possibly after broadcasts of the others' merges.
-                loop {
-                    let (name, state) = counter_state(&mut c).await;
-                    assert_eq!(name, "likes");
-                    seen.merge(&state).unwrap();
-                    if state.positive().get(&node) == mine.positive().get(&node)
-                        && state.negative().get(&node) == mine.negative().get(&node)
-                    {
-                        break;
-                    }
-                }
-            }
-            seen
-        }));
-    }
-    for task in tasks {
-        let seen = task.await.unwrap();
-        assert!(seen.value() <= 4.0 * 45.0);
-    }
+    let states = increment_all(server.addr, 25, vec![PnCounter::new(); 4]).await;
     let expected = 4.0 * (2.0 * 25.0 - 5.0);
     // The watcher hears every durable merge; the last one holds everything.
-    let mut last = PnCounter::new();
-    while last.value() < expected {
-        last = counter_state(&mut watcher).await.1;
+    let mut heard = PnCounter::new();
+    while heard.value() < expected {
+        heard = counter_state(&mut watcher).await.1;
     }
-    assert!((last.value() - expected).abs() < f64::EPSILON);
+    assert!((heard.value() - expected).abs() < f64::EPSILON, "{heard:?}");
+    assert_eq!(request_counter(server.addr).await, heard);
     drop(watcher);
     let _ = server.stop.take().unwrap().send(());
     server.task.await.unwrap().unwrap();
 
+    // After a restart the counter is intact, and the clients go on from their own states.
     let server = start_with_store(no_auth(), None, store).await;
-    let mut c = open(server.addr).await;
-    send(
-        &mut c,
-        &Message::CounterRequest(CounterRequest {
-            name: "likes".into(),
-        }),
-    )
-    .await;
-    let (_, state) = counter_state(&mut c).await;
-    assert_eq!(state, last, "the counter survived the restart");
+    assert_eq!(
+        request_counter(server.addr).await,
+        heard,
+        "kept across the restart"
+    );
+    let states = increment_all(server.addr, 10, states).await;
+    let mut merged = PnCounter::new();
+    for state in &states {
+        merged.merge(state).unwrap();
+    }
+    let total = 4.0 * (2.0 * 35.0 - 7.0);
+    assert!((merged.value() - total).abs() < f64::EPSILON);
+    assert_eq!(
+        request_counter(server.addr).await,
+        merged,
+        "the server converged"
+    );
 }
 
 #[tokio::test]
