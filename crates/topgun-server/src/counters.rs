@@ -326,10 +326,19 @@ impl Task {
         });
     }
 
+    /// Drops a closed connection's subscriptions, and the counters it only asked about:
+    /// a counter nobody listens to and nobody ever wrote is not kept (so requests for
+    /// made-up names cannot pile up).
     fn forget(&mut self, conn: ConnId) {
         for name in self.by_conn.remove(&conn).unwrap_or_default() {
             if let Some(counter) = self.counters.get_mut(&name) {
                 counter.subscribers.retain(|c| c.id != conn);
+                let unused = counter.subscribers.is_empty()
+                    && counter.generation == 0
+                    && counter.durable == PnCounter::new();
+                if unused {
+                    self.counters.remove(&name);
+                }
             }
         }
     }

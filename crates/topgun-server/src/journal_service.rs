@@ -231,7 +231,8 @@ fn stopped() -> Outbound {
 
 struct Task {
     journal: Journal,
-    subs: HashMap<(ConnId, String), Subscription>,
+    /// Subscriptions by connection, then by id.
+    subs: HashMap<ConnId, HashMap<String, Subscription>>,
     node_id: String,
     /// Weak, so that the task ends once every handle is gone.
     me: mpsc::WeakSender<Input>,
@@ -284,7 +285,12 @@ impl Task {
                 let _ = reply.send(self.subscribe(conn, id, from, filter).err());
             }
             Input::Unsubscribe { conn, id } => {
-                self.subs.remove(&(conn, id));
+                if let Some(held) = self.subs.get_mut(&conn) {
+                    held.remove(&id);
+                    if held.is_empty() {
+                        self.subs.remove(&conn);
+                    }
+                }
             }
             Input::Read {
                 from,
@@ -300,7 +306,8 @@ impl Task {
                 from,
                 reply,
             } => {
-                let page = self.subs.get_mut(&(conn, id)).map(|sub| {
+                let sub = self.subs.get_mut(&conn).and_then(|held| held.get_mut(&id));
+                let page = sub.map(|sub| {
                     let page = self.journal.read(from, REPLAY_PAGE, &sub.filter);
                     // Nothing left to replay: from here on, events arrive live.
                     sub.live = page.events.is_empty();
@@ -308,7 +315,9 @@ impl Task {
                 });
                 let _ = reply.send(page);
             }
-            Input::Disconnect(conn) => self.subs.retain(|(c, _), _| *c != conn),
+            Input::Disconnect(conn) => {
+                self.subs.remove(&conn);
+            }
         }
     }
 
@@ -319,9 +328,8 @@ impl Task {
         from: Option<u64>,
         filter: Filter,
     ) -> Result<(), Box<Message>> {
-        let key = (conn.id, id);
-        let held = self.subs.keys().filter(|(c, _)| *c == conn.id).count();
-        if !self.subs.contains_key(&key) && held >= SUBSCRIPTIONS_PER_CONNECTION_MAX {
+        let held = self.subs.entry(conn.id).or_default();
+        if !held.contains_key(&id) && held.len() >= SUBSCRIPTIONS_PER_CONNECTION_MAX {
             return Err(Box::new(error(
                 TOO_MANY,
                 format!(
@@ -332,16 +340,10 @@ impl Task {
         }
         let live = from.is_none();
         let handle = conn.clone();
-        self.subs
-            .insert(key.clone(), Subscription { conn, filter, live });
+        held.insert(id.clone(), Subscription { conn, filter, live });
         if let Some(from) = from {
-            tokio::spawn(replay(
-                self.me.clone(),
-                handle,
-                key.1,
-                from,
-                self.node_id.clone(),
-            ));
+            let (me, node_id) = (self.me.clone(), self.node_id.clone());
+            tokio::spawn(replay(me, handle, id, from, node_id));
         }
         Ok(())
     }
@@ -353,16 +355,19 @@ impl Task {
         }
         for event in events {
             let mut frame = None;
-            self.subs.retain(|_, sub| {
-                if !sub.live || !sub.filter.accepts(event) {
-                    return true;
-                }
-                let bytes = frame
-                    .get_or_insert_with(|| encode(event, &self.node_id))
-                    .clone();
-                !matches!(sub.conn.offer(bytes), Offer::Gone | Offer::Kicked)
-            });
+            for held in self.subs.values_mut() {
+                held.retain(|_, sub| {
+                    if !sub.live || !sub.filter.accepts(event) {
+                        return true;
+                    }
+                    let bytes = frame
+                        .get_or_insert_with(|| encode(event, &self.node_id))
+                        .clone();
+                    !matches!(sub.conn.offer(bytes), Offer::Gone | Offer::Kicked)
+                });
+            }
         }
+        self.subs.retain(|_, held| !held.is_empty());
     }
 }
 

@@ -20,7 +20,7 @@
 //!   connection is granted again with the same token and renews the lease.
 //! * A disconnect releases the connection's locks and drops its waiting requests.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use crate::fanout::ConnId;
 use crate::names;
@@ -108,7 +108,7 @@ pub struct LockTable {
     /// Locks whose holder waits for a reservation.
     unannounced: BTreeSet<String>,
     /// Lease expiries and waiters' give-up times; checked against the lock when due.
-    deadlines: BTreeSet<(u64, String)>,
+    deadlines: Deadlines,
     /// Names each connection holds or waits for.
     by_conn: HashMap<ConnId, HashSet<String>>,
 }
@@ -122,7 +122,7 @@ impl LockTable {
             reserved: durable_high,
             reserving: None,
             unannounced: BTreeSet::new(),
-            deadlines: BTreeSet::new(),
+            deadlines: Deadlines::default(),
             by_conn: HashMap::new(),
         }
     }
@@ -185,7 +185,7 @@ impl LockTable {
                     ttl,
                     gives_up_at,
                 });
-                self.deadlines.insert((gives_up_at, name.to_owned()));
+                self.deadlines.add(gives_up_at, name);
             }
             None => {
                 let waiter = Waiter {
@@ -239,7 +239,17 @@ impl LockTable {
             let Some(lock) = self.locks.get_mut(&name) else {
                 continue;
             };
-            lock.waiting.retain(|w| w.conn != conn);
+            let mut left = Vec::new();
+            lock.waiting.retain(|w| {
+                if w.conn == conn {
+                    left.push(w.gives_up_at);
+                }
+                w.conn != conn
+            });
+            for at in left {
+                self.deadlines.remove(at, &name);
+            }
+            let lock = self.locks.get(&name).expect("looked up above");
             if lock.holder.as_ref().is_some_and(|h| h.conn == conn) {
                 self.free(&name, now, &mut out);
             } else {
@@ -252,11 +262,7 @@ impl LockTable {
     /// Expires leases and waiting requests due by `now`.
     pub fn tick(&mut self, now: u64) -> Vec<Effect> {
         let mut out = Vec::new();
-        while let Some((at, name)) = self.deadlines.first().cloned() {
-            if at > now {
-                break;
-            }
-            self.deadlines.pop_first();
+        while let Some(name) = self.deadlines.pop_due(now) {
             self.expire_at(&name, now, &mut out);
         }
         out
@@ -264,7 +270,12 @@ impl LockTable {
 
     /// When [`LockTable::tick`] next has something to do.
     pub fn next_deadline(&self) -> Option<u64> {
-        self.deadlines.first().map(|(at, _)| *at)
+        self.deadlines.next()
+    }
+
+    /// Deadlines scheduled (each is dropped when its lease or wait ends another way).
+    pub fn deadline_count(&self) -> usize {
+        self.deadlines.len()
     }
 
     /// The high-water mark `through` is durable: announces the grants it covers.
@@ -369,9 +380,12 @@ impl LockTable {
             return;
         };
         holder.announced = true;
+        if let Some(old) = holder.expires_at {
+            self.deadlines.remove(old, name);
+        }
         holder.expires_at = holder.ttl.map(|ttl| now.saturating_add(ttl));
         if let Some(at) = holder.expires_at {
-            self.deadlines.insert((at, name.to_owned()));
+            self.deadlines.add(at, name);
         }
         for request_id in holder.request_ids.drain(..) {
             out.push(Effect::Grant {
@@ -388,10 +402,16 @@ impl LockTable {
         let Some(old) = self.locks.get_mut(name).and_then(|l| l.holder.take()) else {
             return;
         };
+        if let Some(at) = old.expires_at {
+            self.deadlines.remove(at, name);
+        }
         self.unannounced.remove(name);
         self.untrack_if_unused(old.conn, name);
         loop {
             let next = self.locks.get_mut(name).and_then(|l| l.waiting.pop_front());
+            if let Some(waiter) = &next {
+                self.deadlines.remove(waiter.gives_up_at, name);
+            }
             match next {
                 Some(next) if next.gives_up_at > now => {
                     self.hand_over(name, next, now, out);
@@ -437,7 +457,7 @@ impl LockTable {
         lock.waiting.retain(|w| {
             let waits = w.gives_up_at > now;
             if !waits {
-                gave_up.push(w.conn);
+                gave_up.push((w.conn, w.gives_up_at));
             }
             waits
         });
@@ -446,7 +466,8 @@ impl LockTable {
             .as_ref()
             .and_then(|h| h.expires_at)
             .is_some_and(|at| at <= now);
-        for conn in gave_up {
+        for (conn, at) in gave_up {
+            self.deadlines.remove(at, name);
             self.untrack_if_unused(conn, name);
         }
         if lease_over {
@@ -454,6 +475,45 @@ impl LockTable {
         } else {
             self.drop_if_idle(name);
         }
+    }
+}
+
+/// Due times per lock, counted (two waiters of one lock may share a time), so that an
+/// entry can be dropped as soon as what it times ends another way: the set stays as large
+/// as the leases and waits in progress, whatever the TTLs asked for.
+#[derive(Debug, Default)]
+struct Deadlines(BTreeMap<(u64, String), u32>);
+
+impl Deadlines {
+    fn add(&mut self, at: u64, name: &str) {
+        *self.0.entry((at, name.to_owned())).or_default() += 1;
+    }
+
+    fn remove(&mut self, at: u64, name: &str) {
+        let key = (at, name.to_owned());
+        if let Some(count) = self.0.get_mut(&key) {
+            *count -= 1;
+            if *count == 0 {
+                self.0.remove(&key);
+            }
+        }
+    }
+
+    /// A lock with something due by `now`, forgetting its due entries.
+    fn pop_due(&mut self, now: u64) -> Option<String> {
+        let (at, _) = self.0.first_key_value()?.0;
+        if *at > now {
+            return None;
+        }
+        self.0.pop_first().map(|((_, name), _)| name)
+    }
+
+    fn next(&self) -> Option<u64> {
+        self.0.first_key_value().map(|((at, _), _)| *at)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
     }
 }
 
@@ -581,8 +641,8 @@ mod tests {
         assert_eq!(t.tick(10_000), vec![grant(3, "c", "x", 3)], "2 gave up");
         assert_eq!(
             t.next_deadline(),
-            Some(10_500),
-            "3 gives up or its lease ends first"
+            Some(16_000),
+            "3 no longer waits; its lease ends"
         );
         t.tick(16_000);
         assert_eq!(t.holder("x"), None);
@@ -646,6 +706,27 @@ mod tests {
                 through: 2 + RESERVE_BLOCK
             }]
         );
+    }
+
+    #[test]
+    fn deadlines_go_when_what_they_time_ends_another_way() {
+        let mut t = ready();
+        // 400 rounds of two tokens each stay within the reserved block.
+        for i in 0..400 {
+            let Effect::Grant { token, .. } = t.request(1, "a", "x", Some(u64::MAX / 2), i)[0]
+            else {
+                panic!("granted at once")
+            };
+            t.request(2, "b", "x", Some(u64::MAX / 4), i);
+            t.release(1, "r", "x", token, i);
+            t.disconnect(2, i);
+        }
+        assert_eq!(
+            t.deadline_count(),
+            0,
+            "released leases and dropped waits leave nothing"
+        );
+        assert!(t.is_empty() || t.len() == 1);
     }
 
     #[test]
