@@ -5,6 +5,7 @@
 //! | [`config`] | command line, TOML file and auth environment → [`config::Config`] |
 //! | [`auth`] | JWT verification (HS256 / RS256) → [`auth::Principal`] |
 //! | [`session`] | one connection's protocol state, sans I/O: handshake, heartbeat, errors |
+//! | [`policy`] | role-based access policies, sans I/O: patterns, decisions, field limits |
 //! | [`ops`] | a client op → a validated write, or a rejection with its reason |
 //! | [`shard`] | the records of a set of partitions, sans I/O: merges, partial Merkle trees |
 //! | [`shard_task`] | the task owning a shard: applies, commits through the log, publishes |
@@ -50,6 +51,7 @@ pub mod locks;
 pub mod metrics;
 pub mod names;
 pub mod ops;
+pub mod policy;
 pub mod queries;
 pub mod server;
 pub mod session;
