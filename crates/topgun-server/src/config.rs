@@ -16,6 +16,7 @@ use topgun_core::protocol::Limits;
 
 use crate::auth::{JwtVerifier, KeyError};
 use crate::journal::Retention;
+use crate::policy::{PolicyError, PolicySet, PolicySpec};
 use crate::storage::{Backend, Durability, StorageConfig};
 use crate::wal::OnCorruption;
 
@@ -116,6 +117,8 @@ struct FileConfig {
     journal_max_age_ms: Option<u64>,
     tombstone_ttl_ms: Option<u64>,
     gc_interval_ms: Option<u64>,
+    #[serde(default)]
+    policies: Vec<PolicySpec>,
 }
 
 /// The auth environment (`JWT_SECRET`, `TOPGUN_NO_AUTH`, `TOPGUN_JWT_ISSUER`,
@@ -157,6 +160,8 @@ pub enum ConfigError {
     BadNodeId(String, topgun_core::HlcError),
     #[error("config file {path}: {reason}")]
     File { path: String, reason: String },
+    #[error("{0}")]
+    Policy(#[from] PolicyError),
     #[error("{field} must be {rule}, got {value}")]
     OutOfRange {
         field: &'static str,
@@ -217,6 +222,8 @@ pub struct Config {
     pub tombstone_ttl_ms: u64,
     /// How often tombstones are pruned.
     pub gc_interval_ms: u64,
+    /// Access policies (`[[policies]]` in the file); none: no restrictions.
+    pub policies: PolicySet,
 }
 
 /// Thirty days: long enough for clients that went offline to come back and sync.
@@ -322,6 +329,7 @@ impl Config {
             storage: storage_config(cli, file_storage)?,
             tombstone_ttl_ms,
             gc_interval_ms,
+            policies: PolicySet::compile(&file.policies)?,
         })
     }
 

@@ -21,6 +21,7 @@ use topgun_core::protocol::messages::{CounterState, ErrorPayload};
 
 use crate::fanout::{ConnHandle, ConnId, Outbound};
 use crate::internal::{COUNTERS_MAP, InternalWriter, counter_to_value};
+use crate::policy::{Action, Resource};
 
 /// Requests waiting for the counter task.
 const QUEUE_LEN: usize = 1024;
@@ -318,7 +319,13 @@ impl Task {
         }
         let frame = Bytes::from(update.encode());
         counter.subscribers.retain(|conn| {
+            let may_read = || {
+                conn.access
+                    .decide(Resource::Counter, name, Action::Read)
+                    .allowed()
+            };
             answered.contains(&conn.id)
+                || !may_read()
                 || !matches!(
                     conn.offer(frame.clone()),
                     crate::fanout::Offer::Gone | crate::fanout::Offer::Kicked

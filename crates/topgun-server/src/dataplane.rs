@@ -35,6 +35,8 @@ use topgun_core::protocol::messages::{
 use topgun_core::value::CompactString;
 use topgun_core::{Hlc, OrMapEntry, SplitTree, Timestamp};
 
+use crate::access::{ConnAccess, fields_used, project_message};
+use crate::auth::Principal;
 use crate::counters::Counters;
 use crate::extensions;
 use crate::fanout::{ConnHandle, ConnId, Outbound};
@@ -44,6 +46,7 @@ use crate::journal_service::Journals;
 use crate::lock_service::Locks;
 use crate::metrics::Metrics;
 use crate::ops::{self, Write};
+use crate::policy::{Action, Decision, Fields, Resource, Subject};
 use crate::queries::{Queries, QueryRequest};
 use crate::shard::Shard;
 use crate::shard_task::{self, Persist, Request};
@@ -56,6 +59,7 @@ const SHARD_QUEUE_LEN: usize = 1024;
 /// `ERROR` codes of the data path.
 pub mod codes {
     pub const BAD_REQUEST: u32 = 400;
+    pub const FORBIDDEN: u32 = 403;
     pub const TOO_MANY: u32 = 429;
     pub const INTERNAL: u32 = 500;
     pub const NOT_IMPLEMENTED: u32 = 501;
@@ -75,6 +79,7 @@ pub struct ConnState {
     uses_journal: bool,
     /// The authenticated user, named as the publisher of its topic messages.
     user: Option<String>,
+    roles: Option<Vec<String>>,
 }
 
 impl ConnState {
@@ -88,14 +93,25 @@ impl ConnState {
             uses_counters: false,
             uses_journal: false,
             user: None,
+            roles: None,
         }
     }
 
-    /// Records who is authenticated on the connection (after every `AUTH`).
-    pub fn set_user(&mut self, user: Option<&str>) {
-        if self.user.as_deref() != user {
-            self.user = user.map(str::to_owned);
+    /// Records who is authenticated on the connection (after every frame: an `AUTH` may
+    /// have changed it, or a logout ended it).
+    pub fn set_principal(&mut self, principal: Option<&Principal>) {
+        let user = principal.map(|p| p.user_id.as_str());
+        if self.user.as_deref() == user
+            && self.roles.as_deref() == principal.map(|p| p.roles.as_slice())
+        {
+            return;
         }
+        self.user = user.map(str::to_owned);
+        self.roles = principal.map(|p| p.roles.clone());
+        self.handle.access.set_subject(Subject {
+            user_id: self.user.clone(),
+            roles: self.roles.clone().unwrap_or_default(),
+        });
     }
 }
 
@@ -243,6 +259,39 @@ impl DataPlane {
         msg: Message,
         now_ms: u64,
     ) -> Option<Outbound> {
+        let fields = match Self::read_gate(conn, &msg) {
+            Ok(fields) => fields,
+            Err(refused) => return Some(Outbound::Message(refused)),
+        };
+        let out = self.serve_data(conn, msg, now_ms).await?;
+        Some(match fields {
+            Some(fields) => projected(out, fields),
+            None => out,
+        })
+    }
+
+    /// For a request that reads a map's records: `Err` (`ERROR 403`) when the connection may
+    /// not read the map, else the fields it may see (`None`: all, or not a read).
+    fn read_gate(conn: &ConnState, msg: &Message) -> Result<Option<Fields>, Box<Message>> {
+        let map = match msg {
+            Message::SyncInit(s) => &s.map_name,
+            Message::OrMapSyncInit(s) => &s.map_name,
+            Message::MerkleReqBucket(r) | Message::OrMapMerkleReqBucket(r) => &r.map_name,
+            Message::OrMapDiffRequest(r) => &r.map_name,
+            _ => return Ok(None),
+        };
+        match conn.handle.access.decide(Resource::Map, map, Action::Read) {
+            Decision::Allow(fields) => Ok(fields),
+            Decision::Deny => Err(forbidden(Resource::Map, map, Action::Read)),
+        }
+    }
+
+    async fn serve_data(
+        &self,
+        conn: &mut ConnState,
+        msg: Message,
+        now_ms: u64,
+    ) -> Option<Outbound> {
         let out = match msg {
             Message::ClientOp(op) => {
                 let requested = op.write_concern;
@@ -264,7 +313,17 @@ impl DataPlane {
             Message::MerkleReqBucket(r) => self.bucket(MapKind::Lww, r).await,
             Message::OrMapMerkleReqBucket(r) => self.bucket(MapKind::Or, r).await,
             Message::OrMapDiffRequest(r) => self.or_diff(r).await,
-            Message::OrMapPushDiff(p) => return self.or_push(conn.handle.id, p).await,
+            Message::OrMapPushDiff(p) => {
+                let decision = conn
+                    .handle
+                    .access
+                    .decide(Resource::Map, &p.map_name, Action::Write);
+                if !decision.allowed() {
+                    let refused = forbidden(Resource::Map, &p.map_name, Action::Write);
+                    return Some(Outbound::Message(refused));
+                }
+                return self.or_push(conn.handle.id, p).await;
+            }
             // Confirmed-apply cursors license tombstone pruning, which this server does not
             // do: tombstones are kept, so there is nothing to advance. Projected queries ask
             // for a Merkle sync of their rows; the QUERY_RESP already carries them whole.
@@ -291,6 +350,13 @@ impl DataPlane {
         now_ms: u64,
     ) -> Option<Outbound> {
         let refusal = |(code, why): (u32, String)| Outbound::Message(error_msg(code, why));
+        if let Some((resource, name, actions)) = coordination_target(&msg)
+            && let Some(action) = actions
+                .iter()
+                .find(|a| !conn.handle.access.decide(resource, name, **a).allowed())
+        {
+            return Some(Outbound::Message(forbidden(resource, name, *action)));
+        }
         match msg {
             Message::TopicSub(t) => {
                 let subscribed = self
@@ -373,7 +439,7 @@ impl DataPlane {
                     .await;
                 None
             }
-            Message::JournalRead(r) => Some(journal.read(r, &self.node_id).await),
+            Message::JournalRead(r) => Some(journal.read(&conn.handle, r, &self.node_id).await),
             _ => None,
         }
     }
@@ -434,12 +500,42 @@ impl DataPlane {
         if let Err(refused) = check_map(&map) {
             return Some(Outbound::Message(refused));
         }
+        let allowed = match conn.handle.access.decide(Resource::Map, &map, Action::Read) {
+            Decision::Deny => {
+                return Some(Outbound::Message(forbidden(
+                    Resource::Map,
+                    &map,
+                    Action::Read,
+                )));
+            }
+            Decision::Allow(allowed) => allowed,
+        };
+        let mut fields = sub.fields;
+        if let Some(allowed) = &allowed {
+            if let Some(hidden) = fields_used(&sub.query)
+                .into_iter()
+                .find(|f| !allowed.contains(f))
+            {
+                let why = format!(
+                    "query {:?}: field {hidden:?} of map {map:?} may not be read, so the query \
+                     may not filter, sort or group by it",
+                    sub.query_id
+                );
+                return Some(Outbound::Message(error_msg(codes::FORBIDDEN, why)));
+            }
+            // Rows show at most the fields the reader may see.
+            fields = Some(match fields {
+                Some(asked) => asked.into_iter().filter(|f| allowed.contains(f)).collect(),
+                None => allowed.iter().cloned().collect(),
+            });
+        }
         let request = QueryRequest::Subscribe {
             conn: conn.handle.clone(),
             query_id: sub.query_id.to_string(),
             map,
             query: Box::new(sub.query),
-            fields: sub.fields,
+            fields,
+            allowed,
             now_ms,
         };
         self.queries.send(request).await;
@@ -479,7 +575,7 @@ impl DataPlane {
             per_shard,
             mut frames,
             last_id,
-        } = self.validate_batch(ops, now_ms);
+        } = self.validate_batch(ops, &conn.handle.access, now_ms);
         self.subscribe_writer(conn, &per_shard).await?;
         let conn = conn.handle.id;
         let mut pending = Vec::new();
@@ -534,7 +630,7 @@ impl DataPlane {
 
     /// Validates a batch's ops in order: the accepted ones by shard, an `OP_REJECTED` for
     /// each refused one, and the id the `OP_ACK` may name.
-    fn validate_batch(&self, ops: Vec<ClientOp>, now_ms: u64) -> Validated {
+    fn validate_batch(&self, ops: Vec<ClientOp>, access: &ConnAccess, now_ms: u64) -> Validated {
         let any_id = ops.iter().any(|op| op.id.is_some());
         let mut last_id = None;
         let mut retry_from = None;
@@ -543,7 +639,15 @@ impl DataPlane {
         let mut hlc = self.hlc();
         for (at, op) in ops.into_iter().enumerate() {
             let (id, map) = (op.id.clone(), op.map_name.to_string());
-            match ops::validate(op, &mut hlc, now_ms) {
+            let checked = match access.decide(Resource::Map, &map, Action::Write) {
+                Decision::Deny => Err(ops::Rejection {
+                    code: codes::FORBIDDEN,
+                    reason: format!("not allowed: WRITE on map {map:?}"),
+                    retry: false,
+                }),
+                Decision::Allow(_) => ops::validate(op, &mut hlc, now_ms),
+            };
+            match checked {
                 Ok(write) => {
                     self.metrics.op(write.kind());
                     per_shard[self.shard_of(write.key())].push((map, write));
@@ -909,6 +1013,52 @@ fn rank(wc: WriteConcern) -> u8 {
 
 fn weakest(a: WriteConcern, b: WriteConcern) -> WriteConcern {
     if rank(a) <= rank(b) { a } else { b }
+}
+
+/// The resource a topic, lock or counter request names, and the actions it needs.
+fn coordination_target(msg: &Message) -> Option<(Resource, &str, &'static [Action])> {
+    const READ: &[Action] = &[Action::Read];
+    const WRITE: &[Action] = &[Action::Write];
+    const BOTH: &[Action] = &[Action::Read, Action::Write];
+    Some(match msg {
+        Message::TopicSub(t) => (Resource::Topic, t.topic.as_str(), READ),
+        Message::TopicPub(p) => (Resource::Topic, p.topic.as_str(), WRITE),
+        Message::LockRequest(r) => (Resource::Lock, r.name.as_str(), WRITE),
+        Message::LockRelease(r) => (Resource::Lock, r.name.as_str(), WRITE),
+        Message::CounterRequest(r) => (Resource::Counter, r.name.as_str(), READ),
+        // A sync is answered with the merged state: it reads as well as writes.
+        Message::CounterSync(s) => (Resource::Counter, s.name.as_str(), BOTH),
+        _ => return None,
+    })
+}
+
+/// `ERROR 403` for a request the connection's roles do not allow.
+fn forbidden(resource: Resource, name: &str, action: Action) -> Box<Message> {
+    error_msg(
+        codes::FORBIDDEN,
+        format!("not allowed: {action} on {resource} {name:?}"),
+    )
+}
+
+/// A reply with every record value limited to `fields`.
+fn projected(out: Outbound, fields: Fields) -> Outbound {
+    match out {
+        Outbound::Message(mut msg) => {
+            project_message(&mut msg, &fields);
+            Outbound::Message(msg)
+        }
+        Outbound::Later(replies) => Outbound::Later(
+            async move {
+                let mut msgs = replies.await;
+                for m in &mut msgs {
+                    project_message(m, &fields);
+                }
+                msgs
+            }
+            .boxed(),
+        ),
+        close @ Outbound::Close { .. } => close,
+    }
 }
 
 fn check_map(map: &str) -> Result<(), Box<Message>> {

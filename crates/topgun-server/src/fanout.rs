@@ -17,6 +17,8 @@ use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, watch};
 use topgun_core::protocol::Message;
 
+use crate::access::{ConnAccess, project_message};
+use crate::policy::{Action, Decision, Fields, Resource};
 use crate::store::MapKind;
 
 /// Identifies a connection for the lifetime of a server.
@@ -51,6 +53,8 @@ pub struct ConnHandle {
     pub id: ConnId,
     queue: mpsc::WeakSender<Bytes>,
     kicked: Arc<watch::Sender<bool>>,
+    /// Who the connection is now, for checks at delivery time.
+    pub access: Arc<ConnAccess>,
 }
 
 /// What happened to an event offered to a subscriber.
@@ -64,13 +68,23 @@ pub enum Offer {
 }
 
 impl ConnHandle {
-    /// A handle for a new connection, with the receiver that learns of a kick.
+    /// A handle for a new connection without access restrictions, with the receiver that
+    /// learns of a kick.
     pub fn new(queue: &mpsc::Sender<Bytes>) -> (Self, watch::Receiver<bool>) {
+        Self::with_access(queue, Arc::new(ConnAccess::open()))
+    }
+
+    /// A handle for a new connection whose requests and deliveries `access` checks.
+    pub fn with_access(
+        queue: &mpsc::Sender<Bytes>,
+        access: Arc<ConnAccess>,
+    ) -> (Self, watch::Receiver<bool>) {
         let (kicked, on_kick) = watch::channel(false);
         let handle = Self {
             id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
             queue: queue.downgrade(),
             kicked: Arc::new(kicked),
+            access,
         };
         (handle, on_kick)
     }
@@ -141,19 +155,33 @@ impl Subscribers {
         }
     }
 
-    /// Offers `frame` to every subscriber of the map but `except` (the writer); drops
+    /// Offers `event` to every subscriber of the map but `except` (the writer), as each may
+    /// read it now: encoded once for those who see everything and once per distinct field
+    /// limit; skipped for those not allowed to read the map (while they are not). Drops
     /// subscribers that are gone or were kicked.
-    pub fn publish(&mut self, kind: MapKind, map: &str, except: ConnId, frame: &Bytes) -> Delivery {
+    pub fn publish(
+        &mut self,
+        kind: MapKind,
+        map: &str,
+        except: ConnId,
+        event: &Message,
+    ) -> Delivery {
         let mut delivery = Delivery::default();
         let table = self.table(kind);
         let Some(subs) = table.get_mut(map) else {
             return delivery;
         };
+        let mut frames = Frames::new(event);
         subs.retain(|conn| {
             if conn.id == except {
                 return true;
             }
-            match conn.offer(frame.clone()) {
+            let Some(frame) =
+                frames.for_reader(conn.access.decide(Resource::Map, map, Action::Read))
+            else {
+                return true;
+            };
+            match conn.offer(frame) {
                 Offer::Queued => {
                     delivery.queued += 1;
                     true
@@ -184,9 +212,52 @@ impl Subscribers {
     }
 }
 
+/// One event's encodings: the full one and one per field limit, each made once.
+struct Frames<'a> {
+    event: &'a Message,
+    full: Option<Bytes>,
+    limited: Vec<(Fields, Bytes)>,
+}
+
+impl<'a> Frames<'a> {
+    fn new(event: &'a Message) -> Self {
+        Self {
+            event,
+            full: None,
+            limited: Vec::new(),
+        }
+    }
+
+    /// The frame a reader with `decision` receives; `None` if it may not read.
+    fn for_reader(&mut self, decision: Decision) -> Option<Bytes> {
+        match decision {
+            Decision::Deny => None,
+            Decision::Allow(None) => Some(
+                self.full
+                    .get_or_insert_with(|| Bytes::from(self.event.encode()))
+                    .clone(),
+            ),
+            Decision::Allow(Some(fields)) => {
+                if let Some((_, frame)) = self.limited.iter().find(|(f, _)| *f == fields) {
+                    return Some(frame.clone());
+                }
+                let mut limited = self.event.clone();
+                project_message(&mut limited, &fields);
+                let frame = Bytes::from(limited.encode());
+                self.limited.push((fields, frame.clone()));
+                Some(frame)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn event() -> Message {
+        Message::Ping(topgun_core::protocol::messages::Ping { timestamp: 1 })
+    }
 
     fn frames(rx: &mut mpsc::Receiver<Bytes>) -> usize {
         std::iter::from_fn(|| rx.try_recv().ok()).count()
@@ -202,7 +273,7 @@ mod tests {
         subs.subscribe(MapKind::Lww, "m", a.clone());
         subs.subscribe(MapKind::Lww, "m", a.clone());
         subs.subscribe(MapKind::Lww, "m", b.clone());
-        let frame = Bytes::from_static(b"x");
+        let frame = event();
         let delivery = subs.publish(MapKind::Lww, "m", a.id, &frame);
         assert_eq!(
             delivery,
@@ -225,7 +296,7 @@ mod tests {
         let (slow, on_kick) = ConnHandle::new(&tx);
         let mut subs = Subscribers::default();
         subs.subscribe(MapKind::Lww, "m", slow);
-        let frame = Bytes::from_static(b"x");
+        let frame = event();
         assert_eq!(subs.publish(MapKind::Lww, "m", 0, &frame).queued, 1);
         assert_eq!(subs.publish(MapKind::Lww, "m", 0, &frame).kicked, 1);
         assert!(*on_kick.borrow());
@@ -234,6 +305,6 @@ mod tests {
         let (tx, rx) = mpsc::channel(1);
         let (gone, _) = ConnHandle::new(&tx);
         drop((tx, rx));
-        assert_eq!(gone.offer(frame), Offer::Gone);
+        assert_eq!(gone.offer(Bytes::from_static(b"x")), Offer::Gone);
     }
 }

@@ -335,6 +335,16 @@ impl Journal {
 
     /// Up to `limit` accepted events with sequence ≥ `from`.
     pub fn read(&self, from: u64, limit: usize, filter: &Filter) -> Page {
+        self.read_where(from, limit, |e| filter.accepts(e))
+    }
+
+    /// Up to `limit` events with sequence ≥ `from` that `accept` takes.
+    pub fn read_where(
+        &self,
+        from: u64,
+        limit: usize,
+        accept: impl Fn(&JournalEvent) -> bool,
+    ) -> Page {
         let start = self.events.partition_point(|e| e.sequence < from);
         let mut events = Vec::new();
         let mut next = self
@@ -342,7 +352,7 @@ impl Journal {
             .map_or(from, |last| (last + 1).max(from));
         let mut has_more = false;
         for event in self.events.range(start..) {
-            if !filter.accepts(event) {
+            if !accept(event) {
                 continue;
             }
             if events.len() == limit {

@@ -21,11 +21,13 @@ use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 use topgun_core::protocol::Message;
 use topgun_core::protocol::messages::{
-    ErrorPayload, JournalRead, JournalReadResponse, JournalSubscribe,
+    ErrorPayload, JournalEventData, JournalRead, JournalReadResponse, JournalSubscribe,
 };
 
+use crate::access::{ConnAccess, project};
 use crate::fanout::{ConnHandle, ConnId, Offer, Outbound};
 use crate::journal::{Draft, Filter, Journal, JournalEvent, Page, Retention};
+use crate::policy::{Action, Decision, Fields, Resource};
 use crate::server::now_ms;
 
 /// Batches of events (or requests) waiting for the journal task.
@@ -65,6 +67,7 @@ enum Input {
         from: u64,
         limit: usize,
         filter: Filter,
+        access: Arc<ConnAccess>,
         reply: oneshot::Sender<Page>,
     },
     /// The next replay page of a catching-up subscription; `None` once it is gone.
@@ -183,8 +186,9 @@ impl Journals {
         let _ = self.tx.send(input).await;
     }
 
-    /// `JOURNAL_READ`: the reply, in request order.
-    pub async fn read(&self, msg: JournalRead, node_id: &str) -> Outbound {
+    /// `JOURNAL_READ`: the reply, in request order — only events of maps the connection may
+    /// read, limited to the fields it may see.
+    pub async fn read(&self, conn: &ConnHandle, msg: JournalRead, node_id: &str) -> Outbound {
         let from = match parse_sequence(&msg.from_sequence) {
             Ok(from) => from,
             Err(refused) => return Outbound::Message(refused),
@@ -198,20 +202,27 @@ impl Journals {
                 map: msg.map_name.map(|m| m.to_string()),
                 types: None,
             },
+            access: Arc::clone(&conn.access),
             reply,
         };
         if self.tx.send(input).await.is_err() {
             return stopped();
         }
         let (request_id, node_id) = (msg.request_id, node_id.to_owned());
+        let access = Arc::clone(&conn.access);
         Outbound::Later(
             async move {
                 let Ok(page) = answer.await else {
                     return vec![error(UNAVAILABLE, "the journal stopped".into())];
                 };
+                let events = page
+                    .events
+                    .iter()
+                    .filter_map(|e| readable(&access, e, &node_id))
+                    .collect();
                 vec![Message::JournalReadResponse(JournalReadResponse {
                     request_id,
-                    events: page.events.iter().map(|e| e.to_wire(&node_id)).collect(),
+                    events,
                     has_more: page.has_more,
                 })]
             }
@@ -296,9 +307,13 @@ impl Task {
                 from,
                 limit,
                 filter,
+                access,
                 reply,
             } => {
-                let _ = reply.send(self.journal.read(from, limit, &filter));
+                let page = self
+                    .journal
+                    .read_where(from, limit, |e| filter.accepts(e) && may_read(&access, e));
+                let _ = reply.send(page);
             }
             Input::Replay {
                 conn,
@@ -308,7 +323,10 @@ impl Task {
             } => {
                 let sub = self.subs.get_mut(&conn).and_then(|held| held.get_mut(&id));
                 let page = sub.map(|sub| {
-                    let page = self.journal.read(from, REPLAY_PAGE, &sub.filter);
+                    let access = &sub.conn.access;
+                    let page = self.journal.read_where(from, REPLAY_PAGE, |e| {
+                        sub.filter.accepts(e) && may_read(access, e)
+                    });
                     // Nothing left to replay: from here on, events arrive live.
                     sub.live = page.events.is_empty();
                     page
@@ -354,15 +372,20 @@ impl Task {
             return;
         }
         for event in events {
-            let mut frame = None;
+            let msg = Message::JournalEvent(event.to_wire(&self.node_id));
+            let mut frames = EventFrames::new(&msg);
             for held in self.subs.values_mut() {
                 held.retain(|_, sub| {
                     if !sub.live || !sub.filter.accepts(event) {
                         return true;
                     }
-                    let bytes = frame
-                        .get_or_insert_with(|| encode(event, &self.node_id))
-                        .clone();
+                    let decision = sub
+                        .conn
+                        .access
+                        .decide(Resource::Map, &event.map, Action::Read);
+                    let Some(bytes) = frames.for_reader(decision) else {
+                        return true;
+                    };
                     !matches!(sub.conn.offer(bytes), Offer::Gone | Offer::Kicked)
                 });
             }
@@ -371,8 +394,74 @@ impl Task {
     }
 }
 
-fn encode(event: &JournalEvent, node_id: &str) -> Bytes {
-    Bytes::from(Message::JournalEvent(event.to_wire(node_id)).encode())
+/// Whether the connection may read the event's map now.
+fn may_read(access: &ConnAccess, event: &JournalEvent) -> bool {
+    access
+        .decide(Resource::Map, &event.map, Action::Read)
+        .allowed()
+}
+
+/// The event as this connection may see it: `None` if it may not read the map, else with
+/// its values limited to the fields it may read.
+fn readable(access: &ConnAccess, event: &JournalEvent, node_id: &str) -> Option<JournalEventData> {
+    let fields = match access.decide(Resource::Map, &event.map, Action::Read) {
+        Decision::Deny => return None,
+        Decision::Allow(fields) => fields,
+    };
+    let mut wire = event.to_wire(node_id);
+    if let Some(fields) = fields {
+        limit_event(&mut wire, &fields);
+    }
+    Some(wire)
+}
+
+fn limit_event(wire: &mut JournalEventData, fields: &Fields) {
+    for value in [&mut wire.value, &mut wire.previous_value]
+        .into_iter()
+        .flatten()
+    {
+        *value = project(value, fields);
+    }
+}
+
+/// A `JOURNAL_EVENT`'s encodings: full, and per field limit, each made once.
+struct EventFrames<'a> {
+    msg: &'a Message,
+    full: Option<Bytes>,
+    limited: Vec<(Fields, Bytes)>,
+}
+
+impl<'a> EventFrames<'a> {
+    fn new(msg: &'a Message) -> Self {
+        Self {
+            msg,
+            full: None,
+            limited: Vec::new(),
+        }
+    }
+
+    fn for_reader(&mut self, decision: Decision) -> Option<Bytes> {
+        match decision {
+            Decision::Deny => None,
+            Decision::Allow(None) => Some(
+                self.full
+                    .get_or_insert_with(|| Bytes::from(self.msg.encode()))
+                    .clone(),
+            ),
+            Decision::Allow(Some(fields)) => {
+                if let Some((_, frame)) = self.limited.iter().find(|(f, _)| *f == fields) {
+                    return Some(frame.clone());
+                }
+                let mut limited = self.msg.clone();
+                if let Message::JournalEvent(wire) = &mut limited {
+                    limit_event(wire, &fields);
+                }
+                let frame = Bytes::from(limited.encode());
+                self.limited.push((fields, frame.clone()));
+                Some(frame)
+            }
+        }
+    }
 }
 
 /// Pages a catching-up subscription through the retained events until it is live.
@@ -405,7 +494,13 @@ async fn replay(
             return;
         }
         for event in &page.events {
-            if !conn.send(encode(event, &node_id)).await {
+            let Some(wire) = readable(&conn.access, event, &node_id) else {
+                continue;
+            };
+            if !conn
+                .send(Bytes::from(Message::JournalEvent(wire).encode()))
+                .await
+            {
                 return;
             }
         }

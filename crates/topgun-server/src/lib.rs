@@ -5,6 +5,7 @@
 //! | [`config`] | command line, TOML file and auth environment → [`config::Config`] |
 //! | [`auth`] | JWT verification (HS256 / RS256) → [`auth::Principal`] |
 //! | [`session`] | one connection's protocol state, sans I/O: handshake, heartbeat, errors |
+//! | [`access`] | the policies in force and each connection's subject, checked at use |
 //! | [`policy`] | role-based access policies, sans I/O: patterns, decisions, field limits |
 //! | [`ops`] | a client op → a validated write, or a rejection with its reason |
 //! | [`shard`] | the records of a set of partitions, sans I/O: merges, partial Merkle trees |
@@ -35,6 +36,7 @@
 //! [`dataplane::DataPlane`]; what it does not serve yet (search, SQL) is
 //! answered with `ERROR 501`.
 
+pub mod access;
 pub mod auth;
 pub mod backup;
 pub mod checkpoint;

@@ -7,6 +7,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use topgun_server::Server;
+use topgun_server::access::Policies;
 use topgun_server::backup;
 use topgun_server::config::{AuthEnv, Cli, Command, Config};
 
@@ -33,7 +34,7 @@ fn main() -> ExitCode {
         }
     };
     init_logging();
-    match run(&config) {
+    match run(&cli, &config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("topgun-server: {e:#}");
@@ -71,7 +72,7 @@ fn init_logging() {
     }
 }
 
-fn run(config: &Config) -> anyhow::Result<()> {
+fn run(cli: &Cli, config: &Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -87,6 +88,7 @@ fn run(config: &Config) -> anyhow::Result<()> {
             println!("PORT={}", addr.port());
         }
         tracing::info!(%addr, node = %config.node_id, auth = ?auth_name(config), "listening");
+        tokio::spawn(reload_policies_on_sighup(cli.clone(), server.policies()));
         server.run(shutdown_signal()).await?;
         tracing::info!("stopped");
         Ok(())
@@ -167,6 +169,33 @@ async fn fetch_backup(url: &str, token: Option<&str>) -> anyhow::Result<Vec<u8>>
         );
     }
     Ok(body)
+}
+
+/// On every SIGHUP, reads the configuration again and puts its policies in force; a file
+/// that does not load (a bad policy, say) is reported and the policies in force are kept.
+async fn reload_policies_on_sighup(cli: Cli, policies: std::sync::Arc<Policies>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot watch SIGHUP; policies will not be reloaded");
+            return;
+        };
+        while hangup.recv().await.is_some() {
+            match load(&cli) {
+                Ok(config) => {
+                    let count = config.policies.len();
+                    policies.replace(config.policies);
+                    tracing::info!(policies = count, "policies reloaded");
+                }
+                Err(e) => tracing::error!("policies not reloaded, the old ones stay: {e:#}"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (cli, policies);
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -178,29 +178,27 @@ fn glob(parts: &[Option<&str>], name: &str) -> bool {
     let Some((first, rest)) = parts.split_first() else {
         return name.is_empty();
     };
-    match first {
-        Some(text) => name
+    if let Some(text) = first {
+        return name
             .strip_prefix(text)
-            .is_some_and(|after| glob(rest, after)),
-        None => {
-            if rest.is_empty() {
-                return true;
-            }
-            // The wildcard takes the shortest run after which the rest matches.
-            let Some(Some(next)) = rest.first() else {
-                return glob(rest, name);
-            };
-            let mut from = 0;
-            while let Some(at) = name[from..].find(next) {
-                let start = from + at;
-                if glob(rest, &name[start..]) {
-                    return true;
-                }
-                from = start + name[start..].chars().next().map_or(1, char::len_utf8);
-            }
-            false
-        }
+            .is_some_and(|after| glob(rest, after));
     }
+    if rest.is_empty() {
+        return true;
+    }
+    // The wildcard takes the shortest run after which the rest matches.
+    let Some(Some(next)) = rest.first() else {
+        return glob(rest, name);
+    };
+    let mut from = 0;
+    while let Some(at) = name[from..].find(next) {
+        let start = from + at;
+        if glob(rest, &name[start..]) {
+            return true;
+        }
+        from = start + name[start..].chars().next().map_or(1, char::len_utf8);
+    }
+    false
 }
 
 /// One configured policy.
@@ -254,7 +252,11 @@ impl PolicySpec {
         format!(
             "role {:?}, {}",
             self.role.as_deref().unwrap_or(""),
-            if pattern.is_empty() { "no pattern".into() } else { pattern }
+            if pattern.is_empty() {
+                "no pattern".into()
+            } else {
+                pattern
+            }
         )
     }
 
@@ -289,7 +291,9 @@ impl PolicySpec {
         let (mut read, mut write) = (false, false);
         let actions = self.actions.as_deref().unwrap_or_default();
         if actions.is_empty() {
-            return Err(fail("actions is missing or empty (READ, WRITE, ALL)".into()));
+            return Err(fail(
+                "actions is missing or empty (READ, WRITE, ALL)".into(),
+            ));
         }
         for action in actions {
             match action.as_str() {
@@ -308,7 +312,7 @@ impl PolicySpec {
             Some(_) if resource != Resource::Map => {
                 return Err(fail("allowed_fields applies to maps only".into()));
             }
-            Some(fields) if fields.iter().any(|f| f.is_empty()) => {
+            Some(fields) if fields.iter().any(String::is_empty) => {
                 return Err(fail("allowed_fields has an empty field name".into()));
             }
             Some(fields) => Some(Arc::new(fields.iter().cloned().collect())),
@@ -378,7 +382,7 @@ impl PolicySet {
             };
             if !grants
                 || policy.resource != resource
-                || !subject.roles.iter().any(|r| *r == policy.role)
+                || !subject.roles.contains(&policy.role)
                 || !policy.pattern.matches(name, subject.user_id.as_deref())
             {
                 continue;
@@ -440,7 +444,11 @@ mod tests {
         ];
         for (pattern, name, user, expected) in cases {
             let p = Pattern::parse(pattern).unwrap();
-            assert_eq!(p.matches(name, user), expected, "{pattern} vs {name} ({user:?})");
+            assert_eq!(
+                p.matches(name, user),
+                expected,
+                "{pattern} vs {name} ({user:?})"
+            );
         }
         assert!(Pattern::parse("users/{user}/x").is_err());
         assert!(Pattern::parse("").is_err());
@@ -512,7 +520,10 @@ mod tests {
             "a map policy says nothing about topics"
         );
         let both = subject("bob", &["user", "editor"]);
-        assert!(set.decide(&both, Resource::Map, "public/x", Action::Write).allowed());
+        assert!(
+            set.decide(&both, Resource::Map, "public/x", Action::Write)
+                .allowed()
+        );
         let admin = subject("root", &["ADMIN"]);
         assert_eq!(
             set.decide(&admin, Resource::Lock, "anything", Action::Write),

@@ -26,6 +26,7 @@ use topgun_core::protocol::query::Query;
 use topgun_core::value::Value;
 
 use crate::fanout::{ConnHandle, ConnId};
+use crate::policy::{Action, Decision, Fields, Resource};
 use crate::shard_task::Request;
 
 /// Most live queries one connection may hold.
@@ -46,6 +47,8 @@ pub enum QueryRequest {
         map: String,
         query: Box<Query>,
         fields: Option<Vec<String>>,
+        /// The field limit the subscription was admitted under (`None`: every field).
+        allowed: Option<Fields>,
         now_ms: u64,
     },
     Unsubscribe {
@@ -101,6 +104,8 @@ struct Sub {
     conn: ConnHandle,
     query_id: String,
     map: String,
+    /// The field limit it was admitted under.
+    allowed: Option<Fields>,
     view: View,
     /// With `groupBy`/`aggregations`: the groups, fed by the view's matching rows; the
     /// subscriber is told of groups, not rows.
@@ -150,8 +155,17 @@ impl Service {
                 map,
                 query,
                 fields,
+                allowed,
                 now_ms,
-            } => self.subscribe(conn, query_id, map, &query, fields, now_ms),
+            } => {
+                let admitted = Admitted {
+                    conn,
+                    query_id,
+                    map,
+                    allowed,
+                };
+                self.subscribe(admitted, &query, fields, now_ms);
+            }
             QueryRequest::Unsubscribe { conn, query_id } => {
                 if let Some(id) = self.by_conn.get(&(conn, query_id)).copied() {
                     self.remove(id);
@@ -179,13 +193,17 @@ impl Service {
 
     fn subscribe(
         &mut self,
-        conn: ConnHandle,
-        query_id: String,
-        map: String,
+        admitted: Admitted,
         query: &Query,
         fields: Option<Vec<String>>,
         now_ms: u64,
     ) {
+        let Admitted {
+            conn,
+            query_id,
+            map,
+            allowed,
+        } = admitted;
         if let Some(old) = self.by_conn.get(&(conn.id, query_id.clone())).copied() {
             // A re-sent QUERY_SUB (the TS client re-subscribes on every reconnect) replaces it.
             self.remove(old);
@@ -225,6 +243,7 @@ impl Service {
                 conn,
                 query_id,
                 map: map.clone(),
+                allowed,
                 view,
                 groups,
                 cursor_status,
@@ -286,6 +305,11 @@ impl Service {
             self.remove(id);
             return;
         }
+        if let Err(revoked) = still_admitted(sub) {
+            send(&sub.conn, &revoked);
+            self.remove(id);
+            return;
+        }
         let mut seen: HashMap<String, LwwRecord> = HashMap::with_capacity(records.len());
         for (key, record) in records {
             load(sub, &key, &record);
@@ -311,11 +335,22 @@ impl Service {
         let Some(subs) = self.by_map.get_mut(map) else {
             return;
         };
+        let mut revoked = Vec::new();
         for (key, record) in changes {
             for id in subs.candidates(key, live_value(record)) {
                 let Some(sub) = self.subs.get_mut(&id) else {
                     continue;
                 };
+                if revoked.contains(&id) {
+                    continue;
+                }
+                if sub.loading.is_none()
+                    && let Err(why) = still_admitted(sub)
+                {
+                    send(&sub.conn, &why);
+                    revoked.push(id);
+                    continue;
+                }
                 if let Some(buffer) = sub.loading.as_mut() {
                     if buffer.len() >= LOADING_BUFFER_MAX {
                         sub.overflowed = true;
@@ -331,6 +366,9 @@ impl Service {
                     tell(sub, told);
                 }
             }
+        }
+        for id in revoked {
+            self.remove(id);
         }
     }
 
@@ -494,6 +532,35 @@ fn load(sub: &mut Sub, key: &str, record: &LwwRecord) {
     sub.view.load(key, live_value(record), None);
     if let Some(groups) = sub.groups.as_mut() {
         groups.apply(old.as_ref(), sub.view.get(key));
+    }
+}
+
+/// Who subscribed, to what, under which field limit.
+struct Admitted {
+    conn: ConnHandle,
+    query_id: String,
+    map: String,
+    allowed: Option<Fields>,
+}
+
+/// `Ok` while the connection may still read the map with the field limit the subscription
+/// was admitted under; else the `ERROR 403` that ends it (a re-`AUTH` with other roles, or a
+/// policy reload, changed what it may see: it must subscribe again).
+fn still_admitted(sub: &Sub) -> Result<(), Box<Message>> {
+    match sub
+        .conn
+        .access
+        .decide(Resource::Map, &sub.map, Action::Read)
+    {
+        Decision::Allow(fields) if fields == sub.allowed => Ok(()),
+        _ => Err(Box::new(error(
+            403,
+            format!(
+                "query {:?}: what this connection may read of map {:?} changed; the query \
+                 is ended, subscribe again",
+                sub.query_id, sub.map
+            ),
+        ))),
     }
 }
 

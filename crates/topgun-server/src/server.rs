@@ -30,6 +30,7 @@ use topgun_core::protocol::Message;
 use topgun_core::protocol::messages::GcPrune;
 use topgun_core::{Hlc, Timestamp};
 
+use crate::access::{ConnAccess, Policies};
 use crate::auth::{AuthError, Principal};
 use crate::config::{AuthMode, Config};
 use crate::dataplane::{ConnState, DataPlane, Services};
@@ -65,6 +66,8 @@ struct Shared {
     phase: AtomicU8,
     metrics: Arc<Metrics>,
     data: DataPlane,
+    /// The access policies in force (replaced on reload).
+    policies: Arc<Policies>,
     /// Set while the store cannot take checkpoints (writes are held in the log).
     degraded: Arc<std::sync::atomic::AtomicBool>,
     /// The latest tombstone horizon; every open connection is sent it as `GC_PRUNE`.
@@ -176,6 +179,7 @@ impl Server {
         let (shutdown, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             session,
+            policies: Arc::new(Policies::new(config.policies)),
             auth: config.auth,
             phase: AtomicU8::new(STARTING),
             metrics,
@@ -194,6 +198,11 @@ impl Server {
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The policies in force; [`Policies::replace`] reloads them (SIGHUP in the binary).
+    pub fn policies(&self) -> Arc<Policies> {
+        Arc::clone(&self.shared.policies)
     }
 
     /// Serves until `shutdown` completes, then drains: readiness turns 503, sessions are
@@ -382,7 +391,8 @@ async fn serve_connection(socket: WebSocket, shared: Arc<Shared>) {
     let queue_len = shared.session.limits.outbound_queue_len;
     let (tx, replies) = mpsc::channel::<Outbound>(queue_len);
     let (events_tx, events) = mpsc::channel::<Bytes>(queue_len);
-    let (handle, mut kicked) = ConnHandle::new(&events_tx);
+    let access = Arc::new(ConnAccess::new(Arc::clone(&shared.policies)));
+    let (handle, mut kicked) = ConnHandle::with_access(&events_tx, access);
     let queues = Queues {
         replies,
         events,
@@ -420,7 +430,7 @@ async fn serve_connection(socket: WebSocket, shared: Arc<Shared>) {
             _ = kicked.changed() => break,
             _ = gc.changed() => continue,
         };
-        conn.set_user(session.principal().map(|p| p.user_id.as_str()));
+        conn.set_principal(session.principal());
         open = Box::pin(deliver(outputs, &tx, &mut conn, &shared)).await;
     }
     Box::pin(shared.data.disconnect(&mut conn)).await;

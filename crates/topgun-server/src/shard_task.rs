@@ -12,7 +12,6 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use topgun_core::OrMapEntry;
 use topgun_core::merkle::Sum;
@@ -566,8 +565,7 @@ fn publish(subscribers: &mut Subscribers, metrics: &Metrics, events: Vec<Event>)
             } else {
                 Message::ServerBatchEvent(ServerBatchEvent { events: chunk })
             };
-            let bytes = Bytes::from(msg.encode());
-            let delivery = subscribers.publish(kind, &map, writer, &bytes);
+            let delivery = subscribers.publish(kind, &map, writer, &msg);
             metrics.events(delivery.queued, delivery.kicked);
         }
     }

@@ -20,6 +20,7 @@ use topgun_core::protocol::messages::TopicMessage;
 
 use crate::fanout::{ConnHandle, ConnId, Delivery, Offer};
 use crate::names;
+use crate::policy::{Action, Resource};
 
 /// Why a topic request was refused: an `ERROR` code and message.
 pub type Refusal = (u32, String);
@@ -143,7 +144,14 @@ impl Topics {
             return delivery;
         };
         list.retain(|conn| {
-            if conn.id == except {
+            // Not sent to the publisher, nor (while its roles do not allow it) to a
+            // subscriber that may no longer read the topic.
+            if conn.id == except
+                || !conn
+                    .access
+                    .decide(Resource::Topic, topic, Action::Read)
+                    .allowed()
+            {
                 return true;
             }
             match conn.offer(frame.clone()) {

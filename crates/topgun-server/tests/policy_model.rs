@@ -49,9 +49,9 @@ fn model_decide(
     resource: Resource,
     name: &str,
     action: Action,
-) -> Option<Option<BTreeSet<String>>> {
+) -> Model {
     if policies.is_empty() || subject.roles.iter().any(|r| r == "ADMIN") {
-        return Some(None);
+        return Model::Allow(None);
     }
     let wanted = match action {
         Action::Read => "READ",
@@ -67,17 +67,24 @@ fn model_decide(
         })
         .collect();
     if matching.is_empty() {
-        return None;
+        return Model::Deny;
     }
     if action == Action::Write || matching.iter().any(|p| p.fields.is_none()) {
-        return Some(None);
+        return Model::Allow(None);
     }
-    Some(Some(
+    Model::Allow(Some(
         matching
             .iter()
             .flat_map(|p| p.fields.clone().unwrap_or_default())
             .collect(),
     ))
+}
+
+/// The model's answer: denied, or allowed with the fields seen (`None`: all).
+#[derive(Debug, PartialEq, Eq)]
+enum Model {
+    Deny,
+    Allow(Option<BTreeSet<String>>),
 }
 
 fn piece() -> impl Strategy<Value = &'static str> {
@@ -89,12 +96,20 @@ fn pattern() -> impl Strategy<Value = String> {
 }
 
 fn name() -> impl Strategy<Value = String> {
-    prop::collection::vec(prop::sample::select(vec!["x", "y", "/", "u", "u*", "é"]), 0..6)
-        .prop_map(|p| p.concat())
+    prop::collection::vec(
+        prop::sample::select(vec!["x", "y", "/", "u", "u*", "é"]),
+        0..6,
+    )
+    .prop_map(|p| p.concat())
 }
 
 fn resource() -> impl Strategy<Value = Resource> {
-    prop::sample::select(vec![Resource::Map, Resource::Topic, Resource::Lock, Resource::Counter])
+    prop::sample::select(vec![
+        Resource::Map,
+        Resource::Topic,
+        Resource::Lock,
+        Resource::Counter,
+    ])
 }
 
 fn policy() -> impl Strategy<Value = ModelPolicy> {
@@ -164,8 +179,8 @@ proptest! {
         for (subject, resource, name, write) in requests {
             let action = if write { Action::Write } else { Action::Read };
             let got = match set.decide(&subject, resource, &name, action) {
-                Decision::Deny => None,
-                Decision::Allow(fields) => Some(fields.map(|f| (*f).clone())),
+                Decision::Deny => Model::Deny,
+                Decision::Allow(fields) => Model::Allow(fields.map(|f| (*f).clone())),
             };
             let expected = model_decide(&policies, &subject, resource, &name, action);
             prop_assert_eq!(
