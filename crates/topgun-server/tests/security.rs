@@ -1,0 +1,503 @@
+//! Access policies over real sockets: a matrix of users × maps × every path that reads or
+//! writes data, checked against a small reference model of the configured policies (written
+//! out by hand below, independently of the engine), with zero leaks — no value, field or
+//! event reaches a connection that may not see it. Plus a role change mid-session.
+
+// Test code: a panic is a test failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::*;
+use topgun_core::protocol::Message;
+use topgun_core::protocol::enums::PredicateOp;
+use topgun_core::protocol::messages::{
+    CounterRequest, LockRequest, MerkleReqBucket, QuerySub, SyncInit, TopicPub, TopicRef,
+};
+use topgun_core::protocol::query::{PredicateNode, Query};
+use topgun_core::{NodeId, Timestamp, Value};
+
+const POLICIES: &str = r#"
+[[policies]]
+role = "reader"
+map_name_pattern = "public/*"
+actions = ["READ"]
+allowed_fields = ["title"]
+
+[[policies]]
+role = "writer"
+map_name_pattern = "public/*"
+actions = ["ALL"]
+
+[[policies]]
+role = "user"
+map_name_pattern = "users/{userId}/*"
+actions = ["ALL"]
+
+[[policies]]
+role = "user"
+topic_pattern = "chat/*"
+actions = ["ALL"]
+
+[[policies]]
+role = "reader"
+topic_pattern = "chat/*"
+actions = ["READ"]
+
+[[policies]]
+role = "user"
+lock_pattern = "jobs/*"
+actions = ["WRITE"]
+
+[[policies]]
+role = "user"
+counter_pattern = "likes"
+actions = ["ALL"]
+"#;
+
+/// The users of the matrix: (user id, roles).
+const USERS: [(&str, &[&str]); 6] = [
+    ("alice", &["user"]),
+    ("bob", &["user"]),
+    ("rita", &["reader"]),
+    ("walt", &["writer"]),
+    ("root", &["ADMIN"]),
+    ("nobody", &[]),
+];
+
+const MAPS: [&str; 4] = [
+    "public/news",
+    "users/alice/notes",
+    "users/bob/notes",
+    "secret",
+];
+
+/// What the model says a user may do with a map: (may write, what it reads: `None` denied,
+/// `Some(None)` every field, `Some(Some(fields))` those).
+fn model(user: &str, roles: &[&str], map: &str) -> (bool, Option<Option<Vec<&'static str>>>) {
+    if roles.contains(&"ADMIN") {
+        return (true, Some(None));
+    }
+    let own = map.starts_with(&format!("users/{user}/"));
+    let public = map.starts_with("public/");
+    let writer = roles.contains(&"writer") && public;
+    let user_role = roles.contains(&"user") && own;
+    let write = writer || user_role;
+    let read = if writer || user_role {
+        Some(None)
+    } else if roles.contains(&"reader") && public {
+        Some(Some(vec!["title"]))
+    } else {
+        None
+    };
+    (write, read)
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
+fn login(user: &str, roles: &[&str]) -> Message {
+    let claims = serde_json::json!({"sub": user, "roles": roles, "exp": now_secs() + 600});
+    auth(&token(&claims, SECRET))
+}
+
+async fn connect_as(addr: std::net::SocketAddr, user: &str, roles: &[&str]) -> Client {
+    let mut c = connect(addr, "/ws").await;
+    assert!(matches!(recv(&mut c).await, Ok(Message::AuthRequired(_))));
+    send(&mut c, &login(user, roles)).await;
+    assert!(matches!(recv(&mut c).await, Ok(Message::AuthAck(_))));
+    c
+}
+
+fn doc(title: &str, body: &str) -> Value {
+    Value::Map(
+        [("title", Value::from(title)), ("body", Value::from(body))]
+            .into_iter()
+            .collect(),
+    )
+}
+
+fn fields_of(value: &Value) -> Vec<String> {
+    let mut keys: Vec<String> = value.as_map().unwrap().keys().map(Into::into).collect();
+    keys.sort();
+    keys
+}
+
+fn expected_fields(read: Option<&Vec<&str>>) -> Vec<String> {
+    let mut f: Vec<String> = read.map_or_else(
+        || vec!["body".into(), "title".into()],
+        |f| f.iter().map(|s| (*s).to_owned()).collect(),
+    );
+    f.sort();
+    f
+}
+
+/// Every message up to the `PONG` of a fresh ping (what arrived before the barrier).
+async fn drain(c: &mut Client, ts: u64) -> Vec<Message> {
+    send(c, &ping(ts)).await;
+    let mut out = Vec::new();
+    loop {
+        match recv(c).await {
+            Ok(Message::Pong(p)) if p.timestamp == ts => return out,
+            Ok(msg) => out.push(msg),
+            Err(code) => panic!("closed: {code:?}"),
+        }
+    }
+}
+
+/// Leaves out the map events of other users' writes, after checking that each is one the
+/// user may read, with exactly the fields it may see.
+fn without_events(user: &str, roles: &[&str], msgs: Vec<Message>) -> Vec<Message> {
+    msgs.into_iter()
+        .filter(|m| {
+            let Message::ServerEvent(e) = m else {
+                return true;
+            };
+            let read = model(user, roles, &e.map_name).1;
+            let read = read.unwrap_or_else(|| panic!("{user} got an event of {}", e.map_name));
+            let value = &e.record.as_ref().unwrap().value;
+            assert_eq!(fields_of(value), expected_fields(read.as_ref()), "{user}");
+            false
+        })
+        .collect()
+}
+
+async fn write_doc(c: &mut Client, id: u64, map: &str, key: &str, value: Value) -> Vec<Message> {
+    let at = Timestamp::new(now_ms(), 0, NodeId::new("n").unwrap());
+    send(c, &op_batch(vec![put_op(id, map, key, value, at)])).await;
+    // The reply (OP_REJECTED and/or OP_ACK) precedes the barrier's PONG.
+    drain(c, id).await
+}
+
+/// Every record of `map` the connection can pull by Merkle walk: SYNC_INIT, then each leaf
+/// path holding the written key (found from the root's buckets by walking down).
+async fn read_map(c: &mut Client, map: &str) -> Result<Vec<Value>, u32> {
+    read_map_as(c, "", &["ADMIN"], map).await
+}
+
+/// [`read_map`] for a connection that may also receive events (checked, then skipped).
+async fn read_map_as(
+    c: &mut Client,
+    user: &str,
+    roles: &[&str],
+    map: &str,
+) -> Result<Vec<Value>, u32> {
+    send(
+        c,
+        &Message::SyncInit(SyncInit {
+            map_name: map.into(),
+            last_sync_timestamp: None,
+        }),
+    )
+    .await;
+    match next_reply(c, user, roles).await {
+        Message::SyncRespRoot(_) => {}
+        Message::Error(e) => return Err(e.code),
+        other => panic!("{other:?}"),
+    }
+    let mut paths = vec![String::new()];
+    let mut values = Vec::new();
+    while let Some(path) = paths.pop() {
+        let req = Message::MerkleReqBucket(MerkleReqBucket {
+            map_name: map.into(),
+            path: path.as_str().into(),
+        });
+        send(c, &req).await;
+        match next_reply(c, user, roles).await {
+            Message::SyncRespBuckets(b) => {
+                paths.extend(b.buckets.keys().map(|d| format!("{path}{d}")));
+            }
+            Message::SyncRespLeaf(leaf) => {
+                values.extend(leaf.records.into_iter().map(|r| r.record.value));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    Ok(values)
+}
+
+/// The next message that is not a (checked) map event.
+async fn next_reply(c: &mut Client, user: &str, roles: &[&str]) -> Message {
+    loop {
+        let msg = recv(c).await.unwrap();
+        if let Some(msg) = without_events(user, roles, vec![msg]).pop() {
+            return msg;
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_path_follows_the_policies_with_no_leaks() {
+    let server = start(jwt(), Some(POLICIES)).await;
+    let addr = server.addr;
+    let mut root = connect_as(addr, "root", &["ADMIN"]).await;
+    // Every user watches every map (a subscription for events is refused where it may not
+    // read), then root writes a document with two fields to each map.
+    let mut watchers = Vec::new();
+    for (user, roles) in USERS {
+        let mut c = connect_as(addr, user, roles).await;
+        for map in MAPS {
+            let (_, read) = model(user, roles, map);
+            let got = read_map(&mut c, map).await;
+            assert_eq!(got.is_ok(), read.is_some(), "{user} syncs {map}: {got:?}");
+        }
+        watchers.push(c);
+    }
+    for (i, map) in MAPS.iter().enumerate() {
+        let replies = write_doc(
+            &mut root,
+            100 + i as u64,
+            map,
+            "doc",
+            doc("t", "secret body"),
+        )
+        .await;
+        assert!(
+            replies.iter().any(|m| matches!(m, Message::OpAck(_))),
+            "{replies:?}"
+        );
+    }
+    for ((user, roles), c) in USERS.iter().zip(&mut watchers) {
+        let events = drain(c, 7).await;
+        let mut seen: BTreeSet<String> = BTreeSet::new();
+        for msg in &events {
+            let Message::ServerEvent(e) = msg else {
+                panic!("{user} got {msg:?}")
+            };
+            let (_, read) = model(user, roles, &e.map_name);
+            let read = read.unwrap_or_else(|| panic!("{user} got an event of {}", e.map_name));
+            let value = &e.record.as_ref().unwrap().value;
+            assert_eq!(
+                fields_of(value),
+                expected_fields(read.as_ref()),
+                "{user} {}",
+                e.map_name
+            );
+            seen.insert(e.map_name.to_string());
+        }
+        let expected: BTreeSet<String> = MAPS
+            .iter()
+            .filter(|m| model(user, roles, m).1.is_some())
+            .map(|m| (*m).to_owned())
+            .collect();
+        assert_eq!(
+            seen, expected,
+            "{user}: events of exactly the maps it may read"
+        );
+    }
+    // Reads, writes and queries, user by user and map by map.
+    for (n, ((user, roles), c)) in USERS.iter().zip(&mut watchers).enumerate() {
+        for (i, map) in MAPS.iter().enumerate() {
+            let (write, read) = model(user, roles, map);
+            check_read(c, user, roles, map, read.as_ref()).await;
+            let id = 1_000 + (n * 10 + i) as u64;
+            let replies = write_doc(c, id, map, &format!("by-{user}"), doc("x", "y")).await;
+            let replies = without_events(user, roles, replies);
+            let rejected = replies
+                .iter()
+                .any(|m| matches!(m, Message::OpRejected(r) if r.code == Some(403)));
+            assert_eq!(!rejected, write, "{user} writes {map}: {replies:?}");
+            check_query(c, user, roles, map, read.as_ref()).await;
+        }
+    }
+    // Writes by others, after the fact: what a refused writer sent never landed.
+    let values = read_map(&mut root, "secret").await.unwrap();
+    assert_eq!(
+        values.len(),
+        2,
+        "root's doc and root's own write only: {values:?}"
+    );
+}
+
+/// The leaves: refused, or every record with exactly the allowed fields.
+async fn check_read(
+    c: &mut Client,
+    user: &str,
+    roles: &[&str],
+    map: &str,
+    read: Option<&Option<Vec<&str>>>,
+) {
+    let got = read_map_as(c, user, roles, map).await;
+    match read {
+        None => assert_eq!(got, Err(403), "{user} reads {map}"),
+        Some(fields) => {
+            let values = got.unwrap();
+            assert!(!values.is_empty());
+            for v in values {
+                assert_eq!(
+                    fields_of(&v),
+                    expected_fields(fields.as_ref()),
+                    "{user} {map}"
+                );
+            }
+        }
+    }
+}
+
+fn query(id: &str, map: &str, predicate: Option<PredicateNode>) -> Message {
+    Message::QuerySub(QuerySub {
+        query_id: id.into(),
+        map_name: map.into(),
+        query: Query {
+            predicate,
+            ..Query::default()
+        },
+        fields: None,
+    })
+}
+
+/// Queries: refused, or rows with exactly the allowed fields; filtering on a hidden field
+/// is refused.
+async fn check_query(
+    c: &mut Client,
+    user: &str,
+    roles: &[&str],
+    map: &str,
+    read: Option<&Option<Vec<&str>>>,
+) {
+    send(c, &query("q", map, None)).await;
+    let answer = without_events(user, roles, drain(c, 8).await);
+    match (read, answer.as_slice()) {
+        (None, [Message::Error(e)]) => assert_eq!(e.code, 403, "{user} {map}"),
+        (Some(fields), [Message::QueryResp(resp)]) => {
+            assert!(!resp.results.is_empty());
+            for row in &resp.results {
+                assert_eq!(fields_of(&row.value), expected_fields(fields.as_ref()));
+            }
+        }
+        other => panic!("{user} queries {map}: {other:?}"),
+    }
+    let on_body = PredicateNode::leaf(PredicateOp::Eq, "body", Value::from("secret body"));
+    send(c, &query("q2", map, Some(on_body))).await;
+    let answer = without_events(user, roles, drain(c, 9).await);
+    let refused = matches!(answer.as_slice(), [Message::Error(e)] if e.code == 403);
+    let hidden = read.is_none_or(|f| f.as_ref().is_some_and(|f| !f.contains(&"body")));
+    assert_eq!(refused, hidden, "{user} filters {map} by body: {answer:?}");
+    let unsub = |id: &str| {
+        Message::QueryUnsub(topgun_core::protocol::messages::QueryRef {
+            query_id: id.into(),
+        })
+    };
+    send(c, &unsub("q")).await;
+    send(c, &unsub("q2")).await;
+}
+
+#[tokio::test]
+async fn topics_locks_and_counters_follow_the_policies() {
+    let server = start(jwt(), Some(POLICIES)).await;
+    let addr = server.addr;
+    let mut alice = connect_as(addr, "alice", &["user"]).await;
+    let mut rita = connect_as(addr, "rita", &["reader"]).await;
+    let mut nobody = connect_as(addr, "nobody", &[]).await;
+    let sub = |t: &str| Message::TopicSub(TopicRef { topic: t.into() });
+    let publish = |t: &str| {
+        Message::TopicPub(TopicPub {
+            topic: t.into(),
+            data: Value::Int(1),
+        })
+    };
+    send(&mut rita, &sub("chat/1")).await;
+    assert!(
+        drain(&mut rita, 1).await.is_empty(),
+        "a reader may subscribe"
+    );
+    send(&mut nobody, &sub("chat/1")).await;
+    assert!(matches!(drain(&mut nobody, 2).await.as_slice(), [Message::Error(e)] if e.code == 403));
+    send(&mut rita, &publish("chat/1")).await;
+    assert!(matches!(drain(&mut rita, 3).await.as_slice(), [Message::Error(e)] if e.code == 403));
+    send(&mut alice, &publish("chat/1")).await;
+    assert!(drain(&mut alice, 4).await.is_empty());
+    let got = drain(&mut rita, 5).await;
+    assert!(
+        matches!(got.as_slice(), [Message::TopicMessage(_)]),
+        "{got:?}"
+    );
+    assert!(
+        drain(&mut nobody, 6).await.is_empty(),
+        "no leak to a refused subscriber"
+    );
+
+    let lock = |name: &str| {
+        Message::LockRequest(LockRequest {
+            request_id: "r".into(),
+            name: name.into(),
+            ttl: Some(1_000),
+        })
+    };
+    send(&mut alice, &lock("jobs/1")).await;
+    assert!(matches!(
+        drain(&mut alice, 7).await.as_slice(),
+        [Message::LockGranted(_)]
+    ));
+    send(&mut alice, &lock("admin/1")).await;
+    assert!(matches!(drain(&mut alice, 8).await.as_slice(), [Message::Error(e)] if e.code == 403));
+    send(&mut rita, &lock("jobs/2")).await;
+    assert!(matches!(drain(&mut rita, 9).await.as_slice(), [Message::Error(e)] if e.code == 403));
+
+    let counter = |name: &str| Message::CounterRequest(CounterRequest { name: name.into() });
+    send(&mut alice, &counter("likes")).await;
+    assert!(matches!(
+        drain(&mut alice, 10).await.as_slice(),
+        [Message::CounterResponse(_)]
+    ));
+    send(&mut rita, &counter("likes")).await;
+    assert!(matches!(drain(&mut rita, 11).await.as_slice(), [Message::Error(e)] if e.code == 403));
+}
+
+#[tokio::test]
+async fn a_role_change_takes_effect_at_once_on_existing_subscriptions() {
+    let server = start(jwt(), Some(POLICIES)).await;
+    let addr = server.addr;
+    let mut root = connect_as(addr, "root", &["ADMIN"]).await;
+    let mut rita = connect_as(addr, "rita", &["reader"]).await;
+    write_doc(&mut root, 1, "public/news", "a", doc("t", "b")).await;
+    read_map(&mut rita, "public/news").await.unwrap();
+    send(&mut rita, &query("q", "public/news", None)).await;
+    assert!(matches!(
+        drain(&mut rita, 1).await.as_slice(),
+        [Message::QueryResp(_)]
+    ));
+
+    // As a writer, rita sees whole records from the next event on; her query, admitted
+    // under the old limit, ends with ERROR 403 rather than go on under the wrong one.
+    send(&mut rita, &login("rita", &["writer"])).await;
+    assert!(matches!(recv(&mut rita).await, Ok(Message::AuthAck(_))));
+    write_doc(&mut root, 2, "public/news", "b", doc("t2", "b2")).await;
+    let got = drain(&mut rita, 2).await;
+    let event = got
+        .iter()
+        .find_map(|m| match m {
+            Message::ServerEvent(e) => Some(e),
+            _ => None,
+        })
+        .expect("an event");
+    assert_eq!(
+        fields_of(&event.record.as_ref().unwrap().value),
+        ["body", "title"]
+    );
+    assert!(
+        got.iter()
+            .any(|m| matches!(m, Message::Error(e) if e.code == 403)),
+        "{got:?}"
+    );
+
+    // With no roles at all, nothing more arrives.
+    send(&mut rita, &login("rita", &[])).await;
+    assert!(matches!(recv(&mut rita).await, Ok(Message::AuthAck(_))));
+    write_doc(&mut root, 3, "public/news", "c", doc("t3", "b3")).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        drain(&mut rita, 3).await.is_empty(),
+        "no leak after losing the role"
+    );
+}
