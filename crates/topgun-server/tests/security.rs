@@ -75,11 +75,34 @@ const MAPS: [&str; 4] = [
     "secret",
 ];
 
-/// What the model says a user may do with a map: (may write, what it reads: `None` denied,
-/// `Some(None)` every field, `Some(Some(fields))` those).
-fn model(user: &str, roles: &[&str], map: &str) -> (bool, Option<Option<Vec<&'static str>>>) {
+/// What a user reads of a map, by the model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Read {
+    Denied,
+    All,
+    Only(Vec<&'static str>),
+}
+
+impl Read {
+    fn allowed(&self) -> bool {
+        *self != Self::Denied
+    }
+
+    /// The fields of a `{title, body}` document it sees, sorted.
+    fn fields(&self) -> Vec<String> {
+        let mut f: Vec<String> = match self {
+            Self::Only(f) => f.iter().map(|s| (*s).to_owned()).collect(),
+            _ => vec!["body".into(), "title".into()],
+        };
+        f.sort();
+        f
+    }
+}
+
+/// What the model says a user may do with a map: (may write, what it reads).
+fn model(user: &str, roles: &[&str], map: &str) -> (bool, Read) {
     if roles.contains(&"ADMIN") {
-        return (true, Some(None));
+        return (true, Read::All);
     }
     let own = map.starts_with(&format!("users/{user}/"));
     let public = map.starts_with("public/");
@@ -87,11 +110,11 @@ fn model(user: &str, roles: &[&str], map: &str) -> (bool, Option<Option<Vec<&'st
     let user_role = roles.contains(&"user") && own;
     let write = writer || user_role;
     let read = if writer || user_role {
-        Some(None)
+        Read::All
     } else if roles.contains(&"reader") && public {
-        Some(Some(vec!["title"]))
+        Read::Only(vec!["title"])
     } else {
-        None
+        Read::Denied
     };
     (write, read)
 }
@@ -133,15 +156,6 @@ fn fields_of(value: &Value) -> Vec<String> {
     keys
 }
 
-fn expected_fields(read: Option<&Vec<&str>>) -> Vec<String> {
-    let mut f: Vec<String> = read.map_or_else(
-        || vec!["body".into(), "title".into()],
-        |f| f.iter().map(|s| (*s).to_owned()).collect(),
-    );
-    f.sort();
-    f
-}
-
 /// Every message up to the `PONG` of a fresh ping (what arrived before the barrier).
 async fn drain(c: &mut Client, ts: u64) -> Vec<Message> {
     send(c, &ping(ts)).await;
@@ -164,9 +178,9 @@ fn without_events(user: &str, roles: &[&str], msgs: Vec<Message>) -> Vec<Message
                 return true;
             };
             let read = model(user, roles, &e.map_name).1;
-            let read = read.unwrap_or_else(|| panic!("{user} got an event of {}", e.map_name));
+            assert!(read.allowed(), "{user} got an event of {}", e.map_name);
             let value = &e.record.as_ref().unwrap().value;
-            assert_eq!(fields_of(value), expected_fields(read.as_ref()), "{user}");
+            assert_eq!(fields_of(value), read.fields(), "{user}");
             false
         })
         .collect()
@@ -179,7 +193,7 @@ async fn write_doc(c: &mut Client, id: u64, map: &str, key: &str, value: Value) 
     drain(c, id).await
 }
 
-/// Every record of `map` the connection can pull by Merkle walk: SYNC_INIT, then each leaf
+/// Every record of `map` the connection can pull by Merkle walk: `SYNC_INIT`, then each leaf
 /// path holding the written key (found from the root's buckets by walking down).
 async fn read_map(c: &mut Client, map: &str) -> Result<Vec<Value>, u32> {
     read_map_as(c, "", &["ADMIN"], map).await
@@ -249,7 +263,7 @@ async fn every_path_follows_the_policies_with_no_leaks() {
         for map in MAPS {
             let (_, read) = model(user, roles, map);
             let got = read_map(&mut c, map).await;
-            assert_eq!(got.is_ok(), read.is_some(), "{user} syncs {map}: {got:?}");
+            assert_eq!(got.is_ok(), read.allowed(), "{user} syncs {map}: {got:?}");
         }
         watchers.push(c);
     }
@@ -275,19 +289,14 @@ async fn every_path_follows_the_policies_with_no_leaks() {
                 panic!("{user} got {msg:?}")
             };
             let (_, read) = model(user, roles, &e.map_name);
-            let read = read.unwrap_or_else(|| panic!("{user} got an event of {}", e.map_name));
+            assert!(read.allowed(), "{user} got an event of {}", e.map_name);
             let value = &e.record.as_ref().unwrap().value;
-            assert_eq!(
-                fields_of(value),
-                expected_fields(read.as_ref()),
-                "{user} {}",
-                e.map_name
-            );
+            assert_eq!(fields_of(value), read.fields(), "{user} {}", e.map_name);
             seen.insert(e.map_name.to_string());
         }
         let expected: BTreeSet<String> = MAPS
             .iter()
-            .filter(|m| model(user, roles, m).1.is_some())
+            .filter(|m| model(user, roles, m).1.allowed())
             .map(|m| (*m).to_owned())
             .collect();
         assert_eq!(
@@ -299,7 +308,7 @@ async fn every_path_follows_the_policies_with_no_leaks() {
     for (n, ((user, roles), c)) in USERS.iter().zip(&mut watchers).enumerate() {
         for (i, map) in MAPS.iter().enumerate() {
             let (write, read) = model(user, roles, map);
-            check_read(c, user, roles, map, read.as_ref()).await;
+            check_read(c, user, roles, map, &read).await;
             let id = 1_000 + (n * 10 + i) as u64;
             let replies = write_doc(c, id, map, &format!("by-{user}"), doc("x", "y")).await;
             let replies = without_events(user, roles, replies);
@@ -307,7 +316,7 @@ async fn every_path_follows_the_policies_with_no_leaks() {
                 .iter()
                 .any(|m| matches!(m, Message::OpRejected(r) if r.code == Some(403)));
             assert_eq!(!rejected, write, "{user} writes {map}: {replies:?}");
-            check_query(c, user, roles, map, read.as_ref()).await;
+            check_query(c, user, roles, map, &read).await;
         }
     }
     // Writes by others, after the fact: what a refused writer sent never landed.
@@ -320,27 +329,16 @@ async fn every_path_follows_the_policies_with_no_leaks() {
 }
 
 /// The leaves: refused, or every record with exactly the allowed fields.
-async fn check_read(
-    c: &mut Client,
-    user: &str,
-    roles: &[&str],
-    map: &str,
-    read: Option<&Option<Vec<&str>>>,
-) {
+async fn check_read(c: &mut Client, user: &str, roles: &[&str], map: &str, read: &Read) {
     let got = read_map_as(c, user, roles, map).await;
-    match read {
-        None => assert_eq!(got, Err(403), "{user} reads {map}"),
-        Some(fields) => {
-            let values = got.unwrap();
-            assert!(!values.is_empty());
-            for v in values {
-                assert_eq!(
-                    fields_of(&v),
-                    expected_fields(fields.as_ref()),
-                    "{user} {map}"
-                );
-            }
-        }
+    if !read.allowed() {
+        assert_eq!(got, Err(403), "{user} reads {map}");
+        return;
+    }
+    let values = got.unwrap();
+    assert!(!values.is_empty());
+    for v in values {
+        assert_eq!(fields_of(&v), read.fields(), "{user} {map}");
     }
 }
 
@@ -358,21 +356,15 @@ fn query(id: &str, map: &str, predicate: Option<PredicateNode>) -> Message {
 
 /// Queries: refused, or rows with exactly the allowed fields; filtering on a hidden field
 /// is refused.
-async fn check_query(
-    c: &mut Client,
-    user: &str,
-    roles: &[&str],
-    map: &str,
-    read: Option<&Option<Vec<&str>>>,
-) {
+async fn check_query(c: &mut Client, user: &str, roles: &[&str], map: &str, read: &Read) {
     send(c, &query("q", map, None)).await;
     let answer = without_events(user, roles, drain(c, 8).await);
-    match (read, answer.as_slice()) {
-        (None, [Message::Error(e)]) => assert_eq!(e.code, 403, "{user} {map}"),
-        (Some(fields), [Message::QueryResp(resp)]) => {
+    match (read.allowed(), answer.as_slice()) {
+        (false, [Message::Error(e)]) => assert_eq!(e.code, 403, "{user} {map}"),
+        (true, [Message::QueryResp(resp)]) => {
             assert!(!resp.results.is_empty());
             for row in &resp.results {
-                assert_eq!(fields_of(&row.value), expected_fields(fields.as_ref()));
+                assert_eq!(fields_of(&row.value), read.fields());
             }
         }
         other => panic!("{user} queries {map}: {other:?}"),
@@ -381,7 +373,7 @@ async fn check_query(
     send(c, &query("q2", map, Some(on_body))).await;
     let answer = without_events(user, roles, drain(c, 9).await);
     let refused = matches!(answer.as_slice(), [Message::Error(e)] if e.code == 403);
-    let hidden = read.is_none_or(|f| f.as_ref().is_some_and(|f| !f.contains(&"body")));
+    let hidden = !read.fields().contains(&"body".to_owned()) || !read.allowed();
     assert_eq!(refused, hidden, "{user} filters {map} by body: {answer:?}");
     let unsub = |id: &str| {
         Message::QueryUnsub(topgun_core::protocol::messages::QueryRef {
