@@ -59,7 +59,8 @@ type Key = (Resource, String, bool);
 #[derive(Debug)]
 pub struct ConnAccess {
     policies: Arc<Policies>,
-    subject: RwLock<Arc<Subject>>,
+    /// `None` until authenticated (and after a logout): nothing is allowed.
+    subject: RwLock<Option<Arc<Subject>>>,
     /// Bumped when the subject changes.
     generation: AtomicU64,
     cache: Mutex<Cache>,
@@ -82,20 +83,26 @@ impl ConnAccess {
         }
     }
 
-    /// Everything allowed, for tests and tools that have no policies.
+    /// An anonymous subject with everything allowed, for tests and tools without policies.
     pub fn open() -> Self {
-        Self::new(Arc::new(Policies::default()))
+        let access = Self::new(Arc::new(Policies::default()));
+        access.set_subject(Some(Subject::default()));
+        access
     }
 
-    pub fn subject(&self) -> Arc<Subject> {
-        Arc::clone(&self.subject.read().unwrap_or_else(PoisonError::into_inner))
+    pub fn subject(&self) -> Option<Arc<Subject>> {
+        self.subject
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
-    /// Records who the connection is now (after an `AUTH`, or a logout).
-    pub fn set_subject(&self, subject: Subject) {
+    /// Records who the connection is now: `Some` after an `AUTH` (or from the start, with
+    /// authentication off), `None` after a logout.
+    pub fn set_subject(&self, subject: Option<Subject>) {
         let mut current = self.subject.write().unwrap_or_else(PoisonError::into_inner);
-        if **current != subject {
-            *current = Arc::new(subject);
+        if current.as_deref() != subject.as_ref() {
+            *current = subject.map(Arc::new);
             self.generation.fetch_add(1, Ordering::SeqCst);
         }
     }
@@ -107,6 +114,9 @@ impl ConnAccess {
 
     /// May this connection do `action` on the resource named `name`, now?
     pub fn decide(&self, resource: Resource, name: &str, action: Action) -> Decision {
+        let Some(subject) = self.subject() else {
+            return Decision::Deny;
+        };
         let policies = self.policies.get();
         if policies.is_open() {
             return Decision::Allow(None);
@@ -124,7 +134,7 @@ impl ConnAccess {
                 return decision.clone();
             }
         }
-        let decision = policies.decide(&self.subject(), resource, name, action);
+        let decision = policies.decide(&subject, resource, name, action);
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         if cache.under != under || cache.decisions.len() >= CACHE_MAX {
             cache.decisions.clear();
@@ -253,10 +263,10 @@ mod tests {
             access.decide(Resource::Map, "m", Action::Read),
             Decision::Deny
         );
-        access.set_subject(Subject {
+        access.set_subject(Some(Subject {
             user_id: Some("u".into()),
             roles: vec!["user".into()],
-        });
+        }));
         assert!(access.decide(Resource::Map, "m", Action::Read).allowed());
         shared.replace(policies("other", "m", None));
         assert_eq!(
@@ -267,6 +277,12 @@ mod tests {
         shared.replace(PolicySet::default());
         assert!(access.is_open());
         assert!(access.decide(Resource::Lock, "l", Action::Write).allowed());
+        access.set_subject(None);
+        assert_eq!(
+            access.decide(Resource::Lock, "l", Action::Write),
+            Decision::Deny,
+            "logged out: nothing, even without policies"
+        );
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub const LEEWAY_SECS: f64 = 60.0;
 pub struct Principal {
     pub user_id: String,
     pub roles: Vec<String>,
+    /// When the token stops being valid (its `exp` plus the leeway), in ms since the Unix
+    /// epoch: the session logs the connection out then.
+    pub expires_at_ms: u64,
 }
 
 /// Why a configured key cannot be used.
@@ -145,9 +148,13 @@ impl JwtVerifier {
             .sub
             .filter(|s| !s.is_empty())
             .ok_or(AuthError::MissingSub)?;
+        // The leeway that admitted the token also bounds how long it stays valid.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let expires_at_ms = ((exp + LEEWAY_SECS).max(0.0) * 1000.0) as u64;
         Ok(Principal {
             user_id,
             roles: claims.roles.unwrap_or_default(),
+            expires_at_ms,
         })
     }
 
@@ -200,7 +207,8 @@ mod tests {
             verifier().verify(&token, NOW),
             Ok(Principal {
                 user_id: "alice".into(),
-                roles: vec!["ADMIN".into()]
+                roles: vec!["ADMIN".into()],
+                expires_at_ms: (NOW + 60 + 60) * 1000,
             })
         );
     }

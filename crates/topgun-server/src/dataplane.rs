@@ -65,6 +65,14 @@ pub mod codes {
     pub const NOT_IMPLEMENTED: u32 = 501;
 }
 
+/// The services a connection has used (each is told when it closes).
+#[derive(Debug, Default, Clone, Copy)]
+struct Uses {
+    locks: bool,
+    counters: bool,
+    journal: bool,
+}
+
 /// What one connection holds in the data path.
 #[derive(Debug)]
 pub struct ConnState {
@@ -73,13 +81,13 @@ pub struct ConnState {
     maps: HashSet<(MapKind, String)>,
     maps_max: usize,
     topics: TopicSubs,
-    /// Whether the lock and counter tasks must hear of the disconnect.
-    uses_locks: bool,
-    uses_counters: bool,
-    uses_journal: bool,
+    /// Which services must hear of the disconnect.
+    uses: Uses,
     /// The authenticated user, named as the publisher of its topic messages.
     user: Option<String>,
     roles: Option<Vec<String>>,
+    /// Whether `set_principal` has run once.
+    subject_set: bool,
 }
 
 impl ConnState {
@@ -89,29 +97,34 @@ impl ConnState {
             maps: HashSet::new(),
             maps_max,
             topics: TopicSubs::default(),
-            uses_locks: false,
-            uses_counters: false,
-            uses_journal: false,
+            uses: Uses::default(),
             user: None,
             roles: None,
+            subject_set: false,
         }
     }
 
     /// Records who is authenticated on the connection (after every frame: an `AUTH` may
-    /// have changed it, or a logout ended it).
-    pub fn set_principal(&mut self, principal: Option<&Principal>) {
+    /// have changed it, or a logout ended it). With authentication off, every connection is
+    /// an anonymous subject from the start.
+    pub fn set_principal(&mut self, principal: Option<&Principal>, auth_required: bool) {
         let user = principal.map(|p| p.user_id.as_str());
-        if self.user.as_deref() == user
-            && self.roles.as_deref() == principal.map(|p| p.roles.as_slice())
-        {
+        let roles = principal.map(|p| p.roles.as_slice());
+        if self.subject_set && self.user.as_deref() == user && self.roles.as_deref() == roles {
             return;
         }
+        self.subject_set = true;
         self.user = user.map(str::to_owned);
-        self.roles = principal.map(|p| p.roles.clone());
-        self.handle.access.set_subject(Subject {
-            user_id: self.user.clone(),
-            roles: self.roles.clone().unwrap_or_default(),
-        });
+        self.roles = roles.map(<[String]>::to_vec);
+        let subject = match principal {
+            Some(p) => Some(Subject {
+                user_id: Some(p.user_id.clone()),
+                roles: p.roles.clone(),
+            }),
+            None if !auth_required => Some(Subject::default()),
+            None => None,
+        };
+        self.handle.access.set_subject(subject);
     }
 }
 
@@ -386,14 +399,14 @@ impl DataPlane {
                 }
             }
             Message::LockRequest(r) => {
-                conn.uses_locks = true;
+                conn.uses.locks = true;
                 self.locks
                     .request(&conn.handle, &r.request_id, &r.name, r.ttl)
                     .await;
                 None
             }
             Message::LockRelease(r) => {
-                conn.uses_locks = true;
+                conn.uses.locks = true;
                 let request_id = r.request_id.as_deref().unwrap_or_default();
                 self.locks
                     .release(&conn.handle, request_id, &r.name, r.fencing_token)
@@ -401,11 +414,11 @@ impl DataPlane {
                 None
             }
             Message::CounterRequest(r) => {
-                conn.uses_counters = true;
+                conn.uses.counters = true;
                 Some(self.counters.request(&conn.handle, &r.name).await)
             }
             Message::CounterSync(s) => {
-                conn.uses_counters = true;
+                conn.uses.counters = true;
                 Some(self.counters.sync(&conn.handle, s).await)
             }
             Message::JournalSubscribe(_)
@@ -430,7 +443,7 @@ impl DataPlane {
                 "the event journal is turned off on this server (journal_capacity = 0)",
             )));
         };
-        conn.uses_journal = true;
+        conn.uses.journal = true;
         match msg {
             Message::JournalSubscribe(s) => journal.subscribe(&conn.handle, s).await,
             Message::JournalUnsubscribe(u) => {
@@ -482,13 +495,13 @@ impl DataPlane {
         }
         self.queries.send(QueryRequest::Forget { conn: id }).await;
         self.topics.forget(&mut conn.topics, id);
-        if conn.uses_locks {
+        if conn.uses.locks {
             self.locks.disconnect(id).await;
         }
-        if conn.uses_counters {
+        if conn.uses.counters {
             self.counters.disconnect(id).await;
         }
-        if let (true, Some(journal)) = (conn.uses_journal, &self.journal) {
+        if let (true, Some(journal)) = (conn.uses.journal, &self.journal) {
             journal.disconnect(id).await;
         }
     }

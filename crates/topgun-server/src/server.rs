@@ -401,6 +401,7 @@ async fn serve_connection(socket: WebSocket, shared: Arc<Shared>) {
     let writer = tokio::spawn(write_loop(sink, queues, Arc::clone(&shared.metrics)));
     let mut conn = ConnState::new(handle, shared.session.limits.maps_per_connection_max);
     let (mut session, first) = Session::open(Arc::clone(&shared.session), now_ms());
+    conn.set_principal(session.principal(), shared.session.auth_required);
     // `deliver` futures are boxed (as is dispatch within them): they hold whole messages
     // across awaits, and inline they would sit in every idle connection's task.
     let mut open = Box::pin(deliver(first, &tx, &mut conn, &shared)).await;
@@ -430,7 +431,7 @@ async fn serve_connection(socket: WebSocket, shared: Arc<Shared>) {
             _ = kicked.changed() => break,
             _ = gc.changed() => continue,
         };
-        conn.set_principal(session.principal());
+        conn.set_principal(session.principal(), shared.session.auth_required);
         open = Box::pin(deliver(outputs, &tx, &mut conn, &shared)).await;
     }
     Box::pin(shared.data.disconnect(&mut conn)).await;

@@ -169,11 +169,19 @@ impl Session {
         )]
     }
 
-    /// Time passing: the auth deadline and the idle timeout.
+    /// Time passing: the auth deadline, the token's expiry and the idle timeout.
     pub fn on_tick(&mut self, now_ms: u64) -> Vec<Output> {
         match self.phase {
             Phase::AwaitingAuth { deadline_ms } if now_ms >= deadline_ms => {
                 self.close(close::POLICY, "authentication timeout")
+            }
+            Phase::Open
+                if self
+                    .principal
+                    .as_ref()
+                    .is_some_and(|p| now_ms >= p.expires_at_ms) =>
+            {
+                self.logout(now_ms)
             }
             Phase::Open
                 if now_ms.saturating_sub(self.last_ping_ms)
@@ -183,6 +191,22 @@ impl Session {
             }
             _ => Vec::new(),
         }
+    }
+
+    /// The token expired: the connection is authenticated no more — nothing is served or
+    /// delivered until it sends a fresh token (the TS client answers `AUTH_REQUIRED` with
+    /// `AUTH`), within the auth deadline, else it is closed.
+    fn logout(&mut self, now_ms: u64) -> Vec<Output> {
+        self.principal = None;
+        let deadline_ms = now_ms.saturating_add(self.config.limits.auth_deadline_ms);
+        self.phase = Phase::AwaitingAuth { deadline_ms };
+        vec![
+            error(
+                codes::UNAUTHORIZED,
+                "the token has expired: authenticate again with a fresh one",
+            ),
+            Output::Send(Message::AuthRequired(AuthRequired {})),
+        ]
     }
 
     fn close(&mut self, code: u16, reason: &'static str) -> Vec<Output> {
@@ -327,6 +351,9 @@ mod tests {
     use super::*;
     use topgun_core::protocol::messages::{Auth, Ping, QueryRef};
 
+    /// When the fake "good" token expires.
+    const GOOD_UNTIL: u64 = 1_000_000;
+
     /// Accepts the token "good" as user alice; refuses everything else as expired.
     struct FakeAuth;
 
@@ -336,6 +363,7 @@ mod tests {
                 Ok(Principal {
                     user_id: "alice".into(),
                     roles: vec![],
+                    expires_at_ms: GOOD_UNTIL,
                 })
             } else {
                 Err(AuthError::Expired)
@@ -432,6 +460,36 @@ mod tests {
         );
         let out = s.on_frame(&auth("stale"), 3, &FakeAuth);
         assert!(matches!(out.last(), Some(Output::Close { .. })));
+    }
+
+    #[test]
+    fn an_expired_token_logs_the_connection_out_until_it_authenticates_again() {
+        let (mut s, _) = Session::open(config(true), 0);
+        s.on_frame(&auth("good"), 1, &FakeAuth);
+        s.on_frame(&ping(2), GOOD_UNTIL - 100, &FakeAuth);
+        assert!(s.on_tick(GOOD_UNTIL - 1).is_empty());
+        let out = s.on_tick(GOOD_UNTIL);
+        assert!(
+            matches!(&out[..], [Output::Send(Message::Error(e)), Output::Send(Message::AuthRequired(_))] if e.code == 401),
+            "{out:?}"
+        );
+        assert!(s.principal().is_none() && !s.is_open());
+        let refused = s.on_frame(&ping(3), GOOD_UNTIL + 1, &FakeAuth);
+        assert!(matches!(&refused[..], [Output::Send(Message::Error(e))] if e.code == 401));
+        // A fresh token opens it again; without one, the auth deadline closes it.
+        assert_eq!(
+            s.on_frame(&auth("good"), GOOD_UNTIL + 2, &FakeAuth),
+            vec![ack(Some("alice"))]
+        );
+        let (mut t, _) = Session::open(config(true), 0);
+        t.on_frame(&auth("good"), 1, &FakeAuth);
+        t.on_frame(&ping(2), GOOD_UNTIL - 100, &FakeAuth);
+        t.on_tick(GOOD_UNTIL);
+        assert!(t.on_tick(GOOD_UNTIL + 9_999).is_empty());
+        assert!(matches!(
+            t.on_tick(GOOD_UNTIL + 10_000)[..],
+            [Output::Close { code: 1008, .. }]
+        ));
     }
 
     #[test]

@@ -493,3 +493,49 @@ async fn a_role_change_takes_effect_at_once_on_existing_subscriptions() {
         "no leak after losing the role"
     );
 }
+
+#[tokio::test]
+async fn a_token_that_expires_while_connected_logs_the_connection_out() {
+    let server = start(jwt(), Some(POLICIES)).await;
+    let addr = server.addr;
+    let mut root = connect_as(addr, "root", &["ADMIN"]).await;
+    let mut walt = connect(addr, "/ws").await;
+    assert!(matches!(
+        recv(&mut walt).await,
+        Ok(Message::AuthRequired(_))
+    ));
+    // Accepted within the 60 s leeway, and expiring a second from now.
+    let claims = serde_json::json!({"sub": "walt", "roles": ["writer"], "exp": now_secs() - 59});
+    send(&mut walt, &auth(&token(&claims, SECRET))).await;
+    assert!(matches!(recv(&mut walt).await, Ok(Message::AuthAck(_))));
+    read_map(&mut walt, "public/news").await.unwrap();
+
+    let told = tokio::time::timeout(Duration::from_secs(4), async {
+        loop {
+            match recv(&mut walt).await {
+                Ok(Message::AuthRequired(_)) => return,
+                Ok(Message::Error(e)) => assert_eq!(e.code, 401, "{}", e.message),
+                other => panic!("{other:?}"),
+            }
+        }
+    })
+    .await;
+    assert!(told.is_ok(), "the connection is told at expiry");
+    // Logged out: its subscription delivers nothing, and requests are refused.
+    write_doc(&mut root, 1, "public/news", "a", doc("t", "b")).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    send(&mut walt, &ping(1)).await;
+    match recv(&mut walt).await {
+        Ok(Message::Error(e)) => assert_eq!(e.code, 401),
+        other => panic!("expected ERROR 401 and no event, got {other:?}"),
+    }
+    // A fresh token opens it again.
+    send(&mut walt, &login("walt", &["writer"])).await;
+    assert!(matches!(recv(&mut walt).await, Ok(Message::AuthAck(_))));
+    write_doc(&mut root, 2, "public/news", "b", doc("t", "b")).await;
+    let got = drain(&mut walt, 2).await;
+    assert!(
+        matches!(got.as_slice(), [Message::ServerEvent(_)]),
+        "{got:?}"
+    );
+}
