@@ -117,6 +117,14 @@ struct FileConfig {
     journal_max_age_ms: Option<u64>,
     tombstone_ttl_ms: Option<u64>,
     gc_interval_ms: Option<u64>,
+    ops_per_batch_max: Option<usize>,
+    value_bytes_max: Option<usize>,
+    queries_per_connection_max: Option<usize>,
+    connections_per_user_max: Option<usize>,
+    auth_failures_per_ip_per_minute: Option<u32>,
+    ops_per_sec_per_connection: Option<u32>,
+    ops_per_sec_per_user: Option<u32>,
+    server_timestamps: Option<bool>,
     #[serde(default)]
     policies: Vec<PolicySpec>,
 }
@@ -178,6 +186,44 @@ pub enum AuthMode {
     Jwt(JwtVerifier),
 }
 
+/// Abuse limits and the built-in interceptors' settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Guards {
+    /// Ops in one `OP_BATCH`; more: `ERROR 413`, nothing applied.
+    pub ops_per_batch_max: usize,
+    /// Encoded bytes of one op's value; more: `OP_REJECTED 413`. 0: only the frame bound.
+    pub value_bytes_max: usize,
+    /// Live queries one connection may hold.
+    pub queries_per_connection_max: usize,
+    /// Authenticated connections one user may hold at once; 0: no limit.
+    pub connections_per_user_max: usize,
+    /// Failed `AUTH`s one IP address may make per minute before its connections are
+    /// refused for a while; 0: no limit.
+    pub auth_failures_per_ip_per_minute: u32,
+    /// Ops per second one connection may send (bursts of twice that); 0: no limit.
+    pub ops_per_sec_per_connection: u32,
+    /// Ops per second one user may send over all its connections; 0: no limit.
+    pub ops_per_sec_per_user: u32,
+    /// Stamp writes with the server's clock instead of the client's (see
+    /// `interceptor::ServerTimestamps` for the trade-off).
+    pub server_timestamps: bool,
+}
+
+impl Default for Guards {
+    fn default() -> Self {
+        Self {
+            ops_per_batch_max: 8_192,
+            value_bytes_max: 0,
+            queries_per_connection_max: 256,
+            connections_per_user_max: 0,
+            auth_failures_per_ip_per_minute: 10,
+            ops_per_sec_per_connection: 20_000,
+            ops_per_sec_per_user: 0,
+            server_timestamps: false,
+        }
+    }
+}
+
 /// Per-connection timing and bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionLimits {
@@ -224,6 +270,9 @@ pub struct Config {
     pub gc_interval_ms: u64,
     /// Access policies (`[[policies]]` in the file); none: no restrictions.
     pub policies: PolicySet,
+    pub guards: Guards,
+    /// Interceptors an embedding program adds; they run after the built-in ones.
+    pub interceptors: Vec<std::sync::Arc<dyn crate::interceptor::Interceptor>>,
 }
 
 /// Thirty days: long enough for clients that went offline to come back and sync.
@@ -260,6 +309,7 @@ impl Config {
             None => FileConfig::default(),
         };
         let auth = Self::auth_mode(env)?;
+        let guards = guards(&file)?;
         let loopback_default = matches!(auth, AuthMode::Disabled);
         let host = cli.host.or(file.host).unwrap_or(if loopback_default {
             IpAddr::V4(Ipv4Addr::LOCALHOST)
@@ -329,6 +379,8 @@ impl Config {
             storage: storage_config(cli, file_storage)?,
             tombstone_ttl_ms,
             gc_interval_ms,
+            guards,
+            interceptors: Vec::new(),
             policies: PolicySet::compile(&file.policies)?,
         })
     }
@@ -346,6 +398,33 @@ impl Config {
             )?)),
         }
     }
+}
+
+fn guards(file: &FileConfig) -> Result<Guards, ConfigError> {
+    let d = Guards::default();
+    Ok(Guards {
+        ops_per_batch_max: positive(
+            "ops_per_batch_max",
+            file.ops_per_batch_max.unwrap_or(d.ops_per_batch_max),
+        )?,
+        value_bytes_max: file.value_bytes_max.unwrap_or(d.value_bytes_max),
+        queries_per_connection_max: positive(
+            "queries_per_connection_max",
+            file.queries_per_connection_max
+                .unwrap_or(d.queries_per_connection_max),
+        )?,
+        connections_per_user_max: file
+            .connections_per_user_max
+            .unwrap_or(d.connections_per_user_max),
+        auth_failures_per_ip_per_minute: file
+            .auth_failures_per_ip_per_minute
+            .unwrap_or(d.auth_failures_per_ip_per_minute),
+        ops_per_sec_per_connection: file
+            .ops_per_sec_per_connection
+            .unwrap_or(d.ops_per_sec_per_connection),
+        ops_per_sec_per_user: file.ops_per_sec_per_user.unwrap_or(d.ops_per_sec_per_user),
+        server_timestamps: file.server_timestamps.unwrap_or(d.server_timestamps),
+    })
 }
 
 /// The storage keys of the file.

@@ -37,9 +37,13 @@ use topgun_core::{Hlc, OrMapEntry, SplitTree, Timestamp};
 
 use crate::access::{ConnAccess, fields_used, project_message};
 use crate::auth::Principal;
+use crate::config::Guards;
 use crate::counters::Counters;
 use crate::extensions;
 use crate::fanout::{ConnHandle, ConnId, Outbound};
+use crate::interceptor::{
+    AppliedOp, Interceptor, OpContext, Pipeline, RateLimiter, ServerTimestamps, Verdict,
+};
 use crate::internal::{self, InternalWriter};
 use crate::journal::{JOURNAL_MAP, JournalEvent, Retention};
 use crate::journal_service::Journals;
@@ -60,6 +64,7 @@ const SHARD_QUEUE_LEN: usize = 1024;
 pub mod codes {
     pub const BAD_REQUEST: u32 = 400;
     pub const FORBIDDEN: u32 = 403;
+    pub const TOO_LARGE: u32 = 413;
     pub const TOO_MANY: u32 = 429;
     pub const INTERNAL: u32 = 500;
     pub const NOT_IMPLEMENTED: u32 = 501;
@@ -128,10 +133,13 @@ impl ConnState {
     }
 }
 
-/// What the data plane serves besides maps.
+/// What the data plane serves besides maps, and how it guards them.
 #[derive(Debug)]
 pub struct Services {
     pub topics_per_connection_max: usize,
+    pub guards: Guards,
+    /// Interceptors run after the built-in ones (rate limiter, server timestamps).
+    pub interceptors: Vec<Arc<dyn Interceptor>>,
     pub journal: Retention,
     /// The journal events storage recovered.
     pub recovered_journal: Vec<JournalEvent>,
@@ -150,6 +158,8 @@ pub struct DataPlane {
     /// `None` with the journal turned off.
     journal: Option<Journals>,
     node_id: String,
+    guards: Guards,
+    pipeline: Pipeline,
     /// The level a durable commit reaches (`PERSISTED` with a synced log).
     durable_level: WriteConcern,
     /// Whether acknowledgements wait for the log (not in `memory` durability).
@@ -238,6 +248,7 @@ impl DataPlane {
             queries.clone(),
             query_requests,
             shards.clone(),
+            services.guards.queries_per_connection_max,
         ));
         let hlc = Arc::new(Mutex::new(hlc));
         let writer = InternalWriter::new(shards.clone(), Arc::clone(&hlc));
@@ -246,6 +257,8 @@ impl DataPlane {
             topics: Topics::new(services.topics_per_connection_max),
             journal,
             node_id: services.node_id,
+            guards: services.guards,
+            pipeline: pipeline(&services.guards, services.interceptors),
             locks: Locks::start(internal.fencing_high, writer.clone()),
             counters: Counters::start(internal.counters, writer),
             shards,
@@ -254,6 +267,11 @@ impl DataPlane {
             hlc,
             metrics,
         }
+    }
+
+    /// The interceptors, in their order.
+    pub fn interceptors(&self) -> &Pipeline {
+        &self.pipeline
     }
 
     fn shard_of(&self, key: &str) -> usize {
@@ -584,11 +602,22 @@ impl DataPlane {
         let durable = self.ack_after_log
             && requested.is_none_or(|wc| rank(wc) >= rank(WriteConcern::Persisted));
         let started = std::time::Instant::now();
+        if ops.len() > self.guards.ops_per_batch_max {
+            return Err(error_msg(
+                codes::TOO_LARGE,
+                format!(
+                    "the batch holds {} ops; at most {} are allowed (nothing was applied)",
+                    ops.len(),
+                    self.guards.ops_per_batch_max
+                ),
+            ));
+        }
         let Validated {
             per_shard,
             mut frames,
             last_id,
-        } = self.validate_batch(ops, &conn.handle.access, now_ms);
+            applied,
+        } = self.validate_batch(ops, conn, now_ms);
         self.subscribe_writer(conn, &per_shard).await?;
         let conn = conn.handle.id;
         let mut pending = Vec::new();
@@ -607,6 +636,7 @@ impl DataPlane {
             pending.push(applied);
         }
         let metrics = Arc::clone(&self.metrics);
+        let pipeline = self.pipeline.clone();
         let mut achieved = if durable {
             self.durable_level
         } else {
@@ -628,6 +658,9 @@ impl DataPlane {
                     }
                 }
                 metrics.batch_applied(started.elapsed());
+                for op in &applied {
+                    pipeline.on_after_op(op);
+                }
                 if let Some(last_id) = last_id {
                     frames.push(Message::OpAck(OpAck {
                         last_id,
@@ -643,26 +676,40 @@ impl DataPlane {
 
     /// Validates a batch's ops in order: the accepted ones by shard, an `OP_REJECTED` for
     /// each refused one, and the id the `OP_ACK` may name.
-    fn validate_batch(&self, ops: Vec<ClientOp>, access: &ConnAccess, now_ms: u64) -> Validated {
+    fn validate_batch(&self, ops: Vec<ClientOp>, conn: &ConnState, now_ms: u64) -> Validated {
         let any_id = ops.iter().any(|op| op.id.is_some());
         let mut last_id = None;
         let mut retry_from = None;
         let mut frames = Vec::new();
+        let mut applied = Vec::new();
         let mut per_shard: Vec<Vec<(String, Write)>> = vec![Vec::new(); self.shards.len()];
         let mut hlc = self.hlc();
         for (at, op) in ops.into_iter().enumerate() {
-            let (id, map) = (op.id.clone(), op.map_name.to_string());
-            let checked = match access.decide(Resource::Map, &map, Action::Write) {
-                Decision::Deny => Err(ops::Rejection {
-                    code: codes::FORBIDDEN,
-                    reason: format!("not allowed: WRITE on map {map:?}"),
-                    retry: false,
-                }),
-                Decision::Allow(_) => ops::validate(op, &mut hlc, now_ms),
+            let id = op.id.clone();
+            let mut ctx = OpContext {
+                conn: conn.handle.id,
+                user: conn.user.as_deref(),
+                now_ms,
+                hlc: &mut hlc,
             };
+            // The map is the admitted op's: an interceptor may have changed it.
+            let checked = self
+                .admit(&conn.handle.access, &mut ctx, op)
+                .and_then(|op| {
+                    let map = op.map_name.to_string();
+                    ops::validate(*op, ctx.hlc, now_ms).map(|write| (map, write))
+                });
             match checked {
-                Ok(write) => {
+                Ok((map, write)) => {
                     self.metrics.op(write.kind());
+                    if !self.pipeline.is_empty() {
+                        applied.push(AppliedOp {
+                            conn: conn.handle.id,
+                            map: map.clone(),
+                            key: write.key().to_owned(),
+                            kind: write.kind(),
+                        });
+                    }
                     per_shard[self.shard_of(write.key())].push((map, write));
                 }
                 Err(refused) => {
@@ -693,7 +740,48 @@ impl DataPlane {
             per_shard,
             frames,
             last_id,
+            applied,
         }
+    }
+
+    /// An op's way in before validation: the interceptors may change or drop it, its writer
+    /// must be allowed to write the (resulting) map, and its value must fit
+    /// `value_bytes_max`.
+    fn admit(
+        &self,
+        access: &ConnAccess,
+        ctx: &mut OpContext<'_>,
+        op: ClientOp,
+    ) -> Result<Box<ClientOp>, ops::Rejection> {
+        let op = match self.pipeline.on_before_op(ctx, Box::new(op)) {
+            Verdict::Pass(op) => op,
+            Verdict::Drop(rejection) => return Err(rejection),
+        };
+        if !access
+            .decide(Resource::Map, &op.map_name, Action::Write)
+            .allowed()
+        {
+            return Err(ops::Rejection {
+                code: codes::FORBIDDEN,
+                reason: format!("not allowed: WRITE on map {:?}", op.map_name),
+                retry: false,
+            });
+        }
+        let max = self.guards.value_bytes_max;
+        if max > 0 {
+            let size = value_bytes(&op);
+            if size > max {
+                return Err(ops::Rejection {
+                    code: codes::TOO_LARGE,
+                    reason: format!(
+                        "the value of key {:?} is {size} bytes; at most {max} are allowed",
+                        op.key
+                    ),
+                    retry: false,
+                });
+            }
+        }
+        Ok(op)
     }
 
     /// Subscribes a connection to the events of the maps it writes to, so that a client
@@ -1011,6 +1099,8 @@ struct Validated {
     frames: Vec<Message>,
     /// What `OP_ACK` names; `None`: no ack may be sent.
     last_id: Option<CompactString>,
+    /// The accepted ops, for the interceptors' `on_after_op` (empty without interceptors).
+    applied: Vec<AppliedOp>,
 }
 
 /// Write concerns from weakest to strongest.
@@ -1026,6 +1116,36 @@ fn rank(wc: WriteConcern) -> u8 {
 
 fn weakest(a: WriteConcern, b: WriteConcern) -> WriteConcern {
     if rank(a) <= rank(b) { a } else { b }
+}
+
+/// The interceptors in their order: the built-ins the guards turn on, then `extra`.
+fn pipeline(guards: &Guards, extra: Vec<Arc<dyn Interceptor>>) -> Pipeline {
+    let mut stages: Vec<Arc<dyn Interceptor>> = Vec::new();
+    if guards.ops_per_sec_per_connection > 0 || guards.ops_per_sec_per_user > 0 {
+        stages.push(Arc::new(RateLimiter::new(
+            guards.ops_per_sec_per_connection,
+            guards.ops_per_sec_per_user,
+        )));
+    }
+    if guards.server_timestamps {
+        stages.push(Arc::new(ServerTimestamps));
+    }
+    stages.extend(extra);
+    Pipeline::new(stages)
+}
+
+/// The encoded size of an op's value.
+fn value_bytes(op: &ClientOp) -> usize {
+    use topgun_core::protocol::encode_standalone;
+    let lww = match &op.record {
+        topgun_core::protocol::wire::Field::Value(r) => encode_standalone(&r.value).len(),
+        _ => 0,
+    };
+    let or = match &op.or_record {
+        topgun_core::protocol::wire::Field::Value(r) => encode_standalone(&r.value).len(),
+        _ => 0,
+    };
+    lww.max(or)
 }
 
 /// The resource a topic, lock or counter request names, and the actions it needs.

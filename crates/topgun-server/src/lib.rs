@@ -27,6 +27,8 @@
 //! | [`counters`] | PN counters: merge, persist, answer, broadcast |
 //! | [`journal`] | the event journal, sans I/O: events in log frames, retention, paging |
 //! | [`journal_service`] | the task serving `JOURNAL_READ` and `JOURNAL_SUBSCRIBE` |
+//! | [`guard`] | failed `AUTH`s per IP address, connections per user |
+//! | [`interceptor`] | hooks on connections and ops; the rate limiter and server timestamps |
 //! | [`internal`] | the server's own durable state, kept in reserved maps |
 //! | [`extensions`] | entry processors and conflict resolvers: declined with a clear answer |
 //! | [`metrics`] | counters and latency histograms, rendered for `/metrics` (Prometheus) |
@@ -45,6 +47,8 @@ pub mod counters;
 pub mod dataplane;
 pub mod extensions;
 pub mod fanout;
+pub mod guard;
+pub mod interceptor;
 pub mod internal;
 pub mod journal;
 pub mod journal_service;

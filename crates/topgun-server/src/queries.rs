@@ -29,7 +29,7 @@ use crate::fanout::{ConnHandle, ConnId};
 use crate::policy::{Action, Decision, Fields, Resource};
 use crate::shard_task::Request;
 
-/// Most live queries one connection may hold.
+/// Most live queries one connection may hold, unless configured (`queries_per_connection_max`).
 pub const QUERIES_PER_CONNECTION_MAX: usize = 256;
 /// Changes buffered for one subscription while its snapshot loads.
 const LOADING_BUFFER_MAX: usize = 65_536;
@@ -125,6 +125,7 @@ struct Service {
     by_map: HashMap<String, MapSubs>,
     by_conn: HashMap<(ConnId, String), u64>,
     next_id: u64,
+    per_connection_max: usize,
 }
 
 /// Serves the query task until every handle is gone.
@@ -132,6 +133,7 @@ pub async fn run(
     queries: Queries,
     mut requests: mpsc::Receiver<QueryRequest>,
     shards: Vec<mpsc::Sender<Request>>,
+    per_connection_max: usize,
 ) {
     let mut service = Service {
         queries,
@@ -140,6 +142,7 @@ pub async fn run(
         by_map: HashMap::new(),
         by_conn: HashMap::new(),
         next_id: 1,
+        per_connection_max,
     };
     while let Some(request) = requests.recv().await {
         service.serve(request);
@@ -209,10 +212,11 @@ impl Service {
             self.remove(old);
         }
         let held = self.by_conn.keys().filter(|(c, _)| *c == conn.id).count();
-        if held >= QUERIES_PER_CONNECTION_MAX {
+        if held >= self.per_connection_max {
             let why = format!(
-                "query {query_id:?}: this connection already holds {QUERIES_PER_CONNECTION_MAX} \
-                 live queries, the most allowed"
+                "query {query_id:?}: this connection already holds {} live queries, the most \
+                 allowed",
+                self.per_connection_max
             );
             send(&conn, &error(429, why));
             return;

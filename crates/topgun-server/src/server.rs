@@ -16,8 +16,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -35,6 +35,8 @@ use crate::auth::{AuthError, Principal};
 use crate::config::{AuthMode, Config};
 use crate::dataplane::{ConnState, DataPlane, Services};
 use crate::fanout::{ConnHandle, Outbound};
+use crate::guard::{AuthFailures, UserConnections};
+use crate::interceptor::ConnInfo;
 use crate::session::{Authenticator, Output, Session, SessionConfig, close};
 use crate::shard_task::Persist;
 use crate::storage::{self, Opened};
@@ -68,6 +70,8 @@ struct Shared {
     data: DataPlane,
     /// The access policies in force (replaced on reload).
     policies: Arc<Policies>,
+    auth_failures: AuthFailures,
+    user_connections: UserConnections,
     /// Set while the store cannot take checkpoints (writes are held in the log).
     degraded: Arc<std::sync::atomic::AtomicBool>,
     /// The latest tombstone horizon; every open connection is sent it as `GC_PRUNE`.
@@ -153,6 +157,8 @@ impl Server {
             .strict(true);
         let services = Services {
             topics_per_connection_max: config.session.topics_per_connection_max,
+            guards: config.guards,
+            interceptors: config.interceptors.clone(),
             journal: config.storage.journal,
             recovered_journal: opened.journal,
             node_id: config.node_id.as_str().to_owned(),
@@ -180,6 +186,8 @@ impl Server {
         let shared = Arc::new(Shared {
             session,
             policies: Arc::new(Policies::new(config.policies)),
+            auth_failures: AuthFailures::new(config.guards.auth_failures_per_ip_per_minute),
+            user_connections: UserConnections::new(config.guards.connections_per_user_max),
             auth: config.auth,
             phase: AtomicU8::new(STARTING),
             metrics,
@@ -240,6 +248,7 @@ impl Server {
                 tracing::debug!(error = %e, "cannot set TCP_NODELAY");
             }
         });
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         axum::serve(listener, app)
             .with_graceful_shutdown(stop)
             .await?;
@@ -277,7 +286,11 @@ async fn prune_tombstones(shared: Arc<Shared>) {
 /// and a larger one simply takes several reads.
 pub const READ_BUFFER_BYTES: usize = 2 * 1024;
 
-async fn upgrade(ws: WebSocketUpgrade, State(shared): State<Arc<Shared>>) -> Response {
+async fn upgrade(
+    ws: WebSocketUpgrade,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    State(shared): State<Arc<Shared>>,
+) -> Response {
     if shared.phase.load(Ordering::SeqCst) != READY {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
@@ -289,7 +302,7 @@ async fn upgrade(ws: WebSocketUpgrade, State(shared): State<Arc<Shared>>) -> Res
     ws.max_message_size(max)
         .max_frame_size(max)
         .read_buffer_size(READ_BUFFER_BYTES)
-        .on_upgrade(move |socket| serve_connection(socket, shared))
+        .on_upgrade(move |socket| serve_connection(socket, shared, peer))
 }
 
 async fn health(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
@@ -384,7 +397,7 @@ const KICK: CloseFrame = CloseFrame {
     ),
 };
 
-async fn serve_connection(socket: WebSocket, shared: Arc<Shared>) {
+async fn serve_connection(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr) {
     shared.metrics.connection_opened();
     let _guard = ConnectionGuard(Arc::clone(&shared));
     let (sink, mut stream) = socket.split();
@@ -400,8 +413,16 @@ async fn serve_connection(socket: WebSocket, shared: Arc<Shared>) {
     };
     let writer = tokio::spawn(write_loop(sink, queues, Arc::clone(&shared.metrics)));
     let mut conn = ConnState::new(handle, shared.session.limits.maps_per_connection_max);
-    let (mut session, first) = Session::open(Arc::clone(&shared.session), now_ms());
+    let (mut session, mut first) = Session::open(Arc::clone(&shared.session), now_ms());
     conn.set_principal(session.principal(), shared.session.auth_required);
+    let info = ConnInfo {
+        id: conn.handle.id,
+        ip: Some(peer.ip()),
+    };
+    if let Err(why) = admit(&shared, &info) {
+        first = refuse(why);
+    }
+    let mut user: Option<String> = None;
     // `deliver` futures are boxed (as is dispatch within them): they hold whole messages
     // across awaits, and inline they would sit in every idle connection's task.
     let mut open = Box::pin(deliver(first, &tx, &mut conn, &shared)).await;
@@ -416,7 +437,11 @@ async fn serve_connection(socket: WebSocket, shared: Arc<Shared>) {
         }
         let outputs = tokio::select! {
             frame = stream.next() => match frame {
-                Some(Ok(WsMessage::Binary(bytes))) => handle_frame(&mut session, &bytes, &shared),
+                Some(Ok(WsMessage::Binary(bytes))) => {
+                    let mut outputs = handle_frame(&mut session, &bytes, &shared);
+                    guard_auth(&shared, &session, &info, &mut user, &mut outputs);
+                    outputs
+                }
                 Some(Ok(WsMessage::Text(_))) => session.on_text_frame(),
                 // WebSocket pings are answered by the transport.
                 Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
@@ -434,9 +459,91 @@ async fn serve_connection(socket: WebSocket, shared: Arc<Shared>) {
         conn.set_principal(session.principal(), shared.session.auth_required);
         open = Box::pin(deliver(outputs, &tx, &mut conn, &shared)).await;
     }
+    if let Some(user) = user {
+        shared.user_connections.leave(&user);
+    }
+    shared.data.interceptors().on_disconnect(&info);
     Box::pin(shared.data.disconnect(&mut conn)).await;
     drop((tx, events_tx));
     let _ = writer.await;
+}
+
+/// Whether a new connection may be served: its address has not used up its failed
+/// `AUTH`s, and no interceptor refuses it.
+fn admit(shared: &Shared, info: &ConnInfo) -> Result<(), String> {
+    if let Some(ip) = info.ip
+        && let Err(wait_ms) = shared.auth_failures.admits(ip, now_ms())
+    {
+        return Err(format!(
+            "too many failed authentication attempts from {ip}; retry in {} s",
+            wait_ms.div_ceil(1000)
+        ));
+    }
+    shared.data.interceptors().on_connection(info)
+}
+
+/// What a refused connection is sent: the reason, then a policy close.
+fn refuse(why: String) -> Vec<Output> {
+    vec![
+        Output::Send(Message::Error(
+            topgun_core::protocol::messages::ErrorPayload {
+                code: 429,
+                message: why.into(),
+                details: None,
+            },
+        )),
+        Output::Close {
+            code: close::POLICY,
+            reason: "connection refused",
+        },
+    ]
+}
+
+/// After a frame: counts a failed `AUTH` against the address, and keeps the user's
+/// connection count — an `AUTH` that would take a user past its limit is failed instead.
+fn guard_auth(
+    shared: &Shared,
+    session: &Session,
+    info: &ConnInfo,
+    user: &mut Option<String>,
+    outputs: &mut Vec<Output>,
+) {
+    let failed = outputs
+        .iter()
+        .any(|o| matches!(o, Output::Send(Message::AuthFail(_))));
+    if let (true, Some(ip)) = (failed, info.ip) {
+        shared.auth_failures.failed(ip, now_ms());
+    }
+    let now = session.principal().map(|p| p.user_id.as_str());
+    if now == user.as_deref() {
+        return;
+    }
+    if let Some(old) = user.take() {
+        shared.user_connections.leave(&old);
+    }
+    let Some(now) = now else {
+        return;
+    };
+    if shared.user_connections.join(now) {
+        *user = Some(now.to_owned());
+        return;
+    }
+    let why = format!(
+        "Authentication failed: user {now:?} already has {} connections, the most allowed",
+        shared.user_connections.max()
+    );
+    *outputs = vec![
+        Output::Send(Message::AuthFail(
+            topgun_core::protocol::messages::AuthFail {
+                error: Some(why.into()),
+                code: Some(429),
+            },
+        )),
+        Output::Close {
+            code: close::POLICY,
+            reason: "too many connections for this user",
+        },
+    ];
 }
 
 /// A `GC_PRUNE` to send, once the session is open and the horizon moved past what it was told.
