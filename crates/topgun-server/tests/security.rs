@@ -539,3 +539,81 @@ async fn a_token_that_expires_while_connected_logs_the_connection_out() {
         "{got:?}"
     );
 }
+
+/// The binary with `config` as its file, JWT auth on.
+fn serve_with_config(dir: &std::path::Path, config: &str) -> (Served, std::path::PathBuf) {
+    let file = dir.join("topgun.toml");
+    std::fs::write(&file, config).unwrap();
+    let mut cmd = binary();
+    cmd.arg("--config")
+        .arg(&file)
+        .arg("--storage")
+        .arg("memory")
+        .env("JWT_SECRET", SECRET);
+    (serve_binary(&mut cmd), file)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_load_from_the_file_reload_on_sighup_and_bad_ones_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let only_readers = r#"
+[[policies]]
+role = "reader"
+map_name_pattern = "public/*"
+actions = ["READ"]
+"#;
+    let (served, file) = serve_with_config(dir.path(), only_readers);
+    let mut walt = connect_as(served.addr, "walt", &["writer"]).await;
+    let replies = write_doc(&mut walt, 1, "public/news", "a", doc("t", "b")).await;
+    assert!(
+        replies
+            .iter()
+            .any(|m| matches!(m, Message::OpRejected(r) if r.code == Some(403))),
+        "{replies:?}"
+    );
+
+    // A broken file is reported and the policies in force stay.
+    std::fs::write(&file, "[[policies]]\nrole = \"writer\"\n").unwrap();
+    let hup = |pid: u32| {
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    hup(served.child.id());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let replies = write_doc(&mut walt, 2, "public/news", "a", doc("t", "b")).await;
+    assert!(replies.iter().any(|m| matches!(m, Message::OpRejected(_))));
+
+    let with_writers = format!(
+        "{only_readers}\n[[policies]]\nrole = \"writer\"\nmap_name_pattern = \"public/*\"\nactions = [\"ALL\"]\n"
+    );
+    std::fs::write(&file, with_writers).unwrap();
+    hup(served.child.id());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let replies = write_doc(&mut walt, 3, "public/news", "a", doc("t", "b")).await;
+    assert!(
+        !replies.iter().any(|m| matches!(m, Message::OpRejected(_)))
+            && replies.iter().any(|m| matches!(m, Message::OpAck(_))),
+        "the reloaded policies apply to the open connection: {replies:?}"
+    );
+    drop(served);
+
+    // At start-up, an invalid policy stops the server with a message naming it.
+    let bad = "[[policies]]\nrole = \"user\"\nmap_name_pattern = \"users/{user}/*\"\nactions = [\"READ\"]\n";
+    std::fs::write(&file, bad).unwrap();
+    let out = binary()
+        .arg("--config")
+        .arg(&file)
+        .env("JWT_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("policy 1 (role \"user\", map \"users/{user}/*\")")
+            && stderr.contains("{userId}"),
+        "{stderr}"
+    );
+}
