@@ -26,7 +26,7 @@ use topgun_core::protocol::query::Query;
 use topgun_core::value::Value;
 
 use crate::fanout::{ConnHandle, ConnId};
-use crate::policy::{Action, Decision, Fields, Resource};
+use crate::policy::{Action, Decision, Fields, Resource, Subject};
 use crate::shard_task::Request;
 
 /// Most live queries one connection may hold, unless configured (`queries_per_connection_max`).
@@ -106,6 +106,10 @@ struct Sub {
     map: String,
     /// The field limit it was admitted under.
     allowed: Option<Fields>,
+    /// Who subscribed, and (when its predicate reads `auth.*`) that context:
+    /// `{userId, roles}`.
+    subject: Option<Arc<Subject>>,
+    auth: Option<Value>,
     view: View,
     /// With `groupBy`/`aggregations`: the groups, fed by the view's matching rows; the
     /// subscriber is told of groups, not rows.
@@ -244,6 +248,10 @@ impl Service {
         self.subs.insert(
             id,
             Sub {
+                subject: conn.access.subject(),
+                auth: uses_auth(query)
+                    .then(|| conn.access.subject().map(|s| auth_context(&s)))
+                    .flatten(),
                 conn,
                 query_id,
                 map: map.clone(),
@@ -522,21 +530,51 @@ fn live_value(record: &LwwRecord) -> Option<&Value> {
 /// Applies a record's new state to a subscription: the changes its subscriber is owed (the
 /// window's rows, or its groups when it aggregates).
 fn step(sub: &mut Sub, key: &str, record: &LwwRecord) -> Vec<Change> {
+    let auth = sub.auth.as_ref();
     let Some(groups) = sub.groups.as_mut() else {
-        return sub.view.apply(key, live_value(record), None);
+        return sub.view.apply(key, live_value(record), auth);
     };
     let old = sub.view.get(key).cloned();
-    sub.view.apply(key, live_value(record), None);
+    sub.view.apply(key, live_value(record), auth);
     groups.apply(old.as_ref(), sub.view.get(key))
 }
 
 /// [`step`] for a snapshot row: nothing is owed yet (the response carries the window).
 fn load(sub: &mut Sub, key: &str, record: &LwwRecord) {
     let old = sub.groups.as_ref().and_then(|_| sub.view.get(key).cloned());
-    sub.view.load(key, live_value(record), None);
+    sub.view.load(key, live_value(record), sub.auth.as_ref());
     if let Some(groups) = sub.groups.as_mut() {
         groups.apply(old.as_ref(), sub.view.get(key));
     }
+}
+
+/// Whether a query's predicate reads the subscriber's identity (`valueRef: "auth.…"`).
+fn uses_auth(query: &Query) -> bool {
+    fn walk(node: &topgun_core::protocol::query::PredicateNode) -> bool {
+        node.value_ref
+            .as_deref()
+            .is_some_and(|r| r.starts_with("auth."))
+            || node.children.iter().flatten().any(walk)
+    }
+    query.predicate.as_ref().is_some_and(walk)
+}
+
+/// What a predicate's `valueRef: "auth.<path>"` reads: `{userId, roles}`.
+fn auth_context(subject: &Subject) -> Value {
+    let user = subject
+        .user_id
+        .as_deref()
+        .map_or(Value::Nil, |u| Value::Str(u.into()));
+    let roles = subject
+        .roles
+        .iter()
+        .map(|r| Value::Str(r.as_str().into()))
+        .collect();
+    Value::Map(
+        [("userId", user), ("roles", Value::Array(roles))]
+            .into_iter()
+            .collect(),
+    )
 }
 
 /// Who subscribed, to what, under which field limit.
@@ -551,12 +589,19 @@ struct Admitted {
 /// was admitted under; else the `ERROR 403` that ends it (a re-`AUTH` with other roles, or a
 /// policy reload, changed what it may see: it must subscribe again).
 fn still_admitted(sub: &Sub) -> Result<(), Box<Message>> {
+    // A predicate reading `auth.*` was evaluated for the identity that subscribed.
+    let same_context = sub.auth.is_none()
+        || match (sub.conn.access.subject(), &sub.subject) {
+            (Some(now), Some(then)) => Arc::ptr_eq(&now, then) || now == *then,
+            (None, None) => true,
+            _ => false,
+        };
     match sub
         .conn
         .access
         .decide(Resource::Map, &sub.map, Action::Read)
     {
-        Decision::Allow(fields) if fields == sub.allowed => Ok(()),
+        Decision::Allow(fields) if fields == sub.allowed && same_context => Ok(()),
         _ => Err(Box::new(error(
             403,
             format!(

@@ -617,3 +617,37 @@ actions = ["READ"]
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn a_query_can_select_by_the_callers_identity() {
+    let server = start(jwt(), None).await;
+    let addr = server.addr;
+    let mut root = connect_as(addr, "root", &["ADMIN"]).await;
+    for (i, owner) in ["alice", "bob", "alice"].iter().enumerate() {
+        let value = Value::Map(
+            [("owner", Value::from(*owner)), ("n", Value::Int(i as i64))]
+                .into_iter()
+                .collect(),
+        );
+        write_doc(&mut root, i as u64 + 1, "tasks", &format!("t{i}"), value).await;
+    }
+    let mine = PredicateNode {
+        value_ref: Some("auth.userId".into()),
+        ..PredicateNode::leaf(PredicateOp::Eq, "owner", Value::Nil)
+    };
+    let mine = PredicateNode {
+        value: topgun_core::protocol::wire::Field::Absent,
+        ..mine
+    };
+    for (user, expected) in [("alice", vec!["t0", "t2"]), ("bob", vec!["t1"])] {
+        let mut c = connect_as(addr, user, &[]).await;
+        send(&mut c, &query("mine", "tasks", Some(mine.clone()))).await;
+        let got = drain(&mut c, 1).await;
+        let [Message::QueryResp(resp)] = got.as_slice() else {
+            panic!("{got:?}")
+        };
+        let mut keys: Vec<&str> = resp.results.iter().map(|r| r.key.as_str()).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, expected, "{user}");
+    }
+}
