@@ -625,9 +625,12 @@ async fn a_query_can_select_by_the_callers_identity() {
     let mut root = connect_as(addr, "root", &["ADMIN"]).await;
     for (i, owner) in ["alice", "bob", "alice"].iter().enumerate() {
         let value = Value::Map(
-            [("owner", Value::from(*owner)), ("n", Value::Int(i as i64))]
-                .into_iter()
-                .collect(),
+            [
+                ("owner", Value::from(*owner)),
+                ("n", Value::Int(i64::try_from(i).unwrap())),
+            ]
+            .into_iter()
+            .collect(),
         );
         write_doc(&mut root, i as u64 + 1, "tasks", &format!("t{i}"), value).await;
     }
