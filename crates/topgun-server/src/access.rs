@@ -226,6 +226,14 @@ pub fn project_message(msg: &mut Message, fields: &Fields) {
             .events
             .iter_mut()
             .for_each(|e| project_event(e, fields)),
+        Message::JournalEvent(event) => {
+            for value in [&mut event.value, &mut event.previous_value]
+                .into_iter()
+                .flatten()
+            {
+                *value = project(value, fields);
+            }
+        }
         _ => {}
     }
 }

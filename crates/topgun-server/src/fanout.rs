@@ -130,6 +130,24 @@ pub struct Delivery {
     pub kicked: usize,
 }
 
+impl Delivery {
+    /// Offers `frame` to `conn` and counts the outcome; false if the subscriber should be
+    /// forgotten (gone, or kicked for not keeping up).
+    pub fn offer(&mut self, conn: &ConnHandle, frame: Bytes) -> bool {
+        match conn.offer(frame) {
+            Offer::Queued => {
+                self.queued += 1;
+                true
+            }
+            Offer::Kicked => {
+                self.kicked += 1;
+                false
+            }
+            Offer::Gone => false,
+        }
+    }
+}
+
 impl Subscribers {
     fn table(&mut self, kind: MapKind) -> &mut HashMap<String, Vec<ConnHandle>> {
         match kind {
@@ -181,17 +199,7 @@ impl Subscribers {
             else {
                 return true;
             };
-            match conn.offer(frame) {
-                Offer::Queued => {
-                    delivery.queued += 1;
-                    true
-                }
-                Offer::Kicked => {
-                    delivery.kicked += 1;
-                    false
-                }
-                Offer::Gone => false,
-            }
+            delivery.offer(conn, frame)
         });
         if subs.is_empty() {
             table.remove(map);
@@ -212,15 +220,17 @@ impl Subscribers {
     }
 }
 
-/// One event's encodings: the full one and one per field limit, each made once.
-struct Frames<'a> {
+/// One message's encodings for its readers: the full one and one per field limit, each made
+/// once ([`project_message`] limits map records and journal events).
+#[derive(Debug)]
+pub struct Frames<'a> {
     event: &'a Message,
     full: Option<Bytes>,
     limited: Vec<(Fields, Bytes)>,
 }
 
 impl<'a> Frames<'a> {
-    fn new(event: &'a Message) -> Self {
+    pub fn new(event: &'a Message) -> Self {
         Self {
             event,
             full: None,
@@ -229,7 +239,7 @@ impl<'a> Frames<'a> {
     }
 
     /// The frame a reader with `decision` receives; `None` if it may not read.
-    fn for_reader(&mut self, decision: Decision) -> Option<Bytes> {
+    pub fn for_reader(&mut self, decision: Decision) -> Option<Bytes> {
         match decision {
             Decision::Deny => None,
             Decision::Allow(None) => Some(

@@ -24,10 +24,10 @@ use topgun_core::protocol::messages::{
     ErrorPayload, JournalEventData, JournalRead, JournalReadResponse, JournalSubscribe,
 };
 
-use crate::access::{ConnAccess, project};
-use crate::fanout::{ConnHandle, ConnId, Offer, Outbound};
+use crate::access::{ConnAccess, project_message};
+use crate::fanout::{ConnHandle, ConnId, Frames, Offer, Outbound};
 use crate::journal::{Draft, Filter, Journal, JournalEvent, Page, Retention};
-use crate::policy::{Action, Decision, Fields, Resource};
+use crate::policy::{Action, Decision, Resource};
 use crate::server::now_ms;
 
 /// Batches of events (or requests) waiting for the journal task.
@@ -373,7 +373,7 @@ impl Task {
         }
         for event in events {
             let msg = Message::JournalEvent(event.to_wire(&self.node_id));
-            let mut frames = EventFrames::new(&msg);
+            let mut frames = Frames::new(&msg);
             for held in self.subs.values_mut() {
                 held.retain(|_, sub| {
                     if !sub.live || !sub.filter.accepts(event) {
@@ -408,59 +408,13 @@ fn readable(access: &ConnAccess, event: &JournalEvent, node_id: &str) -> Option<
         Decision::Deny => return None,
         Decision::Allow(fields) => fields,
     };
-    let mut wire = event.to_wire(node_id);
+    let mut msg = Message::JournalEvent(event.to_wire(node_id));
     if let Some(fields) = fields {
-        limit_event(&mut wire, &fields);
+        project_message(&mut msg, &fields);
     }
-    Some(wire)
-}
-
-fn limit_event(wire: &mut JournalEventData, fields: &Fields) {
-    for value in [&mut wire.value, &mut wire.previous_value]
-        .into_iter()
-        .flatten()
-    {
-        *value = project(value, fields);
-    }
-}
-
-/// A `JOURNAL_EVENT`'s encodings: full, and per field limit, each made once.
-struct EventFrames<'a> {
-    msg: &'a Message,
-    full: Option<Bytes>,
-    limited: Vec<(Fields, Bytes)>,
-}
-
-impl<'a> EventFrames<'a> {
-    fn new(msg: &'a Message) -> Self {
-        Self {
-            msg,
-            full: None,
-            limited: Vec::new(),
-        }
-    }
-
-    fn for_reader(&mut self, decision: Decision) -> Option<Bytes> {
-        match decision {
-            Decision::Deny => None,
-            Decision::Allow(None) => Some(
-                self.full
-                    .get_or_insert_with(|| Bytes::from(self.msg.encode()))
-                    .clone(),
-            ),
-            Decision::Allow(Some(fields)) => {
-                if let Some((_, frame)) = self.limited.iter().find(|(f, _)| *f == fields) {
-                    return Some(frame.clone());
-                }
-                let mut limited = self.msg.clone();
-                if let Message::JournalEvent(wire) = &mut limited {
-                    limit_event(wire, &fields);
-                }
-                let frame = Bytes::from(limited.encode());
-                self.limited.push((fields, frame.clone()));
-                Some(frame)
-            }
-        }
+    match msg {
+        Message::JournalEvent(wire) => Some(wire),
+        _ => None,
     }
 }
 

@@ -18,7 +18,7 @@ use topgun_core::Value;
 use topgun_core::protocol::Message;
 use topgun_core::protocol::messages::TopicMessage;
 
-use crate::fanout::{ConnHandle, ConnId, Delivery, Offer};
+use crate::fanout::{ConnHandle, ConnId, Delivery};
 use crate::names;
 use crate::policy::{Action, Resource};
 
@@ -154,17 +154,7 @@ impl Topics {
             {
                 return true;
             }
-            match conn.offer(frame.clone()) {
-                Offer::Queued => {
-                    delivery.queued += 1;
-                    true
-                }
-                Offer::Kicked => {
-                    delivery.kicked += 1;
-                    false
-                }
-                Offer::Gone => false,
-            }
+            delivery.offer(conn, frame.clone())
         });
         if list.is_empty() {
             table.remove(topic);

@@ -8,7 +8,6 @@ mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::*;
 use topgun_core::protocol::Message;
@@ -20,32 +19,9 @@ use topgun_server::config::{Cli, Config};
 use topgun_server::interceptor::{AppliedOp, ConnInfo, Interceptor, OpContext, Verdict};
 use topgun_server::store::MemoryStore;
 
-fn now_ms() -> u64 {
-    u64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap()
-}
-
 fn put(id: u64, key: &str, value: Value) -> ClientOp {
     let at = Timestamp::new(now_ms() - 5_000, 0, NodeId::new("client").unwrap());
     put_op(id, "m", key, value, at)
-}
-
-/// Every message up to the `PONG` of a fresh ping.
-async fn drain(c: &mut Client, ts: u64) -> Vec<Message> {
-    send(c, &ping(ts)).await;
-    let mut out = Vec::new();
-    loop {
-        match recv(c).await {
-            Ok(Message::Pong(p)) if p.timestamp == ts => return out,
-            Ok(msg) => out.push(msg),
-            Err(code) => panic!("closed: {code:?}"),
-        }
-    }
 }
 
 /// The keys of map `m` the server holds (by a full Merkle walk).

@@ -9,7 +9,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use common::*;
 use topgun_core::protocol::Message;
@@ -19,16 +19,6 @@ use topgun_core::protocol::query::{PredicateNode, Query, Sort, SortField};
 use topgun_core::{NodeId, Timestamp, Value};
 
 const MAP: &str = "players";
-
-fn now_ms() -> u64 {
-    u64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap()
-}
 
 fn doc(score: i64, team: &str) -> Value {
     Value::Map(

@@ -9,7 +9,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use common::*;
 use topgun_core::protocol::Message;
@@ -119,16 +119,6 @@ fn model(user: &str, roles: &[&str], map: &str) -> (bool, Read) {
     (write, read)
 }
 
-fn now_ms() -> u64 {
-    u64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap()
-}
-
 fn login(user: &str, roles: &[&str]) -> Message {
     let claims = serde_json::json!({"sub": user, "roles": roles, "exp": now_secs() + 600});
     auth(&token(&claims, SECRET))
@@ -154,19 +144,6 @@ fn fields_of(value: &Value) -> Vec<String> {
     let mut keys: Vec<String> = value.as_map().unwrap().keys().map(Into::into).collect();
     keys.sort();
     keys
-}
-
-/// Every message up to the `PONG` of a fresh ping (what arrived before the barrier).
-async fn drain(c: &mut Client, ts: u64) -> Vec<Message> {
-    send(c, &ping(ts)).await;
-    let mut out = Vec::new();
-    loop {
-        match recv(c).await {
-            Ok(Message::Pong(p)) if p.timestamp == ts => return out,
-            Ok(msg) => out.push(msg),
-            Err(code) => panic!("closed: {code:?}"),
-        }
-    }
 }
 
 /// Leaves out the map events of other users' writes, after checking that each is one the

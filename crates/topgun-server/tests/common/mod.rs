@@ -83,6 +83,31 @@ pub(crate) fn token(claims: &serde_json::Value, secret: &str) -> String {
     .unwrap()
 }
 
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    u64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
+/// Every message up to the `PONG` of a fresh ping (what arrived before this barrier; replies
+/// keep request order, so every reply to earlier requests is among them).
+pub(crate) async fn drain(c: &mut Client, ts: u64) -> Vec<Message> {
+    send(c, &ping(ts)).await;
+    let mut out = Vec::new();
+    loop {
+        match recv(c).await {
+            Ok(Message::Pong(p)) if p.timestamp == ts => return out,
+            Ok(msg) => out.push(msg),
+            Err(code) => panic!("closed: {code:?}"),
+        }
+    }
+}
+
 pub(crate) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
