@@ -462,6 +462,25 @@ impl DataPlane {
             )));
         };
         conn.uses.journal = true;
+        // Naming a map one may not read is refused outright (the events would be left out).
+        let named = match &msg {
+            Message::JournalSubscribe(s) => s.map_name.as_deref(),
+            Message::JournalRead(r) => r.map_name.as_deref(),
+            _ => None,
+        };
+        if let Some(map) = named
+            && !conn
+                .handle
+                .access
+                .decide(Resource::Map, map, Action::Read)
+                .allowed()
+        {
+            return Some(Outbound::Message(forbidden(
+                Resource::Map,
+                map,
+                Action::Read,
+            )));
+        }
         match msg {
             Message::JournalSubscribe(s) => journal.subscribe(&conn.handle, s).await,
             Message::JournalUnsubscribe(u) => {

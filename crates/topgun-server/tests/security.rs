@@ -631,3 +631,47 @@ async fn a_query_can_select_by_the_callers_identity() {
         assert_eq!(keys, expected, "{user}");
     }
 }
+
+#[tokio::test]
+async fn the_journal_shows_each_reader_only_what_it_may_read() {
+    use topgun_core::protocol::messages::JournalRead;
+    let server = start(jwt(), Some(POLICIES)).await;
+    let addr = server.addr;
+    let mut root = connect_as(addr, "root", &["ADMIN"]).await;
+    for (i, map) in MAPS.iter().enumerate() {
+        write_doc(&mut root, i as u64 + 1, map, "doc", doc("t", "secret body")).await;
+    }
+    let read = |map: Option<&str>| {
+        Message::JournalRead(JournalRead {
+            request_id: "r".into(),
+            from_sequence: "0".into(),
+            limit: None,
+            map_name: map.map(Into::into),
+        })
+    };
+    for (user, roles) in USERS {
+        let mut c = connect_as(addr, user, roles).await;
+        send(&mut c, &read(None)).await;
+        let Ok(Message::JournalReadResponse(page)) = recv(&mut c).await else {
+            panic!("{user}: expected a journal page")
+        };
+        let maps: Vec<&str> = page.events.iter().map(|e| e.map_name.as_str()).collect();
+        let expected: Vec<&str> = MAPS
+            .iter()
+            .copied()
+            .filter(|m| model(user, roles, m).1.allowed())
+            .collect();
+        assert_eq!(maps, expected, "{user}");
+        for e in &page.events {
+            let value = e.value.as_ref().unwrap();
+            assert_eq!(
+                fields_of(value),
+                model(user, roles, &e.map_name).1.fields(),
+                "{user}"
+            );
+        }
+        send(&mut c, &read(Some("secret"))).await;
+        let refused = matches!(recv(&mut c).await, Ok(Message::Error(e)) if e.code == 403);
+        assert_eq!(refused, !model(user, roles, "secret").1.allowed(), "{user}");
+    }
+}
