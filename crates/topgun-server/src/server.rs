@@ -430,14 +430,22 @@ async fn serve_connection(socket: WebSocket, shared: Arc<Shared>, peer: SocketAd
     let mut shutdown = shared.shutdown.subscribe();
     let mut gc = shared.gc.subscribe();
     let mut horizon_sent = None;
+    // The horizon goes out once the client has spoken (without auth, its DEVICE_HELLO or
+    // AUTH is answered first: a TS client waiting for DEVICE_ACK must not get GC_PRUNE
+    // before it).
+    let mut greeted = false;
     while open {
-        if let Some(prune) = horizon_news(&session, &mut gc, &mut horizon_sent) {
+        let news = greeted
+            .then(|| horizon_news(&session, &mut gc, &mut horizon_sent))
+            .flatten();
+        if let Some(prune) = news {
             open = Box::pin(deliver(vec![Output::Send(prune)], &tx, &mut conn, &shared)).await;
             continue;
         }
         let outputs = tokio::select! {
             frame = stream.next() => match frame {
                 Some(Ok(WsMessage::Binary(bytes))) => {
+                    greeted = true;
                     let mut outputs = handle_frame(&mut session, &bytes, &shared);
                     guard_auth(&shared, &session, &info, &mut user, &mut outputs);
                     outputs

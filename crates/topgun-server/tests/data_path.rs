@@ -905,6 +905,27 @@ async fn old_tombstones_are_pruned_and_clients_told() {
 }
 
 #[tokio::test]
+async fn the_horizon_follows_the_handshake_reply() {
+    let server = start(
+        no_auth(),
+        Some("tombstone_ttl_ms = 300\ngc_interval_ms = 50\n"),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // A TS client without a token sends DEVICE_HELLO and waits for DEVICE_ACK: it must come
+    // before the GC_PRUNE every connection is told once a horizon exists.
+    let mut c = connect(server.addr, "/ws").await;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let hello = topgun_core::protocol::messages::DeviceHello { device_token: None };
+    send(&mut c, &Message::DeviceHello(hello)).await;
+    assert!(
+        matches!(recv_any(&mut c).await, Ok(Message::DeviceAck(_))),
+        "DEVICE_ACK first"
+    );
+    assert!(matches!(recv_any(&mut c).await, Ok(Message::GcPrune(_))));
+}
+
+#[tokio::test]
 async fn metrics_count_ops_and_merkle_requests() {
     let server = start(no_auth(), None).await;
     let mut c = connect(server.addr, "/").await;
