@@ -1,0 +1,41 @@
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import react from '@vitejs/plugin-react';
+import { defineConfig, type Plugin } from 'vite';
+
+/**
+ * Emits `sw.js` with the list of every built file, so the service worker can precache the whole
+ * app shell at install time. That is what lets the app reload while offline: the page, its
+ * scripts and styles then come from the Cache Storage, never from the (unreachable) network.
+ */
+function serviceWorker(): Plugin {
+  return {
+    name: 'topgun-precache-sw',
+    apply: 'build',
+    generateBundle(_options, bundle) {
+      const files = Object.keys(bundle).filter((f) => !f.endsWith('.map'));
+      const template = readFileSync(fileURLToPath(new URL('./src/sw-template.js', import.meta.url)), 'utf8');
+      // Built file names carry content hashes, so their list identifies the build.
+      const version = JSON.stringify(createHash('sha256').update(files.sort().join('|')).digest('hex').slice(0, 16));
+      const source = template
+        .replace('self.__PRECACHE__', JSON.stringify(['./', './index.html', ...files.map((f) => `./${f}`)]))
+        .replace('self.__VERSION__', version);
+      this.emitFile({ type: 'asset', fileName: 'sw.js', source });
+    },
+  };
+}
+
+export default defineConfig({
+  plugins: [react(), serviceWorker()],
+  build: {
+    target: 'es2022',
+    sourcemap: true,
+    rollupOptions: {
+      input: {
+        main: fileURLToPath(new URL('./index.html', import.meta.url)),
+        bench: fileURLToPath(new URL('./bench.html', import.meta.url)),
+      },
+    },
+  },
+});
