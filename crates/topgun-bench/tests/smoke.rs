@@ -28,12 +28,17 @@ struct Running {
 }
 
 async fn server(env: AuthEnv) -> Running {
+    server_with(env, None).await
+}
+
+/// A server with `file` as its configuration file's text.
+async fn server_with(env: AuthEnv, file: Option<&str>) -> Running {
     let cli = Cli {
         port: Some(0),
         host: Some("127.0.0.1".parse().unwrap()),
         ..Cli::default()
     };
-    let config = Config::resolve(&cli, None, &env).unwrap();
+    let config = Config::resolve(&cli, file, &env).unwrap();
     let server = Server::bind_with_store(config, Arc::new(MemoryStore::new()))
         .await
         .unwrap();
@@ -232,6 +237,31 @@ async fn sync_walks_to_the_servers_root_and_resyncs_only_what_changed() {
         float(&report, "resync_bytes_per_changed_byte") >= 1.0,
         "{json}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_preload_waits_out_a_servers_rate_limit() {
+    // 3,000 ops against 500 a second with bursts of 1,000: most batches are refused in part
+    // (OP_REJECTED 429, "retry in N ms") and must be sent again until every key is there.
+    let server = server_with(
+        AuthEnv {
+            no_auth: Some("1".into()),
+            ..AuthEnv::default()
+        },
+        Some("ops_per_sec_per_connection = 500"),
+    )
+    .await;
+    let common = common(server.addr);
+    let args = SyncArgs {
+        keys: 3000,
+        changed: 0.01,
+        batch: 500,
+        ..SyncArgs::default()
+    };
+    let report = scenario::sync::run(&Target::new(&common), &common, &args)
+        .await
+        .unwrap();
+    assert_eq!(int(&report, "full_records"), 3000, "{}", report.to_json());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -736,11 +736,18 @@ impl DataPlane {
                     if refused.retry {
                         retry_from.get_or_insert(at);
                     }
+                    let rate_limited = refused.retry && refused.code == codes::TOO_MANY;
                     frames.push(Message::OpRejected(OpRejected {
                         op_id: id.clone().unwrap_or_else(|| "unknown".into()),
                         reason: refused.reason.into(),
                         code: Some(refused.code),
                     }));
+                    // Over a rate limit, the rest of the batch would be refused alike, one
+                    // OP_REJECTED each: it is left unprocessed instead (neither applied nor
+                    // refused; unacknowledged, so the client sends it again).
+                    if rate_limited {
+                        break;
+                    }
                 }
             }
             // The ack covers every op up to the first one the client should send again.

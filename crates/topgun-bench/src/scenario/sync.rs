@@ -7,9 +7,9 @@
 //! exactly as the TS client compares them, and its root must equal the server's at the end.
 
 use std::collections::{HashSet, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use topgun_core::protocol::messages::{LeafRecord, MerkleReqBucket, SyncInit};
+use topgun_core::protocol::messages::{ClientOp, LeafRecord, MerkleReqBucket, SyncInit};
 use topgun_core::protocol::wire::{Field, Wire};
 use topgun_core::protocol::{Message, Writer};
 use topgun_core::{LwwMap, Value};
@@ -106,7 +106,8 @@ struct Put {
 }
 
 /// Writes `value` under every key, `batch` PUTs per `OP_BATCH`, four batches in flight,
-/// and waits until all are acknowledged.
+/// and waits until all are acknowledged. A batch refused as retryable (a server's rate
+/// limit: `OP_REJECTED` 429 "retry in N ms") is sent again after the hinted wait.
 async fn put_all(
     conn: &mut Conn,
     ops: &mut OpMaker,
@@ -118,7 +119,7 @@ async fn put_all(
 ) -> Result<Put, BenchError> {
     let started = Instant::now();
     let mut record_bytes = 0u64;
-    let mut in_flight: VecDeque<u64> = VecDeque::new();
+    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
     let mut chunks = keys.chunks(batch);
     let failed = || BenchError::client("the writer");
     loop {
@@ -130,20 +131,47 @@ async fn put_all(
                 if let Field::Value(record) = &op.record {
                     record_bytes += leaf_record_size(key, record);
                 }
-                batch_ops.push(op);
-                if batch_ops.len() == chunk.len() {
-                    in_flight.push_back(id);
-                }
+                batch_ops.push((id, op));
             }
-            conn.send(&ops.batch(batch_ops)).await.map_err(failed())?;
+            let ids = batch_ops[0].0..=batch_ops[batch_ops.len() - 1].0;
+            let all = batch_ops.iter().map(|(_, op)| op.clone()).collect();
+            conn.send(&ops.batch(all)).await.map_err(failed())?;
+            in_flight.push_back(InFlight {
+                ids,
+                ops: batch_ops,
+                retry: None,
+                refused: false,
+            });
         }
         if in_flight.is_empty() {
             break;
         }
-        let message = conn
-            .recv_within(target.timeout, "OP_ACK")
-            .await
-            .map_err(failed())?;
+        // What a rate limit held back goes again once its wait is over: the batch from the
+        // refused op on (the server processed nothing after it).
+        let now = Instant::now();
+        for batch in &mut in_flight {
+            let Some((_, from)) = batch.retry.filter(|(at, _)| *at <= now) else {
+                continue;
+            };
+            batch.retry = None;
+            let tail = batch
+                .ops
+                .iter()
+                .filter(|(id, _)| *id >= from)
+                .map(|(_, op)| op.clone())
+                .collect();
+            conn.send(&ops.batch(tail)).await.map_err(failed())?;
+        }
+        let next_retry = in_flight
+            .iter()
+            .filter_map(|b| b.retry.map(|(at, _)| at))
+            .min();
+        let wait = next_retry.map_or(target.timeout, |at| at.saturating_duration_since(now));
+        let message = match tokio::time::timeout(wait, conn.recv()).await {
+            Ok(message) => message.map_err(failed())?,
+            Err(_) if next_retry.is_some() => continue,
+            Err(_) => return Err(BenchError::Failed("the writer: no OP_ACK in time".into())),
+        };
         match message {
             Message::Error(e) => {
                 return Err(BenchError::Failed(format!(
@@ -151,10 +179,22 @@ async fn put_all(
                     e.code, e.message
                 )));
             }
+            Message::OpRejected(r) if r.code == Some(429) => {
+                let id: u64 = r.op_id.parse().unwrap_or(0);
+                if let Some(batch) = in_flight.iter_mut().find(|b| b.ids.contains(&id)) {
+                    let at = Instant::now() + retry_hint(&r.reason);
+                    batch.retry = Some(batch.retry.map_or((at, id), |(a, f)| (a, f.min(id))));
+                    batch.refused = true;
+                }
+            }
             other => {
-                // An ack names the last op of a batch, and covers every batch up to it.
+                // An ack names the last op of a batch, and covers every batch up to it —
+                // but a batch the server refused in part is settled only by its own ack.
                 if let Some(id) = acked_id(&other) {
-                    in_flight.retain(|&batch_last| batch_last > id);
+                    in_flight.retain(|b| {
+                        let end = *b.ids.end();
+                        !(id == end || (id > end && !b.refused))
+                    });
                 }
             }
         }
@@ -163,6 +203,27 @@ async fn put_all(
         seconds: started.elapsed().as_secs_f64(),
         record_bytes,
     })
+}
+
+/// A batch sent and not yet acknowledged.
+struct InFlight {
+    ids: std::ops::RangeInclusive<u64>,
+    ops: Vec<(u64, ClientOp)>,
+    /// When to send it again, from which op on (a server's rate limit refused that op).
+    retry: Option<(Instant, u64)>,
+    /// Part of it was refused once: only an ack naming its own last op settles it.
+    refused: bool,
+}
+
+/// The wait a rate-limited server asks for ("… retry in N ms"), else 50 ms.
+fn retry_hint(reason: &str) -> Duration {
+    let ms = reason
+        .split("retry in ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(50);
+    Duration::from_millis(ms)
 }
 
 fn leaf_record_size(key: &str, record: &topgun_core::LwwRecord) -> u64 {
