@@ -63,7 +63,9 @@ pub struct ConnAccess {
     subject: RwLock<Option<Arc<Subject>>>,
     /// Bumped when the subject changes.
     generation: AtomicU64,
-    cache: Mutex<Cache>,
+    /// Allocated on the first decision under policies (an idle connection, or any connection
+    /// of a server without policies, never needs one).
+    cache: Mutex<Option<Box<Cache>>>,
 }
 
 #[derive(Debug, Default)]
@@ -128,7 +130,8 @@ impl ConnAccess {
         let key = (resource, name.to_owned(), action == Action::Write);
         {
             let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-            if cache.under == under
+            if let Some(cache) = cache.as_ref()
+                && cache.under == under
                 && let Some(decision) = cache.decisions.get(&key)
             {
                 return decision.clone();
@@ -136,6 +139,7 @@ impl ConnAccess {
         }
         let decision = policies.decide(&subject, resource, name, action);
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        let cache = cache.get_or_insert_with(Box::default);
         if cache.under != under || cache.decisions.len() >= CACHE_MAX {
             cache.decisions.clear();
             cache.under = under;

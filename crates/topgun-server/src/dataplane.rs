@@ -88,11 +88,6 @@ pub struct ConnState {
     topics: TopicSubs,
     /// Which services must hear of the disconnect.
     uses: Uses,
-    /// The authenticated user, named as the publisher of its topic messages.
-    user: Option<String>,
-    roles: Option<Vec<String>>,
-    /// Whether `set_principal` has run once.
-    subject_set: bool,
 }
 
 impl ConnState {
@@ -103,9 +98,6 @@ impl ConnState {
             maps_max,
             topics: TopicSubs::default(),
             uses: Uses::default(),
-            user: None,
-            roles: None,
-            subject_set: false,
         }
     }
 
@@ -113,23 +105,29 @@ impl ConnState {
     /// have changed it, or a logout ended it). With authentication off, every connection is
     /// an anonymous subject from the start.
     pub fn set_principal(&mut self, principal: Option<&Principal>, auth_required: bool) {
-        let user = principal.map(|p| p.user_id.as_str());
-        let roles = principal.map(|p| p.roles.as_slice());
-        if self.subject_set && self.user.as_deref() == user && self.roles.as_deref() == roles {
-            return;
-        }
-        self.subject_set = true;
-        self.user = user.map(str::to_owned);
-        self.roles = roles.map(<[String]>::to_vec);
-        let subject = match principal {
-            Some(p) => Some(Subject {
-                user_id: Some(p.user_id.clone()),
-                roles: p.roles.clone(),
-            }),
-            None if !auth_required => Some(Subject::default()),
+        let wanted = match principal {
+            Some(p) => Some((Some(p.user_id.as_str()), p.roles.as_slice())),
+            None if !auth_required => Some((None, &[][..])),
             None => None,
         };
-        self.handle.access.set_subject(subject);
+        let current = self.handle.access.subject();
+        let same = match (&current, wanted) {
+            (Some(s), Some((user, roles))) => s.user_id.as_deref() == user && s.roles == roles,
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            let subject = wanted.map(|(user, roles)| Subject {
+                user_id: user.map(str::to_owned),
+                roles: roles.to_vec(),
+            });
+            self.handle.access.set_subject(subject);
+        }
+    }
+
+    /// The authenticated user, if any.
+    fn user(&self) -> Option<String> {
+        self.handle.access.subject().and_then(|s| s.user_id.clone())
     }
 }
 
@@ -401,7 +399,7 @@ impl DataPlane {
                 None
             }
             Message::TopicPub(p) => {
-                let sender = conn.user.clone().unwrap_or_else(|| {
+                let sender = conn.user().unwrap_or_else(|| {
                     // Without authentication there is no user: name the connection.
                     format!("connection:{}", conn.handle.id)
                 });
@@ -702,12 +700,14 @@ impl DataPlane {
         let mut frames = Vec::new();
         let mut applied = Vec::new();
         let mut per_shard: Vec<Vec<(String, Write)>> = vec![Vec::new(); self.shards.len()];
+        let subject = conn.handle.access.subject();
+        let user = subject.as_ref().and_then(|s| s.user_id.as_deref());
         let mut hlc = self.hlc();
         for (at, op) in ops.into_iter().enumerate() {
             let id = op.id.clone();
             let mut ctx = OpContext {
                 conn: conn.handle.id,
-                user: conn.user.as_deref(),
+                user,
                 now_ms,
                 hlc: &mut hlc,
             };
