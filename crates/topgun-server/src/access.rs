@@ -59,8 +59,10 @@ type Key = (Resource, String, bool);
 #[derive(Debug)]
 pub struct ConnAccess {
     policies: Arc<Policies>,
-    /// `None` until authenticated (and after a logout): nothing is allowed.
-    subject: RwLock<Option<Arc<Subject>>>,
+    /// `None` until authenticated (and after a logout): nothing is allowed. Held inline
+    /// (not behind another `Arc`): it is read under the lock, and cloned only for callers
+    /// that keep it.
+    subject: RwLock<Option<Subject>>,
     /// Bumped when the subject changes.
     generation: AtomicU64,
     /// Allocated on the first decision under policies (an idle connection, or any connection
@@ -92,19 +94,39 @@ impl ConnAccess {
         access
     }
 
-    pub fn subject(&self) -> Option<Arc<Subject>> {
+    /// A copy of the current subject (for a caller that keeps it).
+    pub fn subject(&self) -> Option<Subject> {
         self.subject
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
 
+    /// The authenticated user's id, if any.
+    pub fn user_id(&self) -> Option<String> {
+        self.subject
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .and_then(|s| s.user_id.clone())
+    }
+
+    /// Whether the current subject is the given one (`None`: not authenticated).
+    pub fn subject_is(&self, wanted: Option<(Option<&str>, &[String])>) -> bool {
+        let current = self.subject.read().unwrap_or_else(PoisonError::into_inner);
+        match (current.as_ref(), wanted) {
+            (Some(s), Some((user, roles))) => s.user_id.as_deref() == user && s.roles == roles,
+            (None, None) => true,
+            _ => false,
+        }
+    }
+
     /// Records who the connection is now: `Some` after an `AUTH` (or from the start, with
     /// authentication off), `None` after a logout.
     pub fn set_subject(&self, subject: Option<Subject>) {
         let mut current = self.subject.write().unwrap_or_else(PoisonError::into_inner);
-        if current.as_deref() != subject.as_ref() {
-            *current = subject.map(Arc::new);
+        if *current != subject {
+            *current = subject;
             self.generation.fetch_add(1, Ordering::SeqCst);
         }
     }
@@ -116,7 +138,8 @@ impl ConnAccess {
 
     /// May this connection do `action` on the resource named `name`, now?
     pub fn decide(&self, resource: Resource, name: &str, action: Action) -> Decision {
-        let Some(subject) = self.subject() else {
+        let subject = self.subject.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(subject) = subject.as_ref() else {
             return Decision::Deny;
         };
         let policies = self.policies.get();
@@ -137,7 +160,7 @@ impl ConnAccess {
                 return decision.clone();
             }
         }
-        let decision = policies.decide(&subject, resource, name, action);
+        let decision = policies.decide(subject, resource, name, action);
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         let cache = cache.get_or_insert_with(Box::default);
         if cache.under != under || cache.decisions.len() >= CACHE_MAX {

@@ -110,13 +110,7 @@ impl ConnState {
             None if !auth_required => Some((None, &[][..])),
             None => None,
         };
-        let current = self.handle.access.subject();
-        let same = match (&current, wanted) {
-            (Some(s), Some((user, roles))) => s.user_id.as_deref() == user && s.roles == roles,
-            (None, None) => true,
-            _ => false,
-        };
-        if !same {
+        if !self.handle.access.subject_is(wanted) {
             let subject = wanted.map(|(user, roles)| Subject {
                 user_id: user.map(str::to_owned),
                 roles: roles.to_vec(),
@@ -127,7 +121,7 @@ impl ConnState {
 
     /// The authenticated user, if any.
     fn user(&self) -> Option<String> {
-        self.handle.access.subject().and_then(|s| s.user_id.clone())
+        self.handle.access.user_id()
     }
 }
 
@@ -700,8 +694,8 @@ impl DataPlane {
         let mut frames = Vec::new();
         let mut applied = Vec::new();
         let mut per_shard: Vec<Vec<(String, Write)>> = vec![Vec::new(); self.shards.len()];
-        let subject = conn.handle.access.subject();
-        let user = subject.as_ref().and_then(|s| s.user_id.as_deref());
+        let user_id = conn.handle.access.user_id();
+        let user = user_id.as_deref();
         let mut hlc = self.hlc();
         for (at, op) in ops.into_iter().enumerate() {
             let id = op.id.clone();

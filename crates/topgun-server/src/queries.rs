@@ -108,7 +108,7 @@ struct Sub {
     allowed: Option<Fields>,
     /// Who subscribed, and (when its predicate reads `auth.*`) that context:
     /// `{userId, roles}`.
-    subject: Option<Arc<Subject>>,
+    subject: Option<Subject>,
     auth: Option<Value>,
     view: View,
     /// With `groupBy`/`aggregations`: the groups, fed by the view's matching rows; the
@@ -248,7 +248,7 @@ impl Service {
         self.subs.insert(
             id,
             Sub {
-                subject: conn.access.subject(),
+                subject: uses_auth(query).then(|| conn.access.subject()).flatten(),
                 auth: uses_auth(query)
                     .then(|| conn.access.subject().map(|s| auth_context(&s)))
                     .flatten(),
@@ -590,12 +590,7 @@ struct Admitted {
 /// policy reload, changed what it may see: it must subscribe again).
 fn still_admitted(sub: &Sub) -> Result<(), Box<Message>> {
     // A predicate reading `auth.*` was evaluated for the identity that subscribed.
-    let same_context = sub.auth.is_none()
-        || match (sub.conn.access.subject(), &sub.subject) {
-            (Some(now), Some(then)) => Arc::ptr_eq(&now, then) || now == *then,
-            (None, None) => true,
-            _ => false,
-        };
+    let same_context = sub.auth.is_none() || sub.conn.access.subject() == sub.subject;
     match sub
         .conn
         .access
