@@ -320,7 +320,7 @@ impl Task {
         let frame = Bytes::from(update.encode());
         counter.subscribers.retain(|conn| {
             let may_read = || {
-                conn.access
+                conn.access()
                     .decide(Resource::Counter, name, Action::Read)
                     .allowed()
             };

@@ -110,18 +110,18 @@ impl ConnState {
             None if !auth_required => Some((None, &[][..])),
             None => None,
         };
-        if !self.handle.access.subject_is(wanted) {
+        if !self.handle.access().subject_is(wanted) {
             let subject = wanted.map(|(user, roles)| Subject {
                 user_id: user.map(str::to_owned),
                 roles: roles.to_vec(),
             });
-            self.handle.access.set_subject(subject);
+            self.handle.access().set_subject(subject);
         }
     }
 
     /// The authenticated user, if any.
     fn user(&self) -> Option<String> {
-        self.handle.access.user_id()
+        self.handle.access().user_id()
     }
 }
 
@@ -303,7 +303,11 @@ impl DataPlane {
             Message::OrMapDiffRequest(r) => &r.map_name,
             _ => return Ok(None),
         };
-        match conn.handle.access.decide(Resource::Map, map, Action::Read) {
+        match conn
+            .handle
+            .access()
+            .decide(Resource::Map, map, Action::Read)
+        {
             Decision::Allow(fields) => Ok(fields),
             Decision::Deny => Err(forbidden(Resource::Map, map, Action::Read)),
         }
@@ -337,10 +341,10 @@ impl DataPlane {
             Message::OrMapMerkleReqBucket(r) => self.bucket(MapKind::Or, r).await,
             Message::OrMapDiffRequest(r) => self.or_diff(r).await,
             Message::OrMapPushDiff(p) => {
-                let decision = conn
-                    .handle
-                    .access
-                    .decide(Resource::Map, &p.map_name, Action::Write);
+                let decision =
+                    conn.handle
+                        .access()
+                        .decide(Resource::Map, &p.map_name, Action::Write);
                 if !decision.allowed() {
                     let refused = forbidden(Resource::Map, &p.map_name, Action::Write);
                     return Some(Outbound::Message(refused));
@@ -376,7 +380,7 @@ impl DataPlane {
         if let Some((resource, name, actions)) = coordination_target(&msg)
             && let Some(action) = actions
                 .iter()
-                .find(|a| !conn.handle.access.decide(resource, name, **a).allowed())
+                .find(|a| !conn.handle.access().decide(resource, name, **a).allowed())
         {
             return Some(Outbound::Message(forbidden(resource, name, *action)));
         }
@@ -463,7 +467,7 @@ impl DataPlane {
         if let Some(map) = named
             && !conn
                 .handle
-                .access
+                .access()
                 .decide(Resource::Map, map, Action::Read)
                 .allowed()
         {
@@ -542,7 +546,11 @@ impl DataPlane {
         if let Err(refused) = check_map(&map) {
             return Some(Outbound::Message(refused));
         }
-        let allowed = match conn.handle.access.decide(Resource::Map, &map, Action::Read) {
+        let allowed = match conn
+            .handle
+            .access()
+            .decide(Resource::Map, &map, Action::Read)
+        {
             Decision::Deny => {
                 return Some(Outbound::Message(forbidden(
                     Resource::Map,
@@ -694,7 +702,7 @@ impl DataPlane {
         let mut frames = Vec::new();
         let mut applied = Vec::new();
         let mut per_shard: Vec<Vec<(String, Write)>> = vec![Vec::new(); self.shards.len()];
-        let user_id = conn.handle.access.user_id();
+        let user_id = conn.handle.access().user_id();
         let user = user_id.as_deref();
         let mut hlc = self.hlc();
         for (at, op) in ops.into_iter().enumerate() {
@@ -707,7 +715,7 @@ impl DataPlane {
             };
             // The map is the admitted op's: an interceptor may have changed it.
             let checked = self
-                .admit(&conn.handle.access, &mut ctx, op)
+                .admit(conn.handle.access(), &mut ctx, op)
                 .and_then(|op| {
                     let map = op.map_name.to_string();
                     ops::validate(*op, ctx.hlc, now_ms).map(|write| (map, write))

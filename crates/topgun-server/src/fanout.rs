@@ -52,9 +52,15 @@ impl std::fmt::Debug for Outbound {
 pub struct ConnHandle {
     pub id: ConnId,
     queue: mpsc::WeakSender<Bytes>,
-    kicked: Arc<watch::Sender<bool>>,
+    /// What every holder of the handle shares, in one allocation per connection.
+    shared: Arc<HandleShared>,
+}
+
+#[derive(Debug)]
+struct HandleShared {
+    kicked: watch::Sender<bool>,
     /// Who the connection is now, for checks at delivery time.
-    pub access: Arc<ConnAccess>,
+    access: ConnAccess,
 }
 
 /// What happened to an event offered to a subscriber.
@@ -71,22 +77,26 @@ impl ConnHandle {
     /// A handle for a new connection without access restrictions, with the receiver that
     /// learns of a kick.
     pub fn new(queue: &mpsc::Sender<Bytes>) -> (Self, watch::Receiver<bool>) {
-        Self::with_access(queue, Arc::new(ConnAccess::open()))
+        Self::with_access(queue, ConnAccess::open())
     }
 
     /// A handle for a new connection whose requests and deliveries `access` checks.
     pub fn with_access(
         queue: &mpsc::Sender<Bytes>,
-        access: Arc<ConnAccess>,
+        access: ConnAccess,
     ) -> (Self, watch::Receiver<bool>) {
         let (kicked, on_kick) = watch::channel(false);
         let handle = Self {
             id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
             queue: queue.downgrade(),
-            kicked: Arc::new(kicked),
-            access,
+            shared: Arc::new(HandleShared { kicked, access }),
         };
         (handle, on_kick)
+    }
+
+    /// Who the connection is now, for checks at use.
+    pub fn access(&self) -> &ConnAccess {
+        &self.shared.access
     }
 
     /// Queues a frame, waiting for room (for a stream the connection asked for, such as a
@@ -107,7 +117,7 @@ impl ConnHandle {
         match queue.try_send(frame) {
             Ok(()) => Offer::Queued,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.kicked.send_replace(true);
+                self.shared.kicked.send_replace(true);
                 Offer::Kicked
             }
             Err(mpsc::error::TrySendError::Closed(_)) => Offer::Gone,
@@ -195,7 +205,7 @@ impl Subscribers {
                 return true;
             }
             let Some(frame) =
-                frames.for_reader(conn.access.decide(Resource::Map, map, Action::Read))
+                frames.for_reader(conn.access().decide(Resource::Map, map, Action::Read))
             else {
                 return true;
             };

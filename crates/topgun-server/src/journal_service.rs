@@ -67,7 +67,7 @@ enum Input {
         from: u64,
         limit: usize,
         filter: Filter,
-        access: Arc<ConnAccess>,
+        conn: ConnHandle,
         reply: oneshot::Sender<Page>,
     },
     /// The next replay page of a catching-up subscription; `None` once it is gone.
@@ -202,14 +202,14 @@ impl Journals {
                 map: msg.map_name.map(|m| m.to_string()),
                 types: None,
             },
-            access: Arc::clone(&conn.access),
+            conn: conn.clone(),
             reply,
         };
         if self.tx.send(input).await.is_err() {
             return stopped();
         }
         let (request_id, node_id) = (msg.request_id, node_id.to_owned());
-        let access = Arc::clone(&conn.access);
+        let reader = conn.clone();
         Outbound::Later(
             async move {
                 let Ok(page) = answer.await else {
@@ -218,7 +218,7 @@ impl Journals {
                 let events = page
                     .events
                     .iter()
-                    .filter_map(|e| readable(&access, e, &node_id))
+                    .filter_map(|e| readable(reader.access(), e, &node_id))
                     .collect();
                 vec![Message::JournalReadResponse(JournalReadResponse {
                     request_id,
@@ -307,12 +307,12 @@ impl Task {
                 from,
                 limit,
                 filter,
-                access,
+                conn,
                 reply,
             } => {
-                let page = self
-                    .journal
-                    .read_where(from, limit, |e| filter.accepts(e) && may_read(&access, e));
+                let page = self.journal.read_where(from, limit, |e| {
+                    filter.accepts(e) && may_read(conn.access(), e)
+                });
                 let _ = reply.send(page);
             }
             Input::Replay {
@@ -323,7 +323,7 @@ impl Task {
             } => {
                 let sub = self.subs.get_mut(&conn).and_then(|held| held.get_mut(&id));
                 let page = sub.map(|sub| {
-                    let access = &sub.conn.access;
+                    let access = sub.conn.access();
                     let page = self.journal.read_where(from, REPLAY_PAGE, |e| {
                         sub.filter.accepts(e) && may_read(access, e)
                     });
@@ -379,10 +379,10 @@ impl Task {
                     if !sub.live || !sub.filter.accepts(event) {
                         return true;
                     }
-                    let decision = sub
-                        .conn
-                        .access
-                        .decide(Resource::Map, &event.map, Action::Read);
+                    let decision =
+                        sub.conn
+                            .access()
+                            .decide(Resource::Map, &event.map, Action::Read);
                     let Some(bytes) = frames.for_reader(decision) else {
                         return true;
                     };
@@ -448,7 +448,7 @@ async fn replay(
             return;
         }
         for event in &page.events {
-            let Some(wire) = readable(&conn.access, event, &node_id) else {
+            let Some(wire) = readable(conn.access(), event, &node_id) else {
                 continue;
             };
             if !conn

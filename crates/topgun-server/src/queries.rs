@@ -248,9 +248,9 @@ impl Service {
         self.subs.insert(
             id,
             Sub {
-                subject: uses_auth(query).then(|| conn.access.subject()).flatten(),
+                subject: uses_auth(query).then(|| conn.access().subject()).flatten(),
                 auth: uses_auth(query)
-                    .then(|| conn.access.subject().map(|s| auth_context(&s)))
+                    .then(|| conn.access().subject().map(|s| auth_context(&s)))
                     .flatten(),
                 conn,
                 query_id,
@@ -590,10 +590,10 @@ struct Admitted {
 /// policy reload, changed what it may see: it must subscribe again).
 fn still_admitted(sub: &Sub) -> Result<(), Box<Message>> {
     // A predicate reading `auth.*` was evaluated for the identity that subscribed.
-    let same_context = sub.auth.is_none() || sub.conn.access.subject() == sub.subject;
+    let same_context = sub.auth.is_none() || sub.conn.access().subject() == sub.subject;
     match sub
         .conn
-        .access
+        .access()
         .decide(Resource::Map, &sub.map, Action::Read)
     {
         Decision::Allow(fields) if fields == sub.allowed && same_context => Ok(()),

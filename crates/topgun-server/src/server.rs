@@ -404,7 +404,7 @@ async fn serve_connection(socket: WebSocket, shared: Arc<Shared>, ip: Option<IpA
     let queue_len = shared.session.limits.outbound_queue_len;
     let (tx, replies) = mpsc::channel::<Outbound>(queue_len);
     let (events_tx, events) = mpsc::channel::<Bytes>(queue_len);
-    let access = Arc::new(ConnAccess::new(Arc::clone(&shared.policies)));
+    let access = ConnAccess::new(Arc::clone(&shared.policies));
     let (handle, mut kicked) = ConnHandle::with_access(&events_tx, access);
     let queues = Queues {
         replies,

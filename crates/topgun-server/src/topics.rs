@@ -164,7 +164,7 @@ impl Topics {
             // subscriber that may no longer read the topic.
             if conn.id == except
                 || !conn
-                    .access
+                    .access()
                     .decide(Resource::Topic, topic, Action::Read)
                     .allowed()
             {
