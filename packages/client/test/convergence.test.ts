@@ -10,6 +10,7 @@ import { TopGunClient, type WebSocketFactory } from '../src/client.js';
 import { MemoryStorage } from '../src/storage/memory.js';
 import { startServer, type RunningServer } from './support/server.js';
 import { waitFor } from './support/wait.js';
+import { rng } from './support/rng.js';
 
 let server: RunningServer;
 const clients: TopGunClient[] = [];
@@ -22,15 +23,6 @@ afterAll(async () => {
   await server?.stop();
 });
 
-function rng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) >>> 0;
-    let t = seed;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const make = (): TopGunClient => {
   const c = new TopGunClient({

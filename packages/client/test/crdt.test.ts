@@ -3,18 +3,10 @@ import { HLC, compareTimestamps, parseTimestamp, timestampToString } from '../sr
 import { LWWMap, type LWWRecord } from '../src/crdt/lww-map.js';
 import { ORMap, type ORMapEntry } from '../src/crdt/or-map.js';
 import { PNCounter, readCounterState } from '../src/crdt/pn-counter.js';
+import { rng } from './support/rng.js';
 
 const ts = (millis: number, counter = 0, nodeId = 'n1') => ({ millis, counter, nodeId });
 
-function rng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) >>> 0;
-    let t = seed;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe('HLC (PROTOCOL §2.1)', () => {
   it('now(): wall clock ahead resets the counter; otherwise the counter grows', () => {

@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { LWWMap, lwwItemHash } from '../src/crdt/lww-map.js';
 import { MerkleTree } from '../src/crdt/merkle.js';
 import { ORMap, type ORMapRecord } from '../src/crdt/or-map.js';
+import { rng } from './support/rng.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 /** Our independent JS model of the client's Merkle roots, the one the Rust server tests use. */
@@ -14,16 +15,6 @@ function oracle(input: unknown): { lww: { root: number; buckets: Record<string, 
   return JSON.parse(execFileSync('node', [ORACLE], { input: JSON.stringify(input) }).toString());
 }
 
-/** Seeded PRNG (mulberry32) so a failure can be replayed. */
-function rng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) >>> 0;
-    let t = seed;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe('Merkle tree: PROTOCOL §3.4-§3.5 vectors', () => {
   it('single key', () => {
