@@ -135,8 +135,75 @@ struct Levels<V> {
     root: Sum,
     level1: [Sum; 16],
     level2: [Sum; 256],
-    /// Exactly `LEAF_COUNT` slots; a leaf is allocated while it holds items.
-    leaves: Box<[Option<Box<Leaf<V>>>]>,
+    leaves: LeafTable<V>,
+}
+
+/// The 4,096 leaf slots, in 256 groups of 16 allocated on first use: a map with few keys
+/// costs a few KiB instead of 32 KiB of empty slots (a server holds one tree per map per
+/// shard). A leaf is allocated while it holds items; a group stays once allocated.
+#[derive(Debug, Clone)]
+struct LeafTable<V> {
+    groups: Box<[Option<Box<LeafGroup<V>>>]>,
+}
+
+type LeafGroup<V> = [Option<Box<Leaf<V>>>; 16];
+
+impl<V> LeafTable<V> {
+    fn new() -> Self {
+        let mut groups = Vec::with_capacity(LEAF_COUNT / 16);
+        groups.resize_with(LEAF_COUNT / 16, || None);
+        Self {
+            groups: groups.into_boxed_slice(),
+        }
+    }
+
+    fn get(&self, at: usize) -> Option<&Leaf<V>> {
+        self.groups[at >> 4].as_ref()?[at & 0xF].as_deref()
+    }
+
+    fn get_mut(&mut self, at: usize) -> Option<&mut Leaf<V>> {
+        self.groups[at >> 4].as_mut()?[at & 0xF].as_deref_mut()
+    }
+
+    /// The leaf at `at`, allocated (with its group) if need be.
+    fn get_or_create(&mut self, at: usize) -> &mut Leaf<V> {
+        let group = self.groups[at >> 4].get_or_insert_with(Box::default);
+        group[at & 0xF].get_or_insert_with(|| {
+            Box::new(Leaf {
+                sum: Sum::default(),
+                items: HashMap::new(),
+            })
+        })
+    }
+
+    fn free(&mut self, at: usize) {
+        if let Some(group) = self.groups[at >> 4].as_mut() {
+            group[at & 0xF] = None;
+        }
+    }
+
+    /// Every allocated leaf with its index, ascending, from `first` for `span` slots.
+    fn range(&self, first: usize, span: usize) -> impl Iterator<Item = (usize, &Leaf<V>)> {
+        let groups = (first >> 4)..((first + span).div_ceil(16));
+        groups
+            .filter_map(move |g| self.groups[g].as_ref().map(|group| (g, group)))
+            .flat_map(move |(g, group)| {
+                group
+                    .iter()
+                    .enumerate()
+                    .filter_map(move |(i, leaf)| Some((g * 16 + i, leaf.as_deref()?)))
+            })
+            .filter(move |(at, _)| (first..first + span).contains(at))
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (usize, &Leaf<V>)> {
+        self.range(0, LEAF_COUNT)
+    }
+
+    #[cfg(test)]
+    fn groups_in_use(&self) -> usize {
+        self.groups.iter().flatten().count()
+    }
 }
 
 /// What an in-place update ([`MerkleTree::update_with`]) did to a value.
@@ -192,7 +259,7 @@ impl<V> MerkleTree<V> {
 
     /// The value and the item hash it was stored with.
     pub fn get_with_hash(&self, key: &str) -> Option<(&V, u32)> {
-        let leaf = self.levels.as_ref()?.leaves[leaf_index(key)].as_ref()?;
+        let leaf = self.levels.as_ref()?.leaves.get(leaf_index(key))?;
         leaf.items.get(key).map(|i| (&i.value, i.item_hash))
     }
 
@@ -211,12 +278,7 @@ impl<V> MerkleTree<V> {
     ) -> bool {
         let at = leaf_index(key);
         let levels = self.levels.get_or_insert_with(Levels::new);
-        let leaf = levels.leaves[at].get_or_insert_with(|| {
-            Box::new(Leaf {
-                sum: Sum::default(),
-                items: HashMap::new(),
-            })
-        });
+        let leaf = levels.leaves.get_or_create(at);
         let old_hash = if let Some(slot) = leaf.items.get_mut(key) {
             if !replace(&slot.value, &value) {
                 return false;
@@ -236,12 +298,7 @@ impl<V> MerkleTree<V> {
     pub fn insert(&mut self, key: &str, value: V, item_hash: u32) -> Option<V> {
         let at = leaf_index(key);
         let levels = self.levels.get_or_insert_with(Levels::new);
-        let leaf = levels.leaves[at].get_or_insert_with(|| {
-            Box::new(Leaf {
-                sum: Sum::default(),
-                items: HashMap::new(),
-            })
-        });
+        let leaf = levels.leaves.get_or_create(at);
         let new_item = Item { value, item_hash };
         let old = if let Some(slot) = leaf.items.get_mut(key) {
             Some(std::mem::replace(slot, new_item))
@@ -258,7 +315,7 @@ impl<V> MerkleTree<V> {
     pub fn remove(&mut self, key: &str) -> Option<V> {
         let at = leaf_index(key);
         let levels = self.levels.as_mut()?;
-        let leaf = levels.leaves[at].as_mut()?;
+        let leaf = levels.leaves.get_mut(at)?;
         let old = leaf.items.remove(key)?;
         levels.apply(at, Some(old.item_hash), None);
         Some(old.value)
@@ -274,7 +331,7 @@ impl<V> MerkleTree<V> {
         let existing = self
             .levels
             .as_mut()
-            .and_then(|l| l.leaves[at].as_mut())
+            .and_then(|l| l.leaves.get_mut(at))
             .and_then(|leaf| leaf.items.get_mut(key));
         if let Some(item) = existing {
             let old_hash = item.item_hash;
@@ -288,7 +345,7 @@ impl<V> MerkleTree<V> {
             };
             let levels = self.levels.as_mut().expect("the key was found in a leaf");
             if new_hash.is_none()
-                && let Some(leaf) = levels.leaves[at].as_mut()
+                && let Some(leaf) = levels.leaves.get_mut(at)
             {
                 leaf.items.remove(key);
             }
@@ -313,8 +370,8 @@ impl<V> MerkleTree<V> {
     pub fn iter(&self) -> impl Iterator<Item = (&str, &V)> {
         self.levels
             .iter()
-            .flat_map(|l| l.leaves.iter().flatten())
-            .flat_map(|leaf| leaf.items.iter().map(|(k, i)| (k.as_str(), &i.value)))
+            .flat_map(|l| l.leaves.iter())
+            .flat_map(|(_, leaf)| leaf.items.iter().map(|(k, i)| (k.as_str(), &i.value)))
     }
 
     /// The hash of the node at `path` (`""` = root, three digits = a leaf); 0 if empty.
@@ -332,13 +389,12 @@ impl<V> MerkleTree<V> {
         };
         let span = 1usize << (4 * (MERKLE_DEPTH - parsed.depth));
         let first = parsed.index * span;
-        Ok(levels.leaves[first..first + span]
-            .iter()
-            .enumerate()
-            .filter_map(|(offset, leaf)| {
-                let leaf = leaf.as_ref()?;
-                let index = u16::try_from(first + offset).expect("fewer than 2^16 leaves");
-                Some((index, leaf.sum))
+        Ok(levels
+            .leaves
+            .range(first, span)
+            .map(|(at, leaf)| {
+                let index = u16::try_from(at).expect("fewer than 2^16 leaves");
+                (index, leaf.sum)
             })
             .collect())
     }
@@ -373,7 +429,7 @@ impl<V> MerkleTree<V> {
         let leaf = self
             .levels
             .as_ref()
-            .and_then(|l| l.leaves[parsed.index].as_ref());
+            .and_then(|l| l.leaves.get(parsed.index));
         Ok(leaf
             .into_iter()
             .flat_map(|leaf| leaf.items.iter().map(|(k, i)| (k.as_str(), &i.value))))
@@ -419,11 +475,9 @@ impl<V> MerkleTree<V> {
             return 0;
         };
         let mut second = [0u32; 256];
-        for (at, leaf) in levels.leaves.iter().enumerate() {
-            if let Some(leaf) = leaf {
-                let hash = crate::hash::combine(leaf.items.values().map(|i| i.item_hash));
-                second[at >> 4] = second[at >> 4].wrapping_add(mix(hash));
-            }
+        for (at, leaf) in levels.leaves.iter() {
+            let hash = crate::hash::combine(leaf.items.values().map(|i| i.item_hash));
+            second[at >> 4] = second[at >> 4].wrapping_add(mix(hash));
         }
         let mut first = [0u32; 16];
         for (at, hash) in second.iter().enumerate() {
@@ -501,13 +555,11 @@ impl SplitTree {
 
 impl<V> Levels<V> {
     fn new() -> Box<Self> {
-        let mut leaves = Vec::with_capacity(LEAF_COUNT);
-        leaves.resize_with(LEAF_COUNT, || None);
         Box::new(Self {
             root: Sum::default(),
             level1: [Sum::default(); 16],
             level2: [Sum::default(); 256],
-            leaves: leaves.into_boxed_slice(),
+            leaves: LeafTable::new(),
         })
     }
 
@@ -516,8 +568,9 @@ impl<V> Levels<V> {
             0 => self.root,
             1 => self.level1[path.index],
             2 => self.level2[path.index],
-            _ => self.leaves[path.index]
-                .as_ref()
+            _ => self
+                .leaves
+                .get(path.index)
                 .map_or_else(Sum::default, |l| l.sum),
         }
     }
@@ -525,8 +578,9 @@ impl<V> Levels<V> {
     /// Moves the leaf at `at` and its ancestors from `old_item` to `new_item` (either may be
     /// absent), and frees the leaf once it holds nothing.
     fn apply(&mut self, at: usize, old_item: Option<u32>, new_item: Option<u32>) {
-        let leaf = self.leaves[at]
-            .as_mut()
+        let leaf = self
+            .leaves
+            .get_mut(at)
             .expect("apply is only called for an allocated leaf");
         let before = leaf.sum;
         let mut after = before;
@@ -540,7 +594,7 @@ impl<V> Levels<V> {
         }
         leaf.sum = after;
         if after.count == 0 {
-            self.leaves[at] = None;
+            self.leaves.free(at);
         }
         let (before2, after2) = propagate(&mut self.level2[at >> 4], before, after);
         let (before1, after1) = propagate(&mut self.level1[at >> 8], before2, after2);
@@ -708,6 +762,40 @@ mod tests {
         assert_eq!(
             parts[0].leaf_sums("0000"),
             Err(MerkleError::InvalidPath("0000".into()))
+        );
+    }
+
+    #[test]
+    fn leaf_groups_are_allocated_as_keys_arrive() {
+        let mut tree: MerkleTree<u32> = MerkleTree::new();
+        tree.insert("a", 1, 11);
+        let groups = |t: &MerkleTree<u32>| t.levels.as_ref().unwrap().leaves.groups_in_use();
+        assert_eq!(
+            groups(&tree),
+            1,
+            "one key: one group of 16 slots, not 4,096 slots"
+        );
+        for i in 0..10_000 {
+            tree.insert(&format!("k{i}"), i, i);
+        }
+        assert_eq!(groups(&tree), 256);
+        assert_eq!(tree.recomputed_root(), tree.root());
+        let sums: Vec<usize> = tree
+            .leaf_sums("a")
+            .unwrap()
+            .into_iter()
+            .map(|(at, _)| usize::from(at))
+            .collect();
+        let mut expected: Vec<usize> = (0..10_000)
+            .map(|i| leaf_index(&format!("k{i}")))
+            .chain([leaf_index("a")])
+            .filter(|at| (0xa00..0xb00).contains(at))
+            .collect();
+        expected.sort_unstable();
+        expected.dedup();
+        assert_eq!(
+            sums, expected,
+            "exactly the leaves in use under \"a\", ascending"
         );
     }
 
