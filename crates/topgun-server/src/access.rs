@@ -19,34 +19,34 @@ use topgun_core::{LwwRecord, OrRecord, Value};
 
 use crate::policy::{Action, Decision, Fields, PolicySet, Resource, Subject};
 
-/// The policies in force.
+/// The policies in force, with a version that changes on every replacement — read together,
+/// so a decision is never cached under a version newer than the policies it was made with.
 #[derive(Debug, Default)]
 pub struct Policies {
-    current: RwLock<Arc<PolicySet>>,
-    /// Bumped on every replacement, so cached decisions know they are stale.
-    version: AtomicU64,
+    current: RwLock<(u64, Arc<PolicySet>)>,
 }
 
 impl Policies {
     pub fn new(set: PolicySet) -> Self {
         Self {
-            current: RwLock::new(Arc::new(set)),
-            version: AtomicU64::new(0),
+            current: RwLock::new((0, Arc::new(set))),
         }
     }
 
     pub fn get(&self) -> Arc<PolicySet> {
-        Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
+        self.versioned().1
+    }
+
+    /// The policies and their version, as one consistent pair.
+    fn versioned(&self) -> (u64, Arc<PolicySet>) {
+        let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
+        (current.0, Arc::clone(&current.1))
     }
 
     /// Puts `set` in force for every request and delivery from now on.
     pub fn replace(&self, set: PolicySet) {
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(set);
-        self.version.fetch_add(1, Ordering::SeqCst);
-    }
-
-    fn version(&self) -> u64 {
-        self.version.load(Ordering::SeqCst)
+        let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
+        *current = (current.0 + 1, Arc::new(set));
     }
 }
 
@@ -142,14 +142,12 @@ impl ConnAccess {
         let Some(subject) = subject.as_ref() else {
             return Decision::Deny;
         };
-        let policies = self.policies.get();
+        let (version, policies) = self.policies.versioned();
         if policies.is_open() {
             return Decision::Allow(None);
         }
-        let under = (
-            self.policies.version(),
-            self.generation.load(Ordering::SeqCst),
-        );
+        // The subject's generation cannot move while its read lock is held.
+        let under = (version, self.generation.load(Ordering::SeqCst));
         let key = (resource, name.to_owned(), action == Action::Write);
         {
             let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
@@ -189,8 +187,9 @@ pub fn project(value: &Value, fields: &Fields) -> Value {
 }
 
 /// The top-level fields a query looks at (filters, sort, grouping, aggregations). A reader
-/// limited to some fields may only query those: filtering or sorting on a hidden field would
-/// reveal its values one comparison at a time.
+/// limited to some fields is refused a query on others, to say so plainly; the query task
+/// also evaluates its queries on the limited values only, so nothing hidden (a top-level
+/// field whose name contains a dot included) can steer a result.
 pub fn fields_used(query: &Query) -> BTreeSet<String> {
     fn top(path: &str) -> String {
         path.split('.').next().unwrap_or(path).to_owned()

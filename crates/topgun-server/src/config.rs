@@ -168,7 +168,7 @@ pub enum ConfigError {
     BadNodeId(String, topgun_core::HlcError),
     #[error("config file {path}: {reason}")]
     File { path: String, reason: String },
-    #[error("{0}")]
+    #[error(transparent)]
     Policy(#[from] PolicyError),
     #[error("{field} must be {rule}, got {value}")]
     OutOfRange {

@@ -29,9 +29,13 @@ const QUEUE_LEN: usize = 1024;
 pub const PER_CONNECTION_MAX: usize = 1024;
 /// Longest counter name, in bytes.
 pub const NAME_MAX_BYTES: usize = 256;
+/// Nodes one counter may count (each side); a sync that would add more is refused, so no
+/// client can grow a counter's state — and every update of it — without bound.
+pub const NODES_MAX: usize = 1024;
 
 const BAD_REQUEST: u32 = 400;
 const TOO_MANY: u32 = 429;
+const TOO_LARGE: u32 = 413;
 const UNAVAILABLE: u32 = 503;
 
 /// Why a request was refused: an `ERROR` code and message.
@@ -240,6 +244,18 @@ impl Task {
                 return Err((code, why));
             }
         };
+        let new_nodes = |ours: &std::collections::BTreeMap<String, f64>,
+                         theirs: &std::collections::BTreeMap<String, f64>| {
+            ours.len() + theirs.keys().filter(|k| !ours.contains_key(*k)).count()
+        };
+        let current = &counter.current;
+        if new_nodes(current.positive(), incoming.positive()) > NODES_MAX
+            || new_nodes(current.negative(), incoming.negative()) > NODES_MAX
+        {
+            let why = format!("counter {name:?} may count at most {NODES_MAX} nodes");
+            let _ = reply.send(error(TOO_LARGE, why.clone()));
+            return Err((TOO_LARGE, why));
+        }
         let changed = match counter.current.merge(incoming) {
             Ok(changed) => changed,
             Err(e) => {

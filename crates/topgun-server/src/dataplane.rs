@@ -296,11 +296,12 @@ impl DataPlane {
     /// For a request that reads a map's records: `Err` (`ERROR 403`) when the connection may
     /// not read the map, else the fields it may see (`None`: all, or not a read).
     fn read_gate(conn: &ConnState, msg: &Message) -> Result<Option<Fields>, Box<Message>> {
-        let map = match msg {
-            Message::SyncInit(s) => &s.map_name,
-            Message::OrMapSyncInit(s) => &s.map_name,
-            Message::MerkleReqBucket(r) | Message::OrMapMerkleReqBucket(r) => &r.map_name,
-            Message::OrMapDiffRequest(r) => &r.map_name,
+        let (map, or) = match msg {
+            Message::SyncInit(s) => (&s.map_name, false),
+            Message::MerkleReqBucket(r) => (&r.map_name, false),
+            Message::OrMapSyncInit(s) => (&s.map_name, true),
+            Message::OrMapMerkleReqBucket(r) => (&r.map_name, true),
+            Message::OrMapDiffRequest(r) => (&r.map_name, true),
             _ => return Ok(None),
         };
         match conn
@@ -308,6 +309,16 @@ impl DataPlane {
             .access()
             .decide(Resource::Map, map, Action::Read)
         {
+            // OR entry hashes cover the values: a reader limited to some fields could
+            // recover a hidden one by guessing it against the hashes, so it may not sync
+            // OR-Maps at all (its events and queries are limited as usual).
+            Decision::Allow(Some(_)) if or => Err(error_msg(
+                codes::FORBIDDEN,
+                format!(
+                    "map {map:?} may be read only in part, and an OR-Map's hashes cover whole \
+                     values: OR-Map sync is not allowed"
+                ),
+            )),
             Decision::Allow(fields) => Ok(fields),
             Decision::Deny => Err(forbidden(Resource::Map, map, Action::Read)),
         }
@@ -781,20 +792,24 @@ impl DataPlane {
         ctx: &mut OpContext<'_>,
         op: ClientOp,
     ) -> Result<Box<ClientOp>, ops::Rejection> {
+        let may_write = |map: &str| {
+            if access.decide(Resource::Map, map, Action::Write).allowed() {
+                return Ok(());
+            }
+            Err(ops::Rejection {
+                code: codes::FORBIDDEN,
+                reason: format!("not allowed: WRITE on map {map:?}"),
+                retry: false,
+            })
+        };
+        // Checked before the interceptors (a refused op spends no rate-limit tokens) and
+        // again after, on the map the op now names.
+        may_write(&op.map_name)?;
         let op = match self.pipeline.on_before_op(ctx, Box::new(op)) {
             Verdict::Pass(op) => op,
             Verdict::Drop(rejection) => return Err(rejection),
         };
-        if !access
-            .decide(Resource::Map, &op.map_name, Action::Write)
-            .allowed()
-        {
-            return Err(ops::Rejection {
-                code: codes::FORBIDDEN,
-                reason: format!("not allowed: WRITE on map {:?}", op.map_name),
-                retry: false,
-            });
-        }
+        may_write(&op.map_name)?;
         let max = self.guards.value_bytes_max;
         if max > 0 {
             let size = value_bytes(&op);
@@ -1083,7 +1098,7 @@ impl DataPlane {
     /// client that unrelated pending ops were stored (PROTOCOL.md §9.5).
     async fn or_push(&self, conn: ConnId, push: OrMapPushDiff) -> Option<Outbound> {
         let map = push.map_name.to_string();
-        if let Err(refused) = check_map(&map) {
+        if let Err(refused) = check_map(&map).and_then(|()| self.check_push(&push)) {
             return Some(Outbound::Message(refused));
         }
         let mut per_shard: Vec<Vec<OrMapEntry>> = vec![Vec::new(); self.shards.len()];
@@ -1100,6 +1115,49 @@ impl DataPlane {
             }
         }
         None
+    }
+}
+
+impl DataPlane {
+    /// The limits a push shares with op batches: records and tombstones count as ops (and a
+    /// key's, as journal events of one log frame, stay below 65,536), and each record's value
+    /// must fit `value_bytes_max`. Refused whole, with nothing applied.
+    fn check_push(&self, push: &OrMapPushDiff) -> Result<(), Box<Message>> {
+        let per_entry = |e: &OrMapEntry| e.records.len() + e.tombstones.len();
+        let total: usize = push.entries.iter().map(per_entry).sum();
+        let max = self.guards.ops_per_batch_max;
+        let key_max = crate::journal::EVENTS_PER_FRAME_MAX - 1;
+        if total > max || push.entries.iter().any(|e| per_entry(e) > key_max) {
+            return Err(error_msg(
+                codes::TOO_LARGE,
+                format!(
+                    "the push holds {total} records and tombstones; at most {max} are allowed, \
+                     and {key_max} per key (nothing was applied)"
+                ),
+            ));
+        }
+        let value_max = self.guards.value_bytes_max;
+        if value_max > 0 {
+            use topgun_core::protocol::encode_standalone;
+            for entry in &push.entries {
+                if let Some(big) = entry
+                    .records
+                    .iter()
+                    .map(|r| encode_standalone(&r.value).len())
+                    .find(|size| *size > value_max)
+                {
+                    return Err(error_msg(
+                        codes::TOO_LARGE,
+                        format!(
+                            "a value of key {:?} is {big} bytes; at most {value_max} are \
+                             allowed (nothing was applied)",
+                            entry.key
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -74,6 +74,8 @@ enum Input {
     Replay {
         conn: ConnId,
         id: String,
+        /// Which subscription under that id it replays (a re-subscribe replaces it).
+        generation: u64,
         from: u64,
         reply: oneshot::Sender<Option<Page>>,
     },
@@ -84,6 +86,7 @@ struct Subscription {
     conn: ConnHandle,
     filter: Filter,
     live: bool,
+    generation: u64,
 }
 
 /// How events reach the journal task.
@@ -142,6 +145,7 @@ impl Journals {
             subs: HashMap::new(),
             node_id,
             me: tx.downgrade(),
+            generations: 0,
         };
         tokio::spawn(task.run(rx));
         Self { tx }
@@ -247,6 +251,8 @@ struct Task {
     node_id: String,
     /// Weak, so that the task ends once every handle is gone.
     me: mpsc::WeakSender<Input>,
+    /// Numbers subscriptions, so a replaced one's replay stops.
+    generations: u64,
 }
 
 impl Task {
@@ -318,10 +324,15 @@ impl Task {
             Input::Replay {
                 conn,
                 id,
+                generation,
                 from,
                 reply,
             } => {
-                let sub = self.subs.get_mut(&conn).and_then(|held| held.get_mut(&id));
+                let sub = self
+                    .subs
+                    .get_mut(&conn)
+                    .and_then(|held| held.get_mut(&id))
+                    .filter(|sub| sub.generation == generation);
                 let page = sub.map(|sub| {
                     let access = sub.conn.access();
                     let page = self.journal.read_where(from, REPLAY_PAGE, |e| {
@@ -358,10 +369,20 @@ impl Task {
         }
         let live = from.is_none();
         let handle = conn.clone();
-        held.insert(id.clone(), Subscription { conn, filter, live });
+        self.generations += 1;
+        let generation = self.generations;
+        held.insert(
+            id.clone(),
+            Subscription {
+                conn,
+                filter,
+                live,
+                generation,
+            },
+        );
         if let Some(from) = from {
             let (me, node_id) = (self.me.clone(), self.node_id.clone());
-            tokio::spawn(replay(me, handle, id, from, node_id));
+            tokio::spawn(replay(me, handle, (id, generation), from, node_id));
         }
         Ok(())
     }
@@ -422,7 +443,7 @@ fn readable(access: &ConnAccess, event: &JournalEvent, node_id: &str) -> Option<
 async fn replay(
     journal: mpsc::WeakSender<Input>,
     conn: ConnHandle,
-    id: String,
+    (id, generation): (String, u64),
     mut from: u64,
     node_id: String,
 ) {
@@ -434,6 +455,7 @@ async fn replay(
         let ask = Input::Replay {
             conn: conn.id,
             id: id.clone(),
+            generation,
             from,
             reply,
         };

@@ -15,6 +15,7 @@ use topgun_core::protocol::messages::{ErrorPayload, LockGranted, LockReleased};
 use crate::fanout::{ConnHandle, ConnId};
 use crate::internal::{FENCING_KEY, InternalWriter, LOCKS_MAP};
 use crate::locks::{Effect, LockTable};
+use crate::policy::{Action, Resource};
 use crate::server::now_ms;
 
 /// Requests waiting for the lock task.
@@ -156,7 +157,8 @@ impl Task {
     }
 
     fn carry_out(&mut self, effects: Vec<Effect>) {
-        for effect in effects {
+        let mut effects: std::collections::VecDeque<Effect> = effects.into();
+        while let Some(effect) = effects.pop_front() {
             let (conn, msg) = match effect {
                 Effect::Reserve { through } => {
                     self.reserve(through);
@@ -167,14 +169,28 @@ impl Task {
                     request_id,
                     name,
                     token,
-                } => (
-                    conn,
-                    Message::LockGranted(LockGranted {
-                        request_id: request_id.into(),
-                        name: name.into(),
-                        fencing_token: token,
-                    }),
-                ),
+                } => {
+                    // A grant that waited may go to a connection whose access changed since
+                    // it asked: it is taken back (and the lock handed on) instead.
+                    if !self.may_lock(conn, &name) {
+                        effects.extend(self.table.revoke(conn, &name, now_ms()));
+                        let refused = Message::Error(ErrorPayload {
+                            code: 403,
+                            message: format!("not allowed: WRITE on lock {name:?}").into(),
+                            details: None,
+                        });
+                        self.deliver(conn, &refused);
+                        continue;
+                    }
+                    (
+                        conn,
+                        Message::LockGranted(LockGranted {
+                            request_id: request_id.into(),
+                            name: name.into(),
+                            fencing_token: token,
+                        }),
+                    )
+                }
                 Effect::Released {
                     conn,
                     request_id,
@@ -201,11 +217,25 @@ impl Task {
                     }),
                 ),
             };
-            // A connection that is gone or kicked is told nothing more: its disconnect
-            // (already queued, or coming) releases what it holds.
-            if let Some(handle) = self.conns.get(&conn) {
-                handle.offer(Bytes::from(msg.encode()));
-            }
+            self.deliver(conn, &msg);
+        }
+    }
+
+    /// Whether the connection may still take the lock (at the moment of the grant).
+    fn may_lock(&self, conn: ConnId, name: &str) -> bool {
+        self.conns.get(&conn).is_none_or(|handle| {
+            handle
+                .access()
+                .decide(Resource::Lock, name, Action::Write)
+                .allowed()
+        })
+    }
+
+    /// A connection that is gone or kicked is told nothing more: its disconnect (already
+    /// queued, or coming) releases what it holds.
+    fn deliver(&self, conn: ConnId, msg: &Message) {
+        if let Some(handle) = self.conns.get(&conn) {
+            handle.offer(Bytes::from(msg.encode()));
         }
     }
 

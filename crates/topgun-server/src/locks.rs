@@ -29,6 +29,9 @@ use crate::names;
 pub const RESERVE_BLOCK: u64 = 1024;
 /// Waiting requests per lock; more are refused with `ERROR 429`.
 pub const WAITERS_MAX: usize = 1024;
+/// Locks one connection may hold or wait for at once; more are refused with `ERROR 429`
+/// (so the table is bounded by the connections).
+pub const PER_CONNECTION_MAX: usize = 1024;
 /// Request ids one holder may have outstanding on its lock before the grant is announced.
 const HOLDER_REQUESTS_MAX: usize = 16;
 /// How long before the client's own timeout a waiting request is dropped (so that a grant
@@ -152,6 +155,16 @@ impl LockTable {
                 format!("lock {name:?}: ttl must be a positive number of milliseconds"),
             );
         }
+        let held = self.by_conn.get(&conn);
+        if held.is_some_and(|names| names.len() >= PER_CONNECTION_MAX && !names.contains(name)) {
+            return refuse(
+                TOO_MANY,
+                format!(
+                    "lock {name:?}: this connection already holds or waits for \
+                     {PER_CONNECTION_MAX} locks, the most allowed"
+                ),
+            );
+        }
         let mut out = Vec::new();
         self.expire_at(name, now, &mut out);
         let holder = self.locks.get_mut(name).and_then(|l| l.holder.as_mut());
@@ -255,6 +268,21 @@ impl LockTable {
             } else {
                 self.drop_if_idle(&name);
             }
+        }
+        out
+    }
+
+    /// Takes back a grant its connection may no longer have (its access changed before the
+    /// grant went out): frees the lock if that connection holds it, handing it on.
+    pub fn revoke(&mut self, conn: ConnId, name: &str, now: u64) -> Vec<Effect> {
+        let mut out = Vec::new();
+        let holds = self
+            .locks
+            .get(name)
+            .and_then(|l| l.holder.as_ref())
+            .is_some_and(|h| h.conn == conn);
+        if holds {
+            self.free(name, now, &mut out);
         }
         out
     }
@@ -727,6 +755,38 @@ mod tests {
             "released leases and dropped waits leave nothing"
         );
         assert!(t.is_empty() || t.len() == 1);
+    }
+
+    #[test]
+    fn a_connection_holds_a_bounded_number_of_locks_and_a_revoked_grant_moves_on() {
+        let mut t = ready();
+        for i in 0..PER_CONNECTION_MAX {
+            t.request(1, "r", &format!("l{i}"), None, 0);
+        }
+        let out = t.request(1, "r", "one-more", None, 0);
+        assert!(
+            matches!(&out[..], [Effect::Refuse { code: TOO_MANY, .. }]),
+            "{out:?}"
+        );
+        assert_eq!(
+            t.request(1, "again", "l0", None, 0),
+            vec![grant(1, "again", "l0", 2)],
+            "asking again for a held one is fine"
+        );
+        t.request(2, "w", "l0", None, 0);
+        // The block reserved first is used up: the next token waits for a reservation.
+        let token = 2 + PER_CONNECTION_MAX as u64;
+        assert_eq!(
+            t.revoke(1, "l0", 1),
+            vec![Effect::Reserve {
+                through: token + RESERVE_BLOCK
+            }]
+        );
+        assert_eq!(
+            t.reserved(token + RESERVE_BLOCK, 1),
+            vec![grant(2, "w", "l0", token)]
+        );
+        assert_eq!(t.revoke(1, "l0", 1), vec![], "not its lock any more");
     }
 
     #[test]

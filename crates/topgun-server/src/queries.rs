@@ -531,18 +531,31 @@ fn live_value(record: &LwwRecord) -> Option<&Value> {
 /// window's rows, or its groups when it aggregates).
 fn step(sub: &mut Sub, key: &str, record: &LwwRecord) -> Vec<Change> {
     let auth = sub.auth.as_ref();
+    let value = readable(sub, record);
+    let value = value.as_deref();
     let Some(groups) = sub.groups.as_mut() else {
-        return sub.view.apply(key, live_value(record), auth);
+        return sub.view.apply(key, value, auth);
     };
     let old = sub.view.get(key).cloned();
-    sub.view.apply(key, live_value(record), auth);
+    sub.view.apply(key, value, auth);
     groups.apply(old.as_ref(), sub.view.get(key))
+}
+
+/// A record's live value as the subscriber may read it: limited to its fields when it is
+/// (so filters, sort and groups only ever see what it may see).
+fn readable<'a>(sub: &Sub, record: &'a LwwRecord) -> Option<std::borrow::Cow<'a, Value>> {
+    let value = live_value(record)?;
+    Some(match &sub.allowed {
+        Some(fields) => std::borrow::Cow::Owned(crate::access::project(value, fields)),
+        None => std::borrow::Cow::Borrowed(value),
+    })
 }
 
 /// [`step`] for a snapshot row: nothing is owed yet (the response carries the window).
 fn load(sub: &mut Sub, key: &str, record: &LwwRecord) {
     let old = sub.groups.as_ref().and_then(|_| sub.view.get(key).cloned());
-    sub.view.load(key, live_value(record), sub.auth.as_ref());
+    let value = readable(sub, record);
+    sub.view.load(key, value.as_deref(), sub.auth.as_ref());
     if let Some(groups) = sub.groups.as_mut() {
         groups.apply(old.as_ref(), sub.view.get(key));
     }

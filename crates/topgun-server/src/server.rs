@@ -151,10 +151,15 @@ impl Server {
 
     async fn bind_opened(config: Config, opened: Opened) -> std::io::Result<Self> {
         let metrics = Arc::new(Metrics::default());
-        // Strict: a client clock far ahead must not drag the server clock along with it.
-        let hlc = Hlc::new(config.node_id.clone())
-            .with_max_drift_ms(config.max_drift_ms)
-            .strict(true);
+        // Strict: a client clock far ahead must not drag the server clock along with it. But
+        // first past every stored timestamp: if the wall clock went back across the restart,
+        // the server's own writes (fencing marks, counters, stamped removes) must still win
+        // over what it wrote before.
+        let mut hlc = Hlc::new(config.node_id.clone()).with_max_drift_ms(config.max_drift_ms);
+        if let Some(latest) = latest_timestamp(&opened.loaded) {
+            let _ = hlc.update(&latest, now_ms());
+        }
+        let hlc = hlc.strict(true);
         let services = Services {
             topics_per_connection_max: config.session.topics_per_connection_max,
             guards: config.guards,
@@ -258,6 +263,20 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// The greatest timestamp among loaded records.
+fn latest_timestamp(entries: &[crate::store::StoredEntry]) -> Option<Timestamp> {
+    use crate::store::StoredValue;
+    entries
+        .iter()
+        .flat_map(|e| match &e.value {
+            StoredValue::Lww(r) => vec![&r.timestamp],
+            StoredValue::Or { records, .. } => records.iter().map(|r| &r.timestamp).collect(),
+            StoredValue::Gone(_) => Vec::new(),
+        })
+        .max()
+        .cloned()
 }
 
 /// Every `gc_interval_ms`: prunes tombstones older than `tombstone_ttl_ms` and publishes the
@@ -453,7 +472,12 @@ async fn serve_connection(socket: WebSocket, shared: Arc<Shared>, ip: Option<IpA
                 Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
                 Some(Ok(WsMessage::Close(_)) | Err(_)) | None => break,
             },
-            _ = tick.tick() => session.on_tick(now_ms()),
+            _ = tick.tick() => {
+                let mut outputs = session.on_tick(now_ms());
+                // A logout at the token's expiry ends the user's count here too.
+                guard_auth(&shared, &session, ip, &mut user, &mut outputs);
+                outputs
+            }
             _ = shutdown.changed() => vec![Output::Close {
                 code: close::GOING_AWAY,
                 reason: "server shutting down",

@@ -546,3 +546,32 @@ async fn extensions_are_declined_with_the_response_the_client_waits_for() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_counter_counts_a_bounded_number_of_nodes() {
+    let server = start(no_auth(), None).await;
+    let mut c = open(server.addr).await;
+    let many: Vec<(String, f64)> = (0..=topgun_server::counters::NODES_MAX)
+        .map(|i| (format!("node-{i}"), 1.0))
+        .collect();
+    let state = PnCounter::from_parts(many.into_iter().collect(), BTreeMap::new()).unwrap();
+    let sync = Message::CounterSync(CounterState {
+        name: "wide".into(),
+        state,
+    });
+    send(&mut c, &sync).await;
+    let why = expect_error(&mut c, 413).await;
+    assert!(why.contains("at most 1024 nodes"), "{why}");
+    send(
+        &mut c,
+        &Message::CounterRequest(CounterRequest {
+            name: "wide".into(),
+        }),
+    )
+    .await;
+    assert_eq!(
+        counter_state(&mut c).await.1,
+        PnCounter::new(),
+        "nothing changed"
+    );
+}

@@ -319,3 +319,56 @@ async fn an_embedders_interceptor_transforms_drops_observes_and_refuses() {
     assert_eq!(why, "closed for maintenance");
     assert_eq!(recv(&mut refused).await.unwrap_err(), Some(1008));
 }
+
+#[tokio::test]
+async fn a_push_obeys_the_batch_and_value_limits() {
+    use topgun_core::OrMapEntry;
+    use topgun_core::protocol::messages::OrMapPushDiff;
+    let server = start(
+        no_auth(),
+        Some("ops_per_batch_max = 3\nvalue_bytes_max = 32"),
+    )
+    .await;
+    let mut c = connect(server.addr, "/ws").await;
+    let record = |i: u64, value: Value| {
+        let at = Timestamp::new(now_ms() - 5_000, 0, NodeId::new(&format!("c{i}")).unwrap());
+        topgun_core::OrRecord {
+            value,
+            tag: at.to_string(),
+            timestamp: at,
+            ttl_ms: None,
+        }
+    };
+    let push = |records: Vec<topgun_core::OrRecord>| {
+        Message::OrMapPushDiff(OrMapPushDiff {
+            map_name: "tags".into(),
+            entries: vec![OrMapEntry {
+                key: "k".into(),
+                records,
+                tombstones: Vec::new(),
+            }],
+        })
+    };
+    send(
+        &mut c,
+        &push((0..4).map(|i| record(i, Value::Int(1))).collect()),
+    )
+    .await;
+    let why = expect_error(&mut c, 413).await;
+    assert!(
+        why.contains("4 records") && why.contains("nothing was applied"),
+        "{why}"
+    );
+    send(
+        &mut c,
+        &push(vec![record(9, Value::Str("x".repeat(64).into()))]),
+    )
+    .await;
+    let why = expect_error(&mut c, 413).await;
+    assert!(why.contains("at most 32"), "{why}");
+    send(&mut c, &push(vec![record(10, Value::Int(1))])).await;
+    assert!(
+        drain(&mut c, 1).await.is_empty(),
+        "within the limits: applied, no reply"
+    );
+}

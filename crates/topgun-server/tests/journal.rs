@@ -412,3 +412,37 @@ async fn replay_after_kill_9_returns_exactly_the_events_after_a_sequence() {
     assert_eq!(after[25].key, "after");
     strictly_increasing(&after);
 }
+
+#[tokio::test]
+async fn subscribing_again_under_the_same_id_replays_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = durable(dir.path(), None).await;
+    let mut writer = connect(server.addr, "/ws").await;
+    let ops: Vec<_> = (0..300)
+        .map(|i| put(i + 1, "feed", &format!("k{i}"), 1, at(1)))
+        .collect();
+    for chunk in ops.chunks(100) {
+        write(&mut writer, chunk.to_vec()).await;
+    }
+    let mut c = connect(server.addr, "/ws").await;
+    send(&mut c, &subscribe("s", Some(0), None, None)).await;
+    send(&mut c, &subscribe("s", Some(0), None, None)).await;
+    let mut seen = std::collections::BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(800);
+    while let Ok(Ok(Message::JournalEvent(e))) =
+        tokio::time::timeout_at(deadline, recv(&mut c)).await
+    {
+        *seen.entry(seq(&e)).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 300, "every event");
+    assert!(
+        seen.values().all(|&n| n <= 2),
+        "the first replay stops when the second takes over"
+    );
+    let twice = seen.values().filter(|&&n| n == 2).count();
+    assert!(
+        twice <= 256,
+        "at most the first replay's page in flight: {twice}"
+    );
+    stop(server).await;
+}

@@ -675,3 +675,81 @@ async fn the_journal_shows_each_reader_only_what_it_may_read() {
         assert_eq!(refused, !model(user, roles, "secret").1.allowed(), "{user}");
     }
 }
+
+#[tokio::test]
+async fn a_field_limited_reader_cannot_learn_hidden_fields_through_hashes_or_filters() {
+    let server = start(jwt(), Some(POLICIES)).await;
+    let addr = server.addr;
+    let mut root = connect_as(addr, "root", &["ADMIN"]).await;
+    let mut rita = connect_as(addr, "rita", &["reader"]).await;
+    // OR-Map entry hashes cover whole values: no OR-Map sync for a field-limited reader.
+    let init = Message::OrMapSyncInit(topgun_core::protocol::messages::OrMapSyncInit {
+        map_name: "public/tags".into(),
+        root_hash: 0,
+        bucket_hashes: std::collections::BTreeMap::new(),
+        last_sync_timestamp: None,
+        claimed_epoch: None,
+    });
+    send(&mut rita, &init).await;
+    let why = expect_error(&mut rita, 403).await;
+    assert!(why.contains("OR-Map"), "{why}");
+
+    // A hidden top-level field whose name looks like a path under an allowed one.
+    let tricky = Value::Map(
+        [
+            ("title", Value::from("t")),
+            ("title.secret", Value::from("s3cr3t")),
+        ]
+        .into_iter()
+        .collect(),
+    );
+    write_doc(&mut root, 1, "public/news", "doc", tricky).await;
+    let probe = PredicateNode::leaf(PredicateOp::Eq, "title.secret", Value::from("s3cr3t"));
+    send(&mut rita, &query("probe", "public/news", Some(probe))).await;
+    let got = drain(&mut rita, 1).await;
+    let [Message::QueryResp(resp)] = got.as_slice() else {
+        panic!("{got:?}")
+    };
+    assert!(
+        resp.results.is_empty(),
+        "the hidden field steered the result: {resp:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_waiting_lock_request_is_not_granted_after_its_access_is_gone() {
+    let server = start(jwt(), Some(POLICIES)).await;
+    let addr = server.addr;
+    let mut bob = connect_as(addr, "bob", &["user"]).await;
+    let mut alice = connect_as(addr, "alice", &["user"]).await;
+    let lock = |id: &str| {
+        Message::LockRequest(LockRequest {
+            request_id: id.into(),
+            name: "jobs/1".into(),
+            ttl: Some(10_000),
+        })
+    };
+    send(&mut bob, &lock("b")).await;
+    let Ok(Message::LockGranted(granted)) = recv(&mut bob).await else {
+        panic!("bob holds the lock")
+    };
+    send(&mut alice, &lock("a")).await;
+    assert!(drain(&mut alice, 1).await.is_empty(), "alice waits");
+    // Alice loses her role while she waits; then bob releases.
+    send(&mut alice, &login("alice", &[])).await;
+    assert!(matches!(recv(&mut alice).await, Ok(Message::AuthAck(_))));
+    let release = Message::LockRelease(topgun_core::protocol::messages::LockRelease {
+        request_id: Some("r".into()),
+        name: "jobs/1".into(),
+        fencing_token: granted.fencing_token,
+    });
+    send(&mut bob, &release).await;
+    assert!(matches!(recv(&mut bob).await, Ok(Message::LockReleased(r)) if r.success));
+    match recv(&mut alice).await {
+        Ok(Message::Error(e)) => assert_eq!(e.code, 403, "{}", e.message),
+        other => panic!("expected ERROR 403, not a grant: {other:?}"),
+    }
+    // The lock was handed on, not left held by a connection that may not hold it.
+    send(&mut bob, &lock("b2")).await;
+    assert!(matches!(recv(&mut bob).await, Ok(Message::LockGranted(_))));
+}
