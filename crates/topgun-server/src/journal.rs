@@ -13,7 +13,7 @@
 //! recorded), applied in memory here and to the store by the checkpointer. Events are kept
 //! in the store under the reserved map `__topgun_journal`, keyed by zero-padded sequence.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use topgun_core::protocol::enums::JournalEventType;
@@ -266,10 +266,12 @@ pub struct Page {
     pub next: u64,
 }
 
-/// The retained events, oldest first.
+/// The retained events, oldest first, with each map's own list (so a read filtered by map
+/// looks at that map's events only, not at everything retained).
 #[derive(Debug)]
 pub struct Journal {
     events: VecDeque<Arc<JournalEvent>>,
+    by_map: HashMap<String, VecDeque<Arc<JournalEvent>>>,
     retention: Retention,
 }
 
@@ -279,9 +281,11 @@ impl Journal {
         recovered.sort_by_key(|e| e.sequence);
         recovered.dedup_by_key(|e| e.sequence);
         let mut journal = Self {
-            events: recovered.into_iter().map(Arc::new).collect(),
+            events: VecDeque::new(),
+            by_map: HashMap::new(),
             retention,
         };
+        journal.push(recovered);
         journal.expire(now_ms);
         journal
     }
@@ -298,10 +302,14 @@ impl Journal {
             }
             let event = Arc::new(event);
             self.events.push_back(Arc::clone(&event));
+            self.by_map
+                .entry(event.map.clone())
+                .or_default()
+                .push_back(Arc::clone(&event));
             added.push(event);
         }
         while self.events.len() > self.retention.capacity {
-            self.events.pop_front();
+            self.pop_oldest();
         }
         added
     }
@@ -314,10 +322,24 @@ impl Journal {
             .front()
             .is_some_and(|e| e.draft.recorded_ms < horizon)
         {
-            self.events.pop_front();
+            self.pop_oldest();
         }
         while self.events.len() > self.retention.capacity {
-            self.events.pop_front();
+            self.pop_oldest();
+        }
+    }
+
+    /// Drops the oldest event, from the whole list and from its map's (where it is oldest
+    /// too, both being in sequence order).
+    fn pop_oldest(&mut self) {
+        let Some(oldest) = self.events.pop_front() else {
+            return;
+        };
+        if let Some(list) = self.by_map.get_mut(&oldest.map) {
+            list.pop_front();
+            if list.is_empty() {
+                self.by_map.remove(&oldest.map);
+            }
         }
     }
 
@@ -335,23 +357,30 @@ impl Journal {
 
     /// Up to `limit` accepted events with sequence ≥ `from`.
     pub fn read(&self, from: u64, limit: usize, filter: &Filter) -> Page {
-        self.read_where(from, limit, |e| filter.accepts(e))
+        self.read_where(from, limit, filter.map.as_deref(), |e| filter.accepts(e))
     }
 
-    /// Up to `limit` events with sequence ≥ `from` that `accept` takes.
+    /// Up to `limit` events with sequence ≥ `from`, of `map` only when given, that `accept`
+    /// takes.
     pub fn read_where(
         &self,
         from: u64,
         limit: usize,
+        map: Option<&str>,
         accept: impl Fn(&JournalEvent) -> bool,
     ) -> Page {
-        let start = self.events.partition_point(|e| e.sequence < from);
+        static EMPTY: VecDeque<Arc<JournalEvent>> = VecDeque::new();
+        let list = match map {
+            Some(map) => self.by_map.get(map).unwrap_or(&EMPTY),
+            None => &self.events,
+        };
+        let start = list.partition_point(|e| e.sequence < from);
         let mut events = Vec::new();
         let mut next = self
             .last_sequence()
             .map_or(from, |last| (last + 1).max(from));
         let mut has_more = false;
-        for event in self.events.range(start..) {
+        for event in list.range(start..) {
             if !accept(event) {
                 continue;
             }
@@ -533,6 +562,32 @@ mod tests {
         assert_eq!(j.len(), 3, "capacity");
         j.expire(145);
         assert_eq!(j.read(0, 10, &Filter::default()).events[0].sequence, 5);
+        // Each map's own list follows retention too: a read by map sees what is kept.
+        j.push(vec![event(6, "n", Put, 150), event(7, "m", Put, 150)]);
+        let only_m = Filter {
+            map: Some("m".into()),
+            types: None,
+        };
+        let seqs: Vec<u64> = j
+            .read(0, 10, &only_m)
+            .events
+            .iter()
+            .map(|e| e.sequence)
+            .collect();
+        assert_eq!(seqs, vec![5, 7]);
+        j.push(vec![event(8, "n", Put, 150), event(9, "n", Put, 150)]);
+        assert!(
+            j.read(0, 10, &only_m)
+                .events
+                .iter()
+                .all(|e| e.sequence == 7)
+        );
+        assert!(
+            j.by_map.values().all(|list| !list.is_empty()),
+            "no empty lists kept"
+        );
+        let kept: usize = j.by_map.values().map(VecDeque::len).sum();
+        assert_eq!(kept, j.len());
 
         let mut index = StoredIndex::new(vec![]);
         let gone = index.add(&events, retention, 0);

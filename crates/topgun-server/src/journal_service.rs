@@ -316,9 +316,11 @@ impl Task {
                 conn,
                 reply,
             } => {
-                let page = self.journal.read_where(from, limit, |e| {
-                    filter.accepts(e) && may_read(conn.access(), e)
-                });
+                let page = self
+                    .journal
+                    .read_where(from, limit, filter.map.as_deref(), |e| {
+                        filter.accepts(e) && may_read(conn.access(), e)
+                    });
                 let _ = reply.send(page);
             }
             Input::Replay {
@@ -335,7 +337,8 @@ impl Task {
                     .filter(|sub| sub.generation == generation);
                 let page = sub.map(|sub| {
                     let access = sub.conn.access();
-                    let page = self.journal.read_where(from, REPLAY_PAGE, |e| {
+                    let map = sub.filter.map.as_deref();
+                    let page = self.journal.read_where(from, REPLAY_PAGE, map, |e| {
                         sub.filter.accepts(e) && may_read(access, e)
                     });
                     // Nothing left to replay: from here on, events arrive live.
