@@ -211,19 +211,24 @@ async fn conns_reads_the_servers_memory_at_every_step() {
     assert!(report.get("server_bytes_per_conn").is_some());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sync_walks_to_the_servers_root_and_resyncs_only_what_changed() {
-    let server = no_auth_server().await;
-    let common = common(server.addr);
+/// The sync scenario over 3,000 keys, 1 % changed, 500 puts per batch.
+async fn small_sync(addr: std::net::SocketAddr) -> topgun_bench::report::Report {
+    let common = common(addr);
     let args = SyncArgs {
         keys: 3000,
         changed: 0.01,
         batch: 500,
         ..SyncArgs::default()
     };
-    let report = scenario::sync::run(&Target::new(&common), &common, &args)
+    scenario::sync::run(&Target::new(&common), &common, &args)
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_walks_to_the_servers_root_and_resyncs_only_what_changed() {
+    let server = no_auth_server().await;
+    let report = small_sync(server.addr).await;
     let json = report.to_json();
     assert_eq!(json["full_roots_match"], true, "{json}");
     assert_eq!(json["resync_roots_match"], true, "{json}");
@@ -251,16 +256,7 @@ async fn the_preload_waits_out_a_servers_rate_limit() {
         Some("ops_per_sec_per_connection = 500"),
     )
     .await;
-    let common = common(server.addr);
-    let args = SyncArgs {
-        keys: 3000,
-        changed: 0.01,
-        batch: 500,
-        ..SyncArgs::default()
-    };
-    let report = scenario::sync::run(&Target::new(&common), &common, &args)
-        .await
-        .unwrap();
+    let report = small_sync(server.addr).await;
     assert_eq!(int(&report, "full_records"), 3000, "{}", report.to_json());
 }
 

@@ -18,8 +18,6 @@ use topgun_core::protocol::messages::{
 };
 use topgun_core::protocol::wire::Field;
 use topgun_core::{LwwRecord, NodeId, OrRecord, Timestamp, Value};
-use topgun_server::Server;
-use topgun_server::config::{Cli, Config};
 
 /// A client timestamp `offset` ms after a fixed point shortly before the test started.
 fn at(offset: u64) -> Timestamp {
@@ -52,26 +50,8 @@ fn or_record(value: &str, ts: Timestamp) -> OrRecord {
     }
 }
 
-/// A server over `dir` with the default storage (redb behind the write-ahead log).
 async fn durable(dir: &Path, file: Option<&str>) -> Running {
-    let cli = Cli {
-        port: Some(0),
-        host: Some("127.0.0.1".parse().unwrap()),
-        data_dir: Some(dir.to_owned()),
-        ..Cli::default()
-    };
-    let config = Config::resolve(&cli, file, &no_auth()).unwrap();
-    let server = Server::bind(config).await.unwrap();
-    let addr = server.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(async {
-        let _ = stopped.await;
-    }));
-    Running {
-        addr,
-        stop: Some(stop),
-        task,
-    }
+    start_durable(dir, file).await
 }
 
 async fn stop(mut server: Running) {

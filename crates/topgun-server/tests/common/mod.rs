@@ -35,6 +35,32 @@ pub(crate) async fn start(env: AuthEnv, file: Option<&str>) -> Running {
     start_with_store(env, file, Arc::new(MemoryStore::new())).await
 }
 
+/// A server over `dir` with the default storage (redb behind the write-ahead log).
+pub(crate) async fn start_durable(dir: &std::path::Path, file: Option<&str>) -> Running {
+    let cli = Cli {
+        port: Some(0),
+        host: Some("127.0.0.1".parse().unwrap()),
+        data_dir: Some(dir.to_owned()),
+        ..Cli::default()
+    };
+    let config = Config::resolve(&cli, file, &no_auth()).unwrap();
+    serve(Server::bind(config).await.unwrap())
+}
+
+/// Runs a bound server until its `stop` sender is used or dropped.
+fn serve(server: Server) -> Running {
+    let addr = server.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    Running {
+        addr,
+        stop: Some(stop),
+        task,
+    }
+}
+
 /// A server over `store`, so that a test can restart one over the same records.
 pub(crate) async fn start_with_store(
     env: AuthEnv,
@@ -47,17 +73,7 @@ pub(crate) async fn start_with_store(
         ..Cli::default()
     };
     let config = Config::resolve(&cli, file, &env).unwrap();
-    let server = Server::bind_with_store(config, store).await.unwrap();
-    let addr = server.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(async {
-        let _ = stopped.await;
-    }));
-    Running {
-        addr,
-        stop: Some(stop),
-        task,
-    }
+    serve(Server::bind_with_store(config, store).await.unwrap())
 }
 
 pub(crate) fn no_auth() -> AuthEnv {
