@@ -40,7 +40,7 @@ use crate::auth::Principal;
 use crate::config::Guards;
 use crate::counters::Counters;
 use crate::extensions;
-use crate::fanout::{ConnHandle, ConnId, Outbound};
+use crate::fanout::{ConnHandle, Outbound};
 use crate::interceptor::{
     AppliedOp, Interceptor, OpContext, Pipeline, RateLimiter, ServerTimestamps, Verdict,
 };
@@ -360,7 +360,7 @@ impl DataPlane {
                     let refused = forbidden(Resource::Map, &p.map_name, Action::Write);
                     return Some(Outbound::Message(refused));
                 }
-                return self.or_push(conn.handle.id, p).await;
+                return self.or_push(conn, p, now_ms).await;
             }
             // Confirmed-apply cursors license tombstone pruning, which this server does not
             // do: tombstones are kept, so there is nothing to advance. Projected queries ask
@@ -1096,11 +1096,20 @@ impl DataPlane {
 
     /// `ORMAP_PUSH_DIFF`: merged without a reply — an `OP_ACK` here would tell the TS
     /// client that unrelated pending ops were stored (PROTOCOL.md §9.5).
-    async fn or_push(&self, conn: ConnId, push: OrMapPushDiff) -> Option<Outbound> {
+    async fn or_push(
+        &self,
+        conn: &ConnState,
+        push: OrMapPushDiff,
+        now_ms: u64,
+    ) -> Option<Outbound> {
         let map = push.map_name.to_string();
-        if let Err(refused) = check_map(&map).and_then(|()| self.check_push(&push)) {
+        if let Err(refused) = check_map(&map)
+            .and_then(|()| self.check_push(&push))
+            .and_then(|()| self.intercept_push(conn, &push, now_ms))
+        {
             return Some(Outbound::Message(refused));
         }
+        let conn = conn.handle.id;
         let mut per_shard: Vec<Vec<OrMapEntry>> = vec![Vec::new(); self.shards.len()];
         for entry in push.entries {
             per_shard[self.shard_of(&entry.key)].push(entry);
@@ -1119,6 +1128,35 @@ impl DataPlane {
 }
 
 impl DataPlane {
+    /// The interceptors' say on a push (the rate limiter charges its records and
+    /// tombstones); a refusal refuses the whole push, with nothing applied.
+    fn intercept_push(
+        &self,
+        conn: &ConnState,
+        push: &OrMapPushDiff,
+        now_ms: u64,
+    ) -> Result<(), Box<Message>> {
+        if self.pipeline.is_empty() {
+            return Ok(());
+        }
+        let items = push
+            .entries
+            .iter()
+            .map(|e| e.records.len() + e.tombstones.len())
+            .sum();
+        let user_id = conn.handle.access().user_id();
+        let mut hlc = self.hlc();
+        let mut ctx = OpContext {
+            conn: conn.handle.id,
+            user: user_id.as_deref(),
+            now_ms,
+            hlc: &mut hlc,
+        };
+        self.pipeline
+            .on_before_push(&mut ctx, &push.map_name, items)
+            .map_err(|refused| error_msg(refused.code, refused.reason))
+    }
+
     /// The limits a push shares with op batches: records and tombstones count as ops (and a
     /// key's, as journal events of one log frame, stay below 65,536), and each record's value
     /// must fit `value_bytes_max`. Refused whole, with nothing applied.

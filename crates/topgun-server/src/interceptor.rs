@@ -66,6 +66,18 @@ pub trait Interceptor: Send + Sync + std::fmt::Debug {
     }
 
     fn on_after_op(&self, _op: &AppliedOp) {}
+
+    /// May refuse an `ORMAP_PUSH_DIFF` (OR-Map sync pushing `items` records and tombstones
+    /// to `map`); the whole push is then refused with an `ERROR`. Pushed records are a
+    /// replica's state, not ops: they can be refused, not changed.
+    fn on_before_push(
+        &self,
+        _ctx: &mut OpContext<'_>,
+        _map: &str,
+        _items: usize,
+    ) -> Result<(), Rejection> {
+        Ok(())
+    }
 }
 
 /// The configured interceptors, run in order: the first to refuse or drop decides.
@@ -107,6 +119,17 @@ impl Pipeline {
         for stage in &self.stages {
             stage.on_after_op(op);
         }
+    }
+
+    pub fn on_before_push(
+        &self,
+        ctx: &mut OpContext<'_>,
+        map: &str,
+        items: usize,
+    ) -> Result<(), Rejection> {
+        self.stages
+            .iter()
+            .try_for_each(|s| s.on_before_push(ctx, map, items))
     }
 }
 
@@ -195,6 +218,27 @@ impl Interceptor for RateLimiter {
     }
 
     fn on_before_op(&self, ctx: &mut OpContext<'_>, op: Box<ClientOp>) -> Verdict {
+        match self.charge(ctx, 1.0) {
+            Ok(()) => Verdict::Pass(op),
+            Err(rejection) => Verdict::Drop(rejection),
+        }
+    }
+
+    /// A push costs one token per record and tombstone.
+    fn on_before_push(
+        &self,
+        ctx: &mut OpContext<'_>,
+        _map: &str,
+        items: usize,
+    ) -> Result<(), Rejection> {
+        #[allow(clippy::cast_precision_loss)]
+        self.charge(ctx, items as f64)
+    }
+}
+
+impl RateLimiter {
+    /// Takes `cost` tokens from the connection's and the user's buckets.
+    fn charge(&self, ctx: &OpContext<'_>, cost: f64) -> Result<(), Rejection> {
         let now = ctx.now_ms;
         if self.conn_rate > 0 {
             let (rate, burst) = (f64::from(self.conn_rate), 2.0 * f64::from(self.conn_rate));
@@ -202,9 +246,9 @@ impl Interceptor for RateLimiter {
             let bucket = conns
                 .entry(ctx.conn)
                 .or_insert_with(|| Bucket::full(burst, now));
-            if let Err(wait) = bucket.take(1.0, rate, burst, now) {
-                return Verdict::Drop(Self::limited("this connection", wait));
-            }
+            bucket
+                .take(cost, rate, burst, now)
+                .map_err(|wait| Self::limited("this connection", wait))?;
         }
         if let (true, Some(user)) = (self.user_rate > 0, ctx.user) {
             let (rate, burst) = (f64::from(self.user_rate), 2.0 * f64::from(self.user_rate));
@@ -216,11 +260,11 @@ impl Interceptor for RateLimiter {
             let bucket = users
                 .entry(user.to_owned())
                 .or_insert_with(|| Bucket::full(burst, now));
-            if let Err(wait) = bucket.take(1.0, rate, burst, now) {
-                return Verdict::Drop(Self::limited(&format!("user {user:?}"), wait));
-            }
+            bucket
+                .take(cost, rate, burst, now)
+                .map_err(|wait| Self::limited(&format!("user {user:?}"), wait))?;
         }
-        Verdict::Pass(op)
+        Ok(())
     }
 }
 

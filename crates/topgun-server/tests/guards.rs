@@ -372,3 +372,39 @@ async fn a_push_obeys_the_batch_and_value_limits() {
         "within the limits: applied, no reply"
     );
 }
+
+#[tokio::test]
+async fn the_rate_limiter_charges_a_push_for_its_records() {
+    use topgun_core::OrMapEntry;
+    use topgun_core::protocol::messages::OrMapPushDiff;
+    let server = start(no_auth(), Some("ops_per_sec_per_connection = 5")).await;
+    let mut c = connect(server.addr, "/ws").await;
+    let push = |n: u64| {
+        let records = (0..n)
+            .map(|i| {
+                let at =
+                    Timestamp::new(now_ms() - 5_000, 0, NodeId::new(&format!("c{i}")).unwrap());
+                topgun_core::OrRecord {
+                    value: Value::Int(1),
+                    tag: at.to_string(),
+                    timestamp: at,
+                    ttl_ms: None,
+                }
+            })
+            .collect();
+        Message::OrMapPushDiff(OrMapPushDiff {
+            map_name: "tags".into(),
+            entries: vec![OrMapEntry {
+                key: "k".into(),
+                records,
+                tombstones: Vec::new(),
+            }],
+        })
+    };
+    // A burst of 10 allows one push of 8; the next push of 8 must wait.
+    send(&mut c, &push(8)).await;
+    assert!(drain(&mut c, 1).await.is_empty());
+    send(&mut c, &push(8)).await;
+    let why = expect_error(&mut c, 429).await;
+    assert!(why.contains("retry in"), "{why}");
+}
