@@ -63,25 +63,42 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn ceiling(args: &CeilingArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind((args.host, args.port)).await?;
     let port = listener.local_addr()?.port();
+    // Watched before the port is announced: a SIGTERM sent the moment a script reads it
+    // must not meet the default action.
+    let shutdown = shutdown_signal();
     let mut out = std::io::stdout().lock();
     writeln!(out, "PORT={port}")?;
     out.flush()?;
     drop(out);
-    topgun_bench::ceiling::serve(listener, shutdown_signal()).await?;
+    topgun_bench::ceiling::serve(listener, shutdown).await?;
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Completes on SIGINT or SIGTERM; the handlers are registered when this is called.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+        let term = signal(SignalKind::terminate());
+        let interrupt = signal(SignalKind::interrupt());
+        async move {
+            match (term, interrupt) {
+                (Ok(mut term), Ok(mut interrupt)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = interrupt.recv() => {}
+                    }
+                }
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
-            return;
         }
     }
-    let _ = tokio::signal::ctrl_c().await;
+    #[cfg(not(unix))]
+    {
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

@@ -82,14 +82,17 @@ fn run(cli: &Cli, config: &Config) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding {}", config.bind))?;
         let addr = server.local_addr()?;
+        // Signals are watched before the port is announced: a SIGTERM or SIGHUP sent the
+        // moment a script reads the port must not meet the default action (exit).
+        let shutdown = shutdown_signal();
+        tokio::spawn(reload_policies_on_sighup(cli.clone(), server.policies()));
         // Part of the command-line contract: scripts read the port from stdout.
         #[allow(clippy::print_stdout)]
         {
             println!("PORT={}", addr.port());
         }
         tracing::info!(%addr, node = %config.node_id, auth = ?auth_name(config), "listening");
-        tokio::spawn(reload_policies_on_sighup(cli.clone(), server.policies()));
-        server.run(shutdown_signal()).await?;
+        server.run(shutdown).await?;
         tracing::info!("stopped");
         Ok(())
     })
@@ -173,48 +176,65 @@ async fn fetch_backup(url: &str, token: Option<&str>) -> anyhow::Result<Vec<u8>>
 
 /// On every SIGHUP, reads the configuration again and puts its policies in force; a file
 /// that does not load (a bad policy, say) is reported and the policies in force are kept.
-async fn reload_policies_on_sighup(cli: Cli, policies: std::sync::Arc<Policies>) {
+fn reload_policies_on_sighup(
+    cli: Cli,
+    policies: std::sync::Arc<Policies>,
+) -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
-            tracing::warn!("cannot watch SIGHUP; policies will not be reloaded");
-            return;
-        };
-        while hangup.recv().await.is_some() {
-            match load(&cli) {
-                Ok(config) => {
-                    let count = config.policies.len();
-                    policies.replace(config.policies);
-                    tracing::info!(policies = count, "policies reloaded");
+        // Registered now, not when first polled.
+        let hangup = signal(SignalKind::hangup());
+        async move {
+            let Ok(mut hangup) = hangup else {
+                tracing::warn!("cannot watch SIGHUP; policies will not be reloaded");
+                return;
+            };
+            while hangup.recv().await.is_some() {
+                match load(&cli) {
+                    Ok(config) => {
+                        let count = config.policies.len();
+                        policies.replace(config.policies);
+                        tracing::info!(policies = count, "policies reloaded");
+                    }
+                    Err(e) => tracing::error!("policies not reloaded, the old ones stay: {e:#}"),
                 }
-                Err(e) => tracing::error!("policies not reloaded, the old ones stay: {e:#}"),
             }
         }
     }
     #[cfg(not(unix))]
     {
         let _ = (cli, policies);
+        async {}
     }
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// Completes on SIGINT or SIGTERM; the handlers are registered when this is called, not
+/// when the future is first polled.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut term) = signal(SignalKind::terminate()) else {
-            let _ = interrupt.await;
-            return;
-        };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = term.recv() => {}
+        let term = signal(SignalKind::terminate());
+        let interrupt = signal(SignalKind::interrupt());
+        async move {
+            match (term, interrupt) {
+                (Ok(mut term), Ok(mut interrupt)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = interrupt.recv() => {}
+                    }
+                }
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = interrupt.await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
