@@ -131,11 +131,6 @@ impl ConnAccess {
         }
     }
 
-    /// Whether no policy restricts anything (the common case: no decision needed).
-    pub fn is_open(&self) -> bool {
-        self.policies.get().is_open()
-    }
-
     /// May this connection do `action` on the resource named `name`, now?
     pub fn decide(&self, resource: Resource, name: &str, action: Action) -> Decision {
         let subject = self.subject.read().unwrap_or_else(PoisonError::into_inner);
@@ -309,7 +304,6 @@ mod tests {
             "a reload takes effect at once"
         );
         shared.replace(PolicySet::default());
-        assert!(access.is_open());
         assert!(access.decide(Resource::Lock, "l", Action::Write).allowed());
         access.set_subject(None);
         assert_eq!(

@@ -214,7 +214,7 @@ impl Default for Guards {
         Self {
             ops_per_batch_max: 8_192,
             value_bytes_max: 0,
-            queries_per_connection_max: 256,
+            queries_per_connection_max: crate::queries::QUERIES_PER_CONNECTION_MAX,
             connections_per_user_max: 0,
             auth_failures_per_ip_per_minute: 10,
             ops_per_sec_per_connection: 20_000,

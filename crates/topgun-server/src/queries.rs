@@ -29,7 +29,7 @@ use crate::fanout::{ConnHandle, ConnId};
 use crate::policy::{Action, Decision, Fields, Resource, Subject};
 use crate::shard_task::Request;
 
-/// Most live queries one connection may hold, unless configured (`queries_per_connection_max`).
+/// Most live queries one connection may hold by default (`queries_per_connection_max`).
 pub const QUERIES_PER_CONNECTION_MAX: usize = 256;
 /// Changes buffered for one subscription while its snapshot loads.
 const LOADING_BUFFER_MAX: usize = 65_536;

@@ -320,53 +320,52 @@ async fn an_embedders_interceptor_transforms_drops_observes_and_refuses() {
     assert_eq!(recv(&mut refused).await.unwrap_err(), Some(1008));
 }
 
+/// An OR record added by client node `c<i>`, 5 s ago.
+fn or_record(i: u64, value: Value) -> topgun_core::OrRecord {
+    let at = Timestamp::new(now_ms() - 5_000, 0, NodeId::new(&format!("c{i}")).unwrap());
+    topgun_core::OrRecord {
+        value,
+        tag: at.to_string(),
+        timestamp: at,
+        ttl_ms: None,
+    }
+}
+
+/// An `ORMAP_PUSH_DIFF` of `records` under key `k` of map `tags`.
+fn push(records: Vec<topgun_core::OrRecord>) -> Message {
+    Message::OrMapPushDiff(topgun_core::protocol::messages::OrMapPushDiff {
+        map_name: "tags".into(),
+        entries: vec![topgun_core::OrMapEntry {
+            key: "k".into(),
+            records,
+            tombstones: Vec::new(),
+        }],
+    })
+}
+
+fn ints(n: u64) -> Vec<topgun_core::OrRecord> {
+    (0..n).map(|i| or_record(i, Value::Int(1))).collect()
+}
+
 #[tokio::test]
 async fn a_push_obeys_the_batch_and_value_limits() {
-    use topgun_core::OrMapEntry;
-    use topgun_core::protocol::messages::OrMapPushDiff;
     let server = start(
         no_auth(),
         Some("ops_per_batch_max = 3\nvalue_bytes_max = 32"),
     )
     .await;
     let mut c = connect(server.addr, "/ws").await;
-    let record = |i: u64, value: Value| {
-        let at = Timestamp::new(now_ms() - 5_000, 0, NodeId::new(&format!("c{i}")).unwrap());
-        topgun_core::OrRecord {
-            value,
-            tag: at.to_string(),
-            timestamp: at,
-            ttl_ms: None,
-        }
-    };
-    let push = |records: Vec<topgun_core::OrRecord>| {
-        Message::OrMapPushDiff(OrMapPushDiff {
-            map_name: "tags".into(),
-            entries: vec![OrMapEntry {
-                key: "k".into(),
-                records,
-                tombstones: Vec::new(),
-            }],
-        })
-    };
-    send(
-        &mut c,
-        &push((0..4).map(|i| record(i, Value::Int(1))).collect()),
-    )
-    .await;
+    send(&mut c, &push(ints(4))).await;
     let why = expect_error(&mut c, 413).await;
     assert!(
         why.contains("4 records") && why.contains("nothing was applied"),
         "{why}"
     );
-    send(
-        &mut c,
-        &push(vec![record(9, Value::Str("x".repeat(64).into()))]),
-    )
-    .await;
+    let big = or_record(9, Value::Str("x".repeat(64).into()));
+    send(&mut c, &push(vec![big])).await;
     let why = expect_error(&mut c, 413).await;
     assert!(why.contains("at most 32"), "{why}");
-    send(&mut c, &push(vec![record(10, Value::Int(1))])).await;
+    send(&mut c, &push(vec![or_record(10, Value::Int(1))])).await;
     assert!(
         drain(&mut c, 1).await.is_empty(),
         "within the limits: applied, no reply"
@@ -375,36 +374,12 @@ async fn a_push_obeys_the_batch_and_value_limits() {
 
 #[tokio::test]
 async fn the_rate_limiter_charges_a_push_for_its_records() {
-    use topgun_core::OrMapEntry;
-    use topgun_core::protocol::messages::OrMapPushDiff;
     let server = start(no_auth(), Some("ops_per_sec_per_connection = 5")).await;
     let mut c = connect(server.addr, "/ws").await;
-    let push = |n: u64| {
-        let records = (0..n)
-            .map(|i| {
-                let at =
-                    Timestamp::new(now_ms() - 5_000, 0, NodeId::new(&format!("c{i}")).unwrap());
-                topgun_core::OrRecord {
-                    value: Value::Int(1),
-                    tag: at.to_string(),
-                    timestamp: at,
-                    ttl_ms: None,
-                }
-            })
-            .collect();
-        Message::OrMapPushDiff(OrMapPushDiff {
-            map_name: "tags".into(),
-            entries: vec![OrMapEntry {
-                key: "k".into(),
-                records,
-                tombstones: Vec::new(),
-            }],
-        })
-    };
     // A burst of 10 allows one push of 8; the next push of 8 must wait.
-    send(&mut c, &push(8)).await;
+    send(&mut c, &push(ints(8))).await;
     assert!(drain(&mut c, 1).await.is_empty());
-    send(&mut c, &push(8)).await;
+    send(&mut c, &push(ints(8))).await;
     let why = expect_error(&mut c, 429).await;
     assert!(why.contains("retry in"), "{why}");
 }
