@@ -8,100 +8,193 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::journal::{self, JournalEvent, Retention, StoredIndex};
+use crate::journal::{self, Chunk, Retention, StoredIndex, StoredRow};
 use crate::server::now_ms;
-use crate::store::{Store, StoredEntry};
+use crate::store::{EncodedEntry, Store, StoredEntry};
 use crate::wal::{Frame, Tail, Wal};
 
 /// Most entries written to the store in one batch.
 const BATCH_MAX: usize = 8192;
 /// Pause after a checkpoint that found less than a full batch. Fewer, larger store commits
-/// cost far less per entry (a redb commit rewrites every B-tree page it touches and syncs
-/// twice) and leave the disk to the log's own syncs; the price is at most this much more
-/// log to replay after a crash.
+/// cost far less per entry (a redb commit rewrites every B-tree page it touches) and leave
+/// the disk to the log's own syncs; the price is at most this much more log to replay
+/// after a crash.
 const PAUSE: Duration = Duration::from_millis(100);
+/// How often a store write is made durable. Batches in between are written without a sync
+/// ([`Store::write_unsynced`]); only a durable write lets the log segments it covers go, so
+/// a crash loses nothing the log does not still hold. A sync on every batch kept the disk
+/// busy with the store's flushes while the log's own syncs, which every acknowledgement
+/// waits for, queued behind them.
+const SYNC_EVERY: Duration = Duration::from_secs(1);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-/// Runs until the log's writer is gone. Journal events in the log are stored as entries of
-/// the journal map, and those past `journal`'s retention are deleted in the same batch.
+/// Runs until the log's writer is gone. The journal events of each batch are stored as one
+/// row of the journal map ([`Chunk`]), and rows past `journal`'s retention are deleted in the
+/// same batch.
 pub async fn run(
     wal: Wal,
-    mut tail: Tail,
+    tail: Tail,
     store: Arc<dyn Store>,
     degraded: Arc<AtomicBool>,
     journal: (Retention, StoredIndex),
 ) {
-    let (retention, mut stored_journal) = journal;
-    let mut durable = wal.durable();
-    loop {
-        let target = *durable.borrow_and_update();
-        if tail.next_lsn() > target {
-            if durable.changed().await.is_err() {
-                return;
+    let (retention, stored_journal) = journal;
+    let mut checkpointer = Checkpointer {
+        wal,
+        tail: Some(tail),
+        store,
+        degraded,
+        retention,
+        stored_journal,
+        synced_at: Instant::now(),
+        unsynced_through: None,
+    };
+    checkpointer.run().await;
+}
+
+struct Checkpointer {
+    wal: Wal,
+    /// `None` only while a read has it on the blocking pool.
+    tail: Option<Tail>,
+    store: Arc<dyn Store>,
+    degraded: Arc<AtomicBool>,
+    retention: Retention,
+    stored_journal: StoredIndex,
+    synced_at: Instant,
+    /// The last LSN written to the store but not yet made durable there.
+    unsynced_through: Option<u64>,
+}
+
+impl Checkpointer {
+    async fn run(&mut self) {
+        let mut durable = self.wal.durable();
+        loop {
+            let target = *durable.borrow_and_update();
+            let next = self.tail.as_ref().map_or(u64::MAX, Tail::next_lsn);
+            if next > target {
+                // Caught up: wait for more, and meanwhile make what was written durable.
+                let wait = SYNC_EVERY.saturating_sub(self.synced_at.elapsed());
+                match tokio::time::timeout(wait, durable.changed()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return,
+                    Err(_) => self.sync(Vec::new()).await,
+                }
+                continue;
             }
-            continue;
+            let Some(batch) = self.read(target).await else {
+                return;
+            };
+            let full = batch.frames >= BATCH_MAX;
+            if batch.frames > 0 {
+                self.store(batch).await;
+            }
+            if !full {
+                tokio::time::sleep(PAUSE).await;
+            }
         }
+    }
+
+    /// Reads and decodes frames through `target`; `None` once the runtime is going away.
+    async fn read(&mut self, target: u64) -> Option<Batch> {
+        let mut tail = self.tail.take()?;
+        let after = self.stored_journal.last_sequence();
         // Reading and decoding stay off the async workers, which serve clients.
-        let read = tokio::task::spawn_blocking(move || {
-            let batch = tail.read(target, BATCH_MAX).map(|frames| decode(&frames));
+        let (tail, batch) = tokio::task::spawn_blocking(move || {
+            let batch = tail.read(target, BATCH_MAX).map(|f| decode(&f, after));
             (tail, batch)
         })
-        .await;
-        let Ok((returned, batch)) = read else {
-            return;
-        };
-        tail = returned;
-        let batch = match batch {
-            Ok(batch) if batch.frames > 0 => batch,
-            Ok(_) => {
-                // The frames are written but not yet visible whole; look again shortly.
-                tokio::time::sleep(BACKOFF_MIN).await;
-                continue;
-            }
+        .await
+        .ok()?;
+        self.tail = Some(tail);
+        match batch {
+            // Frames written but not yet visible whole read as none: looked at again later.
+            Ok(batch) => Some(batch),
             Err(e) => {
                 tracing::error!(error = %e, "checkpoint cannot read the write-ahead log");
-                degraded.store(true, Ordering::Relaxed);
+                self.degraded.store(true, Ordering::Relaxed);
                 tokio::time::sleep(BACKOFF_MAX).await;
-                continue;
+                Some(Batch::default())
             }
-        };
-        let full = batch.frames >= BATCH_MAX;
+        }
+    }
+
+    async fn store(&mut self, batch: Batch) {
         let mut entries = batch.entries;
-        entries.extend(batch.events.iter().map(JournalEvent::to_stored));
-        entries.extend(stored_journal.add(&batch.events, retention, now_ms()));
-        store_with_retry(&*store, entries, &degraded).await;
+        let row = batch.journal.map(|(entry, row)| {
+            entries.push(EncodedEntry::from(&entry));
+            row
+        });
+        let gone = self.stored_journal.add(row, self.retention, now_ms());
+        entries.extend(gone.iter().map(EncodedEntry::from));
+        self.unsynced_through = Some(batch.last);
+        if self.synced_at.elapsed() >= SYNC_EVERY {
+            return self.sync(entries).await;
+        }
+        let store = Arc::clone(&self.store);
+        let write = || store.write_encoded(entries.clone(), false);
+        let durable = with_retry(&self.degraded, write).await;
+        if durable {
+            // A store that syncs every write anyway: nothing to wait for.
+            self.release().await;
+        }
+    }
+
+    /// Writes `entries` durably, which makes every earlier unsynced write durable too, then
+    /// releases the log segments the store now holds.
+    async fn sync(&mut self, entries: Vec<EncodedEntry>) {
+        self.synced_at = Instant::now();
+        if self.unsynced_through.is_none() {
+            return;
+        }
+        let store = Arc::clone(&self.store);
+        with_retry(&self.degraded, || {
+            store.write_encoded(entries.clone(), true)
+        })
+        .await;
+        self.release().await;
+    }
+
+    /// Releases the log segments the store durably holds.
+    async fn release(&mut self) {
+        let Some(through) = self.unsynced_through.take() else {
+            return;
+        };
         // Deleting segments is file I/O: off the async workers too.
-        let log = wal.clone();
-        let outcome = tokio::task::spawn_blocking(move || log.release_through(batch.last));
+        let log = self.wal.clone();
+        let outcome = tokio::task::spawn_blocking(move || log.release_through(through));
         if let Ok(Err(e)) = outcome.await {
             tracing::warn!(error = %e, "could not delete checkpointed log segments");
-        }
-        if !full {
-            tokio::time::sleep(PAUSE).await;
         }
     }
 }
 
 /// A read stretch of the log, decoded.
+#[derive(Default)]
 struct Batch {
     frames: usize,
     /// The last frame's LSN.
     last: u64,
-    entries: Vec<StoredEntry>,
-    /// Journal events, in sequence order.
-    events: Vec<JournalEvent>,
+    entries: Vec<EncodedEntry>,
+    /// The journal row of the batch's events, if it has any.
+    journal: Option<(StoredEntry, StoredRow)>,
 }
 
-fn decode(frames: &[Frame]) -> Batch {
+/// Reads frames into store entries, passing each record's bytes on as logged; journal events
+/// up to sequence `after` are already stored and left out.
+fn decode(frames: &[Frame], after: Option<u64>) -> Batch {
     let mut entries = Vec::with_capacity(frames.len());
-    let mut events = Vec::new();
+    let mut chunk = Chunk::default();
     for f in frames {
-        match journal::decode_frame(&f.payload) {
-            Ok((entry, drafts)) => {
-                events.extend(journal::sequenced(f.lsn, &entry, drafts));
+        let parts = journal::frame_parts(&f.payload)
+            .and_then(|(entry, events)| Ok((EncodedEntry::parse(entry.to_vec())?, events)));
+        match parts {
+            Ok((entry, events)) => {
+                if after.is_none_or(|after| journal::sequence(f.lsn, 0) > after) {
+                    chunk.push(f.lsn, &f.payload, events);
+                }
                 entries.push(entry);
             }
             // The frame passed its checksum, so this is a bug, not disk damage.
@@ -112,20 +205,23 @@ fn decode(frames: &[Frame]) -> Batch {
         frames: frames.len(),
         last: frames.last().map_or(0, |f| f.lsn),
         entries,
-        events,
+        journal: chunk.into_stored(),
     }
 }
 
-/// Writes until the store takes the batch; marks the server degraded meanwhile.
-async fn store_with_retry(store: &dyn Store, entries: Vec<StoredEntry>, degraded: &AtomicBool) {
+/// Runs `write` until the store takes the batch; marks the server degraded meanwhile.
+async fn with_retry<T, F>(degraded: &AtomicBool, mut write: impl FnMut() -> F) -> T
+where
+    F: Future<Output = Result<T, crate::store::StoreError>>,
+{
     let mut backoff = BACKOFF_MIN;
     loop {
-        match store.write(entries.clone()).await {
-            Ok(()) => {
+        match write().await {
+            Ok(done) => {
                 if degraded.swap(false, Ordering::Relaxed) {
                     tracing::info!("store reachable again; checkpoints resumed");
                 }
-                return;
+                return done;
             }
             Err(e) => {
                 if !degraded.swap(true, Ordering::Relaxed) {

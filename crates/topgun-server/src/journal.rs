@@ -18,9 +18,10 @@ use std::sync::Arc;
 
 use topgun_core::protocol::enums::JournalEventType;
 use topgun_core::protocol::messages::JournalEventData;
-use topgun_core::protocol::{Limits, decode_standalone, encode_standalone};
-use topgun_core::value::ValueMap;
-use topgun_core::{LwwRecord, Timestamp, Value};
+use topgun_core::protocol::{
+    DecodeError, Limits, Number, Path, Reader, Wire, Writer, decode_standalone,
+};
+use topgun_core::{LwwRecord, NodeId, Timestamp, Value};
 
 use crate::store::{StoreError, StoredEntry, StoredValue};
 
@@ -97,64 +98,156 @@ impl JournalEvent {
             metadata: None,
         }
     }
+}
 
-    /// The store's form: an LWW record of [`JOURNAL_MAP`] keyed by the zero-padded sequence.
-    pub fn to_stored(&self) -> StoredEntry {
-        let mut fields = vec![
-            ("map".into(), Value::Str(self.map.as_str().into())),
-            ("key".into(), Value::Str(self.key.as_str().into())),
-        ];
-        fields.extend(draft_fields(&self.draft));
-        StoredEntry {
-            map: JOURNAL_MAP.to_owned(),
-            key: stored_key(self.sequence),
-            value: StoredValue::Lww(LwwRecord::new(
-                Value::Map(ValueMap::from_entries(fields)),
-                self.draft.timestamp.clone(),
-                None,
-            )),
+/// The events of one checkpoint batch as one store row: the batch's journaled log frames
+/// as they were logged, `[LSN u64 LE][payload length u32 LE][payload]` each.
+///
+/// One row per batch rather than one per event: a row per event cost the store an insert
+/// and, once past retention, a delete for every write — a third of the checkpointer's store
+/// work. The frames are copied, not re-encoded, and read back like the log itself.
+#[derive(Debug, Default)]
+pub struct Chunk {
+    bytes: Vec<u8>,
+    row: Option<StoredRow>,
+}
+
+/// What the checkpointer remembers of a stored journal row, to delete it past retention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredRow {
+    /// The sequence its key is made of: its first event's.
+    pub key: u64,
+    /// Its last event's sequence.
+    pub last: u64,
+    pub events: usize,
+    /// The newest event's recording time.
+    pub newest_ms: u64,
+}
+
+/// What a checkpoint needs to know of a frame's events, read without building them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EventsSummary {
+    pub events: usize,
+    /// The newest event's recording time.
+    pub newest_ms: u64,
+}
+
+/// The entry bytes of a log frame's payload and a summary of its events ([`encode_frame`]).
+pub fn frame_parts(payload: &[u8]) -> Result<(&[u8], EventsSummary), StoreError> {
+    let corrupt = |why: &str| StoreError::Corrupt(format!("journaled log entry: {why}"));
+    if payload.first() != Some(&JOURNALED) {
+        return Ok((payload, EventsSummary::default()));
+    }
+    let len = payload
+        .get(1..5)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .ok_or_else(|| corrupt("cut short"))?;
+    let entry = payload
+        .get(5..5 + len)
+        .ok_or_else(|| corrupt("cut short"))?;
+    let summary = decode_standalone::<Summary>(&payload[5 + len..], &draft_limits())
+        .map_err(|e| corrupt(&e.to_string()))?;
+    Ok((entry, summary.0))
+}
+
+/// [`EventsSummary`] as read from the MsgPack list of drafts: only `recordedAt` is read.
+struct Summary(EventsSummary);
+
+impl Wire for Summary {
+    fn decode(r: &mut Reader<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
+        let mut summary = EventsSummary::default();
+        r.read_array(at, |r, i| {
+            summary.events += 1;
+            r.read_fields(at.index(i), |r, name| {
+                if name != b"recordedAt" {
+                    return r.skip(at);
+                }
+                if let Number::Int(ms) = r.read_number(at, "milliseconds")? {
+                    summary.newest_ms = summary.newest_ms.max(u64::try_from(ms).unwrap_or(0));
+                }
+                Ok(())
+            })
+        })?;
+        Ok(Self(summary))
+    }
+
+    fn encode(&self, _: &mut Writer) {
+        unreachable!("only ever read")
+    }
+}
+
+impl Chunk {
+    /// Adds a frame's payload if it carries events (`summary`, read from it).
+    pub fn push(&mut self, lsn: u64, payload: &[u8], summary: EventsSummary) {
+        if summary.events == 0 {
+            return;
         }
+        let len = u32::try_from(payload.len()).expect("log frames are far below 4 GiB");
+        self.bytes.extend_from_slice(&lsn.to_le_bytes());
+        self.bytes.extend_from_slice(&len.to_le_bytes());
+        self.bytes.extend_from_slice(payload);
+        let row = self.row.get_or_insert(StoredRow {
+            key: sequence(lsn, 0),
+            last: 0,
+            events: 0,
+            newest_ms: 0,
+        });
+        row.last = sequence(lsn, summary.events - 1);
+        row.events += summary.events;
+        row.newest_ms = row.newest_ms.max(summary.newest_ms);
     }
 
-    /// Reads back [`JournalEvent::to_stored`]; `None` for anything else.
-    pub fn from_stored(entry: &StoredEntry) -> Option<Self> {
-        let (JOURNAL_MAP, StoredValue::Lww(record)) = (entry.map.as_str(), &entry.value) else {
-            return None;
+    /// The store row, unless no frame carried events. Its record's timestamp means nothing
+    /// (journal rows are never merged); it says when the newest event was recorded.
+    pub fn into_stored(self) -> Option<(StoredEntry, StoredRow)> {
+        let row = self.row?;
+        let node = NodeId::new("topgun-journal").expect("a valid node id");
+        let timestamp = Timestamp::new(row.newest_ms, 0, node);
+        let entry = StoredEntry {
+            map: JOURNAL_MAP.to_owned(),
+            key: stored_key(row.key),
+            value: StoredValue::Lww(LwwRecord::new(Value::Bin(self.bytes), timestamp, None)),
         };
-        let value = &record.value;
-        Some(Self {
-            sequence: entry.key.parse().ok()?,
-            map: value.get("map")?.as_str()?.to_owned(),
-            key: value.get("key")?.as_str()?.to_owned(),
-            draft: draft_from(value)?,
-        })
+        Some((entry, row))
     }
+}
+
+/// The events of a journal row of the store: `None` if `entry` is not one. Reads chunks,
+/// and the rows of one event each that servers before chunks wrote.
+pub fn stored_events(entry: &StoredEntry) -> Option<Result<Vec<JournalEvent>, StoreError>> {
+    let (JOURNAL_MAP, StoredValue::Lww(record)) = (entry.map.as_str(), &entry.value) else {
+        return None;
+    };
+    let corrupt = || StoreError::Corrupt(format!("journal row {}", entry.key));
+    Some(match &record.value {
+        Value::Bin(bytes) => chunk_events(bytes).ok_or_else(corrupt),
+        single => (|| {
+            Some(vec![JournalEvent {
+                sequence: entry.key.parse().ok()?,
+                map: single.get("map")?.as_str()?.to_owned(),
+                key: single.get("key")?.as_str()?.to_owned(),
+                draft: draft_from(single)?,
+            }])
+        })()
+        .ok_or_else(corrupt),
+    })
+}
+
+fn chunk_events(mut bytes: &[u8]) -> Option<Vec<JournalEvent>> {
+    let mut events = Vec::new();
+    while !bytes.is_empty() {
+        let lsn = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+        let len = u32::from_le_bytes(bytes.get(8..12)?.try_into().ok()?) as usize;
+        let (entry, drafts) = decode_frame(bytes.get(12..12 + len)?).ok()?;
+        events.extend(sequenced(lsn, &entry, drafts));
+        bytes = &bytes[12 + len..];
+    }
+    Some(events)
 }
 
 /// The store key of a sequence: zero-padded, so keys sort as sequences do.
 pub fn stored_key(sequence: u64) -> String {
     format!("{sequence:020}")
-}
-
-fn draft_fields(draft: &Draft) -> Vec<(topgun_core::value::CompactString, Value)> {
-    let mut fields = vec![
-        ("type".into(), Value::Str(draft.kind.as_str().into())),
-        (
-            "timestamp".into(),
-            Value::Str(draft.timestamp.to_string().into()),
-        ),
-        (
-            "recordedAt".into(),
-            Value::Int(i64::try_from(draft.recorded_ms).unwrap_or(i64::MAX)),
-        ),
-    ];
-    if let Some(v) = &draft.value {
-        fields.push(("value".into(), v.clone()));
-    }
-    if let Some(v) = &draft.previous {
-        fields.push(("previousValue".into(), v.clone()));
-    }
-    fields
 }
 
 fn draft_from(value: &Value) -> Option<Draft> {
@@ -177,23 +270,41 @@ const JOURNALED: u8 = 4;
 /// A log frame's payload: the entry's bytes alone when it has no events, else
 /// `[4][entry length u32 LE][entry][MsgPack array of drafts]`.
 pub fn encode_frame(entry: &StoredEntry, drafts: &[Draft]) -> Vec<u8> {
-    let bytes = entry.encode();
     if drafts.is_empty() {
-        return bytes;
+        return entry.encode();
     }
-    let len = u32::try_from(bytes.len()).expect("entries are far below 4 GiB");
-    let list = Value::Array(
-        drafts
-            .iter()
-            .map(|d| Value::Map(ValueMap::from_entries(draft_fields(d))))
-            .collect(),
-    );
-    let mut out = Vec::with_capacity(5 + bytes.len() + 64 * drafts.len());
+    let mut w = Writer::with_capacity(128 + 96 * drafts.len());
+    entry.encode_into(&mut w);
+    let len = u32::try_from(w.as_bytes().len()).expect("entries are far below 4 GiB");
+    w.array_header(drafts.len());
+    for d in drafts {
+        encode_draft(d, &mut w);
+    }
+    let body = w.into_bytes();
+    let mut out = Vec::with_capacity(5 + body.len());
     out.push(JOURNALED);
     out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&bytes);
-    out.extend_from_slice(&encode_standalone(&list));
+    out.extend_from_slice(&body);
     out
+}
+
+/// A draft as a map of `type`, `timestamp` (its string form), `recordedAt` (ms), and
+/// `value` and `previousValue` where present (read back by `draft_from`), written without building it: this runs
+/// for every write, on its shard.
+fn encode_draft(draft: &Draft, w: &mut Writer) {
+    w.map_header(3 + usize::from(draft.value.is_some()) + usize::from(draft.previous.is_some()));
+    w.str("type");
+    w.str(draft.kind.as_str());
+    w.str("timestamp");
+    w.str(&draft.timestamp.to_string());
+    w.str("recordedAt");
+    w.int(i64::try_from(draft.recorded_ms).unwrap_or(i64::MAX));
+    for (name, value) in [("value", &draft.value), ("previousValue", &draft.previous)] {
+        if let Some(v) = value {
+            w.str(name);
+            v.encode(w);
+        }
+    }
 }
 
 /// Reads back [`encode_frame`]: the entry and its drafts.
@@ -208,13 +319,7 @@ pub fn decode_frame(payload: &[u8]) -> Result<(StoredEntry, Vec<Draft>), StoreEr
         .ok_or_else(|| corrupt("cut short"))?;
     let end = 5 + u32::from_le_bytes(len_bytes) as usize;
     let entry = StoredEntry::decode(payload.get(5..end).ok_or_else(|| corrupt("cut short"))?)?;
-    let limits = Limits {
-        max_frame_bytes: 1 << 30,
-        max_depth: 256,
-        max_collection_len: EVENTS_PER_FRAME_MAX,
-        max_str_bytes: 1 << 30,
-    };
-    let list = decode_standalone::<Value>(&payload[end..], &limits)
+    let list = decode_standalone::<Value>(&payload[end..], &draft_limits())
         .map_err(|e| corrupt(&e.to_string()))?;
     let drafts = list
         .as_array()
@@ -223,6 +328,17 @@ pub fn decode_frame(payload: &[u8]) -> Result<(StoredEntry, Vec<Draft>), StoreEr
         .map(|d| draft_from(d).ok_or_else(|| corrupt("malformed draft")))
         .collect::<Result<_, _>>()?;
     Ok((entry, drafts))
+}
+
+/// Bounds for reading a frame's drafts: generous, since the log holds only what this server
+/// wrote and checksummed.
+fn draft_limits() -> Limits {
+    Limits {
+        max_frame_bytes: 1 << 30,
+        max_depth: 256,
+        max_collection_len: EVENTS_PER_FRAME_MAX,
+        max_str_bytes: 1 << 30,
+    }
 }
 
 /// The events of a frame, sequenced by its LSN.
@@ -402,49 +518,56 @@ impl Journal {
     }
 }
 
-/// What the checkpointer keeps of the events it stored, to delete them past retention.
+/// The journal rows in the store, oldest first, to delete them past retention.
 #[derive(Debug, Default)]
 pub struct StoredIndex {
-    /// (sequence, recorded at), oldest first.
-    stored: VecDeque<(u64, u64)>,
+    rows: VecDeque<StoredRow>,
+    events: usize,
 }
 
 impl StoredIndex {
-    pub fn new(mut stored: Vec<(u64, u64)>) -> Self {
-        stored.sort_unstable();
-        stored.dedup_by_key(|s| s.0);
+    pub fn new(mut rows: Vec<StoredRow>) -> Self {
+        rows.sort_unstable_by_key(|r| r.key);
+        rows.dedup_by_key(|r| r.key);
         Self {
-            stored: stored.into(),
+            events: rows.iter().map(|r| r.events).sum(),
+            rows: rows.into(),
         }
     }
 
-    /// Records `events` as stored and returns the store entries of every event now past
-    /// retention (to delete).
+    /// The last sequence stored: a checkpoint that reads log frames again after a restart
+    /// leaves out the events the store already has.
+    pub fn last_sequence(&self) -> Option<u64> {
+        self.rows.iter().map(|r| r.last).max()
+    }
+
+    /// Records `row` as stored and returns the store entries of the rows now wholly past
+    /// retention (to delete). A row goes once the rows after it hold `capacity` events, or
+    /// once its newest event is older than the age limit: the store keeps at least what
+    /// retention asks, and at most one batch more.
     pub fn add(
         &mut self,
-        events: &[JournalEvent],
+        row: Option<StoredRow>,
         retention: Retention,
         now_ms: u64,
     ) -> Vec<StoredEntry> {
-        for e in events {
-            if self
-                .stored
-                .back()
-                .is_none_or(|&(last, _)| e.sequence > last)
-            {
-                self.stored.push_back((e.sequence, e.draft.recorded_ms));
-            }
+        if let Some(row) = row
+            && self.rows.back().is_none_or(|last| row.key > last.key)
+        {
+            self.events += row.events;
+            self.rows.push_back(row);
         }
         let horizon = now_ms.saturating_sub(retention.max_age_ms);
         let mut gone = Vec::new();
-        while let Some(&(sequence, at)) = self.stored.front() {
-            if self.stored.len() <= retention.capacity && at >= horizon {
+        while let Some(&oldest) = self.rows.front() {
+            if self.events - oldest.events < retention.capacity && oldest.newest_ms >= horizon {
                 break;
             }
-            self.stored.pop_front();
+            self.rows.pop_front();
+            self.events -= oldest.events;
             gone.push(StoredEntry {
                 map: JOURNAL_MAP.to_owned(),
-                key: stored_key(sequence),
+                key: stored_key(oldest.key),
                 value: StoredValue::Gone(crate::store::MapKind::Lww),
             });
         }
@@ -454,9 +577,31 @@ impl StoredIndex {
 
 #[cfg(test)]
 mod tests {
-    use topgun_core::NodeId;
+    use topgun_core::value::ValueMap;
 
     use super::*;
+
+    /// A draft's fields as a journal row of one event stored them (before chunks).
+    fn draft_fields(draft: &Draft) -> Vec<(topgun_core::value::CompactString, Value)> {
+        let mut fields = vec![
+            ("type".into(), Value::Str(draft.kind.as_str().into())),
+            (
+                "timestamp".into(),
+                Value::Str(draft.timestamp.to_string().into()),
+            ),
+            (
+                "recordedAt".into(),
+                Value::Int(i64::try_from(draft.recorded_ms).unwrap_or(i64::MAX)),
+            ),
+        ];
+        if let Some(v) = &draft.value {
+            fields.push(("value".into(), v.clone()));
+        }
+        if let Some(v) = &draft.previous {
+            fields.push(("previousValue".into(), v.clone()));
+        }
+        fields
+    }
 
     fn ts(millis: u64) -> Timestamp {
         Timestamp::new(millis, 0, NodeId::new("client").unwrap())
@@ -501,12 +646,85 @@ mod tests {
         );
         let events = sequenced(7, &entry, drafts);
         assert_eq!(events[0].sequence, 7 << 16);
-        let stored = events[0].to_stored();
-        assert_eq!(stored.key, "00000000000000458752");
-        assert_eq!(JournalEvent::from_stored(&stored), Some(events[0].clone()));
         let mut bad = encode_frame(&entry, &[draft(JournalEventType::Put, None, 1)]);
         bad.truncate(bad.len() - 2);
         assert!(decode_frame(&bad).is_err());
+    }
+
+    #[test]
+    fn a_chunk_stores_a_batch_of_frames_as_one_row() {
+        let entry = |key: &str| StoredEntry {
+            map: "todos".into(),
+            key: key.into(),
+            value: StoredValue::Lww(LwwRecord::new(Value::Int(2), ts(5), None)),
+        };
+        let two = vec![
+            draft(JournalEventType::Put, Some(1), 30),
+            draft(JournalEventType::Update, Some(2), 20),
+        ];
+        let one = [draft(JournalEventType::Delete, None, 10)];
+        let mut chunk = Chunk::default();
+        assert!(
+            Chunk::default().into_stored().is_none(),
+            "no events, no row"
+        );
+        for (lsn, key, payload) in [
+            (7, "plain", entry("plain").encode()),
+            (8, "a", encode_frame(&entry("a"), &two)),
+            (9, "b", encode_frame(&entry("b"), &one)),
+        ] {
+            let (bytes, summary) = frame_parts(&payload).unwrap();
+            assert_eq!(StoredEntry::decode(bytes).unwrap().key, key);
+            chunk.push(lsn, &payload, summary);
+        }
+        let (stored, row) = chunk.into_stored().unwrap();
+        assert_eq!(
+            row,
+            StoredRow {
+                key: 8 << 16,
+                last: 9 << 16,
+                events: 3,
+                newest_ms: 30
+            }
+        );
+        assert_eq!(stored.key, stored_key(8 << 16));
+        let back = stored_events(&stored).unwrap().unwrap();
+        let mut expected = sequenced(8, &entry("a"), two);
+        expected.extend(sequenced(9, &entry("b"), one.to_vec()));
+        assert_eq!(back, expected);
+
+        // A row of one event, as servers before chunks stored them.
+        let mut fields = vec![
+            ("map".into(), Value::Str("todos".into())),
+            ("key".into(), Value::Str("a".into())),
+        ];
+        fields.extend(draft_fields(&expected[0].draft));
+        let single = StoredEntry {
+            map: JOURNAL_MAP.into(),
+            key: stored_key(expected[0].sequence),
+            value: StoredValue::Lww(LwwRecord::new(
+                Value::Map(ValueMap::from_entries(fields)),
+                ts(1),
+                None,
+            )),
+        };
+        assert_eq!(
+            stored_events(&single).unwrap().unwrap(),
+            vec![expected[0].clone()]
+        );
+        assert!(stored_events(&entry("a")).is_none(), "not a journal row");
+        let StoredValue::Lww(mut record) = stored.value.clone() else {
+            unreachable!()
+        };
+        let Value::Bin(bytes) = &mut record.value else {
+            unreachable!()
+        };
+        bytes.truncate(bytes.len() - 1);
+        let damaged = StoredEntry {
+            value: StoredValue::Lww(record),
+            ..stored
+        };
+        assert!(stored_events(&damaged).unwrap().is_err());
     }
 
     #[test]
@@ -589,11 +807,33 @@ mod tests {
         let kept: usize = j.by_map.values().map(VecDeque::len).sum();
         assert_eq!(kept, j.len());
 
-        let mut index = StoredIndex::new(vec![]);
-        let gone = index.add(&events, retention, 0);
+        // The store drops whole rows: once the rows after one hold `capacity` events, or
+        // once its newest event is past the age limit.
+        let row = |key, events, newest_ms| StoredRow {
+            key,
+            last: key + 1,
+            events,
+            newest_ms,
+        };
+        let mut index = StoredIndex::new(vec![row(20, 2, 120), row(10, 2, 110)]);
+        assert!(
+            index.add(None, retention, 0).is_empty(),
+            "4 events, 2 after the first"
+        );
+        let gone = index.add(Some(row(30, 1, 130)), retention, 0);
         let keys: Vec<_> = gone.iter().map(|e| e.key.clone()).collect();
-        assert_eq!(keys, vec![stored_key(1), stored_key(2)]);
-        let gone = index.add(&[], retention, 145);
-        assert_eq!(gone.len(), 2, "events 3 and 4 are older than 100 ms at 145");
+        assert_eq!(keys, vec![stored_key(10)], "3 events after it");
+        assert!(
+            index.add(Some(row(30, 1, 130)), retention, 0).is_empty(),
+            "a row already stored is not counted twice"
+        );
+        assert_eq!(index.last_sequence(), Some(31));
+        let gone = index.add(None, retention, 225);
+        assert_eq!(
+            gone.len(),
+            1,
+            "row 20's newest event is older than 100 ms at 225"
+        );
+        assert_eq!(index.add(None, retention, 231).len(), 1);
     }
 }

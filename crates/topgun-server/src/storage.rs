@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 use thiserror::Error;
 use topgun_core::protocol::enums::WriteConcern;
 
-use crate::journal::{JOURNAL_MAP, JournalEvent, Retention, StoredIndex};
+use crate::journal::{JOURNAL_MAP, JournalEvent, Retention, StoredIndex, StoredRow};
 use crate::shard_task::Persist;
 use crate::store::{MemoryStore, Store, StoreError, StoredEntry};
 use crate::store_pg::PgStore;
@@ -132,19 +132,24 @@ pub async fn open_with_store(
     let degraded = Arc::new(AtomicBool::new(false));
     let mut loaded = store.load(&all_partitions()).await?;
     let mut journal = Vec::new();
-    loaded.retain(|entry| match JournalEvent::from_stored(entry) {
-        Some(event) => {
-            journal.push(event);
+    let mut rows = Vec::new();
+    let mut corrupt = None;
+    loaded.retain(|entry| match crate::journal::stored_events(entry) {
+        Some(Ok(events)) => {
+            rows.extend(stored_row(entry, &events));
+            journal.extend(events);
+            false
+        }
+        Some(Err(e)) => {
+            corrupt = Some(e);
             false
         }
         None => entry.map != JOURNAL_MAP,
     });
-    let stored_index = StoredIndex::new(
-        journal
-            .iter()
-            .map(|e| (e.sequence, e.draft.recorded_ms))
-            .collect(),
-    );
+    if let Some(e) = corrupt {
+        return Err(e.into());
+    }
+    let stored_index = StoredIndex::new(rows);
     let wal_config = WalConfig {
         dir: config.data_dir.join("wal"),
         sync: match config.durability {
@@ -195,6 +200,16 @@ pub async fn open_with_store(
         persist: Persist::Wal { wal, level },
         ack_after_log: config.durability != Durability::Memory,
         degraded,
+    })
+}
+
+/// What retention needs to know of a journal row read back from the store.
+fn stored_row(entry: &StoredEntry, events: &[JournalEvent]) -> Option<StoredRow> {
+    Some(StoredRow {
+        key: entry.key.parse().ok()?,
+        last: events.iter().map(|e| e.sequence).max()?,
+        events: events.len(),
+        newest_ms: events.iter().map(|e| e.draft.recorded_ms).max()?,
     })
 }
 

@@ -14,7 +14,9 @@ use futures_util::future::{BoxFuture, FutureExt, ready};
 use thiserror::Error;
 use topgun_core::hash::partition_id;
 use topgun_core::protocol::messages::LeafRecord;
-use topgun_core::protocol::{Limits, decode_standalone, encode_standalone};
+use topgun_core::protocol::{
+    DecodeError, ErrorKind, Limits, Path, Reader, Wire, Writer, decode_standalone,
+};
 use topgun_core::{LwwRecord, OrMapEntry, OrRecord};
 
 #[derive(Debug, Error)]
@@ -85,33 +87,54 @@ impl StoredEntry {
     /// | n | map name, UTF-8 |
     /// | rest | MsgPack: `{key, record}` (LWW) or `{key, records, tombstones}` (OR), the wire shapes of `SYNC_RESP_LEAF` records and OR entries; the key as a MsgPack string when gone |
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64 + self.map.len());
-        out.push(match &self.value {
+        let mut w = Writer::with_capacity(64 + self.map.len() + self.key.len());
+        self.encode_into(&mut w);
+        w.into_bytes()
+    }
+
+    /// Appends [`StoredEntry::encode`]'s bytes to `w`. The bodies are written field by field
+    /// (the map of a `LeafRecord` or `OrMapEntry` message) rather than by building those
+    /// messages, which would clone the record: this runs for every write, on its shard.
+    pub fn encode_into(&self, w: &mut Writer) {
+        let map_len = u32::try_from(self.map.len()).expect("map names are at most 256 bytes");
+        let mut header = [0; 5];
+        header[0] = match &self.value {
             StoredValue::Lww(_) => 0,
             StoredValue::Or { .. } => 1,
             StoredValue::Gone(MapKind::Lww) => 2,
             StoredValue::Gone(MapKind::Or) => 3,
-        });
-        let map_len = u32::try_from(self.map.len()).expect("map names are at most 256 bytes");
-        out.extend_from_slice(&map_len.to_le_bytes());
-        out.extend_from_slice(self.map.as_bytes());
-        let body = match &self.value {
-            StoredValue::Lww(record) => encode_standalone(&LeafRecord {
-                key: self.key.as_str().into(),
-                record: record.clone(),
-            }),
+        };
+        header[1..].copy_from_slice(&map_len.to_le_bytes());
+        w.raw(&header);
+        w.raw(self.map.as_bytes());
+        match &self.value {
+            StoredValue::Lww(record) => {
+                w.map_header(2);
+                w.str("key");
+                w.str(&self.key);
+                w.str("record");
+                record.encode(w);
+            }
             StoredValue::Or {
                 records,
                 tombstones,
-            } => encode_standalone(&OrMapEntry {
-                key: self.key.clone(),
-                records: records.clone(),
-                tombstones: tombstones.clone(),
-            }),
-            StoredValue::Gone(_) => encode_standalone(&self.key),
-        };
-        out.extend_from_slice(&body);
-        out
+            } => {
+                w.map_header(3);
+                w.str("key");
+                w.str(&self.key);
+                w.str("records");
+                w.array_header(records.len());
+                for r in records {
+                    r.encode(w);
+                }
+                w.str("tombstones");
+                w.array_header(tombstones.len());
+                for t in tombstones {
+                    w.str(t);
+                }
+            }
+            StoredValue::Gone(_) => w.str(&self.key),
+        }
     }
 
     /// Reads back what [`StoredEntry::encode`] wrote.
@@ -159,13 +182,123 @@ impl StoredEntry {
     }
 }
 
+/// An entry in its byte form ([`StoredEntry::encode`]) with what stores key it by: what the
+/// checkpointer hands to the store. Log frames already hold this form, so checkpoints pass
+/// it on instead of decoding every record and encoding it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedEntry {
+    pub kind: MapKind,
+    /// The key is gone: delete it.
+    pub gone: bool,
+    pub map: String,
+    pub key: String,
+    pub bytes: Vec<u8>,
+}
+
+impl EncodedEntry {
+    /// Reads the kind, map and key of `bytes` without building its record.
+    pub fn parse(bytes: Vec<u8>) -> Result<Self, StoreError> {
+        let corrupt = |why: &str| StoreError::Corrupt(format!("encoded entry: {why}"));
+        let (kind, gone) = match bytes.first() {
+            Some(0) => (MapKind::Lww, false),
+            Some(1) => (MapKind::Or, false),
+            Some(2) => (MapKind::Lww, true),
+            Some(3) => (MapKind::Or, true),
+            _ => return Err(corrupt("unknown kind")),
+        };
+        let map_len = bytes
+            .get(1..5)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .ok_or_else(|| corrupt("cut short"))?;
+        let map = bytes
+            .get(5..5 + map_len)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .ok_or_else(|| corrupt("map name cut short or not UTF-8"))?
+            .to_owned();
+        let body = &bytes[5 + map_len..];
+        let key = if gone {
+            decode_standalone::<String>(body, &stored_limits())
+        } else {
+            decode_standalone::<KeyOnly>(body, &stored_limits()).map(|k| k.key)
+        }
+        .map_err(|e| corrupt(&e.to_string()))?;
+        Ok(Self {
+            kind,
+            gone,
+            map,
+            key,
+            bytes,
+        })
+    }
+}
+
+impl From<&StoredEntry> for EncodedEntry {
+    fn from(entry: &StoredEntry) -> Self {
+        Self {
+            kind: entry.value.kind(),
+            gone: matches!(entry.value, StoredValue::Gone(_)),
+            map: entry.map.clone(),
+            key: entry.key.clone(),
+            bytes: entry.encode(),
+        }
+    }
+}
+
+/// The `key` of a record body; the other fields are checked and skipped, not built.
+struct KeyOnly {
+    key: String,
+}
+
+impl Wire for KeyOnly {
+    fn decode(r: &mut Reader<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
+        let mut key = None;
+        r.read_fields(at, |r, name| {
+            if name == b"key" {
+                key = Some(r.read_str(at.key("key"))?.to_owned());
+                Ok(())
+            } else {
+                r.skip(at)
+            }
+        })?;
+        key.map(|key| Self { key })
+            .ok_or_else(|| DecodeError::at(at.key("key"), ErrorKind::MissingField))
+    }
+
+    fn encode(&self, _: &mut Writer) {
+        unreachable!("only ever read")
+    }
+}
+
 /// Durable (or not) storage of records, shared by all shards.
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Every entry whose key falls in one of `partitions`.
     fn load(&self, partitions: &[u32]) -> BoxFuture<'_, Result<Vec<StoredEntry>, StoreError>>;
 
-    /// Upserts the entries (the latest state of each key); all or nothing.
+    /// Upserts the entries (the latest state of each key); all or nothing, and durable once
+    /// the future completes.
     fn write(&self, entries: Vec<StoredEntry>) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Upserts entries already in their byte form (see [`Store::write`]). Without `sync`,
+    /// the batch need not reach the disk before a later durable write makes it (with every
+    /// unsynced batch before it) durable: a crash in between may take it back. Answers
+    /// whether the batch is durable already. For the checkpointer, which keeps the log
+    /// until a durable write covers it. The default decodes the entries and writes them
+    /// durably; stores that keep the byte form (all but the in-memory one) take it as is.
+    fn write_encoded(
+        &self,
+        entries: Vec<EncodedEntry>,
+        sync: bool,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let _ = sync;
+        let decoded: Result<Vec<StoredEntry>, StoreError> = entries
+            .iter()
+            .map(|e| StoredEntry::decode(&e.bytes))
+            .collect();
+        match decoded {
+            Ok(entries) => self.write(entries).map(|done| done.map(|()| true)).boxed(),
+            Err(e) => ready(Err(e)).boxed(),
+        }
+    }
 }
 
 type Slot = (MapKind, String, String);
@@ -229,6 +362,63 @@ impl Store for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entries_encode_as_the_messages_they_are_read_back_as() {
+        use topgun_core::protocol::encode_standalone;
+        let node = topgun_core::NodeId::new("n").unwrap();
+        let at = topgun_core::Timestamp::new(5, 1, node);
+        let record = LwwRecord::new(topgun_core::Value::Int(7), at.clone(), Some(30));
+        let or = OrRecord {
+            value: topgun_core::Value::Str("v".into()),
+            tag: "t1".into(),
+            timestamp: at,
+            ttl_ms: None,
+        };
+        let entry = |value| StoredEntry {
+            map: "m".into(),
+            key: "k".into(),
+            value,
+        };
+        let prefix = |kind: u8| [vec![kind], 1u32.to_le_bytes().to_vec(), b"m".to_vec()].concat();
+        let lww = entry(StoredValue::Lww(record.clone()));
+        let leaf = LeafRecord {
+            key: "k".into(),
+            record,
+        };
+        assert_eq!(lww.encode(), [prefix(0), encode_standalone(&leaf)].concat());
+        let or_entry = entry(StoredValue::Or {
+            records: vec![or.clone()],
+            tombstones: vec!["t0".into()],
+        });
+        let message = OrMapEntry {
+            key: "k".into(),
+            records: vec![or],
+            tombstones: vec!["t0".into()],
+        };
+        assert_eq!(
+            or_entry.encode(),
+            [prefix(1), encode_standalone(&message)].concat()
+        );
+        let gone = entry(StoredValue::Gone(MapKind::Or));
+        assert_eq!(
+            gone.encode(),
+            [prefix(3), encode_standalone(&"k".to_owned())].concat()
+        );
+        for e in [lww, or_entry, gone] {
+            assert_eq!(StoredEntry::decode(&e.encode()).unwrap(), e);
+            let parsed = EncodedEntry::parse(e.encode()).unwrap();
+            assert_eq!(
+                parsed,
+                EncodedEntry::from(&e),
+                "kind, map and key read in place"
+            );
+        }
+        assert!(EncodedEntry::parse(vec![9]).is_err());
+        let mut cut = entry(StoredValue::Gone(MapKind::Lww)).encode();
+        cut.pop();
+        assert!(EncodedEntry::parse(cut).is_err());
+    }
     use topgun_core::{NodeId, Timestamp, Value};
 
     fn lww(value: i64) -> StoredValue {

@@ -23,7 +23,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Executor, Row};
 use topgun_core::hash::partition_id;
 
-use crate::store::{MapKind, Store, StoreError, StoredEntry, StoredValue};
+use crate::store::{EncodedEntry, MapKind, Store, StoreError, StoredEntry};
 
 /// Rows per page of a load.
 const PAGE_ROWS: i64 = 10_000;
@@ -60,8 +60,8 @@ fn kind_code(kind: MapKind) -> i16 {
 }
 
 /// The primary-key columns of entries, for `UNNEST`.
-fn key_columns(entries: &[StoredEntry]) -> (Vec<i16>, Vec<&[u8]>, Vec<&[u8]>) {
-    let kinds = entries.iter().map(|e| kind_code(e.value.kind())).collect();
+fn key_columns(entries: &[EncodedEntry]) -> (Vec<i16>, Vec<&[u8]>, Vec<&[u8]>) {
+    let kinds = entries.iter().map(|e| kind_code(e.kind)).collect();
     let maps = entries.iter().map(|e| e.map.as_bytes()).collect();
     let keys = entries.iter().map(|e| e.key.as_bytes()).collect();
     (kinds, maps, keys)
@@ -149,12 +149,12 @@ impl PgStore {
         }
     }
 
-    async fn upsert(&self, entries: Vec<StoredEntry>) -> Result<(), StoreError> {
+    async fn upsert(&self, entries: Vec<EncodedEntry>) -> Result<(), StoreError> {
         // One statement may not update a row twice: keep each key's last state.
-        let mut latest: Vec<StoredEntry> = Vec::with_capacity(entries.len());
+        let mut latest: Vec<EncodedEntry> = Vec::with_capacity(entries.len());
         let mut seen = std::collections::HashMap::with_capacity(entries.len());
         for entry in entries {
-            let slot = (entry.value.kind(), entry.map.clone(), entry.key.clone());
+            let slot = (entry.kind, entry.map.clone(), entry.key.clone());
             if let Some(&at) = seen.get(&slot) {
                 latest[at] = entry;
             } else {
@@ -165,9 +165,8 @@ impl PgStore {
         if latest.is_empty() {
             return Ok(());
         }
-        let (gone, live): (Vec<StoredEntry>, Vec<StoredEntry>) = latest
-            .into_iter()
-            .partition(|e| matches!(e.value, StoredValue::Gone(_)));
+        let (gone, live): (Vec<EncodedEntry>, Vec<EncodedEntry>) =
+            latest.into_iter().partition(|e| e.gone);
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         if !live.is_empty() {
             let (kinds, maps, keys) = key_columns(&live);
@@ -175,7 +174,7 @@ impl PgStore {
                 .iter()
                 .map(|e| i32::try_from(partition_id(&e.key)).expect("partitions are below 271"))
                 .collect();
-            let bodies: Vec<Vec<u8>> = live.iter().map(StoredEntry::encode).collect();
+            let bodies: Vec<&[u8]> = live.iter().map(|e| e.bytes.as_slice()).collect();
             sqlx::query(
                 "INSERT INTO topgun_entries (kind, map_name, key, partition_id, entry) \
                  SELECT * FROM UNNEST($1::smallint[], $2::bytea[], $3::bytea[], \
@@ -214,6 +213,16 @@ impl Store for PgStore {
     }
 
     fn write(&self, entries: Vec<StoredEntry>) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.upsert(entries).boxed()
+        self.upsert(entries.iter().map(EncodedEntry::from).collect())
+            .boxed()
+    }
+
+    /// Every PostgreSQL commit is durable: `sync` changes nothing.
+    fn write_encoded(
+        &self,
+        entries: Vec<EncodedEntry>,
+        _sync: bool,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        self.upsert(entries).map(|done| done.map(|()| true)).boxed()
     }
 }

@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use topgun_core::hash::partition_id;
 
-use crate::store::{MapKind, Store, StoreError, StoredEntry, StoredValue};
+use crate::store::{EncodedEntry, MapKind, Store, StoreError, StoredEntry};
 
 const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
 
@@ -26,9 +26,9 @@ pub struct RedbStore {
     db: Arc<Database>,
 }
 
-fn slot(entry: &StoredEntry) -> Vec<u8> {
+fn slot(entry: &EncodedEntry) -> Vec<u8> {
     let mut key = Vec::with_capacity(5 + entry.map.len() + entry.key.len());
-    key.push(match entry.value.kind() {
+    key.push(match entry.kind {
         MapKind::Lww => 0,
         MapKind::Or => 1,
     });
@@ -67,22 +67,29 @@ impl RedbStore {
     /// Writes a batch in key order, each key once (its last state in the batch): a B-tree
     /// takes sorted inserts far more cheaply than scattered ones, since consecutive keys land
     /// in the same, already copied, page.
-    fn write_blocking(&self, entries: &[StoredEntry]) -> Result<(), StoreError> {
-        let mut rows: Vec<(Vec<u8>, &StoredEntry)> = entries.iter().map(|e| (slot(e), e)).collect();
+    ///
+    /// Without `sync` the commit is redb's non-durable one: no fsync, and a crash rolls the
+    /// file back to the last durable commit.
+    fn write_blocking(&self, entries: &[EncodedEntry], sync: bool) -> Result<(), StoreError> {
+        let mut rows: Vec<(Vec<u8>, &EncodedEntry)> =
+            entries.iter().map(|e| (slot(e), e)).collect();
         // Stable: the batch's order survives among equal keys, so the last is the latest.
         rows.sort_by(|a, b| a.0.cmp(&b.0));
-        let txn = self.db.begin_write().map_err(unavailable)?;
+        let mut txn = self.db.begin_write().map_err(unavailable)?;
+        if !sync {
+            txn.set_durability(Durability::None).map_err(unavailable)?;
+        }
         {
             let mut table = txn.open_table(ENTRIES).map_err(unavailable)?;
             for (at, (slot, entry)) in rows.iter().enumerate() {
                 if rows.get(at + 1).is_some_and(|(next, _)| next == slot) {
                     continue;
                 }
-                if matches!(entry.value, StoredValue::Gone(_)) {
+                if entry.gone {
                     table.remove(slot.as_slice()).map_err(unavailable)?;
                 } else {
                     table
-                        .insert(slot.as_slice(), entry.encode().as_slice())
+                        .insert(slot.as_slice(), entry.bytes.as_slice())
                         .map_err(unavailable)?;
                 }
             }
@@ -106,7 +113,18 @@ impl Store for RedbStore {
     }
 
     fn write(&self, entries: Vec<StoredEntry>) -> BoxFuture<'_, Result<(), StoreError>> {
+        let encoded = entries.iter().map(EncodedEntry::from).collect();
+        self.write_encoded(encoded, true)
+            .map(|done| done.map(|_| ()))
+            .boxed()
+    }
+
+    fn write_encoded(
+        &self,
+        entries: Vec<EncodedEntry>,
+        sync: bool,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
         let this = self.clone();
-        blocking(move || this.write_blocking(&entries)).boxed()
+        blocking(move || this.write_blocking(&entries, sync).map(|()| sync)).boxed()
     }
 }

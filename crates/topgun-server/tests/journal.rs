@@ -333,6 +333,39 @@ async fn retention_bounds_the_journal_and_a_turned_off_journal_says_so() {
     assert!(why.contains("journal"), "{why}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_outlive_their_log_segments_in_the_store() {
+    // Small segments, so that checkpoints release the log that carried the events and a
+    // restart can only find them in the store's journal rows.
+    let config = "wal_segment_bytes = 4096";
+    let dir = tempfile::tempdir().unwrap();
+    let server = spawn_with(dir.path(), config);
+    let mut c = client(server.addr).await;
+    for i in 0..60_u64 {
+        write(&mut c, vec![put(i + 1, "m", &format!("k{i}"), 1, at(i))]).await;
+    }
+    write(&mut c, vec![remove(61, "m", "k0", at(61))]).await;
+    let before = read_all(&mut c, 0, None).await;
+    assert_eq!(before.len(), 61);
+    let segments = || std::fs::read_dir(dir.path().join("wal")).unwrap().count();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while segments() > 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no segment was released"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    drop((c, server)); // SIGKILL
+
+    let server = spawn_with(dir.path(), config);
+    let mut c = client(server.addr).await;
+    let after = read_all(&mut c, 0, None).await;
+    assert_eq!(summary(&after), summary(&before));
+    let sequences = |events: &[JournalEventData]| -> Vec<u64> { events.iter().map(seq).collect() };
+    assert_eq!(sequences(&after), sequences(&before));
+}
+
 fn spawn(dir: &Path) -> Served {
     spawn_with(dir, "")
 }

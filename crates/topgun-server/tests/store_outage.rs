@@ -11,7 +11,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::*;
@@ -22,7 +22,9 @@ use topgun_core::protocol::Message;
 use topgun_core::{NodeId, Timestamp, Value};
 use topgun_server::Server;
 use topgun_server::config::{Cli, Config};
-use topgun_server::store::{MemoryStore, Store, StoreError, StoredEntry, StoredValue};
+use topgun_server::store::{
+    EncodedEntry, MemoryStore, Store, StoreError, StoredEntry, StoredValue,
+};
 use topgun_server::store_pg::PgStore;
 
 /// The in-memory store behind a switch that makes every write fail.
@@ -45,6 +47,46 @@ impl Store for Switchable {
             .boxed();
         }
         self.inner.write(entries)
+    }
+}
+
+/// A store that, like redb, keeps unsynced writes back until the next durable write: a crash
+/// in between (here: restarting over `inner`) loses them.
+#[derive(Debug)]
+struct Forgetful {
+    inner: Arc<MemoryStore>,
+    held: std::sync::Mutex<Vec<StoredEntry>>,
+    unsynced: AtomicUsize,
+    synced: AtomicUsize,
+}
+
+impl Store for Forgetful {
+    fn load(&self, partitions: &[u32]) -> BoxFuture<'_, Result<Vec<StoredEntry>, StoreError>> {
+        self.inner.load(partitions)
+    }
+
+    fn write(&self, entries: Vec<StoredEntry>) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.synced.fetch_add(1, Ordering::SeqCst);
+        let mut all = std::mem::take(&mut *self.held.lock().unwrap());
+        all.extend(entries);
+        self.inner.write(all)
+    }
+
+    fn write_encoded(
+        &self,
+        entries: Vec<EncodedEntry>,
+        sync: bool,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let entries: Vec<StoredEntry> = entries
+            .iter()
+            .map(|e| StoredEntry::decode(&e.bytes).unwrap())
+            .collect();
+        if sync {
+            return self.write(entries).map(|done| done.map(|()| true)).boxed();
+        }
+        self.unsynced.fetch_add(1, Ordering::SeqCst);
+        self.held.lock().unwrap().extend(entries);
+        futures_util::future::ready(Ok(false)).boxed()
     }
 }
 
@@ -276,4 +318,61 @@ async fn writes_wait_in_the_log_while_the_store_is_down_and_drain_after() {
         matches!(recv(&mut c).await.unwrap(), Message::OpAck(_)),
         "writes accepted again"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_is_released_only_once_a_durable_store_write_covers_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = Arc::new(MemoryStore::new());
+    let store = Arc::new(Forgetful {
+        inner: Arc::clone(&inner),
+        held: std::sync::Mutex::default(),
+        unsynced: AtomicUsize::new(0),
+        synced: AtomicUsize::new(0),
+    });
+    let server = Server::bind_with_log(small_log_config(&dir, Cli::default()), store.clone())
+        .await
+        .unwrap();
+    let addr = server.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let running = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    let mut c = connect(addr, "/").await;
+    let mut acked: HashMap<String, i64> = HashMap::new();
+    // Writes spread over a few seconds: many checkpoints, some synced, most not, and more
+    // log than one segment, so segments are released along the way.
+    for n in 0..40 {
+        let (msg, keys) = batch(n, 20);
+        send(&mut c, &msg).await;
+        assert!(matches!(recv(&mut c).await.unwrap(), Message::OpAck(_)));
+        acked.extend(keys);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    eventually("checkpoints both synced and not", async || {
+        store.synced.load(Ordering::SeqCst) >= 2 && store.unsynced.load(Ordering::SeqCst) >= 2
+    })
+    .await;
+    drop(c);
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+    assert!(
+        !store.held.lock().unwrap().is_empty(),
+        "the crash takes unsynced writes with it"
+    );
+
+    // A restart over what a crash would have left: the store without its unsynced writes,
+    // and the log. Every acknowledged write must still reach the store.
+    let server = Server::bind_with_log(small_log_config(&dir, Cli::default()), inner.clone())
+        .await
+        .unwrap();
+    tokio::spawn(server.run(std::future::pending()));
+    eventually("every acknowledged write is in the store", async || {
+        lww_values(&*inner).await.len() >= acked.len()
+    })
+    .await;
+    let now_stored = lww_values(&*inner).await;
+    for (key, value) in &acked {
+        assert_eq!(now_stored.get(key), Some(&Value::Int(*value)), "{key} lost");
+    }
 }
