@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every topgun-bench scenario against a fresh topgun-server (default durable mode:
+# Runs every topgun-bench scenario against fresh topgun-servers (default durable mode:
 # embedded store, write-ahead log, ack after fsync) and the write scenario against the
 # transport ceiling too, then writes the tables of docs/benchmarks.md between its
 # "topgun-bench" markers. Figures from one run are comparable with each other only.
@@ -17,10 +17,15 @@ command -v python3 >/dev/null || { echo "error: python3 renders the tables" >&2;
 cargo build --release --locked -p topgun-server -p topgun-bench
 BIN=target/release
 work=$(mktemp -d)
-pids=()
+# start() runs in a command substitution (a subshell), so the PIDs live in $work/*.pid files.
 cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  for file in "$work"/*.pid; do
+    [ -e "$file" ] && kill "$(cat "$file")" 2>/dev/null || true
+  done
+  for file in "$work"/*.pid; do
+    [ -e "$file" ] || continue
+    for _ in $(seq 100); do kill -0 "$(cat "$file")" 2>/dev/null || break; sleep 0.1; done
+  done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -29,7 +34,6 @@ trap cleanup EXIT
 start() {
   local name=$1; shift
   "$@" >"$work/$name.out" 2>"$work/$name.err" &
-  pids+=($!)
   echo $! >"$work/$name.pid"
   for _ in $(seq 100); do
     if grep -q '^PORT=' "$work/$name.out" 2>/dev/null; then
@@ -43,9 +47,21 @@ start() {
   exit 1
 }
 
+# fresh_server NAME: a new no-auth server with a data directory of its own. Each scenario
+# group gets one, so that none is measured while the server still drains an earlier
+# scenario's writes into its store.
+fresh_server() {
+  if [ -e "$work/server.pid" ]; then
+    local old; old=$(cat "$work/server.pid")
+    kill "$old" 2>/dev/null || true
+    for _ in $(seq 200); do kill -0 "$old" 2>/dev/null || break; sleep 0.1; done
+  fi
+  start server env TOPGUN_NO_AUTH=1 RUST_LOG=warn \
+    "$BIN/topgun-server" --port 0 --data-dir "$work/data-$1"
+}
+
 ceiling=$(start ceiling "$BIN/topgun-bench" ceiling --port 0)
-server=$(start server env TOPGUN_NO_AUTH=1 RUST_LOG=warn \
-  "$BIN/topgun-server" --port 0 --data-dir "$work/data")
+server=$(fresh_server write)
 jwt_server=$(start jwt-server env JWT_SECRET=$SECRET RUST_LOG=warn \
   "$BIN/topgun-server" --port 0 --host 127.0.0.1 --data-dir "$work/jwt-data")
 
@@ -66,8 +82,11 @@ run write-server write --url "ws://127.0.0.1:$server/ws"
 peak=$(python3 -c "import json; print(int(json.load(open('$work/write-server.json'))['acked_ops_per_sec'] * 0.8))")
 run write-server-80 write --url "ws://127.0.0.1:$server/ws" --rate "$peak"
 run write-ceiling-80 write --url "ws://127.0.0.1:$ceiling/ws" --rate "$peak"
+server=$(fresh_server fanout)
 run fanout fanout --url "ws://127.0.0.1:$server/ws"
+server=$(fresh_server query)
 run query query --url "ws://127.0.0.1:$server/ws"
+server=$(fresh_server sync)
 run sync sync --url "ws://127.0.0.1:$server/ws"
 run conns conns --url "ws://127.0.0.1:$jwt_server/ws" --jwt-secret $SECRET \
   --server-pid "$(cat "$work/jwt-server.pid")"

@@ -181,7 +181,8 @@ def main():
     run = lambda name: load(run_dir, name)  # noqa: E731
     lines = [
         f"Produced by `./scripts/bench.sh` on {date}: {machine}; measured phases of "
-        f"{duration} after a 2 s warm-up. The server and the load generator share the cores.",
+        f"{duration} after a 2 s warm-up. The server and the load generator share the cores. "
+        "The write runs, fanout, query and sync each start on a fresh server.",
         "",
     ]
     lines += write_tables(run) + fanout_table(run) + query_table(run) + conns_table(run)
