@@ -269,6 +269,10 @@ const JOURNALED: u8 = 4;
 
 /// A log frame's payload: the entry's bytes alone when it has no events, else
 /// `[4][entry length u32 LE][entry][MsgPack array of drafts]`.
+///
+/// The `PUT` or `UPDATE` draft of an LWW entry leaves its value out: it is the entry's record
+/// value, which the frame already holds ([`decode_frame`] puts it back). Written twice, every
+/// write's value would double the log's bytes and the shard's encoding work.
 pub fn encode_frame(entry: &StoredEntry, drafts: &[Draft]) -> Vec<u8> {
     if drafts.is_empty() {
         return entry.encode();
@@ -277,8 +281,17 @@ pub fn encode_frame(entry: &StoredEntry, drafts: &[Draft]) -> Vec<u8> {
     entry.encode_into(&mut w);
     let len = u32::try_from(w.as_bytes().len()).expect("entries are far below 4 GiB");
     w.array_header(drafts.len());
+    let entry_value = match &entry.value {
+        StoredValue::Lww(record) => Some(&record.value),
+        _ => None,
+    };
     for d in drafts {
-        encode_draft(d, &mut w);
+        let in_entry = entry_value.is_some() && value_is_the_entrys(d.kind);
+        debug_assert!(
+            !in_entry || d.value.as_ref() == entry_value,
+            "an LWW draft's value"
+        );
+        encode_draft(d, !in_entry, &mut w);
     }
     let body = w.into_bytes();
     let mut out = Vec::with_capacity(5 + body.len());
@@ -291,15 +304,16 @@ pub fn encode_frame(entry: &StoredEntry, drafts: &[Draft]) -> Vec<u8> {
 /// A draft as a map of `type`, `timestamp` (its string form), `recordedAt` (ms), and
 /// `value` and `previousValue` where present (read back by `draft_from`), written without building it: this runs
 /// for every write, on its shard.
-fn encode_draft(draft: &Draft, w: &mut Writer) {
-    w.map_header(3 + usize::from(draft.value.is_some()) + usize::from(draft.previous.is_some()));
+fn encode_draft(draft: &Draft, with_value: bool, w: &mut Writer) {
+    let value = draft.value.as_ref().filter(|_| with_value);
+    w.map_header(3 + usize::from(value.is_some()) + usize::from(draft.previous.is_some()));
     w.str("type");
     w.str(draft.kind.as_str());
     w.str("timestamp");
     w.str(&draft.timestamp.to_string());
     w.str("recordedAt");
     w.int(i64::try_from(draft.recorded_ms).unwrap_or(i64::MAX));
-    for (name, value) in [("value", &draft.value), ("previousValue", &draft.previous)] {
+    for (name, value) in [("value", value), ("previousValue", draft.previous.as_ref())] {
         if let Some(v) = value {
             w.str(name);
             v.encode(w);
@@ -321,13 +335,25 @@ pub fn decode_frame(payload: &[u8]) -> Result<(StoredEntry, Vec<Draft>), StoreEr
     let entry = StoredEntry::decode(payload.get(5..end).ok_or_else(|| corrupt("cut short"))?)?;
     let list = decode_standalone::<Value>(&payload[end..], &draft_limits())
         .map_err(|e| corrupt(&e.to_string()))?;
-    let drafts = list
+    let mut drafts = list
         .as_array()
         .ok_or_else(|| corrupt("drafts are not a list"))?
         .iter()
         .map(|d| draft_from(d).ok_or_else(|| corrupt("malformed draft")))
-        .collect::<Result<_, _>>()?;
+        .collect::<Result<Vec<Draft>, _>>()?;
+    if let StoredValue::Lww(record) = &entry.value {
+        for d in &mut drafts {
+            if d.value.is_none() && value_is_the_entrys(d.kind) {
+                d.value = Some(record.value.clone());
+            }
+        }
+    }
     Ok((entry, drafts))
+}
+
+/// Whether an LWW entry's draft of this kind carries the entry's own value.
+fn value_is_the_entrys(kind: JournalEventType) -> bool {
+    matches!(kind, JournalEventType::Put | JournalEventType::Update)
 }
 
 /// Bounds for reading a frame's drafts: generous, since the log holds only what this server
@@ -577,6 +603,7 @@ impl StoredIndex {
 
 #[cfg(test)]
 mod tests {
+    use topgun_core::protocol::encode_standalone;
     use topgun_core::value::ValueMap;
 
     use super::*;
@@ -646,9 +673,48 @@ mod tests {
         );
         let events = sequenced(7, &entry, drafts);
         assert_eq!(events[0].sequence, 7 << 16);
-        let mut bad = encode_frame(&entry, &[draft(JournalEventType::Put, None, 1)]);
+        let mut bad = encode_frame(&entry, &[draft(JournalEventType::Delete, None, 1)]);
         bad.truncate(bad.len() - 2);
         assert!(decode_frame(&bad).is_err());
+    }
+
+    #[test]
+    fn an_lww_frame_holds_its_value_once() {
+        let long = Value::Str("x".repeat(200).into());
+        let entry = StoredEntry {
+            map: "todos".into(),
+            key: "a".into(),
+            value: StoredValue::Lww(LwwRecord::new(long.clone(), ts(5), None)),
+        };
+        let drafts = vec![Draft {
+            value: Some(long.clone()),
+            ..draft(JournalEventType::Put, None, 5)
+        }];
+        let frame = encode_frame(&entry, &drafts);
+        assert!(
+            frame.len() < 400,
+            "the value is written once: {} bytes",
+            frame.len()
+        );
+        assert_eq!(
+            decode_frame(&frame).unwrap(),
+            (entry.clone(), drafts.clone())
+        );
+
+        // Frames that carried the value in the draft as well still read the same.
+        let list = Value::Array(vec![Value::Map(ValueMap::from_entries(draft_fields(
+            &drafts[0],
+        )))]);
+        let entry_bytes = entry.encode();
+        let len = u32::try_from(entry_bytes.len()).unwrap().to_le_bytes();
+        let older = [
+            &[JOURNALED][..],
+            &len,
+            &entry_bytes,
+            &encode_standalone(&list),
+        ]
+        .concat();
+        assert_eq!(decode_frame(&older).unwrap(), (entry, drafts));
     }
 
     #[test]
@@ -659,7 +725,7 @@ mod tests {
             value: StoredValue::Lww(LwwRecord::new(Value::Int(2), ts(5), None)),
         };
         let two = vec![
-            draft(JournalEventType::Put, Some(1), 30),
+            draft(JournalEventType::Put, Some(2), 30),
             draft(JournalEventType::Update, Some(2), 20),
         ];
         let one = [draft(JournalEventType::Delete, None, 10)];
