@@ -13,17 +13,17 @@ use std::time::{Duration, Instant};
 use crate::journal::{self, Chunk, Retention, StoredIndex, StoredRow};
 use crate::server::now_ms;
 use crate::store::{EncodedEntry, Store, StoredEntry};
-use crate::wal::{Frame, Tail, Wal};
+use crate::wal::{Frame, LogFiles, Tail};
 
 /// Most entries written to the store in one batch.
 const BATCH_MAX: usize = 8192;
 /// Pause after a checkpoint that found less than a full batch. Fewer, larger store commits
 /// cost far less per entry (a redb commit rewrites every B-tree page it touches) and leave
-/// the disk to the log's own syncs; the price is at most this much more log to replay
-/// after a crash.
+/// the disk to the log's own syncs. A crash replays the log since the last durable store
+/// write ([`SYNC_EVERY`]) plus the rest of its segment.
 const PAUSE: Duration = Duration::from_millis(100);
 /// How often a store write is made durable. Batches in between are written without a sync
-/// ([`Store::write_unsynced`]); only a durable write lets the log segments it covers go, so
+/// ([`Store::write_encoded`]); only a durable write lets the log segments it covers go, so
 /// a crash loses nothing the log does not still hold. A sync on every batch kept the disk
 /// busy with the store's flushes while the log's own syncs, which every acknowledgement
 /// waits for, queued behind them.
@@ -35,7 +35,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// row of the journal map ([`Chunk`]), and rows past `journal`'s retention are deleted in the
 /// same batch.
 pub async fn run(
-    wal: Wal,
+    wal: LogFiles,
     tail: Tail,
     store: Arc<dyn Store>,
     degraded: Arc<AtomicBool>,
@@ -56,7 +56,7 @@ pub async fn run(
 }
 
 struct Checkpointer {
-    wal: Wal,
+    wal: LogFiles,
     /// `None` only while a read has it on the blocking pool.
     tail: Option<Tail>,
     store: Arc<dyn Store>,
@@ -102,12 +102,20 @@ impl Checkpointer {
         let mut tail = self.tail.take()?;
         let after = self.stored_journal.last_sequence();
         // Reading and decoding stay off the async workers, which serve clients.
-        let (tail, batch) = tokio::task::spawn_blocking(move || {
+        let read = tokio::task::spawn_blocking(move || {
             let batch = tail.read(target, BATCH_MAX).map(|f| decode(&f, after));
             (tail, batch)
         })
-        .await
-        .ok()?;
+        .await;
+        let (tail, batch) = match read {
+            Ok(read) => read,
+            Err(e) => {
+                // Writes go on into the log until its bound; the operator must be told.
+                tracing::error!(error = %e, "checkpointer stopped: reading the log failed");
+                self.degraded.store(true, Ordering::Relaxed);
+                return None;
+            }
+        };
         self.tail = Some(tail);
         match batch {
             // Frames written but not yet visible whole read as none: looked at again later.
@@ -193,7 +201,7 @@ fn decode(frames: &[Frame], after: Option<u64>) -> Batch {
         match parts {
             Ok((entry, events)) => {
                 if after.is_none_or(|after| journal::sequence(f.lsn, 0) > after) {
-                    chunk.push(f.lsn, &f.payload, events);
+                    chunk.push(f.lsn, &f.payload, events, &entry);
                 }
                 entries.push(entry);
             }

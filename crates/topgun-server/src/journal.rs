@@ -23,7 +23,7 @@ use topgun_core::protocol::{
 };
 use topgun_core::{LwwRecord, NodeId, Timestamp, Value};
 
-use crate::store::{StoreError, StoredEntry, StoredValue};
+use crate::store::{EncodedEntry, MapKind, StoreError, StoredEntry, StoredValue};
 
 /// The reserved map holding retained events in the store.
 pub const JOURNAL_MAP: &str = "__topgun_journal";
@@ -177,11 +177,21 @@ impl Wire for Summary {
 }
 
 impl Chunk {
-    /// Adds a frame's payload if it carries events (`summary`, read from it).
-    pub fn push(&mut self, lsn: u64, payload: &[u8], summary: EventsSummary) {
+    /// Adds a frame's payload if it carries events (`summary`, read from it; `entry` is its
+    /// entry). An LWW frame is kept whole: its events' values are its record's. An OR
+    /// frame's entry is the key's whole state, which its events do not need (they carry
+    /// their own values), so only its map and key are kept with the events.
+    pub fn push(&mut self, lsn: u64, payload: &[u8], summary: EventsSummary, entry: &EncodedEntry) {
         if summary.events == 0 {
             return;
         }
+        let reduced;
+        let payload = if entry.kind == MapKind::Or {
+            reduced = without_state(payload, entry);
+            reduced.as_slice()
+        } else {
+            payload
+        };
         let len = u32::try_from(payload.len()).expect("log frames are far below 4 GiB");
         self.bytes.extend_from_slice(&lsn.to_le_bytes());
         self.bytes.extend_from_slice(&len.to_le_bytes());
@@ -210,6 +220,22 @@ impl Chunk {
         };
         Some((entry, row))
     }
+}
+
+/// A journaled OR frame with its entry replaced by a gone entry of the same map and key.
+fn without_state(payload: &[u8], entry: &EncodedEntry) -> Vec<u8> {
+    let len = payload
+        .get(1..5)
+        .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+    let drafts = payload.get(5 + len..).unwrap_or_default();
+    let gone = StoredEntry {
+        map: entry.map.clone(),
+        key: entry.key.clone(),
+        value: StoredValue::Gone(MapKind::Or),
+    }
+    .encode();
+    let gone_len = u32::try_from(gone.len()).expect("entries are far below 4 GiB");
+    [&[JOURNALED][..], &gone_len.to_le_bytes(), &gone, drafts].concat()
 }
 
 /// The events of a journal row of the store: `None` if `entry` is not one. Reads chunks,
@@ -564,7 +590,7 @@ impl StoredIndex {
     /// The last sequence stored: a checkpoint that reads log frames again after a restart
     /// leaves out the events the store already has.
     pub fn last_sequence(&self) -> Option<u64> {
-        self.rows.iter().map(|r| r.last).max()
+        self.rows.back().map(|r| r.last)
     }
 
     /// Records `row` as stored and returns the store entries of the rows now wholly past
@@ -729,6 +755,22 @@ mod tests {
             draft(JournalEventType::Update, Some(2), 20),
         ];
         let one = [draft(JournalEventType::Delete, None, 10)];
+        // An OR key whose whole (large) state rides in its frame; its event needs none of it.
+        let or_record = |i: u64| topgun_core::OrRecord {
+            value: Value::Str("y".repeat(100).into()),
+            tag: format!("{i}:0:n"),
+            timestamp: ts(i),
+            ttl_ms: None,
+        };
+        let or_entry = StoredEntry {
+            map: "tags".into(),
+            key: "c".into(),
+            value: StoredValue::Or {
+                records: (0..20).map(or_record).collect(),
+                tombstones: vec![],
+            },
+        };
+        let or_drafts = [draft(JournalEventType::Put, Some(5), 25)];
         let mut chunk = Chunk::default();
         assert!(
             Chunk::default().into_stored().is_none(),
@@ -738,25 +780,39 @@ mod tests {
             (7, "plain", entry("plain").encode()),
             (8, "a", encode_frame(&entry("a"), &two)),
             (9, "b", encode_frame(&entry("b"), &one)),
+            (10, "c", encode_frame(&or_entry, &or_drafts)),
         ] {
             let (bytes, summary) = frame_parts(&payload).unwrap();
-            assert_eq!(StoredEntry::decode(bytes).unwrap().key, key);
-            chunk.push(lsn, &payload, summary);
+            let encoded = EncodedEntry::parse(bytes.to_vec()).unwrap();
+            assert_eq!(encoded.key, key);
+            chunk.push(lsn, &payload, summary, &encoded);
         }
         let (stored, row) = chunk.into_stored().unwrap();
         assert_eq!(
             row,
             StoredRow {
                 key: 8 << 16,
-                last: 9 << 16,
-                events: 3,
+                last: 10 << 16,
+                events: 4,
                 newest_ms: 30
             }
         );
         assert_eq!(stored.key, stored_key(8 << 16));
+        let StoredValue::Lww(record) = &stored.value else {
+            unreachable!()
+        };
+        let Value::Bin(row) = &record.value else {
+            unreachable!()
+        };
+        assert!(
+            row.len() < 600,
+            "the OR key's state is not kept: {} bytes",
+            row.len()
+        );
         let back = stored_events(&stored).unwrap().unwrap();
         let mut expected = sequenced(8, &entry("a"), two);
         expected.extend(sequenced(9, &entry("b"), one.to_vec()));
+        expected.extend(sequenced(10, &or_entry, or_drafts.to_vec()));
         assert_eq!(back, expected);
 
         // A row of one event, as servers before chunks stored them.

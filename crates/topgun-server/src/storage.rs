@@ -133,7 +133,6 @@ pub async fn open_with_store(
     let mut loaded = store.load(&all_partitions()).await?;
     let mut journal = Vec::new();
     let mut rows = Vec::new();
-    let mut corrupt = None;
     loaded.retain(|entry| match crate::journal::stored_events(entry) {
         Some(Ok(events)) => {
             rows.extend(stored_row(entry, &events));
@@ -141,14 +140,13 @@ pub async fn open_with_store(
             false
         }
         Some(Err(e)) => {
-            corrupt = Some(e);
+            // The journal is a bounded history beside the records: an unreadable row costs
+            // its events, not the server's start.
+            tracing::error!(key = %entry.key, error = %e, "unreadable journal row skipped");
             false
         }
         None => entry.map != JOURNAL_MAP,
     });
-    if let Some(e) = corrupt {
-        return Err(e.into());
-    }
     let stored_index = StoredIndex::new(rows);
     let wal_config = WalConfig {
         dir: config.data_dir.join("wal"),
@@ -184,7 +182,7 @@ pub async fn open_with_store(
     let wal = Wal::start(&wal_config, &recovered)?;
     let tail = Tail::new(&wal_config.dir, first_lsn);
     tokio::spawn(crate::checkpoint::run(
-        wal.clone(),
+        wal.files(),
         tail,
         store,
         Arc::clone(&degraded),

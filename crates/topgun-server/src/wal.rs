@@ -403,6 +403,36 @@ impl Wal {
         self.durable.clone()
     }
 
+    /// The checkpointer's handle on the log's files.
+    pub fn files(&self) -> LogFiles {
+        LogFiles {
+            dir: self.dir.clone(),
+            bytes: Arc::clone(&self.bytes),
+            durable: self.durable.clone(),
+        }
+    }
+
+    /// Deletes closed segments whose every frame is at or below `lsn` (already in the store).
+    pub fn release_through(&self, lsn: u64) -> Result<(), WalError> {
+        self.files().release_through(lsn)
+    }
+}
+
+/// What the checkpointer needs of the log: its durable mark, and deleting segments. Unlike a
+/// [`Wal`] it does not keep the writer alive: once the last `Wal` is dropped, the writer
+/// thread ends, the durable mark's channel closes, and the checkpointer stops with it.
+#[derive(Debug, Clone)]
+pub struct LogFiles {
+    dir: PathBuf,
+    bytes: Arc<AtomicU64>,
+    durable: watch::Receiver<u64>,
+}
+
+impl LogFiles {
+    pub fn durable(&self) -> watch::Receiver<u64> {
+        self.durable.clone()
+    }
+
     /// Deletes closed segments whose every frame is at or below `lsn` (already in the store).
     pub fn release_through(&self, lsn: u64) -> Result<(), WalError> {
         let segs = segments(&self.dir)?;
@@ -602,68 +632,94 @@ impl Tail {
     }
 
     /// Up to `max` frames with LSNs from `next_lsn` through `durable`.
+    ///
+    /// A read that fails after it has found frames returns those frames: the tail has
+    /// already moved past them, and dropping them would let the checkpointer skip them —
+    /// and later release the segment that holds them. The error comes back on the next read.
     pub fn read(&mut self, durable: u64, max: usize) -> Result<Vec<Frame>, WalError> {
         let mut out = Vec::new();
         while self.next_lsn <= durable && out.len() < max {
-            let segs = segments(&self.dir)?;
-            let Some(at) = segs.iter().rposition(|(first, _)| *first <= self.next_lsn) else {
-                break;
-            };
-            let (first, path) = &segs[at];
-            let (file, offset) = match self.segment.take() {
-                Some((current, file, offset)) if current == *first => (file, offset),
-                _ => (
-                    File::open(path).map_err(io_err(path))?,
-                    self.seek(path, *first)?,
-                ),
-            };
-            let len = self.fill(&file, offset).map_err(io_err(path))?;
-            let before = out.len();
-            // A frame being written shows as a torn tail: read again later.
-            let _ = parse_frames(
-                &self.buf[..len],
-                offset,
-                self.next_lsn,
-                &mut out,
-                |lsn, n| lsn > durable || n >= max,
-            );
-            let consumed: u64 = out[before..]
-                .iter()
-                .map(|f| (FRAME_HEADER_BYTES + f.payload.len()) as u64)
-                .sum();
-            self.next_lsn = out.last().map_or(self.next_lsn, |f| f.lsn + 1);
-            self.segment = Some((*first, file, offset + consumed));
-            if self.buf.len() > 4 * READ_BYTES {
-                // One large frame grew the buffer; do not keep that much for good.
-                self.buf = Vec::new();
-            }
-            if out.len() == before {
-                break;
+            match self.read_some(durable, max, &mut out) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(_) if !out.is_empty() => break,
+                Err(e) => return Err(e),
             }
         }
         Ok(out)
     }
 
+    /// One read from the segment holding `next_lsn` into `out`; `false` once nothing more
+    /// is there yet.
+    fn read_some(
+        &mut self,
+        durable: u64,
+        max: usize,
+        out: &mut Vec<Frame>,
+    ) -> Result<bool, WalError> {
+        let segs = segments(&self.dir)?;
+        let Some(at) = segs.iter().rposition(|(first, _)| *first <= self.next_lsn) else {
+            return Ok(false);
+        };
+        let (first, path) = &segs[at];
+        let (file, offset) = match self.segment.take() {
+            Some((current, file, offset)) if current == *first => (file, offset),
+            _ => (
+                File::open(path).map_err(io_err(path))?,
+                self.seek(path, *first)?,
+            ),
+        };
+        let filled = self.fill(&file, offset);
+        // Keep the open file whatever happened: the position has not moved yet.
+        self.segment = Some((*first, file, offset));
+        let len = filled.map_err(io_err(path))?;
+        let before = out.len();
+        // A frame being written shows as a torn tail: read again later.
+        let _ = parse_frames(&self.buf[..len], offset, self.next_lsn, out, |lsn, n| {
+            lsn > durable || n >= max
+        });
+        let consumed: u64 = out[before..]
+            .iter()
+            .map(|f| (FRAME_HEADER_BYTES + f.payload.len()) as u64)
+            .sum();
+        self.next_lsn = out.last().map_or(self.next_lsn, |f| f.lsn + 1);
+        if let Some((_, _, at)) = self.segment.as_mut() {
+            *at = offset + consumed;
+        }
+        if self.buf.len() > 4 * READ_BYTES {
+            // One large frame grew the buffer; do not keep that much for good.
+            self.buf = Vec::new();
+        }
+        Ok(out.len() > before)
+    }
+
     /// Reads the segment from `offset` into the buffer: [`READ_BYTES`], or the whole first
-    /// frame if it is larger. Returns how many bytes were read.
+    /// frame if it is larger (but never past the file's end, whatever a damaged length
+    /// says). Returns how many bytes were read.
     fn fill(&mut self, file: &File, offset: u64) -> io::Result<usize> {
         use std::os::unix::fs::FileExt;
-        let mut want = READ_BYTES;
+        let available =
+            usize::try_from(file.metadata()?.len().saturating_sub(offset)).unwrap_or(usize::MAX);
+        let mut want = READ_BYTES.min(available);
         loop {
             // Growing zero-fills only the new part; a reused buffer costs nothing here.
             self.buf.resize(want, 0);
             let mut len = 0;
             while len < want {
-                match file.read_at(&mut self.buf[len..], offset + len as u64)? {
-                    0 => break,
-                    n => len += n,
+                match file.read_at(&mut self.buf[len..want], offset + len as u64) {
+                    Ok(0) => break,
+                    Ok(n) => len += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
                 }
             }
             let first_frame = self.buf.get(..4).filter(|_| len >= 4).map(|h| {
                 FRAME_HEADER_BYTES + u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize
             });
             match first_frame {
-                Some(needed) if len == want && needed > want => want = needed,
+                Some(needed) if len == want && needed > want && needed <= available => {
+                    want = needed;
+                }
                 _ => return Ok(len),
             }
         }

@@ -120,12 +120,14 @@ async fn read_all(addr: SocketAddr) -> BTreeMap<String, Value> {
     out
 }
 
-/// A small deterministic generator for kill delays, seeded per run.
+/// A small deterministic generator for kill delays, seeded per run: 60 ms to 1.5 s, so that
+/// kills land before, during and after the checkpointer's once-a-second durable store commit
+/// (between them redb commits are not synced and the log must still hold everything).
 fn next_delay_ms(state: &mut u64) -> u64 {
     *state ^= *state << 13;
     *state ^= *state >> 7;
     *state ^= *state << 17;
-    60 + *state % 340
+    60 + *state % 1440
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -50,14 +50,33 @@ impl Store for Switchable {
     }
 }
 
-/// A store that, like redb, keeps unsynced writes back until the next durable write: a crash
-/// in between (here: restarting over `inner`) loses them.
-#[derive(Debug)]
+/// A store that, like redb, keeps unsynced writes back until the next durable write, and
+/// can "crash": what it then leaves behind is its durable part, and the process it belonged
+/// to never finishes another write (so its checkpointer can release nothing more).
+#[derive(Debug, Default)]
 struct Forgetful {
-    inner: Arc<MemoryStore>,
+    inner: MemoryStore,
+    /// Unsynced entries; locked across a whole write, so that a crash falls between writes.
     held: std::sync::Mutex<Vec<StoredEntry>>,
+    crashed: AtomicBool,
     unsynced: AtomicUsize,
     synced: AtomicUsize,
+}
+
+impl Forgetful {
+    /// Crashes while unsynced writes are held; returns the durable part as a new store.
+    fn crash(&self) -> Option<Arc<MemoryStore>> {
+        let held = self.held.lock().unwrap();
+        if held.is_empty() {
+            return None;
+        }
+        self.crashed.store(true, Ordering::SeqCst);
+        let all: Vec<u32> = (0..topgun_core::hash::PARTITION_COUNT).collect();
+        let durable = self.inner.load(&all).now_or_never().unwrap().unwrap();
+        let copy = MemoryStore::new();
+        copy.write(durable).now_or_never().unwrap().unwrap();
+        Some(Arc::new(copy))
+    }
 }
 
 impl Store for Forgetful {
@@ -66,8 +85,12 @@ impl Store for Forgetful {
     }
 
     fn write(&self, entries: Vec<StoredEntry>) -> BoxFuture<'_, Result<(), StoreError>> {
+        let mut held = self.held.lock().unwrap();
+        if self.crashed.load(Ordering::SeqCst) {
+            return futures_util::future::pending().boxed();
+        }
         self.synced.fetch_add(1, Ordering::SeqCst);
-        let mut all = std::mem::take(&mut *self.held.lock().unwrap());
+        let mut all = std::mem::take(&mut *held);
         all.extend(entries);
         self.inner.write(all)
     }
@@ -84,8 +107,12 @@ impl Store for Forgetful {
         if sync {
             return self.write(entries).map(|done| done.map(|()| true)).boxed();
         }
+        let mut held = self.held.lock().unwrap();
+        if self.crashed.load(Ordering::SeqCst) {
+            return futures_util::future::pending().boxed();
+        }
         self.unsynced.fetch_add(1, Ordering::SeqCst);
-        self.held.lock().unwrap().extend(entries);
+        held.extend(entries);
         futures_util::future::ready(Ok(false)).boxed()
     }
 }
@@ -323,55 +350,48 @@ async fn writes_wait_in_the_log_while_the_store_is_down_and_drain_after() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_log_is_released_only_once_a_durable_store_write_covers_it() {
     let dir = tempfile::tempdir().unwrap();
-    let inner = Arc::new(MemoryStore::new());
-    let store = Arc::new(Forgetful {
-        inner: Arc::clone(&inner),
-        held: std::sync::Mutex::default(),
-        unsynced: AtomicUsize::new(0),
-        synced: AtomicUsize::new(0),
-    });
+    let store = Arc::new(Forgetful::default());
     let server = Server::bind_with_log(small_log_config(&dir, Cli::default()), store.clone())
         .await
         .unwrap();
     let addr = server.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let running = tokio::spawn(server.run(async {
-        let _ = stopped.await;
-    }));
+    tokio::spawn(server.run(std::future::pending()));
     let mut c = connect(addr, "/").await;
     let mut acked: HashMap<String, i64> = HashMap::new();
     // Writes spread over a few seconds: many checkpoints, some synced, most not, and more
-    // log than one segment, so segments are released along the way.
-    for n in 0..40 {
+    // log than one segment, so segments are released along the way. Then a crash while
+    // some checkpointed writes are not yet synced.
+    let mut left = None;
+    for n in 0..200 {
         let (msg, keys) = batch(n, 20);
         send(&mut c, &msg).await;
         assert!(matches!(recv(&mut c).await.unwrap(), Message::OpAck(_)));
         acked.extend(keys);
         tokio::time::sleep(Duration::from_millis(60)).await;
+        if n >= 40 && store.synced.load(Ordering::SeqCst) >= 2 {
+            left = store.crash();
+            if left.is_some() {
+                break;
+            }
+        }
     }
-    eventually("checkpoints both synced and not", async || {
-        store.synced.load(Ordering::SeqCst) >= 2 && store.unsynced.load(Ordering::SeqCst) >= 2
-    })
-    .await;
-    drop(c);
-    let _ = stop.send(());
-    running.await.unwrap().unwrap();
+    let left = left.expect("a crash with unsynced writes held");
     assert!(
-        !store.held.lock().unwrap().is_empty(),
+        lww_values(&*left).await.len() < acked.len(),
         "the crash takes unsynced writes with it"
     );
 
-    // A restart over what a crash would have left: the store without its unsynced writes,
-    // and the log. Every acknowledged write must still reach the store.
-    let server = Server::bind_with_log(small_log_config(&dir, Cli::default()), inner.clone())
+    // A restart over what the crash left: the store's durable part, and the log. Every
+    // acknowledged write must reach the store again.
+    let server = Server::bind_with_log(small_log_config(&dir, Cli::default()), left.clone())
         .await
         .unwrap();
     tokio::spawn(server.run(std::future::pending()));
     eventually("every acknowledged write is in the store", async || {
-        lww_values(&*inner).await.len() >= acked.len()
+        lww_values(&*left).await.len() >= acked.len()
     })
     .await;
-    let now_stored = lww_values(&*inner).await;
+    let now_stored = lww_values(&*left).await;
     for (key, value) in &acked {
         assert_eq!(now_stored.get(key), Some(&Value::Int(*value)), "{key} lost");
     }
