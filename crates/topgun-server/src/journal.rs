@@ -23,7 +23,9 @@ use topgun_core::protocol::{
 };
 use topgun_core::{LwwRecord, NodeId, Timestamp, Value};
 
-use crate::store::{EncodedEntry, MapKind, StoreError, StoredEntry, StoredValue};
+use crate::store::{
+    EncodedEntry, MapKind, StoreError, StoredEntry, StoredValue, length_prefixed, read_whole,
+};
 
 /// The reserved map holding retained events in the store.
 pub const JOURNAL_MAP: &str = "__topgun_journal";
@@ -138,42 +140,28 @@ pub fn frame_parts(payload: &[u8]) -> Result<(&[u8], EventsSummary), StoreError>
     if payload.first() != Some(&JOURNALED) {
         return Ok((payload, EventsSummary::default()));
     }
-    let len = payload
-        .get(1..5)
-        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-        .ok_or_else(|| corrupt("cut short"))?;
-    let entry = payload
-        .get(5..5 + len)
-        .ok_or_else(|| corrupt("cut short"))?;
-    let summary = decode_standalone::<Summary>(&payload[5 + len..], &draft_limits())
+    let (entry, drafts_at) = length_prefixed(payload, 1).ok_or_else(|| corrupt("cut short"))?;
+    let summary = read_whole(&payload[drafts_at..], &draft_limits(), events_summary)
         .map_err(|e| corrupt(&e.to_string()))?;
-    Ok((entry, summary.0))
+    Ok((entry, summary))
 }
 
 /// [`EventsSummary`] as read from the MsgPack list of drafts: only `recordedAt` is read.
-struct Summary(EventsSummary);
-
-impl Wire for Summary {
-    fn decode(r: &mut Reader<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
-        let mut summary = EventsSummary::default();
-        r.read_array(at, |r, i| {
-            summary.events += 1;
-            r.read_fields(at.index(i), |r, name| {
-                if name != b"recordedAt" {
-                    return r.skip(at);
-                }
-                if let Number::Int(ms) = r.read_number(at, "milliseconds")? {
-                    summary.newest_ms = summary.newest_ms.max(u64::try_from(ms).unwrap_or(0));
-                }
-                Ok(())
-            })
-        })?;
-        Ok(Self(summary))
-    }
-
-    fn encode(&self, _: &mut Writer) {
-        unreachable!("only ever read")
-    }
+fn events_summary(r: &mut Reader<'_>) -> Result<EventsSummary, DecodeError> {
+    let mut summary = EventsSummary::default();
+    r.read_array(Path::Root, |r, i| {
+        summary.events += 1;
+        r.read_fields(Path::Root.index(i), |r, name| {
+            if name != b"recordedAt" {
+                return r.skip(Path::Root);
+            }
+            if let Number::Int(ms) = r.read_number(Path::Root, "milliseconds")? {
+                summary.newest_ms = summary.newest_ms.max(u64::try_from(ms).unwrap_or(0));
+            }
+            Ok(())
+        })
+    })?;
+    Ok(summary)
 }
 
 impl Chunk {
@@ -224,10 +212,7 @@ impl Chunk {
 
 /// A journaled OR frame with its entry replaced by a gone entry of the same map and key.
 fn without_state(payload: &[u8], entry: &EncodedEntry) -> Vec<u8> {
-    let len = payload
-        .get(1..5)
-        .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
-    let drafts = payload.get(5 + len..).unwrap_or_default();
+    let drafts = length_prefixed(payload, 1).map_or(&[][..], |(_, end)| &payload[end..]);
     let gone = StoredEntry {
         map: entry.map.clone(),
         key: entry.key.clone(),
@@ -263,10 +248,10 @@ fn chunk_events(mut bytes: &[u8]) -> Option<Vec<JournalEvent>> {
     let mut events = Vec::new();
     while !bytes.is_empty() {
         let lsn = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
-        let len = u32::from_le_bytes(bytes.get(8..12)?.try_into().ok()?) as usize;
-        let (entry, drafts) = decode_frame(bytes.get(12..12 + len)?).ok()?;
+        let (payload, end) = length_prefixed(bytes, 8)?;
+        let (entry, drafts) = decode_frame(payload).ok()?;
         events.extend(sequenced(lsn, &entry, drafts));
-        bytes = &bytes[12 + len..];
+        bytes = &bytes[end..];
     }
     Some(events)
 }
@@ -353,12 +338,8 @@ pub fn decode_frame(payload: &[u8]) -> Result<(StoredEntry, Vec<Draft>), StoreEr
     if payload.first() != Some(&JOURNALED) {
         return Ok((StoredEntry::decode(payload)?, Vec::new()));
     }
-    let len_bytes: [u8; 4] = payload
-        .get(1..5)
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| corrupt("cut short"))?;
-    let end = 5 + u32::from_le_bytes(len_bytes) as usize;
-    let entry = StoredEntry::decode(payload.get(5..end).ok_or_else(|| corrupt("cut short"))?)?;
+    let (entry, end) = length_prefixed(payload, 1).ok_or_else(|| corrupt("cut short"))?;
+    let entry = StoredEntry::decode(entry)?;
     let list = decode_standalone::<Value>(&payload[end..], &draft_limits())
         .map_err(|e| corrupt(&e.to_string()))?;
     let mut drafts = list

@@ -143,17 +143,11 @@ impl StoredEntry {
         let (&kind, rest) = bytes
             .split_first()
             .ok_or_else(|| corrupt("empty entry".into()))?;
-        let len_bytes: [u8; 4] = rest
-            .get(..4)
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| corrupt("entry too short for its map name".into()))?;
-        let map_len = u32::from_le_bytes(len_bytes) as usize;
-        let map = rest
-            .get(4..4 + map_len)
-            .and_then(|b| std::str::from_utf8(b).ok())
-            .ok_or_else(|| corrupt("entry map name is cut short or not UTF-8".into()))?
-            .to_owned();
-        let body = &rest[4 + map_len..];
+        let (map, body_at) = length_prefixed(rest, 0)
+            .and_then(|(map, end)| Some((std::str::from_utf8(map).ok()?, end)))
+            .ok_or_else(|| corrupt("entry map name is cut short or not UTF-8".into()))?;
+        let map = map.to_owned();
+        let body = &rest[body_at..];
         let limits = stored_limits();
         let (key, value) = match kind {
             0 => {
@@ -206,20 +200,14 @@ impl EncodedEntry {
             Some(3) => (MapKind::Or, true),
             _ => return Err(corrupt("unknown kind")),
         };
-        let map_len = bytes
-            .get(1..5)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-            .ok_or_else(|| corrupt("cut short"))?;
-        let map = bytes
-            .get(5..5 + map_len)
-            .and_then(|b| std::str::from_utf8(b).ok())
-            .ok_or_else(|| corrupt("map name cut short or not UTF-8"))?
-            .to_owned();
-        let body = &bytes[5 + map_len..];
+        let (map, body_at) = length_prefixed(&bytes, 1)
+            .and_then(|(map, end)| Some((std::str::from_utf8(map).ok()?.to_owned(), end)))
+            .ok_or_else(|| corrupt("map name cut short or not UTF-8"))?;
+        let body = &bytes[body_at..];
         let key = if gone {
             decode_standalone::<String>(body, &stored_limits())
         } else {
-            decode_standalone::<KeyOnly>(body, &stored_limits()).map(|k| k.key)
+            read_whole(body, &stored_limits(), record_key)
         }
         .map_err(|e| corrupt(&e.to_string()))?;
         Ok(Self {
@@ -245,28 +233,37 @@ impl From<&StoredEntry> for EncodedEntry {
 }
 
 /// The `key` of a record body; the other fields are checked and skipped, not built.
-struct KeyOnly {
-    key: String,
+fn record_key(r: &mut Reader<'_>) -> Result<String, DecodeError> {
+    let mut key = None;
+    r.read_fields(Path::Root, |r, name| {
+        if name == b"key" {
+            key = Some(r.read_str(Path::Root.key("key"))?.to_owned());
+            Ok(())
+        } else {
+            r.skip(Path::Root)
+        }
+    })?;
+    key.ok_or_else(|| DecodeError::at(Path::Root.key("key"), ErrorKind::MissingField))
 }
 
-impl Wire for KeyOnly {
-    fn decode(r: &mut Reader<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
-        let mut key = None;
-        r.read_fields(at, |r, name| {
-            if name == b"key" {
-                key = Some(r.read_str(at.key("key"))?.to_owned());
-                Ok(())
-            } else {
-                r.skip(at)
-            }
-        })?;
-        key.map(|key| Self { key })
-            .ok_or_else(|| DecodeError::at(at.key("key"), ErrorKind::MissingField))
-    }
+/// The run of bytes at `at` that a u32 LE length prefixes, and the offset after it; `None`
+/// if either is cut short.
+pub(crate) fn length_prefixed(bytes: &[u8], at: usize) -> Option<(&[u8], usize)> {
+    let len = u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?) as usize;
+    let end = (at + 4).checked_add(len)?;
+    Some((bytes.get(at + 4..end)?, end))
+}
 
-    fn encode(&self, _: &mut Writer) {
-        unreachable!("only ever read")
-    }
+/// Reads one value from the whole of `bytes` with `read`: nothing may follow it.
+pub(crate) fn read_whole<T>(
+    bytes: &[u8],
+    limits: &Limits,
+    read: impl FnOnce(&mut Reader<'_>) -> Result<T, DecodeError>,
+) -> Result<T, DecodeError> {
+    let mut r = Reader::new(bytes, limits)?;
+    let value = read(&mut r)?;
+    r.finish()?;
+    Ok(value)
 }
 
 /// Durable (or not) storage of records, shared by all shards.
