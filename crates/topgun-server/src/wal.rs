@@ -674,10 +674,18 @@ impl Tail {
         self.segment = Some((*first, file, offset));
         let len = filled.map_err(io_err(path))?;
         let before = out.len();
-        // A frame being written shows as a torn tail: read again later.
-        let _ = parse_frames(&self.buf[..len], offset, self.next_lsn, out, |lsn, n| {
+        // A frame being written shows as a torn tail: read again later. Only frames up to
+        // `durable` are parsed, and those were written whole: a bad one is damage.
+        let ending = parse_frames(&self.buf[..len], offset, self.next_lsn, out, |lsn, n| {
             lsn > durable || n >= max
         });
+        if let (Ending::Corrupt { offset, reason }, true) = (ending, out.len() == before) {
+            return Err(WalError::Corrupt {
+                path: path.clone(),
+                offset,
+                reason,
+            });
+        }
         let consumed: u64 = out[before..]
             .iter()
             .map(|f| (FRAME_HEADER_BYTES + f.payload.len()) as u64)
@@ -916,6 +924,24 @@ mod tests {
         let recovered = recover(&config).unwrap();
         assert_eq!(recovered.frames.last().unwrap().lsn, 40);
         assert!(recovered.frames[0].lsn <= 26);
+    }
+
+    #[tokio::test]
+    async fn the_tail_reports_a_damaged_frame_instead_of_waiting_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let wal = Wal::start(&config, &recover(&config).unwrap()).unwrap();
+        for i in 1..=30 {
+            append(&wal, i).await;
+        }
+        let (_, first) = segments(dir.path()).unwrap().remove(0);
+        let mut bytes = fs::read(&first).unwrap();
+        bytes[HEADER_LEN + FRAME_HEADER_BYTES + 1] ^= 0x01;
+        fs::write(&first, bytes).unwrap();
+        let mut tail = Tail::new(dir.path(), 1);
+        let err = tail.read(30, 100).unwrap_err();
+        assert!(matches!(err, WalError::Corrupt { offset: 16, .. }), "{err}");
+        assert_eq!(tail.next_lsn(), 1, "nothing is skipped");
     }
 
     #[tokio::test]
