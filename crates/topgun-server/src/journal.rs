@@ -136,14 +136,28 @@ pub struct EventsSummary {
 
 /// The entry bytes of a log frame's payload and a summary of its events ([`encode_frame`]).
 pub fn frame_parts(payload: &[u8]) -> Result<(&[u8], EventsSummary), StoreError> {
-    let corrupt = |why: &str| StoreError::Corrupt(format!("journaled log entry: {why}"));
-    if payload.first() != Some(&JOURNALED) {
+    let Some((entry, drafts)) = split_frame(payload)? else {
         return Ok((payload, EventsSummary::default()));
-    }
-    let (entry, drafts_at) = length_prefixed(payload, 1).ok_or_else(|| corrupt("cut short"))?;
-    let summary = read_whole(&payload[drafts_at..], &draft_limits(), events_summary)
-        .map_err(|e| corrupt(&e.to_string()))?;
+    };
+    let summary = read_whole(drafts, &draft_limits(), events_summary)
+        .map_err(|e| frame_corrupt(&e.to_string()))?;
     Ok((entry, summary))
+}
+
+fn frame_corrupt(why: &str) -> StoreError {
+    StoreError::Corrupt(format!("journaled log entry: {why}"))
+}
+
+/// A journaled payload's entry bytes and its MsgPack drafts.
+type Parts<'a> = (&'a [u8], &'a [u8]);
+
+/// A journaled payload's parts; `None` for a plain entry.
+fn split_frame(payload: &[u8]) -> Result<Option<Parts<'_>>, StoreError> {
+    if payload.first() != Some(&JOURNALED) {
+        return Ok(None);
+    }
+    let (entry, end) = length_prefixed(payload, 1).ok_or_else(|| frame_corrupt("cut short"))?;
+    Ok(Some((entry, &payload[end..])))
 }
 
 /// [`EventsSummary`] as read from the MsgPack list of drafts: only `recordedAt` is read.
@@ -212,7 +226,10 @@ impl Chunk {
 
 /// A journaled OR frame with its entry replaced by a gone entry of the same map and key.
 fn without_state(payload: &[u8], entry: &EncodedEntry) -> Vec<u8> {
-    let drafts = length_prefixed(payload, 1).map_or(&[][..], |(_, end)| &payload[end..]);
+    let drafts = split_frame(payload)
+        .ok()
+        .flatten()
+        .map_or(&[][..], |(_, d)| d);
     let gone = StoredEntry {
         map: entry.map.clone(),
         key: entry.key.clone(),
@@ -312,9 +329,9 @@ pub fn encode_frame(entry: &StoredEntry, drafts: &[Draft]) -> Vec<u8> {
     out
 }
 
-/// A draft as a map of `type`, `timestamp` (its string form), `recordedAt` (ms), and
-/// `value` and `previousValue` where present (read back by `draft_from`), written without building it: this runs
-/// for every write, on its shard.
+/// A draft as a map of `type`, `timestamp` (its string form), `recordedAt` (ms), and `value`
+/// and `previousValue` where present (read back by `draft_from`), written without building
+/// it: this runs for every write, on its shard.
 fn encode_draft(draft: &Draft, with_value: bool, w: &mut Writer) {
     let value = draft.value.as_ref().filter(|_| with_value);
     w.map_header(3 + usize::from(value.is_some()) + usize::from(draft.previous.is_some()));
@@ -334,19 +351,17 @@ fn encode_draft(draft: &Draft, with_value: bool, w: &mut Writer) {
 
 /// Reads back [`encode_frame`]: the entry and its drafts.
 pub fn decode_frame(payload: &[u8]) -> Result<(StoredEntry, Vec<Draft>), StoreError> {
-    let corrupt = |why: &str| StoreError::Corrupt(format!("journaled log entry: {why}"));
-    if payload.first() != Some(&JOURNALED) {
+    let Some((entry, drafts)) = split_frame(payload)? else {
         return Ok((StoredEntry::decode(payload)?, Vec::new()));
-    }
-    let (entry, end) = length_prefixed(payload, 1).ok_or_else(|| corrupt("cut short"))?;
+    };
     let entry = StoredEntry::decode(entry)?;
-    let list = decode_standalone::<Value>(&payload[end..], &draft_limits())
-        .map_err(|e| corrupt(&e.to_string()))?;
+    let list = decode_standalone::<Value>(drafts, &draft_limits())
+        .map_err(|e| frame_corrupt(&e.to_string()))?;
     let mut drafts = list
         .as_array()
-        .ok_or_else(|| corrupt("drafts are not a list"))?
+        .ok_or_else(|| frame_corrupt("drafts are not a list"))?
         .iter()
-        .map(|d| draft_from(d).ok_or_else(|| corrupt("malformed draft")))
+        .map(|d| draft_from(d).ok_or_else(|| frame_corrupt("malformed draft")))
         .collect::<Result<Vec<Draft>, _>>()?;
     if let StoredValue::Lww(record) = &entry.value {
         for d in &mut drafts {

@@ -98,12 +98,10 @@ impl StoredEntry {
     pub fn encode_into(&self, w: &mut Writer) {
         let map_len = u32::try_from(self.map.len()).expect("map names are at most 256 bytes");
         let mut header = [0; 5];
-        header[0] = match &self.value {
-            StoredValue::Lww(_) => 0,
-            StoredValue::Or { .. } => 1,
-            StoredValue::Gone(MapKind::Lww) => 2,
-            StoredValue::Gone(MapKind::Or) => 3,
-        };
+        header[0] = kind_byte(
+            self.value.kind(),
+            matches!(self.value, StoredValue::Gone(_)),
+        );
         header[1..].copy_from_slice(&map_len.to_le_bytes());
         w.raw(&header);
         w.raw(self.map.as_bytes());
@@ -139,38 +137,26 @@ impl StoredEntry {
 
     /// Reads back what [`StoredEntry::encode`] wrote.
     pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
-        let corrupt = |why: String| StoreError::Corrupt(why);
-        let (&kind, rest) = bytes
-            .split_first()
-            .ok_or_else(|| corrupt("empty entry".into()))?;
-        let (map, body_at) = length_prefixed(rest, 0)
-            .and_then(|(map, end)| Some((std::str::from_utf8(map).ok()?, end)))
-            .ok_or_else(|| corrupt("entry map name is cut short or not UTF-8".into()))?;
-        let map = map.to_owned();
-        let body = &rest[body_at..];
-        let limits = stored_limits();
-        let (key, value) = match kind {
-            0 => {
-                let leaf = decode_standalone::<LeafRecord>(body, &limits)
-                    .map_err(|e| corrupt(e.to_string()))?;
+        let corrupt = |e: DecodeError| StoreError::Corrupt(e.to_string());
+        let header = EntryHeader::read(bytes)?;
+        let (map, body, limits) = (header.map.to_owned(), header.body, stored_limits());
+        let (key, value) = match (header.kind, header.gone) {
+            (_, true) => {
+                let key = decode_standalone::<String>(body, &limits).map_err(corrupt)?;
+                (key, StoredValue::Gone(header.kind))
+            }
+            (MapKind::Lww, false) => {
+                let leaf = decode_standalone::<LeafRecord>(body, &limits).map_err(corrupt)?;
                 (leaf.key.to_string(), StoredValue::Lww(leaf.record))
             }
-            1 => {
-                let entry = decode_standalone::<OrMapEntry>(body, &limits)
-                    .map_err(|e| corrupt(e.to_string()))?;
+            (MapKind::Or, false) => {
+                let entry = decode_standalone::<OrMapEntry>(body, &limits).map_err(corrupt)?;
                 let value = StoredValue::Or {
                     records: entry.records,
                     tombstones: entry.tombstones,
                 };
                 (entry.key, value)
             }
-            2 | 3 => {
-                let key = decode_standalone::<String>(body, &limits)
-                    .map_err(|e| corrupt(e.to_string()))?;
-                let kind = if kind == 2 { MapKind::Lww } else { MapKind::Or };
-                (key, StoredValue::Gone(kind))
-            }
-            other => return Err(corrupt(format!("unknown entry kind {other}"))),
         };
         Ok(Self { map, key, value })
     }
@@ -192,30 +178,61 @@ pub struct EncodedEntry {
 impl EncodedEntry {
     /// Reads the kind, map and key of `bytes` without building its record.
     pub fn parse(bytes: Vec<u8>) -> Result<Self, StoreError> {
-        let corrupt = |why: &str| StoreError::Corrupt(format!("encoded entry: {why}"));
-        let (kind, gone) = match bytes.first() {
-            Some(0) => (MapKind::Lww, false),
-            Some(1) => (MapKind::Or, false),
-            Some(2) => (MapKind::Lww, true),
-            Some(3) => (MapKind::Or, true),
-            _ => return Err(corrupt("unknown kind")),
-        };
-        let (map, body_at) = length_prefixed(&bytes, 1)
-            .and_then(|(map, end)| Some((std::str::from_utf8(map).ok()?.to_owned(), end)))
-            .ok_or_else(|| corrupt("map name cut short or not UTF-8"))?;
-        let body = &bytes[body_at..];
-        let key = if gone {
-            decode_standalone::<String>(body, &stored_limits())
+        let header = EntryHeader::read(&bytes)?;
+        let key = if header.gone {
+            decode_standalone::<String>(header.body, &stored_limits())
         } else {
-            read_whole(body, &stored_limits(), record_key)
+            read_whole(header.body, &stored_limits(), record_key)
         }
-        .map_err(|e| corrupt(&e.to_string()))?;
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let (kind, gone, map) = (header.kind, header.gone, header.map.to_owned());
         Ok(Self {
             kind,
             gone,
             map,
             key,
             bytes,
+        })
+    }
+}
+
+/// The first byte of an entry's byte form: its kind, and whether the key is gone.
+fn kind_byte(kind: MapKind, gone: bool) -> u8 {
+    match (kind, gone) {
+        (MapKind::Lww, false) => 0,
+        (MapKind::Or, false) => 1,
+        (MapKind::Lww, true) => 2,
+        (MapKind::Or, true) => 3,
+    }
+}
+
+/// The parts of an entry's byte form in front of its MsgPack body.
+struct EntryHeader<'a> {
+    kind: MapKind,
+    gone: bool,
+    map: &'a str,
+    body: &'a [u8],
+}
+
+impl<'a> EntryHeader<'a> {
+    fn read(bytes: &'a [u8]) -> Result<Self, StoreError> {
+        let corrupt = |why: &str| StoreError::Corrupt(format!("stored entry: {why}"));
+        let (kind, gone) = match bytes.first() {
+            Some(0) => (MapKind::Lww, false),
+            Some(1) => (MapKind::Or, false),
+            Some(2) => (MapKind::Lww, true),
+            Some(3) => (MapKind::Or, true),
+            Some(other) => return Err(corrupt(&format!("unknown kind {other}"))),
+            None => return Err(corrupt("empty")),
+        };
+        let (map, body_at) = length_prefixed(bytes, 1)
+            .and_then(|(map, end)| Some((std::str::from_utf8(map).ok()?, end)))
+            .ok_or_else(|| corrupt("map name cut short or not UTF-8"))?;
+        Ok(Self {
+            kind,
+            gone,
+            map,
+            body: &bytes[body_at..],
         })
     }
 }

@@ -399,10 +399,6 @@ impl Wal {
     }
 
     /// Watches the highest durable LSN.
-    pub fn durable(&self) -> watch::Receiver<u64> {
-        self.durable.clone()
-    }
-
     /// The checkpointer's handle on the log's files.
     pub fn files(&self) -> LogFiles {
         LogFiles {
@@ -410,11 +406,6 @@ impl Wal {
             bytes: Arc::clone(&self.bytes),
             durable: self.durable.clone(),
         }
-    }
-
-    /// Deletes closed segments whose every frame is at or below `lsn` (already in the store).
-    pub fn release_through(&self, lsn: u64) -> Result<(), WalError> {
-        self.files().release_through(lsn)
     }
 }
 
@@ -917,7 +908,7 @@ mod tests {
         assert_eq!(rest.first().map(|f| f.lsn), Some(11));
         assert_eq!(rest.last().map(|f| f.lsn), Some(25));
         let before = segments(dir.path()).unwrap().len();
-        wal.release_through(25).unwrap();
+        wal.files().release_through(25).unwrap();
         let after = segments(dir.path()).unwrap();
         assert!(after.len() < before);
         assert!(after[0].0 <= 26, "frames after the checkpoint are kept");
