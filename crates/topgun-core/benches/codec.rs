@@ -19,6 +19,10 @@ use topgun_core::protocol::messages::{ClientOp, OpBatch, ServerEvent};
 use topgun_core::protocol::{Field, Limits, Message, Path, Reader};
 use topgun_core::{LwwRecord, NodeId, Timestamp, Value, ValueMap};
 
+/// The server binary's allocator: decoding allocates per value, so the figure depends on it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const OPS_PER_BATCH: usize = 10;
 
 /// A record value shaped like a typical document: a handful of scalar fields.

@@ -1,5 +1,7 @@
 //! Decodes one `OP_BATCH` frame many times: a fixed workload for instruction-count profiling
-//! (`valgrind --tool=callgrind target/release/examples/decode_loop [--skip]`).
+//! (`valgrind --tool=callgrind target/release/examples/decode_loop [--skip] [--small] [--event]`);
+//! `--small` puts a short string in each record instead of a 5-field document, `--event`
+//! decodes a `SERVER_EVENT` carrying one of the documents instead of the batch..
 
 // Example code: a panic is a failure; casts apply to small loop indices.
 #![allow(
@@ -11,11 +13,16 @@
     missing_docs
 )]
 
-use topgun_core::protocol::messages::{ClientOp, OpBatch};
+use topgun_core::protocol::enums::ServerEventType;
+use topgun_core::protocol::messages::{ClientOp, OpBatch, ServerEvent};
 use topgun_core::protocol::{Field, Limits, Message, Path, Reader};
 use topgun_core::{LwwRecord, NodeId, Timestamp, Value, ValueMap};
 
-fn op(i: usize) -> ClientOp {
+/// The server binary's allocator: decoding allocates per value, so the figure depends on it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn op(i: usize, small: bool) -> ClientOp {
     let document: ValueMap = [
         ("title", Value::from(format!("Buy milk #{i}"))),
         ("done", Value::Bool(i.is_multiple_of(2))),
@@ -32,7 +39,11 @@ fn op(i: usize) -> ClientOp {
         key: format!("todo:{i:06}").into(),
         op_type: Some("PUT".into()),
         record: Field::Value(LwwRecord::new(
-            Value::Map(document),
+            if small {
+                Value::from(format!("v{i}"))
+            } else {
+                Value::Map(document)
+            },
             Timestamp::new(1_700_000_000_000 + i as u64, 0, node),
             None,
         )),
@@ -44,12 +55,30 @@ fn op(i: usize) -> ClientOp {
 }
 
 fn main() {
-    let batch = OpBatch {
-        ops: (0..10).map(op).collect(),
+    let small = std::env::args().any(|a| a == "--small");
+    let mut batch = OpBatch {
+        ops: (0..10).map(|i| op(i, small)).collect(),
         write_concern: None,
         timeout: None,
     };
-    let frame = Message::OpBatch(batch).encode();
+    let frame = if std::env::args().any(|a| a == "--event") {
+        let op = batch.ops.swap_remove(1);
+        let Field::Value(record) = op.record else {
+            unreachable!("every op above carries a record")
+        };
+        Message::ServerEvent(ServerEvent {
+            map_name: op.map_name,
+            event_type: ServerEventType::Put,
+            key: op.key,
+            record: Some(record),
+            or_record: None,
+            or_tag: None,
+            epoch: None,
+        })
+        .encode()
+    } else {
+        Message::OpBatch(batch).encode()
+    };
     let limits = Limits::default();
     if std::env::args().any(|a| a == "--skip") {
         for _ in 0..2_000 {

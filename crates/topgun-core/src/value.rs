@@ -156,6 +156,19 @@ impl ValueMap {
     }
 }
 
+impl ValueMap {
+    /// A map from entries the caller has checked hold each key once.
+    pub(crate) fn from_unique_entries(entries: Vec<(CompactString, Value)>) -> Self {
+        debug_assert!(
+            entries
+                .iter()
+                .enumerate()
+                .all(|(i, (k, _))| entries[..i].iter().all(|(e, _)| e != k))
+        );
+        Self { entries }
+    }
+}
+
 impl<K: Into<CompactString>> FromIterator<(K, Value)> for ValueMap {
     /// Collects entries; a repeated key keeps its first position and its last value (as
     /// assigning to a JavaScript object does). Linear time, whatever the size.

@@ -226,14 +226,20 @@ impl<'a> Reader<'a> {
         is_nil
     }
 
-    /// The node id `id`, sharing the previous allocation when it repeats.
-    pub fn node_id(&mut self, id: &str) -> Result<NodeId, HlcError> {
+    /// Reads a node id, sharing the previous allocation when it repeats. A repeat is found
+    /// by comparing bytes, before any UTF-8 validation: the text already passed it.
+    pub fn read_node_id(&mut self, at: Path<'_>) -> Result<NodeId, DecodeError> {
+        let Some(n) = self.str_len(at)? else {
+            return Err(self.wrong_type(at, "a string"));
+        };
+        let bytes = self.take(n, at)?;
         if let Some(last) = &self.last_node_id
-            && last.as_str() == id
+            && last.as_str().as_bytes() == bytes
         {
             return Ok(last.clone());
         }
-        let fresh = NodeId::new(id)?;
+        let fresh = NodeId::new(utf8(bytes, at)?)
+            .map_err(|e: HlcError| DecodeError::at(at, ErrorKind::Invalid(e.to_string())))?;
         self.last_node_id = Some(fresh.clone());
         Ok(fresh)
     }
@@ -289,7 +295,7 @@ impl<'a> Reader<'a> {
 
     /// Validates a key no known name matched, returning it as text.
     pub fn unknown_key(&self, key: &'a [u8], at: Path<'_>) -> Result<&'a str, DecodeError> {
-        std::str::from_utf8(key).map_err(|_| DecodeError::at(at, ErrorKind::InvalidUtf8))
+        utf8(key, at)
     }
 
     /// Reads an array, calling `item` with the reader positioned at each element.
@@ -372,15 +378,24 @@ impl<'a> Reader<'a> {
     }
 
     /// A map key's bytes, not yet validated as UTF-8.
+    ///
+    /// Inlined with only the fixstr case (almost every key): the rest is a cold call, so
+    /// the hot path carries no spills for code it never runs.
+    #[inline]
     fn read_key_bytes(&mut self, at: Path<'_>) -> Result<&'a [u8], DecodeError> {
-        // Fast path: keys are almost always fixstr.
         if let Some(&tag @ 0xa0..=0xbf) = self.bytes.get(self.pos) {
-            let end = self.pos + 1 + usize::from(tag & 0x1f);
-            if let Some(key) = self.bytes.get(self.pos + 1..end) {
-                self.pos = end;
+            let start = self.pos + 1;
+            if let Some(key) = self.bytes.get(start..start + usize::from(tag & 0x1f)) {
+                self.pos = start + key.len();
                 return Ok(key);
             }
         }
+        self.read_key_slow(at)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn read_key_slow(&mut self, at: Path<'_>) -> Result<&'a [u8], DecodeError> {
         if let Some(n) = self.str_len(at)? {
             return self.take(n, at);
         }
@@ -398,7 +413,27 @@ impl<'a> Reader<'a> {
 
     /// Consumes a string header and returns its length; `None` (nothing consumed) if the
     /// next value is not a string.
+    #[inline]
     fn str_len(&mut self, at: Path<'_>) -> Result<Option<usize>, DecodeError> {
+        // Strings under 256 bytes (fixstr and str8: ids, keys, names) need no length check
+        // unless the configured limit is below that; then the slow path checks them.
+        let short = self.limits.max_str_bytes >= 255;
+        match self.bytes.get(self.pos..) {
+            Some(&[tag @ 0xa0..=0xbf, ..]) if short => {
+                self.pos += 1;
+                Ok(Some(usize::from(tag & 0x1f)))
+            }
+            Some(&[0xd9, n, ..]) if short => {
+                self.pos += 2;
+                Ok(Some(usize::from(n)))
+            }
+            _ => self.str_len_slow(at),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn str_len_slow(&mut self, at: Path<'_>) -> Result<Option<usize>, DecodeError> {
         let n = match self.bytes.get(self.pos) {
             Some(&tag @ 0xa0..=0xbf) => {
                 self.pos += 1;
@@ -444,7 +479,7 @@ impl<'a> Reader<'a> {
         match self.str_len(at)? {
             Some(n) => {
                 let bytes = self.take(n, at)?;
-                std::str::from_utf8(bytes).map_err(|_| DecodeError::at(at, ErrorKind::InvalidUtf8))
+                utf8(bytes, at)
             }
             None => Err(self.wrong_type(at, "a string")),
         }
@@ -458,37 +493,43 @@ impl<'a> Reader<'a> {
     }
 
     pub fn read_bool(&mut self, at: Path<'_>) -> Result<bool, DecodeError> {
-        match self.read_scalar(at, "a boolean", |r| matches!(r, Raw::Bool(_)))? {
-            Raw::Bool(b) => Ok(b),
-            _ => Err(self.wrong_type(at, "a boolean")),
-        }
+        let value = match self.peek_tag() {
+            Some(0xc2) => false,
+            Some(0xc3) => true,
+            _ => return Err(self.wrong_type(at, "a boolean")),
+        };
+        self.pos += 1;
+        Ok(value)
     }
 
     /// Reads an integer or a float.
+    #[inline]
     pub fn read_number(
         &mut self,
         at: Path<'_>,
         expected: &'static str,
     ) -> Result<Number, DecodeError> {
-        // Fast paths for the common encodings: positive fixints and float64.
-        match self.bytes.get(self.pos) {
-            Some(&tag @ 0x00..=0x7f) => {
-                self.pos += 1;
-                Ok(Number::Int(i64::from(tag)))
+        match number(self.rest()) {
+            Some((number, size)) => {
+                self.pos += size;
+                Ok(number)
             }
-            Some(0xcb) => {
-                self.pos += 1;
-                Ok(Number::Float(f64::from_be_bytes(self.be(at)?)))
-            }
-            _ => match self.read_scalar(at, expected, |r| {
-                matches!(r, Raw::Int(_) | Raw::UInt(_) | Raw::Float(_))
-            })? {
-                Raw::Int(i) => Ok(Number::Int(i)),
-                Raw::UInt(u) => Ok(Number::UInt(u)),
-                Raw::Float(f) => Ok(Number::Float(f)),
-                _ => Err(self.wrong_type(at, expected)),
-            },
+            None => Err(self.number_error(at, expected)),
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn number_error(&self, at: Path<'_>, expected: &'static str) -> DecodeError {
+        match self.peek_tag() {
+            Some(0xca..=0xd3) => truncated(at),
+            _ => self.wrong_type(at, expected),
+        }
+    }
+
+    /// The bytes from the position on.
+    fn rest(&self) -> &'a [u8] {
+        self.bytes.get(self.pos..).unwrap_or_default()
     }
 
     /// Skips one value: its structure, lengths and nesting are checked, but the text of
@@ -531,15 +572,19 @@ impl<'a> Reader<'a> {
         }
     }
 
+    #[inline]
     fn take(&mut self, n: usize, at: Path<'_>) -> Result<&'a [u8], DecodeError> {
-        let end = self
+        match self
             .pos
             .checked_add(n)
-            .filter(|&end| end <= self.bytes.len())
-            .ok_or_else(|| DecodeError::at(at, ErrorKind::Truncated))?;
-        let slice = &self.bytes[self.pos..end];
-        self.pos = end;
-        Ok(slice)
+            .and_then(|end| self.bytes.get(self.pos..end))
+        {
+            Some(slice) => {
+                self.pos += n;
+                Ok(slice)
+            }
+            None => Err(truncated(at)),
+        }
     }
 
     fn byte(&mut self, at: Path<'_>) -> Result<u8, DecodeError> {
@@ -569,9 +614,16 @@ impl<'a> Reader<'a> {
     /// here; callers branch on [`Reader::next`] first).
     #[inline(never)]
     fn scalar(&mut self, at: Path<'_>) -> Result<Raw<'a>, DecodeError> {
+        if let Some((number, size)) = number(self.rest()) {
+            self.pos += size;
+            return Ok(match number {
+                Number::Int(i) => Raw::Int(i),
+                Number::UInt(u) => Raw::UInt(u),
+                Number::Float(f) => Raw::Float(f),
+            });
+        }
         let tag = self.byte(at)?;
         match tag {
-            0x00..=0x7f => Ok(Raw::Int(i64::from(tag))),
             0xa0..=0xbf => self.str(usize::from(tag & 0x1f), at),
             0xc0 => Ok(Raw::Nil),
             0xc2 => Ok(Raw::Bool(false)),
@@ -600,19 +652,8 @@ impl<'a> Reader<'a> {
                 let n = self.len_u32(at)?;
                 self.ext(n, at)
             }
-            0xca => Ok(Raw::Float(f64::from(f32::from_be_bytes(self.be(at)?)))),
-            0xcb => Ok(Raw::Float(f64::from_be_bytes(self.be(at)?))),
-            0xcc => Ok(Raw::Int(i64::from(self.byte(at)?))),
-            0xcd => Ok(Raw::Int(i64::from(u16::from_be_bytes(self.be(at)?)))),
-            0xce => Ok(Raw::Int(i64::from(u32::from_be_bytes(self.be(at)?)))),
-            0xcf => {
-                let u = u64::from_be_bytes(self.be(at)?);
-                Ok(i64::try_from(u).map_or(Raw::UInt(u), Raw::Int))
-            }
-            0xd0 => Ok(Raw::Int(i64::from(i8::from_be_bytes(self.be(at)?)))),
-            0xd1 => Ok(Raw::Int(i64::from(i16::from_be_bytes(self.be(at)?)))),
-            0xd2 => Ok(Raw::Int(i64::from(i32::from_be_bytes(self.be(at)?)))),
-            0xd3 => Ok(Raw::Int(i64::from_be_bytes(self.be(at)?))),
+            // The number tags `number` could not read: too few bytes follow.
+            0xca..=0xd3 => Err(truncated(at)),
             0xd4 => self.ext(1, at),
             0xd5 => self.ext(2, at),
             0xd6 => self.ext(4, at),
@@ -630,7 +671,6 @@ impl<'a> Reader<'a> {
                 let n = self.len_u32(at)?;
                 self.str(n, at)
             }
-            0xe0..=0xff => Ok(Raw::Int(i64::from(i8::from_be_bytes([tag])))),
             _ => Err(DecodeError::at(at, ErrorKind::ReservedByte(tag))),
         }
     }
@@ -646,9 +686,7 @@ impl<'a> Reader<'a> {
     fn str(&mut self, n: usize, at: Path<'_>) -> Result<Raw<'a>, DecodeError> {
         self.check_string_len(n, at)?;
         let bytes = self.take(n, at)?;
-        std::str::from_utf8(bytes)
-            .map(Raw::Str)
-            .map_err(|_| DecodeError::at(at, ErrorKind::InvalidUtf8))
+        utf8(bytes, at).map(Raw::Str)
     }
 
     fn bin(&mut self, n: usize, at: Path<'_>) -> Result<Raw<'a>, DecodeError> {
@@ -662,6 +700,52 @@ impl<'a> Reader<'a> {
         let ext_type = i8::from_be_bytes([ext_type]);
         Ok(Raw::Ext(ext_type, self.take(n, at)?))
     }
+}
+
+/// `bytes` as text, or the error naming where invalid UTF-8 was found.
+fn utf8<'a>(bytes: &'a [u8], at: Path<'_>) -> Result<&'a str, DecodeError> {
+    std::str::from_utf8(bytes).map_err(|_| DecodeError::at(at, ErrorKind::InvalidUtf8))
+}
+
+/// The number encoded at the start of `bytes` and its size in bytes; `None` if no number
+/// starts there or it is cut short. Integers that fit an `i64` are `Int` whatever their
+/// encoding.
+#[inline]
+fn number(bytes: &[u8]) -> Option<(Number, usize)> {
+    /// The `N` bytes after the tag.
+    fn body<const N: usize>(bytes: &[u8]) -> Option<[u8; N]> {
+        bytes.get(1..)?.first_chunk().copied()
+    }
+    let int = |i: i64, body_len: usize| (Number::Int(i), 1 + body_len);
+    Some(match *bytes.first()? {
+        tag @ 0x00..=0x7f => int(i64::from(tag), 0),
+        tag @ 0xe0..=0xff => int(i64::from(tag.cast_signed()), 0),
+        0xcb => (Number::Float(f64::from_be_bytes(body(bytes)?)), 9),
+        0xca => (
+            Number::Float(f64::from(f32::from_be_bytes(body(bytes)?))),
+            5,
+        ),
+        0xcc => int(i64::from(u8::from_be_bytes(body(bytes)?)), 1),
+        0xcd => int(i64::from(u16::from_be_bytes(body(bytes)?)), 2),
+        0xce => int(i64::from(u32::from_be_bytes(body(bytes)?)), 4),
+        0xcf => {
+            let u = u64::from_be_bytes(body(bytes)?);
+            (i64::try_from(u).map_or(Number::UInt(u), Number::Int), 9)
+        }
+        0xd0 => int(i64::from(i8::from_be_bytes(body(bytes)?)), 1),
+        0xd1 => int(i64::from(i16::from_be_bytes(body(bytes)?)), 2),
+        0xd2 => int(i64::from(i32::from_be_bytes(body(bytes)?)), 4),
+        0xd3 => int(i64::from_be_bytes(body(bytes)?), 8),
+        _ => return None,
+    })
+}
+
+/// The error for a value that runs past the end of the frame; out of line, as every error
+/// is on the paths that read valid frames.
+#[cold]
+#[inline(never)]
+fn truncated(at: Path<'_>) -> DecodeError {
+    DecodeError::at(at, ErrorKind::Truncated)
 }
 
 /// Builds a MsgPack frame.
@@ -942,6 +1026,57 @@ mod tests {
 
     /// Nesting at the ceiling decodes, converts to a typed value and drops on a 2 MiB stack
     /// (the default for spawned threads) in whatever profile the tests run.
+    #[test]
+    fn fast_paths_keep_every_check() {
+        // The typed reader's short-string path still applies a string limit below 255.
+        let tight = Limits {
+            max_str_bytes: 3,
+            ..Limits::default()
+        };
+        for input in ["a461616161", "d90461616161"] {
+            let bytes = hex(input);
+            let mut r = Reader::new(&bytes, &tight).unwrap();
+            let err = r.read_str(Path::Root).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                &ErrorKind::TooLong { len: 4, max: 3 },
+                "{input}"
+            );
+            let mut r = Reader::new(&bytes, &tight).unwrap();
+            assert!(r.skip(Path::Root).is_err(), "{input}");
+        }
+        // Every number encoding cut short is truncated, however it is read; whole, it reads.
+        let limits = Limits::default();
+        let sizes = [
+            (0xca, 4),
+            (0xcb, 8),
+            (0xcc, 1),
+            (0xcd, 2),
+            (0xce, 4),
+            (0xcf, 8),
+        ];
+        let signed = [(0xd0, 1), (0xd1, 2), (0xd2, 4), (0xd3, 8)];
+        for (tag, size) in sizes.into_iter().chain(signed) {
+            let mut frame = vec![tag];
+            frame.extend(std::iter::repeat_n(0x01, size - 1));
+            let mut r = Reader::new(&frame, &limits).unwrap();
+            let err = r.read_number(Path::Root, "a number").unwrap_err();
+            assert_eq!(err.kind(), &ErrorKind::Truncated, "{tag:#x}");
+            let err = parse(&frame, &limits).unwrap_err();
+            assert_eq!(err.kind(), &ErrorKind::Truncated, "{tag:#x}");
+            frame.push(0x01);
+            let mut r = Reader::new(&frame, &limits).unwrap();
+            assert!(r.read_number(Path::Root, "a number").is_ok(), "{tag:#x}");
+            r.finish().unwrap();
+        }
+        // A string where a number belongs is the wrong type, and is left unread.
+        let frame = hex("a131");
+        let mut r = Reader::new(&frame, &limits).unwrap();
+        let err = r.read_number(Path::Root, "a number").unwrap_err();
+        assert!(matches!(err.kind(), ErrorKind::WrongType { .. }));
+        assert_eq!(r.read_str(Path::Root).unwrap(), "1");
+    }
+
     #[test]
     fn the_depth_ceiling_fits_a_small_stack() {
         use crate::protocol::Wire;

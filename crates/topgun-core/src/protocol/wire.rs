@@ -154,6 +154,7 @@ fn scalar_value(r: &mut Reader<'_>, at: Path<'_>) -> Result<Value, DecodeError> 
             });
         }
         Some(0xc2 | 0xc3) => return r.read_bool(at).map(Value::Bool),
+        _ if r.take_nil() => return Ok(Value::Nil),
         _ => {}
     }
     Ok(match r.read_raw(at)? {
@@ -331,12 +332,27 @@ impl Wire for Value {
 
 impl Wire for ValueMap {
     fn decode(r: &mut Reader<'_>, at: Path<'_>) -> Result<Self, DecodeError> {
+        // Repeated keys are looked for among the frame's bytes as the keys arrive, which
+        // is cheaper than comparing the built strings afterwards; past this many entries
+        // `from_entries` looks with a hash set.
+        const SCAN_MAX: usize = 16;
+        let mut keys: [&[u8]; SCAN_MAX] = [&[]; SCAN_MAX];
+        let mut unique = true;
         let mut entries = Vec::with_capacity(r.len_hint());
         r.read_map(at, |r, key| {
+            let i = entries.len();
+            if i < SCAN_MAX {
+                unique &= !keys[..i].contains(&key.as_bytes());
+                keys[i] = key.as_bytes();
+            }
             entries.push((CompactString::from(key), Value::decode(r, at.key(key))?));
             Ok(())
         })?;
-        Ok(ValueMap::from_entries(entries))
+        Ok(if unique && entries.len() <= SCAN_MAX {
+            ValueMap::from_unique_entries(entries)
+        } else {
+            ValueMap::from_entries(entries)
+        })
     }
 
     fn encode(&self, w: &mut Writer) {
@@ -480,14 +496,7 @@ impl Wire for Timestamp {
                     };
                     counter = Some(u32::try_from(c).map_err(|_| too_big())?);
                 }
-                b"nodeId" => {
-                    let at = at.key("nodeId");
-                    let id = r.read_str(at)?;
-                    let id = r
-                        .node_id(id)
-                        .map_err(|e| DecodeError::at(at, ErrorKind::Invalid(e.to_string())))?;
-                    node = Some(id);
-                }
+                b"nodeId" => node = Some(r.read_node_id(at.key("nodeId"))?),
                 _ => {
                     let k = r.unknown_key(k, at)?;
                     r.skip(at.key(k))?;
