@@ -12,14 +12,13 @@
 
 use std::collections::{HashMap, HashSet};
 
-use axum::body::Bytes;
 use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 use topgun_core::PnCounter;
 use topgun_core::protocol::Message;
 use topgun_core::protocol::messages::{CounterState, ErrorPayload};
 
-use crate::fanout::{ConnHandle, ConnId, Outbound};
+use crate::fanout::{ConnHandle, ConnId, Frame, Outbound};
 use crate::internal::{COUNTERS_MAP, InternalWriter, counter_to_value};
 use crate::policy::{Action, Resource};
 
@@ -333,7 +332,7 @@ impl Task {
         for (_, _, reply) in settled {
             let _ = reply.send(update.clone());
         }
-        let frame = Bytes::from(update.encode());
+        let frame = Frame::from(update.encode());
         counter.subscribers.retain(|conn| {
             let may_read = || {
                 conn.access()

@@ -16,7 +16,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
 use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 use topgun_core::protocol::Message;
@@ -25,7 +24,7 @@ use topgun_core::protocol::messages::{
 };
 
 use crate::access::{ConnAccess, project_message};
-use crate::fanout::{ConnHandle, ConnId, Frames, Offer, Outbound};
+use crate::fanout::{ConnHandle, ConnId, Frame, Frames, Offer, Outbound};
 use crate::journal::{Draft, Filter, Journal, JournalEvent, Page, Retention};
 use crate::policy::{Action, Decision, Resource};
 use crate::server::now_ms;
@@ -477,7 +476,7 @@ async fn replay(
                 continue;
             };
             if !conn
-                .send(Bytes::from(Message::JournalEvent(wire).encode()))
+                .send(Frame::from(Message::JournalEvent(wire).encode()))
                 .await
             {
                 return;

@@ -6,13 +6,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use axum::body::Bytes;
 use tokio::sync::mpsc;
 use topgun_core::Value;
 use topgun_core::protocol::Message;
 use topgun_core::protocol::messages::{ErrorPayload, LockGranted, LockReleased};
 
-use crate::fanout::{ConnHandle, ConnId};
+use crate::fanout::{ConnHandle, ConnId, Frame};
 use crate::internal::{FENCING_KEY, InternalWriter, LOCKS_MAP};
 use crate::locks::{Effect, LockTable};
 use crate::policy::{Action, Resource};
@@ -235,7 +234,7 @@ impl Task {
     /// queued, or coming) releases what it holds.
     fn deliver(&self, conn: ConnId, msg: &Message) {
         if let Some(handle) = self.conns.get(&conn) {
-            handle.offer(Bytes::from(msg.encode()));
+            handle.offer(Frame::from(msg.encode()));
         }
     }
 

@@ -15,7 +15,6 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, PoisonError, RwLock};
 
-use axum::body::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use topgun_core::LwwRecord;
 use topgun_core::aggregate::Aggregates;
@@ -25,7 +24,7 @@ use topgun_core::protocol::messages::{ErrorPayload, QueryResp, QueryResultRow, Q
 use topgun_core::protocol::query::Query;
 use topgun_core::value::Value;
 
-use crate::fanout::{ConnHandle, ConnId};
+use crate::fanout::{ConnHandle, ConnId, Frame};
 use crate::policy::{Action, Decision, Fields, Resource, Subject};
 use crate::shard_task::Request;
 
@@ -672,7 +671,7 @@ fn error(code: u32, message: String) -> Message {
 /// Through the event queue: in order after the `QUERY_RESP`; a connection that cannot keep
 /// up is closed (and re-subscribes on reconnect) rather than skipped.
 fn send(conn: &ConnHandle, message: &Message) {
-    let _ = conn.offer(Bytes::from(message.encode()));
+    let _ = conn.offer(Frame::from(message.encode()));
 }
 
 #[cfg(test)]

@@ -15,7 +15,6 @@ use crate::metrics::Metrics;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
@@ -34,7 +33,7 @@ use crate::access::{ConnAccess, Policies};
 use crate::auth::{AuthError, Principal};
 use crate::config::{AuthMode, Config};
 use crate::dataplane::{ConnState, DataPlane, Services};
-use crate::fanout::{ConnHandle, Outbound};
+use crate::fanout::{ConnHandle, Frame, Outbound};
 use crate::guard::{AuthFailures, UserConnections};
 use crate::interceptor::ConnInfo;
 use crate::session::{Authenticator, Output, Session, SessionConfig, close};
@@ -422,7 +421,7 @@ async fn serve_connection(socket: WebSocket, shared: Arc<Shared>, ip: Option<IpA
     let (sink, mut stream) = socket.split();
     let queue_len = shared.session.limits.outbound_queue_len;
     let (tx, replies) = mpsc::channel::<Outbound>(queue_len);
-    let (events_tx, events) = mpsc::channel::<Bytes>(queue_len);
+    let (events_tx, events) = mpsc::channel::<Frame>(queue_len);
     let access = ConnAccess::new(Arc::clone(&shared.policies));
     let (handle, mut kicked) = ConnHandle::with_access(&events_tx, access);
     let queues = Queues {
@@ -640,7 +639,7 @@ async fn deliver(
 /// What a connection's writer reads from.
 struct Queues {
     replies: mpsc::Receiver<Outbound>,
-    events: mpsc::Receiver<Bytes>,
+    events: mpsc::Receiver<Frame>,
     kicked: watch::Receiver<bool>,
 }
 
@@ -655,9 +654,9 @@ async fn write_loop(
     loop {
         let frames = tokio::select! {
             _ = queues.kicked.changed() => break kick(sink).await,
-            Some(bytes) = queues.events.recv() => {
-                metrics.sent_bytes(bytes.len());
-                vec![WsMessage::Binary(bytes)]
+            Some(frame) = queues.events.recv() => {
+                metrics.sent_bytes(frame.len());
+                vec![WsMessage::Binary(frame.bytes())]
             }
             reply = queues.replies.recv() => match reply {
                 None => break,
@@ -680,11 +679,11 @@ async fn write_loop(
         // Events already queued go out in the same socket write: under fan-out load this
         // turns one syscall per event into one per burst, and costs nothing when idle.
         while frames.len() < COALESCE_FRAMES {
-            let Ok(bytes) = queues.events.try_recv() else {
+            let Ok(frame) = queues.events.try_recv() else {
                 break;
             };
-            metrics.sent_bytes(bytes.len());
-            frames.push(WsMessage::Binary(bytes));
+            metrics.sent_bytes(frame.len());
+            frames.push(WsMessage::Binary(frame.bytes()));
         }
         let written = async {
             for frame in frames {

@@ -13,12 +13,11 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, PoisonError};
 
-use axum::body::Bytes;
 use topgun_core::Value;
 use topgun_core::protocol::Message;
 use topgun_core::protocol::messages::TopicMessage;
 
-use crate::fanout::{ConnHandle, ConnId, Delivery};
+use crate::fanout::{ConnHandle, ConnId, Delivery, Frame};
 use crate::names;
 use crate::policy::{Action, Resource};
 
@@ -139,7 +138,7 @@ impl Topics {
         if !self.table().contains_key(topic) {
             return Ok(Delivery::default());
         }
-        let frame = Bytes::from(
+        let frame = Frame::from(
             Message::TopicMessage(TopicMessage {
                 topic: topic.into(),
                 data,
@@ -153,7 +152,7 @@ impl Topics {
 
     /// Offers an encoded `TOPIC_MESSAGE` to the topic's local subscribers but `except`;
     /// forgets those that are gone or were kicked.
-    pub fn deliver(&self, topic: &str, except: ConnId, frame: &Bytes) -> Delivery {
+    pub fn deliver(&self, topic: &str, except: ConnId, frame: &Frame) -> Delivery {
         let mut delivery = Delivery::default();
         let mut table = self.table();
         let Some(list) = table.get_mut(topic) else {
@@ -191,12 +190,14 @@ mod tests {
 
     use super::*;
 
-    fn received(rx: &mut mpsc::Receiver<Bytes>) -> Vec<TopicMessage> {
+    fn received(rx: &mut mpsc::Receiver<Frame>) -> Vec<TopicMessage> {
         std::iter::from_fn(|| rx.try_recv().ok())
-            .map(|b| match Message::decode(&b, &Limits::default()).unwrap() {
-                Message::TopicMessage(m) => m,
-                other => panic!("expected TOPIC_MESSAGE, got {other:?}"),
-            })
+            .map(
+                |f| match Message::decode(f.as_ref(), &Limits::default()).unwrap() {
+                    Message::TopicMessage(m) => m,
+                    other => panic!("expected TOPIC_MESSAGE, got {other:?}"),
+                },
+            )
             .collect()
     }
 
