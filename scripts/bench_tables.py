@@ -142,7 +142,8 @@ def conns_table(run):
         "",
         f"Bytes per connection are (RSS − RSS before the first connection) ÷ connections. "
         f"Lost while held: {c['lost']}. Target: ≤ 10 KB per idle authenticated connection at "
-        f"10,000 — {num(per_conn)} B, {verdict(ok)}.",
+        f"10,000 — {num(per_conn)} B at the end of the measured phase (the table's rows are "
+        f"read as each step completes), {verdict(ok)}.",
         "",
     ]
     return out
