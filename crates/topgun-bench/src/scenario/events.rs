@@ -24,27 +24,42 @@ pub fn scan<'a>(
     mut each: impl FnMut(Seen<'a>),
 ) -> Result<(), DecodeError> {
     let mut r = Reader::new(frame, limits)?;
-    let (mut kind, mut payload) = (None, None);
+    let (mut kind, mut later) = (None, None);
     r.read_fields(Path::Root, |r, key| {
         match key {
             b"type" => kind = Some(r.read_str(Path::Root.key("type"))?),
+            // With `type` already read (servers write it first) the payload is read in
+            // place; otherwise it is skipped now and read once the type is known.
             b"payload" => {
-                payload = Some(r.position());
-                r.skip(Path::Root.key("payload"))?;
+                if let Some(kind) = kind {
+                    payload(r, kind, &mut each)?;
+                } else {
+                    later = Some(r.position());
+                    r.skip(Path::Root.key("payload"))?;
+                }
             }
             _ => r.skip(Path::Root)?,
         }
         Ok(())
     })?;
-    let (Some(kind), Some(at)) = (kind, payload) else {
-        return Ok(());
-    };
-    r.seek(at);
+    if let (Some(kind), Some(at)) = (kind, later) {
+        r.seek(at);
+        payload(&mut r, kind, &mut each)?;
+    }
+    Ok(())
+}
+
+/// The payload of a frame of type `kind`, at the reader's position.
+fn payload<'a>(
+    r: &mut Reader<'a>,
+    kind: &str,
+    each: &mut impl FnMut(Seen<'a>),
+) -> Result<(), DecodeError> {
     let at = Path::Root.key("payload");
     match kind {
-        "SERVER_EVENT" => event(&mut r, at, &mut each),
+        "SERVER_EVENT" => event(r, at, each),
         "SERVER_BATCH_EVENT" => r.read_fields(at, |r, key| match key {
-            b"events" => r.read_array(at, |r, _| event(r, at, &mut each)),
+            b"events" => r.read_array(at, |r, _| event(r, at, each)),
             _ => r.skip(at),
         }),
         "QUERY_UPDATE" => {
@@ -66,7 +81,7 @@ pub fn scan<'a>(
             });
             Ok(())
         }
-        _ => Ok(()),
+        _ => r.skip(at),
     }
 }
 
@@ -194,6 +209,39 @@ mod tests {
             }))
             .is_empty()
         );
+    }
+
+    #[test]
+    fn a_payload_before_its_type_is_read_too() {
+        // {payload: {events: [...]}, extra: 1, type: "SERVER_BATCH_EVENT"}, built by hand:
+        // our encoder always writes `type` first.
+        let events = Message::ServerBatchEvent(ServerBatchEvent {
+            events: vec![put("a", Value::Int(1)), put("b", Value::Int(2))],
+        })
+        .encode();
+        let limits = Limits::default();
+        let mut r = Reader::new(&events, &limits).unwrap();
+        let mut range = 0..0;
+        r.read_fields(Path::Root, |r, key| {
+            let start = r.position();
+            r.skip(Path::Root)?;
+            if key == b"payload" {
+                range = start..r.position();
+            }
+            Ok(())
+        })
+        .unwrap();
+        let mut w = topgun_core::protocol::Writer::new();
+        w.map_header(3);
+        w.str("payload");
+        w.raw(&events[range]);
+        w.str("extra");
+        w.uint(1);
+        w.str("type");
+        w.str("SERVER_BATCH_EVENT");
+        let mut out = Vec::new();
+        scan(w.as_bytes(), &limits, |s| out.push((s.key, s.value))).unwrap();
+        assert_eq!(out, vec![("a", Some(1)), ("b", Some(2))]);
     }
 
     #[test]
