@@ -740,8 +740,8 @@ fn number(bytes: &[u8]) -> Option<(Number, usize)> {
     })
 }
 
-/// The error for a value that runs past the end of the frame; out of line, as every error
-/// is on the paths that read valid frames.
+/// The error for a value that runs past the end of the frame; out of line, like every
+/// error, so that the paths reading valid frames stay small.
 #[cold]
 #[inline(never)]
 fn truncated(at: Path<'_>) -> DecodeError {
@@ -1024,8 +1024,6 @@ mod tests {
         assert!(parse(&hex("9191c0"), &tight).is_ok(), "depth 2 is allowed");
     }
 
-    /// Nesting at the ceiling decodes, converts to a typed value and drops on a 2 MiB stack
-    /// (the default for spawned threads) in whatever profile the tests run.
     #[test]
     fn fast_paths_keep_every_check() {
         // The typed reader's short-string path still applies a string limit below 255.
@@ -1077,6 +1075,8 @@ mod tests {
         assert_eq!(r.read_str(Path::Root).unwrap(), "1");
     }
 
+    /// Nesting at the ceiling decodes, converts to a typed value and drops on a 2 MiB stack
+    /// (the default for spawned threads) in whatever profile the tests run.
     #[test]
     fn the_depth_ceiling_fits_a_small_stack() {
         use crate::protocol::Wire;
