@@ -18,7 +18,7 @@ use topgun_core::PnCounter;
 use topgun_core::protocol::Message;
 use topgun_core::protocol::messages::{CounterState, ErrorPayload};
 
-use crate::fanout::{ConnHandle, ConnId, Frame, Outbound};
+use crate::fanout::{ConnHandle, ConnId, Outbound, SharedFrame};
 use crate::internal::{COUNTERS_MAP, InternalWriter, counter_to_value};
 use crate::policy::{Action, Resource};
 
@@ -332,7 +332,7 @@ impl Task {
         for (_, _, reply) in settled {
             let _ = reply.send(update.clone());
         }
-        let frame = Frame::from(update.encode());
+        let frame = SharedFrame::from(update.encode());
         counter.subscribers.retain(|conn| {
             let may_read = || {
                 conn.access()

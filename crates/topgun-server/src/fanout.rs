@@ -50,11 +50,11 @@ impl std::fmt::Debug for Outbound {
 ///
 /// The width matters per connection, not per frame: tokio allocates a queue's first block
 /// of 32 slots when the queue is made, so an idle connection's event queue costs 32 × 8
-/// bytes with a `Frame` where it cost 32 × 32 with a `Bytes`.
+/// bytes with a `SharedFrame` where it cost 32 × 32 with a `Bytes`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Frame(Arc<Bytes>);
+pub struct SharedFrame(Arc<Bytes>);
 
-impl Frame {
+impl SharedFrame {
     /// The frame's bytes, for the socket (sharing the buffer, not copying it).
     pub fn bytes(&self) -> Bytes {
         Bytes::clone(&self.0)
@@ -69,19 +69,19 @@ impl Frame {
     }
 }
 
-impl From<Vec<u8>> for Frame {
+impl From<Vec<u8>> for SharedFrame {
     fn from(encoded: Vec<u8>) -> Self {
         Self(Arc::new(Bytes::from(encoded)))
     }
 }
 
-impl From<Bytes> for Frame {
+impl From<Bytes> for SharedFrame {
     fn from(bytes: Bytes) -> Self {
         Self(Arc::new(bytes))
     }
 }
 
-impl AsRef<[u8]> for Frame {
+impl AsRef<[u8]> for SharedFrame {
     fn as_ref(&self) -> &[u8] {
         &self.0
     }
@@ -92,7 +92,7 @@ impl AsRef<[u8]> for Frame {
 #[derive(Debug, Clone)]
 pub struct ConnHandle {
     pub id: ConnId,
-    queue: mpsc::WeakSender<Frame>,
+    queue: mpsc::WeakSender<SharedFrame>,
     /// What every holder of the handle shares, in one allocation per connection.
     shared: Arc<HandleShared>,
 }
@@ -117,13 +117,13 @@ pub enum Offer {
 impl ConnHandle {
     /// A handle for a new connection without access restrictions, with the receiver that
     /// learns of a kick.
-    pub fn new(queue: &mpsc::Sender<Frame>) -> (Self, watch::Receiver<bool>) {
+    pub fn new(queue: &mpsc::Sender<SharedFrame>) -> (Self, watch::Receiver<bool>) {
         Self::with_access(queue, ConnAccess::open())
     }
 
     /// A handle for a new connection whose requests and deliveries `access` checks.
     pub fn with_access(
-        queue: &mpsc::Sender<Frame>,
+        queue: &mpsc::Sender<SharedFrame>,
         access: ConnAccess,
     ) -> (Self, watch::Receiver<bool>) {
         let (kicked, on_kick) = watch::channel(false);
@@ -143,7 +143,7 @@ impl ConnHandle {
     /// Queues a frame, waiting for room (for a stream the connection asked for, such as a
     /// journal replay, which must not be cut short by a full queue); false once the
     /// connection is gone.
-    pub async fn send(&self, frame: Frame) -> bool {
+    pub async fn send(&self, frame: SharedFrame) -> bool {
         match self.queue.upgrade() {
             Some(queue) => queue.send(frame).await.is_ok(),
             None => false,
@@ -151,7 +151,7 @@ impl ConnHandle {
     }
 
     /// Offers a frame without waiting.
-    pub fn offer(&self, frame: Frame) -> Offer {
+    pub fn offer(&self, frame: SharedFrame) -> Offer {
         let Some(queue) = self.queue.upgrade() else {
             return Offer::Gone;
         };
@@ -184,7 +184,7 @@ pub struct Delivery {
 impl Delivery {
     /// Offers `frame` to `conn` and counts the outcome; false if the subscriber should be
     /// forgotten (gone, or kicked for not keeping up).
-    pub fn offer(&mut self, conn: &ConnHandle, frame: Frame) -> bool {
+    pub fn offer(&mut self, conn: &ConnHandle, frame: SharedFrame) -> bool {
         match conn.offer(frame) {
             Offer::Queued => {
                 self.queued += 1;
@@ -276,8 +276,8 @@ impl Subscribers {
 #[derive(Debug)]
 pub struct Frames<'a> {
     event: &'a Message,
-    full: Option<Frame>,
-    limited: Vec<(Fields, Frame)>,
+    full: Option<SharedFrame>,
+    limited: Vec<(Fields, SharedFrame)>,
 }
 
 impl<'a> Frames<'a> {
@@ -290,12 +290,12 @@ impl<'a> Frames<'a> {
     }
 
     /// The frame a reader with `decision` receives; `None` if it may not read.
-    pub fn for_reader(&mut self, decision: Decision) -> Option<Frame> {
+    pub fn for_reader(&mut self, decision: Decision) -> Option<SharedFrame> {
         match decision {
             Decision::Deny => None,
             Decision::Allow(None) => Some(
                 self.full
-                    .get_or_insert_with(|| Frame::from(self.event.encode()))
+                    .get_or_insert_with(|| SharedFrame::from(self.event.encode()))
                     .clone(),
             ),
             Decision::Allow(Some(fields)) => {
@@ -304,7 +304,7 @@ impl<'a> Frames<'a> {
                 }
                 let mut limited = self.event.clone();
                 project_message(&mut limited, &fields);
-                let frame = Frame::from(limited.encode());
+                let frame = SharedFrame::from(limited.encode());
                 self.limited.push((fields, frame.clone()));
                 Some(frame)
             }
@@ -320,7 +320,7 @@ mod tests {
         Message::Ping(topgun_core::protocol::messages::Ping { timestamp: 1 })
     }
 
-    fn frames(rx: &mut mpsc::Receiver<Frame>) -> usize {
+    fn frames(rx: &mut mpsc::Receiver<SharedFrame>) -> usize {
         std::iter::from_fn(|| rx.try_recv().ok()).count()
     }
 
@@ -366,6 +366,6 @@ mod tests {
         let (tx, rx) = mpsc::channel(1);
         let (gone, _) = ConnHandle::new(&tx);
         drop((tx, rx));
-        assert_eq!(gone.offer(Frame::from(b"x".to_vec())), Offer::Gone);
+        assert_eq!(gone.offer(SharedFrame::from(b"x".to_vec())), Offer::Gone);
     }
 }

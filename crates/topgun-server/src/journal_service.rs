@@ -24,7 +24,7 @@ use topgun_core::protocol::messages::{
 };
 
 use crate::access::{ConnAccess, project_message};
-use crate::fanout::{ConnHandle, ConnId, Frame, Frames, Offer, Outbound};
+use crate::fanout::{ConnHandle, ConnId, Frames, Offer, Outbound, SharedFrame};
 use crate::journal::{Draft, Filter, Journal, JournalEvent, Page, Retention};
 use crate::policy::{Action, Decision, Resource};
 use crate::server::now_ms;
@@ -476,7 +476,7 @@ async fn replay(
                 continue;
             };
             if !conn
-                .send(Frame::from(Message::JournalEvent(wire).encode()))
+                .send(SharedFrame::from(Message::JournalEvent(wire).encode()))
                 .await
             {
                 return;

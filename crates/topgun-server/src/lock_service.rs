@@ -11,7 +11,7 @@ use topgun_core::Value;
 use topgun_core::protocol::Message;
 use topgun_core::protocol::messages::{ErrorPayload, LockGranted, LockReleased};
 
-use crate::fanout::{ConnHandle, ConnId, Frame};
+use crate::fanout::{ConnHandle, ConnId, SharedFrame};
 use crate::internal::{FENCING_KEY, InternalWriter, LOCKS_MAP};
 use crate::locks::{Effect, LockTable};
 use crate::policy::{Action, Resource};
@@ -234,7 +234,7 @@ impl Task {
     /// queued, or coming) releases what it holds.
     fn deliver(&self, conn: ConnId, msg: &Message) {
         if let Some(handle) = self.conns.get(&conn) {
-            handle.offer(Frame::from(msg.encode()));
+            handle.offer(SharedFrame::from(msg.encode()));
         }
     }
 

@@ -24,7 +24,7 @@ use topgun_core::protocol::messages::{ErrorPayload, QueryResp, QueryResultRow, Q
 use topgun_core::protocol::query::Query;
 use topgun_core::value::Value;
 
-use crate::fanout::{ConnHandle, ConnId, Frame};
+use crate::fanout::{ConnHandle, ConnId, SharedFrame};
 use crate::policy::{Action, Decision, Fields, Resource, Subject};
 use crate::shard_task::Request;
 
@@ -671,7 +671,7 @@ fn error(code: u32, message: String) -> Message {
 /// Through the event queue: in order after the `QUERY_RESP`; a connection that cannot keep
 /// up is closed (and re-subscribes on reconnect) rather than skipped.
 fn send(conn: &ConnHandle, message: &Message) {
-    let _ = conn.offer(Frame::from(message.encode()));
+    let _ = conn.offer(SharedFrame::from(message.encode()));
 }
 
 #[cfg(test)]

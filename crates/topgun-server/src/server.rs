@@ -33,7 +33,7 @@ use crate::access::{ConnAccess, Policies};
 use crate::auth::{AuthError, Principal};
 use crate::config::{AuthMode, Config};
 use crate::dataplane::{ConnState, DataPlane, Services};
-use crate::fanout::{ConnHandle, Frame, Outbound};
+use crate::fanout::{ConnHandle, Outbound, SharedFrame};
 use crate::guard::{AuthFailures, UserConnections};
 use crate::interceptor::ConnInfo;
 use crate::session::{Authenticator, Output, Session, SessionConfig, close};
@@ -421,7 +421,7 @@ async fn serve_connection(socket: WebSocket, shared: Arc<Shared>, ip: Option<IpA
     let (sink, mut stream) = socket.split();
     let queue_len = shared.session.limits.outbound_queue_len;
     let (tx, replies) = mpsc::channel::<Outbound>(queue_len);
-    let (events_tx, events) = mpsc::channel::<Frame>(queue_len);
+    let (events_tx, events) = mpsc::channel::<SharedFrame>(queue_len);
     let access = ConnAccess::new(Arc::clone(&shared.policies));
     let (handle, mut kicked) = ConnHandle::with_access(&events_tx, access);
     let queues = Queues {
@@ -639,7 +639,7 @@ async fn deliver(
 /// What a connection's writer reads from.
 struct Queues {
     replies: mpsc::Receiver<Outbound>,
-    events: mpsc::Receiver<Frame>,
+    events: mpsc::Receiver<SharedFrame>,
     kicked: watch::Receiver<bool>,
 }
 

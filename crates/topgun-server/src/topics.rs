@@ -17,7 +17,7 @@ use topgun_core::Value;
 use topgun_core::protocol::Message;
 use topgun_core::protocol::messages::TopicMessage;
 
-use crate::fanout::{ConnHandle, ConnId, Delivery, Frame};
+use crate::fanout::{ConnHandle, ConnId, Delivery, SharedFrame};
 use crate::names;
 use crate::policy::{Action, Resource};
 
@@ -138,7 +138,7 @@ impl Topics {
         if !self.table().contains_key(topic) {
             return Ok(Delivery::default());
         }
-        let frame = Frame::from(
+        let frame = SharedFrame::from(
             Message::TopicMessage(TopicMessage {
                 topic: topic.into(),
                 data,
@@ -152,7 +152,7 @@ impl Topics {
 
     /// Offers an encoded `TOPIC_MESSAGE` to the topic's local subscribers but `except`;
     /// forgets those that are gone or were kicked.
-    pub fn deliver(&self, topic: &str, except: ConnId, frame: &Frame) -> Delivery {
+    pub fn deliver(&self, topic: &str, except: ConnId, frame: &SharedFrame) -> Delivery {
         let mut delivery = Delivery::default();
         let mut table = self.table();
         let Some(list) = table.get_mut(topic) else {
@@ -190,7 +190,7 @@ mod tests {
 
     use super::*;
 
-    fn received(rx: &mut mpsc::Receiver<Frame>) -> Vec<TopicMessage> {
+    fn received(rx: &mut mpsc::Receiver<SharedFrame>) -> Vec<TopicMessage> {
         std::iter::from_fn(|| rx.try_recv().ok())
             .map(
                 |f| match Message::decode(f.as_ref(), &Limits::default()).unwrap() {
