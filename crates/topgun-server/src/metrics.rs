@@ -5,6 +5,7 @@
 //! from a fixed list with `other` for the rest).
 
 use std::fmt::Write;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -22,9 +23,10 @@ const LATENCY_BUCKETS: [f64; 10] = [
 /// Op kinds counted individually (PROTOCOL.md §2.5).
 const OP_KINDS: [&str; 4] = ["PUT", "REMOVE", "OR_ADD", "OR_REMOVE"];
 
-/// A latency histogram with fixed buckets.
+/// A latency histogram with fixed buckets, shared by whoever records into it and the
+/// `/metrics` rendering.
 #[derive(Debug)]
-struct Histogram {
+pub struct Histogram {
     /// Indexed like `LATENCY_BUCKETS`, then the `+Inf` bucket (non-cumulative here).
     buckets: Vec<AtomicU64>,
     sum_ns: AtomicU64,
@@ -42,7 +44,7 @@ impl Default for Histogram {
 }
 
 impl Histogram {
-    fn record(&self, took: Duration) {
+    pub fn record(&self, took: Duration) {
         let secs = took.as_secs_f64();
         let slot = LATENCY_BUCKETS
             .iter()
@@ -96,6 +98,9 @@ pub struct Metrics {
     events_queued: AtomicU64,
     /// Events that found a subscriber's queue full; each closed that connection.
     events_dropped: AtomicU64,
+    /// The write-ahead log's syncs, recorded by its writer thread (with a log in `fsync`
+    /// mode): every acknowledgement waits for one.
+    log_syncs: Option<Arc<Histogram>>,
 }
 
 impl Default for Metrics {
@@ -116,6 +121,7 @@ impl Default for Metrics {
             merkle_requests: [AtomicU64::new(0), AtomicU64::new(0)],
             events_queued: AtomicU64::new(0),
             events_dropped: AtomicU64::new(0),
+            log_syncs: None,
         }
     }
 }
@@ -125,6 +131,13 @@ fn bump(counter: &AtomicU64, by: u64) {
 }
 
 impl Metrics {
+    /// Also renders the write-ahead log's sync times, which its writer records into `syncs`.
+    #[must_use]
+    pub fn with_log_syncs(mut self, syncs: Arc<Histogram>) -> Self {
+        self.log_syncs = Some(syncs);
+        self
+    }
+
     pub fn connection_opened(&self) {
         self.connections.fetch_add(1, Ordering::Relaxed);
         bump(&self.connections_total, 1);
@@ -341,6 +354,13 @@ impl Metrics {
             "topgun_op_batch_seconds",
             "Time from receiving an op batch to every shard having applied it.",
         );
+        if let Some(syncs) = &self.log_syncs {
+            syncs.render(
+                out,
+                "topgun_wal_sync_seconds",
+                "Time of one fdatasync of the write-ahead log (one group commit).",
+            );
+        }
     }
 }
 

@@ -149,7 +149,11 @@ impl Server {
     }
 
     async fn bind_opened(config: Config, opened: Opened) -> std::io::Result<Self> {
-        let metrics = Arc::new(Metrics::default());
+        let metrics = match &opened.persist {
+            Persist::Wal { wal, .. } => Metrics::default().with_log_syncs(wal.syncs()),
+            Persist::Store(_) => Metrics::default(),
+        };
+        let metrics = Arc::new(metrics);
         // Strict: a client clock far ahead must not drag the server clock along with it. But
         // first past every stored timestamp: if the wall clock went back across the restart,
         // the server's own writes (fencing marks, counters, stamped removes) must still win

@@ -32,9 +32,12 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
 
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::metrics::Histogram;
 
 pub const MAGIC: [u8; 8] = *b"TGWAL\0\0\x01";
 const SEGMENT_HEADER_BYTES: u64 = 16;
@@ -316,6 +319,8 @@ pub struct Wal {
     dir: PathBuf,
     /// Set by the writer thread once a write failed.
     failed: Arc<AtomicBool>,
+    /// How long each `fdatasync` took, recorded by the writer thread.
+    syncs: Arc<Histogram>,
 }
 
 impl std::fmt::Debug for Append {
@@ -336,6 +341,7 @@ impl Wal {
         let failed = Arc::new(AtomicBool::new(false));
         let mut writer = Writer::open(config, recovered.next_lsn, Arc::clone(&bytes), durable_tx)?;
         writer.failed_flag = Arc::clone(&failed);
+        let syncs = Arc::clone(&writer.syncs);
         let (appends, queue) = mpsc::channel(APPEND_QUEUE_LEN);
         std::thread::Builder::new()
             .name("topgun-wal".into())
@@ -348,7 +354,13 @@ impl Wal {
             durable,
             dir: config.dir.clone(),
             failed,
+            syncs,
         })
+    }
+
+    /// The times of the log's syncs so far (none in `Os` mode), for `/metrics`.
+    pub fn syncs(&self) -> Arc<Histogram> {
+        Arc::clone(&self.syncs)
     }
 
     pub fn dir(&self) -> &Path {
@@ -455,6 +467,7 @@ struct Writer {
     /// and a restart recovers (truncating the partial frame as a torn tail).
     failed: Option<Arc<WalError>>,
     failed_flag: Arc<AtomicBool>,
+    syncs: Arc<Histogram>,
 }
 
 impl Writer {
@@ -478,6 +491,7 @@ impl Writer {
             durable,
             failed: None,
             failed_flag: Arc::default(),
+            syncs: Arc::default(),
         })
     }
 
@@ -535,7 +549,9 @@ impl Writer {
         }
         self.file.write_all(&buf).map_err(io_err(&self.path))?;
         if self.sync == SyncMode::Fsync {
+            let started = Instant::now();
             self.file.sync_data().map_err(io_err(&self.path))?;
+            self.syncs.record(started.elapsed());
         }
         self.segment_len += buf.len() as u64;
         self.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);

@@ -952,6 +952,34 @@ async fn metrics_count_ops_and_merkle_requests() {
             "missing {line:?} in\n{text}"
         );
     }
+    assert!(
+        !text.contains("topgun_wal_sync_seconds"),
+        "a server without a log reports no log syncs"
+    );
+}
+
+#[tokio::test]
+async fn metrics_report_the_log_s_sync_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_durable(dir.path(), None).await;
+    let mut c = connect(server.addr, "/").await;
+    send(
+        &mut c,
+        &batch(vec![put(1, "a", Value::Int(1), ts(now_ms(), 0, "c"))]),
+    )
+    .await;
+    match next(&mut c).await {
+        Message::OpAck(ack) => assert_eq!(ack.achieved_level, Some(WriteConcern::Persisted)),
+        other => panic!("expected OP_ACK, got {other:?}"),
+    }
+    let text = http_get_async(server.addr, "/metrics").await.1;
+    // The acknowledged write waited for at least one sync; recovery and start-up may add more.
+    let syncs = text
+        .lines()
+        .find_map(|l| l.strip_prefix("topgun_wal_sync_seconds_count "))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(syncs.is_some_and(|n| n >= 1), "no log syncs in\n{text}");
+    assert!(text.contains("# TYPE topgun_wal_sync_seconds histogram"));
 }
 
 // ---- Roots equal to the TS client's -----------------------------------------------------
