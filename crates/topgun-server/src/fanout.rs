@@ -75,12 +75,6 @@ impl From<Vec<u8>> for SharedFrame {
     }
 }
 
-impl From<Bytes> for SharedFrame {
-    fn from(bytes: Bytes) -> Self {
-        Self(Arc::new(bytes))
-    }
-}
-
 impl AsRef<[u8]> for SharedFrame {
     fn as_ref(&self) -> &[u8] {
         &self.0

@@ -229,10 +229,7 @@ impl<'a> Reader<'a> {
     /// Reads a node id, sharing the previous allocation when it repeats. A repeat is found
     /// by comparing bytes, before any UTF-8 validation: the text already passed it.
     pub fn read_node_id(&mut self, at: Path<'_>) -> Result<NodeId, DecodeError> {
-        let Some(n) = self.str_len(at)? else {
-            return Err(self.wrong_type(at, "a string"));
-        };
-        let bytes = self.take(n, at)?;
+        let bytes = self.read_str_bytes(at)?;
         if let Some(last) = &self.last_node_id
             && last.as_str().as_bytes() == bytes
         {
@@ -476,11 +473,14 @@ impl<'a> Reader<'a> {
     }
 
     pub fn read_str(&mut self, at: Path<'_>) -> Result<&'a str, DecodeError> {
+        let bytes = self.read_str_bytes(at)?;
+        utf8(bytes, at)
+    }
+
+    /// A string's bytes, not yet validated as UTF-8.
+    fn read_str_bytes(&mut self, at: Path<'_>) -> Result<&'a [u8], DecodeError> {
         match self.str_len(at)? {
-            Some(n) => {
-                let bytes = self.take(n, at)?;
-                utf8(bytes, at)
-            }
+            Some(n) => self.take(n, at),
             None => Err(self.wrong_type(at, "a string")),
         }
     }
