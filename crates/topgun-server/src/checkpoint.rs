@@ -8,26 +8,20 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::journal::{self, Chunk, Retention, StoredIndex, StoredRow};
 use crate::server::now_ms;
 use crate::store::{EncodedEntry, Store, StoredEntry};
 use crate::wal::{Frame, LogFiles, Tail};
 
-/// Most entries written to the store in one batch.
+/// Most entries written to the store in one batch: one store transaction, durable when it
+/// returns.
 const BATCH_MAX: usize = 8192;
 /// Pause after a checkpoint that found less than a full batch. Fewer, larger store commits
-/// cost far less per entry (a redb commit rewrites every B-tree page it touches) and leave
-/// the disk to the log's own syncs. A crash replays the log since the last durable store
-/// write ([`SYNC_EVERY`]) plus the rest of its segment.
+/// cost far less per entry (a redb commit rewrites every B-tree page it touches, then
+/// syncs). A crash replays the log since the last store write plus the rest of its segment.
 const PAUSE: Duration = Duration::from_millis(100);
-/// How often a store write is made durable. Batches in between are written without a sync
-/// ([`Store::write_encoded`]); only a durable write lets the log segments it covers go, so
-/// a crash loses nothing the log does not still hold. A sync on every batch kept the disk
-/// busy with the store's flushes while the log's own syncs, which every acknowledgement
-/// waits for, queued behind them.
-const SYNC_EVERY: Duration = Duration::from_secs(1);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -49,8 +43,6 @@ pub async fn run(
         degraded,
         retention,
         stored_journal,
-        synced_at: Instant::now(),
-        unsynced_through: None,
     };
     checkpointer.run().await;
 }
@@ -63,9 +55,6 @@ struct Checkpointer {
     degraded: Arc<AtomicBool>,
     retention: Retention,
     stored_journal: StoredIndex,
-    synced_at: Instant,
-    /// The last LSN written to the store but not yet made durable there.
-    unsynced_through: Option<u64>,
 }
 
 impl Checkpointer {
@@ -75,12 +64,9 @@ impl Checkpointer {
             let target = *durable.borrow_and_update();
             let next = self.tail.as_ref().map_or(u64::MAX, Tail::next_lsn);
             if next > target {
-                // Caught up: wait for more, and meanwhile make what was written durable.
-                let wait = SYNC_EVERY.saturating_sub(self.synced_at.elapsed());
-                match tokio::time::timeout(wait, durable.changed()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => return,
-                    Err(_) => self.sync(Vec::new()).await,
+                // Caught up: wait for more.
+                if durable.changed().await.is_err() {
+                    return;
                 }
                 continue;
             }
@@ -137,39 +123,13 @@ impl Checkpointer {
         });
         let gone = self.stored_journal.add(row, self.retention, now_ms());
         entries.extend(gone.iter().map(EncodedEntry::from));
-        self.unsynced_through = Some(batch.last);
-        if self.synced_at.elapsed() >= SYNC_EVERY {
-            return self.sync(entries).await;
-        }
         let store = Arc::clone(&self.store);
-        let write = || store.write_encoded(entries.clone(), false);
-        let durable = with_retry(&self.degraded, write).await;
-        if durable {
-            // A store that syncs every write anyway: nothing to wait for.
-            self.release().await;
-        }
+        with_retry(&self.degraded, || store.write_encoded(entries.clone())).await;
+        self.release(batch.last).await;
     }
 
-    /// Writes `entries` durably, which makes every earlier unsynced write durable too, then
-    /// releases the log segments the store now holds.
-    async fn sync(&mut self, entries: Vec<EncodedEntry>) {
-        self.synced_at = Instant::now();
-        if self.unsynced_through.is_none() {
-            return;
-        }
-        let store = Arc::clone(&self.store);
-        with_retry(&self.degraded, || {
-            store.write_encoded(entries.clone(), true)
-        })
-        .await;
-        self.release().await;
-    }
-
-    /// Releases the log segments the store durably holds.
-    async fn release(&mut self) {
-        let Some(through) = self.unsynced_through.take() else {
-            return;
-        };
+    /// Releases the log segments whose frames, through `through`, the store durably holds.
+    async fn release(&self, through: u64) {
         // Deleting segments is file I/O: off the async workers too.
         let log = self.wal.clone();
         let outcome = tokio::task::spawn_blocking(move || log.release_through(through));

@@ -292,24 +292,17 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// the future completes.
     fn write(&self, entries: Vec<StoredEntry>) -> BoxFuture<'_, Result<(), StoreError>>;
 
-    /// Upserts entries already in their byte form (see [`Store::write`]). Without `sync`,
-    /// the batch need not reach the disk before a later durable write makes it (with every
-    /// unsynced batch before it) durable: a crash in between may take it back. Answers
-    /// whether the batch is durable already. For the checkpointer, which keeps the log
-    /// until a durable write covers it. The default decodes the entries and writes them
-    /// durably; stores that keep the byte form (all but the in-memory one) take it as is.
-    fn write_encoded(
-        &self,
-        entries: Vec<EncodedEntry>,
-        sync: bool,
-    ) -> BoxFuture<'_, Result<bool, StoreError>> {
-        let _ = sync;
+    /// Upserts entries already in their byte form, like [`Store::write`]: all or nothing,
+    /// and durable once the future completes. For the checkpointer, which releases the log
+    /// segments a batch came from only after this. The default decodes the entries; stores
+    /// that keep the byte form (all but the in-memory one) take it as is.
+    fn write_encoded(&self, entries: Vec<EncodedEntry>) -> BoxFuture<'_, Result<(), StoreError>> {
         let decoded: Result<Vec<StoredEntry>, StoreError> = entries
             .iter()
             .map(|e| StoredEntry::decode(&e.bytes))
             .collect();
         match decoded {
-            Ok(entries) => self.write(entries).map(|done| done.map(|()| true)).boxed(),
+            Ok(entries) => self.write(entries),
             Err(e) => ready(Err(e)).boxed(),
         }
     }

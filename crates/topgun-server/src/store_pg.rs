@@ -218,11 +218,7 @@ impl Store for PgStore {
     }
 
     /// Every PostgreSQL commit is durable: `sync` changes nothing.
-    fn write_encoded(
-        &self,
-        entries: Vec<EncodedEntry>,
-        _sync: bool,
-    ) -> BoxFuture<'_, Result<bool, StoreError>> {
-        self.upsert(entries).map(|done| done.map(|()| true)).boxed()
+    fn write_encoded(&self, entries: Vec<EncodedEntry>) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.upsert(entries).boxed()
     }
 }

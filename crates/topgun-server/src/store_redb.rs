@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use topgun_core::hash::partition_id;
 
 use crate::store::{EncodedEntry, MapKind, Store, StoreError, StoredEntry};
@@ -68,17 +68,16 @@ impl RedbStore {
     /// takes sorted inserts far more cheaply than scattered ones, since consecutive keys land
     /// in the same, already copied, page.
     ///
-    /// Without `sync` the commit is redb's non-durable one: no fsync, and a crash rolls the
-    /// file back to the last durable commit.
-    fn write_blocking(&self, entries: &[EncodedEntry], sync: bool) -> Result<(), StoreError> {
+    /// Every commit is durable. redb keeps the pages of non-durable commits in its own
+    /// buffer and writes them all at the next durable one, so syncing only now and then
+    /// turned a steady trickle of store writes into bursts that the log's syncs, which every
+    /// acknowledgement waits for, queued behind (`docs/benchmarks.md`).
+    fn write_blocking(&self, entries: &[EncodedEntry]) -> Result<(), StoreError> {
         let mut rows: Vec<(Vec<u8>, &EncodedEntry)> =
             entries.iter().map(|e| (slot(e), e)).collect();
         // Stable: the batch's order survives among equal keys, so the last is the latest.
         rows.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut txn = self.db.begin_write().map_err(unavailable)?;
-        if !sync {
-            txn.set_durability(Durability::None).map_err(unavailable)?;
-        }
+        let txn = self.db.begin_write().map_err(unavailable)?;
         {
             let mut table = txn.open_table(ENTRIES).map_err(unavailable)?;
             for (at, (slot, entry)) in rows.iter().enumerate() {
@@ -113,18 +112,11 @@ impl Store for RedbStore {
     }
 
     fn write(&self, entries: Vec<StoredEntry>) -> BoxFuture<'_, Result<(), StoreError>> {
-        let encoded = entries.iter().map(EncodedEntry::from).collect();
-        self.write_encoded(encoded, true)
-            .map(|done| done.map(|_| ()))
-            .boxed()
+        self.write_encoded(entries.iter().map(EncodedEntry::from).collect())
     }
 
-    fn write_encoded(
-        &self,
-        entries: Vec<EncodedEntry>,
-        sync: bool,
-    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+    fn write_encoded(&self, entries: Vec<EncodedEntry>) -> BoxFuture<'_, Result<(), StoreError>> {
         let this = self.clone();
-        blocking(move || this.write_blocking(&entries, sync).map(|()| sync)).boxed()
+        blocking(move || this.write_blocking(&entries)).boxed()
     }
 }

@@ -22,9 +22,7 @@ use topgun_core::protocol::Message;
 use topgun_core::{NodeId, Timestamp, Value};
 use topgun_server::Server;
 use topgun_server::config::{Cli, Config};
-use topgun_server::store::{
-    EncodedEntry, MemoryStore, Store, StoreError, StoredEntry, StoredValue,
-};
+use topgun_server::store::{MemoryStore, Store, StoreError, StoredEntry, StoredValue};
 use topgun_server::store_pg::PgStore;
 
 /// The in-memory store behind a switch that makes every write fail.
@@ -50,70 +48,42 @@ impl Store for Switchable {
     }
 }
 
-/// A store that, like redb, keeps unsynced writes back until the next durable write, and
-/// can "crash": what it then leaves behind is its durable part, and the process it belonged
-/// to never finishes another write (so its checkpointer can release nothing more).
+/// A store that can "crash": what it then leaves behind is what its finished writes stored,
+/// and the process it belonged to never finishes another write (so its checkpointer, stuck
+/// on that write, must not have released the log behind it).
 #[derive(Debug, Default)]
-struct Forgetful {
+struct Crashing {
     inner: MemoryStore,
-    /// Unsynced entries; locked across a whole write, so that a crash falls between writes.
-    held: std::sync::Mutex<Vec<StoredEntry>>,
     crashed: AtomicBool,
-    unsynced: AtomicUsize,
-    synced: AtomicUsize,
+    written: AtomicUsize,
+    /// Writes begun after the crash, which never finish.
+    hung: AtomicUsize,
 }
 
-impl Forgetful {
-    /// Crashes while unsynced writes are held; returns the durable part as a new store.
-    fn crash(&self) -> Option<Arc<MemoryStore>> {
-        let held = self.held.lock().unwrap();
-        if held.is_empty() {
-            return None;
-        }
+impl Crashing {
+    /// Crashes; returns what the store holds as a new store.
+    fn crash(&self) -> Arc<MemoryStore> {
         self.crashed.store(true, Ordering::SeqCst);
         let all: Vec<u32> = (0..topgun_core::hash::PARTITION_COUNT).collect();
         let durable = self.inner.load(&all).now_or_never().unwrap().unwrap();
         let copy = MemoryStore::new();
         copy.write(durable).now_or_never().unwrap().unwrap();
-        Some(Arc::new(copy))
+        Arc::new(copy)
     }
 }
 
-impl Store for Forgetful {
+impl Store for Crashing {
     fn load(&self, partitions: &[u32]) -> BoxFuture<'_, Result<Vec<StoredEntry>, StoreError>> {
         self.inner.load(partitions)
     }
 
     fn write(&self, entries: Vec<StoredEntry>) -> BoxFuture<'_, Result<(), StoreError>> {
-        let mut held = self.held.lock().unwrap();
         if self.crashed.load(Ordering::SeqCst) {
+            self.hung.fetch_add(1, Ordering::SeqCst);
             return futures_util::future::pending().boxed();
         }
-        self.synced.fetch_add(1, Ordering::SeqCst);
-        let mut all = std::mem::take(&mut *held);
-        all.extend(entries);
-        self.inner.write(all)
-    }
-
-    fn write_encoded(
-        &self,
-        entries: Vec<EncodedEntry>,
-        sync: bool,
-    ) -> BoxFuture<'_, Result<bool, StoreError>> {
-        let entries: Vec<StoredEntry> = entries
-            .iter()
-            .map(|e| StoredEntry::decode(&e.bytes).unwrap())
-            .collect();
-        if sync {
-            return self.write(entries).map(|done| done.map(|()| true)).boxed();
-        }
-        let mut held = self.held.lock().unwrap();
-        if self.crashed.load(Ordering::SeqCst) {
-            return futures_util::future::pending().boxed();
-        }
-        self.unsynced.fetch_add(1, Ordering::SeqCst);
-        held.extend(entries);
-        futures_util::future::ready(Ok(false)).boxed()
+        self.written.fetch_add(1, Ordering::SeqCst);
+        self.inner.write(entries)
     }
 }
 
@@ -348,9 +318,9 @@ async fn writes_wait_in_the_log_while_the_store_is_down_and_drain_after() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_log_is_released_only_once_a_durable_store_write_covers_it() {
+async fn the_log_is_released_only_once_the_store_holds_it() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Forgetful::default());
+    let store = Arc::new(Crashing::default());
     let server = Server::bind_with_log(small_log_config(&dir, Cli::default()), store.clone())
         .await
         .unwrap();
@@ -358,30 +328,41 @@ async fn the_log_is_released_only_once_a_durable_store_write_covers_it() {
     tokio::spawn(server.run(std::future::pending()));
     let mut c = connect(addr, "/").await;
     let mut acked: HashMap<String, i64> = HashMap::new();
-    // Writes spread over a few seconds: many checkpoints, some synced, most not, and more
-    // log than one segment, so segments are released along the way. Then a crash while
-    // some checkpointed writes are not yet synced.
+    // Writes spread over a few seconds: many checkpoints, and more log than one segment, so
+    // segments are released along the way. Then a crash, and a few writes the store never
+    // gets (a few: the log, bounded at 64 KiB, now fills), sent at once so that the
+    // checkpointer, pausing between batches, reads them together, across segments: it hangs
+    // on writing them, as if the process had died mid-write.
     let mut left = None;
-    for n in 0..200 {
+    for n in 0..43 {
+        if n == 40 {
+            // Just after a checkpoint, while the checkpointer pauses before its next read.
+            let written = store.written.load(Ordering::SeqCst);
+            assert!(written >= 2, "checkpoints ran");
+            while store.written.load(Ordering::SeqCst) == written {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            left = Some(store.crash());
+        }
         let (msg, keys) = batch(n, 20);
         send(&mut c, &msg).await;
         assert!(matches!(recv(&mut c).await.unwrap(), Message::OpAck(_)));
         acked.extend(keys);
-        tokio::time::sleep(Duration::from_millis(60)).await;
-        if n >= 40 && store.synced.load(Ordering::SeqCst) >= 2 {
-            left = store.crash();
-            if left.is_some() {
-                break;
-            }
+        if n < 40 {
+            tokio::time::sleep(Duration::from_millis(60)).await;
         }
     }
-    let left = left.expect("a crash with unsynced writes held");
+    let left = left.unwrap();
     assert!(
         lww_values(&*left).await.len() < acked.len(),
-        "the crash takes unsynced writes with it"
+        "the crash takes writes with it"
     );
+    eventually("the checkpointer is stuck in a write", async || {
+        store.hung.load(Ordering::SeqCst) > 0
+    })
+    .await;
 
-    // A restart over what the crash left: the store's durable part, and the log. Every
+    // A restart over what the crash left: what the store held, and the log. Every
     // acknowledged write must reach the store again.
     let server = Server::bind_with_log(small_log_config(&dir, Cli::default()), left.clone())
         .await
