@@ -80,6 +80,8 @@ run() {
 run write-ceiling write --url "ws://127.0.0.1:$ceiling/ws"
 run write-server write --url "ws://127.0.0.1:$server/ws"
 peak=$(python3 -c "import json; print(int(json.load(open('$work/write-server.json'))['acked_ops_per_sec'] * 0.8))")
+# Paced on a fresh server too: not one still holding (and overwriting) the peak run's keys.
+server=$(fresh_server write-80)
 run write-server-80 write --url "ws://127.0.0.1:$server/ws" --rate "$peak"
 run write-ceiling-80 write --url "ws://127.0.0.1:$ceiling/ws" --rate "$peak"
 server=$(fresh_server fanout)
