@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::journal::{self, Chunk, Retention, StoredIndex, StoredRow};
 use crate::server::now_ms;
@@ -123,8 +123,13 @@ impl Checkpointer {
         });
         let gone = self.stored_journal.add(row, self.retention, now_ms());
         entries.extend(gone.iter().map(EncodedEntry::from));
-        let store = Arc::clone(&self.store);
+        let (store, count, started) = (Arc::clone(&self.store), entries.len(), Instant::now());
         with_retry(&self.degraded, || store.write_encoded(entries.clone())).await;
+        let stats = self.wal.stats();
+        stats.store_writes.record(started.elapsed());
+        stats
+            .stored_entries
+            .fetch_add(count as u64, Ordering::Relaxed);
         self.release(batch.last).await;
     }
 

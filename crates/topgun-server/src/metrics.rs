@@ -12,6 +12,7 @@ use std::time::Duration;
 use topgun_core::protocol::Message;
 
 use crate::store::MapKind;
+use crate::wal::LogStats;
 
 /// Error codes counted individually; any other code counts as `other`.
 const ERROR_CODES: [u32; 6] = [400, 401, 403, 413, 429, 501];
@@ -98,9 +99,9 @@ pub struct Metrics {
     events_queued: AtomicU64,
     /// Events that found a subscriber's queue full; each closed that connection.
     events_dropped: AtomicU64,
-    /// The write-ahead log's syncs, recorded by its writer thread (with a log in `fsync`
-    /// mode): every acknowledgement waits for one.
-    log_syncs: Option<Arc<Histogram>>,
+    /// The write-ahead log's size, syncs (every acknowledgement waits for one, in `fsync`
+    /// mode) and checkpoints, recorded by its writer thread and the checkpointer.
+    log: Option<Arc<LogStats>>,
 }
 
 impl Default for Metrics {
@@ -121,7 +122,7 @@ impl Default for Metrics {
             merkle_requests: [AtomicU64::new(0), AtomicU64::new(0)],
             events_queued: AtomicU64::new(0),
             events_dropped: AtomicU64::new(0),
-            log_syncs: None,
+            log: None,
         }
     }
 }
@@ -131,10 +132,10 @@ fn bump(counter: &AtomicU64, by: u64) {
 }
 
 impl Metrics {
-    /// Also renders the write-ahead log's sync times, which its writer records into `syncs`.
+    /// Also renders what the write-ahead log's writer and checkpointer record in `stats`.
     #[must_use]
-    pub fn with_log_syncs(mut self, syncs: Arc<Histogram>) -> Self {
-        self.log_syncs = Some(syncs);
+    pub fn with_log(mut self, stats: Arc<LogStats>) -> Self {
+        self.log = Some(stats);
         self
     }
 
@@ -354,14 +355,37 @@ impl Metrics {
             "topgun_op_batch_seconds",
             "Time from receiving an op batch to every shard having applied it.",
         );
-        if let Some(syncs) = &self.log_syncs {
-            syncs.render(
-                out,
-                "topgun_wal_sync_seconds",
-                "Time of one fdatasync of the write-ahead log (one group commit).",
-            );
+        if let Some(log) = &self.log {
+            render_log(out, log);
         }
     }
+}
+
+fn render_log(out: &mut String, log: &LogStats) {
+    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let _ = writeln!(
+        out,
+        "# HELP topgun_wal_bytes Bytes in the write-ahead log's segments, bounded by \
+         wal_max_bytes: what the store has yet to take, plus the open segment.\n\
+         # TYPE topgun_wal_bytes gauge\ntopgun_wal_bytes {}",
+        load(&log.bytes)
+    );
+    log.syncs.render(
+        out,
+        "topgun_wal_sync_seconds",
+        "Time of one fdatasync of the write-ahead log (one group commit).",
+    );
+    log.store_writes.render(
+        out,
+        "topgun_checkpoint_seconds",
+        "Time of one checkpoint batch's store write, retries included.",
+    );
+    let _ = writeln!(
+        out,
+        "# HELP topgun_checkpoint_entries_total Entries the checkpointer wrote to the store.\n\
+         # TYPE topgun_checkpoint_entries_total counter\ntopgun_checkpoint_entries_total {}",
+        load(&log.stored_entries)
+    );
 }
 
 #[cfg(test)]

@@ -150,7 +150,7 @@ impl Server {
 
     async fn bind_opened(config: Config, opened: Opened) -> std::io::Result<Self> {
         let metrics = match &opened.persist {
-            Persist::Wal { wal, .. } => Metrics::default().with_log_syncs(wal.syncs()),
+            Persist::Wal { wal, .. } => Metrics::default().with_log(wal.stats()),
             Persist::Store(_) => Metrics::default(),
         };
         let metrics = Arc::new(metrics);

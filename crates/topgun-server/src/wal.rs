@@ -307,20 +307,32 @@ struct Append {
     on_durable: Option<OnDurable>,
 }
 
+/// What `/metrics` reports of the log: its size, its syncs, and the checkpoints that drain
+/// it into the store.
+#[derive(Debug, Default)]
+pub struct LogStats {
+    /// Bytes in all segments: what `wal_max_bytes` bounds.
+    pub bytes: AtomicU64,
+    /// Each `fdatasync` of a group commit, recorded by the writer thread (none in `Os` mode).
+    pub syncs: Histogram,
+    /// Each checkpoint batch's store write, from its first attempt to the store taking it.
+    pub store_writes: Histogram,
+    /// Entries the checkpointer has written to the store (journal rows included).
+    pub stored_entries: AtomicU64,
+}
+
 /// The handle shards append through.
 #[derive(Debug, Clone)]
 pub struct Wal {
     appends: mpsc::Sender<Append>,
-    /// Bytes in all segments; the checkpointer subtracts what it deletes.
-    bytes: Arc<AtomicU64>,
+    /// Its size, syncs and checkpoints; the checkpointer subtracts what it deletes.
+    stats: Arc<LogStats>,
     max_bytes: u64,
     /// The highest LSN written (and synced, in `Fsync` mode).
     durable: watch::Receiver<u64>,
     dir: PathBuf,
     /// Set by the writer thread once a write failed.
     failed: Arc<AtomicBool>,
-    /// How long each `fdatasync` took, recorded by the writer thread.
-    syncs: Arc<Histogram>,
 }
 
 impl std::fmt::Debug for Append {
@@ -336,12 +348,14 @@ impl Wal {
         for (_, path) in segments(&config.dir)? {
             bytes += fs::metadata(&path).map_err(io_err(&path))?.len();
         }
-        let bytes = Arc::new(AtomicU64::new(bytes));
+        let stats = Arc::new(LogStats {
+            bytes: AtomicU64::new(bytes),
+            ..LogStats::default()
+        });
         let (durable_tx, durable) = watch::channel(recovered.next_lsn - 1);
         let failed = Arc::new(AtomicBool::new(false));
-        let mut writer = Writer::open(config, recovered.next_lsn, Arc::clone(&bytes), durable_tx)?;
+        let mut writer = Writer::open(config, recovered.next_lsn, Arc::clone(&stats), durable_tx)?;
         writer.failed_flag = Arc::clone(&failed);
-        let syncs = Arc::clone(&writer.syncs);
         let (appends, queue) = mpsc::channel(APPEND_QUEUE_LEN);
         std::thread::Builder::new()
             .name("topgun-wal".into())
@@ -349,18 +363,17 @@ impl Wal {
             .map_err(io_err(&config.dir))?;
         Ok(Self {
             appends,
-            bytes,
+            stats,
             max_bytes: config.max_bytes,
             durable,
             dir: config.dir.clone(),
             failed,
-            syncs,
         })
     }
 
-    /// The times of the log's syncs so far (none in `Os` mode), for `/metrics`.
-    pub fn syncs(&self) -> Arc<Histogram> {
-        Arc::clone(&self.syncs)
+    /// The log's size, syncs and checkpoints so far, for `/metrics`.
+    pub fn stats(&self) -> Arc<LogStats> {
+        Arc::clone(&self.stats)
     }
 
     pub fn dir(&self) -> &Path {
@@ -372,7 +385,7 @@ impl Wal {
         if self.failed.load(Ordering::Relaxed) {
             return Err(WalError::Failed);
         }
-        let bytes = self.bytes.load(Ordering::Relaxed);
+        let bytes = self.stats.bytes.load(Ordering::Relaxed);
         if bytes > self.max_bytes {
             return Err(WalError::Full {
                 bytes,
@@ -415,7 +428,7 @@ impl Wal {
     pub fn files(&self) -> LogFiles {
         LogFiles {
             dir: self.dir.clone(),
-            bytes: Arc::clone(&self.bytes),
+            stats: Arc::clone(&self.stats),
             durable: self.durable.clone(),
         }
     }
@@ -427,13 +440,18 @@ impl Wal {
 #[derive(Debug, Clone)]
 pub struct LogFiles {
     dir: PathBuf,
-    bytes: Arc<AtomicU64>,
+    stats: Arc<LogStats>,
     durable: watch::Receiver<u64>,
 }
 
 impl LogFiles {
     pub fn durable(&self) -> watch::Receiver<u64> {
         self.durable.clone()
+    }
+
+    /// Where the checkpointer records its store writes.
+    pub fn stats(&self) -> &LogStats {
+        &self.stats
     }
 
     /// Deletes closed segments whose every frame is at or below `lsn` (already in the store).
@@ -446,7 +464,7 @@ impl LogFiles {
             }
             let len = fs::metadata(path).map_err(io_err(path))?.len();
             fs::remove_file(path).map_err(io_err(path))?;
-            self.bytes.fetch_sub(len, Ordering::Relaxed);
+            self.stats.bytes.fetch_sub(len, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -461,24 +479,25 @@ struct Writer {
     path: PathBuf,
     segment_len: u64,
     next_lsn: u64,
-    bytes: Arc<AtomicU64>,
+    stats: Arc<LogStats>,
     durable: watch::Sender<u64>,
     /// After a failed write the segment's end is unknown: every later append fails too,
     /// and a restart recovers (truncating the partial frame as a torn tail).
     failed: Option<Arc<WalError>>,
     failed_flag: Arc<AtomicBool>,
-    syncs: Arc<Histogram>,
 }
 
 impl Writer {
     fn open(
         config: &WalConfig,
         next_lsn: u64,
-        bytes: Arc<AtomicU64>,
+        stats: Arc<LogStats>,
         durable: watch::Sender<u64>,
     ) -> Result<Self, WalError> {
         let (file, path) = create_segment(&config.dir, next_lsn)?;
-        bytes.fetch_add(SEGMENT_HEADER_BYTES, Ordering::Relaxed);
+        stats
+            .bytes
+            .fetch_add(SEGMENT_HEADER_BYTES, Ordering::Relaxed);
         Ok(Self {
             dir: config.dir.clone(),
             sync: config.sync,
@@ -487,11 +506,10 @@ impl Writer {
             path,
             segment_len: SEGMENT_HEADER_BYTES,
             next_lsn,
-            bytes,
+            stats,
             durable,
             failed: None,
             failed_flag: Arc::default(),
-            syncs: Arc::default(),
         })
     }
 
@@ -551,10 +569,12 @@ impl Writer {
         if self.sync == SyncMode::Fsync {
             let started = Instant::now();
             self.file.sync_data().map_err(io_err(&self.path))?;
-            self.syncs.record(started.elapsed());
+            self.stats.syncs.record(started.elapsed());
         }
         self.segment_len += buf.len() as u64;
-        self.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        self.stats
+            .bytes
+            .fetch_add(buf.len() as u64, Ordering::Relaxed);
         self.next_lsn = lsn;
         self.durable.send_replace(lsn - 1);
         Ok(())
@@ -566,7 +586,8 @@ impl Writer {
         self.file = file;
         self.path = path;
         self.segment_len = SEGMENT_HEADER_BYTES;
-        self.bytes
+        self.stats
+            .bytes
             .fetch_add(SEGMENT_HEADER_BYTES, Ordering::Relaxed);
         Ok(())
     }

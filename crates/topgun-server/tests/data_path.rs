@@ -959,7 +959,7 @@ async fn metrics_count_ops_and_merkle_requests() {
 }
 
 #[tokio::test]
-async fn metrics_report_the_log_s_sync_times() {
+async fn metrics_report_the_log_s_syncs_size_and_checkpoints() {
     let dir = tempfile::tempdir().unwrap();
     let server = start_durable(dir.path(), None).await;
     let mut c = connect(server.addr, "/").await;
@@ -980,6 +980,33 @@ async fn metrics_report_the_log_s_sync_times() {
         .and_then(|n| n.parse::<u64>().ok());
     assert!(syncs.is_some_and(|n| n >= 1), "no log syncs in\n{text}");
     assert!(text.contains("# TYPE topgun_wal_sync_seconds histogram"));
+    assert!(
+        metric(&text, "topgun_wal_bytes ").is_some_and(|n| n > 0),
+        "{text}"
+    );
+
+    // The checkpointer stores the write (one entry, and the journal row of its event).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = http_get_async(server.addr, "/metrics").await.1;
+        let stored = metric(&text, "topgun_checkpoint_entries_total ");
+        let writes = metric(&text, "topgun_checkpoint_seconds_count ");
+        if stored.is_some_and(|n| n >= 2) && writes.is_some_and(|n| n >= 1) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint in\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The value of the first line of `text` starting with `prefix`.
+fn metric(text: &str, prefix: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|n| n.parse().ok())
 }
 
 // ---- Roots equal to the TS client's -----------------------------------------------------
