@@ -149,12 +149,18 @@ impl Shard {
 
     fn apply_lww(&mut self, map: &str, key: String, record: LwwRecord) -> Option<Change> {
         let journals = self.journals(map);
-        let lww = self.lww.entry(map.to_owned()).or_default();
-        let previous = journals
-            .then(|| lww.record(&key).filter(|r| !r.is_tombstone()))
-            .flatten()
-            .map(|r| r.value.clone());
-        if !lww.merge(&key, record.clone()) {
+        // Not `entry`: it would allocate the map's name on every write.
+        if !self.lww.contains_key(map) {
+            self.lww.insert(map.to_owned(), LwwMap::default());
+        }
+        let lww = self.lww.get_mut(map).expect("inserted above");
+        let mut previous = None;
+        let merged = lww.merge_seeing(&key, record.clone(), |stored| {
+            if journals && !stored.is_tombstone() {
+                previous = Some(stored.value.clone());
+            }
+        });
+        if !merged {
             return None;
         }
         let event_type = if record.is_tombstone() {
