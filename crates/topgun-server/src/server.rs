@@ -652,31 +652,26 @@ struct Queues {
 /// for `WRITE_TIMEOUT` is given up on, which also stops the reader.
 async fn write_loop(
     mut sink: SplitSink<WebSocket, WsMessage>,
-    queues: Queues,
+    mut queues: Queues,
     metrics: Arc<Metrics>,
 ) {
-    let Queues {
-        mut replies,
-        mut events,
-        mut kicked,
-    } = queues;
     // One wait for the kick for the connection's whole life: a fresh `changed()` in every
     // round registered and removed a waiter each time, for every event delivered.
-    let on_kick = kicked.changed();
+    let on_kick = queues.kicked.changed();
     tokio::pin!(on_kick);
     loop {
         let frames = tokio::select! {
             _ = &mut on_kick => break kick(sink).await,
-            Some(frame) = events.recv() => {
+            Some(frame) = queues.events.recv() => {
                 metrics.sent_bytes(frame.len());
                 vec![WsMessage::Binary(frame.bytes())]
             }
-            reply = replies.recv() => match reply {
+            reply = queues.replies.recv() => match reply {
                 None => break,
                 Some(Outbound::Message(msg)) => vec![encoded(&msg, &metrics)],
-                Some(Outbound::Later(later)) => tokio::select! {
+                Some(Outbound::Later(replies)) => tokio::select! {
                     _ = &mut on_kick => break kick(sink).await,
-                    msgs = later => msgs.iter().map(|m| encoded(m, &metrics)).collect(),
+                    msgs = replies => msgs.iter().map(|m| encoded(m, &metrics)).collect(),
                 },
                 Some(Outbound::Close { code, reason }) => {
                     let close = CloseFrame {
@@ -692,7 +687,7 @@ async fn write_loop(
         // Events already queued go out in the same socket write: under fan-out load this
         // turns one syscall per event into one per burst, and costs nothing when idle.
         while frames.len() < COALESCE_FRAMES {
-            let Ok(frame) = events.try_recv() else {
+            let Ok(frame) = queues.events.try_recv() else {
                 break;
             };
             metrics.sent_bytes(frame.len());

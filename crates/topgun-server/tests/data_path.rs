@@ -974,10 +974,7 @@ async fn metrics_report_the_log_s_syncs_size_and_checkpoints() {
     }
     let text = http_get_async(server.addr, "/metrics").await.1;
     // The acknowledged write waited for at least one sync; recovery and start-up may add more.
-    let syncs = text
-        .lines()
-        .find_map(|l| l.strip_prefix("topgun_wal_sync_seconds_count "))
-        .and_then(|n| n.parse::<u64>().ok());
+    let syncs = metric(&text, "topgun_wal_sync_seconds_count ");
     assert!(syncs.is_some_and(|n| n >= 1), "no log syncs in\n{text}");
     assert!(text.contains("# TYPE topgun_wal_sync_seconds histogram"));
     assert!(
