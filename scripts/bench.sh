@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Runs every topgun-bench scenario against fresh topgun-servers (default durable mode:
-# embedded store, write-ahead log, ack after fsync) and the write scenario against the
-# transport ceiling too, then writes the tables of docs/benchmarks.md between its
-# "topgun-bench" markers. Figures from one run are comparable with each other only.
+# embedded store, write-ahead log, ack after fsync) and the write and fanout scenarios
+# against the transport ceiling too, then writes the tables of docs/benchmarks.md between
+# its "topgun-bench" markers. Figures from one run are comparable with each other only.
 #
-# Usage: ./scripts/bench.sh            (about 3 minutes; needs cargo and python3)
+# Usage: ./scripts/bench.sh            (about 3.5 minutes; needs cargo and python3)
 #   DURATION=30s ./scripts/bench.sh    longer measured phases
 #   NO_DOCS=1 ./scripts/bench.sh       print the tables, leave docs/benchmarks.md alone
 set -euo pipefail
@@ -86,6 +86,7 @@ run write-server-80 write --url "ws://127.0.0.1:$server/ws" --rate "$peak"
 run write-ceiling-80 write --url "ws://127.0.0.1:$ceiling/ws" --rate "$peak"
 server=$(fresh_server fanout)
 run fanout fanout --url "ws://127.0.0.1:$server/ws"
+run fanout-ceiling fanout --url "ws://127.0.0.1:$ceiling/ws"
 server=$(fresh_server query)
 run query query --url "ws://127.0.0.1:$server/ws"
 server=$(fresh_server sync)

@@ -1,20 +1,44 @@
-//! The transport ceiling: a server that speaks just enough of the protocol for `write`
-//! (and the handshake of every scenario) — it decodes each frame with the same codec and
-//! WebSocket stack as `topgun-server`, and answers `AUTH` with `AUTH_ACK`, `PING` with
-//! `PONG`, `OP_BATCH`/`CLIENT_OP` with `OP_ACK` — and does no CRDT, storage or fan-out
-//! work. What `write` reaches against it is the most this machine's transport allows;
-//! the server's figure is read as a fraction of it.
+//! The transport ceiling: a server that speaks just enough of the protocol for `write` and
+//! `fanout` (and the handshake of every scenario), with the same codec and WebSocket stack
+//! as `topgun-server`, and no CRDT, storage, security or durability work:
+//!
+//! - `AUTH` gets `AUTH_ACK`, `PING` gets `PONG`, `OP_BATCH`/`CLIENT_OP` get `OP_ACK`;
+//! - `SYNC_INIT` (answered by an empty `SYNC_RESP_ROOT`) and `QUERY_SUB` (an empty
+//!   `QUERY_RESP`) subscribe the connection to the map's writes;
+//! - each write's PUTs go to every other subscriber of its map as one `SERVER_EVENT` or
+//!   `SERVER_BATCH_EVENT`, encoded once and shared, through a bounded queue per connection
+//!   whose writer sends what has piled up in one socket write — the least a fan-out server
+//!   does, and what `topgun-server` does too.
+//!
+//! What a scenario reaches against it is the most this machine's transport allows; the
+//! server's figure is read as a fraction of it.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use axum::routing::get;
 use axum::serve::ListenerExt;
-use topgun_core::protocol::enums::WriteConcern;
-use topgun_core::protocol::messages::{AuthAck, OpAck, Pong};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use topgun_core::protocol::enums::{ServerEventType, WriteConcern};
+use topgun_core::protocol::messages::{
+    AuthAck, ClientOp, OpAck, Pong, QueryResp, ServerBatchEvent, ServerEvent, SyncRespRoot,
+};
 use topgun_core::protocol::{Limits, Message};
+use topgun_core::{NodeId, Timestamp};
+
+/// Frames a connection may have queued; a subscriber further behind is let go (its events
+/// are then counted as lost by `fanout`), as `topgun-server` lets a slow consumer go.
+const QUEUE_FRAMES: usize = 1024;
+/// Most frames one socket write carries, as in `topgun-server`.
+const COALESCE_FRAMES: usize = 64;
 
 /// Serves until `shutdown` completes.
 pub async fn serve(
@@ -23,7 +47,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/", get(upgrade))
-        .route("/ws", get(upgrade));
+        .route("/ws", get(upgrade))
+        .with_state(Arc::new(Hub::default()));
     // As topgun-server: small frames go out at once (no Nagle delay).
     let listener = listener.tap_io(|stream| {
         let _ = stream.set_nodelay(true);
@@ -33,32 +58,135 @@ pub async fn serve(
         .await
 }
 
-async fn upgrade(ws: WebSocketUpgrade) -> Response {
+async fn upgrade(State(hub): State<Arc<Hub>>, ws: WebSocketUpgrade) -> Response {
     let max = Limits::default().max_frame_bytes;
     // The same transport settings as topgun-server, so that only the work differs.
     ws.max_message_size(max)
         .max_frame_size(max)
         .read_buffer_size(4 * 1024)
-        .on_upgrade(connection)
+        .on_upgrade(move |socket| connection(socket, hub))
 }
 
-async fn connection(mut socket: WebSocket) {
+/// A connection's outbound frames, encoded.
+type Queue = mpsc::Sender<Bytes>;
+
+/// The subscribers of each map: a connection's id and its outbound queue.
+#[derive(Debug, Default)]
+struct Hub {
+    maps: Mutex<HashMap<String, Vec<(u64, Queue)>>>,
+    next_id: AtomicU64,
+}
+
+impl Hub {
+    fn subscribe(&self, map: &str, id: u64, queue: &Queue) {
+        let mut maps = self.maps.lock().unwrap_or_else(PoisonError::into_inner);
+        let subscribers = maps.entry(map.to_owned()).or_default();
+        if !subscribers.iter().any(|(s, _)| *s == id) {
+            subscribers.push((id, queue.clone()));
+        }
+    }
+
+    /// Queues `frame` for every subscriber of `map` but `writer`; drops those whose queue
+    /// is full or gone.
+    fn publish(&self, map: &str, writer: u64, frame: &Bytes) {
+        let mut maps = self.maps.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(subscribers) = maps.get_mut(map) else {
+            return;
+        };
+        subscribers.retain(|(id, queue)| *id == writer || queue.try_send(frame.clone()).is_ok());
+    }
+
+    fn forget(&self, id: u64) {
+        let mut maps = self.maps.lock().unwrap_or_else(PoisonError::into_inner);
+        for subscribers in maps.values_mut() {
+            subscribers.retain(|(s, _)| *s != id);
+        }
+    }
+}
+
+async fn connection(socket: WebSocket, hub: Arc<Hub>) {
+    let id = hub.next_id.fetch_add(1, Ordering::Relaxed);
+    let (sink, mut stream) = socket.split();
+    let (queue, outbound) = mpsc::channel(QUEUE_FRAMES);
+    let writer = tokio::spawn(write_loop(sink, outbound));
     let limits = Limits::default();
-    while let Some(Ok(frame)) = socket.recv().await {
+    while let Some(Ok(frame)) = stream.next().await {
         let WsMessage::Binary(bytes) = frame else {
             continue;
         };
         let Ok(message) = Message::decode(&bytes, &limits) else {
             continue;
         };
+        match &message {
+            Message::SyncInit(init) => hub.subscribe(&init.map_name, id, &queue),
+            Message::QuerySub(sub) => hub.subscribe(&sub.map_name, id, &queue),
+            Message::OpBatch(batch) => fan_out(&hub, id, &batch.ops),
+            Message::ClientOp(op) => fan_out(&hub, id, std::slice::from_ref(op)),
+            _ => {}
+        }
         if let Some(answer) = answer(message)
-            && socket
-                .send(WsMessage::Binary(answer.encode().into()))
-                .await
-                .is_err()
+            && queue.send(answer.encode().into()).await.is_err()
         {
+            break;
+        }
+    }
+    hub.forget(id);
+    drop(queue);
+    let _ = writer.await;
+}
+
+/// Sends what is queued, everything that has piled up in one socket write.
+async fn write_loop(
+    mut sink: futures_util::stream::SplitSink<WebSocket, WsMessage>,
+    mut outbound: mpsc::Receiver<Bytes>,
+) {
+    while let Some(first) = outbound.recv().await {
+        let mut frames = vec![first];
+        while frames.len() < COALESCE_FRAMES {
+            match outbound.try_recv() {
+                Ok(frame) => frames.push(frame),
+                Err(_) => break,
+            }
+        }
+        for frame in frames {
+            if sink.feed(WsMessage::Binary(frame)).await.is_err() {
+                return;
+            }
+        }
+        if sink.flush().await.is_err() {
             return;
         }
+    }
+}
+
+/// Offers a write's PUTs, per map, to that map's other subscribers: one frame each map.
+fn fan_out(hub: &Hub, writer: u64, ops: &[ClientOp]) {
+    let mut by_map: Vec<(&str, Vec<ServerEvent>)> = Vec::new();
+    for op in ops {
+        let Some(record) = op.record.value() else {
+            continue;
+        };
+        let event = ServerEvent {
+            map_name: op.map_name.clone(),
+            event_type: ServerEventType::Put,
+            key: op.key.clone(),
+            record: Some(record.clone()),
+            or_record: None,
+            or_tag: None,
+            epoch: None,
+        };
+        match by_map.iter_mut().find(|(map, _)| *map == op.map_name) {
+            Some((_, events)) => events.push(event),
+            None => by_map.push((&op.map_name, vec![event])),
+        }
+    }
+    for (map, mut events) in by_map {
+        let message = if events.len() == 1 {
+            Message::ServerEvent(events.remove(0))
+        } else {
+            Message::ServerBatchEvent(ServerBatchEvent { events })
+        };
+        hub.publish(map, writer, &message.encode().into());
     }
 }
 
@@ -84,8 +212,27 @@ fn answer(message: Message) -> Option<Message> {
         })),
         Message::OpBatch(batch) => Some(ack(batch.ops.last().and_then(|op| op.id.as_deref()))),
         Message::ClientOp(op) => Some(ack(op.id.as_deref())),
+        Message::SyncInit(init) => Some(Message::SyncRespRoot(SyncRespRoot {
+            map_name: init.map_name,
+            root_hash: 0,
+            timestamp: Timestamp::new(crate::now_ms(), 0, ceiling_node()),
+        })),
+        Message::QuerySub(sub) => Some(Message::QueryResp(QueryResp {
+            query_id: sub.query_id,
+            results: Vec::new(),
+            next_cursor: None,
+            has_more: None,
+            cursor_status: None,
+            merkle_root_hash: None,
+            error: None,
+            code: None,
+        })),
         _ => None,
     }
+}
+
+fn ceiling_node() -> NodeId {
+    NodeId::new("ceiling").expect("a valid node id")
 }
 
 #[cfg(test)]
@@ -94,7 +241,7 @@ mod tests {
     use topgun_core::protocol::messages::{OpBatch, Ping};
 
     #[test]
-    fn acknowledges_the_last_op_and_answers_ping() {
+    fn acknowledges_the_last_op_and_answers_ping_and_subscriptions() {
         let batch = Message::OpBatch(OpBatch {
             ops: Vec::new(),
             write_concern: None,
@@ -103,9 +250,14 @@ mod tests {
         assert!(matches!(answer(batch), Some(Message::OpAck(a)) if a.last_id == "unknown"));
         let pong = answer(Message::Ping(Ping { timestamp: 7 }));
         assert!(matches!(pong, Some(Message::Pong(p)) if p.timestamp == 7));
-        let other = Message::SyncInit(topgun_core::protocol::messages::SyncInit {
+        let sync = Message::SyncInit(topgun_core::protocol::messages::SyncInit {
             map_name: "m".into(),
             last_sync_timestamp: None,
+        });
+        assert!(matches!(answer(sync), Some(Message::SyncRespRoot(r)) if r.map_name == "m"));
+        let other = Message::Pong(Pong {
+            timestamp: 1,
+            server_time: 2,
         });
         assert!(answer(other).is_none());
     }

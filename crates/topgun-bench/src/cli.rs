@@ -63,8 +63,9 @@ pub enum Scenario {
     Sync(SyncArgs),
     /// Write → `QUERY_UPDATE` latency with many live queries on one map.
     Query(QueryArgs),
-    /// Serves the transport ceiling: a minimal server that decodes frames and answers
-    /// `OP_ACK`/`PONG`/`AUTH_ACK` with no CRDT, storage or fan-out work.
+    /// Serves the transport ceiling: a minimal server that decodes frames, answers
+    /// `OP_ACK`/`PONG`/`AUTH_ACK`, and relays PUTs to the map's subscribers, with no CRDT,
+    /// storage or security work.
     Ceiling(CeilingArgs),
 }
 

@@ -389,6 +389,36 @@ fn draft_limits() -> Limits {
     }
 }
 
+/// A logged change: a key's new state and its journal drafts, one log frame.
+pub type Logged = (StoredEntry, Vec<Draft>);
+
+/// The events of logged changes whose frames start at LSN `first`, in log order. The
+/// entries' maps and keys move into their events (the last event of a frame takes them),
+/// so a change with one event, the common case, copies no string.
+pub fn sequence_logged(first: u64, logged: Vec<Logged>) -> Vec<JournalEvent> {
+    let mut events = Vec::with_capacity(logged.len());
+    for ((entry, drafts), lsn) in logged.into_iter().zip(first..) {
+        let StoredEntry {
+            mut map, mut key, ..
+        } = entry;
+        let last = drafts.len().saturating_sub(1);
+        for (i, draft) in drafts.into_iter().enumerate() {
+            let (map, key) = if i == last {
+                (std::mem::take(&mut map), std::mem::take(&mut key))
+            } else {
+                (map.clone(), key.clone())
+            };
+            events.push(JournalEvent {
+                sequence: sequence(lsn, i),
+                map,
+                key,
+                draft,
+            });
+        }
+    }
+    events
+}
+
 /// The events of a frame, sequenced by its LSN.
 pub fn sequenced(lsn: u64, entry: &StoredEntry, drafts: Vec<Draft>) -> Vec<JournalEvent> {
     drafts
@@ -737,6 +767,33 @@ mod tests {
         ]
         .concat();
         assert_eq!(decode_frame(&older).unwrap(), (entry, drafts));
+    }
+
+    #[test]
+    fn logged_changes_are_sequenced_by_their_frames() {
+        let entry = |map: &str, key: &str| StoredEntry {
+            map: map.into(),
+            key: key.into(),
+            value: StoredValue::Lww(LwwRecord::new(Value::Int(2), ts(5), None)),
+        };
+        let two = vec![
+            draft(JournalEventType::Put, Some(2), 30),
+            draft(JournalEventType::Update, Some(3), 31),
+        ];
+        let one = vec![draft(JournalEventType::Delete, None, 32)];
+        let logged = vec![
+            (entry("todos", "a"), two.clone()),
+            (entry("todos", "quiet"), Vec::new()),
+            (entry("tags", "b"), one.clone()),
+        ];
+        let mut expected = sequenced(40, &entry("todos", "a"), two);
+        expected.extend(sequenced(42, &entry("tags", "b"), one));
+        assert_eq!(sequence_logged(40, logged), expected);
+        assert_eq!(
+            expected.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+            [40 << 16, (40 << 16) | 1, 42 << 16],
+            "a frame without events still takes its LSN"
+        );
     }
 
     #[test]

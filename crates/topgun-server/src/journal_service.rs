@@ -25,7 +25,7 @@ use topgun_core::protocol::messages::{
 
 use crate::access::{ConnAccess, project_message};
 use crate::fanout::{ConnHandle, ConnId, Frames, Offer, Outbound, SharedFrame};
-use crate::journal::{Draft, Filter, Journal, JournalEvent, Page, Retention};
+use crate::journal::{self, Draft, Filter, Journal, JournalEvent, Logged, Page, Retention};
 use crate::policy::{Action, Decision, Resource};
 use crate::server::now_ms;
 
@@ -47,8 +47,12 @@ const UNAVAILABLE: u32 = 503;
 
 #[derive(Debug)]
 enum Input {
-    /// Durable events with their sequences, in log order.
-    Sequenced(Vec<JournalEvent>),
+    /// Durable changes whose log frames start at `first`, in log order: sequenced here,
+    /// not on the log's writer thread, whose every moment delays the next group commit.
+    Logged {
+        first: u64,
+        logged: Vec<Logged>,
+    },
     /// Events of a server without a log: sequenced on arrival.
     Unsequenced(Vec<(String, String, Draft)>),
     Subscribe {
@@ -95,12 +99,12 @@ pub struct JournalFeed {
 }
 
 impl JournalFeed {
-    /// Hands over durable events from a thread outside the runtime (the log's writer),
-    /// waiting while the task's queue is full: a lagging journal slows writes, it never
-    /// drops an event.
-    pub fn blocking_send(&self, events: Vec<JournalEvent>) {
-        if !events.is_empty() {
-            let _ = self.tx.blocking_send(Input::Sequenced(events));
+    /// Hands over durable changes, logged from LSN `first` on, from a thread outside the
+    /// runtime (the log's writer), waiting while the task's queue is full: a lagging
+    /// journal slows writes, it never drops an event.
+    pub fn blocking_send(&self, first: u64, logged: Vec<Logged>) {
+        if !logged.is_empty() {
+            let _ = self.tx.blocking_send(Input::Logged { first, logged });
         }
     }
 
@@ -270,8 +274,8 @@ impl Task {
 
     fn serve(&mut self, input: Input) {
         match input {
-            Input::Sequenced(events) => {
-                let added = self.journal.push(events);
+            Input::Logged { first, logged } => {
+                let added = self.journal.push(journal::sequence_logged(first, logged));
                 self.publish(&added);
             }
             Input::Unsequenced(drafts) => {

@@ -20,7 +20,7 @@ use topgun_core::protocol::enums::WriteConcern;
 use topgun_core::protocol::messages::{LeafRecord, ServerBatchEvent, ServerEvent};
 
 use crate::fanout::{ConnHandle, ConnId, Subscribers};
-use crate::journal::{self, Draft};
+use crate::journal::{self, Draft, Logged};
 use crate::journal_service::JournalFeed;
 use crate::metrics::Metrics;
 use crate::ops::Write;
@@ -149,9 +149,6 @@ struct Task {
 
 /// Most events [`Task::settled`] keeps room for while idle (about 300 KiB).
 const SETTLED_KEEP: usize = 1024;
-
-/// A key's new state and its journal drafts: one log frame.
-type Logged = (StoredEntry, Vec<Draft>);
 
 /// Runs a shard until every sender is gone and every pending commit is settled.
 pub async fn run(
@@ -524,19 +521,15 @@ fn stamp(drafts: &mut [Draft], now_ms: u64) {
     }
 }
 
-/// The hook that hands a commit's journal events, sequenced by their frames' LSNs, to the
-/// journal once the log has them; `None` when the commit has no events.
+/// The hook that hands a commit's logged changes, with the LSN of their first frame, to the
+/// journal once the log has them (the journal task sequences their events); `None` when
+/// the commit has no events.
 fn on_durable(feed: JournalFeed, logged: Vec<Logged>) -> Option<OnDurable> {
     if logged.iter().all(|(_, drafts)| drafts.is_empty()) {
         return None;
     }
     Some(Box::new(move |first_lsn| {
-        let events = logged
-            .into_iter()
-            .zip(first_lsn..)
-            .flat_map(|((entry, drafts), lsn)| journal::sequenced(lsn, &entry, drafts))
-            .collect();
-        feed.blocking_send(events);
+        feed.blocking_send(first_lsn, logged);
     }))
 }
 

@@ -11,7 +11,10 @@ use topgun_core::protocol::messages::{QuerySub, SyncInit};
 use topgun_core::protocol::query::Query;
 use topgun_core::protocol::{Limits, Message};
 
-use super::{BenchError, Bits, Count, Pace, Written, events, open_many, paced_writes, since_sent};
+use super::{
+    BenchError, Bits, Count, Pace, Written, events, micros_since, open_many, paced_writes,
+    sent_before,
+};
 use crate::cli::{Common, FanoutArgs, SubscribeBy};
 use crate::client::{Conn, Target};
 use crate::progress::Progress;
@@ -224,30 +227,34 @@ impl Subscriber {
     }
 
     fn on_frame(&self, frame: &[u8], heard: &mut Heard) {
+        // Once per frame, not per event: the clock and the counter all subscribers share.
+        let (now, mut received) = (micros_since(self.plan.base), 0);
         let scanned = events::scan(frame, &self.limits, |seen| {
             if seen.map.is_empty() || seen.map == self.plan.map {
-                self.on_write(seen.key, seen.value, heard);
+                received += u64::from(self.on_write(seen.key, seen.value, now, heard));
             }
         });
+        self.plan.received.add(received);
         if scanned.is_err() {
             heard.malformed += 1;
         }
     }
 
-    fn on_write(&self, key: &str, value: Option<i64>, heard: &mut Heard) {
+    /// Records one write heard at `now`; true if it was new.
+    fn on_write(&self, key: &str, value: Option<i64>, now: u128, heard: &mut Heard) -> bool {
         let Some(seq) = key.strip_prefix('e').and_then(|s| s.parse::<u64>().ok()) else {
-            return;
+            return false;
         };
         if !heard.seen.insert(seq) {
             heard.duplicates += 1;
-            return;
+            return false;
         }
-        self.plan.received.add(1);
         if seq >= self.plan.first_measured
             && let Some(sent_at) = value
         {
-            heard.latency.record(since_sent(self.plan.base, sent_at));
+            heard.latency.record(sent_before(now, sent_at));
         }
+        true
     }
 }
 

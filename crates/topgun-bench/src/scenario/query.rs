@@ -15,7 +15,10 @@ use topgun_core::protocol::query::{PredicateNode, Query};
 use topgun_core::protocol::{Limits, Message};
 use topgun_core::{Value, ValueMap};
 
-use super::{BenchError, Bits, Count, Pace, Written, events, open_many, paced_writes, since_sent};
+use super::{
+    BenchError, Bits, Count, Pace, Written, events, micros_since, open_many, paced_writes,
+    sent_before,
+};
 use crate::cli::{Common, QueryArgs};
 use crate::client::{Conn, Target};
 use crate::progress::Progress;
@@ -240,15 +243,20 @@ impl Listener {
                         heard.disconnected += 1;
                         return;
                     };
-                    let limits = self.limits;
-                    let _ = events::scan(&frame, &limits, |seen| self.on_update(&seen, heard));
+                    let (limits, now) = (self.limits, micros_since(self.base));
+                    let mut delivered = 0;
+                    let _ = events::scan(&frame, &limits, |seen| {
+                        delivered += u64::from(self.on_update(&seen, now, heard));
+                    });
+                    self.delivered.add(delivered);
                 }
                 _ = self.stopped.changed() => return,
             }
         }
     }
 
-    fn on_update(&self, seen: &events::Seen<'_>, heard: &mut Heard) {
+    /// Records one update received at `now`; true if it was new.
+    fn on_update(&self, seen: &events::Seen<'_>, now: u128, heard: &mut Heard) -> bool {
         let (Some(query), Some(seq), Some(sent_at)) = (
             seen.query
                 .strip_prefix('q')
@@ -258,16 +266,16 @@ impl Listener {
                 .and_then(|s| s.parse::<u64>().ok()),
             seen.value,
         ) else {
-            return;
+            return false;
         };
         if !heard.seen.entry(query).or_default().insert(seq) {
             heard.duplicates += 1;
-            return;
+            return false;
         }
-        self.delivered.add(1);
         if seq >= self.first_measured {
-            heard.latency.record(since_sent(self.base, sent_at));
+            heard.latency.record(sent_before(now, sent_at));
         }
+        true
     }
 }
 
