@@ -123,8 +123,11 @@ impl Checkpointer {
         });
         let gone = self.stored_journal.add(row, self.retention, now_ms());
         entries.extend(gone.iter().map(EncodedEntry::from));
+        // Shared rather than cloned for each attempt: a clone of a full batch took a
+        // runtime worker for a millisecond or more.
+        let entries: Arc<[EncodedEntry]> = entries.into();
         let (store, count, started) = (Arc::clone(&self.store), entries.len(), Instant::now());
-        with_retry(&self.degraded, || store.write_encoded(entries.clone())).await;
+        with_retry(&self.degraded, || store.write_encoded(Arc::clone(&entries))).await;
         let stats = self.wal.stats();
         stats.store_writes.record(started.elapsed());
         stats

@@ -8,7 +8,7 @@
 //! `dyn Store`.
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use futures_util::future::{BoxFuture, FutureExt, ready};
 use thiserror::Error;
@@ -294,9 +294,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Upserts entries already in their byte form, like [`Store::write`]: all or nothing,
     /// and durable once the future completes. For the checkpointer, which releases the log
-    /// segments a batch came from only after this. The default decodes the entries; stores
-    /// that keep the byte form (all but the in-memory one) take it as is.
-    fn write_encoded(&self, entries: Vec<EncodedEntry>) -> BoxFuture<'_, Result<(), StoreError>> {
+    /// segments a batch came from only after this. Shared, because a failed write is tried
+    /// again with the same batch. The default decodes the entries; stores that keep the byte
+    /// form (all but the in-memory one) take it as is.
+    fn write_encoded(&self, entries: Arc<[EncodedEntry]>) -> BoxFuture<'_, Result<(), StoreError>> {
         let decoded: Result<Vec<StoredEntry>, StoreError> = entries
             .iter()
             .map(|e| StoredEntry::decode(&e.bytes))

@@ -17,6 +17,8 @@
 //! UPDATE` for the keys' new states and one `DELETE … UNNEST` for keys gone; loads are
 //! keyset-paged scans in primary-key order.
 
+use std::sync::Arc;
+
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -60,7 +62,7 @@ fn kind_code(kind: MapKind) -> i16 {
 }
 
 /// The primary-key columns of entries, for `UNNEST`.
-fn key_columns(entries: &[EncodedEntry]) -> (Vec<i16>, Vec<&[u8]>, Vec<&[u8]>) {
+fn key_columns<'a>(entries: &[&'a EncodedEntry]) -> (Vec<i16>, Vec<&'a [u8]>, Vec<&'a [u8]>) {
     let kinds = entries.iter().map(|e| kind_code(e.kind)).collect();
     let maps = entries.iter().map(|e| e.map.as_bytes()).collect();
     let keys = entries.iter().map(|e| e.key.as_bytes()).collect();
@@ -149,12 +151,12 @@ impl PgStore {
         }
     }
 
-    async fn upsert(&self, entries: Vec<EncodedEntry>) -> Result<(), StoreError> {
+    async fn upsert(&self, entries: &[EncodedEntry]) -> Result<(), StoreError> {
         // One statement may not update a row twice: keep each key's last state.
-        let mut latest: Vec<EncodedEntry> = Vec::with_capacity(entries.len());
+        let mut latest: Vec<&EncodedEntry> = Vec::with_capacity(entries.len());
         let mut seen = std::collections::HashMap::with_capacity(entries.len());
         for entry in entries {
-            let slot = (entry.kind, entry.map.clone(), entry.key.clone());
+            let slot = (entry.kind, entry.map.as_str(), entry.key.as_str());
             if let Some(&at) = seen.get(&slot) {
                 latest[at] = entry;
             } else {
@@ -165,7 +167,7 @@ impl PgStore {
         if latest.is_empty() {
             return Ok(());
         }
-        let (gone, live): (Vec<EncodedEntry>, Vec<EncodedEntry>) =
+        let (gone, live): (Vec<&EncodedEntry>, Vec<&EncodedEntry>) =
             latest.into_iter().partition(|e| e.gone);
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         if !live.is_empty() {
@@ -213,12 +215,10 @@ impl Store for PgStore {
     }
 
     fn write(&self, entries: Vec<StoredEntry>) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.upsert(entries.iter().map(EncodedEntry::from).collect())
-            .boxed()
+        self.write_encoded(entries.iter().map(EncodedEntry::from).collect())
     }
 
-    /// Every PostgreSQL commit is durable: `sync` changes nothing.
-    fn write_encoded(&self, entries: Vec<EncodedEntry>) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.upsert(entries).boxed()
+    fn write_encoded(&self, entries: Arc<[EncodedEntry]>) -> BoxFuture<'_, Result<(), StoreError>> {
+        async move { self.upsert(&entries).await }.boxed()
     }
 }

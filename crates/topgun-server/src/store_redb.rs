@@ -115,7 +115,7 @@ impl Store for RedbStore {
         self.write_encoded(entries.iter().map(EncodedEntry::from).collect())
     }
 
-    fn write_encoded(&self, entries: Vec<EncodedEntry>) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn write_encoded(&self, entries: Arc<[EncodedEntry]>) -> BoxFuture<'_, Result<(), StoreError>> {
         let this = self.clone();
         blocking(move || this.write_blocking(&entries)).boxed()
     }
