@@ -257,9 +257,11 @@ impl RateLimiter {
                 // Buckets that have refilled belong to idle users: a new bucket is the same.
                 users.retain(|_, b| !b.is_full(rate, burst, now));
             }
-            let bucket = users
-                .entry(user.to_owned())
-                .or_insert_with(|| Bucket::full(burst, now));
+            // Looked up first: `entry` would copy the user's name for every op.
+            if !users.contains_key(user) {
+                users.insert(user.to_owned(), Bucket::full(burst, now));
+            }
+            let bucket = users.get_mut(user).expect("inserted above");
             bucket
                 .take(cost, rate, burst, now)
                 .map_err(|wait| Self::limited(&format!("user {user:?}"), wait))?;

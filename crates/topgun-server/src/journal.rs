@@ -496,10 +496,13 @@ impl Journal {
             }
             let event = Arc::new(event);
             self.events.push_back(Arc::clone(&event));
-            self.by_map
-                .entry(event.map.clone())
-                .or_default()
-                .push_back(Arc::clone(&event));
+            // Looked up before inserting: `entry` would copy the map's name for every event.
+            if let Some(list) = self.by_map.get_mut(&event.map) {
+                list.push_back(Arc::clone(&event));
+            } else {
+                let list = VecDeque::from([Arc::clone(&event)]);
+                self.by_map.insert(event.map.clone(), list);
+            }
             added.push(event);
         }
         while self.events.len() > self.retention.capacity {
