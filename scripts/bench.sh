@@ -4,7 +4,7 @@
 # against the transport ceiling too, then writes the tables of docs/benchmarks.md between
 # its "topgun-bench" markers. Figures from one run are comparable with each other only.
 #
-# Usage: ./scripts/bench.sh            (about 3.5 minutes; needs cargo and python3)
+# Usage: ./scripts/bench.sh            (about 4 minutes; needs cargo and python3)
 #   DURATION=30s ./scripts/bench.sh    longer measured phases
 #   NO_DOCS=1 ./scripts/bench.sh       print the tables, leave docs/benchmarks.md alone
 set -euo pipefail
@@ -78,7 +78,21 @@ run() {
 }
 
 run write-ceiling write --url "ws://127.0.0.1:$ceiling/ws"
-run write-server write --url "ws://127.0.0.1:$server/ws"
+# The server's peak is the median of three runs, each on a fresh server: one run's figure
+# moves by 10 % or more on this shared machine, and 80 % of a lucky run is the server's
+# limit, not 80 % of it.
+for i in 1 2 3; do
+  [ "$i" = 1 ] || server=$(fresh_server "write-$i")
+  run "write-server-$i" write --url "ws://127.0.0.1:$server/ws"
+done
+python3 - "$work" <<'EOF'
+import json, shutil, sys
+work = sys.argv[1]
+rate = lambda i: json.load(open(f"{work}/write-server-{i}.json"))["acked_ops_per_sec"]
+median = sorted((1, 2, 3), key=rate)[1]
+for ext in ("json", "cmd"):
+    shutil.copy(f"{work}/write-server-{median}.{ext}", f"{work}/write-server.{ext}")
+EOF
 peak=$(python3 -c "import json; print(int(json.load(open('$work/write-server.json'))['acked_ops_per_sec'] * 0.8))")
 # Paced on a fresh server too: not one still holding (and overwriting) the peak run's keys.
 server=$(fresh_server write-80)
