@@ -15,8 +15,8 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -25,11 +25,12 @@ use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use axum::routing::get;
 use axum::serve::ListenerExt;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt, Stream, StreamExt};
 use tokio::sync::mpsc;
 use topgun_core::protocol::enums::{ServerEventType, WriteConcern};
 use topgun_core::protocol::messages::{
-    AuthAck, ClientOp, OpAck, Pong, QueryResp, ServerBatchEvent, ServerEvent, SyncRespRoot,
+    AuthAck, OpAck, Pong, QueryResp, ServerBatchEvent, ServerEvent, SyncRespRoot,
 };
 use topgun_core::protocol::{Limits, Message};
 use topgun_core::{NodeId, Timestamp};
@@ -74,61 +75,119 @@ type Queue = mpsc::Sender<Bytes>;
 #[derive(Debug, Default)]
 struct Hub {
     maps: Mutex<HashMap<String, Vec<(u64, Queue)>>>,
+    /// Subscriptions held, so that writes with nobody listening (the `write` scenario)
+    /// cost nothing here.
+    held: AtomicUsize,
     next_id: AtomicU64,
 }
 
 impl Hub {
+    fn maps(&self) -> MutexGuard<'_, HashMap<String, Vec<(u64, Queue)>>> {
+        self.maps.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn subscribe(&self, map: &str, id: u64, queue: &Queue) {
-        let mut maps = self.maps.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut maps = self.maps();
         let subscribers = maps.entry(map.to_owned()).or_default();
         if !subscribers.iter().any(|(s, _)| *s == id) {
             subscribers.push((id, queue.clone()));
+            self.held.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    fn anyone_listens(&self) -> bool {
+        self.held.load(Ordering::Relaxed) > 0
     }
 
     /// Queues `frame` for every subscriber of `map` but `writer`; drops those whose queue
     /// is full or gone.
     fn publish(&self, map: &str, writer: u64, frame: &Bytes) {
-        let mut maps = self.maps.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut maps = self.maps();
         let Some(subscribers) = maps.get_mut(map) else {
             return;
         };
+        let before = subscribers.len();
         subscribers.retain(|(id, queue)| *id == writer || queue.try_send(frame.clone()).is_ok());
+        self.held
+            .fetch_sub(before - subscribers.len(), Ordering::Relaxed);
     }
 
     fn forget(&self, id: u64) {
-        let mut maps = self.maps.lock().unwrap_or_else(PoisonError::into_inner);
-        for subscribers in maps.values_mut() {
+        let mut maps = self.maps();
+        let mut dropped = 0;
+        maps.retain(|_, subscribers| {
+            let before = subscribers.len();
             subscribers.retain(|(s, _)| *s != id);
+            dropped += before - subscribers.len();
+            !subscribers.is_empty()
+        });
+        self.held.fetch_sub(dropped, Ordering::Relaxed);
+    }
+}
+
+/// The next message a stream of WebSocket frames carries; `None` once it ends. Frames that
+/// are not binary or do not decode are passed over.
+async fn next_message<S>(frames: &mut S, limits: &Limits) -> Option<Message>
+where
+    S: Stream<Item = Result<WsMessage, axum::Error>> + Unpin,
+{
+    while let Some(Ok(frame)) = frames.next().await {
+        if let WsMessage::Binary(bytes) = frame
+            && let Ok(message) = Message::decode(&bytes, limits)
+        {
+            return Some(message);
+        }
+    }
+    None
+}
+
+fn subscribes_to(message: &Message) -> Option<&str> {
+    match message {
+        Message::SyncInit(init) => Some(&init.map_name),
+        Message::QuerySub(sub) => Some(&sub.map_name),
+        _ => None,
+    }
+}
+
+/// A connection answers in line, one task and no queue (the cheapest there is, which is
+/// what `write` measures), until it subscribes to a map; then it becomes a [`subscriber`].
+async fn connection(mut socket: WebSocket, hub: Arc<Hub>) {
+    let id = hub.next_id.fetch_add(1, Ordering::Relaxed);
+    let limits = Limits::default();
+    while let Some(message) = next_message(&mut socket, &limits).await {
+        if subscribes_to(&message).is_some() {
+            return subscriber(socket, &hub, id, message).await;
+        }
+        fan_out(&hub, id, &message);
+        if let Some(answer) = answer(message)
+            && socket
+                .send(WsMessage::Binary(answer.encode().into()))
+                .await
+                .is_err()
+        {
+            return;
         }
     }
 }
 
-async fn connection(socket: WebSocket, hub: Arc<Hub>) {
-    let id = hub.next_id.fetch_add(1, Ordering::Relaxed);
+/// A subscribed connection: a writer task sends its queue, which events and answers share.
+async fn subscriber(socket: WebSocket, hub: &Hub, id: u64, first: Message) {
     let (sink, mut stream) = socket.split();
     let (queue, outbound) = mpsc::channel(QUEUE_FRAMES);
     let writer = tokio::spawn(write_loop(sink, outbound));
     let limits = Limits::default();
-    while let Some(Ok(frame)) = stream.next().await {
-        let WsMessage::Binary(bytes) = frame else {
-            continue;
-        };
-        let Ok(message) = Message::decode(&bytes, &limits) else {
-            continue;
-        };
-        match &message {
-            Message::SyncInit(init) => hub.subscribe(&init.map_name, id, &queue),
-            Message::QuerySub(sub) => hub.subscribe(&sub.map_name, id, &queue),
-            Message::OpBatch(batch) => fan_out(&hub, id, &batch.ops),
-            Message::ClientOp(op) => fan_out(&hub, id, std::slice::from_ref(op)),
-            _ => {}
+    let mut next = Some(first);
+    while let Some(message) = next {
+        if let Some(map) = subscribes_to(&message) {
+            hub.subscribe(map, id, &queue);
         }
+        fan_out(hub, id, &message);
         if let Some(answer) = answer(message)
             && queue.send(answer.encode().into()).await.is_err()
         {
             break;
         }
+        next = next_message(&mut stream, &limits).await;
     }
     hub.forget(id);
     drop(queue);
@@ -137,7 +196,7 @@ async fn connection(socket: WebSocket, hub: Arc<Hub>) {
 
 /// Sends what is queued, everything that has piled up in one socket write.
 async fn write_loop(
-    mut sink: futures_util::stream::SplitSink<WebSocket, WsMessage>,
+    mut sink: SplitSink<WebSocket, WsMessage>,
     mut outbound: mpsc::Receiver<Bytes>,
 ) {
     while let Some(first) = outbound.recv().await {
@@ -160,7 +219,13 @@ async fn write_loop(
 }
 
 /// Offers a write's PUTs, per map, to that map's other subscribers: one frame each map.
-fn fan_out(hub: &Hub, writer: u64, ops: &[ClientOp]) {
+fn fan_out(hub: &Hub, writer: u64, message: &Message) {
+    let ops = match message {
+        _ if !hub.anyone_listens() => return,
+        Message::OpBatch(batch) => batch.ops.as_slice(),
+        Message::ClientOp(op) => std::slice::from_ref(op),
+        _ => return,
+    };
     let mut by_map: Vec<(&str, Vec<ServerEvent>)> = Vec::new();
     for op in ops {
         let Some(record) = op.record.value() else {
