@@ -172,33 +172,62 @@ fn push_text(parts: &mut Vec<Part>, text: &mut String) {
     }
 }
 
-/// Matches `name` against literals (`Some`) and wildcards (`None`) in order: greedy with
-/// one backtrack point, linear in practice and at worst O(name × pattern).
+/// Matches `name` against literals (`Some`) and wildcards (`None`) in order, in
+/// O(name × pattern) time whatever the pattern: names come from clients, and a pattern
+/// tried by backtracking through every way its wildcards could split a name takes time
+/// exponential in its wildcards (`*a*a*a*a*b` against 200 `a`s never ends).
+///
+/// The literals before the first wildcard must begin the name and those after the last
+/// must end it. Each run of literals in between is taken at its leftmost place after the
+/// previous one: with only `*` wildcards, if any placement matches, the leftmost does.
 fn glob(parts: &[Option<&str>], name: &str) -> bool {
-    let Some((first, rest)) = parts.split_first() else {
+    let mut name = name;
+    let mut parts = parts;
+    while let Some((Some(text), rest)) = parts.split_first() {
+        let Some(after) = name.strip_prefix(text) else {
+            return false;
+        };
+        (name, parts) = (after, rest);
+    }
+    if parts.is_empty() {
         return name.is_empty();
-    };
-    if let Some(text) = first {
-        return name
-            .strip_prefix(text)
-            .is_some_and(|after| glob(rest, after));
     }
-    if rest.is_empty() {
-        return true;
+    while let Some((Some(text), rest)) = parts.split_last() {
+        let Some(before) = name.strip_suffix(text) else {
+            return false;
+        };
+        (name, parts) = (before, rest);
     }
-    // The wildcard takes the shortest run after which the rest matches.
-    let Some(Some(next)) = rest.first() else {
-        return glob(rest, name);
-    };
-    let mut from = 0;
-    while let Some(at) = name[from..].find(next) {
-        let start = from + at;
-        if glob(rest, &name[start..]) {
-            return true;
+    // `parts` now starts and ends with a wildcard.
+    for run in parts.split(Option::is_none).filter(|run| !run.is_empty()) {
+        match leftmost_run(name, run) {
+            Some(end) => name = &name[end..],
+            None => return false,
         }
-        from = start + name[start..].chars().next().map_or(1, char::len_utf8);
     }
-    false
+    true
+}
+
+/// Where the leftmost occurrence of the literals of `run`, one right after the other,
+/// ends in `name`.
+fn leftmost_run(name: &str, run: &[Option<&str>]) -> Option<usize> {
+    let first = run[0].unwrap_or_default();
+    let mut from = 0;
+    while let Some(at) = name[from..].find(first) {
+        let start = from + at;
+        let mut end = start + first.len();
+        let rest_follows = run[1..].iter().all(|text| {
+            let text = text.unwrap_or_default();
+            let follows = name[end..].starts_with(text);
+            end += if follows { text.len() } else { 0 };
+            follows
+        });
+        if rest_follows {
+            return Some(end);
+        }
+        from = start + name[start..].chars().next()?.len_utf8();
+    }
+    None
 }
 
 /// One configured policy.
@@ -452,6 +481,45 @@ mod tests {
         }
         assert!(Pattern::parse("users/{user}/x").is_err());
         assert!(Pattern::parse("").is_err());
+    }
+
+    #[test]
+    fn runs_of_literals_and_wildcards_match_in_order() {
+        let cases = [
+            ("ab*ba", "aba", None, false),
+            ("ab*ba", "abba", None, true),
+            ("*{userId}-x*", "pre-u-y-u-x-post", Some("u"), true),
+            ("*{userId}-x*", "pre-u-y-u-z", Some("u"), false),
+            ("*a*b*a*", "xxbxxaxxbxxa", None, true),
+            ("*a*b*a*", "xxbxxaxxbxx", None, false),
+            ("a*", "", None, false),
+            ("*", "", None, true),
+            ("*ü*ü", "üxü", None, true),
+            ("*ü*ü", "ü", None, false),
+        ];
+        for (pattern, name, user, expected) in cases {
+            let p = Pattern::parse(pattern).unwrap();
+            assert_eq!(
+                p.matches(name, user),
+                expected,
+                "{pattern} vs {name} ({user:?})"
+            );
+        }
+    }
+
+    #[test]
+    fn a_pattern_of_many_wildcards_is_matched_without_backtracking() {
+        // Tried by every split of the name, this would take ~256^6 steps.
+        let pattern = Pattern::parse("*a*a*a*a*a*a*b").unwrap();
+        let name = "a".repeat(256);
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(pattern.matches(&name, None));
+        });
+        let matched = finished
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("the match ends");
+        assert!(!matched);
     }
 
     #[test]
