@@ -564,7 +564,7 @@ impl Journal {
         from: u64,
         limit: usize,
         map: Option<&str>,
-        accept: impl Fn(&JournalEvent) -> bool,
+        mut accept: impl FnMut(&JournalEvent) -> bool,
     ) -> Page {
         static EMPTY: VecDeque<Arc<JournalEvent>> = VecDeque::new();
         let list = match map {

@@ -319,10 +319,11 @@ impl Task {
                 conn,
                 reply,
             } => {
+                let mut readable = ReadableMaps::new(conn.access());
                 let page = self
                     .journal
                     .read_where(from, limit, filter.map.as_deref(), |e| {
-                        filter.accepts(e) && may_read(conn.access(), e)
+                        filter.accepts(e) && readable.may_read(&e.map)
                     });
                 let _ = reply.send(page);
             }
@@ -339,10 +340,10 @@ impl Task {
                     .and_then(|held| held.get_mut(&id))
                     .filter(|sub| sub.generation == generation);
                 let page = sub.map(|sub| {
-                    let access = sub.conn.access();
+                    let mut readable = ReadableMaps::new(sub.conn.access());
                     let map = sub.filter.map.as_deref();
                     let page = self.journal.read_where(from, REPLAY_PAGE, map, |e| {
-                        sub.filter.accepts(e) && may_read(access, e)
+                        sub.filter.accepts(e) && readable.may_read(&e.map)
                     });
                     // Nothing left to replay: from here on, events arrive live.
                     sub.live = page.events.is_empty();
@@ -421,11 +422,34 @@ impl Task {
     }
 }
 
-/// Whether the connection may read the event's map now.
-fn may_read(access: &ConnAccess, event: &JournalEvent) -> bool {
-    access
-        .decide(Resource::Map, &event.map, Action::Read)
-        .allowed()
+/// A connection's read access to maps, decided once per map for one page: a page may scan
+/// the whole journal (100,000 events by default) to find the events a reader may see, and
+/// deciding for each of them (policy locks, pattern matches) would let one reader who may
+/// see little hold up the journal task, and with it every write, for each request.
+struct ReadableMaps<'a> {
+    access: &'a ConnAccess,
+    decided: HashMap<String, bool>,
+}
+
+impl<'a> ReadableMaps<'a> {
+    fn new(access: &'a ConnAccess) -> Self {
+        Self {
+            access,
+            decided: HashMap::new(),
+        }
+    }
+
+    fn may_read(&mut self, map: &str) -> bool {
+        if let Some(&allowed) = self.decided.get(map) {
+            return allowed;
+        }
+        let allowed = self
+            .access
+            .decide(Resource::Map, map, Action::Read)
+            .allowed();
+        self.decided.insert(map.to_owned(), allowed);
+        allowed
+    }
 }
 
 /// The event as this connection may see it: `None` if it may not read the map, else with
