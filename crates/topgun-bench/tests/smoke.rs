@@ -147,28 +147,22 @@ async fn write_runs_against_the_ceiling() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_delivers_every_write_to_every_subscriber_once() {
     let server = no_auth_server().await;
-    let common = common(server.addr);
-    let args = FanoutArgs {
-        subscribers: 20,
-        rate: 200.0,
-        ..FanoutArgs::default()
-    };
-    assert_every_event_arrives_once(&common, &args).await;
+    assert_every_event_arrives_once(&common(server.addr)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_runs_against_the_ceiling() {
     let ceiling = ceiling().await;
-    let common = common(ceiling.addr);
-    let args = FanoutArgs {
+    assert_every_event_arrives_once(&common(ceiling.addr)).await;
+}
+
+/// A small `fanout` run: 20 subscribers, 200 writes a second.
+async fn assert_every_event_arrives_once(common: &Common) {
+    let args = &FanoutArgs {
         subscribers: 20,
         rate: 200.0,
         ..FanoutArgs::default()
     };
-    assert_every_event_arrives_once(&common, &args).await;
-}
-
-async fn assert_every_event_arrives_once(common: &Common, args: &FanoutArgs) {
     let report = scenario::fanout::run(&Target::new(common), common, args)
         .await
         .unwrap();

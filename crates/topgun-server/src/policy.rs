@@ -452,6 +452,18 @@ mod tests {
         }
     }
 
+    /// Each case: pattern, name, the caller's user id, whether it matches.
+    fn assert_matches(cases: &[(&str, &str, Option<&str>, bool)]) {
+        for &(pattern, name, user, expected) in cases {
+            let p = Pattern::parse(pattern).unwrap();
+            assert_eq!(
+                p.matches(name, user),
+                expected,
+                "{pattern} vs {name} ({user:?})"
+            );
+        }
+    }
+
     #[test]
     fn patterns_match_wildcards_and_the_callers_own_id() {
         let cases = [
@@ -471,14 +483,7 @@ mod tests {
             ("*.log", "x.log.log", None, true),
             ("é*ü", "éaü", None, true),
         ];
-        for (pattern, name, user, expected) in cases {
-            let p = Pattern::parse(pattern).unwrap();
-            assert_eq!(
-                p.matches(name, user),
-                expected,
-                "{pattern} vs {name} ({user:?})"
-            );
-        }
+        assert_matches(&cases);
         assert!(Pattern::parse("users/{user}/x").is_err());
         assert!(Pattern::parse("").is_err());
     }
@@ -497,14 +502,7 @@ mod tests {
             ("*ü*ü", "üxü", None, true),
             ("*ü*ü", "ü", None, false),
         ];
-        for (pattern, name, user, expected) in cases {
-            let p = Pattern::parse(pattern).unwrap();
-            assert_eq!(
-                p.matches(name, user),
-                expected,
-                "{pattern} vs {name} ({user:?})"
-            );
-        }
+        assert_matches(&cases);
     }
 
     #[test]
