@@ -39,9 +39,9 @@ pub struct Cli {
     pub node_id: Option<String>,
     /// A TOML file with any of: `port`, `host`, `node_id`, `auth_deadline_ms`,
     /// `idle_timeout_ms`, `max_frame_bytes`, `max_depth`, `outbound_queue_len`,
-    /// `maps_per_connection_max`, `topics_per_connection_max`, `shards`, `max_drift_ms`, `data_dir`, `durability`,
-    /// `storage_backend`, `wal_segment_bytes`, `wal_max_bytes`, `journal_capacity`,
-    /// `journal_max_age_ms`, `tombstone_ttl_ms`,
+    /// `maps_per_connection_max`, `topics_per_connection_max`, `shards`, `max_drift_ms`,
+    /// `data_dir`, `durability`, `storage_backend`, `wal_segment_bytes`, `wal_max_bytes`,
+    /// `wal_commit_delay_us`, `journal_capacity`, `journal_max_age_ms`, `tombstone_ttl_ms`,
     /// `gc_interval_ms`.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -113,6 +113,7 @@ struct FileConfig {
     storage_backend: Option<String>,
     wal_segment_bytes: Option<u64>,
     wal_max_bytes: Option<u64>,
+    wal_commit_delay_us: Option<u64>,
     journal_capacity: Option<usize>,
     journal_max_age_ms: Option<u64>,
     tombstone_ttl_ms: Option<u64>,
@@ -365,6 +366,7 @@ impl Config {
             storage_backend: file.storage_backend,
             wal_segment_bytes: file.wal_segment_bytes,
             wal_max_bytes: file.wal_max_bytes,
+            wal_commit_delay_us: file.wal_commit_delay_us,
             journal_capacity: file.journal_capacity,
             journal_max_age_ms: file.journal_max_age_ms,
         };
@@ -427,6 +429,9 @@ fn guards(file: &FileConfig) -> Result<Guards, ConfigError> {
     })
 }
 
+/// The longest commit delay accepted: 100 ms.
+const WAL_COMMIT_DELAY_US_MAX: u64 = 100_000;
+
 /// The storage keys of the file.
 struct FileStorage {
     data_dir: Option<PathBuf>,
@@ -434,6 +439,7 @@ struct FileStorage {
     storage_backend: Option<String>,
     wal_segment_bytes: Option<u64>,
     wal_max_bytes: Option<u64>,
+    wal_commit_delay_us: Option<u64>,
     journal_capacity: Option<usize>,
     journal_max_age_ms: Option<u64>,
 }
@@ -479,6 +485,17 @@ fn storage_config(cli: &Cli, file: FileStorage) -> Result<StorageConfig, ConfigE
             &format!("{segment} / {max}"),
         ));
     }
+    let commit_delay = match file.wal_commit_delay_us {
+        None => defaults.wal_commit_delay,
+        Some(us) if us <= WAL_COMMIT_DELAY_US_MAX => std::time::Duration::from_micros(us),
+        Some(us) => {
+            return Err(out_of_range(
+                "wal_commit_delay_us",
+                "at most 100000 (0 turns it off)",
+                &us.to_string(),
+            ));
+        }
+    };
     Ok(StorageConfig {
         backend,
         database_url: cli.database_url.clone(),
@@ -490,6 +507,7 @@ fn storage_config(cli: &Cli, file: FileStorage) -> Result<StorageConfig, ConfigE
         durability,
         wal_segment_bytes: segment,
         wal_max_bytes: max,
+        wal_commit_delay: commit_delay,
         on_corruption: if cli.wal_discard_corrupt {
             OnCorruption::Discard
         } else {
@@ -525,6 +543,8 @@ fn positive(field: &'static str, value: usize) -> Result<usize, ConfigError> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn no_auth() -> AuthEnv {
@@ -615,6 +635,24 @@ mod tests {
         let err =
             Config::resolve(&Cli::default(), Some("wal_max_bytes = 10\n"), &no_auth()).unwrap_err();
         assert!(err.to_string().contains("wal_max_bytes"), "{err}");
+    }
+
+    #[test]
+    fn the_commit_delay_has_a_default_can_be_turned_off_and_is_bounded() {
+        let delay = |file: Option<&str>| {
+            Config::resolve(&Cli::default(), file, &no_auth()).map(|c| c.storage.wal_commit_delay)
+        };
+        assert_eq!(delay(None).unwrap(), Duration::from_micros(500));
+        assert_eq!(
+            delay(Some("wal_commit_delay_us = 0\n")).unwrap(),
+            Duration::ZERO
+        );
+        assert_eq!(
+            delay(Some("wal_commit_delay_us = 2000\n")).unwrap(),
+            Duration::from_millis(2)
+        );
+        let err = delay(Some("wal_commit_delay_us = 100001\n")).unwrap_err();
+        assert!(err.to_string().contains("wal_commit_delay_us"), "{err}");
     }
 
     #[test]

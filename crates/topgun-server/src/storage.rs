@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use thiserror::Error;
 use topgun_core::protocol::enums::WriteConcern;
@@ -47,6 +48,8 @@ pub struct StorageConfig {
     pub durability: Durability,
     pub wal_segment_bytes: u64,
     pub wal_max_bytes: u64,
+    /// [`WalConfig::commit_delay`].
+    pub wal_commit_delay: Duration,
     pub on_corruption: OnCorruption,
     /// How many journal events are kept, and for how long.
     pub journal: Retention,
@@ -61,6 +64,7 @@ impl Default for StorageConfig {
             durability: Durability::Fsync,
             wal_segment_bytes: 64 << 20,
             wal_max_bytes: 1 << 30,
+            wal_commit_delay: Duration::from_micros(500),
             on_corruption: OnCorruption::Refuse,
             journal: Retention::default(),
         }
@@ -157,6 +161,7 @@ pub async fn open_with_store(
         segment_bytes: config.wal_segment_bytes,
         max_bytes: config.wal_max_bytes,
         on_corruption: config.on_corruption,
+        commit_delay: config.wal_commit_delay,
     };
     let recovered = wal::recover(&wal_config)?;
     if recovered.discarded_bytes > 0 {
