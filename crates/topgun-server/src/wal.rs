@@ -83,7 +83,8 @@ pub struct WalConfig {
     /// Each `fdatasync` costs the server's CPU as well as the disk's time (about 0.1 ms of
     /// CPU each on the benchmark machine), and under load the syncs, not the bytes, are
     /// most of the log's cost. A lone writer's appends come in groups of one and never
-    /// wait. Zero turns it off.
+    /// wait, nor does an append after a quiet spell (the delay runs from the previous
+    /// group's completion), nor one the log will refuse anyway. Zero turns it off.
     pub commit_delay: Duration,
 }
 
@@ -527,10 +528,13 @@ impl Writer {
 
     /// Takes every append queued while the last group was written: one write, one sync.
     fn run(mut self, mut queue: mpsc::Receiver<Append>) {
-        let mut last_group = 0;
+        // The previous group's size, and when it was completed.
+        let mut previous = (0, Instant::now());
         while let Some(first) = queue.blocking_recv() {
-            if let Some(delay) = pause_after(last_group, self.sync, self.commit_delay) {
-                std::thread::sleep(delay);
+            let (len, done) = previous;
+            let pause = pause_after(len, done.elapsed(), self.sync, self.commit_delay);
+            if let (Some(pause), None) = (pause, &self.failed) {
+                std::thread::sleep(pause);
             }
             let mut group = vec![first];
             while group.len() < GROUP_MAX {
@@ -539,7 +543,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            last_group = group.len();
+            let group_len = group.len();
             let first = self.next_lsn;
             let result = match &self.failed {
                 Some(e) => Err(Arc::clone(e)),
@@ -563,6 +567,7 @@ impl Writer {
                 let _ = append.done.send(result.clone().map(|()| last));
                 last -= append.payloads.len() as u64;
             }
+            previous = (group_len, Instant::now());
         }
     }
 
@@ -610,11 +615,18 @@ impl Writer {
     }
 }
 
-/// How long to let appends gather after a group of `last_group` appends: the commit delay
-/// after a busy group in `fsync` mode, else nothing.
-fn pause_after(last_group: usize, sync: SyncMode, commit_delay: Duration) -> Option<Duration> {
+/// How long to let appends gather after a group of `last_group` appends completed `since`
+/// ago: what is left of the commit delay after a busy group in `fsync` mode, else nothing.
+/// An append that comes after a quiet spell finds the delay already spent.
+fn pause_after(
+    last_group: usize,
+    since: Duration,
+    sync: SyncMode,
+    commit_delay: Duration,
+) -> Option<Duration> {
     let busy = last_group >= BUSY_GROUP && sync == SyncMode::Fsync;
-    (busy && !commit_delay.is_zero()).then_some(commit_delay)
+    let left = commit_delay.saturating_sub(since);
+    (busy && !left.is_zero()).then_some(left)
 }
 
 /// Creates (or, if empty after a crash, recreates) the segment starting at `first_lsn`.
@@ -852,23 +864,30 @@ mod tests {
 
     #[test]
     fn only_a_busy_synced_log_waits_before_its_next_group() {
-        let delay = Duration::from_micros(500);
-        assert_eq!(pause_after(BUSY_GROUP, SyncMode::Fsync, delay), Some(delay));
-        assert_eq!(pause_after(BUSY_GROUP - 1, SyncMode::Fsync, delay), None);
+        let (delay, now) = (Duration::from_micros(500), Duration::ZERO);
+        let fsync = SyncMode::Fsync;
+        assert_eq!(pause_after(BUSY_GROUP, now, fsync, delay), Some(delay));
+        let later = Duration::from_micros(200);
         assert_eq!(
-            pause_after(1, SyncMode::Fsync, delay),
-            None,
-            "a lone writer"
+            pause_after(BUSY_GROUP, later, fsync, delay),
+            Some(Duration::from_micros(300)),
+            "only what is left of the delay"
         );
+        let quiet = Duration::from_secs(1);
         assert_eq!(
-            pause_after(BUSY_GROUP, SyncMode::Os, delay),
+            pause_after(BUSY_GROUP, quiet, fsync, delay),
+            None,
+            "after a quiet spell"
+        );
+        assert_eq!(pause_after(BUSY_GROUP - 1, now, fsync, delay), None);
+        assert_eq!(pause_after(1, now, fsync, delay), None, "a lone writer");
+        let os = SyncMode::Os;
+        assert_eq!(
+            pause_after(BUSY_GROUP, now, os, delay),
             None,
             "no sync to share"
         );
-        assert_eq!(
-            pause_after(BUSY_GROUP, SyncMode::Fsync, Duration::ZERO),
-            None
-        );
+        assert_eq!(pause_after(BUSY_GROUP, now, fsync, Duration::ZERO), None);
     }
 
     #[tokio::test]
