@@ -8,7 +8,9 @@
 //! - each write's PUTs go to every other subscriber of its map as one `SERVER_EVENT` or
 //!   `SERVER_BATCH_EVENT`, encoded once and shared, through a bounded queue per connection
 //!   whose writer sends what has piled up in one socket write — the least a fan-out server
-//!   does, and what `topgun-server` does too.
+//!   does, and what `topgun-server` does too. A subscriber whose queue is full loses its
+//!   subscription (and `fanout` counts the events it then misses as lost); `topgun-server`
+//!   closes such a connection instead.
 //!
 //! What a scenario reaches against it is the most this machine's transport allows; the
 //! server's figure is read as a fraction of it.
@@ -35,9 +37,8 @@ use topgun_core::protocol::messages::{
 use topgun_core::protocol::{Limits, Message};
 use topgun_core::{NodeId, Timestamp};
 
-/// Frames a connection may have queued; a subscriber further behind is let go (its events
-/// are then counted as lost by `fanout`), as `topgun-server` lets a slow consumer go.
-const QUEUE_FRAMES: usize = 1024;
+/// Frames a connection may have queued: `topgun-server`'s default `outbound_queue_len`.
+const QUEUE_FRAMES: usize = 256;
 /// Most frames one socket write carries, as in `topgun-server`.
 const COALESCE_FRAMES: usize = 64;
 
@@ -97,6 +98,13 @@ impl Hub {
 
     fn anyone_listens(&self) -> bool {
         self.held.load(Ordering::Relaxed) > 0
+    }
+
+    /// Whether `map` has a subscriber other than `writer`.
+    fn others_listen(&self, map: &str, writer: u64) -> bool {
+        self.maps()
+            .get(map)
+            .is_some_and(|subscribers| subscribers.iter().any(|(id, _)| *id != writer))
     }
 
     /// Queues `frame` for every subscriber of `map` but `writer`; drops those whose queue
@@ -178,14 +186,16 @@ async fn subscriber(socket: WebSocket, hub: &Hub, id: u64, first: Message) {
     let limits = Limits::default();
     let mut next = Some(first);
     while let Some(message) = next {
-        if let Some(map) = subscribes_to(&message) {
-            hub.subscribe(map, id, &queue);
-        }
+        // Subscribed once its answer is queued, so that no event overtakes the answer.
+        let subscribes = subscribes_to(&message).map(str::to_owned);
         fan_out(hub, id, &message);
         if let Some(answer) = answer(message)
             && queue.send(answer.encode().into()).await.is_err()
         {
             break;
+        }
+        if let Some(map) = subscribes {
+            hub.subscribe(&map, id, &queue);
         }
         next = next_message(&mut stream, &limits).await;
     }
@@ -227,10 +237,20 @@ fn fan_out(hub: &Hub, writer: u64, message: &Message) {
         _ => return,
     };
     let mut by_map: Vec<(&str, Vec<ServerEvent>)> = Vec::new();
+    // Maps nobody else listens to: their writes are not encoded at all.
+    let mut silent: Vec<&str> = Vec::new();
     for op in ops {
         let Some(record) = op.record.value() else {
             continue;
         };
+        let map = op.map_name.as_str();
+        if silent.contains(&map) {
+            continue;
+        }
+        if !by_map.iter().any(|(m, _)| *m == map) && !hub.others_listen(map, writer) {
+            silent.push(map);
+            continue;
+        }
         let event = ServerEvent {
             map_name: op.map_name.clone(),
             event_type: ServerEventType::Put,
