@@ -638,7 +638,7 @@ async fn the_journal_shows_each_reader_only_what_it_may_read() {
     let server = start(jwt(), Some(POLICIES)).await;
     let addr = server.addr;
     let mut root = connect_as(addr, "root", &["ADMIN"]).await;
-    // Two events a map: a page decides each map's access once, then reuses the decision.
+    // Two events a map, so that a page also judges a map it has judged before.
     for (i, map) in MAPS.iter().enumerate() {
         let id = 2 * i as u64 + 1;
         write_doc(&mut root, id, map, "doc", doc("t", "secret body")).await;
