@@ -12,6 +12,7 @@ use topgun_core::Hlc;
 use topgun_core::protocol::messages::ClientOp;
 use topgun_core::protocol::wire::Field;
 
+use crate::by_name;
 use crate::fanout::ConnId;
 use crate::ops::Rejection;
 
@@ -257,12 +258,7 @@ impl RateLimiter {
                 // Buckets that have refilled belong to idle users: a new bucket is the same.
                 users.retain(|_, b| !b.is_full(rate, burst, now));
             }
-            // Looked up first: `entry` would copy the user's name for every op.
-            if !users.contains_key(user) {
-                users.insert(user.to_owned(), Bucket::full(burst, now));
-            }
-            let bucket = users.get_mut(user).expect("inserted above");
-            bucket
+            by_name::get_or_insert_with(&mut users, user, || Bucket::full(burst, now))
                 .take(cost, rate, burst, now)
                 .map_err(|wait| Self::limited(&format!("user {user:?}"), wait))?;
         }

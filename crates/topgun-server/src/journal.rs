@@ -23,6 +23,7 @@ use topgun_core::protocol::{
 };
 use topgun_core::{LwwRecord, NodeId, Timestamp, Value};
 
+use crate::by_name;
 use crate::store::{
     EncodedEntry, MapKind, StoreError, StoredEntry, StoredValue, length_prefixed, read_whole,
 };
@@ -496,13 +497,8 @@ impl Journal {
             }
             let event = Arc::new(event);
             self.events.push_back(Arc::clone(&event));
-            // Looked up before inserting: `entry` would copy the map's name for every event.
-            if let Some(list) = self.by_map.get_mut(&event.map) {
-                list.push_back(Arc::clone(&event));
-            } else {
-                let list = VecDeque::from([Arc::clone(&event)]);
-                self.by_map.insert(event.map.clone(), list);
-            }
+            by_name::get_or_insert_with(&mut self.by_map, &event.map, VecDeque::new)
+                .push_back(Arc::clone(&event));
             added.push(event);
         }
         while self.events.len() > self.retention.capacity {

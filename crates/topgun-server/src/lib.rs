@@ -41,6 +41,7 @@
 pub mod access;
 pub mod auth;
 pub mod backup;
+pub mod by_name;
 pub mod checkpoint;
 pub mod config;
 pub mod counters;

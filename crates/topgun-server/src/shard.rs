@@ -18,6 +18,7 @@ use topgun_core::protocol::enums::{JournalEventType, ServerEventType};
 use topgun_core::protocol::messages::{LeafRecord, ServerEvent};
 use topgun_core::{LwwMap, LwwRecord, MerkleError, NodeId, OrMap, OrMapEntry, OrRecord, Timestamp};
 
+use crate::by_name;
 use crate::journal::Draft;
 use crate::ops::{RESERVED_PREFIXES, Write, own_tombstones};
 use crate::store::{MapKind, StoredEntry, StoredValue};
@@ -115,7 +116,7 @@ impl Shard {
         match write {
             Write::Lww { key, record } => self.apply_lww(map, key, record),
             Write::OrAdd { key, record } => {
-                let or = self.or.entry(map.to_owned()).or_default();
+                let or = by_name::get_or_insert_with(&mut self.or, map, OrMap::default);
                 let mut ev = event(map, &key, ServerEventType::OrAdd);
                 ev.or_tag = Some(record.tag.as_str().into());
                 ev.or_record = Some(record.clone());
@@ -132,7 +133,7 @@ impl Shard {
                     .then(|| or_change(or, map, &key, ev, drafts))
             }
             Write::OrRemove { key, tag } => {
-                let or = self.or.entry(map.to_owned()).or_default();
+                let or = by_name::get_or_insert_with(&mut self.or, map, OrMap::default);
                 let mut ev = event(map, &key, ServerEventType::OrRemove);
                 ev.or_tag = Some(tag.as_str().into());
                 let drafts = if journals {
@@ -149,11 +150,7 @@ impl Shard {
 
     fn apply_lww(&mut self, map: &str, key: String, record: LwwRecord) -> Option<Change> {
         let journals = self.journals(map);
-        // Not `entry`: it would allocate the map's name on every write.
-        if !self.lww.contains_key(map) {
-            self.lww.insert(map.to_owned(), LwwMap::default());
-        }
-        let lww = self.lww.get_mut(map).expect("inserted above");
+        let lww = by_name::get_or_insert_with(&mut self.lww, map, LwwMap::default);
         let mut previous = None;
         let merged = lww.merge_seeing(&key, record.clone(), |stored| {
             if journals && !stored.is_tombstone() {
@@ -199,7 +196,7 @@ impl Shard {
     /// the key's new state for the store once (`None` when nothing changed).
     pub fn push_or_entry(&mut self, map: &str, entry: OrMapEntry) -> Pushed {
         let journals = self.journals(map);
-        let or = self.or.entry(map.to_owned()).or_default();
+        let or = by_name::get_or_insert_with(&mut self.or, map, OrMap::default);
         let key = entry.key;
         let tombstones = own_tombstones(
             entry.tombstones,
