@@ -95,6 +95,21 @@ pub struct WriteArgs {
     /// return. Paced latency counts from when a batch was due, not when it went out.
     #[arg(long)]
     pub rate: Option<f64>,
+    /// Order of the fresh keys each connection writes. A B-tree store takes keys that
+    /// follow each other far more cheaply than scattered ones, so the two measure
+    /// different things.
+    #[arg(long, value_enum, default_value_t = KeyOrder::Sequential)]
+    pub keys: KeyOrder,
+}
+
+/// How a `write` connection names its fresh keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KeyOrder {
+    /// `k<connection>-<n>`: each connection's keys sort together.
+    Sequential,
+    /// A 64-bit mix of connection and counter, as random IDs (UUIDs) are: every key lands
+    /// somewhere new in the key space.
+    Scattered,
 }
 
 impl Default for WriteArgs {
@@ -107,6 +122,7 @@ impl Default for WriteArgs {
             maps: 0,
             write_concern: None,
             rate: None,
+            keys: KeyOrder::Sequential,
         }
     }
 }

@@ -41,8 +41,8 @@ pub struct Cli {
     /// `idle_timeout_ms`, `max_frame_bytes`, `max_depth`, `outbound_queue_len`,
     /// `maps_per_connection_max`, `topics_per_connection_max`, `shards`, `max_drift_ms`,
     /// `data_dir`, `durability`, `storage_backend`, `wal_segment_bytes`, `wal_max_bytes`,
-    /// `wal_commit_delay_us`, `journal_capacity`, `journal_max_age_ms`, `tombstone_ttl_ms`,
-    /// `gc_interval_ms`.
+    /// `wal_commit_delay_us`, `redb_cache_bytes`, `journal_capacity`, `journal_max_age_ms`,
+    /// `tombstone_ttl_ms`, `gc_interval_ms`.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Directory of the embedded store and the write-ahead log (default `./topgun-data`).
@@ -114,6 +114,7 @@ struct FileConfig {
     wal_segment_bytes: Option<u64>,
     wal_max_bytes: Option<u64>,
     wal_commit_delay_us: Option<u64>,
+    redb_cache_bytes: Option<usize>,
     journal_capacity: Option<usize>,
     journal_max_age_ms: Option<u64>,
     tombstone_ttl_ms: Option<u64>,
@@ -367,6 +368,7 @@ impl Config {
             wal_segment_bytes: file.wal_segment_bytes,
             wal_max_bytes: file.wal_max_bytes,
             wal_commit_delay_us: file.wal_commit_delay_us,
+            redb_cache_bytes: file.redb_cache_bytes,
             journal_capacity: file.journal_capacity,
             journal_max_age_ms: file.journal_max_age_ms,
         };
@@ -431,6 +433,9 @@ fn guards(file: &FileConfig) -> Result<Guards, ConfigError> {
 
 /// The longest commit delay accepted: 100 ms.
 const WAL_COMMIT_DELAY_US_MAX: u64 = 100_000;
+/// The smallest redb cache accepted: below about this, each insert reads its B-tree's
+/// branch pages from the file again.
+const REDB_CACHE_BYTES_MIN: usize = 1 << 20;
 
 /// The storage keys of the file.
 struct FileStorage {
@@ -440,6 +445,7 @@ struct FileStorage {
     wal_segment_bytes: Option<u64>,
     wal_max_bytes: Option<u64>,
     wal_commit_delay_us: Option<u64>,
+    redb_cache_bytes: Option<usize>,
     journal_capacity: Option<usize>,
     journal_max_age_ms: Option<u64>,
 }
@@ -496,6 +502,17 @@ fn storage_config(cli: &Cli, file: FileStorage) -> Result<StorageConfig, ConfigE
             ));
         }
     };
+    let redb_cache_bytes = match file.redb_cache_bytes {
+        None => defaults.redb_cache_bytes,
+        Some(bytes) if bytes >= REDB_CACHE_BYTES_MIN => bytes,
+        Some(bytes) => {
+            return Err(out_of_range(
+                "redb_cache_bytes",
+                "at least 1048576 (1 MiB)",
+                &bytes.to_string(),
+            ));
+        }
+    };
     Ok(StorageConfig {
         backend,
         database_url: cli.database_url.clone(),
@@ -508,6 +525,7 @@ fn storage_config(cli: &Cli, file: FileStorage) -> Result<StorageConfig, ConfigE
         wal_segment_bytes: segment,
         wal_max_bytes: max,
         wal_commit_delay: commit_delay,
+        redb_cache_bytes,
         on_corruption: if cli.wal_discard_corrupt {
             OnCorruption::Discard
         } else {
@@ -653,6 +671,28 @@ mod tests {
         );
         let err = delay(Some("wal_commit_delay_us = 100001\n")).unwrap_err();
         assert!(err.to_string().contains("wal_commit_delay_us"), "{err}");
+    }
+
+    #[test]
+    fn the_redb_cache_has_a_default_and_a_floor() {
+        let cache = |file: Option<&str>| {
+            Config::resolve(&Cli::default(), file, &no_auth()).map(|c| c.storage.redb_cache_bytes)
+        };
+        assert_eq!(cache(None).unwrap(), 64 << 20);
+        assert_eq!(
+            cache(Some(
+                "redb_cache_bytes = 1073741824
+"
+            ))
+            .unwrap(),
+            1 << 30
+        );
+        let err = cache(Some(
+            "redb_cache_bytes = 4096
+",
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("redb_cache_bytes"), "{err}");
     }
 
     #[test]

@@ -50,6 +50,8 @@ pub struct StorageConfig {
     pub wal_max_bytes: u64,
     /// [`WalConfig::commit_delay`].
     pub wal_commit_delay: Duration,
+    /// The redb store's page cache, in bytes.
+    pub redb_cache_bytes: usize,
     pub on_corruption: OnCorruption,
     /// How many journal events are kept, and for how long.
     pub journal: Retention,
@@ -65,6 +67,7 @@ impl Default for StorageConfig {
             wal_segment_bytes: 64 << 20,
             wal_max_bytes: 1 << 30,
             wal_commit_delay: Duration::from_micros(500),
+            redb_cache_bytes: crate::store_redb::DEFAULT_CACHE_BYTES,
             on_corruption: OnCorruption::Refuse,
             journal: Retention::default(),
         }
@@ -122,7 +125,10 @@ pub async fn open(config: &StorageConfig) -> Result<Opened, StorageError> {
             )
             .into());
         }
-        _ => Arc::new(RedbStore::open(&config.data_dir.join("store.redb"))?),
+        _ => Arc::new(RedbStore::open_with_cache(
+            &config.data_dir.join("store.redb"),
+            config.redb_cache_bytes,
+        )?),
     };
     open_with_store(config, store).await
 }

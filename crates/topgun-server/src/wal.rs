@@ -165,16 +165,18 @@ enum Ending {
 }
 
 /// Parses frames from `bytes` (which start at file offset `base`), expecting `next_lsn`,
-/// until `stop` says so for the next frame's LSN (with the number of frames in `out`).
+/// until `stop` says so for the next frame's LSN (with the number of frames in `out` and the
+/// payload bytes parsed so far by this call).
 fn parse_frames(
     bytes: &[u8],
     base: u64,
     mut next_lsn: u64,
     out: &mut Vec<Frame>,
-    stop: impl Fn(u64, usize) -> bool,
+    stop: impl Fn(u64, usize, usize) -> bool,
 ) -> Ending {
     let mut pos = 0usize;
-    while pos < bytes.len() && !stop(next_lsn, out.len()) {
+    let mut parsed = 0usize;
+    while pos < bytes.len() && !stop(next_lsn, out.len(), parsed) {
         let offset = base + pos as u64;
         let rest = &bytes[pos..];
         let Some(header) = rest.get(..FRAME_HEADER_BYTES) else {
@@ -204,6 +206,7 @@ fn parse_frames(
             lsn,
             payload: body[8..].to_vec(),
         });
+        parsed += len;
         next_lsn += 1;
         pos = end;
     }
@@ -257,7 +260,7 @@ pub fn recover(config: &WalConfig) -> Result<Recovered, WalError> {
             SEGMENT_HEADER_BYTES,
             next_lsn,
             &mut frames,
-            |_, _| false,
+            |_, _, _| false,
         );
         next_lsn = frames.last().map_or(next_lsn, |f| f.lsn + 1);
         let cut = match ending {
@@ -664,6 +667,14 @@ fn reopen_segment(path: &Path) -> Result<(File, PathBuf), WalError> {
     Ok((file, path.to_owned()))
 }
 
+/// How much one [`Tail::read`] returns at most.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadLimit {
+    pub frames: usize,
+    /// Payload bytes.
+    pub bytes: usize,
+}
+
 /// Reads frames after a given LSN as the writer adds them: the checkpointer's view.
 #[derive(Debug)]
 pub struct Tail {
@@ -695,15 +706,24 @@ impl Tail {
         self.next_lsn
     }
 
-    /// Up to `max` frames with LSNs from `next_lsn` through `durable`.
+    /// Frames with LSNs from `next_lsn` through `durable`, as many as `limit` allows (and
+    /// always one, if one is there, however large it is).
     ///
     /// A read that fails after it has found frames returns those frames: the tail has
     /// already moved past them, and dropping them would let the checkpointer skip them —
     /// and later release the segment that holds them. The error comes back on the next read.
-    pub fn read(&mut self, durable: u64, max: usize) -> Result<Vec<Frame>, WalError> {
+    pub fn read(&mut self, durable: u64, limit: ReadLimit) -> Result<Vec<Frame>, WalError> {
         let mut out = Vec::new();
-        while self.next_lsn <= durable && out.len() < max {
-            match self.read_some(durable, max, &mut out) {
+        let mut bytes = 0;
+        while self.next_lsn <= durable && out.len() < limit.frames && bytes < limit.bytes {
+            let before = out.len();
+            let left = ReadLimit {
+                frames: limit.frames,
+                bytes: limit.bytes - bytes,
+            };
+            let more = self.read_some(durable, left, &mut out);
+            bytes += out[before..].iter().map(|f| f.payload.len()).sum::<usize>();
+            match more {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(_) if !out.is_empty() => break,
@@ -718,7 +738,7 @@ impl Tail {
     fn read_some(
         &mut self,
         durable: u64,
-        max: usize,
+        limit: ReadLimit,
         out: &mut Vec<Frame>,
     ) -> Result<bool, WalError> {
         let segs = segments(&self.dir)?;
@@ -740,9 +760,13 @@ impl Tail {
         let before = out.len();
         // A frame being written shows as a torn tail: read again later. Only frames up to
         // `durable` are parsed, and those were written whole: a bad one is damage.
-        let ending = parse_frames(&self.buf[..len], offset, self.next_lsn, out, |lsn, n| {
-            lsn > durable || n >= max
-        });
+        let ending = parse_frames(
+            &self.buf[..len],
+            offset,
+            self.next_lsn,
+            out,
+            |lsn, n, taken| lsn > durable || n >= limit.frames || taken >= limit.bytes,
+        );
         if let (Ending::Corrupt { offset, reason }, true) = (ending, out.len() == before) {
             return Err(WalError::Corrupt {
                 path: path.clone(),
@@ -806,9 +830,13 @@ impl Tail {
         let mut frames = Vec::new();
         let body = bytes.get(HEADER_LEN..).unwrap_or_default();
         let next = self.next_lsn;
-        let _ = parse_frames(body, SEGMENT_HEADER_BYTES, first, &mut frames, |lsn, _| {
-            lsn >= next
-        });
+        let _ = parse_frames(
+            body,
+            SEGMENT_HEADER_BYTES,
+            first,
+            &mut frames,
+            |lsn, _, _| lsn >= next,
+        );
         Ok(SEGMENT_HEADER_BYTES
             + frames
                 .iter()
@@ -829,6 +857,13 @@ mod tests {
             max_bytes: 1 << 20,
             on_corruption: OnCorruption::Refuse,
             commit_delay: Duration::from_micros(500),
+        }
+    }
+
+    fn frames(frames: usize) -> ReadLimit {
+        ReadLimit {
+            frames,
+            bytes: usize::MAX,
         }
     }
 
@@ -1001,12 +1036,12 @@ mod tests {
             append(&wal, i).await;
         }
         let mut tail = Tail::new(dir.path(), 1);
-        let first = tail.read(25, 10).unwrap();
+        let first = tail.read(25, frames(10)).unwrap();
         assert_eq!(
             first.iter().map(|f| f.lsn).collect::<Vec<_>>(),
             (1..=10).collect::<Vec<_>>()
         );
-        let rest = tail.read(25, 100).unwrap();
+        let rest = tail.read(25, frames(100)).unwrap();
         assert_eq!(rest.first().map(|f| f.lsn), Some(11));
         assert_eq!(rest.last().map(|f| f.lsn), Some(25));
         let before = segments(dir.path()).unwrap().len();
@@ -1017,6 +1052,33 @@ mod tests {
         let recovered = recover(&config).unwrap();
         assert_eq!(recovered.frames.last().unwrap().lsn, 40);
         assert!(recovered.frames[0].lsn <= 26);
+    }
+
+    #[tokio::test]
+    async fn a_tail_read_stops_at_its_byte_limit_but_always_takes_a_frame() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let wal = Wal::start(&config, &recover(&config).unwrap()).unwrap();
+        for i in 1..=40 {
+            append(&wal, i).await;
+        }
+        let lsns = |frames: Vec<Frame>| frames.iter().map(|f| f.lsn).collect::<Vec<_>>();
+        let mut tail = Tail::new(dir.path(), 1);
+        let tiny = ReadLimit {
+            frames: 100,
+            bytes: 1,
+        };
+        assert_eq!(lsns(tail.read(40, tiny).unwrap()), [1]);
+        // Frames 2–4 fill the limit exactly; segments of 256 bytes make the read cross them.
+        let three = ReadLimit {
+            frames: 100,
+            bytes: (2..=4).map(|i| payload(i).len()).sum(),
+        };
+        assert_eq!(lsns(tail.read(40, three).unwrap()), [2, 3, 4]);
+        assert_eq!(
+            lsns(tail.read(40, frames(100)).unwrap()),
+            (5..=40).collect::<Vec<_>>()
+        );
     }
 
     #[tokio::test]
@@ -1032,7 +1094,7 @@ mod tests {
         bytes[HEADER_LEN + FRAME_HEADER_BYTES + 1] ^= 0x01;
         fs::write(&first, bytes).unwrap();
         let mut tail = Tail::new(dir.path(), 1);
-        let err = tail.read(30, 100).unwrap_err();
+        let err = tail.read(30, frames(100)).unwrap_err();
         assert!(matches!(err, WalError::Corrupt { offset: 16, .. }), "{err}");
         assert_eq!(tail.next_lsn(), 1, "nothing is skipped");
     }
