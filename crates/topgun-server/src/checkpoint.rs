@@ -20,8 +20,8 @@ use crate::wal::{Frame, LogFiles, ReadLimit, Tail};
 const BATCH_MIN: usize = 8192;
 /// Most entries in one batch. While the checkpointer falls behind, each batch doubles up to
 /// this: a B-tree commit rewrites every page its keys touch, so keys scattered over a large
-/// store cost about a page each in small batches and share pages in large ones (redb: 11 µs
-/// per entry at 8,192, 2.4–3.7 µs at 262,144; `docs/benchmarks.md`).
+/// store cost about a page each in small batches and share pages in large ones (redb: 21 µs
+/// per entry at 8,192, 10.6 µs at 262,144; `benches/store.rs`).
 const BATCH_MAX: usize = 262_144;
 /// Most log payload bytes in one batch, whatever the values' size: bounds the memory a
 /// batch holds (its frames, their entries and the journal row, each about this size).

@@ -680,18 +680,10 @@ mod tests {
         };
         assert_eq!(cache(None).unwrap(), 64 << 20);
         assert_eq!(
-            cache(Some(
-                "redb_cache_bytes = 1073741824
-"
-            ))
-            .unwrap(),
+            cache(Some("redb_cache_bytes = 1073741824\n")).unwrap(),
             1 << 30
         );
-        let err = cache(Some(
-            "redb_cache_bytes = 4096
-",
-        ))
-        .unwrap_err();
+        let err = cache(Some("redb_cache_bytes = 4096\n")).unwrap_err();
         assert!(err.to_string().contains("redb_cache_bytes"), "{err}");
     }
 

@@ -168,7 +168,6 @@ fn report(args: &WriteArgs, counters: &Counters, window: &Window, latency: &Late
     report
 }
 
-/// Time between one connection's batches when paced.
 /// The `n`th fresh key of connection `index`.
 fn fresh_key(order: KeyOrder, index: usize, n: u64) -> String {
     match order {
@@ -185,6 +184,7 @@ fn mix64(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+/// Time between one connection's batches when paced.
 fn pacing(args: &WriteArgs) -> Option<Duration> {
     let rate = args.rate?;
     let per_conn_batches = rate / (args.connections * args.batch) as f64;
