@@ -24,7 +24,8 @@ const BATCH_MIN: usize = 8192;
 /// per entry at 8,192, 10.6 µs at 262,144; `benches/store.rs`).
 const BATCH_MAX: usize = 262_144;
 /// Most log payload bytes in one batch, whatever the values' size: bounds the memory a
-/// batch holds (its frames, their entries and the journal row, each about this size).
+/// batch holds (its entries and its journal row, each about this size; the frames read are
+/// freed as they are decoded).
 const BATCH_BYTES: usize = 64 << 20;
 /// Pause after a checkpoint that left nothing behind. A crash replays the log since the last
 /// store write plus the rest of its segment.
@@ -103,7 +104,7 @@ impl Checkpointer {
                 frames: size,
                 bytes: BATCH_BYTES,
             };
-            let batch = tail.read(target, limit).map(|f| decode(&f, after));
+            let batch = tail.read(target, limit).map(|f| decode(f, after));
             (tail, batch)
         })
         .await;
@@ -184,8 +185,12 @@ struct Batch {
 
 /// Reads frames into store entries, passing each record's bytes on as logged; journal events
 /// up to sequence `after` are already stored and left out.
-fn decode(frames: &[Frame], after: Option<u64>) -> Batch {
-    let mut entries = Vec::with_capacity(frames.len());
+///
+/// Takes the frames by value so that each is freed once copied: a batch then holds its
+/// entries and journal row, not the frames as well.
+fn decode(frames: Vec<Frame>, after: Option<u64>) -> Batch {
+    let (count, last) = (frames.len(), frames.last().map_or(0, |f| f.lsn));
+    let mut entries = Vec::with_capacity(count);
     let mut chunk = Chunk::default();
     for f in frames {
         let parts = journal::frame_parts(&f.payload)
@@ -202,8 +207,8 @@ fn decode(frames: &[Frame], after: Option<u64>) -> Batch {
         }
     }
     Batch {
-        frames: frames.len(),
-        last: frames.last().map_or(0, |f| f.lsn),
+        frames: count,
+        last,
         entries,
         journal: chunk.into_stored(),
     }
