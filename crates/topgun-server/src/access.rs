@@ -285,6 +285,39 @@ mod tests {
     }
 
     #[test]
+    fn cached_decisions_keep_resources_and_actions_apart() {
+        let access = ConnAccess::new(Arc::new(Policies::new(policies("user", "m*", None))));
+        access.set_subject(Some(Subject {
+            user_id: Some("u".into()),
+            roles: vec!["user".into()],
+        }));
+        // Twice each: the second answer comes from the cache.
+        for _ in 0..2 {
+            assert!(access.decide(Resource::Map, "m", Action::Read).allowed());
+            assert_eq!(
+                access.decide(Resource::Map, "m", Action::Write),
+                Decision::Deny
+            );
+            assert_eq!(
+                access.decide(Resource::Topic, "m", Action::Read),
+                Decision::Deny
+            );
+        }
+        // Past the cache's bound it starts over and still answers the same.
+        for i in 0..=CACHE_MAX {
+            assert!(
+                access
+                    .decide(Resource::Map, &format!("m{i}"), Action::Read)
+                    .allowed()
+            );
+        }
+        assert_eq!(
+            access.decide(Resource::Map, "m", Action::Write),
+            Decision::Deny
+        );
+    }
+
+    #[test]
     fn decisions_follow_the_subject_and_the_policies_in_force() {
         let shared = Arc::new(Policies::new(policies("user", "m", None)));
         let access = ConnAccess::new(Arc::clone(&shared));
