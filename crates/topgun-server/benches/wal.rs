@@ -49,7 +49,7 @@ fn appends(rt: &tokio::runtime::Runtime, writers: u64, total: u64) -> Duration {
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path());
     rt.block_on(async {
-        let wal = Wal::start(&config, &wal::recover(&config).unwrap()).unwrap();
+        let wal = Wal::start(&config, &wal::recover(&config, None).unwrap()).unwrap();
         let started = Instant::now();
         let tasks: Vec<_> = (0..writers)
             .map(|w| {
@@ -92,7 +92,7 @@ fn recovery(c: &mut Criterion) {
         ..config(dir.path())
     };
     rt.block_on(async {
-        let wal = Wal::start(&config, &wal::recover(&config).unwrap()).unwrap();
+        let wal = Wal::start(&config, &wal::recover(&config, None).unwrap()).unwrap();
         for chunk in (0..RECORDS).collect::<Vec<_>>().chunks(10_000) {
             let payloads = chunk.iter().map(|i| entry(*i)).collect();
             wal.append(payloads).await.unwrap().await.unwrap().unwrap();
@@ -103,7 +103,7 @@ fn recovery(c: &mut Criterion) {
     group.throughput(Throughput::Elements(RECORDS));
     group.bench_function("wal_1m_records_into_a_shard", |b| {
         b.iter(|| {
-            let recovered = wal::recover(&config).unwrap();
+            let recovered = wal::recover(&config, None).unwrap();
             let entries = recovered
                 .frames
                 .iter()

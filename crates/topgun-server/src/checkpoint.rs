@@ -10,10 +10,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use topgun_core::value::ValueMap;
+use topgun_core::{LwwRecord, NodeId, Timestamp, Value};
+
 use crate::journal::{self, Chunk, Retention, StoredIndex, StoredRow};
 use crate::server::now_ms;
-use crate::store::{EncodedEntry, Store, StoredEntry};
-use crate::wal::{Frame, LogFiles, ReadLimit, Tail};
+use crate::store::{EncodedEntry, Store, StoreError, StoredEntry, StoredValue};
+use crate::wal::{Frame, LogFiles, LogMark, ReadLimit, Tail};
+
+/// The reserved map and key of the store's [`LogMark`]: which log the store has checkpointed,
+/// and how far. Written in every checkpoint batch, so the mark and the entries it covers are
+/// stored together or not at all.
+pub const LOG_MAP: &str = "__topgun_wal";
+const MARK_KEY: &str = "mark";
 
 /// Entries in a store batch while the checkpointer keeps up: small, frequent commits keep
 /// the store close behind the log.
@@ -37,22 +46,32 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// row of the journal map ([`Chunk`]), and rows past `journal`'s retention are deleted in the
 /// same batch.
 pub async fn run(
-    wal: LogFiles,
-    tail: Tail,
+    log: (LogFiles, Tail),
     store: Arc<dyn Store>,
     degraded: Arc<AtomicBool>,
-    journal: (Retention, StoredIndex),
+    start: Start,
 ) {
-    let (retention, stored_journal) = journal;
+    let (wal, tail) = log;
     let mut checkpointer = Checkpointer {
         wal,
         tail: Some(tail),
         store,
         degraded,
-        retention,
-        stored_journal,
+        retention: start.retention,
+        stored_journal: start.stored_journal,
+        skip: start.skip,
     };
     checkpointer.run().await;
+}
+
+/// What the checkpointer starts from besides the log.
+#[derive(Debug, Default)]
+pub struct Start {
+    /// How many journal events are kept, and the journal rows already stored.
+    pub retention: Retention,
+    pub stored_journal: StoredIndex,
+    /// LSNs of frames recovery found undecodable and the operator chose to discard.
+    pub skip: Vec<u64>,
 }
 
 struct Checkpointer {
@@ -63,6 +82,7 @@ struct Checkpointer {
     degraded: Arc<AtomicBool>,
     retention: Retention,
     stored_journal: StoredIndex,
+    skip: Vec<u64>,
 }
 
 impl Checkpointer {
@@ -79,8 +99,12 @@ impl Checkpointer {
                 }
                 continue;
             }
-            let Some(batch) = self.read(target, size).await else {
+            let Some(mut batch) = self.read(target, size).await else {
                 return;
+            };
+            batch.mark = LogMark {
+                checkpointed: batch.last,
+                synced: if self.wal.synced() { target } else { 0 },
             };
             let behind = self.tail.as_ref().is_some_and(|t| t.next_lsn() <= target);
             if batch.frames > 0 {
@@ -98,13 +122,18 @@ impl Checkpointer {
     async fn read(&mut self, target: u64, size: usize) -> Option<Batch> {
         let mut tail = self.tail.take()?;
         let after = self.stored_journal.last_sequence();
+        let skip = self.skip.clone();
         // Reading and decoding stay off the async workers, which serve clients.
         let read = tokio::task::spawn_blocking(move || {
             let limit = ReadLimit {
                 frames: size,
                 bytes: BATCH_BYTES,
             };
-            let batch = tail.read(target, limit).map(|f| decode(f, after));
+            let batch = tail.read(target, limit).map(|f| decode(f, after, &skip));
+            if let Ok((_, Some(lsn))) = &batch {
+                // Read again from the frame that could not be decoded, next time.
+                tail.rewind(*lsn);
+            }
             (tail, batch)
         })
         .await;
@@ -120,7 +149,18 @@ impl Checkpointer {
         self.tail = Some(tail);
         match batch {
             // Frames written but not yet visible whole read as none: looked at again later.
-            Ok(batch) => Some(batch),
+            Ok((batch, None)) => Some(batch),
+            // What came before the undecodable frame is stored; the frame holds back every
+            // later checkpoint (and the release of its segment) until an operator acts.
+            Ok((batch, Some(lsn))) => {
+                tracing::error!(
+                    lsn,
+                    "a log frame cannot be decoded: checkpoints stop before it and the log \
+                     grows until writes are refused; restart to have recovery name it"
+                );
+                self.degraded.store(true, Ordering::Relaxed);
+                Some(batch)
+            }
             Err(e) => {
                 tracing::error!(error = %e, "checkpoint cannot read the write-ahead log");
                 self.degraded.store(true, Ordering::Relaxed);
@@ -138,6 +178,7 @@ impl Checkpointer {
         });
         let gone = self.stored_journal.add(row, self.retention, now_ms());
         entries.extend(gone.iter().map(EncodedEntry::from));
+        entries.push(EncodedEntry::from(&mark_entry(batch.mark)));
         // Shared rather than cloned for each attempt: a clone of a full batch took a
         // runtime worker for a millisecond or more.
         let entries: Arc<[EncodedEntry]> = entries.into();
@@ -178,6 +219,8 @@ struct Batch {
     frames: usize,
     /// The last frame's LSN.
     last: u64,
+    /// What the store will say of the log once it holds this batch.
+    mark: LogMark,
     entries: Vec<EncodedEntry>,
     /// The journal row of the batch's events, if it has any.
     journal: Option<(StoredEntry, StoredRow)>,
@@ -188,30 +231,79 @@ struct Batch {
 ///
 /// Takes the frames by value so that each is freed once copied: a batch then holds its
 /// entries and journal row, not the frames as well.
-fn decode(frames: Vec<Frame>, after: Option<u64>) -> Batch {
-    let (count, last) = (frames.len(), frames.last().map_or(0, |f| f.lsn));
-    let mut entries = Vec::with_capacity(count);
+///
+/// A frame that cannot be decoded (it passed its checksum, so a bug rather than disk damage)
+/// ends the batch before it, and its LSN comes back beside the batch. Skipping it
+/// would let its segment be released, and the write it holds vanish without a trace. Frames
+/// in `skip` were reported and discarded by recovery at the operator's request.
+fn decode(frames: Vec<Frame>, after: Option<u64>, skip: &[u64]) -> (Batch, Option<u64>) {
+    let mut batch = Batch {
+        entries: Vec::with_capacity(frames.len()),
+        ..Batch::default()
+    };
     let mut chunk = Chunk::default();
+    let mut undecodable = None;
     for f in frames {
+        if skip.contains(&f.lsn) {
+            (batch.frames, batch.last) = (batch.frames + 1, f.lsn);
+            continue;
+        }
         let parts = journal::frame_parts(&f.payload)
             .and_then(|(entry, events)| Ok((EncodedEntry::parse(entry.to_vec())?, events)));
-        match parts {
-            Ok((entry, events)) => {
-                if after.is_none_or(|after| journal::sequence(f.lsn, 0) > after) {
-                    chunk.push(f.lsn, &f.payload, events, &entry);
-                }
-                entries.push(entry);
-            }
-            // The frame passed its checksum, so this is a bug, not disk damage.
-            Err(e) => tracing::error!(lsn = f.lsn, error = %e, "undecodable log entry skipped"),
+        let Ok((entry, events)) = parts else {
+            undecodable = Some(f.lsn);
+            break;
+        };
+        if after.is_none_or(|after| journal::sequence(f.lsn, 0) > after) {
+            chunk.push(f.lsn, &f.payload, events, &entry);
         }
+        batch.entries.push(entry);
+        (batch.frames, batch.last) = (batch.frames + 1, f.lsn);
     }
-    Batch {
-        frames: count,
-        last,
-        entries,
-        journal: chunk.into_stored(),
+    batch.journal = chunk.into_stored();
+    (batch, undecodable)
+}
+
+/// The store's record of `mark`.
+pub fn mark_entry(mark: LogMark) -> StoredEntry {
+    let mut value = ValueMap::new();
+    value.insert("checkpointed", Value::from(mark.checkpointed));
+    value.insert("synced", Value::from(mark.synced));
+    let node = NodeId::new("topgun-log").expect("a valid node id");
+    // The store upserts without merging, so the stamp only has to be valid.
+    let record = LwwRecord::new(Value::Map(value), Timestamp::new(0, 0, node), None);
+    StoredEntry {
+        map: LOG_MAP.to_owned(),
+        key: MARK_KEY.to_owned(),
+        value: StoredValue::Lww(record),
     }
+}
+
+/// The mark `entry` holds, if it is the log's record: `None` for any other entry.
+pub fn read_mark(entry: &StoredEntry) -> Option<Result<LogMark, StoreError>> {
+    if entry.map != LOG_MAP {
+        return None;
+    }
+    let bad = || {
+        StoreError::Corrupt(format!(
+            "the log's mark in the store is unreadable: {entry:?}"
+        ))
+    };
+    let StoredValue::Lww(record) = &entry.value else {
+        return Some(Err(bad()));
+    };
+    let field = |name: &str| match record.value.get(name) {
+        Some(Value::Int(n)) => u64::try_from(*n).ok(),
+        Some(Value::UInt(n)) => Some(*n),
+        _ => None,
+    };
+    Some(match (field("checkpointed"), field("synced")) {
+        (Some(checkpointed), Some(synced)) => Ok(LogMark {
+            checkpointed,
+            synced,
+        }),
+        _ => Err(bad()),
+    })
 }
 
 /// Runs `write` until the store takes the batch; marks the server degraded meanwhile.

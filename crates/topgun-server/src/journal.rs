@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use topgun_core::protocol::enums::JournalEventType;
 use topgun_core::protocol::messages::JournalEventData;
+use topgun_core::protocol::msgpack::MAX_DEPTH_CEILING;
 use topgun_core::protocol::{
     DecodeError, Limits, Number, Path, Reader, Wire, Writer, decode_standalone,
 };
@@ -384,7 +385,7 @@ fn value_is_the_entrys(kind: JournalEventType) -> bool {
 fn draft_limits() -> Limits {
     Limits {
         max_frame_bytes: 1 << 30,
-        max_depth: 256,
+        max_depth: MAX_DEPTH_CEILING,
         max_collection_len: EVENTS_PER_FRAME_MAX,
         max_str_bytes: 1 << 30,
     }

@@ -14,7 +14,7 @@ use crate::shard_task::Persist;
 use crate::store::{MemoryStore, Store, StoreError, StoredEntry};
 use crate::store_pg::PgStore;
 use crate::store_redb::RedbStore;
-use crate::wal::{self, OnCorruption, SyncMode, Tail, Wal, WalConfig, WalError};
+use crate::wal::{self, LogMark, OnCorruption, SyncMode, Tail, Wal, WalConfig, WalError};
 
 /// Where records are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +80,11 @@ pub enum StorageError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Wal(#[from] WalError),
+    #[error(
+        "write-ahead log frame at LSN {lsn} passed its checksum but cannot be decoded: {reason}. \
+         Start with --wal-discard-corrupt to drop this one write and go on"
+    )]
+    Undecodable { lsn: u64, reason: String },
     #[error("data directory {path}: {source}")]
     DataDir {
         path: PathBuf,
@@ -140,24 +145,13 @@ pub async fn open_with_store(
     store: Arc<dyn Store>,
 ) -> Result<Opened, StorageError> {
     let degraded = Arc::new(AtomicBool::new(false));
-    let mut loaded = store.load(&all_partitions()).await?;
-    let mut journal = Vec::new();
-    let mut rows = Vec::new();
-    loaded.retain(|entry| match crate::journal::stored_events(entry) {
-        Some(Ok(events)) => {
-            rows.extend(stored_row(entry, &events));
-            journal.extend(events);
-            false
-        }
-        Some(Err(e)) => {
-            // The journal is a bounded history beside the records: an unreadable row costs
-            // its events, not the server's start.
-            tracing::error!(key = %entry.key, error = %e, "unreadable journal row skipped");
-            false
-        }
-        None => entry.map != JOURNAL_MAP,
-    });
-    let stored_index = StoredIndex::new(rows);
+    let loaded = store.load(&all_partitions()).await?;
+    let Stored {
+        mut loaded,
+        mut journal,
+        journal_index,
+        mark,
+    } = split_stored(loaded)?;
     let wal_config = WalConfig {
         dir: config.data_dir.join("wal"),
         sync: match config.durability {
@@ -169,35 +163,34 @@ pub async fn open_with_store(
         on_corruption: config.on_corruption,
         commit_delay: config.wal_commit_delay,
     };
-    let recovered = wal::recover(&wal_config)?;
-    if recovered.discarded_bytes > 0 {
-        tracing::warn!(
-            bytes = recovered.discarded_bytes,
-            "discarded the unreadable end of the write-ahead log"
-        );
-    }
-    let first_lsn = recovered
-        .frames
-        .first()
-        .map_or(recovered.next_lsn, |f| f.lsn);
-    for frame in &recovered.frames {
-        let (entry, drafts) = crate::journal::decode_frame(&frame.payload)?;
-        journal.extend(crate::journal::sequenced(frame.lsn, &entry, drafts));
-        loaded.push(entry);
-    }
+    let recovered = wal::recover(&wal_config, mark)?;
+    report_discarded(&recovered.discarded);
+    let skip = replay(&recovered, config.on_corruption, &mut loaded, &mut journal)?;
     tracing::info!(
         entries = loaded.len(),
         replayed = recovered.frames.len(),
         "records recovered"
     );
+    // Frames the store holds already need no second checkpoint.
+    let checkpointed = mark.map_or(0, |m| m.checkpointed);
+    let first_lsn = recovered
+        .frames
+        .first()
+        .map_or(recovered.next_lsn, |f| f.lsn)
+        .max(checkpointed + 1)
+        .min(recovered.next_lsn);
     let wal = Wal::start(&wal_config, &recovered)?;
     let tail = Tail::new(&wal_config.dir, first_lsn);
+    let start = crate::checkpoint::Start {
+        retention: config.journal,
+        stored_journal: journal_index,
+        skip,
+    };
     tokio::spawn(crate::checkpoint::run(
-        wal.files(),
-        tail,
+        (wal.files(), tail),
         store,
         Arc::clone(&degraded),
-        (config.journal, stored_index),
+        start,
     ));
     let level = match config.durability {
         Durability::Fsync => WriteConcern::Persisted,
@@ -210,6 +203,102 @@ pub async fn open_with_store(
         ack_after_log: config.durability != Durability::Memory,
         degraded,
     })
+}
+
+/// What the store held, sorted: records, journal events, and the log's mark.
+struct Stored {
+    loaded: Vec<StoredEntry>,
+    journal: Vec<JournalEvent>,
+    journal_index: StoredIndex,
+    mark: Option<LogMark>,
+}
+
+fn split_stored(mut loaded: Vec<StoredEntry>) -> Result<Stored, StorageError> {
+    let mut journal = Vec::new();
+    let mut rows = Vec::new();
+    let mut mark = None;
+    let mut unreadable_mark = None;
+    loaded.retain(|entry| {
+        if let Some(read) = crate::checkpoint::read_mark(entry) {
+            match read {
+                Ok(read) => mark = Some(read),
+                Err(e) => unreadable_mark = Some(e),
+            }
+            return false;
+        }
+        match crate::journal::stored_events(entry) {
+            Some(Ok(events)) => {
+                rows.extend(stored_row(entry, &events));
+                journal.extend(events);
+                false
+            }
+            Some(Err(e)) => {
+                // The journal is a bounded history beside the records: an unreadable row
+                // costs its events, not the server's start.
+                tracing::error!(key = %entry.key, error = %e, "unreadable journal row skipped");
+                false
+            }
+            None => entry.map != JOURNAL_MAP,
+        }
+    });
+    if let Some(e) = unreadable_mark {
+        return Err(e.into());
+    }
+    Ok(Stored {
+        loaded,
+        journal,
+        journal_index: StoredIndex::new(rows),
+        mark,
+    })
+}
+
+/// Says what recovery cut off or dropped: a torn tail is routine after a crash; anything
+/// else was damage the operator chose to discard, and may have held acknowledged writes.
+fn report_discarded(discarded: &[wal::Discarded]) {
+    for d in discarded {
+        if d.may_hold_acknowledged {
+            tracing::error!(bytes = d.bytes, "write-ahead log damage discarded: {d}");
+        } else {
+            tracing::warn!(bytes = d.bytes, "write-ahead log: cut {d}");
+        }
+    }
+}
+
+/// Decodes the recovered frames onto the stored entries and journal events. A frame that
+/// passed its checksum but cannot be decoded stops start-up, or with
+/// [`OnCorruption::Discard`] is dropped, named in the log and returned, so that the
+/// checkpointer passes over it too.
+fn replay(
+    recovered: &wal::Recovered,
+    on_corruption: OnCorruption,
+    loaded: &mut Vec<StoredEntry>,
+    journal: &mut Vec<JournalEvent>,
+) -> Result<Vec<u64>, StorageError> {
+    let mut skipped = Vec::new();
+    for frame in &recovered.frames {
+        match crate::journal::decode_frame(&frame.payload) {
+            Ok((entry, drafts)) => {
+                journal.extend(crate::journal::sequenced(frame.lsn, &entry, drafts));
+                loaded.push(entry);
+            }
+            Err(e) if on_corruption == OnCorruption::Discard => {
+                tracing::error!(
+                    lsn = frame.lsn,
+                    error = %e,
+                    "write-ahead log damage discarded: the undecodable frame at LSN {}",
+                    frame.lsn
+                );
+                skipped.push(frame.lsn);
+            }
+            Err(e) => {
+                return Err(StorageError::Undecodable {
+                    lsn: frame.lsn,
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
+    Ok(skipped)
 }
 
 /// What retention needs to know of a journal row read back from the store.

@@ -14,6 +14,7 @@ use futures_util::future::{BoxFuture, FutureExt, ready};
 use thiserror::Error;
 use topgun_core::hash::partition_id;
 use topgun_core::protocol::messages::LeafRecord;
+use topgun_core::protocol::msgpack::MAX_DEPTH_CEILING;
 use topgun_core::protocol::{
     DecodeError, ErrorKind, Limits, Path, Reader, Wire, Writer, decode_standalone,
 };
@@ -67,11 +68,13 @@ pub struct StoredEntry {
 }
 
 /// Limits for decoding what this server itself wrote: generous, since an OR key's state
-/// can outgrow a client frame, but still bounded.
+/// can outgrow a client frame, but still bounded. The depth is the reader's ceiling, well
+/// above the deepest value a client may send (`max_depth` is at most 256), so that nothing
+/// acknowledged is ever too deep to read back.
 fn stored_limits() -> Limits {
     Limits {
         max_frame_bytes: 1 << 30,
-        max_depth: 256,
+        max_depth: MAX_DEPTH_CEILING,
         max_collection_len: 1 << 24,
         max_str_bytes: 1 << 30,
     }
@@ -370,6 +373,26 @@ impl Store for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_value_deeper_than_any_client_may_send_reads_back() {
+        // A client's frame may nest 256 deep at most (`max_depth`), its value a few levels
+        // less; the store reads back deeper still, so no acknowledged write is unreadable.
+        let mut value = topgun_core::Value::Int(1);
+        for _ in 0..300 {
+            value = topgun_core::Value::Array(vec![value]);
+        }
+        let node = topgun_core::NodeId::new("n").unwrap();
+        let at = topgun_core::Timestamp::new(5, 1, node);
+        let entry = StoredEntry {
+            map: "m".into(),
+            key: "k".into(),
+            value: StoredValue::Lww(LwwRecord::new(value, at, None)),
+        };
+        let bytes = entry.encode();
+        assert_eq!(StoredEntry::decode(&bytes).unwrap(), entry);
+        assert_eq!(EncodedEntry::parse(bytes).unwrap().key, "k");
+    }
 
     #[test]
     fn entries_encode_as_the_messages_they_are_read_back_as() {

@@ -10,7 +10,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use common::*;
 use topgun_core::protocol::Message;
-use topgun_core::protocol::messages::MerkleReqBucket;
 use topgun_core::{NodeId, Timestamp, Value};
 
 const MAP: &str = "crash";
@@ -93,33 +92,6 @@ async fn try_send(c: &mut Client, msg: &Message) -> Result<(), ()> {
     .map_err(drop)
 }
 
-/// Every record of the map, read leaf by leaf (requests pipelined in chunks).
-async fn read_all(addr: SocketAddr) -> BTreeMap<String, Value> {
-    let mut c = connect(addr, "/").await;
-    let mut out = BTreeMap::new();
-    let paths: Vec<String> = (0..4096).map(|i| format!("{i:03x}")).collect();
-    for chunk in paths.chunks(128) {
-        for path in chunk {
-            let req = MerkleReqBucket {
-                map_name: MAP.into(),
-                path: path.as_str().into(),
-            };
-            send(&mut c, &Message::MerkleReqBucket(req)).await;
-        }
-        for _ in chunk {
-            match recv(&mut c).await {
-                Ok(Message::SyncRespLeaf(leaf)) => {
-                    for r in leaf.records {
-                        out.insert(r.key.to_string(), r.record.value);
-                    }
-                }
-                other => panic!("expected SYNC_RESP_LEAF, got {other:?}"),
-            }
-        }
-    }
-    out
-}
-
 /// A small deterministic generator for kill delays, seeded per run: 60 ms to 1.5 s, so that
 /// kills land before, during and after the checkpointer's once-a-second durable store commit
 /// (between them redb commits are not synced and the log must still hold everything).
@@ -168,7 +140,7 @@ async fn crash_cycles(database_url: Option<&str>) {
         }
 
         let server = spawn(dir.path(), database_url);
-        let stored = read_all(server.addr).await;
+        let stored = read_map(server.addr, MAP).await;
         drop(server);
         let ledger = ledger.lock().unwrap();
         for (key, value) in &ledger.acked {

@@ -396,3 +396,35 @@ pub(crate) fn op_batch(ops: Vec<topgun_core::protocol::messages::ClientOp>) -> M
         timeout: None,
     })
 }
+
+/// Every record of `map` on the server at `addr`, read leaf by leaf (requests pipelined in
+/// chunks): key → value.
+pub(crate) async fn read_map(
+    addr: SocketAddr,
+    map: &str,
+) -> std::collections::BTreeMap<String, topgun_core::Value> {
+    use topgun_core::protocol::messages::MerkleReqBucket;
+    let mut c = connect(addr, "/").await;
+    let mut out = std::collections::BTreeMap::new();
+    let paths: Vec<String> = (0..4096).map(|i| format!("{i:03x}")).collect();
+    for chunk in paths.chunks(128) {
+        for path in chunk {
+            let req = MerkleReqBucket {
+                map_name: map.into(),
+                path: path.as_str().into(),
+            };
+            send(&mut c, &Message::MerkleReqBucket(req)).await;
+        }
+        for _ in chunk {
+            match recv(&mut c).await {
+                Ok(Message::SyncRespLeaf(leaf)) => {
+                    for r in leaf.records {
+                        out.insert(r.key.to_string(), r.record.value);
+                    }
+                }
+                other => panic!("expected SYNC_RESP_LEAF, got {other:?}"),
+            }
+        }
+    }
+    out
+}

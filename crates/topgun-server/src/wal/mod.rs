@@ -22,10 +22,16 @@
 //! | 8 | 8 | LSN, u64 LE; each frame's is the previous one's + 1 |
 //! | 16 | n | payload: a [`crate::store::StoredEntry`] in its byte form |
 //!
-//! Recovery: a bad frame with nothing valid after it, in the last segment, is a torn tail
-//! (a write cut short by a crash) and is truncated. Anything else — a bad frame followed by
-//! more bytes, or in an older segment — is corruption: start-up stops, unless the operator
-//! chose to discard everything from the bad frame on.
+//! Recovery ([`recovery`]): a bad frame with nothing valid after it, at the end of the last
+//! segment and past what the store knows was synced, is a torn tail (a write cut short by a
+//! crash) and is truncated. Anything else is damage: start-up stops, unless the operator
+//! chose to discard it, and then says exactly what was dropped.
+
+mod frame;
+mod recovery;
+
+pub use frame::Frame;
+pub use recovery::{Discarded, LogMark, Recovered, recover};
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -43,7 +49,7 @@ pub const MAGIC: [u8; 8] = *b"TGWAL\0\0\x01";
 const SEGMENT_HEADER_BYTES: u64 = 16;
 /// The header length as an index.
 const HEADER_LEN: usize = 16;
-const FRAME_HEADER_BYTES: usize = 16;
+use frame::{FRAME_HEADER_BYTES, encode_frame, parse_frames};
 /// Appends waiting for the writer thread.
 const APPEND_QUEUE_LEN: usize = 1024;
 /// Most appends made durable by one sync.
@@ -102,6 +108,11 @@ pub enum WalError {
         reason: String,
     },
     #[error(
+        "write-ahead log {dir}: {detail}. Restore the data directory from a backup, or start \
+         with --wal-discard-corrupt to accept the loss"
+    )]
+    Missing { dir: PathBuf, detail: String },
+    #[error(
         "the write-ahead log holds {bytes} bytes not yet in the store (limit {max_bytes}): the \
          store is not keeping up or is unreachable; retry later"
     )]
@@ -119,13 +130,6 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WalError + '_ {
         path: path.to_owned(),
         source,
     }
-}
-
-/// One frame read back.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Frame {
-    pub lsn: u64,
-    pub payload: Vec<u8>,
 }
 
 fn segment_name(first_lsn: u64) -> String {
@@ -147,151 +151,6 @@ pub fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, WalError> {
     }
     out.sort();
     Ok(out)
-}
-
-/// How parsing a segment's bytes ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Ending {
-    Clean,
-    /// A frame at `offset` is cut short or fails its checksum and nothing follows it.
-    Torn {
-        offset: u64,
-    },
-    /// A frame at `offset` is bad and more bytes follow.
-    Corrupt {
-        offset: u64,
-        reason: String,
-    },
-}
-
-/// Parses frames from `bytes` (which start at file offset `base`), expecting `next_lsn`,
-/// until `stop` says so for the next frame's LSN (with the number of frames in `out` and the
-/// payload bytes parsed so far by this call).
-fn parse_frames(
-    bytes: &[u8],
-    base: u64,
-    mut next_lsn: u64,
-    out: &mut Vec<Frame>,
-    stop: impl Fn(u64, usize, usize) -> bool,
-) -> Ending {
-    let mut pos = 0usize;
-    let mut parsed = 0usize;
-    while pos < bytes.len() && !stop(next_lsn, out.len(), parsed) {
-        let offset = base + pos as u64;
-        let rest = &bytes[pos..];
-        let Some(header) = rest.get(..FRAME_HEADER_BYTES) else {
-            return Ending::Torn { offset };
-        };
-        let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
-        let Some(body) = rest.get(8..FRAME_HEADER_BYTES + len) else {
-            return Ending::Torn { offset };
-        };
-        let end = pos + FRAME_HEADER_BYTES + len;
-        let bad = |reason: String| {
-            if end == bytes.len() {
-                Ending::Torn { offset }
-            } else {
-                Ending::Corrupt { offset, reason }
-            }
-        };
-        if crc32c::crc32c(body) != crc {
-            return bad("checksum mismatch".into());
-        }
-        let lsn = u64::from_le_bytes(body[0..8].try_into().expect("8 bytes"));
-        if lsn != next_lsn {
-            return bad(format!("LSN {lsn} where {next_lsn} was expected"));
-        }
-        out.push(Frame {
-            lsn,
-            payload: body[8..].to_vec(),
-        });
-        parsed += len;
-        next_lsn += 1;
-        pos = end;
-    }
-    Ending::Clean
-}
-
-/// What recovery found.
-#[derive(Debug)]
-pub struct Recovered {
-    /// Every frame still in the log, in LSN order.
-    pub frames: Vec<Frame>,
-    /// The LSN the next append gets.
-    pub next_lsn: u64,
-    /// Bytes cut off a torn tail or discarded on request.
-    pub discarded_bytes: u64,
-}
-
-/// Reads the log in `config.dir` (created if missing), repairing a torn tail.
-pub fn recover(config: &WalConfig) -> Result<Recovered, WalError> {
-    fs::create_dir_all(&config.dir).map_err(io_err(&config.dir))?;
-    let segs = segments(&config.dir)?;
-    let mut frames = Vec::new();
-    let mut discarded_bytes = 0;
-    let mut next_lsn = segs.first().map_or(1, |(first, _)| *first);
-    for (at, (first, path)) in segs.iter().enumerate() {
-        let bytes = fs::read(path).map_err(io_err(path))?;
-        let last = at + 1 == segs.len();
-        if last && bytes.len() < HEADER_LEN {
-            // A crash while a new segment's header was being written: it holds nothing.
-            discarded_bytes += bytes.len() as u64;
-            fs::remove_file(path).map_err(io_err(path))?;
-            break;
-        }
-        let corrupt = |offset: u64, reason: String| WalError::Corrupt {
-            path: path.clone(),
-            offset,
-            reason,
-        };
-        if bytes.len() < HEADER_LEN || bytes[..8] != MAGIC {
-            return Err(corrupt(0, "not a write-ahead log segment".into()));
-        }
-        let header_lsn = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
-        if header_lsn != *first || *first != next_lsn {
-            return Err(corrupt(
-                8,
-                format!("starts at LSN {header_lsn}, expected {next_lsn}"),
-            ));
-        }
-        let ending = parse_frames(
-            &bytes[HEADER_LEN..],
-            SEGMENT_HEADER_BYTES,
-            next_lsn,
-            &mut frames,
-            |_, _, _| false,
-        );
-        next_lsn = frames.last().map_or(next_lsn, |f| f.lsn + 1);
-        let cut = match ending {
-            Ending::Clean => continue,
-            Ending::Torn { offset } if last => offset,
-            Ending::Torn { offset } | Ending::Corrupt { offset, .. }
-                if config.on_corruption == OnCorruption::Discard =>
-            {
-                offset
-            }
-            Ending::Torn { offset } => {
-                return Err(corrupt(
-                    offset,
-                    "cut short, but newer segments follow".into(),
-                ));
-            }
-            Ending::Corrupt { offset, reason } => return Err(corrupt(offset, reason)),
-        };
-        discarded_bytes += bytes.len() as u64 - cut;
-        truncate(path, cut)?;
-        for (_, later) in &segs[at + 1..] {
-            discarded_bytes += fs::metadata(later).map_err(io_err(later))?.len();
-            fs::remove_file(later).map_err(io_err(later))?;
-        }
-        break;
-    }
-    Ok(Recovered {
-        frames,
-        next_lsn,
-        discarded_bytes,
-    })
 }
 
 fn truncate(path: &Path, len: u64) -> Result<(), WalError> {
@@ -347,6 +206,8 @@ pub struct Wal {
     dir: PathBuf,
     /// Set by the writer thread once a write failed.
     failed: Arc<AtomicBool>,
+    /// [`SyncMode::Fsync`].
+    synced: bool,
 }
 
 impl std::fmt::Debug for Append {
@@ -382,6 +243,7 @@ impl Wal {
             durable,
             dir: config.dir.clone(),
             failed,
+            synced: config.sync == SyncMode::Fsync,
         })
     }
 
@@ -444,6 +306,7 @@ impl Wal {
             dir: self.dir.clone(),
             stats: Arc::clone(&self.stats),
             durable: self.durable.clone(),
+            synced: self.synced,
         }
     }
 }
@@ -456,11 +319,17 @@ pub struct LogFiles {
     dir: PathBuf,
     stats: Arc<LogStats>,
     durable: watch::Receiver<u64>,
+    synced: bool,
 }
 
 impl LogFiles {
     pub fn durable(&self) -> watch::Receiver<u64> {
         self.durable.clone()
+    }
+
+    /// Whether the durable mark means synced to disk ([`SyncMode::Fsync`]), not only written.
+    pub fn synced(&self) -> bool {
+        self.synced
     }
 
     /// Where the checkpointer records its store writes.
@@ -581,13 +450,7 @@ impl Writer {
         let mut buf = Vec::new();
         let mut lsn = self.next_lsn;
         for payload in group.iter().flat_map(|a| &a.payloads) {
-            let len = u32::try_from(payload.len()).expect("entries are far below 4 GiB");
-            let lsn_bytes = lsn.to_le_bytes();
-            let crc = crc32c::crc32c_append(crc32c::crc32c(&lsn_bytes), payload);
-            buf.extend_from_slice(&len.to_le_bytes());
-            buf.extend_from_slice(&crc.to_le_bytes());
-            buf.extend_from_slice(&lsn_bytes);
-            buf.extend_from_slice(payload);
+            encode_frame(lsn, payload, &mut buf);
             lsn += 1;
         }
         self.file.write_all(&buf).map_err(io_err(&self.path))?;
@@ -632,39 +495,41 @@ fn pause_after(
     (busy && !left.is_zero()).then_some(left)
 }
 
-/// Creates (or, if empty after a crash, recreates) the segment starting at `first_lsn`.
+/// Creates the segment starting at `first_lsn`, or continues it if recovery left it with
+/// its header only.
+///
+/// A new segment is written whole under a temporary name (`.seg.tmp`), synced, and only then
+/// renamed into place, so a segment file is never seen without its header: recovery takes a
+/// segment cut below its header for damage, and removes temporary files as never used.
 fn create_segment(dir: &Path, first_lsn: u64) -> Result<(File, PathBuf), WalError> {
     let path = dir.join(segment_name(first_lsn));
-    if let Ok(meta) = fs::metadata(&path) {
-        // Recovery ended in this segment and it holds no frame: start it again.
-        if meta.len() <= SEGMENT_HEADER_BYTES {
-            fs::remove_file(&path).map_err(io_err(&path))?;
-        } else {
-            return reopen_segment(&path);
-        }
+    if path.exists() {
+        // Recovery ended in this segment, so its LSNs continue where it ends.
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        return Ok((file, path));
     }
+    let temporary = path.with_extension("seg.tmp");
     let mut file = OpenOptions::new()
-        .create_new(true)
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&temporary)
+        .map_err(io_err(&temporary))?;
+    let mut header = MAGIC.to_vec();
+    header.extend_from_slice(&first_lsn.to_le_bytes());
+    file.write_all(&header).map_err(io_err(&temporary))?;
+    file.sync_all().map_err(io_err(&temporary))?;
+    fs::rename(&temporary, &path).map_err(io_err(&path))?;
+    sync_dir(dir)?;
+    drop(file);
+    let file = OpenOptions::new()
         .append(true)
         .open(&path)
         .map_err(io_err(&path))?;
-    let mut header = MAGIC.to_vec();
-    header.extend_from_slice(&first_lsn.to_le_bytes());
-    file.write_all(&header).map_err(io_err(&path))?;
-    file.sync_all().map_err(io_err(&path))?;
-    sync_dir(dir)?;
     Ok((file, path))
-}
-
-/// Continuing a segment that already holds frames would break the name ↔ first-LSN rule
-/// only if the LSNs did not continue; recovery guarantees they do, so appends resume at
-/// its end.
-fn reopen_segment(path: &Path) -> Result<(File, PathBuf), WalError> {
-    let file = OpenOptions::new()
-        .append(true)
-        .open(path)
-        .map_err(io_err(path))?;
-    Ok((file, path.to_owned()))
 }
 
 /// How much one [`Tail::read`] returns at most.
@@ -704,6 +569,14 @@ impl Tail {
 
     pub fn next_lsn(&self) -> u64 {
         self.next_lsn
+    }
+
+    /// Reads from `lsn` again (at most back to where a read took frames from).
+    pub fn rewind(&mut self, lsn: u64) {
+        if lsn < self.next_lsn {
+            self.next_lsn = lsn;
+            self.segment = None;
+        }
     }
 
     /// Frames with LSNs from `next_lsn` through `durable`, as many as `limit` allows (and
@@ -758,8 +631,9 @@ impl Tail {
         self.segment = Some((*first, file, offset));
         let len = filled.map_err(io_err(path))?;
         let before = out.len();
-        // A frame being written shows as a torn tail: read again later. Only frames up to
-        // `durable` are parsed, and those were written whole: a bad one is damage.
+        // Only frames up to `durable` are parsed, and those were written whole before it was
+        // published: if the first of them cannot be read, that is damage, not a frame still
+        // being written. (A frame cut off later in the buffer is the end of this read.)
         let ending = parse_frames(
             &self.buf[..len],
             offset,
@@ -767,17 +641,21 @@ impl Tail {
             out,
             |lsn, n, taken| lsn > durable || n >= limit.frames || taken >= limit.bytes,
         );
-        if let (Ending::Corrupt { offset, reason }, true) = (ending, out.len() == before) {
+        if out.len() == before && self.next_lsn <= durable {
+            let (at, reason) = match ending.broken() {
+                Some((at, reason)) => (at, reason.to_owned()),
+                None => (
+                    offset + len as u64,
+                    format!("the segment ends, but LSN {} is durable", self.next_lsn),
+                ),
+            };
             return Err(WalError::Corrupt {
                 path: path.clone(),
-                offset,
+                offset: at,
                 reason,
             });
         }
-        let consumed: u64 = out[before..]
-            .iter()
-            .map(|f| (FRAME_HEADER_BYTES + f.payload.len()) as u64)
-            .sum();
+        let consumed: u64 = out[before..].iter().map(Frame::span).sum();
         self.next_lsn = out.last().map_or(self.next_lsn, |f| f.lsn + 1);
         if let Some((_, _, at)) = self.segment.as_mut() {
             *at = offset + consumed;
@@ -837,11 +715,7 @@ impl Tail {
             &mut frames,
             |lsn, _, _| lsn >= next,
         );
-        Ok(SEGMENT_HEADER_BYTES
-            + frames
-                .iter()
-                .map(|f| (FRAME_HEADER_BYTES + f.payload.len()) as u64)
-                .sum::<u64>())
+        Ok(SEGMENT_HEADER_BYTES + frames.iter().map(Frame::span).sum::<u64>())
     }
 }
 
@@ -879,7 +753,7 @@ mod tests {
 
     /// Appends `count` single-frame entries through a fresh writer; returns the last LSN.
     async fn write(config: &WalConfig, count: u64) -> u64 {
-        let recovered = recover(config).unwrap();
+        let recovered = recover(config, None).unwrap();
         let wal = Wal::start(config, &recovered).unwrap();
         let first = recovered.next_lsn;
         let mut last = 0;
@@ -935,12 +809,12 @@ mod tests {
             "small segments roll over"
         );
         assert_eq!(write(&config, 5).await, 35, "LSNs continue after a restart");
-        let recovered = recover(&config).unwrap();
+        let recovered = recover(&config, None).unwrap();
         assert_eq!(
             payloads(&recovered.frames),
             (1..=35).map(payload).collect::<Vec<_>>()
         );
-        assert_eq!((recovered.next_lsn, recovered.discarded_bytes), (36, 0));
+        assert_eq!((recovered.next_lsn, recovered.discarded_bytes()), (36, 0));
     }
 
     #[tokio::test]
@@ -950,7 +824,7 @@ mod tests {
             segment_bytes: 1 << 20,
             ..config(dir.path())
         };
-        let wal = Wal::start(&config, &recover(&config).unwrap()).unwrap();
+        let wal = Wal::start(&config, &recover(&config, None).unwrap()).unwrap();
         let mut waits = Vec::new();
         for i in 1..=200 {
             waits.push(wal.append(vec![payload(i), payload(i)]).await.unwrap());
@@ -962,7 +836,7 @@ mod tests {
                 "each append gets its last LSN"
             );
         }
-        assert_eq!(recover(&config).unwrap().frames.len(), 400);
+        assert_eq!(recover(&config, None).unwrap().frames.len(), 400);
     }
 
     #[tokio::test]
@@ -973,11 +847,11 @@ mod tests {
         let path = last_segment(dir.path());
         let len = fs::metadata(&path).unwrap().len();
         truncate(&path, len - 3).unwrap();
-        let recovered = recover(&config).unwrap();
+        let recovered = recover(&config, None).unwrap();
         assert_eq!(recovered.next_lsn, 10, "the cut frame is gone");
-        assert!(recovered.discarded_bytes > 0);
+        assert!(recovered.discarded_bytes() > 0);
         assert_eq!(write(&config, 2).await, 11);
-        assert_eq!(recover(&config).unwrap().frames.len(), 11);
+        assert_eq!(recover(&config, None).unwrap().frames.len(), 11);
     }
 
     fn flip(path: &Path, offset_from_end: u64) {
@@ -993,7 +867,7 @@ mod tests {
         let config = config(dir.path());
         write(&config, 10).await;
         flip(&last_segment(dir.path()), 2);
-        let recovered = recover(&config).unwrap();
+        let recovered = recover(&config, None).unwrap();
         assert_eq!(recovered.frames.last().unwrap().lsn, 9);
     }
 
@@ -1007,7 +881,7 @@ mod tests {
         let mut bytes = fs::read(&first).unwrap();
         bytes[HEADER_LEN + FRAME_HEADER_BYTES + 1] ^= 0x01;
         fs::write(&first, bytes).unwrap();
-        let err = recover(&config).unwrap_err();
+        let err = recover(&config, None).unwrap_err();
         assert!(
             matches!(&err, WalError::Corrupt { offset: 16, .. }),
             "{err}"
@@ -1017,7 +891,7 @@ mod tests {
             on_corruption: OnCorruption::Discard,
             ..config.clone()
         };
-        let recovered = recover(&discard).unwrap();
+        let recovered = recover(&discard, None).unwrap();
         assert!(
             recovered.frames.is_empty(),
             "everything from the bad frame on is dropped"
@@ -1030,7 +904,7 @@ mod tests {
     async fn the_tail_reads_durable_frames_and_released_segments_go() {
         let dir = tempfile::tempdir().unwrap();
         let config = config(dir.path());
-        let recovered = recover(&config).unwrap();
+        let recovered = recover(&config, None).unwrap();
         let wal = Wal::start(&config, &recovered).unwrap();
         for i in 1..=40 {
             append(&wal, i).await;
@@ -1049,7 +923,7 @@ mod tests {
         let after = segments(dir.path()).unwrap();
         assert!(after.len() < before);
         assert!(after[0].0 <= 26, "frames after the checkpoint are kept");
-        let recovered = recover(&config).unwrap();
+        let recovered = recover(&config, None).unwrap();
         assert_eq!(recovered.frames.last().unwrap().lsn, 40);
         assert!(recovered.frames[0].lsn <= 26);
     }
@@ -1058,7 +932,7 @@ mod tests {
     async fn a_tail_read_stops_at_its_byte_limit_but_always_takes_a_frame() {
         let dir = tempfile::tempdir().unwrap();
         let config = config(dir.path());
-        let wal = Wal::start(&config, &recover(&config).unwrap()).unwrap();
+        let wal = Wal::start(&config, &recover(&config, None).unwrap()).unwrap();
         for i in 1..=40 {
             append(&wal, i).await;
         }
@@ -1085,7 +959,7 @@ mod tests {
     async fn the_tail_reports_a_damaged_frame_instead_of_waiting_for_it() {
         let dir = tempfile::tempdir().unwrap();
         let config = config(dir.path());
-        let wal = Wal::start(&config, &recover(&config).unwrap()).unwrap();
+        let wal = Wal::start(&config, &recover(&config, None).unwrap()).unwrap();
         for i in 1..=30 {
             append(&wal, i).await;
         }
@@ -1106,7 +980,7 @@ mod tests {
             max_bytes: 300,
             ..config(dir.path())
         };
-        let wal = Wal::start(&config, &recover(&config).unwrap()).unwrap();
+        let wal = Wal::start(&config, &recover(&config, None).unwrap()).unwrap();
         assert!(wal.check_room().is_ok());
         for i in 1..=20 {
             append(&wal, i).await;
