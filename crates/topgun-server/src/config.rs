@@ -16,6 +16,7 @@ use topgun_core::protocol::Limits;
 
 use crate::auth::{JwtVerifier, KeyError};
 use crate::journal::Retention;
+use crate::outbox::BacklogLimits;
 use crate::policy::{PolicyError, PolicySet, PolicySpec};
 use crate::storage::{Backend, Durability, StorageConfig};
 use crate::wal::OnCorruption;
@@ -127,6 +128,9 @@ struct FileConfig {
     ops_per_sec_per_connection: Option<u32>,
     ops_per_sec_per_user: Option<u32>,
     server_timestamps: Option<bool>,
+    connection_backlog_bytes_max: Option<usize>,
+    server_backlog_bytes_max: Option<usize>,
+    write_timeout_ms: Option<u64>,
     #[serde(default)]
     policies: Vec<PolicySpec>,
 }
@@ -233,8 +237,11 @@ pub struct SessionLimits {
     pub auth_deadline_ms: u64,
     /// Time without a `PING` after which a connection is closed.
     pub idle_timeout_ms: u64,
-    /// Frames queued for one connection's socket writer.
+    /// Replies queued for one connection's socket writer.
     pub outbound_queue_len: usize,
+    /// How long a connection's socket may take no data before it is closed as a slow
+    /// consumer.
+    pub write_timeout_ms: u64,
     /// Maps one connection may sync (and receive events of) at once.
     pub maps_per_connection_max: usize,
     /// Topics one connection may subscribe to at once.
@@ -247,6 +254,7 @@ impl Default for SessionLimits {
             auth_deadline_ms: 10_000,
             idle_timeout_ms: 60_000,
             outbound_queue_len: 256,
+            write_timeout_ms: 30_000,
             maps_per_connection_max: 1024,
             topics_per_connection_max: 100,
         }
@@ -261,6 +269,8 @@ pub struct Config {
     pub auth: AuthMode,
     pub decode: Limits,
     pub session: SessionLimits,
+    /// Budgets for what connections have been sent but not read.
+    pub backlog: BacklogLimits,
     /// Partition shard tasks; default: the number of cores.
     pub shards: usize,
     /// How far ahead of the server clock a client timestamp may be (PROTOCOL.md §2.1).
@@ -352,7 +362,19 @@ impl Config {
                 file.topics_per_connection_max
                     .unwrap_or(defaults.topics_per_connection_max),
             )?,
+            write_timeout_ms: in_range(
+                "write_timeout_ms",
+                file.write_timeout_ms.unwrap_or(defaults.write_timeout_ms),
+                100..=600_000,
+            )?,
         };
+        let backlog = backlog_limits(
+            (
+                file.connection_backlog_bytes_max,
+                file.server_backlog_bytes_max,
+            ),
+            decode.max_frame_bytes,
+        )?;
         let shards = positive("shards", file.shards.unwrap_or_else(cores))?;
         let tombstone_ttl_ms = file.tombstone_ttl_ms.unwrap_or(TOMBSTONE_TTL_MS_DEFAULT);
         let gc_interval_ms = u64::try_from(positive(
@@ -378,6 +400,7 @@ impl Config {
             auth,
             decode,
             session,
+            backlog,
             shards,
             max_drift_ms: file.max_drift_ms.unwrap_or(MAX_DRIFT_MS_DEFAULT),
             storage: storage_config(cli, file_storage)?,
@@ -546,6 +569,48 @@ fn out_of_range(field: &'static str, rule: &'static str, value: &str) -> ConfigE
         rule,
         value: value.to_owned(),
     }
+}
+
+/// `value` if `range` holds it.
+fn in_range<T>(
+    field: &'static str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, ConfigError>
+where
+    T: PartialOrd + std::fmt::Display + Copy,
+{
+    if range.contains(&value) {
+        return Ok(value);
+    }
+    Err(ConfigError::OutOfRange {
+        field,
+        rule: "within its range (README: config keys)",
+        value: format!("{value} (allowed {}..={})", range.start(), range.end()),
+    })
+}
+
+/// The unread-output budgets: a connection's at least one frame (else one large event would
+/// close any subscriber), the server's at least one connection's.
+fn backlog_limits(
+    (connection, server): (Option<usize>, Option<usize>),
+    max_frame_bytes: usize,
+) -> Result<BacklogLimits, ConfigError> {
+    let d = BacklogLimits::default();
+    let connection_bytes = in_range(
+        "connection_backlog_bytes_max",
+        connection.unwrap_or(d.connection_bytes),
+        max_frame_bytes.max(64 << 10)..=1 << 30,
+    )?;
+    let server_bytes = in_range(
+        "server_backlog_bytes_max",
+        server.unwrap_or(d.server_bytes),
+        connection_bytes..=1 << 36,
+    )?;
+    Ok(BacklogLimits {
+        connection_bytes,
+        server_bytes,
+    })
 }
 
 fn positive(field: &'static str, value: usize) -> Result<usize, ConfigError> {

@@ -417,7 +417,7 @@ impl DataPlane {
                         .publish(conn.handle.id, Some(&sender), &p.topic, p.data, now_ms);
                 match outcome {
                     Ok(delivery) => {
-                        self.metrics.events(delivery.queued, delivery.kicked);
+                        self.metrics.events(delivery.queued);
                         None
                     }
                     Err(refused) => Some(refusal(refused)),

@@ -1,12 +1,14 @@
 //! What flows to a connection's socket writer, and how shards reach subscribers.
 //!
-//! Each connection has two bounded queues. Its own replies enter the reply queue in request
-//! order (a reply computed by shards enters as a future the writer awaits in place), so
-//! replies keep request order however many requests are in flight; a full reply queue makes
-//! the reader wait. Events from other connections' writes enter the separate event queue
-//! with `try_send`, so a client's own pending requests never take an event's place: a
-//! connection whose event queue is full is *kicked* — closed so that it reconnects and
-//! resyncs — rather than allowed to grow server memory or silently miss an event.
+//! Each connection has a bounded reply queue and an outbox. Its own replies enter the reply
+//! queue in request order (a reply computed by shards enters as a future the writer awaits
+//! in place), so replies keep request order however many requests are in flight; a full
+//! reply queue makes the reader wait. Everything pushed to it by other connections' writes —
+//! events, topic messages, live-query updates — enters its [`Outbox`] without waiting, so a
+//! client's own pending requests never hold up delivery to others: a connection that does
+//! not read what it is sent is closed as a slow consumer (it reconnects and resyncs) rather
+//! than allowed to grow server memory or silently miss an event. What "does not read" means
+//! — bytes and time, never the number of messages — is the outbox's rule.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,10 +16,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::body::Bytes;
 use futures_util::future::BoxFuture;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use topgun_core::protocol::Message;
 
 use crate::access::{ConnAccess, project_message};
+use crate::outbox::{Backlog, Outbox, Pushed, Update};
 use crate::policy::{Action, Decision, Fields, Resource};
 use crate::store::MapKind;
 
@@ -81,52 +84,62 @@ impl AsRef<[u8]> for SharedFrame {
     }
 }
 
-/// How shards reach a connection's event queue. Holds it weakly: a connection's lifetime
-/// belongs to its reader, and the queue closes as soon as the reader is done.
+/// How shards and services reach a connection's outbox.
 #[derive(Debug, Clone)]
 pub struct ConnHandle {
     pub id: ConnId,
-    queue: mpsc::WeakSender<SharedFrame>,
     /// What every holder of the handle shares, in one allocation per connection.
     shared: Arc<HandleShared>,
 }
 
 #[derive(Debug)]
 struct HandleShared {
-    kicked: watch::Sender<bool>,
     /// Who the connection is now, for checks at delivery time.
     access: ConnAccess,
+    outbox: Arc<Outbox>,
 }
 
 /// What happened to an event offered to a subscriber.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Offer {
     Queued,
-    /// The queue was full: the connection has been told to close.
+    /// The connection has been (or had been) closed as a slow consumer.
     Kicked,
     /// The connection is gone.
     Gone,
 }
 
-impl ConnHandle {
-    /// A handle for a new connection without access restrictions, with the receiver that
-    /// learns of a kick.
-    pub fn new(queue: &mpsc::Sender<SharedFrame>) -> (Self, watch::Receiver<bool>) {
-        Self::with_access(queue, ConnAccess::open())
+impl From<Pushed> for Offer {
+    fn from(pushed: Pushed) -> Self {
+        match pushed {
+            Pushed::Queued => Self::Queued,
+            Pushed::Kicked => Self::Kicked,
+            Pushed::Gone => Self::Gone,
+        }
     }
+}
 
-    /// A handle for a new connection whose requests and deliveries `access` checks.
-    pub fn with_access(
-        queue: &mpsc::Sender<SharedFrame>,
-        access: ConnAccess,
-    ) -> (Self, watch::Receiver<bool>) {
+impl ConnHandle {
+    /// A handle for a new connection whose requests and deliveries `access` checks, its
+    /// outbox counted in `backlog`, with the receiver that learns of a slow-consumer close.
+    pub fn open(backlog: &Arc<Backlog>, access: ConnAccess) -> (Self, watch::Receiver<bool>) {
+        let id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
         let (kicked, on_kick) = watch::channel(false);
+        let outbox = Outbox::open(id, backlog, move |_| {
+            kicked.send_replace(true);
+        });
         let handle = Self {
-            id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
-            queue: queue.downgrade(),
-            shared: Arc::new(HandleShared { kicked, access }),
+            id,
+            shared: Arc::new(HandleShared { access, outbox }),
         };
         (handle, on_kick)
+    }
+
+    /// A handle without access restrictions and with default budgets (tests).
+    #[cfg(test)]
+    pub fn new() -> (Self, watch::Receiver<bool>) {
+        let backlog = Backlog::new(crate::outbox::BacklogLimits::default());
+        Self::open(&backlog, ConnAccess::open())
     }
 
     /// Who the connection is now, for checks at use.
@@ -134,29 +147,48 @@ impl ConnHandle {
         &self.shared.access
     }
 
+    /// The connection's outbox, for its writer.
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.shared.outbox
+    }
+
     /// Queues a frame, waiting for room (for a stream the connection asked for, such as a
-    /// journal replay, which must not be cut short by a full queue); false once the
+    /// journal replay, which must not be cut short by a full outbox); false once the
     /// connection is gone.
     pub async fn send(&self, frame: SharedFrame) -> bool {
-        match self.queue.upgrade() {
-            Some(queue) => queue.send(frame).await.is_ok(),
-            None => false,
-        }
+        self.shared.outbox.push_frame_waiting(frame).await == Pushed::Queued
     }
 
     /// Offers a frame without waiting.
     pub fn offer(&self, frame: SharedFrame) -> Offer {
-        let Some(queue) = self.queue.upgrade() else {
-            return Offer::Gone;
-        };
-        match queue.try_send(frame) {
-            Ok(()) => Offer::Queued,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.shared.kicked.send_replace(true);
-                Offer::Kicked
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Offer::Gone,
-        }
+        self.shared.outbox.push_frame(frame, None).into()
+    }
+
+    /// Offers a frame that starts or ends live query `query_id` (its `QUERY_RESP`, or the
+    /// `ERROR` that ends it): its updates before and after are kept apart.
+    pub fn offer_for_query(&self, frame: SharedFrame, query_id: &str) -> Offer {
+        self.shared.outbox.push_frame(frame, Some(query_id)).into()
+    }
+
+    /// Offers a live-query update, merged with an unread one of the same query and key.
+    pub fn offer_update(&self, update: Update) -> Offer {
+        self.shared.outbox.push_update(update).into()
+    }
+
+    /// Every frame queued so far, with updates encoded (tests).
+    #[cfg(test)]
+    pub fn take_frames(&self) -> Vec<SharedFrame> {
+        self.shared
+            .outbox
+            .take(usize::MAX)
+            .into_iter()
+            .map(|o| match o {
+                crate::outbox::Outgoing::Frame(frame) => frame,
+                crate::outbox::Outgoing::Update(update) => {
+                    SharedFrame::from(crate::outbox::encode_update(&update))
+                }
+            })
+            .collect()
     }
 }
 
@@ -314,16 +346,14 @@ mod tests {
         Message::Ping(topgun_core::protocol::messages::Ping { timestamp: 1 })
     }
 
-    fn frames(rx: &mut mpsc::Receiver<SharedFrame>) -> usize {
-        std::iter::from_fn(|| rx.try_recv().ok()).count()
+    fn frames(conn: &ConnHandle) -> usize {
+        conn.take_frames().len()
     }
 
     #[test]
     fn events_reach_subscribers_but_not_the_writer() {
-        let (tx_a, mut rx_a) = mpsc::channel(4);
-        let (tx_b, mut rx_b) = mpsc::channel(4);
-        let (a, _) = ConnHandle::new(&tx_a);
-        let (b, _) = ConnHandle::new(&tx_b);
+        let (a, _) = ConnHandle::new();
+        let (b, _) = ConnHandle::new();
         let mut subs = Subscribers::default();
         subs.subscribe(MapKind::Lww, "m", a.clone());
         subs.subscribe(MapKind::Lww, "m", a.clone());
@@ -337,29 +367,28 @@ mod tests {
                 kicked: 0
             }
         );
-        assert_eq!((frames(&mut rx_a), frames(&mut rx_b)), (0, 1));
+        assert_eq!((frames(&a), frames(&b)), (0, 1));
         subs.publish(MapKind::Or, "m", 0, &frame);
-        assert_eq!(frames(&mut rx_b), 0, "OR and LWW maps are separate");
+        assert_eq!(frames(&b), 0, "OR and LWW maps are separate");
         subs.forget(b.id);
         subs.publish(MapKind::Lww, "m", 0, &frame);
-        assert_eq!((frames(&mut rx_a), frames(&mut rx_b)), (1, 0));
+        assert_eq!((frames(&a), frames(&b)), (1, 0));
     }
 
     #[test]
-    fn a_full_queue_kicks_and_a_closed_one_is_forgotten() {
-        let (tx, _rx) = mpsc::channel(1);
-        let (slow, on_kick) = ConnHandle::new(&tx);
+    fn a_kicked_subscriber_and_a_closed_one_are_forgotten() {
+        let (slow, on_kick) = ConnHandle::new();
         let mut subs = Subscribers::default();
-        subs.subscribe(MapKind::Lww, "m", slow);
+        subs.subscribe(MapKind::Lww, "m", slow.clone());
         let frame = event();
         assert_eq!(subs.publish(MapKind::Lww, "m", 0, &frame).queued, 1);
-        assert_eq!(subs.publish(MapKind::Lww, "m", 0, &frame).kicked, 1);
+        slow.outbox().kick(crate::outbox::KickReason::WriteTimeout);
         assert!(*on_kick.borrow());
+        assert_eq!(subs.publish(MapKind::Lww, "m", 0, &frame).kicked, 1);
         assert!(!subs.has_subscribers(MapKind::Lww, "m", 0));
 
-        let (tx, rx) = mpsc::channel(1);
-        let (gone, _) = ConnHandle::new(&tx);
-        drop((tx, rx));
+        let (gone, _) = ConnHandle::new();
+        gone.outbox().close();
         assert_eq!(gone.offer(SharedFrame::from(b"x".to_vec())), Offer::Gone);
     }
 }

@@ -58,6 +58,7 @@ pub mod locks;
 pub mod metrics;
 pub mod names;
 pub mod ops;
+pub mod outbox;
 pub mod policy;
 pub mod queries;
 pub mod server;

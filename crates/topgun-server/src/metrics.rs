@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use topgun_core::protocol::Message;
 
+use crate::outbox::{Backlog, KickReason};
 use crate::store::MapKind;
 use crate::wal::LogStats;
 
@@ -97,11 +98,11 @@ pub struct Metrics {
     /// LWW, then OR-Map Merkle sync requests (roots, buckets and leaves).
     merkle_requests: [AtomicU64; 2],
     events_queued: AtomicU64,
-    /// Events that found a subscriber's queue full; each closed that connection.
-    events_dropped: AtomicU64,
     /// The write-ahead log's size, syncs (every acknowledgement waits for one, in `fsync`
     /// mode) and checkpoints, recorded by its writer thread and the checkpointer.
     log: Option<Arc<LogStats>>,
+    /// Unread pushed output and the slow-consumer closes, by reason.
+    backlog: Option<Arc<Backlog>>,
 }
 
 impl Default for Metrics {
@@ -121,8 +122,8 @@ impl Default for Metrics {
             batch_latency: Histogram::default(),
             merkle_requests: [AtomicU64::new(0), AtomicU64::new(0)],
             events_queued: AtomicU64::new(0),
-            events_dropped: AtomicU64::new(0),
             log: None,
+            backlog: None,
         }
     }
 }
@@ -136,6 +137,13 @@ impl Metrics {
     #[must_use]
     pub fn with_log(mut self, stats: Arc<LogStats>) -> Self {
         self.log = Some(stats);
+        self
+    }
+
+    /// Also renders the connections' unread output and slow-consumer closes.
+    #[must_use]
+    pub fn with_backlog(mut self, backlog: Arc<Backlog>) -> Self {
+        self.backlog = Some(backlog);
         self
     }
 
@@ -211,15 +219,12 @@ impl Metrics {
         bump(&self.merkle_requests[usize::from(kind == MapKind::Or)], 1);
     }
 
-    /// One event's fan-out: subscribers that got it, and those whose full queue closed them.
-    pub fn events(&self, queued: usize, dropped: usize) {
+    /// One event's fan-out: the subscribers it was queued for. (Those it closed as slow
+    /// consumers are counted by their outboxes, once each.)
+    pub fn events(&self, queued: usize) {
         bump(
             &self.events_queued,
             u64::try_from(queued).unwrap_or(u64::MAX),
-        );
-        bump(
-            &self.events_dropped,
-            u64::try_from(dropped).unwrap_or(u64::MAX),
         );
     }
 
@@ -338,11 +343,6 @@ impl Metrics {
                 "SERVER_EVENTs queued for subscribers.",
                 &self.events_queued,
             ),
-            (
-                "topgun_outbound_queue_drops_total",
-                "Events that found a subscriber's queue full (the subscriber is closed and resyncs).",
-                &self.events_dropped,
-            ),
         ] {
             let _ = writeln!(
                 out,
@@ -357,6 +357,9 @@ impl Metrics {
         );
         if let Some(log) = &self.log {
             render_log(out, log);
+        }
+        if let Some(backlog) = &self.backlog {
+            render_backlog(out, backlog);
         }
     }
 }
@@ -385,6 +388,39 @@ fn render_log(out: &mut String, log: &LogStats) {
         "# HELP topgun_checkpoint_entries_total Entries the checkpointer wrote to the store.\n\
          # TYPE topgun_checkpoint_entries_total counter\ntopgun_checkpoint_entries_total {}",
         load(&log.stored_entries)
+    );
+}
+
+/// Unread pushed output, and connections closed as slow consumers.
+fn render_backlog(out: &mut String, backlog: &Backlog) {
+    let _ = writeln!(
+        out,
+        "# HELP topgun_outbound_backlog_bytes Pushed output (events, updates) not yet written to \
+         its connection's socket, all connections together (bounded by server_backlog_bytes_max).\n\
+         # TYPE topgun_outbound_backlog_bytes gauge\ntopgun_outbound_backlog_bytes {}",
+        backlog.used()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP topgun_slow_consumer_kicks_total Connections closed because they did not read \
+         what they were sent (they reconnect and resync), by reason.\n\
+         # TYPE topgun_slow_consumer_kicks_total counter"
+    );
+    let mut total = 0;
+    for reason in KickReason::ALL {
+        let kicks = backlog.kicks(reason);
+        total += kicks;
+        let _ = writeln!(
+            out,
+            "topgun_slow_consumer_kicks_total{{reason=\"{}\"}} {kicks}",
+            reason.as_str()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP topgun_outbound_queue_drops_total Connections closed as slow consumers, every \
+         reason together (their unread output dropped; they reconnect and resync).\n\
+         # TYPE topgun_outbound_queue_drops_total counter\ntopgun_outbound_queue_drops_total {total}"
     );
 }
 
@@ -421,8 +457,12 @@ mod tests {
         m.op("OR_ADD");
         m.op("MERGE");
         m.merkle_request(MapKind::Or);
-        m.events(3, 1);
+        m.events(3);
         m.batch_applied(Duration::from_micros(7));
+        let backlog = Backlog::new(crate::outbox::BacklogLimits::default());
+        let slow = crate::outbox::Outbox::open(1, &backlog, |_| {});
+        slow.kick(KickReason::WriteTimeout);
+        let m = m.with_backlog(backlog);
         let text = m.render();
         for line in [
             "topgun_connections 1",
@@ -441,6 +481,9 @@ mod tests {
             "topgun_merkle_requests_total{kind=\"or\"} 1",
             "topgun_events_sent_total 3",
             "topgun_outbound_queue_drops_total 1",
+            "topgun_slow_consumer_kicks_total{reason=\"write_timeout\"} 1",
+            "topgun_slow_consumer_kicks_total{reason=\"connection_backlog\"} 0",
+            "topgun_outbound_backlog_bytes 0",
             "topgun_op_batch_seconds_bucket{le=\"0.00001\"} 1",
         ] {
             assert!(

@@ -20,11 +20,12 @@ use topgun_core::LwwRecord;
 use topgun_core::aggregate::Aggregates;
 use topgun_core::live_query::{Change, View};
 use topgun_core::protocol::Message;
-use topgun_core::protocol::messages::{ErrorPayload, QueryResp, QueryResultRow, QueryUpdate};
+use topgun_core::protocol::messages::{ErrorPayload, QueryResp, QueryResultRow};
 use topgun_core::protocol::query::Query;
 use topgun_core::value::Value;
 
 use crate::fanout::{ConnHandle, ConnId, SharedFrame};
+use crate::outbox::Update;
 use crate::policy::{Action, Decision, Fields, Resource, Subject};
 use crate::shard_task::Request;
 
@@ -64,7 +65,7 @@ pub enum QueryRequest {
         changes: Records,
     },
     Loaded {
-        sub: u64,
+        view: u64,
         records: Option<Records>,
     },
 }
@@ -99,11 +100,34 @@ impl Queries {
     }
 }
 
+/// One subscription: a connection's `queryId` on a shared view.
 struct Sub {
     conn: ConnHandle,
-    query_id: String,
+    query_id: Arc<str>,
+    view: u64,
+    /// When it subscribed: its cursors' clock.
+    now_ms: u64,
+}
+
+/// What makes two subscriptions share one view: the same map and query (and projection),
+/// admitted under the same field limit, and — when the predicate reads `auth.*` — for the
+/// same identity.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ViewKey {
     map: String,
-    /// The field limit it was admitted under.
+    query: Vec<u8>,
+    fields: Option<Vec<String>>,
+    allowed: Option<Fields>,
+    subject: Option<(Option<String>, Vec<String>)>,
+}
+
+/// A live query's rows (or groups), kept once for every subscription that asks the same.
+/// 500 subscribers of `QUERY_SUB {}` on one map hold one copy of its rows, and a write is
+/// evaluated once for all of them.
+struct SharedView {
+    key: ViewKey,
+    map: String,
+    /// The field limit its subscriptions were admitted under.
     allowed: Option<Fields>,
     /// Who subscribed, and (when its predicate reads `auth.*`) that context:
     /// `{userId, roles}`.
@@ -111,13 +135,13 @@ struct Sub {
     auth: Option<Value>,
     view: View,
     /// With `groupBy`/`aggregations`: the groups, fed by the view's matching rows; the
-    /// subscriber is told of groups, not rows.
+    /// subscribers are told of groups, not rows.
     groups: Option<Aggregates>,
     cursor_status: topgun_core::protocol::enums::CursorStatus,
     /// `Some` while the snapshot loads: the changes committed meanwhile.
     loading: Option<Vec<(ConnId, String, LwwRecord)>>,
     overflowed: bool,
-    now_ms: u64,
+    subs: Vec<u64>,
 }
 
 /// The task's state.
@@ -125,8 +149,10 @@ struct Service {
     queries: Queries,
     shards: Vec<mpsc::Sender<Request>>,
     subs: HashMap<u64, Sub>,
+    views: HashMap<u64, SharedView>,
+    view_of: HashMap<ViewKey, u64>,
     by_map: HashMap<String, MapSubs>,
-    by_conn: HashMap<(ConnId, String), u64>,
+    by_conn: HashMap<(ConnId, Arc<str>), u64>,
     next_id: u64,
     per_connection_max: usize,
 }
@@ -142,6 +168,8 @@ pub async fn run(
         queries,
         shards,
         subs: HashMap::new(),
+        views: HashMap::new(),
+        view_of: HashMap::new(),
         by_map: HashMap::new(),
         by_conn: HashMap::new(),
         next_id: 1,
@@ -166,14 +194,14 @@ impl Service {
             } => {
                 let admitted = Admitted {
                     conn,
-                    query_id,
+                    query_id: query_id.into(),
                     map,
                     allowed,
                 };
                 self.subscribe(admitted, &query, fields, now_ms);
             }
             QueryRequest::Unsubscribe { conn, query_id } => {
-                if let Some(id) = self.by_conn.get(&(conn, query_id)).copied() {
+                if let Some(id) = self.by_conn.get(&(conn, query_id.into())).copied() {
                     self.remove(id);
                 }
             }
@@ -193,8 +221,14 @@ impl Service {
                 writer,
                 changes,
             } => self.changed(&map, writer, &changes),
-            QueryRequest::Loaded { sub, records } => self.loaded(sub, records),
+            QueryRequest::Loaded { view, records } => self.loaded(view, records),
         }
+    }
+
+    fn next_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
     }
 
     fn subscribe(
@@ -204,71 +238,109 @@ impl Service {
         fields: Option<Vec<String>>,
         now_ms: u64,
     ) {
-        let Admitted {
-            conn,
-            query_id,
-            map,
-            allowed,
-        } = admitted;
-        if let Some(old) = self.by_conn.get(&(conn.id, query_id.clone())).copied() {
+        let slot = (admitted.conn.id, Arc::clone(&admitted.query_id));
+        if let Some(old) = self.by_conn.get(&slot).copied() {
             // A re-sent QUERY_SUB (the TS client re-subscribes on every reconnect) replaces it.
             self.remove(old);
         }
+        let conn = &admitted.conn;
         let held = self.by_conn.keys().filter(|(c, _)| *c == conn.id).count();
         if held >= self.per_connection_max {
             let why = format!(
-                "query {query_id:?}: this connection already holds {} live queries, the most \
-                 allowed",
-                self.per_connection_max
+                "query {:?}: this connection already holds {} live queries, the most allowed",
+                admitted.query_id, self.per_connection_max
             );
-            send(&conn, &error(429, why));
+            send(conn, &admitted.query_id, &error(429, why));
             return;
         }
-        let mut view = match View::new(query, fields) {
-            Ok(view) => view,
-            Err(e) => {
-                send(&conn, &error(400, format!("query {query_id:?}: {e}")));
-                return;
-            }
+        let subject = uses_auth(query).then(|| conn.access().subject()).flatten();
+        let key = ViewKey {
+            map: admitted.map.clone(),
+            query: topgun_core::protocol::encode_standalone(query),
+            fields: fields.clone(),
+            allowed: admitted.allowed.clone(),
+            subject: subject
+                .as_ref()
+                .map(|s| (s.user_id.clone(), s.roles.clone())),
         };
+        // A cursor resumes a window at one moment: such views are not shared.
+        let shared = query.cursor.is_none();
+        let view_id = match self.view_of.get(&key).copied().filter(|_| shared) {
+            Some(view_id) => view_id,
+            None => match self.open_view(key, &admitted, query, fields, subject, now_ms) {
+                Ok(view_id) => view_id,
+                Err(e) => {
+                    let why = format!("query {:?}: {e}", admitted.query_id);
+                    send(conn, &admitted.query_id, &error(400, why));
+                    return;
+                }
+            },
+        };
+        let id = self.next_id();
+        self.by_conn.insert(slot, id);
+        let sub = Sub {
+            conn: admitted.conn,
+            query_id: admitted.query_id,
+            view: view_id,
+            now_ms,
+        };
+        let view = self.views.get_mut(&view_id).expect("just found or opened");
+        view.subs.push(id);
+        if view.loading.is_none() {
+            // Already loaded: everything committed so far is in it.
+            send(&sub.conn, &sub.query_id, &response(view, &sub));
+        }
+        self.subs.insert(id, sub);
+    }
+
+    /// Opens a view for `admitted`'s query and starts loading its snapshot.
+    fn open_view(
+        &mut self,
+        key: ViewKey,
+        admitted: &Admitted,
+        query: &Query,
+        fields: Option<Vec<String>>,
+        subject: Option<Subject>,
+        now_ms: u64,
+    ) -> Result<u64, String> {
+        let mut view = View::new(query, fields).map_err(|e| e.to_string())?;
         let cursor_status = view.resume(query.cursor.as_deref(), now_ms);
-        let groups = Aggregates::new(query);
-        let id = self.next_id;
-        self.next_id += 1;
-        self.by_conn.insert((conn.id, query_id.clone()), id);
+        let id = self.next_id();
         let equality = view
             .required_equality()
             .map(|(f, v)| (f.to_owned(), index_key(v)));
+        let map = admitted.map.clone();
         self.by_map
             .entry(map.clone())
             .or_default()
             .add(id, equality);
         self.watch(&map, true);
-        self.subs.insert(
+        if query.cursor.is_none() {
+            self.view_of.insert(key.clone(), id);
+        }
+        self.views.insert(
             id,
-            Sub {
-                subject: uses_auth(query).then(|| conn.access().subject()).flatten(),
-                auth: uses_auth(query)
-                    .then(|| conn.access().subject().map(|s| auth_context(&s)))
-                    .flatten(),
-                conn,
-                query_id,
+            SharedView {
+                key,
                 map: map.clone(),
-                allowed,
+                allowed: admitted.allowed.clone(),
+                auth: subject.as_ref().map(auth_context),
+                subject,
                 view,
-                groups,
+                groups: Aggregates::new(query),
                 cursor_status,
                 loading: Some(Vec::new()),
                 overflowed: false,
-                now_ms,
+                subs: Vec::new(),
             },
         );
         self.load(id, map);
+        Ok(id)
     }
 
     /// Asks every shard for the map's records, off this task; the answer comes back as
     /// `Loaded`.
-    fn load(&self, sub: u64, map: String) {
+    fn load(&self, view: u64, map: String) {
         let shards = self.shards.clone();
         let back = self.queries.clone();
         tokio::spawn(async move {
@@ -291,91 +363,99 @@ impl Service {
                 records.extend(part);
             }
             let records = whole.then_some(records);
-            back.send(QueryRequest::Loaded { sub, records }).await;
+            back.send(QueryRequest::Loaded { view, records }).await;
         });
     }
 
+    /// A view's snapshot is in: each subscription gets its `QUERY_RESP`, then what was
+    /// committed meanwhile.
     fn loaded(&mut self, id: u64, records: Option<Records>) {
-        let Some(sub) = self.subs.get_mut(&id) else {
-            return; // unsubscribed meanwhile
+        let Some(view) = self.views.get_mut(&id) else {
+            return; // every subscription left meanwhile
         };
-        let Some(records) = records else {
-            send(
-                &sub.conn,
-                &error(503, format!("query {:?}: a shard is gone", sub.query_id)),
-            );
-            self.remove(id);
-            return;
+        let failure = match (&records, view.overflowed) {
+            (None, _) => Some("a shard is gone"),
+            (_, true) => Some("too many writes while it loaded; subscribe again"),
+            _ => None,
         };
-        if sub.overflowed {
-            let why = format!(
-                "query {:?}: too many writes while it loaded; subscribe again",
-                sub.query_id
-            );
-            send(&sub.conn, &error(503, why));
-            self.remove(id);
+        if let Some(why) = failure {
+            for sub in view.subs.clone() {
+                if let Some(s) = self.subs.get(&sub) {
+                    let message = error(503, format!("query {:?}: {why}", s.query_id));
+                    send(&s.conn, &s.query_id, &message);
+                }
+                self.remove(sub);
+            }
             return;
         }
-        if let Err(revoked) = still_admitted(sub) {
-            send(&sub.conn, &revoked);
-            self.remove(id);
-            return;
-        }
-        let mut seen: HashMap<String, LwwRecord> = HashMap::with_capacity(records.len());
-        for (key, record) in records {
-            load(sub, &key, &record);
+        let mut seen: HashMap<String, LwwRecord> = HashMap::new();
+        for (key, record) in records.unwrap_or_default() {
+            load(view, &key, &record);
             seen.insert(key, record);
         }
-        send(&sub.conn, &response(sub));
-        for (writer, key, record) in sub.loading.take().unwrap_or_default() {
+        let buffered = view.loading.take().unwrap_or_default();
+        let mut revoked = Vec::new();
+        for sub in &view.subs {
+            let Some(s) = self.subs.get(sub) else {
+                continue;
+            };
+            match still_admitted(view, s) {
+                Ok(()) => send(&s.conn, &s.query_id, &response(view, s)),
+                Err(why) => {
+                    send(&s.conn, &s.query_id, &why);
+                    revoked.push(*sub);
+                }
+            }
+        }
+        for (writer, key, record) in buffered {
             // What the snapshot already holds is not news.
             if seen.get(&key).is_some_and(|s| !record.wins_over(s)) {
                 continue;
             }
-            let changes = step(sub, &key, &record);
-            if writer != sub.conn.id {
-                tell(sub, changes);
-            }
+            let changes = step(view, &key, &record);
+            tell(&self.subs, view, writer, &changes, &revoked);
         }
-        if let Some(subs) = self.by_map.get_mut(&sub.map) {
-            subs.loaded(id, sub.view.keys());
+        if let Some(subs) = self.by_map.get_mut(&view.map) {
+            subs.loaded(id, view.view.keys());
+        }
+        for sub in revoked {
+            self.remove(sub);
         }
     }
 
     fn changed(&mut self, map: &str, writer: ConnId, changes: &[(String, LwwRecord)]) {
-        let Some(subs) = self.by_map.get_mut(map) else {
+        let Some(index) = self.by_map.get_mut(map) else {
             return;
         };
         let mut revoked = Vec::new();
         for (key, record) in changes {
-            for id in subs.candidates(key, live_value(record)) {
-                let Some(sub) = self.subs.get_mut(&id) else {
+            for id in index.candidates(key, live_value(record)) {
+                let Some(view) = self.views.get_mut(&id) else {
                     continue;
                 };
-                if revoked.contains(&id) {
-                    continue;
-                }
-                if sub.loading.is_none()
-                    && let Err(why) = still_admitted(sub)
-                {
-                    send(&sub.conn, &why);
-                    revoked.push(id);
-                    continue;
-                }
-                if let Some(buffer) = sub.loading.as_mut() {
+                if let Some(buffer) = view.loading.as_mut() {
                     if buffer.len() >= LOADING_BUFFER_MAX {
-                        sub.overflowed = true;
+                        view.overflowed = true;
                         buffer.clear();
-                    } else if !sub.overflowed {
+                    } else if !view.overflowed {
                         buffer.push((writer, key.clone(), record.clone()));
                     }
                     continue;
                 }
-                let told = step(sub, key, record);
-                subs.hold(key, id, sub.view.get(key).is_some());
-                if writer != sub.conn.id {
-                    tell(sub, told);
+                for sub in &view.subs {
+                    if revoked.contains(sub) {
+                        continue;
+                    }
+                    if let Some(s) = self.subs.get(sub)
+                        && let Err(why) = still_admitted(view, s)
+                    {
+                        send(&s.conn, &s.query_id, &why);
+                        revoked.push(*sub);
+                    }
                 }
+                let told = step(view, key, record);
+                index.hold(key, id, view.view.get(key).is_some());
+                tell(&self.subs, view, writer, &told, &revoked);
             }
         }
         for id in revoked {
@@ -383,18 +463,30 @@ impl Service {
         }
     }
 
+    /// Ends a subscription; its view goes with its last one.
     fn remove(&mut self, id: u64) {
         let Some(sub) = self.subs.remove(&id) else {
             return;
         };
         self.by_conn.remove(&(sub.conn.id, sub.query_id));
-        let now_empty = self.by_map.get_mut(&sub.map).is_some_and(|subs| {
-            subs.remove(id, sub.view.keys());
+        let Some(view) = self.views.get_mut(&sub.view) else {
+            return;
+        };
+        view.subs.retain(|s| *s != id);
+        if !view.subs.is_empty() {
+            return;
+        }
+        let view = self.views.remove(&sub.view).expect("just found");
+        if self.view_of.get(&view.key) == Some(&sub.view) {
+            self.view_of.remove(&view.key);
+        }
+        let now_empty = self.by_map.get_mut(&view.map).is_some_and(|subs| {
+            subs.remove(sub.view, view.view.keys());
             subs.is_empty()
         });
         if now_empty {
-            self.by_map.remove(&sub.map);
-            self.watch(&sub.map, false);
+            self.by_map.remove(&view.map);
+            self.watch(&view.map, false);
         }
     }
 
@@ -526,37 +618,43 @@ fn live_value(record: &LwwRecord) -> Option<&Value> {
     record.is_visible(now).then_some(&record.value)
 }
 
-/// Applies a record's new state to a subscription: the changes its subscriber is owed (the
+/// Applies a record's new state to a view: the changes its subscribers are owed (the
 /// window's rows, or its groups when it aggregates).
-fn step(sub: &mut Sub, key: &str, record: &LwwRecord) -> Vec<Change> {
-    let auth = sub.auth.as_ref();
-    let value = readable(sub, record);
+fn step(view: &mut SharedView, key: &str, record: &LwwRecord) -> Vec<Arc<Change>> {
+    let auth = view.auth.as_ref();
+    let value = readable(view, record);
     let value = value.as_deref();
-    let Some(groups) = sub.groups.as_mut() else {
-        return sub.view.apply(key, value, auth);
+    let changes = match view.groups.as_mut() {
+        None => view.view.apply(key, value, auth),
+        Some(groups) => {
+            let old = view.view.get(key).cloned();
+            view.view.apply(key, value, auth);
+            groups.apply(old.as_ref(), view.view.get(key))
+        }
     };
-    let old = sub.view.get(key).cloned();
-    sub.view.apply(key, value, auth);
-    groups.apply(old.as_ref(), sub.view.get(key))
+    changes.into_iter().map(Arc::new).collect()
 }
 
-/// A record's live value as the subscriber may read it: limited to its fields when it is
-/// (so filters, sort and groups only ever see what it may see).
-fn readable<'a>(sub: &Sub, record: &'a LwwRecord) -> Option<std::borrow::Cow<'a, Value>> {
+/// A record's live value as the view's subscribers may read it: limited to their fields
+/// when they are (so filters, sort and groups only ever see what they may see).
+fn readable<'a>(view: &SharedView, record: &'a LwwRecord) -> Option<std::borrow::Cow<'a, Value>> {
     let value = live_value(record)?;
-    Some(match &sub.allowed {
+    Some(match &view.allowed {
         Some(fields) => std::borrow::Cow::Owned(crate::access::project(value, fields)),
         None => std::borrow::Cow::Borrowed(value),
     })
 }
 
 /// [`step`] for a snapshot row: nothing is owed yet (the response carries the window).
-fn load(sub: &mut Sub, key: &str, record: &LwwRecord) {
-    let old = sub.groups.as_ref().and_then(|_| sub.view.get(key).cloned());
-    let value = readable(sub, record);
-    sub.view.load(key, value.as_deref(), sub.auth.as_ref());
-    if let Some(groups) = sub.groups.as_mut() {
-        groups.apply(old.as_ref(), sub.view.get(key));
+fn load(view: &mut SharedView, key: &str, record: &LwwRecord) {
+    let old = view
+        .groups
+        .as_ref()
+        .and_then(|_| view.view.get(key).cloned());
+    let value = readable(view, record);
+    view.view.load(key, value.as_deref(), view.auth.as_ref());
+    if let Some(groups) = view.groups.as_mut() {
+        groups.apply(old.as_ref(), view.view.get(key));
     }
 }
 
@@ -592,38 +690,38 @@ fn auth_context(subject: &Subject) -> Value {
 /// Who subscribed, to what, under which field limit.
 struct Admitted {
     conn: ConnHandle,
-    query_id: String,
+    query_id: Arc<str>,
     map: String,
     allowed: Option<Fields>,
 }
 
-/// `Ok` while the connection may still read the map with the field limit the subscription
-/// was admitted under; else the `ERROR 403` that ends it (a re-`AUTH` with other roles, or a
-/// policy reload, changed what it may see: it must subscribe again).
-fn still_admitted(sub: &Sub) -> Result<(), Box<Message>> {
+/// `Ok` while the connection may still read the map with the field limit the view was
+/// admitted under; else the `ERROR 403` that ends the subscription (a re-`AUTH` with other
+/// roles, or a policy reload, changed what it may see: it must subscribe again).
+fn still_admitted(view: &SharedView, sub: &Sub) -> Result<(), Box<Message>> {
     // A predicate reading `auth.*` was evaluated for the identity that subscribed.
-    let same_context = sub.auth.is_none() || sub.conn.access().subject() == sub.subject;
+    let same_context = view.auth.is_none() || sub.conn.access().subject() == view.subject;
     match sub
         .conn
         .access()
-        .decide(Resource::Map, &sub.map, Action::Read)
+        .decide(Resource::Map, &view.map, Action::Read)
     {
-        Decision::Allow(fields) if fields == sub.allowed && same_context => Ok(()),
+        Decision::Allow(fields) if fields == view.allowed && same_context => Ok(()),
         _ => Err(Box::new(error(
             403,
             format!(
                 "query {:?}: what this connection may read of map {:?} changed; the query \
                  is ended, subscribe again",
-                sub.query_id, sub.map
+                sub.query_id, view.map
             ),
         ))),
     }
 }
 
-fn response(sub: &Sub) -> Message {
-    let rows = match &sub.groups {
+fn response(view: &SharedView, sub: &Sub) -> Message {
+    let rows = match &view.groups {
         Some(groups) => groups.rows(),
-        None => sub.view.window(),
+        None => view.view.window(),
     };
     let results = rows
         .into_iter()
@@ -632,31 +730,46 @@ fn response(sub: &Sub) -> Message {
             value,
         })
         .collect();
-    let paged = sub.groups.is_none();
+    let paged = view.groups.is_none();
     Message::QueryResp(QueryResp {
-        query_id: sub.query_id.as_str().into(),
+        query_id: (*sub.query_id).into(),
         results,
         next_cursor: paged
-            .then(|| sub.view.next_cursor(sub.now_ms))
+            .then(|| view.view.next_cursor(sub.now_ms))
             .flatten()
             .map(Into::into),
-        has_more: (paged && sub.view.has_more()).then_some(true),
-        cursor_status: Some(sub.cursor_status),
+        has_more: (paged && view.view.has_more()).then_some(true),
+        cursor_status: Some(view.cursor_status),
         merkle_root_hash: None,
         error: None,
         code: None,
     })
 }
 
-fn tell(sub: &Sub, changes: Vec<Change>) {
-    for change in changes {
-        let update = Message::QueryUpdate(QueryUpdate {
-            query_id: sub.query_id.as_str().into(),
-            key: change.key.into(),
-            value: change.value,
-            change_type: change.change,
-        });
-        send(&sub.conn, &update);
+/// Queues `changes` for every subscription of `view` but the writer's (the TS client applies
+/// its own writes) and those being ended. Each connection's outbox merges them with what it
+/// has not read yet, and its writer encodes them.
+fn tell(
+    subs: &HashMap<u64, Sub>,
+    view: &SharedView,
+    writer: ConnId,
+    changes: &[Arc<Change>],
+    revoked: &[u64],
+) {
+    if changes.is_empty() {
+        return;
+    }
+    for id in &view.subs {
+        let Some(sub) = subs.get(id) else { continue };
+        if sub.conn.id == writer || revoked.contains(id) {
+            continue;
+        }
+        for change in changes {
+            sub.conn.offer_update(Update {
+                query_id: Arc::clone(&sub.query_id),
+                change: Arc::clone(change),
+            });
+        }
     }
 }
 
@@ -668,10 +781,10 @@ fn error(code: u32, message: String) -> Message {
     })
 }
 
-/// Through the event queue: in order after the `QUERY_RESP`; a connection that cannot keep
-/// up is closed (and re-subscribes on reconnect) rather than skipped.
-fn send(conn: &ConnHandle, message: &Message) {
-    let _ = conn.offer(SharedFrame::from(message.encode()));
+/// Through the outbox, marked as the query's: its updates never cross it. A connection
+/// that cannot keep up is closed (and re-subscribes on reconnect) rather than skipped.
+fn send(conn: &ConnHandle, query_id: &str, message: &Message) {
+    let _ = conn.offer_for_query(SharedFrame::from(message.encode()), query_id);
 }
 
 #[cfg(test)]

@@ -1,10 +1,11 @@
 //! The I/O driver: HTTP routes, WebSocket connections and shutdown. Protocol decisions live
 //! in [`crate::session`]; this module only moves bytes and time.
 //!
-//! Per connection: one task reads frames and feeds the session, one task writes, and a
-//! bounded queue of `outbound_queue_len` frames sits between them. The reader waits when the
-//! queue is full, so a client that does not read its replies stops being read (it cannot
-//! grow server memory).
+//! Per connection: one task reads frames and feeds the session, one task writes. Between
+//! them sit a bounded queue of `outbound_queue_len` replies — the reader waits when it is
+//! full, so a client that does not read its replies stops being read — and the connection's
+//! outbox of pushed events and updates, bounded by bytes ([`crate::outbox`]): a client that
+//! does not read those is closed as a slow consumer. Neither can grow server memory.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -33,9 +34,10 @@ use crate::access::{ConnAccess, Policies};
 use crate::auth::{AuthError, Principal};
 use crate::config::{AuthMode, Config};
 use crate::dataplane::{ConnState, DataPlane, Services};
-use crate::fanout::{ConnHandle, Outbound, SharedFrame};
+use crate::fanout::{ConnHandle, Outbound};
 use crate::guard::{AuthFailures, UserConnections};
 use crate::interceptor::ConnInfo;
+use crate::outbox::{Backlog, KickReason, Outbox, Outgoing};
 use crate::session::{Authenticator, Output, Session, SessionConfig, close};
 use crate::shard_task::Persist;
 use crate::storage::{self, Opened};
@@ -49,8 +51,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 const KICK_TIMEOUT: Duration = Duration::from_secs(1);
 /// Most frames one socket write carries.
 const COALESCE_FRAMES: usize = 64;
-/// A socket that accepts no frame for this long is closed.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// About the most outbox bytes one socket write carries.
+const COALESCE_BYTES: usize = 256 << 10;
 /// The transport accepts messages up to this multiple of the decoder's frame limit, so that
 /// an oversize frame is answered with `ERROR 413` instead of a dropped connection; beyond
 /// it the WebSocket layer closes the connection (1009).
@@ -80,6 +82,8 @@ struct Shared {
     gc_interval_ms: u64,
     /// Frames being processed right now.
     in_flight: AtomicUsize,
+    /// Every connection's unread pushed output, against the server's budget.
+    backlog: Arc<Backlog>,
     started: Instant,
     shutdown: watch::Sender<bool>,
 }
@@ -149,9 +153,11 @@ impl Server {
     }
 
     async fn bind_opened(config: Config, opened: Opened) -> std::io::Result<Self> {
+        let backlog = Backlog::new(config.backlog);
+        let metrics = Metrics::default().with_backlog(Arc::clone(&backlog));
         let metrics = match &opened.persist {
-            Persist::Wal { wal, .. } => Metrics::default().with_log(wal.stats()),
-            Persist::Store(_) => Metrics::default(),
+            Persist::Wal { wal, .. } => metrics.with_log(wal.stats()),
+            Persist::Store(_) => metrics,
         };
         let metrics = Arc::new(metrics);
         // Strict: a client clock far ahead must not drag the server clock along with it. But
@@ -206,6 +212,7 @@ impl Server {
             tombstone_ttl_ms: config.tombstone_ttl_ms,
             gc_interval_ms: config.gc_interval_ms,
             in_flight: AtomicUsize::new(0),
+            backlog,
             started: Instant::now(),
             shutdown,
         });
@@ -425,13 +432,13 @@ async fn serve_connection(socket: WebSocket, shared: Arc<Shared>, ip: Option<IpA
     let (sink, mut stream) = socket.split();
     let queue_len = shared.session.limits.outbound_queue_len;
     let (tx, replies) = mpsc::channel::<Outbound>(queue_len);
-    let (events_tx, events) = mpsc::channel::<SharedFrame>(queue_len);
     let access = ConnAccess::new(Arc::clone(&shared.policies));
-    let (handle, mut kicked) = ConnHandle::with_access(&events_tx, access);
+    let (handle, mut kicked) = ConnHandle::open(&shared.backlog, access);
     let queues = Queues {
         replies,
-        events,
+        outbox: Arc::clone(handle.outbox()),
         kicked: kicked.clone(),
+        write_timeout: Duration::from_millis(shared.session.limits.write_timeout_ms),
     };
     let writer = tokio::spawn(write_loop(sink, queues, Arc::clone(&shared.metrics)));
     let mut conn = ConnState::new(handle, shared.session.limits.maps_per_connection_max);
@@ -492,6 +499,15 @@ async fn serve_connection(socket: WebSocket, shared: Arc<Shared>, ip: Option<IpA
         conn.set_principal(session.principal(), shared.session.auth_required);
         open = Box::pin(deliver(outputs, &tx, &mut conn, &shared)).await;
     }
+    if let Some(reason) = conn.handle.outbox().kicked() {
+        tracing::warn!(
+            conn = conn.handle.id,
+            user = user.as_deref().unwrap_or("-"),
+            ip = ?ip,
+            reason = reason.as_str(),
+            "closed a slow consumer: it did not read what it was sent; it must reconnect and resync"
+        );
+    }
     if let Some(user) = user {
         shared.user_connections.leave(&user);
     }
@@ -500,8 +516,9 @@ async fn serve_connection(socket: WebSocket, shared: Arc<Shared>, ip: Option<IpA
         .interceptors()
         .on_disconnect(&info(conn.handle.id));
     Box::pin(shared.data.disconnect(&mut conn)).await;
-    drop((tx, events_tx));
+    drop(tx);
     let _ = writer.await;
+    conn.handle.outbox().close();
 }
 
 /// Whether a new connection may be served: its address has not used up its failed
@@ -643,13 +660,16 @@ async fn deliver(
 /// What a connection's writer reads from.
 struct Queues {
     replies: mpsc::Receiver<Outbound>,
-    events: mpsc::Receiver<SharedFrame>,
+    outbox: Arc<Outbox>,
     kicked: watch::Receiver<bool>,
+    /// How long the socket may take no data before the connection is closed as slow.
+    write_timeout: Duration,
 }
 
-/// Writes replies (in request order) and events to the socket; on a kick, sends the
-/// slow-consumer close frame instead of anything still queued. A socket that takes no data
-/// for `WRITE_TIMEOUT` is given up on, which also stops the reader.
+/// Writes replies (in request order) and the outbox's frames and updates to the socket; on
+/// a kick, sends the slow-consumer close frame instead of anything still queued. A socket
+/// that takes no data for the write timeout is closed as a slow consumer, which also stops
+/// the reader.
 async fn write_loop(
     mut sink: SplitSink<WebSocket, WsMessage>,
     mut queues: Queues,
@@ -659,13 +679,11 @@ async fn write_loop(
     // round registered and removed a waiter each time, for every event delivered.
     let on_kick = queues.kicked.changed();
     tokio::pin!(on_kick);
+    let outbox = Arc::clone(&queues.outbox);
     loop {
         let frames = tokio::select! {
             _ = &mut on_kick => break kick(sink).await,
-            Some(frame) = queues.events.recv() => {
-                metrics.sent_bytes(frame.len());
-                vec![WsMessage::Binary(frame.bytes())]
-            }
+            () = outbox.ready() => Vec::new(),
             reply = queues.replies.recv() => match reply {
                 None => break,
                 Some(Outbound::Message(msg)) => vec![encoded(&msg, &metrics)],
@@ -678,20 +696,28 @@ async fn write_loop(
                         code,
                         reason: reason.into(),
                     };
-                    let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(WsMessage::Close(Some(close)))).await;
+                    let sent = sink.send(WsMessage::Close(Some(close)));
+                    let _ = tokio::time::timeout(queues.write_timeout, sent).await;
                     break;
                 }
             },
         };
         let mut frames = frames;
-        // Events already queued go out in the same socket write: under fan-out load this
+        // What the outbox holds goes out in the same socket write: under fan-out load this
         // turns one syscall per event into one per burst, and costs nothing when idle.
-        while frames.len() < COALESCE_FRAMES {
-            let Ok(frame) = queues.events.try_recv() else {
-                break;
-            };
-            metrics.sent_bytes(frame.len());
-            frames.push(WsMessage::Binary(frame.bytes()));
+        // Updates are encoded here, on the connection's own task.
+        if frames.len() < COALESCE_FRAMES {
+            for item in outbox.take(COALESCE_BYTES) {
+                let bytes = match item {
+                    Outgoing::Frame(frame) => frame.bytes(),
+                    Outgoing::Update(update) => crate::outbox::encode_update(&update).into(),
+                };
+                metrics.sent_bytes(bytes.len());
+                frames.push(WsMessage::Binary(bytes));
+            }
+        }
+        if frames.is_empty() {
+            continue;
         }
         let written = async {
             for frame in frames {
@@ -701,10 +727,17 @@ async fn write_loop(
         };
         let sent = tokio::select! {
             _ = &mut on_kick => return kick(sink).await,
-            sent = tokio::time::timeout(WRITE_TIMEOUT, written) => sent,
+            sent = tokio::time::timeout(queues.write_timeout, written) => sent,
         };
-        if !matches!(sent, Ok(Ok(()))) {
-            return;
+        match sent {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return,
+            Err(_) => {
+                // The socket took nothing for the whole timeout: a slow consumer. Closing
+                // politely would wait on the same socket; it is dropped instead.
+                outbox.kick(KickReason::WriteTimeout);
+                return;
+            }
         }
     }
 }

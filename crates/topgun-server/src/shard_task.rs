@@ -570,7 +570,7 @@ fn publish(subscribers: &mut Subscribers, metrics: &Metrics, events: impl Iterat
                 Message::ServerBatchEvent(ServerBatchEvent { events: chunk })
             };
             let delivery = subscribers.publish(kind, &map, writer, &msg);
-            metrics.events(delivery.queued, delivery.kicked);
+            metrics.events(delivery.queued);
         }
     }
 }

@@ -185,13 +185,13 @@ impl Topics {
 
 #[cfg(test)]
 mod tests {
-    use tokio::sync::mpsc;
     use topgun_core::protocol::Limits;
 
     use super::*;
 
-    fn received(rx: &mut mpsc::Receiver<SharedFrame>) -> Vec<TopicMessage> {
-        std::iter::from_fn(|| rx.try_recv().ok())
+    fn received(conn: &ConnHandle) -> Vec<TopicMessage> {
+        conn.take_frames()
+            .into_iter()
             .map(
                 |f| match Message::decode(f.as_ref(), &Limits::default()).unwrap() {
                     Message::TopicMessage(m) => m,
@@ -204,9 +204,7 @@ mod tests {
     #[test]
     fn publish_reaches_subscribers_but_not_the_publisher() {
         let topics = Topics::new(100);
-        let (tx_a, mut rx_a) = mpsc::channel(8);
-        let (tx_b, mut rx_b) = mpsc::channel(8);
-        let ((a, _), (b, _)) = (ConnHandle::new(&tx_a), ConnHandle::new(&tx_b));
+        let ((a, _), (b, _)) = (ConnHandle::new(), ConnHandle::new());
         let (mut subs_a, mut subs_b) = (TopicSubs::default(), TopicSubs::default());
         topics.subscribe(&mut subs_a, &a, "t").unwrap();
         topics.subscribe(&mut subs_a, &a, "t").unwrap();
@@ -215,8 +213,8 @@ mod tests {
             .publish(a.id, Some("alice"), "t", Value::Int(1), 7)
             .unwrap();
         assert_eq!(delivered.queued, 1);
-        assert!(received(&mut rx_a).is_empty(), "the publisher is excluded");
-        let got = received(&mut rx_b);
+        assert!(received(&a).is_empty(), "the publisher is excluded");
+        let got = received(&b);
         assert_eq!(got.len(), 1, "subscribing twice delivers once");
         assert_eq!(
             (got[0].publisher_id.as_deref(), got[0].timestamp),
@@ -225,7 +223,7 @@ mod tests {
 
         topics.unsubscribe(&mut subs_b, b.id, "t");
         topics.publish(a.id, None, "t", Value::Int(2), 8).unwrap();
-        assert!(received(&mut rx_b).is_empty());
+        assert!(received(&b).is_empty());
         topics.forget(&mut subs_a, a.id);
         assert_eq!(topics.topic_count(), 0, "no empty lists are kept");
     }
@@ -233,8 +231,7 @@ mod tests {
     #[test]
     fn limits_and_names_are_enforced() {
         let topics = Topics::new(2);
-        let (tx, _rx) = mpsc::channel(8);
-        let (conn, _) = ConnHandle::new(&tx);
+        let (conn, _) = ConnHandle::new();
         let mut subs = TopicSubs::default();
         topics.subscribe(&mut subs, &conn, "a").unwrap();
         topics.subscribe(&mut subs, &conn, "b").unwrap();

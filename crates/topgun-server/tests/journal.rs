@@ -429,10 +429,16 @@ async fn replay_after_kill_9_returns_exactly_the_events_after_a_sequence() {
 #[tokio::test]
 async fn subscribing_again_under_the_same_id_replays_once() {
     let dir = tempfile::tempdir().unwrap();
-    let server = durable(dir.path(), None).await;
+    // A small outbox budget and large events (24 MB in all, far beyond what socket buffers
+    // hold): the first replay is still waiting for room when the second subscription comes,
+    // so whether it stops shows.
+    let config = "connection_backlog_bytes_max = 2097152\n";
+    let server = durable(dir.path(), Some(config)).await;
     let mut writer = connect(server.addr, "/ws").await;
-    let ops: Vec<_> = (0..300)
-        .map(|i| put(i + 1, "feed", &format!("k{i}"), 1, at(1)))
+    let events: u64 = 3000;
+    let big = Value::Str("x".repeat(8 << 10).into());
+    let ops: Vec<_> = (0..events)
+        .map(|i| put_op(i + 1, "feed", &format!("k{i}"), big.clone(), at(1)))
         .collect();
     for chunk in ops.chunks(100) {
         write(&mut writer, chunk.to_vec()).await;
@@ -441,21 +447,19 @@ async fn subscribing_again_under_the_same_id_replays_once() {
     send(&mut c, &subscribe("s", Some(0), None, None)).await;
     send(&mut c, &subscribe("s", Some(0), None, None)).await;
     let mut seen = std::collections::BTreeMap::new();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(800);
-    while let Ok(Ok(Message::JournalEvent(e))) =
-        tokio::time::timeout_at(deadline, recv(&mut c)).await
-    {
+    let quiet = std::time::Duration::from_millis(800);
+    while let Ok(Ok(Message::JournalEvent(e))) = tokio::time::timeout(quiet, recv(&mut c)).await {
         *seen.entry(seq(&e)).or_insert(0) += 1;
     }
-    assert_eq!(seen.len(), 300, "every event");
+    assert_eq!(seen.len() as u64, events, "every event");
     assert!(
         seen.values().all(|&n| n <= 2),
         "the first replay stops when the second takes over"
     );
-    let twice = seen.values().filter(|&&n| n == 2).count();
+    let twice = seen.values().filter(|&&n| n == 2).count() as u64;
     assert!(
-        twice <= 256,
-        "at most the first replay's page in flight: {twice}"
+        twice < events / 2,
+        "only what the first replay had in flight comes twice: {twice}"
     );
     stop(server).await;
 }

@@ -1,0 +1,705 @@
+//! A connection's outbox: everything pushed to it that is not the reply to one of its own
+//! requests — map events, topic messages, lock grants, counter updates, journal events and
+//! live-query results — waiting for the connection's socket writer.
+//!
+//! **Bounded by bytes, not by messages.** One client write can rightly produce thousands of
+//! updates for a subscriber (a TS client back online sends its queued edits as one batch of
+//! up to 8,192 ops); that is not a reason to close it. A connection is closed as a *slow
+//! consumer* only when what it has not read passes its byte budget, when the whole server's
+//! unread bytes pass theirs and it holds the most, or when its socket takes nothing for the
+//! write timeout (the writer's side, `server.rs`). Each close is counted by reason and logged
+//! with the connection and its user; the client reconnects and resyncs.
+//!
+//! **Live-query updates coalesce.** Updates wait here as changes, not frames, one per query
+//! and key: a key changed again before its subscriber read the first change is told once, with
+//! its latest state (an `ENTER` then a `LEAVE` is told not at all). So a subscriber's backlog
+//! is bounded by the rows its queries can hold, however many writes there are, and the
+//! frames are encoded by the connection's own writer rather than by the query service.
+//!
+//! **Server-wide bound.** Every outbox's unread bytes count against one budget
+//! ([`Backlog`]). Past it, the connection holding the most is closed, then the next, until
+//! the total is back under the budget: the memory held for unread output stays within the
+//! budget plus one push. Frames shared by many connections count once per connection, so the
+//! bound holds whatever the sharing.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+
+use tokio::sync::Notify;
+use topgun_core::Value;
+use topgun_core::live_query::Change;
+use topgun_core::protocol::enums::ChangeType;
+
+use crate::fanout::{ConnId, SharedFrame};
+
+/// Why a connection was closed as a slow consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KickReason {
+    /// Its unread output passed its own budget.
+    ConnectionBacklog,
+    /// The server's unread output passed its budget and this connection held the most.
+    ServerBacklog,
+    /// Its socket took nothing for the write timeout.
+    WriteTimeout,
+}
+
+impl KickReason {
+    pub const ALL: [Self; 3] = [
+        Self::ConnectionBacklog,
+        Self::ServerBacklog,
+        Self::WriteTimeout,
+    ];
+
+    /// The label in `/metrics` and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ConnectionBacklog => "connection_backlog",
+            Self::ServerBacklog => "server_backlog",
+            Self::WriteTimeout => "write_timeout",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Self::ConnectionBacklog => 0,
+            Self::ServerBacklog => 1,
+            Self::WriteTimeout => 2,
+        }
+    }
+}
+
+/// The budgets for unread output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BacklogLimits {
+    /// Unread bytes one connection may hold (`connection_backlog_bytes_max`).
+    pub connection_bytes: usize,
+    /// Unread bytes all connections together may hold (`server_backlog_bytes_max`).
+    pub server_bytes: usize,
+}
+
+impl Default for BacklogLimits {
+    fn default() -> Self {
+        Self {
+            connection_bytes: 16 << 20,
+            server_bytes: 512 << 20,
+        }
+    }
+}
+
+/// The server-wide account of unread output, and the slow-consumer closes by reason.
+#[derive(Debug)]
+pub struct Backlog {
+    limits: BacklogLimits,
+    used: AtomicUsize,
+    kicks: [AtomicU64; 3],
+    /// Every open connection's outbox, to find the one holding the most.
+    outboxes: Mutex<HashMap<ConnId, Weak<Outbox>>>,
+}
+
+impl Backlog {
+    pub fn new(limits: BacklogLimits) -> Arc<Self> {
+        Arc::new(Self {
+            limits,
+            used: AtomicUsize::new(0),
+            kicks: Default::default(),
+            outboxes: Mutex::default(),
+        })
+    }
+
+    pub fn limits(&self) -> BacklogLimits {
+        self.limits
+    }
+
+    /// Unread bytes held for all connections.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Slow-consumer closes for `reason` so far.
+    pub fn kicks(&self, reason: KickReason) -> u64 {
+        self.kicks[reason.index()].load(Ordering::Relaxed)
+    }
+
+    fn outboxes(&self) -> std::sync::MutexGuard<'_, HashMap<ConnId, Weak<Outbox>>> {
+        self.outboxes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Closes the connections holding the most until the total is within the budget.
+    fn shed(&self) {
+        while self.used() > self.limits.server_bytes {
+            let largest = self
+                .outboxes()
+                .values()
+                .filter_map(Weak::upgrade)
+                .max_by_key(|o| o.bytes.load(Ordering::Relaxed));
+            match largest {
+                Some(outbox) if outbox.bytes.load(Ordering::Relaxed) > 0 => {
+                    outbox.kick(KickReason::ServerBacklog);
+                }
+                _ => return,
+            }
+        }
+    }
+}
+
+/// One live-query update waiting to be told. The change is shared by every subscription of
+/// the view that produced it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Update {
+    pub query_id: Arc<str>,
+    pub change: Arc<Change>,
+}
+
+/// Where an update waits: its query and key.
+#[derive(Debug, Clone)]
+struct Slot(Arc<str>, Arc<Change>);
+
+impl PartialEq for Slot {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0 && self.1.key == other.1.key
+    }
+}
+
+impl Eq for Slot {}
+
+impl std::hash::Hash for Slot {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+        self.1.key.hash(state);
+    }
+}
+
+/// What the writer takes out.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outgoing {
+    Frame(SharedFrame),
+    Update(Update),
+}
+
+/// What happened to something pushed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    Queued,
+    /// The connection was (or had been) closed as a slow consumer.
+    Kicked,
+    /// The connection is gone.
+    Gone,
+}
+
+#[derive(Debug)]
+enum Item {
+    Frame(SharedFrame),
+    Update(Update, usize),
+    /// An update coalesced away.
+    Dropped,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    items: VecDeque<Item>,
+    /// Sequence number of `items[0]`; an item's is this plus its position.
+    first_seq: u64,
+    /// Where each pending update is, by query and key.
+    updates: HashMap<Slot, u64>,
+    kicked: Option<KickReason>,
+    closed: bool,
+}
+
+/// One connection's outbox; see the module docs.
+pub struct Outbox {
+    id: ConnId,
+    state: Mutex<State>,
+    /// Unread bytes (mirrors the state, for the server-wide scan without locking).
+    bytes: AtomicUsize,
+    /// Wakes the writer: something to send, or a kick.
+    ready: Notify,
+    /// Wakes a sender waiting for room.
+    room: Notify,
+    backlog: Arc<Backlog>,
+    /// Told once, on a kick (the reader stops reading).
+    on_kick: Box<dyn Fn(KickReason) + Send + Sync>,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("id", &self.id)
+            .field("bytes", &self.bytes())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Outbox {
+    /// A connection's outbox, registered with the server's backlog; `on_kick` runs once if
+    /// the connection is closed as a slow consumer.
+    pub fn open(
+        id: ConnId,
+        backlog: &Arc<Backlog>,
+        on_kick: impl Fn(KickReason) + Send + Sync + 'static,
+    ) -> Arc<Self> {
+        let outbox = Arc::new(Self {
+            id,
+            state: Mutex::default(),
+            bytes: AtomicUsize::new(0),
+            ready: Notify::new(),
+            room: Notify::new(),
+            backlog: Arc::clone(backlog),
+            on_kick: Box::new(on_kick),
+        });
+        backlog.outboxes().insert(id, Arc::downgrade(&outbox));
+        outbox
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Unread bytes.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    pub fn kicked(&self) -> Option<KickReason> {
+        self.state().kicked
+    }
+
+    /// Queues a frame. `barrier`: the live query it concludes or starts (`QUERY_RESP`, or an
+    /// `ERROR` ending a query): updates of that query queued before it are not merged with
+    /// those after.
+    pub fn push_frame(&self, frame: SharedFrame, barrier: Option<&str>) -> Pushed {
+        let size = frame.len();
+        let pushed = self.push(size, |state| {
+            if let Some(query) = barrier {
+                state.updates.retain(|Slot(q, _), _| &**q != query);
+            }
+            state.items.push_back(Item::Frame(frame));
+            0
+        });
+        self.after_push(pushed)
+    }
+
+    /// Queues a live-query update, merged with one of the same query and key still unread.
+    pub fn push_update(&self, update: Update) -> Pushed {
+        let size = estimate(&update);
+        let pushed = self.push(size, |state| {
+            let slot = Slot(Arc::clone(&update.query_id), Arc::clone(&update.change));
+            let Some(at) = state.updates.get(&slot).copied() else {
+                let seq = state.first_seq + state.items.len() as u64;
+                state.updates.insert(slot, seq);
+                state.items.push_back(Item::Update(update, size));
+                return 0;
+            };
+            let position = usize::try_from(at - state.first_seq).expect("within the queue");
+            let item = &mut state.items[position];
+            let Item::Update(pending, pending_size) = item else {
+                unreachable!("the index only points at updates");
+            };
+            let freed = *pending_size;
+            let Some(change) = merge(pending.change.change, update.change.change) else {
+                // Entered and left before the subscriber heard of it.
+                *item = Item::Dropped;
+                state.updates.remove(&slot);
+                return freed + size;
+            };
+            pending.change = if change == update.change.change {
+                update.change
+            } else {
+                Arc::new(Change {
+                    change,
+                    ..(*update.change).clone()
+                })
+            };
+            *pending_size = size;
+            // Re-keyed, so that the index does not keep the old change alive.
+            let slot = Slot(Arc::clone(&pending.query_id), Arc::clone(&pending.change));
+            state.updates.remove(&slot);
+            state.updates.insert(slot, at);
+            freed
+        });
+        self.after_push(pushed)
+    }
+
+    /// Runs `add` unless the connection is gone or closed, charging `size` bytes less what
+    /// `add` says it freed; closes the connection if its own budget is passed. (Byte counts
+    /// change only under the state's lock, so a kick or a take never sees them half done.)
+    fn push(&self, size: usize, add: impl FnOnce(&mut State) -> usize) -> Pushed {
+        let mut state = self.state();
+        if state.closed {
+            return Pushed::Gone;
+        }
+        if state.kicked.is_some() {
+            return Pushed::Kicked;
+        }
+        if self.bytes() + size > self.backlog.limits.connection_bytes {
+            self.kick_locked(&mut state, KickReason::ConnectionBacklog);
+            return Pushed::Kicked;
+        }
+        let freed = add(&mut state);
+        self.charge(size);
+        self.release(freed);
+        Pushed::Queued
+    }
+
+    fn charge(&self, bytes: usize) {
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.backlog.used.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn after_push(&self, pushed: Pushed) -> Pushed {
+        if pushed != Pushed::Queued {
+            return pushed;
+        }
+        self.ready.notify_one();
+        if self.backlog.used() > self.backlog.limits.server_bytes {
+            self.backlog.shed();
+            if self.kicked().is_some() {
+                return Pushed::Kicked;
+            }
+        }
+        Pushed::Queued
+    }
+
+    fn release(&self, bytes: usize) {
+        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.backlog.used.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// Queues a frame once there is room (at most half the connection's budget used), for a
+    /// stream the connection asked for (a journal replay) that must not be cut short by a
+    /// full outbox; `Gone` or `Kicked` if the connection ends meanwhile.
+    pub async fn push_frame_waiting(&self, frame: SharedFrame) -> Pushed {
+        loop {
+            let room = self.room.notified();
+            {
+                let state = self.state();
+                if state.closed {
+                    return Pushed::Gone;
+                }
+                if state.kicked.is_some() {
+                    return Pushed::Kicked;
+                }
+            }
+            if self.bytes() + frame.len() <= self.backlog.limits.connection_bytes / 2 {
+                return self.push_frame(frame, None);
+            }
+            room.await;
+        }
+    }
+
+    /// Closes the connection as a slow consumer (once): drops what it had not read, counts
+    /// the reason, tells the connection, and wakes its writer.
+    pub fn kick(&self, reason: KickReason) {
+        let mut state = self.state();
+        self.kick_locked(&mut state, reason);
+    }
+
+    fn kick_locked(&self, state: &mut State, reason: KickReason) {
+        if state.kicked.is_some() || state.closed {
+            return;
+        }
+        state.kicked = Some(reason);
+        self.clear(state);
+        self.backlog.kicks[reason.index()].fetch_add(1, Ordering::Relaxed);
+        (self.on_kick)(reason);
+        self.ready.notify_one();
+        self.room.notify_waiters();
+    }
+
+    /// Drops everything queued and frees its bytes.
+    fn clear(&self, state: &mut State) {
+        state.items.clear();
+        state.updates.clear();
+        let held = self.bytes.load(Ordering::Relaxed);
+        self.release(held);
+    }
+
+    /// Takes what is queued, up to about `max_bytes` (always one item if there is one).
+    pub fn take(&self, max_bytes: usize) -> Vec<Outgoing> {
+        let mut out = Vec::new();
+        let mut taken = 0;
+        {
+            let mut state = self.state();
+            while taken < max_bytes {
+                let Some(item) = state.items.pop_front() else {
+                    break;
+                };
+                let seq = state.first_seq;
+                state.first_seq += 1;
+                match item {
+                    Item::Frame(frame) => {
+                        taken += frame.len();
+                        out.push(Outgoing::Frame(frame));
+                    }
+                    Item::Update(update, size) => {
+                        let slot = Slot(Arc::clone(&update.query_id), Arc::clone(&update.change));
+                        if state.updates.get(&slot) == Some(&seq) {
+                            state.updates.remove(&slot);
+                        }
+                        taken += size;
+                        out.push(Outgoing::Update(update));
+                    }
+                    Item::Dropped => {}
+                }
+            }
+            if !state.items.is_empty() {
+                // More than one take's worth: the writer comes back at once.
+                self.ready.notify_one();
+            } else if state.items.capacity() > 1024 {
+                // A burst grew the queue; an idle connection should not keep that much.
+                state.items = VecDeque::new();
+                state.updates.shrink_to_fit();
+            }
+            self.release(taken);
+        }
+        if taken > 0 {
+            self.room.notify_waiters();
+        }
+        out
+    }
+
+    /// Resolves when something may be there to take (or the connection was kicked).
+    pub async fn ready(&self) {
+        self.ready.notified().await;
+    }
+
+    /// The connection ended: nothing more is queued, and what was is freed.
+    pub fn close(&self) {
+        {
+            let mut state = self.state();
+            state.closed = true;
+            self.clear(&mut state);
+        }
+        self.backlog.outboxes().remove(&self.id);
+        self.room.notify_waiters();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.state().closed
+    }
+}
+
+/// The `QUERY_UPDATE` an update is told as, encoded straight from the update (building the
+/// message would clone its value): `{type, payload: {queryId, key, value, changeType}}`.
+pub fn encode_update(update: &Update) -> Vec<u8> {
+    use topgun_core::protocol::{Wire, Writer};
+    let mut w = Writer::with_capacity(estimate(update));
+    w.map_header(2);
+    w.str("type");
+    w.str("QUERY_UPDATE");
+    w.str("payload");
+    w.map_header(4);
+    w.str("queryId");
+    w.str(&update.query_id);
+    w.str("key");
+    w.str(&update.change.key);
+    w.str("value");
+    update.change.value.encode(&mut w);
+    w.str("changeType");
+    w.str(update.change.change.as_str());
+    w.into_bytes()
+}
+
+/// An update that is still unread, followed by another of the same query and key: the one
+/// change the subscriber is owed instead (`None`: nothing, it entered and left unseen).
+fn merge(pending: ChangeType, next: ChangeType) -> Option<ChangeType> {
+    use ChangeType::{Enter, Leave, Update};
+    match (pending, next) {
+        (Enter, Leave) => None,
+        (Enter, _) => Some(Enter),
+        // The subscriber still holds the row it was not yet told had left.
+        (Leave, Enter | Update) => Some(Update),
+        (Update | Leave, next) => Some(next),
+    }
+}
+
+/// About the bytes an update's frame takes.
+fn estimate(update: &Update) -> usize {
+    // `{type, payload: {queryId, key, value, type}}` and MsgPack headers.
+    64 + update.query_id.len() + update.change.key.len() + value_bytes(&update.change.value)
+}
+
+/// About the bytes a value's MsgPack encoding takes (exact for strings and binaries, close
+/// for numbers and containers), without encoding it.
+pub fn value_bytes(value: &Value) -> usize {
+    match value {
+        Value::Nil | Value::Bool(_) => 1,
+        Value::Int(_) | Value::UInt(_) | Value::Float(_) => 9,
+        Value::Str(s) => 5 + s.len(),
+        Value::Bin(b) => 5 + b.len(),
+        Value::Time(_) => 15,
+        Value::Array(items) => 5 + items.iter().map(value_bytes).sum::<usize>(),
+        Value::Map(map) => {
+            5 + map
+                .iter()
+                .map(|(k, v)| 5 + k.len() + value_bytes(v))
+                .sum::<usize>()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outbox(limits: BacklogLimits) -> (Arc<Backlog>, Arc<Outbox>, Arc<Mutex<Vec<KickReason>>>) {
+        let backlog = Backlog::new(limits);
+        let kicks = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&kicks);
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        let outbox = Outbox::open(id, &backlog, move |r| seen.lock().unwrap().push(r));
+        (backlog, outbox, kicks)
+    }
+
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+
+    fn update(key: &str, change: ChangeType, value: i64) -> Update {
+        Update {
+            query_id: "q".into(),
+            change: Arc::new(Change {
+                key: key.into(),
+                change,
+                value: Value::Int(value),
+            }),
+        }
+    }
+
+    fn told(outbox: &Outbox) -> Vec<(String, ChangeType, Value)> {
+        outbox
+            .take(usize::MAX)
+            .into_iter()
+            .filter_map(|o| match o {
+                Outgoing::Update(u) => Some((
+                    u.change.key.clone(),
+                    u.change.change,
+                    u.change.value.clone(),
+                )),
+                Outgoing::Frame(_) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn updates_of_one_key_merge_into_what_the_subscriber_is_owed() {
+        use ChangeType::{Enter, Leave, Update};
+        let (backlog, outbox, _) = outbox(BacklogLimits::default());
+        outbox.push_update(update("a", Enter, 1));
+        outbox.push_update(update("b", Update, 1));
+        outbox.push_update(update("a", Update, 2));
+        outbox.push_update(update("c", Enter, 1));
+        outbox.push_update(update("c", Leave, 0));
+        outbox.push_update(update("b", Leave, 0));
+        outbox.push_update(update("b", Enter, 3));
+        assert_eq!(
+            told(&outbox),
+            [
+                ("a".into(), Enter, Value::Int(2)),
+                ("b".into(), Update, Value::Int(3)),
+            ]
+        );
+        assert_eq!((outbox.bytes(), backlog.used()), (0, 0));
+        // Once read, a key's next change is news again.
+        outbox.push_update(update("a", Leave, 0));
+        assert_eq!(told(&outbox), [("a".into(), Leave, Value::Int(0))]);
+    }
+
+    #[test]
+    fn a_query_response_keeps_the_updates_before_it_apart_from_those_after() {
+        let (_, outbox, _) = outbox(BacklogLimits::default());
+        outbox.push_update(update("a", ChangeType::Update, 1));
+        outbox.push_frame(SharedFrame::from(b"resp".to_vec()), Some("q"));
+        outbox.push_update(update("a", ChangeType::Update, 2));
+        let taken = outbox.take(usize::MAX);
+        assert_eq!(taken.len(), 3, "{taken:?}");
+    }
+
+    #[test]
+    fn many_updates_fit_a_connection_but_an_unread_backlog_past_its_budget_is_closed() {
+        let limits = BacklogLimits {
+            connection_bytes: 100_000,
+            server_bytes: 1 << 30,
+        };
+        let (backlog, outbox, kicks) = outbox(limits);
+        for i in 0..1000 {
+            let pushed = outbox.push_update(update(&format!("k{i}"), ChangeType::Enter, i));
+            assert_eq!(pushed, Pushed::Queued);
+        }
+        let taken = outbox.take(usize::MAX).len();
+        assert_eq!(taken, 1000, "one batch's updates are no reason to close");
+        let mut i = 0;
+        while outbox.push_update(update(&format!("x{i}"), ChangeType::Enter, 0)) == Pushed::Queued {
+            i += 1;
+        }
+        assert!(i > 1000, "the budget is bytes: {i} updates fit");
+        assert_eq!(*kicks.lock().unwrap(), [KickReason::ConnectionBacklog]);
+        assert_eq!(backlog.kicks(KickReason::ConnectionBacklog), 1);
+        assert_eq!(
+            (outbox.bytes(), backlog.used()),
+            (0, 0),
+            "what it held is freed"
+        );
+        assert_eq!(
+            outbox.push_frame(SharedFrame::from(vec![0; 8]), None),
+            Pushed::Kicked
+        );
+    }
+
+    #[test]
+    fn past_the_server_budget_the_connection_holding_most_is_closed() {
+        let limits = BacklogLimits {
+            connection_bytes: 1 << 20,
+            server_bytes: 10_000,
+        };
+        let backlog = Backlog::new(limits);
+        let open = |id| Outbox::open(id, &backlog, |_| {});
+        let (small, large, third) = (open(1), open(2), open(3));
+        small.push_frame(SharedFrame::from(vec![0; 1000]), None);
+        large.push_frame(SharedFrame::from(vec![0; 8000]), None);
+        assert_eq!(
+            third.push_frame(SharedFrame::from(vec![0; 2000]), None),
+            Pushed::Queued
+        );
+        assert_eq!(large.kicked(), Some(KickReason::ServerBacklog));
+        assert_eq!((small.kicked(), third.kicked()), (None, None));
+        assert_eq!(backlog.used(), 3000);
+        third.close();
+        assert_eq!(backlog.used(), 1000);
+        assert_eq!(
+            third.push_frame(SharedFrame::from(vec![1]), None),
+            Pushed::Gone
+        );
+    }
+
+    #[test]
+    fn updates_encode_as_the_message_they_are() {
+        use topgun_core::protocol::Message;
+        use topgun_core::protocol::messages::QueryUpdate;
+        let value = Value::Map(
+            [("title", Value::from("x")), ("n", Value::Int(3))]
+                .into_iter()
+                .collect(),
+        );
+        let update = Update {
+            query_id: "q-1".into(),
+            change: Arc::new(Change {
+                key: "k".into(),
+                change: ChangeType::Update,
+                value: value.clone(),
+            }),
+        };
+        let message = Message::QueryUpdate(QueryUpdate {
+            query_id: "q-1".into(),
+            key: "k".into(),
+            value,
+            change_type: ChangeType::Update,
+        });
+        assert_eq!(encode_update(&update), message.encode());
+    }
+
+    #[test]
+    fn estimates_follow_the_value() {
+        let small = value_bytes(&Value::Int(1));
+        let text = value_bytes(&Value::Str("x".repeat(1000).into()));
+        assert!(small < 16 && (1000..1020).contains(&text));
+    }
+}
