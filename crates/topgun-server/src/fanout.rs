@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use topgun_core::protocol::Message;
 
 use crate::access::{ConnAccess, project_message};
-use crate::outbox::{Backlog, Outbox, Pushed, Update};
+use crate::outbox::{Backlog, Outbox, Pushed, Updates};
 use crate::policy::{Action, Decision, Fields, Resource};
 use crate::store::MapKind;
 
@@ -112,7 +112,7 @@ pub enum Offer {
 impl From<Pushed> for Offer {
     fn from(pushed: Pushed) -> Self {
         match pushed {
-            Pushed::Queued => Self::Queued,
+            Pushed::Queued | Pushed::Woke => Self::Queued,
             Pushed::Kicked => Self::Kicked,
             Pushed::Gone => Self::Gone,
         }
@@ -161,33 +161,20 @@ impl ConnHandle {
 
     /// Offers a frame without waiting.
     pub fn offer(&self, frame: SharedFrame) -> Offer {
-        self.shared.outbox.push_frame(frame, None).into()
+        self.shared.outbox.push_frame(frame).into()
     }
 
-    /// Offers a frame that starts or ends live query `query_id` (its `QUERY_RESP`, or the
-    /// `ERROR` that ends it): its updates before and after are kept apart.
-    pub fn offer_for_query(&self, frame: SharedFrame, query_id: &str) -> Offer {
-        self.shared.outbox.push_frame(frame, Some(query_id)).into()
-    }
-
-    /// Offers a live-query update, merged with an unread one of the same query and key.
-    pub fn offer_update(&self, update: Update) -> Offer {
-        self.shared.outbox.push_update(update).into()
+    /// Offers live-query updates without waiting.
+    pub fn offer_updates(&self, updates: Updates) -> Offer {
+        self.shared.outbox.push_updates(updates).into()
     }
 
     /// Every frame queued so far, with updates encoded (tests).
     #[cfg(test)]
     pub fn take_frames(&self) -> Vec<SharedFrame> {
-        self.shared
-            .outbox
-            .take(usize::MAX)
+        crate::outbox::encode(self.shared.outbox.take(usize::MAX))
             .into_iter()
-            .map(|o| match o {
-                crate::outbox::Outgoing::Frame(frame) => frame,
-                crate::outbox::Outgoing::Update(update) => {
-                    SharedFrame::from(crate::outbox::encode_update(&update))
-                }
-            })
+            .map(|bytes| SharedFrame::from(bytes.to_vec()))
             .collect()
     }
 }

@@ -10,11 +10,13 @@
 //! write timeout (the writer's side, `server.rs`). Each close is counted by reason and logged
 //! with the connection and its user; the client reconnects and resyncs.
 //!
-//! **Live-query updates coalesce.** Updates wait here as changes, not frames, one per query
-//! and key: a key changed again before its subscriber read the first change is told once, with
-//! its latest state (an `ENTER` then a `LEAVE` is told not at all). So a subscriber's backlog
-//! is bounded by the rows its queries can hold, however many writes there are, and the
-//! frames are encoded by the connection's own writer rather than by the query service.
+//! **Live-query updates coalesce.** A view's changes for one write (or one group commit) are
+//! one shared batch, pushed to each subscriber as one item, so the query service's work per
+//! subscriber does not grow with the batch. The connection's writer encodes them, and merges
+//! what it takes in one go: a key changed again before its subscriber read the first change
+//! is told once, with its latest state (an `ENTER` then a `LEAVE` is told not at all). A
+//! subscriber that falls behind thus gets fewer, newer updates, and the frames are encoded on
+//! the connection's own task rather than by the query service.
 //!
 //! **Server-wide bound.** Every outbox's unread bytes count against one budget
 //! ([`Backlog`]). Past it, the connection holding the most is closed, then the next, until
@@ -42,13 +44,17 @@ pub enum KickReason {
     ServerBacklog,
     /// Its socket took nothing for the write timeout.
     WriteTimeout,
+    /// It holds a live query of a map whose changes the query service could not keep up
+    /// with: the query missed a change and must be subscribed again.
+    QueryLag,
 }
 
 impl KickReason {
-    pub const ALL: [Self; 3] = [
+    pub const ALL: [Self; 4] = [
         Self::ConnectionBacklog,
         Self::ServerBacklog,
         Self::WriteTimeout,
+        Self::QueryLag,
     ];
 
     /// The label in `/metrics` and logs.
@@ -57,6 +63,7 @@ impl KickReason {
             Self::ConnectionBacklog => "connection_backlog",
             Self::ServerBacklog => "server_backlog",
             Self::WriteTimeout => "write_timeout",
+            Self::QueryLag => "query_lag",
         }
     }
 
@@ -65,6 +72,7 @@ impl KickReason {
             Self::ConnectionBacklog => 0,
             Self::ServerBacklog => 1,
             Self::WriteTimeout => 2,
+            Self::QueryLag => 3,
         }
     }
 }
@@ -92,7 +100,7 @@ impl Default for BacklogLimits {
 pub struct Backlog {
     limits: BacklogLimits,
     used: AtomicUsize,
-    kicks: [AtomicU64; 3],
+    kicks: [AtomicU64; 4],
     /// Every open connection's outbox, to find the one holding the most.
     outboxes: Mutex<HashMap<ConnId, Weak<Outbox>>>,
 }
@@ -143,30 +151,36 @@ impl Backlog {
     }
 }
 
-/// One live-query update waiting to be told. The change is shared by every subscription of
-/// the view that produced it.
+/// Changes of one view from one step (a write or a group commit), shared by every
+/// subscription of the view.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Update {
-    pub query_id: Arc<str>,
-    pub change: Arc<Change>,
+pub struct ChangeBatch {
+    pub changes: Vec<Change>,
+    /// About what their frames take, without the query id.
+    bytes: usize,
 }
 
-/// Where an update waits: its query and key.
-#[derive(Debug, Clone)]
-struct Slot(Arc<str>, Arc<Change>);
+impl ChangeBatch {
+    pub fn new(changes: Vec<Change>) -> Self {
+        let bytes = changes.iter().map(change_bytes).sum();
+        Self { changes, bytes }
+    }
 
-impl PartialEq for Slot {
-    fn eq(&self, other: &Self) -> bool {
-        self.0 == other.0 && self.1.key == other.1.key
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
     }
 }
 
-impl Eq for Slot {}
+/// Live-query updates waiting to be told: `query_id`'s share of a view's changes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Updates {
+    pub query_id: Arc<str>,
+    pub batch: Arc<ChangeBatch>,
+}
 
-impl std::hash::Hash for Slot {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.0.hash(state);
-        self.1.key.hash(state);
+impl Updates {
+    fn bytes(&self) -> usize {
+        self.batch.bytes + self.batch.changes.len() * self.query_id.len()
     }
 }
 
@@ -174,34 +188,25 @@ impl std::hash::Hash for Slot {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outgoing {
     Frame(SharedFrame),
-    Update(Update),
+    Updates(Updates),
 }
 
 /// What happened to something pushed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pushed {
     Queued,
+    /// Queued into an empty outbox (the writer is woken); [`Outbox::push_frame`] and
+    /// [`Outbox::push_updates`] report it as `Queued`.
+    Woke,
     /// The connection was (or had been) closed as a slow consumer.
     Kicked,
     /// The connection is gone.
     Gone,
 }
 
-#[derive(Debug)]
-enum Item {
-    Frame(SharedFrame),
-    Update(Update, usize),
-    /// An update coalesced away.
-    Dropped,
-}
-
 #[derive(Debug, Default)]
 struct State {
-    items: VecDeque<Item>,
-    /// Sequence number of `items[0]`; an item's is this plus its position.
-    first_seq: u64,
-    /// Where each pending update is, by query and key.
-    updates: HashMap<Slot, u64>,
+    items: VecDeque<Outgoing>,
     kicked: Option<KickReason>,
     closed: bool,
 }
@@ -264,66 +269,24 @@ impl Outbox {
         self.state().kicked
     }
 
-    /// Queues a frame. `barrier`: the live query it concludes or starts (`QUERY_RESP`, or an
-    /// `ERROR` ending a query): updates of that query queued before it are not merged with
-    /// those after.
-    pub fn push_frame(&self, frame: SharedFrame, barrier: Option<&str>) -> Pushed {
-        let size = frame.len();
-        let pushed = self.push(size, |state| {
-            if let Some(query) = barrier {
-                state.updates.retain(|Slot(q, _), _| &**q != query);
-            }
-            state.items.push_back(Item::Frame(frame));
-            0
+    /// Queues a frame.
+    pub fn push_frame(&self, frame: SharedFrame) -> Pushed {
+        let pushed = self.push(frame.len(), |items| items.push_back(Outgoing::Frame(frame)));
+        self.after_push(pushed)
+    }
+
+    /// Queues live-query updates.
+    pub fn push_updates(&self, updates: Updates) -> Pushed {
+        let pushed = self.push(updates.bytes(), |items| {
+            items.push_back(Outgoing::Updates(updates));
         });
         self.after_push(pushed)
     }
 
-    /// Queues a live-query update, merged with one of the same query and key still unread.
-    pub fn push_update(&self, update: Update) -> Pushed {
-        let size = estimate(&update);
-        let pushed = self.push(size, |state| {
-            let slot = Slot(Arc::clone(&update.query_id), Arc::clone(&update.change));
-            let Some(at) = state.updates.get(&slot).copied() else {
-                let seq = state.first_seq + state.items.len() as u64;
-                state.updates.insert(slot, seq);
-                state.items.push_back(Item::Update(update, size));
-                return 0;
-            };
-            let position = usize::try_from(at - state.first_seq).expect("within the queue");
-            let item = &mut state.items[position];
-            let Item::Update(pending, pending_size) = item else {
-                unreachable!("the index only points at updates");
-            };
-            let freed = *pending_size;
-            let Some(change) = merge(pending.change.change, update.change.change) else {
-                // Entered and left before the subscriber heard of it.
-                *item = Item::Dropped;
-                state.updates.remove(&slot);
-                return freed + size;
-            };
-            pending.change = if change == update.change.change {
-                update.change
-            } else {
-                Arc::new(Change {
-                    change,
-                    ..(*update.change).clone()
-                })
-            };
-            *pending_size = size;
-            // Re-keyed, so that the index does not keep the old change alive.
-            let slot = Slot(Arc::clone(&pending.query_id), Arc::clone(&pending.change));
-            state.updates.remove(&slot);
-            state.updates.insert(slot, at);
-            freed
-        });
-        self.after_push(pushed)
-    }
-
-    /// Runs `add` unless the connection is gone or closed, charging `size` bytes less what
-    /// `add` says it freed; closes the connection if its own budget is passed. (Byte counts
-    /// change only under the state's lock, so a kick or a take never sees them half done.)
-    fn push(&self, size: usize, add: impl FnOnce(&mut State) -> usize) -> Pushed {
+    /// Runs `add` unless the connection is gone or closed, charging `size` bytes; closes the
+    /// connection if its own budget is passed. (Byte counts change only under the state's
+    /// lock, so a kick or a take never sees them half done.)
+    fn push(&self, size: usize, add: impl FnOnce(&mut VecDeque<Outgoing>)) -> Pushed {
         let mut state = self.state();
         if state.closed {
             return Pushed::Gone;
@@ -335,10 +298,14 @@ impl Outbox {
             self.kick_locked(&mut state, KickReason::ConnectionBacklog);
             return Pushed::Kicked;
         }
-        let freed = add(&mut state);
+        let was_empty = state.items.is_empty();
+        add(&mut state.items);
         self.charge(size);
-        self.release(freed);
-        Pushed::Queued
+        if was_empty {
+            Pushed::Woke
+        } else {
+            Pushed::Queued
+        }
     }
 
     fn charge(&self, bytes: usize) {
@@ -347,10 +314,14 @@ impl Outbox {
     }
 
     fn after_push(&self, pushed: Pushed) -> Pushed {
-        if pushed != Pushed::Queued {
+        if pushed == Pushed::Woke {
+            // Only the first item into an empty outbox wakes the writer: it takes everything
+            // there at once (and wakes itself again if one take was not enough), so under
+            // fan-out load a push costs a lock and a queue slot, not a task wake-up.
+            self.ready.notify_one();
+        } else if pushed != Pushed::Queued {
             return pushed;
         }
-        self.ready.notify_one();
         if self.backlog.used() > self.backlog.limits.server_bytes {
             self.backlog.shed();
             if self.kicked().is_some() {
@@ -381,7 +352,7 @@ impl Outbox {
                 }
             }
             if self.bytes() + frame.len() <= self.backlog.limits.connection_bytes / 2 {
-                return self.push_frame(frame, None);
+                return self.push_frame(frame);
             }
             room.await;
         }
@@ -409,7 +380,6 @@ impl Outbox {
     /// Drops everything queued and frees its bytes.
     fn clear(&self, state: &mut State) {
         state.items.clear();
-        state.updates.clear();
         let held = self.bytes.load(Ordering::Relaxed);
         self.release(held);
     }
@@ -418,40 +388,26 @@ impl Outbox {
     pub fn take(&self, max_bytes: usize) -> Vec<Outgoing> {
         let mut out = Vec::new();
         let mut taken = 0;
-        {
-            let mut state = self.state();
-            while taken < max_bytes {
-                let Some(item) = state.items.pop_front() else {
-                    break;
-                };
-                let seq = state.first_seq;
-                state.first_seq += 1;
-                match item {
-                    Item::Frame(frame) => {
-                        taken += frame.len();
-                        out.push(Outgoing::Frame(frame));
-                    }
-                    Item::Update(update, size) => {
-                        let slot = Slot(Arc::clone(&update.query_id), Arc::clone(&update.change));
-                        if state.updates.get(&slot) == Some(&seq) {
-                            state.updates.remove(&slot);
-                        }
-                        taken += size;
-                        out.push(Outgoing::Update(update));
-                    }
-                    Item::Dropped => {}
-                }
-            }
-            if !state.items.is_empty() {
-                // More than one take's worth: the writer comes back at once.
-                self.ready.notify_one();
-            } else if state.items.capacity() > 1024 {
-                // A burst grew the queue; an idle connection should not keep that much.
-                state.items = VecDeque::new();
-                state.updates.shrink_to_fit();
-            }
-            self.release(taken);
+        let mut state = self.state();
+        while taken < max_bytes {
+            let Some(item) = state.items.pop_front() else {
+                break;
+            };
+            taken += match &item {
+                Outgoing::Frame(frame) => frame.len(),
+                Outgoing::Updates(updates) => updates.bytes(),
+            };
+            out.push(item);
         }
+        if !state.items.is_empty() {
+            // More than one take's worth: the writer comes back at once.
+            self.ready.notify_one();
+        } else if state.items.capacity() > 1024 {
+            // A burst grew the queue; an idle connection should not keep that much.
+            state.items = VecDeque::new();
+        }
+        self.release(taken);
+        drop(state);
         if taken > 0 {
             self.room.notify_waiters();
         }
@@ -479,24 +435,78 @@ impl Outbox {
     }
 }
 
-/// The `QUERY_UPDATE` an update is told as, encoded straight from the update (building the
-/// message would clone its value): `{type, payload: {queryId, key, value, changeType}}`.
-pub fn encode_update(update: &Update) -> Vec<u8> {
+/// The frames of what the writer took: frames as they are, updates merged and encoded. A
+/// key of a query changed more than once in a run of updates is told once, with its latest
+/// state, where its first change was; a frame ends the run (a `QUERY_RESP` is never crossed).
+pub fn encode(items: Vec<Outgoing>) -> Vec<axum::body::Bytes> {
+    let mut out = Vec::with_capacity(items.len());
+    let mut run: Vec<Outgoing> = Vec::new();
+    for item in items {
+        match item {
+            Outgoing::Frame(frame) => {
+                encode_run(&mut run, &mut out);
+                out.push(frame.bytes());
+            }
+            updates @ Outgoing::Updates(_) => run.push(updates),
+        }
+    }
+    encode_run(&mut run, &mut out);
+    out
+}
+
+/// Merges and encodes a run of updates (emptying it).
+fn encode_run(run: &mut Vec<Outgoing>, out: &mut Vec<axum::body::Bytes>) {
+    // (query, key) → position in `told`; `told` holds (query, merged type, latest change).
+    let mut at: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut told: Vec<Option<(&str, ChangeType, &Change)>> = Vec::new();
+    for item in run.iter() {
+        let Outgoing::Updates(updates) = item else {
+            continue;
+        };
+        for change in &updates.batch.changes {
+            let slot = (&*updates.query_id, change.key.as_str());
+            let Some(&i) = at.get(&slot) else {
+                at.insert(slot, told.len());
+                told.push(Some((&updates.query_id, change.change, change)));
+                continue;
+            };
+            told[i] = match told[i] {
+                Some((query, pending, _)) => {
+                    merge(pending, change.change).map(|merged| (query, merged, change))
+                }
+                // Entered and left unseen; a new entry is news again.
+                None => Some((&updates.query_id, change.change, change)),
+            };
+        }
+    }
+    for (query, change_type, change) in told.into_iter().flatten() {
+        out.push(encode_update(query, change_type, change).into());
+    }
+    run.clear();
+}
+
+/// A `QUERY_UPDATE`, encoded straight from the change (building the message would clone its
+/// value): `{type, payload: {queryId, key, value, changeType}}`.
+pub fn encode_update(query_id: &str, change_type: ChangeType, change: &Change) -> Vec<u8> {
     use topgun_core::protocol::{Wire, Writer};
-    let mut w = Writer::with_capacity(estimate(update));
+    let mut w = Writer::with_capacity(change_bytes(change) + query_id.len());
     w.map_header(2);
     w.str("type");
     w.str("QUERY_UPDATE");
     w.str("payload");
     w.map_header(4);
     w.str("queryId");
-    w.str(&update.query_id);
+    w.str(query_id);
     w.str("key");
-    w.str(&update.change.key);
+    w.str(&change.key);
     w.str("value");
-    update.change.value.encode(&mut w);
+    if change_type == ChangeType::Leave {
+        Value::Nil.encode(&mut w);
+    } else {
+        change.value.encode(&mut w);
+    }
     w.str("changeType");
-    w.str(update.change.change.as_str());
+    w.str(change_type.as_str());
     w.into_bytes()
 }
 
@@ -513,10 +523,10 @@ fn merge(pending: ChangeType, next: ChangeType) -> Option<ChangeType> {
     }
 }
 
-/// About the bytes an update's frame takes.
-fn estimate(update: &Update) -> usize {
-    // `{type, payload: {queryId, key, value, type}}` and MsgPack headers.
-    64 + update.query_id.len() + update.change.key.len() + value_bytes(&update.change.value)
+/// About the bytes a change's frame takes, less its query id: `{type, payload: {queryId,
+/// key, value, type}}` and MsgPack headers.
+fn change_bytes(change: &Change) -> usize {
+    64 + change.key.len() + value_bytes(&change.value)
 }
 
 /// About the bytes a value's MsgPack encoding takes (exact for strings and binaries, close
@@ -553,29 +563,32 @@ mod tests {
 
     static NEXT: AtomicU64 = AtomicU64::new(1);
 
-    fn update(key: &str, change: ChangeType, value: i64) -> Update {
-        Update {
+    fn batch(changes: &[(&str, ChangeType, i64)]) -> Updates {
+        let changes = changes
+            .iter()
+            .map(|(key, change, value)| Change {
+                key: (*key).into(),
+                change: *change,
+                value: Value::Int(*value),
+            })
+            .collect();
+        Updates {
             query_id: "q".into(),
-            change: Arc::new(Change {
-                key: key.into(),
-                change,
-                value: Value::Int(value),
-            }),
+            batch: Arc::new(ChangeBatch::new(changes)),
         }
     }
 
+    /// What the writer would tell, decoded back: (key, type, value).
     fn told(outbox: &Outbox) -> Vec<(String, ChangeType, Value)> {
-        outbox
-            .take(usize::MAX)
-            .into_iter()
-            .filter_map(|o| match o {
-                Outgoing::Update(u) => Some((
-                    u.change.key.clone(),
-                    u.change.change,
-                    u.change.value.clone(),
-                )),
-                Outgoing::Frame(_) => None,
-            })
+        use topgun_core::protocol::{Limits, Message};
+        encode(outbox.take(usize::MAX))
+            .iter()
+            .filter_map(
+                |bytes| match Message::decode(bytes, &Limits::default()).unwrap() {
+                    Message::QueryUpdate(u) => Some((u.key.to_string(), u.change_type, u.value)),
+                    _ => None,
+                },
+            )
             .collect()
     }
 
@@ -583,54 +596,57 @@ mod tests {
     fn updates_of_one_key_merge_into_what_the_subscriber_is_owed() {
         use ChangeType::{Enter, Leave, Update};
         let (backlog, outbox, _) = outbox(BacklogLimits::default());
-        outbox.push_update(update("a", Enter, 1));
-        outbox.push_update(update("b", Update, 1));
-        outbox.push_update(update("a", Update, 2));
-        outbox.push_update(update("c", Enter, 1));
-        outbox.push_update(update("c", Leave, 0));
-        outbox.push_update(update("b", Leave, 0));
-        outbox.push_update(update("b", Enter, 3));
+        outbox.push_updates(batch(&[("a", Enter, 1), ("b", Update, 1)]));
+        outbox.push_updates(batch(&[("a", Update, 2)]));
+        outbox.push_updates(batch(&[("c", Enter, 1), ("c", Leave, 0), ("b", Leave, 0)]));
+        outbox.push_updates(batch(&[("b", Enter, 3), ("d", Enter, 4), ("d", Leave, 0)]));
+        outbox.push_updates(batch(&[("d", Enter, 5)]));
         assert_eq!(
             told(&outbox),
             [
                 ("a".into(), Enter, Value::Int(2)),
                 ("b".into(), Update, Value::Int(3)),
+                ("d".into(), Enter, Value::Int(5)),
             ]
         );
         assert_eq!((outbox.bytes(), backlog.used()), (0, 0));
         // Once read, a key's next change is news again.
-        outbox.push_update(update("a", Leave, 0));
-        assert_eq!(told(&outbox), [("a".into(), Leave, Value::Int(0))]);
+        outbox.push_updates(batch(&[("a", Leave, 0)]));
+        assert_eq!(told(&outbox), [("a".into(), Leave, Value::Nil)]);
     }
 
     #[test]
-    fn a_query_response_keeps_the_updates_before_it_apart_from_those_after() {
+    fn a_frame_keeps_the_updates_before_it_apart_from_those_after() {
         let (_, outbox, _) = outbox(BacklogLimits::default());
-        outbox.push_update(update("a", ChangeType::Update, 1));
-        outbox.push_frame(SharedFrame::from(b"resp".to_vec()), Some("q"));
-        outbox.push_update(update("a", ChangeType::Update, 2));
-        let taken = outbox.take(usize::MAX);
-        assert_eq!(taken.len(), 3, "{taken:?}");
+        outbox.push_updates(batch(&[("a", ChangeType::Update, 1)]));
+        outbox.push_frame(SharedFrame::from(b"resp".to_vec()));
+        outbox.push_updates(batch(&[("a", ChangeType::Update, 2)]));
+        assert_eq!(encode(outbox.take(usize::MAX)).len(), 3);
     }
 
     #[test]
     fn many_updates_fit_a_connection_but_an_unread_backlog_past_its_budget_is_closed() {
         let limits = BacklogLimits {
-            connection_bytes: 100_000,
+            connection_bytes: 200_000,
             server_bytes: 1 << 30,
         };
         let (backlog, outbox, kicks) = outbox(limits);
-        for i in 0..1000 {
-            let pushed = outbox.push_update(update(&format!("k{i}"), ChangeType::Enter, i));
-            assert_eq!(pushed, Pushed::Queued);
+        let keys: Vec<String> = (0..1000).map(|i| format!("k{i}")).collect();
+        let one_write: Vec<(&str, ChangeType, i64)> = keys
+            .iter()
+            .map(|k| (k.as_str(), ChangeType::Enter, 1))
+            .collect();
+        assert_eq!(outbox.push_updates(batch(&one_write)), Pushed::Queued);
+        assert_eq!(
+            told(&outbox).len(),
+            1000,
+            "one batch's updates are no reason to close"
+        );
+        let mut pushed = 0;
+        while outbox.push_updates(batch(&[("x", ChangeType::Update, 0)])) == Pushed::Queued {
+            pushed += 1;
         }
-        let taken = outbox.take(usize::MAX).len();
-        assert_eq!(taken, 1000, "one batch's updates are no reason to close");
-        let mut i = 0;
-        while outbox.push_update(update(&format!("x{i}"), ChangeType::Enter, 0)) == Pushed::Queued {
-            i += 1;
-        }
-        assert!(i > 1000, "the budget is bytes: {i} updates fit");
+        assert!(pushed > 1000, "the budget is bytes: {pushed} updates fit");
         assert_eq!(*kicks.lock().unwrap(), [KickReason::ConnectionBacklog]);
         assert_eq!(backlog.kicks(KickReason::ConnectionBacklog), 1);
         assert_eq!(
@@ -639,7 +655,7 @@ mod tests {
             "what it held is freed"
         );
         assert_eq!(
-            outbox.push_frame(SharedFrame::from(vec![0; 8]), None),
+            outbox.push_frame(SharedFrame::from(vec![0; 8])),
             Pushed::Kicked
         );
     }
@@ -653,10 +669,10 @@ mod tests {
         let backlog = Backlog::new(limits);
         let open = |id| Outbox::open(id, &backlog, |_| {});
         let (small, large, third) = (open(1), open(2), open(3));
-        small.push_frame(SharedFrame::from(vec![0; 1000]), None);
-        large.push_frame(SharedFrame::from(vec![0; 8000]), None);
+        small.push_frame(SharedFrame::from(vec![0; 1000]));
+        large.push_frame(SharedFrame::from(vec![0; 8000]));
         assert_eq!(
-            third.push_frame(SharedFrame::from(vec![0; 2000]), None),
+            third.push_frame(SharedFrame::from(vec![0; 2000])),
             Pushed::Queued
         );
         assert_eq!(large.kicked(), Some(KickReason::ServerBacklog));
@@ -664,10 +680,7 @@ mod tests {
         assert_eq!(backlog.used(), 3000);
         third.close();
         assert_eq!(backlog.used(), 1000);
-        assert_eq!(
-            third.push_frame(SharedFrame::from(vec![1]), None),
-            Pushed::Gone
-        );
+        assert_eq!(third.push_frame(SharedFrame::from(vec![1])), Pushed::Gone);
     }
 
     #[test]
@@ -679,13 +692,10 @@ mod tests {
                 .into_iter()
                 .collect(),
         );
-        let update = Update {
-            query_id: "q-1".into(),
-            change: Arc::new(Change {
-                key: "k".into(),
-                change: ChangeType::Update,
-                value: value.clone(),
-            }),
+        let change = Change {
+            key: "k".into(),
+            change: ChangeType::Update,
+            value: value.clone(),
         };
         let message = Message::QueryUpdate(QueryUpdate {
             query_id: "q-1".into(),
@@ -693,7 +703,10 @@ mod tests {
             value,
             change_type: ChangeType::Update,
         });
-        assert_eq!(encode_update(&update), message.encode());
+        assert_eq!(
+            encode_update("q-1", ChangeType::Update, &change),
+            message.encode()
+        );
     }
 
     #[test]

@@ -8,12 +8,16 @@
 //! event queue, so the response always comes first. A writer is not sent updates for its own
 //! writes (the TS client applies them itself), though its views still change.
 //!
-//! Shards hand changes over only for maps that have queries ([`Queries::watches`]), and wait
-//! when this task's queue is full: a slow query task slows writes down instead of losing an
-//! update.
+//! Shards hand changes over only for maps that have queries ([`Queries::watches`]), and never
+//! wait for this task: writes must not stall behind live queries. When its queue is full the
+//! change is not handed over and the map is marked *lagged*; the task then closes every
+//! connection subscribed to a query of that map as a slow consumer (`query_lag`) and drops
+//! those views, so that no subscriber goes on with a view that missed a change. The clients
+//! reconnect and subscribe again, from a fresh snapshot.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use tokio::sync::{mpsc, oneshot};
 use topgun_core::LwwRecord;
@@ -25,7 +29,7 @@ use topgun_core::protocol::query::Query;
 use topgun_core::value::Value;
 
 use crate::fanout::{ConnHandle, ConnId, SharedFrame};
-use crate::outbox::Update;
+use crate::outbox::{ChangeBatch, KickReason, Updates};
 use crate::policy::{Action, Decision, Fields, Resource, Subject};
 use crate::shard_task::Request;
 
@@ -75,14 +79,55 @@ pub enum QueryRequest {
 pub struct Queries {
     tx: mpsc::Sender<QueryRequest>,
     watched: Arc<RwLock<HashSet<String>>>,
+    /// Maps whose changes could not be handed over (the queue was full).
+    lagged: Arc<Mutex<HashSet<String>>>,
+    any_lagged: Arc<AtomicBool>,
 }
 
 impl Queries {
     /// The handle and the receiver [`run`] serves.
     pub fn channel() -> (Self, mpsc::Receiver<QueryRequest>) {
-        let (tx, rx) = mpsc::channel(QUEUE_LEN);
-        let watched = Arc::default();
-        (Self { tx, watched }, rx)
+        Self::with_capacity(QUEUE_LEN)
+    }
+
+    /// Like [`Queries::channel`] with a queue of `capacity` requests.
+    pub fn with_capacity(capacity: usize) -> (Self, mpsc::Receiver<QueryRequest>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let queries = Self {
+            tx,
+            watched: Arc::default(),
+            lagged: Arc::default(),
+            any_lagged: Arc::default(),
+        };
+        (queries, rx)
+    }
+
+    /// Hands committed changes over without waiting; if the task's queue is full, marks the
+    /// map lagged instead (its live queries will be ended and their connections closed).
+    pub fn offer_changed(&self, map: String, writer: ConnId, changes: Records) {
+        let request = QueryRequest::Changed {
+            map,
+            writer,
+            changes,
+        };
+        if let Err(mpsc::error::TrySendError::Full(QueryRequest::Changed { map, .. })) =
+            self.tx.try_send(request)
+        {
+            self.lagged
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(map);
+            self.any_lagged.store(true, Ordering::Release);
+        }
+    }
+
+    /// The maps marked lagged since the last call.
+    fn take_lagged(&self) -> Vec<String> {
+        if !self.any_lagged.swap(false, Ordering::Acquire) {
+            return Vec::new();
+        }
+        let mut lagged = self.lagged.lock().unwrap_or_else(PoisonError::into_inner);
+        lagged.drain().collect()
     }
 
     /// Whether any live query reads `map`.
@@ -177,6 +222,9 @@ pub async fn run(
     };
     while let Some(request) = requests.recv().await {
         service.serve(request);
+        for map in service.queries.take_lagged() {
+            service.shed(&map);
+        }
     }
 }
 
@@ -250,7 +298,7 @@ impl Service {
                 "query {:?}: this connection already holds {} live queries, the most allowed",
                 admitted.query_id, self.per_connection_max
             );
-            send(conn, &admitted.query_id, &error(429, why));
+            send(conn, &error(429, why));
             return;
         }
         let subject = uses_auth(query).then(|| conn.access().subject()).flatten();
@@ -271,7 +319,7 @@ impl Service {
                 Ok(view_id) => view_id,
                 Err(e) => {
                     let why = format!("query {:?}: {e}", admitted.query_id);
-                    send(conn, &admitted.query_id, &error(400, why));
+                    send(conn, &error(400, why));
                     return;
                 }
             },
@@ -288,7 +336,7 @@ impl Service {
         view.subs.push(id);
         if view.loading.is_none() {
             // Already loaded: everything committed so far is in it.
-            send(&sub.conn, &sub.query_id, &response(view, &sub));
+            send(&sub.conn, &response(view, &sub));
         }
         self.subs.insert(id, sub);
     }
@@ -382,7 +430,7 @@ impl Service {
             for sub in view.subs.clone() {
                 if let Some(s) = self.subs.get(&sub) {
                     let message = error(503, format!("query {:?}: {why}", s.query_id));
-                    send(&s.conn, &s.query_id, &message);
+                    send(&s.conn, &message);
                 }
                 self.remove(sub);
             }
@@ -400,9 +448,9 @@ impl Service {
                 continue;
             };
             match still_admitted(view, s) {
-                Ok(()) => send(&s.conn, &s.query_id, &response(view, s)),
+                Ok(()) => send(&s.conn, &response(view, s)),
                 Err(why) => {
-                    send(&s.conn, &s.query_id, &why);
+                    send(&s.conn, &why);
                     revoked.push(*sub);
                 }
             }
@@ -413,7 +461,7 @@ impl Service {
                 continue;
             }
             let changes = step(view, &key, &record);
-            tell(&self.subs, view, writer, &changes, &revoked);
+            tell(&self.subs, view, writer, changes, &revoked);
         }
         if let Some(subs) = self.by_map.get_mut(&view.map) {
             subs.loaded(id, view.view.keys());
@@ -423,11 +471,13 @@ impl Service {
         }
     }
 
+    /// Applies one writer's committed changes of `map` to every view they can concern, then
+    /// tells each view's subscribers once, with all of its changes.
     fn changed(&mut self, map: &str, writer: ConnId, changes: &[(String, LwwRecord)]) {
         let Some(index) = self.by_map.get_mut(map) else {
             return;
         };
-        let mut revoked = Vec::new();
+        let mut told: HashMap<u64, Vec<Change>> = HashMap::new();
         for (key, record) in changes {
             for id in index.candidates(key, live_value(record)) {
                 let Some(view) = self.views.get_mut(&id) else {
@@ -442,25 +492,61 @@ impl Service {
                     }
                     continue;
                 }
-                for sub in &view.subs {
-                    if revoked.contains(sub) {
-                        continue;
-                    }
-                    if let Some(s) = self.subs.get(sub)
-                        && let Err(why) = still_admitted(view, s)
-                    {
-                        send(&s.conn, &s.query_id, &why);
-                        revoked.push(*sub);
-                    }
-                }
-                let told = step(view, key, record);
+                let changes = step(view, key, record);
                 index.hold(key, id, view.view.get(key).is_some());
-                tell(&self.subs, view, writer, &told, &revoked);
+                told.entry(id).or_default().extend(changes);
             }
+        }
+        let mut revoked = Vec::new();
+        for (id, changes) in told {
+            let Some(view) = self.views.get(&id) else {
+                continue;
+            };
+            for sub in &view.subs {
+                if let Some(s) = self.subs.get(sub)
+                    && let Err(why) = still_admitted(view, s)
+                {
+                    send(&s.conn, &why);
+                    revoked.push(*sub);
+                }
+            }
+            tell(&self.subs, view, writer, changes, &revoked);
         }
         for id in revoked {
             self.remove(id);
         }
+    }
+
+    /// A change of `map` was not handed over: every view of the map may now be wrong. Their
+    /// subscribers' connections are closed as slow consumers (they reconnect and subscribe
+    /// again, from a fresh snapshot) and the views dropped.
+    fn shed(&mut self, map: &str) {
+        let views: Vec<u64> = self
+            .views
+            .iter()
+            .filter(|(_, v)| v.map == map)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut closed = 0;
+        for view in views {
+            let subs = self
+                .views
+                .get(&view)
+                .map(|v| v.subs.clone())
+                .unwrap_or_default();
+            for id in subs {
+                if let Some(sub) = self.subs.get(&id) {
+                    sub.conn.outbox().kick(KickReason::QueryLag);
+                    closed += 1;
+                }
+                self.remove(id);
+            }
+        }
+        tracing::warn!(
+            map,
+            closed,
+            "live queries fell behind this map's writes; their connections were closed to resync"
+        );
     }
 
     /// Ends a subscription; its view goes with its last one.
@@ -620,19 +706,18 @@ fn live_value(record: &LwwRecord) -> Option<&Value> {
 
 /// Applies a record's new state to a view: the changes its subscribers are owed (the
 /// window's rows, or its groups when it aggregates).
-fn step(view: &mut SharedView, key: &str, record: &LwwRecord) -> Vec<Arc<Change>> {
+fn step(view: &mut SharedView, key: &str, record: &LwwRecord) -> Vec<Change> {
     let auth = view.auth.as_ref();
     let value = readable(view, record);
     let value = value.as_deref();
-    let changes = match view.groups.as_mut() {
+    match view.groups.as_mut() {
         None => view.view.apply(key, value, auth),
         Some(groups) => {
             let old = view.view.get(key).cloned();
             view.view.apply(key, value, auth);
             groups.apply(old.as_ref(), view.view.get(key))
         }
-    };
-    changes.into_iter().map(Arc::new).collect()
+    }
 }
 
 /// A record's live value as the view's subscribers may read it: limited to their fields
@@ -747,29 +832,28 @@ fn response(view: &SharedView, sub: &Sub) -> Message {
 }
 
 /// Queues `changes` for every subscription of `view` but the writer's (the TS client applies
-/// its own writes) and those being ended. Each connection's outbox merges them with what it
-/// has not read yet, and its writer encodes them.
+/// its own writes) and those being ended: one shared batch, one push per subscriber, however
+/// many changes. Each connection's writer merges and encodes them.
 fn tell(
     subs: &HashMap<u64, Sub>,
     view: &SharedView,
     writer: ConnId,
-    changes: &[Arc<Change>],
+    changes: Vec<Change>,
     revoked: &[u64],
 ) {
     if changes.is_empty() {
         return;
     }
+    let batch = Arc::new(ChangeBatch::new(changes));
     for id in &view.subs {
         let Some(sub) = subs.get(id) else { continue };
         if sub.conn.id == writer || revoked.contains(id) {
             continue;
         }
-        for change in changes {
-            sub.conn.offer_update(Update {
-                query_id: Arc::clone(&sub.query_id),
-                change: Arc::clone(change),
-            });
-        }
+        sub.conn.offer_updates(Updates {
+            query_id: Arc::clone(&sub.query_id),
+            batch: Arc::clone(&batch),
+        });
     }
 }
 
@@ -781,10 +865,11 @@ fn error(code: u32, message: String) -> Message {
     })
 }
 
-/// Through the outbox, marked as the query's: its updates never cross it. A connection
-/// that cannot keep up is closed (and re-subscribes on reconnect) rather than skipped.
-fn send(conn: &ConnHandle, query_id: &str, message: &Message) {
-    let _ = conn.offer_for_query(SharedFrame::from(message.encode()), query_id);
+/// Through the outbox: in order with the query's updates, which are never merged across
+/// it. A connection that cannot keep up is closed (and re-subscribes on reconnect) rather
+/// than skipped.
+fn send(conn: &ConnHandle, message: &Message) {
+    let _ = conn.offer(SharedFrame::from(message.encode()));
 }
 
 #[cfg(test)]
@@ -793,6 +878,87 @@ mod tests {
 
     fn team(name: &str) -> Value {
         Value::Map([("team", Value::from(name))].into_iter().collect())
+    }
+
+    /// A shard that holds no records.
+    fn empty_shard() -> mpsc::Sender<Request> {
+        let (tx, mut rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            while let Some(request) = rx.recv().await {
+                if let Request::LwwRecords { reply, .. } = request {
+                    let _ = reply.send(Vec::new());
+                }
+            }
+        });
+        tx
+    }
+
+    fn subscribe(conn: &ConnHandle, query_id: &str) -> QueryRequest {
+        QueryRequest::Subscribe {
+            conn: conn.clone(),
+            query_id: query_id.into(),
+            map: "m".into(),
+            query: Box::default(),
+            fields: None,
+            allowed: None,
+            now_ms: 0,
+        }
+    }
+
+    fn record(n: i64) -> LwwRecord {
+        let node = topgun_core::NodeId::new("w").unwrap();
+        LwwRecord::new(Value::Int(n), topgun_core::Timestamp::new(1, 0, node), None)
+    }
+
+    /// Waits until `conn` has been sent `n` frames or kicked.
+    async fn frames(conn: &ConnHandle, n: usize) -> Vec<SharedFrame> {
+        let mut got = Vec::new();
+        for _ in 0..200 {
+            got.extend(conn.take_frames());
+            if got.len() >= n || conn.outbox().kicked().is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn identical_queries_share_a_view_and_each_is_told() {
+        let (queries, rx) = Queries::channel();
+        tokio::spawn(run(queries.clone(), rx, vec![empty_shard()], 8));
+        let ((a, _), (b, _)) = (ConnHandle::new(), ConnHandle::new());
+        queries.send(subscribe(&a, "qa")).await;
+        assert_eq!(frames(&a, 1).await.len(), 1, "QUERY_RESP");
+        queries.send(subscribe(&b, "qb")).await;
+        assert_eq!(
+            frames(&b, 1).await.len(),
+            1,
+            "answered from the loaded view"
+        );
+        queries.offer_changed("m".into(), 0, vec![("k".into(), record(1))]);
+        assert_eq!(
+            (frames(&a, 1).await.len(), frames(&b, 1).await.len()),
+            (1, 1)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_map_whose_changes_could_not_be_handed_over_closes_its_subscribers() {
+        let (queries, rx) = Queries::with_capacity(1);
+        tokio::spawn(run(queries.clone(), rx, vec![empty_shard()], 8));
+        let (conn, on_kick) = ConnHandle::new();
+        queries.send(subscribe(&conn, "q")).await;
+        assert_eq!(frames(&conn, 1).await.len(), 1, "QUERY_RESP");
+        assert!(queries.watches("m"));
+        // Without yielding, so the task cannot drain its one-slot queue in between.
+        for n in 0..10 {
+            queries.offer_changed("m".into(), 0, vec![(format!("k{n}"), record(n))]);
+        }
+        frames(&conn, usize::MAX).await;
+        assert_eq!(conn.outbox().kicked(), Some(KickReason::QueryLag));
+        assert!(*on_kick.borrow());
+        assert!(!queries.watches("m"), "the view is dropped");
     }
 
     #[test]

@@ -37,7 +37,7 @@ use crate::dataplane::{ConnState, DataPlane, Services};
 use crate::fanout::{ConnHandle, Outbound};
 use crate::guard::{AuthFailures, UserConnections};
 use crate::interceptor::ConnInfo;
-use crate::outbox::{Backlog, KickReason, Outbox, Outgoing};
+use crate::outbox::{Backlog, KickReason, Outbox};
 use crate::session::{Authenticator, Output, Session, SessionConfig, close};
 use crate::shard_task::Persist;
 use crate::storage::{self, Opened};
@@ -707,11 +707,7 @@ async fn write_loop(
         // turns one syscall per event into one per burst, and costs nothing when idle.
         // Updates are encoded here, on the connection's own task.
         if frames.len() < COALESCE_FRAMES {
-            for item in outbox.take(COALESCE_BYTES) {
-                let bytes = match item {
-                    Outgoing::Frame(frame) => frame.bytes(),
-                    Outgoing::Update(update) => crate::outbox::encode_update(&update).into(),
-                };
+            for bytes in crate::outbox::encode(outbox.take(COALESCE_BYTES)) {
                 metrics.sent_bytes(bytes.len());
                 frames.push(WsMessage::Binary(bytes));
             }

@@ -24,7 +24,7 @@ use crate::journal::{self, Draft, Logged};
 use crate::journal_service::JournalFeed;
 use crate::metrics::Metrics;
 use crate::ops::Write;
-use crate::queries::{Queries, QueryRequest, Records};
+use crate::queries::{Queries, Records};
 use crate::shard::Shard;
 use crate::store::{MapKind, Store, StoredEntry};
 use crate::wal::{OnDurable, Wal, WalError};
@@ -172,7 +172,7 @@ pub async fn run(
     loop {
         tokio::select! {
             biased;
-            written = head_written(&mut task.pending) => task.settle_ready(written).await,
+            written = head_written(&mut task.pending) => task.settle_ready(written),
             request = requests.recv() => match request {
                 Some(request) => task.serve(request).await,
                 None => break,
@@ -181,7 +181,7 @@ pub async fn run(
     }
     while !task.pending.is_empty() {
         let written = head_written(&mut task.pending).await;
-        task.settle_ready(written).await;
+        task.settle_ready(written);
     }
 }
 
@@ -210,21 +210,21 @@ impl Task {
     /// Settles the head commit and every following one that is already durable (a group
     /// commit makes many durable at once), then publishes all their events together: one
     /// frame per map and writer for the group instead of one per commit.
-    async fn settle_ready(&mut self, first: Result<(), Arc<WalError>>) {
+    fn settle_ready(&mut self, first: Result<(), Arc<WalError>>) {
         let mut events = std::mem::take(&mut self.settled);
         self.settle_head(first, &mut events);
         while let Some(next) = self.ready_head() {
             self.settle_head(next, &mut events);
         }
-        self.tell_queries(&events).await;
+        self.tell_queries(&events);
         publish(&mut self.subscribers, &self.metrics, events.drain(..));
         events.shrink_to(SETTLED_KEEP);
         self.settled = events;
     }
 
-    /// Hands durable LWW changes of maps with live queries to the query task (waiting while
-    /// its queue is full), grouped by map and writer.
-    async fn tell_queries(&self, events: &[Event]) {
+    /// Hands durable LWW changes of maps with live queries to the query task, grouped by map
+    /// and writer, without waiting (see [`Queries::offer_changed`]).
+    fn tell_queries(&self, events: &[Event]) {
         let mut groups: Vec<(ConnId, String, Records)> = Vec::new();
         for (writer, kind, event) in events {
             let (MapKind::Lww, Some(record)) = (kind, &event.record) else {
@@ -243,12 +243,7 @@ impl Task {
             }
         }
         for (writer, map, changes) in groups {
-            let request = QueryRequest::Changed {
-                map,
-                writer,
-                changes,
-            };
-            self.queries.send(request).await;
+            self.queries.offer_changed(map, writer, changes);
         }
     }
 
@@ -462,7 +457,7 @@ impl Task {
                             .into_iter()
                             .map(|(kind, e)| (writer, kind, e))
                             .collect();
-                        self.tell_queries(&events).await;
+                        self.tell_queries(&events);
                         publish(&mut self.subscribers, &self.metrics, events.into_iter());
                         Ok(WriteConcern::Applied)
                     }

@@ -63,22 +63,26 @@ fn payload<'a>(
             _ => r.skip(at),
         }),
         "QUERY_UPDATE" => {
-            let (mut query, mut key, mut value) = ("", "", None);
+            let (mut query, mut key, mut value, mut left) = ("", "", None, false);
             r.read_fields(at, |r, field| {
                 match field {
                     b"queryId" => query = r.read_str(at)?,
                     b"key" => key = r.read_str(at)?,
                     b"value" => value = stamp(r, at)?,
+                    b"changeType" => left = r.read_str(at)? == "LEAVE",
                     _ => r.skip(at)?,
                 }
                 Ok(())
             })?;
-            each(Seen {
-                map: "",
-                query,
-                key,
-                value,
-            });
+            // A row leaving the query's window reports no write.
+            if !left {
+                each(Seen {
+                    map: "",
+                    query,
+                    key,
+                    value,
+                });
+            }
             Ok(())
         }
         _ => r.skip(at),
@@ -242,6 +246,30 @@ mod tests {
         let mut out = Vec::new();
         scan(w.as_bytes(), &limits, |s| out.push((s.key, s.value))).unwrap();
         assert_eq!(out, vec![("a", Some(1)), ("b", Some(2))]);
+    }
+
+    #[test]
+    fn query_updates_report_rows_entering_or_changing_but_not_leaving() {
+        use topgun_core::protocol::enums::ChangeType;
+        use topgun_core::protocol::messages::QueryUpdate;
+        let update = |key: &str, change_type| {
+            Message::QueryUpdate(QueryUpdate {
+                query_id: "q".into(),
+                key: key.into(),
+                value: if change_type == ChangeType::Leave {
+                    Value::Nil
+                } else {
+                    Value::Int(5)
+                },
+                change_type,
+            })
+        };
+        assert_eq!(
+            seen(&update("e1", ChangeType::Enter)),
+            vec![(String::new(), "e1".into(), Some(5))]
+        );
+        assert_eq!(seen(&update("e1", ChangeType::Update)).len(), 1);
+        assert!(seen(&update("e1", ChangeType::Leave)).is_empty());
     }
 
     #[test]

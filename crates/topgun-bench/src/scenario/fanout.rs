@@ -105,7 +105,8 @@ pub async fn run(
         base: plan.base,
         timeout: target.timeout,
     };
-    let make = |seq, sent_at| (format!("e{seq}"), Value::Int(sent_at));
+    let by = args.subscribe;
+    let make = |seq, sent_at| (key_for(by, seq), Value::Int(sent_at));
     let written = paced_writes(writer, &pace, make, &plan.received, &mut progress).await?;
     // Wait until every subscriber heard every acknowledged write, or the drain time is up.
     let expected = written.acked * args.subscribers as u64;
@@ -242,7 +243,7 @@ impl Subscriber {
 
     /// Records one write heard at `now`; true if it was new.
     fn on_write(&self, key: &str, value: Option<i64>, now: u128, heard: &mut Heard) -> bool {
-        let Some(seq) = key.strip_prefix('e').and_then(|s| s.parse::<u64>().ok()) else {
+        let Some(seq) = seq_of(self.by, key) else {
             return false;
         };
         if !heard.seen.insert(seq) {
@@ -302,4 +303,50 @@ fn report(args: &FanoutArgs, plan: &Plan, written: &Written, heard: &[Heard]) ->
         .set("first_measured_write", plan.first_measured);
     report.latency("delivery_latency", &latency.summary());
     report
+}
+
+/// Query-mode keys count down from this, so that each sorts before every earlier one.
+const NEWEST: u64 = 99_999_999_999_999_999;
+
+/// The key of write `seq`. A live query without sort or limit answers a window of its first
+/// 10,000 rows in key order, so in query mode keys sort newest first: every write enters the
+/// window (pushing the oldest row out, a `LEAVE` that reports no write), and a run longer than
+/// 10,000 writes measures delivery rather than the window's edge.
+fn key_for(by: SubscribeBy, seq: u64) -> String {
+    match by {
+        SubscribeBy::Sync => format!("e{seq}"),
+        SubscribeBy::Query => format!("e{:017}", NEWEST - seq),
+    }
+}
+
+/// The write a key belongs to: the inverse of [`key_for`].
+fn seq_of(by: SubscribeBy, key: &str) -> Option<u64> {
+    let n = key.strip_prefix('e')?.parse::<u64>().ok()?;
+    match by {
+        SubscribeBy::Sync => Some(n),
+        SubscribeBy::Query => NEWEST.checked_sub(n),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_keys_sort_newest_first_and_name_their_write() {
+        let keys: Vec<String> = (0..20_000)
+            .map(|seq| key_for(SubscribeBy::Query, seq))
+            .collect();
+        assert!(
+            keys.windows(2).all(|w| w[0] > w[1]),
+            "each sorts before the one before it"
+        );
+        for (seq, key) in (0..).zip(&keys) {
+            assert_eq!(seq_of(SubscribeBy::Query, key), Some(seq));
+        }
+        assert_eq!(
+            seq_of(SubscribeBy::Sync, &key_for(SubscribeBy::Sync, 42)),
+            Some(42)
+        );
+    }
 }

@@ -252,9 +252,9 @@ pub async fn paced_writes(
                 .await
                 .map_err(BenchError::client("the writer"))?;
             written.sent += 1;
-            if written.sent == total {
-                written.sending_seconds = started.elapsed().as_secs_f64();
-            }
+            // Up to the last send, also when the run ends before every write went out (a
+            // server that stopped acknowledging).
+            written.sending_seconds = started.elapsed().as_secs_f64();
             continue;
         }
         let wake = if written.sent < total {
