@@ -27,7 +27,8 @@
 //! | [`counters`] | PN counters: merge, persist, answer, broadcast |
 //! | [`journal`] | the event journal, sans I/O: events in log frames, retention, paging |
 //! | [`journal_service`] | the task serving `JOURNAL_READ` and `JOURNAL_SUBSCRIBE` |
-//! | [`guard`] | failed `AUTH`s per IP address, connections per user |
+//! | [`guard`] | connections waiting to authenticate, failed `AUTH`s per IP, connections per user |
+//! | [`listener`] | accepts connections; bounds what unauthenticated ones may cost |
 //! | [`interceptor`] | hooks on connections and ops; the rate limiter and server timestamps |
 //! | [`internal`] | the server's own durable state, kept in reserved maps |
 //! | [`extensions`] | entry processors and conflict resolvers: declined with a clear answer |
@@ -53,6 +54,7 @@ pub mod interceptor;
 pub mod internal;
 pub mod journal;
 pub mod journal_service;
+pub mod listener;
 pub mod lock_service;
 pub mod locks;
 pub mod metrics;
