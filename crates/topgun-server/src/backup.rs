@@ -18,6 +18,7 @@ use std::path::Path;
 
 use thiserror::Error;
 
+use crate::data_dir::{DataDirError, DataDirLock};
 use crate::store::{Store, StoreError, StoredEntry};
 use crate::store_redb::RedbStore;
 
@@ -47,6 +48,8 @@ pub enum BackupError {
     },
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
 }
 
 /// Appends the frames of `entries` to a backup being written.
@@ -104,11 +107,14 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BackupError + '_ {
     }
 }
 
-/// Restores `file` into `data_dir` (whose server must be stopped): the embedded store gets
-/// the backup's records and the log starts empty. Returns the number of entries.
+/// Restores `file` into `data_dir` (whose server must be stopped: the directory is locked
+/// meanwhile, see [`crate::data_dir`]): the embedded store gets the backup's records and the
+/// log starts empty. Returns the number of entries.
 pub async fn restore(file: &Path, data_dir: &Path, force: bool) -> Result<usize, BackupError> {
     let bytes = std::fs::read(file).map_err(io(file))?;
     let entries = decode(&bytes)?;
+    drop(bytes);
+    let _lock = DataDirLock::acquire(data_dir)?;
     let store_path = data_dir.join("store.redb");
     let wal_dir = data_dir.join("wal");
     let has_data =
@@ -117,7 +123,8 @@ pub async fn restore(file: &Path, data_dir: &Path, force: bool) -> Result<usize,
         if !force {
             return Err(BackupError::NotEmpty(data_dir.display().to_string()));
         }
-        // Opening the store first fails if a server still holds it: nothing is removed then.
+        // Opening the store first fails if something else still holds it: nothing is
+        // removed then.
         drop(RedbStore::open(&store_path)?);
         std::fs::remove_file(&store_path).map_err(io(&store_path))?;
         if wal_dir.exists() {
@@ -177,6 +184,13 @@ mod tests {
         assert!(err.to_string().contains("--force"), "{err}");
         std::fs::write(&file, encode(&[entry("c")])).unwrap();
         assert_eq!(restore(&file, &data, true).await.unwrap(), 1);
+        let held = DataDirLock::acquire(&data).unwrap();
+        let err = restore(&file, &data, true).await.unwrap_err();
+        assert!(
+            matches!(err, BackupError::DataDir(DataDirError::InUse { .. })),
+            "{err}"
+        );
+        drop(held);
         let all: Vec<u32> = (0..topgun_core::hash::PARTITION_COUNT).collect();
         let store = RedbStore::open(&data.join("store.redb")).unwrap();
         assert_eq!(store.load(&all).await.unwrap(), vec![entry("c")]);

@@ -17,6 +17,7 @@
 //! | [`store_pg`] | the PostgreSQL store |
 //! | [`backup`] | backups of a running server, and restoring one into a data directory |
 //! | [`storage`] | opens the configured store and log and recovers the records at start-up |
+//! | [`data_dir`] | the data directory's lock: one server per directory |
 //! | [`fanout`] | the per-connection outbound queue, and map subscribers for events |
 //! | [`dataplane`] | routes data requests to shard tasks and assembles their replies |
 //! | [`queries`] | live queries: subscriptions, snapshots, `QUERY_RESP`/`QUERY_UPDATE` |
@@ -46,6 +47,7 @@ pub mod by_name;
 pub mod checkpoint;
 pub mod config;
 pub mod counters;
+pub mod data_dir;
 pub mod dataplane;
 pub mod extensions;
 pub mod fanout;

@@ -1,6 +1,7 @@
 //! `topgun-server`: parses the configuration (exit status 2 on any error, naming it), sets up
 //! logging, serves until SIGINT or SIGTERM, then drains and exits 0.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
@@ -58,12 +59,19 @@ fn load(cli: &Cli) -> anyhow::Result<Config> {
     )?)
 }
 
-/// `RUST_LOG` filters (default `info`); `TOPGUN_LOG_FORMAT=json` writes JSON lines.
+/// `RUST_LOG` filters (default `info`); `TOPGUN_LOG_FORMAT=json` writes JSON lines. Logs go
+/// to stderr, in colour only when stderr is a terminal and `NO_COLOR` is unset or empty
+/// (no-color.org): a file or a pipe gets plain text.
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let colour = colour(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     if std::env::var("TOPGUN_LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().init();
@@ -72,15 +80,19 @@ fn init_logging() {
     }
 }
 
+/// Colour only on a terminal, and only while `NO_COLOR` is unset or empty.
+fn colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(std::ffi::OsStr::is_empty)
+}
+
 fn run(cli: &Cli, config: &Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
-        let server = Server::bind(config.clone())
-            .await
-            .with_context(|| format!("binding {}", config.bind))?;
+        // Its errors say what failed (the data directory, the store, the address).
+        let server = Server::bind(config.clone()).await?;
         let addr = server.local_addr()?;
         // Signals are watched before the port is announced: a SIGTERM or SIGHUP sent the
         // moment a script reads the port must not meet the default action (exit).
@@ -236,5 +248,21 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
         async {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    #[test]
+    fn logs_are_coloured_only_on_a_terminal_without_no_color() {
+        assert!(super::colour(true, None));
+        assert!(
+            super::colour(true, Some(OsStr::new(""))),
+            "an empty NO_COLOR"
+        );
+        assert!(!super::colour(true, Some(OsStr::new("1"))));
+        assert!(!super::colour(false, None), "a file or a pipe");
     }
 }

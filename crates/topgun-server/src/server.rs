@@ -22,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
+use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use topgun_core::protocol::Message;
@@ -31,6 +32,7 @@ use topgun_core::{Hlc, Timestamp};
 use crate::access::{ConnAccess, Policies};
 use crate::auth::{AuthError, Principal};
 use crate::config::{AuthMode, Config};
+use crate::data_dir::{DataDirError, DataDirLock};
 use crate::dataplane::{ConnState, DataPlane, Services};
 use crate::fanout::{ConnHandle, Outbound, SharedFrame};
 use crate::guard::{AuthFailures, Unauthenticated, UserConnections};
@@ -38,7 +40,7 @@ use crate::interceptor::ConnInfo;
 use crate::listener::{Admission, LINGER, Peer, PreAuth};
 use crate::session::{Authenticator, Output, Session, SessionConfig, close};
 use crate::shard_task::Persist;
-use crate::storage::{self, Opened};
+use crate::storage::{self, Backend, Opened};
 use crate::store::Store;
 
 /// How often sessions are told the time (auth deadline, idle timeout).
@@ -101,6 +103,23 @@ impl Authenticator for Shared {
 pub struct Server {
     listener: TcpListener,
     shared: Arc<Shared>,
+    /// The data directory, held until [`Server::run`] returns (`None` without one).
+    data_dir: Option<DataDirLock>,
+}
+
+/// Why a server could not start. Each message is whole: the storage error's own causes are
+/// folded into its text, so that printing the chain says nothing twice.
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    #[error("storage: {0}")]
+    Storage(String),
+    #[error("cannot listen on {addr}: {error}")]
+    Listen {
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
 }
 
 impl std::fmt::Debug for Server {
@@ -118,29 +137,45 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 impl Server {
-    /// Opens the configured storage, recovers its records and binds the listener (port 0
-    /// picks a free port).
-    pub async fn bind(config: Config) -> std::io::Result<Self> {
+    /// Locks the data directory (unless the store is in memory), opens the configured
+    /// storage, recovers its records and binds the listener (port 0 picks a free port).
+    pub async fn bind(config: Config) -> Result<Self, StartError> {
+        let lock = match config.storage.backend {
+            Backend::Memory => None,
+            Backend::Redb | Backend::Postgres => {
+                Some(DataDirLock::acquire(&config.storage.data_dir)?)
+            }
+        };
         let opened = storage::open(&config.storage)
             .await
-            .map_err(std::io::Error::other)?;
-        Self::bind_opened(config, opened).await
+            .map_err(|e| StartError::Storage(e.to_string()))?;
+        let mut server = Self::bind_opened(config, opened).await?;
+        server.data_dir = lock;
+        Ok(server)
     }
 
     /// Like [`Server::bind`] with the configured write-ahead log in front of a given store.
-    pub async fn bind_with_log(config: Config, store: Arc<dyn Store>) -> std::io::Result<Self> {
+    /// The data directory is not locked: the caller owns the store, and may simulate a crash
+    /// and a restart within one process.
+    pub async fn bind_with_log(config: Config, store: Arc<dyn Store>) -> Result<Self, StartError> {
         let opened = storage::open_with_store(&config.storage, store)
             .await
-            .map_err(std::io::Error::other)?;
+            .map_err(|e| StartError::Storage(e.to_string()))?;
         Self::bind_opened(config, opened).await
     }
 
     /// Like [`Server::bind`] over a given store, without a log: every write goes straight to
     /// `store`. For tests and embedding; sharing a store between servers in turn simulates a
     /// restart.
-    pub async fn bind_with_store(config: Config, store: Arc<dyn Store>) -> std::io::Result<Self> {
+    pub async fn bind_with_store(
+        config: Config,
+        store: Arc<dyn Store>,
+    ) -> Result<Self, StartError> {
         let all: Vec<u32> = (0..topgun_core::hash::PARTITION_COUNT).collect();
-        let loaded = store.load(&all).await.map_err(std::io::Error::other)?;
+        let loaded = store
+            .load(&all)
+            .await
+            .map_err(|e| StartError::Storage(e.to_string()))?;
         let opened = Opened {
             loaded,
             journal: Vec::new(),
@@ -151,7 +186,7 @@ impl Server {
         Self::bind_opened(config, opened).await
     }
 
-    async fn bind_opened(config: Config, opened: Opened) -> std::io::Result<Self> {
+    async fn bind_opened(config: Config, opened: Opened) -> Result<Self, StartError> {
         let metrics = match &opened.persist {
             Persist::Wal { wal, .. } => Metrics::default().with_log(wal.stats()),
             Persist::Store(_) => Metrics::default(),
@@ -193,8 +228,12 @@ impl Server {
             services,
         );
         let degraded = opened.degraded;
-        let listener = TcpListener::bind(config.bind).await?;
-        let addr = listener.local_addr()?;
+        let listen = |error| StartError::Listen {
+            addr: config.bind,
+            error,
+        };
+        let listener = TcpListener::bind(config.bind).await.map_err(listen)?;
+        let addr = listener.local_addr().map_err(listen)?;
         let session = Arc::new(SessionConfig {
             auth_required: matches!(config.auth, AuthMode::Jwt(_)),
             limits: config.session,
@@ -223,7 +262,11 @@ impl Server {
             started: Instant::now(),
             shutdown,
         });
-        Ok(Self { listener, shared })
+        Ok(Self {
+            listener,
+            shared,
+            data_dir: None,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -242,6 +285,8 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let shared = Arc::clone(&self.shared);
+        // Released when serving ends, so that a restart within the process can take it.
+        let _data_dir = self.data_dir;
         let app = Router::new()
             .route("/health", get(health))
             .route("/health/live", get(|| async { StatusCode::OK }))
