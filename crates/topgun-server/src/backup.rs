@@ -109,8 +109,14 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BackupError + '_ {
 
 /// Restores `file` into `data_dir` (whose server must be stopped: the directory is locked
 /// meanwhile, see [`crate::data_dir`]): the embedded store gets the backup's records and the
-/// log starts empty. Returns the number of entries.
-pub async fn restore(file: &Path, data_dir: &Path, force: bool) -> Result<usize, BackupError> {
+/// log starts empty. `progress` is told the entries written so far and the total after each
+/// store transaction. Returns the number of entries.
+pub async fn restore(
+    file: &Path,
+    data_dir: &Path,
+    force: bool,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<usize, BackupError> {
     let bytes = std::fs::read(file).map_err(io(file))?;
     let entries = decode(&bytes)?;
     drop(bytes);
@@ -134,10 +140,14 @@ pub async fn restore(file: &Path, data_dir: &Path, force: bool) -> Result<usize,
     std::fs::create_dir_all(data_dir).map_err(io(data_dir))?;
     let store = RedbStore::open(&store_path)?;
     let count = entries.len();
+    let mut written = 0;
+    progress(written, count);
     let mut entries = entries.into_iter().peekable();
     while entries.peek().is_some() {
         let batch: Vec<StoredEntry> = entries.by_ref().take(RESTORE_BATCH).collect();
+        written += batch.len();
         store.write(batch).await?;
+        progress(written, count);
     }
     Ok(count)
 }
@@ -179,13 +189,20 @@ mod tests {
         let file = dir.path().join("b.tgbak");
         std::fs::write(&file, encode(&[entry("a"), entry("b")])).unwrap();
         let data = dir.path().join("data");
-        assert_eq!(restore(&file, &data, false).await.unwrap(), 2);
-        let err = restore(&file, &data, false).await.unwrap_err();
+        let mut seen = Vec::new();
+        let mut progress = |done, total| seen.push((done, total));
+        assert_eq!(
+            restore(&file, &data, false, &mut progress).await.unwrap(),
+            2
+        );
+        assert_eq!(seen, vec![(0, 2), (2, 2)]);
+        let quiet = &mut |_, _| {};
+        let err = restore(&file, &data, false, quiet).await.unwrap_err();
         assert!(err.to_string().contains("--force"), "{err}");
         std::fs::write(&file, encode(&[entry("c")])).unwrap();
-        assert_eq!(restore(&file, &data, true).await.unwrap(), 1);
+        assert_eq!(restore(&file, &data, true, quiet).await.unwrap(), 1);
         let held = DataDirLock::acquire(&data).unwrap();
-        let err = restore(&file, &data, true).await.unwrap_err();
+        let err = restore(&file, &data, true, quiet).await.unwrap_err();
         assert!(
             matches!(err, BackupError::DataDir(DataDirError::InUse { .. })),
             "{err}"
