@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-10s}
-SECRET=bench-secret
+SECRET=bench-secret-0123456789abcdef0123
 command -v python3 >/dev/null || { echo "error: python3 renders the tables" >&2; exit 1; }
 
 cargo build --release --locked -p topgun-server -p topgun-bench

@@ -1,5 +1,7 @@
 //! The live progress line: a spinner with the running figures on a terminal, and a plain
-//! line every few seconds when stderr is a file or a pipe (CI logs, scripts).
+//! line every few seconds when stderr is a file or a pipe (CI logs, scripts). Counted phases
+//! (connections opened, subscriptions answered) print every second when piped, and always
+//! their last step, so a log shows each phase progress and finish.
 
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
@@ -47,6 +49,21 @@ impl Progress {
         }
     }
 
+    /// `done` of `total` in a counted phase (`what` is e.g. "connected"): on a terminal at
+    /// once, elsewhere every second and when the phase completes.
+    pub fn count(&mut self, what: &str, done: usize, total: usize) {
+        let message = format!("{what} {done}/{total}");
+        match &self.bar {
+            Some(bar) => bar.set_message(message),
+            None => {
+                if count_line_due(self.last_line, Instant::now(), done, total) {
+                    self.last_line = Some(Instant::now());
+                    eprintln!("[{}] {message}", self.label);
+                }
+            }
+        }
+    }
+
     /// A line that stays (a phase change).
     pub fn note(&self, message: &str) {
         match &self.bar {
@@ -59,5 +76,35 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+/// How often a counted phase prints when stderr is not a terminal.
+const COUNT_EVERY: Duration = Duration::from_secs(1);
+
+/// Whether a piped counted phase prints now: its first step, its last, and one a second
+/// between.
+fn count_line_due(last: Option<Instant>, now: Instant, done: usize, total: usize) -> bool {
+    done >= total || last.is_none_or(|at| now.duration_since(at) >= COUNT_EVERY)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_piped_count_prints_its_first_step_its_last_and_once_a_second() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        assert!(count_line_due(None, t0, 1, 1000), "the first step");
+        assert!(!count_line_due(Some(t0), ms(999), 500, 1000));
+        assert!(
+            count_line_due(Some(t0), ms(1000), 501, 1000),
+            "a second later"
+        );
+        assert!(
+            count_line_due(Some(t0), ms(1), 1000, 1000),
+            "the last step, always"
+        );
     }
 }

@@ -19,7 +19,7 @@ use topgun_server::Server;
 use topgun_server::config::{AuthEnv, Cli, Config};
 use topgun_server::store::MemoryStore;
 
-const SECRET: &str = "bench-smoke-secret";
+const SECRET: &str = "bench-smoke-secret-0123456789abcdef";
 
 /// A server on a free port; stops when dropped.
 struct Running {

@@ -31,7 +31,16 @@ pub struct Principal {
 pub enum KeyError {
     #[error("not a valid RS256 public key in PEM: {0}")]
     BadPem(String),
+    /// RFC 7518 §3.2: an HS256 key must be at least as long as the hash, 32 bytes.
+    #[error(
+        "an HS256 secret must be at least {min} bytes (RFC 7518 §3.2), got {len}; use a longer \
+         random secret, or an RS256 public key in PEM"
+    )]
+    ShortSecret { len: usize, min: usize },
 }
+
+/// The shortest HS256 secret accepted: the size of the SHA-256 hash.
+pub const HS256_SECRET_BYTES_MIN: usize = 32;
 
 /// Why a token was refused. The text is sent to the client in `AUTH_FAIL`: it names the
 /// problem with the client's own token and nothing about the server.
@@ -99,6 +108,11 @@ impl JwtVerifier {
             let key = DecodingKey::from_rsa_pem(unfolded.as_bytes())
                 .map_err(|e| KeyError::BadPem(e.to_string()))?;
             (key, Algorithm::RS256)
+        } else if secret.len() < HS256_SECRET_BYTES_MIN {
+            return Err(KeyError::ShortSecret {
+                len: secret.len(),
+                min: HS256_SECRET_BYTES_MIN,
+            });
         } else {
             (
                 DecodingKey::from_secret(secret.as_bytes()),
@@ -183,6 +197,8 @@ mod tests {
     use serde_json::json;
 
     const NOW: u64 = 1_700_000_000;
+    /// 32 bytes or more, as HS256 requires.
+    const SECRET: &str = "auth-tests-secret-0123456789abcdef";
 
     fn hs256(claims: &serde_json::Value, secret: &str) -> String {
         jsonwebtoken::encode(
@@ -194,14 +210,14 @@ mod tests {
     }
 
     fn verifier() -> JwtVerifier {
-        JwtVerifier::from_secret("s3cret", None, None).unwrap()
+        JwtVerifier::from_secret(SECRET, None, None).unwrap()
     }
 
     #[test]
     fn accepts_a_valid_token_with_roles() {
         let token = hs256(
             &json!({"sub": "alice", "exp": NOW + 60, "roles": ["ADMIN"]}),
-            "s3cret",
+            SECRET,
         );
         assert_eq!(
             verifier().verify(&token, NOW),
@@ -221,24 +237,24 @@ mod tests {
                 hs256(&json!({"sub": "a", "exp": NOW + 60}), "other"),
                 AuthError::BadSignature,
             ),
-            (hs256(&json!({"sub": "a"}), "s3cret"), AuthError::MissingExp),
+            (hs256(&json!({"sub": "a"}), SECRET), AuthError::MissingExp),
             (
-                hs256(&json!({"sub": "a", "exp": NOW - 61}), "s3cret"),
+                hs256(&json!({"sub": "a", "exp": NOW - 61}), SECRET),
                 AuthError::Expired,
             ),
             (
                 hs256(
                     &json!({"sub": "a", "exp": NOW + 600, "nbf": NOW + 61}),
-                    "s3cret",
+                    SECRET,
                 ),
                 AuthError::NotYetValid,
             ),
             (
-                hs256(&json!({"exp": NOW + 60}), "s3cret"),
+                hs256(&json!({"exp": NOW + 60}), SECRET),
                 AuthError::MissingSub,
             ),
             (
-                hs256(&json!({"sub": "", "exp": NOW + 60}), "s3cret"),
+                hs256(&json!({"sub": "", "exp": NOW + 60}), SECRET),
                 AuthError::MissingSub,
             ),
             ("not-a-jwt".to_owned(), AuthError::Malformed),
@@ -247,27 +263,27 @@ mod tests {
             assert_eq!(v.verify(&token, NOW), Err(expected.clone()), "{expected}");
         }
         // Within the leeway: accepted.
-        let token = hs256(&json!({"sub": "a", "exp": NOW - 59}), "s3cret");
+        let token = hs256(&json!({"sub": "a", "exp": NOW - 59}), SECRET);
         assert!(v.verify(&token, NOW).is_ok());
     }
 
     #[test]
     fn issuer_and_audience_are_enforced_when_configured() {
         let v =
-            JwtVerifier::from_secret("s3cret", Some("topgun".into()), Some("app".into())).unwrap();
+            JwtVerifier::from_secret(SECRET, Some("topgun".into()), Some("app".into())).unwrap();
         let good = hs256(
             &json!({"sub": "a", "exp": NOW + 60, "iss": "topgun", "aud": "app"}),
-            "s3cret",
+            SECRET,
         );
         assert!(v.verify(&good, NOW).is_ok());
         let wrong_iss = hs256(
             &json!({"sub": "a", "exp": NOW + 60, "iss": "x", "aud": "app"}),
-            "s3cret",
+            SECRET,
         );
         assert_eq!(v.verify(&wrong_iss, NOW), Err(AuthError::WrongIssuer));
         let wrong_aud = hs256(
             &json!({"sub": "a", "exp": NOW + 60, "iss": "topgun", "aud": "y"}),
-            "s3cret",
+            SECRET,
         );
         assert_eq!(v.verify(&wrong_aud, NOW), Err(AuthError::WrongAudience));
     }

@@ -18,6 +18,7 @@ use std::path::Path;
 
 use thiserror::Error;
 
+use crate::data_dir::{DataDirError, DataDirLock};
 use crate::store::{Store, StoreError, StoredEntry};
 use crate::store_redb::RedbStore;
 
@@ -47,6 +48,8 @@ pub enum BackupError {
     },
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
 }
 
 /// Appends the frames of `entries` to a backup being written.
@@ -104,11 +107,20 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BackupError + '_ {
     }
 }
 
-/// Restores `file` into `data_dir` (whose server must be stopped): the embedded store gets
-/// the backup's records and the log starts empty. Returns the number of entries.
-pub async fn restore(file: &Path, data_dir: &Path, force: bool) -> Result<usize, BackupError> {
+/// Restores `file` into `data_dir` (whose server must be stopped: the directory is locked
+/// meanwhile, see [`crate::data_dir`]): the embedded store gets the backup's records and the
+/// log starts empty. `progress` is told the entries written so far and the total after each
+/// store transaction. Returns the number of entries.
+pub async fn restore(
+    file: &Path,
+    data_dir: &Path,
+    force: bool,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<usize, BackupError> {
     let bytes = std::fs::read(file).map_err(io(file))?;
     let entries = decode(&bytes)?;
+    drop(bytes);
+    let _lock = DataDirLock::acquire(data_dir)?;
     let store_path = data_dir.join("store.redb");
     let wal_dir = data_dir.join("wal");
     let has_data =
@@ -117,7 +129,8 @@ pub async fn restore(file: &Path, data_dir: &Path, force: bool) -> Result<usize,
         if !force {
             return Err(BackupError::NotEmpty(data_dir.display().to_string()));
         }
-        // Opening the store first fails if a server still holds it: nothing is removed then.
+        // Opening the store first fails if something else still holds it: nothing is
+        // removed then.
         drop(RedbStore::open(&store_path)?);
         std::fs::remove_file(&store_path).map_err(io(&store_path))?;
         if wal_dir.exists() {
@@ -127,10 +140,14 @@ pub async fn restore(file: &Path, data_dir: &Path, force: bool) -> Result<usize,
     std::fs::create_dir_all(data_dir).map_err(io(data_dir))?;
     let store = RedbStore::open(&store_path)?;
     let count = entries.len();
+    let mut written = 0;
+    progress(written, count);
     let mut entries = entries.into_iter().peekable();
     while entries.peek().is_some() {
         let batch: Vec<StoredEntry> = entries.by_ref().take(RESTORE_BATCH).collect();
+        written += batch.len();
         store.write(batch).await?;
+        progress(written, count);
     }
     Ok(count)
 }
@@ -172,11 +189,25 @@ mod tests {
         let file = dir.path().join("b.tgbak");
         std::fs::write(&file, encode(&[entry("a"), entry("b")])).unwrap();
         let data = dir.path().join("data");
-        assert_eq!(restore(&file, &data, false).await.unwrap(), 2);
-        let err = restore(&file, &data, false).await.unwrap_err();
+        let mut seen = Vec::new();
+        let mut progress = |done, total| seen.push((done, total));
+        assert_eq!(
+            restore(&file, &data, false, &mut progress).await.unwrap(),
+            2
+        );
+        assert_eq!(seen, vec![(0, 2), (2, 2)]);
+        let quiet = &mut |_, _| {};
+        let err = restore(&file, &data, false, quiet).await.unwrap_err();
         assert!(err.to_string().contains("--force"), "{err}");
         std::fs::write(&file, encode(&[entry("c")])).unwrap();
-        assert_eq!(restore(&file, &data, true).await.unwrap(), 1);
+        assert_eq!(restore(&file, &data, true, quiet).await.unwrap(), 1);
+        let held = DataDirLock::acquire(&data).unwrap();
+        let err = restore(&file, &data, true, quiet).await.unwrap_err();
+        assert!(
+            matches!(err, BackupError::DataDir(DataDirError::InUse { .. })),
+            "{err}"
+        );
+        drop(held);
         let all: Vec<u32> = (0..topgun_core::hash::PARTITION_COUNT).collect();
         let store = RedbStore::open(&data.join("store.redb")).unwrap();
         assert_eq!(store.load(&all).await.unwrap(), vec![entry("c")]);

@@ -1,6 +1,7 @@
-//! Connection-level abuse limits the driver applies around authentication: failed `AUTH`s
-//! per IP address, and authenticated connections per user. Both are bounded tables behind
-//! std mutexes held for a lookup, never across an await; time is an argument.
+//! Connection-level abuse limits the driver applies around authentication: connections not
+//! yet authenticated (in total and per IP address), failed `AUTH`s per IP address, and
+//! authenticated connections per user. All are bounded tables behind std mutexes held for a
+//! lookup, never across an await; time is an argument.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -62,6 +63,106 @@ impl AuthFailures {
             .entry(ip)
             .or_insert_with(|| Bucket::full(burst, now_ms));
         let _ = bucket.take(1.0, rate, burst, now_ms);
+    }
+}
+
+/// Why a connection was refused before it could authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PreAuthRefusal {
+    /// `preauth_connections_max` connections are waiting to authenticate already.
+    Connections,
+    /// `preauth_connections_per_ip_max` of them come from this address.
+    ConnectionsPerIp,
+}
+
+impl PreAuthRefusal {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Connections => "connections",
+            Self::ConnectionsPerIp => "connections_per_ip",
+        }
+    }
+
+    /// What the client is told.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Connections => {
+                "too many connections are waiting to authenticate; retry in a moment"
+            }
+            Self::ConnectionsPerIp => {
+                "too many connections from this address are waiting to authenticate; retry in a \
+                 moment"
+            }
+        }
+    }
+}
+
+/// Connections not yet authenticated: at most `max` in all and `per_ip_max` (0: no limit)
+/// from one address. Every `admit` that succeeds is matched by one `leave`.
+#[derive(Debug)]
+pub struct Unauthenticated {
+    max: usize,
+    per_ip_max: usize,
+    counts: Mutex<Waiting>,
+}
+
+/// Invariant: `total` is the sum of `by_ip` when addresses are counted, and no entry of
+/// `by_ip` is 0; so `by_ip` never has more than `max` entries.
+#[derive(Debug, Default)]
+struct Waiting {
+    total: usize,
+    by_ip: HashMap<IpAddr, usize>,
+}
+
+impl Unauthenticated {
+    pub fn new(max: usize, per_ip_max: usize) -> Self {
+        Self {
+            max,
+            per_ip_max,
+            counts: Mutex::default(),
+        }
+    }
+
+    /// Counts a new connection from `ip` in, unless a bound is reached.
+    pub fn admit(&self, ip: IpAddr) -> Result<(), PreAuthRefusal> {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        if counts.total >= self.max {
+            return Err(PreAuthRefusal::Connections);
+        }
+        if self.per_ip_max > 0 {
+            let from_ip = counts.by_ip.entry(ip).or_default();
+            if *from_ip >= self.per_ip_max {
+                return Err(PreAuthRefusal::ConnectionsPerIp);
+            }
+            *from_ip += 1;
+        }
+        counts.total += 1;
+        Ok(())
+    }
+
+    /// Counts out a connection [`Unauthenticated::admit`] let in: it authenticated or closed.
+    pub fn leave(&self, ip: IpAddr) {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        debug_assert!(counts.total > 0, "a leave without an admit");
+        counts.total = counts.total.saturating_sub(1);
+        if self.per_ip_max > 0
+            && let Some(from_ip) = counts.by_ip.get_mut(&ip)
+        {
+            *from_ip -= 1;
+            if *from_ip == 0 {
+                counts.by_ip.remove(&ip);
+            }
+        }
+        debug_assert!(counts.by_ip.len() <= counts.total.max(1));
+    }
+
+    /// Connections waiting to authenticate now.
+    pub fn count(&self) -> usize {
+        self.counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .total
     }
 }
 
@@ -140,6 +241,33 @@ mod tests {
         );
         assert_eq!(guard.admits(ip, 20_000), Ok(()));
         assert_eq!(AuthFailures::new(0).admits(ip, 0), Ok(()), "off");
+    }
+
+    #[test]
+    fn connections_waiting_to_authenticate_are_bounded_in_all_and_per_address() {
+        let waiting = Unauthenticated::new(3, 2);
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        assert_eq!(waiting.admit(a), Ok(()));
+        assert_eq!(waiting.admit(a), Ok(()));
+        assert_eq!(waiting.admit(a), Err(PreAuthRefusal::ConnectionsPerIp));
+        assert_eq!(waiting.admit(b), Ok(()));
+        assert_eq!(waiting.admit(b), Err(PreAuthRefusal::Connections));
+        assert_eq!(waiting.count(), 3, "refusals are not counted");
+        waiting.leave(a);
+        assert_eq!(waiting.admit(b), Ok(()), "a freed place is taken");
+        assert_eq!(waiting.admit(a), Err(PreAuthRefusal::Connections));
+        for ip in [a, b, b] {
+            waiting.leave(ip);
+        }
+        assert_eq!(waiting.count(), 0);
+        assert!(
+            waiting.counts.lock().unwrap().by_ip.is_empty(),
+            "no empty entries"
+        );
+        let unlimited_per_ip = Unauthenticated::new(2, 0);
+        assert_eq!(unlimited_per_ip.admit(a), Ok(()));
+        assert_eq!(unlimited_per_ip.admit(a), Ok(()));
+        assert_eq!(unlimited_per_ip.admit(b), Err(PreAuthRefusal::Connections));
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! | [`store_pg`] | the PostgreSQL store |
 //! | [`backup`] | backups of a running server, and restoring one into a data directory |
 //! | [`storage`] | opens the configured store and log and recovers the records at start-up |
+//! | [`data_dir`] | the data directory's lock: one server per directory |
 //! | [`fanout`] | the per-connection outbound queue, and map subscribers for events |
 //! | [`dataplane`] | routes data requests to shard tasks and assembles their replies |
 //! | [`queries`] | live queries: subscriptions, snapshots, `QUERY_RESP`/`QUERY_UPDATE` |
@@ -27,7 +28,8 @@
 //! | [`counters`] | PN counters: merge, persist, answer, broadcast |
 //! | [`journal`] | the event journal, sans I/O: events in log frames, retention, paging |
 //! | [`journal_service`] | the task serving `JOURNAL_READ` and `JOURNAL_SUBSCRIBE` |
-//! | [`guard`] | failed `AUTH`s per IP address, connections per user |
+//! | [`guard`] | connections waiting to authenticate, failed `AUTH`s per IP, connections per user |
+//! | [`listener`] | accepts connections; bounds what unauthenticated ones may cost |
 //! | [`interceptor`] | hooks on connections and ops; the rate limiter and server timestamps |
 //! | [`internal`] | the server's own durable state, kept in reserved maps |
 //! | [`extensions`] | entry processors and conflict resolvers: declined with a clear answer |
@@ -45,6 +47,7 @@ pub mod by_name;
 pub mod checkpoint;
 pub mod config;
 pub mod counters;
+pub mod data_dir;
 pub mod dataplane;
 pub mod extensions;
 pub mod fanout;
@@ -53,6 +56,7 @@ pub mod interceptor;
 pub mod internal;
 pub mod journal;
 pub mod journal_service;
+pub mod listener;
 pub mod lock_service;
 pub mod locks;
 pub mod metrics;

@@ -1,11 +1,12 @@
 //! `topgun-server`: parses the configuration (exit status 2 on any error, naming it), sets up
 //! logging, serves until SIGINT or SIGTERM, then drains and exits 0.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use topgun_server::Server;
 use topgun_server::access::Policies;
 use topgun_server::backup;
@@ -58,12 +59,19 @@ fn load(cli: &Cli) -> anyhow::Result<Config> {
     )?)
 }
 
-/// `RUST_LOG` filters (default `info`); `TOPGUN_LOG_FORMAT=json` writes JSON lines.
+/// `RUST_LOG` filters (default `info`); `TOPGUN_LOG_FORMAT=json` writes JSON lines. Logs go
+/// to stderr, in colour only when stderr is a terminal and `NO_COLOR` is unset or empty
+/// (no-color.org): a file or a pipe gets plain text.
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let colour = colour(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     if std::env::var("TOPGUN_LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().init();
@@ -72,15 +80,19 @@ fn init_logging() {
     }
 }
 
+/// Colour only on a terminal, and only while `NO_COLOR` is unset or empty.
+fn colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(std::ffi::OsStr::is_empty)
+}
+
 fn run(cli: &Cli, config: &Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
-        let server = Server::bind(config.clone())
-            .await
-            .with_context(|| format!("binding {}", config.bind))?;
+        // Its errors say what failed (the data directory, the store, the address).
+        let server = Server::bind(config.clone()).await?;
         let addr = server.local_addr()?;
         // Signals are watched before the port is announced: a SIGTERM or SIGHUP sent the
         // moment a script reads the port must not meet the default action (exit).
@@ -106,6 +118,7 @@ fn auth_name(config: &Config) -> &'static str {
 }
 
 /// `backup` and `restore`, which talk to a server or its data directory instead of serving.
+/// On a terminal they show a progress bar on stderr; in a script, only the closing line.
 fn admin(cli: &Cli, command: Command) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -133,7 +146,18 @@ fn admin(cli: &Cli, command: Command) -> anyhow::Result<()> {
                     .data_dir
                     .clone()
                     .unwrap_or_else(|| std::path::PathBuf::from("topgun-data"));
-                let count = backup::restore(&file, &dir, force).await.with_context(|| {
+                let bar = progress_bar("restore", "{pos}/{len} records");
+                let mut progress = |done: usize, total: usize| {
+                    if let Some(bar) = &bar {
+                        bar.set_length(total as u64);
+                        bar.set_position(done as u64);
+                    }
+                };
+                let restored = backup::restore(&file, &dir, force, &mut progress).await;
+                if let Some(bar) = &bar {
+                    bar.finish_and_clear();
+                }
+                let count = restored.with_context(|| {
                     format!("restoring {} into {}", file.display(), dir.display())
                 })?;
                 eprintln!("restore: {count} records into {}", dir.display());
@@ -142,6 +166,24 @@ fn admin(cli: &Cli, command: Command) -> anyhow::Result<()> {
         Ok(())
     })
 }
+
+/// A progress bar on stderr, or `None` when stderr is not a terminal (a script's log gets
+/// no redrawn lines). `counts` is the bar's figures: `{pos}/{len} records`, bytes and so on.
+fn progress_bar(label: &'static str, counts: &str) -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let template = format!("{{prefix}}: [{{bar:30}}] {counts} ({{eta}})");
+    let style = indicatif::ProgressStyle::with_template(&template)
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    let bar = indicatif::ProgressBar::new(0)
+        .with_style(style.progress_chars("=> "))
+        .with_prefix(label);
+    Some(bar)
+}
+
+/// The longest HTTP response head accepted from the server.
+const RESPONSE_HEAD_MAX: usize = 64 * 1024;
 
 /// `GET /admin/backup` over plain HTTP/1.1 (the server answers with a sized body).
 async fn fetch_backup(url: &str, token: Option<&str>) -> anyhow::Result<Vec<u8>> {
@@ -156,15 +198,44 @@ async fn fetch_backup(url: &str, token: Option<&str>) -> anyhow::Result<Vec<u8>>
     let request =
         format!("GET /admin/backup HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await?;
-    let split = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("the server's answer has no HTTP header")?;
-    let head = String::from_utf8_lossy(&response[..split]);
-    let body = response[split + 4..].to_vec();
-    let status = head.split_whitespace().nth(1).unwrap_or_default();
+    let mut stream = tokio::io::BufReader::new(stream);
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let read = stream.read_until(b'\n', &mut head).await?;
+        if read == 0 || head.len() > RESPONSE_HEAD_MAX {
+            bail!("the server's answer has no HTTP header");
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    let length = head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse::<u64>().ok())?
+    });
+    let bar = progress_bar("backup", "{bytes}/{total_bytes}");
+    if let (Some(bar), Some(length)) = (&bar, length) {
+        bar.set_length(length);
+    }
+    let mut body = Vec::with_capacity(usize::try_from(length.unwrap_or(0)).unwrap_or(0));
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let read = stream.read(&mut chunk).await?;
+        if read == 0 {
+            break;
+        }
+        body.extend_from_slice(&chunk[..read]);
+        if let Some(bar) = &bar {
+            bar.inc(read as u64);
+        }
+    }
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
     if status != "200" {
         bail!(
             "the server answered {status}: {}",
@@ -236,5 +307,21 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
         async {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    #[test]
+    fn logs_are_coloured_only_on_a_terminal_without_no_color() {
+        assert!(super::colour(true, None));
+        assert!(
+            super::colour(true, Some(OsStr::new(""))),
+            "an empty NO_COLOR"
+        );
+        assert!(!super::colour(true, Some(OsStr::new("1"))));
+        assert!(!super::colour(false, None), "a file or a pipe");
     }
 }

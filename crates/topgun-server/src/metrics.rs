@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use topgun_core::protocol::Message;
 
+use crate::guard::Unauthenticated;
 use crate::outbox::{Backlog, KickReason};
 use crate::store::MapKind;
 use crate::wal::LogStats;
@@ -21,6 +22,10 @@ const ERROR_CODES: [u32; 6] = [400, 401, 403, 413, 429, 501];
 const LATENCY_BUCKETS: [f64; 10] = [
     0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.005, 0.025, 0.1,
 ];
+
+/// Why connections were refused or closed before authenticating (`PreAuthRefusal` labels,
+/// then the listener's own).
+pub const PREAUTH_REASONS: [&str; 4] = ["connections", "connections_per_ip", "bytes", "timeout"];
 
 /// Op kinds counted individually (PROTOCOL.md §2.5).
 const OP_KINDS: [&str; 4] = ["PUT", "REMOVE", "OR_ADD", "OR_REMOVE"];
@@ -98,6 +103,10 @@ pub struct Metrics {
     /// LWW, then OR-Map Merkle sync requests (roots, buckets and leaves).
     merkle_requests: [AtomicU64; 2],
     events_queued: AtomicU64,
+    /// Connections not yet authenticated (JWT mode), counted by the listener.
+    preauth: Option<Arc<Unauthenticated>>,
+    /// Indexed like `PREAUTH_REASONS`.
+    preauth_refused: [AtomicU64; 4],
     /// The write-ahead log's size, syncs (every acknowledgement waits for one, in `fsync`
     /// mode) and checkpoints, recorded by its writer thread and the checkpointer.
     log: Option<Arc<LogStats>>,
@@ -122,6 +131,8 @@ impl Default for Metrics {
             batch_latency: Histogram::default(),
             merkle_requests: [AtomicU64::new(0), AtomicU64::new(0)],
             events_queued: AtomicU64::new(0),
+            preauth: None,
+            preauth_refused: Default::default(),
             log: None,
             backlog: None,
         }
@@ -144,6 +155,13 @@ impl Metrics {
     #[must_use]
     pub fn with_backlog(mut self, backlog: Arc<Backlog>) -> Self {
         self.backlog = Some(backlog);
+        self
+    }
+
+    /// Also renders how many connections `waiting` counts.
+    #[must_use]
+    pub fn with_preauth(mut self, waiting: Arc<Unauthenticated>) -> Self {
+        self.preauth = Some(waiting);
         self
     }
 
@@ -228,6 +246,14 @@ impl Metrics {
         );
     }
 
+    /// A connection refused or closed before authenticating, by a label of
+    /// [`PREAUTH_REASONS`].
+    pub fn preauth_refused(&self, reason: &str) {
+        if let Some(at) = PREAUTH_REASONS.iter().position(|r| *r == reason) {
+            bump(&self.preauth_refused[at], 1);
+        }
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
@@ -271,7 +297,26 @@ impl Metrics {
             );
         }
         self.render_labelled(&mut out);
+        self.render_preauth(&mut out);
         out
+    }
+
+    fn render_preauth(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP topgun_preauth_connections Connections not yet authenticated.\n\
+             # TYPE topgun_preauth_connections gauge\ntopgun_preauth_connections {}\n\
+             # HELP topgun_preauth_refused_total Connections refused or closed before \
+             authenticating, by reason.\n# TYPE topgun_preauth_refused_total counter",
+            self.preauth.as_ref().map_or(0, |p| p.count())
+        );
+        for (reason, count) in PREAUTH_REASONS.iter().zip(&self.preauth_refused) {
+            let _ = writeln!(
+                out,
+                "topgun_preauth_refused_total{{reason=\"{reason}\"}} {}",
+                count.load(Ordering::Relaxed)
+            );
+        }
     }
 
     fn render_labelled(&self, out: &mut String) {
@@ -463,6 +508,11 @@ mod tests {
         let slow = crate::outbox::Outbox::open(1, &backlog, |_| {});
         slow.kick(KickReason::WriteTimeout);
         let m = m.with_backlog(backlog);
+        let waiting = Arc::new(Unauthenticated::new(4, 0));
+        waiting.admit("127.0.0.1".parse().unwrap()).unwrap();
+        let m = m.with_preauth(waiting);
+        m.preauth_refused("bytes");
+        m.preauth_refused("no-such-reason");
         let text = m.render();
         for line in [
             "topgun_connections 1",
@@ -485,6 +535,9 @@ mod tests {
             "topgun_slow_consumer_kicks_total{reason=\"connection_backlog\"} 0",
             "topgun_outbound_backlog_bytes 0",
             "topgun_op_batch_seconds_bucket{le=\"0.00001\"} 1",
+            "topgun_preauth_connections 1",
+            "topgun_preauth_refused_total{reason=\"bytes\"} 1",
+            "topgun_preauth_refused_total{reason=\"connections\"} 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

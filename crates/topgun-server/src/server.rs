@@ -17,13 +17,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
+use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use topgun_core::protocol::Message;
@@ -33,14 +33,16 @@ use topgun_core::{Hlc, Timestamp};
 use crate::access::{ConnAccess, Policies};
 use crate::auth::{AuthError, Principal};
 use crate::config::{AuthMode, Config};
+use crate::data_dir::{DataDirError, DataDirLock};
 use crate::dataplane::{ConnState, DataPlane, Services};
 use crate::fanout::{ConnHandle, Outbound};
-use crate::guard::{AuthFailures, UserConnections};
+use crate::guard::{AuthFailures, Unauthenticated, UserConnections};
 use crate::interceptor::ConnInfo;
+use crate::listener::{Admission, LINGER, Peer, PreAuth};
 use crate::outbox::{Backlog, KickReason, Outbox};
 use crate::session::{Authenticator, Output, Session, SessionConfig, close};
 use crate::shard_task::Persist;
-use crate::storage::{self, Opened};
+use crate::storage::{self, Backend, Opened, StorageError};
 use crate::store::Store;
 
 /// How often sessions are told the time (auth deadline, idle timeout).
@@ -73,6 +75,9 @@ struct Shared {
     policies: Arc<Policies>,
     auth_failures: AuthFailures,
     user_connections: UserConnections,
+    /// JWT mode: the connections not yet authenticated, which the listener bounds.
+    waiting: Option<Arc<Unauthenticated>>,
+    preauth: crate::config::PreAuthLimits,
     /// Set while the store cannot take checkpoints (writes are held in the log).
     degraded: Arc<std::sync::atomic::AtomicBool>,
     /// The latest tombstone horizon; every open connection is sent it as `GC_PRUNE`.
@@ -102,6 +107,23 @@ impl Authenticator for Shared {
 pub struct Server {
     listener: TcpListener,
     shared: Arc<Shared>,
+    /// The data directory, held until [`Server::run`] returns (`None` without one).
+    data_dir: Option<DataDirLock>,
+}
+
+/// Why a server could not start. Each message is whole: the storage error's own causes are
+/// folded into its text, so that printing the chain says nothing twice.
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    #[error("{0}")]
+    Storage(StorageError),
+    #[error("cannot listen on {addr}: {error}")]
+    Listen {
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
 }
 
 impl std::fmt::Debug for Server {
@@ -119,29 +141,45 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 impl Server {
-    /// Opens the configured storage, recovers its records and binds the listener (port 0
-    /// picks a free port).
-    pub async fn bind(config: Config) -> std::io::Result<Self> {
+    /// Locks the data directory (unless the store is in memory), opens the configured
+    /// storage, recovers its records and binds the listener (port 0 picks a free port).
+    pub async fn bind(config: Config) -> Result<Self, StartError> {
+        let lock = match config.storage.backend {
+            Backend::Memory => None,
+            Backend::Redb | Backend::Postgres => {
+                Some(DataDirLock::acquire(&config.storage.data_dir)?)
+            }
+        };
         let opened = storage::open(&config.storage)
             .await
-            .map_err(std::io::Error::other)?;
-        Self::bind_opened(config, opened).await
+            .map_err(StartError::Storage)?;
+        let mut server = Self::bind_opened(config, opened).await?;
+        server.data_dir = lock;
+        Ok(server)
     }
 
     /// Like [`Server::bind`] with the configured write-ahead log in front of a given store.
-    pub async fn bind_with_log(config: Config, store: Arc<dyn Store>) -> std::io::Result<Self> {
+    /// The data directory is not locked: the caller owns the store, and may simulate a crash
+    /// and a restart within one process.
+    pub async fn bind_with_log(config: Config, store: Arc<dyn Store>) -> Result<Self, StartError> {
         let opened = storage::open_with_store(&config.storage, store)
             .await
-            .map_err(std::io::Error::other)?;
+            .map_err(StartError::Storage)?;
         Self::bind_opened(config, opened).await
     }
 
     /// Like [`Server::bind`] over a given store, without a log: every write goes straight to
     /// `store`. For tests and embedding; sharing a store between servers in turn simulates a
     /// restart.
-    pub async fn bind_with_store(config: Config, store: Arc<dyn Store>) -> std::io::Result<Self> {
+    pub async fn bind_with_store(
+        config: Config,
+        store: Arc<dyn Store>,
+    ) -> Result<Self, StartError> {
         let all: Vec<u32> = (0..topgun_core::hash::PARTITION_COUNT).collect();
-        let loaded = store.load(&all).await.map_err(std::io::Error::other)?;
+        let loaded = store
+            .load(&all)
+            .await
+            .map_err(|e| StartError::Storage(e.into()))?;
         let opened = Opened {
             loaded,
             journal: Vec::new(),
@@ -152,14 +190,23 @@ impl Server {
         Self::bind_opened(config, opened).await
     }
 
-    async fn bind_opened(config: Config, opened: Opened) -> std::io::Result<Self> {
+    async fn bind_opened(config: Config, opened: Opened) -> Result<Self, StartError> {
         let backlog = Backlog::new(config.backlog);
         let metrics = Metrics::default().with_backlog(Arc::clone(&backlog));
         let metrics = match &opened.persist {
             Persist::Wal { wal, .. } => metrics.with_log(wal.stats()),
             Persist::Store(_) => metrics,
         };
-        let metrics = Arc::new(metrics);
+        let waiting = matches!(config.auth, AuthMode::Jwt(_)).then(|| {
+            Arc::new(Unauthenticated::new(
+                config.preauth.connections_max,
+                config.preauth.connections_per_ip_max,
+            ))
+        });
+        let metrics = Arc::new(match &waiting {
+            Some(waiting) => metrics.with_preauth(Arc::clone(waiting)),
+            None => metrics,
+        });
         // Strict: a client clock far ahead must not drag the server clock along with it. But
         // first past every stored timestamp: if the wall clock went back across the restart,
         // the server's own writes (fencing marks, counters, stamped removes) must still win
@@ -187,8 +234,12 @@ impl Server {
             services,
         );
         let degraded = opened.degraded;
-        let listener = TcpListener::bind(config.bind).await?;
-        let addr = listener.local_addr()?;
+        let listen = |error| StartError::Listen {
+            addr: config.bind,
+            error,
+        };
+        let listener = TcpListener::bind(config.bind).await.map_err(listen)?;
+        let addr = listener.local_addr().map_err(listen)?;
         let session = Arc::new(SessionConfig {
             auth_required: matches!(config.auth, AuthMode::Jwt(_)),
             limits: config.session,
@@ -202,6 +253,8 @@ impl Server {
             policies: Arc::new(Policies::new(config.policies)),
             auth_failures: AuthFailures::new(config.guards.auth_failures_per_ip_per_minute),
             user_connections: UserConnections::new(config.guards.connections_per_user_max),
+            waiting,
+            preauth: config.preauth,
             auth: config.auth,
             phase: AtomicU8::new(STARTING),
             metrics,
@@ -216,7 +269,11 @@ impl Server {
             started: Instant::now(),
             shutdown,
         });
-        Ok(Self { listener, shared })
+        Ok(Self {
+            listener,
+            shared,
+            data_dir: None,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -235,15 +292,20 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let shared = Arc::clone(&self.shared);
+        // Released when serving ends, so that a restart within the process can take it.
+        let _data_dir = self.data_dir;
         let app = Router::new()
-            .route("/", get(upgrade))
-            .route("/ws", get(upgrade))
             .route("/health", get(health))
             .route("/health/live", get(|| async { StatusCode::OK }))
             .route("/health/ready", get(ready))
             .route("/healthz", get(ready))
             .route("/metrics", get(metrics))
             .route("/admin/backup", get(backup))
+            // Each plain request starts its connection's pre-auth allowance again (the
+            // WebSocket routes below do not: their upgrade and AUTH share one).
+            .route_layer(axum::middleware::from_fn(refill_preauth))
+            .route("/", get(upgrade))
+            .route("/ws", get(upgrade))
             .with_state(Arc::clone(&shared));
         shared.phase.store(READY, Ordering::SeqCst);
         if shared.tombstone_ttl_ms > 0 {
@@ -255,15 +317,14 @@ impl Server {
             drain.phase.store(DRAINING, Ordering::SeqCst);
             drain.shutdown.send_replace(true);
         };
-        // Nagle's algorithm would hold a small frame back until the peer acknowledges the
-        // previous one, which a delayed ACK can postpone by up to 40 ms: every ack and event
-        // of this protocol is a small frame that must go out at once.
-        let listener = self.listener.tap_io(|stream| {
-            if let Err(e) = stream.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-            }
-        });
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
+        let listener = Admission::new(
+            self.listener,
+            shared.waiting.clone(),
+            shared.preauth,
+            shared.session.limits.auth_deadline_ms,
+            Arc::clone(&shared.metrics),
+        );
+        let app = app.into_make_service_with_connect_info::<Peer>();
         axum::serve(listener, app)
             .with_graceful_shutdown(stop)
             .await?;
@@ -315,13 +376,28 @@ async fn prune_tombstones(shared: Arc<Shared>) {
 /// and a larger one simply takes several reads.
 pub const READ_BUFFER_BYTES: usize = 2 * 1024;
 
+/// Starts the pre-auth allowance of a plain HTTP request's connection again.
+async fn refill_preauth(
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(preauth) = &peer.preauth {
+        preauth.refill();
+    }
+    next.run(request).await
+}
+
 async fn upgrade(
     ws: WebSocketUpgrade,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
     State(shared): State<Arc<Shared>>,
 ) -> Response {
     if shared.phase.load(Ordering::SeqCst) != READY {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    if let Some(preauth) = &peer.preauth {
+        preauth.upgraded();
     }
     let max = shared
         .session
@@ -331,7 +407,7 @@ async fn upgrade(
     ws.max_message_size(max)
         .max_frame_size(max)
         .read_buffer_size(READ_BUFFER_BYTES)
-        .on_upgrade(move |socket| serve_connection(socket, shared, Some(peer.ip())))
+        .on_upgrade(move |socket| serve_connection(socket, shared, peer))
 }
 
 async fn health(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
@@ -426,7 +502,8 @@ const KICK: CloseFrame = CloseFrame {
     ),
 };
 
-async fn serve_connection(socket: WebSocket, shared: Arc<Shared>, ip: Option<IpAddr>) {
+async fn serve_connection(socket: WebSocket, shared: Arc<Shared>, peer: Peer) {
+    let (ip, preauth) = (Some(peer.addr.ip()), peer.preauth);
     shared.metrics.connection_opened();
     let _guard = ConnectionGuard(Arc::clone(&shared));
     let (sink, mut stream) = socket.split();
@@ -475,6 +552,9 @@ async fn serve_connection(socket: WebSocket, shared: Arc<Shared>, ip: Option<IpA
                     greeted = true;
                     let mut outputs = handle_frame(&mut session, &bytes, &shared);
                     guard_auth(&shared, &session, ip, &mut user, &mut outputs);
+                    if session.is_open() && let Some(preauth) = &preauth {
+                        preauth.authenticated();
+                    }
                     outputs
                 }
                 Some(Ok(WsMessage::Text(_))) => session.on_text_frame(),
@@ -495,6 +575,7 @@ async fn serve_connection(socket: WebSocket, shared: Arc<Shared>, ip: Option<IpA
             // The writer closes the socket; nothing more is read.
             _ = kicked.changed() => break,
             _ = gc.changed() => continue,
+            () = preauth_spent(preauth.as_deref()) => too_much_before_auth(&shared, preauth.as_deref()),
         };
         conn.set_principal(session.principal(), shared.session.auth_required);
         open = Box::pin(deliver(outputs, &tx, &mut conn, &shared)).await;
@@ -519,6 +600,32 @@ async fn serve_connection(socket: WebSocket, shared: Arc<Shared>, ip: Option<IpA
     drop(tx);
     let _ = writer.await;
     conn.handle.outbox().close();
+    // A connection closed for sending too much before `AUTH` is drained for a moment (see
+    // `PreAuth::discard`): its client, perhaps still writing, then reads the close frame.
+    if preauth.as_ref().is_some_and(|p| p.is_discarding()) {
+        let _ =
+            tokio::time::timeout(LINGER, async { while stream.next().await.is_some() {} }).await;
+    }
+}
+
+/// Completes when the connection has spent its pre-auth allowance; never without one.
+async fn preauth_spent(preauth: Option<&PreAuth>) {
+    match preauth {
+        Some(preauth) if !preauth.is_authenticated() => preauth.spent().await,
+        _ => std::future::pending().await,
+    }
+}
+
+/// The allowance is spent in the middle of a frame, which can then never complete.
+fn too_much_before_auth(shared: &Shared, preauth: Option<&PreAuth>) -> Vec<Output> {
+    shared.metrics.preauth_refused("bytes");
+    if let Some(preauth) = preauth {
+        preauth.discard();
+    }
+    vec![Output::Close {
+        code: close::TOO_BIG,
+        reason: "more than preauth_bytes_max bytes sent before authenticating",
+    }]
 }
 
 /// Whether a new connection may be served: its address has not used up its failed

@@ -75,21 +75,35 @@ impl Default for StorageConfig {
 }
 
 #[derive(Debug, Error)]
+// The inner errors are in the messages and not sources: a chain (`{:#}`) that printed them
+// again would say everything twice.
 pub enum StorageError {
     #[error("store: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
     #[error("{0}")]
-    Wal(#[from] WalError),
+    Wal(WalError),
     #[error(
         "write-ahead log frame at LSN {lsn} passed its checksum but cannot be decoded: {reason}. \
          Start with --wal-discard-corrupt to drop this one write and go on"
     )]
     Undecodable { lsn: u64, reason: String },
-    #[error("data directory {path}: {source}")]
+    #[error("data directory {path}: {error}")]
     DataDir {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
+}
+
+impl From<StoreError> for StorageError {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+impl From<WalError> for StorageError {
+    fn from(e: WalError) -> Self {
+        Self::Wal(e)
+    }
 }
 
 /// Everything the server needs from storage after start-up.
@@ -118,9 +132,9 @@ pub async fn open(config: &StorageConfig) -> Result<Opened, StorageError> {
             degraded,
         });
     }
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| StorageError::DataDir {
+    std::fs::create_dir_all(&config.data_dir).map_err(|error| StorageError::DataDir {
         path: config.data_dir.clone(),
-        source,
+        error,
     })?;
     let store: Arc<dyn Store> = match (config.backend, &config.database_url) {
         (Backend::Postgres, Some(url)) => Arc::new(PgStore::connect(url).await?),

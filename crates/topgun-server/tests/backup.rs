@@ -116,7 +116,11 @@ async fn a_backup_of_a_running_server_restores_into_a_new_data_directory() {
         "{}",
         String::from_utf8_lossy(&taken.stderr)
     );
-    assert!(String::from_utf8_lossy(&taken.stderr).contains("400 records"));
+    let said = String::from_utf8_lossy(&taken.stderr);
+    assert!(said.contains("400 records"));
+    // Not a terminal: one closing line, no progress bar redrawn in the log.
+    assert_eq!(said.lines().count(), 1, "{said}");
+    assert!(!said.contains(['\r', '\u{1b}']), "{said:?}");
     // Writes after the backup are not in it.
     send(&mut c, &writes(400, 10)).await;
     assert!(matches!(recv(&mut c).await, Ok(Message::OpAck(_))));
@@ -134,11 +138,10 @@ async fn a_backup_of_a_running_server_restores_into_a_new_data_directory() {
         run(&mut cmd)
     };
     let done = restore(false);
-    assert!(
-        done.status.success(),
-        "{}",
-        String::from_utf8_lossy(&done.stderr)
-    );
+    let said = String::from_utf8_lossy(&done.stderr);
+    assert!(done.status.success(), "{said}");
+    assert_eq!(said.lines().count(), 1, "{said}");
+    assert!(!said.contains(['\r', '\u{1b}']), "{said:?}");
     let again = restore(false);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));

@@ -264,7 +264,7 @@ describe('against topgun-server', () => {
 });
 
 describe('against topgun-server with JWT auth', () => {
-  const secret = 'test-secret-please-change';
+  const secret = 'test-secret-please-change-0123456789';
   let jwtServer: RunningServer;
   const sign = (claims: Record<string, unknown>): string => {
     const b64 = (o: unknown) => Buffer.from(JSON.stringify(o)).toString('base64url');

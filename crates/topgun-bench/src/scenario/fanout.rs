@@ -86,7 +86,7 @@ pub async fn run(
     for done in 0..args.subscribers {
         match ready_rx.recv().await {
             Some(Ok(())) => {
-                progress.update(format!("subscribed {}/{}", done + 1, args.subscribers));
+                progress.count("subscribed", done + 1, args.subscribers);
             }
             Some(Err(e)) => return Err(e),
             None => return Err(BenchError::Failed("a subscriber ended early".into())),

@@ -55,20 +55,27 @@ pub async fn open_many(
     let mut opened: Vec<Option<Conn>> = (0..count).map(|_| None).collect();
     let mut pending = FuturesUnordered::new();
     let (mut next, mut done) = (0, 0);
+    // Reports even while no handshake completes, so a stalled phase shows where it stands.
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    progress.count("connected", done, count);
     while next < count || !pending.is_empty() {
         while next < count && pending.len() < concurrency.max(1) {
             let (target, name, index) = (target.clone(), subject(next), next);
             pending.push(async move { (index, target.open(&name).await) });
             next += 1;
         }
-        if let Some((index, result)) = pending.next().await {
-            let conn = result.map_err(BenchError::client(format!(
-                "connection {} of {count}",
-                index + 1
-            )))?;
-            opened[index] = Some(conn);
-            done += 1;
-            progress.update(format!("connected {done}/{count}"));
+        tokio::select! {
+            Some((index, result)) = pending.next() => {
+                let conn = result.map_err(BenchError::client(format!(
+                    "connection {} of {count}",
+                    index + 1
+                )))?;
+                opened[index] = Some(conn);
+                done += 1;
+                progress.count("connected", done, count);
+            }
+            _ = tick.tick() => progress.count("connected", done, count),
         }
     }
     Ok(opened.into_iter().flatten().collect())

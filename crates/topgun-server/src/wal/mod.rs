@@ -96,8 +96,10 @@ pub struct WalConfig {
 
 #[derive(Debug, Error)]
 pub enum WalError {
-    #[error("write-ahead log {path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    // `error` is not this error's source: the message holds it already, and a chain that
+    // printed it again would say it twice.
+    #[error("write-ahead log {path}: {error}")]
+    Io { path: PathBuf, error: io::Error },
     #[error(
         "write-ahead log segment {path} is corrupt at byte {offset}: {reason}. Restore from a \
          backup, or start with --wal-discard-corrupt to drop everything from that point on"
@@ -126,9 +128,9 @@ pub enum WalError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WalError + '_ {
-    move |source| WalError::Io {
+    move |error| WalError::Io {
         path: path.to_owned(),
-        source,
+        error,
     }
 }
 

@@ -22,7 +22,7 @@ use topgun_server::store::{MemoryStore, Store};
 
 pub(crate) type Client = WebSocketStream<MaybeTlsStream<AsyncTcpStream>>;
 
-pub(crate) const SECRET: &str = "integration-secret";
+pub(crate) const SECRET: &str = "integration-secret-0123456789abcdef";
 
 /// A server on a free loopback port; dropping the sender shuts it down.
 pub(crate) struct Running {
