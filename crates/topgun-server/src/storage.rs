@@ -11,7 +11,7 @@ use topgun_core::protocol::enums::WriteConcern;
 
 use crate::journal::{JOURNAL_MAP, JournalEvent, Retention, StoredIndex, StoredRow};
 use crate::shard_task::Persist;
-use crate::store::{MemoryStore, Store, StoreError, StoredEntry};
+use crate::store::{Loaded, MemoryStore, Store, StoreError, StoredEntry};
 use crate::store_pg::PgStore;
 use crate::store_redb::RedbStore;
 use crate::wal::{self, LogMark, OnCorruption, SyncMode, Tail, Wal, WalConfig, WalError};
@@ -87,6 +87,11 @@ pub enum StorageError {
          Start with --wal-discard-corrupt to drop this one write and go on"
     )]
     Undecodable { lsn: u64, reason: String },
+    #[error(
+        "{count} stored rows cannot be read, the first {first}. Restore from a backup, or \
+         start with --wal-discard-corrupt to delete them (and lose what they held)"
+    )]
+    UnreadableRows { count: usize, first: String },
     #[error("data directory {path}: {error}")]
     DataDir {
         path: PathBuf,
@@ -159,7 +164,8 @@ pub async fn open_with_store(
     store: Arc<dyn Store>,
 ) -> Result<Opened, StorageError> {
     let degraded = Arc::new(AtomicBool::new(false));
-    let loaded = store.load(&all_partitions()).await?;
+    let loaded = store.load_checked(&all_partitions()).await?;
+    let loaded = readable(&*store, loaded, config.on_corruption).await?;
     let Stored {
         mut loaded,
         mut journal,
@@ -217,6 +223,32 @@ pub async fn open_with_store(
         ack_after_log: config.durability != Durability::Memory,
         degraded,
     })
+}
+
+/// The entries of a load. A row that cannot be read stops start-up, naming it; with
+/// [`OnCorruption::Discard`] each such row is named in the log at `ERROR` and deleted from
+/// the store (so the next start does not meet it again).
+async fn readable(
+    store: &dyn Store,
+    loaded: Loaded,
+    on_corruption: OnCorruption,
+) -> Result<Vec<StoredEntry>, StorageError> {
+    let Some(first) = loaded.unreadable.first() else {
+        return Ok(loaded.entries);
+    };
+    if on_corruption == OnCorruption::Refuse {
+        return Err(StorageError::UnreadableRows {
+            count: loaded.unreadable.len(),
+            first: first.to_string(),
+        });
+    }
+    let mut deletions = Vec::new();
+    for bad in &loaded.unreadable {
+        tracing::error!("store damage discarded: the unreadable {bad}");
+        deletions.extend(bad.delete.clone());
+    }
+    store.write_encoded(deletions.into()).await?;
+    Ok(loaded.entries)
 }
 
 /// What the store held, sorted: records, journal events, and the log's mark.

@@ -286,10 +286,61 @@ pub(crate) fn read_whole<T>(
     Ok(value)
 }
 
+/// A stored row that could not be read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    /// Which row: its kind, map and key as far as the store's key says.
+    pub row: String,
+    pub reason: String,
+    /// What deletes it (a *gone* entry for its slot), when the store's key could be read.
+    pub delete: Option<EncodedEntry>,
+}
+
+impl std::fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.row, self.reason)
+    }
+}
+
+/// What a load found: the entries, and the rows it could not read.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub entries: Vec<StoredEntry>,
+    pub unreadable: Vec<Unreadable>,
+}
+
+impl EncodedEntry {
+    /// A *gone* entry for the slot `(kind, map, key)`: writing it deletes the row.
+    pub fn deletion(kind: MapKind, map: String, key: String) -> Self {
+        Self {
+            kind,
+            gone: true,
+            map,
+            key,
+            bytes: Vec::new(),
+        }
+    }
+}
+
 /// Durable (or not) storage of records, shared by all shards.
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
-    /// Every entry whose key falls in one of `partitions`.
-    fn load(&self, partitions: &[u32]) -> BoxFuture<'_, Result<Vec<StoredEntry>, StoreError>>;
+    /// Every entry whose key falls in one of `partitions`; an unreadable row is an error.
+    fn load(&self, partitions: &[u32]) -> BoxFuture<'_, Result<Vec<StoredEntry>, StoreError>> {
+        self.load_checked(partitions)
+            .map(|loaded| {
+                let loaded = loaded?;
+                match loaded.unreadable.into_iter().next() {
+                    None => Ok(loaded.entries),
+                    Some(bad) => Err(StoreError::Corrupt(bad.to_string())),
+                }
+            })
+            .boxed()
+    }
+
+    /// Every entry whose key falls in one of `partitions`, and the rows that could not be
+    /// read (start-up refuses them, or drops them at the operator's request: one damaged
+    /// row must not keep a server from ever starting again).
+    fn load_checked(&self, partitions: &[u32]) -> BoxFuture<'_, Result<Loaded, StoreError>>;
 
     /// Upserts the entries (the latest state of each key); all or nothing, and durable once
     /// the future completes.
@@ -342,7 +393,7 @@ impl MemoryStore {
 }
 
 impl Store for MemoryStore {
-    fn load(&self, partitions: &[u32]) -> BoxFuture<'_, Result<Vec<StoredEntry>, StoreError>> {
+    fn load_checked(&self, partitions: &[u32]) -> BoxFuture<'_, Result<Loaded, StoreError>> {
         let entries = self
             .lock()
             .iter()
@@ -353,7 +404,12 @@ impl Store for MemoryStore {
                 value: value.clone(),
             })
             .collect();
-        ready(Ok(entries)).boxed()
+        // Entries are held decoded: there is nothing to misread.
+        let loaded = Loaded {
+            entries,
+            unreadable: Vec::new(),
+        };
+        ready(Ok(loaded)).boxed()
     }
 
     fn write(&self, entries: Vec<StoredEntry>) -> BoxFuture<'_, Result<(), StoreError>> {

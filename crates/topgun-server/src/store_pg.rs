@@ -25,7 +25,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Executor, Row};
 use topgun_core::hash::partition_id;
 
-use crate::store::{EncodedEntry, MapKind, Store, StoreError, StoredEntry};
+use crate::store::{EncodedEntry, Loaded, MapKind, Store, StoreError, StoredEntry, Unreadable};
 
 /// Rows per page of a load.
 const PAGE_ROWS: i64 = 10_000;
@@ -119,12 +119,12 @@ impl PgStore {
         tx.commit().await.map_err(unavailable)
     }
 
-    async fn load_pages(&self, partitions: Vec<u32>) -> Result<Vec<StoredEntry>, StoreError> {
+    async fn load_pages(&self, partitions: Vec<u32>) -> Result<Loaded, StoreError> {
         let partitions: Vec<i32> = partitions
             .into_iter()
             .filter_map(|p| i32::try_from(p).ok())
             .collect();
-        let mut out = Vec::new();
+        let mut out = Loaded::default();
         let mut after: (i16, Vec<u8>, Vec<u8>) = (-1, Vec::new(), Vec::new());
         loop {
             let rows = sqlx::query(
@@ -142,7 +142,10 @@ impl PgStore {
             .map_err(unavailable)?;
             let full = rows.len() == usize::try_from(PAGE_ROWS).unwrap_or(usize::MAX);
             for row in &rows {
-                out.push(StoredEntry::decode(row.get::<&[u8], _>(3))?);
+                match StoredEntry::decode(row.get::<&[u8], _>(3)) {
+                    Ok(entry) => out.entries.push(entry),
+                    Err(e) => out.unreadable.push(unreadable(row, &e)),
+                }
             }
             match rows.last() {
                 Some(last) if full => after = (last.get(0), last.get(1), last.get(2)),
@@ -209,8 +212,27 @@ impl PgStore {
     }
 }
 
+/// A row whose entry could not be read, named (and made deletable) by its primary key.
+fn unreadable(row: &sqlx::postgres::PgRow, error: &StoreError) -> Unreadable {
+    let kind = match row.get::<i16, _>(0) {
+        0 => Some(MapKind::Lww),
+        1 => Some(MapKind::Or),
+        _ => None,
+    };
+    let text = |i| String::from_utf8(row.get::<Vec<u8>, _>(i)).ok();
+    let (map, key) = (text(1), text(2));
+    Unreadable {
+        row: format!("topgun_entries row kind {kind:?} map {map:?} key {key:?}"),
+        reason: error.to_string(),
+        delete: match (kind, map, key) {
+            (Some(kind), Some(map), Some(key)) => Some(EncodedEntry::deletion(kind, map, key)),
+            _ => None,
+        },
+    }
+}
+
 impl Store for PgStore {
-    fn load(&self, partitions: &[u32]) -> BoxFuture<'_, Result<Vec<StoredEntry>, StoreError>> {
+    fn load_checked(&self, partitions: &[u32]) -> BoxFuture<'_, Result<Loaded, StoreError>> {
         self.load_pages(partitions.to_vec()).boxed()
     }
 

@@ -12,7 +12,7 @@ use futures_util::future::BoxFuture;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use topgun_core::hash::partition_id;
 
-use crate::store::{EncodedEntry, MapKind, Store, StoreError, StoredEntry};
+use crate::store::{EncodedEntry, Loaded, MapKind, Store, StoreError, StoredEntry, Unreadable};
 
 const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
 
@@ -63,15 +63,18 @@ impl RedbStore {
         Ok(Self { db: Arc::new(db) })
     }
 
-    fn load_blocking(&self, partitions: &[u32]) -> Result<Vec<StoredEntry>, StoreError> {
+    fn load_blocking(&self, partitions: &[u32]) -> Result<Loaded, StoreError> {
         let txn = self.db.begin_read().map_err(unavailable)?;
         let table = txn.open_table(ENTRIES).map_err(unavailable)?;
-        let mut out = Vec::new();
+        let mut out = Loaded::default();
         for item in table.iter().map_err(unavailable)? {
-            let (_, value) = item.map_err(unavailable)?;
-            let entry = StoredEntry::decode(value.value())?;
-            if partitions.contains(&partition_id(&entry.key)) {
-                out.push(entry);
+            let (slot, value) = item.map_err(unavailable)?;
+            match StoredEntry::decode(value.value()) {
+                Ok(entry) if partitions.contains(&partition_id(&entry.key)) => {
+                    out.entries.push(entry);
+                }
+                Ok(_) => {}
+                Err(e) => out.unreadable.push(unreadable(slot.value(), &e)),
             }
         }
         Ok(out)
@@ -110,6 +113,34 @@ impl RedbStore {
     }
 }
 
+/// A row whose value could not be read, named (and made deletable) by its slot when the
+/// slot itself reads.
+fn unreadable(slot: &[u8], error: &StoreError) -> Unreadable {
+    let parsed = (|| {
+        let kind = match slot.first()? {
+            0 => MapKind::Lww,
+            1 => MapKind::Or,
+            _ => return None,
+        };
+        let (map, end) = crate::store::length_prefixed(slot, 1)?;
+        let map = std::str::from_utf8(map).ok()?.to_owned();
+        let key = std::str::from_utf8(&slot[end..]).ok()?.to_owned();
+        Some((kind, map, key))
+    })();
+    match parsed {
+        Some((kind, map, key)) => Unreadable {
+            row: format!("store.redb row {kind:?} map {map:?} key {key:?}"),
+            reason: error.to_string(),
+            delete: Some(EncodedEntry::deletion(kind, map, key)),
+        },
+        None => Unreadable {
+            row: format!("store.redb row with slot {slot:02x?}"),
+            reason: error.to_string(),
+            delete: None,
+        },
+    }
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
@@ -119,7 +150,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Store for RedbStore {
-    fn load(&self, partitions: &[u32]) -> BoxFuture<'_, Result<Vec<StoredEntry>, StoreError>> {
+    fn load_checked(&self, partitions: &[u32]) -> BoxFuture<'_, Result<Loaded, StoreError>> {
         let (this, partitions) = (self.clone(), partitions.to_vec());
         blocking(move || this.load_blocking(&partitions)).boxed()
     }
@@ -160,6 +191,43 @@ mod tests {
             .collect()
     }
 
+    #[tokio::test]
+    async fn an_unreadable_row_stops_start_up_unless_discarded_and_then_is_deleted() {
+        use crate::storage::{StorageConfig, StorageError, open_with_store};
+        use crate::wal::OnCorruption;
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(&dir.path().join("store.redb")).unwrap();
+        let good = entries().into_iter().take(3).collect::<Vec<_>>();
+        store.write_blocking(&good).unwrap();
+        // A row whose value is not an entry, under a slot that reads.
+        let bad = EncodedEntry::deletion(MapKind::Lww, "m".into(), "broken".into());
+        let txn = store.db.begin_write().unwrap();
+        txn.open_table(ENTRIES)
+            .unwrap()
+            .insert(slot(&bad).as_slice(), &[0xFF, 1, 2][..])
+            .unwrap();
+        txn.commit().unwrap();
+        let store: Arc<dyn Store> = Arc::new(store);
+        let config = |on_corruption| StorageConfig {
+            data_dir: dir.path().to_owned(),
+            on_corruption,
+            ..StorageConfig::default()
+        };
+        let refused = open_with_store(&config(OnCorruption::Refuse), Arc::clone(&store)).await;
+        let Err(StorageError::UnreadableRows { count: 1, first }) = refused else {
+            panic!("expected a refusal, got {refused:?}");
+        };
+        assert!(first.contains("\"broken\""), "{first}");
+        let opened = open_with_store(&config(OnCorruption::Discard), Arc::clone(&store))
+            .await
+            .unwrap();
+        assert_eq!(opened.loaded.len(), 3);
+        let partitions: Vec<u32> = (0..topgun_core::hash::PARTITION_COUNT).collect();
+        let after = store.load_checked(&partitions).await.unwrap();
+        assert!(after.unreadable.is_empty(), "the row was deleted");
+        assert_eq!(after.entries.len(), 3);
+    }
+
     #[test]
     fn the_page_cache_holds_no_more_than_it_is_given() {
         let dir = tempfile::tempdir().unwrap();
@@ -169,7 +237,10 @@ mod tests {
             store.write_blocking(&entries()).unwrap();
             // Reading every entry back fills the cache as far as it may go.
             let partitions: Vec<u32> = (0..topgun_core::hash::PARTITION_COUNT).collect();
-            assert_eq!(store.load_blocking(&partitions).unwrap().len(), 20_000);
+            assert_eq!(
+                store.load_blocking(&partitions).unwrap().entries.len(),
+                20_000
+            );
             store.db.cache_stats().used_bytes()
         };
         let small = used(1 << 20);

@@ -22,7 +22,7 @@ use topgun_core::protocol::Message;
 use topgun_core::{NodeId, Timestamp, Value};
 use topgun_server::Server;
 use topgun_server::config::{Cli, Config};
-use topgun_server::store::{MemoryStore, Store, StoreError, StoredEntry, StoredValue};
+use topgun_server::store::{Loaded, MemoryStore, Store, StoreError, StoredEntry, StoredValue};
 use topgun_server::store_pg::PgStore;
 
 /// The in-memory store behind a switch that makes every write fail.
@@ -33,8 +33,8 @@ struct Switchable {
 }
 
 impl Store for Switchable {
-    fn load(&self, partitions: &[u32]) -> BoxFuture<'_, Result<Vec<StoredEntry>, StoreError>> {
-        self.inner.load(partitions)
+    fn load_checked(&self, partitions: &[u32]) -> BoxFuture<'_, Result<Loaded, StoreError>> {
+        self.inner.load_checked(partitions)
     }
 
     fn write(&self, entries: Vec<StoredEntry>) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -73,8 +73,8 @@ impl Crashing {
 }
 
 impl Store for Crashing {
-    fn load(&self, partitions: &[u32]) -> BoxFuture<'_, Result<Vec<StoredEntry>, StoreError>> {
-        self.inner.load(partitions)
+    fn load_checked(&self, partitions: &[u32]) -> BoxFuture<'_, Result<Loaded, StoreError>> {
+        self.inner.load_checked(partitions)
     }
 
     fn write(&self, entries: Vec<StoredEntry>) -> BoxFuture<'_, Result<(), StoreError>> {
