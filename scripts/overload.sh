@@ -7,6 +7,9 @@
 # Usage: ./scripts/overload.sh [RATE...]        (default: 1000 5000; about 40 s per rate)
 #   SUBSCRIBERS=500 DURATION=20s ./scripts/overload.sh 1000
 #   NO_BUILD=1 ./scripts/overload.sh              use the release binaries as they are
+#   SERVER_BIN=path/to/topgun-server ...          another server build (an older commit, say)
+#   CEILING=1 ./scripts/overload.sh               the transport ceiling (topgun-bench ceiling)
+#                                                 instead: relays writes, no CRDT or query work
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,8 +32,12 @@ rss_mb() { awk '/^VmRSS/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status" 2>/dev/
 
 for rate in "${RATES[@]}"; do
   data="$work/data-$rate"
-  TOPGUN_NO_AUTH=1 RUST_LOG=warn "$BIN/topgun-server" --port 0 --data-dir "$data" \
-    >"$work/server.out" 2>"$work/server.err" &
+  if [ -n "${CEILING:-}" ]; then
+    "$BIN/topgun-bench" ceiling --port 0 >"$work/server.out" 2>"$work/server.err" &
+  else
+    TOPGUN_NO_AUTH=1 RUST_LOG=warn "${SERVER_BIN:-$BIN/topgun-server}" --port 0 --data-dir "$data" \
+      >"$work/server.out" 2>"$work/server.err" &
+  fi
   server_pid=$!
   port=
   for _ in $(seq 100); do
