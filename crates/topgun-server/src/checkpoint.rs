@@ -60,6 +60,7 @@ pub async fn run(
         retention: start.retention,
         stored_journal: start.stored_journal,
         skip: start.skip,
+        stuck: None,
     };
     checkpointer.run().await;
 }
@@ -83,6 +84,8 @@ struct Checkpointer {
     retention: Retention,
     stored_journal: StoredIndex,
     skip: Vec<u64>,
+    /// The undecodable frame checkpoints stopped before, once reported.
+    stuck: Option<u64>,
 }
 
 impl Checkpointer {
@@ -153,12 +156,20 @@ impl Checkpointer {
             // What came before the undecodable frame is stored; the frame holds back every
             // later checkpoint (and the release of its segment) until an operator acts.
             Ok((batch, Some(lsn))) => {
-                tracing::error!(
-                    lsn,
-                    "a log frame cannot be decoded: checkpoints stop before it and the log \
-                     grows until writes are refused; restart to have recovery name it"
-                );
+                if self.stuck != Some(lsn) {
+                    tracing::error!(
+                        lsn,
+                        "a log frame cannot be decoded: checkpoints stop before it and the \
+                         log grows until writes are refused; restart to have recovery name it"
+                    );
+                    self.stuck = Some(lsn);
+                }
                 self.degraded.store(true, Ordering::Relaxed);
+                if batch.frames == 0 {
+                    // Nothing before it left to store: look again only now and then, not
+                    // in a loop that rereads the segment.
+                    tokio::time::sleep(BACKOFF_MAX).await;
+                }
                 Some(batch)
             }
             Err(e) => {

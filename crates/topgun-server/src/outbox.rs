@@ -6,9 +6,12 @@
 //! updates for a subscriber (a TS client back online sends its queued edits as one batch of
 //! up to 8,192 ops); that is not a reason to close it. A connection is closed as a *slow
 //! consumer* only when what it has not read passes its byte budget, when the whole server's
-//! unread bytes pass theirs and it holds the most, or when its socket takes nothing for the
-//! write timeout (the writer's side, `server.rs`). Each close is counted by reason and logged
-//! with the connection and its user; the client reconnects and resyncs.
+//! unread bytes pass theirs and it holds the most, when one socket write to it does not
+//! complete within the write timeout (the writer's side, `server.rs`), or when the query
+//! service could not keep its live queries current (`queries.rs`). An item is always taken
+//! into an empty outbox, however large: only what waits behind unread output counts. Each
+//! close is counted by reason and logged with the connection and its user; the client
+//! reconnects and resyncs.
 //!
 //! **Live-query updates coalesce.** A view's changes for one write (or one group commit) are
 //! one shared batch, pushed to each subscriber as one item, so the query service's work per
@@ -294,7 +297,11 @@ impl Outbox {
         if state.kicked.is_some() {
             return Pushed::Kicked;
         }
-        if self.bytes() + size > self.backlog.limits.connection_bytes {
+        // An item is always taken into an empty outbox, however large (a `QUERY_RESP` of a
+        // wide window, a batch of large events): only what waits behind unread output counts
+        // against the budget, or one legitimate answer would close a reader that keeps up.
+        let held = self.bytes();
+        if held > 0 && held + size > self.backlog.limits.connection_bytes {
             self.kick_locked(&mut state, KickReason::ConnectionBacklog);
             return Pushed::Kicked;
         }
@@ -351,7 +358,8 @@ impl Outbox {
                     return Pushed::Kicked;
                 }
             }
-            if self.bytes() + frame.len() <= self.backlog.limits.connection_bytes / 2 {
+            let held = self.bytes();
+            if held == 0 || held + frame.len() <= self.backlog.limits.connection_bytes / 2 {
                 return self.push_frame(frame);
             }
             room.await;
@@ -658,6 +666,29 @@ mod tests {
             outbox.push_frame(SharedFrame::from(vec![0; 8])),
             Pushed::Kicked
         );
+    }
+
+    #[test]
+    fn an_item_larger_than_the_budget_passes_an_empty_outbox_but_not_a_backlog() {
+        let limits = BacklogLimits {
+            connection_bytes: 1000,
+            server_bytes: 1 << 20,
+        };
+        let (_, outbox, kicks) = outbox(limits);
+        assert_eq!(
+            outbox.push_frame(SharedFrame::from(vec![0; 5000])),
+            Pushed::Queued
+        );
+        assert_eq!(outbox.take(usize::MAX).len(), 1);
+        assert_eq!(
+            outbox.push_frame(SharedFrame::from(vec![0; 10])),
+            Pushed::Queued
+        );
+        assert_eq!(
+            outbox.push_frame(SharedFrame::from(vec![0; 5000])),
+            Pushed::Kicked
+        );
+        assert_eq!(*kicks.lock().unwrap(), [KickReason::ConnectionBacklog]);
     }
 
     #[test]

@@ -82,6 +82,8 @@ pub struct Queries {
     /// Maps whose changes could not be handed over (the queue was full).
     lagged: Arc<Mutex<HashSet<String>>>,
     any_lagged: Arc<AtomicBool>,
+    /// Wakes the task to shed a lagged map even if no request follows.
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl Queries {
@@ -98,6 +100,7 @@ impl Queries {
             watched: Arc::default(),
             lagged: Arc::default(),
             any_lagged: Arc::default(),
+            wake: Arc::default(),
         };
         (queries, rx)
     }
@@ -118,6 +121,7 @@ impl Queries {
                 .unwrap_or_else(PoisonError::into_inner)
                 .insert(map);
             self.any_lagged.store(true, Ordering::Release);
+            self.wake.notify_one();
         }
     }
 
@@ -220,8 +224,15 @@ pub async fn run(
         next_id: 1,
         per_connection_max,
     };
-    while let Some(request) = requests.recv().await {
-        service.serve(request);
+    let wake = Arc::clone(&service.queries.wake);
+    loop {
+        tokio::select! {
+            request = requests.recv() => match request {
+                Some(request) => service.serve(request),
+                None => break,
+            },
+            () = wake.notified() => {}
+        }
         for map in service.queries.take_lagged() {
             service.shed(&map);
         }

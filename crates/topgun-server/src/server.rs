@@ -769,13 +769,15 @@ struct Queues {
     replies: mpsc::Receiver<Outbound>,
     outbox: Arc<Outbox>,
     kicked: watch::Receiver<bool>,
-    /// How long the socket may take no data before the connection is closed as slow.
+    /// How long one socket write (at most [`COALESCE_BYTES`] of the outbox, or one reply) may
+    /// take before the connection is closed as slow.
     write_timeout: Duration,
 }
 
 /// Writes replies (in request order) and the outbox's frames and updates to the socket; on
 /// a kick, sends the slow-consumer close frame instead of anything still queued. A socket
-/// that takes no data for the write timeout is closed as a slow consumer, which also stops
+/// whose write (at most [`COALESCE_BYTES`] of the outbox, or one reply) does not complete
+/// within the write timeout is closed as a slow consumer, which also stops
 /// the reader.
 async fn write_loop(
     mut sink: SplitSink<WebSocket, WsMessage>,

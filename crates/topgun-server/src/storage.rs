@@ -171,7 +171,7 @@ pub async fn open_with_store(
         mut journal,
         journal_index,
         mark,
-    } = split_stored(loaded)?;
+    } = split_stored(loaded, config.on_corruption)?;
     let wal_config = WalConfig {
         dir: config.data_dir.join("wal"),
         sync: match config.durability {
@@ -183,8 +183,16 @@ pub async fn open_with_store(
         on_corruption: config.on_corruption,
         commit_delay: config.wal_commit_delay,
     };
+    // A store that holds nothing was never checkpointed into, so no segment was released:
+    // the log must start at LSN 1. (A store written before marks existed, holding records
+    // but no mark, gets one at its first checkpoint.)
+    let mark = match mark {
+        None if loaded.is_empty() && journal.is_empty() => Some(LogMark::default()),
+        mark => mark,
+    };
     let recovered = wal::recover(&wal_config, mark)?;
     report_discarded(&recovered.discarded);
+    lower_mark(&*store, mark, recovered.next_lsn).await?;
     let skip = replay(&recovered, config.on_corruption, &mut loaded, &mut journal)?;
     tracing::info!(
         entries = loaded.len(),
@@ -259,7 +267,10 @@ struct Stored {
     mark: Option<LogMark>,
 }
 
-fn split_stored(mut loaded: Vec<StoredEntry>) -> Result<Stored, StorageError> {
+fn split_stored(
+    mut loaded: Vec<StoredEntry>,
+    on_corruption: OnCorruption,
+) -> Result<Stored, StorageError> {
     let mut journal = Vec::new();
     let mut rows = Vec::new();
     let mut mark = None;
@@ -288,7 +299,15 @@ fn split_stored(mut loaded: Vec<StoredEntry>) -> Result<Stored, StorageError> {
         }
     });
     if let Some(e) = unreadable_mark {
-        return Err(e.into());
+        if on_corruption == OnCorruption::Refuse {
+            return Err(StorageError::UnreadableRows {
+                count: 1,
+                first: e.to_string(),
+            });
+        }
+        // Without a mark recovery checks only what the log itself shows; the next checkpoint
+        // writes a new one.
+        tracing::error!(error = %e, "store damage discarded: the log's mark");
     }
     Ok(Stored {
         loaded,
@@ -296,6 +315,26 @@ fn split_stored(mut loaded: Vec<StoredEntry>) -> Result<Stored, StorageError> {
         journal_index: StoredIndex::new(rows),
         mark,
     })
+}
+
+/// After damage was discarded the log may end below what the store's mark says it had
+/// synced; the mark is lowered before anything is appended, so that the next start checks
+/// the log that is really there (and a torn tail of the new appends is not taken for damage).
+async fn lower_mark(
+    store: &dyn Store,
+    mark: Option<LogMark>,
+    next_lsn: u64,
+) -> Result<(), StorageError> {
+    let Some(mark) = mark.filter(|m| m.synced >= next_lsn) else {
+        return Ok(());
+    };
+    let lowered = LogMark {
+        synced: next_lsn - 1,
+        ..mark
+    };
+    let entry = crate::store::EncodedEntry::from(&crate::checkpoint::mark_entry(lowered));
+    store.write_encoded(vec![entry].into()).await?;
+    Ok(())
 }
 
 /// Says what recovery cut off or dropped: a torn tail is routine after a crash; anything
@@ -359,4 +398,95 @@ fn stored_row(entry: &StoredEntry, events: &[JournalEvent]) -> Option<StoredRow>
 
 fn all_partitions() -> Vec<u32> {
     (0..topgun_core::hash::PARTITION_COUNT).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use topgun_core::{LwwRecord, NodeId, Timestamp, Value};
+
+    use super::*;
+    use crate::store::StoredValue;
+
+    fn entry(i: u64) -> StoredEntry {
+        let at = Timestamp::new(1, 0, NodeId::new("n").unwrap());
+        StoredEntry {
+            map: "m".into(),
+            key: format!("k{i}"),
+            value: StoredValue::Lww(LwwRecord::new(Value::Int(1), at, None)),
+        }
+    }
+
+    /// A log of `count` entries in `dir`/wal, written by the real writer.
+    async fn log(dir: &std::path::Path, count: u64) {
+        let config = WalConfig {
+            dir: dir.join("wal"),
+            sync: SyncMode::Os,
+            segment_bytes: 64 << 20,
+            max_bytes: 1 << 30,
+            on_corruption: OnCorruption::Refuse,
+            commit_delay: Duration::ZERO,
+        };
+        let wal = Wal::start(&config, &wal::recover(&config, None).unwrap()).unwrap();
+        let payloads = (1..=count).map(|i| entry(i).encode()).collect();
+        wal.append(payloads).await.unwrap().await.unwrap().unwrap();
+    }
+
+    // Current-thread: nothing spawned (the checkpointer, which would write a mark of its
+    // own) runs between the two starts, which never wait.
+    #[tokio::test(flavor = "current_thread")]
+    async fn after_a_discard_the_mark_follows_the_log_so_the_next_start_is_clean() {
+        let dir = tempfile::tempdir().unwrap();
+        log(dir.path(), 10).await;
+        // The store holds frames 1–2, and frames through 8 had been synced.
+        let store = Arc::new(MemoryStore::new());
+        let mark = LogMark {
+            checkpointed: 2,
+            synced: 8,
+        };
+        let stored = vec![entry(1), entry(2), crate::checkpoint::mark_entry(mark)];
+        store.write(stored).await.unwrap();
+        // Damage to frame 5, with valid frames after it.
+        let (_, segment) = wal::segments(&dir.path().join("wal")).unwrap().remove(0);
+        let mut bytes = std::fs::read(&segment).unwrap();
+        let frame = 16 + entry(1).encode().len();
+        bytes[16 + 4 * frame + 20] ^= 0x40;
+        std::fs::write(&segment, bytes).unwrap();
+        let config = |on_corruption| StorageConfig {
+            data_dir: dir.path().to_owned(),
+            durability: Durability::Os,
+            on_corruption,
+            ..StorageConfig::default()
+        };
+        let store: Arc<dyn Store> = store;
+        let refused = open_with_store(&config(OnCorruption::Refuse), Arc::clone(&store)).await;
+        assert!(matches!(
+            refused,
+            Err(StorageError::Wal(WalError::Corrupt { .. }))
+        ));
+        let opened = open_with_store(&config(OnCorruption::Discard), Arc::clone(&store))
+            .await
+            .unwrap();
+        assert_eq!(
+            opened.loaded.len(),
+            6,
+            "2 from the store, then frames 1–4 of the log"
+        );
+        drop(opened);
+        // Frames 5–8 are gone from the log for good: the mark must say so, or this start
+        // would take the log for cut short.
+        let again = open_with_store(&config(OnCorruption::Refuse), Arc::clone(&store)).await;
+        assert!(again.is_ok(), "{:?}", again.err());
+        let rows = store.load(&all_partitions()).await.unwrap();
+        let marks: Vec<_> = rows
+            .iter()
+            .filter_map(crate::checkpoint::read_mark)
+            .collect();
+        assert_eq!(
+            marks.into_iter().map(Result::unwrap).collect::<Vec<_>>(),
+            [LogMark {
+                checkpointed: 2,
+                synced: 4
+            }]
+        );
+    }
 }

@@ -30,7 +30,8 @@ use super::frame::{Ending, Frame, Survivors, parse_frames, survivors};
 use super::{HEADER_LEN, MAGIC, OnCorruption, WalConfig, WalError, io_err, truncate};
 
 /// What the store says the log must hold: recorded with every checkpoint batch, in the same
-/// atomic store write.
+/// atomic store write. An empty store says `{0, 0}`: nothing was ever checkpointed, so no
+/// segment was ever released, and the log must start at LSN 1.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LogMark {
     /// The store holds every frame through this LSN.
@@ -245,6 +246,9 @@ fn scan(dir: &Path) -> Result<Scan, WalError> {
 
 /// What is wrong with a segment's header, if anything.
 fn header_problem(bytes: &[u8], named_first: u64, expected: u64) -> Option<String> {
+    if named_first == 0 {
+        return Some("named for LSN 0, which no frame ever has".into());
+    }
     if bytes.len() < HEADER_LEN {
         // Segments appear only once their header is on disk (created under a temporary
         // name), so a short one was cut, not caught half-made by a crash.
@@ -411,8 +415,9 @@ fn check_against_mark(
         Ok(())
     };
     let Some(first) = segments.first() else {
-        // The writer's current segment is never released: a log with none lost them all.
-        if plan.cut.is_none() {
+        // The writer's current segment is never released: a log with none lost them all —
+        // unless nothing was ever checkpointed (a new data directory).
+        if plan.cut.is_none() && mark.checkpointed > 0 {
             let what = if existed {
                 "holds no segment"
             } else {
@@ -753,9 +758,14 @@ mod model {
             let n = sizes.len() as u64;
             let checkpointed = (n as f64 * checkpoint) as u64;
             let written = write_log(&strict, &sizes, checkpointed);
-            // The store's mark: synced somewhere between the checkpoint and the last write.
-            let synced = checkpointed + ((n - checkpointed) as f64 * synced) as u64;
-            let mark = (checkpointed > 0).then_some(LogMark { checkpointed, synced });
+            // The store's mark: synced somewhere between the checkpoint and the last write
+            // (`{0, 0}` when nothing was checkpointed: an empty store).
+            let synced = if checkpointed == 0 {
+                0
+            } else {
+                checkpointed + ((n - checkpointed) as f64 * synced) as u64
+            };
+            let mark = Some(LogMark { checkpointed, synced });
             damage(&wal_dir, &harm);
             let copy = tempfile::tempdir().unwrap();
             copy_dir(&wal_dir, copy.path());
