@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use topgun_core::protocol::Message;
 
 use crate::access::{ConnAccess, project_message};
-use crate::outbox::{Backlog, Outbox, Pushed, Updates};
+use crate::outbox::{Backlog, ChargeOnce, Outbox, Pushed, Updates};
 use crate::policy::{Action, Decision, Fields, Resource};
 use crate::store::MapKind;
 
@@ -51,36 +51,58 @@ impl std::fmt::Debug for Outbound {
 
 /// An encoded frame on its way to one connection or many: shared, and one pointer wide.
 ///
-/// The width matters per connection, not per frame: tokio allocates a queue's first block
-/// of 32 slots when the queue is made, so an idle connection's event queue costs 32 × 8
-/// bytes with a `SharedFrame` where it cost 32 × 32 with a `Bytes`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SharedFrame(Arc<Bytes>);
+/// The width matters per connection, not per frame: a connection's queues hold many of
+/// them. The frame's bytes count once against the server's backlog budget however many
+/// outboxes hold it ([`ChargeOnce`]).
+#[derive(Debug, Clone)]
+pub struct SharedFrame(Arc<FrameInner>);
+
+#[derive(Debug)]
+struct FrameInner {
+    bytes: Bytes,
+    charge: ChargeOnce,
+}
+
+impl PartialEq for SharedFrame {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.bytes == other.0.bytes
+    }
+}
+
+impl Eq for SharedFrame {}
 
 impl SharedFrame {
     /// The frame's bytes, for the socket (sharing the buffer, not copying it).
     pub fn bytes(&self) -> Bytes {
-        Bytes::clone(&self.0)
+        Bytes::clone(&self.0.bytes)
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.0.bytes.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0.bytes.is_empty()
+    }
+
+    /// Counts the frame against `backlog` (the first time only; released when it is freed).
+    pub fn charge(&self, backlog: &Arc<Backlog>) {
+        self.0.charge.charge(backlog, self.len());
     }
 }
 
 impl From<Vec<u8>> for SharedFrame {
     fn from(encoded: Vec<u8>) -> Self {
-        Self(Arc::new(Bytes::from(encoded)))
+        Self(Arc::new(FrameInner {
+            bytes: Bytes::from(encoded),
+            charge: ChargeOnce::default(),
+        }))
     }
 }
 
 impl AsRef<[u8]> for SharedFrame {
     fn as_ref(&self) -> &[u8] {
-        &self.0
+        &self.0.bytes
     }
 }
 

@@ -21,15 +21,16 @@
 //! subscriber that falls behind thus gets fewer, newer updates, and the frames are encoded on
 //! the connection's own task rather than by the query service.
 //!
-//! **Server-wide bound.** Every outbox's unread bytes count against one budget
-//! ([`Backlog`]). Past it, the connection holding the most is closed, then the next, until
-//! the total is back under the budget: the memory held for unread output stays within the
-//! budget plus one push. Frames shared by many connections count once per connection, so the
-//! bound holds whatever the sharing.
+//! **Server-wide bound.** The memory held for unread output counts against one budget
+//! ([`Backlog`]): what is shared (a frame or a batch of changes that 500 subscribers hold)
+//! counts once, from its first push until it is freed ([`ChargeOnce`]), and each queued item
+//! adds its own small cost. Past the budget, the connection holding the most unread bytes is
+//! closed, then the next, until the total is back under it: the memory held stays within the
+//! budget plus one push.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 
 use tokio::sync::Notify;
 use topgun_core::Value;
@@ -154,19 +155,58 @@ impl Backlog {
     }
 }
 
+/// Charges a shared allocation (a frame, a batch of changes) to the server's backlog once,
+/// however many outboxes hold it, and releases the charge when it is freed: the server-wide
+/// total is then the memory really held for unread output, not that memory once per
+/// reader (500 subscribers of one event hold one copy of it).
+#[derive(Debug, Default)]
+pub struct ChargeOnce(OnceLock<(Arc<Backlog>, usize)>);
+
+impl ChargeOnce {
+    pub fn charge(&self, backlog: &Arc<Backlog>, bytes: usize) {
+        self.0.get_or_init(|| {
+            backlog.used.fetch_add(bytes, Ordering::Relaxed);
+            (Arc::clone(backlog), bytes)
+        });
+    }
+}
+
+impl Drop for ChargeOnce {
+    fn drop(&mut self) {
+        if let Some((backlog, bytes)) = self.0.get() {
+            backlog.used.fetch_sub(*bytes, Ordering::Relaxed);
+        }
+    }
+}
+
+/// What one queued item costs besides what it shares: its slot, its pointer, its share of
+/// the queue's bookkeeping.
+const ITEM_BYTES: usize = 32;
+
 /// Changes of one view from one step (a write or a group commit), shared by every
 /// subscription of the view.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct ChangeBatch {
     pub changes: Vec<Change>,
     /// About what their frames take, without the query id.
     bytes: usize,
+    charge: ChargeOnce,
+}
+
+impl PartialEq for ChangeBatch {
+    fn eq(&self, other: &Self) -> bool {
+        self.changes == other.changes
+    }
 }
 
 impl ChangeBatch {
     pub fn new(changes: Vec<Change>) -> Self {
         let bytes = changes.iter().map(change_bytes).sum();
-        Self { changes, bytes }
+        Self {
+            changes,
+            bytes,
+            charge: ChargeOnce::default(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -182,8 +222,28 @@ pub struct Updates {
 }
 
 impl Updates {
+    /// What the connection will write.
     fn bytes(&self) -> usize {
         self.batch.bytes + self.batch.changes.len() * self.query_id.len()
+    }
+}
+
+impl Outgoing {
+    /// What the connection will write for it, and what it costs the server beyond what it
+    /// shares with other outboxes.
+    fn sizes(&self) -> (usize, usize) {
+        match self {
+            Self::Frame(frame) => (frame.len(), ITEM_BYTES),
+            Self::Updates(updates) => (updates.bytes(), ITEM_BYTES + updates.query_id.len()),
+        }
+    }
+
+    /// Charges what it shares to `backlog`, once.
+    fn charge_shared(&self, backlog: &Arc<Backlog>) {
+        match self {
+            Self::Frame(frame) => frame.charge(backlog),
+            Self::Updates(updates) => updates.batch.charge.charge(backlog, updates.batch.bytes),
+        }
     }
 }
 
@@ -220,6 +280,8 @@ pub struct Outbox {
     state: Mutex<State>,
     /// Unread bytes (mirrors the state, for the server-wide scan without locking).
     bytes: AtomicUsize,
+    /// What this outbox alone charges the server: its items, not what they share.
+    own: AtomicUsize,
     /// Wakes the writer: something to send, or a kick.
     ready: Notify,
     /// Wakes a sender waiting for room.
@@ -250,6 +312,7 @@ impl Outbox {
             id,
             state: Mutex::default(),
             bytes: AtomicUsize::new(0),
+            own: AtomicUsize::new(0),
             ready: Notify::new(),
             room: Notify::new(),
             backlog: Arc::clone(backlog),
@@ -274,22 +337,21 @@ impl Outbox {
 
     /// Queues a frame.
     pub fn push_frame(&self, frame: SharedFrame) -> Pushed {
-        let pushed = self.push(frame.len(), |items| items.push_back(Outgoing::Frame(frame)));
+        let pushed = self.push(Outgoing::Frame(frame));
         self.after_push(pushed)
     }
 
     /// Queues live-query updates.
     pub fn push_updates(&self, updates: Updates) -> Pushed {
-        let pushed = self.push(updates.bytes(), |items| {
-            items.push_back(Outgoing::Updates(updates));
-        });
+        let pushed = self.push(Outgoing::Updates(updates));
         self.after_push(pushed)
     }
 
-    /// Runs `add` unless the connection is gone or closed, charging `size` bytes; closes the
+    /// Queues `item` unless the connection is gone or closed, charging its bytes; closes the
     /// connection if its own budget is passed. (Byte counts change only under the state's
     /// lock, so a kick or a take never sees them half done.)
-    fn push(&self, size: usize, add: impl FnOnce(&mut VecDeque<Outgoing>)) -> Pushed {
+    fn push(&self, item: Outgoing) -> Pushed {
+        let (size, server) = item.sizes();
         let mut state = self.state();
         if state.closed {
             return Pushed::Gone;
@@ -306,8 +368,9 @@ impl Outbox {
             return Pushed::Kicked;
         }
         let was_empty = state.items.is_empty();
-        add(&mut state.items);
-        self.charge(size);
+        item.charge_shared(&self.backlog);
+        state.items.push_back(item);
+        self.charge(size, server);
         if was_empty {
             Pushed::Woke
         } else {
@@ -315,9 +378,12 @@ impl Outbox {
         }
     }
 
-    fn charge(&self, bytes: usize) {
+    /// Counts `bytes` against the connection's budget and `server` (what the item does not
+    /// share) against the server's.
+    fn charge(&self, bytes: usize, server: usize) {
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
-        self.backlog.used.fetch_add(bytes, Ordering::Relaxed);
+        self.own.fetch_add(server, Ordering::Relaxed);
+        self.backlog.used.fetch_add(server, Ordering::Relaxed);
     }
 
     fn after_push(&self, pushed: Pushed) -> Pushed {
@@ -338,9 +404,10 @@ impl Outbox {
         Pushed::Queued
     }
 
-    fn release(&self, bytes: usize) {
+    fn release(&self, bytes: usize, server: usize) {
         self.bytes.fetch_sub(bytes, Ordering::Relaxed);
-        self.backlog.used.fetch_sub(bytes, Ordering::Relaxed);
+        self.own.fetch_sub(server, Ordering::Relaxed);
+        self.backlog.used.fetch_sub(server, Ordering::Relaxed);
     }
 
     /// Queues a frame once there is room (at most half the connection's budget used), for a
@@ -389,22 +456,21 @@ impl Outbox {
     fn clear(&self, state: &mut State) {
         state.items.clear();
         let held = self.bytes.load(Ordering::Relaxed);
-        self.release(held);
+        let own = self.own.load(Ordering::Relaxed);
+        self.release(held, own);
     }
 
     /// Takes what is queued, up to about `max_bytes` (always one item if there is one).
     pub fn take(&self, max_bytes: usize) -> Vec<Outgoing> {
         let mut out = Vec::new();
-        let mut taken = 0;
+        let (mut taken, mut own) = (0, 0);
         let mut state = self.state();
         while taken < max_bytes {
             let Some(item) = state.items.pop_front() else {
                 break;
             };
-            taken += match &item {
-                Outgoing::Frame(frame) => frame.len(),
-                Outgoing::Updates(updates) => updates.bytes(),
-            };
+            let (size, server) = item.sizes();
+            (taken, own) = (taken + size, own + server);
             out.push(item);
         }
         if !state.items.is_empty() {
@@ -414,7 +480,7 @@ impl Outbox {
             // A burst grew the queue; an idle connection should not keep that much.
             state.items = VecDeque::new();
         }
-        self.release(taken);
+        self.release(taken, own);
         drop(state);
         if taken > 0 {
             self.room.notify_waiters();
@@ -708,10 +774,50 @@ mod tests {
         );
         assert_eq!(large.kicked(), Some(KickReason::ServerBacklog));
         assert_eq!((small.kicked(), third.kicked()), (None, None));
-        assert_eq!(backlog.used(), 3000);
+        assert_eq!(backlog.used(), 3000 + 2 * ITEM_BYTES);
         third.close();
-        assert_eq!(backlog.used(), 1000);
+        assert_eq!(backlog.used(), 1000 + ITEM_BYTES);
         assert_eq!(third.push_frame(SharedFrame::from(vec![1])), Pushed::Gone);
+    }
+
+    #[test]
+    fn what_many_outboxes_share_counts_once_against_the_server() {
+        // Counted once per reader, this would be 58 MB, far past the budget.
+        let limits = BacklogLimits {
+            connection_bytes: 1 << 20,
+            server_bytes: 1 << 20,
+        };
+        let backlog = Backlog::new(limits);
+        let readers: Vec<_> = (0..500)
+            .map(|id| Outbox::open(id, &backlog, |_| {}))
+            .collect();
+        // One 50 KB event to 500 readers is 50 KB of memory, not 25 MB.
+        let event = SharedFrame::from(vec![0; 50_000]);
+        let changes = (0..500)
+            .map(|i| Change {
+                key: format!("k{i}"),
+                change: ChangeType::Enter,
+                value: Value::Str("x".repeat(60).into()),
+            })
+            .collect();
+        let batch = Arc::new(ChangeBatch::new(changes));
+        for reader in &readers {
+            assert_eq!(reader.push_frame(event.clone()), Pushed::Queued);
+            let updates = Updates {
+                query_id: "q".into(),
+                batch: Arc::clone(&batch),
+            };
+            assert_eq!(reader.push_updates(updates), Pushed::Queued);
+        }
+        let shared = 50_000 + batch.bytes;
+        let own = 500 * (2 * ITEM_BYTES + 1);
+        assert_eq!(backlog.used(), shared + own);
+        assert!(readers.iter().all(|r| r.kicked().is_none()));
+        drop((event, batch));
+        for reader in &readers {
+            reader.take(usize::MAX);
+        }
+        assert_eq!(backlog.used(), 0, "freed with the last reader's copy");
     }
 
     #[test]

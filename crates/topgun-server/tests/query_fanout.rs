@@ -204,9 +204,24 @@ async fn past_the_server_budget_the_largest_backlogs_are_shed() {
     let config = "write_timeout_ms = 600000\nconnection_backlog_bytes_max = 16777216\n\
                   server_backlog_bytes_max = 16777216\n";
     let server = start(no_auth(), Some(config)).await;
+    // Three different queries (views are shared only by identical ones), so that their
+    // backlogs are three copies and add up.
     let mut stalled = Vec::new();
     for i in 0..3 {
-        stalled.push(subscriber(server.addr, &format!("s{i}")).await);
+        let mut c = connect(server.addr, "/").await;
+        let query = Query {
+            limit: Some(10_000 - i),
+            ..Query::default()
+        };
+        let sub = Message::QuerySub(QuerySub {
+            query_id: format!("s{i}").into(),
+            map_name: MAP.into(),
+            query,
+            fields: None,
+        });
+        send(&mut c, &sub).await;
+        assert!(matches!(recv(&mut c).await, Ok(Message::QueryResp(_))));
+        stalled.push(c);
     }
     let mut healthy = subscriber(server.addr, "h").await;
     let mut writer = connect(server.addr, "/").await;
