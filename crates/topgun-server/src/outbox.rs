@@ -119,10 +119,6 @@ impl Backlog {
         })
     }
 
-    pub fn limits(&self) -> BacklogLimits {
-        self.limits
-    }
-
     /// Unread bytes held for all connections.
     pub fn used(&self) -> usize {
         self.used.load(Ordering::Relaxed)
@@ -207,10 +203,6 @@ impl ChangeBatch {
             bytes,
             charge: ChargeOnce::default(),
         }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.changes.is_empty()
     }
 }
 
@@ -503,10 +495,6 @@ impl Outbox {
         self.backlog.outboxes().remove(&self.id);
         self.room.notify_waiters();
     }
-
-    pub fn is_closed(&self) -> bool {
-        self.state().closed
-    }
 }
 
 /// The frames of what the writer took: frames as they are, updates merged and encoded. A
@@ -605,7 +593,7 @@ fn change_bytes(change: &Change) -> usize {
 
 /// About the bytes a value's MsgPack encoding takes (exact for strings and binaries, close
 /// for numbers and containers), without encoding it.
-pub fn value_bytes(value: &Value) -> usize {
+fn value_bytes(value: &Value) -> usize {
     match value {
         Value::Nil | Value::Bool(_) => 1,
         Value::Int(_) | Value::UInt(_) | Value::Float(_) => 9,

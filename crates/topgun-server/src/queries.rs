@@ -891,17 +891,20 @@ mod tests {
         Value::Map([("team", Value::from(name))].into_iter().collect())
     }
 
-    /// A shard that holds no records.
-    fn empty_shard() -> mpsc::Sender<Request> {
+    /// A shard that holds no records, and counts the loads it was asked for.
+    fn empty_shard() -> (mpsc::Sender<Request>, Arc<std::sync::atomic::AtomicUsize>) {
         let (tx, mut rx) = mpsc::channel(16);
+        let loads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = Arc::clone(&loads);
         tokio::spawn(async move {
             while let Some(request) = rx.recv().await {
                 if let Request::LwwRecords { reply, .. } = request {
+                    counted.fetch_add(1, Ordering::Relaxed);
                     let _ = reply.send(Vec::new());
                 }
             }
         });
-        tx
+        (tx, loads)
     }
 
     fn subscribe(conn: &ConnHandle, query_id: &str) -> QueryRequest {
@@ -937,7 +940,8 @@ mod tests {
     #[tokio::test]
     async fn identical_queries_share_a_view_and_each_is_told() {
         let (queries, rx) = Queries::channel();
-        tokio::spawn(run(queries.clone(), rx, vec![empty_shard()], 8));
+        let (shard, loads) = empty_shard();
+        tokio::spawn(run(queries.clone(), rx, vec![shard], 8));
         let ((a, _), (b, _)) = (ConnHandle::new(), ConnHandle::new());
         queries.send(subscribe(&a, "qa")).await;
         assert_eq!(frames(&a, 1).await.len(), 1, "QUERY_RESP");
@@ -947,6 +951,7 @@ mod tests {
             1,
             "answered from the loaded view"
         );
+        assert_eq!(loads.load(Ordering::Relaxed), 1, "one snapshot for both");
         queries.offer_changed("m".into(), 0, vec![("k".into(), record(1))]);
         assert_eq!(
             (frames(&a, 1).await.len(), frames(&b, 1).await.len()),
@@ -957,7 +962,7 @@ mod tests {
     #[tokio::test]
     async fn a_map_whose_changes_could_not_be_handed_over_closes_its_subscribers() {
         let (queries, rx) = Queries::with_capacity(1);
-        tokio::spawn(run(queries.clone(), rx, vec![empty_shard()], 8));
+        tokio::spawn(run(queries.clone(), rx, vec![empty_shard().0], 8));
         let (conn, on_kick) = ConnHandle::new();
         queries.send(subscribe(&conn, "q")).await;
         assert_eq!(frames(&conn, 1).await.len(), 1, "QUERY_RESP");
