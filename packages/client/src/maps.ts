@@ -6,7 +6,7 @@ import type { LWWMap, LWWRecord } from './crdt/lww-map.js';
 import type { ORMap, ORMapRecord } from './crdt/or-map.js';
 import type { MapKind } from './sync/engine.js';
 import type { WriteConcern } from './protocol.js';
-import type { WriteAck } from './client.js';
+import type { WriteAck } from './op-log.js';
 
 export interface WriteOptions {
   /** Record lifetime; the record is hidden once `timestamp.millis + ttlMs` has passed. */
