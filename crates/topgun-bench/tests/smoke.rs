@@ -17,7 +17,7 @@ use topgun_bench::report::Report;
 use topgun_bench::scenario;
 use topgun_server::Server;
 use topgun_server::config::{AuthEnv, Cli, Config};
-use topgun_server::store::MemoryStore;
+use topgun_server::storage::store::MemoryStore;
 
 const SECRET: &str = "bench-smoke-secret-0123456789abcdef";
 

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use topgun_core::{LwwRecord, NodeId, Timestamp, Value};
-use topgun_server::store::{EncodedEntry, Store, StoredEntry, StoredValue};
-use topgun_server::store_redb::RedbStore;
+use topgun_server::storage::redb::RedbStore;
+use topgun_server::storage::store::{EncodedEntry, Store, StoredEntry, StoredValue};
 
 /// Entries in the store before the measured batches.
 const PRELOADED: u64 = 1_000_000;

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use topgun_core::{LwwRecord, NodeId, Timestamp, Value};
-use topgun_server::shard::Shard;
-use topgun_server::store::{Store, StoredEntry, StoredValue};
-use topgun_server::store_redb::RedbStore;
-use topgun_server::wal::{self, OnCorruption, SyncMode, Wal, WalConfig};
+use topgun_server::data::shard::Shard;
+use topgun_server::storage::redb::RedbStore;
+use topgun_server::storage::store::{Store, StoredEntry, StoredValue};
+use topgun_server::storage::wal::{self, OnCorruption, SyncMode, Wal, WalConfig};
 
 fn config(dir: &Path) -> WalConfig {
     WalConfig {

@@ -15,12 +15,12 @@ use thiserror::Error;
 use topgun_core::NodeId;
 use topgun_core::protocol::Limits;
 
-use crate::auth::{JwtVerifier, KeyError};
+use crate::connection::outbox::BacklogLimits;
 use crate::journal::Retention;
-use crate::outbox::BacklogLimits;
-use crate::policy::{PolicyError, PolicySet, PolicySpec};
+use crate::security::auth::{JwtVerifier, KeyError};
+use crate::security::policy::{PolicyError, PolicySet, PolicySpec};
+use crate::storage::wal::OnCorruption;
 use crate::storage::{Backend, Durability, StorageConfig};
-use crate::wal::OnCorruption;
 
 /// The node id when none is configured (the TopGun server's default).
 pub const NODE_ID_DEFAULT: &str = "topgun-server-node";
@@ -477,7 +477,7 @@ impl Default for Guards {
         Self {
             ops_per_batch_max: 8_192,
             value_bytes_max: 0,
-            queries_per_connection_max: crate::queries::QUERIES_PER_CONNECTION_MAX,
+            queries_per_connection_max: crate::query::QUERIES_PER_CONNECTION_MAX,
             connections_per_user_max: 0,
             auth_failures_per_ip_per_minute: 10,
             ops_per_sec_per_connection: 20_000,
@@ -568,7 +568,7 @@ pub struct Config {
     pub guards: Guards,
     pub preauth: PreAuthLimits,
     /// Interceptors an embedding program adds; they run after the built-in ones.
-    pub interceptors: Vec<std::sync::Arc<dyn crate::interceptor::Interceptor>>,
+    pub interceptors: Vec<std::sync::Arc<dyn crate::security::interceptor::Interceptor>>,
 }
 
 /// Thirty days: long enough for clients that went offline to come back and sync.

@@ -8,9 +8,9 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use topgun_server::Server;
-use topgun_server::access::Policies;
-use topgun_server::backup;
 use topgun_server::config::{AuthEnv, Cli, Command, Config};
+use topgun_server::security::access::Policies;
+use topgun_server::storage::backup;
 
 /// mimalloc: per-message allocations dominate; see docs/benchmarks.md.
 #[global_allocator]

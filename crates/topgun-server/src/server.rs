@@ -1,10 +1,10 @@
 //! The I/O driver: HTTP routes, WebSocket connections and shutdown. Protocol decisions live
-//! in [`crate::session`]; this module only moves bytes and time.
+//! in [`crate::connection::session`]; this module only moves bytes and time.
 //!
 //! Per connection: one task reads frames and feeds the session, one task writes. Between
 //! them sit a bounded queue of `outbound_queue_len` replies — the reader waits when it is
 //! full, so a client that does not read its replies stops being read — and the connection's
-//! outbox of pushed events and updates, bounded by bytes ([`crate::outbox`]): a client that
+//! outbox of pushed events and updates, bounded by bytes ([`crate::connection::outbox`]): a client that
 //! does not read those is closed as a slow consumer. Neither can grow server memory.
 
 use std::future::Future;
@@ -12,8 +12,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
+use crate::clock::now_ms;
 use crate::metrics::Metrics;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
@@ -30,20 +31,20 @@ use topgun_core::protocol::Message;
 use topgun_core::protocol::messages::GcPrune;
 use topgun_core::{Hlc, Timestamp};
 
-use crate::access::{ConnAccess, Policies};
-use crate::auth::{AuthError, Principal};
 use crate::config::{AuthMode, Config};
-use crate::data_dir::{DataDirError, DataDirLock};
-use crate::dataplane::{ConnState, DataPlane, Services};
-use crate::fanout::{ConnHandle, Outbound};
-use crate::guard::{AuthFailures, Unauthenticated, UserConnections};
-use crate::interceptor::ConnInfo;
-use crate::listener::{Admission, LINGER, Peer, PreAuth};
-use crate::outbox::{Backlog, KickReason, Outbox};
-use crate::session::{Authenticator, Output, Session, SessionConfig, close};
-use crate::shard_task::Persist;
+use crate::connection::fanout::{ConnHandle, Outbound};
+use crate::connection::listener::{Admission, LINGER, Peer, PreAuth};
+use crate::connection::outbox::{Backlog, KickReason, Outbox};
+use crate::connection::session::{Authenticator, Output, Session, SessionConfig, close};
+use crate::data::plane::{ConnState, DataPlane, Services};
+use crate::data::shard::service::Persist;
+use crate::security::access::{ConnAccess, Policies};
+use crate::security::auth::{AuthError, Principal};
+use crate::security::guard::{AuthFailures, Unauthenticated, UserConnections};
+use crate::security::interceptor::ConnInfo;
+use crate::storage::data_dir::{DataDirError, DataDirLock};
+use crate::storage::store::Store;
 use crate::storage::{self, Backend, Opened, StorageError};
-use crate::store::Store;
 
 /// How often sessions are told the time (auth deadline, idle timeout).
 const TICK: Duration = Duration::from_secs(1);
@@ -132,12 +133,6 @@ impl std::fmt::Debug for Server {
             .field("addr", &self.local_addr().ok())
             .finish_non_exhaustive()
     }
-}
-
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Server {
@@ -337,8 +332,8 @@ impl Server {
 }
 
 /// The greatest timestamp among loaded records.
-fn latest_timestamp(entries: &[crate::store::StoredEntry]) -> Option<Timestamp> {
-    use crate::store::StoredValue;
+fn latest_timestamp(entries: &[crate::storage::store::StoredEntry]) -> Option<Timestamp> {
+    use crate::storage::store::StoredValue;
     entries
         .iter()
         .flat_map(|e| match &e.value {
@@ -440,7 +435,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     )
 }
 
-/// A backup of every record (see [`crate::backup`]). With JWT auth on, the request must carry
+/// A backup of every record (see [`crate::storage::backup`]). With JWT auth on, the request must carry
 /// `Authorization: Bearer <token>` with the `ADMIN` role; without auth (development) anyone
 /// who can connect may read everything anyway.
 async fn backup(State(shared): State<Arc<Shared>>, headers: axum::http::HeaderMap) -> Response {
@@ -463,7 +458,7 @@ async fn backup(State(shared): State<Arc<Shared>>, headers: axum::http::HeaderMa
     match shared.data.dump().await {
         Ok(entries) => (
             [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
-            crate::backup::encode(&entries),
+            crate::storage::backup::encode(&entries),
         )
             .into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e).into_response(),
@@ -816,7 +811,7 @@ async fn write_loop(
         // turns one syscall per event into one per burst, and costs nothing when idle.
         // Updates are encoded here, on the connection's own task.
         if frames.len() < COALESCE_FRAMES {
-            for bytes in crate::outbox::encode(outbox.take(COALESCE_BYTES)) {
+            for bytes in crate::connection::outbox::encode(outbox.take(COALESCE_BYTES)) {
                 metrics.sent_bytes(bytes.len());
                 frames.push(WsMessage::Binary(bytes));
             }

@@ -18,7 +18,7 @@ use topgun_core::protocol::messages::{
     CounterRequest, CounterState, EntryProcess, EntryProcessBatch, EntryProcessor, ListResolvers,
     LockRelease, LockRequest, RegisterResolver, ResolverDef, TopicPub, TopicRef,
 };
-use topgun_server::store::{MemoryStore, Store};
+use topgun_server::storage::store::{MemoryStore, Store};
 
 async fn open(addr: std::net::SocketAddr) -> Client {
     let mut c = connect(addr, "/ws").await;
@@ -551,7 +551,7 @@ async fn extensions_are_declined_with_the_response_the_client_waits_for() {
 async fn a_counter_counts_a_bounded_number_of_nodes() {
     let server = start(no_auth(), None).await;
     let mut c = open(server.addr).await;
-    let many: Vec<(String, f64)> = (0..=topgun_server::counters::NODES_MAX)
+    let many: Vec<(String, f64)> = (0..=topgun_server::coordination::counters::NODES_MAX)
         .map(|i| (format!("node-{i}"), 1.0))
         .collect();
     let state = PnCounter::from_parts(many.into_iter().collect(), BTreeMap::new()).unwrap();

@@ -32,16 +32,9 @@ use topgun_core::protocol::wire::Field;
 use topgun_core::{
     LwwMap, LwwRecord, NodeId, OrMap, OrMapEntry, OrRecord, Timestamp, Value, ValueMap,
 };
-use topgun_server::store::MemoryStore;
+use topgun_server::storage::store::MemoryStore;
 
 const MAP: &str = "todos";
-
-fn now_ms() -> u64 {
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    u64::try_from(since.as_millis()).unwrap()
-}
 
 fn ts(millis: u64, counter: u32, node: &str) -> Timestamp {
     Timestamp::new(millis, counter, NodeId::new(node).unwrap())

@@ -16,8 +16,8 @@ use topgun_core::protocol::query::Query;
 use topgun_core::{NodeId, Timestamp, Value};
 use topgun_server::Server;
 use topgun_server::config::{Cli, Config};
-use topgun_server::interceptor::{AppliedOp, ConnInfo, Interceptor, OpContext, Verdict};
-use topgun_server::store::MemoryStore;
+use topgun_server::security::interceptor::{AppliedOp, ConnInfo, Interceptor, OpContext, Verdict};
+use topgun_server::storage::store::MemoryStore;
 
 fn put(id: u64, key: &str, value: Value) -> ClientOp {
     let at = Timestamp::new(now_ms() - 5_000, 0, NodeId::new("client").unwrap());
@@ -263,7 +263,7 @@ impl Interceptor for Custom {
         match op.map_name.as_str() {
             "old" => op.map_name = "m".into(),
             "blocked" => {
-                return Verdict::Drop(topgun_server::ops::Rejection {
+                return Verdict::Drop(topgun_server::data::ops::Rejection {
                     code: 403,
                     reason: "blocked by policy".into(),
                     retry: false,

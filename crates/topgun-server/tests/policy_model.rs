@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 
 use proptest::prelude::*;
-use topgun_server::policy::{Action, Decision, PolicySet, PolicySpec, Resource, Subject};
+use topgun_server::security::policy::{Action, Decision, PolicySet, PolicySpec, Resource, Subject};
 
 /// A policy as the model sees it.
 #[derive(Debug, Clone)]

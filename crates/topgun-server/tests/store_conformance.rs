@@ -14,9 +14,9 @@ use common::TestDb;
 
 use topgun_core::hash::{PARTITION_COUNT, partition_id};
 use topgun_core::{LwwRecord, NodeId, OrRecord, Timestamp, Value, ValueMap};
-use topgun_server::store::{MapKind, MemoryStore, Store, StoredEntry, StoredValue};
-use topgun_server::store_pg::PgStore;
-use topgun_server::store_redb::RedbStore;
+use topgun_server::storage::pg::PgStore;
+use topgun_server::storage::redb::RedbStore;
+use topgun_server::storage::store::{MapKind, MemoryStore, Store, StoredEntry, StoredValue};
 
 fn ts(millis: u64, counter: u32) -> Timestamp {
     Timestamp::new(millis, counter, NodeId::new("node-1").unwrap())

@@ -22,8 +22,10 @@ use topgun_core::protocol::Message;
 use topgun_core::{NodeId, Timestamp, Value};
 use topgun_server::Server;
 use topgun_server::config::{Cli, Config};
-use topgun_server::store::{Loaded, MemoryStore, Store, StoreError, StoredEntry, StoredValue};
-use topgun_server::store_pg::PgStore;
+use topgun_server::storage::pg::PgStore;
+use topgun_server::storage::store::{
+    Loaded, MemoryStore, Store, StoreError, StoredEntry, StoredValue,
+};
 
 /// The in-memory store behind a switch that makes every write fail.
 #[derive(Debug, Default)]

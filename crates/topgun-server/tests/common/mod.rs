@@ -2,7 +2,7 @@
 //! client, and message shorthands.
 
 // Each test file uses a different subset.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -18,7 +18,7 @@ use topgun_core::protocol::messages::{Auth, Ping};
 use topgun_core::protocol::{Limits, Message};
 use topgun_server::Server;
 use topgun_server::config::{AuthEnv, Cli, Config};
-use topgun_server::store::{MemoryStore, Store};
+use topgun_server::storage::store::{MemoryStore, Store};
 
 pub(crate) type Client = WebSocketStream<MaybeTlsStream<AsyncTcpStream>>;
 
@@ -99,16 +99,7 @@ pub(crate) fn token(claims: &serde_json::Value, secret: &str) -> String {
     .unwrap()
 }
 
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> u64 {
-    u64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap()
-}
+pub(crate) use topgun_server::clock::now_ms;
 
 /// Every message up to the `PONG` of a fresh ping (what arrived before this barrier; replies
 /// keep request order, so every reply to earlier requests is among them).

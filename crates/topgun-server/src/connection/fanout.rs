@@ -1,0 +1,404 @@
+//! What flows to a connection's socket writer, and how shards reach subscribers.
+//!
+//! Each connection has a bounded reply queue and an outbox. Its own replies enter the reply
+//! queue in request order (a reply computed by shards enters as a future the writer awaits
+//! in place), so replies keep request order however many requests are in flight; a full
+//! reply queue makes the reader wait. Everything pushed to it by other connections' writes —
+//! events, topic messages, live-query updates — enters its [`Outbox`] without waiting, so a
+//! client's own pending requests never hold up delivery to others: a connection that does
+//! not read what it is sent is closed as a slow consumer (it reconnects and resyncs) rather
+//! than allowed to grow server memory or silently miss an event. What "does not read" means
+//! — bytes and time, never the number of messages — is the outbox's rule.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::body::Bytes;
+use futures_util::future::BoxFuture;
+use tokio::sync::watch;
+use topgun_core::protocol::Message;
+
+use crate::connection::outbox::{Backlog, ChargeOnce, Outbox, Pushed, Updates};
+use crate::security::access::{ConnAccess, project_message};
+use crate::security::policy::{Action, Decision, Fields, Resource};
+use crate::storage::store::MapKind;
+
+/// Identifies a connection for the lifetime of a server.
+pub type ConnId = u64;
+
+static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
+
+/// One item of a connection's reply queue.
+pub enum Outbound {
+    /// A reply, encoded by the writer (boxed: most messages are far smaller than the largest).
+    Message(Box<Message>),
+    /// Replies still being computed; the writer waits for them before anything behind.
+    Later(BoxFuture<'static, Vec<Message>>),
+    /// Close the connection after everything before it.
+    Close { code: u16, reason: &'static str },
+}
+
+impl std::fmt::Debug for Outbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Message(m) => write!(f, "Message({})", m.type_name()),
+            Self::Later(_) => f.write_str("Later"),
+            Self::Close { code, reason } => write!(f, "Close({code}, {reason})"),
+        }
+    }
+}
+
+/// An encoded frame on its way to one connection or many: shared, and one pointer wide.
+///
+/// The width matters per connection, not per frame: a connection's queues hold many of
+/// them. The frame's bytes count once against the server's backlog budget however many
+/// outboxes hold it ([`ChargeOnce`]).
+#[derive(Debug, Clone)]
+pub struct SharedFrame(Arc<FrameInner>);
+
+#[derive(Debug)]
+struct FrameInner {
+    bytes: Bytes,
+    charge: ChargeOnce,
+}
+
+impl PartialEq for SharedFrame {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.bytes == other.0.bytes
+    }
+}
+
+impl Eq for SharedFrame {}
+
+impl SharedFrame {
+    /// The frame's bytes, for the socket (sharing the buffer, not copying it).
+    pub fn bytes(&self) -> Bytes {
+        Bytes::clone(&self.0.bytes)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.bytes.is_empty()
+    }
+
+    /// Counts the frame against `backlog` (the first time only; released when it is freed).
+    pub fn charge(&self, backlog: &Arc<Backlog>) {
+        self.0.charge.charge(backlog, self.len());
+    }
+}
+
+impl From<Vec<u8>> for SharedFrame {
+    fn from(encoded: Vec<u8>) -> Self {
+        Self(Arc::new(FrameInner {
+            bytes: Bytes::from(encoded),
+            charge: ChargeOnce::default(),
+        }))
+    }
+}
+
+impl AsRef<[u8]> for SharedFrame {
+    fn as_ref(&self) -> &[u8] {
+        &self.0.bytes
+    }
+}
+
+/// How shards and services reach a connection's outbox.
+#[derive(Debug, Clone)]
+pub struct ConnHandle {
+    pub id: ConnId,
+    /// What every holder of the handle shares, in one allocation per connection.
+    shared: Arc<HandleShared>,
+}
+
+#[derive(Debug)]
+struct HandleShared {
+    /// Who the connection is now, for checks at delivery time.
+    access: ConnAccess,
+    outbox: Arc<Outbox>,
+}
+
+/// What happened to an event offered to a subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    Queued,
+    /// The connection has been (or had been) closed as a slow consumer.
+    Kicked,
+    /// The connection is gone.
+    Gone,
+}
+
+impl From<Pushed> for Offer {
+    fn from(pushed: Pushed) -> Self {
+        match pushed {
+            Pushed::Queued | Pushed::Woke => Self::Queued,
+            Pushed::Kicked => Self::Kicked,
+            Pushed::Gone => Self::Gone,
+        }
+    }
+}
+
+impl ConnHandle {
+    /// A handle for a new connection whose requests and deliveries `access` checks, its
+    /// outbox counted in `backlog`, with the receiver that learns of a slow-consumer close.
+    pub fn open(backlog: &Arc<Backlog>, access: ConnAccess) -> (Self, watch::Receiver<bool>) {
+        let id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
+        let (kicked, on_kick) = watch::channel(false);
+        let outbox = Outbox::open(id, backlog, move |_| {
+            kicked.send_replace(true);
+        });
+        let handle = Self {
+            id,
+            shared: Arc::new(HandleShared { access, outbox }),
+        };
+        (handle, on_kick)
+    }
+
+    /// A handle without access restrictions and with default budgets (tests).
+    #[cfg(test)]
+    pub fn new() -> (Self, watch::Receiver<bool>) {
+        let backlog = Backlog::new(crate::connection::outbox::BacklogLimits::default());
+        Self::open(&backlog, ConnAccess::open())
+    }
+
+    /// Who the connection is now, for checks at use.
+    pub fn access(&self) -> &ConnAccess {
+        &self.shared.access
+    }
+
+    /// The connection's outbox, for its writer.
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.shared.outbox
+    }
+
+    /// Queues a frame, waiting for room (for a stream the connection asked for, such as a
+    /// journal replay, which must not be cut short by a full outbox); false once the
+    /// connection is gone.
+    pub async fn send(&self, frame: SharedFrame) -> bool {
+        self.shared.outbox.push_frame_waiting(frame).await == Pushed::Queued
+    }
+
+    /// Offers a frame without waiting.
+    pub fn offer(&self, frame: SharedFrame) -> Offer {
+        self.shared.outbox.push_frame(frame).into()
+    }
+
+    /// Offers live-query updates without waiting.
+    pub fn offer_updates(&self, updates: Updates) -> Offer {
+        self.shared.outbox.push_updates(updates).into()
+    }
+
+    /// Every frame queued so far, with updates encoded (tests).
+    #[cfg(test)]
+    pub fn take_frames(&self) -> Vec<SharedFrame> {
+        crate::connection::outbox::encode(self.shared.outbox.take(usize::MAX))
+            .into_iter()
+            .map(|bytes| SharedFrame::from(bytes.to_vec()))
+            .collect()
+    }
+}
+
+/// The connections that receive `SERVER_EVENT`s of each map; one copy per shard, so that
+/// fan-out needs no lock. Bounded by the per-connection map limit times connections.
+#[derive(Debug, Default)]
+pub struct Subscribers {
+    lww: HashMap<String, Vec<ConnHandle>>,
+    or: HashMap<String, Vec<ConnHandle>>,
+}
+
+/// What a fan-out did, for metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    pub queued: usize,
+    pub kicked: usize,
+}
+
+impl Delivery {
+    /// Offers `frame` to `conn` and counts the outcome; false if the subscriber should be
+    /// forgotten (gone, or kicked for not keeping up).
+    pub fn offer(&mut self, conn: &ConnHandle, frame: SharedFrame) -> bool {
+        match conn.offer(frame) {
+            Offer::Queued => {
+                self.queued += 1;
+                true
+            }
+            Offer::Kicked => {
+                self.kicked += 1;
+                false
+            }
+            Offer::Gone => false,
+        }
+    }
+}
+
+impl Subscribers {
+    fn table(&mut self, kind: MapKind) -> &mut HashMap<String, Vec<ConnHandle>> {
+        match kind {
+            MapKind::Lww => &mut self.lww,
+            MapKind::Or => &mut self.or,
+        }
+    }
+
+    pub fn subscribe(&mut self, kind: MapKind, map: &str, conn: ConnHandle) {
+        let subs = self.table(kind).entry(map.to_owned()).or_default();
+        if !subs.iter().any(|c| c.id == conn.id) {
+            subs.push(conn);
+        }
+    }
+
+    /// Drops every subscription of a connection.
+    pub fn forget(&mut self, conn: ConnId) {
+        for table in [&mut self.lww, &mut self.or] {
+            table.retain(|_, subs| {
+                subs.retain(|c| c.id != conn);
+                !subs.is_empty()
+            });
+        }
+    }
+
+    /// Offers `event` to every subscriber of the map but `except` (the writer), as each may
+    /// read it now: encoded once for those who see everything and once per distinct field
+    /// limit; skipped for those not allowed to read the map (while they are not). Drops
+    /// subscribers that are gone or were kicked.
+    pub fn publish(
+        &mut self,
+        kind: MapKind,
+        map: &str,
+        except: ConnId,
+        event: &Message,
+    ) -> Delivery {
+        let mut delivery = Delivery::default();
+        let table = self.table(kind);
+        let Some(subs) = table.get_mut(map) else {
+            return delivery;
+        };
+        let mut frames = Frames::new(event);
+        subs.retain(|conn| {
+            if conn.id == except {
+                return true;
+            }
+            let Some(frame) =
+                frames.for_reader(conn.access().decide(Resource::Map, map, Action::Read))
+            else {
+                return true;
+            };
+            delivery.offer(conn, frame)
+        });
+        if subs.is_empty() {
+            table.remove(map);
+        }
+        delivery
+    }
+
+    /// Whether anyone but `except` would receive an event of the map (so that events
+    /// nobody reads are never encoded).
+    pub fn has_subscribers(&self, kind: MapKind, map: &str, except: ConnId) -> bool {
+        let table = match kind {
+            MapKind::Lww => &self.lww,
+            MapKind::Or => &self.or,
+        };
+        table
+            .get(map)
+            .is_some_and(|subs| subs.iter().any(|c| c.id != except))
+    }
+}
+
+/// One message's encodings for its readers: the full one and one per field limit, each made
+/// once ([`project_message`] limits map records and journal events).
+#[derive(Debug)]
+pub struct Frames<'a> {
+    event: &'a Message,
+    full: Option<SharedFrame>,
+    limited: Vec<(Fields, SharedFrame)>,
+}
+
+impl<'a> Frames<'a> {
+    pub fn new(event: &'a Message) -> Self {
+        Self {
+            event,
+            full: None,
+            limited: Vec::new(),
+        }
+    }
+
+    /// The frame a reader with `decision` receives; `None` if it may not read.
+    pub fn for_reader(&mut self, decision: Decision) -> Option<SharedFrame> {
+        match decision {
+            Decision::Deny => None,
+            Decision::Allow(None) => Some(
+                self.full
+                    .get_or_insert_with(|| SharedFrame::from(self.event.encode()))
+                    .clone(),
+            ),
+            Decision::Allow(Some(fields)) => {
+                if let Some((_, frame)) = self.limited.iter().find(|(f, _)| *f == fields) {
+                    return Some(frame.clone());
+                }
+                let mut limited = self.event.clone();
+                project_message(&mut limited, &fields);
+                let frame = SharedFrame::from(limited.encode());
+                self.limited.push((fields, frame.clone()));
+                Some(frame)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event() -> Message {
+        Message::Ping(topgun_core::protocol::messages::Ping { timestamp: 1 })
+    }
+
+    fn frames(conn: &ConnHandle) -> usize {
+        conn.take_frames().len()
+    }
+
+    #[test]
+    fn events_reach_subscribers_but_not_the_writer() {
+        let (a, _) = ConnHandle::new();
+        let (b, _) = ConnHandle::new();
+        let mut subs = Subscribers::default();
+        subs.subscribe(MapKind::Lww, "m", a.clone());
+        subs.subscribe(MapKind::Lww, "m", a.clone());
+        subs.subscribe(MapKind::Lww, "m", b.clone());
+        let frame = event();
+        let delivery = subs.publish(MapKind::Lww, "m", a.id, &frame);
+        assert_eq!(
+            delivery,
+            Delivery {
+                queued: 1,
+                kicked: 0
+            }
+        );
+        assert_eq!((frames(&a), frames(&b)), (0, 1));
+        subs.publish(MapKind::Or, "m", 0, &frame);
+        assert_eq!(frames(&b), 0, "OR and LWW maps are separate");
+        subs.forget(b.id);
+        subs.publish(MapKind::Lww, "m", 0, &frame);
+        assert_eq!((frames(&a), frames(&b)), (1, 0));
+    }
+
+    #[test]
+    fn a_kicked_subscriber_and_a_closed_one_are_forgotten() {
+        let (slow, on_kick) = ConnHandle::new();
+        let mut subs = Subscribers::default();
+        subs.subscribe(MapKind::Lww, "m", slow.clone());
+        let frame = event();
+        assert_eq!(subs.publish(MapKind::Lww, "m", 0, &frame).queued, 1);
+        slow.outbox()
+            .kick(crate::connection::outbox::KickReason::WriteTimeout);
+        assert!(*on_kick.borrow());
+        assert_eq!(subs.publish(MapKind::Lww, "m", 0, &frame).kicked, 1);
+        assert!(!subs.has_subscribers(MapKind::Lww, "m", 0));
+
+        let (gone, _) = ConnHandle::new();
+        gone.outbox().close();
+        assert_eq!(gone.offer(SharedFrame::from(b"x".to_vec())), Offer::Gone);
+    }
+}

@@ -1,0 +1,247 @@
+//! Pub/sub topics (PROTOCOL §4.8, §7.2): per-connection subscriptions to exact topic names,
+//! and fan-out of `TOPIC_MESSAGE` to every subscriber but the publisher.
+//!
+//! * A message is encoded once and the same bytes are offered to every subscriber's event
+//!   queue ([`ConnHandle::offer`]); a subscriber whose queue is full is kicked (closed so
+//!   that it reconnects), never silently skipped, and never lets memory grow.
+//! * Per publisher, order is kept: a connection's `TOPIC_PUB`s are handled one after the
+//!   other by its reader, and each subscriber's queue is FIFO.
+//! * Messages are not stored: a subscriber hears what is published while it is subscribed.
+//! * A cluster forwards a publication to the other nodes and has each call
+//!   [`Topics::deliver`] with the same frame; nothing here assumes a single node.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, PoisonError};
+
+use topgun_core::Value;
+use topgun_core::protocol::Message;
+use topgun_core::protocol::messages::TopicMessage;
+
+use crate::connection::fanout::{ConnHandle, ConnId, Delivery, SharedFrame};
+use crate::coordination::names;
+use crate::security::policy::{Action, Resource};
+
+/// Why a topic request was refused: an `ERROR` code and message.
+pub type Refusal = (u32, String);
+
+const BAD_REQUEST: u32 = 400;
+const TOO_MANY: u32 = 429;
+
+/// The topics one connection subscribes to (kept by the connection, so that its clean-up
+/// touches only its own topics). Boxed: most connections never subscribe to one, and an
+/// empty set's 48 bytes would sit in every connection's state.
+#[derive(Debug, Default)]
+#[allow(clippy::box_collection)]
+pub struct TopicSubs(Option<Box<HashSet<String>>>);
+
+impl TopicSubs {
+    fn set(&mut self) -> &mut HashSet<String> {
+        self.0.get_or_insert_with(Box::default)
+    }
+
+    fn contains(&self, topic: &str) -> bool {
+        self.0.as_ref().is_some_and(|s| s.contains(topic))
+    }
+
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |s| s.len())
+    }
+}
+
+/// Every topic's subscribers; shared by all connections.
+#[derive(Debug)]
+pub struct Topics {
+    /// std Mutex: held to update a list or to offer one frame to it, never across an await.
+    subscribers: Mutex<HashMap<String, Vec<ConnHandle>>>,
+    per_connection_max: usize,
+}
+
+impl Topics {
+    pub fn new(per_connection_max: usize) -> Self {
+        Self {
+            subscribers: Mutex::default(),
+            per_connection_max,
+        }
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<ConnHandle>>> {
+        // Every update leaves the table consistent, so a panic elsewhere cannot corrupt it.
+        self.subscribers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `TOPIC_SUB`: subscribing again to a topic is a no-op.
+    pub fn subscribe(
+        &self,
+        subs: &mut TopicSubs,
+        conn: &ConnHandle,
+        topic: &str,
+    ) -> Result<(), Refusal> {
+        names::check("topic", topic).map_err(|why| (BAD_REQUEST, why))?;
+        if subs.contains(topic) {
+            return Ok(());
+        }
+        if subs.len() >= self.per_connection_max {
+            return Err((
+                TOO_MANY,
+                format!(
+                    "this connection already subscribes to {} topics, the most allowed; \
+                     topic {topic:?} is not subscribed",
+                    self.per_connection_max
+                ),
+            ));
+        }
+        subs.set().insert(topic.to_owned());
+        self.table()
+            .entry(topic.to_owned())
+            .or_default()
+            .push(conn.clone());
+        Ok(())
+    }
+
+    /// `TOPIC_UNSUB`: unsubscribing from a topic one does not subscribe to is a no-op.
+    pub fn unsubscribe(&self, subs: &mut TopicSubs, conn: ConnId, topic: &str) {
+        if subs.0.as_mut().is_some_and(|s| s.remove(topic)) {
+            self.remove(conn, topic);
+        }
+    }
+
+    /// Drops every subscription of a closed connection.
+    pub fn forget(&self, subs: &mut TopicSubs, conn: ConnId) {
+        for topic in subs.0.take().map(|s| *s).unwrap_or_default() {
+            self.remove(conn, &topic);
+        }
+    }
+
+    fn remove(&self, conn: ConnId, topic: &str) {
+        let mut table = self.table();
+        if let Some(list) = table.get_mut(topic) {
+            list.retain(|c| c.id != conn);
+            if list.is_empty() {
+                table.remove(topic);
+            }
+        }
+    }
+
+    /// `TOPIC_PUB`: sends `TOPIC_MESSAGE` to every subscriber but the publisher, who need
+    /// not subscribe. `publisher_id` names the publishing user (or connection).
+    pub fn publish(
+        &self,
+        publisher: ConnId,
+        publisher_id: Option<&str>,
+        topic: &str,
+        data: Value,
+        now_ms: u64,
+    ) -> Result<Delivery, Refusal> {
+        names::check("topic", topic).map_err(|why| (BAD_REQUEST, why))?;
+        if !self.table().contains_key(topic) {
+            return Ok(Delivery::default());
+        }
+        let frame = SharedFrame::from(
+            Message::TopicMessage(TopicMessage {
+                topic: topic.into(),
+                data,
+                publisher_id: publisher_id.map(Into::into),
+                timestamp: now_ms,
+            })
+            .encode(),
+        );
+        Ok(self.deliver(topic, publisher, &frame))
+    }
+
+    /// Offers an encoded `TOPIC_MESSAGE` to the topic's local subscribers but `except`;
+    /// forgets those that are gone or were kicked.
+    pub fn deliver(&self, topic: &str, except: ConnId, frame: &SharedFrame) -> Delivery {
+        let mut delivery = Delivery::default();
+        let mut table = self.table();
+        let Some(list) = table.get_mut(topic) else {
+            return delivery;
+        };
+        list.retain(|conn| {
+            // Not sent to the publisher, nor (while its roles do not allow it) to a
+            // subscriber that may no longer read the topic.
+            if conn.id == except
+                || !conn
+                    .access()
+                    .decide(Resource::Topic, topic, Action::Read)
+                    .allowed()
+            {
+                return true;
+            }
+            delivery.offer(conn, frame.clone())
+        });
+        if list.is_empty() {
+            table.remove(topic);
+        }
+        delivery
+    }
+
+    /// How many topics have subscribers (for tests and metrics).
+    pub fn topic_count(&self) -> usize {
+        self.table().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use topgun_core::protocol::Limits;
+
+    use super::*;
+
+    fn received(conn: &ConnHandle) -> Vec<TopicMessage> {
+        conn.take_frames()
+            .into_iter()
+            .map(
+                |f| match Message::decode(f.as_ref(), &Limits::default()).unwrap() {
+                    Message::TopicMessage(m) => m,
+                    other => panic!("expected TOPIC_MESSAGE, got {other:?}"),
+                },
+            )
+            .collect()
+    }
+
+    #[test]
+    fn publish_reaches_subscribers_but_not_the_publisher() {
+        let topics = Topics::new(100);
+        let ((a, _), (b, _)) = (ConnHandle::new(), ConnHandle::new());
+        let (mut subs_a, mut subs_b) = (TopicSubs::default(), TopicSubs::default());
+        topics.subscribe(&mut subs_a, &a, "t").unwrap();
+        topics.subscribe(&mut subs_a, &a, "t").unwrap();
+        topics.subscribe(&mut subs_b, &b, "t").unwrap();
+        let delivered = topics
+            .publish(a.id, Some("alice"), "t", Value::Int(1), 7)
+            .unwrap();
+        assert_eq!(delivered.queued, 1);
+        assert!(received(&a).is_empty(), "the publisher is excluded");
+        let got = received(&b);
+        assert_eq!(got.len(), 1, "subscribing twice delivers once");
+        assert_eq!(
+            (got[0].publisher_id.as_deref(), got[0].timestamp),
+            (Some("alice"), 7)
+        );
+
+        topics.unsubscribe(&mut subs_b, b.id, "t");
+        topics.publish(a.id, None, "t", Value::Int(2), 8).unwrap();
+        assert!(received(&b).is_empty());
+        topics.forget(&mut subs_a, a.id);
+        assert_eq!(topics.topic_count(), 0, "no empty lists are kept");
+    }
+
+    #[test]
+    fn limits_and_names_are_enforced() {
+        let topics = Topics::new(2);
+        let (conn, _) = ConnHandle::new();
+        let mut subs = TopicSubs::default();
+        topics.subscribe(&mut subs, &conn, "a").unwrap();
+        topics.subscribe(&mut subs, &conn, "b").unwrap();
+        let (code, why) = topics.subscribe(&mut subs, &conn, "c").unwrap_err();
+        assert_eq!(code, TOO_MANY, "{why}");
+        let (code, _) = topics.subscribe(&mut subs, &conn, "no spaces").unwrap_err();
+        assert_eq!(code, BAD_REQUEST);
+        let (code, _) = topics
+            .publish(conn.id, None, "", Value::Nil, 0)
+            .unwrap_err();
+        assert_eq!(code, BAD_REQUEST);
+    }
+}

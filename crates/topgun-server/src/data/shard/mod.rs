@@ -1,0 +1,731 @@
+//! The records of a set of partitions, without I/O: one shard task owns one [`Shard`] and
+//! is the only code that touches it, so writes need no locks.
+//!
+//! Each map is held as a core [`LwwMap`] or [`OrMap`] over this shard's keys only; its
+//! Merkle tree is therefore a *partial* tree whose leaf sums add up with the other shards'
+//! to the map's single logical tree (see [`topgun_core::SplitTree`]).
+//!
+//! Every change that took effect yields the `SERVER_EVENT` subscribers need and the entry
+//! the store must keep — and, with the journal on, its journal drafts (the kind of change,
+//! the new and previous value); a change that loses its merge yields nothing. The server's
+//! own reserved maps are never journaled.
+
+pub mod service;
+
+use std::collections::HashMap;
+
+use topgun_core::hash::fnv1a;
+use topgun_core::merkle::{MERKLE_DEPTH, Sum};
+use topgun_core::protocol::enums::{JournalEventType, ServerEventType};
+use topgun_core::protocol::messages::{LeafRecord, ServerEvent};
+use topgun_core::{LwwMap, LwwRecord, MerkleError, NodeId, OrMap, OrMapEntry, OrRecord, Timestamp};
+
+use crate::by_name;
+use crate::data::ops::{RESERVED_PREFIXES, Write, own_tombstones};
+use crate::journal::Draft;
+use crate::storage::store::{MapKind, StoredEntry, StoredValue};
+
+/// The effects of one applied change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub event: ServerEvent,
+    pub stored: StoredEntry,
+    /// Its journal events (none with the journal off); `recorded_ms` is left for the
+    /// caller, who has the clock.
+    pub drafts: Vec<Draft>,
+}
+
+/// What merging a pushed OR entry changed.
+#[derive(Debug, Default)]
+pub struct Pushed {
+    pub events: Vec<ServerEvent>,
+    /// The key's new state, when anything changed.
+    pub stored: Option<StoredEntry>,
+    pub drafts: Vec<Draft>,
+}
+
+/// The maps of one shard.
+#[derive(Debug, Default)]
+pub struct Shard {
+    lww: HashMap<String, LwwMap>,
+    or: HashMap<String, OrMap>,
+    journal: bool,
+}
+
+fn draft(
+    kind: JournalEventType,
+    value: Option<&topgun_core::Value>,
+    timestamp: &Timestamp,
+) -> Draft {
+    Draft {
+        kind,
+        value: value.cloned(),
+        previous: None,
+        timestamp: timestamp.clone(),
+        recorded_ms: 0,
+    }
+}
+
+/// The journal draft of an OR tombstone: the removed record's value and time when this
+/// shard held it, else the time its tag names.
+fn removal_draft(removed: Option<&OrRecord>, tag: &str) -> Draft {
+    let timestamp = removed.map_or_else(
+        || {
+            tag.parse().unwrap_or_else(|_| {
+                Timestamp::new(0, 0, NodeId::new("unknown").expect("a valid node id"))
+            })
+        },
+        |r| r.timestamp.clone(),
+    );
+    Draft {
+        previous: removed.map(|r| r.value.clone()),
+        ..draft(JournalEventType::Delete, None, &timestamp)
+    }
+}
+
+fn event(map: &str, key: &str, event_type: ServerEventType) -> ServerEvent {
+    ServerEvent {
+        map_name: map.into(),
+        event_type,
+        key: key.into(),
+        record: None,
+        or_record: None,
+        or_tag: None,
+        epoch: None,
+    }
+}
+
+impl Shard {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A shard that drafts journal events for the changes it applies.
+    pub fn with_journal() -> Self {
+        Self {
+            journal: true,
+            ..Self::default()
+        }
+    }
+
+    fn journals(&self, map: &str) -> bool {
+        self.journal && !RESERVED_PREFIXES.iter().any(|p| map.starts_with(p))
+    }
+
+    /// Applies one validated write to `map`.
+    pub fn apply(&mut self, map: &str, write: Write) -> Option<Change> {
+        let journals = self.journals(map);
+        match write {
+            Write::Lww { key, record } => self.apply_lww(map, key, record),
+            Write::OrAdd { key, record } => {
+                let or = by_name::get_or_insert_with(&mut self.or, map, OrMap::default);
+                let mut ev = event(map, &key, ServerEventType::OrAdd);
+                ev.or_tag = Some(record.tag.as_str().into());
+                ev.or_record = Some(record.clone());
+                let drafts = if journals {
+                    vec![draft(
+                        JournalEventType::Put,
+                        Some(&record.value),
+                        &record.timestamp,
+                    )]
+                } else {
+                    Vec::new()
+                };
+                or.apply_record(&key, record)
+                    .then(|| or_change(or, map, &key, ev, drafts))
+            }
+            Write::OrRemove { key, tag } => {
+                let or = by_name::get_or_insert_with(&mut self.or, map, OrMap::default);
+                let mut ev = event(map, &key, ServerEventType::OrRemove);
+                ev.or_tag = Some(tag.as_str().into());
+                let drafts = if journals {
+                    let removed = or.records(&key).iter().find(|r| r.tag == tag);
+                    vec![removal_draft(removed, &tag)]
+                } else {
+                    Vec::new()
+                };
+                or.apply_tombstone(&key, &tag)
+                    .then(|| or_change(or, map, &key, ev, drafts))
+            }
+        }
+    }
+
+    fn apply_lww(&mut self, map: &str, key: String, record: LwwRecord) -> Option<Change> {
+        let journals = self.journals(map);
+        let lww = by_name::get_or_insert_with(&mut self.lww, map, LwwMap::default);
+        let mut previous = None;
+        let merged = lww.merge_seeing(&key, record.clone(), |stored| {
+            if journals && !stored.is_tombstone() {
+                previous = Some(stored.value.clone());
+            }
+        });
+        if !merged {
+            return None;
+        }
+        let event_type = if record.is_tombstone() {
+            ServerEventType::Remove
+        } else {
+            ServerEventType::Put
+        };
+        let drafts = if journals {
+            let (kind, value) = match (record.is_tombstone(), &previous) {
+                (true, _) => (JournalEventType::Delete, None),
+                (false, None) => (JournalEventType::Put, Some(&record.value)),
+                (false, Some(_)) => (JournalEventType::Update, Some(&record.value)),
+            };
+            vec![Draft {
+                previous,
+                ..draft(kind, value, &record.timestamp)
+            }]
+        } else {
+            Vec::new()
+        };
+        let mut ev = event(map, &key, event_type);
+        ev.record = Some(record.clone());
+        Some(Change {
+            event: ev,
+            stored: StoredEntry {
+                map: map.to_owned(),
+                key,
+                value: StoredValue::Lww(record),
+            },
+            drafts,
+        })
+    }
+
+    /// Merges an OR entry pushed by a client (`ORMAP_PUSH_DIFF`): its own tombstones first,
+    /// then its records. Returns one event per tombstone or record that was new here, and
+    /// the key's new state for the store once (`None` when nothing changed).
+    pub fn push_or_entry(&mut self, map: &str, entry: OrMapEntry) -> Pushed {
+        let journals = self.journals(map);
+        let or = by_name::get_or_insert_with(&mut self.or, map, OrMap::default);
+        let key = entry.key;
+        let tombstones = own_tombstones(
+            entry.tombstones,
+            |tag| or.records(&key).iter().any(|r| r.tag == tag),
+            &entry.records,
+        );
+        let mut pushed = Pushed::default();
+        for tag in tombstones {
+            let removed = journals
+                .then(|| or.records(&key).iter().find(|r| r.tag == tag).cloned())
+                .flatten();
+            if or.apply_tombstone(&key, &tag) {
+                if journals {
+                    pushed.drafts.push(removal_draft(removed.as_ref(), &tag));
+                }
+                let mut ev = event(map, &key, ServerEventType::OrRemove);
+                ev.or_tag = Some(tag.into());
+                pushed.events.push(ev);
+            }
+        }
+        for record in entry.records {
+            let mut ev = event(map, &key, ServerEventType::OrAdd);
+            ev.or_tag = Some(record.tag.as_str().into());
+            ev.or_record = Some(record.clone());
+            let added = journals.then(|| {
+                draft(
+                    JournalEventType::Put,
+                    Some(&record.value),
+                    &record.timestamp,
+                )
+            });
+            if or.apply_record(&key, record) {
+                pushed.events.extend(Some(ev));
+                pushed.drafts.extend(added);
+            }
+        }
+        if !pushed.events.is_empty() {
+            pushed.stored = Some(or_stored(or, map, &key));
+        }
+        pushed
+    }
+
+    /// The non-empty partial leaf sums of `map` under `path`.
+    pub fn leaf_sums(
+        &self,
+        kind: MapKind,
+        map: &str,
+        path: &str,
+    ) -> Result<Vec<(u16, Sum)>, MerkleError> {
+        let empty = topgun_core::MerkleTree::<()>::new();
+        match kind {
+            MapKind::Lww => self
+                .lww
+                .get(map)
+                .map(LwwMap::merkle)
+                .map_or_else(|| empty.leaf_sums(path), |t| t.leaf_sums(path)),
+            MapKind::Or => self
+                .or
+                .get(map)
+                .map_or_else(|| empty.leaf_sums(path), |m| m.merkle().leaf_sums(path)),
+        }
+    }
+
+    /// Every LWW record (tombstones included) this shard holds in the leaf at `path`.
+    pub fn lww_leaf(&self, map: &str, path: &str) -> Result<Vec<LeafRecord>, MerkleError> {
+        let Some(lww) = self.lww.get(map) else {
+            return Ok(Vec::new());
+        };
+        Ok(lww
+            .merkle()
+            .items_in_bucket(path)?
+            .map(|(key, record)| LeafRecord {
+                key: key.into(),
+                record: record.clone(),
+            })
+            .collect())
+    }
+
+    /// Every LWW record of a map this shard holds (tombstones included): a live query's
+    /// snapshot.
+    pub fn lww_records(&self, map: &str) -> Vec<(String, LwwRecord)> {
+        self.lww.get(map).map_or_else(Vec::new, |lww| {
+            lww.records()
+                .map(|(key, record)| (key.to_owned(), record.clone()))
+                .collect()
+        })
+    }
+
+    /// The LWW records (tombstones included) whose timestamp is at or after `since_ms`, each
+    /// with the index of its leaf: what changed since a client's last sync, for a client
+    /// whose clock agrees with ours. Stops, returning `None`, past `max` records (a delta
+    /// that large is better served by the Merkle walk).
+    pub fn lww_since(
+        &self,
+        map: &str,
+        since_ms: u64,
+        max: usize,
+    ) -> Option<Vec<(u16, LeafRecord)>> {
+        let Some(lww) = self.lww.get(map) else {
+            return Some(Vec::new());
+        };
+        let mut out = Vec::new();
+        for (key, record) in lww.records() {
+            if record.timestamp.millis < since_ms {
+                continue;
+            }
+            if out.len() == max {
+                return None;
+            }
+            let leaf = u16::try_from(fnv1a(key) >> (32 - 4 * MERKLE_DEPTH)).unwrap_or(0);
+            let record = LeafRecord {
+                key: key.into(),
+                record: record.clone(),
+            };
+            out.push((leaf, record));
+        }
+        Some(out)
+    }
+
+    /// Every OR entry this shard holds in the leaf at `path`.
+    pub fn or_leaf(&self, map: &str, path: &str) -> Result<Vec<OrMapEntry>, MerkleError> {
+        let Some(or) = self.or.get(map) else {
+            return Ok(Vec::new());
+        };
+        Ok(or
+            .merkle()
+            .keys_in_bucket(path)?
+            .into_iter()
+            .filter_map(|key| or.entry(key))
+            .collect())
+    }
+
+    /// The OR entries of `keys`; a key this shard does not hold has an empty entry.
+    pub fn or_entries(&self, map: &str, keys: &[String]) -> Vec<OrMapEntry> {
+        let or = self.or.get(map);
+        keys.iter()
+            .map(|key| {
+                or.and_then(|or| or.entry(key))
+                    .unwrap_or_else(|| OrMapEntry {
+                        key: key.clone(),
+                        ..OrMapEntry::default()
+                    })
+            })
+            .collect()
+    }
+
+    /// Every key's state, as the store keeps it (for backups).
+    pub fn dump(&self) -> Vec<StoredEntry> {
+        let mut out = Vec::new();
+        for (map, lww) in &self.lww {
+            out.extend(lww.records().map(|(key, record)| StoredEntry {
+                map: map.clone(),
+                key: key.to_owned(),
+                value: StoredValue::Lww(record.clone()),
+            }));
+        }
+        for (map, or) in &self.or {
+            out.extend(
+                or.keys()
+                    .filter_map(|key| or.entry(key))
+                    .map(|entry| StoredEntry {
+                        map: map.clone(),
+                        key: entry.key,
+                        value: StoredValue::Or {
+                            records: entry.records,
+                            tombstones: entry.tombstones,
+                        },
+                    }),
+            );
+        }
+        out
+    }
+
+    /// Restores entries read back from the store.
+    pub fn load(&mut self, entries: Vec<StoredEntry>) {
+        for e in entries {
+            match e.value {
+                StoredValue::Lww(record) => {
+                    self.lww.entry(e.map).or_default().merge(&e.key, record);
+                }
+                StoredValue::Or {
+                    records,
+                    tombstones,
+                } => {
+                    self.or.entry(e.map).or_default().merge_key(OrMapEntry {
+                        key: e.key,
+                        records,
+                        tombstones,
+                    });
+                }
+                StoredValue::Gone(MapKind::Lww) => {
+                    if let Some(lww) = self.lww.get_mut(&e.map) {
+                        lww.forget(&e.key);
+                    }
+                }
+                StoredValue::Gone(MapKind::Or) => {
+                    if let Some(or) = self.or.get_mut(&e.map) {
+                        or.forget(&e.key);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Forgets tombstones older than `older_than` (every replica has been told to do the
+    /// same); returns what the store must record: LWW keys gone, OR keys' new states (or
+    /// gone, when nothing is left).
+    pub fn prune(&mut self, older_than: &topgun_core::Timestamp) -> Vec<StoredEntry> {
+        let mut out = Vec::new();
+        for (map, lww) in &mut self.lww {
+            out.extend(lww.prune(older_than).into_iter().map(|key| StoredEntry {
+                map: map.clone(),
+                key,
+                value: StoredValue::Gone(MapKind::Lww),
+            }));
+        }
+        for (map, or) in &mut self.or {
+            let mut keys: Vec<String> = or.prune(older_than).into_iter().map(|(k, _)| k).collect();
+            keys.dedup();
+            out.extend(keys.into_iter().map(|key| {
+                let value = match or.entry(&key) {
+                    Some(entry) => StoredValue::Or {
+                        records: entry.records,
+                        tombstones: entry.tombstones,
+                    },
+                    None => StoredValue::Gone(MapKind::Or),
+                };
+                StoredEntry {
+                    map: map.clone(),
+                    key,
+                    value,
+                }
+            }));
+        }
+        out
+    }
+}
+
+/// The change for an OR event: the key's whole state is what the store keeps.
+fn or_change(or: &OrMap, map: &str, key: &str, event: ServerEvent, drafts: Vec<Draft>) -> Change {
+    Change {
+        event,
+        stored: or_stored(or, map, key),
+        drafts,
+    }
+}
+
+/// An OR key's state as the store keeps it.
+fn or_stored(or: &OrMap, map: &str, key: &str) -> StoredEntry {
+    let entry = or.entry(key).unwrap_or_default();
+    StoredEntry {
+        map: map.to_owned(),
+        key: key.to_owned(),
+        value: StoredValue::Or {
+            records: entry.records,
+            tombstones: entry.tombstones,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use topgun_core::{NodeId, OrRecord, Timestamp, Value};
+
+    fn ts(millis: u64, node: &str) -> Timestamp {
+        Timestamp::new(millis, 0, NodeId::new(node).unwrap())
+    }
+
+    fn put(key: &str, value: i64, millis: u64) -> Write {
+        Write::Lww {
+            key: key.into(),
+            record: LwwRecord::new(Value::Int(value), ts(millis, "a"), None),
+        }
+    }
+
+    fn tags(records: &[OrRecord]) -> Vec<&str> {
+        records.iter().map(|r| r.tag.as_str()).collect()
+    }
+
+    fn add(value: &str, millis: u64) -> OrRecord {
+        let timestamp = ts(millis, "a");
+        OrRecord {
+            value: Value::Str(value.into()),
+            tag: timestamp.to_string(),
+            timestamp,
+            ttl_ms: None,
+        }
+    }
+
+    #[test]
+    fn lww_writes_merge_by_timestamp_and_emit_only_winners() {
+        let mut shard = Shard::new();
+        let first = shard.apply("m", put("k", 1, 20)).unwrap();
+        assert_eq!(first.event.event_type, ServerEventType::Put);
+        assert!(shard.apply("m", put("k", 2, 10)).is_none(), "older loses");
+        let tombstone = Write::Lww {
+            key: "k".into(),
+            record: LwwRecord::tombstone(ts(30, "b")),
+        };
+        let removed = shard.apply("m", tombstone).unwrap();
+        assert_eq!(removed.event.event_type, ServerEventType::Remove);
+        assert!(removed.event.record.unwrap().is_tombstone());
+        let leaf = shard.lww_leaf("m", &topgun_core::hash::routing_path("k")[..3]);
+        assert_eq!(leaf.unwrap().len(), 1, "the tombstone is kept and served");
+    }
+
+    #[test]
+    fn changes_since_a_time_come_with_their_leaf_and_stop_at_the_bound() {
+        let mut shard = Shard::new();
+        for (key, millis) in [("old", 10), ("new", 20), ("newer", 30)] {
+            shard.apply("m", put(key, 1, millis)).unwrap();
+        }
+        let mut since = shard.lww_since("m", 20, 10).unwrap();
+        since.sort_by(|a, b| a.1.key.cmp(&b.1.key));
+        let keys: Vec<_> = since.iter().map(|(_, r)| r.key.as_str()).collect();
+        assert_eq!(keys, ["new", "newer"], "at or after the time");
+        let leaf = u16::from_str_radix(&topgun_core::hash::routing_path("new")[..3], 16);
+        assert_eq!(since[0].0, leaf.unwrap());
+        assert!(
+            shard.lww_since("m", 0, 2).is_none(),
+            "three records, at most two"
+        );
+        assert_eq!(shard.lww_since("other", 0, 2), Some(Vec::new()));
+    }
+
+    #[test]
+    fn or_adds_and_removes_keep_tags() {
+        let mut shard = Shard::new();
+        let record = add("x", 5);
+        let tag = record.tag.clone();
+        let added = shard
+            .apply(
+                "m",
+                Write::OrAdd {
+                    key: "k".into(),
+                    record,
+                },
+            )
+            .unwrap();
+        assert_eq!(added.event.or_tag.as_deref(), Some(tag.as_str()));
+        let remove = Write::OrRemove {
+            key: "k".into(),
+            tag: tag.clone(),
+        };
+        let removed = shard.apply("m", remove.clone()).unwrap();
+        assert_eq!(
+            removed.stored.value,
+            StoredValue::Or {
+                records: vec![],
+                tombstones: vec![tag]
+            }
+        );
+        assert!(shard.apply("m", remove).is_none(), "idempotent");
+    }
+
+    #[test]
+    fn journal_drafts_say_what_changed() {
+        use JournalEventType::{Delete, Put, Update};
+        let kinds = |c: &Change| -> Vec<(JournalEventType, Option<Value>, Option<Value>)> {
+            c.drafts
+                .iter()
+                .map(|d| (d.kind, d.value.clone(), d.previous.clone()))
+                .collect()
+        };
+        let mut shard = Shard::with_journal();
+        let first = shard.apply("m", put("k", 1, 20)).unwrap();
+        assert_eq!(kinds(&first), vec![(Put, Some(Value::Int(1)), None)]);
+        assert_eq!(first.drafts[0].timestamp, ts(20, "a"));
+        let second = shard.apply("m", put("k", 2, 30)).unwrap();
+        assert_eq!(
+            kinds(&second),
+            vec![(Update, Some(Value::Int(2)), Some(Value::Int(1)))]
+        );
+        let tombstone = Write::Lww {
+            key: "k".into(),
+            record: LwwRecord::tombstone(ts(40, "b")),
+        };
+        let removed = shard.apply("m", tombstone).unwrap();
+        assert_eq!(kinds(&removed), vec![(Delete, None, Some(Value::Int(2)))]);
+        let again = shard.apply("m", put("k", 3, 50)).unwrap();
+        assert_eq!(
+            kinds(&again)[0].0,
+            Put,
+            "after a delete, a put is new again"
+        );
+
+        let record = add("x", 5);
+        let tag = record.tag.clone();
+        let added = shard
+            .apply(
+                "o",
+                Write::OrAdd {
+                    key: "k".into(),
+                    record,
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            kinds(&added),
+            vec![(Put, Some(Value::Str("x".into())), None)]
+        );
+        let gone = shard
+            .apply(
+                "o",
+                Write::OrRemove {
+                    key: "k".into(),
+                    tag,
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            kinds(&gone),
+            vec![(Delete, None, Some(Value::Str("x".into())))]
+        );
+
+        let internal = shard.apply("__topgun_counters", put("c", 1, 60)).unwrap();
+        assert!(
+            internal.drafts.is_empty(),
+            "reserved maps are not journaled"
+        );
+        let plain = Shard::new().apply("m", put("k", 1, 20)).unwrap();
+        assert!(plain.drafts.is_empty(), "no journal, no drafts");
+    }
+
+    #[test]
+    fn pushed_entries_merge_and_report_what_was_new() {
+        let mut shard = Shard::new();
+        let old = add("old", 1);
+        shard.apply(
+            "m",
+            Write::OrAdd {
+                key: "k".into(),
+                record: old.clone(),
+            },
+        );
+        let entry = OrMapEntry {
+            key: "k".into(),
+            records: vec![add("new", 2)],
+            tombstones: vec![old.tag.clone(), "9:0:other-key".into()],
+        };
+        let Pushed { events, stored, .. } = shard.push_or_entry("m", entry);
+        let kinds: Vec<_> = events.iter().map(|e| e.event_type).collect();
+        assert!(stored.is_some(), "the key's new state is stored once");
+        assert_eq!(
+            kinds,
+            vec![ServerEventType::OrRemove, ServerEventType::OrAdd]
+        );
+        let [entry] = &shard.or_entries("m", &["k".into()])[..] else {
+            panic!()
+        };
+        assert_eq!(tags(&entry.records), vec!["2:0:a"]);
+        assert_eq!(
+            entry.tombstones,
+            vec![old.tag],
+            "foreign tombstones dropped"
+        );
+    }
+
+    #[test]
+    fn pruning_forgets_old_tombstones_and_replays() {
+        let mut shard = Shard::new();
+        let mut log = Vec::new();
+        log.push(shard.apply("m", put("old", 1, 5)).unwrap().stored);
+        let tombstone = Write::Lww {
+            key: "old".into(),
+            record: LwwRecord::tombstone(ts(6, "a")),
+        };
+        log.push(shard.apply("m", tombstone).unwrap().stored);
+        log.push(shard.apply("m", put("live", 2, 5)).unwrap().stored);
+        let x = add("x", 1);
+        let remove = Write::OrRemove {
+            key: "set".into(),
+            tag: x.tag.clone(),
+        };
+        log.push(
+            shard
+                .apply(
+                    "m",
+                    Write::OrAdd {
+                        key: "set".into(),
+                        record: x,
+                    },
+                )
+                .unwrap()
+                .stored,
+        );
+        log.push(shard.apply("m", remove).unwrap().stored);
+        let pruned = shard.prune(&ts(100, "z"));
+        assert_eq!(
+            pruned
+                .iter()
+                .map(|e| (e.key.as_str(), e.value.clone()))
+                .collect::<Vec<_>>(),
+            vec![
+                ("old", StoredValue::Gone(MapKind::Lww)),
+                ("set", StoredValue::Gone(MapKind::Or)),
+            ]
+        );
+        assert_eq!(shard.dump().len(), 1, "only the live record is left");
+        // Replaying the log with the prune gives the same state.
+        let mut replayed = Shard::new();
+        log.extend(pruned);
+        replayed.load(log);
+        assert_eq!(replayed.dump(), shard.dump());
+        assert_eq!(
+            replayed.leaf_sums(MapKind::Lww, "m", "").unwrap(),
+            shard.leaf_sums(MapKind::Lww, "m", "").unwrap()
+        );
+    }
+
+    #[test]
+    fn partial_leaf_sums_and_loading() {
+        let mut shard = Shard::new();
+        let change = shard.apply("m", put("k", 1, 5)).unwrap();
+        let sums = shard.leaf_sums(MapKind::Lww, "m", "").unwrap();
+        assert_eq!(sums.len(), 1);
+        assert!(shard.leaf_sums(MapKind::Or, "m", "").unwrap().is_empty());
+        assert!(
+            shard
+                .leaf_sums(MapKind::Lww, "other", "")
+                .unwrap()
+                .is_empty()
+        );
+        let mut restored = Shard::new();
+        assert_eq!(shard.dump(), vec![change.stored.clone()]);
+        restored.load(vec![change.stored]);
+        assert_eq!(restored.leaf_sums(MapKind::Lww, "m", "").unwrap(), sums);
+    }
+}

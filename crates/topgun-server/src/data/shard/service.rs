@@ -1,0 +1,571 @@
+//! The task that owns one [`Shard`]: applies requests in arrival order, makes changes
+//! durable, then acknowledges them and fans their events out.
+//!
+//! With a write-ahead log, a batch's entries are appended without waiting; the commit waits
+//! in a FIFO of pending commits while the task goes on serving requests. Because the log
+//! completes appends in order, the FIFO's head is always the next to become durable. A
+//! commit's events are published, and its writer acknowledged (unless it asked for less than
+//! durability), only when it reaches the head *and* is durable — so no subscriber ever sees
+//! a write that a crash could still take back, and a re-sent duplicate (which changes
+//! nothing) is acknowledged only after the original's commit.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use topgun_core::OrMapEntry;
+use topgun_core::merkle::Sum;
+use topgun_core::protocol::Message;
+use topgun_core::protocol::enums::WriteConcern;
+use topgun_core::protocol::messages::{LeafRecord, ServerBatchEvent, ServerEvent};
+
+use crate::connection::fanout::{ConnHandle, ConnId, Subscribers};
+use crate::data::ops::Write;
+use crate::data::shard::Shard;
+use crate::journal::service::JournalFeed;
+use crate::journal::{self, Draft, Logged};
+use crate::metrics::Metrics;
+use crate::query::{Queries, Records};
+use crate::storage::store::{MapKind, Store, StoredEntry};
+use crate::storage::wal::{OnDurable, Wal, WalError};
+
+/// Why a write was not acknowledged: an `ERROR` code and message.
+pub type Failure = (u32, String);
+
+pub mod codes {
+    pub const INTERNAL: u32 = 500;
+    pub const UNAVAILABLE: u32 = 503;
+}
+
+/// Where applied changes go to become durable.
+#[derive(Debug, Clone)]
+pub enum Persist {
+    /// Appended to the write-ahead log; `level` is what a completed append achieves.
+    Wal { wal: Wal, level: WriteConcern },
+    /// Written straight to the store (no log): `APPLIED` once the store has them.
+    Store(Arc<dyn Store>),
+}
+
+/// A request for one shard task.
+#[derive(Debug)]
+pub enum Request {
+    Apply {
+        conn: ConnId,
+        writes: Vec<(String, Write)>,
+        /// Acknowledge only once durable (else once applied).
+        durable: bool,
+        done: oneshot::Sender<Result<WriteConcern, Failure>>,
+    },
+    Push {
+        conn: ConnId,
+        map: String,
+        entries: Vec<OrMapEntry>,
+    },
+    Leaves {
+        kind: MapKind,
+        map: String,
+        path: String,
+        subscribe: Option<ConnHandle>,
+        reply: oneshot::Sender<Vec<(u16, Sum)>>,
+    },
+    LwwLeaf {
+        map: String,
+        path: String,
+        reply: oneshot::Sender<Vec<LeafRecord>>,
+    },
+    /// Every LWW record of a map ([`Shard::lww_records`]), for a live query's snapshot.
+    LwwRecords {
+        map: String,
+        reply: oneshot::Sender<Vec<(String, topgun_core::LwwRecord)>>,
+    },
+    /// LWW records changed since a time ([`Shard::lww_since`]).
+    LwwSince {
+        map: String,
+        since_ms: u64,
+        max: usize,
+        reply: oneshot::Sender<Option<Vec<(u16, LeafRecord)>>>,
+    },
+    OrLeaf {
+        map: String,
+        path: String,
+        reply: oneshot::Sender<Vec<OrMapEntry>>,
+    },
+    OrEntries {
+        map: String,
+        keys: Vec<(usize, String)>,
+        reply: oneshot::Sender<Vec<(usize, OrMapEntry)>>,
+    },
+    /// Forget tombstones older than the horizon; answers with the number of keys changed.
+    Prune {
+        older_than: topgun_core::Timestamp,
+        reply: oneshot::Sender<usize>,
+    },
+    /// Every key's state, answered once every commit applied so far is durable.
+    Dump {
+        reply: oneshot::Sender<Vec<StoredEntry>>,
+    },
+    /// Receive the map's events (a connection that writes to a map it never synced).
+    Subscribe {
+        kind: MapKind,
+        map: String,
+        conn: ConnHandle,
+    },
+    Forget {
+        conn: ConnId,
+    },
+}
+
+type Written = oneshot::Receiver<Result<u64, Arc<WalError>>>;
+
+/// A commit waiting for its log append. The FIFO of them is bounded by what feeds it: each
+/// entry answers a request taken from the shard's bounded queue, and appends wait for room
+/// in the log's bounded queue.
+struct Pending {
+    /// `None`: nothing was appended (nothing changed); durable once those before it are.
+    written: Option<Written>,
+    writer: ConnId,
+    events: Vec<(MapKind, ServerEvent)>,
+    /// The writer's acknowledgement, when it waits for durability.
+    done: Option<oneshot::Sender<Result<WriteConcern, Failure>>>,
+    /// A backup's copy of the shard, sent once everything before it is durable.
+    dump: Option<(oneshot::Sender<Vec<StoredEntry>>, Vec<StoredEntry>)>,
+}
+
+struct Task {
+    shard: Shard,
+    subscribers: Subscribers,
+    queries: Queries,
+    persist: Persist,
+    metrics: Arc<Metrics>,
+    pending: VecDeque<Pending>,
+    /// Where journal events go once durable (with the journal on).
+    journal: Option<JournalFeed>,
+    /// The events of the commits being settled, kept between settlements: built afresh,
+    /// this vector grew by doubling through fresh memory at every group commit (the
+    /// kernel zeroing those pages was 6 % of the server under write load while the
+    /// allocator still used huge pages).
+    settled: Vec<Event>,
+}
+
+/// Most events [`Task::settled`] keeps room for while idle (about 300 KiB).
+const SETTLED_KEEP: usize = 1024;
+
+/// Runs a shard until every sender is gone and every pending commit is settled.
+pub async fn run(
+    shard: Shard,
+    mut requests: mpsc::Receiver<Request>,
+    persist: Persist,
+    queries: Queries,
+    metrics: Arc<Metrics>,
+    journal: Option<JournalFeed>,
+) {
+    let mut task = Task {
+        shard,
+        subscribers: Subscribers::default(),
+        queries,
+        persist,
+        metrics,
+        pending: VecDeque::new(),
+        journal,
+        settled: Vec::new(),
+    };
+    loop {
+        tokio::select! {
+            biased;
+            written = head_written(&mut task.pending) => task.settle_ready(written),
+            request = requests.recv() => match request {
+                Some(request) => task.serve(request).await,
+                None => break,
+            },
+        }
+    }
+    while !task.pending.is_empty() {
+        let written = head_written(&mut task.pending).await;
+        task.settle_ready(written);
+    }
+}
+
+/// Resolves when the head commit's append completes; never while the FIFO is empty.
+async fn head_written(pending: &mut VecDeque<Pending>) -> Result<(), Arc<WalError>> {
+    let Some(head) = pending.front_mut() else {
+        return std::future::pending().await;
+    };
+    match head.written.as_mut() {
+        None => Ok(()),
+        Some(written) => match written.await {
+            Ok(result) => result.map(drop),
+            Err(_) => Err(Arc::new(WalError::Closed)),
+        },
+    }
+}
+
+impl Task {
+    fn level(&self) -> WriteConcern {
+        match &self.persist {
+            Persist::Wal { level, .. } => *level,
+            Persist::Store(_) => WriteConcern::Applied,
+        }
+    }
+
+    /// Settles the head commit and every following one that is already durable (a group
+    /// commit makes many durable at once), then publishes all their events together: one
+    /// frame per map and writer for the group instead of one per commit.
+    fn settle_ready(&mut self, first: Result<(), Arc<WalError>>) {
+        let mut events = std::mem::take(&mut self.settled);
+        self.settle_head(first, &mut events);
+        while let Some(next) = self.ready_head() {
+            self.settle_head(next, &mut events);
+        }
+        self.tell_queries(&events);
+        publish(&mut self.subscribers, &self.metrics, events.drain(..));
+        events.shrink_to(SETTLED_KEEP);
+        self.settled = events;
+    }
+
+    /// Hands durable LWW changes of maps with live queries to the query task, grouped by map
+    /// and writer, without waiting (see [`Queries::offer_changed`]).
+    fn tell_queries(&self, events: &[Event]) {
+        let mut groups: Vec<(ConnId, String, Records)> = Vec::new();
+        for (writer, kind, event) in events {
+            let (MapKind::Lww, Some(record)) = (kind, &event.record) else {
+                continue;
+            };
+            if !self.queries.watches(&event.map_name) {
+                continue;
+            }
+            let change = (event.key.to_string(), record.clone());
+            match groups
+                .iter_mut()
+                .find(|(w, m, _)| w == writer && *m == event.map_name)
+            {
+                Some((_, _, changes)) => changes.push(change),
+                None => groups.push((*writer, event.map_name.to_string(), vec![change])),
+            }
+        }
+        for (writer, map, changes) in groups {
+            self.queries.offer_changed(map, writer, changes);
+        }
+    }
+
+    /// The head commit's outcome if its append has already completed.
+    fn ready_head(&mut self) -> Option<Result<(), Arc<WalError>>> {
+        let head = self.pending.front_mut()?;
+        match head.written.as_mut() {
+            None => Some(Ok(())),
+            Some(written) => match written.try_recv() {
+                Ok(result) => Some(result.map(drop)),
+                Err(oneshot::error::TryRecvError::Empty) => None,
+                Err(oneshot::error::TryRecvError::Closed) => Some(Err(Arc::new(WalError::Closed))),
+            },
+        }
+    }
+
+    /// Pops the head commit: answers its writer and keeps its events (if it is durable).
+    fn settle_head(&mut self, written: Result<(), Arc<WalError>>, events: &mut Vec<Event>) {
+        let Some(head) = self.pending.pop_front() else {
+            return;
+        };
+        let outcome = match written {
+            Ok(()) => {
+                let writer = head.writer;
+                events.extend(head.events.into_iter().map(|(kind, e)| (writer, kind, e)));
+                Ok(self.level())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "a commit failed; its writer is told");
+                Err((codes::UNAVAILABLE, e.to_string()))
+            }
+        };
+        if let Some(done) = head.done {
+            let _ = done.send(outcome);
+        }
+        if let Some((reply, entries)) = head.dump {
+            let _ = reply.send(entries);
+        }
+    }
+
+    async fn serve(&mut self, request: Request) {
+        match request {
+            Request::Apply {
+                conn,
+                writes,
+                durable,
+                done,
+            } => {
+                if let Err(refused) = self.check_room() {
+                    let _ = done.send(Err(refused));
+                    return;
+                }
+                let mut events = Vec::with_capacity(writes.len());
+                let mut logged = Vec::with_capacity(writes.len());
+                let now = crate::clock::now_ms();
+                for (map, write) in writes {
+                    let kind = write.map_kind();
+                    if let Some(mut change) = self.shard.apply(&map, write) {
+                        events.push((kind, change.event));
+                        stamp(&mut change.drafts, now);
+                        logged.push((change.stored, change.drafts));
+                    }
+                }
+                self.commit(conn, events, logged, Some((done, durable)))
+                    .await;
+            }
+            Request::Push { conn, map, entries } => {
+                if let Err((_, why)) = self.check_room() {
+                    tracing::warn!(%why, "pushed OR entries refused");
+                    return;
+                }
+                let (mut events, mut logged) = (Vec::new(), Vec::new());
+                let now = crate::clock::now_ms();
+                for entry in entries {
+                    let mut pushed = self.shard.push_or_entry(&map, entry);
+                    events.extend(pushed.events.into_iter().map(|e| (MapKind::Or, e)));
+                    stamp(&mut pushed.drafts, now);
+                    logged.extend(pushed.stored.map(|s| (s, pushed.drafts)));
+                }
+                self.commit(conn, events, logged, None).await;
+            }
+            Request::Prune { older_than, reply } => {
+                let stored = self.shard.prune(&older_than);
+                let _ = reply.send(stored.len());
+                self.persist_quietly(stored).await;
+            }
+            Request::Dump { reply } => {
+                let entries = self.shard.dump();
+                match self.persist {
+                    Persist::Store(_) => {
+                        let _ = reply.send(entries);
+                    }
+                    Persist::Wal { .. } => self.pending.push_back(Pending {
+                        written: None,
+                        writer: 0,
+                        events: Vec::new(),
+                        done: None,
+                        dump: Some((reply, entries)),
+                    }),
+                }
+            }
+            other => self.read(other),
+        }
+    }
+
+    fn check_room(&self) -> Result<(), Failure> {
+        match &self.persist {
+            Persist::Wal { wal, .. } => wal
+                .check_room()
+                .map_err(|e| (codes::UNAVAILABLE, e.to_string())),
+            Persist::Store(_) => Ok(()),
+        }
+    }
+
+    /// Serves the requests that only read (and subscriptions).
+    fn read(&mut self, request: Request) {
+        match request {
+            Request::Leaves {
+                kind,
+                map,
+                path,
+                subscribe,
+                reply,
+            } => {
+                if let Some(conn) = subscribe {
+                    self.subscribers.subscribe(kind, &map, conn);
+                }
+                let sums = self.shard.leaf_sums(kind, &map, &path).unwrap_or_default();
+                let _ = reply.send(sums);
+            }
+            Request::LwwLeaf { map, path, reply } => {
+                let _ = reply.send(self.shard.lww_leaf(&map, &path).unwrap_or_default());
+            }
+            Request::LwwRecords { map, reply } => {
+                let _ = reply.send(self.shard.lww_records(&map));
+            }
+            Request::LwwSince {
+                map,
+                since_ms,
+                max,
+                reply,
+            } => {
+                let _ = reply.send(self.shard.lww_since(&map, since_ms, max));
+            }
+            Request::OrLeaf { map, path, reply } => {
+                let _ = reply.send(self.shard.or_leaf(&map, &path).unwrap_or_default());
+            }
+            Request::OrEntries { map, keys, reply } => {
+                let (at, keys): (Vec<usize>, Vec<String>) = keys.into_iter().unzip();
+                let entries = self.shard.or_entries(&map, &keys);
+                let _ = reply.send(at.into_iter().zip(entries).collect());
+            }
+            Request::Subscribe { kind, map, conn } => self.subscribers.subscribe(kind, &map, conn),
+            Request::Forget { conn } => self.subscribers.forget(conn),
+            Request::Apply { .. }
+            | Request::Push { .. }
+            | Request::Dump { .. }
+            | Request::Prune { .. } => {
+                unreachable!("writes are served by `serve`")
+            }
+        }
+    }
+
+    /// Makes server-made changes durable (nobody waits, no events).
+    async fn persist_quietly(&mut self, stored: Vec<StoredEntry>) {
+        if stored.is_empty() {
+            return;
+        }
+        let result = match &self.persist {
+            Persist::Store(store) => store.write(stored).await.map_err(|e| e.to_string()),
+            Persist::Wal { wal, .. } => {
+                let payloads = stored.iter().map(StoredEntry::encode).collect();
+                wal.append(payloads)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, "pruned tombstones were not recorded; a restart prunes again");
+        }
+    }
+
+    /// Makes `logged` durable, then publishes `events` and acknowledges the writer.
+    async fn commit(
+        &mut self,
+        writer: ConnId,
+        events: Vec<(MapKind, ServerEvent)>,
+        logged: Vec<Logged>,
+        ack: Option<(oneshot::Sender<Result<WriteConcern, Failure>>, bool)>,
+    ) {
+        let wal = match &self.persist {
+            Persist::Store(store) => {
+                let (stored, drafts): (Vec<_>, Vec<_>) = logged
+                    .into_iter()
+                    .map(|(entry, drafts)| {
+                        let named = drafts
+                            .into_iter()
+                            .map(|d| (entry.map.clone(), entry.key.clone(), d))
+                            .collect::<Vec<_>>();
+                        (entry, named)
+                    })
+                    .unzip();
+                let outcome = match store.write(stored).await {
+                    Ok(()) => {
+                        if let Some(journal) = &self.journal {
+                            let drafts = drafts.into_iter().flatten().collect();
+                            journal.send_unsequenced(drafts).await;
+                        }
+                        let events: Vec<Event> = events
+                            .into_iter()
+                            .map(|(kind, e)| (writer, kind, e))
+                            .collect();
+                        self.tell_queries(&events);
+                        publish(&mut self.subscribers, &self.metrics, events.into_iter());
+                        Ok(WriteConcern::Applied)
+                    }
+                    Err(e) => Err((codes::UNAVAILABLE, e.to_string())),
+                };
+                if let Some((done, _)) = ack {
+                    let _ = done.send(outcome);
+                }
+                return;
+            }
+            Persist::Wal { wal, .. } => wal.clone(),
+        };
+        let written = if logged.is_empty() {
+            None
+        } else {
+            let payloads = logged
+                .iter()
+                .map(|(entry, drafts)| journal::encode_frame(entry, drafts))
+                .collect();
+            let on_durable = self
+                .journal
+                .clone()
+                .and_then(|feed| on_durable(feed, logged));
+            match wal.append_with(payloads, on_durable).await {
+                Ok(written) => Some(written),
+                Err(e) => {
+                    if let Some((done, _)) = ack {
+                        let _ = done.send(Err((codes::UNAVAILABLE, e.to_string())));
+                    }
+                    return;
+                }
+            }
+        };
+        let done = match ack {
+            Some((done, true)) => Some(done),
+            Some((done, false)) => {
+                let _ = done.send(Ok(WriteConcern::Applied));
+                None
+            }
+            None => None,
+        };
+        self.pending.push_back(Pending {
+            written,
+            writer,
+            events,
+            done,
+            dump: None,
+        });
+    }
+}
+
+/// Sets the time the drafts were recorded (the shard, being sans I/O, has no clock).
+fn stamp(drafts: &mut [Draft], now_ms: u64) {
+    for draft in drafts {
+        draft.recorded_ms = now_ms;
+    }
+}
+
+/// The hook that hands a commit's logged changes, with the LSN of their first frame, to the
+/// journal once the log has them (the journal task sequences their events); `None` when
+/// the commit has no events.
+fn on_durable(feed: JournalFeed, logged: Vec<Logged>) -> Option<OnDurable> {
+    if logged.iter().all(|(_, drafts)| drafts.is_empty()) {
+        return None;
+    }
+    Some(Box::new(move |first_lsn| {
+        feed.blocking_send(first_lsn, logged);
+    }))
+}
+
+/// Offers a commit's events to each map's subscribers but the writer, encoded once per
+/// map: one `SERVER_EVENT`, or one `SERVER_BATCH_EVENT` when the commit changed several
+/// keys of the map (a large batch costs each subscriber one frame, not one per op).
+/// An event of a settled commit, with the connection that wrote it (which is not sent its
+/// own writes).
+type Event = (ConnId, MapKind, ServerEvent);
+
+/// Most events in one `SERVER_BATCH_EVENT` frame, so that one frame stays small.
+const EVENTS_PER_FRAME: usize = 512;
+
+/// Encodes each (map, writer) group's events once and queues the frames for every other
+/// subscriber of the map.
+fn publish(subscribers: &mut Subscribers, metrics: &Metrics, events: impl Iterator<Item = Event>) {
+    let mut groups: Vec<(ConnId, MapKind, Vec<ServerEvent>)> = Vec::new();
+    for (writer, kind, event) in events {
+        if !subscribers.has_subscribers(kind, &event.map_name, writer) {
+            continue;
+        }
+        let group = groups
+            .iter_mut()
+            .find(|(w, k, evs)| *w == writer && *k == kind && evs[0].map_name == event.map_name);
+        match group {
+            Some((_, _, evs)) => evs.push(event),
+            None => groups.push((writer, kind, vec![event])),
+        }
+    }
+    for (writer, kind, events) in groups {
+        let map = events[0].map_name.to_string();
+        let mut events = events.into_iter().peekable();
+        while events.peek().is_some() {
+            let mut chunk: Vec<ServerEvent> = events.by_ref().take(EVENTS_PER_FRAME).collect();
+            let msg = if chunk.len() == 1 {
+                Message::ServerEvent(chunk.remove(0))
+            } else {
+                Message::ServerBatchEvent(ServerBatchEvent { events: chunk })
+            };
+            let delivery = subscribers.publish(kind, &map, writer, &msg);
+            metrics.events(delivery.queued);
+        }
+    }
+}
