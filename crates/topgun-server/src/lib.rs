@@ -14,6 +14,7 @@
 //! | [`journal`] | the event journal (sans I/O) and the task serving it |
 //! | [`storage`] | write-ahead log, stores, checkpoints, backups, recovery |
 //! | [`metrics`] | counters and latency histograms, rendered for `/metrics` (Prometheus) |
+//! | [`error`] | every `ERROR` code and the refusals built from them |
 //! | [`clock`] | the wall clock |
 //! | [`by_name`] | maps keyed by a name, looked up without copying it |
 //! | [`server`] | the I/O driver: routes, WebSocket connections, health, shutdown |
@@ -28,6 +29,7 @@ pub mod config;
 pub mod connection;
 pub mod coordination;
 pub mod data;
+pub mod error;
 pub mod journal;
 pub mod metrics;
 pub mod query;

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use crate::clock::now_ms;
+use crate::error;
 use crate::metrics::Metrics;
 use std::time::{Duration, Instant};
 
@@ -640,13 +641,7 @@ fn admit(shared: &Shared, info: &ConnInfo) -> Result<(), String> {
 /// What a refused connection is sent: the reason, then a policy close.
 fn refuse(why: String) -> Vec<Output> {
     vec![
-        Output::Send(Message::Error(
-            topgun_core::protocol::messages::ErrorPayload {
-                code: 429,
-                message: why.into(),
-                details: None,
-            },
-        )),
+        Output::Send(error::error(error::code::TOO_MANY, why)),
         Output::Close {
             code: close::POLICY,
             reason: "connection refused",

@@ -18,12 +18,13 @@ use std::sync::Arc;
 
 use topgun_core::hash::PARTITION_COUNT;
 use topgun_core::protocol::messages::{
-    AuthAck, AuthFail, AuthRequired, DeviceAck, ErrorPayload, NodeEndpoints, NodeInfo,
-    PartitionInfo, PartitionMap, Pong,
+    AuthAck, AuthFail, AuthRequired, DeviceAck, NodeEndpoints, NodeInfo, PartitionInfo,
+    PartitionMap, Pong,
 };
 use topgun_core::protocol::{ErrorKind, Limits, Message, enums::NodeStatus};
 
 use crate::config::SessionLimits;
+use crate::error::code;
 use crate::security::auth::{AuthError, JwtVerifier, Principal};
 
 /// Checks a token at a point in time.
@@ -35,14 +36,6 @@ impl Authenticator for JwtVerifier {
     fn verify(&self, token: &str, now_ms: u64) -> Result<Principal, AuthError> {
         JwtVerifier::verify(self, token, now_ms / 1000)
     }
-}
-
-/// `ERROR` codes this layer sends.
-pub mod codes {
-    pub const BAD_REQUEST: u32 = 400;
-    pub const UNAUTHORIZED: u32 = 401;
-    pub const TOO_LARGE: u32 = 413;
-    pub const NOT_IMPLEMENTED: u32 = 501;
 }
 
 /// WebSocket close codes this layer uses.
@@ -98,11 +91,7 @@ pub struct Session {
 }
 
 fn error(code: u32, message: impl Into<String>) -> Output {
-    Output::Send(Message::Error(ErrorPayload {
-        code,
-        message: message.into().into(),
-        details: None,
-    }))
+    Output::Send(crate::error::error(code, message))
 }
 
 impl Session {
@@ -154,8 +143,8 @@ impl Session {
             Ok(msg) => self.on_message(msg, now_ms, auth),
             Err(e) => {
                 let code = match e.kind() {
-                    ErrorKind::FrameTooLarge { .. } => codes::TOO_LARGE,
-                    _ => codes::BAD_REQUEST,
+                    ErrorKind::FrameTooLarge { .. } => code::TOO_LARGE,
+                    _ => code::BAD_REQUEST,
                 };
                 vec![error(code, e.to_string())]
             }
@@ -165,7 +154,7 @@ impl Session {
     /// A text frame: the protocol is binary MsgPack only.
     pub fn on_text_frame(&mut self) -> Vec<Output> {
         vec![error(
-            codes::BAD_REQUEST,
+            code::BAD_REQUEST,
             "text frames are not part of the protocol; send one MsgPack message per binary frame",
         )]
     }
@@ -203,7 +192,7 @@ impl Session {
         self.phase = Phase::AwaitingAuth { deadline_ms };
         vec![
             error(
-                codes::UNAUTHORIZED,
+                code::UNAUTHORIZED,
                 "the token has expired: authenticate again with a fresh one",
             ),
             Output::Send(Message::AuthRequired(AuthRequired {})),
@@ -219,7 +208,7 @@ impl Session {
         if !msg.sent_by_clients() {
             let what = msg.type_name();
             return vec![error(
-                codes::BAD_REQUEST,
+                code::BAD_REQUEST,
                 format!("{what} is sent by servers, not clients"),
             )];
         }
@@ -227,7 +216,7 @@ impl Session {
             Message::Auth(a) => self.on_auth(&a.token, now_ms, auth),
             Message::DeviceHello(_) => self.on_device_hello(),
             _ if matches!(self.phase, Phase::AwaitingAuth { .. }) => vec![error(
-                codes::UNAUTHORIZED,
+                code::UNAUTHORIZED,
                 format!(
                     "{} needs an authenticated connection: send AUTH first",
                     msg.type_name()
@@ -272,7 +261,7 @@ impl Session {
             Err(e) => {
                 let mut out = vec![Output::Send(Message::AuthFail(AuthFail {
                     error: Some(format!("Authentication failed: {e}").into()),
-                    code: Some(codes::UNAUTHORIZED),
+                    code: Some(code::UNAUTHORIZED),
                 }))];
                 out.extend(self.close(close::POLICY, "authentication failed"));
                 out
@@ -330,14 +319,14 @@ impl Session {
     ) -> Vec<Output> {
         let frames = match batch.frames() {
             Ok(frames) => frames,
-            Err(e) => return vec![error(codes::BAD_REQUEST, e.to_string())],
+            Err(e) => return vec![error(code::BAD_REQUEST, e.to_string())],
         };
         let mut out = Vec::new();
         for frame in frames {
             match Message::decode(frame, &self.config.decode) {
-                Ok(Message::Batch(_)) => out.push(error(codes::BAD_REQUEST, "BATCH inside BATCH")),
+                Ok(Message::Batch(_)) => out.push(error(code::BAD_REQUEST, "BATCH inside BATCH")),
                 Ok(msg) => out.extend(self.on_message(msg, now_ms, auth)),
-                Err(e) => out.push(error(codes::BAD_REQUEST, e.to_string())),
+                Err(e) => out.push(error(code::BAD_REQUEST, e.to_string())),
             }
             if self.is_closed() {
                 break;

@@ -16,10 +16,12 @@ use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 use topgun_core::PnCounter;
 use topgun_core::protocol::Message;
-use topgun_core::protocol::messages::{CounterState, ErrorPayload};
+use topgun_core::protocol::messages::CounterState;
 
 use crate::connection::fanout::{ConnHandle, ConnId, Outbound, SharedFrame};
 use crate::coordination::internal::{COUNTERS_MAP, InternalWriter, counter_to_value};
+use crate::error::code::{BAD_REQUEST, TOO_LARGE, TOO_MANY, UNAVAILABLE};
+use crate::error::error;
 use crate::security::policy::{Action, Resource};
 
 /// Requests waiting for the counter task.
@@ -31,11 +33,6 @@ pub const NAME_MAX_BYTES: usize = 256;
 /// Nodes one counter may count (each side); a sync that would add more is refused, so no
 /// client can grow a counter's state — and every update of it — without bound.
 pub const NODES_MAX: usize = 1024;
-
-const BAD_REQUEST: u32 = 400;
-const TOO_MANY: u32 = 429;
-const TOO_LARGE: u32 = 413;
-const UNAVAILABLE: u32 = 503;
 
 /// Why a request was refused: an `ERROR` code and message.
 type Refusal = (u32, String);
@@ -68,14 +65,6 @@ fn state(name: &str, counter: &PnCounter) -> CounterState {
         name: name.into(),
         state: counter.clone(),
     }
-}
-
-fn error(code: u32, message: String) -> Message {
-    Message::Error(ErrorPayload {
-        code,
-        message: message.into(),
-        details: None,
-    })
 }
 
 #[derive(Debug)]
@@ -155,7 +144,7 @@ impl Counters {
     }
 
     async fn ask(&self, input: Input, answer: oneshot::Receiver<Message>) -> Outbound {
-        let stopped = || error(UNAVAILABLE, "the counter service stopped".into());
+        let stopped = || error(UNAVAILABLE, "the counter service stopped");
         if self.tx.send(input).await.is_err() {
             return Outbound::Message(Box::new(stopped()));
         }

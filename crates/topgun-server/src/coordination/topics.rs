@@ -19,13 +19,11 @@ use topgun_core::protocol::messages::TopicMessage;
 
 use crate::connection::fanout::{ConnHandle, ConnId, Delivery, SharedFrame};
 use crate::coordination::names;
+use crate::error::code::{BAD_REQUEST, TOO_MANY};
 use crate::security::policy::{Action, Resource};
 
 /// Why a topic request was refused: an `ERROR` code and message.
 pub type Refusal = (u32, String);
-
-const BAD_REQUEST: u32 = 400;
-const TOO_MANY: u32 = 429;
 
 /// The topics one connection subscribes to (kept by the connection, so that its clean-up
 /// touches only its own topics). Boxed: most connections never subscribe to one, and an

@@ -13,6 +13,8 @@ use topgun_core::protocol::messages::ClientOp;
 use topgun_core::protocol::wire::Field;
 use topgun_core::{Hlc, HlcError, LwwRecord, OrRecord, Timestamp};
 
+use crate::error::code;
+
 /// Map names with these prefixes belong to the server (PROTOCOL.md §4.19).
 pub const RESERVED_PREFIXES: [&str; 2] = ["_topgun_", "__topgun_"];
 /// Longest map name accepted, in bytes.
@@ -71,14 +73,9 @@ pub struct Rejection {
     pub retry: bool,
 }
 
-pub mod codes {
-    pub const BAD_OP: u32 = 400;
-    pub const FORBIDDEN: u32 = 403;
-}
-
 fn bad(reason: impl Into<String>) -> Rejection {
     Rejection {
-        code: codes::BAD_OP,
+        code: code::BAD_REQUEST,
         reason: reason.into(),
         retry: false,
     }
@@ -97,7 +94,7 @@ pub fn check_map_name(name: &str) -> Result<(), Rejection> {
     }
     if RESERVED_PREFIXES.iter().any(|p| name.starts_with(p)) {
         return Err(Rejection {
-            code: codes::FORBIDDEN,
+            code: code::FORBIDDEN,
             reason: format!("map {name:?} is reserved for the server"),
             retry: false,
         });

@@ -28,9 +28,9 @@ use topgun_core::merkle::{MERKLE_DEPTH, path_depth};
 use topgun_core::protocol::Message;
 use topgun_core::protocol::enums::WriteConcern;
 use topgun_core::protocol::messages::{
-    ClientOp, ErrorPayload, LeafRecord, MerkleReqBucket, OpAck, OpRejected, OrMapDiffRequest,
-    OrMapDiffResponse, OrMapPushDiff, OrMapSyncRespLeaf, OrMapSyncRespRoot, QuerySub,
-    SyncRespBuckets, SyncRespLeaf, SyncRespRoot,
+    ClientOp, LeafRecord, MerkleReqBucket, OpAck, OpRejected, OrMapDiffRequest, OrMapDiffResponse,
+    OrMapPushDiff, OrMapSyncRespLeaf, OrMapSyncRespRoot, QuerySub, SyncRespBuckets, SyncRespLeaf,
+    SyncRespRoot,
 };
 use topgun_core::value::CompactString;
 use topgun_core::{Hlc, OrMapEntry, SplitTree, Timestamp};
@@ -45,6 +45,7 @@ use crate::data::extensions;
 use crate::data::ops::{self, Write};
 use crate::data::shard::Shard;
 use crate::data::shard::service::{self as shard_task, Persist, Request};
+use crate::error::{self, code};
 use crate::journal::service::Journals;
 use crate::journal::{JOURNAL_MAP, JournalEvent, Retention};
 use crate::metrics::Metrics;
@@ -59,16 +60,6 @@ use crate::storage::store::{MapKind, StoredEntry};
 
 /// Requests waiting for one shard.
 const SHARD_QUEUE_LEN: usize = 1024;
-
-/// `ERROR` codes of the data path.
-pub mod codes {
-    pub const BAD_REQUEST: u32 = 400;
-    pub const FORBIDDEN: u32 = 403;
-    pub const TOO_LARGE: u32 = 413;
-    pub const TOO_MANY: u32 = 429;
-    pub const INTERNAL: u32 = 500;
-    pub const NOT_IMPLEMENTED: u32 = 501;
-}
 
 /// The services a connection has used (each is told when it closes).
 #[derive(Debug, Default, Clone, Copy)]
@@ -167,21 +158,6 @@ impl std::fmt::Debug for DataPlane {
             .field("shards", &self.shards.len())
             .finish_non_exhaustive()
     }
-}
-
-fn error_msg(code: u32, message: impl Into<String>) -> Box<Message> {
-    Box::new(Message::Error(ErrorPayload {
-        code,
-        message: message.into().into(),
-        details: None,
-    }))
-}
-
-fn shard_gone() -> Box<Message> {
-    error_msg(
-        codes::INTERNAL,
-        "a partition shard stopped; the server is shutting down",
-    )
 }
 
 impl DataPlane {
@@ -312,15 +288,15 @@ impl DataPlane {
             // OR entry hashes cover the values: a reader limited to some fields could
             // recover a hidden one by guessing it against the hashes, so it may not sync
             // OR-Maps at all (its events and queries are limited as usual).
-            Decision::Allow(Some(_)) if or => Err(error_msg(
-                codes::FORBIDDEN,
+            Decision::Allow(Some(_)) if or => Err(error::refusal(
+                code::FORBIDDEN,
                 format!(
                     "map {map:?} may be read only in part, and an OR-Map's hashes cover whole \
                      values: OR-Map sync is not allowed"
                 ),
             )),
             Decision::Allow(fields) => Ok(fields),
-            Decision::Deny => Err(forbidden(Resource::Map, map, Action::Read)),
+            Decision::Deny => Err(error::forbidden(Resource::Map, map, Action::Read)),
         }
     }
 
@@ -357,7 +333,7 @@ impl DataPlane {
                         .access()
                         .decide(Resource::Map, &p.map_name, Action::Write);
                 if !decision.allowed() {
-                    let refused = forbidden(Resource::Map, &p.map_name, Action::Write);
+                    let refused = error::forbidden(Resource::Map, &p.map_name, Action::Write);
                     return Some(Outbound::Message(refused));
                 }
                 return self.or_push(conn, p, now_ms).await;
@@ -387,13 +363,13 @@ impl DataPlane {
         msg: Message,
         now_ms: u64,
     ) -> Option<Outbound> {
-        let refusal = |(code, why): (u32, String)| Outbound::Message(error_msg(code, why));
+        let refusal = |(code, why): (u32, String)| Outbound::Message(error::refusal(code, why));
         if let Some((resource, name, actions)) = coordination_target(&msg)
             && let Some(action) = actions
                 .iter()
                 .find(|a| !conn.handle.access().decide(resource, name, **a).allowed())
         {
-            return Some(Outbound::Message(forbidden(resource, name, *action)));
+            return Some(Outbound::Message(error::forbidden(resource, name, *action)));
         }
         match msg {
             Message::TopicSub(t) => {
@@ -450,12 +426,8 @@ impl DataPlane {
             | Message::JournalUnsubscribe(_)
             | Message::JournalRead(_) => self.journal_request(conn, msg).await,
             other => Some(Outbound::Message(
-                extensions::declined(other).unwrap_or_else(|other| {
-                    error_msg(
-                        codes::NOT_IMPLEMENTED,
-                        format!("{} is not served by this server yet", other.type_name()),
-                    )
-                }),
+                extensions::declined(other)
+                    .unwrap_or_else(|other| error::not_served(other.type_name())),
             )),
         }
     }
@@ -463,8 +435,8 @@ impl DataPlane {
     /// `JOURNAL_SUBSCRIBE`, `JOURNAL_UNSUBSCRIBE` and `JOURNAL_READ`.
     async fn journal_request(&self, conn: &mut ConnState, msg: Message) -> Option<Outbound> {
         let Some(journal) = &self.journal else {
-            return Some(Outbound::Message(error_msg(
-                codes::NOT_IMPLEMENTED,
+            return Some(Outbound::Message(error::refusal(
+                code::NOT_IMPLEMENTED,
                 "the event journal is turned off on this server (journal_capacity = 0)",
             )));
         };
@@ -482,7 +454,7 @@ impl DataPlane {
                 .decide(Resource::Map, map, Action::Read)
                 .allowed()
         {
-            return Some(Outbound::Message(forbidden(
+            return Some(Outbound::Message(error::forbidden(
                 Resource::Map,
                 map,
                 Action::Read,
@@ -563,7 +535,7 @@ impl DataPlane {
             .decide(Resource::Map, &map, Action::Read)
         {
             Decision::Deny => {
-                return Some(Outbound::Message(forbidden(
+                return Some(Outbound::Message(error::forbidden(
                     Resource::Map,
                     &map,
                     Action::Read,
@@ -582,7 +554,7 @@ impl DataPlane {
                      may not filter, sort or group by it",
                     sub.query_id
                 );
-                return Some(Outbound::Message(error_msg(codes::FORBIDDEN, why)));
+                return Some(Outbound::Message(error::refusal(code::FORBIDDEN, why)));
             }
             // Rows show at most the fields the reader may see.
             fields = Some(match fields {
@@ -607,7 +579,7 @@ impl DataPlane {
         self.shards[shard]
             .send(request)
             .await
-            .map_err(|_| shard_gone())
+            .map_err(|_| error::shutting_down())
     }
 
     /// `CLIENT_OP` and `OP_BATCH`: refused ops get `OP_REJECTED` each, the rest are applied,
@@ -633,8 +605,8 @@ impl DataPlane {
             && requested.is_none_or(|wc| rank(wc) >= rank(WriteConcern::Persisted));
         let started = std::time::Instant::now();
         if ops.len() > self.guards.ops_per_batch_max {
-            return Err(error_msg(
-                codes::TOO_LARGE,
+            return Err(error::refusal(
+                code::TOO_LARGE,
                 format!(
                     "the batch holds {} ops; at most {} are allowed (nothing was applied)",
                     ops.len(),
@@ -678,11 +650,11 @@ impl DataPlane {
                     match result {
                         Ok(Ok(level)) => achieved = weakest(achieved, level),
                         Ok(Err((code, why))) => {
-                            frames.push(*error_msg(code, why));
+                            frames.push(*error::refusal(code, why));
                             return frames;
                         }
                         Err(_) => {
-                            frames.push(*shard_gone());
+                            frames.push(*error::shutting_down());
                             return frames;
                         }
                     }
@@ -749,7 +721,7 @@ impl DataPlane {
                     if refused.retry {
                         retry_from.get_or_insert(at);
                     }
-                    let rate_limited = refused.retry && refused.code == codes::TOO_MANY;
+                    let rate_limited = refused.retry && refused.code == code::TOO_MANY;
                     frames.push(Message::OpRejected(OpRejected {
                         op_id: id.clone().unwrap_or_else(|| "unknown".into()),
                         reason: refused.reason.into(),
@@ -797,8 +769,8 @@ impl DataPlane {
                 return Ok(());
             }
             Err(ops::Rejection {
-                code: codes::FORBIDDEN,
-                reason: format!("not allowed: WRITE on map {map:?}"),
+                code: code::FORBIDDEN,
+                reason: error::forbidden_reason(Resource::Map, map, Action::Write),
                 retry: false,
             })
         };
@@ -815,7 +787,7 @@ impl DataPlane {
             let size = value_bytes(&op);
             if size > max {
                 return Err(ops::Rejection {
-                    code: codes::TOO_LARGE,
+                    code: code::TOO_LARGE,
                     reason: format!(
                         "the value of key {:?} is {size} bytes; at most {max} are allowed",
                         op.key
@@ -921,8 +893,8 @@ impl DataPlane {
         check_map(&map)?;
         let subscribe = conn.maps.contains(&(kind, map.clone()));
         if !subscribe && conn.maps.len() >= conn.maps_max {
-            return Err(error_msg(
-                codes::TOO_MANY,
+            return Err(error::refusal(
+                code::TOO_MANY,
                 format!(
                     "this connection already syncs {} maps, the most allowed; map {map:?} is \
                      not synced",
@@ -953,7 +925,7 @@ impl DataPlane {
                     None => Vec::new(),
                 };
                 let Some(tree) = tree.await else {
-                    return vec![*shard_gone()];
+                    return vec![*error::shutting_down()];
                 };
                 let root_hash = tree.node_hash("").unwrap_or(0);
                 let msg = match kind {
@@ -983,7 +955,7 @@ impl DataPlane {
         let map = req.map_name.to_string();
         check_map(&map)?;
         let depth =
-            path_depth(&req.path).map_err(|e| error_msg(codes::BAD_REQUEST, e.to_string()))?;
+            path_depth(&req.path).map_err(|e| error::refusal(code::BAD_REQUEST, e.to_string()))?;
         self.metrics.merkle_request(kind);
         if depth == MERKLE_DEPTH {
             return match kind {
@@ -996,7 +968,7 @@ impl DataPlane {
         Ok(Outbound::Later(
             async move {
                 let Some(tree) = tree.await else {
-                    return vec![*shard_gone()];
+                    return vec![*error::shutting_down()];
                 };
                 let buckets = tree
                     .buckets(&path)
@@ -1078,7 +1050,7 @@ impl DataPlane {
                 let mut entries = vec![OrMapEntry::default(); total];
                 for part in join_all(replies).await {
                     let Ok(part) = part else {
-                        return vec![*shard_gone()];
+                        return vec![*error::shutting_down()];
                     };
                     for (at, entry) in part {
                         entries[at] = entry;
@@ -1154,7 +1126,7 @@ impl DataPlane {
         };
         self.pipeline
             .on_before_push(&mut ctx, &push.map_name, items)
-            .map_err(|refused| error_msg(refused.code, refused.reason))
+            .map_err(|refused| error::refusal(refused.code, refused.reason))
     }
 
     /// The limits a push shares with op batches: records and tombstones count as ops (and a
@@ -1166,8 +1138,8 @@ impl DataPlane {
         let max = self.guards.ops_per_batch_max;
         let key_max = crate::journal::EVENTS_PER_FRAME_MAX - 1;
         if total > max || push.entries.iter().any(|e| per_entry(e) > key_max) {
-            return Err(error_msg(
-                codes::TOO_LARGE,
+            return Err(error::refusal(
+                code::TOO_LARGE,
                 format!(
                     "the push holds {total} records and tombstones; at most {max} are allowed, \
                      and {key_max} per key (nothing was applied)"
@@ -1184,8 +1156,8 @@ impl DataPlane {
                     .map(|r| encode_standalone(&r.value).len())
                     .find(|size| *size > value_max)
                 {
-                    return Err(error_msg(
-                        codes::TOO_LARGE,
+                    return Err(error::refusal(
+                        code::TOO_LARGE,
                         format!(
                             "a value of key {:?} is {big} bytes; at most {value_max} are \
                              allowed (nothing was applied)",
@@ -1208,7 +1180,7 @@ fn joined_reply<T: Send + 'static>(
         async move {
             match parts.await {
                 Some(parts) => vec![reply(parts.into_iter().flatten().collect())],
-                None => vec![*shard_gone()],
+                None => vec![*error::shutting_down()],
             }
         }
         .boxed(),
@@ -1289,14 +1261,6 @@ fn coordination_target(msg: &Message) -> Option<(Resource, &str, &'static [Actio
     })
 }
 
-/// `ERROR 403` for a request the connection's roles do not allow.
-fn forbidden(resource: Resource, name: &str, action: Action) -> Box<Message> {
-    error_msg(
-        codes::FORBIDDEN,
-        format!("not allowed: {action} on {resource} {name:?}"),
-    )
-}
-
 /// A reply with every record value limited to `fields`.
 fn projected(out: Outbound, fields: Fields) -> Outbound {
     match out {
@@ -1319,7 +1283,7 @@ fn projected(out: Outbound, fields: Fields) -> Outbound {
 }
 
 fn check_map(map: &str) -> Result<(), Box<Message>> {
-    ops::check_map_name(map).map_err(|refused| error_msg(refused.code, refused.reason))
+    ops::check_map_name(map).map_err(|refused| error::refusal(refused.code, refused.reason))
 }
 
 /// One shard's changed records, each with its leaf index.

@@ -20,11 +20,13 @@ use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 use topgun_core::protocol::Message;
 use topgun_core::protocol::messages::{
-    ErrorPayload, JournalEventData, JournalRead, JournalReadResponse, JournalSubscribe,
+    JournalEventData, JournalRead, JournalReadResponse, JournalSubscribe,
 };
 
 use crate::clock::now_ms;
 use crate::connection::fanout::{ConnHandle, ConnId, Frames, Offer, Outbound, SharedFrame};
+use crate::error::code::{BAD_REQUEST, TOO_MANY, UNAVAILABLE};
+use crate::error::error;
 use crate::journal::{self, Draft, Filter, Journal, JournalEvent, Logged, Page, Retention};
 use crate::security::access::{ConnAccess, project_message};
 use crate::security::policy::{Action, Decision, Resource};
@@ -40,10 +42,6 @@ pub const READ_LIMIT_MAX: usize = 1_000;
 const REPLAY_PAGE: usize = 256;
 /// How often retention by age is applied.
 const EXPIRE_EVERY: Duration = Duration::from_secs(10);
-
-const BAD_REQUEST: u32 = 400;
-const TOO_MANY: u32 = 429;
-const UNAVAILABLE: u32 = 503;
 
 #[derive(Debug)]
 enum Input {
@@ -120,14 +118,6 @@ impl JournalFeed {
 #[derive(Debug, Clone)]
 pub struct Journals {
     tx: mpsc::Sender<Input>,
-}
-
-fn error(code: u32, message: String) -> Message {
-    Message::Error(ErrorPayload {
-        code,
-        message: message.into(),
-        details: None,
-    })
 }
 
 fn parse_sequence(text: &str) -> Result<u64, Box<Message>> {
@@ -220,7 +210,7 @@ impl Journals {
         Outbound::Later(
             async move {
                 let Ok(page) = answer.await else {
-                    return vec![error(UNAVAILABLE, "the journal stopped".into())];
+                    return vec![error(UNAVAILABLE, "the journal stopped")];
                 };
                 let events = page
                     .events
@@ -244,7 +234,7 @@ impl Journals {
 }
 
 fn stopped() -> Outbound {
-    Outbound::Message(Box::new(error(UNAVAILABLE, "the journal stopped".into())))
+    Outbound::Message(Box::new(error(UNAVAILABLE, "the journal stopped")))
 }
 
 struct Task {

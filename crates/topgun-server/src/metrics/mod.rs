@@ -16,12 +16,20 @@ pub mod histogram;
 pub use histogram::Histogram;
 
 use crate::connection::outbox::{Backlog, KickReason};
+use crate::error::code;
 use crate::security::guard::Unauthenticated;
 use crate::storage::store::MapKind;
 use crate::storage::wal::LogStats;
 
 /// Error codes counted individually; any other code counts as `other`.
-const ERROR_CODES: [u32; 6] = [400, 401, 403, 413, 429, 501];
+const ERROR_CODES: [u32; 6] = [
+    code::BAD_REQUEST,
+    code::UNAUTHORIZED,
+    code::FORBIDDEN,
+    code::TOO_LARGE,
+    code::TOO_MANY,
+    code::NOT_IMPLEMENTED,
+];
 
 /// Why connections were refused or closed before authenticating (`PreAuthRefusal` labels,
 /// then the listener's own).

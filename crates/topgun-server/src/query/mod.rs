@@ -24,13 +24,14 @@ use topgun_core::LwwRecord;
 use topgun_core::aggregate::Aggregates;
 use topgun_core::live_query::{Change, View};
 use topgun_core::protocol::Message;
-use topgun_core::protocol::messages::{ErrorPayload, QueryResp, QueryResultRow};
+use topgun_core::protocol::messages::{QueryResp, QueryResultRow};
 use topgun_core::protocol::query::Query;
 use topgun_core::value::Value;
 
 use crate::connection::fanout::{ConnHandle, ConnId, SharedFrame};
 use crate::connection::outbox::{ChangeBatch, KickReason, Updates};
 use crate::data::shard::service::Request;
+use crate::error::{code, error};
 use crate::security::policy::{Action, Decision, Fields, Resource, Subject};
 
 /// Most live queries one connection may hold by default (`queries_per_connection_max`).
@@ -309,7 +310,7 @@ impl Service {
                 "query {:?}: this connection already holds {} live queries, the most allowed",
                 admitted.query_id, self.per_connection_max
             );
-            send(conn, &error(429, why));
+            send(conn, &error(code::TOO_MANY, why));
             return;
         }
         let subject = uses_auth(query).then(|| conn.access().subject()).flatten();
@@ -330,7 +331,7 @@ impl Service {
                 Ok(view_id) => view_id,
                 Err(e) => {
                     let why = format!("query {:?}: {e}", admitted.query_id);
-                    send(conn, &error(400, why));
+                    send(conn, &error(code::BAD_REQUEST, why));
                     return;
                 }
             },
@@ -440,7 +441,8 @@ impl Service {
         if let Some(why) = failure {
             for sub in view.subs.clone() {
                 if let Some(s) = self.subs.get(&sub) {
-                    let message = error(503, format!("query {:?}: {why}", s.query_id));
+                    let message =
+                        error(code::UNAVAILABLE, format!("query {:?}: {why}", s.query_id));
                     send(&s.conn, &message);
                 }
                 self.remove(sub);
@@ -866,14 +868,6 @@ fn tell(
             batch: Arc::clone(&batch),
         });
     }
-}
-
-fn error(code: u32, message: String) -> Message {
-    Message::Error(ErrorPayload {
-        code,
-        message: message.into(),
-        details: None,
-    })
 }
 
 /// Through the outbox: in order with the query's updates, which are never merged across

@@ -15,6 +15,7 @@ use topgun_core::protocol::wire::Field;
 use crate::by_name;
 use crate::connection::fanout::ConnId;
 use crate::data::ops::Rejection;
+use crate::error::code;
 
 /// A connection as interceptors see it.
 #[derive(Debug, Clone, Copy)]
@@ -203,7 +204,7 @@ impl RateLimiter {
 
     fn limited(who: &str, wait_ms: u64) -> Rejection {
         Rejection {
-            code: 429,
+            code: code::TOO_MANY,
             reason: format!("rate limit of {who} exceeded; retry in {wait_ms} ms"),
             retry: true,
         }
@@ -355,7 +356,7 @@ mod tests {
             assert_eq!(verdicts(1, "alice", 0), None);
         }
         let (code, retry, why) = verdicts(1, "alice", 0).unwrap();
-        assert_eq!((code, retry), (429, true));
+        assert_eq!((code, retry), (code::TOO_MANY, true));
         assert!(
             why.contains("this connection") && why.contains("retry in 500 ms"),
             "{why}"
@@ -405,7 +406,7 @@ mod tests {
             }
             fn on_before_op(&self, _: &mut OpContext<'_>, _: Box<ClientOp>) -> Verdict {
                 Verdict::Drop(Rejection {
-                    code: 403,
+                    code: code::FORBIDDEN,
                     reason: "no".into(),
                     retry: false,
                 })

@@ -26,6 +26,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use crate::connection::fanout::ConnId;
 use crate::coordination::names;
+use crate::error::code::{BAD_REQUEST, TOO_MANY, UNAVAILABLE};
 
 /// Tokens reserved per durable write of the high-water mark.
 pub const RESERVE_BLOCK: u64 = 1024;
@@ -41,10 +42,6 @@ const HOLDER_REQUESTS_MAX: usize = 16;
 pub const GIVE_UP_MARGIN_MS: u64 = 500;
 /// The TS client waits max(ttl + 5 s, 5 s) for an answer to an acquire.
 const CLIENT_WAIT_EXTRA_MS: u64 = 5_000;
-
-pub const BAD_REQUEST: u32 = 400;
-pub const TOO_MANY: u32 = 429;
-pub const UNAVAILABLE: u32 = 503;
 
 /// What the driver must do.
 #[derive(Debug, Clone, PartialEq, Eq)]

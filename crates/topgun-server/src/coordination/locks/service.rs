@@ -9,12 +9,13 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use topgun_core::Value;
 use topgun_core::protocol::Message;
-use topgun_core::protocol::messages::{ErrorPayload, LockGranted, LockReleased};
+use topgun_core::protocol::messages::{LockGranted, LockReleased};
 
 use crate::clock::now_ms;
 use crate::connection::fanout::{ConnHandle, ConnId, SharedFrame};
 use crate::coordination::internal::{FENCING_KEY, InternalWriter, LOCKS_MAP};
 use crate::coordination::locks::{Effect, LockTable};
+use crate::error;
 use crate::security::policy::{Action, Resource};
 
 /// Requests waiting for the lock task.
@@ -173,11 +174,7 @@ impl Task {
                     // it asked: it is taken back (and the lock handed on) instead.
                     if !self.may_lock(conn, &name) {
                         effects.extend(self.table.revoke(conn, &name, now_ms()));
-                        let refused = Message::Error(ErrorPayload {
-                            code: 403,
-                            message: format!("not allowed: WRITE on lock {name:?}").into(),
-                            details: None,
-                        });
+                        let refused = error::forbidden(Resource::Lock, &name, Action::Write);
                         self.deliver(conn, &refused);
                         continue;
                     }
@@ -207,14 +204,7 @@ impl Task {
                     conn,
                     code,
                     message,
-                } => (
-                    conn,
-                    Message::Error(ErrorPayload {
-                        code,
-                        message: message.into(),
-                        details: None,
-                    }),
-                ),
+                } => (conn, error::error(code, message)),
             };
             self.deliver(conn, &msg);
         }

@@ -22,6 +22,7 @@ use topgun_core::protocol::messages::{LeafRecord, ServerBatchEvent, ServerEvent}
 use crate::connection::fanout::{ConnHandle, ConnId, Subscribers};
 use crate::data::ops::Write;
 use crate::data::shard::Shard;
+use crate::error::code;
 use crate::journal::service::JournalFeed;
 use crate::journal::{self, Draft, Logged};
 use crate::metrics::Metrics;
@@ -31,11 +32,6 @@ use crate::storage::wal::{OnDurable, Wal, WalError};
 
 /// Why a write was not acknowledged: an `ERROR` code and message.
 pub type Failure = (u32, String);
-
-pub mod codes {
-    pub const INTERNAL: u32 = 500;
-    pub const UNAVAILABLE: u32 = 503;
-}
 
 /// Where applied changes go to become durable.
 #[derive(Debug, Clone)]
@@ -273,7 +269,7 @@ impl Task {
             }
             Err(e) => {
                 tracing::error!(error = %e, "a commit failed; its writer is told");
-                Err((codes::UNAVAILABLE, e.to_string()))
+                Err((code::UNAVAILABLE, e.to_string()))
             }
         };
         if let Some(done) = head.done {
@@ -353,7 +349,7 @@ impl Task {
         match &self.persist {
             Persist::Wal { wal, .. } => wal
                 .check_room()
-                .map_err(|e| (codes::UNAVAILABLE, e.to_string())),
+                .map_err(|e| (code::UNAVAILABLE, e.to_string())),
             Persist::Store(_) => Ok(()),
         }
     }
@@ -461,7 +457,7 @@ impl Task {
                         publish(&mut self.subscribers, &self.metrics, events.into_iter());
                         Ok(WriteConcern::Applied)
                     }
-                    Err(e) => Err((codes::UNAVAILABLE, e.to_string())),
+                    Err(e) => Err((code::UNAVAILABLE, e.to_string())),
                 };
                 if let Some((done, _)) = ack {
                     let _ = done.send(outcome);
@@ -485,7 +481,7 @@ impl Task {
                 Ok(written) => Some(written),
                 Err(e) => {
                     if let Some((done, _)) = ack {
-                        let _ = done.send(Err((codes::UNAVAILABLE, e.to_string())));
+                        let _ = done.send(Err((code::UNAVAILABLE, e.to_string())));
                     }
                     return;
                 }
