@@ -17,6 +17,7 @@
 //! | [`error`] | every `ERROR` code and the refusals built from them |
 //! | [`clock`] | the wall clock |
 //! | [`by_name`] | maps keyed by a name, looked up without copying it |
+//! | [`services`] | starts the service tasks and wires their handles together |
 //! | [`server`] | the I/O driver: routes, WebSocket connections, health, shutdown |
 //!
 //! Data requests leave the session as [`connection::session::Output::Dispatch`] and are
@@ -35,6 +36,7 @@ pub mod metrics;
 pub mod query;
 pub mod security;
 pub mod server;
+pub mod services;
 pub mod storage;
 
 pub use config::Config;

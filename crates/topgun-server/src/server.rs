@@ -37,12 +37,14 @@ use crate::connection::fanout::{ConnHandle, Outbound};
 use crate::connection::listener::{Admission, LINGER, Peer, PreAuth};
 use crate::connection::outbox::{Backlog, KickReason, Outbox};
 use crate::connection::session::{Authenticator, Output, Session, SessionConfig, close};
-use crate::data::plane::{ConnState, DataPlane, Services};
+use crate::data::conn::ConnState;
+use crate::data::plane::DataPlane;
 use crate::data::shard::service::Persist;
 use crate::security::access::{ConnAccess, Policies};
 use crate::security::auth::{AuthError, Principal};
 use crate::security::guard::{AuthFailures, Unauthenticated, UserConnections};
 use crate::security::interceptor::ConnInfo;
+use crate::services;
 use crate::storage::data_dir::{DataDirError, DataDirLock};
 use crate::storage::store::Store;
 use crate::storage::{self, Backend, Opened, StorageError};
@@ -180,7 +182,6 @@ impl Server {
             loaded,
             journal: Vec::new(),
             persist: Persist::Store(store),
-            ack_after_log: true,
             degraded: Arc::default(),
         };
         Self::bind_opened(config, opened).await
@@ -212,7 +213,8 @@ impl Server {
             let _ = hlc.update(&latest, now_ms());
         }
         let hlc = hlc.strict(true);
-        let services = Services {
+        let settings = services::Settings {
+            shards: config.shards,
             topics_per_connection_max: config.session.topics_per_connection_max,
             guards: config.guards,
             interceptors: config.interceptors.clone(),
@@ -220,14 +222,12 @@ impl Server {
             recovered_journal: opened.journal,
             node_id: config.node_id.as_str().to_owned(),
         };
-        let data = DataPlane::start(
-            config.shards,
+        let data = services::start(
+            settings,
             opened.loaded,
             &opened.persist,
-            opened.ack_after_log,
             hlc,
             Arc::clone(&metrics),
-            services,
         );
         let degraded = opened.degraded;
         let listen = |error| StartError::Listen {

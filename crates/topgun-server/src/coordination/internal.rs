@@ -9,16 +9,16 @@
 //! | `__topgun_counters` | counter name | `{p: {node: total}, n: {node: total}}` |
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, PoisonError};
 
-use tokio::sync::{mpsc, oneshot};
-use topgun_core::hash::partition_id;
+use tokio::sync::oneshot;
 use topgun_core::value::ValueMap;
-use topgun_core::{Hlc, LwwRecord, PnCounter, Value};
+use topgun_core::{LwwRecord, PnCounter, Value};
 
+use crate::clock::ServerClock;
 use crate::connection::fanout::ConnId;
 use crate::data::ops::Write;
 use crate::data::shard::service::Request;
+use crate::data::shards::{ShardGone, Shards};
 use crate::storage::store::{StoredEntry, StoredValue};
 
 pub const LOCKS_MAP: &str = "__topgun_locks";
@@ -31,43 +31,42 @@ const INTERNAL_CONN: ConnId = 0;
 /// Writes records of the reserved maps through the shards.
 #[derive(Debug, Clone)]
 pub struct InternalWriter {
-    shards: Vec<mpsc::Sender<Request>>,
-    hlc: Arc<Mutex<Hlc>>,
+    shards: Shards,
+    clock: ServerClock,
 }
 
 impl InternalWriter {
-    pub fn new(shards: Vec<mpsc::Sender<Request>>, hlc: Arc<Mutex<Hlc>>) -> Self {
-        Self { shards, hlc }
+    pub fn new(shards: Shards, clock: ServerClock) -> Self {
+        Self { shards, clock }
     }
 
     /// A record of `value` stamped now by the server clock. Stamp in the order the values
     /// were produced: the store keeps the record with the greatest stamp, whatever order
     /// the writes reach it in.
     pub fn stamp(&self, value: Value) -> LwwRecord {
-        let timestamp = self
-            .hlc
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .now(crate::clock::now_ms());
+        let timestamp = self.clock.now(crate::clock::now_ms());
         LwwRecord::new(value, timestamp, None)
     }
 
     /// Applies `record` under `map`/`key`; resolves once it is durable.
     pub async fn put(&self, map: &str, key: &str, record: LwwRecord) -> Result<(), String> {
-        let gone = || "a partition shard stopped; the server is shutting down".to_owned();
-        let shard = partition_id(key) as usize % self.shards.len();
+        let gone = || ShardGone.to_string();
         let (done, durable) = oneshot::channel();
         let write = Write::Lww {
             key: key.to_owned(),
             record,
         };
-        self.shards[shard]
-            .send(Request::Apply {
-                conn: INTERNAL_CONN,
-                writes: vec![(map.to_owned(), write)],
-                durable: true,
-                done,
-            })
+        let shard = self.shards.of(key);
+        self.shards
+            .send(
+                shard,
+                Request::Apply {
+                    conn: INTERNAL_CONN,
+                    writes: vec![(map.to_owned(), write)],
+                    durable: true,
+                    done,
+                },
+            )
             .await
             .map_err(|_| gone())?;
         match durable.await {

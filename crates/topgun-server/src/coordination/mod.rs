@@ -12,7 +12,9 @@
 //! Public face: [`topics::Topics`], [`locks::service::Locks`], [`counters::Counters`].
 
 pub mod counters;
+pub mod extensions;
 pub mod internal;
 pub mod locks;
 pub mod names;
+pub mod router;
 pub mod topics;

@@ -81,6 +81,11 @@ fn bad(reason: impl Into<String>) -> Rejection {
     }
 }
 
+/// [`check_map_name`] as the `ERROR` a request naming the map is answered with.
+pub fn check_map(map: &str) -> Result<(), Box<topgun_core::protocol::Message>> {
+    check_map_name(map).map_err(|refused| crate::error::refusal(refused.code, refused.reason))
+}
+
 /// Refuses empty, overlong and reserved map names.
 pub fn check_map_name(name: &str) -> Result<(), Rejection> {
     if name.is_empty() {

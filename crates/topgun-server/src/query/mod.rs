@@ -24,14 +24,16 @@ use topgun_core::LwwRecord;
 use topgun_core::aggregate::Aggregates;
 use topgun_core::live_query::{Change, View};
 use topgun_core::protocol::Message;
-use topgun_core::protocol::messages::{QueryResp, QueryResultRow};
+use topgun_core::protocol::messages::{QueryResp, QueryResultRow, QuerySub};
 use topgun_core::protocol::query::Query;
 use topgun_core::value::Value;
 
 use crate::connection::fanout::{ConnHandle, ConnId, SharedFrame};
 use crate::connection::outbox::{ChangeBatch, KickReason, Updates};
 use crate::data::shard::service::Request;
+use crate::data::shards::Shards;
 use crate::error::{code, error};
+use crate::security::access::fields_used;
 use crate::security::policy::{Action, Decision, Fields, Resource, Subject};
 
 /// Most live queries one connection may hold by default (`queries_per_connection_max`).
@@ -143,6 +145,51 @@ impl Queries {
             .contains(map)
     }
 
+    /// `QUERY_SUB`, admitted to read the map under `allowed` (`None`: every field): queued
+    /// for the task, which answers through the connection's outbox (`QUERY_RESP`, then
+    /// `QUERY_UPDATE`s); `Err` is the `ERROR` to answer at once (a reserved map name, or a
+    /// query that filters, sorts or groups by a field its reader may not see).
+    pub async fn subscribe(
+        &self,
+        conn: &ConnHandle,
+        sub: QuerySub,
+        allowed: Option<Fields>,
+        now_ms: u64,
+    ) -> Result<(), Box<Message>> {
+        let map = sub.map_name.to_string();
+        crate::data::ops::check_map(&map)?;
+        let mut fields = sub.fields;
+        if let Some(allowed) = &allowed {
+            if let Some(hidden) = fields_used(&sub.query)
+                .into_iter()
+                .find(|f| !allowed.contains(f))
+            {
+                let why = format!(
+                    "query {:?}: field {hidden:?} of map {map:?} may not be read, so the query \
+                     may not filter, sort or group by it",
+                    sub.query_id
+                );
+                return Err(Box::new(error(code::FORBIDDEN, why)));
+            }
+            // Rows show at most the fields the reader may see.
+            fields = Some(match fields {
+                Some(asked) => asked.into_iter().filter(|f| allowed.contains(f)).collect(),
+                None => allowed.iter().cloned().collect(),
+            });
+        }
+        let request = QueryRequest::Subscribe {
+            conn: conn.clone(),
+            query_id: sub.query_id.to_string(),
+            map,
+            query: Box::new(sub.query),
+            fields,
+            allowed,
+            now_ms,
+        };
+        self.send(request).await;
+        Ok(())
+    }
+
     /// Queues a request; waits while the task's queue is full.
     pub async fn send(&self, request: QueryRequest) {
         // The task outlives every sender but a shutdown race; nothing is owed then.
@@ -197,7 +244,7 @@ struct SharedView {
 /// The task's state.
 struct Service {
     queries: Queries,
-    shards: Vec<mpsc::Sender<Request>>,
+    shards: Shards,
     subs: HashMap<u64, Sub>,
     views: HashMap<u64, SharedView>,
     view_of: HashMap<ViewKey, u64>,
@@ -211,7 +258,7 @@ struct Service {
 pub async fn run(
     queries: Queries,
     mut requests: mpsc::Receiver<QueryRequest>,
-    shards: Vec<mpsc::Sender<Request>>,
+    shards: Shards,
     per_connection_max: usize,
 ) {
     let mut service = Service {
@@ -406,13 +453,13 @@ impl Service {
         tokio::spawn(async move {
             let mut records = Vec::new();
             let mut whole = true;
-            for shard in shards {
+            for shard in 0..shards.count() {
                 let (reply, answer) = oneshot::channel();
                 let request = Request::LwwRecords {
                     map: map.clone(),
                     reply,
                 };
-                if shard.send(request).await.is_err() {
+                if shards.send(shard, request).await.is_err() {
                     whole = false;
                     break;
                 }
@@ -935,7 +982,7 @@ mod tests {
     async fn identical_queries_share_a_view_and_each_is_told() {
         let (queries, rx) = Queries::channel();
         let (shard, loads) = empty_shard();
-        tokio::spawn(run(queries.clone(), rx, vec![shard], 8));
+        tokio::spawn(run(queries.clone(), rx, Shards::new(vec![shard]), 8));
         let ((a, _), (b, _)) = (ConnHandle::new(), ConnHandle::new());
         queries.send(subscribe(&a, "qa")).await;
         assert_eq!(frames(&a, 1).await.len(), 1, "QUERY_RESP");
@@ -956,7 +1003,12 @@ mod tests {
     #[tokio::test]
     async fn a_map_whose_changes_could_not_be_handed_over_closes_its_subscribers() {
         let (queries, rx) = Queries::with_capacity(1);
-        tokio::spawn(run(queries.clone(), rx, vec![empty_shard().0], 8));
+        tokio::spawn(run(
+            queries.clone(),
+            rx,
+            Shards::new(vec![empty_shard().0]),
+            8,
+        ));
         let (conn, on_kick) = ConnHandle::new();
         queries.send(subscribe(&conn, "q")).await;
         assert_eq!(frames(&conn, 1).await.len(), 1, "QUERY_RESP");

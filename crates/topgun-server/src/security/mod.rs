@@ -16,6 +16,7 @@
 //! [`interceptor::Interceptor`].
 
 pub mod access;
+pub mod admission;
 pub mod auth;
 pub mod guard;
 pub mod interceptor;

@@ -119,8 +119,6 @@ pub struct Opened {
     /// The retained journal events, from the store and the log.
     pub journal: Vec<JournalEvent>,
     pub persist: Persist,
-    /// Whether a write waits for the log before it is acknowledged.
-    pub ack_after_log: bool,
     /// Set while the checkpointer cannot write to the store.
     pub degraded: Arc<AtomicBool>,
 }
@@ -133,7 +131,6 @@ pub async fn open(config: &StorageConfig) -> Result<Opened, StorageError> {
             loaded: Vec::new(),
             journal: Vec::new(),
             persist: Persist::Store(Arc::new(MemoryStore::new())),
-            ack_after_log: true,
             degraded,
         });
     }
@@ -227,8 +224,11 @@ pub async fn open_with_store(
     Ok(Opened {
         loaded,
         journal,
-        persist: Persist::Wal { wal, level },
-        ack_after_log: config.durability != Durability::Memory,
+        persist: Persist::Wal {
+            wal,
+            level,
+            ack_waits: config.durability != Durability::Memory,
+        },
         degraded,
     })
 }

@@ -36,10 +36,34 @@ pub type Failure = (u32, String);
 /// Where applied changes go to become durable.
 #[derive(Debug, Clone)]
 pub enum Persist {
-    /// Appended to the write-ahead log; `level` is what a completed append achieves.
-    Wal { wal: Wal, level: WriteConcern },
-    /// Written straight to the store (no log): `APPLIED` once the store has them.
+    /// Appended to the write-ahead log; `level` is what a completed append achieves, and
+    /// `ack_waits` whether acknowledgements wait for it (not in `memory` durability).
+    Wal {
+        wal: Wal,
+        level: WriteConcern,
+        ack_waits: bool,
+    },
+    /// Written straight to the store (no log): `APPLIED` once the store has them, and
+    /// acknowledged only then.
     Store(Arc<dyn Store>),
+}
+
+impl Persist {
+    /// The level a durable commit reaches.
+    pub fn level(&self) -> WriteConcern {
+        match self {
+            Self::Wal { level, .. } => *level,
+            Self::Store(_) => WriteConcern::Applied,
+        }
+    }
+
+    /// Whether an acknowledgement asked to be durable waits for durability.
+    pub fn ack_waits(&self) -> bool {
+        match self {
+            Self::Wal { ack_waits, .. } => *ack_waits,
+            Self::Store(_) => true,
+        }
+    }
 }
 
 /// A request for one shard task.
@@ -197,10 +221,7 @@ async fn head_written(pending: &mut VecDeque<Pending>) -> Result<(), Arc<WalErro
 
 impl Task {
     fn level(&self) -> WriteConcern {
-        match &self.persist {
-            Persist::Wal { level, .. } => *level,
-            Persist::Store(_) => WriteConcern::Applied,
-        }
+        self.persist.level()
     }
 
     /// Settles the head commit and every following one that is already durable (a group
@@ -524,9 +545,6 @@ fn on_durable(feed: JournalFeed, logged: Vec<Logged>) -> Option<OnDurable> {
     }))
 }
 
-/// Offers a commit's events to each map's subscribers but the writer, encoded once per
-/// map: one `SERVER_EVENT`, or one `SERVER_BATCH_EVENT` when the commit changed several
-/// keys of the map (a large batch costs each subscriber one frame, not one per op).
 /// An event of a settled commit, with the connection that wrote it (which is not sent its
 /// own writes).
 type Event = (ConnId, MapKind, ServerEvent);
@@ -534,8 +552,10 @@ type Event = (ConnId, MapKind, ServerEvent);
 /// Most events in one `SERVER_BATCH_EVENT` frame, so that one frame stays small.
 const EVENTS_PER_FRAME: usize = 512;
 
-/// Encodes each (map, writer) group's events once and queues the frames for every other
-/// subscriber of the map.
+/// Offers settled commits' events to each map's subscribers but the writer. Each (map,
+/// writer) group is encoded once: one `SERVER_EVENT`, or `SERVER_BATCH_EVENT`s when the
+/// group changed several keys (a large batch costs each subscriber one frame per
+/// [`EVENTS_PER_FRAME`] events, not one per op).
 fn publish(subscribers: &mut Subscribers, metrics: &Metrics, events: impl Iterator<Item = Event>) {
     let mut groups: Vec<(ConnId, MapKind, Vec<ServerEvent>)> = Vec::new();
     for (writer, kind, event) in events {

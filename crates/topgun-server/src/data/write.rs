@@ -1,0 +1,476 @@
+//! The write path: `CLIENT_OP`, `OP_BATCH` and `ORMAP_PUSH_DIFF` from admission to
+//! acknowledgement.
+//!
+//! ```text
+//! ops ─ admit (policy, interceptors, value size) ─ validate (HLC) ─ split by shard
+//!     └→ shard tasks: apply, append to the log ─→ durable ─→ OP_ACK (Outbound::Later)
+//! ```
+//!
+//! A refused op gets its own `OP_REJECTED` and the rest of the batch goes on; a batch over
+//! `ops_per_batch_max` is refused whole. The ack waits for every shard's part.
+
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use futures_util::future::join_all;
+use tokio::sync::oneshot;
+use topgun_core::OrMapEntry;
+use topgun_core::protocol::Message;
+use topgun_core::protocol::encode_standalone;
+use topgun_core::protocol::enums::WriteConcern;
+use topgun_core::protocol::messages::{ClientOp, OpAck, OpRejected, OrMapPushDiff};
+use topgun_core::protocol::wire::Field;
+use topgun_core::value::CompactString;
+
+use crate::clock::ServerClock;
+use crate::config::Guards;
+use crate::connection::fanout::Outbound;
+use crate::data::conn::{Added, ConnState};
+use crate::data::ops::{self, Write};
+use crate::data::shard::service::Request;
+use crate::data::shards::Shards;
+use crate::error::{self, code};
+use crate::metrics::Metrics;
+use crate::security::access::ConnAccess;
+use crate::security::admission;
+use crate::security::interceptor::{AppliedOp, OpContext, Pipeline, Verdict};
+
+/// Applies client writes through the shards; shared by every connection.
+#[derive(Debug)]
+pub struct WritePath {
+    pub(crate) shards: Shards,
+    pub(crate) guards: Guards,
+    pub(crate) pipeline: Pipeline,
+    /// The level a durable commit reaches (`PERSISTED` with a synced log).
+    pub(crate) durable_level: WriteConcern,
+    /// Whether acknowledgements may wait for durability (not in `memory` durability).
+    pub(crate) ack_waits: bool,
+    pub(crate) clock: ServerClock,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+/// A batch after validation.
+struct Validated {
+    /// Accepted writes, by shard, in batch order.
+    per_shard: Vec<Vec<(String, Write)>>,
+    /// `OP_REJECTED`s, in batch order.
+    frames: Vec<Message>,
+    /// What `OP_ACK` names; `None`: no ack may be sent.
+    last_id: Option<CompactString>,
+    /// The accepted ops, for the interceptors' `on_after_op` (empty without interceptors).
+    applied: Vec<AppliedOp>,
+}
+
+impl WritePath {
+    /// `CLIENT_OP` and `OP_BATCH`: refused ops get `OP_REJECTED` each, the rest are applied,
+    /// then one `OP_ACK` names the last op id.
+    ///
+    /// The strongest write concern asked for (by the batch or any op) decides when the ack
+    /// is sent: none, or `PERSISTED`/`REPLICATED`, waits for durability (acknowledged means
+    /// durable by default); `APPLIED` or less is acknowledged once applied. `achievedLevel`
+    /// is the weakest level any part of the batch reached.
+    pub async fn write(
+        &self,
+        conn: &mut ConnState,
+        ops: Vec<ClientOp>,
+        requested: Option<WriteConcern>,
+        now_ms: u64,
+    ) -> Result<Outbound, Box<Message>> {
+        let requested = ops
+            .iter()
+            .filter_map(|op| op.write_concern)
+            .chain(requested)
+            .max_by_key(|wc| rank(*wc));
+        let durable =
+            self.ack_waits && requested.is_none_or(|wc| rank(wc) >= rank(WriteConcern::Persisted));
+        let started = std::time::Instant::now();
+        if ops.len() > self.guards.ops_per_batch_max {
+            return Err(error::refusal(
+                code::TOO_LARGE,
+                format!(
+                    "the batch holds {} ops; at most {} are allowed (nothing was applied)",
+                    ops.len(),
+                    self.guards.ops_per_batch_max
+                ),
+            ));
+        }
+        let batch = self.validate_batch(ops, conn, now_ms);
+        self.subscribe_writer(conn, &batch.per_shard).await?;
+        let mut pending = Vec::new();
+        for (shard, writes) in batch.per_shard.into_iter().enumerate() {
+            if writes.is_empty() {
+                continue;
+            }
+            let (done, applied) = oneshot::channel();
+            let request = Request::Apply {
+                conn: conn.handle.id,
+                writes,
+                durable,
+                done,
+            };
+            self.shards
+                .send(shard, request)
+                .await
+                .map_err(|_| error::shutting_down())?;
+            pending.push(applied);
+        }
+        let achieved = if durable {
+            self.durable_level
+        } else {
+            WriteConcern::Applied
+        };
+        let finish = Finish {
+            metrics: Arc::clone(&self.metrics),
+            pipeline: self.pipeline.clone(),
+            started,
+            achieved,
+            frames: batch.frames,
+            last_id: batch.last_id,
+            applied: batch.applied,
+        };
+        Ok(Outbound::Later(finish.after(pending).boxed()))
+    }
+
+    /// Validates a batch's ops in order: the accepted ones by shard, an `OP_REJECTED` for
+    /// each refused one, and the id the `OP_ACK` may name.
+    fn validate_batch(&self, ops: Vec<ClientOp>, conn: &ConnState, now_ms: u64) -> Validated {
+        let any_id = ops.iter().any(|op| op.id.is_some());
+        let mut last_id = None;
+        let mut retry_from = None;
+        let mut frames = Vec::new();
+        let mut applied = Vec::new();
+        let mut per_shard: Vec<Vec<(String, Write)>> = vec![Vec::new(); self.shards.count()];
+        let user_id = conn.handle.access().user_id();
+        let mut hlc = self.clock.lock();
+        for (at, op) in ops.into_iter().enumerate() {
+            let id = op.id.clone();
+            let mut ctx = OpContext {
+                conn: conn.handle.id,
+                user: user_id.as_deref(),
+                now_ms,
+                hlc: &mut hlc,
+            };
+            // The map is the admitted op's: an interceptor may have changed it.
+            let checked = self
+                .admit(conn.handle.access(), &mut ctx, op)
+                .and_then(|op| {
+                    let map = op.map_name.to_string();
+                    ops::validate(*op, ctx.hlc, now_ms).map(|write| (map, write))
+                });
+            match checked {
+                Ok((map, write)) => {
+                    self.metrics.op(write.kind());
+                    if !self.pipeline.is_empty() {
+                        applied.push(AppliedOp {
+                            conn: conn.handle.id,
+                            map: map.clone(),
+                            key: write.key().to_owned(),
+                            kind: write.kind(),
+                        });
+                    }
+                    per_shard[self.shards.of(write.key())].push((map, write));
+                }
+                Err(refused) => {
+                    self.metrics.op_rejected();
+                    if refused.retry {
+                        retry_from.get_or_insert(at);
+                    }
+                    let rate_limited = refused.retry && refused.code == code::TOO_MANY;
+                    frames.push(Message::OpRejected(OpRejected {
+                        op_id: id.clone().unwrap_or_else(|| "unknown".into()),
+                        reason: refused.reason.into(),
+                        code: Some(refused.code),
+                    }));
+                    // Over a rate limit, the rest of the batch would be refused alike, one
+                    // OP_REJECTED each: it is left unprocessed instead (neither applied nor
+                    // refused; unacknowledged, so the client sends it again).
+                    if rate_limited {
+                        break;
+                    }
+                }
+            }
+            // The ack covers every op up to the first one the client should send again.
+            if retry_from.is_none() {
+                last_id = id.or(last_id);
+            }
+        }
+        Validated {
+            per_shard,
+            frames,
+            last_id: ack_id(last_id, any_id, retry_from.is_some()),
+            applied,
+        }
+    }
+
+    /// An op's way in before validation: the interceptors may change or drop it, its writer
+    /// must be allowed to write the (resulting) map, and its value must fit
+    /// `value_bytes_max`.
+    fn admit(
+        &self,
+        access: &ConnAccess,
+        ctx: &mut OpContext<'_>,
+        op: ClientOp,
+    ) -> Result<Box<ClientOp>, ops::Rejection> {
+        let may_write = |map: &str| {
+            admission::admit_op(access, map).map_err(|reason| ops::Rejection {
+                code: code::FORBIDDEN,
+                reason,
+                retry: false,
+            })
+        };
+        // Checked before the interceptors (a refused op spends no rate-limit tokens) and
+        // again after, on the map the op now names.
+        may_write(&op.map_name)?;
+        let op = match self.pipeline.on_before_op(ctx, Box::new(op)) {
+            Verdict::Pass(op) => op,
+            Verdict::Drop(rejection) => return Err(rejection),
+        };
+        may_write(&op.map_name)?;
+        let max = self.guards.value_bytes_max;
+        if max > 0 {
+            let size = value_bytes(&op);
+            if size > max {
+                return Err(ops::Rejection {
+                    code: code::TOO_LARGE,
+                    reason: format!(
+                        "the value of key {:?} is {size} bytes; at most {max} are allowed",
+                        op.key
+                    ),
+                    retry: false,
+                });
+            }
+        }
+        Ok(op)
+    }
+
+    /// Subscribes a connection to the events of the maps it writes to, so that a client
+    /// hears of other clients' writes to a map even before it syncs it.
+    async fn subscribe_writer(
+        &self,
+        conn: &mut ConnState,
+        writes: &[Vec<(String, Write)>],
+    ) -> Result<(), Box<Message>> {
+        for (map, write) in writes.iter().flatten() {
+            let kind = write.map_kind();
+            if conn.maps.add(kind, map) != Added::New {
+                continue;
+            }
+            let subscribe = || Request::Subscribe {
+                kind,
+                map: map.clone(),
+                conn: conn.handle.clone(),
+            };
+            self.shards
+                .send_each(subscribe)
+                .await
+                .map_err(|_| error::shutting_down())?;
+        }
+        Ok(())
+    }
+
+    /// `ORMAP_PUSH_DIFF`: merged without a reply — an `OP_ACK` here would tell the TS
+    /// client that unrelated pending ops were stored (PROTOCOL.md §9.5).
+    pub async fn push(
+        &self,
+        conn: &ConnState,
+        push: OrMapPushDiff,
+        now_ms: u64,
+    ) -> Option<Outbound> {
+        let map = push.map_name.to_string();
+        if let Err(refused) = ops::check_map(&map)
+            .and_then(|()| self.check_push(&push))
+            .and_then(|()| self.intercept_push(conn, &push, now_ms))
+        {
+            return Some(Outbound::Message(refused));
+        }
+        let parts = self.shards.split(push.entries, |e| &e.key);
+        for (shard, entries) in parts.into_iter().enumerate() {
+            if entries.is_empty() {
+                continue;
+            }
+            let request = Request::Push {
+                conn: conn.handle.id,
+                map: map.clone(),
+                entries,
+            };
+            if self.shards.send(shard, request).await.is_err() {
+                return Some(Outbound::Message(error::shutting_down()));
+            }
+        }
+        None
+    }
+
+    /// The interceptors' say on a push (the rate limiter charges its records and
+    /// tombstones); a refusal refuses the whole push, with nothing applied.
+    fn intercept_push(
+        &self,
+        conn: &ConnState,
+        push: &OrMapPushDiff,
+        now_ms: u64,
+    ) -> Result<(), Box<Message>> {
+        if self.pipeline.is_empty() {
+            return Ok(());
+        }
+        let items = push.entries.iter().map(items_of).sum();
+        let user_id = conn.handle.access().user_id();
+        let mut hlc = self.clock.lock();
+        let mut ctx = OpContext {
+            conn: conn.handle.id,
+            user: user_id.as_deref(),
+            now_ms,
+            hlc: &mut hlc,
+        };
+        self.pipeline
+            .on_before_push(&mut ctx, &push.map_name, items)
+            .map_err(|refused| error::refusal(refused.code, refused.reason))
+    }
+
+    /// The limits a push shares with op batches: records and tombstones count as ops (and a
+    /// key's, as journal events of one log frame, stay below 65,536), and each record's value
+    /// must fit `value_bytes_max`. Refused whole, with nothing applied.
+    fn check_push(&self, push: &OrMapPushDiff) -> Result<(), Box<Message>> {
+        let total: usize = push.entries.iter().map(items_of).sum();
+        let max = self.guards.ops_per_batch_max;
+        let key_max = crate::journal::EVENTS_PER_FRAME_MAX - 1;
+        if total > max || push.entries.iter().any(|e| items_of(e) > key_max) {
+            return Err(error::refusal(
+                code::TOO_LARGE,
+                format!(
+                    "the push holds {total} records and tombstones; at most {max} are allowed, \
+                     and {key_max} per key (nothing was applied)"
+                ),
+            ));
+        }
+        let value_max = self.guards.value_bytes_max;
+        if value_max == 0 {
+            return Ok(());
+        }
+        for entry in &push.entries {
+            if let Some(big) = entry
+                .records
+                .iter()
+                .map(|r| encode_standalone(&r.value).len())
+                .find(|size| *size > value_max)
+            {
+                return Err(error::refusal(
+                    code::TOO_LARGE,
+                    format!(
+                        "a value of key {:?} is {big} bytes; at most {value_max} are allowed \
+                         (nothing was applied)",
+                        entry.key
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What happens once a batch's parts are sent: wait for every shard, then ack.
+struct Finish {
+    metrics: Arc<Metrics>,
+    pipeline: Pipeline,
+    started: std::time::Instant,
+    achieved: WriteConcern,
+    /// The `OP_REJECTED`s, sent before the ack.
+    frames: Vec<Message>,
+    last_id: Option<CompactString>,
+    applied: Vec<AppliedOp>,
+}
+
+impl Finish {
+    async fn after(
+        mut self,
+        pending: Vec<oneshot::Receiver<Result<WriteConcern, (u32, String)>>>,
+    ) -> Vec<Message> {
+        for result in join_all(pending).await {
+            match result {
+                Ok(Ok(level)) => self.achieved = weakest(self.achieved, level),
+                Ok(Err((code, why))) => {
+                    self.frames.push(error::error(code, why));
+                    return self.frames;
+                }
+                Err(_) => {
+                    self.frames.push(*error::shutting_down());
+                    return self.frames;
+                }
+            }
+        }
+        self.metrics.batch_applied(self.started.elapsed());
+        for op in &self.applied {
+            self.pipeline.on_after_op(op);
+        }
+        if let Some(last_id) = self.last_id {
+            self.frames.push(Message::OpAck(OpAck {
+                last_id,
+                achieved_level: Some(self.achieved),
+                results: None,
+            }));
+        }
+        self.frames
+    }
+}
+
+/// What `OP_ACK` names. Without any op id the ack is "unknown" (as the TopGun server
+/// sends); with ids but a retryable refusal before any of them, nothing may be acknowledged.
+fn ack_id(last_id: Option<CompactString>, any_id: bool, retry: bool) -> Option<CompactString> {
+    match (last_id, any_id) {
+        (Some(id), _) => Some(id),
+        (None, false) if !retry => Some("unknown".into()),
+        (None, _) => None,
+    }
+}
+
+/// A pushed entry's records and tombstones: each counts as one op.
+fn items_of(entry: &OrMapEntry) -> usize {
+    entry.records.len() + entry.tombstones.len()
+}
+
+/// Write concerns from weakest to strongest.
+fn rank(wc: WriteConcern) -> u8 {
+    match wc {
+        WriteConcern::FireAndForget => 0,
+        WriteConcern::Memory => 1,
+        WriteConcern::Applied => 2,
+        WriteConcern::Persisted => 3,
+        WriteConcern::Replicated => 4,
+    }
+}
+
+fn weakest(a: WriteConcern, b: WriteConcern) -> WriteConcern {
+    if rank(a) <= rank(b) { a } else { b }
+}
+
+/// The encoded size of an op's value.
+fn value_bytes(op: &ClientOp) -> usize {
+    let lww = match &op.record {
+        Field::Value(r) => encode_standalone(&r.value).len(),
+        _ => 0,
+    };
+    let or = match &op.or_record {
+        Field::Value(r) => encode_standalone(&r.value).len(),
+        _ => 0,
+    };
+    lww.max(or)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ack_names_the_last_id_unknown_without_ids_and_nothing_after_a_retry() {
+        assert_eq!(ack_id(Some("7".into()), true, true).as_deref(), Some("7"));
+        assert_eq!(ack_id(None, false, false).as_deref(), Some("unknown"));
+        assert_eq!(ack_id(None, false, true), None);
+        assert_eq!(ack_id(None, true, false), None);
+    }
+
+    #[test]
+    fn the_weakest_level_of_a_batch_is_what_it_achieved() {
+        use WriteConcern::{Applied, FireAndForget, Persisted};
+        assert_eq!(weakest(Persisted, Applied), Applied);
+        assert_eq!(weakest(Applied, Persisted), Applied);
+        assert_eq!(weakest(FireAndForget, Persisted), FireAndForget);
+    }
+}

@@ -1,0 +1,152 @@
+//! The admission table: for every request, the resource it names and what it needs of it.
+//! Every gate on the request path asks this table — the data plane for whole requests, the
+//! write path for each op of a batch — so that a request kind is checked in one place, the
+//! same way everywhere.
+//!
+//! Access is checked first, before anything else about the request: a request that is both
+//! refused by policy and malformed in another way is answered with the refusal by policy.
+//! Deliveries that happen later (events, query updates, journal events, a lock granted after
+//! a wait) are checked again when they are made, by their services.
+
+use topgun_core::protocol::Message;
+
+use crate::error;
+use crate::security::access::ConnAccess;
+use crate::security::policy::{Action, Decision, Fields, Resource};
+
+/// What a request needs of the resource it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Reading; a reader limited to some fields sees only those.
+    Read,
+    /// Reading whole values: OR-Map sync, whose entry hashes cover the values, so a reader
+    /// limited to some fields could recover a hidden one by guessing it against the hashes.
+    ReadWhole,
+    Write,
+    /// A counter sync, answered with the merged state: it reads as well as writes.
+    ReadWrite,
+}
+
+/// One row of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Required<'a> {
+    pub resource: Resource,
+    pub name: &'a str,
+    pub need: Need,
+}
+
+/// What `msg` needs before it is served; `None` when it names no resource (or, for
+/// `CLIENT_OP` and `OP_BATCH`, when each op is admitted on its own by [`admit_op`]).
+pub fn required(msg: &Message) -> Option<Required<'_>> {
+    use Need::{Read, ReadWhole, ReadWrite, Write};
+    use Resource::{Counter, Lock, Map, Topic};
+    let (resource, name, need) = match msg {
+        Message::SyncInit(s) => (Map, s.map_name.as_str(), Read),
+        Message::MerkleReqBucket(r) => (Map, r.map_name.as_str(), Read),
+        Message::OrMapSyncInit(s) => (Map, s.map_name.as_str(), ReadWhole),
+        Message::OrMapMerkleReqBucket(r) => (Map, r.map_name.as_str(), ReadWhole),
+        Message::OrMapDiffRequest(r) => (Map, r.map_name.as_str(), ReadWhole),
+        Message::OrMapPushDiff(p) => (Map, p.map_name.as_str(), Write),
+        Message::QuerySub(q) => (Map, q.map_name.as_str(), Read),
+        // A journal request naming no map reads only the events its reader may see.
+        Message::JournalSubscribe(s) => (Map, s.map_name.as_deref()?, Read),
+        Message::JournalRead(r) => (Map, r.map_name.as_deref()?, Read),
+        Message::TopicSub(t) => (Topic, t.topic.as_str(), Read),
+        Message::TopicPub(p) => (Topic, p.topic.as_str(), Write),
+        Message::LockRequest(r) => (Lock, r.name.as_str(), Write),
+        Message::LockRelease(r) => (Lock, r.name.as_str(), Write),
+        Message::CounterRequest(r) => (Counter, r.name.as_str(), Read),
+        Message::CounterSync(s) => (Counter, s.name.as_str(), ReadWrite),
+        _ => return None,
+    };
+    Some(Required {
+        resource,
+        name,
+        need,
+    })
+}
+
+/// Admits `msg` on a connection: `Err` is the `ERROR 403` to answer; `Ok` carries the
+/// fields a limited reader may see (`None`: all of them, or not a read).
+pub fn admit(access: &ConnAccess, msg: &Message) -> Result<Option<Fields>, Box<Message>> {
+    match required(msg) {
+        Some(required) => check(access, required),
+        None => Ok(None),
+    }
+}
+
+/// Admits one op of a write to `map`: `Err` is the reason its `OP_REJECTED` gives.
+pub fn admit_op(access: &ConnAccess, map: &str) -> Result<(), String> {
+    if access.decide(Resource::Map, map, Action::Write).allowed() {
+        return Ok(());
+    }
+    Err(error::forbidden_reason(Resource::Map, map, Action::Write))
+}
+
+/// Checks one row of the table against the connection's access.
+pub fn check(access: &ConnAccess, required: Required<'_>) -> Result<Option<Fields>, Box<Message>> {
+    let Required {
+        resource,
+        name,
+        need,
+    } = required;
+    let decide = |action| access.decide(resource, name, action);
+    let refuse = |action| error::forbidden(resource, name, action);
+    match need {
+        Need::Read => match decide(Action::Read) {
+            Decision::Allow(fields) => Ok(fields),
+            Decision::Deny => Err(refuse(Action::Read)),
+        },
+        Need::ReadWhole => match decide(Action::Read) {
+            Decision::Allow(None) => Ok(None),
+            Decision::Allow(Some(_)) => Err(error::refusal(
+                error::code::FORBIDDEN,
+                format!(
+                    "map {name:?} may be read only in part, and an OR-Map's hashes cover whole \
+                     values: OR-Map sync is not allowed"
+                ),
+            )),
+            Decision::Deny => Err(refuse(Action::Read)),
+        },
+        Need::Write => match decide(Action::Write) {
+            Decision::Allow(_) => Ok(None),
+            Decision::Deny => Err(refuse(Action::Write)),
+        },
+        Need::ReadWrite => {
+            for action in [Action::Read, Action::Write] {
+                if !decide(action).allowed() {
+                    return Err(refuse(action));
+                }
+            }
+            Ok(None)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use topgun_core::protocol::messages::{CounterState, Ping, TopicPub};
+
+    #[test]
+    fn every_named_resource_has_a_row_and_others_none() {
+        let publish = Message::TopicPub(TopicPub {
+            topic: "news".into(),
+            data: topgun_core::Value::Nil,
+        });
+        assert_eq!(
+            required(&publish),
+            Some(Required {
+                resource: Resource::Topic,
+                name: "news",
+                need: Need::Write,
+            })
+        );
+        let sync = Message::CounterSync(CounterState {
+            name: "hits".into(),
+            state: topgun_core::PnCounter::default(),
+        });
+        assert_eq!(required(&sync).map(|r| r.need), Some(Need::ReadWrite));
+        assert_eq!(required(&Message::Ping(Ping { timestamp: 1 })), None);
+    }
+}

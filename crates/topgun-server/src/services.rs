@@ -1,0 +1,166 @@
+//! Starts the server's service tasks and wires their handles together: the one place that
+//! knows who holds whose handle. `docs/ARCHITECTURE.md` draws the result.
+//!
+//! Start order matters only where a task needs another's handle: the journal first (shards
+//! feed it), the query task's handle (shards offer it changes), then the shards, then the
+//! services that write through the shards (locks, counters) and the query task itself.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use topgun_core::Hlc;
+use topgun_core::hash::PARTITION_COUNT;
+
+use crate::clock::ServerClock;
+use crate::config::Guards;
+use crate::coordination::counters::Counters;
+use crate::coordination::internal::{self, InternalWriter};
+use crate::coordination::locks::service::Locks;
+use crate::coordination::router::Coordinator;
+use crate::coordination::topics::Topics;
+use crate::data::plane::DataPlane;
+use crate::data::shard::Shard;
+use crate::data::shard::service::{self as shard_service, Persist};
+use crate::data::shards::{SHARD_QUEUE_LEN, Shards, shard_of};
+use crate::data::sync::SyncPath;
+use crate::data::write::WritePath;
+use crate::journal::service::Journals;
+use crate::journal::{JOURNAL_MAP, JournalEvent, Retention};
+use crate::metrics::Metrics;
+use crate::query::{self, Queries};
+use crate::security::interceptor::{Interceptor, Pipeline, RateLimiter, ServerTimestamps};
+use crate::storage::store::StoredEntry;
+
+/// What the services are started with besides the records.
+#[derive(Debug)]
+pub struct Settings {
+    /// Partition shard tasks (clamped to 1..=271).
+    pub shards: usize,
+    pub topics_per_connection_max: usize,
+    pub guards: Guards,
+    /// Interceptors run after the built-in ones (rate limiter, server timestamps).
+    pub interceptors: Vec<Arc<dyn Interceptor>>,
+    pub journal: Retention,
+    /// The journal events storage recovered.
+    pub recovered_journal: Vec<JournalEvent>,
+    /// This server's node id, named in journal events.
+    pub node_id: String,
+}
+
+/// Starts every service over `loaded` (the store's entries, then the log's, in order) and
+/// returns the data plane that routes to them.
+pub fn start(
+    settings: Settings,
+    mut loaded: Vec<StoredEntry>,
+    persist: &Persist,
+    hlc: Hlc,
+    metrics: Arc<Metrics>,
+) -> DataPlane {
+    // Journal events are the journal's, never a map's.
+    loaded.retain(|e| e.map != JOURNAL_MAP);
+    let internal = internal::recover(&loaded);
+    let journal = settings.journal.enabled().then(|| {
+        Journals::start(
+            settings.journal,
+            settings.recovered_journal,
+            settings.node_id.clone(),
+        )
+    });
+    let (queries, query_requests) = Queries::channel();
+    let shards = start_shards(
+        settings.shards,
+        loaded,
+        persist,
+        &queries,
+        &metrics,
+        journal.as_ref(),
+    );
+    tokio::spawn(query::run(
+        queries.clone(),
+        query_requests,
+        shards.clone(),
+        settings.guards.queries_per_connection_max,
+    ));
+    let clock = ServerClock::new(hlc);
+    let writer = InternalWriter::new(shards.clone(), clock.clone());
+    let coordination = Coordinator {
+        topics: Topics::new(settings.topics_per_connection_max),
+        locks: Locks::start(internal.fencing_high, writer.clone()),
+        counters: Counters::start(internal.counters, writer),
+        journal,
+        node_id: settings.node_id,
+        metrics: Arc::clone(&metrics),
+    };
+    DataPlane {
+        writes: WritePath {
+            shards: shards.clone(),
+            guards: settings.guards,
+            pipeline: pipeline(&settings.guards, settings.interceptors),
+            durable_level: persist.level(),
+            ack_waits: persist.ack_waits(),
+            clock: clock.clone(),
+            metrics: Arc::clone(&metrics),
+        },
+        sync: SyncPath {
+            shards: shards.clone(),
+            clock,
+            metrics,
+        },
+        queries,
+        coordination,
+        shards,
+    }
+}
+
+/// Loads each shard with its part of `loaded` and starts its task.
+fn start_shards(
+    count: usize,
+    loaded: Vec<StoredEntry>,
+    persist: &Persist,
+    queries: &Queries,
+    metrics: &Arc<Metrics>,
+    journal: Option<&Journals>,
+) -> Shards {
+    let count = count.clamp(1, PARTITION_COUNT as usize);
+    let mut parts: Vec<Vec<StoredEntry>> = vec![Vec::new(); count];
+    for entry in loaded {
+        parts[shard_of(&entry.key, count)].push(entry);
+    }
+    let queues = parts
+        .into_iter()
+        .map(|entries| {
+            let mut shard = match journal {
+                Some(_) => Shard::with_journal(),
+                None => Shard::new(),
+            };
+            shard.load(entries);
+            let (tx, rx) = mpsc::channel(SHARD_QUEUE_LEN);
+            tokio::spawn(shard_service::run(
+                shard,
+                rx,
+                persist.clone(),
+                queries.clone(),
+                Arc::clone(metrics),
+                journal.map(Journals::feed),
+            ));
+            tx
+        })
+        .collect();
+    Shards::new(queues)
+}
+
+/// The interceptors in their order: the built-ins the guards turn on, then `extra`.
+fn pipeline(guards: &Guards, extra: Vec<Arc<dyn Interceptor>>) -> Pipeline {
+    let mut stages: Vec<Arc<dyn Interceptor>> = Vec::new();
+    if guards.ops_per_sec_per_connection > 0 || guards.ops_per_sec_per_user > 0 {
+        stages.push(Arc::new(RateLimiter::new(
+            guards.ops_per_sec_per_connection,
+            guards.ops_per_sec_per_user,
+        )));
+    }
+    if guards.server_timestamps {
+        stages.push(Arc::new(ServerTimestamps));
+    }
+    stages.extend(extra);
+    Pipeline::new(stages)
+}
