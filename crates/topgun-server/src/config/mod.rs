@@ -48,13 +48,13 @@ pub const PORT_DEFAULT: u16 = 8080;
 )]
 pub struct Cli {
     /// Port to listen on; 0 picks a free port (printed as `PORT=<n>`).
-    #[arg(long, env = "PORT")]
+    #[arg(long, env = env_name(&["PORT"]))]
     pub port: Option<u16>,
     /// Address to bind (default: 127.0.0.1 without auth, 0.0.0.0 with it).
-    #[arg(long, env = "TOPGUN_BIND_ADDR")]
+    #[arg(long, env = env_name(&["TOPGUN_BIND_ADDR"]))]
     pub host: Option<IpAddr>,
     /// This node's id; issues its HLC timestamps (no `:` allowed).
-    #[arg(long, env = "TOPGUN_NODE_ID")]
+    #[arg(long, env = env_name(&["TOPGUN_NODE_ID"]))]
     pub node_id: Option<String>,
     /// A TOML file with any of: `port`, `host`, `node_id`, `data_dir`, `durability`,
     /// `storage_backend`, `server_timestamps`, `[[policies]]`, and the numeric keys listed
@@ -65,18 +65,18 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Directory of the embedded store and the write-ahead log (default `./topgun-data`).
-    #[arg(long, env = "TOPGUN_DATA_DIR", global = true)]
+    #[arg(long, env = env_name(&["TOPGUN_DATA_DIR"]), global = true)]
     pub data_dir: Option<PathBuf>,
     /// When writes are acknowledged: `fsync` (durable, the default), `os` (survives a
     /// server crash, not a power loss) or `memory` (as soon as applied).
-    #[arg(long, env = "TOPGUN_DURABILITY")]
+    #[arg(long, env = env_name(&["TOPGUN_DURABILITY"]))]
     pub durability: Option<String>,
     /// `redb` (embedded, the default), `postgres` (with `DATABASE_URL`) or `memory`
     /// (nothing survives a restart).
-    #[arg(long = "storage", env = "STORAGE_BACKEND")]
+    #[arg(long = "storage", env = env_name(&["STORAGE_BACKEND"]))]
     pub storage_backend: Option<String>,
     /// PostgreSQL connection URL for `--storage postgres`.
-    #[arg(long, env = "DATABASE_URL")]
+    #[arg(long, env = env_name(&["DATABASE_URL"]))]
     pub database_url: Option<String>,
     /// Start even if the write-ahead log is corrupt, discarding it from the damaged frame on.
     #[arg(long)]
@@ -109,6 +109,24 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+}
+
+/// The environment variable clap reads for a flag: the first of `names` that is set, else
+/// the first. clap's `env` takes one name; a list lets a setting keep its TopGun server name
+/// and gain others, one entry each.
+fn env_name(names: &[&'static str]) -> &'static str {
+    first_set(names, |name| {
+        std::env::var_os(name).is_some_and(|value| !value.is_empty())
+    })
+}
+
+fn first_set(names: &[&'static str], is_set: impl Fn(&str) -> bool) -> &'static str {
+    names
+        .iter()
+        .copied()
+        .find(|name| is_set(name))
+        .or_else(|| names.first().copied())
+        .unwrap_or_default()
 }
 
 /// The auth environment (`JWT_SECRET`, `TOPGUN_NO_AUTH`, `TOPGUN_JWT_ISSUER`,

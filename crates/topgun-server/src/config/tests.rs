@@ -481,3 +481,38 @@ fn unknown_durabilities_and_backends_are_refused_listing_the_known_ones() {
         "storage backend must be redb, postgres or memory, got sqlite"
     );
 }
+
+/// The flags' environment names are the TopGun server's.
+#[test]
+fn each_flag_key_has_its_environment_name() {
+    use clap::CommandFactory;
+    let command = Cli::command();
+    let env = |id: &str| {
+        let arg = command.get_arguments().find(|a| a.get_id() == id)?;
+        Some(arg.get_env()?.to_string_lossy().into_owned())
+    };
+    for (id, name) in [
+        ("port", "PORT"),
+        ("host", "TOPGUN_BIND_ADDR"),
+        ("node_id", "TOPGUN_NODE_ID"),
+        ("data_dir", "TOPGUN_DATA_DIR"),
+        ("durability", "TOPGUN_DURABILITY"),
+        ("storage_backend", "STORAGE_BACKEND"),
+        ("database_url", "DATABASE_URL"),
+    ] {
+        assert_eq!(env(id).as_deref(), Some(name), "{id}");
+    }
+}
+
+/// A flag with several environment names reads the first one set, and names the first in
+/// `--help` when none is.
+#[test]
+fn of_several_environment_names_the_first_one_set_is_read() {
+    let names = &["TOPGUN_DURABILITY", "TOPGUN_WAL_FSYNC_POLICY"];
+    assert_eq!(first_set(names, |_| false), "TOPGUN_DURABILITY");
+    assert_eq!(
+        first_set(names, |name| name == "TOPGUN_WAL_FSYNC_POLICY"),
+        "TOPGUN_WAL_FSYNC_POLICY"
+    );
+    assert_eq!(first_set(names, |_| true), "TOPGUN_DURABILITY");
+}
