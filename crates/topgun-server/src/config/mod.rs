@@ -1,0 +1,457 @@
+//! Server configuration: command line (with the TopGun server's flag and environment names),
+//! an optional TOML file, and the auth environment. Precedence: flag or its environment
+//! variable, then the file, then the default.
+//!
+//! Each key is declared once. A flag's name and environment names are on its [`Cli`] field;
+//! the file's keys, with each numeric key's range, unit and default, are in [`keys`], one
+//! line each. Resolution is a pure function of its inputs ([`Config::resolve`]) so that every
+//! rule is tested without touching the process environment.
+
+mod declare;
+pub mod keys;
+mod limits;
+mod range;
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use thiserror::Error;
+use topgun_core::NodeId;
+use topgun_core::protocol::Limits;
+
+use crate::connection::outbox::BacklogLimits;
+use crate::journal::Retention;
+use crate::security::auth::{JwtVerifier, KeyError};
+use crate::security::policy::{PolicyError, PolicySet};
+use crate::storage::wal::OnCorruption;
+use crate::storage::{Backend, Durability, StorageConfig};
+use declare::Number;
+use keys::{FileConfig, Numbers};
+pub use keys::{MAX_DEPTH_MAX, NUMERIC_KEYS};
+pub use limits::{Guards, PreAuthLimits, SessionLimits};
+pub use range::{KeyRange, Unit};
+
+/// The node id when none is configured (the TopGun server's default).
+pub const NODE_ID_DEFAULT: &str = "topgun-server-node";
+pub const PORT_DEFAULT: u16 = 8080;
+
+/// Command line of `topgun-server`.
+#[derive(Debug, Clone, Default, Parser)]
+#[command(
+    name = "topgun-server",
+    version,
+    about = "TopGun data grid server",
+    after_help = after_help()
+)]
+pub struct Cli {
+    /// Port to listen on; 0 picks a free port (printed as `PORT=<n>`).
+    #[arg(long, env = env_name(&["PORT"]))]
+    pub port: Option<u16>,
+    /// Address to bind (default: 127.0.0.1 without auth, 0.0.0.0 with it).
+    #[arg(long, env = env_name(&["TOPGUN_BIND_ADDR"]))]
+    pub host: Option<IpAddr>,
+    /// This node's id; issues its HLC timestamps (no `:` allowed).
+    #[arg(long, env = env_name(&["TOPGUN_NODE_ID"]))]
+    pub node_id: Option<String>,
+    /// A TOML file with any of: `port`, `host`, `node_id`, `data_dir`, `durability`,
+    /// `storage_backend`, `server_timestamps`, `[[policies]]`, and the numeric keys listed
+    /// below with their valid ranges (security: `ops_per_batch_max`, `value_bytes_max`,
+    /// `queries_per_connection_max`, `connections_per_user_max`,
+    /// `auth_failures_per_ip_per_minute`, `ops_per_sec_per_connection`, `ops_per_sec_per_user`,
+    /// `preauth_bytes_max`, `preauth_connections_max`, `preauth_connections_per_ip_max`).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory of the embedded store and the write-ahead log (default `./topgun-data`).
+    #[arg(long, env = env_name(&["TOPGUN_DATA_DIR"]), global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// When writes are acknowledged: `fsync` (durable, the default), `os` (survives a
+    /// server crash, not a power loss) or `memory` (as soon as applied).
+    #[arg(long, env = env_name(&["TOPGUN_DURABILITY"]))]
+    pub durability: Option<String>,
+    /// `redb` (embedded, the default), `postgres` (with `DATABASE_URL`) or `memory`
+    /// (nothing survives a restart).
+    #[arg(long = "storage", env = env_name(&["STORAGE_BACKEND"]))]
+    pub storage_backend: Option<String>,
+    /// PostgreSQL connection URL for `--storage postgres`.
+    #[arg(long, env = env_name(&["DATABASE_URL"]))]
+    pub database_url: Option<String>,
+    /// Start even if the write-ahead log is corrupt, discarding it from the damaged frame on.
+    #[arg(long)]
+    pub wal_discard_corrupt: bool,
+    /// Without a command, the server runs.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What `topgun-server` does instead of serving.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Writes a backup of a running server's records to a file.
+    Backup {
+        /// The file to write (replaced only once the whole backup has arrived and checks out).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// The running server.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// A JWT with the `ADMIN` role, when the server has auth on.
+        #[arg(long, env = "TOPGUN_ADMIN_TOKEN")]
+        token: Option<String>,
+    },
+    /// Restores a backup into the data directory (`--data-dir`) of a stopped server.
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// Replace the records already in the data directory.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// The environment variable clap reads for a flag: the first of `names` that is set, else
+/// the first. clap's `env` takes one name; a list lets a setting keep its TopGun server name
+/// and gain others, one entry each.
+fn env_name(names: &[&'static str]) -> &'static str {
+    first_set(names, |name| {
+        std::env::var_os(name).is_some_and(|value| !value.is_empty())
+    })
+}
+
+fn first_set(names: &[&'static str], is_set: impl Fn(&str) -> bool) -> &'static str {
+    names
+        .iter()
+        .copied()
+        .find(|name| is_set(name))
+        .or_else(|| names.first().copied())
+        .unwrap_or_default()
+}
+
+/// The auth environment (`JWT_SECRET`, `TOPGUN_NO_AUTH`, `TOPGUN_JWT_ISSUER`,
+/// `TOPGUN_JWT_AUDIENCE`).
+#[derive(Debug, Clone, Default)]
+pub struct AuthEnv {
+    pub jwt_secret: Option<String>,
+    pub no_auth: Option<String>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+}
+
+impl AuthEnv {
+    pub fn from_process() -> Self {
+        let var = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
+        Self {
+            jwt_secret: var("JWT_SECRET"),
+            no_auth: var("TOPGUN_NO_AUTH"),
+            issuer: var("TOPGUN_JWT_ISSUER"),
+            audience: var("TOPGUN_JWT_AUDIENCE"),
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error(
+        "no authentication configured: set JWT_SECRET (an HS256 secret or an RS256 public key \
+         in PEM) or, for development only, TOPGUN_NO_AUTH=1"
+    )]
+    NoAuth,
+    #[error("JWT_SECRET and TOPGUN_NO_AUTH are both set; choose one")]
+    BothAuthModes,
+    #[error("TOPGUN_NO_AUTH={0:?} is not one of 1, true, 0, false")]
+    BadNoAuth(String),
+    #[error("JWT_SECRET: {0}")]
+    BadKey(#[from] KeyError),
+    #[error("node id {0:?}: {1}")]
+    BadNodeId(String, topgun_core::HlcError),
+    #[error("config file {path}: {reason}")]
+    File { path: String, reason: String },
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error("{field} must be {rule}, got {value}")]
+    OutOfRange {
+        field: &'static str,
+        rule: String,
+        value: String,
+    },
+}
+/// `--help`'s closing section: what starting needs, and every numeric key's range.
+fn after_help() -> String {
+    let mut out = String::from(
+        "Authentication (exactly one is required):\n  \
+         JWT_SECRET=<key>     an HS256 secret of at least 32 bytes, or an RS256 public key in PEM\n  \
+         TOPGUN_NO_AUTH=1     development only: every connection is accepted\n  \
+         TOPGUN_JWT_ISSUER, TOPGUN_JWT_AUDIENCE   required claims, when set\n\n\
+         Numeric keys of the --config file and their valid ranges:\n",
+    );
+    for range in NUMERIC_KEYS {
+        let _ = writeln!(out, "  {:<34}{}", range.key, range.describe());
+    }
+    out.push_str("\nSee README.md (Running the server) and docs/security.md for what each does.");
+    out
+}
+/// How clients authenticate.
+#[derive(Debug, Clone)]
+pub enum AuthMode {
+    /// Development: every connection is accepted; `AUTH` is acknowledged without checks.
+    Disabled,
+    Jwt(JwtVerifier),
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind: SocketAddr,
+    pub node_id: NodeId,
+    pub auth: AuthMode,
+    pub decode: Limits,
+    pub session: SessionLimits,
+    /// Budgets for what connections have been sent but not read.
+    pub backlog: BacklogLimits,
+    /// Partition shard tasks; default: the number of cores.
+    pub shards: usize,
+    /// How far ahead of the server clock a client timestamp may be (PROTOCOL.md §2.1).
+    pub max_drift_ms: u64,
+    pub storage: StorageConfig,
+    /// Tombstones older than this are pruned and clients told with `GC_PRUNE`; 0 keeps them.
+    pub tombstone_ttl_ms: u64,
+    /// How often tombstones are pruned.
+    pub gc_interval_ms: u64,
+    /// Access policies (`[[policies]]` in the file); none: no restrictions.
+    pub policies: PolicySet,
+    pub guards: Guards,
+    pub preauth: PreAuthLimits,
+    /// Interceptors an embedding program adds; they run after the built-in ones.
+    pub interceptors: Vec<std::sync::Arc<dyn crate::security::interceptor::Interceptor>>,
+}
+
+/// `TOPGUN_NO_AUTH`: `1`/`true` on, `0`/`false`/unset off, anything else an error.
+fn no_auth_is_on(value: Option<&str>) -> Result<bool, ConfigError> {
+    match value.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("0" | "false") => Ok(false),
+        Some("1" | "true") => Ok(true),
+        Some(_) => Err(ConfigError::BadNoAuth(value.unwrap_or_default().to_owned())),
+    }
+}
+
+impl Config {
+    /// Resolves flags, the file's text (if a file was given) and the auth environment.
+    pub fn resolve(cli: &Cli, file: Option<&str>, env: &AuthEnv) -> Result<Self, ConfigError> {
+        let file = parse_file(cli, file)?;
+        let auth = Self::auth_mode(env)?;
+        let host = cli
+            .host
+            .or(file.host)
+            .unwrap_or_else(|| default_host(&auth));
+        let port = cli.port.or(file.port).unwrap_or(PORT_DEFAULT);
+        let node_id = node_id(cli.node_id.as_ref().or(file.node_id.as_ref()))?;
+        let n = Numbers::resolve(&file)?;
+        check_relations(&n)?;
+        Ok(Self {
+            bind: SocketAddr::new(host, port),
+            node_id,
+            auth,
+            decode: decode_limits(&n),
+            session: SessionLimits::new(&n),
+            backlog: BacklogLimits {
+                connection_bytes: n.connection_backlog_bytes_max,
+                server_bytes: n.server_backlog_bytes_max,
+            },
+            shards: n.shards,
+            max_drift_ms: n.max_drift_ms,
+            storage: storage_config(cli, &file, &n)?,
+            tombstone_ttl_ms: n.tombstone_ttl_ms,
+            gc_interval_ms: n.gc_interval_ms,
+            policies: PolicySet::compile(&file.policies)?,
+            guards: Guards::new(&n, file.server_timestamps.unwrap_or_default()),
+            preauth: PreAuthLimits::new(&n),
+            interceptors: Vec::new(),
+        })
+    }
+
+    fn auth_mode(env: &AuthEnv) -> Result<AuthMode, ConfigError> {
+        let no_auth = no_auth_is_on(env.no_auth.as_deref())?;
+        match (&env.jwt_secret, no_auth) {
+            (Some(_), true) => Err(ConfigError::BothAuthModes),
+            (None, true) => Ok(AuthMode::Disabled),
+            (None, false) => Err(ConfigError::NoAuth),
+            (Some(secret), false) => Ok(AuthMode::Jwt(JwtVerifier::from_secret(
+                secret,
+                env.issuer.clone(),
+                env.audience.clone(),
+            )?)),
+        }
+    }
+}
+
+/// The file's keys; no file is an empty one.
+fn parse_file(cli: &Cli, text: Option<&str>) -> Result<FileConfig, ConfigError> {
+    let Some(text) = text else {
+        return Ok(FileConfig::default());
+    };
+    toml::from_str(text).map_err(|e| ConfigError::File {
+        path: cli
+            .config
+            .as_ref()
+            .map_or_else(String::new, |p| p.display().to_string()),
+        reason: e.to_string(),
+    })
+}
+
+/// Without auth, only this machine is served; with it, every interface.
+fn default_host(auth: &AuthMode) -> IpAddr {
+    match auth {
+        AuthMode::Disabled => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        AuthMode::Jwt(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    }
+}
+
+fn node_id(name: Option<&String>) -> Result<NodeId, ConfigError> {
+    let name = name.map_or(NODE_ID_DEFAULT, String::as_str);
+    NodeId::new(name).map_err(|e| ConfigError::BadNodeId(name.to_owned(), e))
+}
+
+fn decode_limits(n: &Numbers) -> Limits {
+    Limits {
+        max_frame_bytes: n.max_frame_bytes,
+        max_str_bytes: n.max_frame_bytes,
+        max_depth: n.max_depth,
+        ..Limits::default()
+    }
+}
+
+/// The rules between keys, checked once each key is within its own range.
+fn check_relations(n: &Numbers) -> Result<(), ConfigError> {
+    let frame = n.max_frame_bytes;
+    let connection = n.connection_backlog_bytes_max;
+    // The unread-output budgets: a connection's holds at least one frame (else one large
+    // event would close any subscriber), the server's at least one connection's.
+    if connection < frame {
+        let rule = format!("at least {} ({frame})", keys::MAX_FRAME_BYTES.key);
+        return Err(refused(
+            &keys::CONNECTION_BACKLOG_BYTES_MAX,
+            rule,
+            connection,
+        ));
+    }
+    if n.server_backlog_bytes_max < connection {
+        let rule = format!(
+            "at least {} ({connection})",
+            keys::CONNECTION_BACKLOG_BYTES_MAX.key
+        );
+        return Err(refused(
+            &keys::SERVER_BACKLOG_BYTES_MAX,
+            rule,
+            n.server_backlog_bytes_max,
+        ));
+    }
+    // The segment being written cannot be released until the next one starts, and it starts
+    // only with the next write, which a full log refuses: so the log's bound leaves room for
+    // at least one closed segment beside the open one.
+    let segment = n.wal_segment_bytes;
+    if n.wal_max_bytes < segment.saturating_mul(2) {
+        let rule = format!("at least twice {} ({segment})", keys::WAL_SEGMENT_BYTES.key);
+        return Err(refused(&keys::WAL_MAX_BYTES, rule, n.wal_max_bytes));
+    }
+    if n.value_bytes_max > frame {
+        let rule = format!("0, or at most {} ({frame})", keys::MAX_FRAME_BYTES.key);
+        return Err(refused(&keys::VALUE_BYTES_MAX, rule, n.value_bytes_max));
+    }
+    Ok(())
+}
+
+fn refused(key: &KeyRange, rule: String, value: impl Number) -> ConfigError {
+    ConfigError::OutOfRange {
+        field: key.key,
+        rule,
+        value: value.to_u64().to_string(),
+    }
+}
+
+/// The `--durability` names.
+const DURABILITIES: &[(&str, Durability)] = &[
+    ("fsync", Durability::Fsync),
+    ("os", Durability::Os),
+    ("memory", Durability::Memory),
+];
+
+/// The `--storage` names.
+const BACKENDS: &[(&str, Backend)] = &[
+    ("redb", Backend::Redb),
+    ("postgres", Backend::Postgres),
+    ("memory", Backend::Memory),
+];
+
+fn storage_config(cli: &Cli, file: &FileConfig, n: &Numbers) -> Result<StorageConfig, ConfigError> {
+    let defaults = StorageConfig::default();
+    let durability = match cli.durability.as_ref().or(file.durability.as_ref()) {
+        Some(name) => named("durability", DURABILITIES, name)?,
+        None => defaults.durability,
+    };
+    let backend = match cli
+        .storage_backend
+        .as_ref()
+        .or(file.storage_backend.as_ref())
+    {
+        Some(name) => named("storage backend", BACKENDS, name)?,
+        None => defaults.backend,
+    };
+    if backend == Backend::Postgres && cli.database_url.is_none() {
+        return Err(out_of_range(
+            "DATABASE_URL",
+            "set when the storage backend is postgres",
+            "nothing",
+        ));
+    }
+    let data_dir = cli.data_dir.as_ref().or(file.data_dir.as_ref());
+    Ok(StorageConfig {
+        backend,
+        database_url: cli.database_url.clone(),
+        data_dir: data_dir.cloned().unwrap_or(defaults.data_dir),
+        durability,
+        wal_segment_bytes: n.wal_segment_bytes,
+        wal_max_bytes: n.wal_max_bytes,
+        wal_commit_delay: Duration::from_micros(n.wal_commit_delay_us),
+        redb_cache_bytes: n.redb_cache_bytes,
+        on_corruption: if cli.wal_discard_corrupt {
+            OnCorruption::Discard
+        } else {
+            OnCorruption::Refuse
+        },
+        journal: Retention {
+            capacity: n.journal_capacity,
+            max_age_ms: n.journal_max_age_ms,
+        },
+    })
+}
+
+/// The value `name` stands for in `names`, else an error listing the names.
+fn named<T: Copy>(field: &'static str, names: &[(&str, T)], name: &str) -> Result<T, ConfigError> {
+    if let Some((_, value)) = names.iter().find(|(known, _)| *known == name) {
+        return Ok(*value);
+    }
+    let mut rule = String::new();
+    for (i, (known, _)) in names.iter().enumerate() {
+        let separator = match i {
+            0 => "",
+            i if i + 1 == names.len() => " or ",
+            _ => ", ",
+        };
+        rule.push_str(separator);
+        rule.push_str(known);
+    }
+    Err(out_of_range(field, &rule, name))
+}
+
+fn out_of_range(field: &'static str, rule: &str, value: &str) -> ConfigError {
+    ConfigError::OutOfRange {
+        field,
+        rule: rule.to_owned(),
+        value: value.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests;
