@@ -27,7 +27,8 @@ use crate::data::write::WritePath;
 use crate::journal::service::Journals;
 use crate::journal::{JOURNAL_MAP, JournalEvent, Retention};
 use crate::metrics::Metrics;
-use crate::query::{self, Queries};
+use crate::query::handle::Queries;
+use crate::query::service as query_service;
 use crate::security::interceptor::{Interceptor, Pipeline, RateLimiter, ServerTimestamps};
 use crate::storage::store::StoredEntry;
 
@@ -75,7 +76,7 @@ pub fn start(
         &metrics,
         journal.as_ref(),
     );
-    tokio::spawn(query::run(
+    tokio::spawn(query_service::run(
         queries.clone(),
         query_requests,
         shards.clone(),

@@ -124,7 +124,7 @@ file_keys! {
         value_bytes_max (VALUE_BYTES_MAX): usize = 0,
             Bytes 1..=64 * MIB, 0 means "the frame bound only";
         queries_per_connection_max (QUERIES_PER_CONNECTION_MAX): usize =
-            crate::query::QUERIES_PER_CONNECTION_MAX, Count 1..=65_536;
+            crate::query::handle::QUERIES_PER_CONNECTION_MAX, Count 1..=65_536;
         connections_per_user_max (CONNECTIONS_PER_USER_MAX): usize = 0,
             Count 1..=1_000_000, 0 means "no limit";
         auth_failures_per_ip_per_minute (AUTH_FAILURES_PER_IP_PER_MINUTE): u32 = 10,

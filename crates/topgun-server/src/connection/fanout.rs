@@ -14,18 +14,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::body::Bytes;
 use futures_util::future::BoxFuture;
 use tokio::sync::watch;
 use topgun_core::protocol::Message;
 
-use crate::connection::outbox::{Backlog, ChargeOnce, Outbox, Pushed, Updates};
+use crate::connection::ConnId;
+use crate::connection::outbox::{Backlog, Outbox, Pushed, SharedFrame, Updates};
 use crate::security::access::{ConnAccess, project_message};
 use crate::security::policy::{Action, Decision, Fields, Resource};
 use crate::storage::store::MapKind;
-
-/// Identifies a connection for the lifetime of a server.
-pub type ConnId = u64;
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -46,63 +43,6 @@ impl std::fmt::Debug for Outbound {
             Self::Later(_) => f.write_str("Later"),
             Self::Close { code, reason } => write!(f, "Close({code}, {reason})"),
         }
-    }
-}
-
-/// An encoded frame on its way to one connection or many: shared, and one pointer wide.
-///
-/// The width matters per connection, not per frame: a connection's queues hold many of
-/// them. The frame's bytes count once against the server's backlog budget however many
-/// outboxes hold it ([`ChargeOnce`]).
-#[derive(Debug, Clone)]
-pub struct SharedFrame(Arc<FrameInner>);
-
-#[derive(Debug)]
-struct FrameInner {
-    bytes: Bytes,
-    charge: ChargeOnce,
-}
-
-impl PartialEq for SharedFrame {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.bytes == other.0.bytes
-    }
-}
-
-impl Eq for SharedFrame {}
-
-impl SharedFrame {
-    /// The frame's bytes, for the socket (sharing the buffer, not copying it).
-    pub fn bytes(&self) -> Bytes {
-        Bytes::clone(&self.0.bytes)
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.bytes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.bytes.is_empty()
-    }
-
-    /// Counts the frame against `backlog` (the first time only; released when it is freed).
-    pub fn charge(&self, backlog: &Arc<Backlog>) {
-        self.0.charge.charge(backlog, self.len());
-    }
-}
-
-impl From<Vec<u8>> for SharedFrame {
-    fn from(encoded: Vec<u8>) -> Self {
-        Self(Arc::new(FrameInner {
-            bytes: Bytes::from(encoded),
-            charge: ChargeOnce::default(),
-        }))
-    }
-}
-
-impl AsRef<[u8]> for SharedFrame {
-    fn as_ref(&self) -> &[u8] {
-        &self.0.bytes
     }
 }
 

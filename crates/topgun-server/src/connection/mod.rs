@@ -14,6 +14,9 @@
 //! Public face: [`session::Session`], [`fanout::ConnHandle`], [`outbox::Outbox`] and
 //! [`listener::PreAuth`]; the socket driving all of them is in `server`.
 
+/// Identifies a connection for the lifetime of a server.
+pub type ConnId = u64;
+
 pub mod fanout;
 pub mod listener;
 pub mod outbox;

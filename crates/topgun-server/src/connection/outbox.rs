@@ -32,12 +32,13 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 
+use axum::body::Bytes;
 use tokio::sync::Notify;
 use topgun_core::Value;
 use topgun_core::live_query::Change;
 use topgun_core::protocol::enums::ChangeType;
 
-use crate::connection::fanout::{ConnId, SharedFrame};
+use crate::connection::ConnId;
 
 /// Why a connection was closed as a slow consumer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -607,6 +608,63 @@ fn value_bytes(value: &Value) -> usize {
                 .map(|(k, v)| 5 + k.len() + value_bytes(v))
                 .sum::<usize>()
         }
+    }
+}
+
+/// An encoded frame on its way to one connection or many: shared, and one pointer wide.
+///
+/// The width matters per connection, not per frame: a connection's queues hold many of
+/// them. The frame's bytes count once against the server's backlog budget however many
+/// outboxes hold it ([`ChargeOnce`]).
+#[derive(Debug, Clone)]
+pub struct SharedFrame(Arc<FrameInner>);
+
+#[derive(Debug)]
+struct FrameInner {
+    bytes: Bytes,
+    charge: ChargeOnce,
+}
+
+impl PartialEq for SharedFrame {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.bytes == other.0.bytes
+    }
+}
+
+impl Eq for SharedFrame {}
+
+impl SharedFrame {
+    /// The frame's bytes, for the socket (sharing the buffer, not copying it).
+    pub fn bytes(&self) -> Bytes {
+        Bytes::clone(&self.0.bytes)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.bytes.is_empty()
+    }
+
+    /// Counts the frame against `backlog` (the first time only; released when it is freed).
+    pub fn charge(&self, backlog: &Arc<Backlog>) {
+        self.0.charge.charge(backlog, self.len());
+    }
+}
+
+impl From<Vec<u8>> for SharedFrame {
+    fn from(encoded: Vec<u8>) -> Self {
+        Self(Arc::new(FrameInner {
+            bytes: Bytes::from(encoded),
+            charge: ChargeOnce::default(),
+        }))
+    }
+}
+
+impl AsRef<[u8]> for SharedFrame {
+    fn as_ref(&self) -> &[u8] {
+        &self.0.bytes
     }
 }
 

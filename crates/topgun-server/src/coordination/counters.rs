@@ -18,7 +18,9 @@ use topgun_core::PnCounter;
 use topgun_core::protocol::Message;
 use topgun_core::protocol::messages::CounterState;
 
-use crate::connection::fanout::{ConnHandle, ConnId, Outbound, SharedFrame};
+use crate::connection::ConnId;
+use crate::connection::fanout::{ConnHandle, Outbound};
+use crate::connection::outbox::SharedFrame;
 use crate::coordination::internal::{COUNTERS_MAP, InternalWriter, counter_to_value};
 use crate::error::code::{BAD_REQUEST, TOO_LARGE, TOO_MANY, UNAVAILABLE};
 use crate::error::error;

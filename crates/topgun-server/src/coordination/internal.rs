@@ -15,7 +15,7 @@ use topgun_core::value::ValueMap;
 use topgun_core::{LwwRecord, PnCounter, Value};
 
 use crate::clock::ServerClock;
-use crate::connection::fanout::ConnId;
+use crate::connection::ConnId;
 use crate::data::ops::Write;
 use crate::data::shard::service::Request;
 use crate::data::shards::{ShardGone, Shards};

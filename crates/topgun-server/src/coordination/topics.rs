@@ -17,7 +17,9 @@ use topgun_core::Value;
 use topgun_core::protocol::Message;
 use topgun_core::protocol::messages::TopicMessage;
 
-use crate::connection::fanout::{ConnHandle, ConnId, Delivery, SharedFrame};
+use crate::connection::ConnId;
+use crate::connection::fanout::{ConnHandle, Delivery};
+use crate::connection::outbox::SharedFrame;
 use crate::coordination::names;
 use crate::error::code::{BAD_REQUEST, TOO_MANY};
 use crate::security::policy::{Action, Resource};

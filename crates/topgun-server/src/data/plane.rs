@@ -22,7 +22,7 @@ use crate::data::shard::service::Request;
 use crate::data::shards::{ShardGone, Shards};
 use crate::data::sync::SyncPath;
 use crate::data::write::WritePath;
-use crate::query::{Queries, QueryRequest};
+use crate::query::handle::{Queries, QueryRequest};
 use crate::security::access::project_message;
 use crate::security::admission;
 use crate::security::interceptor::Pipeline;

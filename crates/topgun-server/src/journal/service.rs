@@ -24,7 +24,9 @@ use topgun_core::protocol::messages::{
 };
 
 use crate::clock::now_ms;
-use crate::connection::fanout::{ConnHandle, ConnId, Frames, Offer, Outbound, SharedFrame};
+use crate::connection::ConnId;
+use crate::connection::fanout::{ConnHandle, Frames, Offer, Outbound};
+use crate::connection::outbox::SharedFrame;
 use crate::error::code::{BAD_REQUEST, TOO_MANY, UNAVAILABLE};
 use crate::error::error;
 use crate::journal::{self, Draft, Filter, Journal, JournalEvent, Logged, Page, Retention};

@@ -13,7 +13,7 @@ use topgun_core::protocol::messages::ClientOp;
 use topgun_core::protocol::wire::Field;
 
 use crate::by_name;
-use crate::connection::fanout::ConnId;
+use crate::connection::ConnId;
 use crate::data::ops::Rejection;
 use crate::error::code;
 

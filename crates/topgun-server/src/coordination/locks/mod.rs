@@ -24,7 +24,7 @@ pub mod service;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
-use crate::connection::fanout::ConnId;
+use crate::connection::ConnId;
 use crate::coordination::names;
 use crate::error::code::{BAD_REQUEST, TOO_MANY, UNAVAILABLE};
 

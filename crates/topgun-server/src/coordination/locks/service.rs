@@ -12,7 +12,9 @@ use topgun_core::protocol::Message;
 use topgun_core::protocol::messages::{LockGranted, LockReleased};
 
 use crate::clock::now_ms;
-use crate::connection::fanout::{ConnHandle, ConnId, SharedFrame};
+use crate::connection::ConnId;
+use crate::connection::fanout::ConnHandle;
+use crate::connection::outbox::SharedFrame;
 use crate::coordination::internal::{FENCING_KEY, InternalWriter, LOCKS_MAP};
 use crate::coordination::locks::{Effect, LockTable};
 use crate::error;

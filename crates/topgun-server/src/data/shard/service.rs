@@ -19,14 +19,15 @@ use topgun_core::protocol::Message;
 use topgun_core::protocol::enums::WriteConcern;
 use topgun_core::protocol::messages::{LeafRecord, ServerBatchEvent, ServerEvent};
 
-use crate::connection::fanout::{ConnHandle, ConnId, Subscribers};
+use crate::connection::ConnId;
+use crate::connection::fanout::{ConnHandle, Subscribers};
 use crate::data::ops::Write;
 use crate::data::shard::Shard;
 use crate::error::code;
 use crate::journal::service::JournalFeed;
 use crate::journal::{self, Draft, Logged};
 use crate::metrics::Metrics;
-use crate::query::{Queries, Records};
+use crate::query::handle::{Queries, Records};
 use crate::storage::store::{MapKind, Store, StoredEntry};
 use crate::storage::wal::{OnDurable, Wal, WalError};
 
