@@ -50,7 +50,12 @@ serve() {
 run() {
   serve "$3" "$1-$2-$4"
   local json
-  json=$("$BENCH" --url "ws://127.0.0.1:$port/ws" --duration "$DURATION" --json "$4" | tail -n 1)
+  # The load generator's progress lines go to a file; shown only if it fails.
+  if ! json=$("$BENCH" --url "ws://127.0.0.1:$port/ws" --duration "$DURATION" --json "$4" \
+      2>"$work/bench.err" | tail -n 1) || [ -z "$json" ]; then
+    cat "$work/bench.err" >&2
+    exit 1
+  fi
   stop_server
   python3 - "$1" "$2" "$4" "$json" <<'PY'
 import json, sys

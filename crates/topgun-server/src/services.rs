@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use topgun_core::Hlc;
-use topgun_core::hash::PARTITION_COUNT;
 
 use crate::clock::ServerClock;
 use crate::config::Guards;
@@ -21,7 +20,7 @@ use crate::coordination::topics::Topics;
 use crate::data::plane::DataPlane;
 use crate::data::shard::Shard;
 use crate::data::shard::service::{self as shard_service, Persist};
-use crate::data::shards::{SHARD_QUEUE_LEN, Shards, shard_of};
+use crate::data::shards::{SHARD_QUEUE_LEN, Shards, shard_count, shard_of};
 use crate::data::sync::SyncPath;
 use crate::data::write::WritePath;
 use crate::journal::service::Journals;
@@ -83,34 +82,30 @@ pub fn start(
         settings.guards.queries_per_connection_max,
     ));
     let clock = ServerClock::new(hlc);
-    let writer = InternalWriter::new(shards.clone(), clock.clone());
+    let internal_writer = InternalWriter::new(shards.clone(), clock.clone());
     let coordination = Coordinator {
         topics: Topics::new(settings.topics_per_connection_max),
-        locks: Locks::start(internal.fencing_high, writer.clone()),
-        counters: Counters::start(internal.counters, writer),
+        locks: Locks::start(internal.fencing_high, internal_writer.clone()),
+        counters: Counters::start(internal.counters, internal_writer),
         journal,
         node_id: settings.node_id,
         metrics: Arc::clone(&metrics),
     };
-    DataPlane {
-        writes: WritePath {
-            shards: shards.clone(),
-            guards: settings.guards,
-            pipeline: pipeline(&settings.guards, settings.interceptors),
-            durable_level: persist.level(),
-            ack_waits: persist.ack_waits(),
-            clock: clock.clone(),
-            metrics: Arc::clone(&metrics),
-        },
-        sync: SyncPath {
-            shards: shards.clone(),
-            clock,
-            metrics,
-        },
-        queries,
-        coordination,
-        shards,
-    }
+    let writes = WritePath {
+        shards: shards.clone(),
+        guards: settings.guards,
+        pipeline: pipeline(&settings.guards, settings.interceptors),
+        durable_level: persist.level(),
+        ack_waits: persist.ack_waits(),
+        clock: clock.clone(),
+        metrics: Arc::clone(&metrics),
+    };
+    let sync = SyncPath {
+        shards: shards.clone(),
+        clock,
+        metrics,
+    };
+    DataPlane::new(shards, (writes, sync), queries, coordination)
 }
 
 /// Loads each shard with its part of `loaded` and starts its task.
@@ -122,7 +117,7 @@ fn start_shards(
     metrics: &Arc<Metrics>,
     journal: Option<&Journals>,
 ) -> Shards {
-    let count = count.clamp(1, PARTITION_COUNT as usize);
+    let count = shard_count(count);
     let mut parts: Vec<Vec<StoredEntry>> = vec![Vec::new(); count];
     for entry in loaded {
         parts[shard_of(&entry.key, count)].push(entry);

@@ -458,11 +458,21 @@ fn every_flag_key_is_read_from_the_file_and_its_flag_wins() {
     ];
     let cli = Cli::try_parse_from(flags).unwrap();
     let c = Config::resolve(&cli, Some(file), &no_auth()).unwrap();
-    assert_eq!(c.bind, "127.0.0.2:9100".parse().unwrap());
-    assert_eq!(c.node_id.as_str(), "from-flag");
-    assert_eq!(c.storage.data_dir, PathBuf::from("from-flag"));
-    assert_eq!(c.storage.durability, Durability::Memory);
-    assert_eq!(c.storage.backend, Backend::Redb);
+    let resolved = (
+        c.bind.to_string(),
+        c.node_id.as_str(),
+        c.storage.data_dir.clone(),
+    );
+    assert_eq!(
+        resolved,
+        (
+            "127.0.0.2:9100".into(),
+            "from-flag",
+            PathBuf::from("from-flag")
+        )
+    );
+    let storage = (c.storage.durability, c.storage.backend);
+    assert_eq!(storage, (Durability::Memory, Backend::Redb));
 }
 
 #[test]

@@ -33,15 +33,30 @@ use crate::storage::store::{MapKind, StoredEntry};
 /// [`crate::services::start`].
 #[derive(Debug)]
 pub struct DataPlane {
-    pub(crate) shards: Shards,
-    pub(crate) writes: WritePath,
-    pub(crate) sync: SyncPath,
+    shards: Shards,
+    writes: WritePath,
+    sync: SyncPath,
     /// The live-query task.
-    pub(crate) queries: Queries,
-    pub(crate) coordination: Coordinator,
+    queries: Queries,
+    coordination: Coordinator,
 }
 
 impl DataPlane {
+    pub fn new(
+        shards: Shards,
+        (writes, sync): (WritePath, SyncPath),
+        queries: Queries,
+        coordination: Coordinator,
+    ) -> Self {
+        Self {
+            shards,
+            writes,
+            sync,
+            queries,
+            coordination,
+        }
+    }
+
     /// The interceptors, in their order.
     pub fn interceptors(&self) -> &Pipeline {
         &self.writes.pipeline

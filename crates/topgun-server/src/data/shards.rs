@@ -15,7 +15,7 @@ use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, join_all};
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
-use topgun_core::hash::partition_id;
+use topgun_core::hash::{PARTITION_COUNT, partition_id};
 
 use crate::data::shard::service::Request;
 
@@ -26,6 +26,11 @@ pub const SHARD_QUEUE_LEN: usize = 1024;
 #[derive(Debug, Clone, Copy, Error)]
 #[error("a partition shard stopped; the server is shutting down")]
 pub struct ShardGone;
+
+/// How many shards `configured` asks for: at least one, and no more than one per partition.
+pub fn shard_count(configured: usize) -> usize {
+    configured.clamp(1, PARTITION_COUNT as usize)
+}
 
 /// The shard holding `key` among `count` shards.
 pub fn shard_of(key: &str, count: usize) -> usize {

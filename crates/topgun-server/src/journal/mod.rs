@@ -12,6 +12,9 @@
 //! **Retention** is bounded by count and age (the server's clock when the event was
 //! recorded), applied in memory here and to the store by the checkpointer. Events are kept
 //! in the store under the reserved map `__topgun_journal`, keyed by zero-padded sequence.
+//!
+//! Public face: [`Journal`] (the model), [`service::Journals`] (the task's handle, for
+//! connections) and [`service::JournalFeed`] (for the log's writer and the shards).
 
 pub mod service;
 

@@ -4,10 +4,10 @@
 //!
 //! * A subscription without `fromSequence` is live at once. One with it first *catches
 //!   up*: a helper task pages through the retained events and queues them on the
-//!   connection's event queue, waiting for room (a replay is a stream the client asked for,
+//!   connection's outbox, waiting for room (a replay is a stream the client asked for,
 //!   so it is paced by the client rather than cut short); when a page comes back empty the
 //!   subscription turns live in the same step, so no event is missed or sent twice.
-//! * Live events are offered to the event queue like map events: a subscriber that does
+//! * Live events are offered to the outbox like map events: a subscriber that does
 //!   not keep up is kicked (told to reconnect), never silently skipped.
 //! * `fromSequence` is inclusive: a reader resumes with the last sequence it saw plus one.
 //!   Events older than the retained ones are gone; a read starts at the oldest kept.
@@ -152,7 +152,7 @@ impl Journals {
         }
     }
 
-    /// `JOURNAL_SUBSCRIBE`: `None` when accepted (events follow on the event queue).
+    /// `JOURNAL_SUBSCRIBE`: `None` when accepted (events follow through the outbox).
     pub async fn subscribe(&self, conn: &ConnHandle, msg: JournalSubscribe) -> Option<Outbound> {
         let from = match msg.from_sequence.as_deref().map(parse_sequence).transpose() {
             Ok(from) => from,

@@ -3,6 +3,8 @@
 //! Every metric is a fixed set of atomic counters: recording never allocates or locks, and
 //! label sets are bounded (message types come from the protocol's fixed list; error codes
 //! from a fixed list with `other` for the rest).
+//!
+//! Public face: [`Metrics`] (shared by every task that records) and [`Histogram`].
 
 use std::fmt::Write;
 use std::sync::Arc;

@@ -9,6 +9,10 @@
 //! a wait) are checked again when they are made, by their services.
 
 use topgun_core::protocol::Message;
+use topgun_core::protocol::messages::{
+    CounterRequest, CounterState, JournalRead, JournalSubscribe, LockRelease, LockRequest,
+    MerkleReqBucket, OrMapDiffRequest, OrMapPushDiff, OrMapSyncInit, QuerySub, SyncInit,
+};
 
 use crate::error;
 use crate::security::access::ConnAccess;
@@ -41,27 +45,30 @@ pub fn required(msg: &Message) -> Option<Required<'_>> {
     use Need::{Read, ReadWhole, ReadWrite, Write};
     use Resource::{Counter, Lock, Map, Topic};
     let (resource, name, need) = match msg {
-        Message::SyncInit(s) => (Map, s.map_name.as_str(), Read),
-        Message::MerkleReqBucket(r) => (Map, r.map_name.as_str(), Read),
-        Message::OrMapSyncInit(s) => (Map, s.map_name.as_str(), ReadWhole),
-        Message::OrMapMerkleReqBucket(r) => (Map, r.map_name.as_str(), ReadWhole),
-        Message::OrMapDiffRequest(r) => (Map, r.map_name.as_str(), ReadWhole),
-        Message::OrMapPushDiff(p) => (Map, p.map_name.as_str(), Write),
-        Message::QuerySub(q) => (Map, q.map_name.as_str(), Read),
+        Message::SyncInit(SyncInit { map_name, .. })
+        | Message::MerkleReqBucket(MerkleReqBucket { map_name, .. })
+        | Message::QuerySub(QuerySub { map_name, .. }) => (Map, map_name, Read),
+        Message::OrMapSyncInit(OrMapSyncInit { map_name, .. })
+        | Message::OrMapMerkleReqBucket(MerkleReqBucket { map_name, .. })
+        | Message::OrMapDiffRequest(OrMapDiffRequest { map_name, .. }) => {
+            (Map, map_name, ReadWhole)
+        }
+        Message::OrMapPushDiff(OrMapPushDiff { map_name, .. }) => (Map, map_name, Write),
         // A journal request naming no map reads only the events its reader may see.
-        Message::JournalSubscribe(s) => (Map, s.map_name.as_deref()?, Read),
-        Message::JournalRead(r) => (Map, r.map_name.as_deref()?, Read),
-        Message::TopicSub(t) => (Topic, t.topic.as_str(), Read),
-        Message::TopicPub(p) => (Topic, p.topic.as_str(), Write),
-        Message::LockRequest(r) => (Lock, r.name.as_str(), Write),
-        Message::LockRelease(r) => (Lock, r.name.as_str(), Write),
-        Message::CounterRequest(r) => (Counter, r.name.as_str(), Read),
-        Message::CounterSync(s) => (Counter, s.name.as_str(), ReadWrite),
+        Message::JournalSubscribe(JournalSubscribe { map_name, .. })
+        | Message::JournalRead(JournalRead { map_name, .. }) => (Map, map_name.as_ref()?, Read),
+        Message::TopicSub(topic) => (Topic, &topic.topic, Read),
+        Message::TopicPub(publish) => (Topic, &publish.topic, Write),
+        Message::LockRequest(LockRequest { name, .. })
+        | Message::LockRelease(LockRelease { name, .. }) => (Lock, name, Write),
+        Message::CounterRequest(CounterRequest { name }) => (Counter, name, Read),
+        // A sync is answered with the merged state: it reads as well as writes.
+        Message::CounterSync(CounterState { name, .. }) => (Counter, name, ReadWrite),
         _ => return None,
     };
     Some(Required {
         resource,
-        name,
+        name: name.as_str(),
         need,
     })
 }

@@ -1,6 +1,6 @@
 //! The task that owns the [`LockTable`]: feeds it requests, releases, disconnects and
 //! clock ticks, makes token reservations durable through the reserved map, and delivers
-//! its answers to connections' event queues (a grant can come long after its request, so
+//! its answers to connections' outboxes (a grant can come long after its request, so
 //! it cannot wait in the reply queue without holding up every later reply).
 
 use std::collections::HashMap;
@@ -64,7 +64,7 @@ impl Locks {
         Self { tx }
     }
 
-    /// `LOCK_REQUEST`: answered later, on the connection's event queue.
+    /// `LOCK_REQUEST`: answered later, through the connection's outbox.
     pub async fn request(&self, conn: &ConnHandle, request_id: &str, name: &str, ttl: Option<u64>) {
         let input = Input::Request {
             conn: conn.clone(),
@@ -75,7 +75,7 @@ impl Locks {
         let _ = self.tx.send(input).await;
     }
 
-    /// `LOCK_RELEASE`: answered with `LOCK_RELEASED` on the event queue.
+    /// `LOCK_RELEASE`: answered with `LOCK_RELEASED` through the outbox.
     pub async fn release(&self, conn: &ConnHandle, request_id: &str, name: &str, token: u64) {
         let input = Input::Release {
             conn: conn.clone(),
