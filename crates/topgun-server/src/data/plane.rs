@@ -13,7 +13,6 @@
 
 use topgun_core::Timestamp;
 use topgun_core::protocol::Message;
-use topgun_core::protocol::messages::QueryRef;
 
 use crate::connection::fanout::Outbound;
 use crate::coordination::router::Coordinator;
@@ -73,44 +72,54 @@ impl DataPlane {
             Ok(fields) => fields,
             Err(refused) => return Some(Outbound::Message(refused)),
         };
-        let out = match msg {
+        match msg {
             Message::ClientOp(op) => {
                 let requested = op.write_concern;
-                self.writes.write(conn, vec![op], requested, now_ms).await
+                Some(answer(
+                    self.writes.write(conn, vec![op], requested, now_ms).await,
+                ))
             }
             Message::OpBatch(batch) => {
                 let requested = batch.write_concern;
-                self.writes.write(conn, batch.ops, requested, now_ms).await
+                Some(answer(
+                    self.writes.write(conn, batch.ops, requested, now_ms).await,
+                ))
             }
-            Message::OrMapPushDiff(push) => return self.writes.push(conn, push, now_ms).await,
-            Message::QuerySub(sub) => {
-                let subscribed = self.queries.subscribe(&conn.handle, sub, fields, now_ms);
-                return subscribed.await.err().map(Outbound::Message);
-            }
-            Message::QueryUnsub(unsub) => return self.unsubscribe(conn, unsub).await,
-            // Confirmed-apply cursors license tombstone pruning, which this server does not
-            // do: tombstones are kept, so there is nothing to advance. Projected queries ask
-            // for a Merkle sync of their rows; the QUERY_RESP already carries them whole.
-            Message::ClientApplyAck(_) | Message::QuerySyncInit(_) => return None,
+            Message::OrMapPushDiff(push) => self.writes.push(conn, push, now_ms).await,
             msg @ (Message::SyncInit(_)
             | Message::OrMapSyncInit(_)
             | Message::MerkleReqBucket(_)
             | Message::OrMapMerkleReqBucket(_)
             | Message::OrMapDiffRequest(_)) => {
-                self.sync(conn, msg, now_ms).await.map(|out| match fields {
+                let out = self.sync(conn, msg, now_ms).await;
+                Some(answer(out.map(|out| match fields {
                     Some(fields) => projected(out, fields),
                     None => out,
-                })
+                })))
             }
+            Message::QuerySub(sub) => {
+                let subscribed = self.queries.subscribe(&conn.handle, sub, fields, now_ms);
+                subscribed.await.err().map(Outbound::Message)
+            }
+            Message::QueryUnsub(unsub) => {
+                let request = QueryRequest::Unsubscribe {
+                    conn: conn.handle.id,
+                    query_id: unsub.query_id.to_string(),
+                };
+                self.queries.send(request).await;
+                None
+            }
+            // Confirmed-apply cursors license tombstone pruning, which this server does not
+            // do: tombstones are kept, so there is nothing to advance. Projected queries ask
+            // for a Merkle sync of their rows; the QUERY_RESP already carries them whole.
+            Message::ClientApplyAck(_) | Message::QuerySyncInit(_) => None,
             other => {
-                let coordination = &mut conn.coordination;
-                let served = self
-                    .coordination
-                    .serve(coordination, &conn.handle, other, now_ms);
-                return served.await;
+                let state = &mut conn.coordination;
+                self.coordination
+                    .serve(state, &conn.handle, other, now_ms)
+                    .await
             }
-        };
-        Some(out.unwrap_or_else(Outbound::Message))
+        }
     }
 
     /// The Merkle sync requests.
@@ -138,15 +147,6 @@ impl DataPlane {
                 other.type_name()
             ),
         }
-    }
-
-    async fn unsubscribe(&self, conn: &ConnState, unsub: QueryRef) -> Option<Outbound> {
-        let request = QueryRequest::Unsubscribe {
-            conn: conn.handle.id,
-            query_id: unsub.query_id.to_string(),
-        };
-        self.queries.send(request).await;
-        None
     }
 
     /// Forgets tombstones older than `older_than` in every shard; returns the number of keys
@@ -185,6 +185,11 @@ impl DataPlane {
             .disconnect(&mut conn.coordination, &conn.handle)
             .await;
     }
+}
+
+/// A reply, or the refusal that replaces it.
+fn answer(out: Result<Outbound, Box<Message>>) -> Outbound {
+    out.unwrap_or_else(Outbound::Message)
 }
 
 /// A reply with every record value limited to `fields`.
