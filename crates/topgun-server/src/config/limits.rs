@@ -78,12 +78,6 @@ impl SessionLimits {
     }
 }
 
-impl Default for SessionLimits {
-    fn default() -> Self {
-        Self::new(&Numbers::defaults())
-    }
-}
-
 /// Bounds on connections that have not authenticated yet. They apply with JWT auth only:
 /// without auth every connection is authenticated from the start. The bytes the server holds
 /// for such connections are at most `connections_max` × 2 × `bytes_max` (`listener.rs` says
@@ -110,8 +104,15 @@ impl PreAuthLimits {
     }
 }
 
-impl Default for PreAuthLimits {
-    fn default() -> Self {
-        Self::new(&Numbers::defaults())
-    }
+/// `Default` for settings built from the numeric keys alone: the keys' declared defaults.
+macro_rules! defaults_from_the_keys {
+    ($($settings:ty),*) => {$(
+        impl Default for $settings {
+            fn default() -> Self {
+                Self::new(&Numbers::defaults())
+            }
+        }
+    )*};
 }
+
+defaults_from_the_keys!(SessionLimits, PreAuthLimits);
