@@ -24,7 +24,7 @@ impl ServerClock {
     }
 
     /// The clock, held for one batch's validation at most: never across an `.await`.
-    pub fn lock(&self) -> MutexGuard<'_, Hlc> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Hlc> {
         // The clock is valid after a panic elsewhere: every update is a few field writes.
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }

@@ -1,6 +1,7 @@
-//! The refusals the server sends: every `ERROR` code, and the frames and message shapes built
-//! from them. Every refusal of a request is built here, so that a code means one thing
-//! wherever it is sent and clients can match messages that read alike.
+//! The refusals the server sends: every `ERROR` code, the `ERROR` frame, and the message
+//! shapes more than one module sends (a refusal by policy, a shutdown, a request not served).
+//! Every `ERROR` frame is built through here, so that a code means one thing wherever it is
+//! sent and clients can match messages that read alike.
 //!
 //! Codes follow HTTP's meanings, as the TopGun server's do; an op refused inside a batch is
 //! an `OP_REJECTED` with one of the same codes, not an `ERROR`.
@@ -28,18 +29,6 @@ pub mod code {
     pub const NOT_IMPLEMENTED: u32 = 501;
     /// Storage or a service is unavailable for now; the request may be sent again.
     pub const UNAVAILABLE: u32 = 503;
-
-    /// Every code, for metrics labels.
-    pub const ALL: [u32; 8] = [
-        BAD_REQUEST,
-        UNAUTHORIZED,
-        FORBIDDEN,
-        TOO_LARGE,
-        TOO_MANY,
-        INTERNAL,
-        NOT_IMPLEMENTED,
-        UNAVAILABLE,
-    ];
 }
 
 /// An `ERROR` frame.

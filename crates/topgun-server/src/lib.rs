@@ -15,9 +15,9 @@
 //! | [`storage`] | write-ahead log, stores, checkpoints, backups, recovery |
 //! | [`metrics`] | counters and latency histograms, rendered for `/metrics` (Prometheus) |
 //! | [`error`] | every `ERROR` code and the refusals built from them |
-//! | [`clock`] | the wall clock |
+//! | [`clock`] | the wall clock, and the server's shared hybrid logical clock |
 //! | [`by_name`] | maps keyed by a name, looked up without copying it |
-//! | [`services`] | starts the service tasks and wires their handles together |
+//! | [`services`] | starts the data-plane services and wires their handles together |
 //! | [`server`] | the I/O driver: routes, WebSocket connections, health, shutdown |
 //!
 //! Data requests leave the session as [`connection::session::Output::Dispatch`] and are

@@ -33,6 +33,7 @@ use topgun_core::protocol::messages::GcPrune;
 use topgun_core::{Hlc, Timestamp};
 
 use crate::config::{AuthMode, Config};
+use crate::connection::ConnId;
 use crate::connection::fanout::{ConnHandle, Outbound};
 use crate::connection::listener::{Admission, LINGER, Peer, PreAuth};
 use crate::connection::outbox::{Backlog, KickReason, Outbox};
@@ -43,7 +44,7 @@ use crate::data::shard::service::Persist;
 use crate::security::access::{ConnAccess, Policies};
 use crate::security::auth::{AuthError, Principal};
 use crate::security::guard::{AuthFailures, Unauthenticated, UserConnections};
-use crate::security::interceptor::ConnInfo;
+use crate::security::interceptor::{Caller, ConnInfo};
 use crate::services;
 use crate::storage::data_dir::{DataDirError, DataDirLock};
 use crate::storage::store::Store;
@@ -514,7 +515,9 @@ async fn serve_connection(socket: WebSocket, shared: Arc<Shared>, peer: Peer) {
         write_timeout: Duration::from_millis(shared.session.limits.write_timeout_ms),
     };
     let writer = tokio::spawn(write_loop(sink, queues, Arc::clone(&shared.metrics)));
-    let mut conn = ConnState::new(handle, shared.session.limits.maps_per_connection_max);
+    let mut conn = shared
+        .data
+        .connection(handle, shared.session.limits.maps_per_connection_max);
     let (mut session, mut first) = Session::open(Arc::clone(&shared.session), now_ms());
     conn.set_principal(session.principal(), shared.session.auth_required);
     // Built where needed rather than kept: every byte held across the loop's awaits is a
@@ -546,7 +549,8 @@ async fn serve_connection(socket: WebSocket, shared: Arc<Shared>, peer: Peer) {
             frame = stream.next() => match frame {
                 Some(Ok(WsMessage::Binary(bytes))) => {
                     greeted = true;
-                    let mut outputs = handle_frame(&mut session, &bytes, &shared);
+                    let hooks = Hooks { shared: &shared, conn: conn.handle.id };
+                    let mut outputs = handle_frame(&mut session, &bytes, &hooks);
                     guard_auth(&shared, &session, ip, &mut user, &mut outputs);
                     if session.is_open() && let Some(preauth) = &preauth {
                         preauth.authenticated();
@@ -711,11 +715,37 @@ fn horizon_news(
     current.map(|older_than| Message::GcPrune(GcPrune { older_than }))
 }
 
+/// What one connection's session asks of the server while it reads a frame.
+struct Hooks<'a> {
+    shared: &'a Shared,
+    conn: ConnId,
+}
+
+impl Authenticator for Hooks<'_> {
+    fn verify(&self, token: &str, now_ms: u64) -> Result<Principal, AuthError> {
+        self.shared.verify(token, now_ms)
+    }
+
+    fn admit_batch(&self, user: Option<&str>, items: usize, now_ms: u64) -> bool {
+        let caller = Caller {
+            conn: self.conn,
+            user,
+            now_ms,
+        };
+        self.shared
+            .data
+            .interceptors()
+            .on_before_batch(&caller, items)
+            .is_ok()
+    }
+}
+
 /// Runs one binary frame through the session, with metrics.
-fn handle_frame(session: &mut Session, bytes: &[u8], shared: &Shared) -> Vec<Output> {
+fn handle_frame(session: &mut Session, bytes: &[u8], hooks: &Hooks<'_>) -> Vec<Output> {
+    let shared = hooks.shared;
     let started = Instant::now();
     shared.in_flight.fetch_add(1, Ordering::SeqCst);
-    let out = session.on_frame(bytes, now_ms(), shared);
+    let out = session.on_frame(bytes, now_ms(), hooks);
     shared.in_flight.fetch_sub(1, Ordering::SeqCst);
     shared.metrics.received(bytes.len());
     if let Some(type_name) = session.last_message_type() {

@@ -1,9 +1,11 @@
-//! Starts the server's service tasks and wires their handles together: the one place that
-//! knows who holds whose handle. `docs/ARCHITECTURE.md` draws the result.
+//! Starts the data-plane services — shard tasks, the query, journal, lock and counter tasks —
+//! and wires their handles together: the one place that knows who holds whose handle.
+//! (Storage starts the log writer and the checkpointer; the server, the listener and GC.)
+//! `docs/ARCHITECTURE.md` draws the result.
 //!
-//! Start order matters only where a task needs another's handle: the journal first (shards
-//! feed it), the query task's handle (shards offer it changes), then the shards, then the
-//! services that write through the shards (locks, counters) and the query task itself.
+//! Order matters only where a task needs another's handle: the journal first (shards feed
+//! it), the query task's handle (shards offer it changes), then the shards, then what reads
+//! or writes through them (the query task, locks, counters).
 
 use std::sync::Arc;
 
@@ -105,7 +107,7 @@ pub fn start(
         clock,
         metrics,
     };
-    DataPlane::new(shards, (writes, sync), queries, coordination)
+    DataPlane::new(shards, writes, sync, queries, coordination)
 }
 
 /// Loads each shard with its part of `loaded` and starts its task.

@@ -162,9 +162,11 @@ async fn bad_input_gets_precise_errors_and_harms_no_one() {
     expect_error(&mut c, 400).await;
     send(
         &mut c,
-        &Message::SqlQuery(topgun_core::protocol::messages::SqlQuery {
-            sql: "SELECT 1".into(),
-            query_id: "q".into(),
+        &Message::Search(topgun_core::protocol::messages::Search {
+            request_id: "s".into(),
+            map_name: "todos".into(),
+            query: "milk".into(),
+            options: None,
         }),
     )
     .await;
@@ -288,4 +290,37 @@ async fn idle_connections_are_reaped_and_pinging_ones_kept() {
     assert_eq!(recv(&mut idle).await.err(), Some(Some(1000)));
     send(&mut alive, &ping(7)).await;
     expect_pong(&mut alive, 7).await;
+}
+
+/// COMPAT §4.4: while SQL is off every `SQL_QUERY` — empty or unparsable too — is answered
+/// at once, in request order, with the typed error the TS client's `client.sql()` fails
+/// with, never an `ERROR` it cannot match to its request.
+#[tokio::test]
+async fn sql_queries_are_answered_at_once_with_the_typed_error_while_sql_is_off() {
+    let server = start(no_auth(), None).await;
+    let mut c = connect(server.addr, "/ws").await;
+    for (at, sql) in ["SELECT * FROM todos", "", "this is not SQL"]
+        .into_iter()
+        .enumerate()
+    {
+        let query_id = format!("q{at}");
+        send(
+            &mut c,
+            &Message::SqlQuery(topgun_core::protocol::messages::SqlQuery {
+                sql: sql.into(),
+                query_id: query_id.as_str().into(),
+            }),
+        )
+        .await;
+        send(&mut c, &ping(at as u64)).await;
+        let Ok(Message::SqlQueryResp(resp)) = recv(&mut c).await else {
+            panic!("SQL_QUERY_RESP first, before the PING's PONG");
+        };
+        assert_eq!(resp.query_id.as_str(), query_id);
+        assert!(resp.columns.is_empty() && resp.rows.is_empty());
+        assert_eq!(resp.code.as_deref(), Some("FEATURE_DISABLED"));
+        let error = resp.error.unwrap_or_default().to_lowercase();
+        assert!(error.contains("sql is not available"), "{error}");
+        expect_pong(&mut c, at as u64).await;
+    }
 }

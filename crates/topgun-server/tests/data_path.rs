@@ -684,6 +684,10 @@ async fn refused_ops_are_rejected_one_by_one_and_the_rest_apply() {
         "{rejected:?}"
     );
     assert!(rejected[2].2.contains("no record"), "{rejected:?}");
+    // The reserved-map refusal is summed up in an ERROR before the ack (COMPAT §4.1); the
+    // other two are not refusals of access.
+    let why = expect_error(&mut c, 403).await;
+    assert_eq!(why, "write access denied for map: _topgun_devices");
     // The future op will be accepted once the server clock reaches it: the ack stops
     // before it, so the client keeps it (and the ops after it) and sends them again.
     expect_ack(&mut c, "1").await;

@@ -189,6 +189,17 @@ impl Subscribers {
         }
     }
 
+    /// Drops one subscription of a connection.
+    pub fn unsubscribe(&mut self, kind: MapKind, map: &str, conn: ConnId) {
+        let table = self.table(kind);
+        if let Some(subs) = table.get_mut(map) {
+            subs.retain(|c| c.id != conn);
+            if subs.is_empty() {
+                table.remove(map);
+            }
+        }
+    }
+
     /// Drops every subscription of a connection.
     pub fn forget(&mut self, conn: ConnId) {
         for table in [&mut self.lww, &mut self.or] {

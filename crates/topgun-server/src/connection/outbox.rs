@@ -8,7 +8,7 @@
 //! consumer* only when what it has not read passes its byte budget, when the whole server's
 //! unread bytes pass theirs and it holds the most, when one socket write to it does not
 //! complete within the write timeout (the writer's side, `server.rs`), or when the query
-//! service could not keep its live queries current (`queries.rs`). An item is always taken
+//! service could not keep its live queries current (`query/service.rs`). An item is always taken
 //! into an empty outbox, however large: only what waits behind unread output counts. Each
 //! close is counted by reason and logged with the connection and its user; the client
 //! reconnects and resyncs.

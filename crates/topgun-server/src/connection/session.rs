@@ -27,9 +27,17 @@ use crate::config::SessionLimits;
 use crate::error::code;
 use crate::security::auth::{AuthError, JwtVerifier, Principal};
 
-/// Checks a token at a point in time.
+/// What a session asks of the server while it reads a frame: to check a token, and to let
+/// an inbound `BATCH` in.
 pub trait Authenticator {
+    /// Checks a token at a point in time.
     fn verify(&self, token: &str, now_ms: u64) -> Result<Principal, AuthError>;
+
+    /// Charges a `BATCH` frame's `items` to its sender's rate limits before any item is
+    /// decoded (COMPAT §4.3); `false` refuses the whole frame.
+    fn admit_batch(&self, _user: Option<&str>, _items: usize, _now_ms: u64) -> bool {
+        true
+    }
 }
 
 impl Authenticator for JwtVerifier {
@@ -319,14 +327,28 @@ impl Session {
     ) -> Vec<Output> {
         let frames = match batch.frames() {
             Ok(frames) => frames,
-            Err(e) => return vec![error(code::BAD_REQUEST, e.to_string())],
+            Err(e) => {
+                let code = match e.kind() {
+                    ErrorKind::TooLong { .. } => code::TOO_LARGE,
+                    _ => code::BAD_REQUEST,
+                };
+                return vec![error(code, e.to_string())];
+            }
         };
+        let user = self.principal.as_ref().map(|p| p.user_id.as_str());
+        if !auth.admit_batch(user, frames.len(), now_ms) {
+            return vec![error(code::TOO_MANY, "rate limit exceeded, slow down")];
+        }
         let mut out = Vec::new();
-        for frame in frames {
+        // A bad item is refused on its own; the items after it are still served.
+        for (index, frame) in frames.into_iter().enumerate() {
+            let refuse = |why: &dyn std::fmt::Display| {
+                error(code::BAD_REQUEST, format!("BATCH item {index}: {why}"))
+            };
             match Message::decode(frame, &self.config.decode) {
-                Ok(Message::Batch(_)) => out.push(error(code::BAD_REQUEST, "BATCH inside BATCH")),
+                Ok(Message::Batch(_)) => out.push(refuse(&"BATCH inside BATCH")),
                 Ok(msg) => out.extend(self.on_message(msg, now_ms, auth)),
-                Err(e) => out.push(error(code::BAD_REQUEST, e.to_string())),
+                Err(e) => out.push(refuse(&e)),
             }
             if self.is_closed() {
                 break;

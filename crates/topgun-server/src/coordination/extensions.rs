@@ -1,17 +1,24 @@
-//! Entry processors and conflict resolvers (PROTOCOL §4.12) run client-supplied code on the
-//! server; until a sandbox is chosen they are declined — each request gets the response
-//! its client waits for, saying why, rather than silence.
+//! Features this server declines, each answered with the response its client waits for,
+//! saying why, rather than silence or an `ERROR` the client cannot match to its request:
+//! entry processors and conflict resolvers (PROTOCOL §4.12), which run client-supplied code
+//! and wait for a sandbox, and SQL while it is off (COMPAT §4.4: the TS client's
+//! `client.sql()` fails at once with its typed `FEATURE_DISABLED` error).
 
 use std::collections::BTreeMap;
 
 use topgun_core::protocol::Message;
 use topgun_core::protocol::messages::{
     EntryProcessBatchResponse, EntryProcessKeyResult, EntryProcessResponse, ListResolversResponse,
-    ResolverResponse,
+    ResolverResponse, SqlQueryResp,
 };
 
 pub const ENTRY_PROCESSORS_DECLINED: &str =
     "entry processors are not supported by this server: running client code needs a sandbox";
+/// What a `SQL_QUERY` is told while SQL is off; the TS client matches "SQL is not available".
+pub const SQL_DISABLED: &str =
+    "SQL is not available: SQL is disabled on this server (set TOPGUN_SQL=1)";
+/// The TS client's `SqlError.code` for a feature that is turned off.
+pub const SQL_DISABLED_CODE: &str = "FEATURE_DISABLED";
 pub const RESOLVERS_DECLINED: &str =
     "conflict resolvers are not supported by this server: running client code needs a sandbox";
 
@@ -39,6 +46,13 @@ pub fn declined(msg: Message) -> Result<Box<Message>, Box<Message>> {
                 results,
             })
         }
+        Message::SqlQuery(q) => Message::SqlQueryResp(SqlQueryResp {
+            query_id: q.query_id,
+            columns: Vec::new(),
+            rows: Vec::new(),
+            error: Some(SQL_DISABLED.into()),
+            code: Some(SQL_DISABLED_CODE.into()),
+        }),
         Message::RegisterResolver(r) => Message::RegisterResolverResponse(refused(r.request_id)),
         Message::UnregisterResolver(r) => {
             Message::UnregisterResolverResponse(refused(r.request_id))

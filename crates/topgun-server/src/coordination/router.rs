@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 
 /// The coordination services; shared by every connection.
 #[derive(Debug)]
-pub struct Coordinator {
+pub(crate) struct Coordinator {
     pub(crate) topics: Topics,
     pub(crate) locks: Locks,
     pub(crate) counters: Counters,
@@ -47,7 +47,7 @@ struct Uses {
 impl Coordinator {
     /// Serves a topic, lock, counter or journal request; declines the extensions this
     /// server does not serve, and answers `ERROR 501` to anything else.
-    pub async fn serve(
+    pub(crate) async fn serve(
         &self,
         state: &mut CoordState,
         conn: &ConnHandle,
@@ -141,7 +141,7 @@ impl Coordinator {
     }
 
     /// Drops a closed connection's subscriptions, locks and counter interest.
-    pub async fn disconnect(&self, state: &mut CoordState, conn: &ConnHandle) {
+    pub(crate) async fn disconnect(&self, state: &mut CoordState, conn: &ConnHandle) {
         self.topics.forget(&mut state.topics, conn.id);
         if state.uses.locks {
             self.locks.disconnect(conn.id).await;

@@ -1,7 +1,7 @@
 //! What one connection holds in the data path: its handle, the maps whose events it
 //! receives, and its coordination state.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use crate::connection::fanout::ConnHandle;
 use crate::coordination::router::CoordState;
@@ -18,13 +18,42 @@ pub struct ConnState {
     pub(crate) coordination: CoordState,
 }
 
-/// The maps a connection receives events for: those it syncs and those it writes to, at
-/// most `max` of them.
+/// The maps a connection receives events for, and why: it syncs or writes the LWW map or
+/// the OR-Map of a name, or holds live queries on the name (COMPAT §4.2: a query subscriber
+/// hears of both maps' writes, as on the reference server). At most `max` slots: a synced or
+/// written map is a slot, and a name held only by queries is one slot for both its maps.
 #[derive(Debug)]
 pub(crate) struct MapEvents {
-    lww: HashSet<String>,
-    or: HashSet<String>,
+    names: HashMap<String, Interest>,
+    /// The live query ids holding each name, so that an unsubscribe finds its map.
+    queries: HashMap<String, String>,
+    slots: usize,
     max: usize,
+    queries_max: usize,
+}
+
+/// Why a connection receives a map name's events.
+#[derive(Debug, Default, Clone, Copy)]
+struct Interest {
+    /// Synced or written: kept until the connection closes.
+    lww: bool,
+    or: bool,
+    /// Live queries on the name.
+    queries: usize,
+}
+
+impl Interest {
+    fn slots(self) -> usize {
+        (usize::from(self.lww) + usize::from(self.or)).max(usize::from(self.queries > 0))
+    }
+
+    fn holds(self, kind: MapKind) -> bool {
+        self.queries > 0
+            || match kind {
+                MapKind::Lww => self.lww,
+                MapKind::Or => self.or,
+            }
+    }
 }
 
 /// What [`MapEvents::add`] found.
@@ -38,12 +67,17 @@ pub(crate) enum Added {
     Full,
 }
 
+/// Both map kinds, for a name's query-held events.
+const KINDS: [MapKind; 2] = [MapKind::Lww, MapKind::Or];
+
 impl MapEvents {
-    fn new(max: usize) -> Self {
+    fn new(max: usize, queries_max: usize) -> Self {
         Self {
-            lww: HashSet::new(),
-            or: HashSet::new(),
+            names: HashMap::new(),
+            queries: HashMap::new(),
+            slots: 0,
             max,
+            queries_max,
         }
     }
 
@@ -51,28 +85,99 @@ impl MapEvents {
         self.max
     }
 
-    pub(crate) fn add(&mut self, kind: MapKind, map: &str) -> Added {
-        let full = self.lww.len() + self.or.len() >= self.max;
-        let set = match kind {
-            MapKind::Lww => &mut self.lww,
-            MapKind::Or => &mut self.or,
-        };
-        if set.contains(map) {
-            Added::Known
-        } else if full {
-            Added::Full
+    /// Changes `map`'s interest if the slots allow; returns the kinds it newly receives.
+    fn change(&mut self, map: &str, edit: impl FnOnce(&mut Interest)) -> Option<Vec<MapKind>> {
+        let old = self.names.get(map).copied().unwrap_or_default();
+        let mut new = old;
+        edit(&mut new);
+        let slots = self.slots - old.slots() + new.slots();
+        if slots > self.max && new.slots() > old.slots() {
+            return None;
+        }
+        self.slots = slots;
+        if new.slots() == 0 {
+            self.names.remove(map);
         } else {
-            set.insert(map.to_owned());
-            Added::New
+            self.names.insert(map.to_owned(), new);
+        }
+        Some(
+            KINDS
+                .into_iter()
+                .filter(|k| new.holds(*k) && !old.holds(*k))
+                .collect(),
+        )
+    }
+
+    /// The connection syncs or writes `kind`'s map `map`.
+    pub(crate) fn add(&mut self, kind: MapKind, map: &str) -> Added {
+        let known = self.names.get(map).is_some_and(|i| match kind {
+            MapKind::Lww => i.lww,
+            MapKind::Or => i.or,
+        });
+        if known {
+            return Added::Known;
+        }
+        let changed = self.change(map, |i| match kind {
+            MapKind::Lww => i.lww = true,
+            MapKind::Or => i.or = true,
+        });
+        match changed {
+            None => Added::Full,
+            Some(kinds) if kinds.is_empty() => Added::Known,
+            Some(_) => Added::New,
+        }
+    }
+
+    /// Live query `query_id` now reads `map` (a re-sent id replaces its query): the kinds
+    /// whose events the connection must now be subscribed to, and those it must leave.
+    pub(crate) fn add_query(&mut self, query_id: &str, map: &str) -> Changes {
+        let mut changes = Changes::default();
+        match self.queries.get(query_id) {
+            Some(held) if held == map => return changes,
+            Some(_) => changes.leave = self.remove_query(query_id).leave,
+            None if self.queries.len() >= self.queries_max => return changes,
+            None => {}
+        }
+        if let Some(join) = self.change(map, |i| i.queries += 1) {
+            self.queries.insert(query_id.to_owned(), map.to_owned());
+            changes.join = join;
+        }
+        changes
+    }
+
+    /// Live query `query_id` ended: the kinds of its map whose events nothing else holds.
+    pub(crate) fn remove_query(&mut self, query_id: &str) -> Changes {
+        let Some(map) = self.queries.remove(query_id) else {
+            return Changes::default();
+        };
+        let old = self.names.get(&map).copied().unwrap_or_default();
+        self.change(&map, |i| i.queries = i.queries.saturating_sub(1));
+        let new = self.names.get(&map).copied().unwrap_or_default();
+        let leave = KINDS
+            .into_iter()
+            .filter(|k| old.holds(*k) && !new.holds(*k))
+            .map(|k| (k, map.clone()))
+            .collect();
+        Changes {
+            join: Vec::new(),
+            leave,
         }
     }
 }
 
+/// The shard subscriptions a query change needs: the kinds of the query's map to join, and
+/// the (kind, map) pairs to leave.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Changes {
+    pub(crate) join: Vec<MapKind>,
+    pub(crate) leave: Vec<(MapKind, String)>,
+}
+
 impl ConnState {
-    pub fn new(handle: ConnHandle, maps_max: usize) -> Self {
+    pub fn new(handle: ConnHandle, maps_max: usize, queries_max: usize) -> Self {
         Self {
             handle,
-            maps: MapEvents::new(maps_max),
+            maps: MapEvents::new(maps_max, queries_max),
             coordination: CoordState::default(),
         }
     }
@@ -93,5 +198,69 @@ impl ConnState {
             });
             self.handle.access().set_subject(subject);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use MapKind::{Lww, Or};
+
+    #[test]
+    fn synced_and_written_maps_take_a_slot_each_up_to_the_limit() {
+        let mut maps = MapEvents::new(2, 8);
+        assert_eq!(maps.add(Lww, "a"), Added::New);
+        assert_eq!(maps.add(Lww, "a"), Added::Known);
+        assert_eq!(maps.add(Or, "a"), Added::New);
+        assert_eq!(maps.add(Lww, "b"), Added::Full);
+    }
+
+    #[test]
+    fn a_query_joins_both_kinds_in_one_slot_and_leaves_what_nothing_else_holds() {
+        let mut maps = MapEvents::new(2, 8);
+        assert_eq!(maps.add(Lww, "a"), Added::New);
+        let joined = maps.add_query("q1", "a");
+        assert_eq!(joined.join, [Or], "LWW events were already received");
+        assert_eq!(maps.add_query("q2", "b").join, [Lww, Or]);
+        assert_eq!(
+            maps.add_query("q3", "c"),
+            Changes::default(),
+            "no slot left"
+        );
+        assert_eq!(
+            maps.add_query("q4", "b"),
+            Changes::default(),
+            "b is held already"
+        );
+        assert_eq!(maps.remove_query("q2").leave, [], "q4 still holds b");
+        assert_eq!(
+            maps.remove_query("q4").leave,
+            [(Lww, "b".into()), (Or, "b".into())]
+        );
+        assert_eq!(
+            maps.remove_query("q1").leave,
+            [(Or, "a".into())],
+            "a is synced"
+        );
+        assert_eq!(maps.remove_query("q1"), Changes::default(), "already gone");
+        assert_eq!(maps.add(Lww, "c"), Added::New, "the slots are free again");
+    }
+
+    #[test]
+    fn a_re_sent_query_id_moves_to_its_new_map() {
+        let mut maps = MapEvents::new(4, 8);
+        maps.add_query("q", "a");
+        let moved = maps.add_query("q", "b");
+        assert_eq!(moved.join, [Lww, Or]);
+        assert_eq!(moved.leave, [(Lww, "a".into()), (Or, "a".into())]);
+        assert_eq!(maps.add_query("q", "b"), Changes::default());
+    }
+
+    #[test]
+    fn query_ids_are_bounded() {
+        let mut maps = MapEvents::new(4, 1);
+        maps.add_query("q1", "a");
+        assert_eq!(maps.add_query("q2", "b"), Changes::default());
+        assert_eq!(maps.remove_query("q2"), Changes::default());
     }
 }

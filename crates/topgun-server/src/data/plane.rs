@@ -14,13 +14,14 @@
 use topgun_core::Timestamp;
 use topgun_core::protocol::Message;
 
-use crate::connection::fanout::Outbound;
+use crate::connection::fanout::{ConnHandle, Outbound};
 use crate::coordination::router::Coordinator;
-use crate::data::conn::ConnState;
+use crate::data::conn::{Changes, ConnState};
 use crate::data::shard::service::Request;
 use crate::data::shards::{ShardGone, Shards};
 use crate::data::sync::SyncPath;
 use crate::data::write::WritePath;
+use crate::error;
 use crate::query::handle::{Queries, QueryRequest};
 use crate::security::access::project_message;
 use crate::security::admission;
@@ -41,9 +42,10 @@ pub struct DataPlane {
 }
 
 impl DataPlane {
-    pub fn new(
+    pub(crate) fn new(
         shards: Shards,
-        (writes, sync): (WritePath, SyncPath),
+        writes: WritePath,
+        sync: SyncPath,
         queries: Queries,
         coordination: Coordinator,
     ) -> Self {
@@ -54,6 +56,12 @@ impl DataPlane {
             queries,
             coordination,
         }
+    }
+
+    /// A new connection's state in the data path.
+    pub fn connection(&self, handle: ConnHandle, maps_max: usize) -> ConnState {
+        let queries_max = self.writes.guards.queries_per_connection_max;
+        ConnState::new(handle, maps_max, queries_max)
     }
 
     /// The interceptors, in their order.
@@ -86,28 +94,44 @@ impl DataPlane {
                 ))
             }
             Message::OrMapPushDiff(push) => self.writes.push(conn, push, now_ms).await,
-            msg @ (Message::SyncInit(_)
-            | Message::OrMapSyncInit(_)
-            | Message::MerkleReqBucket(_)
-            | Message::OrMapMerkleReqBucket(_)
-            | Message::OrMapDiffRequest(_)) => {
-                let out = self.sync(conn, msg, now_ms).await;
-                Some(answer(out.map(|out| match fields {
-                    Some(fields) => projected(out, fields),
-                    None => out,
-                })))
+            Message::SyncInit(s) => {
+                let since = s.last_sync_timestamp.filter(|&t| t > 0);
+                let root = self
+                    .sync
+                    .root(conn, MapKind::Lww, s.map_name.into(), since, now_ms);
+                Some(synced(root.await, fields))
             }
+            Message::OrMapSyncInit(s) => {
+                let root = self
+                    .sync
+                    .root(conn, MapKind::Or, s.map_name.into(), None, now_ms);
+                Some(synced(root.await, fields))
+            }
+            Message::MerkleReqBucket(r) => {
+                Some(synced(self.sync.bucket(MapKind::Lww, r).await, fields))
+            }
+            Message::OrMapMerkleReqBucket(r) => {
+                Some(synced(self.sync.bucket(MapKind::Or, r).await, fields))
+            }
+            Message::OrMapDiffRequest(r) => Some(synced(self.sync.or_diff(r).await, fields)),
             Message::QuerySub(sub) => {
+                let (query_id, map) = (sub.query_id.to_string(), sub.map_name.to_string());
                 let subscribed = self.queries.subscribe(&conn.handle, sub, fields, now_ms);
-                subscribed.await.err().map(Outbound::Message)
+                if let Err(refused) = subscribed.await {
+                    return Some(Outbound::Message(refused));
+                }
+                let changes = conn.maps.add_query(&query_id, &map);
+                self.follow(conn, &map, changes).await
             }
             Message::QueryUnsub(unsub) => {
+                let query_id = unsub.query_id.to_string();
+                let changes = conn.maps.remove_query(&query_id);
                 let request = QueryRequest::Unsubscribe {
                     conn: conn.handle.id,
-                    query_id: unsub.query_id.to_string(),
+                    query_id,
                 };
                 self.queries.send(request).await;
-                None
+                self.follow(conn, "", changes).await
             }
             // Confirmed-apply cursors license tombstone pruning, which this server does not
             // do: tombstones are kept, so there is nothing to advance. Projected queries ask
@@ -122,31 +146,31 @@ impl DataPlane {
         }
     }
 
-    /// The Merkle sync requests.
-    async fn sync(
-        &self,
-        conn: &mut ConnState,
-        msg: Message,
-        now_ms: u64,
-    ) -> Result<Outbound, Box<Message>> {
-        match msg {
-            Message::SyncInit(s) => {
-                let since = s.last_sync_timestamp.filter(|&t| t > 0);
-                let map = s.map_name.into();
-                self.sync.root(conn, MapKind::Lww, map, since, now_ms).await
+    /// Subscribes the connection to the events of the kinds of `map` its live queries now
+    /// hold, and unsubscribes it from those they no longer hold (COMPAT §4.2).
+    async fn follow(&self, conn: &ConnState, map: &str, changes: Changes) -> Option<Outbound> {
+        for kind in changes.join {
+            let subscribe = || Request::Subscribe {
+                kind,
+                map: map.to_owned(),
+                conn: conn.handle.clone(),
+            };
+            if self.shards.send_each(subscribe).await.is_err() {
+                return Some(Outbound::Message(error::shutting_down()));
             }
-            Message::OrMapSyncInit(s) => {
-                let map = s.map_name.into();
-                self.sync.root(conn, MapKind::Or, map, None, now_ms).await
-            }
-            Message::MerkleReqBucket(r) => self.sync.bucket(MapKind::Lww, r).await,
-            Message::OrMapMerkleReqBucket(r) => self.sync.bucket(MapKind::Or, r).await,
-            Message::OrMapDiffRequest(r) => self.sync.or_diff(r).await,
-            other => unreachable!(
-                "dispatch sends only sync requests here, not {}",
-                other.type_name()
-            ),
         }
+        for (kind, map) in changes.leave {
+            let id = conn.handle.id;
+            let unsubscribe = || Request::Unsubscribe {
+                kind,
+                map: map.clone(),
+                conn: id,
+            };
+            if self.shards.send_each(unsubscribe).await.is_err() {
+                return Some(Outbound::Message(error::shutting_down()));
+            }
+        }
+        None
     }
 
     /// Forgets tombstones older than `older_than` in every shard; returns the number of keys
@@ -179,7 +203,10 @@ impl DataPlane {
     /// Drops a closed connection's subscriptions.
     pub async fn disconnect(&self, conn: &mut ConnState) {
         let id = conn.handle.id;
-        let _ = self.shards.send_each(|| Request::Forget { conn: id }).await;
+        // Every shard is told, even if one has stopped (only while shutting down).
+        for shard in 0..self.shards.count() {
+            let _ = self.shards.send(shard, Request::Forget { conn: id }).await;
+        }
         self.queries.send(QueryRequest::Forget { conn: id }).await;
         self.coordination
             .disconnect(&mut conn.coordination, &conn.handle)
@@ -192,9 +219,17 @@ fn answer(out: Result<Outbound, Box<Message>>) -> Outbound {
     out.unwrap_or_else(Outbound::Message)
 }
 
-/// A reply with every record value limited to `fields`.
-fn projected(out: Outbound, fields: Fields) -> Outbound {
+/// A sync reply, limited to the fields its reader may see.
+fn synced(out: Result<Outbound, Box<Message>>, fields: Option<Fields>) -> Outbound {
+    answer(out.map(|out| project(out, fields)))
+}
+
+/// A reply with every record value limited to `fields` (`None`: unlimited).
+fn project(out: Outbound, fields: Option<Fields>) -> Outbound {
     use futures_util::FutureExt;
+    let Some(fields) = fields else {
+        return out;
+    };
     match out {
         Outbound::Message(mut msg) => {
             project_message(&mut msg, &fields);

@@ -38,7 +38,7 @@ type ShardDelta = Vec<(u16, LeafRecord)>;
 
 /// Answers Merkle sync requests from the shards; shared by every connection.
 #[derive(Debug)]
-pub struct SyncPath {
+pub(crate) struct SyncPath {
     pub(crate) shards: Shards,
     pub(crate) clock: ServerClock,
     pub(crate) metrics: Arc<Metrics>,
@@ -54,7 +54,7 @@ impl SyncPath {
     /// the resync moves only what changed instead of whole leaves. Whatever the delta misses
     /// (a write stamped by a clock behind ours) leaves the roots different, and the client
     /// walks the tree as always.
-    pub async fn root(
+    pub(crate) async fn root(
         &self,
         conn: &mut ConnState,
         kind: MapKind,
@@ -120,7 +120,7 @@ impl SyncPath {
 
     /// `MERKLE_REQ_BUCKET` / `ORMAP_MERKLE_REQ_BUCKET`: an internal node's children, or a
     /// leaf's records.
-    pub async fn bucket(
+    pub(crate) async fn bucket(
         &self,
         kind: MapKind,
         req: MerkleReqBucket,
@@ -199,7 +199,7 @@ impl SyncPath {
     }
 
     /// `ORMAP_DIFF_REQUEST`: the entries of the named keys, in the order asked.
-    pub async fn or_diff(&self, req: OrMapDiffRequest) -> Result<Outbound, Box<Message>> {
+    pub(crate) async fn or_diff(&self, req: OrMapDiffRequest) -> Result<Outbound, Box<Message>> {
         let map = req.map_name.to_string();
         check_map(&map)?;
         let total = req.keys.len();

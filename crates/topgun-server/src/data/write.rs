@@ -15,10 +15,11 @@ use futures_util::FutureExt;
 use futures_util::future::join_all;
 use tokio::sync::oneshot;
 use topgun_core::OrMapEntry;
+use topgun_core::Value;
 use topgun_core::protocol::Message;
 use topgun_core::protocol::encode_standalone;
 use topgun_core::protocol::enums::WriteConcern;
-use topgun_core::protocol::messages::{ClientOp, OpAck, OpRejected, OrMapPushDiff};
+use topgun_core::protocol::messages::{ClientOp, ErrorPayload, OpAck, OpRejected, OrMapPushDiff};
 use topgun_core::protocol::wire::Field;
 use topgun_core::value::CompactString;
 
@@ -37,7 +38,7 @@ use crate::security::interceptor::{AppliedOp, OpContext, Pipeline, Verdict};
 
 /// Applies client writes through the shards; shared by every connection.
 #[derive(Debug)]
-pub struct WritePath {
+pub(crate) struct WritePath {
     pub(crate) shards: Shards,
     pub(crate) guards: Guards,
     pub(crate) pipeline: Pipeline,
@@ -53,7 +54,7 @@ pub struct WritePath {
 struct Validated {
     /// Accepted writes, by shard, in batch order.
     per_shard: Vec<Vec<(String, Write)>>,
-    /// `OP_REJECTED`s, in batch order.
+    /// `OP_REJECTED`s, in batch order, then the `ERROR`s summing them up (COMPAT §4.1).
     frames: Vec<Message>,
     /// What `OP_ACK` names; `None`: no ack may be sent.
     last_id: Option<CompactString>,
@@ -69,7 +70,7 @@ impl WritePath {
     /// is sent: none, or `PERSISTED`/`REPLICATED`, waits for durability (acknowledged means
     /// durable by default); `APPLIED` or less is acknowledged once applied. `achievedLevel`
     /// is the weakest level any part of the batch reached.
-    pub async fn write(
+    pub(crate) async fn write(
         &self,
         conn: &mut ConnState,
         ops: Vec<ClientOp>,
@@ -137,13 +138,14 @@ impl WritePath {
         let any_id = ops.iter().any(|op| op.id.is_some());
         let mut last_id = None;
         let mut retry_from = None;
-        let mut frames = Vec::new();
+        let mut refusals = Refusals::default();
         let mut applied = Vec::new();
         let mut per_shard: Vec<Vec<(String, Write)>> = vec![Vec::new(); self.shards.count()];
         let user_id = conn.handle.access().user_id();
         let mut hlc = self.clock.lock();
         for (at, op) in ops.into_iter().enumerate() {
             let id = op.id.clone();
+            let named = op.map_name.clone();
             let mut ctx = OpContext {
                 conn: conn.handle.id,
                 user: user_id.as_deref(),
@@ -175,16 +177,10 @@ impl WritePath {
                     if refused.retry {
                         retry_from.get_or_insert(at);
                     }
-                    let rate_limited = refused.retry && refused.code == code::TOO_MANY;
-                    frames.push(Message::OpRejected(OpRejected {
-                        op_id: id.clone().unwrap_or_else(|| "unknown".into()),
-                        reason: refused.reason.into(),
-                        code: Some(refused.code),
-                    }));
                     // Over a rate limit, the rest of the batch would be refused alike, one
                     // OP_REJECTED each: it is left unprocessed instead (neither applied nor
                     // refused; unacknowledged, so the client sends it again).
-                    if rate_limited {
+                    if refusals.refuse(id.clone(), named, refused) == Go::Stop {
                         break;
                     }
                 }
@@ -196,7 +192,7 @@ impl WritePath {
         }
         Validated {
             per_shard,
-            frames,
+            frames: refusals.into_frames(),
             last_id: ack_id(last_id, any_id, retry_from.is_some()),
             applied,
         }
@@ -270,7 +266,7 @@ impl WritePath {
 
     /// `ORMAP_PUSH_DIFF`: merged without a reply — an `OP_ACK` here would tell the TS
     /// client that unrelated pending ops were stored (PROTOCOL.md §9.5).
-    pub async fn push(
+    pub(crate) async fn push(
         &self,
         conn: &ConnState,
         push: OrMapPushDiff,
@@ -411,6 +407,93 @@ impl Finish {
     }
 }
 
+/// Most denied ops an `ERROR` lists in `details.denied`; the rest are counted in `more`.
+const DENIED_LISTED_MAX: usize = 100;
+
+/// Whether a batch goes on after a refused op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Go {
+    On,
+    Stop,
+}
+
+/// A frame's refused ops: an `OP_REJECTED` each (the reason per op), then — as the reference
+/// server's tools wait for the first `OP_ACK` or `ERROR` after a batch — one `ERROR 403`
+/// listing the ops refused by policy or for a reserved map, and one `ERROR 429` if the rate
+/// limiter refused any, all before the frame's `OP_ACK` (COMPAT §4.1).
+#[derive(Debug, Default)]
+struct Refusals {
+    rejected: Vec<Message>,
+    /// `(opId, mapName)` of each op refused with 403.
+    denied: Vec<(CompactString, CompactString)>,
+    rate_limited: bool,
+}
+
+impl Refusals {
+    fn refuse(
+        &mut self,
+        id: Option<CompactString>,
+        map: CompactString,
+        refused: ops::Rejection,
+    ) -> Go {
+        let op_id = id.unwrap_or_else(|| "unknown".into());
+        let stop = refused.retry && refused.code == code::TOO_MANY;
+        match refused.code {
+            code::FORBIDDEN => self.denied.push((op_id.clone(), map)),
+            code::TOO_MANY => self.rate_limited = true,
+            _ => {}
+        }
+        self.rejected.push(Message::OpRejected(OpRejected {
+            op_id,
+            reason: refused.reason.into(),
+            code: Some(refused.code),
+        }));
+        if stop { Go::Stop } else { Go::On }
+    }
+
+    fn into_frames(mut self) -> Vec<Message> {
+        if let Some(denied) = denied_error(&self.denied) {
+            self.rejected.push(denied);
+        }
+        if self.rate_limited {
+            self.rejected.push(error::error(
+                code::TOO_MANY,
+                "rate limit exceeded, slow down",
+            ));
+        }
+        self.rejected
+    }
+}
+
+/// The `ERROR 403` summing up a frame's denied ops, in the reference server's words.
+fn denied_error(denied: &[(CompactString, CompactString)]) -> Option<Message> {
+    let (_, first) = denied.first()?;
+    let mut maps: Vec<&str> = denied.iter().map(|(_, map)| map.as_str()).collect();
+    maps.sort_unstable();
+    maps.dedup();
+    let message = match maps.as_slice() {
+        [_] => format!("write access denied for map: {first}"),
+        several => format!("write access denied for maps: {}", several.join(", ")),
+    };
+    let listed = denied.iter().take(DENIED_LISTED_MAX).map(|(op_id, map)| {
+        let entry = [
+            ("opId", Value::Str(op_id.clone())),
+            ("mapName", Value::Str(map.clone())),
+        ];
+        Value::Map(entry.into_iter().collect())
+    });
+    let mut details = vec![("denied", Value::Array(listed.collect()))];
+    if denied.len() > DENIED_LISTED_MAX {
+        let more = u64::try_from(denied.len() - DENIED_LISTED_MAX).unwrap_or(u64::MAX);
+        details.push(("more", Value::UInt(more)));
+    }
+    Some(Message::Error(ErrorPayload {
+        code: code::FORBIDDEN,
+        message: message.into(),
+        details: Some(Value::Map(details.into_iter().collect())),
+    }))
+}
+
 /// What `OP_ACK` names. Without any op id the ack is "unknown" (as the TopGun server
 /// sends); with ids but a retryable refusal before any of them, nothing may be acknowledged.
 fn ack_id(last_id: Option<CompactString>, any_id: bool, retry: bool) -> Option<CompactString> {
@@ -464,6 +547,85 @@ mod tests {
         assert_eq!(ack_id(None, false, false).as_deref(), Some("unknown"));
         assert_eq!(ack_id(None, false, true), None);
         assert_eq!(ack_id(None, true, false), None);
+    }
+
+    fn rejection(code: u32, retry: bool) -> ops::Rejection {
+        ops::Rejection {
+            code,
+            reason: "why".into(),
+            retry,
+        }
+    }
+
+    #[test]
+    fn denied_ops_are_summed_up_in_one_error_after_their_op_rejecteds() {
+        let mut refusals = Refusals::default();
+        let on = refusals.refuse(Some("7".into()), "secret".into(), rejection(403, false));
+        assert_eq!(on, Go::On);
+        refusals.refuse(Some("9".into()), "todos".into(), rejection(400, false));
+        refusals.refuse(None, "secret".into(), rejection(403, false));
+        let frames = refusals.into_frames();
+        let types: Vec<_> = frames.iter().map(Message::type_name).collect();
+        assert_eq!(
+            types,
+            ["OP_REJECTED", "OP_REJECTED", "OP_REJECTED", "ERROR"]
+        );
+        let Message::Error(e) = &frames[3] else {
+            unreachable!()
+        };
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (403, "write access denied for map: secret")
+        );
+        let details = e.details.as_ref().expect("details");
+        let denied = details.get("denied").expect("denied");
+        let Value::Array(denied) = denied else {
+            panic!("{denied:?}")
+        };
+        assert_eq!(denied.len(), 2, "the 400 is not a denial");
+        assert_eq!(denied[0].get("opId"), Some(&Value::from("7")));
+        assert_eq!(denied[1].get("opId"), Some(&Value::from("unknown")));
+        assert_eq!(denied[1].get("mapName"), Some(&Value::from("secret")));
+    }
+
+    #[test]
+    fn a_rate_limit_stops_the_batch_and_adds_an_error_429() {
+        let mut refusals = Refusals::default();
+        assert_eq!(
+            refusals.refuse(Some("1".into()), "m".into(), rejection(429, true)),
+            Go::Stop
+        );
+        let frames = refusals.into_frames();
+        let Message::Error(e) = &frames[1] else {
+            panic!("{frames:?}")
+        };
+        assert_eq!(e.code, 429);
+        assert!(
+            Refusals::default().into_frames().is_empty(),
+            "no refusal, no ERROR"
+        );
+    }
+
+    #[test]
+    fn a_long_denial_lists_a_hundred_ops_and_counts_the_rest() {
+        let denied: Vec<_> = (0..130)
+            .map(|i| {
+                (
+                    CompactString::from(i.to_string()),
+                    CompactString::from(if i % 2 == 0 { "a" } else { "b" }),
+                )
+            })
+            .collect();
+        let Some(Message::Error(e)) = denied_error(&denied) else {
+            panic!()
+        };
+        assert_eq!(e.message.as_str(), "write access denied for maps: a, b");
+        let details = e.details.expect("details");
+        let Some(Value::Array(listed)) = details.get("denied") else {
+            panic!()
+        };
+        assert_eq!(listed.len(), DENIED_LISTED_MAX);
+        assert_eq!(details.get("more"), Some(&Value::UInt(30)));
     }
 
     #[test]

@@ -95,7 +95,7 @@ pub(super) fn load(view: &mut SharedView, key: &str, record: &LwwRecord) {
 
 /// Whether a query's predicate reads the subscriber's identity (`valueRef: "auth.…"`).
 pub(super) fn uses_auth(query: &Query) -> bool {
-    pub(super) fn walk(node: &topgun_core::protocol::query::PredicateNode) -> bool {
+    fn walk(node: &topgun_core::protocol::query::PredicateNode) -> bool {
         node.value_ref
             .as_deref()
             .is_some_and(|r| r.starts_with("auth."))

@@ -20,7 +20,7 @@ use crate::security::policy::{Action, Decision, Fields, Resource};
 
 /// What a request needs of the resource it names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Need {
+enum Need {
     /// Reading; a reader limited to some fields sees only those.
     Read,
     /// Reading whole values: OR-Map sync, whose entry hashes cover the values, so a reader
@@ -33,15 +33,15 @@ pub enum Need {
 
 /// One row of the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Required<'a> {
-    pub resource: Resource,
-    pub name: &'a str,
-    pub need: Need,
+struct Required<'a> {
+    resource: Resource,
+    name: &'a str,
+    need: Need,
 }
 
 /// What `msg` needs before it is served; `None` when it names no resource (or, for
 /// `CLIENT_OP` and `OP_BATCH`, when each op is admitted on its own by [`admit_op`]).
-pub fn required(msg: &Message) -> Option<Required<'_>> {
+fn required(msg: &Message) -> Option<Required<'_>> {
     use Need::{Read, ReadWhole, ReadWrite, Write};
     use Resource::{Counter, Lock, Map, Topic};
     let (resource, name, need) = match msg {
@@ -76,53 +76,69 @@ pub fn required(msg: &Message) -> Option<Required<'_>> {
 /// Admits `msg` on a connection: `Err` is the `ERROR 403` to answer; `Ok` carries the
 /// fields a limited reader may see (`None`: all of them, or not a read).
 pub fn admit(access: &ConnAccess, msg: &Message) -> Result<Option<Fields>, Box<Message>> {
-    match required(msg) {
-        Some(required) => check(access, required),
-        None => Ok(None),
-    }
+    let Some(required) = required(msg) else {
+        return Ok(None);
+    };
+    check(access, required)
+        .map_err(|denied| error::refusal(error::code::FORBIDDEN, denied.reason(&required)))
 }
 
-/// Admits one op of a write to `map`: `Err` is the reason its `OP_REJECTED` gives.
+/// Admits one op of a write to `map` (a row of its own: each op names its map): `Err` is
+/// the reason its `OP_REJECTED` gives.
 pub fn admit_op(access: &ConnAccess, map: &str) -> Result<(), String> {
-    if access.decide(Resource::Map, map, Action::Write).allowed() {
-        return Ok(());
+    let required = Required {
+        resource: Resource::Map,
+        name: map,
+        need: Need::Write,
+    };
+    check(access, required)
+        .map(drop)
+        .map_err(|denied| denied.reason(&required))
+}
+
+/// Why a row of the table was not met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Denied {
+    /// The connection may not take this action on the resource.
+    Action(Action),
+    /// It may read the map only in part, and the request needs whole values.
+    PartialRead,
+}
+
+impl Denied {
+    fn reason(self, required: &Required<'_>) -> String {
+        let Required { resource, name, .. } = *required;
+        match self {
+            Self::Action(action) => error::forbidden_reason(resource, name, action),
+            Self::PartialRead => format!(
+                "map {name:?} may be read only in part, and an OR-Map's hashes cover whole \
+                 values: OR-Map sync is not allowed"
+            ),
+        }
     }
-    Err(error::forbidden_reason(Resource::Map, map, Action::Write))
 }
 
 /// Checks one row of the table against the connection's access.
-pub fn check(access: &ConnAccess, required: Required<'_>) -> Result<Option<Fields>, Box<Message>> {
-    let Required {
-        resource,
-        name,
-        need,
-    } = required;
-    let decide = |action| access.decide(resource, name, action);
-    let refuse = |action| error::forbidden(resource, name, action);
-    match need {
+fn check(access: &ConnAccess, required: Required<'_>) -> Result<Option<Fields>, Denied> {
+    let decide = |action| access.decide(required.resource, required.name, action);
+    match required.need {
         Need::Read => match decide(Action::Read) {
             Decision::Allow(fields) => Ok(fields),
-            Decision::Deny => Err(refuse(Action::Read)),
+            Decision::Deny => Err(Denied::Action(Action::Read)),
         },
         Need::ReadWhole => match decide(Action::Read) {
             Decision::Allow(None) => Ok(None),
-            Decision::Allow(Some(_)) => Err(error::refusal(
-                error::code::FORBIDDEN,
-                format!(
-                    "map {name:?} may be read only in part, and an OR-Map's hashes cover whole \
-                     values: OR-Map sync is not allowed"
-                ),
-            )),
-            Decision::Deny => Err(refuse(Action::Read)),
+            Decision::Allow(Some(_)) => Err(Denied::PartialRead),
+            Decision::Deny => Err(Denied::Action(Action::Read)),
         },
         Need::Write => match decide(Action::Write) {
             Decision::Allow(_) => Ok(None),
-            Decision::Deny => Err(refuse(Action::Write)),
+            Decision::Deny => Err(Denied::Action(Action::Write)),
         },
         Need::ReadWrite => {
             for action in [Action::Read, Action::Write] {
                 if !decide(action).allowed() {
-                    return Err(refuse(action));
+                    return Err(Denied::Action(action));
                 }
             }
             Ok(None)

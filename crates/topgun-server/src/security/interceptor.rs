@@ -80,6 +80,20 @@ pub trait Interceptor: Send + Sync + std::fmt::Debug {
     ) -> Result<(), Rejection> {
         Ok(())
     }
+
+    /// May refuse an inbound `BATCH` frame of `items` messages before any is decoded
+    /// (COMPAT §4.3); the frame is then answered with one `ERROR` and nothing in it is served.
+    fn on_before_batch(&self, _who: &Caller<'_>, _items: usize) -> Result<(), Rejection> {
+        Ok(())
+    }
+}
+
+/// Who sends a frame, and when: what a frame-level hook knows before anything is decoded.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    pub conn: ConnId,
+    pub user: Option<&'a str>,
+    pub now_ms: u64,
 }
 
 /// The configured interceptors, run in order: the first to refuse or drop decides.
@@ -132,6 +146,12 @@ impl Pipeline {
         self.stages
             .iter()
             .try_for_each(|s| s.on_before_push(ctx, map, items))
+    }
+
+    pub fn on_before_batch(&self, who: &Caller<'_>, items: usize) -> Result<(), Rejection> {
+        self.stages
+            .iter()
+            .try_for_each(|s| s.on_before_batch(who, items))
     }
 }
 
@@ -220,7 +240,7 @@ impl Interceptor for RateLimiter {
     }
 
     fn on_before_op(&self, ctx: &mut OpContext<'_>, op: Box<ClientOp>) -> Verdict {
-        match self.charge(ctx, 1.0) {
+        match self.charge(&caller(ctx), Cost::Exact(1.0)) {
             Ok(()) => Verdict::Pass(op),
             Err(rejection) => Verdict::Drop(rejection),
         }
@@ -234,25 +254,57 @@ impl Interceptor for RateLimiter {
         items: usize,
     ) -> Result<(), Rejection> {
         #[allow(clippy::cast_precision_loss)]
-        self.charge(ctx, items as f64)
+        self.charge(&caller(ctx), Cost::Exact(items as f64))
+    }
+
+    /// A `BATCH` costs one token per item, at most a whole bucket: a frame larger than the
+    /// burst waits for a full bucket instead of being refused for ever.
+    fn on_before_batch(&self, who: &Caller<'_>, items: usize) -> Result<(), Rejection> {
+        #[allow(clippy::cast_precision_loss)]
+        self.charge(who, Cost::UpToBurst(items as f64))
+    }
+}
+
+/// What a charge takes from a bucket.
+#[derive(Debug, Clone, Copy)]
+enum Cost {
+    Exact(f64),
+    /// This many tokens, or the bucket's burst if that is less.
+    UpToBurst(f64),
+}
+
+impl Cost {
+    fn tokens(self, burst: f64) -> f64 {
+        match self {
+            Self::Exact(cost) => cost,
+            Self::UpToBurst(cost) => cost.min(burst),
+        }
+    }
+}
+
+fn caller<'a>(ctx: &'a OpContext<'_>) -> Caller<'a> {
+    Caller {
+        conn: ctx.conn,
+        user: ctx.user,
+        now_ms: ctx.now_ms,
     }
 }
 
 impl RateLimiter {
     /// Takes `cost` tokens from the connection's and the user's buckets.
-    fn charge(&self, ctx: &OpContext<'_>, cost: f64) -> Result<(), Rejection> {
-        let now = ctx.now_ms;
+    fn charge(&self, who: &Caller<'_>, cost: Cost) -> Result<(), Rejection> {
+        let now = who.now_ms;
         if self.conn_rate > 0 {
             let (rate, burst) = (f64::from(self.conn_rate), 2.0 * f64::from(self.conn_rate));
             let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
             let bucket = conns
-                .entry(ctx.conn)
+                .entry(who.conn)
                 .or_insert_with(|| Bucket::full(burst, now));
             bucket
-                .take(cost, rate, burst, now)
+                .take(cost.tokens(burst), rate, burst, now)
                 .map_err(|wait| Self::limited("this connection", wait))?;
         }
-        if let (true, Some(user)) = (self.user_rate > 0, ctx.user) {
+        if let (true, Some(user)) = (self.user_rate > 0, who.user) {
             let (rate, burst) = (f64::from(self.user_rate), 2.0 * f64::from(self.user_rate));
             let mut users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
             if users.len() >= USER_BUCKETS_MAX {
@@ -260,7 +312,7 @@ impl RateLimiter {
                 users.retain(|_, b| !b.is_full(rate, burst, now));
             }
             by_name::get_or_insert_with(&mut users, user, || Bucket::full(burst, now))
-                .take(cost, rate, burst, now)
+                .take(cost.tokens(burst), rate, burst, now)
                 .map_err(|wait| Self::limited(&format!("user {user:?}"), wait))?;
         }
         Ok(())

@@ -2,7 +2,7 @@
 //! client, and message shorthands.
 
 // Each test file uses a different subset.
-#![allow(dead_code, unused_imports)]
+#![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -99,6 +99,8 @@ pub(crate) fn token(claims: &serde_json::Value, secret: &str) -> String {
     .unwrap()
 }
 
+// Not every test file reads the clock.
+#[allow(unused_imports)]
 pub(crate) use topgun_server::clock::now_ms;
 
 /// Every message up to the `PONG` of a fresh ping (what arrived before this barrier; replies

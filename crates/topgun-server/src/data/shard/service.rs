@@ -131,6 +131,12 @@ pub enum Request {
         map: String,
         conn: ConnHandle,
     },
+    /// Stop receiving the map's events (the last live query on it ended).
+    Unsubscribe {
+        kind: MapKind,
+        map: String,
+        conn: ConnId,
+    },
     Forget {
         conn: ConnId,
     },
@@ -415,6 +421,9 @@ impl Task {
                 let _ = reply.send(at.into_iter().zip(entries).collect());
             }
             Request::Subscribe { kind, map, conn } => self.subscribers.subscribe(kind, &map, conn),
+            Request::Unsubscribe { kind, map, conn } => {
+                self.subscribers.unsubscribe(kind, &map, conn);
+            }
             Request::Forget { conn } => self.subscribers.forget(conn),
             Request::Apply { .. }
             | Request::Push { .. }
