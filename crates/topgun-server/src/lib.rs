@@ -13,6 +13,7 @@
 //! | [`coordination`] | topics, locks with fencing tokens, PN counters, reserved maps |
 //! | [`journal`] | the event journal (sans I/O) and the task serving it |
 //! | [`storage`] | write-ahead log, stores, checkpoints, backups, recovery |
+//! | [`http`] | `POST /sync` (HTTP sync), and the HTTP surfaces to come |
 //! | [`metrics`] | counters and latency histograms, rendered for `/metrics` (Prometheus) |
 //! | [`error`] | every `ERROR` code and the refusals built from them |
 //! | [`clock`] | the wall clock, and the server's shared hybrid logical clock |
@@ -31,6 +32,7 @@ pub mod connection;
 pub mod coordination;
 pub mod data;
 pub mod error;
+pub mod http;
 pub mod journal;
 pub mod metrics;
 pub mod query;

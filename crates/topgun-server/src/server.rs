@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use crate::clock::now_ms;
 use crate::error;
+use crate::http;
 use crate::metrics::Metrics;
 use std::time::{Duration, Instant};
 
@@ -105,6 +106,36 @@ impl Authenticator for Shared {
             // Never consulted: sessions do not verify tokens when auth is off.
             AuthMode::Disabled => Err(AuthError::Malformed),
         }
+    }
+}
+
+impl http::Host for Shared {
+    fn data(&self) -> &DataPlane {
+        &self.data
+    }
+
+    fn policies(&self) -> &Arc<Policies> {
+        &self.policies
+    }
+
+    fn backlog(&self) -> &Arc<Backlog> {
+        &self.backlog
+    }
+
+    fn decode_limits(&self) -> &topgun_core::protocol::Limits {
+        &self.session.decode
+    }
+
+    fn auth_required(&self) -> bool {
+        self.session.auth_required
+    }
+
+    fn verify(&self, token: &str, now_ms: u64) -> Result<Principal, AuthError> {
+        Authenticator::verify(self, token, now_ms)
+    }
+
+    fn http_sync_allows_anonymous(&self) -> bool {
+        false
     }
 }
 
@@ -298,6 +329,11 @@ impl Server {
             .route("/healthz", get(ready))
             .route("/metrics", get(metrics))
             .route("/admin/backup", get(backup))
+            .route(
+                "/sync",
+                axum::routing::post(http::sync::handle::<Shared>)
+                    .layer(axum::extract::DefaultBodyLimit::disable()),
+            )
             // Each plain request starts its connection's pre-auth allowance again (the
             // WebSocket routes below do not: their upgrade and AUTH share one).
             .route_layer(axum::middleware::from_fn(refill_preauth))
@@ -723,7 +759,7 @@ struct Hooks<'a> {
 
 impl Authenticator for Hooks<'_> {
     fn verify(&self, token: &str, now_ms: u64) -> Result<Principal, AuthError> {
-        self.shared.verify(token, now_ms)
+        Authenticator::verify(self.shared, token, now_ms)
     }
 
     fn admit_batch(&self, user: Option<&str>, items: usize, now_ms: u64) -> bool {

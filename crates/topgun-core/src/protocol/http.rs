@@ -7,9 +7,20 @@ use crate::lww_map::LwwRecord;
 use crate::value::{CompactString, Value};
 
 wire_struct! {
+    /// A `syncMaps` entry's `lastSyncTimestamp`. The TS provider's first request sends
+    /// `{millis: 0, counter: 0, nodeId: ""}` ("from the beginning"), so the node id may be
+    /// empty here, unlike in every other timestamp; only `millis` is read.
+    pub struct SyncSince {
+        pub millis: u64 = "millis",
+        pub counter: u32 = "counter",
+        pub node_id: CompactString = "nodeId",
+    }
+}
+
+wire_struct! {
     pub struct SyncMapRequest {
         pub map_name: CompactString = "mapName",
-        pub last_sync_timestamp: Timestamp = "lastSyncTimestamp",
+        pub last_sync_timestamp: SyncSince = "lastSyncTimestamp",
     }
 }
 

@@ -13,6 +13,7 @@
 
 use topgun_core::Timestamp;
 use topgun_core::protocol::Message;
+use topgun_core::protocol::query::Query;
 
 use crate::connection::fanout::{ConnHandle, Outbound};
 use crate::coordination::router::Coordinator;
@@ -22,7 +23,9 @@ use crate::data::shards::{ShardGone, Shards};
 use crate::data::sync::SyncPath;
 use crate::data::write::WritePath;
 use crate::error;
-use crate::query::handle::{Queries, QueryRequest};
+use crate::query::handle::{Queries, QueryRequest, admit as query_admit};
+use crate::query::once::{self, Ask, Page};
+use crate::query::view::{auth_context, uses_auth};
 use crate::security::access::project_message;
 use crate::security::admission;
 use crate::security::interceptor::Pipeline;
@@ -62,6 +65,52 @@ impl DataPlane {
     pub fn connection(&self, handle: ConnHandle, maps_max: usize) -> ConnState {
         let queries_max = self.writes.guards.queries_per_connection_max;
         ConnState::new(handle, maps_max, queries_max)
+    }
+
+    /// The state of a connection that lives for one HTTP request: it writes and reads but
+    /// receives no events (no map or query subscriptions).
+    pub fn request_connection(&self, handle: ConnHandle) -> ConnState {
+        ConnState::new(handle, 0, 0)
+    }
+
+    /// Moves the server clock past a client's clock; one further ahead than the drift bound
+    /// is not followed (its writes are refused by the same bound).
+    pub fn observe_clock(&self, client: &Timestamp, now_ms: u64) {
+        let _ = self.writes.clock.lock().update(client, now_ms);
+    }
+
+    /// A fresh server timestamp.
+    pub fn server_time(&self, now_ms: u64) -> Timestamp {
+        self.writes.clock.now(now_ms)
+    }
+
+    /// A one-shot query by `conn`, admitted like a `QUERY_SUB`: the window after `offset`
+    /// rows, or the `ERROR` that refuses it.
+    pub(crate) async fn query_once(
+        &self,
+        conn: &ConnState,
+        query_id: &str,
+        map: &str,
+        query: &Query,
+        offset: usize,
+    ) -> Result<Page, Box<Message>> {
+        let access = conn.handle.access();
+        let allowed = admission::admit_read(access, map)?;
+        let fields = query_admit(query_id, map, query, None, allowed.as_ref())?;
+        let auth = uses_auth(query)
+            .then(|| access.subject().map(|s| auth_context(&s)))
+            .flatten();
+        let ask = Ask {
+            map,
+            query,
+            fields,
+            allowed: allowed.as_ref(),
+            offset,
+            auth,
+        };
+        let page = once::run(&self.shards, ask).await;
+        let page = page.map_err(|_| error::shutting_down())?;
+        page.map_err(|why| error::refusal(error::code::BAD_REQUEST, why))
     }
 
     /// The interceptors, in their order.

@@ -147,26 +147,13 @@ impl Queries {
         now_ms: u64,
     ) -> Result<(), Box<Message>> {
         let map = sub.map_name.to_string();
-        crate::data::ops::check_map(&map)?;
-        let mut fields = sub.fields;
-        if let Some(allowed) = &allowed {
-            if let Some(hidden) = fields_used(&sub.query)
-                .into_iter()
-                .find(|f| !allowed.contains(f))
-            {
-                let why = format!(
-                    "query {:?}: field {hidden:?} of map {map:?} may not be read, so the query \
-                     may not filter, sort or group by it",
-                    sub.query_id
-                );
-                return Err(Box::new(error(code::FORBIDDEN, why)));
-            }
-            // Rows show at most the fields the reader may see.
-            fields = Some(match fields {
-                Some(asked) => asked.into_iter().filter(|f| allowed.contains(f)).collect(),
-                None => allowed.iter().cloned().collect(),
-            });
-        }
+        let fields = admit(
+            &sub.query_id,
+            &map,
+            &sub.query,
+            sub.fields,
+            allowed.as_ref(),
+        )?;
         let request = QueryRequest::Subscribe {
             conn: conn.clone(),
             query_id: sub.query_id.to_string(),
@@ -185,4 +172,34 @@ impl Queries {
         // The task outlives every sender but a shutdown race; nothing is owed then.
         let _ = self.tx.send(request).await;
     }
+}
+
+/// Admits a query on `map` by a reader limited to `allowed` fields (`None`: all): refused
+/// for a reserved map name, or if it filters, sorts or groups by a field its reader may not
+/// see; else the fields its rows show (at most those the reader may see).
+pub(crate) fn admit(
+    query_id: &str,
+    map: &str,
+    query: &Query,
+    fields: Option<Vec<String>>,
+    allowed: Option<&Fields>,
+) -> Result<Option<Vec<String>>, Box<Message>> {
+    crate::data::ops::check_map(map)?;
+    let Some(allowed) = allowed else {
+        return Ok(fields);
+    };
+    if let Some(hidden) = fields_used(query)
+        .into_iter()
+        .find(|f| !allowed.contains(f))
+    {
+        let why = format!(
+            "query {query_id:?}: field {hidden:?} of map {map:?} may not be read, so the query \
+             may not filter, sort or group by it"
+        );
+        return Err(Box::new(error(code::FORBIDDEN, why)));
+    }
+    Ok(Some(match fields {
+        Some(asked) => asked.into_iter().filter(|f| allowed.contains(f)).collect(),
+        None => allowed.iter().cloned().collect(),
+    }))
 }

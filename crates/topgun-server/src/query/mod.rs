@@ -21,11 +21,13 @@
 //! | [`service`] | the task: subscriptions, snapshots, updates, shedding lagged maps |
 //! | [`view`] | a view shared by every subscription asking the same, and how a change steps it |
 //! | [`index`] | one map's subscriptions, indexed so a change costs only those it concerns |
+//! | `once` | one-shot queries over a snapshot (HTTP sync) |
 //!
 //! Public face: [`handle::Queries`], held by shards and connections, and [`service::run`],
 //! the task itself (started by `services.rs`).
 
 pub mod handle;
 mod index;
+pub(crate) mod once;
 pub mod service;
-mod view;
+pub(crate) mod view;

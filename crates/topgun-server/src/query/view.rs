@@ -94,7 +94,7 @@ pub(super) fn load(view: &mut SharedView, key: &str, record: &LwwRecord) {
 }
 
 /// Whether a query's predicate reads the subscriber's identity (`valueRef: "auth.…"`).
-pub(super) fn uses_auth(query: &Query) -> bool {
+pub(crate) fn uses_auth(query: &Query) -> bool {
     fn walk(node: &topgun_core::protocol::query::PredicateNode) -> bool {
         node.value_ref
             .as_deref()
@@ -105,7 +105,7 @@ pub(super) fn uses_auth(query: &Query) -> bool {
 }
 
 /// What a predicate's `valueRef: "auth.<path>"` reads: `{userId, roles}`.
-pub(super) fn auth_context(subject: &Subject) -> Value {
+pub(crate) fn auth_context(subject: &Subject) -> Value {
     let user = subject
         .user_id
         .as_deref()

@@ -96,6 +96,18 @@ pub fn admit_op(access: &ConnAccess, map: &str) -> Result<(), String> {
         .map_err(|denied| denied.reason(&required))
 }
 
+/// Admits a read of `map` by a request that is not a message (a one-shot HTTP query):
+/// `Ok` carries the fields its reader may see (`None`: all).
+pub fn admit_read(access: &ConnAccess, map: &str) -> Result<Option<Fields>, Box<Message>> {
+    let required = Required {
+        resource: Resource::Map,
+        name: map,
+        need: Need::Read,
+    };
+    check(access, required)
+        .map_err(|denied| error::refusal(error::code::FORBIDDEN, denied.reason(&required)))
+}
+
 /// Why a row of the table was not met.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Denied {

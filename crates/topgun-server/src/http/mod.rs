@@ -1,0 +1,80 @@
+//! The server's HTTP surfaces besides the WebSocket and health: `POST /sync`, the TS client's
+//! HTTP sync for serverless and edge callers ([`sync`], COMPAT §2).
+//!
+//! Owns what HTTP callers share: who the caller is (a bearer token, or the anonymous subject
+//! where the server allows one), and errors as `{code, message}` JSON with that status.
+//!
+//! Invariants:
+//! * a request is authenticated before its body is read;
+//! * a refused request changes nothing, and the next request is served normally;
+//! * every data request runs the WebSocket data path unchanged (admission, interceptors,
+//!   policies, rate limits, write concern).
+//!
+//! Public face: the [`Host`] trait the server implements, and the handlers it mounts.
+
+pub mod sync;
+
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use topgun_core::protocol::Limits;
+
+use crate::connection::outbox::Backlog;
+use crate::data::plane::DataPlane;
+use crate::security::access::Policies;
+use crate::security::auth::{AuthError, Principal};
+
+/// What the HTTP handlers need of the server.
+pub trait Host: Send + Sync + 'static {
+    fn data(&self) -> &DataPlane;
+    fn policies(&self) -> &Arc<Policies>;
+    /// The budget request-scoped connections count their (never used) outboxes against.
+    fn backlog(&self) -> &Arc<Backlog>;
+    fn decode_limits(&self) -> &Limits;
+    /// Whether tokens are checked at all (JWT mode).
+    fn auth_required(&self) -> bool;
+    fn verify(&self, token: &str, now_ms: u64) -> Result<Principal, AuthError>;
+    /// Whether a token-less `POST /sync` on a JWT server is served as the anonymous subject
+    /// (`TOPGUN_HTTP_SYNC_ALLOW_ANONYMOUS`; off by default).
+    fn http_sync_allows_anonymous(&self) -> bool;
+}
+
+/// An error answer: `{code, message}` JSON with the status of the same code.
+pub(crate) fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
+    let body = serde_json::json!({ "code": status.as_u16(), "message": message.into() });
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// The bearer token of a request, if it carries one. The TS provider sends `Bearer` with an
+/// empty, `undefined` or `null` token when it has none: that is no token.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let token = value.strip_prefix("Bearer ").unwrap_or(value).trim();
+    (!matches!(token, "" | "undefined" | "null" | "Bearer")).then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, value.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn placeholder_tokens_are_no_token() {
+        assert_eq!(bearer(&HeaderMap::new()), None);
+        for empty in ["Bearer ", "Bearer undefined", "Bearer null", "Bearer"] {
+            assert_eq!(bearer(&with(empty)), None, "{empty:?}");
+        }
+        assert_eq!(bearer(&with("Bearer abc.def")), Some("abc.def"));
+    }
+}

@@ -1,0 +1,268 @@
+//! `POST /sync` (COMPAT §2) over real HTTP against a real server: the shapes, the content
+//! type, authentication, limits and errors, and that what it writes reaches WebSocket
+//! clients like any other write.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use topgun_core::protocol::Limits;
+use topgun_core::protocol::http::{HttpQuery, HttpSearch, HttpSyncRequest, HttpSyncResponse};
+use topgun_core::protocol::messages::ClientOp;
+use topgun_core::protocol::{Message, decode_standalone, encode_standalone};
+use topgun_core::{NodeId, Timestamp, Value};
+
+const POLICIES: &str = r#"
+[[policies]]
+role = "user"
+map_name_pattern = "todos"
+actions = ["ALL"]
+"#;
+
+fn at() -> Timestamp {
+    Timestamp::new(now_ms(), 0, NodeId::new("http-client").unwrap())
+}
+
+fn request(operations: Vec<ClientOp>) -> HttpSyncRequest {
+    HttpSyncRequest {
+        client_id: "http-client".into(),
+        client_hlc: at(),
+        operations: Some(operations),
+        sync_maps: None,
+        queries: None,
+        searches: None,
+    }
+}
+
+fn put(id: u64, map: &str, key: &str, title: &str) -> ClientOp {
+    let value = Value::Map([("title", Value::from(title))].into_iter().collect());
+    put_op(id, map, key, value, at())
+}
+
+fn bearer(user: &str) -> String {
+    let jwt = token(
+        &serde_json::json!({"sub": user, "roles": ["user"], "exp": now_secs() + 3600}),
+        SECRET,
+    );
+    format!("Authorization: Bearer {jwt}")
+}
+
+async fn post(addr: std::net::SocketAddr, headers: Vec<String>, body: Vec<u8>) -> HttpReply {
+    http_post_async(addr, "/sync", headers, body).await
+}
+
+fn decoded(reply: &HttpReply) -> HttpSyncResponse {
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    assert_eq!(reply.header("content-type"), Some("application/msgpack"));
+    decode_standalone(&reply.body, &Limits::default()).unwrap()
+}
+
+fn json(reply: &HttpReply) -> serde_json::Value {
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    serde_json::from_slice(&reply.body).unwrap()
+}
+
+#[tokio::test]
+async fn an_empty_body_gets_the_server_clock_and_bad_bodies_get_400_without_harm() {
+    let server = start(no_auth(), None).await;
+    let reply = decoded(&post(server.addr, vec![], vec![]).await);
+    assert!(reply.server_hlc.millis > 0);
+    assert!(reply.ack.is_none() && reply.errors.is_none());
+
+    let garbage = post(server.addr, vec![], vec![0xff, 0xff]).await;
+    assert_eq!(garbage.status, 400);
+    let body = json(&garbage);
+    assert_eq!(body["code"], 400);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("invalid MsgPack body")
+    );
+
+    // A value nested 1,000 arrays deep, in an otherwise valid request.
+    let mut deep = vec![0x91; 1_000];
+    deep.push(0xc0);
+    let mut body = encode_standalone(&request(vec![]));
+    body[0] += 1; // one more key in the fixmap: "deep": [[[…]]]
+    body.extend_from_slice(&[0xa4, b'd', b'e', b'e', b'p']);
+    body.extend_from_slice(&deep);
+    let nested = post(server.addr, vec![], body).await;
+    assert_eq!(
+        nested.status,
+        400,
+        "{}",
+        String::from_utf8_lossy(&nested.body)
+    );
+
+    let too_big = post(server.addr, vec![], vec![0xc0; 3 * 1024 * 1024]).await;
+    assert_eq!(too_big.status, 413);
+    assert_eq!(json(&too_big)["code"], 413);
+
+    // The server goes on serving.
+    let again = decoded(&post(server.addr, vec![], vec![]).await);
+    assert!(again.server_hlc.millis > 0);
+}
+
+#[tokio::test]
+async fn a_jwt_server_refuses_token_less_and_bad_tokens_with_401() {
+    let server = start(jwt(), Some(POLICIES)).await;
+    let body = encode_standalone(&request(vec![put(1, "todos", "a", "milk")]));
+    for headers in [
+        vec![],
+        vec!["Authorization: Bearer ".to_owned()],
+        vec!["Authorization: Bearer undefined".to_owned()],
+        vec!["Authorization: Bearer null".to_owned()],
+    ] {
+        let refused = post(server.addr, headers, body.clone()).await;
+        assert_eq!(refused.status, 401);
+        let body = json(&refused);
+        assert_eq!(
+            body,
+            serde_json::json!({"code": 401, "message": "authentication required"})
+        );
+    }
+    let bad = post(
+        server.addr,
+        vec!["Authorization: Bearer x.y.z".into()],
+        body,
+    )
+    .await;
+    assert_eq!(bad.status, 401);
+    assert!(
+        json(&bad)["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Authentication failed: ")
+    );
+}
+
+/// Ops run the WebSocket write pipeline: a denied op is reported in `results` and `errors`
+/// while the others apply, and what was written reaches a WebSocket subscriber.
+#[tokio::test]
+async fn operations_are_acked_per_op_and_reach_websocket_clients() {
+    let server = start(jwt(), Some(POLICIES)).await;
+    let mut ws = connect(server.addr, "/ws").await;
+    let jwt = token(
+        &serde_json::json!({"sub": "bob", "roles": ["user"], "exp": now_secs() + 3600}),
+        SECRET,
+    );
+    send(&mut ws, &auth(&jwt)).await;
+    drain(&mut ws, 0).await;
+    send(
+        &mut ws,
+        &Message::QuerySub(topgun_core::protocol::messages::QuerySub {
+            query_id: "q".into(),
+            map_name: "todos".into(),
+            query: topgun_core::protocol::query::Query::default(),
+            fields: None,
+        }),
+    )
+    .await;
+    drain(&mut ws, 1).await;
+
+    let ops = vec![
+        put(1, "todos", "a", "milk"),
+        put(2, "secret", "b", "x"),
+        put(3, "todos", "c", "eggs"),
+    ];
+    let body = encode_standalone(&request(ops));
+    let reply = decoded(&post(server.addr, vec![bearer("alice")], body).await);
+    let ack = reply.ack.expect("an ack");
+    assert_eq!(ack.last_id, "3");
+    let results: Vec<_> = ack
+        .results
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.op_id.to_string(), r.success))
+        .collect();
+    assert_eq!(
+        results,
+        [("1".into(), true), ("2".into(), false), ("3".into(), true)]
+    );
+    let errors = reply.errors.expect("errors");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].code, 403);
+    let context = errors[0].context.as_ref().unwrap();
+    assert_eq!(context.get("opId"), Some(&Value::from("2")));
+    assert_eq!(context.get("mapName"), Some(&Value::from("secret")));
+
+    // The WebSocket subscriber hears of both writes, and only of them.
+    let mut keys = Vec::new();
+    while keys.len() < 2 {
+        match recv(&mut ws).await.unwrap() {
+            Message::ServerEvent(e) => keys.push(e.key.to_string()),
+            Message::ServerBatchEvent(b) => keys.extend(b.events.iter().map(|e| e.key.to_string())),
+            _ => {}
+        }
+    }
+    keys.sort();
+    assert_eq!(keys, ["a", "c"]);
+}
+
+#[tokio::test]
+async fn queries_answer_rows_with_their_keys_and_searches_are_refused_for_now() {
+    let server = start(no_auth(), None).await;
+    let ops = vec![put(1, "todos", "a", "milk"), put(2, "todos", "b", "eggs")];
+    decoded(&post(server.addr, vec![], encode_standalone(&request(ops))).await);
+
+    let mut ask = request(vec![]);
+    let filter = Value::Map([("title", Value::from("eggs"))].into_iter().collect());
+    ask.queries = Some(vec![
+        HttpQuery {
+            query_id: "all".into(),
+            map_name: "todos".into(),
+            filter: None,
+            limit: Some(1),
+            offset: None,
+            cursor: None,
+        },
+        HttpQuery {
+            query_id: "eggs".into(),
+            map_name: "todos".into(),
+            filter: Some(filter),
+            limit: None,
+            offset: None,
+            cursor: None,
+        },
+        HttpQuery {
+            query_id: "reserved".into(),
+            map_name: "__topgun_locks".into(),
+            filter: None,
+            limit: None,
+            offset: None,
+            cursor: None,
+        },
+    ]);
+    ask.searches = Some(vec![HttpSearch {
+        search_id: "s".into(),
+        map_name: "todos".into(),
+        query: "milk".into(),
+        options: None,
+    }]);
+    let reply = decoded(&post(server.addr, vec![], encode_standalone(&ask)).await);
+    let results = reply.query_results.expect("query results");
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[0].query_id, "all");
+    assert_eq!(results[0].results.len(), 1);
+    assert_eq!(results[0].has_more, Some(true));
+    assert!(
+        results[0].next_cursor.is_some(),
+        "hasMore comes with a cursor"
+    );
+    let row = &results[1].results[0];
+    assert_eq!(row.get("key"), Some(&Value::from("b")));
+    assert_eq!(
+        row.get("value").and_then(|v| v.get("title")),
+        Some(&Value::from("eggs"))
+    );
+    let errors = reply.errors.expect("errors");
+    let codes: Vec<_> = errors.iter().map(|e| e.code).collect();
+    assert_eq!(codes, [403, 501], "{errors:?}");
+}
