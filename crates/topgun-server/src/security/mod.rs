@@ -18,6 +18,7 @@
 pub mod access;
 pub mod admission;
 pub mod auth;
+pub mod condition;
 pub mod guard;
 pub mod interceptor;
 pub mod policy;
