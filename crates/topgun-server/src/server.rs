@@ -111,7 +111,7 @@ impl Authenticator for Shared {
 pub struct Server {
     listener: TcpListener,
     shared: Arc<Shared>,
-    /// The data directory, held until [`Server::run`] returns (`None` without one).
+    /// The log's directory, held until [`Server::run`] returns (`None` without one).
     data_dir: Option<DataDirLock>,
 }
 
@@ -139,13 +139,14 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// Locks the data directory (unless the store is in memory), opens the configured
-    /// storage, recovers its records and binds the listener (port 0 picks a free port).
+    /// Locks the log's directory (unless the store is in memory: then nothing is written
+    /// anywhere), opens the configured storage, recovers its records and binds the listener
+    /// (port 0 picks a free port).
     pub async fn bind(config: Config) -> Result<Self, StartError> {
         let lock = match config.storage.backend {
             Backend::Memory => None,
             Backend::Redb | Backend::Postgres => {
-                Some(DataDirLock::acquire(&config.storage.data_dir)?)
+                Some(DataDirLock::acquire(&config.storage.paths().wal)?)
             }
         };
         let opened = storage::open(&config.storage)
