@@ -102,16 +102,24 @@ fn run(cli: &Cli, config: &Config) -> anyhow::Result<()> {
         // moment a script reads the port must not meet the default action (exit).
         let shutdown = shutdown_signal();
         tokio::spawn(reload_policies_on_sighup(cli.clone(), server.policies()));
-        // Part of the command-line contract: scripts read the port from stdout.
-        #[allow(clippy::print_stdout)]
-        {
-            println!("PORT={}", addr.port());
-        }
+        // Part of the command-line contract: scripts read the port from stdout, and it is
+        // the only line written there (logs go to stderr: a launcher stops reading stdout
+        // after this line, and more output would fill the pipe and block the server).
+        announce_port(addr.port())?;
         tracing::info!(%addr, node = %config.node_id, auth = ?auth_name(config), "listening");
         server.run(shutdown).await?;
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// Writes `PORT=<port>` to stdout and flushes it, whatever kind of file stdout is.
+fn announce_port(port: u16) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "PORT={port}")
+        .and_then(|()| stdout.flush())
+        .context("writing PORT=<n> to stdout")
 }
 
 fn auth_name(config: &Config) -> &'static str {

@@ -51,8 +51,10 @@ use crate::storage::{self, Backend, Opened, StorageError};
 
 /// How often sessions are told the time (auth deadline, idle timeout).
 const TICK: Duration = Duration::from_secs(1);
-/// Longest wait for connections to close on shutdown.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for connections to close on shutdown. Launchers of TopGun servers send
+/// SIGKILL 5 s after SIGTERM (COMPAT.md §1.2): the drain ends well before, so that the
+/// process exits on its own, its log flushed.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(4);
 /// Longest wait to deliver the close frame to a slow consumer.
 const KICK_TIMEOUT: Duration = Duration::from_secs(1);
 /// Most frames one socket write carries.
@@ -283,7 +285,7 @@ impl Server {
     }
 
     /// Serves until `shutdown` completes, then drains: readiness turns 503, sessions are
-    /// closed with 1001, and the call returns once they are gone (or after 10 s).
+    /// closed with 1001, and the call returns once they are gone (or after 4 s).
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
