@@ -28,6 +28,27 @@ pub mod names {
     pub const SQL: &str = "TOPGUN_SQL";
     pub const HTTP_SYNC_ALLOW_ANONYMOUS: &str = "TOPGUN_HTTP_SYNC_ALLOW_ANONYMOUS";
     pub const LOG_FORMAT: &str = "TOPGUN_LOG_FORMAT";
+
+    /// Every name above (the README's table lists each; a test checks it).
+    pub const ALL: &[&str] = &[
+        JWT_SECRET,
+        NO_AUTH,
+        JWT_ISSUER,
+        JWT_AUDIENCE,
+        WAL_FSYNC_POLICY,
+        JOURNAL_ENABLED,
+        JOURNAL_CAPACITY,
+        ADMIN_SUBJECTS,
+        ADMIN_USERNAME,
+        ADMIN_PASSWORD,
+        ADMIN_DIR,
+        ALLOW_NO_AUTH_PUBLIC_BIND,
+        CORS_ORIGINS,
+        TRUSTED_PROXY,
+        SQL,
+        HTTP_SYNC_ALLOW_ANONYMOUS,
+        LOG_FORMAT,
+    ];
 }
 
 /// Variables of the TopGun server's deployments that mean nothing here: accepted, and named

@@ -341,3 +341,35 @@ fn tolerated_variables_are_carried_to_be_named_once() {
     assert_eq!(c.unused_env, ["RUST_BACKTRACE", "TOPGUN_MAX_RAM_MB"]);
     assert!(resolve(&env(|_| {})).unwrap().unused_env.is_empty());
 }
+
+/// README.md's settings table names every environment variable: the flags' (all their
+/// names), the others', and the tolerated ones.
+#[test]
+fn the_readme_names_every_environment_variable() {
+    use clap::CommandFactory;
+    let readme = include_str!("../../../../README.md");
+    let table: String = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("| Setting |"))
+        .take_while(|l| l.starts_with('|'))
+        .collect();
+    let command = Cli::command();
+    let flags = command
+        .get_arguments()
+        .filter_map(|a| a.get_env()?.to_str().map(str::to_owned));
+    let tolerated = env::TOLERATED.iter().map(|name| {
+        name.strip_suffix('_')
+            .map_or((*name).to_owned(), |p| format!("{p}_*"))
+    });
+    let names = flags
+        .chain(PORT_ENV_NAMES.iter().map(|n| (*n).to_owned()))
+        .chain(names::ALL.iter().map(|n| (*n).to_owned()))
+        .chain(tolerated)
+        .chain(["RUST_LOG".to_owned()]);
+    for name in names {
+        assert!(
+            table.contains(&format!("`{name}")),
+            "README.md's table lacks {name}"
+        );
+    }
+}
