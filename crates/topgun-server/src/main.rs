@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use topgun_server::Server;
-use topgun_server::config::{AuthEnv, Cli, Command, Config};
+use topgun_server::config::{Cli, Command, Config, Env, LogFormat};
 use topgun_server::security::access::Policies;
 use topgun_server::storage::backup;
 
@@ -34,7 +34,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging();
+    init_logging(config.log_format);
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    if !config.unused_env.is_empty() {
+        tracing::info!(
+            "not used by this server: {} (accepted for compatibility; no effect)",
+            config.unused_env.join(", ")
+        );
+    }
     match run(&cli, &config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -52,17 +61,13 @@ fn load(cli: &Cli) -> anyhow::Result<Config> {
         ),
         None => None,
     };
-    Ok(Config::resolve(
-        cli,
-        file.as_deref(),
-        &AuthEnv::from_process(),
-    )?)
+    Ok(Config::resolve(cli, file.as_deref(), &Env::from_process())?)
 }
 
 /// `RUST_LOG` filters (default `info`); `TOPGUN_LOG_FORMAT=json` writes JSON lines. Logs go
-/// to stderr, in colour only when stderr is a terminal and `NO_COLOR` is unset or empty
-/// (no-color.org): a file or a pipe gets plain text.
-fn init_logging() {
+/// to stderr (stdout carries only the `PORT=` line), in colour only when stderr is a
+/// terminal and `NO_COLOR` is unset or empty (no-color.org): a file or a pipe gets plain text.
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let colour = colour(
@@ -73,10 +78,9 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_ansi(colour)
         .with_writer(std::io::stderr);
-    if std::env::var("TOPGUN_LOG_FORMAT").is_ok_and(|f| f == "json") {
-        builder.json().init();
-    } else {
-        builder.init();
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
     }
 }
 
@@ -98,16 +102,24 @@ fn run(cli: &Cli, config: &Config) -> anyhow::Result<()> {
         // moment a script reads the port must not meet the default action (exit).
         let shutdown = shutdown_signal();
         tokio::spawn(reload_policies_on_sighup(cli.clone(), server.policies()));
-        // Part of the command-line contract: scripts read the port from stdout.
-        #[allow(clippy::print_stdout)]
-        {
-            println!("PORT={}", addr.port());
-        }
+        // Part of the command-line contract: scripts read the port from stdout, and it is
+        // the only line written there (logs go to stderr: a launcher stops reading stdout
+        // after this line, and more output would fill the pipe and block the server).
+        announce_port(addr.port())?;
         tracing::info!(%addr, node = %config.node_id, auth = ?auth_name(config), "listening");
         server.run(shutdown).await?;
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// Writes `PORT=<port>` to stdout and flushes it, whatever kind of file stdout is.
+fn announce_port(port: u16) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "PORT={port}")
+        .and_then(|()| stdout.flush())
+        .context("writing PORT=<n> to stdout")
 }
 
 fn auth_name(config: &Config) -> &'static str {
@@ -142,10 +154,7 @@ fn admin(cli: &Cli, command: Command) -> anyhow::Result<()> {
                 );
             }
             Command::Restore { file, force } => {
-                let dir = cli
-                    .data_dir
-                    .clone()
-                    .unwrap_or_else(|| std::path::PathBuf::from("topgun-data"));
+                let paths = cli.store_paths();
                 let bar = progress_bar("restore", "{pos}/{len} records");
                 let mut progress = |done: usize, total: usize| {
                     if let Some(bar) = &bar {
@@ -153,14 +162,14 @@ fn admin(cli: &Cli, command: Command) -> anyhow::Result<()> {
                         bar.set_position(done as u64);
                     }
                 };
-                let restored = backup::restore(&file, &dir, force, &mut progress).await;
+                let restored = backup::restore(&file, &paths, force, &mut progress).await;
                 if let Some(bar) = &bar {
                     bar.finish_and_clear();
                 }
-                let count = restored.with_context(|| {
-                    format!("restoring {} into {}", file.display(), dir.display())
-                })?;
-                eprintln!("restore: {count} records into {}", dir.display());
+                let store = paths.store.display();
+                let count = restored
+                    .with_context(|| format!("restoring {} into {store}", file.display()))?;
+                eprintln!("restore: {count} records into {store}");
             }
         }
         Ok(())

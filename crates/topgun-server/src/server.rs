@@ -53,8 +53,10 @@ use crate::storage::{self, Backend, Opened, StorageError};
 
 /// How often sessions are told the time (auth deadline, idle timeout).
 const TICK: Duration = Duration::from_secs(1);
-/// Longest wait for connections to close on shutdown.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for connections to close on shutdown. Launchers of TopGun servers send
+/// SIGKILL 5 s after SIGTERM (COMPAT.md §1.2): the drain ends well before, so that the
+/// process exits on its own, its log flushed.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(4);
 /// Longest wait to deliver the close frame to a slow consumer.
 const KICK_TIMEOUT: Duration = Duration::from_secs(1);
 /// Most frames one socket write carries.
@@ -143,7 +145,7 @@ impl http::Host for Shared {
 pub struct Server {
     listener: TcpListener,
     shared: Arc<Shared>,
-    /// The data directory, held until [`Server::run`] returns (`None` without one).
+    /// The log's directory, held until [`Server::run`] returns (`None` without one).
     data_dir: Option<DataDirLock>,
 }
 
@@ -171,13 +173,14 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// Locks the data directory (unless the store is in memory), opens the configured
-    /// storage, recovers its records and binds the listener (port 0 picks a free port).
+    /// Locks the log's directory (unless the store is in memory: then nothing is written
+    /// anywhere), opens the configured storage, recovers its records and binds the listener
+    /// (port 0 picks a free port).
     pub async fn bind(config: Config) -> Result<Self, StartError> {
         let lock = match config.storage.backend {
             Backend::Memory => None,
             Backend::Redb | Backend::Postgres => {
-                Some(DataDirLock::acquire(&config.storage.data_dir)?)
+                Some(DataDirLock::acquire(&config.storage.paths().wal)?)
             }
         };
         let opened = storage::open(&config.storage)
@@ -314,7 +317,7 @@ impl Server {
     }
 
     /// Serves until `shutdown` completes, then drains: readiness turns 503, sessions are
-    /// closed with 1001, and the call returns once they are gone (or after 10 s).
+    /// closed with 1001, and the call returns once they are gone (or after 4 s).
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,

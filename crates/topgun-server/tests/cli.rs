@@ -52,8 +52,8 @@ fn a_second_server_on_the_same_data_directory_says_so_once_and_exits() {
     assert!(!second.status.success());
     let stderr = stderr_of(&second);
     let expected = format!(
-        "data directory {} is in use by another topgun-server",
-        data.display()
+        "write-ahead log directory {} is in use by another topgun-server",
+        data.join("wal").display()
     );
     assert_eq!(
         stderr.matches(&expected).count(),

@@ -1,6 +1,9 @@
 //! Crash safety of the real binary in its default configuration (synced write-ahead log;
-//! the redb store, and the PostgreSQL store against a real server): concurrent writers, `kill -9` at random moments, restart, and every
-//! acknowledged write must be there with its value — and nothing that was never sent.
+//! the redb store, and the PostgreSQL store against a real server): concurrent writers,
+//! `kill -9` at random moments, restart, and every acknowledged write must be there with its
+//! value — and nothing that was never sent. Also with the store file and the log directory
+//! set elsewhere (`TOPGUN_REDB_PATH`, `TOPGUN_WAL_DIR`): the server writes there and nowhere
+//! else, its working directory included.
 //!
 //! 20 cycles by default; `TOPGUN_CRASH_CYCLES=<n>` runs more (and `TOPGUN_SEED=<n>` replays
 //! the random kill times of a failed run, whose seed is printed).
@@ -25,10 +28,32 @@ const MAP: &str = "crash";
 const WRITERS: usize = 3;
 const BATCH: u64 = 5;
 
+/// Where the server keeps its files, under the test's directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// `--data-dir <dir>`.
+    DataDir,
+    /// `TOPGUN_REDB_PATH=<dir>/store/db.redb`, `TOPGUN_WAL_DIR=<dir>/log`, no data
+    /// directory, run in the empty `<dir>/cwd`.
+    Elsewhere,
+}
+
 /// Starts the binary over `dir` (and `database_url`, for the PostgreSQL store).
-fn spawn(dir: &Path, database_url: Option<&str>) -> Served {
+fn spawn(dir: &Path, database_url: Option<&str>, layout: Layout) -> Served {
     let mut cmd = binary();
-    cmd.arg("--data-dir").arg(dir).env("TOPGUN_NO_AUTH", "1");
+    cmd.env("TOPGUN_NO_AUTH", "1");
+    match layout {
+        Layout::DataDir => {
+            cmd.arg("--data-dir").arg(dir);
+        }
+        Layout::Elsewhere => {
+            let cwd = dir.join("cwd");
+            std::fs::create_dir_all(&cwd).unwrap();
+            cmd.current_dir(cwd)
+                .env("TOPGUN_REDB_PATH", dir.join("store/db.redb"))
+                .env("TOPGUN_WAL_DIR", dir.join("log"));
+        }
+    }
     if let Some(url) = database_url {
         cmd.env("STORAGE_BACKEND", "postgres")
             .env("DATABASE_URL", url);
@@ -104,16 +129,51 @@ fn next_delay_ms(state: &mut u64) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_kill_9_with_redb() {
-    crash_cycles(None).await;
+    crash_cycles(None, Layout::DataDir).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_kill_9_with_postgres() {
     let db = TestDb::create().await;
-    crash_cycles(Some(&db.url)).await;
+    crash_cycles(Some(&db.url), Layout::DataDir).await;
 }
 
-async fn crash_cycles(database_url: Option<&str>) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_kill_9_with_the_store_and_log_elsewhere() {
+    let dir = crash_cycles(None, Layout::Elsewhere).await;
+    let names = |sub: &str| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir.path().join(sub))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(
+        names(""),
+        ["cwd", "log", "store"],
+        "nothing beside the paths"
+    );
+    assert_eq!(names("cwd"), Vec::<String>::new(), "the working directory");
+    assert_eq!(names("store"), ["db.redb"]);
+    assert!(
+        names("log")
+            .iter()
+            .all(|n| n == "topgun-server.lock" || is_segment(n)),
+        "{:?}",
+        names("log")
+    );
+}
+
+/// A write-ahead log segment's name, `wal-<first LSN>.seg`.
+fn is_segment(name: &str) -> bool {
+    name.strip_prefix("wal-")
+        .and_then(|n| n.strip_suffix(".seg"))
+        .is_some_and(|lsn| lsn.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Runs the cycles in a fresh directory, returned for a look at what was written.
+async fn crash_cycles(database_url: Option<&str>, layout: Layout) -> tempfile::TempDir {
     let cycles: usize = std::env::var("TOPGUN_CRASH_CYCLES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -128,7 +188,7 @@ async fn crash_cycles(database_url: Option<&str>) {
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let mut total_acked = 0;
     for cycle in 0..cycles {
-        let server = spawn(dir.path(), database_url);
+        let server = spawn(dir.path(), database_url, layout);
         let addr = server.addr;
         let writers: Vec<_> = (0..WRITERS)
             .map(|id| tokio::spawn(writer(addr, id, cycle, Arc::clone(&ledger))))
@@ -139,7 +199,7 @@ async fn crash_cycles(database_url: Option<&str>) {
             w.await.unwrap();
         }
 
-        let server = spawn(dir.path(), database_url);
+        let server = spawn(dir.path(), database_url, layout);
         let stored = read_map(server.addr, MAP).await;
         drop(server);
         let ledger = ledger.lock().unwrap();
@@ -164,4 +224,5 @@ async fn crash_cycles(database_url: Option<&str>) {
         "the writers got no acknowledgements at all"
     );
     eprintln!("{cycles} kill -9 cycles, {total_acked} acknowledged writes all present");
+    dir
 }

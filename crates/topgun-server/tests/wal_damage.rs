@@ -259,7 +259,7 @@ async fn every_kind_of_log_damage_is_refused_or_reported() {
         |dir| {
             std::fs::remove_dir_all(dir.join("wal")).unwrap();
         },
-        "the log directory is missing",
+        "the log directory is missing or holds no segment",
     )
     .await;
 

@@ -1,6 +1,7 @@
 //! Server configuration: command line (with the TopGun server's flag and environment names),
-//! an optional TOML file, and the auth environment. Precedence: flag or its environment
-//! variable, then the file, then the default.
+//! an optional TOML file, and the environment variables that are not a flag's ([`Env`]).
+//! Precedence: flag or its environment variable, then the other environment variables, then
+//! the file, then the default.
 //!
 //! Each key is declared once. A flag's name and environment names are on its [`Cli`] field;
 //! the file's keys, with each numeric key's range, unit and default, are in [`keys`], one
@@ -8,9 +9,11 @@
 //! rule is tested without touching the process environment.
 
 mod declare;
+pub mod env;
 pub mod keys;
 mod limits;
 mod range;
+mod settings;
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -26,17 +29,29 @@ use crate::connection::outbox::BacklogLimits;
 use crate::journal::Retention;
 use crate::security::auth::{JwtVerifier, KeyError};
 use crate::security::policy::{PolicyError, PolicySet};
+use crate::storage::data_dir::StorePaths;
 use crate::storage::wal::OnCorruption;
 use crate::storage::{Backend, Durability, StorageConfig};
 use declare::Number;
+pub use env::Env;
+use env::names;
 use keys::{FileConfig, Numbers};
 pub use keys::{MAX_DEPTH_MAX, NUMERIC_KEYS};
 pub use limits::{Guards, PreAuthLimits, SessionLimits};
 pub use range::{KeyRange, Unit};
+pub use settings::{
+    ADMIN_USERNAME_DEFAULT, AdminSettings, CorsOrigins, HttpSettings, LogFormat, Secret,
+};
+
+/// The environment's former name, from when it held the auth variables only.
+pub type AuthEnv = Env;
 
 /// The node id when none is configured (the TopGun server's default).
 pub const NODE_ID_DEFAULT: &str = "topgun-server-node";
 pub const PORT_DEFAULT: u16 = 8080;
+/// The port's environment names, the first one set winning: `PORT`, the TopGun server's,
+/// then `TOPGUN_PORT`, which deployments' compose files set.
+const PORT_ENV_NAMES: &[&str] = &["PORT", "TOPGUN_PORT"];
 
 /// Command line of `topgun-server`.
 #[derive(Debug, Clone, Default, Parser)]
@@ -47,8 +62,9 @@ pub const PORT_DEFAULT: u16 = 8080;
     after_help = after_help()
 )]
 pub struct Cli {
-    /// Port to listen on; 0 picks a free port (printed as `PORT=<n>`).
-    #[arg(long, env = env_name(&["PORT"]))]
+    /// Port to listen on; 0 picks a free port (printed as `PORT=<n>`). `TOPGUN_PORT` is
+    /// read when `PORT` is not set (compose files of TopGun deployments set it).
+    #[arg(long, env = env_name(PORT_ENV_NAMES))]
     pub port: Option<u16>,
     /// Address to bind (default: 127.0.0.1 without auth, 0.0.0.0 with it).
     #[arg(long, env = env_name(&["TOPGUN_BIND_ADDR"]))]
@@ -67,12 +83,19 @@ pub struct Cli {
     /// Directory of the embedded store and the write-ahead log (default `./topgun-data`).
     #[arg(long, env = env_name(&["TOPGUN_DATA_DIR"]), global = true)]
     pub data_dir: Option<PathBuf>,
+    /// The embedded store's file (default `<data dir>/store.redb`; its directory is created).
+    #[arg(long, value_name = "FILE", env = env_name(&["TOPGUN_REDB_PATH"]), global = true)]
+    pub redb_path: Option<PathBuf>,
+    /// The write-ahead log's directory (default `<data dir>/wal`).
+    #[arg(long, value_name = "DIR", env = env_name(&["TOPGUN_WAL_DIR"]), global = true)]
+    pub wal_dir: Option<PathBuf>,
     /// When writes are acknowledged: `fsync` (durable, the default), `os` (survives a
-    /// server crash, not a power loss) or `memory` (as soon as applied).
+    /// server crash, not a power loss) or `memory` (as soon as applied). Wins over
+    /// `TOPGUN_WAL_FSYNC_POLICY`.
     #[arg(long, env = env_name(&["TOPGUN_DURABILITY"]))]
     pub durability: Option<String>,
-    /// `redb` (embedded, the default), `postgres` (with `DATABASE_URL`) or `memory`
-    /// (nothing survives a restart).
+    /// `redb` (embedded, the default), `postgres` (with `DATABASE_URL`) or `memory` (alias
+    /// `null`: nothing survives a restart, nothing is written to disk).
     #[arg(long = "storage", env = env_name(&["STORAGE_BACKEND"]))]
     pub storage_backend: Option<String>,
     /// PostgreSQL connection URL for `--storage postgres`.
@@ -129,25 +152,16 @@ fn first_set(names: &[&'static str], is_set: impl Fn(&str) -> bool) -> &'static 
         .unwrap_or_default()
 }
 
-/// The auth environment (`JWT_SECRET`, `TOPGUN_NO_AUTH`, `TOPGUN_JWT_ISSUER`,
-/// `TOPGUN_JWT_AUDIENCE`).
-#[derive(Debug, Clone, Default)]
-pub struct AuthEnv {
-    pub jwt_secret: Option<String>,
-    pub no_auth: Option<String>,
-    pub issuer: Option<String>,
-    pub audience: Option<String>,
-}
-
-impl AuthEnv {
-    pub fn from_process() -> Self {
-        let var = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
-        Self {
-            jwt_secret: var("JWT_SECRET"),
-            no_auth: var("TOPGUN_NO_AUTH"),
-            issuer: var("TOPGUN_JWT_ISSUER"),
-            audience: var("TOPGUN_JWT_AUDIENCE"),
-        }
+impl Cli {
+    /// Where the store and the log are, from the flags alone (for `restore`, which reads
+    /// no config file).
+    pub fn store_paths(&self) -> StorePaths {
+        let default = StorageConfig::default().data_dir;
+        StorePaths::new(
+            self.data_dir.as_deref().unwrap_or(&default),
+            self.redb_path.as_deref(),
+            self.wal_dir.as_deref(),
+        )
     }
 }
 
@@ -158,10 +172,13 @@ pub enum ConfigError {
          in PEM) or, for development only, TOPGUN_NO_AUTH=1"
     )]
     NoAuth,
-    #[error("JWT_SECRET and TOPGUN_NO_AUTH are both set; choose one")]
-    BothAuthModes,
-    #[error("TOPGUN_NO_AUTH={0:?} is not one of 1, true, 0, false")]
-    BadNoAuth(String),
+    /// An environment variable that is not a flag's, with a value it does not take.
+    #[error("{name}={value:?}: expected {rule}")]
+    BadEnv {
+        name: &'static str,
+        value: String,
+        rule: String,
+    },
     #[error("JWT_SECRET: {0}")]
     BadKey(#[from] KeyError),
     #[error("node id {0:?}: {1}")]
@@ -180,7 +197,7 @@ pub enum ConfigError {
 /// `--help`'s closing section: what starting needs, and every numeric key's range.
 fn after_help() -> String {
     let mut out = String::from(
-        "Authentication (exactly one is required):\n  \
+        "Authentication (one is required; with both, TOPGUN_NO_AUTH wins and a warning is logged):\n  \
          JWT_SECRET=<key>     an HS256 secret of at least 32 bytes, or an RS256 public key in PEM\n  \
          TOPGUN_NO_AUTH=1     development only: every connection is accepted\n  \
          TOPGUN_JWT_ISSUER, TOPGUN_JWT_AUDIENCE   required claims, when set\n\n\
@@ -225,22 +242,28 @@ pub struct Config {
     pub preauth: PreAuthLimits,
     /// Interceptors an embedding program adds; they run after the built-in ones.
     pub interceptors: Vec<std::sync::Arc<dyn crate::security::interceptor::Interceptor>>,
-}
-
-/// `TOPGUN_NO_AUTH`: `1`/`true` on, `0`/`false`/unset off, anything else an error.
-fn no_auth_is_on(value: Option<&str>) -> Result<bool, ConfigError> {
-    match value.map(str::to_ascii_lowercase).as_deref() {
-        None | Some("0" | "false") => Ok(false),
-        Some("1" | "true") => Ok(true),
-        Some(_) => Err(ConfigError::BadNoAuth(value.unwrap_or_default().to_owned())),
-    }
+    /// The admin plane's settings (for the admin REST API, not yet served).
+    pub admin: AdminSettings,
+    /// HTTP settings (for `POST /sync` and `/api/*`, not yet served).
+    pub http: HttpSettings,
+    /// SQL queries on (`TOPGUN_SQL`; off by default). SQL is not built yet: requests are
+    /// answered `ERROR 501` either way.
+    pub sql: bool,
+    pub log_format: LogFormat,
+    /// What the binary logs at `WARN` once logging is set up: settings that were accepted
+    /// but deserve the operator's attention.
+    pub warnings: Vec<String>,
+    /// The tolerated variables that are set but mean nothing here ([`env::TOLERATED`]),
+    /// logged once at start.
+    pub unused_env: Vec<String>,
 }
 
 impl Config {
-    /// Resolves flags, the file's text (if a file was given) and the auth environment.
-    pub fn resolve(cli: &Cli, file: Option<&str>, env: &AuthEnv) -> Result<Self, ConfigError> {
-        let file = parse_file(cli, file)?;
-        let auth = Self::auth_mode(env)?;
+    /// Resolves flags, the file's text (if a file was given) and the environment.
+    pub fn resolve(cli: &Cli, file: Option<&str>, env: &Env) -> Result<Self, ConfigError> {
+        let mut file = parse_file(cli, file)?;
+        journal_from_env(env, &mut file)?;
+        let (auth, warnings) = Self::auth_mode(env)?;
         let host = cli
             .host
             .or(file.host)
@@ -261,27 +284,45 @@ impl Config {
             },
             shards: n.shards,
             max_drift_ms: n.max_drift_ms,
-            storage: storage_config(cli, &file, &n)?,
+            storage: storage_config(cli, &file, &n, env)?,
             tombstone_ttl_ms: n.tombstone_ttl_ms,
             gc_interval_ms: n.gc_interval_ms,
             policies: PolicySet::compile(&file.policies)?,
             guards: Guards::new(&n, file.server_timestamps.unwrap_or_default()),
             preauth: PreAuthLimits::new(&n),
             interceptors: Vec::new(),
+            admin: AdminSettings::from_env(env)?,
+            http: HttpSettings::from_env(env)?,
+            sql: env::switch(names::SQL, env.sql.as_deref(), false)?,
+            log_format: LogFormat::from_env(env)?,
+            warnings,
+            unused_env: env.tolerated.clone(),
         })
     }
 
-    fn auth_mode(env: &AuthEnv) -> Result<AuthMode, ConfigError> {
-        let no_auth = no_auth_is_on(env.no_auth.as_deref())?;
+    /// The auth mode, and a warning when `TOPGUN_NO_AUTH` overrides a `JWT_SECRET`: inherited
+    /// environments often carry both, and the TopGun server starts without auth then, so we
+    /// do too rather than refuse, but say so.
+    fn auth_mode(env: &Env) -> Result<(AuthMode, Vec<String>), ConfigError> {
+        let no_auth = env::switch(names::NO_AUTH, env.no_auth.as_deref(), false)?;
         match (&env.jwt_secret, no_auth) {
-            (Some(_), true) => Err(ConfigError::BothAuthModes),
-            (None, true) => Ok(AuthMode::Disabled),
+            (Some(_), true) => Ok((
+                AuthMode::Disabled,
+                vec![format!(
+                    "{} and {} are both set: authentication is OFF ({} wins); {} is ignored",
+                    names::NO_AUTH,
+                    names::JWT_SECRET,
+                    names::NO_AUTH,
+                    names::JWT_SECRET
+                )],
+            )),
+            (None, true) => Ok((AuthMode::Disabled, Vec::new())),
             (None, false) => Err(ConfigError::NoAuth),
-            (Some(secret), false) => Ok(AuthMode::Jwt(JwtVerifier::from_secret(
-                secret,
-                env.issuer.clone(),
-                env.audience.clone(),
-            )?)),
+            (Some(secret), false) => {
+                let verifier =
+                    JwtVerifier::from_secret(secret, env.issuer.clone(), env.audience.clone())?;
+                Ok((AuthMode::Jwt(verifier), Vec::new()))
+            }
         }
     }
 }
@@ -377,26 +418,38 @@ const DURABILITIES: &[(&str, Durability)] = &[
     ("memory", Durability::Memory),
 ];
 
-/// The `--storage` names.
+/// The `--storage` names; `null` is the TopGun server's name for `memory`.
 const BACKENDS: &[(&str, Backend)] = &[
     ("redb", Backend::Redb),
     ("postgres", Backend::Postgres),
     ("memory", Backend::Memory),
+    ("null", Backend::Memory),
 ];
 
-fn storage_config(cli: &Cli, file: &FileConfig, n: &Numbers) -> Result<StorageConfig, ConfigError> {
+/// How often the log is synced under the `batched` fsync policy (the TopGun server's).
+pub const BATCHED_SYNC_INTERVAL: Duration = Duration::from_millis(10);
+
+/// `TOPGUN_WAL_FSYNC_POLICY`'s values: the durability each stands for, and the log's timed
+/// sync. `per_op` acknowledges after the sync, as `fsync` does (with group commit, so
+/// concurrent writes share a sync); the others acknowledge once the OS has the write.
+const FSYNC_POLICIES: &[(&str, (Durability, Option<Duration>))] = &[
+    ("per_op", (Durability::Fsync, None)),
+    ("batched", (Durability::Os, Some(BATCHED_SYNC_INTERVAL))),
+    ("none", (Durability::Os, None)),
+];
+
+fn storage_config(
+    cli: &Cli,
+    file: &FileConfig,
+    n: &Numbers,
+    env: &Env,
+) -> Result<StorageConfig, ConfigError> {
     let defaults = StorageConfig::default();
-    let durability = match cli.durability.as_ref().or(file.durability.as_ref()) {
-        Some(name) => named("durability", DURABILITIES, name)?,
-        None => defaults.durability,
-    };
-    let backend = match cli
-        .storage_backend
-        .as_ref()
-        .or(file.storage_backend.as_ref())
-    {
-        Some(name) => named("storage backend", BACKENDS, name)?,
-        None => defaults.backend,
+    let (durability, wal_sync_interval) = durability(cli, file, env)?;
+    let backend = match (&cli.storage_backend, &file.storage_backend) {
+        (Some(name), _) => named("--storage / STORAGE_BACKEND", BACKENDS, name)?,
+        (None, Some(name)) => named("storage_backend", BACKENDS, name)?,
+        (None, None) => defaults.backend,
     };
     if backend == Backend::Postgres && cli.database_url.is_none() {
         return Err(out_of_range(
@@ -410,7 +463,10 @@ fn storage_config(cli: &Cli, file: &FileConfig, n: &Numbers) -> Result<StorageCo
         backend,
         database_url: cli.database_url.clone(),
         data_dir: data_dir.cloned().unwrap_or(defaults.data_dir),
+        redb_path: cli.redb_path.clone(),
+        wal_dir: cli.wal_dir.clone(),
         durability,
+        wal_sync_interval,
         wal_segment_bytes: n.wal_segment_bytes,
         wal_max_bytes: n.wal_max_bytes,
         wal_commit_delay: Duration::from_micros(n.wal_commit_delay_us),
@@ -425,6 +481,62 @@ fn storage_config(cli: &Cli, file: &FileConfig, n: &Numbers) -> Result<StorageCo
             max_age_ms: n.journal_max_age_ms,
         },
     })
+}
+
+/// The durability and the log's timed sync: `--durability` (or `TOPGUN_DURABILITY`), else
+/// `TOPGUN_WAL_FSYNC_POLICY`, else the file's `durability`, else `fsync`. A bad fsync policy
+/// is refused even when `--durability` wins: a typo must not pass unnoticed.
+fn durability(
+    cli: &Cli,
+    file: &FileConfig,
+    env: &Env,
+) -> Result<(Durability, Option<Duration>), ConfigError> {
+    let policy = match &env.wal_fsync_policy {
+        Some(name) => Some(named(
+            names::WAL_FSYNC_POLICY,
+            FSYNC_POLICIES,
+            &name.trim().to_ascii_lowercase(),
+        )?),
+        None => None,
+    };
+    Ok(match (&cli.durability, policy, &file.durability) {
+        (Some(name), _, _) => (
+            named("--durability / TOPGUN_DURABILITY", DURABILITIES, name)?,
+            None,
+        ),
+        (None, Some(policy), _) => policy,
+        (None, None, Some(name)) => (named("durability", DURABILITIES, name)?, None),
+        (None, None, None) => (StorageConfig::default().durability, None),
+    })
+}
+
+/// `TOPGUN_JOURNAL_CAPACITY` and `TOPGUN_JOURNAL_ENABLED`, over the file's
+/// `journal_capacity`: a capacity checked against the key's range, naming the variable;
+/// the journal turned off (capacity 0) whatever the capacity says.
+fn journal_from_env(env: &Env, file: &mut FileConfig) -> Result<(), ConfigError> {
+    if let Some(text) = &env.journal_capacity {
+        let capacity = text
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| ConfigError::BadEnv {
+                name: names::JOURNAL_CAPACITY,
+                value: text.clone(),
+                rule: format!("a number of events, {}", keys::JOURNAL_CAPACITY.describe()),
+            })?;
+        keys::JOURNAL_CAPACITY
+            .check(capacity)
+            .map_err(|_| ConfigError::OutOfRange {
+                field: names::JOURNAL_CAPACITY,
+                rule: keys::JOURNAL_CAPACITY.describe(),
+                value: capacity.to_string(),
+            })?;
+        file.journal_capacity = Some(capacity);
+    }
+    let enabled = env::switch(names::JOURNAL_ENABLED, env.journal_enabled.as_deref(), true)?;
+    if !enabled {
+        file.journal_capacity = Some(0);
+    }
+    Ok(())
 }
 
 /// The value `name` stands for in `names`, else an error listing the names.
@@ -455,3 +567,5 @@ fn out_of_range(field: &'static str, rule: &str, value: &str) -> ConfigError {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_env;

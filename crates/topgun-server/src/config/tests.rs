@@ -37,23 +37,29 @@ fn refuses_to_start_without_an_auth_decision() {
     let err = Config::resolve(&Cli::default(), None, &AuthEnv::default()).unwrap_err();
     assert!(matches!(err, ConfigError::NoAuth));
     assert!(err.to_string().contains("TOPGUN_NO_AUTH=1"));
-    let both = AuthEnv {
-        jwt_secret: Some(SECRET.into()),
-        no_auth: Some("true".into()),
+    let off = AuthEnv {
+        no_auth: Some("0".into()),
         ..AuthEnv::default()
     };
     assert!(matches!(
-        Config::resolve(&Cli::default(), None, &both),
-        Err(ConfigError::BothAuthModes)
+        Config::resolve(&Cli::default(), None, &off),
+        Err(ConfigError::NoAuth)
     ));
     let odd = AuthEnv {
         no_auth: Some("yes please".into()),
         ..AuthEnv::default()
     };
-    assert!(matches!(
-        Config::resolve(&Cli::default(), None, &odd),
-        Err(ConfigError::BadNoAuth(_))
-    ));
+    let err = Config::resolve(&Cli::default(), None, &odd).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ConfigError::BadEnv {
+                name: "TOPGUN_NO_AUTH",
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -484,11 +490,24 @@ fn unknown_durabilities_and_backends_are_refused_listing_the_known_ones() {
     let err = Config::resolve(&cli, None, &no_auth()).unwrap_err();
     assert_eq!(
         err.to_string(),
+        "--durability / TOPGUN_DURABILITY must be fsync, os or memory, got sometimes"
+    );
+    assert_eq!(
+        file_error("durability = \"sometimes\"\n"),
         "durability must be fsync, os or memory, got sometimes"
     );
     assert_eq!(
         file_error("storage_backend = \"sqlite\"\n"),
-        "storage backend must be redb, postgres or memory, got sqlite"
+        "storage_backend must be redb, postgres, memory or null, got sqlite"
+    );
+    let cli = Cli {
+        storage_backend: Some("sqlite".into()),
+        ..Cli::default()
+    };
+    let err = Config::resolve(&cli, None, &no_auth()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "--storage / STORAGE_BACKEND must be redb, postgres, memory or null, got sqlite"
     );
 }
 
@@ -506,6 +525,8 @@ fn each_flag_key_has_its_environment_name() {
         ("host", "TOPGUN_BIND_ADDR"),
         ("node_id", "TOPGUN_NODE_ID"),
         ("data_dir", "TOPGUN_DATA_DIR"),
+        ("redb_path", "TOPGUN_REDB_PATH"),
+        ("wal_dir", "TOPGUN_WAL_DIR"),
         ("durability", "TOPGUN_DURABILITY"),
         ("storage_backend", "STORAGE_BACKEND"),
         ("database_url", "DATABASE_URL"),
@@ -515,14 +536,14 @@ fn each_flag_key_has_its_environment_name() {
 }
 
 /// A flag with several environment names reads the first one set, and names the first in
-/// `--help` when none is.
+/// `--help` when none is: the port is `PORT`, else `TOPGUN_PORT`.
 #[test]
 fn of_several_environment_names_the_first_one_set_is_read() {
-    let names = &["TOPGUN_DURABILITY", "TOPGUN_WAL_FSYNC_POLICY"];
-    assert_eq!(first_set(names, |_| false), "TOPGUN_DURABILITY");
+    let names = PORT_ENV_NAMES;
+    assert_eq!(first_set(names, |_| false), "PORT");
     assert_eq!(
-        first_set(names, |name| name == "TOPGUN_WAL_FSYNC_POLICY"),
-        "TOPGUN_WAL_FSYNC_POLICY"
+        first_set(names, |name| name == "TOPGUN_PORT"),
+        "TOPGUN_PORT"
     );
-    assert_eq!(first_set(names, |_| true), "TOPGUN_DURABILITY");
+    assert_eq!(first_set(names, |_| true), "PORT", "PORT wins");
 }

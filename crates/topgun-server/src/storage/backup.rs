@@ -18,9 +18,10 @@ use std::path::Path;
 
 use thiserror::Error;
 
-use crate::storage::data_dir::{DataDirError, DataDirLock};
+use crate::storage::data_dir::{DataDirError, DataDirLock, StorePaths};
 use crate::storage::redb::RedbStore;
 use crate::storage::store::{Store, StoreError, StoredEntry};
+use crate::storage::wal;
 
 pub const MAGIC: [u8; 8] = *b"TGBAK\0\0\x01";
 pub const END: [u8; 8] = *b"TGBAKEND";
@@ -50,6 +51,8 @@ pub enum BackupError {
     Store(#[from] StoreError),
     #[error(transparent)]
     DataDir(#[from] DataDirError),
+    #[error(transparent)]
+    Wal(#[from] wal::WalError),
 }
 
 /// Appends the frames of `entries` to a backup being written.
@@ -107,38 +110,46 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BackupError + '_ {
     }
 }
 
-/// Restores `file` into `data_dir` (whose server must be stopped: the directory is locked
-/// meanwhile, see [`crate::storage::data_dir`]): the embedded store gets the backup's records and the
-/// log starts empty. `progress` is told the entries written so far and the total after each
-/// store transaction. Returns the number of entries.
+/// Restores `file` into the store and log at `paths` (whose server must be stopped: the
+/// log's directory is locked meanwhile, see [`crate::storage::data_dir`]): the embedded store
+/// gets the backup's records and the log starts empty. `progress` is told the entries
+/// written so far and the total after each store transaction. Returns the number of entries.
 pub async fn restore(
     file: &Path,
-    data_dir: &Path,
+    paths: &StorePaths,
     force: bool,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<usize, BackupError> {
     let bytes = std::fs::read(file).map_err(io(file))?;
     let entries = decode(&bytes)?;
     drop(bytes);
-    let _lock = DataDirLock::acquire(data_dir)?;
-    let store_path = data_dir.join("store.redb");
-    let wal_dir = data_dir.join("wal");
-    let has_data =
-        store_path.exists() || std::fs::read_dir(&wal_dir).is_ok_and(|mut d| d.next().is_some());
-    if has_data {
+    let _lock = DataDirLock::acquire(&paths.wal)?;
+    let store_path = &paths.store;
+    // The lock file lives in the log's directory: only segments count as data.
+    let segments = wal::segments(&paths.wal)?;
+    if store_path.exists() || !segments.is_empty() {
         if !force {
-            return Err(BackupError::NotEmpty(data_dir.display().to_string()));
+            return Err(BackupError::NotEmpty(format!(
+                "{} or {}",
+                store_path.display(),
+                paths.wal.display()
+            )));
         }
         // Opening the store first fails if something else still holds it: nothing is
         // removed then.
-        drop(RedbStore::open(&store_path)?);
-        std::fs::remove_file(&store_path).map_err(io(&store_path))?;
-        if wal_dir.exists() {
-            std::fs::remove_dir_all(&wal_dir).map_err(io(&wal_dir))?;
+        if store_path.exists() {
+            drop(RedbStore::open(store_path)?);
+            std::fs::remove_file(store_path).map_err(io(store_path))?;
+        }
+        // Segments only: the directory holds the lock this restore owns.
+        for (_, segment) in segments {
+            std::fs::remove_file(&segment).map_err(io(&segment))?;
         }
     }
-    std::fs::create_dir_all(data_dir).map_err(io(data_dir))?;
-    let store = RedbStore::open(&store_path)?;
+    if let Some(parent) = store_path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(io(parent))?;
+    }
+    let store = RedbStore::open(store_path)?;
     let count = entries.len();
     let mut written = 0;
     progress(written, count);
@@ -189,20 +200,21 @@ mod tests {
         let file = dir.path().join("b.tgbak");
         std::fs::write(&file, encode(&[entry("a"), entry("b")])).unwrap();
         let data = dir.path().join("data");
+        let paths = StorePaths::new(&data, None, None);
         let mut seen = Vec::new();
         let mut progress = |done, total| seen.push((done, total));
         assert_eq!(
-            restore(&file, &data, false, &mut progress).await.unwrap(),
+            restore(&file, &paths, false, &mut progress).await.unwrap(),
             2
         );
         assert_eq!(seen, vec![(0, 2), (2, 2)]);
         let quiet = &mut |_, _| {};
-        let err = restore(&file, &data, false, quiet).await.unwrap_err();
+        let err = restore(&file, &paths, false, quiet).await.unwrap_err();
         assert!(err.to_string().contains("--force"), "{err}");
         std::fs::write(&file, encode(&[entry("c")])).unwrap();
-        assert_eq!(restore(&file, &data, true, quiet).await.unwrap(), 1);
-        let held = DataDirLock::acquire(&data).unwrap();
-        let err = restore(&file, &data, true, quiet).await.unwrap_err();
+        assert_eq!(restore(&file, &paths, true, quiet).await.unwrap(), 1);
+        let held = DataDirLock::acquire(&paths.wal).unwrap();
+        let err = restore(&file, &paths, true, quiet).await.unwrap_err();
         assert!(
             matches!(err, BackupError::DataDir(DataDirError::InUse { .. })),
             "{err}"
@@ -211,5 +223,21 @@ mod tests {
         let all: Vec<u32> = (0..topgun_core::hash::PARTITION_COUNT).collect();
         let store = RedbStore::open(&data.join("store.redb")).unwrap();
         assert_eq!(store.load(&all).await.unwrap(), vec![entry("c")]);
+    }
+
+    /// With the store and the log elsewhere, a restore writes there and nowhere else.
+    #[tokio::test]
+    async fn restores_into_the_configured_paths_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("b.tgbak");
+        std::fs::write(&file, encode(&[entry("a")])).unwrap();
+        let data = dir.path().join("data");
+        let store = dir.path().join("s/deeper/x.redb");
+        let log = dir.path().join("log");
+        let paths = StorePaths::new(&data, Some(&store), Some(&log));
+        let quiet = &mut |_, _| {};
+        assert_eq!(restore(&file, &paths, false, quiet).await.unwrap(), 1);
+        assert!(!data.exists(), "the data directory is not touched");
+        assert!(store.exists() && log.join(crate::storage::data_dir::LOCK_FILE).exists());
     }
 }

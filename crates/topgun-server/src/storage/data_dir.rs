@@ -1,11 +1,18 @@
-//! The data directory's lock: one process at a time uses a data directory.
+//! Where the server's files are, and the lock that keeps one process at a time on them.
 //!
-//! A second server on the same directory would otherwise fail deep inside the store (redb
-//! locks its file) with a message about "binding", or — with PostgreSQL, whose data
-//! directory holds only the write-ahead log — share the log with the first. The lock is an
-//! advisory exclusive lock (`flock`) on `<data dir>/topgun-server.lock`, which holds the
-//! owner's process id for the message. The operating system releases it when the process
-//! ends, however it ends (`kill -9` included), so a stale file never blocks a restart.
+//! The embedded store is one file (`<data dir>/store.redb`, or `TOPGUN_REDB_PATH`), the
+//! write-ahead log one directory (`<data dir>/wal`, or `TOPGUN_WAL_DIR`): [`StorePaths`]
+//! resolves both, for the server and for `restore`, so that the rule lives in one place.
+//!
+//! The lock guards the log, the one thing every persistent backend writes (redb also locks
+//! its own file; a PostgreSQL store is shared by design, its log must not be). A second
+//! server on the same log would otherwise fail deep inside the store with a message about
+//! "binding", or — with PostgreSQL — share the log with the first. The lock is an advisory
+//! exclusive lock (`flock`) on `<log dir>/topgun-server.lock`, which holds the owner's
+//! process id for the message; in the log's directory, so that a server whose paths are set
+//! elsewhere writes nothing into its data directory or its working directory. The operating
+//! system releases it when the process ends, however it ends (`kill -9` included), so a
+//! stale file never blocks a restart.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Seek, Write};
@@ -13,14 +20,37 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-/// The lock file's name inside the data directory.
+/// The lock file's name inside the log's directory.
 pub const LOCK_FILE: &str = "topgun-server.lock";
+/// The store's file name inside the data directory, when no path is given.
+pub const STORE_FILE: &str = "store.redb";
+/// The log's directory name inside the data directory, when no path is given.
+pub const WAL_DIR: &str = "wal";
+
+/// Where the embedded store and the write-ahead log are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorePaths {
+    /// The redb file.
+    pub store: PathBuf,
+    /// The log's directory, which holds the lock as well.
+    pub wal: PathBuf,
+}
+
+impl StorePaths {
+    /// The given paths, each defaulting to its place in `data_dir`.
+    pub fn new(data_dir: &Path, store: Option<&Path>, wal: Option<&Path>) -> Self {
+        Self {
+            store: store.map_or_else(|| data_dir.join(STORE_FILE), Path::to_owned),
+            wal: wal.map_or_else(|| data_dir.join(WAL_DIR), Path::to_owned),
+        }
+    }
+}
 
 #[derive(Debug, Error)]
 pub enum DataDirError {
     #[error(
-        "data directory {dir} is in use by another topgun-server ({holder} holds {lock}); stop \
-         it, or choose another --data-dir",
+        "write-ahead log directory {dir} is in use by another topgun-server ({holder} holds \
+         {lock}); stop it, or choose another --data-dir or TOPGUN_WAL_DIR",
         dir = dir.display(),
         lock = lock.display()
     )]
@@ -30,14 +60,14 @@ pub enum DataDirError {
         /// "process <pid>", or "a process" when the file does not say.
         holder: String,
     },
-    #[error("data directory {path}: {error}", path = path.display())]
+    #[error("{path}: {error}", path = path.display())]
     Io {
         path: PathBuf,
         error: std::io::Error,
     },
 }
 
-/// Held while this process uses the directory; dropping it releases the directory.
+/// Held while this process uses the log's directory; dropping it releases the directory.
 #[derive(Debug)]
 pub struct DataDirLock {
     _file: File,
@@ -96,13 +126,33 @@ mod tests {
         assert_eq!(
             err.to_string(),
             format!(
-                "data directory {} is in use by another topgun-server (process {pid} holds {}); \
-                 stop it, or choose another --data-dir",
+                "write-ahead log directory {} is in use by another topgun-server (process {pid} \
+                 holds {}); stop it, or choose another --data-dir or TOPGUN_WAL_DIR",
                 data.display(),
                 data.join(LOCK_FILE).display()
             )
         );
         drop(held);
         assert!(DataDirLock::acquire(&data).is_ok(), "free once dropped");
+    }
+
+    #[test]
+    fn each_path_defaults_to_its_place_in_the_data_directory() {
+        let data = Path::new("d");
+        assert_eq!(
+            StorePaths::new(data, None, None),
+            StorePaths {
+                store: PathBuf::from("d/store.redb"),
+                wal: PathBuf::from("d/wal"),
+            }
+        );
+        let (store, wal) = (Path::new("/s/x.redb"), Path::new("/l"));
+        assert_eq!(
+            StorePaths::new(data, Some(store), Some(wal)),
+            StorePaths {
+                store: store.to_owned(),
+                wal: wal.to_owned(),
+            }
+        );
     }
 }

@@ -11,6 +11,7 @@ use topgun_core::protocol::enums::WriteConcern;
 
 use crate::data::shard::service::Persist;
 use crate::journal::{JOURNAL_MAP, JournalEvent, Retention, StoredIndex, StoredRow};
+use crate::storage::data_dir::StorePaths;
 use crate::storage::pg::PgStore;
 use crate::storage::redb::RedbStore;
 use crate::storage::store::{Loaded, MemoryStore, Store, StoreError, StoredEntry};
@@ -19,11 +20,13 @@ use crate::storage::wal::{self, LogMark, OnCorruption, SyncMode, Tail, Wal, WalC
 /// Where records are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
-    /// The embedded default: `<data dir>/store.redb`.
+    /// The embedded default: `<data dir>/store.redb` (or [`StorageConfig::redb_path`]).
     Redb,
-    /// Nothing survives a restart (tests, throwaway servers); no log is written.
+    /// Nothing survives a restart (tests, throwaway servers); nothing is written to disk,
+    /// no log, no lock, no directory.
     Memory,
-    /// PostgreSQL at `database_url`; the log stays in the data directory.
+    /// PostgreSQL at `database_url`; the log stays in `<data dir>/wal` (or
+    /// [`StorageConfig::wal_dir`]).
     Postgres,
 }
 
@@ -45,7 +48,15 @@ pub struct StorageConfig {
     /// For [`Backend::Postgres`].
     pub database_url: Option<String>,
     pub data_dir: PathBuf,
+    /// The embedded store's file; `None`: `<data dir>/store.redb`. Its directory is created.
+    pub redb_path: Option<PathBuf>,
+    /// The write-ahead log's directory; `None`: `<data dir>/wal`.
+    pub wal_dir: Option<PathBuf>,
     pub durability: Durability,
+    /// With [`Durability::Os`] or [`Durability::Memory`]: the log is also synced at most
+    /// this long after a write (the TopGun server's `batched` fsync policy); `None`: only
+    /// when a segment is closed. Acknowledgements never wait for it.
+    pub wal_sync_interval: Option<Duration>,
     pub wal_segment_bytes: u64,
     pub wal_max_bytes: u64,
     /// [`WalConfig::commit_delay`].
@@ -57,13 +68,36 @@ pub struct StorageConfig {
     pub journal: Retention,
 }
 
+impl StorageConfig {
+    /// Where the store and the log are.
+    pub fn paths(&self) -> StorePaths {
+        StorePaths::new(
+            &self.data_dir,
+            self.redb_path.as_deref(),
+            self.wal_dir.as_deref(),
+        )
+    }
+
+    /// How the log writer syncs, following the durability.
+    fn sync_mode(&self) -> SyncMode {
+        match (self.durability, self.wal_sync_interval) {
+            (Durability::Fsync, _) => SyncMode::Fsync,
+            (Durability::Os | Durability::Memory, Some(interval)) => SyncMode::Interval(interval),
+            (Durability::Os | Durability::Memory, None) => SyncMode::Os,
+        }
+    }
+}
+
 impl Default for StorageConfig {
     fn default() -> Self {
         Self {
             backend: Backend::Redb,
             database_url: None,
             data_dir: PathBuf::from("topgun-data"),
+            redb_path: None,
+            wal_dir: None,
             durability: Durability::Fsync,
+            wal_sync_interval: None,
             wal_segment_bytes: 64 << 20,
             wal_max_bytes: 1 << 30,
             wal_commit_delay: Duration::from_micros(500),
@@ -92,7 +126,7 @@ pub enum StorageError {
          start with --wal-discard-corrupt to delete them (and lose what they held)"
     )]
     UnreadableRows { count: usize, first: String },
-    #[error("data directory {path}: {error}")]
+    #[error("store directory {path}: {error}")]
     DataDir {
         path: PathBuf,
         error: std::io::Error,
@@ -134,10 +168,6 @@ pub async fn open(config: &StorageConfig) -> Result<Opened, StorageError> {
             degraded,
         });
     }
-    std::fs::create_dir_all(&config.data_dir).map_err(|error| StorageError::DataDir {
-        path: config.data_dir.clone(),
-        error,
-    })?;
     let store: Arc<dyn Store> = match (config.backend, &config.database_url) {
         (Backend::Postgres, Some(url)) => Arc::new(PgStore::connect(url).await?),
         (Backend::Postgres, None) => {
@@ -146,15 +176,24 @@ pub async fn open(config: &StorageConfig) -> Result<Opened, StorageError> {
             )
             .into());
         }
-        _ => Arc::new(RedbStore::open_with_cache(
-            &config.data_dir.join("store.redb"),
-            config.redb_cache_bytes,
-        )?),
+        _ => Arc::new(open_redb(config)?),
     };
     open_with_store(config, store).await
 }
 
-/// Like [`open`] over a given store, with the write-ahead log in `<data dir>/wal`: for stores
+/// The embedded store at its path, its directory created first.
+fn open_redb(config: &StorageConfig) -> Result<RedbStore, StorageError> {
+    let path = config.paths().store;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|error| StorageError::DataDir {
+            path: parent.to_owned(),
+            error,
+        })?;
+    }
+    Ok(RedbStore::open_with_cache(&path, config.redb_cache_bytes)?)
+}
+
+/// Like [`open`] over a given store, with the write-ahead log in its directory: for stores
 /// that live elsewhere (and for tests that inject store faults).
 pub async fn open_with_store(
     config: &StorageConfig,
@@ -170,11 +209,8 @@ pub async fn open_with_store(
         mark,
     } = split_stored(loaded, config.on_corruption)?;
     let wal_config = WalConfig {
-        dir: config.data_dir.join("wal"),
-        sync: match config.durability {
-            Durability::Fsync => SyncMode::Fsync,
-            Durability::Os | Durability::Memory => SyncMode::Os,
-        },
+        dir: config.paths().wal,
+        sync: config.sync_mode(),
         segment_bytes: config.wal_segment_bytes,
         max_bytes: config.wal_max_bytes,
         on_corruption: config.on_corruption,

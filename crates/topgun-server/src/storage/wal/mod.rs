@@ -2,8 +2,11 @@
 //!
 //! One log for the whole server, so that one `fdatasync` covers the appends of every shard:
 //! a writer thread takes every append queued while the previous sync ran and makes them
-//! durable together (group commit). The log is a directory of segments; each frame holds one
-//! stored entry with its log sequence number (LSN) and a CRC32C.
+//! durable together (group commit). Where acknowledgements do not wait for the disk, the
+//! writer either never syncs (`Os`) or syncs on a timer (`Interval`): at most that interval
+//! after the first write not yet synced, however the appends come. The log is a directory
+//! of segments; each frame holds one stored entry with its log sequence number (LSN) and a
+//! CRC32C.
 //!
 //! Segment `wal-<first LSN, 20 digits>.seg`:
 //!
@@ -58,13 +61,25 @@ const GROUP_MAX: usize = 4096;
 /// [`WalConfig::commit_delay`] before taking the next group.
 pub const BUSY_GROUP: usize = 4;
 
-/// When an append counts as written.
+/// When an append counts as written, and when the log is synced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyncMode {
     /// After `fdatasync`: survives power loss.
     Fsync,
     /// After the write reached the operating system: survives a crash of the server only.
     Os,
+    /// Written as in `Os`, and synced on a timer: an `fdatasync` at most this long after
+    /// the first write it covers. A power loss takes back at most that window of
+    /// acknowledged writes, while acknowledgements never wait for a disk (the TopGun
+    /// server's `batched` fsync policy).
+    Interval(Duration),
+}
+
+impl SyncMode {
+    /// Whether an append counts as written only once synced (the durable mark means on disk).
+    pub fn acks_after_sync(self) -> bool {
+        self == Self::Fsync
+    }
 }
 
 /// What recovery does with corruption that is not a torn tail.
@@ -188,8 +203,11 @@ struct Append {
 pub struct LogStats {
     /// Bytes in all segments: what `wal_max_bytes` bounds.
     pub bytes: AtomicU64,
-    /// Each `fdatasync` of a group commit, recorded by the writer thread (none in `Os` mode).
+    /// Each `fdatasync` of a group commit, or of the timer in `Interval` mode, recorded by
+    /// the writer thread (none in `Os` mode).
     pub syncs: Histogram,
+    /// The timer's syncs in `Interval` mode (counted in `syncs` as well).
+    pub timed_syncs: AtomicU64,
     /// Each checkpoint batch's store write, from its first attempt to the store taking it.
     pub store_writes: Histogram,
     /// Entries the checkpointer has written to the store (journal rows included).
@@ -208,7 +226,7 @@ pub struct Wal {
     dir: PathBuf,
     /// Set by the writer thread once a write failed.
     failed: Arc<AtomicBool>,
-    /// [`SyncMode::Fsync`].
+    /// [`SyncMode::acks_after_sync`].
     synced: bool,
 }
 
@@ -245,7 +263,7 @@ impl Wal {
             durable,
             dir: config.dir.clone(),
             failed,
-            synced: config.sync == SyncMode::Fsync,
+            synced: config.sync.acks_after_sync(),
         })
     }
 
@@ -371,6 +389,12 @@ struct Writer {
     /// and a restart recovers (truncating the partial frame as a torn tail).
     failed: Option<Arc<WalError>>,
     failed_flag: Arc<AtomicBool>,
+    /// In [`SyncMode::Interval`]: when the oldest write not yet synced was made.
+    unsynced_since: Option<Instant>,
+    /// In [`SyncMode::Interval`]: a runtime of the writer thread's own, whose only use is to
+    /// wait for the next append no longer than the sync timer allows (the queue offers no
+    /// blocking receive with a timeout).
+    timer: Option<tokio::runtime::Runtime>,
 }
 
 impl Writer {
@@ -381,6 +405,15 @@ impl Writer {
         durable: watch::Sender<u64>,
     ) -> Result<Self, WalError> {
         let (file, path) = create_segment(&config.dir, next_lsn)?;
+        let timer = match config.sync {
+            SyncMode::Interval(_) => Some(
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                    .map_err(io_err(&config.dir))?,
+            ),
+            SyncMode::Fsync | SyncMode::Os => None,
+        };
         stats
             .bytes
             .fetch_add(SEGMENT_HEADER_BYTES, Ordering::Relaxed);
@@ -397,6 +430,8 @@ impl Writer {
             durable,
             failed: None,
             failed_flag: Arc::default(),
+            unsynced_since: None,
+            timer,
         })
     }
 
@@ -404,7 +439,7 @@ impl Writer {
     fn run(mut self, mut queue: mpsc::Receiver<Append>) {
         // The previous group's size, and when it was completed.
         let mut previous = (0, Instant::now());
-        while let Some(first) = queue.blocking_recv() {
+        while let Some(first) = self.receive(&mut queue) {
             let (len, done) = previous;
             let pause = pause_after(len, done.elapsed(), self.sync, self.commit_delay);
             if let (Some(pause), None) = (pause, &self.failed) {
@@ -442,6 +477,58 @@ impl Writer {
                 last -= append.payloads.len() as u64;
             }
             previous = (group_len, Instant::now());
+            // Under a steady stream of appends the wait in `receive` may never time out:
+            // the timer is checked after each group as well.
+            if sync_due(self.sync, self.unsynced_since, Instant::now()) == Some(Duration::ZERO) {
+                self.timed_sync();
+            }
+        }
+        // Closing: what was written is synced too.
+        if self.unsynced_since.is_some() {
+            self.timed_sync();
+        }
+    }
+
+    /// The next append, or `None` once every sender is gone. In [`SyncMode::Interval`], while
+    /// written data waits for its sync, waits only until the sync is due, syncs, and goes
+    /// on waiting.
+    fn receive(&mut self, queue: &mut mpsc::Receiver<Append>) -> Option<Append> {
+        loop {
+            let due = sync_due(self.sync, self.unsynced_since, Instant::now());
+            let (Some(left), Some(timer)) = (due, &self.timer) else {
+                return queue.blocking_recv();
+            };
+            if !left.is_zero() {
+                // The timeout is made inside the runtime: its timer belongs to it.
+                let next = timer.block_on(async { tokio::time::timeout(left, queue.recv()).await });
+                if let Ok(next) = next {
+                    return next;
+                }
+            }
+            self.timed_sync();
+        }
+    }
+
+    /// The timer's `fdatasync` in [`SyncMode::Interval`]. Acknowledgements never waited for
+    /// it; a failure refuses every later append, as a failed write does, since what was
+    /// written may not reach the disk.
+    fn timed_sync(&mut self) {
+        self.unsynced_since = None;
+        if self.failed.is_some() {
+            return;
+        }
+        let started = Instant::now();
+        match self.file.sync_data() {
+            Ok(()) => {
+                self.stats.syncs.record(started.elapsed());
+                self.stats.timed_syncs.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(error) => {
+                let e = Arc::new(io_err(&self.path)(error));
+                tracing::error!(error = %e, "write-ahead log sync failed; refusing writes");
+                self.failed = Some(e);
+                self.failed_flag.store(true, Ordering::Relaxed);
+            }
         }
     }
 
@@ -456,10 +543,16 @@ impl Writer {
             lsn += 1;
         }
         self.file.write_all(&buf).map_err(io_err(&self.path))?;
-        if self.sync == SyncMode::Fsync {
-            let started = Instant::now();
-            self.file.sync_data().map_err(io_err(&self.path))?;
-            self.stats.syncs.record(started.elapsed());
+        match self.sync {
+            SyncMode::Fsync => {
+                let started = Instant::now();
+                self.file.sync_data().map_err(io_err(&self.path))?;
+                self.stats.syncs.record(started.elapsed());
+            }
+            SyncMode::Interval(_) => {
+                self.unsynced_since.get_or_insert_with(Instant::now);
+            }
+            SyncMode::Os => {}
         }
         self.segment_len += buf.len() as u64;
         self.stats
@@ -472,6 +565,8 @@ impl Writer {
 
     fn roll(&mut self) -> Result<(), WalError> {
         self.file.sync_all().map_err(io_err(&self.path))?;
+        // The closed segment is on disk; the timer has nothing left to sync in it.
+        self.unsynced_since = None;
         let (file, path) = create_segment(&self.dir, self.next_lsn)?;
         self.file = file;
         self.path = path;
@@ -495,6 +590,16 @@ fn pause_after(
     let busy = last_group >= BUSY_GROUP && sync == SyncMode::Fsync;
     let left = commit_delay.saturating_sub(since);
     (busy && !left.is_zero()).then_some(left)
+}
+
+/// In [`SyncMode::Interval`] with written data not yet synced since `unsynced_since`: how
+/// long until its sync is due (zero: now). `None`: nothing waits for the timer.
+fn sync_due(sync: SyncMode, unsynced_since: Option<Instant>, now: Instant) -> Option<Duration> {
+    let SyncMode::Interval(interval) = sync else {
+        return None;
+    };
+    let waited = now.saturating_duration_since(unsynced_since?);
+    Some(interval.saturating_sub(waited))
 }
 
 /// Creates the segment starting at `first_lsn`, or continues it if recovery left it with
@@ -799,6 +904,62 @@ mod tests {
             "no sync to share"
         );
         assert_eq!(pause_after(BUSY_GROUP, now, fsync, Duration::ZERO), None);
+    }
+
+    #[test]
+    fn the_timer_syncs_at_most_its_interval_after_the_first_unsynced_write() {
+        let interval = Duration::from_millis(10);
+        let timed = SyncMode::Interval(interval);
+        let now = Instant::now();
+        let ago = |ms| now.checked_sub(Duration::from_millis(ms)).unwrap();
+        assert_eq!(sync_due(timed, None, now), None, "nothing written");
+        assert_eq!(sync_due(timed, Some(now), now), Some(interval));
+        assert_eq!(
+            sync_due(timed, Some(ago(4)), now),
+            Some(Duration::from_millis(6)),
+            "counted from the oldest unsynced write"
+        );
+        assert_eq!(sync_due(timed, Some(ago(10)), now), Some(Duration::ZERO));
+        assert_eq!(sync_due(timed, Some(ago(500)), now), Some(Duration::ZERO));
+        for untimed in [SyncMode::Fsync, SyncMode::Os] {
+            assert_eq!(sync_due(untimed, Some(ago(500)), now), None, "{untimed:?}");
+        }
+    }
+
+    /// In `Interval` mode an append is acknowledged once written, before any sync, and the
+    /// timer then syncs it on its own, although nothing else is appended.
+    #[tokio::test]
+    async fn the_interval_mode_acknowledges_at_once_and_syncs_on_its_timer() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = WalConfig {
+            sync: SyncMode::Interval(Duration::from_millis(10)),
+            segment_bytes: 1 << 20,
+            ..config(dir.path())
+        };
+        let wal = Wal::start(&config, &recover(&config, None).unwrap()).unwrap();
+        assert!(
+            !wal.files().synced(),
+            "the durable mark means written, not synced"
+        );
+        let stats = wal.stats();
+        assert_eq!(append(&wal, 1).await, 1);
+        assert_eq!(append(&wal, 2).await, 2);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while stats.timed_syncs.load(Ordering::Relaxed) == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // One sync covers both unless the machine paused the writer between them.
+        let synced = stats.timed_syncs.load(Ordering::Relaxed);
+        assert!((1..=2).contains(&synced), "{synced} syncs");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            stats.timed_syncs.load(Ordering::Relaxed),
+            synced,
+            "no sync without writes"
+        );
+        assert_eq!(append(&wal, 3).await, 3);
+        drop(wal);
+        assert_eq!(recover(&config, None).unwrap().frames.len(), 3);
     }
 
     #[tokio::test]

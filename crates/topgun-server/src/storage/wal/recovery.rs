@@ -129,7 +129,6 @@ struct Plan {
 /// Reads the log in `config.dir` (created if missing), checks it against what the store last
 /// checkpointed (`mark`), repairs a torn tail, and drops damage if the operator asked to.
 pub fn recover(config: &WalConfig, mark: Option<LogMark>) -> Result<Recovered, WalError> {
-    let existed = config.dir.is_dir();
     fs::create_dir_all(&config.dir).map_err(io_err(&config.dir))?;
     remove_unfinished_segments(&config.dir)?;
     let scan = scan(&config.dir)?;
@@ -146,8 +145,8 @@ pub fn recover(config: &WalConfig, mark: Option<LogMark>) -> Result<Recovered, W
     };
     let next_lsn = match mark {
         Some(mark) => {
-            let log = (&scan.segments[..kept_segments], existed);
-            check_against_mark(&config.dir, log, &frames, mark, discard, &mut plan)?
+            let kept = &scan.segments[..kept_segments];
+            check_against_mark(&config.dir, kept, &frames, mark, discard, &mut plan)?
         }
         None => end_of(&scan.segments[..kept_segments], &frames) + 1,
     };
@@ -387,17 +386,15 @@ fn lost_frames(segments: &[Segment], damage: &Damage) -> Result<Option<(u64, u64
     Ok(found)
 }
 
-/// Checks the kept log (`log`: its segments, and whether `wal/` existed) against the store's
-/// mark; returns the next LSN.
+/// Checks the kept log's segments against the store's mark; returns the next LSN.
 fn check_against_mark(
     dir: &Path,
-    log: (&[Segment], bool),
+    segments: &[Segment],
     frames: &[Frame],
     mark: LogMark,
     discard: bool,
     plan: &mut Plan,
 ) -> Result<u64, WalError> {
-    let (segments, existed) = log;
     let after = mark.checkpointed + 1;
     let missing = |detail: String, plan: &mut Plan| {
         if !discard {
@@ -418,16 +415,13 @@ fn check_against_mark(
         // The writer's current segment is never released: a log with none lost them all —
         // unless nothing was ever checkpointed (a new data directory).
         if plan.cut.is_none() && mark.checkpointed > 0 {
-            let what = if existed {
-                "holds no segment"
-            } else {
-                "is missing"
-            };
+            // Missing and empty read alike: the server's lock, taken before recovery, creates
+            // the directory (it holds the lock file).
             missing(
                 format!(
-                    "the log directory {what}, but the store has checkpointed it through LSN \
-                     {} and a log always keeps its current segment: whatever was written \
-                     after that checkpoint is lost",
+                    "the log directory is missing or holds no segment, but the store has \
+                     checkpointed it through LSN {} and a log always keeps its current \
+                     segment: whatever was written after that checkpoint is lost",
                     mark.checkpointed
                 ),
                 plan,
