@@ -92,6 +92,8 @@ struct Shared {
     gc: watch::Sender<Option<Timestamp>>,
     node_id: topgun_core::NodeId,
     tombstone_ttl_ms: u64,
+    /// `TOPGUN_HTTP_SYNC_ALLOW_ANONYMOUS`: token-less `POST /sync` on a JWT server.
+    http_sync_anonymous: bool,
     gc_interval_ms: u64,
     /// Frames being processed right now.
     in_flight: AtomicUsize,
@@ -137,7 +139,7 @@ impl http::Host for Shared {
     }
 
     fn http_sync_allows_anonymous(&self) -> bool {
-        false
+        self.http_sync_anonymous
     }
 }
 
@@ -294,6 +296,7 @@ impl Server {
             gc: watch::channel(None).0,
             node_id: config.node_id.clone(),
             tombstone_ttl_ms: config.tombstone_ttl_ms,
+            http_sync_anonymous: config.http.sync_allow_anonymous,
             gc_interval_ms: config.gc_interval_ms,
             in_flight: AtomicUsize::new(0),
             backlog,

@@ -266,3 +266,54 @@ async fn queries_answer_rows_with_their_keys_and_searches_are_refused_for_now() 
     let codes: Vec<_> = errors.iter().map(|e| e.code).collect();
     assert_eq!(codes, [403, 501], "{errors:?}");
 }
+
+/// With `TOPGUN_HTTP_SYNC_ALLOW_ANONYMOUS=1` a token-less request on a JWT server is served
+/// as the anonymous subject (the reference's behaviour, opted into): without policies its
+/// PUT is acknowledged and reaches a WebSocket subscriber; a bad token is still refused.
+#[tokio::test]
+async fn the_anonymous_opt_in_serves_token_less_requests() {
+    let env = topgun_server::config::AuthEnv {
+        http_sync_allow_anonymous: Some("1".into()),
+        ..jwt()
+    };
+    let server = start(env, None).await;
+    let mut ws = connect(server.addr, "/ws").await;
+    let jwt = token(
+        &serde_json::json!({"sub": "bob", "exp": now_secs() + 3600}),
+        SECRET,
+    );
+    send(&mut ws, &auth(&jwt)).await;
+    drain(&mut ws, 0).await;
+    send(
+        &mut ws,
+        &Message::QuerySub(topgun_core::protocol::messages::QuerySub {
+            query_id: "q".into(),
+            map_name: "todos".into(),
+            query: topgun_core::protocol::query::Query::default(),
+            fields: None,
+        }),
+    )
+    .await;
+    drain(&mut ws, 1).await;
+
+    let body = encode_standalone(&request(vec![put(1, "todos", "anon", "from the edge")]));
+    let reply = decoded(&post(server.addr, vec![], body.clone()).await);
+    assert_eq!(reply.ack.expect("an ack").last_id, "1");
+    loop {
+        match recv(&mut ws).await.unwrap() {
+            Message::ServerEvent(e) => {
+                assert_eq!(e.key, "anon");
+                break;
+            }
+            Message::QueryUpdate(_) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    let bad = post(
+        server.addr,
+        vec!["Authorization: Bearer x.y.z".into()],
+        body,
+    )
+    .await;
+    assert_eq!(bad.status, 401);
+}

@@ -263,7 +263,15 @@ impl Config {
     pub fn resolve(cli: &Cli, file: Option<&str>, env: &Env) -> Result<Self, ConfigError> {
         let mut file = parse_file(cli, file)?;
         journal_from_env(env, &mut file)?;
-        let (auth, warnings) = Self::auth_mode(env)?;
+        let (auth, mut warnings) = Self::auth_mode(env)?;
+        let http = HttpSettings::from_env(env)?;
+        if http.sync_allow_anonymous && matches!(auth, AuthMode::Jwt(_)) {
+            warnings.push(
+                "TOPGUN_HTTP_SYNC_ALLOW_ANONYMOUS is on: POST /sync serves requests without a \
+                 token as the anonymous subject, with what policies give everyone"
+                    .to_owned(),
+            );
+        }
         let host = cli
             .host
             .or(file.host)
@@ -292,7 +300,7 @@ impl Config {
             preauth: PreAuthLimits::new(&n),
             interceptors: Vec::new(),
             admin: AdminSettings::from_env(env)?,
-            http: HttpSettings::from_env(env)?,
+            http,
             sql: env::switch(names::SQL, env.sql.as_deref(), false)?,
             log_format: LogFormat::from_env(env)?,
             warnings,
