@@ -7,12 +7,13 @@
 import { HLC } from './crdt/hlc.js';
 import type { LWWRecord } from './crdt/lww-map.js';
 import type { ORMapRecord } from './crdt/or-map.js';
-import { OpRejectedError } from './errors.js';
+import { OpRejectedError, SqlError } from './errors.js';
 import { Emitter } from './events.js';
 import { CounterHandle } from './features/counter.js';
 import { JournalManager } from './features/journal.js';
 import { LockHandle, LockManager } from './features/lock.js';
 import { QueryHandle, toWireQuery, type QueryOptions } from './features/query.js';
+import { SqlManager, type SqlResult } from './features/sql.js';
 import { TopicHandle, type TopicMessage } from './features/topic.js';
 import { TopGunMap, TopGunORMap, type WriteOptions } from './maps.js';
 import { OpLog, type BackpressureOptions, type WriteAck } from './op-log.js';
@@ -30,6 +31,7 @@ import { Transport, type WebSocketFactory } from './transport.js';
 export type { BackpressureOptions, WriteAck } from './op-log.js';
 export type { WebSocketFactory, WebSocketLike } from './transport.js';
 export type { FetchLike } from './http-transport.js';
+export type { SqlResult } from './features/sql.js';
 
 export type TokenProvider = () => string | null | undefined | Promise<string | null | undefined>;
 
@@ -38,8 +40,8 @@ export interface TopGunClientOptions {
   serverUrl?: string;
   /**
    * `websocket` (default): one live connection. `http`: no WebSocket; the client polls
-   * `POST /sync` (ops, map deltas, one-shot queries). Topics, locks, counters and the journal
-   * need the WebSocket.
+   * `POST /sync` (ops, map deltas, one-shot queries). Topics, locks, counters, the journal and
+   * `sql()` need the WebSocket.
    */
   transport?: 'websocket' | 'http';
   /** The `POST /sync` endpoint; by default derived from `serverUrl` (`ws://h/ws` → `http://h/sync`). */
@@ -106,6 +108,7 @@ export class TopGunClient {
   private readonly wsEngine: SyncEngine | undefined;
   private readonly transport: Transport;
   private readonly http: { engine: HttpSyncEngine; transport: HttpTransport } | undefined;
+  private readonly sqlQueries: SqlManager;
   private readonly locks: LockManager;
   /** The server's event journal: `read` pages, `subscribe` streams (resumed after reconnects). */
   readonly journal: JournalManager;
@@ -192,6 +195,13 @@ export class TopGunClient {
       setTimer: (fn, ms) => setTimeout(fn, ms),
       clearTimer: (h) => clearTimeout(h as ReturnType<typeof setTimeout>),
     });
+    this.sqlQueries = new SqlManager({
+      isReady: () => this.engine.isAuthenticated,
+      send: (m) => this.transport.send(m),
+      newRequestId: () => `sql-${this.nodeId}-${this.nextRequest++}`,
+      setTimer: (fn, ms) => setTimeout(fn, ms),
+      clearTimer: (h) => clearTimeout(h as ReturnType<typeof setTimeout>),
+    });
     this.watchConnectivity();
     this.ready = this.load();
   }
@@ -263,6 +273,19 @@ export class TopGunClient {
     return c;
   }
 
+  /**
+   * Run an SQL query on the server (over the WebSocket; sent once connected). Resolves with
+   * `{columns, rows}`; rejects with `SqlError` (`code` `FEATURE_DISABLED` when the server has
+   * SQL off, `SQL_ERROR` for a bad query, `NOT_SUPPORTED` over HTTP or without a server), or with
+   * `TimeoutError` after `timeoutMs` (default 30 s) without an answer.
+   */
+  sql(query: string, options: { timeoutMs?: number } = {}): Promise<SqlResult> {
+    if (this.http) return Promise.reject(new SqlError('NOT_SUPPORTED', 'sql() needs the WebSocket transport; POST /sync carries no SQL'));
+    if (this.closed) return Promise.reject(new SqlError('CLIENT_CLOSED', 'the client is closed'));
+    if (this.options.serverUrl === undefined) return Promise.reject(new SqlError('NOT_SUPPORTED', 'sql() needs a server: this client is local-only'));
+    return this.sqlQueries.query(query, options.timeoutMs);
+  }
+
   getSyncState(): SyncStatus {
     return {
       state: this.engine.state,
@@ -310,6 +333,7 @@ export class TopGunClient {
     this.closed = true;
     this.run(this.engine.stop());
     this.http?.transport.abortAll();
+    this.sqlQueries.rejectAll((id) => new SqlError('CLIENT_CLOSED', `the client closed before SQL query ${id} was answered`, id));
     for (const d of this.detach) d();
     if (this.timer) clearTimeout(this.timer);
     await this.persister.flush();
@@ -478,11 +502,13 @@ export class TopGunClient {
       case 'ready':
         this.locks.ready();
         this.journal.ready();
+        this.sqlQueries.ready();
         for (const c of this.counters.values()) c.resync();
         return;
       case 'disconnected':
         this.locks.disconnected();
         this.journal.disconnected();
+        this.sqlQueries.disconnected();
         return this.emitState();
     }
   }
@@ -506,6 +532,9 @@ export class TopGunClient {
       case 'COUNTER_RESPONSE':
       case 'COUNTER_UPDATE':
         this.counters.get(String(p.name))?.merge(p.state);
+        return;
+      case 'SQL_QUERY_RESP':
+        this.sqlQueries.message(p);
         return;
       case 'JOURNAL_EVENT':
       case 'JOURNAL_READ_RESPONSE':

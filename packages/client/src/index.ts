@@ -7,11 +7,11 @@
  *   transport.ts       WebSocket driver; http-transport.ts the fetch driver of POST /sync
  *   crdt/              HLC, LWW-Map, OR-Map, PN counter, Merkle tree, hashes, predicates
  *   storage/           StorageAdapter, IndexedDBStorage, MemoryStorage, the Persister
- *   features/          live queries, topics, locks, counters, the event journal
+ *   features/          live queries, topics, locks, counters, the event journal, SQL
  *   codec.ts           msgpackr framing; protocol.ts message shapes
  */
 export { TopGunClient } from './client.js';
-export type { TopGunClientOptions, SyncStatus, WriteAck, BackpressureOptions, TokenProvider, WebSocketFactory, WebSocketLike, ClientEvents, FetchLike } from './client.js';
+export type { TopGunClientOptions, SyncStatus, WriteAck, BackpressureOptions, TokenProvider, WebSocketFactory, WebSocketLike, ClientEvents, FetchLike, SqlResult } from './client.js';
 export { TopGunMap, TopGunORMap } from './maps.js';
 export type { WriteOptions, WriteResult, MapChange } from './maps.js';
 export { QueryHandle } from './features/query.js';
@@ -46,5 +46,5 @@ export { fnv1a, mix, combine, partitionId } from './crdt/hash.js';
 export { compileFilter, PredicateError } from './crdt/predicate.js';
 export type { PredicateNode, SortField, QueryFilter } from './crdt/predicate.js';
 export { encodeMessage, decodeMessage } from './codec.js';
-export { BackpressureError, OpRejectedError, TimeoutError, InvalidArgumentError } from './errors.js';
+export { BackpressureError, OpRejectedError, TimeoutError, InvalidArgumentError, SqlError } from './errors.js';
 export type { WriteConcern, ClientOp, WireQuery, HttpSyncRequest, HttpSyncResponse, HttpQuery, HttpOpResult } from './protocol.js';

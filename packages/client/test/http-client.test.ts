@@ -6,7 +6,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { TopGunClient, type TopGunClientOptions } from '../src/client.js';
 import { decodeMessage, encodeMessage } from '../src/codec.js';
-import { OpRejectedError } from '../src/errors.js';
+import { OpRejectedError, SqlError } from '../src/errors.js';
 import type { FetchLike } from '../src/http-transport.js';
 import { httpSyncUrl } from '../src/http-transport.js';
 import { MemoryStorage } from '../src/storage/memory.js';
@@ -222,4 +222,11 @@ describe('HTTP transport of the client', () => {
     expect(states).toContain('backoff');
   });
 
+  it('sql() is refused at once over HTTP', async () => {
+    const { fetch } = fakeFetch(acceptAll);
+    const c = client(fetch);
+    const err = await c.sql('SELECT 1').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(SqlError);
+    expect((err as SqlError).code).toBe('NOT_SUPPORTED');
+  });
 });

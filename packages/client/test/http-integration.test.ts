@@ -1,5 +1,5 @@
 /**
- * HTTP sync (`transport: 'http'`) against the real `topgun-server` binary. Nothing
+ * HTTP sync (`transport: 'http'`) and `sql()` against the real `topgun-server` binary. Nothing
  * is mocked: HTTP clients use Node's fetch, WebSocket clients the `ws` package.
  */
 import { createHmac } from 'node:crypto';
@@ -7,7 +7,7 @@ import { pack, unpack } from 'msgpackr';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TopGunClient, type TopGunClientOptions, type WebSocketFactory } from '../src/client.js';
-import { OpRejectedError } from '../src/errors.js';
+import { OpRejectedError, SqlError } from '../src/errors.js';
 import { MemoryStorage } from '../src/storage/memory.js';
 import { startServer, type RunningServer } from './support/server.js';
 import { waitFor } from './support/wait.js';
@@ -105,6 +105,25 @@ describe('HTTP sync against topgun-server', () => {
     expect(err).toBeInstanceOf(OpRejectedError);
     expect(err).toMatchObject({ opId: w.opId, code: 403 });
     await waitFor('op log drained', () => h.getSyncState().pendingOps === 0);
+  });
+});
+
+describe('sql() against topgun-server', () => {
+  it('SQL off (the default): rejects with SqlError FEATURE_DISABLED in under a second', async () => {
+    const c = client();
+    await waitFor('connected', () => c.getSyncState().state === 'connected');
+    const started = Date.now();
+    const err = await c.sql('SELECT 1').catch((e: unknown) => e);
+    expect(Date.now() - started).toBeLessThan(1000);
+    expect(err).toBeInstanceOf(SqlError);
+    expect((err as SqlError).code).toBe('FEATURE_DISABLED');
+    expect((err as SqlError).message).toMatch(/sql is not available/i);
+  });
+
+  it('a query made before the connection is sent once it is up', async () => {
+    const c = client();
+    const err = await c.sql('SELECT * FROM todos').catch((e: unknown) => e);
+    expect(err).toMatchObject({ name: 'SqlError', code: 'FEATURE_DISABLED' });
   });
 });
 
