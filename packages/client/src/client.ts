@@ -7,12 +7,13 @@
 import { HLC } from './crdt/hlc.js';
 import type { LWWRecord } from './crdt/lww-map.js';
 import type { ORMapRecord } from './crdt/or-map.js';
-import { OpRejectedError } from './errors.js';
+import { OpRejectedError, SqlError } from './errors.js';
 import { Emitter } from './events.js';
 import { CounterHandle } from './features/counter.js';
 import { JournalManager } from './features/journal.js';
 import { LockHandle, LockManager } from './features/lock.js';
 import { QueryHandle, toWireQuery, type QueryOptions } from './features/query.js';
+import { SqlManager, type SqlResult } from './features/sql.js';
 import { TopicHandle, type TopicMessage } from './features/topic.js';
 import { TopGunMap, TopGunORMap, type WriteOptions } from './maps.js';
 import { OpLog, type BackpressureOptions, type WriteAck } from './op-log.js';
@@ -21,17 +22,34 @@ import { LocalReplica, type ChangeSource } from './replica.js';
 import { Persister } from './storage/persister.js';
 import type { StorageAdapter, StoredRecord } from './storage/types.js';
 import type { BackoffOptions } from './sync/backoff.js';
-import { SyncEngine, type Effect, type MapKind, type SyncState } from './sync/engine.js';
+import { SyncEngine, type MapKind, type SyncState } from './sync/engine.js';
+import { HttpSyncEngine, type HttpEffect } from './sync/http-engine.js';
+import type { SyncMachine } from './sync/machine.js';
+import { HttpTransport, httpSyncUrl, type FetchLike } from './http-transport.js';
 import { Transport, type WebSocketFactory } from './transport.js';
 
 export type { BackpressureOptions, WriteAck } from './op-log.js';
 export type { WebSocketFactory, WebSocketLike } from './transport.js';
+export type { FetchLike } from './http-transport.js';
+export type { SqlResult } from './features/sql.js';
 
 export type TokenProvider = () => string | null | undefined | Promise<string | null | undefined>;
 
 export interface TopGunClientOptions {
-  /** `ws://host:port/ws`. Without it the client works local-only. */
+  /** `ws://host:port/ws`. Without it (and without `httpUrl`) the client works local-only. */
   serverUrl?: string;
+  /**
+   * `websocket` (default): one live connection. `http`: no WebSocket; the client polls
+   * `POST /sync` (ops, map deltas, one-shot queries). Topics, locks, counters, the journal and
+   * `sql()` need the WebSocket.
+   */
+  transport?: 'websocket' | 'http';
+  /** The `POST /sync` endpoint; by default derived from `serverUrl` (`ws://h/ws` → `http://h/sync`). */
+  httpUrl?: string;
+  /** HTTP transport: time between polls while nothing waits to be sent (default 5,000 ms). */
+  pollIntervalMs?: number;
+  /** HTTP transport: the `fetch` to use (default globalThis.fetch). */
+  fetch?: FetchLike;
   storage: StorageAdapter;
   auth?: { token?: string; tokenProvider?: TokenProvider };
   /** This replica's id in HLC timestamps and OR tags (no ':'); random by default. */
@@ -85,8 +103,12 @@ export class TopGunClient {
   private readonly persister: Persister;
   private readonly replica: LocalReplica;
   private readonly ops: OpLog;
-  private readonly engine: SyncEngine;
+  private readonly engine: SyncMachine;
+  /** The WebSocket engine, unless the transport is HTTP. */
+  private readonly wsEngine: SyncEngine | undefined;
   private readonly transport: Transport;
+  private readonly http: { engine: HttpSyncEngine; transport: HttpTransport } | undefined;
+  private readonly sqlQueries: SqlManager;
   private readonly locks: LockManager;
   /** The server's event journal: `read` pages, `subscribe` streams (resumed after reconnects). */
   readonly journal: JournalManager;
@@ -117,20 +139,42 @@ export class TopGunClient {
       failed: (e) => this.fail(e),
       clearStoredMap: (kind, name) => options.storage.clearMap(kind, name),
     });
-    this.engine = new SyncEngine(this.replica.view((after, limit) => this.ops.after(after, limit)), {
-      hasServer: options.serverUrl !== undefined,
-      hasToken: options.auth?.token !== undefined || options.auth?.tokenProvider !== undefined,
-      backoff: options.backoff,
-      heartbeatIntervalMs: options.heartbeat?.intervalMs,
-      heartbeatTimeoutMs: options.heartbeat?.timeoutMs,
-      batchSize: options.batchSize,
-    });
+    const view = this.replica.view((after, limit) => this.ops.after(after, limit));
+    const hasToken = options.auth?.token !== undefined || options.auth?.tokenProvider !== undefined;
+    if (options.transport === 'http') {
+      const url = options.httpUrl ?? (options.serverUrl === undefined ? undefined : httpSyncUrl(options.serverUrl));
+      const engine = new HttpSyncEngine(view, {
+        hasServer: url !== undefined,
+        hasToken,
+        pollIntervalMs: options.pollIntervalMs,
+        backoff: options.backoff,
+        batchSize: options.batchSize,
+      });
+      const transport = new HttpTransport(url ?? '', options.fetch, {
+        responded: (id, body) => this.run(engine.responded(id, body, this.now())),
+        refused: (id, status, message) => this.run(engine.refused(id, status, message, this.now())),
+        failed: (id) => this.run(engine.failed(id, this.now())),
+      });
+      this.http = { engine, transport };
+      this.engine = engine;
+    } else {
+      this.wsEngine = new SyncEngine(view, {
+        hasServer: options.serverUrl !== undefined,
+        hasToken,
+        backoff: options.backoff,
+        heartbeatIntervalMs: options.heartbeat?.intervalMs,
+        heartbeatTimeoutMs: options.heartbeat?.timeoutMs,
+        batchSize: options.batchSize,
+      });
+      this.engine = this.wsEngine;
+    }
+    const ws = this.wsEngine;
     this.transport = new Transport(options.serverUrl, options.WebSocket, {
-      open: () => this.run(this.engine.socketOpened(this.now())),
-      close: (code, reason) => this.run(this.engine.socketClosed(code, reason, this.now())),
+      open: () => ws && this.run(ws.socketOpened(this.now())),
+      close: (code, reason) => ws && this.run(ws.socketClosed(code, reason, this.now())),
       message: (msg) => {
         if (this.events.count('message') > 0) this.events.emit('message', msg as AnyMessage);
-        this.run(this.engine.message(msg, this.now()));
+        if (ws) this.run(ws.message(msg, this.now()));
       },
       error: (e) => this.fail(e),
     });
@@ -148,6 +192,13 @@ export class TopGunClient {
         return true;
       },
       newRequestId: () => `${this.nodeId}-${this.nextRequest++}`,
+      setTimer: (fn, ms) => setTimeout(fn, ms),
+      clearTimer: (h) => clearTimeout(h as ReturnType<typeof setTimeout>),
+    });
+    this.sqlQueries = new SqlManager({
+      isReady: () => this.engine.isAuthenticated,
+      send: (m) => this.transport.send(m),
+      newRequestId: () => `sql-${this.nodeId}-${this.nextRequest++}`,
       setTimer: (fn, ms) => setTimeout(fn, ms),
       clearTimer: (h) => clearTimeout(h as ReturnType<typeof setTimeout>),
     });
@@ -222,6 +273,19 @@ export class TopGunClient {
     return c;
   }
 
+  /**
+   * Run an SQL query on the server (over the WebSocket; sent once connected). Resolves with
+   * `{columns, rows}`; rejects with `SqlError` (`code` `FEATURE_DISABLED` when the server has
+   * SQL off, `SQL_ERROR` for a bad query, `NOT_SUPPORTED` over HTTP or without a server), or with
+   * `TimeoutError` after `timeoutMs` (default 30 s) without an answer.
+   */
+  sql(query: string, options: { timeoutMs?: number } = {}): Promise<SqlResult> {
+    if (this.http) return Promise.reject(new SqlError('NOT_SUPPORTED', 'sql() needs the WebSocket transport; POST /sync carries no SQL'));
+    if (this.closed) return Promise.reject(new SqlError('CLIENT_CLOSED', 'the client is closed'));
+    if (this.options.serverUrl === undefined) return Promise.reject(new SqlError('NOT_SUPPORTED', 'sql() needs a server: this client is local-only'));
+    return this.sqlQueries.query(query, options.timeoutMs);
+  }
+
   getSyncState(): SyncStatus {
     return {
       state: this.engine.state,
@@ -268,6 +332,8 @@ export class TopGunClient {
     if (this.closed) return;
     this.closed = true;
     this.run(this.engine.stop());
+    this.http?.transport.abortAll();
+    this.sqlQueries.rejectAll((id) => new SqlError('CLIENT_CLOSED', `the client closed before SQL query ${id} was answered`, id));
     for (const d of this.detach) d();
     if (this.timer) clearTimeout(this.timer);
     await this.persister.flush();
@@ -345,7 +411,7 @@ export class TopGunClient {
       this.replica.load(snap);
       this.ops.restore(snap.ops);
       for (const [k, v] of Object.entries(snap.meta)) {
-        if (k === 'deviceToken' && typeof v === 'string') this.engine.setDeviceToken(v);
+        if (k === 'deviceToken' && typeof v === 'string') this.wsEngine?.setDeviceToken(v);
         if (k.startsWith('counter:')) this.counter(k.slice(8)).restore(v);
       }
     } catch (e) {
@@ -390,13 +456,16 @@ export class TopGunClient {
     this.events.emit('state', this.getSyncState());
   }
 
-  private run(effects: Effect[]): void {
+  private run(effects: HttpEffect[]): void {
     for (const e of effects) this.apply(e);
     this.schedule();
   }
 
-  private apply(e: Effect): void {
+  private apply(e: HttpEffect): void {
     switch (e.kind) {
+      case 'post': return this.http?.transport.post(e.requestId, { clientId: this.nodeId, clientHlc: this.hlc.now(), ...e.body }, e.token);
+      case 'abortRequest': return this.http?.transport.abort(e.requestId);
+      case 'syncTimestamp': return this.replica.setSyncTimestamp(e.mapName, e.timestamp);
       case 'send': return this.transport.send(e.message);
       case 'openSocket': return this.transport.open();
       case 'closeSocket': return this.transport.close(e.code, e.reason);
@@ -433,11 +502,13 @@ export class TopGunClient {
       case 'ready':
         this.locks.ready();
         this.journal.ready();
+        this.sqlQueries.ready();
         for (const c of this.counters.values()) c.resync();
         return;
       case 'disconnected':
         this.locks.disconnected();
         this.journal.disconnected();
+        this.sqlQueries.disconnected();
         return this.emitState();
     }
   }
@@ -461,6 +532,9 @@ export class TopGunClient {
       case 'COUNTER_RESPONSE':
       case 'COUNTER_UPDATE':
         this.counters.get(String(p.name))?.merge(p.state);
+        return;
+      case 'SQL_QUERY_RESP':
+        this.sqlQueries.message(p);
         return;
       case 'JOURNAL_EVENT':
       case 'JOURNAL_READ_RESPONSE':

@@ -25,3 +25,16 @@ export class TimeoutError extends Error {
 export class InvalidArgumentError extends Error {
   override name = 'InvalidArgumentError';
 }
+
+/**
+ * The server answered an SQL query with an error (`SQL_QUERY_RESP.error`). `code` is the
+ * server's: `FEATURE_DISABLED` when SQL is off (the default), `SQL_ERROR` for a bad query; or
+ * `NOT_SUPPORTED` when this client cannot send SQL at all (HTTP transport, no server), or
+ * `CLIENT_CLOSED`. Nothing changed.
+ */
+export class SqlError extends Error {
+  override name = 'SqlError';
+  constructor(readonly code: string, message: string, readonly queryId?: string) {
+    super(message);
+  }
+}

@@ -69,3 +69,38 @@ export type ServerMessage =
   | { type: 'ERROR'; payload: { code: number; message: string; details?: unknown } };
 
 export type AnyMessage = { type: string; [field: string]: unknown };
+
+/** `POST /sync` request body (PROTOCOL.md §4.17, COMPAT §2.1): a plain map, no `type`. */
+export interface HttpSyncRequest {
+  clientId: string;
+  clientHlc: Timestamp;
+  operations?: ClientOp[];
+  syncMaps?: { mapName: string; lastSyncTimestamp: Timestamp }[];
+  queries?: HttpQuery[];
+}
+
+/** A one-shot query over HTTP: `filter` is a field-equality where-clause. */
+export interface HttpQuery {
+  queryId: string;
+  mapName: string;
+  filter?: Record<string, unknown>;
+  limit?: number;
+  offset?: number;
+  cursor?: string;
+}
+
+export interface HttpOpResult {
+  opId: string;
+  success: boolean;
+  achievedLevel?: WriteConcern;
+  error?: string;
+}
+
+/** `POST /sync` reply body (COMPAT §2.2). */
+export interface HttpSyncResponse {
+  serverHlc: Timestamp;
+  ack?: { lastId: string; results?: HttpOpResult[] };
+  deltas?: { mapName: string; records: { key: string; record: LWWRecord; eventType: 'PUT' | 'REMOVE' }[]; serverSyncTimestamp: Timestamp }[];
+  queryResults?: { queryId: string; results: { key: string; value: unknown }[]; hasMore?: boolean; nextCursor?: string }[];
+  errors?: { code: number; message: string; context?: Record<string, unknown> }[];
+}

@@ -11,6 +11,7 @@ import type { ServerEventPayload } from './protocol.js';
 import type { Persister } from './storage/persister.js';
 import type { Snapshot, StoredOp, StoredRecord } from './storage/types.js';
 import type { MapKind, Replica } from './sync/engine.js';
+import { NEVER_SYNCED, type HttpReplica } from './sync/http-engine.js';
 
 export type ChangeSource = 'local' | 'remote';
 
@@ -28,6 +29,8 @@ export class LocalReplica {
   private readonly lwwMaps = new Map<string, LWWMap>();
   private readonly orMaps = new Map<string, ORMap>();
   private readonly lastSync = new Map<string, number>();
+  /** The `serverSyncTimestamp` of each LWW map's last HTTP delta (its millis are `lastSync`'s). */
+  private readonly syncTimestamps = new Map<string, Timestamp>();
 
   constructor(
     private readonly hlc: HLC,
@@ -55,14 +58,33 @@ export class LocalReplica {
     return m;
   }
 
-  /** The read-only view the sync engine consults. */
-  view(pendingOps: (afterSeq: number, limit: number) => StoredOp[]): Replica {
+  /** The read-only view the sync engines consult. */
+  view(pendingOps: (afterSeq: number, limit: number) => StoredOp[]): Replica & HttpReplica {
     return {
       tree: (kind, name): MerkleTree => (kind === 'lww' ? this.lww(name).merkle : this.or(name).merkle),
       orEntries: (name, keys) => keys.map((k) => this.or(name).entry(k)).filter((e) => e.records.length + e.tombstones.length > 0),
       pendingOps,
       lastSyncMillis: (kind, name) => this.lastSync.get(`${kind}:${name}`) ?? 0,
+      syncTimestamp: (name) => this.syncTimestamp(name),
     };
+  }
+
+  /**
+   * Where the next HTTP delta of an LWW map starts: the server's last `serverSyncTimestamp`,
+   * unless a WebSocket sync moved the map's last sync time on since (then that time).
+   */
+  syncTimestamp(mapName: string): Timestamp {
+    const millis = this.lastSync.get(`lww:${mapName}`) ?? 0;
+    const ts = this.syncTimestamps.get(mapName);
+    if (ts && ts.millis === millis) return ts;
+    return millis === 0 ? NEVER_SYNCED : { millis, counter: 0, nodeId: '' };
+  }
+
+  /** An HTTP delta of `mapName` was merged up to the server's `timestamp`. */
+  setSyncTimestamp(mapName: string, timestamp: Timestamp): void {
+    this.syncTimestamps.set(mapName, timestamp);
+    this.persister.enqueue({ meta: { [`syncTimestamp:${mapName}`]: timestamp } });
+    this.setLastSync('lww', mapName, timestamp.millis);
   }
 
   setLastSync(kind: MapKind, mapName: string, millis: number): void {
@@ -88,6 +110,7 @@ export class LocalReplica {
     }
     for (const [k, v] of Object.entries(snapshot.meta)) {
       if (k.startsWith('lastSync:') && typeof v === 'number') this.lastSync.set(k.slice(9), v);
+      if (k.startsWith('syncTimestamp:') && isTimestamp(v)) this.syncTimestamps.set(k.slice(14), v);
     }
     for (const t of touched.values()) this.hooks.changed(t.kind, t.name, t.keys, 'remote');
   }

@@ -1,7 +1,7 @@
 import 'fake-indexeddb/auto';
 import { describe, expect, it } from 'vitest';
 import { TopGunClient } from '../src/client.js';
-import { BackpressureError } from '../src/errors.js';
+import { BackpressureError, SqlError } from '../src/errors.js';
 import { IndexedDBStorage } from '../src/storage/indexeddb.js';
 import { MemoryStorage } from '../src/storage/memory.js';
 
@@ -20,6 +20,14 @@ describe('local-only client', () => {
     expect(c.getSyncState().state).toBe('stopped'); // before ready
     await c.ready;
     expect(c.getSyncState().state).toBe('disconnected');
+    await c.close();
+  });
+
+  it('sql() without a server is refused at once', async () => {
+    const c = local();
+    const err = await c.sql('SELECT 1').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(SqlError);
+    expect(err).toMatchObject({ code: 'NOT_SUPPORTED', message: 'sql() needs a server: this client is local-only' });
     await c.close();
   });
 
