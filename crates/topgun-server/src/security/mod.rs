@@ -16,6 +16,7 @@
 //! [`interceptor::Interceptor`].
 
 pub mod access;
+pub mod admin_policy;
 pub mod admission;
 pub mod auth;
 pub mod condition;
