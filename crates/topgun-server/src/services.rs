@@ -130,6 +130,9 @@ fn start_shards(
                 None => Shard::new(),
             };
             shard.load(entries);
+            // Published before the task starts, so the first scrape sees what was recovered.
+            let stats = metrics.register_shard();
+            shard_service::publish_tally(&mut shard, &stats, metrics);
             let (tx, rx) = mpsc::channel(SHARD_QUEUE_LEN);
             tokio::spawn(shard_service::run(
                 shard,
@@ -137,6 +140,7 @@ fn start_shards(
                 persist.clone(),
                 queries.clone(),
                 Arc::clone(metrics),
+                stats,
                 journal.map(Journals::feed),
             ));
             tx
