@@ -16,6 +16,9 @@
 //!   nothing to any hash but is still listed in its bucket and served to peers that walk to
 //!   it (that is how they learn the tombstones).
 //!
+//! * [`OrMap::tombstone_bytes`] is the sum of the UTF-8 lengths of every tombstone tag held,
+//!   kept as tags are added, pruned and forgotten (never by a scan): a server reports it.
+//!
 //! Tombstones are kept per key. The TS client keeps one set per map and attaches all of it
 //! to every entry it pushes; [`OrMap::merge_key`] stores what it is given, so a server that
 //! accepts such pushes should filter them (a tag only matters under the key that added it).
@@ -152,6 +155,11 @@ impl KeyState {
         self.records.is_empty() && self.tombstones.is_empty()
     }
 
+    /// The UTF-8 bytes of this key's tombstone tags (a scan: for a key being dropped).
+    fn tombstone_bytes(&self) -> usize {
+        self.tombstones.iter().map(String::len).sum()
+    }
+
     /// Recomputes the FNV states of records `from..`.
     fn rehash_from(&mut self, key: &str, from: usize) {
         self.hash_prefix.truncate(from);
@@ -180,6 +188,10 @@ impl KeyState {
 #[derive(Debug, Clone, Default)]
 pub struct OrMap {
     tree: MerkleTree<KeyState>,
+    /// UTF-8 bytes of every tombstone tag under every key: raised where a tag is inserted
+    /// (each tag once, as the set refuses a second copy) and lowered where tags are pruned
+    /// or a key is forgotten, so that reading it costs nothing.
+    tombstone_bytes: usize,
 }
 
 impl OrMap {
@@ -236,12 +248,16 @@ impl OrMap {
             .map(|r| r.tag.clone())
             .collect();
         if !tags.is_empty() {
+            let mut added = 0;
             self.update(key, |state| {
                 for tag in &tags {
-                    state.apply_tombstone(key, tag);
+                    if state.apply_tombstone(key, tag) {
+                        added += tag.len();
+                    }
                 }
                 true
             });
+            self.tombstone_bytes += added;
         }
         tags
     }
@@ -253,23 +269,33 @@ impl OrMap {
 
     /// Applies one remote removal of `tag` under `key` (an `OR_REMOVE` event).
     pub fn apply_tombstone(&mut self, key: &str, tag: &str) -> bool {
-        self.update(key, |state| state.apply_tombstone(key, tag))
+        let added = self.update(key, |state| state.apply_tombstone(key, tag));
+        if added {
+            self.tombstone_bytes += tag.len();
+        }
+        added
     }
 
     /// Merges a peer's entry: tombstones first (dropping tombstoned records), then every
     /// record not tombstoned (new tags added, known tags upgraded to newer timestamps).
     pub fn merge_key(&mut self, entry: OrMapEntry) -> bool {
         let key = entry.key.as_str();
-        self.update(key, |state| {
+        let mut added = 0;
+        let changed = self.update(key, |state| {
             let mut changed = false;
             for tag in &entry.tombstones {
-                changed |= state.apply_tombstone(key, tag);
+                if state.apply_tombstone(key, tag) {
+                    added += tag.len();
+                    changed = true;
+                }
             }
             for record in entry.records {
                 changed |= state.apply_record(key, record);
             }
             changed
-        })
+        });
+        self.tombstone_bytes += added;
+        changed
     }
 
     /// Runs `f` on the key's state in place and re-hashes the key if `f` reports a change.
@@ -309,7 +335,16 @@ impl OrMap {
 
     /// Drops everything known about a key: replaying a prune recorded elsewhere.
     pub fn forget(&mut self, key: &str) -> bool {
-        self.tree.remove(key).is_some()
+        let Some(state) = self.tree.remove(key) else {
+            return false;
+        };
+        self.tombstone_bytes -= state.tombstone_bytes();
+        true
+    }
+
+    /// The UTF-8 bytes of every tombstone tag this map holds (each tag once per key).
+    pub fn tombstone_bytes(&self) -> usize {
+        self.tombstone_bytes
     }
 
     /// Everything known about `key`, as a sync entry (`None` for an unknown key).
@@ -338,11 +373,13 @@ impl OrMap {
             .map(|(k, _)| k.to_owned())
             .collect();
         let mut pruned = Vec::new();
+        let mut dropped = 0;
         for key in keys {
             self.update(&key, |state| {
                 state.tombstones.retain(|t| {
                     let old = is_old(t);
                     if old {
+                        dropped += t.len();
                         pruned.push((key.clone(), t.clone()));
                     }
                     !old
@@ -350,6 +387,7 @@ impl OrMap {
                 true
             });
         }
+        self.tombstone_bytes -= dropped;
         pruned
     }
 
@@ -539,6 +577,31 @@ mod tests {
         let mut tree = MerkleTree::new();
         tree.insert("k", (), expected);
         assert_eq!(m.merkle().root(), tree.root());
+    }
+
+    /// A tag counts once however often it is tombstoned, and stops counting when pruned or
+    /// forgotten.
+    #[test]
+    fn tombstone_bytes_follow_the_tags_held() {
+        let mut m = OrMap::new();
+        m.add("k", Value::from("a"), ts(1, 0, "n"), None).unwrap();
+        m.add("k", Value::from("a"), ts(22, 0, "n"), None).unwrap();
+        assert_eq!(m.tombstone_bytes(), 0);
+        m.remove("k", &Value::from("a"));
+        assert_eq!(m.tombstone_bytes(), "1:0:n".len() + "22:0:n".len());
+        assert!(!m.apply_tombstone("k", "1:0:n"), "known already");
+        let entry = OrMapEntry {
+            key: "other".into(),
+            records: vec![],
+            tombstones: vec!["3:0:n".into(), "1:0:n".into()],
+        };
+        m.merge_key(entry.clone());
+        m.merge_key(entry);
+        assert_eq!(m.tombstone_bytes(), 11 + 10, "a tag counts once per key");
+        m.prune(&ts(2, 0, "n"));
+        assert_eq!(m.tombstone_bytes(), "22:0:n".len() + "3:0:n".len());
+        assert!(m.forget("other"));
+        assert_eq!(m.tombstone_bytes(), "22:0:n".len());
     }
 
     #[test]

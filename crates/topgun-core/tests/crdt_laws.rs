@@ -135,6 +135,21 @@ proptest! {
         prop_assert_eq!(or_state(&or_merged(&a, &a)), or_state(&a));
     }
 
+    /// The incrementally kept tombstone byte count equals a scan of the tags, through merges,
+    /// a prune and forgetting a key.
+    #[test]
+    fn or_tombstone_bytes_match_a_scan(a in arb_or_map(), b in arb_or_map(), horizon in arb_timestamp()) {
+        let scanned = |m: &topgun_core::OrMap| -> usize {
+            m.keys().flat_map(|k| m.tombstones(k)).map(str::len).sum()
+        };
+        let mut merged = or_merged(&a, &b);
+        prop_assert_eq!(merged.tombstone_bytes(), scanned(&merged));
+        merged.prune(&horizon);
+        prop_assert_eq!(merged.tombstone_bytes(), scanned(&merged));
+        merged.forget("a");
+        prop_assert_eq!(merged.tombstone_bytes(), scanned(&merged));
+    }
+
     #[test]
     fn pn_merge_laws(a in arb_pn(), b in arb_pn(), c in arb_pn()) {
         prop_assert_eq!(pn_merged(&a, &b), pn_merged(&b, &a));

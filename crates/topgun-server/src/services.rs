@@ -132,6 +132,9 @@ fn start_shards(
                 None => Shard::new(),
             };
             shard.load(entries);
+            // Published before the task starts, so the first scrape sees what was recovered.
+            let stats = metrics.register_shard();
+            shard_service::publish_tally(&mut shard, &stats, metrics);
             let (tx, rx) = mpsc::channel(SHARD_QUEUE_LEN);
             tokio::spawn(shard_service::run(
                 shard,
@@ -139,6 +142,7 @@ fn start_shards(
                 persist.clone(),
                 queries.clone(),
                 Arc::clone(metrics),
+                stats,
                 journal.map(Journals::feed),
             ));
             tx

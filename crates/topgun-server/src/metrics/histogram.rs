@@ -43,19 +43,28 @@ impl Histogram {
     }
 
     pub(super) fn render(&self, out: &mut String, name: &str, help: &str) {
+        self.render_as(out, &[(name, help)]);
+    }
+
+    /// Renders one reading of the histogram under each of `names` (name, help): the same
+    /// counts under every name, even while it is being recorded into.
+    pub(super) fn render_as(&self, out: &mut String, names: &[(&str, &str)]) {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        let mut cumulative = 0;
-        for (le, count) in LATENCY_BUCKETS.iter().zip(&self.buckets) {
-            cumulative += load(count);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
-        }
-        cumulative += self.buckets.last().map_or(0, load);
+        let buckets: Vec<u64> = self.buckets.iter().map(load).collect();
         #[allow(clippy::cast_precision_loss)]
         let sum = load(&self.sum_ns) as f64 / 1e9;
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{le=\"+Inf\"}} {cumulative}\n{name}_sum {sum}\n{name}_count {cumulative}"
-        );
+        for (name, help) in names {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+            let mut cumulative = 0;
+            for (le, count) in LATENCY_BUCKETS.iter().zip(&buckets) {
+                cumulative += count;
+                let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+            }
+            cumulative += buckets.last().copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"+Inf\"}} {cumulative}\n{name}_sum {sum}\n{name}_count {cumulative}"
+            );
+        }
     }
 }

@@ -4,18 +4,31 @@
 //! label sets are bounded (message types come from the protocol's fixed list; error codes
 //! from a fixed list with `other` for the rest).
 //!
-//! Public face: [`Metrics`] (shared by every task that records) and [`Histogram`].
+//! What the shards hold (OR tombstone bytes, the maps holding keys) is kept by the shards
+//! themselves as changes are applied and published per shard ([`ShardStats`], [`MapCensus`]);
+//! a scrape adds up numbers and never walks the records.
+//!
+//! The reference server's names that dashboards read (COMPAT.md §8) are rendered beside ours
+//! from the same reading: `topgun_active_connections`, `topgun_operations_total`,
+//! `topgun_operation_duration_seconds`, `topgun_operation_errors_total`.
+//!
+//! Public face: [`Metrics`] (shared by every task that records), [`Histogram`],
+//! [`ShardStats`] and [`MapCensus`].
 
 use std::fmt::Write;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use topgun_core::protocol::Message;
 
+pub mod census;
 pub mod histogram;
+pub mod shard_stats;
 
+pub use census::MapCensus;
 pub use histogram::Histogram;
+pub use shard_stats::ShardStats;
 
 use crate::connection::outbox::{Backlog, KickReason};
 use crate::error::code;
@@ -70,6 +83,11 @@ pub struct Metrics {
     log: Option<Arc<LogStats>>,
     /// Unread pushed output and the slow-consumer closes, by reason.
     backlog: Option<Arc<Backlog>>,
+    /// Each shard task's numbers, registered as the shards start. std Mutex: taken once per
+    /// shard at start and once per scrape, never by recording nor across an `.await`.
+    shards: Mutex<Vec<Arc<ShardStats>>>,
+    /// The maps holding keys, kept from the shards' reports.
+    maps: MapCensus,
 }
 
 impl Default for Metrics {
@@ -93,6 +111,8 @@ impl Default for Metrics {
             preauth_refused: Default::default(),
             log: None,
             backlog: None,
+            shards: Mutex::default(),
+            maps: MapCensus::default(),
         }
     }
 }
@@ -121,6 +141,25 @@ impl Metrics {
     pub fn with_preauth(mut self, waiting: Arc<Unauthenticated>) -> Self {
         self.preauth = Some(waiting);
         self
+    }
+
+    /// A new shard's numbers, summed into every scrape from now on; its task publishes into
+    /// them.
+    pub fn register_shard(&self) -> Arc<ShardStats> {
+        let stats = Arc::new(ShardStats::default());
+        self.lock_shards().push(Arc::clone(&stats));
+        stats
+    }
+
+    fn lock_shards(&self) -> std::sync::MutexGuard<'_, Vec<Arc<ShardStats>>> {
+        self.shards
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The maps holding keys, which shard tasks tell as maps appear and empty.
+    pub fn maps(&self) -> &MapCensus {
+        &self.maps
     }
 
     pub fn connection_opened(&self) {
@@ -225,6 +264,12 @@ impl Metrics {
                 open,
             ),
             (
+                "topgun_active_connections",
+                "gauge",
+                "Open client connections (the reference server's name for topgun_connections).",
+                open,
+            ),
+            (
                 "topgun_connections_total",
                 "counter",
                 "Client connections accepted.",
@@ -256,7 +301,45 @@ impl Metrics {
         }
         self.render_labelled(&mut out);
         self.render_preauth(&mut out);
+        self.render_held(&mut out);
         out
+    }
+
+    /// What the shards hold: OR tombstone bytes and the maps holding keys.
+    fn render_held(&self, out: &mut String) {
+        let (mut bytes, mut total) = (0u64, 0u64);
+        for shard in self.lock_shards().iter() {
+            bytes = bytes.saturating_add(shard.tombstone_bytes());
+            total = total.saturating_add(shard.tombstoned_total());
+        }
+        for (name, kind, help, value) in [
+            (
+                "topgun_ormap_tombstone_bytes",
+                "gauge",
+                "UTF-8 bytes of the OR-Map tombstone tags this node holds, all maps; falls \
+                 when pruning drops them.",
+                bytes,
+            ),
+            (
+                "topgun_ormap_tombstone_bytes_total",
+                "counter",
+                "UTF-8 bytes of OR-Map tombstone tags added since start, starting from what \
+                 was recovered.",
+                total,
+            ),
+            (
+                "topgun_maps",
+                "gauge",
+                "Maps holding at least one key (records or tombstones), LWW and OR maps of \
+                 one name counted once, reserved maps excluded.",
+                self.maps.count(),
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
     }
 
     fn render_preauth(&self, out: &mut String) {
@@ -319,12 +402,19 @@ impl Metrics {
 
     fn render_data_path(&self, out: &mut String) {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "# HELP topgun_ops_total Ops accepted, by type.\n# TYPE topgun_ops_total counter"
-        );
-        for (kind, count) in OP_KINDS.iter().zip(&self.ops) {
-            let _ = writeln!(out, "topgun_ops_total{{type=\"{kind}\"}} {}", load(count));
+        // One reading under both names, so that they agree even while ops arrive.
+        let ops: Vec<u64> = self.ops.iter().map(load).collect();
+        for (name, help) in [
+            ("topgun_ops_total", "Ops accepted, by type."),
+            (
+                "topgun_operations_total",
+                "Ops accepted, by type (the reference server's name for topgun_ops_total).",
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (kind, count) in OP_KINDS.iter().zip(&ops) {
+                let _ = writeln!(out, "{name}{{type=\"{kind}\"}} {count}");
+            }
         }
         let _ = writeln!(
             out,
@@ -335,28 +425,43 @@ impl Metrics {
             load(&self.merkle_requests[0]),
             load(&self.merkle_requests[1]),
         );
+        let rejected = load(&self.ops_rejected);
         for (name, help, value) in [
             (
                 "topgun_ops_rejected_total",
                 "Ops refused with OP_REJECTED.",
-                &self.ops_rejected,
+                rejected,
+            ),
+            (
+                "topgun_operation_errors_total",
+                "Ops refused with OP_REJECTED (the reference server's name for \
+                 topgun_ops_rejected_total).",
+                rejected,
             ),
             (
                 "topgun_events_sent_total",
                 "SERVER_EVENTs queued for subscribers.",
-                &self.events_queued,
+                load(&self.events_queued),
             ),
         ] {
             let _ = writeln!(
                 out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                load(value)
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
             );
         }
-        self.batch_latency.render(
+        self.batch_latency.render_as(
             out,
-            "topgun_op_batch_seconds",
-            "Time from receiving an op batch to every shard having applied it.",
+            &[
+                (
+                    "topgun_op_batch_seconds",
+                    "Time from receiving an op batch to every shard having applied it.",
+                ),
+                (
+                    "topgun_operation_duration_seconds",
+                    "Time from receiving an op batch to every shard having applied it (the \
+                     reference server's name for topgun_op_batch_seconds).",
+                ),
+            ],
         );
         if let Some(log) = &self.log {
             render_log(out, log);
@@ -496,6 +601,15 @@ mod tests {
             "topgun_preauth_connections 1",
             "topgun_preauth_refused_total{reason=\"bytes\"} 1",
             "topgun_preauth_refused_total{reason=\"connections\"} 0",
+            "topgun_active_connections 1",
+            "topgun_operations_total{type=\"PUT\"} 1",
+            "topgun_operations_total{type=\"REMOVE\"} 0",
+            "topgun_operation_errors_total 0",
+            "topgun_operation_duration_seconds_bucket{le=\"0.00001\"} 1",
+            "topgun_operation_duration_seconds_count 1",
+            "topgun_ormap_tombstone_bytes 0",
+            "topgun_ormap_tombstone_bytes_total 0",
+            "topgun_maps 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
@@ -505,5 +619,45 @@ mod tests {
         assert!(!text.contains("NOT_A_TYPE"));
         m.connection_closed();
         assert_eq!(m.connections(), 0);
+    }
+
+    /// The value of the unlabelled sample `name` in `text`.
+    fn sample(text: &str, name: &str) -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn held_numbers_are_summed_over_the_shards() {
+        let m = Metrics::default();
+        let (a, b) = (m.register_shard(), m.register_shard());
+        a.publish(10, 30);
+        b.publish(5, 5);
+        m.maps().appeared("todos".into());
+        m.maps().appeared("todos".into());
+        m.maps().appeared("tags".into());
+        let text = m.render();
+        assert_eq!(sample(&text, "topgun_ormap_tombstone_bytes"), 15);
+        assert_eq!(sample(&text, "topgun_ormap_tombstone_bytes_total"), 35);
+        assert_eq!(sample(&text, "topgun_maps"), 2);
+        a.publish(0, 30);
+        assert_eq!(sample(&m.render(), "topgun_ormap_tombstone_bytes"), 5);
+    }
+
+    #[test]
+    fn every_family_is_declared_once() {
+        let m = Metrics::default();
+        m.op("PUT");
+        m.op_rejected();
+        let text = m.render();
+        let mut seen = std::collections::HashSet::new();
+        for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+            assert!(seen.insert(line), "declared twice: {line}");
+        }
+        assert_eq!(sample(&text, "topgun_operation_errors_total"), 1);
+        assert_eq!(sample(&text, "topgun_ops_rejected_total"), 1);
     }
 }

@@ -9,8 +9,12 @@
 //! the store must keep — and, with the journal on, its journal drafts (the kind of change,
 //! the new and previous value); a change that loses its merge yields nothing. The server's
 //! own reserved maps are never journaled.
+//!
+//! The shard also keeps its [`Tally`] for `/metrics` (OR tombstone bytes, maps appearing and
+//! emptying) as each change is applied: see `tally.rs` for its invariants.
 
 pub mod service;
+pub mod tally;
 
 use std::collections::HashMap;
 
@@ -24,6 +28,8 @@ use crate::by_name;
 use crate::data::ops::{RESERVED_PREFIXES, Write, own_tombstones};
 use crate::journal::Draft;
 use crate::storage::store::{MapKind, StoredEntry, StoredValue};
+
+pub use tally::{Presence, Tally};
 
 /// The effects of one applied change.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,6 +56,7 @@ pub struct Shard {
     lww: HashMap<String, LwwMap>,
     or: HashMap<String, OrMap>,
     journal: bool,
+    tally: Tally,
 }
 
 fn draft(
@@ -118,7 +125,6 @@ impl Shard {
         match write {
             Write::Lww { key, record } => self.apply_lww(map, key, record),
             Write::OrAdd { key, record } => {
-                let or = by_name::get_or_insert_with(&mut self.or, map, OrMap::default);
                 let mut ev = event(map, &key, ServerEventType::OrAdd);
                 ev.or_tag = Some(record.tag.as_str().into());
                 ev.or_record = Some(record.clone());
@@ -131,11 +137,12 @@ impl Shard {
                 } else {
                     Vec::new()
                 };
-                or.apply_record(&key, record)
-                    .then(|| or_change(or, map, &key, ev, drafts))
+                self.with_or(map, |or| {
+                    or.apply_record(&key, record)
+                        .then(|| or_change(or, map, &key, ev, drafts))
+                })
             }
-            Write::OrRemove { key, tag } => {
-                let or = by_name::get_or_insert_with(&mut self.or, map, OrMap::default);
+            Write::OrRemove { key, tag } => self.with_or(map, |or| {
                 let mut ev = event(map, &key, ServerEventType::OrRemove);
                 ev.or_tag = Some(tag.as_str().into());
                 let drafts = if journals {
@@ -146,13 +153,71 @@ impl Shard {
                 };
                 or.apply_tombstone(&key, &tag)
                     .then(|| or_change(or, map, &key, ev, drafts))
-            }
+            }),
         }
+    }
+
+    /// Runs `change` on `map`'s OR map (made when missing) and tallies what it did: the
+    /// difference in tombstone bytes, and the map starting or ceasing to hold keys. Costs two
+    /// reads of the map's own counts; only a map appearing looks further.
+    fn with_or<T>(&mut self, map: &str, change: impl FnOnce(&mut OrMap) -> T) -> T {
+        let or = by_name::get_or_insert_with(&mut self.or, map, OrMap::default);
+        let (was_empty, before) = (or.is_empty(), or.tombstone_bytes());
+        let out = change(or);
+        let (is_empty, after) = (or.is_empty(), or.tombstone_bytes());
+        self.tally.tombstones_moved(before, after);
+        if was_empty != is_empty {
+            self.kind_presence_changed(map, MapKind::Or, !is_empty);
+        }
+        out
+    }
+
+    /// `map`'s map of `kind` just started (`holds`) or ceased to hold keys: the name as a
+    /// whole changed only if its map of the other kind holds none here.
+    fn kind_presence_changed(&mut self, map: &str, kind: MapKind, holds: bool) {
+        let other_holds = match kind {
+            MapKind::Lww => self.or.get(map).is_some_and(|m| !m.is_empty()),
+            MapKind::Or => self.lww.get(map).is_some_and(|m| !m.is_empty()),
+        };
+        if !other_holds {
+            self.tally.presence_changed(map, holds);
+        }
+    }
+
+    /// Whether `map` holds any key here, LWW or OR.
+    fn holds(&self, map: &str) -> bool {
+        self.lww.get(map).is_some_and(|m| !m.is_empty())
+            || self.or.get(map).is_some_and(|m| !m.is_empty())
+    }
+
+    /// Every map name holding a key here.
+    fn held_names(&self) -> std::collections::HashSet<&str> {
+        let lww = self.lww.iter().filter(|(_, m)| !m.is_empty());
+        let or = self.or.iter().filter(|(_, m)| !m.is_empty());
+        lww.map(|(name, _)| name.as_str())
+            .chain(or.map(|(name, _)| name.as_str()))
+            .collect()
+    }
+
+    /// The sum of every OR map's tombstone bytes: a scan, for loading only.
+    fn scanned_tombstone_bytes(&self) -> usize {
+        self.or.values().map(OrMap::tombstone_bytes).sum()
+    }
+
+    /// What this shard holds, in the numbers `/metrics` reports.
+    pub fn tally(&self) -> &Tally {
+        &self.tally
+    }
+
+    /// The maps that appeared or emptied here since the last call (see [`Tally`]).
+    pub fn take_presence(&mut self) -> Vec<Presence> {
+        self.tally.take_presence()
     }
 
     fn apply_lww(&mut self, map: &str, key: String, record: LwwRecord) -> Option<Change> {
         let journals = self.journals(map);
         let lww = by_name::get_or_insert_with(&mut self.lww, map, LwwMap::default);
+        let was_empty = lww.is_empty();
         let mut previous = None;
         let merged = lww.merge_seeing(&key, record.clone(), |stored| {
             if journals && !stored.is_tombstone() {
@@ -161,6 +226,9 @@ impl Shard {
         });
         if !merged {
             return None;
+        }
+        if was_empty {
+            self.kind_presence_changed(map, MapKind::Lww, true);
         }
         let event_type = if record.is_tombstone() {
             ServerEventType::Remove
@@ -198,47 +266,7 @@ impl Shard {
     /// the key's new state for the store once (`None` when nothing changed).
     pub fn push_or_entry(&mut self, map: &str, entry: OrMapEntry) -> Pushed {
         let journals = self.journals(map);
-        let or = by_name::get_or_insert_with(&mut self.or, map, OrMap::default);
-        let key = entry.key;
-        let tombstones = own_tombstones(
-            entry.tombstones,
-            |tag| or.records(&key).iter().any(|r| r.tag == tag),
-            &entry.records,
-        );
-        let mut pushed = Pushed::default();
-        for tag in tombstones {
-            let removed = journals
-                .then(|| or.records(&key).iter().find(|r| r.tag == tag).cloned())
-                .flatten();
-            if or.apply_tombstone(&key, &tag) {
-                if journals {
-                    pushed.drafts.push(removal_draft(removed.as_ref(), &tag));
-                }
-                let mut ev = event(map, &key, ServerEventType::OrRemove);
-                ev.or_tag = Some(tag.into());
-                pushed.events.push(ev);
-            }
-        }
-        for record in entry.records {
-            let mut ev = event(map, &key, ServerEventType::OrAdd);
-            ev.or_tag = Some(record.tag.as_str().into());
-            ev.or_record = Some(record.clone());
-            let added = journals.then(|| {
-                draft(
-                    JournalEventType::Put,
-                    Some(&record.value),
-                    &record.timestamp,
-                )
-            });
-            if or.apply_record(&key, record) {
-                pushed.events.extend(Some(ev));
-                pushed.drafts.extend(added);
-            }
-        }
-        if !pushed.events.is_empty() {
-            pushed.stored = Some(or_stored(or, map, &key));
-        }
-        pushed
+        self.with_or(map, |or| push_into(or, map, entry, journals))
     }
 
     /// The non-empty partial leaf sums of `map` under `path`.
@@ -372,8 +400,39 @@ impl Shard {
         out
     }
 
-    /// Restores entries read back from the store.
+    /// Restores entries read back from the store, then the log, in that order, and tallies
+    /// what was recovered (a scan: this is start-up).
+    ///
+    /// An OR entry is its key's whole state when it was written, so the last one read is the
+    /// key's state: it replaces what came before rather than merging with it (a merge would
+    /// bring back the tombstones a prune logged after the store last took the key).
     pub fn load(&mut self, entries: Vec<StoredEntry>) {
+        let held: std::collections::HashSet<String> =
+            self.held_names().into_iter().map(str::to_owned).collect();
+        let tombstones_before = self.scanned_tombstone_bytes();
+        self.load_entries(entries);
+        let tombstones_after = self.scanned_tombstone_bytes();
+        self.tally
+            .tombstones_moved(tombstones_before, tombstones_after);
+        let now_held = self.held_names();
+        let appeared: Vec<String> = now_held
+            .iter()
+            .filter(|name| !held.contains(**name))
+            .map(|name| (*name).to_owned())
+            .collect();
+        let emptied: Vec<String> = held
+            .into_iter()
+            .filter(|name| !now_held.contains(name.as_str()))
+            .collect();
+        for name in appeared {
+            self.tally.presence_changed(&name, true);
+        }
+        for name in emptied {
+            self.tally.presence_changed(&name, false);
+        }
+    }
+
+    fn load_entries(&mut self, entries: Vec<StoredEntry>) {
         for e in entries {
             match e.value {
                 StoredValue::Lww(record) => {
@@ -383,7 +442,9 @@ impl Shard {
                     records,
                     tombstones,
                 } => {
-                    self.or.entry(e.map).or_default().merge_key(OrMapEntry {
+                    let or = self.or.entry(e.map).or_default();
+                    or.forget(&e.key);
+                    or.merge_key(OrMapEntry {
                         key: e.key,
                         records,
                         tombstones,
@@ -408,15 +469,26 @@ impl Shard {
     /// gone, when nothing is left).
     pub fn prune(&mut self, older_than: &topgun_core::Timestamp) -> Vec<StoredEntry> {
         let mut out = Vec::new();
+        // Maps this prune left without keys (of one kind): the name may be gone as a whole.
+        let mut emptied = Vec::new();
         for (map, lww) in &mut self.lww {
-            out.extend(lww.prune(older_than).into_iter().map(|key| StoredEntry {
+            let pruned = lww.prune(older_than);
+            if !pruned.is_empty() && lww.is_empty() {
+                emptied.push(map.clone());
+            }
+            out.extend(pruned.into_iter().map(|key| StoredEntry {
                 map: map.clone(),
                 key,
                 value: StoredValue::Gone(MapKind::Lww),
             }));
         }
         for (map, or) in &mut self.or {
+            let before = or.tombstone_bytes();
             let mut keys: Vec<String> = or.prune(older_than).into_iter().map(|(k, _)| k).collect();
+            self.tally.tombstones_moved(before, or.tombstone_bytes());
+            if !keys.is_empty() && or.is_empty() {
+                emptied.push(map.clone());
+            }
             keys.dedup();
             out.extend(keys.into_iter().map(|key| {
                 let value = match or.entry(&key) {
@@ -433,8 +505,59 @@ impl Shard {
                 }
             }));
         }
+        emptied.sort_unstable();
+        emptied.dedup();
+        for map in emptied {
+            if !self.holds(&map) {
+                self.tally.presence_changed(&map, false);
+            }
+        }
         out
     }
+}
+
+/// [`Shard::push_or_entry`] on the map itself.
+fn push_into(or: &mut OrMap, map: &str, entry: OrMapEntry, journals: bool) -> Pushed {
+    let key = entry.key;
+    let tombstones = own_tombstones(
+        entry.tombstones,
+        |tag| or.records(&key).iter().any(|r| r.tag == tag),
+        &entry.records,
+    );
+    let mut pushed = Pushed::default();
+    for tag in tombstones {
+        let removed = journals
+            .then(|| or.records(&key).iter().find(|r| r.tag == tag).cloned())
+            .flatten();
+        if or.apply_tombstone(&key, &tag) {
+            if journals {
+                pushed.drafts.push(removal_draft(removed.as_ref(), &tag));
+            }
+            let mut ev = event(map, &key, ServerEventType::OrRemove);
+            ev.or_tag = Some(tag.into());
+            pushed.events.push(ev);
+        }
+    }
+    for record in entry.records {
+        let mut ev = event(map, &key, ServerEventType::OrAdd);
+        ev.or_tag = Some(record.tag.as_str().into());
+        ev.or_record = Some(record.clone());
+        let added = journals.then(|| {
+            draft(
+                JournalEventType::Put,
+                Some(&record.value),
+                &record.timestamp,
+            )
+        });
+        if or.apply_record(&key, record) {
+            pushed.events.extend(Some(ev));
+            pushed.drafts.extend(added);
+        }
+    }
+    if !pushed.events.is_empty() {
+        pushed.stored = Some(or_stored(or, map, &key));
+    }
+    pushed
 }
 
 /// The change for an OR event: the key's whole state is what the store keeps.
@@ -727,5 +850,175 @@ mod tests {
         assert_eq!(shard.dump(), vec![change.stored.clone()]);
         restored.load(vec![change.stored]);
         assert_eq!(restored.leaf_sums(MapKind::Lww, "m", "").unwrap(), sums);
+    }
+
+    /// The tally's tombstone bytes, checked against a scan of what the shard holds.
+    fn tombstone_bytes(shard: &Shard) -> u64 {
+        let scanned: usize = shard
+            .dump()
+            .iter()
+            .map(|e| match &e.value {
+                StoredValue::Or { tombstones, .. } => tombstones.iter().map(String::len).sum(),
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(
+            shard.tally().tombstone_bytes(),
+            scanned as u64,
+            "tally = scan"
+        );
+        shard.tally().tombstone_bytes()
+    }
+
+    fn or_add(key: &str, record: OrRecord) -> Write {
+        Write::OrAdd {
+            key: key.into(),
+            record,
+        }
+    }
+
+    fn or_remove(key: &str, tag: &str) -> Write {
+        Write::OrRemove {
+            key: key.into(),
+            tag: tag.into(),
+        }
+    }
+
+    #[test]
+    fn tombstone_bytes_count_each_new_tag_once() {
+        let mut shard = Shard::new();
+        let (x, y) = (add("x", 5), add("y", 10));
+        shard.apply("m", or_add("k", x.clone()));
+        shard.apply("m", or_add("k", y.clone()));
+        assert_eq!(tombstone_bytes(&shard), 0, "adds tombstone nothing");
+        shard.apply("m", or_remove("k", &x.tag));
+        assert_eq!(tombstone_bytes(&shard), 5, "\"5:0:a\"");
+        assert!(shard.apply("m", or_remove("k", &x.tag)).is_none());
+        assert_eq!(tombstone_bytes(&shard), 5, "the same tag again counts once");
+        shard.apply("other", or_remove("k", &x.tag));
+        assert_eq!(
+            tombstone_bytes(&shard),
+            10,
+            "another map's tombstone counts"
+        );
+        let pushed = OrMapEntry {
+            key: "k".into(),
+            records: vec![],
+            tombstones: vec![y.tag.clone(), x.tag.clone(), "99:0:foreign".into()],
+        };
+        let Pushed { events, .. } = shard.push_or_entry("m", pushed);
+        assert_eq!(events.len(), 1, "only y's tombstone is new");
+        assert_eq!(
+            tombstone_bytes(&shard),
+            16,
+            "the foreign tag was dropped, uncounted"
+        );
+        assert_eq!(shard.tally().tombstoned_total(), 16);
+    }
+
+    #[test]
+    fn pruning_lowers_tombstone_bytes_but_not_the_total() {
+        let mut shard = Shard::new();
+        let (old, new) = (add("old", 5), add("new", 50));
+        for record in [old.clone(), new.clone()] {
+            let tag = record.tag.clone();
+            shard.apply("m", or_add("k", record));
+            shard.apply("m", or_remove("k", &tag));
+        }
+        shard.apply("m", or_add("k", add("live", 60)));
+        assert_eq!(tombstone_bytes(&shard), 5 + 6);
+        shard.prune(&ts(20, "z"));
+        assert_eq!(
+            tombstone_bytes(&shard),
+            6,
+            "the old tag is gone, the new one kept"
+        );
+        shard.prune(&ts(100, "z"));
+        assert_eq!(tombstone_bytes(&shard), 0);
+        assert_eq!(
+            shard.tally().tombstoned_total(),
+            11,
+            "the total never falls"
+        );
+    }
+
+    #[test]
+    fn loading_seeds_the_tally_and_a_logged_prune_stays_pruned() {
+        let mut shard = Shard::new();
+        let mut log = Vec::new();
+        let (old, new) = (add("old", 5), add("new", 50));
+        for record in [old.clone(), new.clone()] {
+            let tag = record.tag.clone();
+            log.push(shard.apply("m", or_add("k", record)).unwrap().stored);
+            log.push(shard.apply("m", or_remove("k", &tag)).unwrap().stored);
+        }
+        log.push(
+            shard
+                .apply("m", or_add("k", add("live", 60)))
+                .unwrap()
+                .stored,
+        );
+        // The store took the key before the prune; the log holds the pruned state after it.
+        let mut loaded = shard.dump();
+        log.extend(shard.prune(&ts(20, "z")));
+        loaded.extend(log);
+        let mut restarted = Shard::new();
+        restarted.load(loaded);
+        assert_eq!(
+            restarted.dump(),
+            shard.dump(),
+            "the old tombstone is not brought back"
+        );
+        assert_eq!(tombstone_bytes(&restarted), 6);
+        assert_eq!(
+            restarted.tally().tombstoned_total(),
+            6,
+            "seeded with what was recovered"
+        );
+        assert_eq!(
+            restarted.take_presence(),
+            vec![Presence::Appeared("m".into())]
+        );
+    }
+
+    #[test]
+    fn a_map_name_appears_once_for_both_kinds_and_empties_when_pruned() {
+        let mut shard = Shard::new();
+        shard.apply("m", put("k", 1, 5));
+        shard.apply("m", put("j", 1, 5));
+        let x = add("x", 5);
+        shard.apply("m", or_add("k", x.clone()));
+        shard.apply("__topgun_counters", put("c", 1, 5));
+        shard.apply("tags", or_remove("k", &x.tag));
+        assert_eq!(
+            shard.take_presence(),
+            vec![
+                Presence::Appeared("m".into()),
+                Presence::Appeared("tags".into())
+            ],
+            "m once for its LWW and OR maps; reserved maps never"
+        );
+        let gone = Write::Lww {
+            key: "k".into(),
+            record: LwwRecord::tombstone(ts(6, "a")),
+        };
+        shard.apply("m", gone);
+        shard.prune(&ts(100, "z"));
+        assert_eq!(
+            shard.take_presence(),
+            vec![Presence::Emptied("tags".into())],
+            "m still holds j and its OR key"
+        );
+        shard.apply("m", or_remove("k", &x.tag));
+        shard.apply("m", put("j", 2, 7));
+        shard.apply(
+            "m",
+            Write::Lww {
+                key: "j".into(),
+                record: LwwRecord::tombstone(ts(8, "a")),
+            },
+        );
+        shard.prune(&ts(100, "z"));
+        assert_eq!(shard.take_presence(), vec![Presence::Emptied("m".into())]);
     }
 }

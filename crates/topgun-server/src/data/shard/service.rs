@@ -22,11 +22,11 @@ use topgun_core::protocol::messages::{LeafRecord, ServerBatchEvent, ServerEvent}
 use crate::connection::ConnId;
 use crate::connection::fanout::{ConnHandle, Subscribers};
 use crate::data::ops::Write;
-use crate::data::shard::Shard;
+use crate::data::shard::{Presence, Shard};
 use crate::error::code;
 use crate::journal::service::JournalFeed;
 use crate::journal::{self, Draft, Logged};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ShardStats};
 use crate::query::handle::{Queries, Records};
 use crate::storage::store::{MapKind, Store, StoredEntry};
 use crate::storage::wal::{OnDurable, Wal, WalError};
@@ -164,6 +164,8 @@ struct Task {
     queries: Queries,
     persist: Persist,
     metrics: Arc<Metrics>,
+    /// Where this shard's tally is published for `/metrics` after each change.
+    stats: Arc<ShardStats>,
     pending: VecDeque<Pending>,
     /// Where journal events go once durable (with the journal on).
     journal: Option<JournalFeed>,
@@ -184,6 +186,7 @@ pub async fn run(
     persist: Persist,
     queries: Queries,
     metrics: Arc<Metrics>,
+    stats: Arc<ShardStats>,
     journal: Option<JournalFeed>,
 ) {
     let mut task = Task {
@@ -192,6 +195,7 @@ pub async fn run(
         queries,
         persist,
         metrics,
+        stats,
         pending: VecDeque::new(),
         journal,
         settled: Vec::new(),
@@ -209,6 +213,20 @@ pub async fn run(
     while !task.pending.is_empty() {
         let written = head_written(&mut task.pending).await;
         task.settle_ready(written);
+    }
+}
+
+/// Publishes what `shard` holds for `/metrics`: copies its tally into `stats` and tells the
+/// census of the maps that appeared or emptied in it. Two relaxed stores unless a map
+/// appeared or emptied.
+pub fn publish_tally(shard: &mut Shard, stats: &ShardStats, metrics: &Metrics) {
+    let tally = shard.tally();
+    stats.publish(tally.tombstone_bytes(), tally.tombstoned_total());
+    for change in shard.take_presence() {
+        match change {
+            Presence::Appeared(map) => metrics.maps().appeared(map),
+            Presence::Emptied(map) => metrics.maps().emptied(&map),
+        }
     }
 }
 
@@ -333,6 +351,7 @@ impl Task {
                 }
                 self.commit(conn, events, logged, Some((done, durable)))
                     .await;
+                self.publish_tally();
             }
             Request::Push { conn, map, entries } => {
                 if let Err((_, why)) = self.check_room() {
@@ -348,11 +367,13 @@ impl Task {
                     logged.extend(pushed.stored.map(|s| (s, pushed.drafts)));
                 }
                 self.commit(conn, events, logged, None).await;
+                self.publish_tally();
             }
             Request::Prune { older_than, reply } => {
                 let stored = self.shard.prune(&older_than);
                 let _ = reply.send(stored.len());
                 self.persist_quietly(stored).await;
+                self.publish_tally();
             }
             Request::Dump { reply } => {
                 let entries = self.shard.dump();
@@ -371,6 +392,11 @@ impl Task {
             }
             other => self.read(other),
         }
+    }
+
+    /// After a change has been handed to the log (or store): see [`publish_tally`].
+    fn publish_tally(&mut self) {
+        publish_tally(&mut self.shard, &self.stats, &self.metrics);
     }
 
     fn check_room(&self) -> Result<(), Failure> {
