@@ -173,6 +173,10 @@ async fn put_all(
             Err(_) => return Err(BenchError::Failed("the writer: no OP_ACK in time".into())),
         };
         match message {
+            // The ERROR summing up a batch's refused ops (COMPAT §4.1): its OP_REJECTEDs
+            // already said what to send again.
+            Message::Error(e)
+                if matches!(e.code, 403 | 429) && in_flight.iter().any(|b| b.refused) => {}
             Message::Error(e) => {
                 return Err(BenchError::Failed(format!(
                     "a write batch failed: ERROR {} {}",

@@ -309,6 +309,9 @@ impl Writer {
                 *rejected_since_ack += 1;
                 self.counters.rejected_ops.add(1);
             }
+            // The ERROR that sums up a batch's refused ops comes after their OP_REJECTEDs and
+            // before the batch's own ack (COMPAT §4.1): it settles nothing.
+            Message::Error(e) if *rejected_since_ack > 0 && matches!(e.code, 403 | 429) => {}
             Message::Error(_) => {
                 // A failed batch gets an ERROR instead of its ack: the oldest one is given up.
                 in_flight.pop_front();
