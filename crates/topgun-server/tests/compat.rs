@@ -10,17 +10,9 @@ mod common;
 use common::*;
 use topgun_core::protocol::Message;
 use topgun_core::protocol::enums::ServerEventType;
-use topgun_core::protocol::messages::{Batch, ClientOp, OpAck, QueryRef, QuerySub};
-use topgun_core::protocol::query::Query;
-use topgun_core::protocol::wire::{Bin, Field};
+use topgun_core::protocol::messages::{Batch, ClientOp, OpAck, QueryRef};
+use topgun_core::protocol::wire::Bin;
 use topgun_core::{NodeId, OrRecord, Timestamp, Value};
-
-const POLICIES: &str = r#"
-[[policies]]
-role = "user"
-map_name_pattern = "todos"
-actions = ["ALL"]
-"#;
 
 fn at(counter: u32) -> Timestamp {
     Timestamp::new(now_ms(), counter, NodeId::new("client").unwrap())
@@ -49,7 +41,7 @@ async fn connect_user(addr: std::net::SocketAddr) -> Client {
 /// naming it, then the `OP_ACK` covering all three, in that order.
 #[tokio::test]
 async fn a_denied_write_is_summed_up_in_an_error_before_the_ack() {
-    let server = start(jwt(), Some(POLICIES)).await;
+    let server = start(jwt(), Some(USERS_OWN_TODOS)).await;
     let mut c = connect_user(server.addr).await;
     let ops = vec![
         put(6, "todos", "a"),
@@ -89,34 +81,14 @@ async fn a_denied_write_is_summed_up_in_an_error_before_the_ack() {
     assert_eq!(types, ["OP_REJECTED", "ERROR", "OP_ACK"], "{replies:?}");
 }
 
-fn query_sub(id: &str, map: &str) -> Message {
-    Message::QuerySub(QuerySub {
-        query_id: id.into(),
-        map_name: map.into(),
-        query: Query::default(),
-        fields: None,
-    })
-}
-
 fn or_add(id: u64, map: &str, key: &str, tag: &str) -> ClientOp {
-    ClientOp {
-        op_type: Some("OR_ADD".into()),
-        or_record: Field::Value(OrRecord {
-            value: Value::from("milk"),
-            tag: tag.into(),
-            timestamp: at(1),
-            ttl_ms: None,
-        }),
-        ..blank_op(id, map, key)
-    }
-}
-
-fn or_remove(id: u64, map: &str, key: &str, tag: &str) -> ClientOp {
-    ClientOp {
-        op_type: Some("OR_REMOVE".into()),
-        or_tag: Field::Value(tag.into()),
-        ..blank_op(id, map, key)
-    }
+    let record = OrRecord {
+        value: Value::from("milk"),
+        tag: tag.into(),
+        timestamp: at(1),
+        ttl_ms: None,
+    };
+    or_add_op(id, map, key, record)
 }
 
 /// The events in `msgs`, as (event type, key).
@@ -142,8 +114,8 @@ async fn a_query_subscriber_receives_lww_and_or_events_until_it_unsubscribes() {
     let server = start(no_auth(), None).await;
     let mut reader = connect(server.addr, "/ws").await;
     let mut writer = connect(server.addr, "/ws").await;
-    send(&mut reader, &query_sub("q1", "list")).await;
-    send(&mut reader, &query_sub("q2", "list")).await;
+    send(&mut reader, &query_all("q1", "list")).await;
+    send(&mut reader, &query_all("q2", "list")).await;
     let first = drain(&mut reader, 1).await;
     assert!(
         first.iter().any(|m| matches!(m, Message::QueryResp(_))),
@@ -153,7 +125,7 @@ async fn a_query_subscriber_receives_lww_and_or_events_until_it_unsubscribes() {
     let ops = vec![
         put(1, "list", "lww-key"),
         or_add(2, "list", "or-key", "t1"),
-        or_remove(3, "list", "or-key", "t1"),
+        or_remove_op(3, "list", "or-key", "t1"),
     ];
     send(&mut writer, &op_batch(ops)).await;
     drain(&mut writer, 1).await;

@@ -13,13 +13,6 @@ use topgun_core::protocol::messages::ClientOp;
 use topgun_core::protocol::{Message, decode_standalone, encode_standalone};
 use topgun_core::{NodeId, Timestamp, Value};
 
-const POLICIES: &str = r#"
-[[policies]]
-role = "user"
-map_name_pattern = "todos"
-actions = ["ALL"]
-"#;
-
 fn at() -> Timestamp {
     Timestamp::new(now_ms(), 0, NodeId::new("http-client").unwrap())
 }
@@ -46,6 +39,20 @@ fn bearer(user: &str) -> String {
         SECRET,
     );
     format!("Authorization: Bearer {jwt}")
+}
+
+/// A WebSocket client, authenticated as bob with `roles`, holding a live query on `todos`.
+async fn subscriber(addr: std::net::SocketAddr, roles: &[&str]) -> Client {
+    let mut ws = connect(addr, "/ws").await;
+    let jwt = token(
+        &serde_json::json!({"sub": "bob", "roles": roles, "exp": now_secs() + 3600}),
+        SECRET,
+    );
+    send(&mut ws, &auth(&jwt)).await;
+    drain(&mut ws, 0).await;
+    send(&mut ws, &query_all("q", "todos")).await;
+    drain(&mut ws, 1).await;
+    ws
 }
 
 async fn post(addr: std::net::SocketAddr, headers: Vec<String>, body: Vec<u8>) -> HttpReply {
@@ -112,7 +119,7 @@ async fn an_empty_body_gets_the_server_clock_and_bad_bodies_get_400_without_harm
 
 #[tokio::test]
 async fn a_jwt_server_refuses_token_less_and_bad_tokens_with_401() {
-    let server = start(jwt(), Some(POLICIES)).await;
+    let server = start(jwt(), Some(USERS_OWN_TODOS)).await;
     let body = encode_standalone(&request(vec![put(1, "todos", "a", "milk")]));
     for headers in [
         vec![],
@@ -147,25 +154,8 @@ async fn a_jwt_server_refuses_token_less_and_bad_tokens_with_401() {
 /// while the others apply, and what was written reaches a WebSocket subscriber.
 #[tokio::test]
 async fn operations_are_acked_per_op_and_reach_websocket_clients() {
-    let server = start(jwt(), Some(POLICIES)).await;
-    let mut ws = connect(server.addr, "/ws").await;
-    let jwt = token(
-        &serde_json::json!({"sub": "bob", "roles": ["user"], "exp": now_secs() + 3600}),
-        SECRET,
-    );
-    send(&mut ws, &auth(&jwt)).await;
-    drain(&mut ws, 0).await;
-    send(
-        &mut ws,
-        &Message::QuerySub(topgun_core::protocol::messages::QuerySub {
-            query_id: "q".into(),
-            map_name: "todos".into(),
-            query: topgun_core::protocol::query::Query::default(),
-            fields: None,
-        }),
-    )
-    .await;
-    drain(&mut ws, 1).await;
+    let server = start(jwt(), Some(USERS_OWN_TODOS)).await;
+    let mut ws = subscriber(server.addr, &["user"]).await;
 
     let ops = vec![
         put(1, "todos", "a", "milk"),
@@ -277,24 +267,7 @@ async fn the_anonymous_opt_in_serves_token_less_requests() {
         ..jwt()
     };
     let server = start(env, None).await;
-    let mut ws = connect(server.addr, "/ws").await;
-    let jwt = token(
-        &serde_json::json!({"sub": "bob", "exp": now_secs() + 3600}),
-        SECRET,
-    );
-    send(&mut ws, &auth(&jwt)).await;
-    drain(&mut ws, 0).await;
-    send(
-        &mut ws,
-        &Message::QuerySub(topgun_core::protocol::messages::QuerySub {
-            query_id: "q".into(),
-            map_name: "todos".into(),
-            query: topgun_core::protocol::query::Query::default(),
-            fields: None,
-        }),
-    )
-    .await;
-    drain(&mut ws, 1).await;
+    let mut ws = subscriber(server.addr, &[]).await;
 
     let body = encode_standalone(&request(vec![put(1, "todos", "anon", "from the edge")]));
     let reply = decoded(&post(server.addr, vec![], body.clone()).await);

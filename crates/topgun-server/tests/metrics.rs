@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use topgun_core::protocol::Message;
 use topgun_core::protocol::messages::ClientOp;
-use topgun_core::protocol::wire::Field;
 use topgun_core::{NodeId, OrRecord, Timestamp, Value};
 
 /// Tombstones are pruned once this old; the GC looks every 100 ms.
@@ -80,19 +79,7 @@ fn or_add(id: u64, map: &str, key: &str, t: &Timestamp) -> ClientOp {
         timestamp: t.clone(),
         ttl_ms: None,
     };
-    ClientOp {
-        op_type: Some("OR_ADD".into()),
-        or_record: Field::Value(record),
-        ..blank_op(id, map, key)
-    }
-}
-
-fn or_remove(id: u64, map: &str, key: &str, tag: &str) -> ClientOp {
-    ClientOp {
-        op_type: Some("OR_REMOVE".into()),
-        or_tag: Field::Value(tag.into()),
-        ..blank_op(id, map, key)
-    }
+    or_add_op(id, map, key, record)
 }
 
 /// Sends `ops` as one batch and waits for its `OP_ACK` (durable: the default log syncs).
@@ -150,16 +137,16 @@ async fn tombstone_bytes_rise_fall_when_pruned_and_survive_a_restart() {
 
     let mut removes = Vec::new();
     for (i, t) in fresh.iter().enumerate() {
-        removes.push(or_remove(
+        removes.push(or_remove_op(
             i as u64 + 1,
             "todos",
             &format!("k{i}"),
             &t.to_string(),
         ));
     }
-    removes.push(or_remove(7, "todos", "k0", &old.to_string()));
-    removes.push(or_remove(8, "todos", "k0", &old.to_string()));
-    removes.push(or_remove(9, "gone", "g", &lonely.to_string()));
+    removes.push(or_remove_op(7, "todos", "k0", &old.to_string()));
+    removes.push(or_remove_op(8, "todos", "k0", &old.to_string()));
+    removes.push(or_remove_op(9, "gone", "g", &lonely.to_string()));
     write(&mut c, removes).await;
     let kept = bytes(&fresh.iter().collect::<Vec<_>>());
     let all = kept + bytes(&[&old, &lonely]);
@@ -192,7 +179,11 @@ async fn tombstone_bytes_rise_fall_when_pruned_and_survive_a_restart() {
     );
     let mut c = connect(server.addr, "/").await;
     let more = at(now_ms(), 0);
-    write(&mut c, vec![or_remove(1, "todos", "k9", &more.to_string())]).await;
+    write(
+        &mut c,
+        vec![or_remove_op(1, "todos", "k9", &more.to_string())],
+    )
+    .await;
     let grown = kept + bytes(&[&more]);
     assert_eq!(
         held(&server).await,
@@ -212,7 +203,7 @@ async fn the_reference_server_names_carry_our_values() {
         vec![
             put_op(1, "todos", "a", Value::Int(1), at(now, 0)),
             or_add(2, "tags", "b", &at(now, 1)),
-            or_remove(3, "tags", "b", &at(now, 1).to_string()),
+            or_remove_op(3, "tags", "b", &at(now, 1).to_string()),
         ],
     )
     .await;

@@ -29,7 +29,8 @@ export type { StorageAdapter, Commit, Snapshot, StoredOp, StoredRecord } from '.
 export { SyncEngine } from './sync/engine.js';
 export type { SyncState, Effect, Replica, EngineOptions, MapKind } from './sync/engine.js';
 export { HttpSyncEngine, NEVER_SYNCED, toHttpQuery } from './sync/http-engine.js';
-export type { HttpEffect, HttpEngineOptions, HttpReplica } from './sync/http-engine.js';
+export type { HttpEngineOptions, HttpReplica } from './sync/http-engine.js';
+export type { HttpEffect } from './sync/machine.js';
 export type { SyncMachine } from './sync/machine.js';
 export { httpSyncUrl } from './http-transport.js';
 export { backoffDelay, DEFAULT_BACKOFF } from './sync/backoff.js';

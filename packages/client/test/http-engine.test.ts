@@ -5,7 +5,8 @@
 import { describe, expect, it } from 'vitest';
 import type { Timestamp } from '../src/crdt/hlc.js';
 import type { StoredOp } from '../src/storage/types.js';
-import { HttpSyncEngine, NEVER_SYNCED, QUERIES_PER_REQUEST, toHttpQuery, type HttpEffect, type HttpEngineOptions } from '../src/sync/http-engine.js';
+import { HttpSyncEngine, NEVER_SYNCED, QUERIES_PER_REQUEST, toHttpQuery, type HttpEngineOptions } from '../src/sync/http-engine.js';
+import type { HttpEffect } from '../src/sync/machine.js';
 
 function fixture(options: Partial<HttpEngineOptions> = {}) {
   const ops: StoredOp[] = [];

@@ -2,14 +2,13 @@
  * HTTP sync (`transport: 'http'`) and `sql()` against the real `topgun-server` binary. Nothing
  * is mocked: HTTP clients use Node's fetch, WebSocket clients the `ws` package.
  */
-import { createHmac } from 'node:crypto';
 import { pack, unpack } from 'msgpackr';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TopGunClient, type TopGunClientOptions, type WebSocketFactory } from '../src/client.js';
 import { OpRejectedError, SqlError } from '../src/errors.js';
 import { MemoryStorage } from '../src/storage/memory.js';
-import { startServer, type RunningServer } from './support/server.js';
+import { JWT_SECRET, signJwt, startServer, type RunningServer } from './support/server.js';
 import { waitFor } from './support/wait.js';
 
 let server: RunningServer;
@@ -128,16 +127,11 @@ describe('sql() against topgun-server', () => {
 });
 
 describe('HTTP sync against topgun-server with JWT auth', () => {
-  const secret = 'test-secret-please-change-0123456789';
   let jwtServer: RunningServer;
-  const sign = (claims: Record<string, unknown>): string => {
-    const b64 = (o: unknown) => Buffer.from(JSON.stringify(o)).toString('base64url');
-    const body = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64(claims)}`;
-    return `${body}.${createHmac('sha256', secret).update(body).digest('base64url')}`;
-  };
+  const sign = (claims: Record<string, unknown>): string => signJwt(claims);
 
   beforeAll(async () => {
-    jwtServer = await startServer({ JWT_SECRET: secret });
+    jwtServer = await startServer({ JWT_SECRET });
   });
   afterAll(async () => jwtServer?.stop());
 

@@ -2,12 +2,11 @@
  * The client against the real `topgun-server` binary over real WebSockets (the `ws` package).
  * Nothing is mocked: each test drives two or more clients and checks what the other sees.
  */
-import { createHmac } from 'node:crypto';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TopGunClient, type TopGunClientOptions, type WebSocketFactory } from '../src/client.js';
 import { MemoryStorage } from '../src/storage/memory.js';
-import { startServer, type RunningServer } from './support/server.js';
+import { JWT_SECRET, signJwt, startServer, type RunningServer } from './support/server.js';
 import { waitFor } from './support/wait.js';
 
 let server: RunningServer;
@@ -264,16 +263,11 @@ describe('against topgun-server', () => {
 });
 
 describe('against topgun-server with JWT auth', () => {
-  const secret = 'test-secret-please-change-0123456789';
   let jwtServer: RunningServer;
-  const sign = (claims: Record<string, unknown>): string => {
-    const b64 = (o: unknown) => Buffer.from(JSON.stringify(o)).toString('base64url');
-    const body = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64(claims)}`;
-    return `${body}.${createHmac('sha256', secret).update(body).digest('base64url')}`;
-  };
+  const sign = (claims: Record<string, unknown>): string => signJwt(claims);
 
   beforeAll(async () => {
-    jwtServer = await startServer({ JWT_SECRET: secret });
+    jwtServer = await startServer({ JWT_SECRET });
   });
   afterAll(async () => jwtServer?.stop());
 

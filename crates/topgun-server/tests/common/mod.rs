@@ -476,6 +476,52 @@ pub(crate) fn put_op(
     }
 }
 
+/// An OR-Map add of `record` under `key`.
+pub(crate) fn or_add_op(
+    id: u64,
+    map: &str,
+    key: &str,
+    record: topgun_core::OrRecord,
+) -> topgun_core::protocol::messages::ClientOp {
+    topgun_core::protocol::messages::ClientOp {
+        op_type: Some("OR_ADD".into()),
+        or_record: topgun_core::protocol::wire::Field::Value(record),
+        ..blank_op(id, map, key)
+    }
+}
+
+/// An OR-Map remove of the record tagged `tag` under `key`.
+pub(crate) fn or_remove_op(
+    id: u64,
+    map: &str,
+    key: &str,
+    tag: &str,
+) -> topgun_core::protocol::messages::ClientOp {
+    topgun_core::protocol::messages::ClientOp {
+        op_type: Some("OR_REMOVE".into()),
+        or_tag: topgun_core::protocol::wire::Field::Value(tag.into()),
+        ..blank_op(id, map, key)
+    }
+}
+
+/// A live query on every record of `map`.
+pub(crate) fn query_all(query_id: &str, map: &str) -> Message {
+    Message::QuerySub(topgun_core::protocol::messages::QuerySub {
+        query_id: query_id.into(),
+        map_name: map.into(),
+        query: topgun_core::protocol::query::Query::default(),
+        fields: None,
+    })
+}
+
+/// Role `user` may do everything on map `todos`, and nothing else is allowed.
+pub(crate) const USERS_OWN_TODOS: &str = r#"
+[[policies]]
+role = "user"
+map_name_pattern = "todos"
+actions = ["ALL"]
+"#;
+
 /// An `OP_BATCH` of `ops` without a write concern.
 pub(crate) fn op_batch(ops: Vec<topgun_core::protocol::messages::ClientOp>) -> Message {
     Message::OpBatch(topgun_core::protocol::messages::OpBatch {

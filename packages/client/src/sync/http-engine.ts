@@ -28,8 +28,8 @@ import type { LWWRecord } from '../crdt/lww-map.js';
 import type { HttpOpResult, HttpQuery, HttpSyncRequest, WireQuery, WriteConcern } from '../protocol.js';
 import type { StoredOp } from '../storage/types.js';
 import { backoffDelay, DEFAULT_BACKOFF, type BackoffOptions } from './backoff.js';
-import type { Effect, MapKind, SyncState } from './engine.js';
-import type { SyncMachine } from './machine.js';
+import type { MapKind, SyncState } from './engine.js';
+import type { HttpEffect, SyncMachine } from './machine.js';
 import { jwtExpiryMs } from './token.js';
 
 /** Entries per list of a request other than `operations` that the server accepts (COMPAT §2.2). */
@@ -37,16 +37,6 @@ export const QUERIES_PER_REQUEST = 64;
 
 /** `lastSyncTimestamp` of a map never synced: "from the beginning" (COMPAT §2.1). */
 export const NEVER_SYNCED: Timestamp = { millis: 0, counter: 0, nodeId: '' };
-
-/** The effects of the WebSocket engine plus HTTP's own. */
-export type HttpEffect =
-  | Effect
-  /** POST this body (the driver adds `clientId` and `clientHlc`), with this bearer token. */
-  | { kind: 'post'; requestId: number; body: Omit<HttpSyncRequest, 'clientId' | 'clientHlc'>; token: string | null }
-  /** Stop waiting for this request; whatever it answers is ignored. */
-  | { kind: 'abortRequest'; requestId: number }
-  /** A map's delta is merged up to this server time: the next `syncMaps` starts there. */
-  | { kind: 'syncTimestamp'; mapName: string; timestamp: Timestamp };
 
 /** What the HTTP engine reads from the replica (pure data, no I/O). */
 export interface HttpReplica {

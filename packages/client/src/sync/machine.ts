@@ -3,9 +3,19 @@
  * `SyncEngine` over a WebSocket, `HttpSyncEngine` over `POST /sync`. Every call takes the
  * current time where it needs one and returns the effects to carry out, in order.
  */
-import type { WireQuery, AnyMessage } from '../protocol.js';
-import type { MapKind, SyncState } from './engine.js';
-import type { HttpEffect } from './http-engine.js';
+import type { Timestamp } from '../crdt/hlc.js';
+import type { AnyMessage, HttpSyncRequest, WireQuery } from '../protocol.js';
+import type { Effect, MapKind, SyncState } from './engine.js';
+
+/** The effects of the WebSocket engine plus HTTP's own. */
+export type HttpEffect =
+  | Effect
+  /** POST this body (the driver adds `clientId` and `clientHlc`), with this bearer token. */
+  | { kind: 'post'; requestId: number; body: Omit<HttpSyncRequest, 'clientId' | 'clientHlc'>; token: string | null }
+  /** Stop waiting for this request; whatever it answers is ignored. */
+  | { kind: 'abortRequest'; requestId: number }
+  /** A map's delta is merged up to this server time: the next `syncMaps` starts there. */
+  | { kind: 'syncTimestamp'; mapName: string; timestamp: Timestamp };
 
 export interface SyncMachine {
   readonly state: SyncState;

@@ -4,6 +4,7 @@
  * cargo-built one), else target/debug/topgun-server at the repository root.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createHmac } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -63,4 +64,14 @@ export async function startServer(env: Record<string, string> = { TOPGUN_NO_AUTH
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/** The HS256 secret the JWT servers of the integration tests are started with. */
+export const JWT_SECRET = 'test-secret-please-change-0123456789';
+
+/** An HS256 JWT over `claims`, signed with `secret`. */
+export function signJwt(claims: Record<string, unknown>, secret = JWT_SECRET): string {
+  const b64 = (o: unknown) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const body = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64(claims)}`;
+  return `${body}.${createHmac('sha256', secret).update(body).digest('base64url')}`;
 }
