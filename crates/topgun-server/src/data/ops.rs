@@ -81,6 +81,23 @@ fn bad(reason: impl Into<String>) -> Rejection {
     }
 }
 
+/// What an op does, as access decisions see it before validation: whether it removes, and
+/// the value it writes (`None` for removes, and for ops that will not validate).
+pub fn intent(op: &ClientOp) -> (bool, Option<&topgun_core::Value>) {
+    if let Field::Value(record) = &op.or_record {
+        return (false, Some(&record.value));
+    }
+    if matches!(op.or_tag, Field::Value(_)) {
+        return (true, None);
+    }
+    match &op.record {
+        Field::Value(record) if !record.is_tombstone() && op.op_type.as_deref() != Some("REMOVE") => {
+            (false, Some(&record.value))
+        }
+        _ => (true, None),
+    }
+}
+
 /// [`check_map_name`] as the `ERROR` a request naming the map is answered with.
 pub fn check_map(map: &str) -> Result<(), Box<topgun_core::protocol::Message>> {
     check_map_name(map).map_err(|refused| crate::error::refusal(refused.code, refused.reason))

@@ -207,21 +207,24 @@ impl WritePath {
         ctx: &mut OpContext<'_>,
         op: ClientOp,
     ) -> Result<Box<ClientOp>, ops::Rejection> {
-        let may_write = |map: &str| {
-            admission::admit_op(access, map).map_err(|reason| ops::Rejection {
-                code: code::FORBIDDEN,
-                reason,
-                retry: false,
+        let may_write = |op: &ClientOp| {
+            let (remove, data) = ops::intent(op);
+            admission::admit_op(access, &op.map_name, remove, data).map_err(|reason| {
+                ops::Rejection {
+                    code: code::FORBIDDEN,
+                    reason,
+                    retry: false,
+                }
             })
         };
         // Checked before the interceptors (a refused op spends no rate-limit tokens) and
-        // again after, on the map the op now names.
-        may_write(&op.map_name)?;
+        // again after, on the map and record the op now names.
+        may_write(&op)?;
         let op = match self.pipeline.on_before_op(ctx, Box::new(op)) {
             Verdict::Pass(op) => op,
             Verdict::Drop(rejection) => return Err(rejection),
         };
-        may_write(&op.map_name)?;
+        may_write(&op)?;
         let max = self.guards.value_bytes_max;
         if max > 0 {
             let size = value_bytes(&op);

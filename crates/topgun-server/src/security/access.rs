@@ -17,36 +17,54 @@ use topgun_core::protocol::query::{PredicateNode, Query};
 use topgun_core::value::ValueMap;
 use topgun_core::{LwwRecord, OrRecord, Value};
 
+use crate::security::admin_policy::{Access, Request, Rules};
 use crate::security::policy::{Action, Decision, Fields, PolicySet, Resource, Subject};
 
-/// The policies in force, with a version that changes on every replacement — read together,
-/// so a decision is never cached under a version newer than the policies it was made with.
+/// The rules in force — the config file's role policies, the admin API's policies and the
+/// admin subjects — with a version that changes on every change: read together, so a
+/// decision is never cached under a version newer than the rules it was made with.
 #[derive(Debug, Default)]
 pub struct Policies {
-    current: RwLock<(u64, Arc<PolicySet>)>,
+    current: RwLock<(u64, Arc<Rules>)>,
 }
 
 impl Policies {
+    /// With the config file's role policies only.
     pub fn new(set: PolicySet) -> Self {
+        Self::with_rules(Rules {
+            roles: set,
+            ..Rules::default()
+        })
+    }
+
+    pub fn with_rules(rules: Rules) -> Self {
         Self {
-            current: RwLock::new((0, Arc::new(set))),
+            current: RwLock::new((0, Arc::new(rules))),
         }
     }
 
-    pub fn get(&self) -> Arc<PolicySet> {
+    pub fn get(&self) -> Arc<Rules> {
         self.versioned().1
     }
 
-    /// The policies and their version, as one consistent pair.
-    fn versioned(&self) -> (u64, Arc<PolicySet>) {
+    /// The rules and their version, as one consistent pair.
+    fn versioned(&self) -> (u64, Arc<Rules>) {
         let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
         (current.0, Arc::clone(&current.1))
     }
 
-    /// Puts `set` in force for every request and delivery from now on.
+    /// Puts `set` in force as the role policies (a `SIGHUP` reload), for every request and
+    /// delivery from now on; the admin API's policies stay.
     pub fn replace(&self, set: PolicySet) {
+        self.update(|rules| rules.roles = set);
+    }
+
+    /// Changes the rules in force (the admin API's policies, say), as one step.
+    pub fn update(&self, change: impl FnOnce(&mut Rules)) {
         let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
-        *current = (current.0 + 1, Arc::new(set));
+        let mut rules = Rules::clone(&current.1);
+        change(&mut rules);
+        *current = (current.0 + 1, Arc::new(rules));
     }
 }
 
@@ -137,8 +155,8 @@ impl ConnAccess {
         let Some(subject) = subject.as_ref() else {
             return Decision::Deny;
         };
-        let (version, policies) = self.policies.versioned();
-        if policies.is_open() {
+        let (version, rules) = self.policies.versioned();
+        if rules.is_open() {
             return Decision::Allow(None);
         }
         // The subject's generation cannot move while its read lock is held.
@@ -153,7 +171,19 @@ impl ConnAccess {
                 return decision.clone();
             }
         }
-        let decision = policies.decide(subject, resource, name, action);
+        // Without a record (`data` nil) a decision depends on the subject and the rules only,
+        // so it may be cached under both.
+        let access = match action {
+            Action::Read => Access::Read,
+            Action::Write => Access::Write,
+        };
+        let request = Request {
+            resource,
+            name,
+            access,
+            data: None,
+        };
+        let decision = rules.decide(subject, request);
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         let cache = cache.get_or_insert_with(Box::default);
         if cache.under != under || cache.decisions.len() >= CACHE_MAX {
@@ -162,6 +192,29 @@ impl ConnAccess {
         }
         cache.decisions.insert(key, decision.clone());
         decision
+    }
+}
+
+impl ConnAccess {
+    /// May this connection write (or, with `remove`, remove) the record `data` under the
+    /// map `map`, now? Admin policies may test the record (`data.*`), so with any in force
+    /// the decision is made afresh; without, it is the cached decision for the map.
+    pub fn decide_write(&self, map: &str, remove: bool, data: Option<&Value>) -> Decision {
+        let rules = self.policies.get();
+        if rules.admin.iter().next().is_none() {
+            return self.decide(Resource::Map, map, Action::Write);
+        }
+        let subject = self.subject.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(subject) = subject.as_ref() else {
+            return Decision::Deny;
+        };
+        let request = Request {
+            resource: Resource::Map,
+            name: map,
+            access: if remove { Access::Remove } else { Access::Write },
+            data: if remove { None } else { data },
+        };
+        rules.decide(subject, request)
     }
 }
 

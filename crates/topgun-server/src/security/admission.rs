@@ -8,6 +8,7 @@
 //! Deliveries that happen later (events, query updates, journal events, a lock granted after
 //! a wait) are checked again when they are made, by their services.
 
+use topgun_core::Value;
 use topgun_core::protocol::Message;
 use topgun_core::protocol::messages::{
     CounterRequest, CounterState, JournalRead, JournalSubscribe, LockRelease, LockRequest,
@@ -83,17 +84,19 @@ pub fn admit(access: &ConnAccess, msg: &Message) -> Result<Option<Fields>, Box<M
         .map_err(|denied| error::refusal(error::code::FORBIDDEN, denied.reason(&required)))
 }
 
-/// Admits one op of a write to `map` (a row of its own: each op names its map): `Err` is
-/// the reason its `OP_REJECTED` gives.
-pub fn admit_op(access: &ConnAccess, map: &str) -> Result<(), String> {
-    let required = Required {
-        resource: Resource::Map,
-        name: map,
-        need: Need::Write,
-    };
-    check(access, required)
-        .map(drop)
-        .map_err(|denied| denied.reason(&required))
+/// Admits one op of a write to `map` (a row of its own: each op names its map, and an admin
+/// policy may test the record it writes): `Err` is the reason its `OP_REJECTED` gives.
+pub fn admit_op(
+    access: &ConnAccess,
+    map: &str,
+    remove: bool,
+    data: Option<&Value>,
+) -> Result<(), String> {
+    if access.decide_write(map, remove, data).allowed() {
+        return Ok(());
+    }
+    let action = if remove { "REMOVE" } else { "WRITE" };
+    Err(format!("not allowed: {action} on map {map:?}"))
 }
 
 /// Admits a read of `map` by a request that is not a message (a one-shot HTTP query):
