@@ -16,6 +16,8 @@ use crate::clock::now_ms;
 use crate::error;
 use crate::http;
 use crate::metrics::Metrics;
+use crate::security::admin_policy::Rules;
+use crate::security::admin_store;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -94,6 +96,8 @@ struct Shared {
     tombstone_ttl_ms: u64,
     /// `TOPGUN_HTTP_SYNC_ALLOW_ANONYMOUS`: token-less `POST /sync` on a JWT server.
     http_sync_anonymous: bool,
+    /// Without auth, whether the admin plane is served (loopback, or the operator's opt-in).
+    admin_without_auth: bool,
     gc_interval_ms: u64,
     /// Frames being processed right now.
     in_flight: AtomicUsize,
@@ -140,6 +144,18 @@ impl http::Host for Shared {
 
     fn http_sync_allows_anonymous(&self) -> bool {
         self.http_sync_anonymous
+    }
+
+    fn admin_plane_without_auth(&self) -> bool {
+        self.admin_without_auth
+    }
+
+    fn status(&self) -> (usize, u64, u64) {
+        (
+            self.metrics.connections(),
+            self.started.elapsed().as_secs(),
+            self.metrics.ops_total(),
+        )
     }
 }
 
@@ -250,6 +266,9 @@ impl Server {
             let _ = hlc.update(&latest, now_ms());
         }
         let hlc = hlc.strict(true);
+        // Read before the shards take the records: the admin API's policies are in force from
+        // the first request.
+        let admin_policies = admin_store::recover(&opened.loaded);
         let settings = services::Settings {
             shards: config.shards,
             topics_per_connection_max: config.session.topics_per_connection_max,
@@ -283,7 +302,11 @@ impl Server {
         let (shutdown, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             session,
-            policies: Arc::new(Policies::new(config.policies)),
+            policies: Arc::new(Policies::with_rules(Rules {
+                roles: config.policies,
+                admin: admin_policies,
+                admin_subjects: config.admin.subjects.clone(),
+            })),
             auth_failures: AuthFailures::new(config.guards.auth_failures_per_ip_per_minute),
             user_connections: UserConnections::new(config.guards.connections_per_user_max),
             waiting,
@@ -297,6 +320,8 @@ impl Server {
             node_id: config.node_id.clone(),
             tombstone_ttl_ms: config.tombstone_ttl_ms,
             http_sync_anonymous: config.http.sync_allow_anonymous,
+            admin_without_auth: config.bind.ip().is_loopback()
+                || config.admin.allow_no_auth_public_bind,
             gc_interval_ms: config.gc_interval_ms,
             in_flight: AtomicUsize::new(0),
             backlog,
@@ -335,6 +360,26 @@ impl Server {
             .route("/healthz", get(ready))
             .route("/metrics", get(metrics))
             .route("/admin/backup", get(backup))
+            .route(
+                "/api/admin/policies",
+                get(http::admin::list_policies::<Shared>)
+                    .post(http::admin::create_policy::<Shared>),
+            )
+            .route(
+                "/api/admin/policies/{id}",
+                axum::routing::delete(http::admin::delete_policy::<Shared>),
+            )
+            .route("/api/admin/maps", get(http::admin::maps::<Shared>))
+            .route("/api/status", get(http::admin::status::<Shared>))
+            .route("/api/auth/status", get(http::admin::auth_status::<Shared>))
+            .route(
+                "/api/auth/token",
+                axum::routing::post(http::admin::not_offered),
+            )
+            .route(
+                "/api/auth/refresh",
+                axum::routing::post(http::admin::not_offered),
+            )
             .route(
                 "/sync",
                 axum::routing::post(http::sync::handle::<Shared>)

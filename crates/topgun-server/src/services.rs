@@ -88,7 +88,7 @@ pub fn start(
     let coordination = Coordinator {
         topics: Topics::new(settings.topics_per_connection_max),
         locks: Locks::start(internal.fencing_high, internal_writer.clone()),
-        counters: Counters::start(internal.counters, internal_writer),
+        counters: Counters::start(internal.counters, internal_writer.clone()),
         journal,
         node_id: settings.node_id,
         metrics: Arc::clone(&metrics),
@@ -107,7 +107,7 @@ pub fn start(
         clock,
         metrics,
     };
-    DataPlane::new(shards, writes, sync, queries, coordination)
+    DataPlane::new(shards, writes, sync, queries, coordination, internal_writer)
 }
 
 /// Loads each shard with its part of `loaded` and starts its task.

@@ -48,6 +48,12 @@ impl InternalWriter {
         LwwRecord::new(value, timestamp, None)
     }
 
+    /// Removes `map`/`key` (a tombstone stamped now); resolves once it is durable.
+    pub async fn remove(&self, map: &str, key: &str) -> Result<(), String> {
+        let tombstone = LwwRecord::tombstone(self.clock.now(crate::clock::now_ms()));
+        self.put(map, key, tombstone).await
+    }
+
     /// Applies `record` under `map`/`key`; resolves once it is durable.
     pub async fn put(&self, map: &str, key: &str, record: LwwRecord) -> Result<(), String> {
         let gone = || ShardGone.to_string();

@@ -91,7 +91,9 @@ pub fn intent(op: &ClientOp) -> (bool, Option<&topgun_core::Value>) {
         return (true, None);
     }
     match &op.record {
-        Field::Value(record) if !record.is_tombstone() && op.op_type.as_deref() != Some("REMOVE") => {
+        Field::Value(record)
+            if !record.is_tombstone() && op.op_type.as_deref() != Some("REMOVE") =>
+        {
             (false, Some(&record.value))
         }
         _ => (true, None),

@@ -16,6 +16,7 @@ use topgun_core::protocol::Message;
 use topgun_core::protocol::query::Query;
 
 use crate::connection::fanout::{ConnHandle, Outbound};
+use crate::coordination::internal::InternalWriter;
 use crate::coordination::router::Coordinator;
 use crate::data::conn::{Changes, ConnState};
 use crate::data::shard::service::Request;
@@ -42,6 +43,8 @@ pub struct DataPlane {
     /// The live-query task.
     queries: Queries,
     coordination: Coordinator,
+    /// Writes the server's own records (the admin API's policies).
+    internal: InternalWriter,
 }
 
 impl DataPlane {
@@ -51,6 +54,7 @@ impl DataPlane {
         sync: SyncPath,
         queries: Queries,
         coordination: Coordinator,
+        internal: InternalWriter,
     ) -> Self {
         Self {
             shards,
@@ -58,7 +62,38 @@ impl DataPlane {
             sync,
             queries,
             coordination,
+            internal,
         }
+    }
+
+    /// Writes (`Some`) or removes (`None`) a record of a reserved map; resolves once durable.
+    pub async fn write_internal(
+        &self,
+        map: &str,
+        key: &str,
+        value: Option<topgun_core::Value>,
+    ) -> Result<(), String> {
+        match value {
+            Some(value) => {
+                let record = self.internal.stamp(value);
+                self.internal.put(map, key, record).await
+            }
+            None => self.internal.remove(map, key).await,
+        }
+    }
+
+    /// Every client map the shards hold, by name, with its keys that have a live value.
+    pub async fn map_catalog(&self) -> Result<Vec<(String, usize)>, ShardGone> {
+        let parts = self
+            .shards
+            .ask_all(|reply| Request::LiveCounts { reply })
+            .await?;
+        let mut catalog: std::collections::BTreeMap<String, usize> =
+            std::collections::BTreeMap::new();
+        for (name, count) in parts.await.ok_or(ShardGone)?.into_iter().flatten() {
+            *catalog.entry(name).or_default() += count;
+        }
+        Ok(catalog.into_iter().collect())
     }
 
     /// A new connection's state in the data path.

@@ -1,5 +1,6 @@
 //! The server's HTTP surfaces besides the WebSocket and health: `POST /sync`, the TS client's
-//! HTTP sync for serverless and edge callers ([`sync`], COMPAT §2).
+//! HTTP sync for serverless and edge callers ([`sync`], COMPAT §2), and the admin REST API
+//! ([`admin`], COMPAT §3).
 //!
 //! Owns what HTTP callers share: who the caller is (a bearer token, or the anonymous subject
 //! where the server allows one), and errors as `{code, message}` JSON with that status.
@@ -12,6 +13,7 @@
 //!
 //! Public face: the [`Host`] trait the server implements, and the handlers it mounts.
 
+pub mod admin;
 pub mod sync;
 
 use std::sync::Arc;
@@ -38,6 +40,11 @@ pub trait Host: Send + Sync + 'static {
     /// Whether a token-less `POST /sync` on a JWT server is served as the anonymous subject
     /// (`TOPGUN_HTTP_SYNC_ALLOW_ANONYMOUS`; off by default).
     fn http_sync_allows_anonymous(&self) -> bool;
+    /// Without auth: whether the admin plane is served (loopback bind, or
+    /// `TOPGUN_ALLOW_NO_AUTH_PUBLIC_BIND`).
+    fn admin_plane_without_auth(&self) -> bool;
+    /// `(connections, uptime in seconds, ops applied since start)` for `/api/status`.
+    fn status(&self) -> (usize, u64, u64);
 }
 
 /// An error answer: `{code, message}` JSON with the status of the same code.
@@ -49,6 +56,14 @@ pub(crate) fn json_error(status: StatusCode, message: impl Into<String>) -> Resp
         body.to_string(),
     )
         .into_response()
+}
+
+/// An error answer on its way up through a request's steps (boxed: a `Response` is large).
+#[derive(Debug)]
+pub(crate) struct Refused(pub(crate) Box<Response>);
+
+pub(crate) fn refuse(status: StatusCode, message: impl Into<String>) -> Refused {
+    Refused(Box::new(json_error(status, message)))
 }
 
 /// The bearer token of a request, if it carries one. The TS provider sends `Bearer` with an

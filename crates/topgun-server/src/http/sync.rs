@@ -23,7 +23,7 @@ use topgun_core::protocol::query::Query;
 use topgun_core::protocol::{Message, decode_standalone, encode_standalone};
 use topgun_core::value::CompactString;
 
-use super::{Host, bearer, json_error};
+use super::{Host, Refused, bearer, json_error, refuse};
 use crate::clock::now_ms;
 use crate::connection::fanout::{ConnHandle, Outbound};
 use crate::data::conn::ConnState;
@@ -64,14 +64,6 @@ pub async fn handle<H: Host>(
             .into_response(),
         Err(refused) => *refused.0,
     }
-}
-
-/// An error answer on its way up through a request's steps (boxed: a `Response` is large).
-#[derive(Debug)]
-struct Refused(Box<Response>);
-
-fn refuse(status: StatusCode, message: impl Into<String>) -> Refused {
-    Refused(Box::new(json_error(status, message)))
 }
 
 /// Who the caller is (COMPAT §2.3): the token's subject; without a token, the anonymous

@@ -171,6 +171,11 @@ impl Metrics {
         self.connections.fetch_sub(1, Ordering::Relaxed);
     }
 
+    /// Ops applied since start, of every kind (`/api/status`'s `totalOperations`).
+    pub fn ops_total(&self) -> u64 {
+        self.ops.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::Relaxed)
     }

@@ -211,7 +211,11 @@ impl ConnAccess {
         let request = Request {
             resource: Resource::Map,
             name: map,
-            access: if remove { Access::Remove } else { Access::Write },
+            access: if remove {
+                Access::Remove
+            } else {
+                Access::Write
+            },
             data: if remove { None } else { data },
         };
         rules.decide(subject, request)

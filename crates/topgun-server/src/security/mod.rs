@@ -17,6 +17,7 @@
 
 pub mod access;
 pub mod admin_policy;
+pub mod admin_store;
 pub mod admission;
 pub mod auth;
 pub mod condition;

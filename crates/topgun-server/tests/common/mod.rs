@@ -231,9 +231,20 @@ impl HttpReply {
 
 /// A plain HTTP/1.1 POST of `body`, with `extra` header lines (each `"Name: value"`).
 pub(crate) fn http_post(addr: SocketAddr, path: &str, extra: &[&str], body: &[u8]) -> HttpReply {
+    http_request(addr, "POST", path, extra, body)
+}
+
+/// A plain HTTP/1.1 request.
+pub(crate) fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    extra: &[&str],
+    body: &[u8],
+) -> HttpReply {
     let mut stream = TcpStream::connect(addr).unwrap();
     let mut head = format!(
-        "POST {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
     for line in extra {
@@ -284,6 +295,22 @@ fn dechunk(mut raw: &[u8]) -> Vec<u8> {
         out.extend_from_slice(&raw[end + 2..end + 2 + size]);
         raw = &raw[end + 2 + size + 2..];
     }
+}
+
+/// [`http_request`] off the async runtime.
+pub(crate) async fn http_request_async(
+    addr: SocketAddr,
+    method: &'static str,
+    path: String,
+    extra: Vec<String>,
+    body: Vec<u8>,
+) -> HttpReply {
+    tokio::task::spawn_blocking(move || {
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        http_request(addr, method, &path, &extra, &body)
+    })
+    .await
+    .unwrap()
 }
 
 /// [`http_post`] off the async runtime.

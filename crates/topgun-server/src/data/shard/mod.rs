@@ -305,6 +305,25 @@ impl Shard {
             .collect())
     }
 
+    /// Each client map this shard holds with its keys that have a live value (LWW records
+    /// that are not tombstones, OR keys with at least one record), LWW and OR maps of a name
+    /// summed; reserved maps left out (the admin API's maps catalog).
+    pub fn live_counts(&self, now_ms: u64) -> Vec<(String, usize)> {
+        let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+        for (name, map) in &self.lww {
+            *counts.entry(name).or_default() += map.entries(now_ms).count();
+        }
+        for (name, map) in &self.or {
+            let live = map.keys().filter(|k| !map.records(k).is_empty()).count();
+            *counts.entry(name).or_default() += live;
+        }
+        counts
+            .into_iter()
+            .filter(|(name, _)| !name.starts_with("_topgun_") && !name.starts_with("__topgun_"))
+            .map(|(name, n)| (name.to_owned(), n))
+            .collect()
+    }
+
     /// Every LWW record of a map this shard holds (tombstones included): a live query's
     /// snapshot.
     pub fn lww_records(&self, map: &str) -> Vec<(String, LwwRecord)> {

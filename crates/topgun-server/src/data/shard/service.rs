@@ -131,6 +131,10 @@ pub enum Request {
         map: String,
         conn: ConnHandle,
     },
+    /// Each client map's count of keys with a live value ([`Shard::live_counts`]).
+    LiveCounts {
+        reply: oneshot::Sender<Vec<(String, usize)>>,
+    },
     /// Stop receiving the map's events (the last live query on it ended).
     Unsubscribe {
         kind: MapKind,
@@ -447,6 +451,9 @@ impl Task {
                 let _ = reply.send(at.into_iter().zip(entries).collect());
             }
             Request::Subscribe { kind, map, conn } => self.subscribers.subscribe(kind, &map, conn),
+            Request::LiveCounts { reply } => {
+                let _ = reply.send(self.shard.live_counts(crate::clock::now_ms()));
+            }
             Request::Unsubscribe { kind, map, conn } => {
                 self.subscribers.unsubscribe(kind, &map, conn);
             }

@@ -1,0 +1,135 @@
+//! The admin API's policies as records of the reserved map `__topgun_policies` (COMPAT §3.3):
+//! one record per policy id, and `__configured` once any policy was ever created. They travel
+//! the ordinary write path — the log, checkpoints, recovery, backups — like the server's other
+//! own state; with `null` storage they live in memory only.
+
+use topgun_core::Value;
+use topgun_core::protocol::query::PredicateNode;
+use topgun_core::protocol::{Limits, decode_standalone, encode_standalone};
+
+use crate::security::admin_policy::{AdminPolicies, AdminPolicy, Effect, PolicyAction};
+use crate::storage::store::{StoredEntry, StoredValue};
+
+pub const POLICIES_MAP: &str = "__topgun_policies";
+/// The key recording that the policy store was configured (it never goes back).
+pub const CONFIGURED_KEY: &str = "__configured";
+
+pub fn action_name(action: PolicyAction) -> &'static str {
+    match action {
+        PolicyAction::Read => "read",
+        PolicyAction::Write => "write",
+        PolicyAction::Remove => "remove",
+        PolicyAction::All => "all",
+    }
+}
+
+pub fn parse_action(name: &str) -> Option<PolicyAction> {
+    Some(match name {
+        "read" => PolicyAction::Read,
+        "write" => PolicyAction::Write,
+        "remove" => PolicyAction::Remove,
+        "all" => PolicyAction::All,
+        _ => return None,
+    })
+}
+
+pub fn effect_name(effect: Effect) -> &'static str {
+    match effect {
+        Effect::Allow => "allow",
+        Effect::Deny => "deny",
+    }
+}
+
+pub fn parse_effect(name: &str) -> Option<Effect> {
+    Some(match name {
+        "allow" => Effect::Allow,
+        "deny" => Effect::Deny,
+        _ => return None,
+    })
+}
+
+/// A policy's stored value: `{mapPattern, action, effect, condition?}`, the condition as the
+/// MsgPack of its predicate tree.
+pub fn to_value(policy: &AdminPolicy) -> Value {
+    let mut fields = vec![
+        ("mapPattern", Value::Str(policy.pattern.as_str().into())),
+        ("action", Value::Str(action_name(policy.action).into())),
+        ("effect", Value::Str(effect_name(policy.effect).into())),
+    ];
+    if let Some(condition) = &policy.condition {
+        fields.push(("condition", Value::Bin(encode_standalone(condition))));
+    }
+    Value::Map(fields.into_iter().collect())
+}
+
+/// A stored policy back, or `None` for a record this server could not have written.
+fn from_value(id: &str, value: &Value) -> Option<AdminPolicy> {
+    let text = |name| match value.get(name) {
+        Some(Value::Str(s)) => Some(s.as_str()),
+        _ => None,
+    };
+    let condition: Option<PredicateNode> = match value.get("condition") {
+        Some(Value::Bin(bytes)) => Some(decode_standalone(bytes, &Limits::default()).ok()?),
+        None => None,
+        Some(_) => return None,
+    };
+    AdminPolicy::new(
+        id.to_owned(),
+        text("mapPattern")?,
+        parse_action(text("action")?)?,
+        parse_effect(text("effect")?)?,
+        condition,
+        None,
+    )
+    .ok()
+}
+
+/// The admin policies among what storage loaded (live records of `__topgun_policies`).
+pub fn recover(entries: &[StoredEntry]) -> AdminPolicies {
+    let mut policies = Vec::new();
+    let mut configured = false;
+    for entry in entries.iter().filter(|e| e.map == POLICIES_MAP) {
+        let StoredValue::Lww(record) = &entry.value else {
+            continue;
+        };
+        if record.is_tombstone() {
+            continue;
+        }
+        if entry.key == CONFIGURED_KEY {
+            configured = true;
+        } else if let Some(policy) = from_value(&entry.key, &record.value) {
+            policies.push(policy);
+        } else {
+            tracing::warn!(policy = %entry.key, "ignoring a malformed stored admin policy");
+        }
+    }
+    AdminPolicies::restore(policies, configured)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::security::condition;
+
+    #[test]
+    fn a_policy_survives_its_stored_form() {
+        let condition = condition::compile("auth.id == data.ownerId").unwrap();
+        let policy = AdminPolicy::new(
+            "owned".into(),
+            "docs.**",
+            PolicyAction::Write,
+            Effect::Allow,
+            Some(condition.clone()),
+            None,
+        )
+        .unwrap();
+        let back = from_value("owned", &to_value(&policy)).unwrap();
+        assert_eq!(back.pattern, policy.pattern);
+        assert_eq!(
+            (back.action, back.effect),
+            (PolicyAction::Write, Effect::Allow)
+        );
+        assert_eq!(back.condition, Some(condition));
+        assert!(from_value("x", &Value::from("not a policy")).is_none());
+    }
+}

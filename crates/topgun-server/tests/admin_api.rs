@@ -1,0 +1,330 @@
+//! The admin REST API (COMPAT §3) over real HTTP against a real server: who may call it,
+//! every policy route with its statuses, a policy changing what a connected WebSocket client
+//! may do on its next request, policies surviving a restart, the maps catalog, and the public
+//! status routes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use serde_json::{Value as Json, json};
+use topgun_core::protocol::Message;
+use topgun_core::protocol::messages::ClientOp;
+use topgun_core::{NodeId, OrRecord, Timestamp, Value};
+
+fn bearer(roles: &[&str]) -> String {
+    let jwt = token(
+        &json!({"sub": "root", "roles": roles, "exp": now_secs() + 3600}),
+        SECRET,
+    );
+    format!("Authorization: Bearer {jwt}")
+}
+
+async fn call(
+    addr: std::net::SocketAddr,
+    method: &'static str,
+    path: &str,
+    headers: &[String],
+    body: Option<Json>,
+) -> (u16, Json) {
+    let mut headers = headers.to_vec();
+    let body = match body {
+        Some(json) => {
+            headers.push("Content-Type: application/json".into());
+            json.to_string().into_bytes()
+        }
+        None => Vec::new(),
+    };
+    let reply = http_request_async(addr, method, path.to_owned(), headers, body).await;
+    let json = serde_json::from_slice(&reply.body).unwrap_or(Json::Null);
+    (reply.status, json)
+}
+
+fn at() -> Timestamp {
+    Timestamp::new(now_ms(), 0, NodeId::new("client").unwrap())
+}
+
+fn doc(id: u64, map: &str, key: &str, fields: &[(&str, Value)]) -> ClientOp {
+    put_op(
+        id,
+        map,
+        key,
+        Value::Map(fields.iter().cloned().collect()),
+        at(),
+    )
+}
+
+/// The code of the op's refusal, or `None` when it was applied.
+async fn refused(c: &mut Client, op: ClientOp) -> Option<u32> {
+    send(c, &op_batch(vec![op])).await;
+    let replies = drain(c, 9).await;
+    replies.iter().find_map(|m| match m {
+        Message::OpRejected(r) => r.code,
+        _ => None,
+    })
+}
+
+#[tokio::test]
+async fn the_admin_plane_needs_a_token_with_the_admin_role() {
+    let server = start(jwt(), None).await;
+    let (status, body) = call(server.addr, "GET", "/api/admin/policies", &[], None).await;
+    assert_eq!(
+        (status, body),
+        (
+            401,
+            json!({"code": 401, "message": "missing or invalid Bearer token"})
+        )
+    );
+    let bad = vec!["Authorization: Bearer x.y.z".to_owned()];
+    assert_eq!(
+        call(server.addr, "GET", "/api/admin/maps", &bad, None)
+            .await
+            .0,
+        401
+    );
+    let user = vec![bearer(&["user"])];
+    let (status, body) = call(server.addr, "GET", "/api/admin/policies", &user, None).await;
+    assert_eq!(
+        (status, body),
+        (403, json!({"code": 403, "message": "admin role required"}))
+    );
+    for role in ["admin", "ADMIN"] {
+        let admin = vec![bearer(&[role])];
+        let (status, body) = call(server.addr, "GET", "/api/admin/policies", &admin, None).await;
+        assert_eq!((status, body), (200, json!({"policies": []})), "{role}");
+    }
+    // The public routes need nothing.
+    let (status, body) = call(server.addr, "GET", "/api/auth/status", &[], None).await;
+    assert_eq!((status, body), (200, json!({"authRequired": true})));
+    let (status, body) = call(server.addr, "GET", "/api/status", &[], None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (body["configured"].clone(), body["mode"].clone()),
+        (json!(true), json!("normal"))
+    );
+    assert_eq!(
+        call(server.addr, "POST", "/api/auth/token", &[], None)
+            .await
+            .0,
+        501
+    );
+}
+
+#[tokio::test]
+async fn policies_are_created_listed_replaced_and_deleted_with_exact_statuses() {
+    let server = start(jwt(), None).await;
+    let admin = vec![bearer(&["admin"])];
+    let post = |body: Json| {
+        call(
+            server.addr,
+            "POST",
+            "/api/admin/policies",
+            &admin,
+            Some(body),
+        )
+    };
+
+    let (status, created) = post(json!({
+        "mapPattern": "owned-docs", "action": "write", "effect": "allow",
+        "conditionExpr": "auth.id == data.ownerId"
+    }))
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(id.len(), 36, "a UUID when none is given");
+    assert_eq!(
+        created["condition"],
+        json!({"op": "eq", "attribute": "ownerId", "valueRef": "auth.id"})
+    );
+
+    let (status, replaced) =
+        post(json!({"id": id, "mapPattern": "docs.**", "action": "all", "effect": "deny"})).await;
+    assert_eq!(
+        (status, replaced["mapPattern"].clone()),
+        (201, json!("docs.**"))
+    );
+
+    for (body, field) in [
+        (
+            json!({"mapPattern": "m", "action": "write", "effect": "allow", "conditionExpr": "auth.id ="}),
+            "conditionExpr",
+        ),
+        (
+            json!({"mapPattern": "m", "action": "fly", "effect": "allow"}),
+            "action",
+        ),
+        (
+            json!({"mapPattern": "m", "action": "read", "effect": "maybe"}),
+            "effect",
+        ),
+        (
+            json!({"mapPattern": "a..b", "action": "read", "effect": "allow"}),
+            "mapPattern",
+        ),
+        (json!({"action": "read"}), "body"),
+    ] {
+        let (status, error) = post(body.clone()).await;
+        assert_eq!(
+            (status, error["field"].clone()),
+            (400, json!(field)),
+            "{body}: {error}"
+        );
+        assert_eq!(error["code"], 400);
+    }
+    let (_, error) = post(json!({"mapPattern": "m", "action": "write", "effect": "allow", "conditionExpr": "data.a = 1"})).await;
+    assert!(
+        error["message"].as_str().unwrap().contains("at column 8"),
+        "{error}"
+    );
+
+    let (status, listed) = call(server.addr, "GET", "/api/admin/policies", &admin, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(listed["policies"].as_array().unwrap().len(), 1, "{listed}");
+    let path = format!("/api/admin/policies/{id}");
+    assert_eq!(
+        call(server.addr, "DELETE", &path, &admin, None).await.0,
+        204
+    );
+    assert_eq!(
+        call(server.addr, "DELETE", &path, &admin, None).await.0,
+        204,
+        "absent: 204 too"
+    );
+    let (_, listed) = call(server.addr, "GET", "/api/admin/policies", &admin, None).await;
+    assert_eq!(listed, json!({"policies": []}));
+}
+
+/// Created over HTTP, a policy is in force for a connected client's next request; its
+/// condition reads the record written; deleting it never reopens the server.
+#[tokio::test]
+async fn a_policy_changes_what_a_connected_client_may_do_next() {
+    let server = start(jwt(), None).await;
+    let admin = vec![bearer(&["admin"])];
+    let mut alice = connect(server.addr, "/ws").await;
+    let jwt = token(&json!({"sub": "alice", "exp": now_secs() + 3600}), SECRET);
+    send(&mut alice, &auth(&jwt)).await;
+    drain(&mut alice, 0).await;
+    let owned = |id, owner: &str| doc(id, "owned-docs", "d", &[("ownerId", Value::from(owner))]);
+    assert_eq!(
+        refused(&mut alice, owned(1, "bob")).await,
+        None,
+        "no policy yet: open"
+    );
+
+    let (status, _) = call(
+        server.addr,
+        "POST",
+        "/api/admin/policies",
+        &admin,
+        Some(
+            json!({"id": "own", "mapPattern": "owned-docs", "action": "write", "effect": "allow",
+                    "conditionExpr": "auth.id == data.ownerId"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201);
+    assert_eq!(
+        refused(&mut alice, owned(2, "alice")).await,
+        None,
+        "her own record"
+    );
+    assert_eq!(
+        refused(&mut alice, owned(3, "bob")).await,
+        Some(403),
+        "someone else's"
+    );
+    let other = doc(4, "todos", "t", &[("title", Value::from("x"))]);
+    assert_eq!(
+        refused(&mut alice, other).await,
+        Some(403),
+        "configured: default deny"
+    );
+
+    assert_eq!(
+        call(
+            server.addr,
+            "DELETE",
+            "/api/admin/policies/own",
+            &admin,
+            None
+        )
+        .await
+        .0,
+        204
+    );
+    let after = doc(5, "todos", "t", &[("title", Value::from("x"))]);
+    assert_eq!(
+        refused(&mut alice, after).await,
+        Some(403),
+        "deleting all never reopens"
+    );
+}
+
+#[tokio::test]
+async fn policies_survive_a_restart_and_the_catalog_counts_live_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let launch = || {
+        let mut cmd = binary();
+        cmd.env("TOPGUN_NO_AUTH", "1")
+            .arg("--data-dir")
+            .arg(dir.path());
+        serve_binary(&mut cmd)
+    };
+    let mut server = launch();
+    // No auth on loopback: the admin plane runs as the local admin. Deny wins over allow.
+    for policy in [
+        json!({"id": "frozen", "mapPattern": "frozen", "action": "write", "effect": "deny"}),
+        json!({"id": "rest", "mapPattern": "**", "action": "all", "effect": "allow"}),
+    ] {
+        let (status, _) = call(
+            server.addr,
+            "POST",
+            "/api/admin/policies",
+            &[],
+            Some(policy),
+        )
+        .await;
+        assert_eq!(status, 201);
+    }
+    let mut c = connect(server.addr, "/ws").await;
+    assert_eq!(refused(&mut c, doc(1, "frozen", "k", &[])).await, Some(403));
+    let record = OrRecord {
+        value: Value::from("milk"),
+        tag: "t1".into(),
+        timestamp: at(),
+        ttl_ms: None,
+    };
+    let ops = vec![
+        doc(2, "todos", "a", &[]),
+        doc(3, "todos", "b", &[]),
+        doc(4, "todos", "c", &[]),
+        ClientOp {
+            op_type: Some("REMOVE".into()),
+            ..blank_op(5, "todos", "c")
+        },
+        or_add_op(6, "todos", "shared", record),
+    ];
+    send(&mut c, &op_batch(ops)).await;
+    drain(&mut c, 1).await;
+    let (status, catalog) = call(server.addr, "GET", "/api/admin/maps", &[], None).await;
+    assert_eq!(status, 200);
+    // a and b live, c removed, one OR key: the reserved policy map is not listed.
+    assert_eq!(
+        catalog,
+        json!({"maps": [{"name": "todos", "entryCount": 3}]})
+    );
+    drop(c);
+    // A crash, not a shutdown: the policies were durable when they were answered.
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+
+    let mut server = launch();
+    let (_, listed) = call(server.addr, "GET", "/api/admin/policies", &[], None).await;
+    assert_eq!(listed["policies"][0]["id"], "frozen", "{listed}");
+    assert_eq!(listed["policies"].as_array().unwrap().len(), 2);
+    let mut c = connect(server.addr, "/ws").await;
+    assert_eq!(refused(&mut c, doc(7, "frozen", "k", &[])).await, Some(403));
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
