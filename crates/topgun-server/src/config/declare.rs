@@ -2,7 +2,7 @@
 //! everything the key needs, so that a key cannot be read without being checked, listed in
 //! `--help` or documented with its range.
 
-use super::ConfigError;
+use super::error::ConfigError;
 use super::range::KeyRange;
 
 /// Declares the config file: its struct, with the keys that are not numbers written out as

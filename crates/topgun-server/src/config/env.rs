@@ -7,7 +7,7 @@
 //! them, so that every rule is tested without touching the process environment. Each
 //! variable's name is written once, in [`names`].
 
-use super::ConfigError;
+use super::error::ConfigError;
 
 /// The variables' names.
 pub mod names {

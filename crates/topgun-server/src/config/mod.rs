@@ -10,6 +10,7 @@
 
 mod declare;
 pub mod env;
+mod error;
 pub mod keys;
 mod limits;
 mod range;
@@ -21,20 +22,20 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use thiserror::Error;
 use topgun_core::NodeId;
 use topgun_core::protocol::Limits;
 
 use crate::connection::outbox::BacklogLimits;
 use crate::journal::Retention;
-use crate::security::auth::{JwtVerifier, KeyError};
-use crate::security::policy::{PolicyError, PolicySet};
+use crate::security::auth::JwtVerifier;
+use crate::security::policy::PolicySet;
 use crate::storage::data_dir::StorePaths;
 use crate::storage::wal::OnCorruption;
 use crate::storage::{Backend, Durability, StorageConfig};
 use declare::Number;
 pub use env::Env;
 use env::names;
+pub use error::ConfigError;
 use keys::{FileConfig, Numbers};
 pub use keys::{MAX_DEPTH_MAX, NUMERIC_KEYS};
 pub use limits::{Guards, PreAuthLimits, SessionLimits};
@@ -165,35 +166,6 @@ impl Cli {
     }
 }
 
-#[derive(Debug, Error)]
-pub enum ConfigError {
-    #[error(
-        "no authentication configured: set JWT_SECRET (an HS256 secret or an RS256 public key \
-         in PEM) or, for development only, TOPGUN_NO_AUTH=1"
-    )]
-    NoAuth,
-    /// An environment variable that is not a flag's, with a value it does not take.
-    #[error("{name}={value:?}: expected {rule}")]
-    BadEnv {
-        name: &'static str,
-        value: String,
-        rule: String,
-    },
-    #[error("JWT_SECRET: {0}")]
-    BadKey(#[from] KeyError),
-    #[error("node id {0:?}: {1}")]
-    BadNodeId(String, topgun_core::HlcError),
-    #[error("config file {path}: {reason}")]
-    File { path: String, reason: String },
-    #[error(transparent)]
-    Policy(#[from] PolicyError),
-    #[error("{field} must be {rule}, got {value}")]
-    OutOfRange {
-        field: &'static str,
-        rule: String,
-        value: String,
-    },
-}
 /// `--help`'s closing section: what starting needs, and every numeric key's range.
 fn after_help() -> String {
     let mut out = String::from(

@@ -1,6 +1,6 @@
 //! A numeric key's valid values, and how they read in messages, `--help` and the README.
 
-use super::ConfigError;
+use super::error::ConfigError;
 
 /// What a numeric key counts; values are shown in the largest unit that divides them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

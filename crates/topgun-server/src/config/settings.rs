@@ -5,8 +5,8 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use super::ConfigError;
 use super::env::{Env, list, names, switch};
+use super::error::ConfigError;
 
 /// A value kept out of logs: its `Debug` says only that it is set.
 #[derive(Clone, PartialEq, Eq)]
