@@ -227,3 +227,86 @@ async fn a_batch_larger_than_the_burst_waits_for_a_full_bucket() {
         expect_pong(&mut c, ts).await;
     }
 }
+
+/// COMPAT §7, what the TopGun MCP package's tools rely on: a `QUERY_SUB` with a `limit` from
+/// a cold client gets its rows, and `hasMore` only ever with a usable `nextCursor`; a live
+/// query then hears one `ENTER` per new key and one `LEAVE` per removed key, and nothing
+/// for rows that were not touched.
+#[tokio::test]
+async fn queries_page_with_a_cursor_and_subscriptions_hear_only_what_changed() {
+    use topgun_core::protocol::enums::ChangeType;
+    let server = start(no_auth(), None).await;
+    let mut writer = connect(server.addr, "/ws").await;
+    let ops = (1..=5).map(|i| put(i, "notes", &format!("n{i}"))).collect();
+    send(&mut writer, &op_batch(ops)).await;
+    drain(&mut writer, 1).await;
+
+    let mut reader = connect(server.addr, "/ws").await;
+    let page = |id: &str, cursor: Option<String>| {
+        Message::QuerySub(topgun_core::protocol::messages::QuerySub {
+            query_id: id.into(),
+            map_name: "notes".into(),
+            query: topgun_core::protocol::query::Query {
+                limit: Some(3),
+                cursor: cursor.map(Into::into),
+                ..topgun_core::protocol::query::Query::default()
+            },
+            fields: None,
+        })
+    };
+    send(&mut reader, &page("p1", None)).await;
+    let first = drain(&mut reader, 2).await;
+    let Some(Message::QueryResp(first)) = first
+        .into_iter()
+        .find(|m| matches!(m, Message::QueryResp(_)))
+    else {
+        panic!("a QUERY_RESP");
+    };
+    assert_eq!(first.results.len(), 3);
+    assert_eq!(first.has_more, Some(true));
+    let cursor = first
+        .next_cursor
+        .expect("hasMore comes with a cursor")
+        .to_string();
+    send(&mut reader, &page("p2", Some(cursor))).await;
+    let second = drain(&mut reader, 3).await;
+    let Some(Message::QueryResp(second)) = second
+        .into_iter()
+        .find(|m| matches!(m, Message::QueryResp(_)))
+    else {
+        panic!("a QUERY_RESP");
+    };
+    assert_eq!(second.results.len(), 2, "the rest");
+    assert_eq!(second.has_more, None);
+    assert!(second.next_cursor.is_none());
+
+    let mut watcher = connect(server.addr, "/ws").await;
+    send(&mut watcher, &query_all("live", "notes")).await;
+    drain(&mut watcher, 4).await;
+    let remove = ClientOp {
+        op_type: Some("REMOVE".into()),
+        ..blank_op(7, "notes", "n1")
+    };
+    send(&mut writer, &op_batch(vec![put(6, "notes", "n6"), remove])).await;
+    drain(&mut writer, 5).await;
+    // The updates come through the push stream, which a PONG may overtake: wait for them.
+    let mut changes: Vec<(String, ChangeType)> = Vec::new();
+    while changes.len() < 2 {
+        if let Message::QueryUpdate(u) = recv(&mut watcher).await.unwrap() {
+            changes.push((u.key.to_string(), u.change_type));
+        }
+    }
+    changes.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        changes,
+        [
+            ("n1".into(), ChangeType::Leave),
+            ("n6".into(), ChangeType::Enter)
+        ]
+    );
+    let rest = drain(&mut watcher, 6).await;
+    assert!(
+        !rest.iter().any(|m| matches!(m, Message::QueryUpdate(_))),
+        "nothing for untouched rows: {rest:?}"
+    );
+}
