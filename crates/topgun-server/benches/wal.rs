@@ -110,7 +110,7 @@ fn recovery(c: &mut Criterion) {
                 .map(|f| StoredEntry::decode(&f.payload).unwrap())
                 .collect();
             let mut shard = Shard::new();
-            shard.load(entries);
+            shard.load(entries, 0);
             shard
         });
     });
@@ -130,7 +130,7 @@ fn recovery(c: &mut Criterion) {
         b.iter(|| {
             let entries = rt.block_on(store.load(&all)).unwrap();
             let mut shard = Shard::new();
-            shard.load(entries);
+            shard.load(entries, 0);
             shard
         });
     });

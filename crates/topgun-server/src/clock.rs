@@ -29,6 +29,11 @@ impl ServerClock {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The node id the clock stamps with.
+    pub fn node_id(&self) -> topgun_core::NodeId {
+        self.lock().node_id().clone()
+    }
+
     /// A fresh timestamp, at `now_ms` or past the latest one issued.
     pub fn now(&self, now_ms: u64) -> Timestamp {
         self.lock().now(now_ms)

@@ -131,7 +131,7 @@ fn start_shards(
                 Some(_) => Shard::with_journal(),
                 None => Shard::new(),
             };
-            shard.load(entries);
+            shard.load(entries, crate::clock::now_ms());
             // Published before the task starts, so the first scrape sees what was recovered.
             let stats = metrics.register_shard();
             shard_service::publish_tally(&mut shard, &stats, metrics);

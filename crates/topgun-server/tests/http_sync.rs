@@ -290,3 +290,234 @@ async fn the_anonymous_opt_in_serves_token_less_requests() {
     .await;
     assert_eq!(bad.status, 401);
 }
+
+/// A `syncMaps` entry from `millis` (the TS provider's first one has an empty node id).
+fn sync_from(map: &str, millis: u64) -> topgun_core::protocol::http::SyncMapRequest {
+    topgun_core::protocol::http::SyncMapRequest {
+        map_name: map.into(),
+        last_sync_timestamp: topgun_core::protocol::http::SyncSince {
+            millis,
+            counter: 0,
+            node_id: "".into(),
+        },
+    }
+}
+
+/// A request syncing `maps`, each from its time, with `operations`.
+fn syncing(maps: &[(&str, u64)], operations: Vec<ClientOp>) -> Vec<u8> {
+    let mut ask = request(operations);
+    ask.sync_maps = Some(maps.iter().map(|(m, t)| sync_from(m, *t)).collect());
+    encode_standalone(&ask)
+}
+
+/// The one delta of a reply: `(key, eventType, title)` of each record, and the time to ask
+/// from next.
+fn delta(reply: &HttpSyncResponse) -> (Vec<(String, String, Option<Value>)>, Timestamp) {
+    let deltas = reply.deltas.as_ref().expect("deltas");
+    assert_eq!(deltas.len(), 1, "{deltas:?}");
+    let records = deltas[0]
+        .records
+        .iter()
+        .map(|r| {
+            let title = r.record.value.get("title").cloned();
+            (r.key.to_string(), r.event_type.as_str().to_owned(), title)
+        })
+        .collect();
+    (records, deltas[0].server_sync_timestamp.clone())
+}
+
+/// Writes `ops` over a WebSocket and waits for them to be acknowledged.
+async fn write_over_ws(ws: &mut Client, ops: Vec<ClientOp>) {
+    let last = ops.last().and_then(|op| op.id.clone()).unwrap();
+    send(ws, &op_batch(ops)).await;
+    loop {
+        match recv(ws).await.unwrap() {
+            Message::OpAck(ack) if ack.last_id == last => return,
+            Message::OpAck(_) | Message::ServerEvent(_) | Message::ServerBatchEvent(_) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+/// A remove, stamped after any put of [`at`] in the same millisecond.
+fn remove(id: u64, map: &str, key: &str) -> ClientOp {
+    let later = Timestamp::new(now_ms(), 1, NodeId::new("http-client").unwrap());
+    ClientOp {
+        op_type: Some("REMOVE".into()),
+        record: topgun_core::protocol::wire::Field::Value(topgun_core::LwwRecord::tombstone(later)),
+        ..blank_op(id, map, key)
+    }
+}
+
+/// What another client writes over the WebSocket — puts and removes — reaches an HTTP caller
+/// as the next delta; as does what another HTTP caller writes; and each delta's time is the
+/// server's, the scan's start.
+#[tokio::test]
+async fn writes_by_others_reach_an_http_caller_as_deltas() {
+    let server = start(no_auth(), None).await;
+    let first = decoded(&post(server.addr, vec![], syncing(&[("todos", 0)], vec![])).await);
+    let (records, synced) = delta(&first);
+    assert!(records.is_empty());
+    assert!(synced.millis > 0 && synced.counter == 0);
+    assert_eq!(
+        synced.node_id, first.server_hlc.node_id,
+        "the server's node id"
+    );
+
+    let mut ws = connect(server.addr, "/ws").await;
+    write_over_ws(
+        &mut ws,
+        vec![put(1, "todos", "a", "milk"), put(2, "todos", "b", "eggs")],
+    )
+    .await;
+    write_over_ws(&mut ws, vec![remove(3, "todos", "b")]).await;
+    let body = syncing(&[("todos", synced.millis)], vec![]);
+    let (records, _) = delta(&decoded(&post(server.addr, vec![], body).await));
+    assert_eq!(
+        records,
+        [
+            ("a".into(), "PUT".into(), Some(Value::from("milk"))),
+            ("b".into(), "REMOVE".into(), None),
+        ]
+    );
+
+    // Another HTTP caller's write: in its own delta, and in the first caller's next one.
+    let before = now_ms();
+    let own = syncing(&[("todos", before)], vec![put(4, "todos", "c", "tea")]);
+    let (records, _) = delta(&decoded(&post(server.addr, vec![], own).await));
+    assert!(records.iter().any(|(k, _, _)| k == "c"), "{records:?}");
+    let body = syncing(&[("todos", synced.millis)], vec![]);
+    let (records, _) = delta(&decoded(&post(server.addr, vec![], body).await));
+    let keys: Vec<_> = records.iter().map(|(k, _, _)| k.as_str()).collect();
+    assert_eq!(keys, ["a", "b", "c"], "by arrival");
+}
+
+/// An offline write arrives after the caller's last sync stamped with an old HLC time: it is
+/// still in the next delta, which goes by arrival, not by HLC time.
+#[tokio::test]
+async fn a_late_write_with_an_old_timestamp_still_reaches_the_next_delta() {
+    let server = start(no_auth(), None).await;
+    let first = decoded(&post(server.addr, vec![], syncing(&[("todos", 0)], vec![])).await);
+    let (_, synced) = delta(&first);
+
+    let mut ws = connect(server.addr, "/ws").await;
+    let an_hour_ago = Timestamp::new(now_ms() - 3_600_000, 0, NodeId::new("offline").unwrap());
+    let value = Value::Map([("title", Value::from("old"))].into_iter().collect());
+    let late = put_op(1, "todos", "late", value, an_hour_ago);
+    write_over_ws(&mut ws, vec![late]).await;
+
+    let body = syncing(&[("todos", synced.millis)], vec![]);
+    let (records, _) = delta(&decoded(&post(server.addr, vec![], body).await));
+    assert_eq!(
+        records,
+        [("late".into(), "PUT".into(), Some(Value::from("old")))]
+    );
+}
+
+const READERS: &str = r#"
+[[policies]]
+role = "user"
+map_name_pattern = "todos"
+actions = ["ALL"]
+
+[[policies]]
+role = "user"
+map_name_pattern = "profiles"
+actions = ["READ"]
+allowed_fields = ["title"]
+
+[[policies]]
+role = "writer"
+map_name_pattern = "profiles"
+actions = ["ALL"]
+"#;
+
+/// `READ` is checked per map: a map the caller may not read is an error naming it, the others
+/// are served; a reader limited to some fields sees only those.
+#[tokio::test]
+async fn a_map_the_caller_may_not_read_is_refused_and_field_limits_apply() {
+    let server = start(jwt(), Some(READERS)).await;
+    let writer = token(
+        &serde_json::json!({"sub": "w", "roles": ["writer"], "exp": now_secs() + 3600}),
+        SECRET,
+    );
+    let value = Value::Map(
+        [
+            ("title", Value::from("bob")),
+            ("email", Value::from("bob@x")),
+        ]
+        .into_iter()
+        .collect(),
+    );
+    let body = encode_standalone(&request(vec![put_op(1, "profiles", "bob", value, at())]));
+    let written = decoded(
+        &post(
+            server.addr,
+            vec![format!("Authorization: Bearer {writer}")],
+            body,
+        )
+        .await,
+    );
+    assert!(written.errors.is_none(), "{:?}", written.errors);
+
+    let body = syncing(&[("secret", 0), ("profiles", 0)], vec![]);
+    let reply = decoded(&post(server.addr, vec![bearer("alice")], body).await);
+    let (records, _) = delta(&reply);
+    assert_eq!(records.len(), 1);
+    let deltas = reply.deltas.as_ref().unwrap();
+    assert_eq!(deltas[0].map_name, "profiles");
+    let seen = &deltas[0].records[0].record.value;
+    assert_eq!(seen.get("title"), Some(&Value::from("bob")));
+    assert_eq!(seen.get("email"), None, "a field the reader may not see");
+    let errors = reply.errors.expect("errors");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].code, 403);
+    let context = errors[0].context.as_ref().unwrap();
+    assert_eq!(context.get("mapName"), Some(&Value::from("secret")));
+}
+
+/// A delta holds at most 10,000 records, the earliest arrivals; its time is then the last
+/// one's arrival, and asking again from it brings the rest (with the second of overlap).
+#[tokio::test]
+async fn a_delta_is_cut_at_ten_thousand_and_the_next_request_continues_from_its_end() {
+    let server = start(no_auth(), None).await;
+    let mut ws = connect(server.addr, "/ws").await;
+    let batch = |prefix: &str, first_id: u64| -> Vec<ClientOp> {
+        (0..6_000)
+            .map(|i| put(first_id + i, "bulk", &format!("{prefix}{i:05}"), "x"))
+            .collect()
+    };
+    write_over_ws(&mut ws, batch("a", 0)).await;
+    // More than the overlap later, so the continuation need not resend the first batch.
+    tokio::time::sleep(std::time::Duration::from_millis(1_300)).await;
+    let before_second = now_ms();
+    write_over_ws(&mut ws, batch("b", 6_000)).await;
+    let after_second = now_ms();
+
+    let reply = decoded(&post(server.addr, vec![], syncing(&[("bulk", 0)], vec![])).await);
+    let (first, synced) = delta(&reply);
+    assert_eq!(first.len(), 10_000);
+    assert_eq!(
+        first.iter().filter(|(k, _, _)| k.starts_with('a')).count(),
+        6_000,
+        "the earliest arrivals first"
+    );
+    assert!(
+        (before_second..=after_second).contains(&synced.millis),
+        "the last record's arrival: {} not in {before_second}..={after_second}",
+        synced.millis
+    );
+
+    let body = syncing(&[("bulk", synced.millis)], vec![]);
+    let before_scan = now_ms();
+    let (rest, next) = delta(&decoded(&post(server.addr, vec![], body).await));
+    assert!(next.millis >= before_scan, "not cut: the scan's start");
+    assert!(
+        rest.iter().all(|(k, _, _)| k.starts_with('b')),
+        "the first batch is done"
+    );
+    let mut keys: std::collections::BTreeSet<&str> =
+        first.iter().map(|(k, _, _)| k.as_str()).collect();
+    keys.extend(rest.iter().map(|(k, _, _)| k.as_str()));
+    assert_eq!(keys.len(), 12_000, "nothing missed");
+}

@@ -97,6 +97,20 @@ describe('HTTP sync against topgun-server', () => {
     await waitFor('new row at a later poll', () => q.results.some((r) => r.key === 'x3'));
   });
 
+  it("another client's writes reach an HTTP client through deltas", async () => {
+    const h = httpClient();
+    const hm = h.getMap<{ t: string }>('http-deltas');
+    await waitFor('first poll answered', () => h.getSyncState().state === 'connected');
+    const w = client();
+    const wm = w.getMap<{ t: string }>('http-deltas');
+    wm.set('from-ws', { t: 'hello' });
+    await waitFor('ws write acknowledged', () => w.getSyncState().state === 'connected' && w.getSyncState().pendingOps === 0);
+    await waitFor('the write arrived in a delta', () => hm.get('from-ws')?.t === 'hello');
+    wm.remove('from-ws');
+    await waitFor('the removal arrived in a delta', () => hm.getRecord('from-ws')?.value === null);
+    expect(hm.rootHash).toBe(wm.rootHash);
+  });
+
   it('a refused op rejects its write with OpRejectedError and leaves the log', async () => {
     const h = httpClient();
     const w = h.getMap('__topgun_secret').set('k', 1);

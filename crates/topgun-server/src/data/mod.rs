@@ -4,7 +4,8 @@
 //! only its task ([`shard::service`]) touches them. [`shards::Shards`] is the one place that
 //! maps a key to its partition and shard. [`plane::DataPlane`] admits each request and hands
 //! it to the [`write`] path (ops and pushes, validated by [`ops`]), the [`sync`] path (Merkle
-//! trees gathered from every shard), the live queries or the coordination router.
+//! trees gathered from every shard), the live queries or the coordination router; HTTP sync's
+//! [`deltas`] are gathered from every shard by arrival time.
 //! [`conn::ConnState`] is what one connection holds in all of them.
 //!
 //! Invariants:
@@ -19,6 +20,7 @@
 //! Public face: [`plane::DataPlane`], [`conn::ConnState`] and the [`shard::Shard`] model.
 
 pub mod conn;
+pub mod deltas;
 pub mod ops;
 pub mod plane;
 pub mod shard;

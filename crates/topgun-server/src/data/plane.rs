@@ -13,12 +13,14 @@
 
 use topgun_core::Timestamp;
 use topgun_core::protocol::Message;
+use topgun_core::protocol::http::HttpDelta;
 use topgun_core::protocol::query::Query;
 
 use crate::connection::fanout::{ConnHandle, Outbound};
 use crate::coordination::internal::InternalWriter;
 use crate::coordination::router::Coordinator;
 use crate::data::conn::{Changes, ConnState};
+use crate::data::deltas;
 use crate::data::shard::service::Request;
 use crate::data::shards::{ShardGone, Shards};
 use crate::data::sync::SyncPath;
@@ -146,6 +148,32 @@ impl DataPlane {
         let page = once::run(&self.shards, ask).await;
         let page = page.map_err(|_| error::shutting_down())?;
         page.map_err(|why| error::refusal(error::code::BAD_REQUEST, why))
+    }
+
+    /// A map's HTTP sync delta for `conn` (COMPAT §2.2): the LWW records that arrived since
+    /// `last_sync_ms` less the overlap, admitted like a read and limited to the fields its
+    /// reader may see, with the time to ask from next; or the `ERROR` that refuses it.
+    pub(crate) async fn lww_delta(
+        &self,
+        conn: &ConnState,
+        map: &str,
+        last_sync_ms: u64,
+        now_ms: u64,
+    ) -> Result<HttpDelta, Box<Message>> {
+        let allowed = admission::admit_read(conn.handle.access(), map)?;
+        let delta = deltas::gather(&self.shards, map, last_sync_ms, now_ms).await;
+        let delta = delta.map_err(|_| error::shutting_down())?;
+        let records = delta
+            .records
+            .into_iter()
+            .map(|arrival| deltas::wire_record(arrival, allowed.as_ref()))
+            .collect();
+        let synced = Timestamp::new(delta.synced_ms, 0, self.writes.clock.node_id());
+        Ok(HttpDelta {
+            map_name: map.into(),
+            records,
+            server_sync_timestamp: synced,
+        })
     }
 
     /// The interceptors, in their order.

@@ -1,10 +1,14 @@
 //! `POST /sync` (COMPAT §2): stateless polling for callers that cannot hold a WebSocket. One
 //! MsgPack map in (no `type`), one out: the server's clock, the ack of the request's ops with a
-//! result per op, one-shot query results, and an error per refused item.
+//! result per op, each synced map's delta, one-shot query results, and an error per refused
+//! item.
 //!
 //! A request is served as a connection that lives for the request: its ops go through the
 //! WebSocket write path (admission, interceptors, policies, rate limits, write concern), its
-//! queries through the query engine with the same access checks. It receives no events.
+//! queries through the query engine with the same access checks. It receives no events: what
+//! others wrote reaches it as `deltas`, the LWW records of each `syncMaps` entry that arrived
+//! since its last sync (by server arrival time, see `data/deltas.rs`). Its own ops are applied
+//! first, so they are in its deltas and in every later request's.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,7 +20,8 @@ use axum::response::{IntoResponse, Response};
 use topgun_core::Value;
 use topgun_core::protocol::enums::WriteConcern;
 use topgun_core::protocol::http::{
-    HttpAck, HttpError, HttpQuery, HttpQueryResult, HttpSearch, HttpSyncRequest, HttpSyncResponse,
+    HttpAck, HttpDelta, HttpError, HttpQuery, HttpQueryResult, HttpSearch, HttpSyncRequest,
+    HttpSyncResponse, SyncMapRequest,
 };
 use topgun_core::protocol::messages::{ClientOp, OpBatch, OpResult};
 use topgun_core::protocol::query::Query;
@@ -141,6 +146,9 @@ async fn serve(
     let mut errors = Vec::new();
     if let Some(ops) = request.operations.filter(|ops| !ops.is_empty()) {
         response.ack = write(host, &mut conn, ops, &mut errors).await?;
+    }
+    if let Some(maps) = request.sync_maps {
+        response.deltas = Some(deltas(host, &conn, maps, &mut errors).await);
     }
     if let Some(queries) = request.queries {
         response.query_results = Some(query(host, &conn, queries, &mut errors).await);
@@ -304,10 +312,7 @@ async fn query(
                 next_cursor: page.next_cursor.map(Into::into),
             }),
             Err(refused) => {
-                let (code, message) = match *refused {
-                    Message::Error(e) => (e.code, e.message),
-                    other => (code::INTERNAL, other.type_name().into()),
-                };
+                let (code, message) = code_and_message(*refused);
                 let map = Some(q.map_name.clone());
                 errors.push(HttpError {
                     code,
@@ -318,6 +323,44 @@ async fn query(
         }
     }
     results
+}
+
+/// The request's `syncMaps`: each map's delta since its `lastSyncTimestamp` (an empty node id,
+/// as the TS provider sends first, is accepted: only `millis` counts); a map the caller may
+/// not read is an error with its name.
+async fn deltas(
+    host: &impl Host,
+    conn: &ConnState,
+    maps: Vec<SyncMapRequest>,
+    errors: &mut Vec<HttpError>,
+) -> Vec<HttpDelta> {
+    let mut out = Vec::with_capacity(maps.len());
+    for m in maps {
+        let since = m.last_sync_timestamp.millis;
+        let delta = host.data().lww_delta(conn, &m.map_name, since, now_ms());
+        match delta.await {
+            Ok(delta) => out.push(delta),
+            Err(refused) => {
+                let (code, message) = code_and_message(*refused);
+                let context =
+                    Value::Map([("mapName", Value::Str(m.map_name))].into_iter().collect());
+                errors.push(HttpError {
+                    code,
+                    message,
+                    context: Some(context),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The code and message of a refusal (an `ERROR`; anything else is an internal error).
+fn code_and_message(refused: Message) -> (u32, CompactString) {
+    match refused {
+        Message::Error(e) => (e.code, e.message),
+        other => (code::INTERNAL, other.type_name().into()),
+    }
 }
 
 /// A row as the TS client's `QUERY_RESP` handling reads it: `{key, value}`.

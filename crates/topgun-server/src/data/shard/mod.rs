@@ -1,8 +1,9 @@
 //! The records of a set of partitions, without I/O: one shard task owns one [`Shard`] and
 //! is the only code that touches it, so writes need no locks.
 //!
-//! Each map is held as a core [`LwwMap`] or [`OrMap`] over this shard's keys only; its
-//! Merkle tree is therefore a *partial* tree whose leaf sums add up with the other shards'
+//! Each map is held as an [`ArrivedLww`] (the core LWW rule, each key also knowing when its
+//! latest change arrived here, for HTTP sync's deltas) or a core [`OrMap`] over this shard's
+//! keys only; its Merkle tree is therefore a *partial* tree whose leaf sums add up with the other shards'
 //! to the map's single logical tree (see [`topgun_core::SplitTree`]).
 //!
 //! Every change that took effect yields the `SERVER_EVENT` subscribers need and the entry
@@ -10,9 +11,13 @@
 //! the new and previous value); a change that loses its merge yields nothing. The server's
 //! own reserved maps are never journaled.
 //!
+//! The shard is sans I/O: whoever applies a change or loads records says what time it is,
+//! and that is the arrival its LWW records get.
+//!
 //! The shard also keeps its [`Tally`] for `/metrics` (OR tombstone bytes, maps appearing and
 //! emptying) as each change is applied: see `tally.rs` for its invariants.
 
+pub mod arrived;
 pub mod service;
 pub mod tally;
 
@@ -22,13 +27,14 @@ use topgun_core::hash::fnv1a;
 use topgun_core::merkle::{MERKLE_DEPTH, Sum};
 use topgun_core::protocol::enums::{JournalEventType, ServerEventType};
 use topgun_core::protocol::messages::{LeafRecord, ServerEvent};
-use topgun_core::{LwwMap, LwwRecord, MerkleError, NodeId, OrMap, OrMapEntry, OrRecord, Timestamp};
+use topgun_core::{LwwRecord, MerkleError, NodeId, OrMap, OrMapEntry, OrRecord, Timestamp};
 
 use crate::by_name;
 use crate::data::ops::{RESERVED_PREFIXES, Write, own_tombstones};
 use crate::journal::Draft;
 use crate::storage::store::{MapKind, StoredEntry, StoredValue};
 
+pub use arrived::{Arrival, Arrivals, ArrivedLww};
 pub use tally::{Presence, Tally};
 
 /// The effects of one applied change.
@@ -53,10 +59,13 @@ pub struct Pushed {
 /// The maps of one shard.
 #[derive(Debug, Default)]
 pub struct Shard {
-    lww: HashMap<String, LwwMap>,
+    lww: HashMap<String, ArrivedLww>,
     or: HashMap<String, OrMap>,
     journal: bool,
     tally: Tally,
+    /// The latest arrival stamped: arrivals never go back, even when the wall clock does, so
+    /// a scan from a time already served cannot miss a later change.
+    arrival_ms: u64,
 }
 
 fn draft(
@@ -119,11 +128,20 @@ impl Shard {
         self.journal && !RESERVED_PREFIXES.iter().any(|p| map.starts_with(p))
     }
 
-    /// Applies one validated write to `map`.
-    pub fn apply(&mut self, map: &str, write: Write) -> Option<Change> {
+    /// The arrival of a change applied at `now_ms`: never before the previous one.
+    fn arrival(&mut self, now_ms: u64) -> u64 {
+        self.arrival_ms = self.arrival_ms.max(now_ms);
+        self.arrival_ms
+    }
+
+    /// Applies one validated write to `map`, arrived at `now_ms`.
+    pub fn apply(&mut self, map: &str, write: Write, now_ms: u64) -> Option<Change> {
         let journals = self.journals(map);
         match write {
-            Write::Lww { key, record } => self.apply_lww(map, key, record),
+            Write::Lww { key, record } => {
+                let arrived_ms = self.arrival(now_ms);
+                self.apply_lww(map, key, record, arrived_ms)
+            }
             Write::OrAdd { key, record } => {
                 let mut ev = event(map, &key, ServerEventType::OrAdd);
                 ev.or_tag = Some(record.tag.as_str().into());
@@ -214,12 +232,18 @@ impl Shard {
         self.tally.take_presence()
     }
 
-    fn apply_lww(&mut self, map: &str, key: String, record: LwwRecord) -> Option<Change> {
+    fn apply_lww(
+        &mut self,
+        map: &str,
+        key: String,
+        record: LwwRecord,
+        arrived_ms: u64,
+    ) -> Option<Change> {
         let journals = self.journals(map);
-        let lww = by_name::get_or_insert_with(&mut self.lww, map, LwwMap::default);
+        let lww = by_name::get_or_insert_with(&mut self.lww, map, ArrivedLww::default);
         let was_empty = lww.is_empty();
         let mut previous = None;
-        let merged = lww.merge_seeing(&key, record.clone(), |stored| {
+        let merged = lww.merge_seeing(&key, record.clone(), arrived_ms, |stored| {
             if journals && !stored.is_tombstone() {
                 previous = Some(stored.value.clone());
             }
@@ -281,7 +305,6 @@ impl Shard {
             MapKind::Lww => self
                 .lww
                 .get(map)
-                .map(LwwMap::merkle)
                 .map_or_else(|| empty.leaf_sums(path), |t| t.leaf_sums(path)),
             MapKind::Or => self
                 .or
@@ -296,8 +319,7 @@ impl Shard {
             return Ok(Vec::new());
         };
         Ok(lww
-            .merkle()
-            .items_in_bucket(path)?
+            .bucket(path)?
             .map(|(key, record)| LeafRecord {
                 key: key.into(),
                 record: record.clone(),
@@ -311,7 +333,8 @@ impl Shard {
     pub fn live_counts(&self, now_ms: u64) -> Vec<(String, usize)> {
         let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
         for (name, map) in &self.lww {
-            *counts.entry(name).or_default() += map.entries(now_ms).count();
+            let live = map.records().filter(|(_, r)| r.is_visible(now_ms)).count();
+            *counts.entry(name).or_default() += live;
         }
         for (name, map) in &self.or {
             let live = map.keys().filter(|k| !map.records(k).is_empty()).count();
@@ -363,6 +386,15 @@ impl Shard {
             out.push((leaf, record));
         }
         Some(out)
+    }
+
+    /// The LWW records (tombstones included) of `map` that arrived here at or after
+    /// `since_ms`, oldest first (ties by key), at most `max`: HTTP sync's deltas, which must
+    /// not miss a late write stamped with an old HLC time (see [`ArrivedLww`]).
+    pub fn lww_arrived_since(&self, map: &str, since_ms: u64, max: usize) -> Arrivals {
+        self.lww
+            .get(map)
+            .map_or_else(Arrivals::default, |lww| lww.arrived_since(since_ms, max))
     }
 
     /// Every OR entry this shard holds in the leaf at `path`.
@@ -420,16 +452,19 @@ impl Shard {
     }
 
     /// Restores entries read back from the store, then the log, in that order, and tallies
-    /// what was recovered (a scan: this is start-up).
+    /// what was recovered (a scan: this is start-up). Arrivals are memory only: every
+    /// recovered LWW record counts as arrived at `now_ms`, so HTTP sync clients get one full
+    /// resend after a restart rather than missing what changed while they were away.
     ///
     /// An OR entry is its key's whole state when it was written, so the last one read is the
     /// key's state: it replaces what came before rather than merging with it (a merge would
     /// bring back the tombstones a prune logged after the store last took the key).
-    pub fn load(&mut self, entries: Vec<StoredEntry>) {
+    pub fn load(&mut self, entries: Vec<StoredEntry>, now_ms: u64) {
         let held: std::collections::HashSet<String> =
             self.held_names().into_iter().map(str::to_owned).collect();
         let tombstones_before = self.scanned_tombstone_bytes();
-        self.load_entries(entries);
+        let arrived_ms = self.arrival(now_ms);
+        self.load_entries(entries, arrived_ms);
         let tombstones_after = self.scanned_tombstone_bytes();
         self.tally
             .tombstones_moved(tombstones_before, tombstones_after);
@@ -451,11 +486,12 @@ impl Shard {
         }
     }
 
-    fn load_entries(&mut self, entries: Vec<StoredEntry>) {
+    fn load_entries(&mut self, entries: Vec<StoredEntry>, arrived_ms: u64) {
         for e in entries {
             match e.value {
                 StoredValue::Lww(record) => {
-                    self.lww.entry(e.map).or_default().merge(&e.key, record);
+                    let lww = self.lww.entry(e.map).or_default();
+                    lww.merge_seeing(&e.key, record, arrived_ms, |_| {});
                 }
                 StoredValue::Or {
                     records,
@@ -604,6 +640,9 @@ fn or_stored(or: &OrMap, map: &str, key: &str) -> StoredEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The time changes arrive at, unless a test says otherwise.
+    const NOW: u64 = 1_000;
     use topgun_core::{NodeId, OrRecord, Timestamp, Value};
 
     fn ts(millis: u64, node: &str) -> Timestamp {
@@ -634,14 +673,17 @@ mod tests {
     #[test]
     fn lww_writes_merge_by_timestamp_and_emit_only_winners() {
         let mut shard = Shard::new();
-        let first = shard.apply("m", put("k", 1, 20)).unwrap();
+        let first = shard.apply("m", put("k", 1, 20), NOW).unwrap();
         assert_eq!(first.event.event_type, ServerEventType::Put);
-        assert!(shard.apply("m", put("k", 2, 10)).is_none(), "older loses");
+        assert!(
+            shard.apply("m", put("k", 2, 10), NOW).is_none(),
+            "older loses"
+        );
         let tombstone = Write::Lww {
             key: "k".into(),
             record: LwwRecord::tombstone(ts(30, "b")),
         };
-        let removed = shard.apply("m", tombstone).unwrap();
+        let removed = shard.apply("m", tombstone, NOW).unwrap();
         assert_eq!(removed.event.event_type, ServerEventType::Remove);
         assert!(removed.event.record.unwrap().is_tombstone());
         let leaf = shard.lww_leaf("m", &topgun_core::hash::routing_path("k")[..3]);
@@ -652,7 +694,7 @@ mod tests {
     fn changes_since_a_time_come_with_their_leaf_and_stop_at_the_bound() {
         let mut shard = Shard::new();
         for (key, millis) in [("old", 10), ("new", 20), ("newer", 30)] {
-            shard.apply("m", put(key, 1, millis)).unwrap();
+            shard.apply("m", put(key, 1, millis), NOW).unwrap();
         }
         let mut since = shard.lww_since("m", 20, 10).unwrap();
         since.sort_by(|a, b| a.1.key.cmp(&b.1.key));
@@ -667,6 +709,113 @@ mod tests {
         assert_eq!(shard.lww_since("other", 0, 2), Some(Vec::new()));
     }
 
+    /// `(arrival, key)` of each record of a scan.
+    fn arrivals(shard: &Shard, since_ms: u64, max: usize) -> (Vec<(u64, String)>, bool) {
+        let scan = shard.lww_arrived_since("m", since_ms, max);
+        let keys = scan.records.iter().map(|a| (a.arrived_ms, a.key.clone()));
+        (keys.collect(), scan.truncated)
+    }
+
+    fn owned(records: &[(u64, &str)]) -> Vec<(u64, String)> {
+        records.iter().map(|(t, k)| (*t, (*k).to_owned())).collect()
+    }
+
+    #[test]
+    fn a_write_arrives_when_applied_whatever_its_hlc_time() {
+        let mut shard = Shard::new();
+        shard.apply("m", put("new", 1, 900), 1_000);
+        // Written offline long ago, arriving now: by HLC time it is older than "new".
+        shard.apply("m", put("late", 1, 5), 2_000);
+        let (records, truncated) = arrivals(&shard, 1_500, 10);
+        assert_eq!(records, owned(&[(2_000, "late")]));
+        assert!(!truncated);
+        assert_eq!(
+            shard.lww_since("m", 1_500, 10),
+            Some(Vec::new()),
+            "a scan by HLC time misses it"
+        );
+        // A losing write changes nothing, its arrival included.
+        assert!(shard.apply("m", put("new", 2, 800), 3_000).is_none());
+        let (records, _) = arrivals(&shard, 0, 10);
+        assert_eq!(records, owned(&[(1_000, "new"), (2_000, "late")]));
+        // A tombstone is a change: it arrives too, and is served.
+        let gone = Write::Lww {
+            key: "new".into(),
+            record: LwwRecord::tombstone(ts(950, "b")),
+        };
+        shard.apply("m", gone, 4_000).unwrap();
+        let scan = shard.lww_arrived_since("m", 4_000, 10);
+        assert!(scan.records[0].record.is_tombstone());
+        assert!(shard.lww_arrived_since("other", 0, 10).records.is_empty());
+    }
+
+    #[test]
+    fn arrivals_never_go_back_when_the_clock_does() {
+        let mut shard = Shard::new();
+        shard.apply("m", put("a", 1, 1), 5_000);
+        shard.apply("m", put("b", 1, 2), 4_000);
+        let (records, _) = arrivals(&shard, 5_000, 10);
+        assert_eq!(records, owned(&[(5_000, "a"), (5_000, "b")]));
+    }
+
+    #[test]
+    fn a_scan_is_by_arrival_then_key_and_cut_at_its_bound() {
+        let mut shard = Shard::new();
+        for (key, at) in [("z", 2_000), ("c", 3_000), ("b", 3_000), ("a", 4_000)] {
+            shard.apply("m", put(key, 1, 1), at);
+        }
+        let (records, truncated) = arrivals(&shard, 0, 10);
+        let all = [(2_000, "z"), (3_000, "b"), (3_000, "c"), (4_000, "a")];
+        assert_eq!(records, owned(&all));
+        assert!(!truncated);
+        let cut = shard.lww_arrived_since("m", 0, 2);
+        assert!(cut.truncated);
+        assert_eq!(cut.last_ms(), Some(3_000));
+        assert_eq!(
+            arrivals(&shard, 0, 2).0,
+            owned(&all[..2]),
+            "the earliest arrivals"
+        );
+        let (records, truncated) = arrivals(&shard, 0, 4);
+        assert!(!truncated, "exactly the bound is whole");
+        assert_eq!(records.len(), 4);
+    }
+
+    #[test]
+    fn the_overlap_sends_the_second_before_the_last_sync_again() {
+        let mut shard = Shard::new();
+        shard.apply("m", put("before", 1, 1), 8_999);
+        shard.apply("m", put("inside", 1, 1), 9_500);
+        shard.apply("m", put("after", 1, 1), 10_000);
+        let since = crate::data::deltas::since_ms(10_000);
+        let (records, _) = arrivals(&shard, since, 10);
+        assert_eq!(records, owned(&[(9_500, "inside"), (10_000, "after")]));
+    }
+
+    #[test]
+    fn recovered_records_arrive_at_load_time_and_pruned_ones_leave() {
+        let mut shard = Shard::new();
+        let live = shard.apply("m", put("live", 1, 5), 100).unwrap().stored;
+        let tombstone = Write::Lww {
+            key: "dead".into(),
+            record: LwwRecord::tombstone(ts(6, "a")),
+        };
+        let dead = shard.apply("m", tombstone, 200).unwrap().stored;
+        let mut restarted = Shard::new();
+        restarted.load(vec![live, dead], 7_000);
+        let (records, _) = arrivals(&restarted, 7_000, 10);
+        assert_eq!(records, owned(&[(7_000, "dead"), (7_000, "live")]));
+        restarted.apply("m", put("next", 1, 7), 6_000);
+        assert_eq!(
+            arrivals(&restarted, 7_000, 10).0.len(),
+            3,
+            "later changes arrive no earlier than the load"
+        );
+        restarted.prune(&ts(100, "z"));
+        let (records, _) = arrivals(&restarted, 0, 10);
+        assert_eq!(records, owned(&[(7_000, "live"), (7_000, "next")]));
+    }
+
     #[test]
     fn or_adds_and_removes_keep_tags() {
         let mut shard = Shard::new();
@@ -679,6 +828,7 @@ mod tests {
                     key: "k".into(),
                     record,
                 },
+                NOW,
             )
             .unwrap();
         assert_eq!(added.event.or_tag.as_deref(), Some(tag.as_str()));
@@ -686,7 +836,7 @@ mod tests {
             key: "k".into(),
             tag: tag.clone(),
         };
-        let removed = shard.apply("m", remove.clone()).unwrap();
+        let removed = shard.apply("m", remove.clone(), NOW).unwrap();
         assert_eq!(
             removed.stored.value,
             StoredValue::Or {
@@ -694,7 +844,7 @@ mod tests {
                 tombstones: vec![tag]
             }
         );
-        assert!(shard.apply("m", remove).is_none(), "idempotent");
+        assert!(shard.apply("m", remove, NOW).is_none(), "idempotent");
     }
 
     #[test]
@@ -707,10 +857,10 @@ mod tests {
                 .collect()
         };
         let mut shard = Shard::with_journal();
-        let first = shard.apply("m", put("k", 1, 20)).unwrap();
+        let first = shard.apply("m", put("k", 1, 20), NOW).unwrap();
         assert_eq!(kinds(&first), vec![(Put, Some(Value::Int(1)), None)]);
         assert_eq!(first.drafts[0].timestamp, ts(20, "a"));
-        let second = shard.apply("m", put("k", 2, 30)).unwrap();
+        let second = shard.apply("m", put("k", 2, 30), NOW).unwrap();
         assert_eq!(
             kinds(&second),
             vec![(Update, Some(Value::Int(2)), Some(Value::Int(1)))]
@@ -719,9 +869,9 @@ mod tests {
             key: "k".into(),
             record: LwwRecord::tombstone(ts(40, "b")),
         };
-        let removed = shard.apply("m", tombstone).unwrap();
+        let removed = shard.apply("m", tombstone, NOW).unwrap();
         assert_eq!(kinds(&removed), vec![(Delete, None, Some(Value::Int(2)))]);
-        let again = shard.apply("m", put("k", 3, 50)).unwrap();
+        let again = shard.apply("m", put("k", 3, 50), NOW).unwrap();
         assert_eq!(
             kinds(&again)[0].0,
             Put,
@@ -737,6 +887,7 @@ mod tests {
                     key: "k".into(),
                     record,
                 },
+                NOW,
             )
             .unwrap();
         assert_eq!(
@@ -750,6 +901,7 @@ mod tests {
                     key: "k".into(),
                     tag,
                 },
+                NOW,
             )
             .unwrap();
         assert_eq!(
@@ -757,12 +909,14 @@ mod tests {
             vec![(Delete, None, Some(Value::Str("x".into())))]
         );
 
-        let internal = shard.apply("__topgun_counters", put("c", 1, 60)).unwrap();
+        let internal = shard
+            .apply("__topgun_counters", put("c", 1, 60), NOW)
+            .unwrap();
         assert!(
             internal.drafts.is_empty(),
             "reserved maps are not journaled"
         );
-        let plain = Shard::new().apply("m", put("k", 1, 20)).unwrap();
+        let plain = Shard::new().apply("m", put("k", 1, 20), NOW).unwrap();
         assert!(plain.drafts.is_empty(), "no journal, no drafts");
     }
 
@@ -776,6 +930,7 @@ mod tests {
                 key: "k".into(),
                 record: old.clone(),
             },
+            NOW,
         );
         let entry = OrMapEntry {
             key: "k".into(),
@@ -804,13 +959,13 @@ mod tests {
     fn pruning_forgets_old_tombstones_and_replays() {
         let mut shard = Shard::new();
         let mut log = Vec::new();
-        log.push(shard.apply("m", put("old", 1, 5)).unwrap().stored);
+        log.push(shard.apply("m", put("old", 1, 5), NOW).unwrap().stored);
         let tombstone = Write::Lww {
             key: "old".into(),
             record: LwwRecord::tombstone(ts(6, "a")),
         };
-        log.push(shard.apply("m", tombstone).unwrap().stored);
-        log.push(shard.apply("m", put("live", 2, 5)).unwrap().stored);
+        log.push(shard.apply("m", tombstone, NOW).unwrap().stored);
+        log.push(shard.apply("m", put("live", 2, 5), NOW).unwrap().stored);
         let x = add("x", 1);
         let remove = Write::OrRemove {
             key: "set".into(),
@@ -824,11 +979,12 @@ mod tests {
                         key: "set".into(),
                         record: x,
                     },
+                    NOW,
                 )
                 .unwrap()
                 .stored,
         );
-        log.push(shard.apply("m", remove).unwrap().stored);
+        log.push(shard.apply("m", remove, NOW).unwrap().stored);
         let pruned = shard.prune(&ts(100, "z"));
         assert_eq!(
             pruned
@@ -844,7 +1000,7 @@ mod tests {
         // Replaying the log with the prune gives the same state.
         let mut replayed = Shard::new();
         log.extend(pruned);
-        replayed.load(log);
+        replayed.load(log, NOW);
         assert_eq!(replayed.dump(), shard.dump());
         assert_eq!(
             replayed.leaf_sums(MapKind::Lww, "m", "").unwrap(),
@@ -855,7 +1011,7 @@ mod tests {
     #[test]
     fn partial_leaf_sums_and_loading() {
         let mut shard = Shard::new();
-        let change = shard.apply("m", put("k", 1, 5)).unwrap();
+        let change = shard.apply("m", put("k", 1, 5), NOW).unwrap();
         let sums = shard.leaf_sums(MapKind::Lww, "m", "").unwrap();
         assert_eq!(sums.len(), 1);
         assert!(shard.leaf_sums(MapKind::Or, "m", "").unwrap().is_empty());
@@ -867,7 +1023,7 @@ mod tests {
         );
         let mut restored = Shard::new();
         assert_eq!(shard.dump(), vec![change.stored.clone()]);
-        restored.load(vec![change.stored]);
+        restored.load(vec![change.stored], NOW);
         assert_eq!(restored.leaf_sums(MapKind::Lww, "m", "").unwrap(), sums);
     }
 
@@ -907,14 +1063,14 @@ mod tests {
     fn tombstone_bytes_count_each_new_tag_once() {
         let mut shard = Shard::new();
         let (x, y) = (add("x", 5), add("y", 10));
-        shard.apply("m", or_add("k", x.clone()));
-        shard.apply("m", or_add("k", y.clone()));
+        shard.apply("m", or_add("k", x.clone()), NOW);
+        shard.apply("m", or_add("k", y.clone()), NOW);
         assert_eq!(tombstone_bytes(&shard), 0, "adds tombstone nothing");
-        shard.apply("m", or_remove("k", &x.tag));
+        shard.apply("m", or_remove("k", &x.tag), NOW);
         assert_eq!(tombstone_bytes(&shard), 5, "\"5:0:a\"");
-        assert!(shard.apply("m", or_remove("k", &x.tag)).is_none());
+        assert!(shard.apply("m", or_remove("k", &x.tag), NOW).is_none());
         assert_eq!(tombstone_bytes(&shard), 5, "the same tag again counts once");
-        shard.apply("other", or_remove("k", &x.tag));
+        shard.apply("other", or_remove("k", &x.tag), NOW);
         assert_eq!(
             tombstone_bytes(&shard),
             10,
@@ -941,10 +1097,10 @@ mod tests {
         let (old, new) = (add("old", 5), add("new", 50));
         for record in [old.clone(), new.clone()] {
             let tag = record.tag.clone();
-            shard.apply("m", or_add("k", record));
-            shard.apply("m", or_remove("k", &tag));
+            shard.apply("m", or_add("k", record), NOW);
+            shard.apply("m", or_remove("k", &tag), NOW);
         }
-        shard.apply("m", or_add("k", add("live", 60)));
+        shard.apply("m", or_add("k", add("live", 60)), NOW);
         assert_eq!(tombstone_bytes(&shard), 5 + 6);
         shard.prune(&ts(20, "z"));
         assert_eq!(
@@ -968,12 +1124,12 @@ mod tests {
         let (old, new) = (add("old", 5), add("new", 50));
         for record in [old.clone(), new.clone()] {
             let tag = record.tag.clone();
-            log.push(shard.apply("m", or_add("k", record)).unwrap().stored);
-            log.push(shard.apply("m", or_remove("k", &tag)).unwrap().stored);
+            log.push(shard.apply("m", or_add("k", record), NOW).unwrap().stored);
+            log.push(shard.apply("m", or_remove("k", &tag), NOW).unwrap().stored);
         }
         log.push(
             shard
-                .apply("m", or_add("k", add("live", 60)))
+                .apply("m", or_add("k", add("live", 60)), NOW)
                 .unwrap()
                 .stored,
         );
@@ -982,7 +1138,7 @@ mod tests {
         log.extend(shard.prune(&ts(20, "z")));
         loaded.extend(log);
         let mut restarted = Shard::new();
-        restarted.load(loaded);
+        restarted.load(loaded, NOW);
         assert_eq!(
             restarted.dump(),
             shard.dump(),
@@ -1003,12 +1159,12 @@ mod tests {
     #[test]
     fn a_map_name_appears_once_for_both_kinds_and_empties_when_pruned() {
         let mut shard = Shard::new();
-        shard.apply("m", put("k", 1, 5));
-        shard.apply("m", put("j", 1, 5));
+        shard.apply("m", put("k", 1, 5), NOW);
+        shard.apply("m", put("j", 1, 5), NOW);
         let x = add("x", 5);
-        shard.apply("m", or_add("k", x.clone()));
-        shard.apply("__topgun_counters", put("c", 1, 5));
-        shard.apply("tags", or_remove("k", &x.tag));
+        shard.apply("m", or_add("k", x.clone()), NOW);
+        shard.apply("__topgun_counters", put("c", 1, 5), NOW);
+        shard.apply("tags", or_remove("k", &x.tag), NOW);
         assert_eq!(
             shard.take_presence(),
             vec![
@@ -1021,21 +1177,22 @@ mod tests {
             key: "k".into(),
             record: LwwRecord::tombstone(ts(6, "a")),
         };
-        shard.apply("m", gone);
+        shard.apply("m", gone, NOW);
         shard.prune(&ts(100, "z"));
         assert_eq!(
             shard.take_presence(),
             vec![Presence::Emptied("tags".into())],
             "m still holds j and its OR key"
         );
-        shard.apply("m", or_remove("k", &x.tag));
-        shard.apply("m", put("j", 2, 7));
+        shard.apply("m", or_remove("k", &x.tag), NOW);
+        shard.apply("m", put("j", 2, 7), NOW);
         shard.apply(
             "m",
             Write::Lww {
                 key: "j".into(),
                 record: LwwRecord::tombstone(ts(8, "a")),
             },
+            NOW,
         );
         shard.prune(&ts(100, "z"));
         assert_eq!(shard.take_presence(), vec![Presence::Emptied("m".into())]);

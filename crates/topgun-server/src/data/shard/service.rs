@@ -22,7 +22,7 @@ use topgun_core::protocol::messages::{LeafRecord, ServerBatchEvent, ServerEvent}
 use crate::connection::ConnId;
 use crate::connection::fanout::{ConnHandle, Subscribers};
 use crate::data::ops::Write;
-use crate::data::shard::{Presence, Shard};
+use crate::data::shard::{Arrivals, Presence, Shard};
 use crate::error::code;
 use crate::journal::service::JournalFeed;
 use crate::journal::{self, Draft, Logged};
@@ -105,6 +105,13 @@ pub enum Request {
         since_ms: u64,
         max: usize,
         reply: oneshot::Sender<Option<Vec<(u16, LeafRecord)>>>,
+    },
+    /// LWW records that arrived since a time ([`Shard::lww_arrived_since`]): HTTP sync.
+    LwwArrivedSince {
+        map: String,
+        since_ms: u64,
+        max: usize,
+        reply: oneshot::Sender<Arrivals>,
     },
     OrLeaf {
         map: String,
@@ -347,7 +354,7 @@ impl Task {
                 let now = crate::clock::now_ms();
                 for (map, write) in writes {
                     let kind = write.map_kind();
-                    if let Some(mut change) = self.shard.apply(&map, write) {
+                    if let Some(mut change) = self.shard.apply(&map, write, now) {
                         events.push((kind, change.event));
                         stamp(&mut change.drafts, now);
                         logged.push((change.stored, change.drafts));
@@ -441,6 +448,14 @@ impl Task {
                 reply,
             } => {
                 let _ = reply.send(self.shard.lww_since(&map, since_ms, max));
+            }
+            Request::LwwArrivedSince {
+                map,
+                since_ms,
+                max,
+                reply,
+            } => {
+                let _ = reply.send(self.shard.lww_arrived_since(&map, since_ms, max));
             }
             Request::OrLeaf { map, path, reply } => {
                 let _ = reply.send(self.shard.or_leaf(&map, &path).unwrap_or_default());
