@@ -28,31 +28,28 @@ fn model_condition(expr: &str, user: Option<&str>, data: Option<&Value>) -> bool
     }
 }
 
-/// A segment pattern as a regular expression: `*` one segment, `**` any number of them.
+/// A segment pattern as a regular expression over the name with a dot in front of every
+/// segment (`.a.b` for `a.b`): `*` is one `.segment`, `**` any number of them, a literal
+/// `.literal` — so that a `**` matching nothing leaves no dot to account for.
 fn model_matches(pattern: &str, name: &str) -> bool {
     if pattern == "*" || pattern == "**" {
         return true;
     }
     let mut re = String::from("^");
-    for (at, segment) in pattern.split('.').enumerate() {
-        let dot = if at == 0 { "" } else { r"\." };
+    for segment in pattern.split('.') {
         match segment {
-            "**" if at == 0 => re.push_str(r"(?:[^.]+\.)*?(?:[^.]+)?"),
             "**" => re.push_str(r"(?:\.[^.]+)*"),
-            "*" => {
-                re.push_str(dot);
-                re.push_str("[^.]+");
-            }
+            "*" => re.push_str(r"\.[^.]+"),
             literal => {
-                re.push_str(dot);
+                re.push_str(r"\.");
                 re.push_str(&regex::escape(literal));
             }
         }
     }
     re.push('$');
-    // A leading `**` that matched nothing leaves the next segment's dot at the start.
-    let re = re.replace(r"(?:[^.]+)?\.", r"(?:[^.]+\.)?");
-    regex::Regex::new(&re).unwrap().is_match(name)
+    regex::Regex::new(&re)
+        .unwrap()
+        .is_match(&format!(".{name}"))
 }
 
 #[derive(Debug, Clone)]
@@ -322,6 +319,9 @@ fn the_model_matcher_agrees_with_the_spec_examples() {
         ("**.b", "b", true),
         ("**.b", "a.a.b", true),
         ("a.**.b", "a.b", true),
+        ("**.**.*", "a", true),
+        ("**.*", "a.b", true),
+        ("a.*", "a", false),
     ] {
         assert_eq!(model_matches(pattern, name), expected, "{pattern} ~ {name}");
     }
