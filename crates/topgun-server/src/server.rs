@@ -360,26 +360,7 @@ impl Server {
             .route("/healthz", get(ready))
             .route("/metrics", get(metrics))
             .route("/admin/backup", get(backup))
-            .route(
-                "/api/admin/policies",
-                get(http::admin::list_policies::<Shared>)
-                    .post(http::admin::create_policy::<Shared>),
-            )
-            .route(
-                "/api/admin/policies/{id}",
-                axum::routing::delete(http::admin::delete_policy::<Shared>),
-            )
-            .route("/api/admin/maps", get(http::admin::maps::<Shared>))
-            .route("/api/status", get(http::admin::status::<Shared>))
-            .route("/api/auth/status", get(http::admin::auth_status::<Shared>))
-            .route(
-                "/api/auth/token",
-                axum::routing::post(http::admin::not_offered),
-            )
-            .route(
-                "/api/auth/refresh",
-                axum::routing::post(http::admin::not_offered),
-            )
+            .merge(http::admin::routes::<Shared>())
             .route(
                 "/sync",
                 axum::routing::post(http::sync::handle::<Shared>)

@@ -328,3 +328,62 @@ async fn policies_survive_a_restart_and_the_catalog_counts_live_keys() {
     server.child.kill().unwrap();
     server.child.wait().unwrap();
 }
+
+/// Every route of the API, with its methods: what `/api/openapi.json` must document.
+const API_ROUTES: &[(&str, &[&str])] = &[
+    ("/api/admin/policies", &["get", "post"]),
+    ("/api/admin/policies/{id}", &["delete"]),
+    ("/api/admin/maps", &["get"]),
+    ("/api/status", &["get"]),
+    ("/api/auth/status", &["get"]),
+    ("/api/auth/token", &["post"]),
+    ("/api/auth/refresh", &["post"]),
+    ("/api/openapi.json", &["get"]),
+];
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_route_with_its_methods_and_needs_no_token() {
+    let server = start(jwt(), None).await;
+    let (status, doc) = call(server.addr, "GET", "/api/openapi.json", &[], None).await;
+    assert_eq!(status, 200);
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3."),
+        "{}",
+        doc["openapi"]
+    );
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, methods) in API_ROUTES {
+        let item = paths
+            .get(*path)
+            .unwrap_or_else(|| panic!("{path} is not documented"));
+        let mut documented: Vec<&str> = item
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .filter(|k| ["get", "post", "put", "delete", "patch"].contains(k))
+            .collect();
+        documented.sort_unstable();
+        assert_eq!(documented, *methods, "{path}");
+    }
+    assert_eq!(
+        paths.len(),
+        API_ROUTES.len(),
+        "no undocumented extra routes"
+    );
+    // Each route exists: documented paths are served (401 without a token, not 404).
+    for (path, methods) in API_ROUTES {
+        let concrete = path
+            .replace("{id}", "x")
+            .replace("{map}", "m")
+            .replace("{attribute}", "a")
+            .replace("{name}", "n");
+        let method = methods[0].to_ascii_uppercase();
+        let method: &'static str = Box::leak(method.into_boxed_str());
+        let (status, _) = call(server.addr, method, &concrete, &[], None).await;
+        assert_ne!(status, 404, "{method} {concrete}");
+        assert_ne!(status, 405, "{method} {concrete}");
+    }
+    let schemes = &doc["components"]["securitySchemes"]["bearer"];
+    assert_eq!(schemes["scheme"], "bearer", "{schemes}");
+}
