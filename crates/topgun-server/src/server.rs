@@ -16,6 +16,7 @@ use crate::clock::now_ms;
 use crate::error;
 use crate::http;
 use crate::metrics::Metrics;
+use crate::query::index_catalog::{self, IndexCatalog};
 use crate::security::admin_policy::Rules;
 use crate::security::admin_store;
 use std::time::{Duration, Instant};
@@ -98,6 +99,8 @@ struct Shared {
     http_sync_anonymous: bool,
     /// Without auth, whether the admin plane is served (loopback, or the operator's opt-in).
     admin_without_auth: bool,
+    /// The admin API's index catalog, recovered from `__topgun_indexes`.
+    indexes: IndexCatalog,
     gc_interval_ms: u64,
     /// Frames being processed right now.
     in_flight: AtomicUsize,
@@ -148,6 +151,10 @@ impl http::Host for Shared {
 
     fn admin_plane_without_auth(&self) -> bool {
         self.admin_without_auth
+    }
+
+    fn indexes(&self) -> &IndexCatalog {
+        &self.indexes
     }
 
     fn status(&self) -> (usize, u64, u64) {
@@ -269,6 +276,7 @@ impl Server {
         // Read before the shards take the records: the admin API's policies are in force from
         // the first request.
         let admin_policies = admin_store::recover(&opened.loaded);
+        let indexes = index_catalog::recover(&opened.loaded);
         let settings = services::Settings {
             shards: config.shards,
             topics_per_connection_max: config.session.topics_per_connection_max,
@@ -322,6 +330,7 @@ impl Server {
             http_sync_anonymous: config.http.sync_allow_anonymous,
             admin_without_auth: config.bind.ip().is_loopback()
                 || config.admin.allow_no_auth_public_bind,
+            indexes,
             gc_interval_ms: config.gc_interval_ms,
             in_flight: AtomicUsize::new(0),
             backlog,

@@ -20,6 +20,7 @@
 //! Invariants: a refused request changes nothing; a change is durable (a reserved map written
 //! through the shards) before it is answered, and in force once answered.
 
+pub mod indexes;
 pub mod maps;
 pub mod openapi;
 pub mod policies;
@@ -54,6 +55,19 @@ pub fn routes<H: Host>() -> Router<Arc<H>> {
             delete(policies::delete_policy::<H>),
         )
         .route("/api/admin/maps", get(maps::maps::<H>))
+        .route(
+            "/api/admin/indexes",
+            get(indexes::list::<H>).post(indexes::create::<H>),
+        )
+        .route(
+            "/api/admin/indexes/{map}/{attribute}",
+            delete(indexes::remove::<H>),
+        )
+        .route(
+            "/api/admin/indexes/{map}/{attribute}/status",
+            get(indexes::status::<H>),
+        )
+        .merge(indexes::vector_routes::<H>())
         .route("/api/status", get(public::status::<H>))
         .route("/api/auth/status", get(public::auth_status::<H>))
         .route("/api/auth/token", post(public::token))

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{maps, policies, public};
+use super::{indexes, maps, policies, public};
 
 /// The document's root: the paths and schemas the handlers declare.
 #[derive(Debug, OpenApi)]
@@ -24,6 +24,16 @@ use super::{maps, policies, public};
         policies::list_policies,
         policies::delete_policy,
         maps::maps,
+        indexes::create,
+        indexes::list,
+        indexes::remove,
+        indexes::status,
+        indexes::vector_list,
+        indexes::vector_create,
+        indexes::vector_delete,
+        indexes::vector_optimize,
+        indexes::vector_cancel,
+        indexes::vector_status,
         public::status,
         public::auth_status,
         public::token,
@@ -35,6 +45,7 @@ use super::{maps, policies, public};
     tags(
         (name = "policies", description = "role-less data-plane policies (COMPAT §3.3)"),
         (name = "maps", description = "the maps catalog"),
+        (name = "indexes", description = "the index catalog (intent only: results never depend on it)"),
         (name = "public", description = "no token needed"),
         (name = "auth", description = "tokens for the admin plane"),
     )
