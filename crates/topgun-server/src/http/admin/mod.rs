@@ -20,11 +20,14 @@
 //! Invariants: a refused request changes nothing; a change is durable (a reserved map written
 //! through the shards) before it is answered, and in force once answered.
 
+pub mod cluster;
 pub mod indexes;
+pub mod login;
 pub mod maps;
 pub mod openapi;
 pub mod policies;
 pub mod public;
+pub mod settings;
 
 use std::sync::Arc;
 
@@ -68,8 +71,14 @@ pub fn routes<H: Host>() -> Router<Arc<H>> {
             get(indexes::status::<H>),
         )
         .merge(indexes::vector_routes::<H>())
+        .route(
+            "/api/admin/settings",
+            get(settings::get_settings::<H>).put(settings::put_settings::<H>),
+        )
+        .route("/api/admin/cluster/status", get(cluster::status::<H>))
         .route("/api/status", get(public::status::<H>))
         .route("/api/auth/status", get(public::auth_status::<H>))
+        .route("/api/auth/login", post(login::login::<H>))
         .route("/api/auth/token", post(public::token))
         .route("/api/auth/refresh", post(public::refresh))
         .route("/api/openapi.json", get(openapi::document))

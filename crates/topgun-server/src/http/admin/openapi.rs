@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{indexes, maps, policies, public};
+use super::{cluster, indexes, login, maps, policies, public, settings};
 
 /// The document's root: the paths and schemas the handlers declare.
 #[derive(Debug, OpenApi)]
@@ -34,6 +34,10 @@ use super::{indexes, maps, policies, public};
         indexes::vector_optimize,
         indexes::vector_cancel,
         indexes::vector_status,
+        settings::get_settings,
+        settings::put_settings,
+        cluster::status,
+        login::login,
         public::status,
         public::auth_status,
         public::token,
@@ -46,6 +50,8 @@ use super::{indexes, maps, policies, public};
         (name = "policies", description = "role-less data-plane policies (COMPAT §3.3)"),
         (name = "maps", description = "the maps catalog"),
         (name = "indexes", description = "the index catalog (intent only: results never depend on it)"),
+        (name = "settings", description = "the node's settings"),
+        (name = "cluster", description = "nodes and partition owners"),
         (name = "public", description = "no token needed"),
         (name = "auth", description = "tokens for the admin plane"),
     )
