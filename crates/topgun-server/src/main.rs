@@ -9,6 +9,7 @@ use clap::Parser;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use topgun_server::Server;
 use topgun_server::config::{Cli, Command, Config, Env, LogFormat};
+use topgun_server::http::admin::settings::LogControl;
 use topgun_server::security::access::Policies;
 use topgun_server::storage::backup;
 
@@ -34,7 +35,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(config.log_format);
+    let log = init_logging(config.log_format);
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
@@ -44,7 +45,7 @@ fn main() -> ExitCode {
             config.unused_env.join(", ")
         );
     }
-    match run(&cli, &config) {
+    match run(&cli, &config, log) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("topgun-server: {e:#}");
@@ -67,21 +68,34 @@ fn load(cli: &Cli) -> anyhow::Result<Config> {
 /// `RUST_LOG` filters (default `info`); `TOPGUN_LOG_FORMAT=json` writes JSON lines. Logs go
 /// to stderr (stdout carries only the `PORT=` line), in colour only when stderr is a
 /// terminal and `NO_COLOR` is unset or empty (no-color.org): a file or a pipe gets plain text.
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// The filter sits behind a reload handle: the returned control lets `PUT
+/// /api/admin/settings` replace it while the server runs.
+fn init_logging(format: LogFormat) -> LogControl {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::{EnvFilter, Layer as _, fmt, reload};
+    let text = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| EnvFilter::try_new(v).is_ok());
+    let current = text.unwrap_or_else(|| "info".to_owned());
+    let (filter, handle) = reload::Layer::new(EnvFilter::new(&current));
     let colour = colour(
         std::io::stderr().is_terminal(),
         std::env::var_os("NO_COLOR").as_deref(),
     );
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(colour)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
+    let lines = fmt::layer().with_ansi(colour).with_writer(std::io::stderr);
+    let lines = match format {
+        LogFormat::Json => lines.json().boxed(),
+        LogFormat::Text => lines.boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(lines)
+        .init();
+    LogControl::new(current, move |text: &str| {
+        let filter = EnvFilter::try_new(text).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    })
 }
 
 /// Colour only on a terminal, and only while `NO_COLOR` is unset or empty.
@@ -89,7 +103,7 @@ fn colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
     terminal && no_color.is_none_or(std::ffi::OsStr::is_empty)
 }
 
-fn run(cli: &Cli, config: &Config) -> anyhow::Result<()> {
+fn run(cli: &Cli, config: &Config, log: LogControl) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -97,6 +111,7 @@ fn run(cli: &Cli, config: &Config) -> anyhow::Result<()> {
     runtime.block_on(async {
         // Its errors say what failed (the data directory, the store, the address).
         let server = Server::bind(config.clone()).await?;
+        server.set_log_control(log);
         let addr = server.local_addr()?;
         // Signals are watched before the port is announced: a SIGTERM or SIGHUP sent the
         // moment a script reads the port must not meet the default action (exit).

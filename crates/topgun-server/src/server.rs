@@ -16,6 +16,7 @@ use crate::clock::now_ms;
 use crate::error;
 use crate::http;
 use crate::metrics::Metrics;
+use crate::query::index_catalog::{self, IndexCatalog};
 use crate::security::admin_policy::Rules;
 use crate::security::admin_store;
 use std::time::{Duration, Instant};
@@ -98,7 +99,16 @@ struct Shared {
     http_sync_anonymous: bool,
     /// Without auth, whether the admin plane is served (loopback, or the operator's opt-in).
     admin_without_auth: bool,
-    gc_interval_ms: u64,
+    /// The admin API's index catalog, recovered from `__topgun_indexes`.
+    indexes: IndexCatalog,
+    /// What `/api/admin/settings` shows; the GC task reads its interval here.
+    settings: http::admin::settings::Settings,
+    /// The admin login's user name and password.
+    admin: crate::config::AdminSettings,
+    /// `TOPGUN_TRUSTED_PROXY`.
+    trusted_proxy: bool,
+    api_rate_limit: http::edge::ApiRateLimit,
+    cors: crate::config::CorsOrigins,
     /// Frames being processed right now.
     in_flight: AtomicUsize,
     /// Every connection's unread pushed output, against the server's budget.
@@ -148,6 +158,57 @@ impl http::Host for Shared {
 
     fn admin_plane_without_auth(&self) -> bool {
         self.admin_without_auth
+    }
+
+    fn indexes(&self) -> &IndexCatalog {
+        &self.indexes
+    }
+
+    fn settings(&self) -> &http::admin::settings::Settings {
+        &self.settings
+    }
+
+    fn node(&self) -> http::admin::cluster::NodeView {
+        http::admin::cluster::NodeView {
+            node_id: self.node_id.as_str().to_owned(),
+            address: format!("{}:{}", self.settings.host, self.settings.port),
+            connections: self.metrics.connections(),
+            uptime_secs: self.started.elapsed().as_secs(),
+        }
+    }
+
+    fn credentials(&self) -> http::admin::login::Credentials<'_> {
+        http::admin::login::Credentials {
+            username: &self.admin.username,
+            password: self
+                .admin
+                .password
+                .as_ref()
+                .map(crate::config::Secret::expose),
+        }
+    }
+
+    fn sign(&self, sub: &str, roles: &[&str], exp_secs: u64) -> Option<String> {
+        match &self.auth {
+            AuthMode::Jwt(verifier) => verifier.sign(sub, roles, exp_secs),
+            AuthMode::Disabled => None,
+        }
+    }
+
+    fn auth_failures(&self) -> &AuthFailures {
+        &self.auth_failures
+    }
+
+    fn trusted_proxy(&self) -> bool {
+        self.trusted_proxy
+    }
+
+    fn api_rate_limit(&self) -> &http::edge::ApiRateLimit {
+        &self.api_rate_limit
+    }
+
+    fn cors(&self) -> &crate::config::CorsOrigins {
+        &self.cors
     }
 
     fn status(&self) -> (usize, u64, u64) {
@@ -269,6 +330,7 @@ impl Server {
         // Read before the shards take the records: the admin API's policies are in force from
         // the first request.
         let admin_policies = admin_store::recover(&opened.loaded);
+        let indexes = index_catalog::recover(&opened.loaded);
         let settings = services::Settings {
             shards: config.shards,
             topics_per_connection_max: config.session.topics_per_connection_max,
@@ -300,6 +362,7 @@ impl Server {
             advertised_url: format!("ws://{addr}"),
         });
         let (shutdown, _) = watch::channel(false);
+        let settings = node_settings(&config, addr);
         let shared = Arc::new(Shared {
             session,
             policies: Arc::new(Policies::with_rules(Rules {
@@ -322,7 +385,12 @@ impl Server {
             http_sync_anonymous: config.http.sync_allow_anonymous,
             admin_without_auth: config.bind.ip().is_loopback()
                 || config.admin.allow_no_auth_public_bind,
-            gc_interval_ms: config.gc_interval_ms,
+            indexes,
+            settings,
+            admin: config.admin.clone(),
+            trusted_proxy: config.http.trusted_proxy,
+            api_rate_limit: http::edge::ApiRateLimit::default(),
+            cors: config.http.cors_origins.clone(),
             in_flight: AtomicUsize::new(0),
             backlog,
             started: Instant::now(),
@@ -337,6 +405,11 @@ impl Server {
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Lets `PUT /api/admin/settings` change the log filter (the binary hands it over).
+    pub fn set_log_control(&self, control: http::admin::settings::LogControl) {
+        self.shared.settings.set_log_control(control);
     }
 
     /// The policies in force; [`Policies::replace`] reloads them (SIGHUP in the binary).
@@ -359,27 +432,10 @@ impl Server {
             .route("/health/ready", get(ready))
             .route("/healthz", get(ready))
             .route("/metrics", get(metrics))
+            // The old path of backups, kept while no dashboard is served under `/admin`.
             .route("/admin/backup", get(backup))
-            .route(
-                "/api/admin/policies",
-                get(http::admin::list_policies::<Shared>)
-                    .post(http::admin::create_policy::<Shared>),
-            )
-            .route(
-                "/api/admin/policies/{id}",
-                axum::routing::delete(http::admin::delete_policy::<Shared>),
-            )
-            .route("/api/admin/maps", get(http::admin::maps::<Shared>))
-            .route("/api/status", get(http::admin::status::<Shared>))
-            .route("/api/auth/status", get(http::admin::auth_status::<Shared>))
-            .route(
-                "/api/auth/token",
-                axum::routing::post(http::admin::not_offered),
-            )
-            .route(
-                "/api/auth/refresh",
-                axum::routing::post(http::admin::not_offered),
-            )
+            .route("/api/admin/backup", get(api_backup))
+            .merge(http::admin::routes::<Shared>())
             .route(
                 "/sync",
                 axum::routing::post(http::sync::handle::<Shared>)
@@ -390,7 +446,16 @@ impl Server {
             .route_layer(axum::middleware::from_fn(refill_preauth))
             .route("/", get(upgrade))
             .route("/ws", get(upgrade))
-            .with_state(Arc::clone(&shared));
+            .with_state(Arc::clone(&shared))
+            // Outermost last: CORS answers preflights and marks every answer, 429s included.
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&shared),
+                http::edge::rate_limit::<Shared>,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&shared),
+                http::edge::cors::<Shared>,
+            ));
         shared.phase.store(READY, Ordering::SeqCst);
         if shared.tombstone_ttl_ms > 0 {
             tokio::spawn(prune_tombstones(Arc::clone(&shared)));
@@ -420,6 +485,18 @@ impl Server {
     }
 }
 
+/// What `/api/admin/settings` shows, from the configuration and the bound address.
+fn node_settings(config: &Config, addr: SocketAddr) -> http::admin::settings::Settings {
+    http::admin::settings::Settings::new(
+        config.node_id.as_str().to_owned(),
+        addr,
+        matches!(config.auth, AuthMode::Jwt(_)),
+        config.guards.value_bytes_max,
+        config.shards * crate::data::shards::SHARD_QUEUE_LEN,
+        config.gc_interval_ms,
+    )
+}
+
 /// The greatest timestamp among loaded records.
 fn latest_timestamp(entries: &[crate::storage::store::StoredEntry]) -> Option<Timestamp> {
     use crate::storage::store::StoredValue;
@@ -437,13 +514,16 @@ fn latest_timestamp(entries: &[crate::storage::store::StoredEntry]) -> Option<Ti
 /// Every `gc_interval_ms`: prunes tombstones older than `tombstone_ttl_ms` and publishes the
 /// horizon, which every connection forwards as `GC_PRUNE`. Stops with the server.
 async fn prune_tombstones(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(shared.gc_interval_ms));
     let mut shutdown = shared.shutdown.subscribe();
+    // The first round runs at once, as the server starts.
+    let mut wait = Duration::ZERO;
     loop {
         tokio::select! {
-            _ = tick.tick() => {}
+            () = tokio::time::sleep(wait) => {}
             _ = shutdown.changed() => return,
         }
+        // Read each round: `PUT /api/admin/settings` may have changed it.
+        wait = Duration::from_millis(shared.settings.gc_interval_ms());
         let millis = now_ms().saturating_sub(shared.tombstone_ttl_ms);
         let horizon = Timestamp::new(millis, 0, shared.node_id.clone());
         let keys = shared.data.prune(horizon.clone()).await;
@@ -544,6 +624,19 @@ async fn backup(State(shared): State<Arc<Shared>>, headers: axum::http::HeaderMa
             }
         }
     }
+    dump(&shared).await
+}
+
+/// `GET /api/admin/backup`: a backup for the admin plane's role (COMPAT §3.1).
+async fn api_backup(State(shared): State<Arc<Shared>>, headers: axum::http::HeaderMap) -> Response {
+    if let Err(refused) = http::admin::guard(&*shared, &headers) {
+        return *refused.0;
+    }
+    dump(&shared).await
+}
+
+/// Every record, encoded as a backup file.
+async fn dump(shared: &Shared) -> Response {
     match shared.data.dump().await {
         Ok(entries) => (
             [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],

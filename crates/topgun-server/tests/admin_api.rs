@@ -276,6 +276,7 @@ async fn policies_survive_a_restart_and_the_catalog_counts_live_keys() {
     for policy in [
         json!({"id": "frozen", "mapPattern": "frozen", "action": "write", "effect": "deny"}),
         json!({"id": "rest", "mapPattern": "**", "action": "all", "effect": "allow"}),
+        json!({"id": "dropped", "mapPattern": "x", "action": "all", "effect": "deny"}),
     ] {
         let (status, _) = call(
             server.addr,
@@ -287,6 +288,18 @@ async fn policies_survive_a_restart_and_the_catalog_counts_live_keys() {
         .await;
         assert_eq!(status, 201);
     }
+    let dropped = call(
+        server.addr,
+        "DELETE",
+        "/api/admin/policies/dropped",
+        &[],
+        None,
+    );
+    assert_eq!(
+        dropped.await.0,
+        204,
+        "deleted before the crash: stays deleted"
+    );
     let mut c = connect(server.addr, "/ws").await;
     assert_eq!(refused(&mut c, doc(1, "frozen", "k", &[])).await, Some(403));
     let record = OrRecord {
@@ -325,6 +338,333 @@ async fn policies_survive_a_restart_and_the_catalog_counts_live_keys() {
     assert_eq!(listed["policies"].as_array().unwrap().len(), 2);
     let mut c = connect(server.addr, "/ws").await;
     assert_eq!(refused(&mut c, doc(7, "frozen", "k", &[])).await, Some(403));
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
+/// Every route of the API, with its methods: what `/api/openapi.json` must document.
+const API_ROUTES: &[(&str, &[&str])] = &[
+    ("/api/admin/policies", &["get", "post"]),
+    ("/api/admin/policies/{id}", &["delete"]),
+    ("/api/admin/maps", &["get"]),
+    ("/api/admin/indexes", &["get", "post"]),
+    ("/api/admin/indexes/{map}/{attribute}", &["delete"]),
+    ("/api/admin/indexes/{map}/{attribute}/status", &["get"]),
+    ("/api/admin/indexes/vector", &["get", "post"]),
+    ("/api/admin/indexes/vector/{map}/{name}", &["delete"]),
+    ("/api/admin/indexes/vector/{map}/{name}/optimize", &["post"]),
+    (
+        "/api/admin/indexes/vector/{map}/{name}/optimize/{id}",
+        &["delete"],
+    ),
+    ("/api/admin/indexes/vector/{map}/{name}/status", &["get"]),
+    ("/api/status", &["get"]),
+    ("/api/admin/settings", &["get", "put"]),
+    ("/api/admin/cluster/status", &["get"]),
+    ("/api/auth/status", &["get"]),
+    ("/api/auth/login", &["post"]),
+    ("/api/auth/token", &["post"]),
+    ("/api/auth/refresh", &["post"]),
+    ("/api/openapi.json", &["get"]),
+];
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_route_with_its_methods_and_needs_no_token() {
+    let server = start(jwt(), None).await;
+    let (status, doc) = call(server.addr, "GET", "/api/openapi.json", &[], None).await;
+    assert_eq!(status, 200);
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3."),
+        "{}",
+        doc["openapi"]
+    );
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, methods) in API_ROUTES {
+        let item = paths
+            .get(*path)
+            .unwrap_or_else(|| panic!("{path} is not documented"));
+        let mut documented: Vec<&str> = item
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .filter(|k| ["get", "post", "put", "delete", "patch"].contains(k))
+            .collect();
+        documented.sort_unstable();
+        assert_eq!(documented, *methods, "{path}");
+    }
+    assert_eq!(
+        paths.len(),
+        API_ROUTES.len(),
+        "no undocumented extra routes"
+    );
+    // Each route exists: documented paths are served (401 without a token, not 404).
+    for (path, methods) in API_ROUTES {
+        let concrete = path
+            .replace("{id}", "x")
+            .replace("{map}", "m")
+            .replace("{attribute}", "a")
+            .replace("{name}", "n");
+        let method = methods[0].to_ascii_uppercase();
+        let method: &'static str = Box::leak(method.into_boxed_str());
+        let (status, _) = call(server.addr, method, &concrete, &[], None).await;
+        assert_ne!(status, 404, "{method} {concrete}");
+        assert_ne!(status, 405, "{method} {concrete}");
+    }
+    let schemes = &doc["components"]["securitySchemes"]["bearer"];
+    assert_eq!(schemes["scheme"], "bearer", "{schemes}");
+}
+
+/// A JWT server holding four `articles`, two with a `title`.
+async fn articles() -> Running {
+    let server = start(jwt(), None).await;
+    let mut c = connect(server.addr, "/ws").await;
+    let jwt = token(
+        &json!({"sub": "root", "roles": ["ADMIN"], "exp": now_secs() + 3600}),
+        SECRET,
+    );
+    send(&mut c, &auth(&jwt)).await;
+    drain(&mut c, 0).await;
+    let ops = vec![
+        doc(1, "articles", "a", &[("title", Value::from("one"))]),
+        doc(2, "articles", "b", &[("title", Value::from("two"))]),
+        doc(3, "articles", "c", &[("body", Value::from("no title"))]),
+        doc(4, "articles", "d", &[("title", Value::Nil)]),
+    ];
+    send(&mut c, &op_batch(ops)).await;
+    drain(&mut c, 1).await;
+    server
+}
+
+async fn post_index(addr: std::net::SocketAddr, body: Json, headers: Vec<String>) -> (u16, Json) {
+    call(addr, "POST", "/api/admin/indexes", &headers, Some(body)).await
+}
+
+/// The MCP package's setup call, and creation's statuses: 201 with the records that have the
+/// attribute, 401/403 without an admin token, 409 for a second, 400 for bad fields and
+/// `vector`.
+#[tokio::test]
+async fn indexes_are_created_with_exact_statuses() {
+    let server = articles().await;
+    let admin = vec![bearer(&["admin"])];
+    let post = |body, headers| post_index(server.addr, body, headers);
+    let inverted = json!({"mapName": "articles", "attribute": "title", "indexType": "inverted"});
+    assert_eq!(post(inverted.clone(), vec![]).await.0, 401);
+    assert_eq!(post(inverted.clone(), vec![bearer(&["user"])]).await.0, 403);
+    let (status, created) = post(inverted.clone(), admin.clone()).await;
+    assert_eq!(
+        (status, created),
+        (
+            201,
+            json!({"mapName": "articles", "attribute": "title", "indexType": "inverted", "entryCount": 2})
+        )
+    );
+    let (status, error) = post(inverted, admin.clone()).await;
+    assert_eq!(
+        (status, error["code"].clone()),
+        (409, json!(409)),
+        "{error}"
+    );
+
+    for (body, field) in [
+        (
+            json!({"mapName": "articles", "attribute": "v", "indexType": "vector"}),
+            "indexType",
+        ),
+        (
+            json!({"mapName": "articles", "attribute": "v", "indexType": "btree"}),
+            "indexType",
+        ),
+        (
+            json!({"mapName": "", "attribute": "v", "indexType": "hash"}),
+            "mapName",
+        ),
+        (
+            json!({"mapName": "__topgun_indexes", "attribute": "v", "indexType": "hash"}),
+            "mapName",
+        ),
+        (
+            json!({"mapName": "m", "attribute": "", "indexType": "hash"}),
+            "attribute",
+        ),
+        (json!({"mapName": "m", "indexType": "hash"}), "body"),
+    ] {
+        let (status, error) = post(body.clone(), admin.clone()).await;
+        assert_eq!(
+            (status, error["field"].clone()),
+            (400, json!(field)),
+            "{body}: {error}"
+        );
+    }
+}
+
+/// Listing, backfill status and deletion: 404 for an index that is not there, the vector
+/// routes 501 until vector search exists.
+#[tokio::test]
+async fn indexes_are_listed_followed_and_deleted_with_exact_statuses() {
+    let server = articles().await;
+    let admin = vec![bearer(&["admin"])];
+    let post = |body, headers| post_index(server.addr, body, headers);
+    let inverted = json!({"mapName": "articles", "attribute": "title", "indexType": "inverted"});
+    assert_eq!(post(inverted, admin.clone()).await.0, 201);
+    let (status, _) = post(
+        json!({"mapName": "notes", "attribute": "at", "indexType": "navigable"}),
+        admin.clone(),
+    )
+    .await;
+    assert_eq!(status, 201);
+
+    let (status, listed) = call(server.addr, "GET", "/api/admin/indexes", &admin, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        listed,
+        json!({"indexes": [
+            {"mapName": "articles", "attribute": "title", "indexType": "inverted", "entryCount": 2},
+            {"mapName": "notes", "attribute": "at", "indexType": "navigable", "entryCount": 0},
+        ]})
+    );
+    let (status, progress) = call(
+        server.addr,
+        "GET",
+        "/api/admin/indexes/articles/title/status",
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, progress),
+        (
+            200,
+            json!({"mapName": "articles", "attribute": "title", "total": 2, "processed": 2, "done": true, "rebuildType": "backfill"})
+        )
+    );
+    let unknown = "/api/admin/indexes/articles/body";
+    assert_eq!(
+        call(
+            server.addr,
+            "GET",
+            &format!("{unknown}/status"),
+            &admin,
+            None
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        call(server.addr, "DELETE", unknown, &admin, None).await.0,
+        404
+    );
+    assert_eq!(
+        call(
+            server.addr,
+            "DELETE",
+            "/api/admin/indexes/notes/at",
+            &[],
+            None
+        )
+        .await
+        .0,
+        401
+    );
+    assert_eq!(
+        call(
+            server.addr,
+            "DELETE",
+            "/api/admin/indexes/notes/at",
+            &admin,
+            None
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(
+        call(
+            server.addr,
+            "DELETE",
+            "/api/admin/indexes/notes/at",
+            &admin,
+            None
+        )
+        .await
+        .0,
+        404
+    );
+    let (_, listed) = call(server.addr, "GET", "/api/admin/indexes", &admin, None).await;
+    assert_eq!(listed["indexes"].as_array().unwrap().len(), 1, "{listed}");
+    // The reserved map holding the catalog is not a client map.
+    let (_, maps) = call(server.addr, "GET", "/api/admin/maps", &admin, None).await;
+    assert_eq!(
+        maps,
+        json!({"maps": [{"name": "articles", "entryCount": 4}]})
+    );
+}
+
+/// The vector index routes answer 501 to an admin until vector search exists, and are
+/// guarded like the others.
+#[tokio::test]
+async fn vector_index_routes_are_not_offered_yet() {
+    let server = start(jwt(), None).await;
+    let admin = vec![bearer(&["admin"])];
+    let (status, error) = call(
+        server.addr,
+        "POST",
+        "/api/admin/indexes/vector",
+        &admin,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 501, "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("vector"),
+        "{error}"
+    );
+    assert_eq!(
+        call(server.addr, "GET", "/api/admin/indexes/vector", &[], None)
+            .await
+            .0,
+        401
+    );
+}
+
+#[tokio::test]
+async fn the_index_catalog_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let launch = || {
+        let mut cmd = binary();
+        cmd.env("TOPGUN_NO_AUTH", "1")
+            .arg("--data-dir")
+            .arg(dir.path());
+        serve_binary(&mut cmd)
+    };
+    let mut server = launch();
+    for attribute in ["title", "gone"] {
+        let body = json!({"mapName": "todos", "attribute": attribute, "indexType": "hash"});
+        let (status, _) = call(server.addr, "POST", "/api/admin/indexes", &[], Some(body)).await;
+        assert_eq!(status, 201);
+    }
+    assert_eq!(
+        call(
+            server.addr,
+            "DELETE",
+            "/api/admin/indexes/todos/gone",
+            &[],
+            None
+        )
+        .await
+        .0,
+        204
+    );
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+
+    let mut server = launch();
+    let (_, listed) = call(server.addr, "GET", "/api/admin/indexes", &[], None).await;
+    assert_eq!(
+        listed,
+        json!({"indexes": [{"mapName": "todos", "attribute": "title", "indexType": "hash", "entryCount": 0}]})
+    );
     server.child.kill().unwrap();
     server.child.wait().unwrap();
 }

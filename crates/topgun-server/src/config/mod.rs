@@ -214,9 +214,9 @@ pub struct Config {
     pub preauth: PreAuthLimits,
     /// Interceptors an embedding program adds; they run after the built-in ones.
     pub interceptors: Vec<std::sync::Arc<dyn crate::security::interceptor::Interceptor>>,
-    /// The admin plane's settings (for the admin REST API, not yet served).
+    /// The admin plane's settings (the admin REST API, login).
     pub admin: AdminSettings,
-    /// HTTP settings (for `POST /sync` and `/api/*`, not yet served).
+    /// HTTP settings (`POST /sync` and `/api/*`: CORS, the trusted proxy).
     pub http: HttpSettings,
     /// SQL queries on (`TOPGUN_SQL`; off by default). SQL is not built yet: requests are
     /// answered `ERROR 501` either way.

@@ -1,6 +1,6 @@
 //! The settings read from the environment for the admin plane, HTTP and SQL (COMPAT.md
 //! §2–§4), parsed and checked at start-up so that a bad value stops the server before it
-//! serves. The features that use them come later; until then they change nothing.
+//! serves. SQL is not built yet: its switch changes nothing so far.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;

@@ -98,6 +98,19 @@ impl DataPlane {
         Ok(catalog.into_iter().collect())
     }
 
+    /// The keys of `map` whose live value holds `attribute`, summed over the shards.
+    pub async fn attribute_count(&self, map: &str, attribute: &str) -> Result<usize, ShardGone> {
+        let parts = self
+            .shards
+            .ask_all(|reply| Request::AttributeCount {
+                map: map.to_owned(),
+                attribute: attribute.to_owned(),
+                reply,
+            })
+            .await?;
+        Ok(parts.await.ok_or(ShardGone)?.into_iter().sum())
+    }
+
     /// A new connection's state in the data path.
     pub fn connection(&self, handle: ConnHandle, maps_max: usize) -> ConnState {
         let queries_max = self.writes.guards.queries_per_connection_max;

@@ -14,8 +14,10 @@
 //! Public face: the [`Host`] trait the server implements, and the handlers it mounts.
 
 pub mod admin;
+pub mod edge;
 pub mod sync;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::http::{HeaderMap, StatusCode, header};
@@ -43,8 +45,41 @@ pub trait Host: Send + Sync + 'static {
     /// Without auth: whether the admin plane is served (loopback bind, or
     /// `TOPGUN_ALLOW_NO_AUTH_PUBLIC_BIND`).
     fn admin_plane_without_auth(&self) -> bool;
+    /// The index catalog (`/api/admin/indexes`).
+    fn indexes(&self) -> &crate::query::index_catalog::IndexCatalog;
     /// `(connections, uptime in seconds, ops applied since start)` for `/api/status`.
     fn status(&self) -> (usize, u64, u64);
+    /// The settings `/api/admin/settings` shows and changes.
+    fn settings(&self) -> &admin::settings::Settings;
+    /// This node, for `/api/admin/cluster/status`.
+    fn node(&self) -> admin::cluster::NodeView;
+    /// The admin login's user name and password.
+    fn credentials(&self) -> admin::login::Credentials<'_>;
+    /// An HS256 token for `sub` with `roles`, or `None` when this server cannot sign.
+    fn sign(&self, sub: &str, roles: &[&str], exp_secs: u64) -> Option<String>;
+    /// Failed authentications per address, shared with the WebSocket's `AUTH`.
+    fn auth_failures(&self) -> &crate::security::guard::AuthFailures;
+    /// `TOPGUN_TRUSTED_PROXY`: a request's client is the first `X-Forwarded-For` address.
+    fn trusted_proxy(&self) -> bool;
+    /// The per-address limit of `/api/admin/*` and `/api/auth/*`.
+    fn api_rate_limit(&self) -> &edge::ApiRateLimit;
+    /// `TOPGUN_CORS_ORIGINS`.
+    fn cors(&self) -> &crate::config::CorsOrigins;
+}
+
+/// The address per-IP limits count a request against: the peer's, or behind a trusted
+/// proxy the left-most `X-Forwarded-For` entry (the client as the first proxy saw it; a
+/// value that is not an address falls back to the peer).
+pub(crate) fn client_ip(host: &impl Host, headers: &HeaderMap, peer: IpAddr) -> IpAddr {
+    if !host.trusted_proxy() {
+        return peer;
+    }
+    headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .and_then(|first| first.trim().parse().ok())
+        .unwrap_or(peer)
 }
 
 /// An error answer: `{code, message}` JSON with the status of the same code.

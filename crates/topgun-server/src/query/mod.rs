@@ -22,12 +22,14 @@
 //! | [`view`] | a view shared by every subscription asking the same, and how a change steps it |
 //! | [`index`] | one map's subscriptions, indexed so a change costs only those it concerns |
 //! | `once` | one-shot queries over a snapshot (HTTP sync) |
+//! | [`index_catalog`] | the admin API's index definitions (intent; results never depend on them) |
 //!
 //! Public face: [`handle::Queries`], held by shards and connections, and [`service::run`],
 //! the task itself (started by `services.rs`).
 
 pub mod handle;
 mod index;
+pub mod index_catalog;
 pub(crate) mod once;
 pub mod service;
 pub(crate) mod view;

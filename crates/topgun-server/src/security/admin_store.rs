@@ -8,7 +8,7 @@ use topgun_core::protocol::query::PredicateNode;
 use topgun_core::protocol::{Limits, decode_standalone, encode_standalone};
 
 use crate::security::admin_policy::{AdminPolicies, AdminPolicy, Effect, PolicyAction};
-use crate::storage::store::{StoredEntry, StoredValue};
+use crate::storage::store::{StoredEntry, latest_lww};
 
 pub const POLICIES_MAP: &str = "__topgun_policies";
 /// The key recording that the policy store was configured (it never goes back).
@@ -88,19 +88,18 @@ fn from_value(id: &str, value: &Value) -> Option<AdminPolicy> {
 pub fn recover(entries: &[StoredEntry]) -> AdminPolicies {
     let mut policies = Vec::new();
     let mut configured = false;
-    for entry in entries.iter().filter(|e| e.map == POLICIES_MAP) {
-        let StoredValue::Lww(record) = &entry.value else {
-            continue;
-        };
+    // The record in force per key: a policy deleted after its creation was logged must
+    // stay deleted, whichever order loading yields the two in.
+    for (key, record) in latest_lww(entries, POLICIES_MAP) {
         if record.is_tombstone() {
             continue;
         }
-        if entry.key == CONFIGURED_KEY {
+        if key == CONFIGURED_KEY {
             configured = true;
-        } else if let Some(policy) = from_value(&entry.key, &record.value) {
+        } else if let Some(policy) = from_value(key, &record.value) {
             policies.push(policy);
         } else {
-            tracing::warn!(policy = %entry.key, "ignoring a malformed stored admin policy");
+            tracing::warn!(policy = %key, "ignoring a malformed stored admin policy");
         }
     }
     AdminPolicies::restore(policies, configured)

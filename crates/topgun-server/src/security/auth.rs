@@ -79,6 +79,9 @@ struct Claims {
 #[derive(Clone)]
 pub struct JwtVerifier {
     key: DecodingKey,
+    /// HS256 only: the same secret, to sign the admin login's tokens. An RS256 server holds
+    /// only the public key and cannot sign.
+    signing: Option<jsonwebtoken::EncodingKey>,
     algorithm: Algorithm,
     issuer: Option<String>,
     audience: Option<String>,
@@ -104,10 +107,10 @@ impl JwtVerifier {
         audience: Option<String>,
     ) -> Result<Self, KeyError> {
         let unfolded = secret.replace("\\n", "\n");
-        let (key, algorithm) = if unfolded.contains("-----BEGIN") {
+        let (key, algorithm, signing) = if unfolded.contains("-----BEGIN") {
             let key = DecodingKey::from_rsa_pem(unfolded.as_bytes())
                 .map_err(|e| KeyError::BadPem(e.to_string()))?;
-            (key, Algorithm::RS256)
+            (key, Algorithm::RS256, None)
         } else if secret.len() < HS256_SECRET_BYTES_MIN {
             return Err(KeyError::ShortSecret {
                 len: secret.len(),
@@ -117,10 +120,12 @@ impl JwtVerifier {
             (
                 DecodingKey::from_secret(secret.as_bytes()),
                 Algorithm::HS256,
+                Some(jsonwebtoken::EncodingKey::from_secret(secret.as_bytes())),
             )
         };
         Ok(Self {
             key,
+            signing,
             algorithm,
             issuer,
             audience,
@@ -129,6 +134,21 @@ impl JwtVerifier {
 
     pub fn algorithm(&self) -> Algorithm {
         self.algorithm
+    }
+
+    /// An HS256 token `{sub, roles, exp}` (with the configured issuer and audience, so that
+    /// this verifier accepts it), or `None` on an RS256 server, which cannot sign.
+    pub fn sign(&self, sub: &str, roles: &[&str], exp_secs: u64) -> Option<String> {
+        let signing = self.signing.as_ref()?;
+        let mut claims = serde_json::json!({ "sub": sub, "roles": roles, "exp": exp_secs });
+        if let Some(issuer) = &self.issuer {
+            claims["iss"] = issuer.as_str().into();
+        }
+        if let Some(audience) = &self.audience {
+            claims["aud"] = audience.as_str().into();
+        }
+        let header = jsonwebtoken::Header::new(Algorithm::HS256);
+        jsonwebtoken::encode(&header, &claims, signing).ok()
     }
 
     /// Checks `token` at `now_secs` (seconds since the Unix epoch).
@@ -211,6 +231,21 @@ mod tests {
 
     fn verifier() -> JwtVerifier {
         JwtVerifier::from_secret(SECRET, None, None).unwrap()
+    }
+
+    #[test]
+    fn a_signed_token_verifies_with_its_issuer_and_audience() {
+        let v = JwtVerifier::from_secret(SECRET, Some("iss".into()), Some("aud".into())).unwrap();
+        let token = v.sign("admin", &["admin"], NOW + 60).unwrap();
+        let principal = v.verify(&token, NOW).unwrap();
+        assert_eq!(
+            (principal.user_id.as_str(), principal.roles),
+            ("admin", vec!["admin".to_owned()])
+        );
+        assert_eq!(
+            verifier().verify(&token, NOW + 200),
+            Err(AuthError::Expired)
+        );
     }
 
     #[test]

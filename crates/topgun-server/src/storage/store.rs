@@ -67,6 +67,28 @@ pub struct StoredEntry {
     pub value: StoredValue,
 }
 
+/// The record in force for each key of the LWW map `map` among loaded entries: the one with
+/// the greatest timestamp (tombstones included). Loading yields the store's entries and then
+/// the log's replayed writes, so one key can appear several times, an older write after a
+/// newer one never, but a put before its own removal often: the last word is the timestamp's.
+pub fn latest_lww<'a>(
+    entries: &'a [StoredEntry],
+    map: &str,
+) -> std::collections::BTreeMap<&'a str, &'a topgun_core::LwwRecord> {
+    let mut latest: std::collections::BTreeMap<&str, &topgun_core::LwwRecord> =
+        std::collections::BTreeMap::new();
+    for entry in entries.iter().filter(|e| e.map == map) {
+        let StoredValue::Lww(record) = &entry.value else {
+            continue;
+        };
+        let slot = latest.entry(entry.key.as_str()).or_insert(record);
+        if record.timestamp > slot.timestamp {
+            *slot = record;
+        }
+    }
+    latest
+}
+
 /// Limits for decoding what this server itself wrote: generous, since an OR key's state
 /// can outgrow a client frame, but still bounded. The depth is the reader's ceiling, well
 /// above the deepest value a client may send (`max_depth` is at most 256), so that nothing

@@ -347,6 +347,32 @@ impl Shard {
             .collect()
     }
 
+    /// The keys of `map` whose live value holds `attribute` (a field name, else a dotted
+    /// path into nested maps; nil counts as absent): LWW records that are not tombstones, OR
+    /// keys with such a record. The admin API's index catalog shows it as `entryCount`.
+    pub fn attribute_count(&self, map: &str, attribute: &str, now_ms: u64) -> usize {
+        let has = |value: &topgun_core::Value| {
+            value
+                .get(attribute)
+                .or_else(|| {
+                    let mut path = attribute.split('.');
+                    let first = value.get(path.next()?);
+                    path.try_fold(first?, |v, name| v.get(name))
+                })
+                .is_some_and(|v| !matches!(v, topgun_core::Value::Nil))
+        };
+        let lww = self
+            .lww
+            .get(map)
+            .map_or(0, |m| m.entries(now_ms).filter(|(_, v)| has(v)).count());
+        let or = self.or.get(map).map_or(0, |m| {
+            m.keys()
+                .filter(|k| m.records(k).iter().any(|r| has(&r.value)))
+                .count()
+        });
+        lww + or
+    }
+
     /// Every LWW record of a map this shard holds (tombstones included): a live query's
     /// snapshot.
     pub fn lww_records(&self, map: &str) -> Vec<(String, LwwRecord)> {

@@ -142,6 +142,12 @@ pub enum Request {
     LiveCounts {
         reply: oneshot::Sender<Vec<(String, usize)>>,
     },
+    /// A map's keys whose live value has an attribute ([`Shard::attribute_count`]).
+    AttributeCount {
+        map: String,
+        attribute: String,
+        reply: oneshot::Sender<usize>,
+    },
     /// Stop receiving the map's events (the last live query on it ended).
     Unsubscribe {
         kind: MapKind,
@@ -468,6 +474,14 @@ impl Task {
             Request::Subscribe { kind, map, conn } => self.subscribers.subscribe(kind, &map, conn),
             Request::LiveCounts { reply } => {
                 let _ = reply.send(self.shard.live_counts(crate::clock::now_ms()));
+            }
+            Request::AttributeCount {
+                map,
+                attribute,
+                reply,
+            } => {
+                let now = crate::clock::now_ms();
+                let _ = reply.send(self.shard.attribute_count(&map, &attribute, now));
             }
             Request::Unsubscribe { kind, map, conn } => {
                 self.subscribers.unsubscribe(kind, &map, conn);

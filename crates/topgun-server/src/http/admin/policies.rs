@@ -1,11 +1,5 @@
-//! The admin REST API (COMPAT §3), first part: the policy routes, the maps catalog, and the
-//! public status routes. Served on the client port under `/api`.
-//!
-//! Who may call `/api/admin/*` (§3.1): on a JWT server, a bearer token whose roles hold
-//! `admin` (the admin plane's role) or `ADMIN` (ours) — 401 without a valid token, 403
-//! without the role; on a server without auth, only when it listens on loopback (or the
-//! operator opted in with `TOPGUN_ALLOW_NO_AUTH_PUBLIC_BIND`), else the routes are absent
-//! (404). The admin role opens the admin plane only: it bypasses no data-plane policy.
+//! The policy routes (COMPAT §3.2–§3.3): create (201; a posted id replaces), list, delete
+//! (204, also when absent) the reference server's role-less policies.
 //!
 //! A policy change is durable (the reserved map `__topgun_policies`) before it is answered,
 //! and in force for the next request on every connection once answered.
@@ -20,60 +14,36 @@ use serde::{Deserialize, Serialize};
 use topgun_core::Value;
 use topgun_core::protocol::query::PredicateNode;
 use topgun_core::protocol::{Limits, decode_standalone, encode_standalone};
+use utoipa::ToSchema;
 
-use super::{Host, Refused, bearer, json_error, refuse};
+use super::{ApiError, field_error, guard, json_body};
 use crate::clock::now_ms;
+use crate::http::{Host, json_error};
 use crate::security::admin_policy::{AdminPolicy, AdminPolicyError};
 use crate::security::admin_store::{
     CONFIGURED_KEY, POLICIES_MAP, action_name, effect_name, parse_action, parse_effect, to_value,
 };
 
-/// The admin plane's own role, and ours, which opens it too.
-const ADMIN_ROLES: [&str; 2] = ["admin", "ADMIN"];
-
-/// May this request use the admin plane? `Err` is the answer that refuses it.
-fn guard(host: &impl Host, headers: &HeaderMap) -> Result<(), Refused> {
-    if !host.auth_required() {
-        return if host.admin_plane_without_auth() {
-            Ok(())
-        } else {
-            Err(Refused(Box::new(StatusCode::NOT_FOUND.into_response())))
-        };
-    }
-    let principal = bearer(headers)
-        .and_then(|token| host.verify(token, now_ms()).ok())
-        .ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "missing or invalid Bearer token"))?;
-    if principal
-        .roles
-        .iter()
-        .any(|r| ADMIN_ROLES.contains(&r.as_str()))
-    {
-        Ok(())
-    } else {
-        Err(refuse(StatusCode::FORBIDDEN, "admin role required"))
-    }
-}
-
-/// A refusal that names the request field at fault: `{code, message, field}`.
-fn field_error(status: StatusCode, message: &str, field: &str) -> Response {
-    let body = serde_json::json!({ "code": status.as_u16(), "message": message, "field": field });
-    (status, Json(body)).into_response()
-}
-
 /// `POST /api/admin/policies`'s body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PolicyRequest {
+    /// Absent: a new UUID v4. An existing id replaces that policy.
     id: Option<String>,
+    /// A glob over dot-separated segments: `*` one segment, `**` any number.
     map_pattern: String,
+    /// `read`, `write`, `remove` or `all`.
     action: String,
+    /// `allow` or `deny`.
     effect: String,
+    /// A predicate tree (PROTOCOL §5.2); wins over `conditionExpr`.
     condition: Option<serde_json::Value>,
+    /// An expression such as `auth.id == data.ownerId`, compiled to a predicate tree.
     condition_expr: Option<String>,
 }
 
 /// A policy as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyResponse {
     id: String,
@@ -148,7 +118,22 @@ fn json_value(json: &serde_json::Value) -> Value {
     }
 }
 
+/// Every policy, by id.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PolicyList {
+    policies: Vec<PolicyResponse>,
+}
+
 /// `POST /api/admin/policies`: 201 with the policy as compiled; a posted id replaces.
+#[utoipa::path(
+    post, path = "/api/admin/policies", tag = "policies", security(("bearer" = [])),
+    request_body = PolicyRequest,
+    responses(
+        (status = 201, description = "created or replaced, as compiled", body = PolicyResponse),
+        (status = 400, description = "a bad field, named in `field`", body = ApiError),
+        (status = 401, body = ApiError), (status = 403, body = ApiError),
+    )
+)]
 pub async fn create_policy<H: Host>(
     State(host): State<Arc<H>>,
     headers: HeaderMap,
@@ -157,15 +142,9 @@ pub async fn create_policy<H: Host>(
     if let Err(refused) = guard(&*host, &headers) {
         return *refused.0;
     }
-    let request: PolicyRequest = match serde_json::from_slice(&body) {
+    let request: PolicyRequest = match json_body(&body) {
         Ok(request) => request,
-        Err(e) => {
-            return field_error(
-                StatusCode::BAD_REQUEST,
-                &format!("invalid body: {e}"),
-                "body",
-            );
-        }
+        Err(refused) => return *refused.0,
     };
     let policy = match compile(request) {
         Ok(policy) => policy,
@@ -249,16 +228,31 @@ fn new_id() -> String {
 }
 
 /// `GET /api/admin/policies`: every policy, by id.
+#[utoipa::path(
+    get, path = "/api/admin/policies", tag = "policies", security(("bearer" = [])),
+    responses(
+        (status = 200, body = PolicyList),
+        (status = 401, body = ApiError), (status = 403, body = ApiError),
+    )
+)]
 pub async fn list_policies<H: Host>(State(host): State<Arc<H>>, headers: HeaderMap) -> Response {
     if let Err(refused) = guard(&*host, &headers) {
         return *refused.0;
     }
     let rules = host.policies().get();
-    let policies: Vec<PolicyResponse> = rules.admin.iter().map(PolicyResponse::of).collect();
-    Json(serde_json::json!({ "policies": policies })).into_response()
+    let policies = rules.admin.iter().map(PolicyResponse::of).collect();
+    Json(PolicyList { policies }).into_response()
 }
 
 /// `DELETE /api/admin/policies/{id}`: 204, also when there was none.
+#[utoipa::path(
+    delete, path = "/api/admin/policies/{id}", tag = "policies", security(("bearer" = [])),
+    params(("id" = String, Path, description = "the policy's id")),
+    responses(
+        (status = 204, description = "deleted, or there was none"),
+        (status = 401, body = ApiError), (status = 403, body = ApiError),
+    )
+)]
 pub async fn delete_policy<H: Host>(
     State(host): State<Arc<H>>,
     Path(id): Path<String>,
@@ -279,50 +273,6 @@ pub async fn delete_policy<H: Host>(
         });
     }
     StatusCode::NO_CONTENT.into_response()
-}
-
-/// `GET /api/admin/maps`: every client map with its keys holding a live value, by name.
-pub async fn maps<H: Host>(State(host): State<Arc<H>>, headers: HeaderMap) -> Response {
-    if let Err(refused) = guard(&*host, &headers) {
-        return *refused.0;
-    }
-    match host.data().map_catalog().await {
-        Ok(catalog) => {
-            let maps: Vec<_> = catalog
-                .into_iter()
-                .map(|(name, count)| serde_json::json!({ "name": name, "entryCount": count }))
-                .collect();
-            Json(serde_json::json!({ "maps": maps })).into_response()
-        }
-        Err(gone) => json_error(StatusCode::SERVICE_UNAVAILABLE, gone.to_string()),
-    }
-}
-
-/// `GET /api/status` (public).
-pub async fn status<H: Host>(State(host): State<Arc<H>>) -> Response {
-    let (connections, uptime, operations) = host.status();
-    Json(serde_json::json!({
-        "configured": true,
-        "version": env!("CARGO_PKG_VERSION"),
-        "mode": "normal",
-        "connections": connections,
-        "uptimeSeconds": uptime,
-        "totalOperations": operations,
-    }))
-    .into_response()
-}
-
-/// `GET /api/auth/status` (public).
-pub async fn auth_status<H: Host>(State(host): State<Arc<H>>) -> Response {
-    Json(serde_json::json!({ "authRequired": host.auth_required() })).into_response()
-}
-
-/// `POST /api/auth/token` and `/api/auth/refresh`: external token exchange is not offered.
-pub async fn not_offered() -> Response {
-    json_error(
-        StatusCode::NOT_IMPLEMENTED,
-        "token exchange is not offered by this server",
-    )
 }
 
 #[cfg(test)]
