@@ -361,10 +361,11 @@ impl Shard {
                 })
                 .is_some_and(|v| !matches!(v, topgun_core::Value::Nil))
         };
-        let lww = self
-            .lww
-            .get(map)
-            .map_or(0, |m| m.entries(now_ms).filter(|(_, v)| has(v)).count());
+        let lww = self.lww.get(map).map_or(0, |m| {
+            m.records()
+                .filter(|(_, r)| r.is_visible(now_ms) && has(&r.value))
+                .count()
+        });
         let or = self.or.get(map).map_or(0, |m| {
             m.keys()
                 .filter(|k| m.records(k).iter().any(|r| has(&r.value)))
