@@ -13,34 +13,6 @@ use topgun_core::protocol::Message;
 use topgun_core::protocol::messages::ClientOp;
 use topgun_core::{NodeId, OrRecord, Timestamp, Value};
 
-fn bearer(roles: &[&str]) -> String {
-    let jwt = token(
-        &json!({"sub": "root", "roles": roles, "exp": now_secs() + 3600}),
-        SECRET,
-    );
-    format!("Authorization: Bearer {jwt}")
-}
-
-async fn call(
-    addr: std::net::SocketAddr,
-    method: &'static str,
-    path: &str,
-    headers: &[String],
-    body: Option<Json>,
-) -> (u16, Json) {
-    let mut headers = headers.to_vec();
-    let body = match body {
-        Some(json) => {
-            headers.push("Content-Type: application/json".into());
-            json.to_string().into_bytes()
-        }
-        None => Vec::new(),
-    };
-    let reply = http_request_async(addr, method, path.to_owned(), headers, body).await;
-    let json = serde_json::from_slice(&reply.body).unwrap_or(Json::Null);
-    (reply.status, json)
-}
-
 fn at() -> Timestamp {
     Timestamp::new(now_ms(), 0, NodeId::new("client").unwrap())
 }
@@ -68,7 +40,7 @@ async fn refused(c: &mut Client, op: ClientOp) -> Option<u32> {
 #[tokio::test]
 async fn the_admin_plane_needs_a_token_with_the_admin_role() {
     let server = start(jwt(), None).await;
-    let (status, body) = call(server.addr, "GET", "/api/admin/policies", &[], None).await;
+    let (status, body) = json_call(server.addr, "GET", "/api/admin/policies", &[], None).await;
     assert_eq!(
         (status, body),
         (
@@ -78,33 +50,34 @@ async fn the_admin_plane_needs_a_token_with_the_admin_role() {
     );
     let bad = vec!["Authorization: Bearer x.y.z".to_owned()];
     assert_eq!(
-        call(server.addr, "GET", "/api/admin/maps", &bad, None)
+        json_call(server.addr, "GET", "/api/admin/maps", &bad, None)
             .await
             .0,
         401
     );
-    let user = vec![bearer(&["user"])];
-    let (status, body) = call(server.addr, "GET", "/api/admin/policies", &user, None).await;
+    let user = vec![admin_bearer(&["user"])];
+    let (status, body) = json_call(server.addr, "GET", "/api/admin/policies", &user, None).await;
     assert_eq!(
         (status, body),
         (403, json!({"code": 403, "message": "admin role required"}))
     );
     for role in ["admin", "ADMIN"] {
-        let admin = vec![bearer(&[role])];
-        let (status, body) = call(server.addr, "GET", "/api/admin/policies", &admin, None).await;
+        let admin = vec![admin_bearer(&[role])];
+        let (status, body) =
+            json_call(server.addr, "GET", "/api/admin/policies", &admin, None).await;
         assert_eq!((status, body), (200, json!({"policies": []})), "{role}");
     }
     // The public routes need nothing.
-    let (status, body) = call(server.addr, "GET", "/api/auth/status", &[], None).await;
+    let (status, body) = json_call(server.addr, "GET", "/api/auth/status", &[], None).await;
     assert_eq!((status, body), (200, json!({"authRequired": true})));
-    let (status, body) = call(server.addr, "GET", "/api/status", &[], None).await;
+    let (status, body) = json_call(server.addr, "GET", "/api/status", &[], None).await;
     assert_eq!(status, 200);
     assert_eq!(
         (body["configured"].clone(), body["mode"].clone()),
         (json!(true), json!("normal"))
     );
     assert_eq!(
-        call(server.addr, "POST", "/api/auth/token", &[], None)
+        json_call(server.addr, "POST", "/api/auth/token", &[], None)
             .await
             .0,
         501
@@ -114,9 +87,9 @@ async fn the_admin_plane_needs_a_token_with_the_admin_role() {
 #[tokio::test]
 async fn policies_are_created_listed_replaced_and_deleted_with_exact_statuses() {
     let server = start(jwt(), None).await;
-    let admin = vec![bearer(&["admin"])];
+    let admin = vec![admin_bearer(&["admin"])];
     let post = |body: Json| {
-        call(
+        json_call(
             server.addr,
             "POST",
             "/api/admin/policies",
@@ -178,20 +151,24 @@ async fn policies_are_created_listed_replaced_and_deleted_with_exact_statuses() 
         "{error}"
     );
 
-    let (status, listed) = call(server.addr, "GET", "/api/admin/policies", &admin, None).await;
+    let (status, listed) = json_call(server.addr, "GET", "/api/admin/policies", &admin, None).await;
     assert_eq!(status, 200);
     assert_eq!(listed["policies"].as_array().unwrap().len(), 1, "{listed}");
     let path = format!("/api/admin/policies/{id}");
     assert_eq!(
-        call(server.addr, "DELETE", &path, &admin, None).await.0,
+        json_call(server.addr, "DELETE", &path, &admin, None)
+            .await
+            .0,
         204
     );
     assert_eq!(
-        call(server.addr, "DELETE", &path, &admin, None).await.0,
+        json_call(server.addr, "DELETE", &path, &admin, None)
+            .await
+            .0,
         204,
         "absent: 204 too"
     );
-    let (_, listed) = call(server.addr, "GET", "/api/admin/policies", &admin, None).await;
+    let (_, listed) = json_call(server.addr, "GET", "/api/admin/policies", &admin, None).await;
     assert_eq!(listed, json!({"policies": []}));
 }
 
@@ -200,7 +177,7 @@ async fn policies_are_created_listed_replaced_and_deleted_with_exact_statuses() 
 #[tokio::test]
 async fn a_policy_changes_what_a_connected_client_may_do_next() {
     let server = start(jwt(), None).await;
-    let admin = vec![bearer(&["admin"])];
+    let admin = vec![admin_bearer(&["admin"])];
     let mut alice = connect(server.addr, "/ws").await;
     let jwt = token(&json!({"sub": "alice", "exp": now_secs() + 3600}), SECRET);
     send(&mut alice, &auth(&jwt)).await;
@@ -212,7 +189,7 @@ async fn a_policy_changes_what_a_connected_client_may_do_next() {
         "no policy yet: open"
     );
 
-    let (status, _) = call(
+    let (status, _) = json_call(
         server.addr,
         "POST",
         "/api/admin/policies",
@@ -242,7 +219,7 @@ async fn a_policy_changes_what_a_connected_client_may_do_next() {
     );
 
     assert_eq!(
-        call(
+        json_call(
             server.addr,
             "DELETE",
             "/api/admin/policies/own",
@@ -278,7 +255,7 @@ async fn policies_survive_a_restart_and_the_catalog_counts_live_keys() {
         json!({"id": "rest", "mapPattern": "**", "action": "all", "effect": "allow"}),
         json!({"id": "dropped", "mapPattern": "x", "action": "all", "effect": "deny"}),
     ] {
-        let (status, _) = call(
+        let (status, _) = json_call(
             server.addr,
             "POST",
             "/api/admin/policies",
@@ -288,7 +265,7 @@ async fn policies_survive_a_restart_and_the_catalog_counts_live_keys() {
         .await;
         assert_eq!(status, 201);
     }
-    let dropped = call(
+    let dropped = json_call(
         server.addr,
         "DELETE",
         "/api/admin/policies/dropped",
@@ -320,7 +297,7 @@ async fn policies_survive_a_restart_and_the_catalog_counts_live_keys() {
     ];
     send(&mut c, &op_batch(ops)).await;
     drain(&mut c, 1).await;
-    let (status, catalog) = call(server.addr, "GET", "/api/admin/maps", &[], None).await;
+    let (status, catalog) = json_call(server.addr, "GET", "/api/admin/maps", &[], None).await;
     assert_eq!(status, 200);
     // a and b live, c removed, one OR key: the reserved policy map is not listed.
     assert_eq!(
@@ -333,7 +310,7 @@ async fn policies_survive_a_restart_and_the_catalog_counts_live_keys() {
     server.child.wait().unwrap();
 
     let mut server = launch();
-    let (_, listed) = call(server.addr, "GET", "/api/admin/policies", &[], None).await;
+    let (_, listed) = json_call(server.addr, "GET", "/api/admin/policies", &[], None).await;
     assert_eq!(listed["policies"][0]["id"], "frozen", "{listed}");
     assert_eq!(listed["policies"].as_array().unwrap().len(), 2);
     let mut c = connect(server.addr, "/ws").await;
@@ -371,7 +348,7 @@ const API_ROUTES: &[(&str, &[&str])] = &[
 #[tokio::test]
 async fn the_openapi_document_lists_every_route_with_its_methods_and_needs_no_token() {
     let server = start(jwt(), None).await;
-    let (status, doc) = call(server.addr, "GET", "/api/openapi.json", &[], None).await;
+    let (status, doc) = json_call(server.addr, "GET", "/api/openapi.json", &[], None).await;
     assert_eq!(status, 200);
     assert!(
         doc["openapi"].as_str().unwrap().starts_with("3."),
@@ -407,7 +384,7 @@ async fn the_openapi_document_lists_every_route_with_its_methods_and_needs_no_to
             .replace("{name}", "n");
         let method = methods[0].to_ascii_uppercase();
         let method: &'static str = Box::leak(method.into_boxed_str());
-        let (status, _) = call(server.addr, method, &concrete, &[], None).await;
+        let (status, _) = json_call(server.addr, method, &concrete, &[], None).await;
         assert_ne!(status, 404, "{method} {concrete}");
         assert_ne!(status, 405, "{method} {concrete}");
     }
@@ -437,7 +414,7 @@ async fn articles() -> Running {
 }
 
 async fn post_index(addr: std::net::SocketAddr, body: Json, headers: Vec<String>) -> (u16, Json) {
-    call(addr, "POST", "/api/admin/indexes", &headers, Some(body)).await
+    json_call(addr, "POST", "/api/admin/indexes", &headers, Some(body)).await
 }
 
 /// The MCP package's setup call, and creation's statuses: 201 with the records that have the
@@ -446,11 +423,16 @@ async fn post_index(addr: std::net::SocketAddr, body: Json, headers: Vec<String>
 #[tokio::test]
 async fn indexes_are_created_with_exact_statuses() {
     let server = articles().await;
-    let admin = vec![bearer(&["admin"])];
+    let admin = vec![admin_bearer(&["admin"])];
     let post = |body, headers| post_index(server.addr, body, headers);
     let inverted = json!({"mapName": "articles", "attribute": "title", "indexType": "inverted"});
     assert_eq!(post(inverted.clone(), vec![]).await.0, 401);
-    assert_eq!(post(inverted.clone(), vec![bearer(&["user"])]).await.0, 403);
+    assert_eq!(
+        post(inverted.clone(), vec![admin_bearer(&["user"])])
+            .await
+            .0,
+        403
+    );
     let (status, created) = post(inverted.clone(), admin.clone()).await;
     assert_eq!(
         (status, created),
@@ -503,7 +485,7 @@ async fn indexes_are_created_with_exact_statuses() {
 #[tokio::test]
 async fn indexes_are_listed_followed_and_deleted_with_exact_statuses() {
     let server = articles().await;
-    let admin = vec![bearer(&["admin"])];
+    let admin = vec![admin_bearer(&["admin"])];
     let post = |body, headers| post_index(server.addr, body, headers);
     let inverted = json!({"mapName": "articles", "attribute": "title", "indexType": "inverted"});
     assert_eq!(post(inverted, admin.clone()).await.0, 201);
@@ -514,7 +496,7 @@ async fn indexes_are_listed_followed_and_deleted_with_exact_statuses() {
     .await;
     assert_eq!(status, 201);
 
-    let (status, listed) = call(server.addr, "GET", "/api/admin/indexes", &admin, None).await;
+    let (status, listed) = json_call(server.addr, "GET", "/api/admin/indexes", &admin, None).await;
     assert_eq!(status, 200);
     assert_eq!(
         listed,
@@ -523,7 +505,7 @@ async fn indexes_are_listed_followed_and_deleted_with_exact_statuses() {
             {"mapName": "notes", "attribute": "at", "indexType": "navigable", "entryCount": 0},
         ]})
     );
-    let (status, progress) = call(
+    let (status, progress) = json_call(
         server.addr,
         "GET",
         "/api/admin/indexes/articles/title/status",
@@ -540,7 +522,7 @@ async fn indexes_are_listed_followed_and_deleted_with_exact_statuses() {
     );
     let unknown = "/api/admin/indexes/articles/body";
     assert_eq!(
-        call(
+        json_call(
             server.addr,
             "GET",
             &format!("{unknown}/status"),
@@ -552,11 +534,13 @@ async fn indexes_are_listed_followed_and_deleted_with_exact_statuses() {
         404
     );
     assert_eq!(
-        call(server.addr, "DELETE", unknown, &admin, None).await.0,
+        json_call(server.addr, "DELETE", unknown, &admin, None)
+            .await
+            .0,
         404
     );
     assert_eq!(
-        call(
+        json_call(
             server.addr,
             "DELETE",
             "/api/admin/indexes/notes/at",
@@ -568,7 +552,7 @@ async fn indexes_are_listed_followed_and_deleted_with_exact_statuses() {
         401
     );
     assert_eq!(
-        call(
+        json_call(
             server.addr,
             "DELETE",
             "/api/admin/indexes/notes/at",
@@ -580,7 +564,7 @@ async fn indexes_are_listed_followed_and_deleted_with_exact_statuses() {
         204
     );
     assert_eq!(
-        call(
+        json_call(
             server.addr,
             "DELETE",
             "/api/admin/indexes/notes/at",
@@ -591,10 +575,10 @@ async fn indexes_are_listed_followed_and_deleted_with_exact_statuses() {
         .0,
         404
     );
-    let (_, listed) = call(server.addr, "GET", "/api/admin/indexes", &admin, None).await;
+    let (_, listed) = json_call(server.addr, "GET", "/api/admin/indexes", &admin, None).await;
     assert_eq!(listed["indexes"].as_array().unwrap().len(), 1, "{listed}");
     // The reserved map holding the catalog is not a client map.
-    let (_, maps) = call(server.addr, "GET", "/api/admin/maps", &admin, None).await;
+    let (_, maps) = json_call(server.addr, "GET", "/api/admin/maps", &admin, None).await;
     assert_eq!(
         maps,
         json!({"maps": [{"name": "articles", "entryCount": 4}]})
@@ -606,8 +590,8 @@ async fn indexes_are_listed_followed_and_deleted_with_exact_statuses() {
 #[tokio::test]
 async fn vector_index_routes_are_not_offered_yet() {
     let server = start(jwt(), None).await;
-    let admin = vec![bearer(&["admin"])];
-    let (status, error) = call(
+    let admin = vec![admin_bearer(&["admin"])];
+    let (status, error) = json_call(
         server.addr,
         "POST",
         "/api/admin/indexes/vector",
@@ -621,7 +605,7 @@ async fn vector_index_routes_are_not_offered_yet() {
         "{error}"
     );
     assert_eq!(
-        call(server.addr, "GET", "/api/admin/indexes/vector", &[], None)
+        json_call(server.addr, "GET", "/api/admin/indexes/vector", &[], None)
             .await
             .0,
         401
@@ -641,11 +625,12 @@ async fn the_index_catalog_survives_a_restart() {
     let mut server = launch();
     for attribute in ["title", "gone"] {
         let body = json!({"mapName": "todos", "attribute": attribute, "indexType": "hash"});
-        let (status, _) = call(server.addr, "POST", "/api/admin/indexes", &[], Some(body)).await;
+        let (status, _) =
+            json_call(server.addr, "POST", "/api/admin/indexes", &[], Some(body)).await;
         assert_eq!(status, 201);
     }
     assert_eq!(
-        call(
+        json_call(
             server.addr,
             "DELETE",
             "/api/admin/indexes/todos/gone",
@@ -660,7 +645,7 @@ async fn the_index_catalog_survives_a_restart() {
     server.child.wait().unwrap();
 
     let mut server = launch();
-    let (_, listed) = call(server.addr, "GET", "/api/admin/indexes", &[], None).await;
+    let (_, listed) = json_call(server.addr, "GET", "/api/admin/indexes", &[], None).await;
     assert_eq!(
         listed,
         json!({"indexes": [{"mapName": "todos", "attribute": "title", "indexType": "hash", "entryCount": 0}]})

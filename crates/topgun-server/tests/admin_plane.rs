@@ -6,49 +6,9 @@
 
 mod common;
 
-use std::net::SocketAddr;
-
 use common::*;
 use serde_json::{Value as Json, json};
 use topgun_server::config::Env;
-
-fn bearer(roles: &[&str]) -> String {
-    let jwt = token(
-        &json!({"sub": "root", "roles": roles, "exp": now_secs() + 3600}),
-        SECRET,
-    );
-    format!("Authorization: Bearer {jwt}")
-}
-
-async fn call(
-    addr: SocketAddr,
-    method: &'static str,
-    path: &str,
-    headers: &[String],
-    body: Option<Json>,
-) -> (u16, Json) {
-    let reply = raw(addr, method, path, headers, body).await;
-    let json = serde_json::from_slice(&reply.body).unwrap_or(Json::Null);
-    (reply.status, json)
-}
-
-async fn raw(
-    addr: SocketAddr,
-    method: &'static str,
-    path: &str,
-    headers: &[String],
-    body: Option<Json>,
-) -> HttpReply {
-    let mut headers = headers.to_vec();
-    let body = match body {
-        Some(json) => {
-            headers.push("Content-Type: application/json".into());
-            json.to_string().into_bytes()
-        }
-        None => Vec::new(),
-    };
-    http_request_async(addr, method, path.to_owned(), headers, body).await
-}
 
 fn jwt_with(change: impl FnOnce(&mut Env)) -> Env {
     let mut env = jwt();
@@ -59,16 +19,16 @@ fn jwt_with(change: impl FnOnce(&mut Env)) -> Env {
 #[tokio::test]
 async fn settings_are_shown_and_changed_with_exact_statuses() {
     let server = start(jwt(), None).await;
-    let admin = vec![bearer(&["admin"])];
+    let admin = vec![admin_bearer(&["admin"])];
     let path = "/api/admin/settings";
-    assert_eq!(call(server.addr, "GET", path, &[], None).await.0, 401);
+    assert_eq!(json_call(server.addr, "GET", path, &[], None).await.0, 401);
     assert_eq!(
-        call(server.addr, "GET", path, &[bearer(&["user"])], None)
+        json_call(server.addr, "GET", path, &[admin_bearer(&["user"])], None)
             .await
             .0,
         403
     );
-    let (status, settings) = call(server.addr, "GET", path, &admin, None).await;
+    let (status, settings) = json_call(server.addr, "GET", path, &admin, None).await;
     assert_eq!(status, 200);
     assert_eq!(settings["partitionCount"], 271);
     assert_eq!(settings["host"], "127.0.0.1");
@@ -84,7 +44,7 @@ async fn settings_are_shown_and_changed_with_exact_statuses() {
         assert!(settings.get(field).is_some(), "{field}: {settings}");
     }
 
-    let (status, changed) = call(
+    let (status, changed) = json_call(
         server.addr,
         "PUT",
         path,
@@ -108,22 +68,24 @@ async fn settings_are_shown_and_changed_with_exact_statuses() {
         // Embedded, the host program owns logging: refused, never pretended.
         (json!({"logLevel": "debug"}), "logLevel"),
     ] {
-        let (status, error) = call(server.addr, "PUT", path, &admin, Some(body.clone())).await;
+        let (status, error) = json_call(server.addr, "PUT", path, &admin, Some(body.clone())).await;
         assert_eq!(
             (status, error["field"].clone()),
             (400, json!(field)),
             "{body}: {error}"
         );
     }
-    let (status, error) = call(server.addr, "PUT", path, &admin, None).await;
+    let (status, error) = json_call(server.addr, "PUT", path, &admin, None).await;
     assert_eq!((status, error["field"].clone()), (400, json!("body")));
-    let (_, settings) = call(server.addr, "GET", path, &admin, None).await;
+    let (_, settings) = json_call(server.addr, "GET", path, &admin, None).await;
     assert_eq!(
         settings["gcIntervalMs"], 5000,
         "refused bodies changed nothing"
     );
     assert_eq!(
-        call(server.addr, "PUT", path, &[], Some(json!({}))).await.0,
+        json_call(server.addr, "PUT", path, &[], Some(json!({})))
+            .await
+            .0,
         401
     );
 }
@@ -137,9 +99,9 @@ async fn the_binary_changes_its_log_filter_at_once() {
         .env("STORAGE_BACKEND", "null");
     let server = serve_binary(&mut cmd);
     let path = "/api/admin/settings";
-    let (_, settings) = call(server.addr, "GET", path, &[], None).await;
+    let (_, settings) = json_call(server.addr, "GET", path, &[], None).await;
     assert_eq!(settings["logLevel"], "warn");
-    let (status, settings) = call(
+    let (status, settings) = json_call(
         server.addr,
         "PUT",
         path,
@@ -151,7 +113,7 @@ async fn the_binary_changes_its_log_filter_at_once() {
         (status, settings["logLevel"].clone()),
         (200, json!("info,topgun_server=debug"))
     );
-    let (status, error) = call(
+    let (status, error) = json_call(
         server.addr,
         "PUT",
         path,
@@ -164,7 +126,7 @@ async fn the_binary_changes_its_log_filter_at_once() {
         (400, json!("logLevel")),
         "{error}"
     );
-    let (_, settings) = call(server.addr, "GET", path, &[], None).await;
+    let (_, settings) = json_call(server.addr, "GET", path, &[], None).await;
     assert_eq!(settings["logLevel"], "info,topgun_server=debug");
 }
 
@@ -172,14 +134,15 @@ async fn the_binary_changes_its_log_filter_at_once() {
 async fn a_lone_node_reports_itself_owning_every_partition() {
     let server = start(jwt(), None).await;
     let path = "/api/admin/cluster/status";
-    assert_eq!(call(server.addr, "GET", path, &[], None).await.0, 401);
+    assert_eq!(json_call(server.addr, "GET", path, &[], None).await.0, 401);
     assert_eq!(
-        call(server.addr, "GET", path, &[bearer(&["user"])], None)
+        json_call(server.addr, "GET", path, &[admin_bearer(&["user"])], None)
             .await
             .0,
         403
     );
-    let (status, cluster) = call(server.addr, "GET", path, &[bearer(&["ADMIN"])], None).await;
+    let (status, cluster) =
+        json_call(server.addr, "GET", path, &[admin_bearer(&["ADMIN"])], None).await;
     assert_eq!(status, 200);
     let node = &cluster["nodes"][0];
     assert_eq!(cluster["nodes"].as_array().unwrap().len(), 1);
@@ -213,13 +176,13 @@ async fn login_gives_an_admin_token_for_the_configured_password_only() {
         None,
     )
     .await;
-    let login = |body: Json| call(server.addr, "POST", "/api/auth/login", &[], Some(body));
+    let login = |body: Json| json_call(server.addr, "POST", "/api/auth/login", &[], Some(body));
     let (status, answer) = login(json!({"username": "admin", "password": "hunter2"})).await;
     assert_eq!(status, 200, "{answer}");
     let token = answer["token"].as_str().unwrap();
     let auth = vec![format!("Authorization: Bearer {token}")];
     assert_eq!(
-        call(server.addr, "GET", "/api/admin/maps", &auth, None)
+        json_call(server.addr, "GET", "/api/admin/maps", &auth, None)
             .await
             .0,
         200
@@ -249,7 +212,7 @@ async fn failed_logins_are_counted_per_address() {
     .await;
     let login = |password: &str| {
         let body = json!({"username": "admin", "password": password});
-        call(server.addr, "POST", "/api/auth/login", &[], Some(body))
+        json_call(server.addr, "POST", "/api/auth/login", &[], Some(body))
     };
     for _ in 0..10 {
         assert_eq!(login("nope").await.0, 401);
@@ -262,7 +225,7 @@ async fn failed_logins_are_counted_per_address() {
 async fn login_answers_500_when_it_cannot_issue_tokens() {
     let server = start(jwt(), None).await;
     let body = json!({"username": "admin", "password": "x"});
-    let (status, error) = call(
+    let (status, error) = json_call(
         server.addr,
         "POST",
         "/api/auth/login",
@@ -282,7 +245,7 @@ async fn login_answers_500_when_it_cannot_issue_tokens() {
         ..Env::default()
     };
     let server = start(rs256, None).await;
-    let (status, error) = call(server.addr, "POST", "/api/auth/login", &[], Some(body)).await;
+    let (status, error) = json_call(server.addr, "POST", "/api/auth/login", &[], Some(body)).await;
     assert_eq!(status, 500, "RS256: {error}");
     assert!(
         error["message"].as_str().unwrap().contains("HS256"),
@@ -299,7 +262,7 @@ async fn the_admin_and_auth_routes_are_rate_limited_per_address() {
     // The burst passes whatever the pace; past it, requests faster than 100/s are refused
     // (the bucket's exact arithmetic is unit-tested in `http::edge`).
     for n in 0..50 {
-        let reply = raw(
+        let reply = json_request(
             server.addr,
             "GET",
             "/api/auth/status",
@@ -311,7 +274,7 @@ async fn the_admin_and_auth_routes_are_rate_limited_per_address() {
     }
     let mut refusal = None;
     for _ in 0..1000 {
-        let reply = raw(
+        let reply = json_request(
             server.addr,
             "GET",
             "/api/admin/maps",
@@ -329,7 +292,7 @@ async fn the_admin_and_auth_routes_are_rate_limited_per_address() {
     let error: Json = serde_json::from_slice(&refusal.body).unwrap();
     assert_eq!(error["code"], 429, "{error}");
     assert_eq!(
-        call(
+        json_call(
             server.addr,
             "GET",
             "/api/auth/status",
@@ -341,7 +304,7 @@ async fn the_admin_and_auth_routes_are_rate_limited_per_address() {
         200
     );
     assert_eq!(
-        call(server.addr, "GET", "/api/status", &from("192.0.2.1"), None)
+        json_call(server.addr, "GET", "/api/status", &from("192.0.2.1"), None)
             .await
             .0,
         200,
@@ -359,7 +322,7 @@ async fn cors_answers_preflights_for_listed_origins_only() {
             "Access-Control-Request-Method: POST".to_owned(),
             "Access-Control-Request-Headers: authorization, content-type".to_owned(),
         ];
-        async move { raw(server.addr, "OPTIONS", "/sync", &headers, None).await }
+        async move { json_request(server.addr, "OPTIONS", "/sync", &headers, None).await }
     };
     let reply = preflight("https://app.example").await;
     assert_eq!(reply.status, 204);
@@ -376,12 +339,12 @@ async fn cors_answers_preflights_for_listed_origins_only() {
     let reply = preflight("https://evil.example").await;
     assert_eq!(reply.header("access-control-allow-origin"), None);
     let origin = vec!["Origin: https://app.example".to_owned()];
-    let reply = raw(server.addr, "GET", "/api/status", &origin, None).await;
+    let reply = json_request(server.addr, "GET", "/api/status", &origin, None).await;
     assert_eq!(
         (reply.status, reply.header("access-control-allow-origin")),
         (200, Some("https://app.example"))
     );
-    let reply = raw(server.addr, "GET", "/metrics", &origin, None).await;
+    let reply = json_request(server.addr, "GET", "/metrics", &origin, None).await;
     assert_eq!(
         reply.header("access-control-allow-origin"),
         None,
@@ -389,7 +352,7 @@ async fn cors_answers_preflights_for_listed_origins_only() {
     );
 
     let plain = start(jwt(), None).await;
-    let reply = raw(plain.addr, "GET", "/api/status", &origin, None).await;
+    let reply = json_request(plain.addr, "GET", "/api/status", &origin, None).await;
     assert_eq!(
         reply.header("access-control-allow-origin"),
         None,
@@ -401,17 +364,17 @@ async fn cors_answers_preflights_for_listed_origins_only() {
 async fn backups_are_on_the_admin_plane_and_the_old_path_stays() {
     let server = start(jwt(), None).await;
     assert_eq!(
-        raw(server.addr, "GET", "/api/admin/backup", &[], None)
+        json_request(server.addr, "GET", "/api/admin/backup", &[], None)
             .await
             .status,
         401
     );
     assert_eq!(
-        raw(
+        json_request(
             server.addr,
             "GET",
             "/api/admin/backup",
-            &[bearer(&["user"])],
+            &[admin_bearer(&["user"])],
             None
         )
         .await
@@ -419,11 +382,11 @@ async fn backups_are_on_the_admin_plane_and_the_old_path_stays() {
         403
     );
     for role in ["admin", "ADMIN"] {
-        let reply = raw(
+        let reply = json_request(
             server.addr,
             "GET",
             "/api/admin/backup",
-            &[bearer(&[role])],
+            &[admin_bearer(&[role])],
             None,
         )
         .await;
@@ -434,11 +397,11 @@ async fn backups_are_on_the_admin_plane_and_the_old_path_stays() {
         );
     }
     assert_eq!(
-        raw(
+        json_request(
             server.addr,
             "GET",
             "/admin/backup",
-            &[bearer(&["ADMIN"])],
+            &[admin_bearer(&["ADMIN"])],
             None
         )
         .await

@@ -313,6 +313,47 @@ pub(crate) async fn http_request_async(
     .unwrap()
 }
 
+/// `Authorization: Bearer <a JWT for root with `roles`>`, signed with [`SECRET`].
+pub(crate) fn admin_bearer(roles: &[&str]) -> String {
+    let jwt = token(
+        &serde_json::json!({"sub": "root", "roles": roles, "exp": now_secs() + 3600}),
+        SECRET,
+    );
+    format!("Authorization: Bearer {jwt}")
+}
+
+/// An HTTP request with an optional JSON body; the reply as it came.
+pub(crate) async fn json_request(
+    addr: SocketAddr,
+    method: &'static str,
+    path: &str,
+    headers: &[String],
+    body: Option<serde_json::Value>,
+) -> HttpReply {
+    let mut headers = headers.to_vec();
+    let body = match body {
+        Some(json) => {
+            headers.push("Content-Type: application/json".into());
+            json.to_string().into_bytes()
+        }
+        None => Vec::new(),
+    };
+    http_request_async(addr, method, path.to_owned(), headers, body).await
+}
+
+/// [`json_request`], with the reply's status and its body as JSON (`null` when it is not).
+pub(crate) async fn json_call(
+    addr: SocketAddr,
+    method: &'static str,
+    path: &str,
+    headers: &[String],
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let reply = json_request(addr, method, path, headers, body).await;
+    let json = serde_json::from_slice(&reply.body).unwrap_or(serde_json::Value::Null);
+    (reply.status, json)
+}
+
 /// [`http_post`] off the async runtime.
 pub(crate) async fn http_post_async(
     addr: SocketAddr,
