@@ -26,6 +26,9 @@ use crate::security::policy::{Action, Decision, Fields, PolicySet, Resource, Sub
 #[derive(Debug, Default)]
 pub struct Policies {
     current: RwLock<(u64, Arc<Rules>)>,
+    /// Held by an admin API change across its durable write and [`Policies::update`], so
+    /// that the order of the rules in force is the order their records were written.
+    pub changes: tokio::sync::Mutex<()>,
 }
 
 impl Policies {
@@ -40,6 +43,7 @@ impl Policies {
     pub fn with_rules(rules: Rules) -> Self {
         Self {
             current: RwLock::new((0, Arc::new(rules))),
+            changes: tokio::sync::Mutex::default(),
         }
     }
 

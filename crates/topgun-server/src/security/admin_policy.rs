@@ -72,6 +72,9 @@ impl Access {
     }
 }
 
+/// Longest map pattern, in bytes.
+const PATTERN_BYTES_MAX: usize = 256;
+
 /// A map-name pattern over dot-separated segments: a lone `*` or `**` matches every name;
 /// `*` as a segment matches exactly one segment; `**` matches zero or more; other segments
 /// are literal.
@@ -90,8 +93,11 @@ enum Segment {
 
 impl MapPattern {
     pub fn parse(source: &str) -> Result<Self, AdminPolicyError> {
-        if source.is_empty() {
-            return Err(AdminPolicyError::field("mapPattern", "must not be empty"));
+        if source.is_empty() || source.len() > PATTERN_BYTES_MAX {
+            return Err(AdminPolicyError::field(
+                "mapPattern",
+                "must be 1 to 256 bytes",
+            ));
         }
         let segments = source
             .split('.')
@@ -124,23 +130,35 @@ impl MapPattern {
     }
 }
 
+/// Whether `segments` match `parts`, in O(segments × parts): `reach[j]` says the segments
+/// so far can match the first `j` parts. (Backtracking over several `**` would be
+/// exponential, and this runs on every write while admin policies are in force.)
 fn matches_from(segments: &[Segment], parts: &[&str]) -> bool {
-    match segments.split_first() {
-        None => parts.is_empty(),
-        Some((Segment::Any, rest)) => {
-            (0..=parts.len()).any(|skip| matches_from(rest, &parts[skip..]))
-        }
-        Some((segment, rest)) => match parts.split_first() {
-            Some((part, tail)) => {
-                let fits = match segment {
-                    Segment::Literal(literal) => literal == part,
-                    _ => true,
-                };
-                fits && matches_from(rest, tail)
+    let mut reach = vec![false; parts.len() + 1];
+    reach[0] = true;
+    for segment in segments {
+        let mut next = vec![false; parts.len() + 1];
+        match segment {
+            Segment::Any => {
+                let mut any = false;
+                for (j, slot) in next.iter_mut().enumerate() {
+                    any |= reach[j];
+                    *slot = any;
+                }
             }
-            None => false,
-        },
+            Segment::One | Segment::Literal(_) => {
+                for (j, part) in parts.iter().enumerate() {
+                    let fits = match segment {
+                        Segment::Literal(literal) => literal == part,
+                        _ => true,
+                    };
+                    next[j + 1] = reach[j] && fits;
+                }
+            }
+        }
+        reach = next;
     }
+    reach[parts.len()]
 }
 
 /// An admin policy that does not validate; `field` names the request field at fault.
@@ -258,6 +276,15 @@ impl AdminPolicies {
 
     pub fn is_configured(&self) -> bool {
         self.configured
+    }
+
+    /// How many policies are in force.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
     }
 
     /// Every policy, by id.
@@ -400,6 +427,12 @@ mod tests {
             let p = MapPattern::parse(pattern).unwrap();
             assert_eq!(p.matches(name), expected, "{pattern} ~ {name}");
         }
+        // Many `**` against a long name that does not match: answered at once, not by
+        // backtracking through every way to split the name.
+        let many = MapPattern::parse(&["**"; 40].join(".").replace("**.**.**", "**.x.**")).unwrap();
+        let long: Vec<&str> = vec!["a"; 60];
+        assert!(!many.matches(&long.join(".")));
+        assert!(MapPattern::parse(&"a".repeat(257)).is_err());
         assert!(MapPattern::parse("a..b").is_err());
         assert!(MapPattern::parse("").is_err());
     }

@@ -24,6 +24,11 @@ use topgun_core::protocol::enums::PredicateOp;
 use topgun_core::protocol::query::PredicateNode;
 use topgun_core::protocol::wire::Field;
 
+/// Longest expression, in characters.
+pub const SOURCE_CHARS_MAX: usize = 4_096;
+/// Deepest nesting of `!` and parentheses: the parser recurses once per level.
+const DEPTH_MAX: usize = 64;
+
 /// A `conditionExpr` that does not parse or compile.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("{what} at column {column}")]
@@ -34,11 +39,17 @@ pub struct ConditionError {
 
 /// Parses and compiles a condition.
 pub fn compile(source: &str) -> Result<PredicateNode, ConditionError> {
+    let length = source.chars().count();
+    if length > SOURCE_CHARS_MAX {
+        let what = format!("the expression is longer than {SOURCE_CHARS_MAX} characters");
+        return Err(at(SOURCE_CHARS_MAX + 1, what));
+    }
     let tokens = lex(source)?;
     let mut parser = Parser {
         tokens,
         at: 0,
-        end: source.chars().count() + 1,
+        end: length + 1,
+        depth: 0,
     };
     let node = parser.expr()?;
     match parser.peek() {
@@ -195,6 +206,8 @@ struct Parser {
     at: usize,
     /// The column just past the source, where "unexpected end" points.
     end: usize,
+    /// Levels of `!` and parentheses open at this point.
+    depth: usize,
 }
 
 /// One side of a comparison.
@@ -228,6 +241,14 @@ impl Parser {
         found
     }
 
+    fn deeper(&mut self, column: usize) -> Result<(), ConditionError> {
+        self.depth += 1;
+        if self.depth > DEPTH_MAX {
+            return Err(at(column, format!("nested deeper than {DEPTH_MAX} levels")));
+        }
+        Ok(())
+    }
+
     fn expr(&mut self) -> Result<PredicateNode, ConditionError> {
         let mut terms = vec![self.and()?];
         while self.eat("||") {
@@ -245,11 +266,17 @@ impl Parser {
     }
 
     fn unary(&mut self) -> Result<PredicateNode, ConditionError> {
+        let column = self.peek().map_or(self.end, |t| t.column);
         if self.eat("!") {
-            return Ok(PredicateNode::branch(PredicateOp::Not, vec![self.unary()?]));
+            self.deeper(column)?;
+            let inner = self.unary()?;
+            self.depth -= 1;
+            return Ok(PredicateNode::branch(PredicateOp::Not, vec![inner]));
         }
         if self.eat("(") {
+            self.deeper(column)?;
             let inner = self.expr()?;
+            self.depth -= 1;
             let close = self.next()?;
             if close.kind != Kind::Symbol(")") {
                 return Err(at(
@@ -491,6 +518,15 @@ mod tests {
                 "a number needs digits after its `.` at column 11",
             ),
             ("data. == 1", "a field name must follow `data.` at column 1"),
+            (
+                &"(".repeat(100),
+                "nested deeper than 64 levels at column 65",
+            ),
+            (&"!".repeat(65), "nested deeper than 64 levels at column 65"),
+            (
+                &"a".repeat(5_000),
+                "longer than 4096 characters at column 4097",
+            ),
         ];
         for (source, expected) in cases {
             let error = compile(source).expect_err(source).to_string();

@@ -150,6 +150,13 @@ pub async fn create_policy<H: Host>(
         Ok(policy) => policy,
         Err(e) => return field_error(StatusCode::BAD_REQUEST, &e.to_string(), e.field_name()),
     };
+    let _change = host.policies().changes.lock().await;
+    let rules = host.policies().get();
+    if rules.admin.len() >= POLICIES_MAX && !rules.admin.iter().any(|p| p.id == policy.id) {
+        let why =
+            format!("the store holds the most policies allowed ({POLICIES_MAX}); delete one first");
+        return field_error(StatusCode::BAD_REQUEST, &why, "id");
+    }
     let data = host.data();
     let stored = data
         .write_internal(POLICIES_MAP, &policy.id, Some(to_value(&policy)))
@@ -165,6 +172,11 @@ pub async fn create_policy<H: Host>(
     (StatusCode::CREATED, Json(response)).into_response()
 }
 
+/// Most admin policies the store holds: every decision on a map weighs all of them.
+const POLICIES_MAX: usize = 1_024;
+/// Longest policy id, in bytes.
+const ID_BYTES_MAX: usize = 128;
+
 fn compile(request: PolicyRequest) -> Result<AdminPolicy, AdminPolicyError> {
     let bad = |field: &'static str, why: String| AdminPolicyError::Field { field, why };
     let action = parse_action(&request.action)
@@ -176,10 +188,10 @@ fn compile(request: PolicyRequest) -> Result<AdminPolicy, AdminPolicyError> {
         None => None,
     };
     let id = match request.id {
-        Some(id) if id.is_empty() || id == CONFIGURED_KEY => {
+        Some(id) if id.is_empty() || id.len() > ID_BYTES_MAX || id == CONFIGURED_KEY => {
             return Err(bad(
                 "id",
-                "must be a non-empty name other than __configured".into(),
+                "must be 1 to 128 bytes, and not __configured".into(),
             ));
         }
         Some(id) => id,
@@ -264,6 +276,7 @@ pub async fn delete_policy<H: Host>(
     if id == CONFIGURED_KEY {
         return StatusCode::NO_CONTENT.into_response();
     }
+    let _change = host.policies().changes.lock().await;
     if host.policies().get().admin.iter().any(|p| p.id == id) {
         if let Err(why) = host.data().write_internal(POLICIES_MAP, &id, None).await {
             return json_error(StatusCode::SERVICE_UNAVAILABLE, why);
