@@ -51,7 +51,8 @@ async fn subscriber(addr: std::net::SocketAddr, roles: &[&str]) -> Client {
     send(&mut ws, &auth(&jwt)).await;
     drain(&mut ws, 0).await;
     send(&mut ws, &query_all("q", "todos")).await;
-    drain(&mut ws, 1).await;
+    // The response comes through the push stream, which a PONG may overtake: wait for it.
+    while !matches!(recv(&mut ws).await.unwrap(), Message::QueryResp(_)) {}
     ws
 }
 
@@ -520,4 +521,38 @@ async fn a_delta_is_cut_at_ten_thousand_and_the_next_request_continues_from_its_
         first.iter().map(|(k, _, _)| k.as_str()).collect();
     keys.extend(rest.iter().map(|(k, _, _)| k.as_str()));
     assert_eq!(keys.len(), 12_000, "nothing missed");
+}
+
+/// Counts the connections the interceptors were told had ended.
+#[derive(Debug, Default)]
+struct Ended(std::sync::atomic::AtomicUsize);
+
+impl topgun_server::security::interceptor::Interceptor for Ended {
+    fn on_disconnect(&self, _: &topgun_server::security::interceptor::ConnInfo) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Each request is a connection that ends with it: the interceptors hear of every one,
+/// refused ones included, so that per-connection state (the rate limiter's buckets) does
+/// not pile up with the requests.
+#[tokio::test]
+async fn every_request_s_connection_ends_with_it() {
+    use topgun_server::config::{Cli, Config};
+    let ended = std::sync::Arc::new(Ended::default());
+    let cli = Cli {
+        port: Some(0),
+        host: Some("127.0.0.1".parse().unwrap()),
+        ..Cli::default()
+    };
+    let mut config = Config::resolve(&cli, None, &no_auth()).unwrap();
+    config.interceptors.push(ended.clone());
+    let server = serve(topgun_server::Server::bind(config).await.unwrap());
+    for id in 1..=3 {
+        let body = encode_standalone(&request(vec![put(id, "todos", "k", "v")]));
+        decoded(&post(server.addr, vec![], body).await);
+    }
+    let reserved = encode_standalone(&request(vec![put(4, "__topgun_x", "k", "v")]));
+    decoded(&post(server.addr, vec![], reserved).await);
+    assert_eq!(ended.0.load(std::sync::atomic::Ordering::SeqCst), 4);
 }

@@ -31,7 +31,7 @@ use crate::query::once::{self, Ask, Page};
 use crate::query::view::{auth_context, uses_auth};
 use crate::security::access::project_message;
 use crate::security::admission;
-use crate::security::interceptor::Pipeline;
+use crate::security::interceptor::{ConnInfo, Pipeline};
 use crate::security::policy::Fields;
 use crate::storage::store::{MapKind, StoredEntry};
 
@@ -323,6 +323,18 @@ impl DataPlane {
             .map_err(|gone| gone.to_string())?;
         let parts = parts.await.ok_or_else(|| ShardGone.to_string())?;
         Ok(parts.into_iter().flatten().collect())
+    }
+
+    /// Ends a connection that lived for one HTTP request: as [`DataPlane::disconnect`], and
+    /// the interceptors are told (the rate limiter drops its bucket). Its address is not
+    /// known here: `ConnInfo.ip` is `None`.
+    pub async fn end_request(&self, conn: &mut ConnState) {
+        self.disconnect(conn).await;
+        let info = ConnInfo {
+            id: conn.handle.id,
+            ip: None,
+        };
+        self.writes.pipeline.on_disconnect(&info);
     }
 
     /// Drops a closed connection's subscriptions.

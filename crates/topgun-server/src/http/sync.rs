@@ -143,23 +143,37 @@ async fn serve(
     access.set_subject(Some(subject));
     let (handle, _kicked) = ConnHandle::open(host.backlog(), access);
     let mut conn = data.request_connection(handle);
+    let served = serve_items(host, &mut conn, request, &mut response).await;
+    // Whatever the outcome, the request's connection ends here, so that nothing it left
+    // (the rate limiter's bucket above all) outlives it.
+    data.end_request(&mut conn).await;
+    served?;
+    response.server_hlc = data.server_time(now_ms());
+    Ok(response)
+}
+
+/// The request's ops, deltas, queries and searches, in that order, into `response`.
+async fn serve_items(
+    host: &impl Host,
+    conn: &mut ConnState,
+    request: HttpSyncRequest,
+    response: &mut HttpSyncResponse,
+) -> Result<(), Refused> {
     let mut errors = Vec::new();
     if let Some(ops) = request.operations.filter(|ops| !ops.is_empty()) {
-        response.ack = write(host, &mut conn, ops, &mut errors).await?;
+        response.ack = write(host, conn, ops, &mut errors).await?;
     }
     if let Some(maps) = request.sync_maps {
-        response.deltas = Some(deltas(host, &conn, maps, &mut errors).await);
+        response.deltas = Some(deltas(host, conn, maps, &mut errors).await);
     }
     if let Some(queries) = request.queries {
-        response.query_results = Some(query(host, &conn, queries, &mut errors).await);
+        response.query_results = Some(query(host, conn, queries, &mut errors).await);
     }
     if let Some(searches) = request.searches {
         errors.extend(searches.iter().map(search_not_served));
     }
-    data.disconnect(&mut conn).await;
-    response.server_hlc = data.server_time(now_ms());
     response.errors = (!errors.is_empty()).then_some(errors);
-    Ok(response)
+    Ok(())
 }
 
 /// The request's ops, through the write path as one `OP_BATCH`: the ack with a result per

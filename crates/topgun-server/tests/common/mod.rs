@@ -48,7 +48,7 @@ pub(crate) async fn start_durable(dir: &std::path::Path, file: Option<&str>) -> 
 }
 
 /// Runs a bound server until its `stop` sender is used or dropped.
-fn serve(server: Server) -> Running {
+pub(crate) fn serve(server: Server) -> Running {
     let addr = server.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(server.run(async {
