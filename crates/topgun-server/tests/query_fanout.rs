@@ -20,6 +20,11 @@ use topgun_core::{NodeId, Timestamp, Value};
 
 const MAP: &str = "feed";
 
+/// The tests of this file load both cores for seconds at a time, and what they measure —
+/// who keeps up, who is shed and why — depends on the server getting its share of them:
+/// they run one at a time.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn subscribe(query_id: &str) -> Message {
     Message::QuerySub(QuerySub {
         query_id: query_id.into(),
@@ -40,12 +45,6 @@ async fn subscriber(addr: std::net::SocketAddr, query_id: &str) -> Client {
     c
 }
 
-/// The `i`-th key: zero-padded, so that keys sort in the order they were written and a
-/// window of the first rows never drops an earlier key for a later one.
-fn key(i: u64) -> String {
-    format!("k{i:06}")
-}
-
 /// Puts keys `first..first + count` with `value`, as one batch; waits for the ack.
 async fn put_batch(c: &mut Client, first: u64, count: u64, value: &Value) {
     let node = NodeId::new("writer").unwrap();
@@ -53,7 +52,7 @@ async fn put_batch(c: &mut Client, first: u64, count: u64, value: &Value) {
     let ops = (first..first + count)
         .map(|i| {
             let ts = Timestamp::new(at, u32::try_from(i - first).unwrap(), node.clone());
-            put_op(i + 1, MAP, &key(i), value.clone(), ts)
+            put_op(i + 1, MAP, &format!("k{i}"), value.clone(), ts)
         })
         .collect();
     send(c, &op_batch(ops)).await;
@@ -98,6 +97,7 @@ const KICKS_TIMEOUT: &str = "topgun_slow_consumer_kicks_total{reason=\"write_tim
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_batch_of_8192_writes_reaches_every_live_query_whole() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let server = start_durable(dir.path(), None).await;
     // Two subscribers of the same query share one view; each is told everything.
@@ -138,6 +138,7 @@ async fn follow(c: &mut Client, want: &HashMap<String, Value>) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reading_subscriber_keeps_up_with_5000_writes_a_second_for_10_seconds() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let server = start_durable(dir.path(), None).await;
     let mut reader = subscriber(server.addr, "q").await;
@@ -145,7 +146,9 @@ async fn a_reading_subscriber_keeps_up_with_5000_writes_a_second_for_10_seconds(
     let (keys, batches, per_batch) = (2000u64, 200u64, 250u64);
     // Batch n writes value n / 8 to an eighth of the keys, in turn.
     let round = move |n: u64| Value::Int(i64::try_from(n / (keys / per_batch)).unwrap());
-    let want: HashMap<String, Value> = (0..keys).map(|k| (key(k), round(batches - 1))).collect();
+    let want: HashMap<String, Value> = (0..keys)
+        .map(|k| (format!("k{k}"), round(batches - 1)))
+        .collect();
     let reading = tokio::spawn(async move { follow(&mut reader, &want).await });
     let mut writer = connect(server.addr, "/").await;
     let started = Instant::now();
@@ -171,6 +174,7 @@ async fn a_reading_subscriber_keeps_up_with_5000_writes_a_second_for_10_seconds(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_that_stops_reading_is_closed_within_the_write_timeout() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     // The budget is large, so that only the timeout can close it.
     let config = "write_timeout_ms = 1000\nconnection_backlog_bytes_max = 268435456\n";
     let server = start(no_auth(), Some(config)).await;
@@ -205,6 +209,7 @@ async fn a_subscriber_that_stops_reading_is_closed_within_the_write_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_server_budget_the_largest_backlogs_are_shed() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let config = "write_timeout_ms = 600000\nconnection_backlog_bytes_max = 16777216\n\
                   server_backlog_bytes_max = 16777216\n";
     let server = start(no_auth(), Some(config)).await;
