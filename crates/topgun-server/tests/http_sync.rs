@@ -304,6 +304,21 @@ fn sync_from(map: &str, millis: u64) -> topgun_core::protocol::http::SyncMapRequ
     }
 }
 
+/// A request syncing `map` from the `serverSyncTimestamp` a previous delta handed back.
+fn syncing_from(map: &str, last: &Timestamp) -> Vec<u8> {
+    let mut ask = request(vec![]);
+    let since = topgun_core::protocol::http::SyncSince {
+        millis: last.millis,
+        counter: last.counter,
+        node_id: last.node_id.as_str().into(),
+    };
+    ask.sync_maps = Some(vec![topgun_core::protocol::http::SyncMapRequest {
+        map_name: map.into(),
+        last_sync_timestamp: since,
+    }]);
+    encode_standalone(&ask)
+}
+
 /// A request syncing `maps`, each from its time, with `operations`.
 fn syncing(maps: &[(&str, u64)], operations: Vec<ClientOp>) -> Vec<u8> {
     let mut ask = request(operations);
@@ -477,22 +492,16 @@ async fn a_map_the_caller_may_not_read_is_refused_and_field_limits_apply() {
     assert_eq!(context.get("mapName"), Some(&Value::from("secret")));
 }
 
-/// A delta holds at most 10,000 records, the earliest arrivals; its time is then the last
-/// one's arrival, and asking again from it brings the rest (with the second of overlap).
+/// A delta holds at most 10,000 records, the earliest arrivals; its timestamp is then the
+/// last one's place, and asking again from it brings the rest, nothing sent twice but the
+/// records that share the last one's place.
 #[tokio::test]
 async fn a_delta_is_cut_at_ten_thousand_and_the_next_request_continues_from_its_end() {
     let server = start(no_auth(), None).await;
     let mut ws = connect(server.addr, "/ws").await;
-    let batch = |prefix: &str, first_id: u64| -> Vec<ClientOp> {
-        (0..6_000)
-            .map(|i| put(first_id + i, "bulk", &format!("{prefix}{i:05}"), "x"))
-            .collect()
-    };
-    write_over_ws(&mut ws, batch("a", 0)).await;
-    // More than the overlap later, so the continuation need not resend the first batch.
-    tokio::time::sleep(std::time::Duration::from_millis(1_300)).await;
+    write_over_ws(&mut ws, bulk("a", 0, 6_000)).await;
     let before_second = now_ms();
-    write_over_ws(&mut ws, batch("b", 6_000)).await;
+    write_over_ws(&mut ws, bulk("b", 6_000, 6_000)).await;
     let after_second = now_ms();
 
     let reply = decoded(&post(server.addr, vec![], syncing(&[("bulk", 0)], vec![])).await);
@@ -504,23 +513,83 @@ async fn a_delta_is_cut_at_ten_thousand_and_the_next_request_continues_from_its_
         "the earliest arrivals first"
     );
     assert!(
-        (before_second..=after_second).contains(&synced.millis),
+        (before_second..=after_second + 1).contains(&synced.millis),
         "the last record's arrival: {} not in {before_second}..={after_second}",
         synced.millis
     );
+    assert_ne!(
+        synced.counter, 0,
+        "a cut delta's place within its millisecond"
+    );
 
-    let body = syncing(&[("bulk", synced.millis)], vec![]);
     let before_scan = now_ms();
-    let (rest, next) = delta(&decoded(&post(server.addr, vec![], body).await));
+    let reply = decoded(&post(server.addr, vec![], syncing_from("bulk", &synced)).await);
+    let (rest, next) = delta(&reply);
     assert!(next.millis >= before_scan, "not cut: the scan's start");
+    assert_eq!(next.counter, 0);
     assert!(
-        rest.iter().all(|(k, _, _)| k.starts_with('b')),
-        "the first batch is done"
+        rest.len() < 2_100,
+        "{} records sent again",
+        rest.len() - 2_000
     );
     let mut keys: std::collections::BTreeSet<&str> =
         first.iter().map(|(k, _, _)| k.as_str()).collect();
     keys.extend(rest.iter().map(|(k, _, _)| k.as_str()));
     assert_eq!(keys.len(), 12_000, "nothing missed");
+
+    // Up to date: the next delta is empty, and a later write is in the one after.
+    let (none, next) = delta(&decoded(
+        &post(server.addr, vec![], syncing_from("bulk", &next)).await,
+    ));
+    assert!(none.is_empty(), "{none:?}");
+    write_over_ws(&mut ws, bulk("c", 12_000, 1)).await;
+    let (late, _) = delta(&decoded(
+        &post(server.addr, vec![], syncing_from("bulk", &next)).await,
+    ));
+    assert_eq!(late.len(), 1);
+}
+
+/// `count` puts of `bulk/<prefix><i>`, ids from `first_id`.
+fn bulk(prefix: &str, first_id: u64, count: u64) -> Vec<ClientOp> {
+    (0..count)
+        .map(|i| put(first_id + i, "bulk", &format!("{prefix}{i:05}"), "x"))
+        .collect()
+}
+
+/// After a restart every record arrives at once (at start): far more than a delta holds share
+/// one millisecond, and a client still pages through them all, each request moving on.
+#[tokio::test]
+async fn records_sharing_one_arrival_page_through_in_full() {
+    let store = std::sync::Arc::new(topgun_server::storage::store::MemoryStore::new());
+    {
+        let mut server = start_with_store(no_auth(), None, store.clone()).await;
+        let mut ws = connect(server.addr, "/ws").await;
+        for part in 0..5 {
+            write_over_ws(&mut ws, bulk(&format!("{part}-"), part * 5_000, 5_000)).await;
+        }
+        server.stop.take().unwrap().send(()).unwrap();
+        drop(ws);
+        server.task.await.unwrap().unwrap();
+    }
+    let server = start_with_store(no_auth(), None, store).await;
+    let mut keys = std::collections::BTreeSet::new();
+    let reply = decoded(&post(server.addr, vec![], syncing(&[("bulk", 0)], vec![])).await);
+    let (mut page, mut synced) = delta(&reply);
+    let mut requests = 1;
+    while synced.counter != 0 {
+        assert_eq!(page.len(), 10_000);
+        keys.extend(page.into_iter().map(|(k, _, _)| k));
+        let reply = decoded(&post(server.addr, vec![], syncing_from("bulk", &synced)).await);
+        (page, synced) = delta(&reply);
+        requests += 1;
+        assert!(
+            requests <= 4,
+            "25,000 records in three deltas, not {requests}"
+        );
+    }
+    keys.extend(page.into_iter().map(|(k, _, _)| k));
+    assert_eq!(keys.len(), 25_000, "nothing missed");
+    assert_eq!(requests, 3);
 }
 
 /// Counts the connections the interceptors were told had ended.

@@ -13,7 +13,7 @@
 
 use topgun_core::Timestamp;
 use topgun_core::protocol::Message;
-use topgun_core::protocol::http::HttpDelta;
+use topgun_core::protocol::http::{HttpDelta, SyncSince};
 use topgun_core::protocol::query::Query;
 
 use crate::connection::fanout::{ConnHandle, Outbound};
@@ -164,28 +164,31 @@ impl DataPlane {
     }
 
     /// A map's HTTP sync delta for `conn` (COMPAT §2.2): the LWW records that arrived since
-    /// `last_sync_ms` less the overlap, admitted like a read and limited to the fields its
-    /// reader may see, with the time to ask from next; or the `ERROR` that refuses it.
+    /// the client's `last` sync (see [`deltas`]), admitted like a read and limited to the
+    /// fields its reader may see, with the timestamp to ask from next; or the `ERROR` that
+    /// refuses it.
     pub(crate) async fn lww_delta(
         &self,
         conn: &ConnState,
         map: &str,
-        last_sync_ms: u64,
+        last: &SyncSince,
         now_ms: u64,
     ) -> Result<HttpDelta, Box<Message>> {
         let allowed = admission::admit_read(conn.handle.access(), map)?;
-        let delta = deltas::gather(&self.shards, map, last_sync_ms, now_ms).await;
+        let node_id = self.writes.clock.node_id();
+        let from = deltas::resume_from(last, node_id.as_str());
+        let delta = deltas::gather(&self.shards, map, from, now_ms).await;
         let delta = delta.map_err(|_| error::shutting_down())?;
         let records = delta
             .records
             .into_iter()
             .map(|arrival| deltas::wire_record(arrival, allowed.as_ref()))
             .collect();
-        let synced = Timestamp::new(delta.synced_ms, 0, self.writes.clock.node_id());
+        let (millis, counter) = delta.synced;
         Ok(HttpDelta {
             map_name: map.into(),
             records,
-            server_sync_timestamp: synced,
+            server_sync_timestamp: Timestamp::new(millis, counter, node_id),
         })
     }
 

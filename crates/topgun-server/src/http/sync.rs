@@ -340,8 +340,8 @@ async fn query(
 }
 
 /// The request's `syncMaps`: each map's delta since its `lastSyncTimestamp` (an empty node id,
-/// as the TS provider sends first, is accepted: only `millis` counts); a map the caller may
-/// not read is an error with its name.
+/// as the TS provider sends first, is accepted and means "from `millis`"); a map the caller
+/// may not read is an error with its name.
 async fn deltas(
     host: &impl Host,
     conn: &ConnState,
@@ -350,8 +350,8 @@ async fn deltas(
 ) -> Vec<HttpDelta> {
     let mut out = Vec::with_capacity(maps.len());
     for m in maps {
-        let since = m.last_sync_timestamp.millis;
-        let delta = host.data().lww_delta(conn, &m.map_name, since, now_ms());
+        let last = &m.last_sync_timestamp;
+        let delta = host.data().lww_delta(conn, &m.map_name, last, now_ms());
         match delta.await {
             Ok(delta) => out.push(delta),
             Err(refused) => {

@@ -7,9 +7,18 @@
 //! write already probes — so a write costs no second lookup, no key copy and no allocation:
 //! 8 bytes per key, memory only. After a restart every record counts as arrived at start.
 //!
+//! Scans order records by `(arrival, tie, key)`, where the tie is a 16-bit hash of the key
+//! under a key chosen at random per process. A client can then continue a cut scan from a
+//! [`Mark`] of two small numbers — the last arrival and the last tie sent — even when far more
+//! records than a scan returns share one arrival (every recovered record arrives at start).
+//! The hash's key keeps anyone from choosing keys that all share one tie.
+//!
 //! Invariants:
 //! * every key held has exactly one arrival, that of the change that put its record here;
 //! * a merge that loses changes neither record nor arrival.
+
+use std::hash::BuildHasher;
+use std::sync::OnceLock;
 
 use topgun_core::merkle::Sum;
 use topgun_core::{LwwRecord, MerkleError, MerkleTree, Timestamp};
@@ -21,15 +30,52 @@ pub struct Arrived {
     pub arrived_ms: u64,
 }
 
+/// A place in the arrival order: a scan from a mark returns the records at or after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Mark {
+    pub ms: u64,
+    /// Within `ms`, the least tie included; 0 includes every record of `ms`.
+    pub tie: u16,
+}
+
+impl Mark {
+    /// Every record that arrived at or after `ms`.
+    pub fn at(ms: u64) -> Self {
+        Self { ms, tie: 0 }
+    }
+}
+
+/// The tie of `key`: its place among records of one arrival, in `1..=65535` (0 is below every
+/// key, so [`Mark::at`] includes them all). Stable for the life of the process.
+pub fn tie_of(key: &str) -> u16 {
+    static HASHER: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
+    let hash = HASHER
+        .get_or_init(std::collections::hash_map::RandomState::new)
+        .hash_one(key);
+    // Both conversions are exact: the remainder is below 65,535.
+    u16::try_from(hash % u64::from(u16::MAX)).map_or(u16::MAX, |t| t + 1)
+}
+
 /// One record of a scan by arrival.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Arrival {
     pub arrived_ms: u64,
+    pub tie: u16,
     pub key: String,
     pub record: LwwRecord,
 }
 
-/// The records of a scan by arrival, oldest first (ties by key).
+impl Arrival {
+    /// Where this record is in the arrival order.
+    pub fn mark(&self) -> Mark {
+        Mark {
+            ms: self.arrived_ms,
+            tie: self.tie,
+        }
+    }
+}
+
+/// The records of a scan by arrival, oldest first (then by tie, then by key).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Arrivals {
     pub records: Vec<Arrival>,
@@ -38,9 +84,9 @@ pub struct Arrivals {
 }
 
 impl Arrivals {
-    /// The arrival of the last record returned.
-    pub fn last_ms(&self) -> Option<u64> {
-        self.records.last().map(|a| a.arrived_ms)
+    /// Where the last record returned is.
+    pub fn last(&self) -> Option<Mark> {
+        self.records.last().map(Arrival::mark)
     }
 }
 
@@ -83,18 +129,26 @@ impl ArrivedLww {
         self.tree.iter().map(|(k, a)| (k, &a.record))
     }
 
-    /// The records that arrived at or after `since_ms`, oldest first (ties by key), at most
-    /// `max`. A scan of the whole map: the matches are chosen by reference and only the
+    /// The records at or after `from` in the arrival order, at most `max`, the earliest
+    /// first. A scan of the whole map: the matches are chosen by reference and only the
     /// returned ones are copied.
-    pub fn arrived_since(&self, since_ms: u64, max: usize) -> Arrivals {
-        let mut hits: Vec<(u64, &str, &LwwRecord)> = self
+    pub fn arrived_since(&self, from: Mark, max: usize) -> Arrivals {
+        let mut hits: Vec<(Mark, &str, &LwwRecord)> = self
             .tree
             .iter()
-            .filter(|(_, a)| a.arrived_ms >= since_ms)
-            .map(|(k, a)| (a.arrived_ms, k, &a.record))
+            .filter(|(_, a)| a.arrived_ms >= from.ms)
+            .map(|(k, a)| {
+                let mark = Mark {
+                    ms: a.arrived_ms,
+                    tie: tie_of(k),
+                };
+                (mark, k, &a.record)
+            })
+            .filter(|(mark, _, _)| *mark >= from)
             .collect();
-        let order =
-            |a: &(u64, &str, &LwwRecord), b: &(u64, &str, &LwwRecord)| (a.0, a.1).cmp(&(b.0, b.1));
+        let order = |a: &(Mark, &str, &LwwRecord), b: &(Mark, &str, &LwwRecord)| {
+            (a.0, a.1).cmp(&(b.0, b.1))
+        };
         let truncated = hits.len() > max;
         if truncated {
             // The `max` earliest first, unordered; the rest dropped before sorting.
@@ -104,8 +158,9 @@ impl ArrivedLww {
         hits.sort_unstable_by(order);
         let records = hits
             .into_iter()
-            .map(|(arrived_ms, key, record)| Arrival {
-                arrived_ms,
+            .map(|(mark, key, record)| Arrival {
+                arrived_ms: mark.ms,
+                tie: mark.tie,
                 key: key.to_owned(),
                 record: record.clone(),
             })
@@ -174,26 +229,66 @@ mod tests {
             !map.merge_seeing("k", record(10), 200, |_| {}),
             "older loses"
         );
-        assert_eq!(keys(&map.arrived_since(0, 10)), [(100, "k")]);
+        assert_eq!(keys(&map.arrived_since(Mark::at(0), 10)), [(100, "k")]);
         assert!(map.merge_seeing("k", record(30), 300, |_| {}));
-        assert_eq!(keys(&map.arrived_since(0, 10)), [(300, "k")]);
+        assert_eq!(keys(&map.arrived_since(Mark::at(0), 10)), [(300, "k")]);
+    }
+
+    /// `(arrival, key)` in scan order: by arrival, then by tie.
+    fn by_tie<'a>(records: &[(u64, &'a str)]) -> Vec<(u64, &'a str)> {
+        let mut records = records.to_vec();
+        records.sort_by_key(|(ms, key)| (*ms, tie_of(key), *key));
+        records
     }
 
     #[test]
-    fn a_scan_is_ordered_by_arrival_then_key_and_cut_at_max() {
+    fn a_scan_is_ordered_by_arrival_then_tie_and_cut_at_max() {
         let mut map = ArrivedLww::default();
         for (key, arrived) in [("d", 30), ("c", 10), ("b", 20), ("a", 20), ("e", 5)] {
             map.merge_seeing(key, record(1), arrived, |_| {});
         }
-        let all = map.arrived_since(10, 10);
-        assert_eq!(keys(&all), [(10, "c"), (20, "a"), (20, "b"), (30, "d")]);
+        let expected = by_tie(&[(10, "c"), (20, "a"), (20, "b"), (30, "d")]);
+        let all = map.arrived_since(Mark::at(10), 10);
+        assert_eq!(keys(&all), expected);
         assert!(!all.truncated);
-        let cut = map.arrived_since(10, 2);
-        assert_eq!(keys(&cut), [(10, "c"), (20, "a")]);
+        let cut = map.arrived_since(Mark::at(10), 2);
+        assert_eq!(keys(&cut), expected[..2]);
         assert!(cut.truncated);
-        assert_eq!(cut.last_ms(), Some(20));
-        let exact = map.arrived_since(10, 4);
+        assert_eq!(cut.last().map(|m| m.ms), Some(20));
+        let exact = map.arrived_since(Mark::at(10), 4);
         assert!(!exact.truncated, "exactly max records is not truncated");
-        assert_eq!(map.arrived_since(31, 10), Arrivals::default());
+        assert_eq!(map.arrived_since(Mark::at(31), 10), Arrivals::default());
+    }
+
+    /// Many records of one arrival: a scan continued from the mark of the last record it
+    /// returned makes progress and, over all pages, returns every record.
+    #[test]
+    fn records_of_one_arrival_page_by_tie() {
+        let mut map = ArrivedLww::default();
+        for i in 0..1_000 {
+            map.merge_seeing(&format!("k{i}"), record(1), 7, |_| {});
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        let mut from = Mark::at(0);
+        for _ in 0..20 {
+            let page = map.arrived_since(from, 100);
+            seen.extend(page.records.iter().map(|a| a.key.clone()));
+            if !page.truncated {
+                break;
+            }
+            let next = page.last().unwrap();
+            assert!(next > from, "every page moves on");
+            from = next;
+        }
+        assert_eq!(seen.len(), 1_000);
+    }
+
+    #[test]
+    fn ties_are_never_zero_and_stable() {
+        for i in 0..10_000 {
+            let key = format!("key-{i}");
+            assert_ne!(tie_of(&key), 0);
+            assert_eq!(tie_of(&key), tie_of(&key));
+        }
     }
 }

@@ -34,7 +34,7 @@ use crate::data::ops::{RESERVED_PREFIXES, Write, own_tombstones};
 use crate::journal::Draft;
 use crate::storage::store::{MapKind, StoredEntry, StoredValue};
 
-pub use arrived::{Arrival, Arrivals, ArrivedLww};
+pub use arrived::{Arrival, Arrivals, ArrivedLww, Mark};
 pub use tally::{Presence, Tally};
 
 /// The effects of one applied change.
@@ -415,13 +415,23 @@ impl Shard {
         Some(out)
     }
 
-    /// The LWW records (tombstones included) of `map` that arrived here at or after
-    /// `since_ms`, oldest first (ties by key), at most `max`: HTTP sync's deltas, which must
-    /// not miss a late write stamped with an old HLC time (see [`ArrivedLww`]).
-    pub fn lww_arrived_since(&self, map: &str, since_ms: u64, max: usize) -> Arrivals {
+    /// The LWW records (tombstones included) of `map` at or after `from` in the arrival
+    /// order, at most `max`: HTTP sync's deltas, which must not miss a late write stamped
+    /// with an old HLC time (see [`ArrivedLww`]).
+    ///
+    /// Every change applied after this scan arrives after `scan_start_ms`, whatever the wall
+    /// clock says: so a client told that it has everything up to the scan's start has it.
+    pub fn lww_arrived_since(
+        &mut self,
+        map: &str,
+        from: Mark,
+        scan_start_ms: u64,
+        max: usize,
+    ) -> Arrivals {
+        self.arrival_ms = self.arrival_ms.max(scan_start_ms.saturating_add(1));
         self.lww
             .get(map)
-            .map_or_else(Arrivals::default, |lww| lww.arrived_since(since_ms, max))
+            .map_or_else(Arrivals::default, |lww| lww.arrived_since(from, max))
     }
 
     /// Every OR entry this shard holds in the leaf at `path`.
@@ -737,8 +747,8 @@ mod tests {
     }
 
     /// `(arrival, key)` of each record of a scan.
-    fn arrivals(shard: &Shard, since_ms: u64, max: usize) -> (Vec<(u64, String)>, bool) {
-        let scan = shard.lww_arrived_since("m", since_ms, max);
+    fn arrivals(shard: &mut Shard, since_ms: u64, max: usize) -> (Vec<(u64, String)>, bool) {
+        let scan = shard.lww_arrived_since("m", Mark::at(since_ms), 0, max);
         let keys = scan.records.iter().map(|a| (a.arrived_ms, a.key.clone()));
         (keys.collect(), scan.truncated)
     }
@@ -747,13 +757,20 @@ mod tests {
         records.iter().map(|(t, k)| (*t, (*k).to_owned())).collect()
     }
 
+    /// `records` in a scan's order: by arrival, then by tie.
+    fn in_scan_order(records: &[(u64, &str)]) -> Vec<(u64, String)> {
+        let mut records = owned(records);
+        records.sort_by_key(|(ms, key)| (*ms, arrived::tie_of(key), key.clone()));
+        records
+    }
+
     #[test]
     fn a_write_arrives_when_applied_whatever_its_hlc_time() {
         let mut shard = Shard::new();
         shard.apply("m", put("new", 1, 900), 1_000);
         // Written offline long ago, arriving now: by HLC time it is older than "new".
         shard.apply("m", put("late", 1, 5), 2_000);
-        let (records, truncated) = arrivals(&shard, 1_500, 10);
+        let (records, truncated) = arrivals(&mut shard, 1_500, 10);
         assert_eq!(records, owned(&[(2_000, "late")]));
         assert!(!truncated);
         assert_eq!(
@@ -763,7 +780,7 @@ mod tests {
         );
         // A losing write changes nothing, its arrival included.
         assert!(shard.apply("m", put("new", 2, 800), 3_000).is_none());
-        let (records, _) = arrivals(&shard, 0, 10);
+        let (records, _) = arrivals(&mut shard, 0, 10);
         assert_eq!(records, owned(&[(1_000, "new"), (2_000, "late")]));
         // A tombstone is a change: it arrives too, and is served.
         let gone = Write::Lww {
@@ -771,9 +788,10 @@ mod tests {
             record: LwwRecord::tombstone(ts(950, "b")),
         };
         shard.apply("m", gone, 4_000).unwrap();
-        let scan = shard.lww_arrived_since("m", 4_000, 10);
+        let scan = shard.lww_arrived_since("m", Mark::at(4_000), 0, 10);
         assert!(scan.records[0].record.is_tombstone());
-        assert!(shard.lww_arrived_since("other", 0, 10).records.is_empty());
+        let other = shard.lww_arrived_since("other", Mark::at(0), 0, 10);
+        assert!(other.records.is_empty());
     }
 
     #[test]
@@ -781,29 +799,41 @@ mod tests {
         let mut shard = Shard::new();
         shard.apply("m", put("a", 1, 1), 5_000);
         shard.apply("m", put("b", 1, 2), 4_000);
-        let (records, _) = arrivals(&shard, 5_000, 10);
-        assert_eq!(records, owned(&[(5_000, "a"), (5_000, "b")]));
+        let (records, _) = arrivals(&mut shard, 5_000, 10);
+        assert_eq!(records, in_scan_order(&[(5_000, "a"), (5_000, "b")]));
+    }
+
+    /// A change applied after a scan arrives after the scan's start, even within the same
+    /// millisecond: a client told it has everything up to the scan's start misses nothing.
+    #[test]
+    fn a_change_after_a_scan_arrives_after_its_start() {
+        let mut shard = Shard::new();
+        shard.apply("m", put("a", 1, 1), 5_000);
+        shard.lww_arrived_since("m", Mark::at(0), 5_000, 10);
+        shard.apply("m", put("b", 1, 2), 5_000);
+        let (records, _) = arrivals(&mut shard, 5_001, 10);
+        assert_eq!(records, owned(&[(5_001, "b")]));
     }
 
     #[test]
-    fn a_scan_is_by_arrival_then_key_and_cut_at_its_bound() {
+    fn a_scan_is_by_arrival_then_tie_and_cut_at_its_bound() {
         let mut shard = Shard::new();
         for (key, at) in [("z", 2_000), ("c", 3_000), ("b", 3_000), ("a", 4_000)] {
             shard.apply("m", put(key, 1, 1), at);
         }
-        let (records, truncated) = arrivals(&shard, 0, 10);
-        let all = [(2_000, "z"), (3_000, "b"), (3_000, "c"), (4_000, "a")];
-        assert_eq!(records, owned(&all));
+        let (records, truncated) = arrivals(&mut shard, 0, 10);
+        let all = in_scan_order(&[(2_000, "z"), (3_000, "b"), (3_000, "c"), (4_000, "a")]);
+        assert_eq!(records, all);
         assert!(!truncated);
-        let cut = shard.lww_arrived_since("m", 0, 2);
+        let cut = shard.lww_arrived_since("m", Mark::at(0), 0, 2);
         assert!(cut.truncated);
-        assert_eq!(cut.last_ms(), Some(3_000));
+        assert_eq!(cut.last().map(|m| m.ms), Some(3_000));
         assert_eq!(
-            arrivals(&shard, 0, 2).0,
-            owned(&all[..2]),
+            arrivals(&mut shard, 0, 2).0,
+            all[..2],
             "the earliest arrivals"
         );
-        let (records, truncated) = arrivals(&shard, 0, 4);
+        let (records, truncated) = arrivals(&mut shard, 0, 4);
         assert!(!truncated, "exactly the bound is whole");
         assert_eq!(records.len(), 4);
     }
@@ -814,8 +844,18 @@ mod tests {
         shard.apply("m", put("before", 1, 1), 8_999);
         shard.apply("m", put("inside", 1, 1), 9_500);
         shard.apply("m", put("after", 1, 1), 10_000);
-        let since = crate::data::deltas::since_ms(10_000);
-        let (records, _) = arrivals(&shard, since, 10);
+        let last = topgun_core::protocol::http::SyncSince {
+            millis: 10_000,
+            counter: 0,
+            node_id: "".into(),
+        };
+        let from = crate::data::deltas::resume_from(&last, "me");
+        let scan = shard.lww_arrived_since("m", from, 0, 10);
+        let records: Vec<_> = scan
+            .records
+            .iter()
+            .map(|a| (a.arrived_ms, a.key.clone()))
+            .collect();
         assert_eq!(records, owned(&[(9_500, "inside"), (10_000, "after")]));
     }
 
@@ -830,17 +870,17 @@ mod tests {
         let dead = shard.apply("m", tombstone, 200).unwrap().stored;
         let mut restarted = Shard::new();
         restarted.load(vec![live, dead], 7_000);
-        let (records, _) = arrivals(&restarted, 7_000, 10);
-        assert_eq!(records, owned(&[(7_000, "dead"), (7_000, "live")]));
+        let (records, _) = arrivals(&mut restarted, 7_000, 10);
+        assert_eq!(records, in_scan_order(&[(7_000, "dead"), (7_000, "live")]));
         restarted.apply("m", put("next", 1, 7), 6_000);
         assert_eq!(
-            arrivals(&restarted, 7_000, 10).0.len(),
+            arrivals(&mut restarted, 7_000, 10).0.len(),
             3,
             "later changes arrive no earlier than the load"
         );
         restarted.prune(&ts(100, "z"));
-        let (records, _) = arrivals(&restarted, 0, 10);
-        assert_eq!(records, owned(&[(7_000, "live"), (7_000, "next")]));
+        let (records, _) = arrivals(&mut restarted, 0, 10);
+        assert_eq!(records, in_scan_order(&[(7_000, "live"), (7_000, "next")]));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use topgun_core::protocol::messages::{LeafRecord, ServerBatchEvent, ServerEvent}
 use crate::connection::ConnId;
 use crate::connection::fanout::{ConnHandle, Subscribers};
 use crate::data::ops::Write;
-use crate::data::shard::{Arrivals, Presence, Shard};
+use crate::data::shard::{Arrivals, Mark, Presence, Shard};
 use crate::error::code;
 use crate::journal::service::JournalFeed;
 use crate::journal::{self, Draft, Logged};
@@ -106,10 +106,12 @@ pub enum Request {
         max: usize,
         reply: oneshot::Sender<Option<Vec<(u16, LeafRecord)>>>,
     },
-    /// LWW records that arrived since a time ([`Shard::lww_arrived_since`]): HTTP sync.
+    /// LWW records from a place in the arrival order ([`Shard::lww_arrived_since`]): HTTP
+    /// sync.
     LwwArrivedSince {
         map: String,
-        since_ms: u64,
+        from: Mark,
+        scan_start_ms: u64,
         max: usize,
         reply: oneshot::Sender<Arrivals>,
     },
@@ -457,11 +459,13 @@ impl Task {
             }
             Request::LwwArrivedSince {
                 map,
-                since_ms,
+                from,
+                scan_start_ms,
                 max,
                 reply,
             } => {
-                let _ = reply.send(self.shard.lww_arrived_since(&map, since_ms, max));
+                let scan = self.shard.lww_arrived_since(&map, from, scan_start_ms, max);
+                let _ = reply.send(scan);
             }
             Request::OrLeaf { map, path, reply } => {
                 let _ = reply.send(self.shard.or_leaf(&map, &path).unwrap_or_default());
