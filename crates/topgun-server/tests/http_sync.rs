@@ -118,6 +118,33 @@ async fn an_empty_body_gets_the_server_clock_and_bad_bodies_get_400_without_harm
     assert!(again.server_hlc.millis > 0);
 }
 
+/// More operations than `ops_per_batch_max`, or more than 64 entries in another list: 413 for
+/// the whole request, nothing applied; at the bound, served.
+#[tokio::test]
+async fn lists_over_their_bounds_are_refused_whole_with_413() {
+    let server = start(no_auth(), Some("ops_per_batch_max = 3\n")).await;
+    let ops = |n: u64| {
+        (0..n)
+            .map(|i| put(i, "todos", &format!("k{i}"), "x"))
+            .collect()
+    };
+    let over = post(server.addr, vec![], encode_standalone(&request(ops(4)))).await;
+    assert_eq!(over.status, 413, "{}", String::from_utf8_lossy(&over.body));
+    let message = json(&over)["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("at most 3"), "{message}");
+
+    let maps: Vec<(&str, u64)> = vec![("todos", 0); 65];
+    let over = post(server.addr, vec![], syncing(&maps, vec![])).await;
+    assert_eq!(over.status, 413);
+
+    let (nothing, _) = delta(&decoded(
+        &post(server.addr, vec![], syncing(&[("todos", 0)], vec![])).await,
+    ));
+    assert!(nothing.is_empty(), "nothing was applied: {nothing:?}");
+    let at_bound = decoded(&post(server.addr, vec![], encode_standalone(&request(ops(3)))).await);
+    assert_eq!(at_bound.ack.expect("ack").last_id, "2");
+}
+
 #[tokio::test]
 async fn a_jwt_server_refuses_token_less_and_bad_tokens_with_401() {
     let server = start(jwt(), Some(USERS_OWN_TODOS)).await;

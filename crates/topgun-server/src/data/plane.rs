@@ -192,6 +192,11 @@ impl DataPlane {
         })
     }
 
+    /// Most ops one batch may hold (`ops_per_batch_max`).
+    pub fn ops_per_batch_max(&self) -> usize {
+        self.writes.guards.ops_per_batch_max
+    }
+
     /// The interceptors, in their order.
     pub fn interceptors(&self) -> &Pipeline {
         &self.writes.pipeline

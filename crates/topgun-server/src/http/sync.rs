@@ -57,7 +57,8 @@ pub async fn handle<H: Host>(
         let why = format!("the body is over max_frame_bytes ({limit} bytes)");
         return json_error(StatusCode::PAYLOAD_TOO_LARGE, why);
     };
-    let request = match decode(&bytes, host.decode_limits()) {
+    let ops_max = host.data().ops_per_batch_max();
+    let request = match decode(&bytes, host.decode_limits(), ops_max) {
         Ok(request) => request,
         Err(refused) => return *refused.0,
     };
@@ -93,10 +94,12 @@ fn caller(host: &impl Host, headers: &HeaderMap) -> Result<Subject, Refused> {
     }
 }
 
-/// The request, through the bounded decoder; an empty body is an empty request.
+/// The request, through the bounded decoder; an empty body is an empty request. Lists over
+/// their bounds refuse the whole request with 413 before anything in it is served.
 fn decode(
     bytes: &Bytes,
     limits: &topgun_core::protocol::Limits,
+    ops_max: usize,
 ) -> Result<Option<HttpSyncRequest>, Refused> {
     if bytes.is_empty() {
         return Ok(None);
@@ -114,6 +117,13 @@ fn decode(
     ];
     if lists.iter().any(|len| *len > LIST_MAX) {
         let why = format!("syncMaps, queries and searches hold at most {LIST_MAX} entries each");
+        return Err(refuse(StatusCode::PAYLOAD_TOO_LARGE, why));
+    }
+    let ops = request.operations.as_ref().map_or(0, Vec::len);
+    if ops > ops_max {
+        let why = format!(
+            "the request holds {ops} operations; at most {ops_max} are allowed (ops_per_batch_max)"
+        );
         return Err(refuse(StatusCode::PAYLOAD_TOO_LARGE, why));
     }
     Ok(Some(request))
