@@ -209,7 +209,9 @@ fn progress_bar(label: &'static str, counts: &str) -> Option<indicatif::Progress
 /// The longest HTTP response head accepted from the server.
 const RESPONSE_HEAD_MAX: usize = 64 * 1024;
 
-/// `GET /admin/backup` over plain HTTP/1.1 (the server answers with a sized body).
+/// `GET /api/admin/backup` over plain HTTP/1.1 (the server answers with a sized body). The
+/// API path, not the old `/admin/backup`: that one is the dashboard's once
+/// `TOPGUN_ADMIN_DIR` serves one.
 async fn fetch_backup(url: &str, token: Option<&str>) -> anyhow::Result<Vec<u8>> {
     let host = url
         .strip_prefix("http://")
@@ -219,8 +221,9 @@ async fn fetch_backup(url: &str, token: Option<&str>) -> anyhow::Result<Vec<u8>>
         .await
         .with_context(|| format!("connecting to {host}"))?;
     let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
-    let request =
-        format!("GET /admin/backup HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n");
+    let request = format!(
+        "GET /api/admin/backup HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n"
+    );
     stream.write_all(request.as_bytes()).await?;
     let mut stream = tokio::io::BufReader::new(stream);
     let mut head = Vec::new();

@@ -160,6 +160,10 @@ impl http::Host for Shared {
         self.admin_without_auth
     }
 
+    fn admin_dir(&self) -> Option<&std::path::Path> {
+        self.admin.dir.as_deref()
+    }
+
     fn indexes(&self) -> &IndexCatalog {
         &self.indexes
     }
@@ -362,7 +366,7 @@ impl Server {
             advertised_url: format!("ws://{addr}"),
         });
         let (shutdown, _) = watch::channel(false);
-        let settings = node_settings(&config, addr);
+        let settings = node_settings(&config, addr, Arc::clone(data.queue_gate()));
         let shared = Arc::new(Shared {
             session,
             policies: Arc::new(Policies::with_rules(Rules {
@@ -432,8 +436,7 @@ impl Server {
             .route("/health/ready", get(ready))
             .route("/healthz", get(ready))
             .route("/metrics", get(metrics))
-            // The old path of backups, kept while no dashboard is served under `/admin`.
-            .route("/admin/backup", get(backup))
+            .merge(admin_pages(shared.admin.dir.is_some()))
             .route("/api/admin/backup", get(api_backup))
             .merge(http::admin::routes::<Shared>())
             .route(
@@ -486,13 +489,17 @@ impl Server {
 }
 
 /// What `/api/admin/settings` shows, from the configuration and the bound address.
-fn node_settings(config: &Config, addr: SocketAddr) -> http::admin::settings::Settings {
+fn node_settings(
+    config: &Config,
+    addr: SocketAddr,
+    gate: Arc<crate::data::gate::QueueGate>,
+) -> http::admin::settings::Settings {
     http::admin::settings::Settings::new(
         config.node_id.as_str().to_owned(),
         addr,
         matches!(config.auth, AuthMode::Jwt(_)),
         config.guards.value_bytes_max,
-        config.shards * crate::data::shards::SHARD_QUEUE_LEN,
+        gate,
         config.gc_interval_ms,
     )
 }
@@ -625,6 +632,20 @@ async fn backup(State(shared): State<Arc<Shared>>, headers: axum::http::HeaderMa
         }
     }
     dump(&shared).await
+}
+
+/// What is under `/admin`: the static dashboard when `TOPGUN_ADMIN_DIR` names one, else the
+/// old path of backups (COMPAT §3.1 keeps it while no dashboard is served there).
+fn admin_pages(dashboard: bool) -> Router<Arc<Shared>> {
+    if dashboard {
+        let page = get(http::admin::dashboard::serve::<Shared>);
+        Router::new()
+            .route("/admin", page.clone())
+            .route("/admin/", page.clone())
+            .route("/admin/{*path}", page)
+    } else {
+        Router::new().route("/admin/backup", get(backup))
+    }
 }
 
 /// `GET /api/admin/backup`: a backup for the admin plane's role (COMPAT §3.1).

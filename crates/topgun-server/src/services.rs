@@ -9,7 +9,6 @@
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
 use topgun_core::Hlc;
 
 use crate::clock::ServerClock;
@@ -22,7 +21,7 @@ use crate::coordination::topics::Topics;
 use crate::data::plane::DataPlane;
 use crate::data::shard::Shard;
 use crate::data::shard::service::{self as shard_service, Persist};
-use crate::data::shards::{SHARD_QUEUE_LEN, Shards, shard_count, shard_of};
+use crate::data::shards::{Shards, shard_count, shard_of, shard_queue};
 use crate::data::sync::SyncPath;
 use crate::data::write::WritePath;
 use crate::journal::service::Journals;
@@ -135,7 +134,7 @@ fn start_shards(
             // Published before the task starts, so the first scrape sees what was recovered.
             let stats = metrics.register_shard();
             shard_service::publish_tally(&mut shard, &stats, metrics);
-            let (tx, rx) = mpsc::channel(SHARD_QUEUE_LEN);
+            let (tx, rx) = shard_queue();
             tokio::spawn(shard_service::run(
                 shard,
                 rx,

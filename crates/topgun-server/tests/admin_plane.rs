@@ -8,6 +8,8 @@ mod common;
 
 use common::*;
 use serde_json::{Value as Json, json};
+use topgun_core::protocol::Message;
+use topgun_server::clock::now_ms;
 use topgun_server::config::Env;
 
 fn jwt_with(change: impl FnOnce(&mut Env)) -> Env {
@@ -56,13 +58,27 @@ async fn settings_are_shown_and_changed_with_exact_statuses() {
         (status, changed["gcIntervalMs"].clone()),
         (200, json!(5000))
     );
+    let one = Some(json!({"maxConcurrentOperations": 1}));
+    let (status, changed) = json_call(server.addr, "PUT", path, &admin, one).await;
+    assert_eq!(
+        (status, changed["maxConcurrentOperations"].clone()),
+        (200, json!(1))
+    );
     for (body, field) in [
         (json!({"gcIntervalMs": 60000, "port": 1}), "port"),
         (json!({"nodeId": "other"}), "nodeId"),
         (json!({"gcIntervalMs": 1}), "gcIntervalMs"),
         (
-            json!({"maxConcurrentOperations": 8}),
+            json!({"maxConcurrentOperations": 0}),
             "maxConcurrentOperations",
+        ),
+        (
+            json!({"maxConcurrentOperations": 100_000_000}),
+            "maxConcurrentOperations",
+        ),
+        (
+            json!({"maxConcurrentOperations": 8, "logLevel": "debug"}),
+            "logLevel",
         ),
         (json!({"colour": "blue"}), "colour"),
         // Embedded, the host program owns logging: refused, never pretended.
@@ -79,7 +95,11 @@ async fn settings_are_shown_and_changed_with_exact_statuses() {
     assert_eq!((status, error["field"].clone()), (400, json!("body")));
     let (_, settings) = json_call(server.addr, "GET", path, &admin, None).await;
     assert_eq!(
-        settings["gcIntervalMs"], 5000,
+        (
+            settings["gcIntervalMs"].clone(),
+            settings["maxConcurrentOperations"].clone()
+        ),
+        (json!(5000), json!(1)),
         "refused bodies changed nothing"
     );
     assert_eq!(
@@ -408,4 +428,95 @@ async fn backups_are_on_the_admin_plane_and_the_old_path_stays() {
         .status,
         200
     );
+}
+
+/// `TOPGUN_ADMIN_DIR` serves a dashboard under `/admin`: its files with their types, its
+/// routes as `index.html`, nothing outside the directory, and no token needed (the files hold
+/// no data; the dashboard signs in through the API).
+#[tokio::test]
+async fn a_dashboard_directory_is_served_under_admin_and_nothing_outside_it() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("dashboard");
+    std::fs::create_dir_all(dir.join("assets")).unwrap();
+    std::fs::write(dir.join("index.html"), "<title>TopGun admin</title>").unwrap();
+    std::fs::write(dir.join("assets/app.js"), "console.log(1)").unwrap();
+    std::fs::write(dir.join(".env"), "SECRET=1").unwrap();
+    std::fs::write(root.path().join("secret.txt"), "outside").unwrap();
+    std::os::unix::fs::symlink(root.path().join("secret.txt"), dir.join("leak.txt")).unwrap();
+    let dashboard = dir.to_str().unwrap().to_owned();
+    let server = start(jwt_with(|e| e.admin_dir = Some(dashboard)), None).await;
+    let get = |path: &str| http_request_async(server.addr, "GET", path.to_owned(), vec![], vec![]);
+
+    for path in ["/admin", "/admin/", "/admin/policies/p1", "/admin/backup"] {
+        let page = get(path).await;
+        assert_eq!(page.status, 200, "{path}");
+        assert_eq!(page.body, b"<title>TopGun admin</title>", "{path}");
+        assert_eq!(
+            page.header("content-type"),
+            Some("text/html; charset=utf-8")
+        );
+    }
+    let script = get("/admin/assets/app.js").await;
+    assert_eq!(script.status, 200);
+    assert_eq!(
+        script.header("content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
+    for path in [
+        "/admin/missing.js",
+        "/admin/.env",
+        "/admin/leak.txt",
+        "/admin/../secret.txt",
+        "/admin/assets/../../secret.txt",
+    ] {
+        let refused = get(path).await;
+        assert_eq!(
+            refused.status,
+            404,
+            "{path}: {:?}",
+            String::from_utf8_lossy(&refused.body)
+        );
+    }
+    // The backup moved to the API path once a dashboard is served.
+    let backup = http_request_async(
+        server.addr,
+        "GET",
+        "/api/admin/backup".into(),
+        vec![admin_bearer(&["admin"])],
+        vec![],
+    )
+    .await;
+    assert_eq!(backup.status, 200);
+}
+
+/// With the bound on queued data requests lowered to one, the data plane goes on serving:
+/// requests wait their turn, none is refused.
+#[tokio::test]
+async fn a_lowered_operations_bound_still_serves_every_write() {
+    let server = start(jwt(), None).await;
+    let admin = vec![admin_bearer(&["admin"])];
+    let path = "/api/admin/settings";
+    let one = Some(json!({"maxConcurrentOperations": 1}));
+    assert_eq!(
+        json_call(server.addr, "PUT", path, &admin, one).await.0,
+        200
+    );
+    let mut ws = connect(server.addr, "/ws").await;
+    let user = json!({"sub": "u", "roles": ["user"], "exp": now_secs() + 3600});
+    send(&mut ws, &auth(&token(&user, SECRET))).await;
+    let at = topgun_core::Timestamp::new(now_ms(), 0, topgun_core::NodeId::new("c").unwrap());
+    let one = topgun_core::Value::from(1);
+    let ops = (0..50)
+        .map(|i| put_op(i, "todos", &format!("k{i}"), one.clone(), at.clone()))
+        .collect();
+    send(&mut ws, &op_batch(ops)).await;
+    loop {
+        match recv(&mut ws).await.unwrap() {
+            Message::OpAck(ack) if ack.last_id == "49" => break,
+            Message::AuthRequired(_) | Message::AuthAck(_) | Message::OpAck(_) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    let (_, settings) = json_call(server.addr, "GET", path, &admin, None).await;
+    assert_eq!(settings["maxConcurrentOperations"], 1);
 }

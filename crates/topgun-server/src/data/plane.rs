@@ -192,6 +192,11 @@ impl DataPlane {
         })
     }
 
+    /// The bound on data requests waiting in the shards' queues (`maxConcurrentOperations`).
+    pub fn queue_gate(&self) -> &std::sync::Arc<crate::data::gate::QueueGate> {
+        self.shards.gate()
+    }
+
     /// Most ops one batch may hold (`ops_per_batch_max`).
     pub fn ops_per_batch_max(&self) -> usize {
         self.writes.guards.ops_per_batch_max

@@ -7,7 +7,10 @@
 //! methods.
 //!
 //! Each shard's queue is a bounded FIFO: a full one makes the sender wait, and a request
-//! sent to several shards in turn is seen by each after the sender's earlier ones.
+//! sent to several shards in turn is seen by each after the sender's earlier ones. Every
+//! request also takes a place at the [`QueueGate`], the server-wide bound on what waits in the
+//! queues that the admin API can change while the server runs; its shard frees the place when
+//! it takes the request off its queue.
 
 use std::sync::Arc;
 
@@ -17,6 +20,7 @@ use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 use topgun_core::hash::{PARTITION_COUNT, partition_id};
 
+use crate::data::gate::{QueueGate, Slot};
 use crate::data::shard::service::Request;
 
 /// Requests waiting for one shard.
@@ -37,19 +41,43 @@ pub fn shard_of(key: &str, count: usize) -> usize {
     partition_id(key) as usize % count
 }
 
+/// A request on a shard's queue, holding its place at the gate until its shard takes it.
+#[derive(Debug)]
+pub struct Queued {
+    pub request: Request,
+    pub slot: Slot,
+}
+
+/// A shard task's queue, as its senders see it.
+pub type ShardQueue = mpsc::Sender<Queued>;
+
+/// A shard's queue and its receiving end, sized [`SHARD_QUEUE_LEN`].
+pub fn shard_queue() -> (ShardQueue, mpsc::Receiver<Queued>) {
+    mpsc::channel(SHARD_QUEUE_LEN)
+}
+
 /// The queues of the shard tasks; cheap to clone, shared by every router.
 #[derive(Debug, Clone)]
 pub struct Shards {
-    queues: Arc<[mpsc::Sender<Request>]>,
+    queues: Arc<[ShardQueue]>,
+    gate: Arc<QueueGate>,
 }
 
 impl Shards {
-    /// Over the tasks' queues, in shard order (at least one).
-    pub fn new(queues: Vec<mpsc::Sender<Request>>) -> Self {
+    /// Over the tasks' queues, in shard order (at least one); the gate lets as many requests
+    /// wait as the queues hold.
+    pub fn new(queues: Vec<ShardQueue>) -> Self {
         assert!(!queues.is_empty(), "a server has at least one shard");
+        let gate = QueueGate::new(queues.len() * SHARD_QUEUE_LEN);
         Self {
             queues: queues.into(),
+            gate,
         }
+    }
+
+    /// The bound on requests waiting in the queues.
+    pub fn gate(&self) -> &Arc<QueueGate> {
+        &self.gate
     }
 
     /// How many shards there are.
@@ -78,8 +106,9 @@ impl Shards {
 
     /// Puts `request` on one shard's queue, waiting for room.
     pub async fn send(&self, shard: usize, request: Request) -> Result<(), ShardGone> {
+        let slot = self.gate.enter().await;
         self.queues[shard]
-            .send(request)
+            .send(Queued { request, slot })
             .await
             .map_err(|_| ShardGone)
     }
@@ -121,7 +150,7 @@ mod tests {
 
     #[test]
     fn a_key_s_shard_is_its_partition_s_and_split_keeps_order() {
-        let (tx, _rx) = mpsc::channel(1);
+        let (tx, _rx) = shard_queue();
         let shards = Shards::new(vec![tx.clone(), tx.clone(), tx]);
         let keys = ["a", "b", "c", "d", "e", "f", "g", "h"];
         for key in keys {

@@ -45,6 +45,8 @@ pub trait Host: Send + Sync + 'static {
     /// Without auth: whether the admin plane is served (loopback bind, or
     /// `TOPGUN_ALLOW_NO_AUTH_PUBLIC_BIND`).
     fn admin_plane_without_auth(&self) -> bool;
+    /// The static dashboard's directory (`TOPGUN_ADMIN_DIR`), if one is served.
+    fn admin_dir(&self) -> Option<&std::path::Path>;
     /// The index catalog (`/api/admin/indexes`).
     fn indexes(&self) -> &crate::query::index_catalog::IndexCatalog;
     /// `(connections, uptime in seconds, ops applied since start)` for `/api/status`.

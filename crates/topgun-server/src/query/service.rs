@@ -541,13 +541,16 @@ mod tests {
     }
 
     /// A shard that holds no records, and counts the loads it was asked for.
-    fn empty_shard() -> (mpsc::Sender<Request>, Arc<std::sync::atomic::AtomicUsize>) {
-        let (tx, mut rx) = mpsc::channel(16);
+    fn empty_shard() -> (
+        crate::data::shards::ShardQueue,
+        Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        let (tx, mut rx) = crate::data::shards::shard_queue();
         let loads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counted = Arc::clone(&loads);
         tokio::spawn(async move {
-            while let Some(request) = rx.recv().await {
-                if let Request::LwwRecords { reply, .. } = request {
+            while let Some(queued) = rx.recv().await {
+                if let Request::LwwRecords { reply, .. } = queued.request {
                     counted.fetch_add(1, Ordering::Relaxed);
                     let _ = reply.send(Vec::new());
                 }

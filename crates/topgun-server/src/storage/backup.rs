@@ -1,7 +1,7 @@
 //! Backups of a running server's records, and restoring one into a stopped server's data
 //! directory (`topgun-server backup` / `topgun-server restore`).
 //!
-//! A backup is taken through the server (`GET /admin/backup`), shard by shard: each shard
+//! A backup is taken through the server (`GET /api/admin/backup`), shard by shard: each shard
 //! copies its records, then answers only once every commit it had applied is durable in the
 //! write-ahead log — so a backup holds every write acknowledged before it began, and nothing
 //! that a crash could still take back.

@@ -23,6 +23,7 @@ use crate::connection::ConnId;
 use crate::connection::fanout::{ConnHandle, Subscribers};
 use crate::data::ops::Write;
 use crate::data::shard::{Arrivals, Mark, Presence, Shard};
+use crate::data::shards::Queued;
 use crate::error::code;
 use crate::journal::service::JournalFeed;
 use crate::journal::{self, Draft, Logged};
@@ -201,7 +202,7 @@ const SETTLED_KEEP: usize = 1024;
 /// Runs a shard until every sender is gone and every pending commit is settled.
 pub async fn run(
     shard: Shard,
-    mut requests: mpsc::Receiver<Request>,
+    mut requests: mpsc::Receiver<Queued>,
     persist: Persist,
     queries: Queries,
     metrics: Arc<Metrics>,
@@ -223,8 +224,12 @@ pub async fn run(
         tokio::select! {
             biased;
             written = head_written(&mut task.pending) => task.settle_ready(written),
-            request = requests.recv() => match request {
-                Some(request) => task.serve(request).await,
+            queued = requests.recv() => match queued {
+                Some(Queued { request, slot }) => {
+                    // Off the queue: its place at the gate is free.
+                    drop(slot);
+                    task.serve(request).await;
+                }
                 None => break,
             },
         }

@@ -21,6 +21,7 @@
 //! through the shards) before it is answered, and in force once answered.
 
 pub mod cluster;
+pub mod dashboard;
 pub mod indexes;
 pub mod login;
 pub mod maps;

@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `logLevel` | the tracing filter (`RUST_LOG`) | reloads the filter at once (when the binary wired it) |
 //! | `gcIntervalMs` | `gc_interval_ms` | the GC task's next wait uses it |
-//! | `maxConcurrentOperations` | shard queues × their length: the bound on queued data requests | 400: the queues are sized at start |
+//! | `maxConcurrentOperations` | the bound on data requests waiting in the shards' queues ([`QueueGate`]) | moves the bound at once, from 1 up to the queues' capacity |
 //! | the rest | configuration | 400 naming the field: read-only |
 //!
 //! A `PUT` is checked whole before anything changes: a refused body changes nothing.
@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{ApiError, field_error, guard, json_body};
+use crate::data::gate::QueueGate;
 use crate::http::{Host, Refused};
 
 /// The GC interval's bounds, as the configuration's (`gc_interval_ms`).
@@ -88,8 +89,8 @@ pub struct Settings {
     pub require_auth: bool,
     /// `value_bytes_max` (0: only the frame bound).
     pub max_value_bytes: usize,
-    /// Data requests that can wait in the shards' queues at once.
-    pub max_concurrent_operations: usize,
+    /// The bound on data requests waiting in the shards' queues.
+    gate: Arc<QueueGate>,
     gc_interval_ms: AtomicU64,
     /// Set once by the binary; embedded servers leave the log to their host.
     log: OnceLock<LogControl>,
@@ -101,7 +102,7 @@ impl Settings {
         addr: std::net::SocketAddr,
         require_auth: bool,
         max_value_bytes: usize,
-        max_concurrent_operations: usize,
+        gate: Arc<QueueGate>,
         gc_interval_ms: u64,
     ) -> Self {
         Self {
@@ -110,7 +111,7 @@ impl Settings {
             port: addr.port(),
             require_auth,
             max_value_bytes,
-            max_concurrent_operations,
+            gate,
             gc_interval_ms: AtomicU64::new(gc_interval_ms),
             log: OnceLock::new(),
         }
@@ -129,7 +130,7 @@ impl Settings {
         SettingsResponse {
             node_id: self.node_id.clone(),
             default_operation_timeout_ms: 0,
-            max_concurrent_operations: self.max_concurrent_operations,
+            max_concurrent_operations: self.gate.limit(),
             gc_interval_ms: self.gc_interval_ms(),
             partition_count: topgun_core::hash::PARTITION_COUNT,
             host: self.host.clone(),
@@ -174,7 +175,7 @@ pub struct SettingsChange {
     log_level: Option<String>,
     /// 10 ms to 24 h.
     gc_interval_ms: Option<u64>,
-    /// Refused: the queues are sized at start.
+    /// From 1 up to the shards' queues' capacity (shards × 1,024).
     max_concurrent_operations: Option<u64>,
 }
 
@@ -183,6 +184,7 @@ pub struct SettingsChange {
 struct Change {
     log_level: Option<String>,
     gc_interval_ms: Option<u64>,
+    max_concurrent_operations: Option<usize>,
 }
 
 const READ_ONLY: [&str; 7] = [
@@ -230,12 +232,10 @@ fn change(body: &serde_json::Map<String, serde_json::Value>) -> Result<Change, B
                     ));
                 }
             },
-            "maxConcurrentOperations" => {
-                return Err(bad(
-                    "fixed at start on this server: it is the size of the shards' queues",
-                    field,
-                ));
-            }
+            "maxConcurrentOperations" => match value.as_u64().map(usize::try_from) {
+                Some(Ok(n)) if n >= 1 => change.max_concurrent_operations = Some(n),
+                _ => return Err(bad("must be a whole number from 1", field)),
+            },
             name if READ_ONLY.contains(&name) => return Err(bad("read-only", field)),
             _ => return Err(bad("not a setting", field)),
         }
@@ -291,15 +291,25 @@ pub async fn put_settings<H: Host>(
     }
 }
 
-/// Applies a checked change: the log filter first, the one part that can still fail.
+/// Applies a checked change: the parts that can still fail first (the operations bound
+/// against the queues' capacity, then the log filter), so a refused change changes nothing.
 fn apply(settings: &Settings, change: &Change) -> Result<(), Refused> {
-    let bad = |message: &str| {
+    let bad_field = |message: &str, field: &str| {
         Refused(Box::new(field_error(
             StatusCode::BAD_REQUEST,
             message,
-            "logLevel",
+            field,
         )))
     };
+    let bad = |message: &str| bad_field(message, "logLevel");
+    if let Some(n) = change.max_concurrent_operations {
+        let ceiling = settings.gate.ceiling();
+        if n > ceiling {
+            let why =
+                format!("at most {ceiling} on this server: the shards' queues hold that many");
+            return Err(bad_field(&why, "maxConcurrentOperations"));
+        }
+    }
     if let Some(filter) = &change.log_level {
         let log = settings
             .log
@@ -311,6 +321,13 @@ fn apply(settings: &Settings, change: &Change) -> Result<(), Refused> {
     }
     if let Some(ms) = change.gc_interval_ms {
         settings.gc_interval_ms.store(ms, Ordering::Relaxed);
+    }
+    if let Some(n) = change.max_concurrent_operations {
+        settings.gate.set_limit(n);
+        tracing::info!(
+            limit = n,
+            "maxConcurrentOperations changed through the admin API"
+        );
     }
     Ok(())
 }
@@ -330,16 +347,23 @@ mod tests {
             change(&map(&json!({"logLevel": "debug", "gcIntervalMs": 1000}))).ok(),
             Some(Change {
                 log_level: Some("debug".into()),
-                gc_interval_ms: Some(1000)
+                gc_interval_ms: Some(1000),
+                max_concurrent_operations: None,
             })
         );
+        let bound = change(&map(&json!({"maxConcurrentOperations": 10}))).ok();
+        assert_eq!(bound.and_then(|c| c.max_concurrent_operations), Some(10));
         for (body, field) in [
             (json!({"gcIntervalMs": 1000, "port": 1}), "port"),
             (json!({"gcIntervalMs": 5}), "gcIntervalMs"),
             (json!({"gcIntervalMs": "60"}), "gcIntervalMs"),
             (json!({"logLevel": ""}), "logLevel"),
             (
-                json!({"maxConcurrentOperations": 10}),
+                json!({"maxConcurrentOperations": 0}),
+                "maxConcurrentOperations",
+            ),
+            (
+                json!({"maxConcurrentOperations": -1}),
                 "maxConcurrentOperations",
             ),
             (json!({"colour": "blue"}), "colour"),
@@ -356,7 +380,7 @@ mod tests {
             "127.0.0.1:1".parse().unwrap(),
             false,
             0,
-            1,
+            QueueGate::new(100),
             60_000,
         );
         settings.set_log_control(LogControl::new("info", |f: &str| {
@@ -365,20 +389,33 @@ mod tests {
         let bad = Change {
             log_level: Some("bad".into()),
             gc_interval_ms: Some(20),
+            max_concurrent_operations: Some(5),
         };
         assert!(apply(&settings, &bad).is_err());
-        assert_eq!(
-            (settings.view().log_level, settings.gc_interval_ms()),
-            (Some("info".into()), 60_000)
+        let over = Change {
+            max_concurrent_operations: Some(101),
+            gc_interval_ms: Some(20),
+            ..Change::default()
+        };
+        assert!(
+            apply(&settings, &over).is_err(),
+            "over the queues' capacity"
         );
+        let now = |s: &Settings| {
+            let view = s.view();
+            (
+                view.log_level,
+                s.gc_interval_ms(),
+                view.max_concurrent_operations,
+            )
+        };
+        assert_eq!(now(&settings), (Some("info".into()), 60_000, 100));
         let good = Change {
             log_level: Some("debug".into()),
             gc_interval_ms: Some(20),
+            max_concurrent_operations: Some(5),
         };
         assert!(apply(&settings, &good).is_ok());
-        assert_eq!(
-            (settings.view().log_level, settings.gc_interval_ms()),
-            (Some("debug".into()), 20)
-        );
+        assert_eq!(now(&settings), (Some("debug".into()), 20, 5));
     }
 }
