@@ -71,6 +71,7 @@ impl InternalWriter {
                     writes: vec![(map.to_owned(), write)],
                     durable: true,
                     done,
+                    applied: None,
                 },
             )
             .await

@@ -24,7 +24,7 @@ use crate::data::deltas;
 use crate::data::shard::service::Request;
 use crate::data::shards::{ShardGone, Shards};
 use crate::data::sync::SyncPath;
-use crate::data::write::WritePath;
+use crate::data::write::{Concern, WritePath};
 use crate::error;
 use crate::query::handle::{Queries, QueryRequest, admit as query_admit};
 use crate::query::once::{self, Ask, Page};
@@ -220,15 +220,21 @@ impl DataPlane {
         };
         match msg {
             Message::ClientOp(op) => {
-                let requested = op.write_concern;
+                let concern = Concern {
+                    level: op.write_concern,
+                    timeout_ms: op.timeout,
+                };
                 Some(answer(
-                    self.writes.write(conn, vec![op], requested, now_ms).await,
+                    self.writes.write(conn, vec![op], concern, now_ms).await,
                 ))
             }
             Message::OpBatch(batch) => {
-                let requested = batch.write_concern;
+                let concern = Concern {
+                    level: batch.write_concern,
+                    timeout_ms: batch.timeout,
+                };
                 Some(answer(
-                    self.writes.write(conn, batch.ops, requested, now_ms).await,
+                    self.writes.write(conn, batch.ops, concern, now_ms).await,
                 ))
             }
             Message::OrMapPushDiff(push) => self.writes.push(conn, push, now_ms).await,

@@ -7,7 +7,11 @@
 //! ```
 //!
 //! A refused op gets its own `OP_REJECTED` and the rest of the batch goes on; a batch over
-//! `ops_per_batch_max` is refused whole. The ack waits for every shard's part.
+//! `ops_per_batch_max` is refused whole. The ack waits for every shard's part — or, when the
+//! batch names a `timeout`, until it passes: the ack then says what level the batch reached
+//! and gives each op a failed result naming the level it did not reach. Without a `timeout`
+//! there is no deadline (`defaultOperationTimeoutMs` is 0): an ack is never sent for a write
+//! that has not reached the level it promises.
 
 use std::sync::Arc;
 
@@ -19,7 +23,9 @@ use topgun_core::Value;
 use topgun_core::protocol::Message;
 use topgun_core::protocol::encode_standalone;
 use topgun_core::protocol::enums::WriteConcern;
-use topgun_core::protocol::messages::{ClientOp, ErrorPayload, OpAck, OpRejected, OrMapPushDiff};
+use topgun_core::protocol::messages::{
+    ClientOp, ErrorPayload, OpAck, OpRejected, OpResult, OrMapPushDiff,
+};
 use topgun_core::protocol::wire::Field;
 use topgun_core::value::CompactString;
 
@@ -50,6 +56,27 @@ pub(crate) struct WritePath {
     pub(crate) metrics: Arc<Metrics>,
 }
 
+/// What a writer asks of its batch's acknowledgement.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Concern {
+    /// The level asked for by the batch (each op may ask for more).
+    pub level: Option<WriteConcern>,
+    /// The most ms to wait for it (`OP_BATCH.timeout`; else the ops' largest); 0 or none: no
+    /// deadline.
+    pub timeout_ms: Option<u64>,
+}
+
+/// A batch's deadline: how long to wait, and what to tell the writer when it passes.
+struct Deadline {
+    after: std::time::Duration,
+    /// Whether the ack was to wait for durability (else for the batch to be applied).
+    durable: bool,
+    /// Each shard's word that its part is applied.
+    applied: Vec<oneshot::Receiver<()>>,
+    /// The accepted ops' ids, in batch order, for their results.
+    ops: Vec<CompactString>,
+}
+
 /// A batch after validation.
 struct Validated {
     /// Accepted writes, by shard, in batch order.
@@ -60,6 +87,8 @@ struct Validated {
     last_id: Option<CompactString>,
     /// The accepted ops, for the interceptors' `on_after_op` (empty without interceptors).
     applied: Vec<AppliedOp>,
+    /// The accepted ops' ids (only for a batch with a deadline).
+    accepted: Vec<CompactString>,
 }
 
 impl WritePath {
@@ -74,14 +103,18 @@ impl WritePath {
         &self,
         conn: &mut ConnState,
         ops: Vec<ClientOp>,
-        requested: Option<WriteConcern>,
+        concern: Concern,
         now_ms: u64,
     ) -> Result<Outbound, Box<Message>> {
         let requested = ops
             .iter()
             .filter_map(|op| op.write_concern)
-            .chain(requested)
+            .chain(concern.level)
             .max_by_key(|wc| rank(*wc));
+        let timeout_ms = concern
+            .timeout_ms
+            .or_else(|| ops.iter().filter_map(|op| op.timeout).max())
+            .filter(|&ms| ms > 0);
         let durable =
             self.ack_waits && requested.is_none_or(|wc| rank(wc) >= rank(WriteConcern::Persisted));
         let started = std::time::Instant::now();
@@ -95,31 +128,44 @@ impl WritePath {
                 ),
             ));
         }
-        let batch = self.validate_batch(ops, conn, now_ms);
+        let batch = self.validate_batch(ops, conn, now_ms, timeout_ms.is_some());
         self.subscribe_writer(conn, &batch.per_shard).await?;
         let mut pending = Vec::new();
+        let mut applied_parts = Vec::new();
         for (shard, writes) in batch.per_shard.into_iter().enumerate() {
             if writes.is_empty() {
                 continue;
             }
-            let (done, applied) = oneshot::channel();
+            let (done, answer) = oneshot::channel();
+            let applied = timeout_ms.map(|_| {
+                let (told, applied) = oneshot::channel();
+                applied_parts.push(applied);
+                told
+            });
             let request = Request::Apply {
                 conn: conn.handle.id,
                 writes,
                 durable,
                 done,
+                applied,
             };
             self.shards
                 .send(shard, request)
                 .await
                 .map_err(|_| error::shutting_down())?;
-            pending.push(applied);
+            pending.push(answer);
         }
         let achieved = if durable {
             self.durable_level
         } else {
             WriteConcern::Applied
         };
+        let deadline = timeout_ms.map(|ms| Deadline {
+            after: std::time::Duration::from_millis(ms),
+            durable,
+            applied: applied_parts,
+            ops: batch.accepted,
+        });
         let finish = Finish {
             metrics: Arc::clone(&self.metrics),
             pipeline: self.pipeline.clone(),
@@ -128,18 +174,27 @@ impl WritePath {
             frames: batch.frames,
             last_id: batch.last_id,
             applied: batch.applied,
+            deadline,
         };
         Ok(Outbound::Later(finish.after(pending).boxed()))
     }
 
     /// Validates a batch's ops in order: the accepted ones by shard, an `OP_REJECTED` for
-    /// each refused one, and the id the `OP_ACK` may name.
-    fn validate_batch(&self, ops: Vec<ClientOp>, conn: &ConnState, now_ms: u64) -> Validated {
+    /// each refused one, and the id the `OP_ACK` may name; with `keep_ids`, the accepted ops'
+    /// ids too.
+    fn validate_batch(
+        &self,
+        ops: Vec<ClientOp>,
+        conn: &ConnState,
+        now_ms: u64,
+        keep_ids: bool,
+    ) -> Validated {
         let any_id = ops.iter().any(|op| op.id.is_some());
         let mut last_id = None;
         let mut retry_from = None;
         let mut refusals = Refusals::default();
         let mut applied = Vec::new();
+        let mut accepted = Vec::new();
         let mut per_shard: Vec<Vec<(String, Write)>> = vec![Vec::new(); self.shards.count()];
         let user_id = conn.handle.access().user_id();
         let mut hlc = self.clock.lock();
@@ -170,6 +225,9 @@ impl WritePath {
                             kind: write.kind(),
                         });
                     }
+                    if keep_ids {
+                        accepted.push(id.clone().unwrap_or_else(|| "unknown".into()));
+                    }
                     per_shard[self.shards.of(write.key())].push((map, write));
                 }
                 Err(refused) => {
@@ -195,6 +253,7 @@ impl WritePath {
             frames: refusals.into_frames(),
             last_id: ack_id(last_id, any_id, retry_from.is_some()),
             applied,
+            accepted,
         }
     }
 
@@ -375,14 +434,22 @@ struct Finish {
     frames: Vec<Message>,
     last_id: Option<CompactString>,
     applied: Vec<AppliedOp>,
+    deadline: Option<Deadline>,
 }
 
+/// Each shard's answer to its part of a batch.
+type Parts = Vec<oneshot::Receiver<Result<WriteConcern, (u32, String)>>>;
+
 impl Finish {
-    async fn after(
-        mut self,
-        pending: Vec<oneshot::Receiver<Result<WriteConcern, (u32, String)>>>,
-    ) -> Vec<Message> {
-        for result in join_all(pending).await {
+    async fn after(mut self, pending: Parts) -> Vec<Message> {
+        let answers = match self.deadline.take() {
+            None => join_all(pending).await,
+            Some(deadline) => match tokio::time::timeout(deadline.after, join_all(pending)).await {
+                Ok(answers) => answers,
+                Err(_) => return self.timed_out(deadline),
+            },
+        };
+        for result in answers {
             match result {
                 Ok(Ok(level)) => self.achieved = weakest(self.achieved, level),
                 Ok(Err((code, why))) => {
@@ -404,6 +471,52 @@ impl Finish {
                 last_id,
                 achieved_level: Some(self.achieved),
                 results: None,
+            }));
+        }
+        self.frames
+    }
+}
+
+impl Finish {
+    /// The deadline passed before every part answered: the ack reports the level the whole
+    /// batch is known to have reached — `APPLIED` once every part is applied, else
+    /// `FIRE_AND_FORGET` (accepted, nothing confirmed) — and a failed result for each op.
+    /// The writes go on: they may still become durable.
+    fn timed_out(mut self, mut deadline: Deadline) -> Vec<Message> {
+        let all_applied = deadline
+            .applied
+            .iter_mut()
+            .all(|told| told.try_recv().is_ok());
+        let reached = if all_applied {
+            WriteConcern::Applied
+        } else {
+            WriteConcern::FireAndForget
+        };
+        let waited_for = if deadline.durable {
+            "durable"
+        } else {
+            "applied"
+        };
+        let why = format!(
+            "timed out after {} ms waiting for the batch to be {waited_for}; reached {}",
+            deadline.after.as_millis(),
+            reached.as_str()
+        );
+        let results = deadline
+            .ops
+            .into_iter()
+            .map(|op_id| OpResult {
+                op_id,
+                success: false,
+                achieved_level: reached,
+                error: Some(why.as_str().into()),
+            })
+            .collect();
+        if let Some(last_id) = self.last_id {
+            self.frames.push(Message::OpAck(OpAck {
+                last_id,
+                achieved_level: Some(reached),
+                results: Some(results),
             }));
         }
         self.frames

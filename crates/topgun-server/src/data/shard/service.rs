@@ -77,6 +77,9 @@ pub enum Request {
         /// Acknowledge only once durable (else once applied).
         durable: bool,
         done: oneshot::Sender<Result<WriteConcern, Failure>>,
+        /// Told once the writes are applied in memory, before they are durable: for a writer
+        /// with a deadline, to say what level its batch reached when the deadline passed.
+        applied: Option<oneshot::Sender<()>>,
     },
     Push {
         conn: ConnId,
@@ -357,6 +360,7 @@ impl Task {
                 writes,
                 durable,
                 done,
+                applied,
             } => {
                 if let Err(refused) = self.check_room() {
                     let _ = done.send(Err(refused));
@@ -372,6 +376,9 @@ impl Task {
                         stamp(&mut change.drafts, now);
                         logged.push((change.stored, change.drafts));
                     }
+                }
+                if let Some(applied) = applied {
+                    let _ = applied.send(());
                 }
                 self.commit(conn, events, logged, Some((done, durable)))
                     .await;
