@@ -143,6 +143,8 @@ export type ClientEvents = {
   connectionState: StateChangeEvent;
   backpressure: { event: BackpressureEvent; data: BackpressureEventData };
   mergeRejected: MergeRejection;
+  /** `transport: 'auto'` switched to HTTP sync. */
+  transportChange: { transport: 'http'; reason: string };
 };
 
 /** Connection-state changes kept for `getStateHistory()`. */
@@ -164,11 +166,14 @@ export class TopGunClient {
   private readonly persister: Persister;
   private readonly replica: LocalReplica;
   private readonly ops: OpLog;
-  private readonly engine: SyncMachine;
+  private engine: SyncMachine;
   /** The WebSocket engine, unless the transport is HTTP. */
   private readonly wsEngine: SyncEngine | undefined;
   private readonly transport: Transport;
-  private readonly http: { engine: HttpSyncEngine; transport: HttpTransport } | undefined;
+  private http: { engine: HttpSyncEngine; transport: HttpTransport } | undefined;
+  /** `transport: 'auto'` over a WebSocket that has not opened yet: connect attempts so far. */
+  private fallback: { attempts: number; max: number } | undefined;
+  private readonly knownMaps: { kind: MapKind; name: string }[] = [];
   private readonly sqlQueries: SqlManager;
   private readonly locks: LockManager;
   /** The server's event journal: `read` pages, `subscribe` streams (resumed after reconnects). */
@@ -199,6 +204,7 @@ export class TopGunClient {
     if (options.transport === 'auto') {
       const hasWs = options.WebSocket !== undefined || typeof (globalThis as { WebSocket?: unknown }).WebSocket === 'function';
       options.transport = hasWs ? 'websocket' : 'http';
+      this.fallback = hasWs ? { attempts: 0, max: options.maxWsAttempts ?? 3 } : undefined;
     }
     this.options = options;
     this.now = options.now ?? Date.now;
@@ -209,29 +215,19 @@ export class TopGunClient {
     // sort after every op of an earlier session; after loading they continue above the maximum.
     this.ops = new OpLog(options.backpressure ?? {}, this.now() * 1000);
     this.replica = new LocalReplica(this.hlc, this.persister, {
-      mapCreated: (kind, name) => this.engine && this.run(this.engine.addMap(kind, name)),
+      mapCreated: (kind, name) => {
+        this.knownMaps.push({ kind, name });
+        if (this.engine) this.run(this.engine.addMap(kind, name));
+      },
       changed: (kind, name, keys, source) => this.changed(kind, name, keys, source),
       failed: (e) => this.fail(e),
       clearStoredMap: (kind, name) => options.storage.clearMap(kind, name),
     });
     const view = this.replica.view((after, limit) => this.ops.after(after, limit));
+    this.view = view;
     const hasToken = options.auth?.token !== undefined || options.auth?.tokenProvider !== undefined;
     if (options.transport === 'http') {
-      const url = options.httpUrl ?? (options.serverUrl === undefined ? undefined : httpSyncUrl(options.serverUrl));
-      const engine = new HttpSyncEngine(view, {
-        hasServer: url !== undefined,
-        hasToken,
-        pollIntervalMs: options.pollIntervalMs,
-        backoff: options.backoff,
-        batchSize: options.batchSize,
-      });
-      const transport = new HttpTransport(url ?? '', options.fetch, {
-        responded: (id, body) => this.run(engine.responded(id, body, this.now())),
-        refused: (id, status, message) => this.run(engine.refused(id, status, message, this.now())),
-        failed: (id) => this.run(engine.failed(id, this.now())),
-      });
-      this.http = { engine, transport };
-      this.engine = engine;
+      this.engine = this.makeHttp(view, hasToken);
     } else {
       this.wsEngine = new SyncEngine(view, {
         hasServer: options.serverUrl !== undefined,
@@ -245,11 +241,14 @@ export class TopGunClient {
     }
     const ws = this.wsEngine;
     this.transport = new Transport(options.serverUrl, options.WebSocket, {
-      open: () => ws && this.run(ws.socketOpened(this.now())),
-      close: (code, reason) => ws && this.run(ws.socketClosed(code, reason, this.now())),
+      open: () => {
+        this.fallback = undefined; // the WebSocket works: no fallback from now on
+        if (ws && this.engine === ws) this.run(ws.socketOpened(this.now()));
+      },
+      close: (code, reason) => ws && this.engine === ws && this.run(ws.socketClosed(code, reason, this.now())),
       message: (msg) => {
         if (this.events.count('message') > 0) this.events.emit('message', msg as AnyMessage);
-        if (ws) this.run(ws.message(msg, this.now()));
+        if (ws && this.engine === ws) this.run(ws.message(msg, this.now()));
       },
       error: (e) => this.fail(e),
     });
@@ -279,6 +278,61 @@ export class TopGunClient {
     });
     this.watchConnectivity();
     this.ready = this.load();
+  }
+
+  private readonly view: ReturnType<LocalReplica['view']>;
+
+  private makeHttp(view: ReturnType<LocalReplica['view']>, hasToken: boolean): HttpSyncEngine {
+    const options = this.options;
+    const url = options.httpUrl ?? (options.serverUrl === undefined ? undefined : httpSyncUrl(options.serverUrl));
+    const engine = new HttpSyncEngine(view, {
+      hasServer: url !== undefined,
+      hasToken,
+      pollIntervalMs: options.pollIntervalMs,
+      backoff: options.backoff,
+      batchSize: options.batchSize,
+    });
+    const transport = new HttpTransport(url ?? '', options.fetch, {
+      responded: (id, body) => this.run(engine.responded(id, body, this.now())),
+      refused: (id, status, message) => this.run(engine.refused(id, status, message, this.now())),
+      failed: (id) => this.run(engine.failed(id, this.now())),
+    });
+    this.http = { engine, transport };
+    return engine;
+  }
+
+  /**
+   * `transport: 'auto'`: the WebSocket never opened in `maxWsAttempts` tries, so HTTP sync
+   * (`POST /sync`) takes over for the rest of this client's life, with every map and query.
+   */
+  private fallBackToHttp(): void {
+    const ws = this.wsEngine;
+    this.fallback = undefined;
+    if (!ws || this.engine !== ws) return;
+    this.options.transport = 'http';
+    const hasToken = this.options.auth?.token !== undefined || this.options.auth?.tokenProvider !== undefined;
+    const effects = ws.stop();
+    const http = this.makeHttp(this.view, hasToken);
+    this.engine = http;
+    this.run(effects.filter((e) => e.kind !== 'openSocket'));
+    this.locks.disconnected();
+    this.journal.disconnected();
+    this.sqlQueries.disconnected();
+    for (const m of this.knownMaps) this.run(http.addMap(m.kind, m.name));
+    for (const q of this.queries.values()) this.run(http.addQuery(q.id, q.mapName, q.wireQuery));
+    this.run(http.start(this.now(), this.online));
+    this.events.emit('transportChange', { transport: 'http', reason: 'the WebSocket did not open' });
+    this.emitState();
+  }
+
+  /** The transport in use: `websocket` or `http` (after an automatic fallback, too). */
+  getTransport(): 'websocket' | 'http' {
+    return this.options.transport === 'http' ? 'http' : 'websocket';
+  }
+
+  /** TopGun's lifecycle: resolves once the stored replica is loaded and syncing has started. */
+  start(): Promise<void> {
+    return this.ready;
   }
 
   // ---- public API --------------------------------------------------------------------------
@@ -798,7 +852,9 @@ export class TopGunClient {
       case 'abortRequest': return this.http?.transport.abort(e.requestId);
       case 'syncTimestamp': return this.replica.setSyncTimestamp(e.mapName, e.timestamp);
       case 'send': return this.transport.send(e.message);
-      case 'openSocket': return this.transport.open();
+      case 'openSocket':
+        if (this.fallback && ++this.fallback.attempts > this.fallback.max) return void queueMicrotask(() => this.fallBackToHttp());
+        return this.transport.open();
       case 'closeSocket': return this.transport.close(e.code, e.reason);
       case 'fetchToken': return void this.fetchToken();
       case 'state': return this.emitState();

@@ -165,12 +165,24 @@ export class EventJournalReader {
     return r.events.map(toReaderEvent);
   }
 
-  /** The last `limit` events (or fewer). */
+  /** The last `limit` events (or fewer), oldest first. */
   async readLatest(limit = 100, mapName?: string): Promise<EventJournalEvent[]> {
     const latest = await this.getLatestSequence(mapName);
-    if (latest < 0n) return [];
-    const from = latest - BigInt(Math.max(1, limit)) + 1n;
-    return this.readFrom(from < 0n ? 0n : from, limit, mapName);
+    if (latest < 0n || limit <= 0) return [];
+    // Sequences are shared by all maps: widen the span back from the latest until it holds enough.
+    for (let span = BigInt(limit); ; span *= 2n) {
+      const from = latest - span + 1n < 0n ? 0n : latest - span + 1n;
+      const events: EventJournalEvent[] = [];
+      let next = from;
+      for (;;) {
+        const page = await this.journal.read({ fromSequence: next.toString(), limit: 1000, mapName });
+        for (const e of page.events) if (BigInt(e.sequence) <= latest) events.push(toReaderEvent(e));
+        const last = page.events.at(-1);
+        if (!page.hasMore || last === undefined || BigInt(last.sequence) >= latest) break;
+        next = BigInt(last.sequence) + 1n;
+      }
+      if (events.length >= limit || from === 0n) return events.slice(-limit);
+    }
   }
 
   /**

@@ -110,6 +110,21 @@ export function toWireQuery(options: QueryOptions, limit = options.limit): WireQ
   return q;
 }
 
+/** Structural equality of plain values (what a decoded record holds). */
+export function sameValue(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (a === null || b === null || typeof a !== 'object' || typeof b !== 'object') return false;
+  if (Array.isArray(a) !== Array.isArray(b)) return false;
+  if (a instanceof Uint8Array || b instanceof Uint8Array) {
+    if (!(a instanceof Uint8Array && b instanceof Uint8Array) || a.length !== b.length) return false;
+    return a.every((x, i) => x === b[i]);
+  }
+  const ka = Object.keys(a);
+  const kb = Object.keys(b);
+  if (ka.length !== kb.length) return false;
+  return ka.every((k) => Object.prototype.hasOwnProperty.call(b, k) && sameValue((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k]));
+}
+
 /** `{...value, _key}` for object values; `{_key, value}` for anything else. */
 export function toResultItem<V>(key: string, value: V): QueryResultItem<V> {
   if (value !== null && typeof value === 'object' && !Array.isArray(value)) return { ...(value as object), _key: key } as QueryResultItem<V>;
@@ -373,7 +388,7 @@ export class QueryHandle<V = unknown> {
       if (!this.visible.has(key)) {
         deltas.push({ type: 'ENTER', key, value: shown(value) });
         changes.push({ type: 'add', key, value: shown(value), timestamp: now });
-      } else if (prev !== value) {
+      } else if (prev !== value && !sameValue(prev, value)) {
         deltas.push({ type: 'UPDATE', key, value: shown(value) });
         changes.push({ type: 'update', key, value: shown(value), previousValue: shown(prev as V), timestamp: now });
       }
@@ -384,6 +399,12 @@ export class QueryHandle<V = unknown> {
       changes.push({ type: 'remove', key, previousValue: shown(prev), timestamp: now });
     }
     const orderChanged = raw.length !== this.rows.length || raw.some((r, i) => r.key !== this.rows[i]?.key);
+    // Keep the value already shown when only its identity changed (the same record, decoded again).
+    for (const [key, value] of next) {
+      const prev = this.visible.get(key);
+      if (prev !== undefined && prev !== value && sameValue(prev, value)) next.set(key, prev);
+    }
+    for (const r of raw) r.value = next.get(r.key)!;
     this.visible = next;
     this.updatePagination();
     if (deltas.length === 0 && !orderChanged) return;
