@@ -560,8 +560,9 @@ export class TopGunClient {
 
   /** Drop the connection and connect again at once. */
   resetConnection(): void {
+    const online = this.online;
     this.setOnline(false);
-    this.setOnline(true);
+    this.setOnline(online);
   }
 
   /** Cluster mode is not built: always false. */

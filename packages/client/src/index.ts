@@ -68,6 +68,8 @@ export type {
 } from './features/journal.js';
 export { MemoryStorage } from './storage/memory.js';
 export { IndexedDBStorage } from './storage/indexeddb.js';
+/** TopGun's name for the IndexedDB storage adapter (from its adapters package). */
+export { IndexedDBStorage as IDBAdapter } from './storage/indexeddb.js';
 export type { IndexedDBStorageOptions } from './storage/indexeddb.js';
 export type { StorageAdapter, Commit, Snapshot, StoredOp, StoredRecord } from './storage/types.js';
 export { SyncEngine } from './sync/engine.js';
