@@ -8,7 +8,12 @@
  *   crdt/              HLC, LWW-Map, OR-Map, PN counter, Merkle tree, hashes, predicates
  *   storage/           StorageAdapter, IndexedDBStorage, MemoryStorage, the Persister
  *   features/          live queries, topics, locks, counters, the event journal, SQL
+ *   sync/state.ts      TopGun's SyncState and the engine states' mapping to it
+ *   crdt/predicates.ts the Predicates builder; write-concern.ts WriteConcern levels
  *   codec.ts           msgpackr framing; protocol.ts message shapes
+ *
+ * Names and shapes follow TopGun's own client (docs/migrating-from-topgun-client.md), with
+ * our earlier names exported beside them.
  */
 export { TopGunClient } from './client.js';
 export type {

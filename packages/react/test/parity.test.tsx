@@ -98,6 +98,7 @@ describe('TopGun hooks against topgun-server', () => {
     let mutate!: ReturnType<typeof useMutation<Todo>>;
     let query!: UseQueryResult<Todo>;
     const removed: string[] = [];
+    const syncStates: string[] = [];
     const View = () => {
       query = useQuery<Todo>('r-todos', { where: { done: false }, sort: { rank: 'asc' }, limit: 2 }, { onRemove: (key) => removed.push(key) });
       const map = useMap<string, Todo>('r-todos');
@@ -115,6 +116,7 @@ describe('TopGun hooks against topgun-server', () => {
     const Writer = () => {
       mutate = useMutation<Todo>('r-todos');
       const sync = useSyncState('r-todos', 'a');
+      if (syncStates.at(-1) !== sync) syncStates.push(sync);
       return <span data-testid="sync-a">{sync}</span>;
     };
     render(
@@ -130,13 +132,16 @@ describe('TopGun hooks against topgun-server', () => {
     // Rendering subscribed a new map: SYNCING, then CONNECTED again.
     await waitFor(() => expect(text('conn')).toBe('CONNECTED'), { timeout: 5000 });
     await waitFor(() => expect(text('loading')).toBe('false'));
+    act(() => writer.setOnline(false)); // the writes wait: their records show as pending
     await act(async () => {
       mutate.create('a', { title: 'A', done: false, rank: 1 });
       mutate.create('b', { title: 'B', done: false, rank: 2 });
       mutate.create('c', { title: 'C', done: false, rank: 3 });
     });
     expect(text('sync-a')).toBe('pending');
+    act(() => writer.setOnline(true));
     await waitFor(() => expect(text('sync-a')).toBe('synced'), { timeout: 5000 });
+    expect(syncStates).toEqual(['synced', 'pending', 'synced']); // no write yet, written, acknowledged
     await waitFor(() => expect(text('rows')).toBe('a:A,b:B'), { timeout: 5000 });
     expect(text('more')).toBe('true');
     await act(() => query.loadMore());
