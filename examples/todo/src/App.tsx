@@ -1,5 +1,5 @@
 import { useEffect, useState, type FormEvent } from 'react';
-import { useLock, useMutation, useQuery, useSyncState } from '@topgun-rs/react';
+import { useLock, useMutation, useQuery, useSyncStatus } from '@topgun-rs/react';
 import './app.css';
 
 interface Todo {
@@ -17,7 +17,7 @@ function newId(): string {
 }
 
 function SyncBadge() {
-  const s = useSyncState();
+  const s = useSyncStatus();
   return (
     <div className="sync">
       <span data-testid="sync-state" className={`badge ${s.state}`}>{s.state}</span>
@@ -35,12 +35,12 @@ function AdminLock() {
   // re-requesting as the holder renews it with the same fencing token.
   useEffect(() => {
     if (!lock.isLocked) return undefined;
-    const timer = setInterval(() => void lock.lock(LOCK_TTL_MS), LOCK_TTL_MS / 2);
+    const timer = setInterval(() => void lock.acquire(LOCK_TTL_MS), LOCK_TTL_MS / 2);
     return () => clearInterval(timer);
-  }, [lock.isLocked, lock.lock]);
+  }, [lock.isLocked, lock.acquire]);
   const acquire = async () => {
     setStatus('waiting…');
-    const token = await lock.lock(LOCK_TTL_MS);
+    const token = await lock.acquire(LOCK_TTL_MS);
     setStatus(token === false ? 'refused' : `held (token ${token})`);
   };
   const release = async () => {
@@ -65,7 +65,7 @@ export function App() {
     e.preventDefault();
     const t = title.trim();
     if (!t) return;
-    todos.set(newId(), { title: t, done: false, createdAt: Date.now() });
+    todos.create(newId(), { title: t, done: false, createdAt: Date.now() });
     setTitle('');
   };
 
@@ -78,10 +78,10 @@ export function App() {
         <button data-testid="add" type="submit">Add</button>
       </form>
       <ul data-testid="list" aria-busy={loading}>
-        {data.map(({ key, value }) => (
+        {data.map(({ _key: key, ...value }) => (
           <li key={key} data-testid="todo" className={value.done ? 'done' : ''}>
             <label>
-              <input type="checkbox" checked={value.done} onChange={() => todos.set(key, { ...value, done: !value.done })} />
+              <input type="checkbox" checked={value.done} onChange={() => todos.update(key, { ...value, done: !value.done })} />
               <span data-testid="todo-title">{value.title}</span>
             </label>
             <button aria-label={`delete ${value.title}`} onClick={() => todos.remove(key)}>✕</button>

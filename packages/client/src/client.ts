@@ -7,14 +7,15 @@
 import { HLC } from './crdt/hlc.js';
 import type { LWWRecord } from './crdt/lww-map.js';
 import type { ORMapRecord } from './crdt/or-map.js';
-import { OpRejectedError, SqlError } from './errors.js';
+import { NotSupportedError, OpRejectedError, SqlError, TimeoutError } from './errors.js';
 import { Emitter } from './events.js';
 import { CounterHandle } from './features/counter.js';
-import { JournalManager } from './features/journal.js';
+import { EventJournalReader, JournalManager } from './features/journal.js';
 import { LockHandle, LockManager } from './features/lock.js';
-import { QueryHandle, toWireQuery, type QueryOptions } from './features/query.js';
+import { QueryHandle, type QueryFilter, type QueryHost, type QueryResultItem } from './features/query.js';
 import { SqlManager, type SqlResult } from './features/sql.js';
 import { TopicHandle, type TopicMessage } from './features/topic.js';
+import type { Timestamp } from './crdt/hlc.js';
 import { TopGunMap, TopGunORMap, type WriteOptions } from './maps.js';
 import { OpLog, type BackpressureOptions, type WriteAck } from './op-log.js';
 import type { AnyMessage, ClientOp } from './protocol.js';
@@ -22,7 +23,8 @@ import { LocalReplica, type ChangeSource } from './replica.js';
 import { Persister } from './storage/persister.js';
 import type { StorageAdapter, StoredRecord } from './storage/types.js';
 import type { BackoffOptions } from './sync/backoff.js';
-import { SyncEngine, type MapKind, type SyncState } from './sync/engine.js';
+import { SyncEngine, type MapKind, type EngineState } from './sync/engine.js';
+import { SyncState, toSyncState, type RecordSyncState, type StateChangeEvent } from './sync/state.js';
 import { HttpSyncEngine } from './sync/http-engine.js';
 import type { HttpEffect } from './sync/machine.js';
 import type { SyncMachine } from './sync/machine.js';
@@ -36,6 +38,48 @@ export type { SqlResult } from './features/sql.js';
 
 export type TokenProvider = () => string | null | undefined | Promise<string | null | undefined>;
 
+/** TopGun's cluster options: accepted; the client connects to the first seed (no routing yet). */
+export interface ClusterOptions {
+  /** Seed nodes (`ws://host:port`); the client uses the first while it has no `serverUrl`. */
+  seeds: string[];
+  /** Accepted for TopGun compatibility; partition-aware routing comes with the cluster. */
+  smartRouting?: boolean;
+  connectionsPerNode?: number;
+  connectionTimeoutMs?: number;
+  [option: string]: unknown;
+}
+
+/** TopGun's backpressure events (`client.onBackpressure(event, listener)`). */
+export type BackpressureEvent = 'backpressure:high' | 'backpressure:low' | 'backpressure:paused' | 'backpressure:resumed' | 'operation:dropped';
+
+export interface BackpressureStatus {
+  pending: number;
+  max: number;
+  /** pending / max, 0..(2 with `pause`). */
+  percentage: number;
+  isPaused: boolean;
+  strategy: BackpressureOptions['strategy'];
+}
+
+export interface BackpressureEventData {
+  pending: number;
+  max: number;
+  /** With `operation:dropped`: the ids of the ops dropped. */
+  opIds?: string[];
+}
+
+/** A write the server refused (TopGun's merge rejection; here from `OP_REJECTED` and `MERGE_REJECTED`). */
+export interface MergeRejection {
+  mapName: string;
+  key: string;
+  attemptedValue: unknown;
+  reason: string;
+  timestamp: Timestamp | number;
+  /** The op's id, and the server's code (403 policy, 429 rate limit, …), for `OP_REJECTED`s. */
+  opId?: string;
+  code?: number;
+}
+
 export interface TopGunClientOptions {
   /** `ws://host:port/ws`. Without it (and without `httpUrl`) the client works local-only. */
   serverUrl?: string;
@@ -44,7 +88,7 @@ export interface TopGunClientOptions {
    * `POST /sync` (ops, map deltas, one-shot queries). Topics, locks, counters, the journal and
    * `sql()` need the WebSocket.
    */
-  transport?: 'websocket' | 'http';
+  transport?: 'websocket' | 'http' | 'auto';
   /** The `POST /sync` endpoint; by default derived from `serverUrl` (`ws://h/ws` → `http://h/sync`). */
   httpUrl?: string;
   /** HTTP transport: time between polls while nothing waits to be sent (default 5,000 ms). */
@@ -53,6 +97,16 @@ export interface TopGunClientOptions {
   fetch?: FetchLike;
   storage: StorageAdapter;
   auth?: { token?: string; tokenProvider?: TokenProvider };
+  /**
+   * Called when the server asks for a token the client does not have, or refuses the one it
+   * sent. It may return a token (or a promise of one): the client then authenticates with it
+   * at once. Otherwise call `setAuthToken()` / `setAuthTokenProvider()` later.
+   */
+  onAuthRequired?: (reason: { error?: string }) => string | null | undefined | void | Promise<string | null | undefined | void>;
+  /** TopGun's cluster options (seeds); see `ClusterOptions`. */
+  cluster?: ClusterOptions;
+  /** \`transport: 'auto'\`: failed WebSocket connects, without one ever opening, before HTTP takes over (default 3). */
+  maxWsAttempts?: number;
   /** This replica's id in HLC timestamps and OR tags (no ':'); random by default. */
   nodeId?: string;
   /** WebSocket implementation (Node: `ws`); defaults to globalThis.WebSocket. */
@@ -69,7 +123,7 @@ export interface TopGunClientOptions {
 }
 
 export interface SyncStatus {
-  state: SyncState;
+  state: EngineState;
   online: boolean;
   pendingOps: number;
   paused: boolean;
@@ -86,7 +140,15 @@ export type ClientEvents = {
   mapSynced: { kind: MapKind; mapName: string };
   /** Every decoded frame from the server (for diagnostics and tests). */
   message: AnyMessage;
+  connectionState: StateChangeEvent;
+  backpressure: { event: BackpressureEvent; data: BackpressureEventData };
+  mergeRejected: MergeRejection;
+  /** `transport: 'auto'` switched to HTTP sync. */
+  transportChange: { transport: 'http'; reason: string };
 };
+
+/** Connection-state changes kept for `getStateHistory()`. */
+const STATE_HISTORY_MAX = 50;
 
 function randomId(): string {
   const c = globalThis.crypto as Crypto | undefined;
@@ -104,11 +166,14 @@ export class TopGunClient {
   private readonly persister: Persister;
   private readonly replica: LocalReplica;
   private readonly ops: OpLog;
-  private readonly engine: SyncMachine;
+  private engine: SyncMachine;
   /** The WebSocket engine, unless the transport is HTTP. */
   private readonly wsEngine: SyncEngine | undefined;
   private readonly transport: Transport;
-  private readonly http: { engine: HttpSyncEngine; transport: HttpTransport } | undefined;
+  private http: { engine: HttpSyncEngine; transport: HttpTransport } | undefined;
+  /** `transport: 'auto'` over a WebSocket that has not opened yet: connect attempts so far. */
+  private fallback: { attempts: number; max: number } | undefined;
+  private readonly knownMaps: { kind: MapKind; name: string }[] = [];
   private readonly sqlQueries: SqlManager;
   private readonly locks: LockManager;
   /** The server's event journal: `read` pages, `subscribe` streams (resumed after reconnects). */
@@ -118,6 +183,7 @@ export class TopGunClient {
   private readonly queries = new Map<string, QueryHandle<unknown>>();
   private readonly topics = new Map<string, TopicHandle<unknown>>();
   private readonly counters = new Map<string, CounterHandle>();
+  private journalReader: EventJournalReader | undefined;
   private readonly detach: (() => void)[] = [];
   private nextRequest = 1;
   private timer: ReturnType<typeof setTimeout> | undefined;
@@ -125,8 +191,22 @@ export class TopGunClient {
   private lastError: string | undefined;
   private userId: string | undefined;
   private closed = false;
+  private readonly options: TopGunClientOptions;
+  private readonly stateHistory: StateChangeEvent[] = [];
+  private connState: SyncState = SyncState.INITIAL;
+  private bpHigh = false;
+  private bpPaused = false;
+  private readonly rejectedKeys = new Set<string>();
 
-  constructor(private readonly options: TopGunClientOptions) {
+  constructor(options: TopGunClientOptions) {
+    options = { ...options };
+    if (options.serverUrl === undefined && options.cluster?.seeds?.length) options.serverUrl = options.cluster.seeds[0];
+    if (options.transport === 'auto') {
+      const hasWs = options.WebSocket !== undefined || typeof (globalThis as { WebSocket?: unknown }).WebSocket === 'function';
+      options.transport = hasWs ? 'websocket' : 'http';
+      this.fallback = hasWs ? { attempts: 0, max: options.maxWsAttempts ?? 3 } : undefined;
+    }
+    this.options = options;
     this.now = options.now ?? Date.now;
     this.nodeId = options.nodeId ?? randomId();
     this.hlc = new HLC(this.nodeId, this.now);
@@ -135,29 +215,19 @@ export class TopGunClient {
     // sort after every op of an earlier session; after loading they continue above the maximum.
     this.ops = new OpLog(options.backpressure ?? {}, this.now() * 1000);
     this.replica = new LocalReplica(this.hlc, this.persister, {
-      mapCreated: (kind, name) => this.engine && this.run(this.engine.addMap(kind, name)),
+      mapCreated: (kind, name) => {
+        this.knownMaps.push({ kind, name });
+        if (this.engine) this.run(this.engine.addMap(kind, name));
+      },
       changed: (kind, name, keys, source) => this.changed(kind, name, keys, source),
       failed: (e) => this.fail(e),
       clearStoredMap: (kind, name) => options.storage.clearMap(kind, name),
     });
     const view = this.replica.view((after, limit) => this.ops.after(after, limit));
+    this.view = view;
     const hasToken = options.auth?.token !== undefined || options.auth?.tokenProvider !== undefined;
     if (options.transport === 'http') {
-      const url = options.httpUrl ?? (options.serverUrl === undefined ? undefined : httpSyncUrl(options.serverUrl));
-      const engine = new HttpSyncEngine(view, {
-        hasServer: url !== undefined,
-        hasToken,
-        pollIntervalMs: options.pollIntervalMs,
-        backoff: options.backoff,
-        batchSize: options.batchSize,
-      });
-      const transport = new HttpTransport(url ?? '', options.fetch, {
-        responded: (id, body) => this.run(engine.responded(id, body, this.now())),
-        refused: (id, status, message) => this.run(engine.refused(id, status, message, this.now())),
-        failed: (id) => this.run(engine.failed(id, this.now())),
-      });
-      this.http = { engine, transport };
-      this.engine = engine;
+      this.engine = this.makeHttp(view, hasToken);
     } else {
       this.wsEngine = new SyncEngine(view, {
         hasServer: options.serverUrl !== undefined,
@@ -171,11 +241,14 @@ export class TopGunClient {
     }
     const ws = this.wsEngine;
     this.transport = new Transport(options.serverUrl, options.WebSocket, {
-      open: () => ws && this.run(ws.socketOpened(this.now())),
-      close: (code, reason) => ws && this.run(ws.socketClosed(code, reason, this.now())),
+      open: () => {
+        this.fallback = undefined; // the WebSocket works: no fallback from now on
+        if (ws && this.engine === ws) this.run(ws.socketOpened(this.now()));
+      },
+      close: (code, reason) => ws && this.engine === ws && this.run(ws.socketClosed(code, reason, this.now())),
       message: (msg) => {
         if (this.events.count('message') > 0) this.events.emit('message', msg as AnyMessage);
-        if (ws) this.run(ws.message(msg, this.now()));
+        if (ws && this.engine === ws) this.run(ws.message(msg, this.now()));
       },
       error: (e) => this.fail(e),
     });
@@ -207,41 +280,160 @@ export class TopGunClient {
     this.ready = this.load();
   }
 
+  private readonly view: ReturnType<LocalReplica['view']>;
+
+  private makeHttp(view: ReturnType<LocalReplica['view']>, hasToken: boolean): HttpSyncEngine {
+    const options = this.options;
+    const url = options.httpUrl ?? (options.serverUrl === undefined ? undefined : httpSyncUrl(options.serverUrl));
+    const engine = new HttpSyncEngine(view, {
+      hasServer: url !== undefined,
+      hasToken,
+      pollIntervalMs: options.pollIntervalMs,
+      backoff: options.backoff,
+      batchSize: options.batchSize,
+    });
+    const transport = new HttpTransport(url ?? '', options.fetch, {
+      responded: (id, body) => this.run(engine.responded(id, body, this.now())),
+      refused: (id, status, message) => this.run(engine.refused(id, status, message, this.now())),
+      failed: (id) => this.run(engine.failed(id, this.now())),
+    });
+    this.http = { engine, transport };
+    return engine;
+  }
+
+  /**
+   * `transport: 'auto'`: the WebSocket never opened in `maxWsAttempts` tries, so HTTP sync
+   * (`POST /sync`) takes over for the rest of this client's life, with every map and query.
+   */
+  private fallBackToHttp(): void {
+    const ws = this.wsEngine;
+    this.fallback = undefined;
+    if (!ws || this.engine !== ws) return;
+    this.options.transport = 'http';
+    const hasToken = this.options.auth?.token !== undefined || this.options.auth?.tokenProvider !== undefined;
+    const effects = ws.stop();
+    const http = this.makeHttp(this.view, hasToken);
+    this.engine = http;
+    this.run(effects.filter((e) => e.kind !== 'openSocket'));
+    this.locks.disconnected();
+    this.journal.disconnected();
+    this.sqlQueries.disconnected();
+    for (const m of this.knownMaps) this.run(http.addMap(m.kind, m.name));
+    for (const q of this.queries.values()) this.run(http.addQuery(q.id, q.mapName, q.wireQuery));
+    this.run(http.start(this.now(), this.online));
+    this.events.emit('transportChange', { transport: 'http', reason: 'the WebSocket did not open' });
+    this.emitState();
+  }
+
+  /** The transport in use: `websocket` or `http` (after an automatic fallback, too). */
+  getTransport(): 'websocket' | 'http' {
+    return this.options.transport === 'http' ? 'http' : 'websocket';
+  }
+
+  /** TopGun's lifecycle: resolves once the stored replica is loaded and syncing has started. */
+  start(): Promise<void> {
+    return this.ready;
+  }
+
   // ---- public API --------------------------------------------------------------------------
 
-  getMap<V = unknown>(name: string): TopGunMap<V> {
+  /** An LWW map: TopGun's `getMap<K, V>(name)`, or ours, `getMap<V>(name)`. */
+  getMap<V = unknown>(name: string): TopGunMap<V>;
+  getMap<K extends string, V>(name: string): TopGunMap<V, K>;
+  getMap(name: string): TopGunMap<unknown> {
     let h = this.mapHandles.get(name);
     if (!h) {
       h = new TopGunMap<unknown>(name, this.replica.lww(name), this);
       this.mapHandles.set(name, h);
     }
-    return h as TopGunMap<V>;
+    return h;
   }
 
-  getORMap<V = unknown>(name: string): TopGunORMap<V> {
+  /** An OR map: TopGun's `getORMap<K, V>(name)`, or ours, `getORMap<V>(name)`. */
+  getORMap<V = unknown>(name: string): TopGunORMap<V>;
+  getORMap<K extends string, V>(name: string): TopGunORMap<V, K>;
+  getORMap(name: string): TopGunORMap<unknown> {
     let h = this.orHandles.get(name);
     if (!h) {
       h = new TopGunORMap<unknown>(name, this.replica.or(name), this);
       this.orHandles.set(name, h);
     }
-    return h as TopGunORMap<V>;
+    return h;
   }
 
   /** A live query over an LWW map: local answer now, the server's when it comes. */
-  query<V = unknown>(mapName: string, options: QueryOptions = {}): QueryHandle<V> {
+  query<V = unknown>(mapName: string, filter: QueryFilter = {}): QueryHandle<V> {
     const map = this.replica.lww(mapName);
     const id = `q-${this.nodeId}-${this.nextRequest++}`;
     const source = {
       localRecord: (key: string) => map.getRecord(key) as { value: V | null } | undefined,
       localEntries: () => map.entries(this.now()) as Iterable<[string, V]>,
     };
-    const handle = new QueryHandle<V>(id, mapName, options, source, (h) => {
-      this.queries.delete(h.id);
-      this.run(this.engine.removeQuery(h.id));
-    });
+    const host: QueryHost = {
+      close: (h) => {
+        this.queries.delete(h.id);
+        this.run(this.engine.removeQuery(h.id));
+      },
+      resubscribe: (h) => {
+        this.run(this.engine.removeQuery(h.id));
+        this.run(this.engine.addQuery(h.id, mapName, h.wireQuery));
+      },
+      hasServer: () => this.options.serverUrl !== undefined || this.options.httpUrl !== undefined,
+    };
+    const handle = new QueryHandle<V>(id, mapName, filter, source, host);
     this.queries.set(id, handle as QueryHandle<unknown>);
-    this.run(this.engine.addQuery(id, mapName, toWireQuery(options)));
+    this.run(this.engine.addQuery(id, mapName, handle.wireQuery));
     return handle;
+  }
+
+  /**
+   * One answer to a query, then the query ends: the server's rows once it has answered
+   * (merged with local writes it has not seen), or the local rows at once for a local-only
+   * client. Without an answer within `timeoutMs` (default 10 s) it resolves with the local
+   * rows, or rejects with `TimeoutError` when `requireServer` is set.
+   */
+  async queryOnce<V = unknown>(mapName: string, filter: QueryFilter = {}, options: { timeoutMs?: number; requireServer?: boolean } = {}): Promise<QueryResultItem<V>[]> {
+    const h = this.query<V>(mapName, filter);
+    try {
+      try {
+        await h.whenSettled(options.timeoutMs ?? 10_000);
+      } catch (e) {
+        if (options.requireServer || !(e instanceof TimeoutError)) throw e;
+      }
+      await Promise.resolve(); // the microtask that merges the answer
+      h.recompute();
+      let rows: QueryResultItem<V>[] = [];
+      h.subscribe((r) => (rows = r))();
+      return rows;
+    } finally {
+      h.close();
+    }
+  }
+
+  /** True when connected with nothing waiting for the server (or local-only with nothing to send). */
+  isSettled(): boolean {
+    const hasServer = this.options.serverUrl !== undefined || this.options.httpUrl !== undefined;
+    return this.ops.size === 0 && (!hasServer || this.engine.state === 'connected');
+  }
+
+  /** Resolves once `isSettled()`; rejects with TimeoutError after `timeoutMs` if given. */
+  whenSettled(timeoutMs?: number): Promise<void> {
+    if (this.isSettled()) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const off = this.events.on('state', () => {
+        if (!this.isSettled()) return;
+        off();
+        if (timer) clearTimeout(timer);
+        resolve();
+      });
+      if (timeoutMs !== undefined) {
+        timer = setTimeout(() => {
+          off();
+          reject(new TimeoutError(`not settled within ${timeoutMs} ms (${this.ops.size} ops pending, ${this.engine.state})`));
+        }, timeoutMs);
+      }
+    });
   }
 
   topic<T = unknown>(name: string): TopicHandle<T> {
@@ -259,6 +451,11 @@ export class TopGunClient {
 
   getLock(name: string): LockHandle {
     return new LockHandle(name, this.locks);
+  }
+
+  /** TopGun's name for `counter()`. */
+  getPNCounter(name: string): CounterHandle {
+    return this.counter(name);
   }
 
   counter(name: string): CounterHandle {
@@ -285,6 +482,144 @@ export class TopGunClient {
     if (this.closed) return Promise.reject(new SqlError('CLIENT_CLOSED', 'the client is closed'));
     if (this.options.serverUrl === undefined) return Promise.reject(new SqlError('NOT_SUPPORTED', 'sql() needs a server: this client is local-only'));
     return this.sqlQueries.query(query, options.timeoutMs);
+  }
+
+  /** TopGun's event-journal reader (bigint sequences); `client.journal` is ours. */
+  getEventJournal(): EventJournalReader {
+    return (this.journalReader ??= new EventJournalReader(this.journal));
+  }
+
+  /** Full-text search: not served by this server yet; rejects with NotSupportedError. */
+  search<V = unknown>(mapName: string, query: string, options?: { limit?: number; minScore?: number; boost?: Record<string, number> }): Promise<{ key: string; value: V; score: number; matchedTerms: string[] }[]> {
+    void mapName, query, options;
+    return Promise.reject(new NotSupportedError('search', 'this server answers search requests with ERROR 501 until search is built'));
+  }
+
+  /** Live search: not served yet; throws NotSupportedError. */
+  searchSubscribe(mapName: string, query: string, options?: unknown): never {
+    void mapName, query, options;
+    throw new NotSupportedError('searchSubscribe', 'this server answers search requests with ERROR 501 until search is built');
+  }
+
+  /** Hybrid (full-text + semantic) search: not served yet; rejects with NotSupportedError. */
+  hybridQuery(mapName: string, options?: unknown): Promise<never> {
+    void mapName, options;
+    return Promise.reject(new NotSupportedError('hybridQuery', 'this server answers hybrid search with ERROR 501 until search is built'));
+  }
+
+  /** Entry processors: the server declines them (running client code needs a sandbox). */
+  executeOnKey(mapName: string, key: string, processor: { name: string; code: string; args?: unknown }): Promise<never> {
+    void mapName, key, processor;
+    return Promise.reject(new NotSupportedError('executeOnKey', 'the server declines entry processors: running client code needs a sandbox'));
+  }
+
+  executeOnKeys(mapName: string, keys: string[], processor: { name: string; code: string; args?: unknown }): Promise<never> {
+    void mapName, keys, processor;
+    return Promise.reject(new NotSupportedError('executeOnKeys', 'the server declines entry processors: running client code needs a sandbox'));
+  }
+
+  /**
+   * TopGun's conflict-resolver manager: registering is declined by the server (a sandbox is
+   * needed); `onRejection` hears every write the server refused.
+   */
+  getConflictResolvers(): {
+    register(mapName: string, resolver: { name: string; code: string; priority?: number; keyPattern?: string }): Promise<never>;
+    unregister(mapName: string, resolverName: string): Promise<never>;
+    list(mapName?: string): Promise<never[]>;
+    onRejection(listener: (rejection: MergeRejection) => void): () => void;
+  } {
+    const refused = (): Promise<never> => Promise.reject(new NotSupportedError('conflict resolvers', 'the server declines custom resolvers: running client code needs a sandbox'));
+    return {
+      register: refused,
+      unregister: refused,
+      list: () => Promise.resolve([]),
+      onRejection: (listener) => this.onMergeRejected(listener),
+    };
+  }
+
+  /** Every write the server refused (`OP_REJECTED`: policy, rate limit, bad op; `MERGE_REJECTED`). */
+  onMergeRejected(listener: (rejection: MergeRejection) => void): () => void {
+    return this.events.on('mergeRejected', listener);
+  }
+
+  // ---- connection state (TopGun names) ----
+
+  /** The connection state in TopGun's terms (`SyncState.CONNECTED`, …). */
+  getConnectionState(): SyncState {
+    return this.connState;
+  }
+
+  onConnectionStateChange(listener: (event: StateChangeEvent) => void): () => void {
+    return this.events.on('connectionState', listener);
+  }
+
+  /** The latest connection-state changes, oldest first (at most 50; `limit` the newest n). */
+  getStateHistory(limit?: number): StateChangeEvent[] {
+    return limit === undefined ? [...this.stateHistory] : this.stateHistory.slice(-limit);
+  }
+
+  /** Drop the connection and connect again at once. */
+  resetConnection(): void {
+    const online = this.online;
+    this.setOnline(false);
+    this.setOnline(online);
+  }
+
+  /** Cluster mode is not built: always false. */
+  isCluster(): boolean {
+    return false;
+  }
+
+  /** The node ids connected to (one server; its URL). */
+  getConnectedNodes(): string[] {
+    return this.engine.state === 'connected' && this.options.serverUrl !== undefined ? [this.options.serverUrl] : [];
+  }
+
+  // ---- backpressure (TopGun names) ----
+
+  getPendingOpsCount(): number {
+    return this.ops.size;
+  }
+
+  getBackpressureStatus(): BackpressureStatus {
+    const { maxPendingOps, strategy } = this.ops.options;
+    return { pending: this.ops.size, max: maxPendingOps, percentage: this.ops.size / maxPendingOps, isPaused: this.ops.paused, strategy };
+  }
+
+  isBackpressurePaused(): boolean {
+    return this.ops.paused;
+  }
+
+  onBackpressure(event: BackpressureEvent, listener: (data: BackpressureEventData) => void): () => void {
+    return this.events.on('backpressure', (e) => {
+      if (e.event === event) listener(e.data);
+    });
+  }
+
+  // ---- per-record sync state ----
+
+  /**
+   * Where one record stands: `pending` while a write of it awaits the server, `rejected` when
+   * the server refused its latest write (until it is written again), else `synced`.
+   */
+  getRecordSyncState(mapName: string, key: string): RecordSyncState {
+    if (this.ops.pendingFor(mapName, key) > 0) return 'pending';
+    if (this.rejectedKeys.has(`${mapName}\u0000${key}`)) return 'rejected';
+    return 'synced';
+  }
+
+  // ---- auth (TopGun names) ----
+
+  /** TopGun's `setAuthToken`: use this token from now on (re-authenticates a live connection). */
+  setAuthToken(token: string): void {
+    this.options.auth = { token };
+    this.reauthenticate();
+  }
+
+  /** TopGun's `setAuthTokenProvider`: asked on each connection and before the token expires. */
+  setAuthTokenProvider(provider: TokenProvider): void {
+    this.options.auth = { tokenProvider: provider };
+    this.reauthenticate();
   }
 
   getSyncState(): SyncStatus {
@@ -373,10 +708,11 @@ export class TopGunClient {
   }
 
   /** @internal Tombstone every tag holding `value`: one op per tag. Returns the seqs. */
-  writeOrRemove(mapName: string, key: string, value: unknown, opts: WriteOptions = {}): number[] {
+  writeOrRemove(mapName: string, key: string, value: unknown, opts: WriteOptions = {}): { seqs: number[]; tags: string[] } {
     const map = this.replica.or(mapName);
     const seqs: number[] = [];
-    for (const tag of map.tagsOf(key, value)) {
+    const tags = [...map.tagsOf(key, value)];
+    for (const tag of tags) {
       this.makeRoom();
       map.removeTag(key, tag);
       seqs.push(this.appendOp({ id: '', mapName, key, opType: 'OR_REMOVE', orTag: tag }, opts, [
@@ -384,7 +720,7 @@ export class TopGunClient {
       ]));
     }
     if (seqs.length > 0) this.changed('or', mapName, [key], 'local');
-    return seqs;
+    return { seqs, tags };
   }
 
   /** @internal */
@@ -427,9 +763,11 @@ export class TopGunClient {
     if (dropped.length === 0) return;
     this.persister.enqueue({ deleteOps: dropped });
     this.events.emit('opsDropped', { opIds: dropped.map(String) });
+    this.events.emit('backpressure', { event: 'operation:dropped', data: { pending: this.ops.size, max: this.ops.options.maxPendingOps, opIds: dropped.map(String) } });
   }
 
   private appendOp(op: ClientOp, opts: WriteOptions, records: StoredRecord[]): number {
+    this.rejectedKeys.delete(`${op.mapName}\u0000${op.key}`);
     if (opts.writeConcern) op.writeConcern = opts.writeConcern;
     if (opts.timeoutMs !== undefined) op.timeout = opts.timeoutMs;
     const stored = this.ops.append(op);
@@ -454,7 +792,54 @@ export class TopGunClient {
   }
 
   private emitState(): void {
+    const next = toSyncState(this.engine.state);
+    if (next !== this.connState) {
+      const event: StateChangeEvent = { from: this.connState, to: next, timestamp: this.now() };
+      this.connState = next;
+      this.stateHistory.push(event);
+      if (this.stateHistory.length > STATE_HISTORY_MAX) this.stateHistory.shift();
+      this.events.emit('connectionState', event);
+    }
+    this.checkBackpressure();
     this.events.emit('state', this.getSyncState());
+  }
+
+  /** Threshold events: high/low water marks and pause/resume, each on its crossing. */
+  private checkBackpressure(): void {
+    const { maxPendingOps, highWaterMark, lowWaterMark } = this.ops.options;
+    const data = { pending: this.ops.size, max: maxPendingOps };
+    const emit = (event: BackpressureEvent): void => this.events.emit('backpressure', { event, data });
+    if (!this.bpHigh && this.ops.size >= maxPendingOps * highWaterMark) {
+      this.bpHigh = true;
+      emit('backpressure:high');
+    } else if (this.bpHigh && this.ops.size <= maxPendingOps * lowWaterMark) {
+      this.bpHigh = false;
+      emit('backpressure:low');
+    }
+    if (this.ops.paused !== this.bpPaused) {
+      this.bpPaused = this.ops.paused;
+      emit(this.bpPaused ? 'backpressure:paused' : 'backpressure:resumed');
+    }
+  }
+
+  /** `onAuthRequired`: a token it returns is used at once. */
+  private async askForToken(reason: { error?: string }): Promise<void> {
+    let token: string | null | undefined | void;
+    try {
+      token = await this.options.onAuthRequired?.(reason);
+    } catch (e) {
+      return this.fail(e);
+    }
+    if (typeof token === 'string' && token !== '') {
+      this.options.auth = { token };
+      this.run(this.engine.tokenReady(token, this.now()));
+    }
+  }
+
+  /** A new token or provider: a live session authenticates again with it. */
+  private reauthenticate(): void {
+    if (this.closed) return;
+    void this.fetchToken();
   }
 
   private run(effects: HttpEffect[]): void {
@@ -468,7 +853,9 @@ export class TopGunClient {
       case 'abortRequest': return this.http?.transport.abort(e.requestId);
       case 'syncTimestamp': return this.replica.setSyncTimestamp(e.mapName, e.timestamp);
       case 'send': return this.transport.send(e.message);
-      case 'openSocket': return this.transport.open();
+      case 'openSocket':
+        if (this.fallback && ++this.fallback.attempts > this.fallback.max) return void queueMicrotask(() => this.fallBackToHttp());
+        return this.transport.open();
       case 'closeSocket': return this.transport.close(e.code, e.reason);
       case 'fetchToken': return void this.fetchToken();
       case 'state': return this.emitState();
@@ -486,6 +873,12 @@ export class TopGunClient {
         return;
       case 'opRejected': {
         const err = new OpRejectedError(String(e.seq), e.reason, e.code);
+        const op = this.ops.get(e.seq)?.op;
+        if (op) {
+          this.rejectedKeys.add(`${op.mapName}\u0000${op.key}`);
+          const attempted = op.record ? op.record.value : op.orRecord?.value;
+          this.events.emit('mergeRejected', { mapName: op.mapName, key: op.key, attemptedValue: attempted, reason: e.reason, timestamp: this.now(), opId: String(e.seq), code: e.code });
+        }
         this.ops.reject(e.seq, err);
         this.events.emit('opRejected', err);
         return this.fail(err);
@@ -496,8 +889,14 @@ export class TopGunClient {
         this.userId = e.userId;
         this.lastError = undefined;
         return this.emitState();
-      case 'authRequired': return this.fail(new Error('the server requires authentication and no token is configured'));
-      case 'authFailed': return this.fail(new Error(`authentication failed: ${e.error}`));
+      case 'authRequired':
+        if (this.options.auth?.token !== undefined || this.options.auth?.tokenProvider !== undefined) return void this.fetchToken();
+        if (this.options.onAuthRequired) return void this.askForToken({});
+        return this.fail(new Error('the server requires authentication and no token is configured'));
+      case 'authFailed':
+        this.fail(new Error(`authentication failed: ${e.error}`));
+        if (this.options.onAuthRequired) void this.askForToken({ error: e.error });
+        return;
       case 'deviceToken': return this.persister.enqueue({ meta: { deviceToken: e.token } });
       case 'deliver': return this.deliver(e.message);
       case 'ready':
@@ -518,8 +917,19 @@ export class TopGunClient {
     const p = (msg.payload ?? {}) as Record<string, unknown>;
     switch (msg.type) {
       case 'QUERY_RESP':
-        this.queries.get(String(p.queryId))?.serverResponse((p.results ?? []) as { key: string; value: unknown }[]);
+        this.queries.get(String(p.queryId))?.serverResponse((p.results ?? []) as { key: string; value: unknown }[], p);
         return;
+      case 'MERGE_REJECTED': {
+        const m = msg as Record<string, unknown>;
+        this.events.emit('mergeRejected', {
+          mapName: String(m.mapName),
+          key: String(m.key),
+          attemptedValue: m.attemptedValue,
+          reason: String(m.reason),
+          timestamp: (m.timestamp as Timestamp | undefined) ?? this.now(),
+        });
+        return;
+      }
       case 'QUERY_UPDATE':
         this.queries.get(String(p.queryId))?.serverUpdate(String(p.key), p.value, p.changeType as 'ENTER' | 'UPDATE' | 'LEAVE');
         return;

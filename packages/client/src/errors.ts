@@ -38,3 +38,16 @@ export class SqlError extends Error {
     super(message);
   }
 }
+
+/**
+ * A TopGun client API whose server side this server does not offer yet (search, entry
+ * processors, conflict resolvers, cluster routing). `feature` names it; nothing was sent or
+ * changed. `code` is `NOT_SUPPORTED`.
+ */
+export class NotSupportedError extends Error {
+  override name = 'NotSupportedError';
+  readonly code = 'NOT_SUPPORTED';
+  constructor(readonly feature: string, reason: string) {
+    super(`${feature} is not supported: ${reason}`);
+  }
+}

@@ -17,8 +17,10 @@ export interface BackpressureOptions {
    *   has drained below `lowWaterMark`. Hard limit 2 × maxPendingOps, then it throws.
    */
   strategy: 'pause' | 'throw' | 'drop-oldest';
-  /** Fraction of maxPendingOps at which `pause` ends (default 0.5). */
+  /** Fraction of maxPendingOps at which `pause` ends and `backpressure:low` is reported (default 0.5). */
   lowWaterMark?: number;
+  /** Fraction of maxPendingOps at which `backpressure:high` is reported (default 0.8). */
+  highWaterMark?: number;
 }
 
 export interface WriteAck {
@@ -26,10 +28,13 @@ export interface WriteAck {
   achievedLevel?: WriteConcern;
 }
 
+const indexKey = (mapName: string, key: string): string => `${mapName}\u0000${key}`;
+
 type Waiter = { resolve: (a: WriteAck) => void; reject: (e: Error) => void };
 
 export class OpLog {
   private readonly pending = new Map<number, StoredOp>(); // insertion = ascending seq
+  private readonly byKey = new Map<string, number>();
   private readonly waiters = new Map<number, Waiter[]>();
   private readonly capacityWaiters: (() => void)[] = [];
   private readonly bp: Required<BackpressureOptions>;
@@ -38,12 +43,38 @@ export class OpLog {
   private nextSeq: number;
 
   constructor(options: Partial<BackpressureOptions>, firstSeq: number) {
-    this.bp = { maxPendingOps: 10_000, strategy: 'throw', lowWaterMark: 0.5, ...options };
+    this.bp = { maxPendingOps: 10_000, strategy: 'throw', lowWaterMark: 0.5, highWaterMark: 0.8, ...options };
     this.nextSeq = firstSeq;
   }
 
   get size(): number {
     return this.pending.size;
+  }
+
+  get options(): Readonly<Required<BackpressureOptions>> {
+    return this.bp;
+  }
+
+  /** Pending ops that write `key` of `mapName`. */
+  pendingFor(mapName: string, key: string): number {
+    return this.byKey.get(indexKey(mapName, key)) ?? 0;
+  }
+
+  get(seq: number): StoredOp | undefined {
+    return this.pending.get(seq);
+  }
+
+  private indexAdd(op: StoredOp): void {
+    const k = indexKey(op.op.mapName, op.op.key);
+    this.byKey.set(k, (this.byKey.get(k) ?? 0) + 1);
+  }
+
+  private indexRemove(op: StoredOp | undefined): void {
+    if (!op) return;
+    const k = indexKey(op.op.mapName, op.op.key);
+    const n = (this.byKey.get(k) ?? 1) - 1;
+    if (n <= 0) this.byKey.delete(k);
+    else this.byKey.set(k, n);
   }
 
   get paused(): boolean {
@@ -63,6 +94,7 @@ export class OpLog {
     if (strategy === 'drop-oldest') {
       for (const seq of this.pending.keys()) {
         if (this.pending.size < maxPendingOps) break;
+        this.indexRemove(this.pending.get(seq));
         this.pending.delete(seq);
         dropped.push(seq);
         this.settle(seq, undefined, new Error(`op ${seq} dropped by backpressure (drop-oldest); its value stays local only`));
@@ -77,6 +109,7 @@ export class OpLog {
     op.id = String(seq);
     const stored = { seq, op };
     this.pending.set(seq, stored);
+    this.indexAdd(stored);
     this.updatePause();
     return stored;
   }
@@ -87,6 +120,8 @@ export class OpLog {
     this.pending.clear();
     for (const op of ops) this.pending.set(op.seq, op);
     for (const op of later) this.pending.set(op.seq, op);
+    this.byKey.clear();
+    for (const op of this.pending.values()) this.indexAdd(op);
     const max = ops.length > 0 ? ops[ops.length - 1]!.seq : 0;
     this.nextSeq = Math.max(this.nextSeq, max + 1);
     this.updatePause();
@@ -116,6 +151,7 @@ export class OpLog {
       acked.push(seq);
     }
     for (const seq of acked) {
+      this.indexRemove(this.pending.get(seq));
       this.pending.delete(seq);
       this.settle(seq, level);
     }

@@ -29,6 +29,9 @@ export interface WireQuery {
   sort?: SortField[];
   limit?: number;
   cursor?: string;
+  fields?: string[];
+  groupBy?: string[];
+  aggregations?: { func: string; field?: string }[];
 }
 
 export interface ServerEventPayload {

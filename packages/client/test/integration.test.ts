@@ -192,8 +192,8 @@ describe('against topgun-server', () => {
     const b = client();
     const got: unknown[] = [];
     const own: unknown[] = [];
-    a.topic('chat.room-1').subscribe((m) => got.push(m.data));
-    b.topic('chat.room-1').subscribe((m) => own.push(m.data));
+    a.topic('chat.room-1').onMessage((m) => got.push(m.data));
+    b.topic('chat.room-1').onMessage((m) => own.push(m.data));
     await Promise.all([connected(a), connected(b)]);
     await new Promise((r) => setTimeout(r, 100)); // let TOPIC_SUB reach the server
     b.topic('chat.room-1').publish({ text: 'hi' });
@@ -208,10 +208,10 @@ describe('against topgun-server', () => {
     await Promise.all([connected(a), connected(b)]);
     const la = a.getLock('orders/checkout');
     const lb = b.getLock('orders/checkout');
-    const t1 = await la.lock(10_000);
+    const t1 = await la.acquire(10_000);
     expect(typeof t1).toBe('number');
     expect(la.isLocked()).toBe(true);
-    const waiting = lb.lock(10_000);
+    const waiting = lb.acquire(10_000);
     await new Promise((r) => setTimeout(r, 300));
     expect(lb.isLocked()).toBe(false);
     expect(await la.unlock()).toBe(true);
@@ -225,7 +225,7 @@ describe('against topgun-server', () => {
     const a = client();
     const b = client();
     await Promise.all([connected(a), connected(b)]);
-    expect(typeof (await a.getLock('busy').lock(20_000))).toBe('number');
+    expect(typeof (await a.getLock('busy').acquire(20_000))).toBe('number');
     const started = Date.now();
     expect(await b.getLock('busy').lock(100)).toBe(false);
     expect(Date.now() - started).toBeGreaterThanOrEqual(5000);

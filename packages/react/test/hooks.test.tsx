@@ -7,11 +7,11 @@ import {
   useClient,
   useCounter,
   useLock,
-  useMap,
+  useMapEntries,
   useMutation,
-  useORMap,
+  useORMapEntries,
   useQuery,
-  useSyncState,
+  useSyncStatus,
   useTopic,
 } from '../src/index.js';
 
@@ -20,13 +20,13 @@ afterEach(cleanup);
 const makeClient = () => new TopGunClient({ storage: new MemoryStorage(), nodeId: 'n1', watchConnectivity: false });
 
 function Todos() {
-  const { entries } = useMap<{ title: string; done: boolean }>('todos');
+  const { entries } = useMapEntries<{ title: string; done: boolean }>('todos');
   const { data } = useQuery<{ title: string; done: boolean }>('todos', { where: { done: false }, sort: { title: 'asc' } });
-  const sync = useSyncState();
+  const sync = useSyncStatus();
   return (
     <div>
       <span data-testid="count">{entries.length}</span>
-      <span data-testid="open">{data.map((r) => r.value.title).join(',')}</span>
+      <span data-testid="open">{data.map((r) => r.title).join(',')}</span>
       <span data-testid="pending">{sync.pendingOps}</span>
     </div>
   );
@@ -43,7 +43,7 @@ describe('hooks', () => {
     quiet.mockRestore();
   });
 
-  it('useMap, useQuery and useSyncState follow writes made through useMutation', async () => {
+  it('useMapEntries, useQuery and useSyncStatus follow writes made through useMutation', async () => {
     const client = makeClient();
     let mutate!: ReturnType<typeof useMutation<{ title: string; done: boolean }>>;
     const Writer = () => {
@@ -71,15 +71,15 @@ describe('hooks', () => {
     await client.close();
   });
 
-  it('useORMap, useCounter, useLock and useTopic render their state', async () => {
+  it('useORMapEntries, useCounter, useLock and useTopic render their state', async () => {
     const client = makeClient();
     let api!: { add: () => void; inc: () => void; publish: (s: string) => void };
     const View = () => {
-      const tags = useORMap<string>('tags');
+      const tags = useORMapEntries<string>('tags');
       const counter = useCounter('clicks');
       const lock = useLock('doc-1');
       const topic = useTopic<string>('news');
-      api = { add: () => tags.map.add('k', 'v'), inc: () => counter.increment(2), publish: topic.publish };
+      api = { add: () => tags.map.add('k', 'v'), inc: () => counter.increment(2), publish: (m) => topic.publish(m) };
       return (
         <span data-testid="all">
           {tags.get('k').join()}|{counter.value}|{String(lock.isLocked)}

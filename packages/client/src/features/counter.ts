@@ -7,6 +7,11 @@ export interface CounterBackend {
 }
 
 export class CounterHandle {
+  /** TopGun's counter name is `getName()` as well as `name`. */
+  getName(): string {
+    return this.name;
+  }
+
   private readonly crdt: PNCounter;
   private readonly listeners = new Set<(value: number) => void>();
 
@@ -20,6 +25,21 @@ export class CounterHandle {
 
   get value(): number {
     return this.crdt.value;
+  }
+
+  /** TopGun's name for `value`. */
+  get(): number {
+    return this.crdt.value;
+  }
+
+  /** TopGun's name for `add`: adds `delta` and returns the new value. */
+  addAndGet(delta: number): number {
+    return this.add(delta);
+  }
+
+  /** The CRDT state (per-node positive and negative sums). */
+  getState(): PNCounterState {
+    return this.crdt.getState();
   }
 
   increment(by = 1): number {

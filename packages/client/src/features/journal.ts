@@ -131,3 +131,96 @@ export class JournalManager {
     this.backend.send({ type: 'JOURNAL_SUBSCRIBE', requestId: sub.id, fromSequence: from, mapName: sub.options.mapName, types: sub.options.types });
   }
 }
+
+/** A journal event as TopGun's reader hands it out: the sequence as a `bigint`. */
+export type EventJournalEvent = Omit<JournalEvent, 'sequence'> & { sequence: bigint };
+
+export interface EventJournalSubscribeOptions {
+  mapName?: string;
+  types?: JournalEventType[];
+  /** Replay from this sequence (inclusive) before going live; omitted = live only. */
+  fromSequence?: bigint | string;
+}
+
+function toReaderEvent(e: JournalEvent): EventJournalEvent {
+  return { ...e, sequence: BigInt(e.sequence) };
+}
+
+/**
+ * TopGun's event-journal reader (`client.getEventJournal()`), over our `JournalManager`
+ * (`client.journal`, which keeps sequences as decimal strings).
+ */
+export class EventJournalReader {
+  constructor(private readonly journal: JournalManager) {}
+
+  /** Stream events (replayed from `fromSequence` first, if given). Returns an unsubscribe function. */
+  subscribe(listener: (event: EventJournalEvent) => void, options: EventJournalSubscribeOptions = {}): () => void {
+    const from = options.fromSequence === undefined ? undefined : String(options.fromSequence);
+    return this.journal.subscribe({ mapName: options.mapName, types: options.types, fromSequence: from }, (e) => listener(toReaderEvent(e)));
+  }
+
+  /** Events from `sequence` (inclusive), at most `limit` (server default 100, at most 1,000). */
+  async readFrom(sequence: bigint | string | number, limit = 100, mapName?: string): Promise<EventJournalEvent[]> {
+    const r = await this.journal.read({ fromSequence: String(sequence), limit, mapName });
+    return r.events.map(toReaderEvent);
+  }
+
+  /** The last `limit` events (or fewer), oldest first. */
+  async readLatest(limit = 100, mapName?: string): Promise<EventJournalEvent[]> {
+    const latest = await this.getLatestSequence(mapName);
+    if (latest < 0n || limit <= 0) return [];
+    // Sequences are shared by all maps: widen the span back from the latest until it holds enough.
+    for (let span = BigInt(limit); ; span *= 2n) {
+      const from = latest - span + 1n < 0n ? 0n : latest - span + 1n;
+      const events: EventJournalEvent[] = [];
+      let next = from;
+      for (;;) {
+        const page = await this.journal.read({ fromSequence: next.toString(), limit: 1000, mapName });
+        for (const e of page.events) if (BigInt(e.sequence) <= latest) events.push(toReaderEvent(e));
+        const last = page.events.at(-1);
+        if (!page.hasMore || last === undefined || BigInt(last.sequence) >= latest) break;
+        next = BigInt(last.sequence) + 1n;
+      }
+      if (events.length >= limit || from === 0n) return events.slice(-limit);
+    }
+  }
+
+  /**
+   * The sequence of the newest event this reader may see (-1n when there is none). The server
+   * has no request for it, so this probes with one-event reads: doubling steps, then a binary
+   * search — about 2·log₂(n) round trips.
+   */
+  async getLatestSequence(mapName?: string): Promise<bigint> {
+    const first = async (from: bigint): Promise<bigint | undefined> => {
+      const r = await this.journal.read({ fromSequence: from.toString(), limit: 1, mapName });
+      const e = r.events[0];
+      return e === undefined ? undefined : BigInt(e.sequence);
+    };
+    let lo = await first(0n);
+    if (lo === undefined) return -1n;
+    // lo: a sequence that exists. Find hi with nothing at or after it.
+    let step = 1n;
+    let hi = lo + step;
+    for (;;) {
+      const at = await first(hi);
+      if (at === undefined) break;
+      lo = at;
+      step *= 2n;
+      hi = lo + step;
+    }
+    // Invariant: an event at lo, none at or after hi.
+    while (hi - lo > 1n) {
+      const mid = (lo + hi) / 2n;
+      const at = await first(mid);
+      if (at === undefined) hi = mid;
+      else lo = at;
+      if (lo >= hi) break;
+    }
+    return lo;
+  }
+
+  /** Events of one map (TopGun's `onMapChanges`). */
+  onMapChanges(mapName: string, listener: (event: EventJournalEvent) => void): () => void {
+    return this.subscribe(listener, { mapName });
+  }
+}

@@ -154,11 +154,20 @@ export class LockHandle {
     checkName('lock', name);
   }
 
+  /**
+   * TopGun's shape: resolves true once granted, false if not granted in time. The fencing
+   * token of the grant is then `fencingToken`; `acquire()` resolves to it directly.
+   */
+  async lock(ttl = 10_000): Promise<boolean> {
+    return (await this.manager.acquire(this.name, ttl)) !== false;
+  }
+
   /** Resolves to the fencing token, or false if not granted in time. */
-  lock(ttl = 10_000): Promise<number | false> {
+  acquire(ttl = 10_000): Promise<number | false> {
     return this.manager.acquire(this.name, ttl);
   }
 
+  /** Release; resolves true if the server released it (false if it was not held). */
   unlock(): Promise<boolean> {
     return this.manager.release(this.name);
   }
@@ -167,6 +176,7 @@ export class LockHandle {
     return this.manager.isHeld(this.name);
   }
 
+  /** The fencing token of the held lock (undefined while not held). */
   get fencingToken(): number | undefined {
     return this.manager.fencingToken(this.name);
   }

@@ -21,7 +21,7 @@ import type { StoredOp } from '../storage/types.js';
 import { backoffDelay, DEFAULT_BACKOFF, type BackoffOptions } from './backoff.js';
 import { jwtExpiryMs } from './token.js';
 
-export type SyncState =
+export type EngineState =
   | 'stopped'
   | 'disconnected'
   | 'offline'
@@ -48,7 +48,7 @@ export type Effect =
   | { kind: 'openSocket' }
   | { kind: 'closeSocket'; code: number; reason: string }
   | { kind: 'fetchToken' }
-  | { kind: 'state'; state: SyncState }
+  | { kind: 'state'; state: EngineState }
   | { kind: 'applyLww'; mapName: string; records: { key: string; record: LWWRecord }[] }
   | { kind: 'applyOr'; mapName: string; entries: ORMapEntry[] }
   | { kind: 'applyEvents'; events: ServerEventPayload[] }
@@ -120,7 +120,7 @@ const syncKey = (kind: MapKind, name: string): string => `${kind}:${name}`;
 const ANY_PATH = /^[0-9a-f]{0,3}$/;
 
 export class SyncEngine {
-  private stateValue: SyncState = 'stopped';
+  private stateValue: EngineState = 'stopped';
   private online = true;
   private attempt = 0;
   private retryAt: number | undefined;
@@ -156,7 +156,7 @@ export class SyncEngine {
     };
   }
 
-  get state(): SyncState {
+  get state(): EngineState {
     return this.stateValue;
   }
 
@@ -474,7 +474,7 @@ export class SyncEngine {
 
   // ---- internals --------------------------------------------------------------------------
 
-  private setState(state: SyncState, out: Effect[]): void {
+  private setState(state: EngineState, out: Effect[]): void {
     if (state === this.stateValue) return;
     this.stateValue = state;
     out.push({ kind: 'state', state });
@@ -538,7 +538,10 @@ export class SyncEngine {
 
   private querySub(queryId: string): Effect {
     const q = this.queries.get(queryId)!;
-    return { kind: 'send', message: { type: 'QUERY_SUB', payload: { queryId, mapName: q.mapName, query: q.query } } };
+    // Field selection goes top-level as well (the server projects by it; PROTOCOL §4.7).
+    const payload: Record<string, unknown> = { queryId, mapName: q.mapName, query: q.query };
+    if (q.query.fields) payload.fields = q.query.fields;
+    return { kind: 'send', message: { type: 'QUERY_SUB', payload } };
   }
 
   private flushOps(now: number, out: Effect[]): void {

@@ -28,7 +28,7 @@ import type { LWWRecord } from '../crdt/lww-map.js';
 import type { HttpOpResult, HttpQuery, HttpSyncRequest, WireQuery, WriteConcern } from '../protocol.js';
 import type { StoredOp } from '../storage/types.js';
 import { backoffDelay, DEFAULT_BACKOFF, type BackoffOptions } from './backoff.js';
-import type { MapKind, SyncState } from './engine.js';
+import type { MapKind, EngineState } from './engine.js';
 import type { HttpEffect, SyncMachine } from './machine.js';
 import { jwtExpiryMs } from './token.js';
 
@@ -81,7 +81,7 @@ interface Token {
 }
 
 export class HttpSyncEngine implements SyncMachine {
-  private stateValue: SyncState = 'stopped';
+  private stateValue: EngineState = 'stopped';
   private online = true;
   private attempt = 0;
   private nextId = 1;
@@ -118,7 +118,7 @@ export class HttpSyncEngine implements SyncMachine {
     if (!(this.o.batchSize > 0)) throw new RangeError('batchSize must be positive');
   }
 
-  get state(): SyncState {
+  get state(): EngineState {
     return this.stateValue;
   }
 
@@ -296,7 +296,7 @@ export class HttpSyncEngine implements SyncMachine {
 
   // ---- internals --------------------------------------------------------------------------
 
-  private setState(state: SyncState, out: HttpEffect[]): void {
+  private setState(state: EngineState, out: HttpEffect[]): void {
     if (state === this.stateValue) return;
     this.stateValue = state;
     out.push({ kind: 'state', state });

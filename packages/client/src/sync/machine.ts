@@ -5,7 +5,7 @@
  */
 import type { Timestamp } from '../crdt/hlc.js';
 import type { AnyMessage, HttpSyncRequest, WireQuery } from '../protocol.js';
-import type { Effect, MapKind, SyncState } from './engine.js';
+import type { Effect, MapKind, EngineState } from './engine.js';
 
 /** The effects of the WebSocket engine plus HTTP's own. */
 export type HttpEffect =
@@ -18,7 +18,7 @@ export type HttpEffect =
   | { kind: 'syncTimestamp'; mapName: string; timestamp: Timestamp };
 
 export interface SyncMachine {
-  readonly state: SyncState;
+  readonly state: EngineState;
   /** A live WebSocket session that one-off requests (locks, journal, SQL) can use. */
   readonly isAuthenticated: boolean;
   nextDeadline(): number | undefined;
