@@ -653,3 +653,47 @@ async fn the_index_catalog_survives_a_restart() {
     server.child.kill().unwrap();
     server.child.wait().unwrap();
 }
+
+/// The store holds at most 1,024 policies: the next new one is refused with 400 naming `id`
+/// and changes nothing, while replacing an existing one still works.
+#[tokio::test]
+async fn the_policy_store_is_bounded_at_1024() {
+    let mut env = jwt();
+    // Behind a trusted proxy each forwarded address has its own rate-limit bucket, so that
+    // 1,025 requests need not wait for the per-address limit.
+    env.trusted_proxy = Some("1".into());
+    let server = start(env, None).await;
+    let admin = admin_bearer(&["admin"]);
+    let policy = |id: &str| json!({"id": id, "mapPattern": format!("m-{id}"), "action": "read", "effect": "allow"});
+    let post = |n: usize, body: Json| {
+        let headers = vec![
+            admin.clone(),
+            format!("X-Forwarded-For: 10.{}.{}.1", n / 250, n % 250),
+        ];
+        async move {
+            json_call(
+                server.addr,
+                "POST",
+                "/api/admin/policies",
+                &headers,
+                Some(body),
+            )
+            .await
+        }
+    };
+    for n in 0..1_024 {
+        let (status, body) = post(n, policy(&format!("p{n}"))).await;
+        assert_eq!(status, 201, "policy {n}: {body}");
+    }
+    let (status, error) = post(1_024, policy("one-too-many")).await;
+    assert_eq!(
+        (status, error["field"].clone()),
+        (400, json!("id")),
+        "{error}"
+    );
+    let (status, _) = post(1_025, policy("p7")).await;
+    assert_eq!(status, 201, "an existing id is replaced, not added");
+    let headers = vec![admin.clone(), "X-Forwarded-For: 10.200.0.1".to_owned()];
+    let (_, listed) = json_call(server.addr, "GET", "/api/admin/policies", &headers, None).await;
+    assert_eq!(listed["policies"].as_array().unwrap().len(), 1_024);
+}
