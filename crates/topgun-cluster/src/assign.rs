@@ -95,17 +95,22 @@ impl Pool {
     }
 }
 
-/// Splits `total` slots over members: ⌊total/n⌋ each, one more for the `total % n` members
-/// with the most `held` today (ties by name), so nobody gives up a slot it could keep.
-fn quotas(total: usize, held: &[usize]) -> Vec<usize> {
-    let n = held.len();
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by(|&a, &b| held[b].cmp(&held[a]).then(a.cmp(&b)));
+/// Splits `total` slots over members: ⌊total/n⌋ each, one more for the first `total % n`
+/// members of `priority`.
+fn quotas(total: usize, priority: &[usize]) -> Vec<usize> {
+    let n = priority.len();
     let mut quota = vec![total / n; n];
-    for &i in order.iter().take(total % n) {
+    for &i in priority.iter().take(total % n) {
         quota[i] += 1;
     }
     quota
+}
+
+/// Member indices sorted by `key`, then by name.
+fn ranked<K: Ord>(n: usize, key: impl Fn(usize) -> K) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by_key(|&i| (key(i), i));
+    order
 }
 
 /// The member under quota with the least load (ties by name), if any, among those `allowed`.
@@ -122,7 +127,12 @@ fn assign_owners(pool: &Pool, current: &PartitionTable) -> Vec<usize> {
             held[i] += 1;
         }
     }
-    let quota = quotas(PARTITION_COUNT, &held);
+    // The ⌈⌉ slots go to the members that own the most today: nobody gives up a partition
+    // it could keep, and a balanced table is a fixed point.
+    let quota = quotas(
+        PARTITION_COUNT,
+        &ranked(pool.len(), |i| std::cmp::Reverse(held[i])),
+    );
     let mut load = vec![0; pool.len()];
     let mut owner: Vec<Option<usize>> = vec![None; PARTITION_COUNT];
     // Pass 1: keep.
@@ -172,7 +182,16 @@ fn assign_backups(
             held[i] += 1;
         }
     }
-    let quota = quotas(PARTITION_COUNT * per_partition, &held);
+    // The ⌈⌉ slots go to the members that own the fewest partitions (they have the most
+    // partitions they may back up), then to those backing up the most today. The first
+    // criterion is what makes every quota reachable, so that a reached target is a fixed
+    // point; the second keeps movement minimal.
+    let mut owned = vec![0; pool.len()];
+    for &o in owners {
+        owned[o] += 1;
+    }
+    let priority = ranked(pool.len(), |i| (owned[i], std::cmp::Reverse(held[i])));
+    let quota = quotas(PARTITION_COUNT * per_partition, &priority);
     let mut load = vec![0; pool.len()];
     // Pass 1: keep existing backups, in their promotion order.
     for (pid, e) in current.iter() {
@@ -202,13 +221,7 @@ fn assign_backups(
     }
     // Pass 3: fill from the least loaded.
     for pid in 0..PARTITION_COUNT {
-        fill_backups(
-            owners[pid],
-            per_partition,
-            &quota,
-            &mut load,
-            &mut chosen[pid],
-        );
+        fill_backups(pid, owners, per_partition, &quota, &mut load, &mut chosen);
     }
     chosen
 }
@@ -228,24 +241,60 @@ fn take_backup(
     }
 }
 
-/// Tops `chosen` up to `per_partition` from the least-loaded members. When the only members
-/// left under quota are the owner itself, quotas give way: a backup over quota beats none.
+/// Tops partition `pid` up to `per_partition` backups from the least-loaded members.
 fn fill_backups(
-    owner: usize,
+    pid: usize,
+    owners: &[usize],
     per_partition: usize,
     quota: &[usize],
     load: &mut [usize],
-    chosen: &mut Vec<usize>,
+    chosen: &mut [Vec<usize>],
 ) {
-    let unbounded = vec![usize::MAX; quota.len()];
-    while chosen.len() < per_partition {
-        let allowed = |i: usize| i != owner && !chosen.contains(&i);
-        let Some(i) =
-            least_loaded(load, quota, allowed).or_else(|| least_loaded(load, &unbounded, allowed))
-        else {
+    while chosen[pid].len() < per_partition {
+        let mine = &chosen[pid];
+        let allowed = |i: usize| i != owners[pid] && !mine.contains(&i);
+        let under_quota = least_loaded(load, quota, allowed);
+        // Quotas give way only when no swap exists: a backup over quota beats none.
+        let any = (0..load.len())
+            .filter(|&i| allowed(i))
+            .min_by_key(|&i| (load[i], i));
+        if let Some(i) = under_quota {
+            load[i] += 1;
+            chosen[pid].push(i);
+        } else if let Some(i) = swap_in(pid, owners, quota, load, chosen) {
+            chosen[pid].push(i);
+        } else if let Some(i) = any {
+            load[i] += 1;
+            chosen[pid].push(i);
+        } else {
             return;
-        };
-        chosen.push(i);
-        load[i] += 1;
+        }
     }
+}
+
+/// When the only members under quota cannot back `pid` up (its owner, or already chosen),
+/// finds a partition `q` whose backup `x` could serve `pid` and whose spare member `y` could
+/// serve `q`: `y` takes `x`'s place at `q` and `x` is returned for `pid`. `x`'s load is
+/// unchanged, `y`'s rises by one, so quotas hold.
+fn swap_in(
+    pid: usize,
+    owners: &[usize],
+    quota: &[usize],
+    load: &mut [usize],
+    chosen: &mut [Vec<usize>],
+) -> Option<usize> {
+    for y in (0..load.len()).filter(|&y| load[y] < quota[y]) {
+        for q in (0..PARTITION_COUNT).filter(|&q| q != pid) {
+            if owners[q] == y || chosen[q].contains(&y) {
+                continue;
+            }
+            let usable = |x: &usize| *x != owners[pid] && !chosen[pid].contains(x);
+            if let Some(slot) = chosen[q].iter().position(usable) {
+                let x = std::mem::replace(&mut chosen[q][slot], y);
+                load[y] += 1;
+                return Some(x);
+            }
+        }
+    }
+    None
 }

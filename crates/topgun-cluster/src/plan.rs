@@ -78,8 +78,8 @@ fn diff(pid: PartitionId, entry: &PartitionEntry, target: &Target) -> Option<Mov
 }
 
 /// Admits moves in partition order while every member stays within `max_parallel` copies
-/// each way. The first move is always admitted, so a move needing more copies than the limit
-/// (many backups) still makes progress.
+/// each way. A first move needing more copies than the limit (many backups) makes a wave of
+/// its own, so it still makes progress without widening anyone else's budget.
 fn limit_copies(moves: Vec<Move>, max_parallel: usize) -> Vec<Move> {
     let mut inbound: BTreeMap<RaftId, usize> = BTreeMap::new();
     let mut outbound: BTreeMap<RaftId, usize> = BTreeMap::new();
@@ -90,7 +90,11 @@ fn limit_copies(moves: Vec<Move>, max_parallel: usize) -> Vec<Move> {
             inbound.get(&c.to).copied().unwrap_or(0) < max_parallel
                 && outbound.get(&c.from).copied().unwrap_or(0) + sent <= max_parallel
         });
-        if !fits && !wave.is_empty() {
+        if !fits {
+            if wave.is_empty() {
+                // Alone over the limit (more backups than `max_parallel`): a wave of its own.
+                return vec![mv];
+            }
             continue;
         }
         for c in &mv.copies {
