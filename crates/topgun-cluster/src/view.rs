@@ -60,6 +60,9 @@ pub fn partition_map(cluster: &Cluster, generated_at_ms: i64) -> PartitionMap {
             })
         })
         .collect();
+    // Only a `Lost` partition can name a removed owner (nobody live, its owner removed
+    // meanwhile); it is listed with an empty owner id, which the TS client routes to its
+    // primary, rather than dropped, so the map keeps all 271 entries.
     let name = |id: RaftId| cluster.member(id).map_or("", |m| m.name.as_str());
     let partitions = cluster
         .table()
