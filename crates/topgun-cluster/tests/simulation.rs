@@ -103,13 +103,14 @@ impl Sim {
         }
     }
 
-    fn run(&mut self) {
+    fn run(mut self) -> Coverage {
         self.form();
         for _ in 0..STEPS {
             self.now_ms += 1 + self.rng.next() % 500;
             self.step();
         }
         self.settle();
+        self.checker.coverage
     }
 
     /// Formation: 1–4 processes started together; the lowest name bootstraps them all.
@@ -386,6 +387,7 @@ fn join(n: &str, p: &Process) -> Command {
 /// The invariants of the module doc, checked after every applied log entry.
 #[derive(Default)]
 struct Checker {
+    coverage: Coverage,
     /// (partition, epoch) → the one owner it ever had.
     owners: BTreeMap<(PartitionId, Epoch), RaftId>,
     /// Log index → the state and outcome after applying it, from the first replica there.
@@ -403,6 +405,7 @@ impl Checker {
     ) {
         assert_eq!(self.after.len(), i, "entries applied out of order");
         self.after.push((after.clone(), outcome.clone()));
+        self.coverage.count(cmd, outcome);
         if let CommandResult::Refused(_) = outcome.result {
             assert_eq!(
                 before, after,
@@ -509,15 +512,79 @@ fn join_refused_exactly_when_the_name_is_live_elsewhere(
     }
 }
 
-fn run_seed(seed: u64) {
+/// How often the paths worth reaching were reached, so that a change to the generator
+/// cannot quietly stop exercising them.
+#[derive(Debug, Default, Clone, Copy)]
+struct Coverage {
+    name_in_use: u64,
+    restarts: u64,
+    failovers: u64,
+    stale_moves: u64,
+    stale_epochs: u64,
+    lost: u64,
+}
+
+impl Coverage {
+    fn count(&mut self, cmd: &Command, outcome: &Outcome) {
+        match (&outcome.result, cmd) {
+            (CommandResult::Refused(Refusal::NameInUse { .. }), _) => self.name_in_use += 1,
+            (CommandResult::Refused(Refusal::StaleEpoch { .. }), _) => self.stale_epochs += 1,
+            (
+                CommandResult::Joined {
+                    replaced: Some(_), ..
+                },
+                _,
+            ) => self.restarts += 1,
+            (CommandResult::PlanApplied { skipped, .. }, _) if *skipped > 0 => {
+                self.stale_moves += 1;
+            }
+            (CommandResult::Done, Command::MarkDown { .. }) => self.failovers += 1,
+            _ => {}
+        }
+        if outcome
+            .effects
+            .iter()
+            .any(|e| matches!(e, Effect::PartitionLost { .. }))
+        {
+            self.lost += 1;
+        }
+    }
+
+    fn add(&mut self, o: Self) {
+        self.name_in_use += o.name_in_use;
+        self.restarts += o.restarts;
+        self.failovers += o.failovers;
+        self.stale_moves += o.stale_moves;
+        self.stale_epochs += o.stale_epochs;
+        self.lost += o.lost;
+    }
+
+    fn all_reached(&self) -> bool {
+        [
+            self.name_in_use,
+            self.restarts,
+            self.failovers,
+            self.stale_moves,
+            self.stale_epochs,
+            self.lost,
+        ]
+        .iter()
+        .all(|&n| n > 0)
+    }
+}
+
+fn run_seed(seed: u64) -> Coverage {
     let result = std::panic::catch_unwind(|| Sim::new(seed).run());
-    if let Err(panic) = result {
-        let msg = panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-            .unwrap_or_default();
-        panic!("simulation failed at seed {seed} (replay: TOPGUN_SEED={seed}): {msg}");
+    match result {
+        Ok(coverage) => coverage,
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_default();
+            panic!("simulation failed at seed {seed} (replay: TOPGUN_SEED={seed}): {msg}");
+        }
     }
 }
 
@@ -534,7 +601,12 @@ fn the_control_log_keeps_its_invariants_on_every_seed() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(200);
+    let mut coverage = Coverage::default();
     for seed in 0..seeds {
-        run_seed(seed);
+        coverage.add(run_seed(seed));
     }
+    assert!(
+        seeds < 100 || coverage.all_reached(),
+        "paths never reached: {coverage:?}"
+    );
 }
