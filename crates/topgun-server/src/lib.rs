@@ -13,7 +13,8 @@
 //! | [`coordination`] | topics, locks with fencing tokens, PN counters, reserved maps |
 //! | [`journal`] | the event journal (sans I/O) and the task serving it |
 //! | [`storage`] | write-ahead log, stores, checkpoints, backups, recovery |
-//! | [`http`] | `POST /sync` (HTTP sync), and the HTTP surfaces to come |
+//! | [`http`] | `POST /sync` (HTTP sync), the admin REST API and its dashboard |
+//! | [`cluster`] | between members: frames, the authenticated handshake, links with backoff |
 //! | [`metrics`] | counters and latency histograms, rendered for `/metrics` (Prometheus) |
 //! | [`error`] | every `ERROR` code and the refusals built from them |
 //! | [`clock`] | the wall clock, and the server's shared hybrid logical clock |
@@ -27,6 +28,7 @@
 
 pub mod by_name;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod coordination;

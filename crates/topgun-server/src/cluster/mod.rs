@@ -1,0 +1,15 @@
+//! The cluster's I/O (CLUSTER.md): how members reach each other. The replicated control
+//! state, the partition table and its assignment are pure and live in the `topgun-cluster`
+//! crate; this module carries them between processes.
+//!
+//! Built so far:
+//! * [`frame`]: `u32` length, type byte, body — bounded before anything is read;
+//! * [`hello`]: the handshake that proves both sides know the cluster secret and name;
+//! * [`transport`]: the listener and the outbound links, with backoff and bounded queues.
+//!
+//! Invariants of the module: no frame from a peer is read before the peer has proven itself,
+//! and every queue between members has a bound.
+
+pub mod frame;
+pub mod hello;
+pub mod transport;
