@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use crate::clock::now_ms;
+use crate::cluster::maps::MapPush;
 use crate::error;
 use crate::http;
 use crate::metrics::Metrics;
@@ -41,7 +42,9 @@ use crate::connection::ConnId;
 use crate::connection::fanout::{ConnHandle, Outbound};
 use crate::connection::listener::{Admission, LINGER, Peer, PreAuth};
 use crate::connection::outbox::{Backlog, KickReason, Outbox};
-use crate::connection::session::{Authenticator, Output, Session, SessionConfig, close};
+use crate::connection::session::{
+    Authenticator, ClusterSession, Output, Session, SessionConfig, close,
+};
 use crate::data::conn::ConnState;
 use crate::data::plane::DataPlane;
 use crate::data::shard::service::Persist;
@@ -364,6 +367,7 @@ impl Server {
             decode: config.decode,
             node_id: config.node_id.as_str().to_owned(),
             advertised_url: format!("ws://{addr}"),
+            cluster: None,
         });
         let (shutdown, _) = watch::channel(false);
         let settings = node_settings(&config, addr, Arc::clone(data.queue_gate()));
@@ -739,6 +743,7 @@ async fn serve_connection(socket: WebSocket, shared: Arc<Shared>, peer: Peer) {
     // AUTH is answered first: a TS client waiting for DEVICE_ACK must not get GC_PRUNE
     // before it).
     let mut greeted = false;
+    let mut unasked = Unasked::of(shared.session.cluster.as_ref());
     while open {
         // No binding holds the message: a local `Option<Message>` would sit in this task's
         // state (≈ 440 bytes) across every await of the loop.
@@ -753,14 +758,18 @@ async fn serve_connection(socket: WebSocket, shared: Arc<Shared>, peer: Peer) {
                     let hooks = Hooks { shared: &shared, conn: conn.handle.id };
                     let mut outputs = handle_frame(&mut session, &bytes, &hooks);
                     guard_auth(&shared, &session, ip, &mut user, &mut outputs);
+                    note_map_sent(unasked.as_mut(), &outputs);
                     if session.is_open() && let Some(preauth) = &preauth {
                         preauth.authenticated();
                     }
                     outputs
                 }
                 Some(Ok(WsMessage::Text(_))) => session.on_text_frame(),
-                // WebSocket pings are answered by the transport.
-                Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
+                // WebSocket pings are answered by the transport; pongs answer ours.
+                Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {
+                    session.on_activity(now_ms());
+                    continue;
+                }
                 Some(Ok(WsMessage::Close(_)) | Err(_)) | None => break,
             },
             _ = tick.tick() => {
@@ -776,20 +785,16 @@ async fn serve_connection(socket: WebSocket, shared: Arc<Shared>, peer: Peer) {
             // The writer closes the socket; nothing more is read.
             _ = kicked.changed() => break,
             _ = gc.changed() => continue,
+            item = Unasked::next(unasked.as_mut(), session.is_open()) => {
+                if tx.send(item).await.is_err() { break }
+                continue;
+            }
             () = preauth_spent(preauth.as_deref()) => too_much_before_auth(&shared, preauth.as_deref()),
         };
         conn.set_principal(session.principal(), shared.session.auth_required);
         open = Box::pin(deliver(outputs, &tx, &mut conn, &shared)).await;
     }
-    if let Some(reason) = conn.handle.outbox().kicked() {
-        tracing::warn!(
-            conn = conn.handle.id,
-            user = user.as_deref().unwrap_or("-"),
-            ip = ?ip,
-            reason = reason.as_str(),
-            "closed a slow consumer: it did not read what it was sent; it must reconnect and resync"
-        );
-    }
+    warn_if_kicked(&conn, user.as_deref(), ip);
     if let Some(user) = user {
         shared.user_connections.leave(&user);
     }
@@ -806,6 +811,55 @@ async fn serve_connection(socket: WebSocket, shared: Arc<Shared>, peer: Peer) {
     if preauth.as_ref().is_some_and(|p| p.is_discarding()) {
         let _ =
             tokio::time::timeout(LINGER, async { while stream.next().await.is_some() {} }).await;
+    }
+}
+
+/// What a cluster member sends each connection unasked: newer maps, and WebSocket pings.
+struct Unasked {
+    pushes: MapPush,
+    pings: tokio::time::Interval,
+}
+
+impl Unasked {
+    fn of(cluster: Option<&ClusterSession>) -> Option<Self> {
+        cluster.map(|c| Self {
+            pushes: MapPush::new(c.maps.clone(), c.push_interval),
+            pings: tokio::time::interval(c.ping_interval),
+        })
+    }
+
+    /// The next push or ping; never on a single node.
+    async fn next(this: Option<&mut Self>, open: bool) -> Outbound {
+        let Some(this) = this else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            map = this.pushes.due(open) => Outbound::Frame(map.frame.clone()),
+            _ = this.pings.tick() => Outbound::Ping,
+        }
+    }
+}
+
+/// A map the session sent in answer to a request counts as pushed.
+fn note_map_sent(unasked: Option<&mut Unasked>, outputs: &[Output]) {
+    let Some(unasked) = unasked else { return };
+    for output in outputs {
+        if let Output::Send(Message::PartitionMap(map)) = output {
+            unasked.pushes.sent(map.version);
+        }
+    }
+}
+
+/// Logs a connection closed as a slow consumer.
+fn warn_if_kicked(conn: &ConnState, user: Option<&str>, ip: Option<IpAddr>) {
+    if let Some(reason) = conn.handle.outbox().kicked() {
+        tracing::warn!(
+            conn = conn.handle.id,
+            user = user.unwrap_or("-"),
+            ip = ?ip,
+            reason = reason.as_str(),
+            "closed a slow consumer: it did not read what it was sent; it must reconnect and resync"
+        );
     }
 }
 
@@ -1017,6 +1071,11 @@ async fn write_loop(
             reply = queues.replies.recv() => match reply {
                 None => break,
                 Some(Outbound::Message(msg)) => vec![encoded(&msg, &metrics)],
+                Some(Outbound::Frame(bytes)) => {
+                    metrics.sent_bytes(bytes.len());
+                    vec![WsMessage::Binary(bytes)]
+                }
+                Some(Outbound::Ping) => vec![WsMessage::Ping(bytes::Bytes::new())],
                 Some(Outbound::Later(replies)) => tokio::select! {
                     _ = &mut on_kick => break kick(sink).await,
                     msgs = replies => msgs.iter().map(|m| encoded(m, &metrics)).collect(),

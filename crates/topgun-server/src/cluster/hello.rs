@@ -58,12 +58,15 @@ pub enum Channel {
     Data,
 }
 
-/// Who is at the other end: a member name and its incarnation.
+/// Who is at the other end: a member name, its incarnation and where it listens.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PeerIdentity {
     pub name: String,
     /// Random per start (or per data directory): tells a restarted member from its old self.
     pub incarnation: u128,
+    /// The cluster address (`host:port`) the member listens on: where replies to it go,
+    /// since every socket carries one direction only.
+    pub addr: String,
 }
 
 /// What a member proves itself with.
@@ -251,11 +254,13 @@ fn transcript(hello: &Hello, acceptor: &PeerIdentity, acceptor_nonce: &[u8; 32])
     field(hello.cluster.as_bytes());
     field(hello.me.name.as_bytes());
     field(&hello.me.incarnation.to_be_bytes());
+    field(hello.me.addr.as_bytes());
     field(&hello.proto.to_be_bytes());
     field(&[u8::from(hello.channel == Channel::Data)]);
     field(&hello.nonce);
     field(acceptor.name.as_bytes());
     field(&acceptor.incarnation.to_be_bytes());
+    field(acceptor.addr.as_bytes());
     field(acceptor_nonce);
     out
 }
@@ -318,6 +323,7 @@ mod tests {
             me: PeerIdentity {
                 name: name.into(),
                 incarnation: 7,
+                addr: format!("{name}.test:9000"),
             },
             secret: secret.to_vec(),
         }

@@ -5,11 +5,18 @@
 //! Built so far:
 //! * [`frame`]: `u32` length, type byte, body — bounded before anything is read;
 //! * [`hello`]: the handshake that proves both sides know the cluster secret and name;
-//! * [`transport`]: the listener and the outbound links, with backoff and bounded queues.
+//! * [`transport`]: the listener and the outbound links, with backoff and bounded queues;
+//! * [`rpc`]: requests with replies, and one-way messages, over the transport;
+//! * [`maps`]: the committed `PARTITION_MAP`, encoded once and pushed to every connection;
+//! * [`formation`]: whether a member not yet in a cluster joins one, bootstraps one, or
+//!   waits (sans I/O).
 //!
 //! Invariants of the module: no frame from a peer is read before the peer has proven itself,
 //! and every queue between members has a bound.
 
+pub mod formation;
 pub mod frame;
 pub mod hello;
+pub mod maps;
+pub mod rpc;
 pub mod transport;

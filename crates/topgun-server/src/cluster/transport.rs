@@ -14,11 +14,12 @@
 //!
 //! Invariants:
 //! * every queue is bounded: a link's outbound queue ([`LINK_QUEUE_LEN`] frames; senders
-//!   wait, or use [`Link::try_send`]) and the inbound queue shared by every accepted
-//!   connection ([`INBOUND_QUEUE_LEN`]; a connection whose frames are not taken stops being
-//!   read, and TCP pushes back on its sender);
+//!   wait, or use [`Link::try_send`]) and the two inbound queues, one per channel, shared by
+//!   the accepted connections ([`INBOUND_QUEUE_LEN`]; a connection whose frames are not
+//!   taken stops being read, and TCP pushes back on its sender). A data burst never queues
+//!   ahead of a heartbeat on either side;
 //! * a link's task ends when the last [`Link`] handle and the transport's own are dropped;
-//! * dropping the [`Transport`] (or the inbound receiver) closes the listener and every
+//! * dropping the [`Transport`] (or both inbound receivers) closes the listener and every
 //!   accepted connection at once, so a member that stops frees its port for a restart.
 
 use std::collections::HashMap;
@@ -37,7 +38,7 @@ use super::hello::{self, Channel, Credentials, HandshakeError, PeerIdentity};
 /// Frames a link holds for its peer while connected or not.
 pub const LINK_QUEUE_LEN: usize = 1024;
 
-/// Frames received from every peer waiting for the member to take them.
+/// Frames received from every peer on one channel, waiting for the member to take them.
 pub const INBOUND_QUEUE_LEN: usize = 4096;
 
 /// The first and the longest wait between two dials of one peer.
@@ -53,6 +54,34 @@ pub struct Inbound {
     pub from: PeerIdentity,
     pub channel: Channel,
     pub frame: Frame,
+}
+
+/// What peers send, by channel.
+#[derive(Debug)]
+pub struct Inbox {
+    pub control: mpsc::Receiver<Inbound>,
+    pub data: mpsc::Receiver<Inbound>,
+}
+
+/// The sending ends of an [`Inbox`].
+#[derive(Debug, Clone)]
+struct InboxTx {
+    control: mpsc::Sender<Inbound>,
+    data: mpsc::Sender<Inbound>,
+}
+
+impl InboxTx {
+    fn of(&self, channel: Channel) -> &mpsc::Sender<Inbound> {
+        match channel {
+            Channel::Control => &self.control,
+            Channel::Data => &self.data,
+        }
+    }
+
+    async fn closed(&self) {
+        self.control.closed().await;
+        self.data.closed().await;
+    }
 }
 
 /// What a link knows of its peer.
@@ -134,24 +163,33 @@ impl Drop for Transport {
 }
 
 impl Transport {
-    /// Listens on `addr` and accepts authenticated peers; their frames arrive on the
-    /// receiver. Serving stops when the transport or the receiver is dropped.
+    /// Listens on `addr` and accepts authenticated peers; their frames arrive in the inbox.
+    /// Peers are told to reply at `advertise_host` and the port actually bound (`creds.me.addr`
+    /// is set here). Serving stops when the transport or both receivers are dropped.
     pub async fn bind(
         addr: SocketAddr,
-        creds: Credentials,
-    ) -> std::io::Result<(Arc<Self>, mpsc::Receiver<Inbound>)> {
+        advertise_host: &str,
+        mut creds: Credentials,
+    ) -> std::io::Result<(Arc<Self>, Inbox)> {
         let listener = TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
+        creds.me.addr = host_port(advertise_host, local_addr.port());
         let creds = Arc::new(creds);
-        let (inbound, frames) = mpsc::channel(INBOUND_QUEUE_LEN);
-        let accepting = tokio::spawn(accept_loop(listener, Arc::clone(&creds), inbound));
+        let (control, control_rx) = mpsc::channel(INBOUND_QUEUE_LEN);
+        let (data, data_rx) = mpsc::channel(INBOUND_QUEUE_LEN);
+        let inbox = InboxTx { control, data };
+        let accepting = tokio::spawn(accept_loop(listener, Arc::clone(&creds), inbox));
         let transport = Arc::new(Self {
             creds,
             local_addr,
             links: Mutex::new(HashMap::new()),
             accepting,
         });
-        Ok((transport, frames))
+        let inbox = Inbox {
+            control: control_rx,
+            data: data_rx,
+        };
+        Ok((transport, inbox))
     }
 
     /// The address the listener is bound to.
@@ -178,6 +216,15 @@ impl Transport {
     pub fn forget(&self, addr: &str) {
         let mut links = self.links.lock().unwrap_or_else(PoisonError::into_inner);
         links.retain(|(a, _), _| a != addr);
+    }
+}
+
+/// `host:port`, with an IPv6 literal in brackets.
+pub fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }
 
@@ -299,13 +346,9 @@ async fn pump(stream: TcpStream, queued: &mut mpsc::Receiver<Frame>) -> Pumped {
     }
 }
 
-/// Accepts peers until the inbound receiver is dropped. The accepted connections live in a
-/// `JoinSet` owned here, so ending (or aborting) this task closes them all.
-async fn accept_loop(
-    listener: TcpListener,
-    creds: Arc<Credentials>,
-    inbound: mpsc::Sender<Inbound>,
-) {
+/// Accepts peers until both inbound receivers are dropped. The accepted connections live in
+/// a `JoinSet` owned here, so ending (or aborting) this task closes them all.
+async fn accept_loop(listener: TcpListener, creds: Arc<Credentials>, inbound: InboxTx) {
     let mut peers = JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -332,7 +375,7 @@ async fn serve_peer(
     mut stream: TcpStream,
     from: SocketAddr,
     creds: Arc<Credentials>,
-    inbound: mpsc::Sender<Inbound>,
+    inbound: InboxTx,
 ) {
     let _ = stream.set_nodelay(true);
     let (peer, channel) = match hello::accept(&mut stream, &creds).await {
@@ -357,7 +400,7 @@ async fn serve_peer(
             channel,
             frame,
         };
-        if inbound.send(message).await.is_err() {
+        if inbound.of(channel).send(message).await.is_err() {
             return;
         }
     }
@@ -374,15 +417,20 @@ mod tests {
             me: PeerIdentity {
                 name: name.into(),
                 incarnation: u128::from(name.len() as u64),
+                addr: String::new(),
             },
             secret: secret.to_vec(),
         }
     }
 
-    async fn member(name: &str, secret: &[u8]) -> (Arc<Transport>, mpsc::Receiver<Inbound>) {
-        Transport::bind("127.0.0.1:0".parse().unwrap(), creds(name, secret))
-            .await
-            .unwrap()
+    async fn member(name: &str, secret: &[u8]) -> (Arc<Transport>, Inbox) {
+        Transport::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            "127.0.0.1",
+            creds(name, secret),
+        )
+        .await
+        .unwrap()
     }
 
     async fn next(frames: &mut mpsc::Receiver<Inbound>) -> Inbound {
@@ -402,7 +450,7 @@ mod tests {
         }
         assert_eq!(to_b.connected().await.unwrap().name, "b");
         for n in 0..100u8 {
-            let got = next(&mut at_b).await;
+            let got = next(&mut at_b.control).await;
             assert_eq!(
                 (got.from.name.as_str(), got.channel),
                 ("a", Channel::Control)
@@ -412,13 +460,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn each_channel_has_its_own_inbox_and_peers_say_where_to_reply() {
+        let (a, _) = member("a", b"s").await;
+        let (b, mut at_b) = member("b", b"s").await;
+        let addr = b.local_addr().to_string();
+        for n in 0..10u8 {
+            a.link(&addr, Channel::Data)
+                .send(Frame::new(2, vec![n]))
+                .await
+                .unwrap();
+        }
+        a.link(&addr, Channel::Control)
+            .send(Frame::new(1, &b"beat"[..]))
+            .await
+            .unwrap();
+        // The heartbeat is not behind the ten data frames nobody has taken yet.
+        let beat = next(&mut at_b.control).await;
+        assert_eq!(beat.frame.body, &b"beat"[..]);
+        assert_eq!(beat.from.addr, a.me().addr);
+        assert_eq!(a.me().addr, a.local_addr().to_string());
+        for n in 0..10u8 {
+            assert_eq!(next(&mut at_b.data).await.frame.body[..], [n]);
+        }
+    }
+
+    #[test]
+    fn ipv6_hosts_are_bracketed() {
+        assert_eq!(host_port("::1", 9), "[::1]:9");
+        assert_eq!(host_port("[::1]", 9), "[::1]:9");
+        assert_eq!(host_port("node-1.svc", 9), "node-1.svc:9");
+    }
+
+    #[tokio::test]
     async fn a_link_redials_a_peer_that_restarts_on_the_same_port() {
         let (a, _) = member("a", b"s").await;
         let (b, mut at_b) = member("b", b"s").await;
         let addr = b.local_addr();
         let to_b = a.link(&addr.to_string(), Channel::Data);
         to_b.send(Frame::new(1, &b"first"[..])).await.unwrap();
-        assert_eq!(next(&mut at_b).await.frame.body, &b"first"[..]);
+        assert_eq!(next(&mut at_b.data).await.frame.body, &b"first"[..]);
         // The peer goes away: its receiver and listener with it.
         drop(at_b);
         drop(b);
@@ -426,7 +506,7 @@ mod tests {
         // run the abort, the port is free.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
         let (_b2, mut at_b2) = loop {
-            match Transport::bind(addr, creds("b", b"s")).await {
+            match Transport::bind(addr, "127.0.0.1", creds("b", b"s")).await {
                 Ok(bound) => break bound,
                 Err(e) => assert!(tokio::time::Instant::now() < deadline, "port held: {e}"),
             }
@@ -436,7 +516,7 @@ mod tests {
         loop {
             let _ = to_b.try_send(Frame::new(1, &b"again"[..]));
             if let Ok(Some(got)) =
-                tokio::time::timeout(Duration::from_millis(200), at_b2.recv()).await
+                tokio::time::timeout(Duration::from_millis(200), at_b2.data.recv()).await
             {
                 assert_eq!(got.frame.body, &b"again"[..]);
                 break;
@@ -463,7 +543,7 @@ mod tests {
         .unwrap();
         assert!(!matches!(refused, LinkState::Up(_)), "{refused:?}");
         assert!(
-            tokio::time::timeout(Duration::from_millis(300), at_b.recv())
+            tokio::time::timeout(Duration::from_millis(300), at_b.control.recv())
                 .await
                 .is_err(),
             "nothing was delivered"

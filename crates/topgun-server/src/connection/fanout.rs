@@ -34,6 +34,10 @@ pub enum Outbound {
     Later(BoxFuture<'static, Vec<Message>>),
     /// Close the connection after everything before it.
     Close { code: u16, reason: &'static str },
+    /// A frame encoded once for many connections (a pushed `PARTITION_MAP`).
+    Frame(bytes::Bytes),
+    /// A WebSocket ping (cluster mode keeps idle secondary connections alive with them).
+    Ping,
 }
 
 impl std::fmt::Debug for Outbound {
@@ -42,6 +46,8 @@ impl std::fmt::Debug for Outbound {
             Self::Message(m) => write!(f, "Message({})", m.type_name()),
             Self::Later(_) => f.write_str("Later"),
             Self::Close { code, reason } => write!(f, "Close({code}, {reason})"),
+            Self::Frame(bytes) => write!(f, "Frame({} bytes)", bytes.len()),
+            Self::Ping => f.write_str("Ping"),
         }
     }
 }

@@ -64,6 +64,28 @@ pub struct SessionConfig {
     pub node_id: String,
     /// The `ws://host:port` clients should use for this node (in `PARTITION_MAP`).
     pub advertised_url: String,
+    /// In cluster mode: the committed maps and how connections are kept. `None`: a single
+    /// node, which owns every partition under version 1.
+    pub cluster: Option<ClusterSession>,
+}
+
+/// What connections of a cluster member share.
+#[derive(Debug, Clone)]
+pub struct ClusterSession {
+    pub maps: crate::cluster::maps::MapWatch,
+    /// At most one `PARTITION_MAP` push per connection this often (the newest).
+    pub push_interval: std::time::Duration,
+    /// How often a WebSocket ping goes to each connection.
+    pub ping_interval: std::time::Duration,
+}
+
+impl SessionConfig {
+    /// In cluster mode every inbound frame (WebSocket pongs included) is activity: the TS
+    /// cluster client pings on its primary connection only, and its secondary connections
+    /// would otherwise be closed as idle (CLUSTER.md §15.6).
+    pub fn any_frame_is_activity(&self) -> bool {
+        self.cluster.is_some()
+    }
 }
 
 /// One effect the driver must carry out, in order.
@@ -92,7 +114,8 @@ pub struct Session {
     config: Arc<SessionConfig>,
     phase: Phase,
     principal: Option<Principal>,
-    /// Only `PING` counts as activity (PROTOCOL.md §7.3).
+    /// On a single node only `PING` counts as activity (PROTOCOL.md §7.3); in cluster mode
+    /// any frame does ([`SessionConfig::any_frame_is_activity`]).
     last_ping_ms: u64,
     /// The type of the last frame decoded, for the driver's metrics.
     last_type: Option<&'static str>,
@@ -145,6 +168,7 @@ impl Session {
         if self.is_closed() {
             return Vec::new();
         }
+        self.on_activity(now_ms);
         let decoded = Message::decode(frame, &self.config.decode);
         self.last_type = decoded.as_ref().ok().map(Message::type_name);
         match decoded {
@@ -288,8 +312,33 @@ impl Session {
         }))]
     }
 
-    /// A single node owns every partition; version 1 never changes while it runs.
+    /// The partition map if the client's is older: the committed one in cluster mode
+    /// (nothing before the first table commits — it is pushed when it does), else the
+    /// single node's.
     fn partition_map(&self, current_version: Option<u32>, now_ms: u64) -> Vec<Output> {
+        match &self.config.cluster {
+            Some(cluster) => match &*cluster.maps.borrow() {
+                Some(out) if current_version.is_none_or(|v| v < out.version()) => {
+                    let mut map = out.map.clone();
+                    map.generated_at = i64::try_from(now_ms).unwrap_or(i64::MAX);
+                    vec![Output::Send(Message::PartitionMap(map))]
+                }
+                _ => Vec::new(),
+            },
+            None => self.single_node_map(current_version, now_ms),
+        }
+    }
+
+    /// Something arrived from the client (a frame or a WebSocket pong) at `now_ms`; in
+    /// cluster mode that keeps the connection from idling out.
+    pub fn on_activity(&mut self, now_ms: u64) {
+        if self.config.any_frame_is_activity() {
+            self.last_ping_ms = self.last_ping_ms.max(now_ms);
+        }
+    }
+
+    /// A single node owns every partition; version 1 never changes while it runs.
+    fn single_node_map(&self, current_version: Option<u32>, now_ms: u64) -> Vec<Output> {
         const VERSION: u32 = 1;
         if current_version.is_some_and(|v| v >= VERSION) {
             return Vec::new();
@@ -390,6 +439,7 @@ mod tests {
             decode: Limits::default(),
             node_id: "n1".into(),
             advertised_url: "ws://127.0.0.1:8080".into(),
+            cluster: None,
         })
     }
 
@@ -599,6 +649,100 @@ mod tests {
             })
             .collect();
         assert_eq!(stamps, vec![1, 2]);
+    }
+
+    fn cluster_config(maps: crate::cluster::maps::MapWatch) -> Arc<SessionConfig> {
+        let mut config = Arc::unwrap_or_clone(config(false));
+        config.cluster = Some(ClusterSession {
+            maps,
+            push_interval: std::time::Duration::from_millis(100),
+            ping_interval: std::time::Duration::from_secs(20),
+        });
+        Arc::new(config)
+    }
+
+    fn bootstrapped(names: &[&str]) -> topgun_cluster::state::ControlState {
+        use topgun_cluster::command::{BootstrapMember, Command};
+        use topgun_cluster::ids::{ClusterUuid, Incarnation, MemberName};
+        use topgun_cluster::member::MemberAddrs;
+        let mut state = topgun_cluster::state::ControlState::new();
+        let members = names
+            .iter()
+            .map(|n| BootstrapMember {
+                name: MemberName::new(n).unwrap(),
+                incarnation: Incarnation(1),
+                addrs: MemberAddrs {
+                    cluster_addr: format!("{n}:9000"),
+                    client_url: format!("ws://{n}:8080"),
+                    http_url: format!("http://{n}:8080"),
+                },
+            })
+            .collect();
+        let cmd = Command::Bootstrap {
+            cluster_uuid: ClusterUuid(7),
+            version_base: 1000,
+            backups: 0,
+            members,
+        };
+        let outcome = state.apply(cmd, 5);
+        assert!(
+            !matches!(
+                outcome.result,
+                topgun_cluster::command::CommandResult::Refused(_)
+            ),
+            "{outcome:?}"
+        );
+        state
+    }
+
+    #[test]
+    fn in_cluster_mode_the_committed_map_is_served_and_nothing_before_it() {
+        let (publisher, maps) = crate::cluster::maps::MapPublisher::new();
+        let (mut s, _) = Session::open(cluster_config(maps), 0);
+        let req = Message::PartitionMapRequest(None).encode();
+        assert!(s.on_frame(&req, 1, &FakeAuth).is_empty(), "no table yet");
+        let state = bootstrapped(&["n1", "n2", "n3"]);
+        assert!(publisher.publish(state.cluster().unwrap(), 10));
+        let out = s.on_frame(&req, 42, &FakeAuth);
+        let Some(Output::Send(Message::PartitionMap(map))) = out.first() else {
+            panic!("{out:?}")
+        };
+        assert_eq!(map.nodes.len(), 3);
+        assert_eq!(map.version, state.cluster().unwrap().map_version());
+        assert!(map.version > 1000, "above the version base");
+        assert_eq!(map.generated_at, 42);
+        let owners: std::collections::BTreeSet<_> = map
+            .partitions
+            .iter()
+            .map(|p| p.owner_node_id.as_str())
+            .collect();
+        assert_eq!(owners.len(), 3);
+        let current = topgun_core::protocol::messages::PartitionMapRequest {
+            current_version: Some(map.version),
+        };
+        let current = Message::PartitionMapRequest(Some(current)).encode();
+        assert!(s.on_frame(&current, 43, &FakeAuth).is_empty());
+        assert!(
+            !publisher.publish(state.cluster().unwrap(), 50),
+            "an unchanged table is not published again"
+        );
+    }
+
+    #[test]
+    fn in_cluster_mode_any_frame_keeps_the_connection_alive() {
+        let (_publisher, maps) = crate::cluster::maps::MapPublisher::new();
+        let idle = SessionLimits::default().idle_timeout_ms;
+        let (mut s, _) = Session::open(cluster_config(maps), 0);
+        let req = Message::PartitionMapRequest(None).encode();
+        let _ = s.on_frame(&req, idle - 1, &FakeAuth);
+        assert!(s.on_tick(idle + 1).is_empty(), "a frame is activity");
+        s.on_activity(2 * idle);
+        assert!(s.on_tick(3 * idle - 1).is_empty(), "so is a pong");
+        assert!(!s.on_tick(3 * idle + 1).is_empty(), "silence is not");
+        // A single node keeps PROTOCOL.md §7.3: only PING counts.
+        let (mut single, _) = Session::open(config(false), 0);
+        let _ = single.on_frame(&req, idle - 1, &FakeAuth);
+        assert!(!single.on_tick(idle + 1).is_empty());
     }
 
     #[test]

@@ -401,6 +401,6 @@ fn project(out: Outbound, fields: Option<Fields>) -> Outbound {
             }
             .boxed(),
         ),
-        close @ Outbound::Close { .. } => close,
+        other @ (Outbound::Close { .. } | Outbound::Frame(_) | Outbound::Ping) => other,
     }
 }

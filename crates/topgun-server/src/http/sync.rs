@@ -207,7 +207,7 @@ async fn write(
     let frames = match host.data().dispatch(conn, batch, now_ms()).await {
         Some(Outbound::Later(later)) => later.await,
         Some(Outbound::Message(msg)) => vec![*msg],
-        Some(Outbound::Close { .. }) | None => Vec::new(),
+        Some(Outbound::Close { .. } | Outbound::Frame(_) | Outbound::Ping) | None => Vec::new(),
     };
     let mut outcome = Outcome::default();
     for frame in frames {
