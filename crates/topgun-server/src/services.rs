@@ -100,6 +100,7 @@ pub fn start(
         ack_waits: persist.ack_waits(),
         clock: clock.clone(),
         metrics: Arc::clone(&metrics),
+        forward: std::sync::OnceLock::new(),
     };
     let sync = SyncPath {
         shards: shards.clone(),

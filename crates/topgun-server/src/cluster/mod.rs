@@ -9,14 +9,18 @@
 //! * [`rpc`]: requests with replies, and one-way messages, over the transport;
 //! * [`maps`]: the committed `PARTITION_MAP`, encoded once and pushed to every connection;
 //! * [`formation`]: whether a member not yet in a cluster joins one, bootstraps one, or
-//!   waits (sans I/O).
+//!   waits (sans I/O);
+//! * [`routes`]: who owns each partition under the applied table;
+//! * [`forwarder`]: writes to partitions other members own, sent and served (§8).
 //!
 //! Invariants of the module: no frame from a peer is read before the peer has proven itself,
 //! and every queue between members has a bound.
 
 pub mod formation;
+pub mod forwarder;
 pub mod frame;
 pub mod hello;
 pub mod maps;
+pub mod routes;
 pub mod rpc;
 pub mod transport;

@@ -21,6 +21,7 @@
 
 pub mod conn;
 pub mod deltas;
+pub mod forward;
 pub mod gate;
 pub mod ops;
 pub mod plane;

@@ -197,6 +197,21 @@ impl DataPlane {
         self.shards.gate()
     }
 
+    /// Cluster mode: writes to partitions other members own go through `forward` from now
+    /// on. Set once; `false` if one was set already.
+    pub fn set_forward(&self, forward: std::sync::Arc<dyn crate::data::forward::Forward>) -> bool {
+        self.writes.forward.set(forward).is_ok()
+    }
+
+    /// Applies a part of a batch another member validated and forwarded here (CLUSTER.md §8).
+    pub async fn apply_forwarded(
+        &self,
+        writes: Vec<(String, crate::data::ops::Write)>,
+        durable: bool,
+    ) -> crate::data::forward::PartAnswer {
+        self.writes.apply_forwarded(writes, durable).await
+    }
+
     /// Most ops one batch may hold (`ops_per_batch_max`).
     pub fn ops_per_batch_max(&self) -> usize {
         self.writes.guards.ops_per_batch_max

@@ -33,6 +33,7 @@ use crate::clock::ServerClock;
 use crate::config::Guards;
 use crate::connection::fanout::Outbound;
 use crate::data::conn::{Added, ConnState};
+use crate::data::forward::{Forward, Owner, PartAnswer, REMOTE_WRITER};
 use crate::data::ops::{self, Write};
 use crate::data::shard::service::Request;
 use crate::data::shards::Shards;
@@ -54,7 +55,12 @@ pub(crate) struct WritePath {
     pub(crate) ack_waits: bool,
     pub(crate) clock: ServerClock,
     pub(crate) metrics: Arc<Metrics>,
+    /// In cluster mode, where writes this member does not own go (set once, at start).
+    pub(crate) forward: std::sync::OnceLock<Arc<dyn Forward>>,
 }
+
+/// How long a write waits for the first partition table before it is refused as retryable.
+const TABLE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What a writer asks of its batch's acknowledgement.
 #[derive(Debug, Clone, Copy, Default)]
@@ -81,6 +87,8 @@ struct Deadline {
 struct Validated {
     /// Accepted writes, by shard, in batch order.
     per_shard: Vec<Vec<(String, Write)>>,
+    /// Accepted writes other members own, by owner, in batch order.
+    remote: std::collections::BTreeMap<Owner, Vec<(String, Write)>>,
     /// `OP_REJECTED`s, in batch order, then the `ERROR`s summing them up (COMPAT §4.1).
     frames: Vec<Message>,
     /// What `OP_ACK` names; `None`: no ack may be sent.
@@ -128,7 +136,15 @@ impl WritePath {
                 ),
             ));
         }
-        let batch = self.validate_batch(ops, conn, now_ms, timeout_ms.is_some());
+        if let Some(forward) = self.forward.get()
+            && !forward.ready(TABLE_WAIT).await
+        {
+            return Err(error::refusal(
+                code::UNAVAILABLE,
+                "the cluster has no partition table yet; nothing was applied, send the batch again",
+            ));
+        }
+        let mut batch = self.validate_batch(ops, conn, now_ms, timeout_ms.is_some());
         self.subscribe_writer(conn, &batch.per_shard).await?;
         let mut pending = Vec::new();
         let mut applied_parts = Vec::new();
@@ -155,6 +171,15 @@ impl WritePath {
                 .map_err(|_| error::shutting_down())?;
             pending.push(answer);
         }
+        if let Some(forward) = self.forward.get() {
+            for (owner, writes) in std::mem::take(&mut batch.remote) {
+                let (answer, applied) = forward_part(forward.as_ref(), owner, writes, durable);
+                if timeout_ms.is_some() {
+                    applied_parts.push(applied);
+                }
+                pending.push(answer);
+            }
+        }
         let achieved = if durable {
             self.durable_level
         } else {
@@ -179,6 +204,47 @@ impl WritePath {
         Ok(Outbound::Later(finish.after(pending).boxed()))
     }
 
+    /// Applies a part another member forwarded (validated there) through this member's
+    /// shards; answers with the weakest level any shard reached, or the first failure.
+    pub(crate) async fn apply_forwarded(
+        &self,
+        writes: Vec<(String, Write)>,
+        durable: bool,
+    ) -> PartAnswer {
+        let mut per_shard: Vec<Vec<(String, Write)>> = vec![Vec::new(); self.shards.count()];
+        for (map, write) in writes {
+            self.metrics.op(write.kind());
+            per_shard[self.shards.of(write.key())].push((map, write));
+        }
+        let mut answers = Vec::new();
+        for (shard, writes) in per_shard.into_iter().enumerate() {
+            if writes.is_empty() {
+                continue;
+            }
+            let (done, answer) = oneshot::channel();
+            let request = Request::Apply {
+                conn: REMOTE_WRITER,
+                writes,
+                durable: durable && self.ack_waits,
+                done,
+                applied: None,
+            };
+            if self.shards.send(shard, request).await.is_err() {
+                return Err(forward_lost());
+            }
+            answers.push(answer);
+        }
+        let mut achieved = if durable && self.ack_waits {
+            self.durable_level
+        } else {
+            WriteConcern::Applied
+        };
+        for answer in join_all(answers).await {
+            achieved = weakest(achieved, answer.unwrap_or_else(|_| Err(forward_lost()))?);
+        }
+        Ok(achieved)
+    }
+
     /// Validates a batch's ops in order: the accepted ones by shard, an `OP_REJECTED` for
     /// each refused one, and the id the `OP_ACK` may name; with `keep_ids`, the accepted ops'
     /// ids too.
@@ -196,6 +262,8 @@ impl WritePath {
         let mut applied = Vec::new();
         let mut accepted = Vec::new();
         let mut per_shard: Vec<Vec<(String, Write)>> = vec![Vec::new(); self.shards.count()];
+        let mut remote = std::collections::BTreeMap::<Owner, Vec<_>>::new();
+        let forward = self.forward.get();
         let user_id = conn.handle.access().user_id();
         let mut hlc = self.clock.lock();
         for (at, op) in ops.into_iter().enumerate() {
@@ -228,7 +296,10 @@ impl WritePath {
                     if keep_ids {
                         accepted.push(id.clone().unwrap_or_else(|| "unknown".into()));
                     }
-                    per_shard[self.shards.of(write.key())].push((map, write));
+                    match forward.and_then(|f| f.owner_elsewhere(write.key())) {
+                        Some(owner) => remote.entry(owner).or_default().push((map, write)),
+                        None => per_shard[self.shards.of(write.key())].push((map, write)),
+                    }
                 }
                 Err(refused) => {
                     self.metrics.op_rejected();
@@ -250,6 +321,7 @@ impl WritePath {
         }
         Validated {
             per_shard,
+            remote,
             frames: refusals.into_frames(),
             last_id: ack_id(last_id, any_id, retry_from.is_some()),
             applied,
@@ -582,6 +654,35 @@ impl Refusals {
 }
 
 /// The `ERROR 403` summing up a frame's denied ops, in the reference server's words.
+/// A part whose answer never came (its owner's shard or link went away): retryable.
+fn forward_lost() -> (u32, String) {
+    (
+        code::UNAVAILABLE,
+        "a part of the batch got no answer from its owner; send the batch again".into(),
+    )
+}
+
+/// Sends one owner its part: the answer, and word that the part is applied (for a batch
+/// with a deadline) — an owner's answer is at least that.
+fn forward_part(
+    forward: &dyn Forward,
+    owner: Owner,
+    writes: Vec<(String, Write)>,
+    durable: bool,
+) -> (oneshot::Receiver<PartAnswer>, oneshot::Receiver<()>) {
+    let answered = forward.forward(owner, writes, durable);
+    let (answer_tx, answer) = oneshot::channel();
+    let (applied_tx, applied) = oneshot::channel();
+    tokio::spawn(async move {
+        let result = answered.await.unwrap_or_else(|_| Err(forward_lost()));
+        if result.is_ok() {
+            let _ = applied_tx.send(());
+        }
+        let _ = answer_tx.send(result);
+    });
+    (answer, applied)
+}
+
 fn denied_error(denied: &[(CompactString, CompactString)]) -> Option<Message> {
     let (_, first) = denied.first()?;
     let mut maps: Vec<&str> = denied.iter().map(|(_, map)| map.as_str()).collect();
