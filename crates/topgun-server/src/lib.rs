@@ -5,7 +5,7 @@
 //!
 //! | module | what it holds |
 //! |---|---|
-//! | [`config`] | command line, TOML file and auth environment → [`config::Config`] |
+//! | [`config`] | command line, TOML file and environment → [`config::Config`], cluster settings included |
 //! | [`connection`] | sessions (sans I/O), outboxes, fan-out handles, the listener |
 //! | [`security`] | JWT auth, role policies, access checks, guards, interceptors |
 //! | [`data`] | the data path: shards and their tasks, op validation, the data plane |

@@ -5,7 +5,6 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use clap::Parser;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use topgun_server::Server;
 use topgun_server::config::{Cli, Command, Config, Env, LogFormat};
@@ -18,7 +17,7 @@ use topgun_server::storage::backup;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_process();
     if let Some(command) = cli.command.clone() {
         return match admin(&cli, command) {
             Ok(()) => ExitCode::SUCCESS,

@@ -14,6 +14,9 @@ use super::range::KeyRange;
 /// toml_name (CONSTANT): resolved_type = default, Unit min..=max, 0 means "what 0 does";
 /// ```
 ///
+/// `numeric in "table." { … }` declares the keys of a TOML table: messages, `--help` and the
+/// README name them `table.toml_name`.
+///
 /// From each numeric line follow: the file's field (`Option<u64>`, so that an out-of-range
 /// value is refused naming its range rather than as a type error); `CONSTANT`, the key's
 /// [`KeyRange`]; its place in `NUMERIC_KEYS` (declaration order, which is the README's);
@@ -23,10 +26,19 @@ use super::range::KeyRange;
 macro_rules! file_keys {
     (
         $(#[$file_attr:meta])*
-        struct $File:ident {
+        $vis:vis struct $File:ident $fields:tt
+        numeric { $($keys:tt)* }
+    ) => {
+        $crate::config::declare::file_keys! {
+            $(#[$file_attr])* $vis struct $File $fields numeric in "" { $($keys)* }
+        }
+    };
+    (
+        $(#[$file_attr:meta])*
+        $vis:vis struct $File:ident {
             $( $(#[$field_attr:meta])* $field:ident : $field_ty:ty, )*
         }
-        numeric {
+        numeric in $table:literal {
             $(
                 $(#[$doc:meta])*
                 $name:ident ($KEY:ident) : $ty:ty = $default:expr,
@@ -35,7 +47,7 @@ macro_rules! file_keys {
         }
     ) => {
         $(#[$file_attr])*
-        pub(super) struct $File {
+        $vis struct $File {
             $( $(#[$field_attr])* pub(super) $field: $field_ty, )*
             $( pub(super) $name: Option<u64>, )*
         }
@@ -43,7 +55,7 @@ macro_rules! file_keys {
         $(
             $(#[$doc])*
             pub const $KEY: $crate::config::KeyRange = $crate::config::KeyRange::new(
-                stringify!($name),
+                concat!($table, stringify!($name)),
                 *$range.start(),
                 *$range.end(),
                 $crate::config::Unit::$unit,
@@ -119,6 +131,16 @@ impl Number for usize {
     }
     fn to_u64(self) -> u64 {
         u64::try_from(self).unwrap_or(u64::MAX)
+    }
+}
+
+impl Number for u8 {
+    const LARGEST: u64 = u8::MAX as u64;
+    fn from_checked(value: u64) -> Self {
+        Self::try_from(value).unwrap_or(Self::MAX)
+    }
+    fn to_u64(self) -> u64 {
+        u64::from(self)
     }
 }
 

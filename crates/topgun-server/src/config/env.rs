@@ -1,6 +1,7 @@
 //! The environment variables the server reads that are not a flag's (a flag's environment
 //! names are on its [`Cli`](super::Cli) field): authentication, the write-ahead log's fsync
-//! policy, the journal, the admin plane, HTTP, SQL and the log format (COMPAT.md §1.1).
+//! policy, the journal, the admin plane, HTTP, SQL, the log format (COMPAT.md §1.1) and the
+//! cluster's settings that have no flag (CLUSTER.md §14).
 //!
 //! [`Env`] holds their raw text, read once from the process ([`Env::from_process`]) or
 //! built by hand in tests; [`Config::resolve`](super::Config::resolve) parses and checks
@@ -8,6 +9,7 @@
 //! variable's name is written once, in [`names`].
 
 use super::error::ConfigError;
+use super::settings::Secret;
 
 /// The variables' names.
 pub mod names {
@@ -28,6 +30,10 @@ pub mod names {
     pub const SQL: &str = "TOPGUN_SQL";
     pub const HTTP_SYNC_ALLOW_ANONYMOUS: &str = "TOPGUN_HTTP_SYNC_ALLOW_ANONYMOUS";
     pub const LOG_FORMAT: &str = "TOPGUN_LOG_FORMAT";
+    pub const CLUSTER_WRITE_CONCERN: &str = "TOPGUN_CLUSTER_WRITE_CONCERN";
+    pub const MIN_INSYNC_REPLICAS: &str = "TOPGUN_MIN_INSYNC_REPLICAS";
+    pub const CLUSTER_SECRET: &str = "TOPGUN_CLUSTER_SECRET";
+    pub const CLUSTER_NAME: &str = "TOPGUN_CLUSTER_NAME";
 
     /// Every name above (the README's table lists each; a test checks it).
     pub const ALL: &[&str] = &[
@@ -48,6 +54,10 @@ pub mod names {
         SQL,
         HTTP_SYNC_ALLOW_ANONYMOUS,
         LOG_FORMAT,
+        CLUSTER_WRITE_CONCERN,
+        MIN_INSYNC_REPLICAS,
+        CLUSTER_SECRET,
+        CLUSTER_NAME,
     ];
 }
 
@@ -97,6 +107,11 @@ pub struct Env {
     pub sql: Option<String>,
     pub http_sync_allow_anonymous: Option<String>,
     pub log_format: Option<String>,
+    pub cluster_write_concern: Option<String>,
+    pub min_insync_replicas: Option<String>,
+    /// Kept out of `Debug` output, as the cluster's peers authenticate with it.
+    pub cluster_secret: Option<Secret>,
+    pub cluster_name: Option<String>,
     /// The [`TOLERATED`] variables that are set, sorted.
     pub tolerated: Vec<String>,
 }
@@ -129,6 +144,10 @@ impl Env {
             sql: var(names::SQL),
             http_sync_allow_anonymous: var(names::HTTP_SYNC_ALLOW_ANONYMOUS),
             log_format: var(names::LOG_FORMAT),
+            cluster_write_concern: var(names::CLUSTER_WRITE_CONCERN),
+            min_insync_replicas: var(names::MIN_INSYNC_REPLICAS),
+            cluster_secret: var(names::CLUSTER_SECRET).map(Secret::from),
+            cluster_name: var(names::CLUSTER_NAME),
             tolerated,
         }
     }

@@ -24,6 +24,16 @@ pub enum ConfigError {
     BadKey(#[from] KeyError),
     #[error("node id {0:?}: {1}")]
     BadNodeId(String, topgun_core::HlcError),
+    /// In cluster mode the node id is the member name, which has rules of its own.
+    #[error("--node-id / TOPGUN_NODE_ID names this member in cluster mode: {0}")]
+    BadMemberName(#[from] topgun_cluster::ids::NameError),
+    /// A cluster flag given on the command line without cluster mode on: refused rather than
+    /// ignored, as the operator evidently meant a cluster.
+    #[error(
+        "{flag} is a cluster setting, and cluster mode is off: add --cluster-port (or \
+         TOPGUN_CLUSTER_PORT), or drop {flag}"
+    )]
+    NotClustered { flag: &'static str },
     #[error("config file {path}: {reason}")]
     File { path: String, reason: String },
     #[error(transparent)]

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use topgun_core::protocol::Limits;
 
+use super::cluster::keys::ClusterFile;
 use super::declare::file_keys;
 use crate::connection::outbox::BacklogLimits;
 use crate::journal::Retention;
@@ -24,13 +25,13 @@ use crate::storage::StorageConfig;
 pub const MAX_DEPTH_MAX: usize = 256;
 const _: () = assert!(MAX_DEPTH_MAX <= topgun_core::protocol::msgpack::MAX_DEPTH_CEILING);
 
-const KIB: u64 = 1024;
-const MIB: u64 = 1024 * KIB;
-const GIB: u64 = 1024 * MIB;
-const SEC: u64 = 1000;
-const MIN: u64 = 60 * SEC;
-const HOUR: u64 = 60 * MIN;
-const DAY: u64 = 24 * HOUR;
+pub(super) const KIB: u64 = 1024;
+pub(super) const MIB: u64 = 1024 * KIB;
+pub(super) const GIB: u64 = 1024 * MIB;
+pub(super) const SEC: u64 = 1000;
+pub(super) const MIN: u64 = 60 * SEC;
+pub(super) const HOUR: u64 = 60 * MIN;
+pub(super) const DAY: u64 = 24 * HOUR;
 
 fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
@@ -44,7 +45,7 @@ file_keys! {
     /// The TOML file; unknown keys are refused so that typos do not pass silently.
     #[derive(Debug, Default, Deserialize)]
     #[serde(deny_unknown_fields)]
-    struct FileConfig {
+    pub(super) struct FileConfig {
         // Flags as well: the flag and its environment names are on `Cli`, and win.
         port: Option<u16>,
         host: Option<IpAddr>,
@@ -56,6 +57,8 @@ file_keys! {
         server_timestamps: Option<bool>,
         #[serde(default)]
         policies: Vec<PolicySpec>,
+        /// `[cluster]`: the cluster's flags and its timing (`cluster/keys.rs`).
+        cluster: Option<ClusterFile>,
     }
 
     numeric {

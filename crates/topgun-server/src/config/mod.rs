@@ -8,6 +8,7 @@
 //! line each. Resolution is a pure function of its inputs ([`Config::resolve`]) so that every
 //! rule is tested without touching the process environment.
 
+pub mod cluster;
 mod declare;
 pub mod env;
 mod error;
@@ -21,7 +22,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use topgun_core::NodeId;
 use topgun_core::protocol::Limits;
 
@@ -32,6 +33,7 @@ use crate::security::policy::PolicySet;
 use crate::storage::data_dir::StorePaths;
 use crate::storage::wal::OnCorruption;
 use crate::storage::{Backend, Durability, StorageConfig};
+pub use cluster::{ClusterConfig, ClusterTiming, Discovery, SeedAddr};
 use declare::Number;
 pub use env::Env;
 use env::names;
@@ -78,7 +80,8 @@ pub struct Cli {
     /// below with their valid ranges (security: `ops_per_batch_max`, `value_bytes_max`,
     /// `queries_per_connection_max`, `connections_per_user_max`,
     /// `auth_failures_per_ip_per_minute`, `ops_per_sec_per_connection`, `ops_per_sec_per_user`,
-    /// `preauth_bytes_max`, `preauth_connections_max`, `preauth_connections_per_ip_max`).
+    /// `preauth_bytes_max`, `preauth_connections_max`, `preauth_connections_per_ip_max`),
+    /// and a `[cluster]` table (the cluster flags' keys and the `cluster.` keys below).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Directory of the embedded store and the write-ahead log (default `./topgun-data`).
@@ -105,6 +108,41 @@ pub struct Cli {
     /// Start even if the write-ahead log is corrupt, discarding it from the damaged frame on.
     #[arg(long)]
     pub wal_discard_corrupt: bool,
+    /// Turns cluster mode on: the port other members reach this one on (0 picks a free
+    /// port). Unset: a single node. Cluster mode is parsed and checked; the clustering
+    /// itself is being built (docs/cluster.md).
+    #[arg(long, env = env_name(&["TOPGUN_CLUSTER_PORT"]))]
+    pub cluster_port: Option<u16>,
+    /// Address the cluster listener binds (default: the client bind address).
+    #[arg(long, env = env_name(&["TOPGUN_CLUSTER_BIND_ADDR"]))]
+    pub cluster_host: Option<IpAddr>,
+    /// Other members' cluster addresses, `host:port,…` (IPv6 in brackets); this member's own
+    /// address may be listed too.
+    #[arg(long, value_name = "HOST:PORT,…", env = env_name(&["TOPGUN_SEED_NODES"]))]
+    pub seed_nodes: Option<String>,
+    /// `dns:<name>:<port>`: every address `<name>` resolves to is a seed at `<port>` (a
+    /// Kubernetes headless service). Needs `--bootstrap-expect`.
+    #[arg(long, value_name = "dns:NAME:PORT", env = env_name(&["TOPGUN_DISCOVERY"]))]
+    pub discovery: Option<String>,
+    /// Members, this one included, that must know each other before the cluster forms
+    /// (default: 1 + the seeds other than this member).
+    #[arg(long, value_name = "N", env = env_name(&["TOPGUN_BOOTSTRAP_EXPECT"]))]
+    pub bootstrap_expect: Option<usize>,
+    /// The host other members and clients reach this one at (default: `--host` if it is a
+    /// specific address, else 127.0.0.1).
+    #[arg(long, env = env_name(&["TOPGUN_ADVERTISE_HOST"]))]
+    pub advertise_host: Option<String>,
+    /// The `ws://` or `wss://` URL clients are given for this member (default:
+    /// `ws://<advertise host>:<port>`).
+    #[arg(long, value_name = "URL", env = env_name(&["TOPGUN_ADVERTISE_URL"]))]
+    pub advertise_url: Option<String>,
+    /// Replicas of each partition besides its owner, 0..=3 (default 1).
+    #[arg(long, value_name = "N", env = env_name(&["TOPGUN_BACKUP_COUNT"]))]
+    pub backups: Option<u8>,
+    /// The ids of the cluster flags read from the environment rather than the command line
+    /// ([`Cli::parse_process`]): without cluster mode those are a warning, not an error.
+    #[arg(skip)]
+    pub env_sourced: Vec<&'static str>,
     /// Without a command, the server runs.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -154,6 +192,17 @@ fn first_set(names: &[&'static str], is_set: impl Fn(&str) -> bool) -> &'static 
 }
 
 impl Cli {
+    /// Parses the process's arguments as `Cli::parse` does (exiting with clap's message and
+    /// status 2 on an error), and notes which cluster flags came from the environment.
+    pub fn parse_process() -> Self {
+        let mut command = Self::command();
+        let matches = command.clone().get_matches();
+        let mut cli =
+            Self::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut command).exit());
+        cli.env_sourced = cluster::env_sourced(&matches);
+        cli
+    }
+
     /// Where the store and the log are, from the flags alone (for `restore`, which reads
     /// no config file).
     pub fn store_paths(&self) -> StorePaths {
@@ -175,7 +224,7 @@ fn after_help() -> String {
          TOPGUN_JWT_ISSUER, TOPGUN_JWT_AUDIENCE   required claims, when set\n\n\
          Numeric keys of the --config file and their valid ranges:\n",
     );
-    for range in NUMERIC_KEYS {
+    for range in NUMERIC_KEYS.iter().chain(cluster::NUMERIC_KEYS) {
         let _ = writeln!(out, "  {:<34}{}", range.key, range.describe());
     }
     out.push_str("\nSee README.md (Running the server) and docs/security.md for what each does.");
@@ -214,6 +263,9 @@ pub struct Config {
     pub preauth: PreAuthLimits,
     /// Interceptors an embedding program adds; they run after the built-in ones.
     pub interceptors: Vec<std::sync::Arc<dyn crate::security::interceptor::Interceptor>>,
+    /// Cluster mode's settings; `None`: a single node. Checked, not acted on yet: the
+    /// clustering itself is being built (docs/cluster.md).
+    pub cluster: Option<ClusterConfig>,
     /// The admin plane's settings (the admin REST API, login).
     pub admin: AdminSettings,
     /// HTTP settings (`POST /sync` and `/api/*`: CORS, the trusted proxy).
@@ -252,8 +304,19 @@ impl Config {
         let node_id = node_id(cli.node_id.as_ref().or(file.node_id.as_ref()))?;
         let n = Numbers::resolve(&file)?;
         check_relations(&n)?;
+        let bind = SocketAddr::new(host, port);
+        let cluster = cluster::resolve(
+            cluster::Inputs {
+                cli,
+                file: file.cluster.take(),
+                env,
+                bind,
+                node_id: node_id.as_str(),
+            },
+            &mut warnings,
+        )?;
         Ok(Self {
-            bind: SocketAddr::new(host, port),
+            bind,
             node_id,
             auth,
             decode: decode_limits(&n),
@@ -271,6 +334,7 @@ impl Config {
             guards: Guards::new(&n, file.server_timestamps.unwrap_or_default()),
             preauth: PreAuthLimits::new(&n),
             interceptors: Vec::new(),
+            cluster,
             admin: AdminSettings::from_env(env)?,
             http,
             sql: env::switch(names::SQL, env.sql.as_deref(), false)?,
@@ -547,5 +611,7 @@ fn out_of_range(field: &'static str, rule: &str, value: &str) -> ConfigError {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_cluster;
 #[cfg(test)]
 mod tests_env;
