@@ -114,6 +114,7 @@ pub trait ControlPlane: Send + Sync {
     /// request is submitted; watch `leader()` for the result.
     fn transfer_leader(&self, to: u64) -> BoxFuture<'_, Result<(), ControlError>>;
 
-    /// Stops this node's Raft. Further calls fail with `Stopped`.
+    /// Stops this node's Raft and releases its storage file: it can be reopened at once.
+    /// Further calls fail with `Stopped`.
     fn shutdown(&self) -> BoxFuture<'_, Result<(), ControlError>>;
 }

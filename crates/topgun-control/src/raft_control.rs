@@ -19,12 +19,15 @@ use crate::control::{ControlConfig, ControlMetrics, ControlPlane, Role};
 use crate::error::{ControlError, ProposeError};
 use crate::network::{BoxFuture, NetworkFactory, PeerRpc, RpcError};
 use crate::state_machine::StateMachineStore;
+use crate::store::file::RaftFile;
 use crate::store::{self, Storage};
 use crate::types::{Applied, MemberAddr, Proposal, TypeConfig};
 use crate::wire::{self, RemoteFailure, Reply, Request};
 
-/// Attempts per proposal: a leader change or two, then give up rather than loop.
-pub const PROPOSE_ATTEMPTS_MAX: u32 = 5;
+/// Attempts per proposal. With the backoff between them (one heartbeat doubling up to the
+/// longest election timeout) they span a few elections, then the proposal gives up rather
+/// than loop.
+pub const PROPOSE_ATTEMPTS_MAX: u32 = 8;
 
 pub(crate) type RaftNode = Raft<TypeConfig, StateMachineStore>;
 
@@ -36,6 +39,8 @@ pub struct RaftControl {
     rpc: Arc<dyn PeerRpc>,
     applied: watch::Receiver<Arc<Applied>>,
     config: ControlConfig,
+    /// The redb flavour's file, released by `shutdown`.
+    file: Option<Arc<RaftFile>>,
 }
 
 impl std::fmt::Debug for RaftControl {
@@ -79,6 +84,12 @@ fn wall_clock_ms() -> u64 {
     u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
 }
 
+fn close(file: Option<&RaftFile>) {
+    if let Some(file) = file {
+        file.close();
+    }
+}
+
 fn fatal<E: std::fmt::Display>(e: E) -> ControlError {
     ControlError::Stopped(e.to_string())
 }
@@ -99,9 +110,17 @@ impl RaftControl {
         let network = NetworkFactory {
             rpc: Arc::clone(&rpc),
         };
+        let file = opened.file;
         let raft = Raft::new(id, raft_config, network, opened.log, opened.state_machine)
             .await
-            .map_err(|e| ControlError::Open(e.to_string()))?;
+            .map_err(|e| ControlError::Open(e.to_string()));
+        let raft = match raft {
+            Ok(raft) => raft,
+            Err(e) => {
+                close(file.as_deref());
+                return Err(e);
+            }
+        };
         Ok(Self {
             id,
             addr,
@@ -109,6 +128,7 @@ impl RaftControl {
             rpc,
             applied: opened.applied,
             config,
+            file,
         })
     }
 
@@ -249,44 +269,54 @@ impl RaftControl {
         }
     }
 
-    /// The leader and its address once one is known, waiting at most one election period.
-    async fn await_leader(&self) -> Option<(u64, Option<MemberAddr>)> {
-        let bound = Duration::from_millis(self.config.election_timeout_max_ms * 2);
-        let metrics = self
-            .raft
-            .wait(Some(bound))
-            .metrics(|m| m.current_leader.is_some(), "a leader is known")
-            .await
-            .ok()?;
-        let leader = metrics.current_leader?;
-        let node = metrics.membership_config.get_node(&leader).cloned();
+    /// Where to send the next attempt according to this node's metrics: `None` for itself
+    /// (also when no leader is known: its own Raft will redirect or refuse again).
+    fn leader_target(&self) -> Option<(u64, MemberAddr)> {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let leader = metrics.current_leader.filter(|&l| l != self.id)?;
+        let node = metrics.membership_config.get_node(&leader).cloned()?;
         Some((leader, node))
+    }
+
+    /// The pause before retry number `attempt`: doubling from one heartbeat, capped at the
+    /// longest election timeout, so a leader change has time to happen.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let ms = self
+            .config
+            .heartbeat_ms
+            .saturating_mul(1 << attempt.min(16))
+            .min(self.config.election_timeout_max_ms);
+        Duration::from_millis(ms)
     }
 
     async fn propose_bounded(&self, cmd: Command) -> Result<CommandResult, ProposeError> {
         // `None`: this node; `Some`: a peer believed to lead.
         let mut target: Option<(u64, MemberAddr)> = None;
-        for _ in 0..PROPOSE_ATTEMPTS_MAX {
-            let attempt = match &target {
+        let mut wait = false;
+        for attempt in 0..PROPOSE_ATTEMPTS_MAX {
+            if wait {
+                tokio::time::sleep(self.backoff(attempt)).await;
+                target = self.leader_target();
+            }
+            let tried = target.as_ref().map_or(self.id, |(id, _)| *id);
+            let outcome = match &target {
                 None => self.propose_local(cmd.clone()).await?,
                 Some((leader, node)) => self.propose_remote(*leader, node, cmd.clone()).await?,
             };
-            let (leader, node) = match attempt {
+            match outcome {
                 Attempt::Done(result) => return Ok(result),
+                // A definite answer naming another node: go there at once.
                 Attempt::Redirect {
                     leader: Some(leader),
                     node: Some(node),
-                } => (leader, Some(node)),
-                Attempt::Redirect { .. } => match self.await_leader().await {
-                    Some(known) => known,
-                    None => continue,
-                },
-            };
-            target = if leader == self.id {
-                None
-            } else {
-                node.map(|node| (leader, node))
-            };
+                } if leader != tried => {
+                    target = (leader != self.id).then_some((leader, node));
+                    wait = false;
+                }
+                // No leader known, or the same one again: an election or a transfer is under
+                // way; let it finish.
+                Attempt::Redirect { .. } => wait = true,
+            }
         }
         Err(ProposeError::NoLeader {
             attempts: PROPOSE_ATTEMPTS_MAX,
@@ -434,6 +464,10 @@ impl ControlPlane for RaftControl {
     }
 
     fn shutdown(&self) -> BoxFuture<'_, Result<(), ControlError>> {
-        Box::pin(async move { self.raft.shutdown().await.map_err(fatal) })
+        Box::pin(async move {
+            let stopped = self.raft.shutdown().await.map_err(fatal);
+            close(self.file.as_deref());
+            stopped
+        })
     }
 }

@@ -17,6 +17,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -51,7 +52,10 @@ pub(crate) struct Recovered {
 /// An open `raft.redb`, shared by the log store and the state machine.
 #[derive(Debug)]
 pub(crate) struct RaftFile {
-    db: Database,
+    /// `None` once closed. openraft's tasks may hold store clones a moment past shutdown;
+    /// closing here releases the file (and its lock) when `shutdown` returns, so the same
+    /// process can reopen it at once. std `Mutex`: held for one synchronous transaction.
+    db: Mutex<Option<Database>>,
     path: PathBuf,
 }
 
@@ -72,7 +76,7 @@ impl RaftFile {
     pub(crate) fn open(path: &Path) -> io::Result<(Self, Recovered)> {
         let db = Database::create(path).map_err(|e| io_err(path, "open", e))?;
         let file = Self {
-            db,
+            db: Mutex::new(Some(db)),
             path: path.to_path_buf(),
         };
         // Creates both tables on a new file, so that reads never meet a missing table.
@@ -85,8 +89,24 @@ impl RaftFile {
         io_err(&self.path, what, e)
     }
 
+    /// Closes the database; every later write fails instead of touching the file.
+    pub(crate) fn close(&self) {
+        let db = self
+            .db
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        drop(db);
+    }
+
+    fn closed(&self) -> io::Error {
+        self.err("closed", "the control plane has shut down")
+    }
+
     fn read_all(&self) -> io::Result<Recovered> {
-        let txn = self.db.begin_read().map_err(|e| self.err("read", e))?;
+        let guard = self.db.lock().unwrap_or_else(PoisonError::into_inner);
+        let db = guard.as_ref().ok_or_else(|| self.closed())?;
+        let txn = db.begin_read().map_err(|e| self.err("read", e))?;
         let meta = txn.open_table(META).map_err(|e| self.err("read", e))?;
         let get = |key: &str| -> io::Result<Option<Vec<u8>>> {
             let row = meta.get(key).map_err(|e| self.err(key, e))?;
@@ -117,7 +137,9 @@ impl RaftFile {
             &mut redb::Table<'_, u64, &'static [u8]>,
         ) -> io::Result<()>,
     ) -> io::Result<()> {
-        let txn = self.db.begin_write().map_err(|e| self.err("write", e))?;
+        let guard = self.db.lock().unwrap_or_else(PoisonError::into_inner);
+        let db = guard.as_ref().ok_or_else(|| self.closed())?;
+        let txn = db.begin_write().map_err(|e| self.err("write", e))?;
         {
             let mut meta = txn.open_table(META).map_err(|e| self.err("write", e))?;
             let mut log = txn.open_table(LOG).map_err(|e| self.err("write", e))?;

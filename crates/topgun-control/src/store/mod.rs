@@ -29,6 +29,8 @@ pub(crate) struct Opened {
     pub(crate) log: LogStore,
     pub(crate) state_machine: StateMachineStore,
     pub(crate) applied: watch::Receiver<Arc<Applied>>,
+    /// The redb flavour's file, closed at shutdown.
+    pub(crate) file: Option<Arc<file::RaftFile>>,
 }
 
 pub(crate) fn open(storage: &Storage) -> io::Result<Opened> {
@@ -39,6 +41,7 @@ pub(crate) fn open(storage: &Storage) -> io::Result<Opened> {
                 log: LogStore::memory(),
                 state_machine,
                 applied,
+                file: None,
             })
         }
         Storage::Redb(path) => {
@@ -46,11 +49,13 @@ pub(crate) fn open(storage: &Storage) -> io::Result<Opened> {
             let file = Arc::new(file);
             let snapshot = recovered.snapshot.take();
             let log = LogStore::on_file(Arc::clone(&file), &mut recovered);
-            let (state_machine, applied) = StateMachineStore::new(Some(file), snapshot);
+            let (state_machine, applied) =
+                StateMachineStore::new(Some(Arc::clone(&file)), snapshot);
             Ok(Opened {
                 log,
                 state_machine,
                 applied,
+                file: Some(file),
             })
         }
     }
