@@ -1,6 +1,9 @@
 //! What the replicated log carries (`Command`), what applying one answers (`CommandResult`)
 //! and what the local node must do about it (`Effect`).
 
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::ids::{ClusterUuid, Epoch, Incarnation, MemberName, RaftId};
@@ -12,7 +15,7 @@ use crate::table::PartitionId;
 pub const BACKUPS_MAX: u8 = 3;
 
 /// A member named in `Bootstrap`; ids are handed out 1..=k in name order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BootstrapMember {
     pub name: MemberName,
     pub incarnation: Incarnation,
@@ -21,7 +24,7 @@ pub struct BootstrapMember {
 
 /// A committed change of the control state. Time never travels inside a command except as
 /// the `now_ms` the leader stamps beside it, so replaying the log is deterministic.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// Forms the cluster: every member `Active`, an even table at epoch 1.
     Bootstrap {
@@ -66,14 +69,17 @@ pub enum Command {
 }
 
 /// Why a command changed nothing. A refused command never changes the state.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
+///
+/// The texts are `Cow`: the state machine names them statically, and a refusal decoded from a
+/// peer's reply owns its copy.
+#[derive(Debug, Clone, PartialEq, Eq, Error, Serialize, Deserialize)]
 pub enum Refusal {
     #[error("the cluster is not bootstrapped yet")]
     NotBootstrapped,
     #[error("the cluster is already bootstrapped")]
     AlreadyBootstrapped,
     #[error("bootstrap refused: {reason}")]
-    BadBootstrap { reason: &'static str },
+    BadBootstrap { reason: Cow<'static, str> },
     /// Two processes configured with one `--node-id`: the live one keeps the name until it
     /// is down, so the two cannot evict each other for ever (§3.4).
     #[error("member name {name} is in use by live member {holder} at another address")]
@@ -84,7 +90,7 @@ pub enum Refusal {
     WrongState {
         id: RaftId,
         state: MemberState,
-        command: &'static str,
+        command: Cow<'static, str>,
     },
     #[error("{pid}: epoch {given} is stale (current {current})")]
     StaleEpoch {
@@ -96,12 +102,12 @@ pub enum Refusal {
     BadOwner {
         pid: PartitionId,
         owner: RaftId,
-        reason: &'static str,
+        reason: Cow<'static, str>,
     },
 }
 
 /// The typed answer to a command (openraft's `R`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommandResult {
     Bootstrapped {
         ids: Vec<(MemberName, RaftId)>,
@@ -123,7 +129,7 @@ pub enum CommandResult {
 }
 
 /// What the node applying a command must do about it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Effect {
     MemberJoined {
         id: RaftId,

@@ -4,6 +4,7 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// Longest member name accepted, in bytes. A name is repeated in all 271 entries of every
@@ -27,7 +28,10 @@ pub enum NameError {
 
 /// A member's configured name (`--node-id`): unique among live members, listed as
 /// `PARTITION_MAP.nodes[].nodeId`. Ordered, because assignment breaks ties by name.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Decoded through [`MemberName::new`], so bytes from the wire cannot smuggle in a name the
+/// constructor would refuse.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct MemberName(String);
 
 impl MemberName {
@@ -52,6 +56,20 @@ impl MemberName {
     }
 }
 
+impl TryFrom<String> for MemberName {
+    type Error = NameError;
+
+    fn try_from(name: String) -> Result<Self, NameError> {
+        Self::new(&name)
+    }
+}
+
+impl From<MemberName> for String {
+    fn from(name: MemberName) -> Self {
+        name.0
+    }
+}
+
 impl fmt::Debug for MemberName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&self.0, f)
@@ -66,13 +84,13 @@ impl fmt::Display for MemberName {
 
 /// One life of a member process: random, kept in the data directory by durable backends and
 /// new on every start with the memory backend. A new incarnation of a name is a new member.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Incarnation(pub u128);
 
 /// A member's Raft node id, handed out by the state machine's counter at join. Never reused:
 /// a node that lost its Raft log must not vote again under its old id (it could vote twice
 /// in one term).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct RaftId(pub u64);
 
 impl fmt::Display for RaftId {
@@ -83,7 +101,9 @@ impl fmt::Display for RaftId {
 
 /// A partition's ownership epoch. It rises by one on every owner change, so "who owns p at
 /// epoch e" has exactly one answer, and a message naming an older epoch is fenced off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
 pub struct Epoch(pub u64);
 
 impl Epoch {
@@ -100,7 +120,7 @@ impl fmt::Display for Epoch {
 }
 
 /// The cluster's identity, fixed at bootstrap: a peer from another cluster is never joined.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ClusterUuid(pub u128);
 
 #[cfg(test)]

@@ -51,7 +51,7 @@ pub use plan::{CopyTask, MAX_PARALLEL_MIGRATIONS, Move, plan};
 pub use state::{Cluster, ControlState};
 pub use table::{
     Migration, PARTITION_COUNT, PartitionEntry, PartitionId, PartitionState, PartitionTable,
-    partition_of,
+    TableError, partition_of,
 };
 pub use view::partition_map;
 pub use voters::desired_voters;

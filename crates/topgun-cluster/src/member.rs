@@ -8,12 +8,13 @@
 //!                              Down ─Remove─▶ (gone)
 //! ```
 
+use serde::{Deserialize, Serialize};
 use topgun_core::protocol::enums::NodeStatus;
 
 use crate::ids::{Incarnation, MemberName, RaftId};
 
 /// Where a member can be reached. Per incarnation: a restart may move it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct MemberAddrs {
     /// `host:cluster-port` that peers dial.
     pub cluster_addr: String,
@@ -24,7 +25,7 @@ pub struct MemberAddrs {
 }
 
 /// Where a member is in its life cycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum MemberState {
     /// Committed, catching up the log; listed to clients, owns nothing until `Activate`.
     Joining,
@@ -55,7 +56,7 @@ impl MemberState {
 }
 
 /// One incarnation of a member, as the state machine records it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
     pub raft_id: RaftId,
     pub name: MemberName,

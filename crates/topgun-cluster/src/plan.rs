@@ -10,6 +10,8 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
 use crate::assign::Target;
 use crate::ids::{Epoch, RaftId};
 use crate::table::{PartitionEntry, PartitionId, PartitionTable};
@@ -18,14 +20,14 @@ use crate::table::{PartitionEntry, PartitionId, PartitionTable};
 pub const MAX_PARALLEL_MIGRATIONS: usize = 2;
 
 /// A partition's data that must reach a member that does not hold it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CopyTask {
     pub from: RaftId,
     pub to: RaftId,
 }
 
 /// One partition's new row.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Move {
     pub pid: PartitionId,
     /// The entry's epoch when planned; a different epoch at apply time makes the move stale.

@@ -13,6 +13,8 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
 use crate::assign::{self, Candidate};
 use crate::command::{
     BACKUPS_MAX, BootstrapMember, Command, CommandResult, Effect, Outcome, Refusal,
@@ -24,13 +26,13 @@ use crate::table::{PartitionEntry, PartitionId, PartitionState, PartitionTable};
 use crate::view::ViewKey;
 
 /// The replicated state machine: nothing until `Bootstrap`, then a [`Cluster`].
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ControlState {
     cluster: Option<Cluster>,
 }
 
 /// A formed cluster's control state (CLUSTER.md §3.1, the part-1 subset).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cluster {
     uuid: ClusterUuid,
     version_base: u32,
@@ -384,7 +386,7 @@ impl Cluster {
             Some(Err(())) => Err(CommandResult::Refused(Refusal::WrongState {
                 id,
                 state: member.state,
-                command,
+                command: command.into(),
             })),
             Some(Ok(state)) => {
                 member.state = state;
@@ -538,7 +540,11 @@ impl Cluster {
             None
         };
         if let Some(reason) = reason {
-            return CommandResult::Refused(Refusal::BadOwner { pid, owner, reason });
+            return CommandResult::Refused(Refusal::BadOwner {
+                pid,
+                owner,
+                reason: reason.into(),
+            });
         }
         self.set_owner(pid, owner, effects);
         CommandResult::Done
@@ -589,19 +595,19 @@ impl Cluster {
 fn validate_bootstrap(members: &mut [BootstrapMember], backups: u8) -> Result<(), Refusal> {
     if members.is_empty() {
         return Err(Refusal::BadBootstrap {
-            reason: "no members",
+            reason: "no members".into(),
         });
     }
     if backups > BACKUPS_MAX {
         return Err(Refusal::BadBootstrap {
-            reason: "more than 3 backups",
+            reason: "more than 3 backups".into(),
         });
     }
     // §3.3: Raft ids 1..=k go out in name order.
     members.sort_by(|a, b| a.name.cmp(&b.name));
     if members.windows(2).any(|w| w[0].name == w[1].name) {
         return Err(Refusal::BadBootstrap {
-            reason: "a member name is listed twice",
+            reason: "a member name is listed twice".into(),
         });
     }
     Ok(())

@@ -11,14 +11,45 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
 use crate::ids::{Epoch, RaftId};
 
 /// Number of partitions: the TS client's `PARTITION_COUNT`, from the one place it is defined.
 pub const PARTITION_COUNT: usize = topgun_core::hash::PARTITION_COUNT as usize;
 
-/// A partition number, `0..271`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A partition number, `0..271`. Decoded through a range check, so no partition number from
+/// the wire can index past the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "u16", into = "u16")]
 pub struct PartitionId(u16);
+
+impl TryFrom<u16> for PartitionId {
+    type Error = TableError;
+
+    fn try_from(pid: u16) -> Result<Self, TableError> {
+        Self::new(u32::from(pid)).ok_or(TableError::NoSuchPartition { pid })
+    }
+}
+
+impl From<PartitionId> for u16 {
+    fn from(pid: PartitionId) -> Self {
+        pid.0
+    }
+}
+
+/// Why bytes decoded into a partition table (or a partition number) were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TableError {
+    #[error("partition {pid} does not exist (there are {PARTITION_COUNT})")]
+    NoSuchPartition { pid: u16 },
+    #[error("a table has {PARTITION_COUNT} entries, not {len}")]
+    WrongLength { len: usize },
+    #[error("{pid}: owner {owner} is its own backup")]
+    OwnerIsBackup { pid: PartitionId, owner: RaftId },
+    #[error("{pid}: backup {backup} listed twice")]
+    BackupTwice { pid: PartitionId, backup: RaftId },
+}
 
 impl PartitionId {
     /// `None` for a number outside `0..271`.
@@ -54,7 +85,7 @@ pub fn partition_of(key: &str) -> PartitionId {
 }
 
 /// Whether a partition can admit writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum PartitionState {
     /// Its owner admits writes.
     Stable,
@@ -67,14 +98,14 @@ pub enum PartitionState {
 
 /// A copy of a partition to another member in progress. Part 2 (replication and migration)
 /// fills this in; nothing creates one yet.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Migration {
     pub to: RaftId,
     pub started_ms: u64,
 }
 
 /// One partition's row of the table.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionEntry {
     pub epoch: Epoch,
     pub owner: RaftId,
@@ -135,19 +166,51 @@ impl PartitionTable {
 
     /// Asserts the structural invariants of the module doc.
     pub fn check(&self) {
+        if let Err(broken) = self.validate() {
+            panic!("{broken}");
+        }
+    }
+
+    /// The structural invariants of the module doc, as a result: what a decoder checks
+    /// before it trusts a table read back from disk or a peer.
+    pub fn validate(&self) -> Result<(), TableError> {
         for (pid, entry) in self.iter() {
-            assert!(
-                !entry.isr.contains(&entry.owner),
-                "{pid}: owner {} is its own backup",
-                entry.owner
-            );
-            for (i, b) in entry.isr.iter().enumerate() {
-                assert!(
-                    !entry.isr[..i].contains(b),
-                    "{pid}: backup {b} listed twice"
-                );
+            if entry.isr.contains(&entry.owner) {
+                return Err(TableError::OwnerIsBackup {
+                    pid,
+                    owner: entry.owner,
+                });
+            }
+            for (i, &backup) in entry.isr.iter().enumerate() {
+                if entry.isr[..i].contains(&backup) {
+                    return Err(TableError::BackupTwice { pid, backup });
+                }
             }
         }
+        Ok(())
+    }
+}
+
+/// Encoded as a sequence of its 271 entries (serde derives stop at arrays of 32).
+impl Serialize for PartitionTable {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.entries.iter())
+    }
+}
+
+/// Decoded from exactly 271 entries that keep the module doc's invariants; anything else is
+/// an error, never a panic, because the bytes may come from a peer or a damaged file.
+impl<'de> Deserialize<'de> for PartitionTable {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let entries: Vec<PartitionEntry> = Vec::deserialize(deserializer)?;
+        let len = entries.len();
+        let entries: Box<[PartitionEntry; PARTITION_COUNT]> = entries
+            .into_boxed_slice()
+            .try_into()
+            .map_err(|_| serde::de::Error::custom(TableError::WrongLength { len }))?;
+        let table = Self { entries };
+        table.validate().map_err(serde::de::Error::custom)?;
+        Ok(table)
     }
 }
 

@@ -65,7 +65,7 @@ fn commands_before_bootstrap_and_a_second_bootstrap_are_refused_without_change()
     assert_eq!(
         bad.result,
         CommandResult::Refused(Refusal::BadBootstrap {
-            reason: "a member name is listed twice"
+            reason: "a member name is listed twice".into()
         })
     );
     let too_many = state.apply(bootstrap_cmd(&["a"], 4), 0);
@@ -463,7 +463,7 @@ fn life_cycle_transitions_that_do_not_apply_are_refused_and_repeats_are_unchange
         CommandResult::Refused(Refusal::WrongState {
             id: RaftId(2),
             state: MemberState::Down,
-            command: "Leave"
+            command: "Leave".into()
         })
     );
     let out = state.apply(Command::MarkUp { id: RaftId(2) }, 4);

@@ -1,0 +1,179 @@
+//! The Raft log and vote (`RaftLogStorage`): held in memory in both flavours, written
+//! through to `raft.redb` first in the redb flavour.
+//!
+//! Invariant (asserted on append and on open): the entries are a gapless run of indexes above
+//! the purged id. A write reaches the file before memory, so what a reader sees is always
+//! durable, and a failed write leaves memory unchanged.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::io;
+use std::ops::RangeBounds;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
+use openraft::{OptionalSend, RaftLogReader};
+
+use crate::store::file::{RaftFile, Recovered, encode};
+use crate::types::{Entry, LogId, TypeConfig, Vote};
+
+/// The log store; clones share one log (openraft reads it from its replication tasks).
+#[derive(Debug, Clone)]
+pub(crate) struct LogStore {
+    /// std `Mutex`: never held across an `.await`, every section is a map operation.
+    inner: Arc<Mutex<LogInner>>,
+    /// `None` in the memory flavour.
+    file: Option<Arc<RaftFile>>,
+}
+
+#[derive(Debug, Default)]
+struct LogInner {
+    vote: Option<Vote>,
+    committed: Option<LogId>,
+    purged: Option<LogId>,
+    entries: BTreeMap<u64, Entry>,
+}
+
+impl LogStore {
+    pub(crate) fn memory() -> Self {
+        Self {
+            inner: Arc::default(),
+            file: None,
+        }
+    }
+
+    /// The redb flavour, starting from what the file held.
+    pub(crate) fn on_file(file: Arc<RaftFile>, recovered: &mut Recovered) -> Self {
+        let inner = LogInner {
+            vote: recovered.vote.take(),
+            committed: recovered.committed.take(),
+            purged: recovered.purged.take(),
+            entries: std::mem::take(&mut recovered.entries),
+        };
+        Self {
+            inner: Arc::new(Mutex::new(inner)),
+            file: Some(file),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, LogInner> {
+        // A panic elsewhere cannot leave the maps half-written: every section is one call.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        Ok(self
+            .lock()
+            .entries
+            .range(range)
+            .map(|(_, e)| e.clone())
+            .collect())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        Ok(self.lock().vote)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        let inner = self.lock();
+        let last = inner.entries.values().next_back().map(|e| e.log_id);
+        Ok(LogState {
+            last_purged_log_id: inner.purged,
+            last_log_id: last.or(inner.purged),
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        if let Some(file) = &self.file {
+            file.save_vote(vote)?;
+        }
+        self.lock().vote = Some(*vote);
+        Ok(())
+    }
+
+    /// Saved so that a restarted node re-applies its log up to the committed point at once,
+    /// instead of showing an older state until the next leader's commit reaches it.
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        if let Some(file) = &self.file {
+            file.save_committed(committed.as_ref())?;
+        }
+        self.lock().committed = committed;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        Ok(self.lock().committed)
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        if let Some(file) = &self.file {
+            let rows = entries
+                .iter()
+                .map(|e| Ok((e.log_id.index, encode(e)?)))
+                .collect::<io::Result<Vec<_>>>()?;
+            file.append(&rows)?;
+        }
+        {
+            let mut inner = self.lock();
+            for entry in entries {
+                let index = entry.log_id.index;
+                let expected = inner
+                    .entries
+                    .keys()
+                    .next_back()
+                    .map(|last| last + 1)
+                    .or(inner.purged.map(|p| p.index + 1));
+                debug_assert!(
+                    expected.is_none_or(|want| want == index),
+                    "log gap: appending {index}, expected {expected:?}"
+                );
+                inner.entries.insert(index, entry);
+            }
+        }
+        callback.io_completed(Ok(()));
+        Ok(())
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+        let keep_upto = last_log_id.map(|id| id.index);
+        if let Some(file) = &self.file {
+            file.truncate_after(keep_upto)?;
+        }
+        let from = keep_upto.map_or(0, |i| i + 1);
+        let mut inner = self.lock();
+        let _removed = inner.entries.split_off(&from);
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        if let Some(file) = &self.file {
+            file.purge(&log_id)?;
+        }
+        let mut inner = self.lock();
+        inner.entries = inner.entries.split_off(&(log_id.index + 1));
+        inner.purged = Some(log_id);
+        Ok(())
+    }
+}

@@ -1,0 +1,128 @@
+//! Real openraft nodes in one process, every request and reply through the wire format.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use topgun_cluster::{CommandResult, MemberName, PARTITION_COUNT, RaftId};
+use topgun_control::{ControlConfig, ControlPlane, RaftControl, Storage};
+
+fn cluster_table_owners(state: &topgun_cluster::ControlState) -> usize {
+    state
+        .cluster()
+        .unwrap()
+        .table()
+        .owner_counts()
+        .values()
+        .sum()
+}
+
+fn follower_of(nodes: &BTreeMap<u64, Arc<RaftControl>>, leader: u64) -> &Arc<RaftControl> {
+    nodes.values().find(|n| n.id() != leader).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bootstrap_proposed_on_a_follower_reaches_every_node_identically() {
+    let router = Arc::new(Router::default());
+    let nodes = start_group(&router, &[1, 2, 3], fast_config(), |_| Storage::Memory).await;
+    let leader = leader_of(&nodes).await;
+    let follower = follower_of(&nodes, leader);
+
+    let result = follower.propose(bootstrap_cmd(&[1, 2, 3])).await.unwrap();
+    let ids: Vec<_> = (1..=3)
+        .map(|n| (MemberName::new(&format!("n{n}")).unwrap(), RaftId(n)))
+        .collect();
+    assert_eq!(result, CommandResult::Bootstrapped { ids });
+
+    // Answered only after the proposer's own state shows it.
+    let proposer_state = applied(follower);
+    assert!(proposer_state.state.cluster().is_some());
+    let index = applied(&nodes[&leader]).applied_index;
+    let all: Vec<_> = nodes.values().collect();
+    let states = states_at(&all, index).await;
+    for state in &states {
+        assert_eq!(**state, *states[0]);
+        let cluster = state.cluster().unwrap();
+        assert_eq!(cluster.table_version(), 1);
+        assert_eq!(cluster_table_owners(state), PARTITION_COUNT);
+    }
+    let metrics = nodes[&leader].metrics();
+    assert_eq!(metrics.voters, [1, 2, 3].into());
+    assert_eq!(metrics.leader, Some(leader));
+    shutdown_all(&nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_leader_is_replaced_and_proposals_keep_working() {
+    let router = Arc::new(Router::default());
+    let nodes = start_group(&router, &[1, 2, 3], fast_config(), |_| Storage::Memory).await;
+    let old = leader_of(&nodes).await;
+    nodes[&old]
+        .propose(bootstrap_cmd(&[1, 2, 3]))
+        .await
+        .unwrap();
+
+    router.cut_off(old);
+    let rest: BTreeMap<_, _> = nodes
+        .iter()
+        .filter(|(id, _)| **id != old)
+        .map(|(id, n)| (*id, Arc::clone(n)))
+        .collect();
+    let new = leader_of(&rest).await;
+    assert_ne!(new, old);
+    let result = follower_of(&rest, new).propose(join_cmd("n4", 4_000)).await;
+    assert!(
+        matches!(result, Ok(CommandResult::Joined { .. })),
+        "{result:?}"
+    );
+
+    // Back in, the old leader steps down and applies what it missed.
+    router.heal(old);
+    let index = applied(&nodes[&new]).applied_index;
+    let all: Vec<_> = nodes.values().collect();
+    let states = states_at(&all, index).await;
+    assert!(states.iter().all(|s| **s == *states[0]));
+    assert_eq!(states[0].cluster().unwrap().members().count(), 4);
+    shutdown_all(&nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learner_added_after_the_log_was_purged_catches_up_from_a_snapshot() {
+    let config = ControlConfig {
+        snapshot_after_logs: 4,
+        max_in_snapshot_log_to_keep: 0,
+        ..fast_config()
+    };
+    let router = Arc::new(Router::default());
+    let nodes = start_group(&router, &[1, 2, 3], config, |_| Storage::Memory).await;
+    let leader = Arc::clone(&nodes[&leader_of(&nodes).await]);
+    leader.propose(bootstrap_cmd(&[1, 2, 3])).await.unwrap();
+    for n in 0..8 {
+        let name = format!("x{n}");
+        leader.propose(join_cmd(&name, 100 + n)).await.unwrap();
+    }
+    eventually(
+        Duration::from_secs(5),
+        "the leader to purge its log",
+        || leader.metrics().purged_index.filter(|&p| p > 2),
+    )
+    .await;
+
+    let learner = start(&router, 4, config, &Storage::Memory).await;
+    leader.add_learner(4, addr(4)).await.unwrap();
+    let index = applied(&leader).applied_index;
+    let mut all: Vec<_> = nodes.values().collect();
+    all.push(&learner);
+    let states = states_at(&all, index).await;
+    assert!(states.iter().all(|s| **s == *states[0]));
+    assert_eq!(states[0].cluster().unwrap().members().count(), 11);
+    let m = learner.metrics();
+    assert!(m.snapshot_index.is_some(), "{m:?}");
+    assert!(leader.metrics().learners.contains(&4));
+    learner.shutdown().await.unwrap();
+    shutdown_all(&nodes).await;
+}
