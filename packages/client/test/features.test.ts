@@ -127,6 +127,53 @@ describe('QueryHandle', () => {
     expect(q.results.map((r) => r.key)).toEqual(['b', 'c']);
   });
 
+  it('a row displaced from the window is removed, and added again when loadMore widens it', () => {
+    // The frames a reader received when another client's offline batch (a, b, c) reached the
+    // server: the server applies a batch shard by shard, and a and c's shard came first.
+    type T = { rank: number; done: boolean };
+    const local: Record<string, T | null> = {};
+    const src: QuerySource<T> = {
+      localRecord: (k) => (k in local ? { value: local[k]! } : undefined),
+      localEntries: () => Object.entries(local).filter(([, v]) => v !== null) as [string, T][],
+    };
+    const resubscribed: (number | undefined)[] = [];
+    const host = { close: () => undefined, resubscribe: (h: { wireQuery: { limit?: number } }) => void resubscribed.push(h.wireQuery.limit), hasServer: () => true };
+    const q = new QueryHandle<T>('q', 'm', { where: { done: false }, sort: { rank: 'asc' }, limit: 2 }, src, host);
+    const seen: string[][] = [];
+    q.onChanges((cs) => seen.push(cs.map((c) => `${c.type} ${c.key}`)));
+    const step = (f: () => void): void => {
+      f();
+      q.recompute();
+    };
+    step(() => q.serverResponse([]));
+    step(() => {
+      local.a = { rank: 1, done: false }; // SERVER_BATCH_EVENT [a, c]
+      local.c = { rank: 3, done: false };
+      q.serverUpdate('a', local.a, 'ENTER');
+      q.serverUpdate('c', local.c, 'ENTER');
+    });
+    step(() => {
+      local.b = { rank: 2, done: false }; // SERVER_EVENT b
+      q.serverUpdate('b', local.b, 'ENTER');
+      q.serverUpdate('c', null, 'LEAVE'); // displaced from the server's window of two
+    });
+    expect(q.results.map((r) => r.key)).toEqual(['a', 'b']);
+    expect(q.getPaginationInfo().hasMore).toBe(true);
+    void q.loadMore();
+    expect(resubscribed).toEqual([4]);
+    step(() => q.serverResponse(['a', 'b', 'c'].map((key) => ({ key, value: local[key] }))));
+    step(() => {
+      local.a = { rank: 1, done: true };
+      q.serverUpdate('a', null, 'LEAVE');
+    });
+    step(() => {
+      local.b = null;
+      q.serverUpdate('b', null, 'LEAVE');
+    });
+    expect(q.results.map((r) => r.key)).toEqual(['c']);
+    expect(seen).toEqual([['add a', 'add c'], ['add b', 'remove c'], ['add c'], ['remove a'], ['remove b']]);
+  });
+
   it('close() unregisters once', () => {
     let closed = 0;
     const q = new QueryHandle<V>('q', 'm', {}, source({}), () => closed++);
