@@ -13,7 +13,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use crate::clock::now_ms;
-use crate::cluster::maps::MapPush;
+use crate::cluster::forwarder::{Forwarder, LocalWrites};
+use crate::cluster::maps::{MapPublisher, MapPush, MapWatch};
+use crate::cluster::node::{ClusterNode, NodeSetup};
+use crate::config::ClusterConfig;
 use crate::error;
 use crate::http;
 use crate::metrics::Metrics;
@@ -233,6 +236,8 @@ pub struct Server {
     shared: Arc<Shared>,
     /// The log's directory, held until [`Server::run`] returns (`None` without one).
     data_dir: Option<DataDirLock>,
+    /// This member, in cluster mode.
+    cluster: Option<Arc<ClusterNode>>,
 }
 
 /// Why a server could not start. Each message is whole: the storage error's own causes are
@@ -248,6 +253,8 @@ pub enum StartError {
         addr: SocketAddr,
         error: std::io::Error,
     },
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::node::NodeError),
 }
 
 impl std::fmt::Debug for Server {
@@ -361,13 +368,21 @@ impl Server {
         };
         let listener = TcpListener::bind(config.bind).await.map_err(listen)?;
         let addr = listener.local_addr().map_err(listen)?;
+        let (publisher, maps) = MapPublisher::new();
+        let member = config
+            .cluster
+            .clone()
+            .map(|c| (c, config.node_id.as_str().to_owned()));
         let session = Arc::new(SessionConfig {
             auth_required: matches!(config.auth, AuthMode::Jwt(_)),
             limits: config.session,
             decode: config.decode,
             node_id: config.node_id.as_str().to_owned(),
-            advertised_url: format!("ws://{addr}"),
-            cluster: None,
+            advertised_url: config
+                .cluster
+                .as_ref()
+                .map_or_else(|| format!("ws://{addr}"), |c| c.advertise_url(addr.port())),
+            cluster: config.cluster.as_ref().map(|c| cluster_session(c, maps)),
         });
         let (shutdown, _) = watch::channel(false);
         let settings = node_settings(&config, addr, Arc::clone(data.queue_gate()));
@@ -404,10 +419,12 @@ impl Server {
             started: Instant::now(),
             shutdown,
         });
+        let cluster = start_cluster(member, addr.port(), &shared, publisher).await?;
         Ok(Self {
             listener,
             shared,
             data_dir: None,
+            cluster,
         })
     }
 
@@ -468,8 +485,12 @@ impl Server {
             tokio::spawn(prune_tombstones(Arc::clone(&shared)));
         }
         let drain = Arc::clone(&shared);
+        let member = self.cluster;
         let stop = async move {
             shutdown.await;
+            if let Some(member) = &member {
+                member.leave().await;
+            }
             drain.phase.store(DRAINING, Ordering::SeqCst);
             drain.shutdown.send_replace(true);
         };
@@ -489,6 +510,71 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(())
+    }
+}
+
+/// How long a forwarded part may wait for its owner's answer before the batch is told to
+/// send it again.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What connections of a cluster member share.
+fn cluster_session(config: &ClusterConfig, maps: MapWatch) -> ClusterSession {
+    ClusterSession {
+        maps,
+        push_interval: Duration::from_millis(config.timing.map_push_interval_ms),
+        ping_interval: Duration::from_millis(config.timing.ws_ping_interval_ms),
+    }
+}
+
+/// In cluster mode: starts this member and routes writes it does not own through it.
+async fn start_cluster(
+    member: Option<(ClusterConfig, String)>,
+    client_port: u16,
+    shared: &Arc<Shared>,
+    publisher: MapPublisher,
+) -> Result<Option<Arc<ClusterNode>>, StartError> {
+    let Some((cluster, node_id)) = member else {
+        return Ok(None);
+    };
+    // Checked when the configuration was read: a member name has no `:`.
+    let Ok(name) = topgun_cluster::ids::MemberName::new(&node_id) else {
+        return Ok(None);
+    };
+    let local: Arc<dyn LocalWrites> = Arc::new(SharedWrites(Arc::downgrade(shared)));
+    let (routes, _) = watch::channel(None);
+    let setup = NodeSetup {
+        config: cluster,
+        name,
+        client_port,
+        local: Arc::clone(&local),
+    };
+    let node = ClusterNode::start(setup, publisher, routes).await?;
+    let forward = Forwarder::new(
+        Arc::clone(node.rpc()),
+        node.routes(),
+        local,
+        FORWARD_TIMEOUT,
+    );
+    shared.data.set_forward(Arc::new(forward));
+    Ok(Some(node))
+}
+
+/// This member's shards, for writes forwarded to it.
+struct SharedWrites(std::sync::Weak<Shared>);
+
+impl LocalWrites for SharedWrites {
+    fn apply(
+        &self,
+        writes: Vec<(String, crate::data::ops::Write)>,
+        durable: bool,
+    ) -> futures_util::future::BoxFuture<'static, crate::data::forward::PartAnswer> {
+        let shared = self.0.upgrade();
+        Box::pin(async move {
+            match shared {
+                Some(shared) => shared.data.apply_forwarded(writes, durable).await,
+                None => Err((error::code::UNAVAILABLE, "the member is stopping".into())),
+            }
+        })
     }
 }
 

@@ -11,16 +11,23 @@
 //! * [`formation`]: whether a member not yet in a cluster joins one, bootstraps one, or
 //!   waits (sans I/O);
 //! * [`routes`]: who owns each partition under the applied table;
-//! * [`forwarder`]: writes to partitions other members own, sent and served (§8).
+//! * [`forwarder`]: writes to partitions other members own, sent and served (§8);
+//! * [`node`]: one member — forming (`forming`), its Raft node, the leader's duties
+//!   (`duties`), graceful leave; [`wire`] holds the control channel's own messages.
 //!
 //! Invariants of the module: no frame from a peer is read before the peer has proven itself,
 //! and every queue between members has a bound.
 
+mod duties;
 pub mod formation;
+mod forming;
 pub mod forwarder;
 pub mod frame;
 pub mod hello;
 pub mod maps;
+pub mod node;
+mod peer_rpc;
 pub mod routes;
 pub mod rpc;
 pub mod transport;
+pub mod wire;

@@ -196,23 +196,14 @@ pub(super) struct Inputs<'a> {
 }
 
 /// The cluster settings, or `None` for a single node; warnings for settings a single node
-/// ignores, or for cluster mode not being acted on yet, are pushed to `warnings`.
+/// ignores are pushed to `warnings`.
 pub(super) fn resolve(
     inputs: Inputs<'_>,
     warnings: &mut Vec<String>,
 ) -> Result<Option<ClusterConfig>, ConfigError> {
     let file_port = inputs.file.as_ref().and_then(|f| f.port);
     match inputs.cli.cluster_port.or(file_port) {
-        Some(port) => {
-            let cluster = clustered(inputs, port)?;
-            // Said once at start, so that nobody takes the process for a member yet.
-            warnings.push(
-                "cluster settings are checked but not acted on yet: this server runs as a \
-                 single node (docs/cluster.md)"
-                    .to_owned(),
-            );
-            Ok(Some(cluster))
-        }
+        Some(port) => clustered(inputs, port).map(Some),
         None => single_node(&inputs, warnings).map(|()| None),
     }
 }

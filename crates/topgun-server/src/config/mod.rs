@@ -263,8 +263,7 @@ pub struct Config {
     pub preauth: PreAuthLimits,
     /// Interceptors an embedding program adds; they run after the built-in ones.
     pub interceptors: Vec<std::sync::Arc<dyn crate::security::interceptor::Interceptor>>,
-    /// Cluster mode's settings; `None`: a single node. Checked, not acted on yet: the
-    /// clustering itself is being built (docs/cluster.md).
+    /// Cluster mode's settings; `None`: a single node.
     pub cluster: Option<ClusterConfig>,
     /// The admin plane's settings (the admin REST API, login).
     pub admin: AdminSettings,

@@ -1,0 +1,372 @@
+//! One member of a cluster: its transport, its Raft node once it has an id, and what it
+//! derives from the applied control state — the `PARTITION_MAP` clients see and the routes
+//! writes follow.
+//!
+//! Life cycle: [`ClusterNode::start`] binds the cluster listener and starts forming
+//! ([`super::forming`]): the member joins a cluster a seed is in, or bootstraps one, or
+//! waits. Once it has a Raft id it opens its Raft node, and every applied state is
+//! published. The leader's duties (voters, liveness) run in [`super::duties`]. On SIGTERM
+//! [`ClusterNode::leave`] takes the member out of the table before the process exits.
+//!
+//! Raft state is kept in memory: a restarted member comes back as a new incarnation of its
+//! name, which the state machine admits in place of the old one (CLUSTER.md §3.4).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use topgun_cluster::ids::{Incarnation, MemberName, RaftId};
+use topgun_cluster::member::MemberAddrs;
+use topgun_cluster::state::Cluster;
+use topgun_control::{ControlConfig, ControlPlane, MemberAddr, RaftControl, Storage};
+
+use super::formation::{InCluster, Status};
+use super::forwarder::{FWD_WRITES, LocalWrites, serve_part};
+use super::frame::Frame;
+use super::hello::{Channel, Credentials, PeerIdentity};
+use super::maps::MapPublisher;
+use super::routes::{Routes, RoutesWatch};
+use super::rpc::{Handler, Rpc};
+use super::transport::Transport;
+use super::wire::{self, StatusWire};
+use crate::clock::now_ms;
+use crate::config::ClusterConfig;
+
+/// What a member is started with.
+pub struct NodeSetup {
+    pub config: ClusterConfig,
+    pub name: MemberName,
+    /// The client listener's bound port (for the advertised URLs).
+    pub client_port: u16,
+    /// Applies forwarded writes on this member's shards.
+    pub local: Arc<dyn LocalWrites>,
+}
+
+impl std::fmt::Debug for NodeSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeSetup")
+            .field("name", &self.name)
+            .field("config", &self.config)
+            .field("client_port", &self.client_port)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A running member.
+pub struct ClusterNode {
+    pub(super) me: Status,
+    pub(super) config: ClusterConfig,
+    pub(super) rpc: Arc<Rpc>,
+    pub(super) control: watch::Sender<Option<Arc<RaftControl>>>,
+    publisher: MapPublisher,
+    routes: watch::Sender<Option<Arc<Routes>>>,
+    local: Arc<dyn LocalWrites>,
+    /// The leader's record of when each member was last heard (by Raft id).
+    pub(super) heard: Mutex<HashMap<u64, Instant>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for ClusterNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterNode")
+            .field("me", &self.me.name)
+            .field("addr", &self.me.addrs.cluster_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for ClusterNode {
+    fn drop(&mut self) {
+        for task in self
+            .tasks
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+        {
+            task.abort();
+        }
+    }
+}
+
+/// Why a member could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("cannot listen for cluster peers on {addr}: {error}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        error: std::io::Error,
+    },
+}
+
+impl ClusterNode {
+    /// Binds the cluster listener and starts forming; returns at once (forming goes on in
+    /// the background, so clients are served before the cluster exists).
+    pub async fn start(
+        setup: NodeSetup,
+        publisher: MapPublisher,
+        routes: watch::Sender<Option<Arc<Routes>>>,
+    ) -> Result<Arc<Self>, NodeError> {
+        let NodeSetup {
+            config,
+            name,
+            client_port,
+            local,
+        } = setup;
+        let incarnation = Incarnation(rand::random());
+        let creds = Credentials {
+            cluster: config.name.clone(),
+            me: PeerIdentity {
+                name: name.as_str().to_owned(),
+                incarnation: incarnation.0,
+                addr: String::new(),
+            },
+            secret: config.secret.clone().unwrap_or_default(),
+        };
+        let listen = config.listen;
+        let (transport, inbox) = Transport::bind(listen, &config.advertise_host, creds)
+            .await
+            .map_err(|error| NodeError::Listen {
+                addr: listen,
+                error,
+            })?;
+        let me = Status {
+            name,
+            incarnation,
+            addrs: MemberAddrs {
+                cluster_addr: transport.me().addr.clone(),
+                client_url: config.advertise_url(client_port),
+                http_url: config.http_url(client_port),
+            },
+            in_cluster: None,
+        };
+        let node = Arc::new_cyclic(|weak: &Weak<Self>| {
+            let handler: Arc<dyn Handler> = Arc::new(NodeHandler(weak.clone()));
+            Self {
+                me,
+                config,
+                rpc: Arc::new(Rpc::start(transport, inbox, &handler)),
+                control: watch::channel(None).0,
+                publisher,
+                routes,
+                local,
+                heard: Mutex::new(HashMap::new()),
+                tasks: Mutex::new(Vec::new()),
+            }
+        });
+        node.spawn(super::forming::form(Arc::downgrade(&node)));
+        node.spawn(publish(Arc::downgrade(&node)));
+        node.spawn(super::duties::run(Arc::downgrade(&node)));
+        tracing::info!(
+            member = node.me.name.as_str(),
+            cluster_addr = node.me.addrs.cluster_addr.as_str(),
+            "cluster member listening"
+        );
+        Ok(node)
+    }
+
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        let handle = tokio::spawn(task);
+        self.tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(handle);
+    }
+
+    /// The RPC layer: what the forwarder sends parts over.
+    pub fn rpc(&self) -> &Arc<Rpc> {
+        &self.rpc
+    }
+
+    /// The routes as applied here.
+    pub fn routes(&self) -> RoutesWatch {
+        self.routes.subscribe()
+    }
+
+    /// This member's Raft node, once it has one.
+    pub fn control(&self) -> Option<Arc<RaftControl>> {
+        self.control.borrow().clone()
+    }
+
+    /// The applied cluster, once bootstrapped.
+    pub fn cluster(&self) -> Option<Arc<topgun_cluster::state::ControlState>> {
+        let control = self.control()?;
+        let applied = control.state().borrow().clone();
+        applied
+            .state
+            .cluster()
+            .is_some()
+            .then(|| Arc::clone(&applied.state))
+    }
+
+    /// The status this member gives peers while the cluster forms.
+    pub(super) fn status(&self) -> Status {
+        let mut me = self.me.clone();
+        if let Some(state) = self.cluster()
+            && let Some(cluster) = state.cluster()
+        {
+            let leader = self
+                .control()
+                .and_then(|c| c.leader())
+                .and_then(|id| cluster.member(RaftId(id)))
+                .map(|m| m.addrs.cluster_addr.clone());
+            me.in_cluster = Some(InCluster {
+                uuid: cluster.uuid(),
+                leader,
+            });
+        }
+        me
+    }
+
+    /// Opens this member's Raft node under `id` (once; later calls keep the first).
+    pub(super) async fn open_control(&self, id: u64) -> Option<Arc<RaftControl>> {
+        if let Some(control) = self.control() {
+            return Some(control);
+        }
+        let addr = MemberAddr {
+            name: self.me.name.as_str().to_owned(),
+            cluster_addr: self.me.addrs.cluster_addr.clone(),
+        };
+        let rpc: Arc<dyn topgun_control::PeerRpc> =
+            Arc::new(super::peer_rpc::RaftRpc(Arc::clone(&self.rpc)));
+        let config = control_config(&self.config);
+        match RaftControl::open(id, addr, config, &Storage::Memory, rpc).await {
+            Ok(control) => {
+                let control = Arc::new(control);
+                let mut kept = None;
+                self.control.send_if_modified(|slot| {
+                    if slot.is_none() {
+                        *slot = Some(Arc::clone(&control));
+                    }
+                    kept = slot.clone();
+                    true
+                });
+                tracing::info!(
+                    member = self.me.name.as_str(),
+                    raft_id = id,
+                    "joined the control plane"
+                );
+                kept
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not open the control plane");
+                None
+            }
+        }
+    }
+
+    /// Graceful leave (SIGTERM): leadership handed on, this member removed from the table so
+    /// every other member pushes a map without it, Raft stopped. Bounded: the process exits
+    /// within its 2 s either way.
+    pub async fn leave(&self) {
+        let Some(control) = self.control() else {
+            return;
+        };
+        let leave = async {
+            super::duties::hand_over_leadership(&control).await;
+            let me = RaftId(control.id());
+            if let Err(e) = control
+                .propose(topgun_cluster::command::Command::Remove { id: me })
+                .await
+            {
+                tracing::warn!(error = %e, "could not leave the cluster cleanly");
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_millis(1_200), leave).await;
+        let _ = tokio::time::timeout(Duration::from_millis(300), control.shutdown()).await;
+    }
+
+    /// Publishes `cluster` to clients and to the router.
+    fn apply(&self, cluster: &Cluster, me: RaftId) {
+        self.publisher.publish(cluster, now_ms());
+        let stale = self
+            .routes
+            .borrow()
+            .as_ref()
+            .is_none_or(|r| r.version != cluster.table_version() || r.me != me);
+        if stale {
+            self.routes
+                .send_replace(Some(Arc::new(Routes::of(cluster, me))));
+        }
+    }
+}
+
+/// The control plane's timings from the cluster settings.
+fn control_config(config: &ClusterConfig) -> ControlConfig {
+    ControlConfig {
+        heartbeat_ms: config.timing.raft_heartbeat_ms,
+        election_timeout_min_ms: config.timing.raft_election_timeout_min_ms,
+        election_timeout_max_ms: config.timing.raft_election_timeout_max_ms,
+        ..ControlConfig::default()
+    }
+}
+
+/// Follows the applied state: every change is published.
+async fn publish(node: Weak<ClusterNode>) {
+    let mut controls = match node.upgrade() {
+        Some(node) => node.control.subscribe(),
+        None => return,
+    };
+    let Ok(control) = controls.wait_for(Option::is_some).await.map(|c| c.clone()) else {
+        return;
+    };
+    let Some(control) = control else { return };
+    let mut states = control.state();
+    loop {
+        let applied = states.borrow_and_update().clone();
+        let Some(node) = node.upgrade() else { return };
+        if let Some(cluster) = applied.state.cluster() {
+            node.apply(cluster, RaftId(control.id()));
+        }
+        drop(node);
+        if states.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// What peers ask of this member.
+struct NodeHandler(Weak<ClusterNode>);
+
+impl Handler for NodeHandler {
+    fn serve(
+        &self,
+        from: PeerIdentity,
+        service: u8,
+        body: Bytes,
+    ) -> BoxFuture<'static, Result<Bytes, String>> {
+        let Some(node) = self.0.upgrade() else {
+            return async { Err("the member is stopping".to_owned()) }.boxed();
+        };
+        async move {
+            match service {
+                wire::RAFT => match node.control() {
+                    Some(control) => Ok(Bytes::from(control.handle(&body).await)),
+                    None => Err("not in a cluster yet".to_owned()),
+                },
+                wire::STATUS => Ok(Bytes::from(wire::encode(&StatusWire::of(&node.status())))),
+                wire::BOOTSTRAP => super::forming::on_bootstrap(&node, &body).await,
+                wire::JOIN => super::duties::on_join(&node, &from, &body).await,
+                FWD_WRITES => serve_part(node.routes(), Arc::clone(&node.local), body).await,
+                other => Err(format!("unknown cluster service {other}")),
+            }
+        }
+        .boxed()
+    }
+
+    fn message(&self, _from: PeerIdentity, _channel: Channel, frame: Frame) {
+        let Some(node) = self.0.upgrade() else { return };
+        if frame.kind == wire::HEARTBEAT
+            && let Ok(id) = <[u8; 8]>::try_from(&frame.body[..])
+        {
+            node.heard
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(u64::from_be_bytes(id), Instant::now());
+        }
+    }
+}
