@@ -82,7 +82,7 @@ async fn a_snapshot_whose_bytes_are_not_a_control_state_is_refused_before_raft_s
 
     let snapshot = Request::Snapshot {
         vote: openraft::impls::Vote::new(1, 1),
-        meta: Default::default(),
+        meta: openraft::SnapshotMeta::default(),
         data: b"not a control state".to_vec(),
     };
     let reply = reply_to(follower, &wire::encode(&snapshot).unwrap()).await;
