@@ -1,4 +1,4 @@
-//! What travels in the Raft log and snapshots round-trips through MessagePack, and bytes that
+//! What travels in the Raft log and snapshots round-trips through MsgPack, and bytes that
 //! would break an invariant are refused while decoding rather than trusted.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -9,7 +9,7 @@
 //! | `state_machine` | openraft's state machine: `ControlState::apply`, snapshots, the applied-state watch |
 //! | [`store`] | the log store in two flavours, memory and `raft.redb` ([`Storage`]) |
 //! | [`network`] | [`PeerRpc`], the byte-level seam to the transport, and openraft's network over it |
-//! | [`wire`] | the peer request/reply enums, MessagePack |
+//! | [`wire`] | the peer request/reply enums, MsgPack |
 //! | [`error`] | [`ProposeError`], [`ControlError`] |
 //!
 //! Invariants:

@@ -6,7 +6,7 @@
 //! flavour). On restart openraft installs the last snapshot and re-applies the log up to the
 //! saved committed id, so the recovered state is the one the node had applied.
 //!
-//! A snapshot's bytes are the MessagePack of the `ControlState`; its meta carries the last
+//! A snapshot's bytes are the MsgPack of the `ControlState`; its meta carries the last
 //! applied log id and the membership at that point.
 
 use std::io;

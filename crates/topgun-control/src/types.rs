@@ -54,7 +54,7 @@ pub(crate) type Vote = openraft::type_config::alias::VoteOf<TypeConfig>;
 pub(crate) type Entry = openraft::type_config::alias::EntryOf<TypeConfig>;
 pub(crate) type StoredMembership = openraft::type_config::alias::StoredMembershipOf<TypeConfig>;
 pub(crate) type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>;
-/// A snapshot's bytes are the MessagePack of a `ControlState` (see `state_machine.rs`).
+/// A snapshot's bytes are the MsgPack of a `ControlState` (see `state_machine.rs`).
 pub(crate) type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, Vec<u8>>;
 
 /// The control state as of a log index: what `ControlPlane::state()` publishes after every

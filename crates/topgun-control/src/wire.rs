@@ -1,5 +1,5 @@
 //! What travels between control-plane peers (CLUSTER.md §13, `RAFT_*` and `PROPOSE`): one
-//! request, one reply, each the MessagePack of the enums below. The transport only carries
+//! request, one reply, each the MsgPack of the enums below. The transport only carries
 //! the bytes; nothing here knows about sockets.
 //!
 //! A request that does not decode gets [`Reply::Failed`] with [`RemoteFailure::Malformed`]:

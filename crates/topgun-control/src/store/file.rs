@@ -1,6 +1,6 @@
 //! The redb flavour's file: `<dir>/raft.redb`, one small database beside the data store.
 //!
-//! | Table | Key | Value (MessagePack) |
+//! | Table | Key | Value (MsgPack) |
 //! |---|---|---|
 //! | `raft_meta` | `"vote"` | the last saved `Vote` |
 //! | `raft_meta` | `"committed"` | `Option<LogId>`: the last committed log id openraft saved |
@@ -32,7 +32,7 @@ const COMMITTED: &str = "committed";
 const PURGED: &str = "purged";
 const SNAPSHOT: &str = "snapshot";
 
-/// The last snapshot as stored: openraft's meta plus the MessagePack of the `ControlState`.
+/// The last snapshot as stored: openraft's meta plus the MsgPack of the `ControlState`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct StoredSnapshot {
     pub(crate) meta: SnapshotMeta,
