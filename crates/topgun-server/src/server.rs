@@ -373,17 +373,7 @@ impl Server {
             .cluster
             .clone()
             .map(|c| (c, config.node_id.as_str().to_owned()));
-        let session = Arc::new(SessionConfig {
-            auth_required: matches!(config.auth, AuthMode::Jwt(_)),
-            limits: config.session,
-            decode: config.decode,
-            node_id: config.node_id.as_str().to_owned(),
-            advertised_url: config
-                .cluster
-                .as_ref()
-                .map_or_else(|| format!("ws://{addr}"), |c| c.advertise_url(addr.port())),
-            cluster: config.cluster.as_ref().map(|c| cluster_session(c, maps)),
-        });
+        let session = Arc::new(session_config(&config, addr, maps));
         let (shutdown, _) = watch::channel(false);
         let settings = node_settings(&config, addr, Arc::clone(data.queue_gate()));
         let shared = Arc::new(Shared {
@@ -516,6 +506,21 @@ impl Server {
 /// How long a forwarded part may wait for its owner's answer before the batch is told to
 /// send it again.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What every session shares; in cluster mode, the committed maps too.
+fn session_config(config: &Config, addr: SocketAddr, maps: MapWatch) -> SessionConfig {
+    SessionConfig {
+        auth_required: matches!(config.auth, AuthMode::Jwt(_)),
+        limits: config.session,
+        decode: config.decode,
+        node_id: config.node_id.as_str().to_owned(),
+        advertised_url: config
+            .cluster
+            .as_ref()
+            .map_or_else(|| format!("ws://{addr}"), |c| c.advertise_url(addr.port())),
+        cluster: config.cluster.as_ref().map(|c| cluster_session(c, maps)),
+    }
+}
 
 /// What connections of a cluster member share.
 fn cluster_session(config: &ClusterConfig, maps: MapWatch) -> ClusterSession {

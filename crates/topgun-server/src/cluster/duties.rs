@@ -127,10 +127,11 @@ async fn match_group(control: &Arc<RaftControl>, cluster: &Cluster) {
         .into_iter()
         .map(|id| id.0)
         .collect();
-    if !desired.is_empty() && desired != metrics.voters {
-        if let Err(e) = control.change_voters(desired).await {
-            tracing::debug!(error = %e, "voters not changed this round");
-        }
+    if !desired.is_empty()
+        && desired != metrics.voters
+        && let Err(e) = control.change_voters(desired).await
+    {
+        tracing::debug!(error = %e, "voters not changed this round");
     }
 }
 

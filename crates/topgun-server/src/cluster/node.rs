@@ -242,7 +242,7 @@ impl ClusterNode {
                     if slot.is_none() {
                         *slot = Some(Arc::clone(&control));
                     }
-                    kept = slot.clone();
+                    kept.clone_from(slot);
                     true
                 });
                 tracing::info!(

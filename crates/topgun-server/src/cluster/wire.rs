@@ -1,6 +1,6 @@
 //! The control channel's own messages (CLUSTER.md §13) and their service ids: status while
 //! forming, bootstrap, join, heartbeats. Raft's messages travel as the bytes
-//! `topgun-control` encodes; these are small serde structs in MessagePack.
+//! `topgun-control` encodes; these are small serde structs in `MessagePack`.
 
 use serde::{Deserialize, Serialize};
 use topgun_cluster::ids::{ClusterUuid, Incarnation, MemberName};
@@ -81,7 +81,7 @@ pub enum JoinReply {
     Refused { reason: String },
 }
 
-/// MessagePack of `value`: these structs always encode.
+/// `value` in `MessagePack`: these structs always encode.
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     rmp_serde::to_vec(value).unwrap_or_default()
 }
