@@ -121,6 +121,8 @@ struct Shared {
     backlog: Arc<Backlog>,
     started: Instant,
     shutdown: watch::Sender<bool>,
+    /// This member, in cluster mode (set once it has started).
+    member: std::sync::OnceLock<Arc<ClusterNode>>,
 }
 
 impl Authenticator for Shared {
@@ -187,6 +189,10 @@ impl http::Host for Shared {
         }
     }
 
+    fn cluster(&self) -> Option<Arc<topgun_cluster::state::ControlState>> {
+        self.member.get()?.cluster()
+    }
+
     fn credentials(&self) -> http::admin::login::Credentials<'_> {
         http::admin::login::Credentials {
             username: &self.admin.username,
@@ -236,8 +242,6 @@ pub struct Server {
     shared: Arc<Shared>,
     /// The log's directory, held until [`Server::run`] returns (`None` without one).
     data_dir: Option<DataDirLock>,
-    /// This member, in cluster mode.
-    cluster: Option<Arc<ClusterNode>>,
 }
 
 /// Why a server could not start. Each message is whole: the storage error's own causes are
@@ -408,13 +412,13 @@ impl Server {
             backlog,
             started: Instant::now(),
             shutdown,
+            member: std::sync::OnceLock::new(),
         });
-        let cluster = start_cluster(member, addr.port(), &shared, publisher).await?;
+        start_cluster(member, addr.port(), &shared, publisher).await?;
         Ok(Self {
             listener,
             shared,
             data_dir: None,
-            cluster,
         })
     }
 
@@ -475,7 +479,7 @@ impl Server {
             tokio::spawn(prune_tombstones(Arc::clone(&shared)));
         }
         let drain = Arc::clone(&shared);
-        let member = self.cluster;
+        let member = shared.member.get().cloned();
         let stop = async move {
             shutdown.await;
             if let Some(member) = &member {
@@ -537,13 +541,13 @@ async fn start_cluster(
     client_port: u16,
     shared: &Arc<Shared>,
     publisher: MapPublisher,
-) -> Result<Option<Arc<ClusterNode>>, StartError> {
+) -> Result<(), StartError> {
     let Some((cluster, node_id)) = member else {
-        return Ok(None);
+        return Ok(());
     };
     // Checked when the configuration was read: a member name has no `:`.
     let Ok(name) = topgun_cluster::ids::MemberName::new(&node_id) else {
-        return Ok(None);
+        return Ok(());
     };
     let local: Arc<dyn LocalWrites> = Arc::new(SharedWrites(Arc::downgrade(shared)));
     let (routes, _) = watch::channel(None);
@@ -561,7 +565,8 @@ async fn start_cluster(
         FORWARD_TIMEOUT,
     );
     shared.data.set_forward(Arc::new(forward));
-    Ok(Some(node))
+    let _ = shared.member.set(node);
+    Ok(())
 }
 
 /// This member's shards, for writes forwarded to it.
@@ -773,6 +778,14 @@ async fn ready(State(shared): State<Arc<Shared>>) -> (StatusCode, &'static str) 
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "degraded: the store is unreachable; writes are held in the write-ahead log",
+        );
+    }
+    if let Some(member) = shared.member.get()
+        && member.cluster().is_none()
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "forming: this member is not in a cluster with a partition table yet",
         );
     }
     (StatusCode::OK, "ready")

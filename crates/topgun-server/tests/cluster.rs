@@ -202,6 +202,7 @@ async fn writes_through_any_member_are_acked_and_land_on_their_owners() {
         }
     };
     assert_eq!(ack.last_id, "100");
+    assert_admin_view(&members, &map);
     // Each member holds exactly the keys whose partitions it owns.
     let owner_of = |key: &str| {
         let pid = topgun_core::hash::partition_id(key) as usize;
@@ -220,6 +221,31 @@ async fn writes_through_any_member_are_acked_and_land_on_their_owners() {
         }
     }
     assert!(elsewhere > 0, "some writes were forwarded");
+}
+
+/// `/health/ready` and `/api/admin/cluster/status` show the cluster on every member.
+fn assert_admin_view(members: &[Member], map: &PartitionMap) {
+    for m in members {
+        assert_eq!(common::http_get(m.served.addr, "/health/ready").0, 200);
+        let (code, body) = common::http_get(m.served.addr, "/api/admin/cluster/status");
+        assert_eq!(code, 200, "{body}");
+        let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let mut listed: Vec<&str> = status["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["nodeId"].as_str().unwrap())
+            .collect();
+        listed.sort_unstable();
+        assert_eq!(listed, ["n1", "n2", "n3"]);
+        let owned: Vec<String> = status["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["ownerNodeId"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(owned, owners(map));
+    }
 }
 
 /// The keys of `todos` a member holds itself (queries are local until cross-node reads).

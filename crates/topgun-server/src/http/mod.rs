@@ -55,6 +55,10 @@ pub trait Host: Send + Sync + 'static {
     fn settings(&self) -> &admin::settings::Settings;
     /// This node, for `/api/admin/cluster/status`.
     fn node(&self) -> admin::cluster::NodeView;
+    /// The applied control state in cluster mode; `None` on a single node or while forming.
+    fn cluster(&self) -> Option<std::sync::Arc<topgun_cluster::state::ControlState>> {
+        None
+    }
     /// The admin login's user name and password.
     fn credentials(&self) -> admin::login::Credentials<'_>;
     /// An HS256 token for `sub` with `roles`, or `None` when this server cannot sign.

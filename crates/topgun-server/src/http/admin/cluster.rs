@@ -1,5 +1,6 @@
 //! `GET /api/admin/cluster/status` (COMPAT §3.7). A single node reports itself, healthy, as
-//! the owner of all 271 partitions; cluster membership is not built yet.
+//! the owner of all 271 partitions; a cluster member reports the members and owners of the
+//! table it applied (connections, memory and uptime are known for itself only).
 
 use std::sync::Arc;
 
@@ -83,6 +84,64 @@ pub fn single_node(node: NodeView, memory: u64) -> ClusterStatus {
     }
 }
 
+/// The cluster as a member sees it: every member of the applied state, live ones
+/// `healthy` (`suspect` while joining or leaving), down ones `dead`.
+pub fn of_cluster(
+    cluster: &topgun_cluster::state::Cluster,
+    me: &NodeView,
+    memory: u64,
+) -> ClusterStatus {
+    use topgun_cluster::member::MemberState;
+    let name = |id| {
+        cluster
+            .member(id)
+            .map_or("", |m| m.name.as_str())
+            .to_owned()
+    };
+    let partitions: Vec<PartitionOwner> = cluster
+        .table()
+        .iter()
+        .map(|(pid, e)| PartitionOwner {
+            id: pid.get(),
+            owner_node_id: name(e.owner),
+        })
+        .collect();
+    let nodes = cluster
+        .members()
+        .map(|m| {
+            let mine = m.name.as_str() == me.node_id;
+            let owned = partitions
+                .iter()
+                .filter(|p| p.owner_node_id == m.name.as_str())
+                .count();
+            NodeStatus {
+                node_id: m.name.as_str().to_owned(),
+                address: m
+                    .addrs
+                    .client_url
+                    .trim_start_matches("ws://")
+                    .trim_start_matches("wss://")
+                    .to_owned(),
+                status: match m.state {
+                    MemberState::Active => "healthy",
+                    MemberState::Joining | MemberState::Leaving => "suspect",
+                    MemberState::Down => "dead",
+                },
+                partition_count: u32::try_from(owned).unwrap_or(u32::MAX),
+                connections: if mine { me.connections } else { 0 },
+                memory: if mine { memory } else { 0 },
+                uptime: if mine { me.uptime_secs } else { 0 },
+            }
+        })
+        .collect();
+    ClusterStatus {
+        nodes,
+        partitions,
+        total_partitions: topgun_core::hash::PARTITION_COUNT,
+        is_rebalancing: cluster.table().iter().any(|(_, e)| e.migration.is_some()),
+    }
+}
+
 /// The resident memory in `/proc/self/status` (`VmRSS`, in kB), or 0 where there is none.
 pub fn resident_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -107,7 +166,14 @@ fn vm_rss(status: &str) -> Option<u64> {
 )]
 pub async fn status<H: Host>(State(host): State<Arc<H>>, headers: HeaderMap) -> Response {
     match guard(&*host, &headers) {
-        Ok(()) => Json(single_node(host.node(), resident_bytes())).into_response(),
+        Ok(()) => {
+            let state = host.cluster();
+            let status = match state.as_deref().and_then(|s| s.cluster()) {
+                Some(cluster) => of_cluster(cluster, &host.node(), resident_bytes()),
+                None => single_node(host.node(), resident_bytes()),
+            };
+            Json(status).into_response()
+        }
         Err(refused) => *refused.0,
     }
 }
