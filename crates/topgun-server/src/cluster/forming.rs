@@ -183,7 +183,9 @@ async fn bootstrap(node: &Arc<ClusterNode>, members: Vec<BootstrapMember>) -> bo
     let command = Command::Bootstrap {
         cluster_uuid: ClusterUuid(rand::random()),
         version_base: version_base_at(now_ms() / 1000),
-        backups: node.config.backups,
+        // No partition has a replica until replication is built: listing backups in the map
+        // would tell clients of copies that do not exist. `--backups` applies from then on.
+        backups: 0,
         members,
     };
     propose_first_table(&control, command).await;
