@@ -20,6 +20,7 @@ use crate::config::ClusterConfig;
 use crate::error;
 use crate::http;
 use crate::metrics::Metrics;
+use crate::metrics::cluster::ForwardStats;
 use crate::query::index_catalog::{self, IndexCatalog};
 use crate::security::admin_policy::Rules;
 use crate::security::admin_store;
@@ -121,8 +122,8 @@ struct Shared {
     backlog: Arc<Backlog>,
     started: Instant,
     shutdown: watch::Sender<bool>,
-    /// This member, in cluster mode (set once it has started).
-    member: std::sync::OnceLock<Arc<ClusterNode>>,
+    /// This member, in cluster mode (set once it has started), and its forwarding numbers.
+    member: std::sync::OnceLock<(Arc<ClusterNode>, Arc<ForwardStats>)>,
 }
 
 impl Authenticator for Shared {
@@ -190,7 +191,7 @@ impl http::Host for Shared {
     }
 
     fn cluster(&self) -> Option<Arc<topgun_cluster::state::ControlState>> {
-        self.member.get()?.cluster()
+        self.member.get()?.0.cluster()
     }
 
     fn credentials(&self) -> http::admin::login::Credentials<'_> {
@@ -479,7 +480,7 @@ impl Server {
             tokio::spawn(prune_tombstones(Arc::clone(&shared)));
         }
         let drain = Arc::clone(&shared);
-        let member = shared.member.get().cloned();
+        let member = shared.member.get().map(|(node, _)| Arc::clone(node));
         let stop = async move {
             shutdown.await;
             if let Some(member) = &member {
@@ -564,8 +565,9 @@ async fn start_cluster(
         local,
         FORWARD_TIMEOUT,
     );
+    let stats = Arc::clone(forward.stats());
     shared.data.set_forward(Arc::new(forward));
-    let _ = shared.member.set(node);
+    let _ = shared.member.set((node, stats));
     Ok(())
 }
 
@@ -707,8 +709,18 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        shared.metrics.render(),
+        render_metrics(&shared),
     )
+}
+
+/// The server's metrics, and a cluster member's own.
+fn render_metrics(shared: &Shared) -> String {
+    let mut out = shared.metrics.render();
+    if let Some((member, forwarded)) = shared.member.get() {
+        member.view().render(&mut out);
+        forwarded.render(&mut out);
+    }
+    out
 }
 
 /// A backup of every record (see [`crate::storage::backup`]). With JWT auth on, the request must carry
@@ -780,7 +792,7 @@ async fn ready(State(shared): State<Arc<Shared>>) -> (StatusCode, &'static str) 
             "degraded: the store is unreachable; writes are held in the write-ahead log",
         );
     }
-    if let Some(member) = shared.member.get()
+    if let Some((member, _)) = shared.member.get()
         && member.cluster().is_none()
     {
         return (

@@ -221,6 +221,17 @@ async fn writes_through_any_member_are_acked_and_land_on_their_owners() {
         }
     }
     assert!(elsewhere > 0, "some writes were forwarded");
+    let (_, metrics) = common::http_get(members[0].served.addr, "/metrics");
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+    let forwarded = value("topgun_cluster_forwarded_writes_total");
+    assert_eq!(forwarded, u64::try_from(elsewhere).unwrap());
+    assert_eq!(value("topgun_cluster_members{state=\"active\"}"), 3);
+    assert_eq!(value("topgun_cluster_forward_failures_total"), 0);
 }
 
 /// `/health/ready` and `/api/admin/cluster/status` show the cluster on every member.

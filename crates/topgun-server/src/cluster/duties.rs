@@ -172,6 +172,11 @@ async fn admit(node: &Arc<ClusterNode>, joiner: StatusWire) -> JoinReply {
     };
     match control.propose(join).await {
         Ok(CommandResult::Joined { raft_id, replaced }) => {
+            // Heard now: its silence counts from its admission, not from the leader's start.
+            node.heard
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(raft_id.0, Instant::now());
             tokio::spawn(enrol(Arc::clone(&control), raft_id, addr, replaced));
             JoinReply::Admitted { raft_id: raft_id.0 }
         }

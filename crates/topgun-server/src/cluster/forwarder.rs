@@ -31,6 +31,7 @@ use super::rpc::{CallError, Rpc};
 use crate::data::forward::{Forward, Owner, PartAnswer, decode_writes, encode_writes};
 use crate::data::ops::Write;
 use crate::error::code;
+use crate::metrics::cluster::ForwardStats;
 
 /// The service id of a forwarded part.
 pub const FWD_WRITES: u8 = 10;
@@ -58,6 +59,7 @@ pub struct Forwarder {
     local: Arc<dyn LocalWrites>,
     /// How long one attempt waits for its owner's answer.
     timeout: Duration,
+    stats: Arc<ForwardStats>,
 }
 
 impl std::fmt::Debug for Forwarder {
@@ -86,7 +88,13 @@ impl Forwarder {
             routes,
             local,
             timeout,
+            stats: Arc::default(),
         }
+    }
+
+    /// What forwarding has done, for `/metrics`.
+    pub fn stats(&self) -> &Arc<ForwardStats> {
+        &self.stats
     }
 
     fn current(&self) -> Option<Arc<Routes>> {
@@ -106,11 +114,15 @@ impl Forwarder {
         body.put_u8(u8::from(durable));
         body.put_u64(version);
         body.put_slice(&encode_writes(&writes));
+        let started = std::time::Instant::now();
         let reply = self
             .rpc
             .call(&to.addr, Channel::Data, FWD_WRITES, &body, self.timeout)
             .await;
-        match reply.map_err(call_failed).and_then(read_answer)? {
+        let answer = reply.map_err(call_failed).and_then(read_answer);
+        let done = matches!(answer, Ok(Answer::Done(_)));
+        self.stats.record(writes.len(), started.elapsed(), done);
+        match answer? {
             Answer::Done(level) => Ok(level),
             Answer::Moved(theirs) if attempt + 1 < ATTEMPTS => {
                 wait_for_version(self.routes.clone(), theirs).await;

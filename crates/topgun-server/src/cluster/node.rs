@@ -203,6 +203,44 @@ impl ClusterNode {
             .then(|| Arc::clone(&applied.state))
     }
 
+    /// Membership and Raft as applied here, for `/metrics`.
+    pub fn view(&self) -> crate::metrics::cluster::MemberView {
+        use topgun_cluster::member::MemberState;
+        let mut view = crate::metrics::cluster::MemberView {
+            peer_queue: u64::try_from(self.rpc.transport().queued_frames()).unwrap_or(u64::MAX),
+            ..Default::default()
+        };
+        let Some(control) = self.control() else {
+            return view;
+        };
+        let metrics = control.metrics();
+        view.raft_term = metrics.term;
+        view.raft_applied_index = metrics.applied_index;
+        view.is_leader = metrics.leader == Some(control.id());
+        if let Some(state) = self.cluster()
+            && let Some(cluster) = state.cluster()
+        {
+            for m in cluster.members() {
+                let slot = match m.state {
+                    MemberState::Joining => 0,
+                    MemberState::Active => 1,
+                    MemberState::Leaving => 2,
+                    MemberState::Down => 3,
+                };
+                view.members[slot] += 1;
+            }
+            view.table_version = cluster.table_version();
+            view.map_version = u64::from(cluster.map_version());
+            let me = RaftId(control.id());
+            view.owned_partitions = cluster
+                .table()
+                .iter()
+                .filter(|(_, e)| e.owner == me)
+                .count() as u64;
+        }
+        view
+    }
+
     /// The status this member gives peers while the cluster forms.
     pub(super) fn status(&self) -> Status {
         let mut me = self.me.clone();

@@ -212,6 +212,15 @@ impl Transport {
             .clone()
     }
 
+    /// Frames waiting in every link's queue.
+    pub fn queued_frames(&self) -> usize {
+        let links = self.links.lock().unwrap_or_else(PoisonError::into_inner);
+        links
+            .values()
+            .map(|l| l.frames.max_capacity() - l.frames.capacity())
+            .sum()
+    }
+
     /// Forgets the links to `addr`: their tasks end once no other handle holds them.
     pub fn forget(&self, addr: &str) {
         let mut links = self.links.lock().unwrap_or_else(PoisonError::into_inner);

@@ -23,6 +23,7 @@ use std::time::Duration;
 use topgun_core::protocol::Message;
 
 pub mod census;
+pub mod cluster;
 pub mod histogram;
 pub mod shard_stats;
 
