@@ -52,7 +52,11 @@ async fn malformed_requests_get_an_error_reply_and_the_node_keeps_working() {
     }
 
     // A reply sent as a request is the wrong type.
-    let confused = wire::encode(&Reply::Proposed(CommandResult::Done)).unwrap();
+    let confused = wire::encode(&Reply::Proposed {
+        index: 1,
+        result: CommandResult::Done,
+    })
+    .unwrap();
     assert!(is_malformed(&reply_to(&leader, &confused).await));
 
     // A forbidden member name inside an otherwise valid proposal (same length, so only
