@@ -21,7 +21,7 @@ use crate::network::{BoxFuture, NetworkFactory, PeerRpc, RpcError};
 use crate::state_machine::StateMachineStore;
 use crate::store::file::RaftFile;
 use crate::store::{self, Storage};
-use crate::types::{Applied, MemberAddr, Proposal, TypeConfig};
+use crate::types::{Applied, LogId, MemberAddr, Proposal, SnapshotMeta, TypeConfig, Vote};
 use crate::wire::{self, RemoteFailure, Reply, Request};
 
 /// Attempts per proposal. With the backoff between them (one heartbeat doubling up to the
@@ -83,6 +83,34 @@ fn wall_clock_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// openraft's own checks on an incoming snapshot, made before it sees one: it asserts them
+/// inside its core task (a forged or stale snapshot would stop this node's Raft), and we would
+/// rather refuse the request. A snapshot never holds a log id beyond its sender's leadership,
+/// and one beyond our committed id must also lie at a greater index.
+fn snapshot_fits(
+    vote: &Vote,
+    meta: &SnapshotMeta,
+    committed: Option<&LogId>,
+) -> Result<(), String> {
+    let Some(last) = &meta.last_log_id else {
+        return Ok(());
+    };
+    if last.leader_id > vote.leader_id {
+        return Err(format!(
+            "snapshot {last} lies beyond the sender's vote {vote}"
+        ));
+    }
+    if let Some(committed) = committed
+        && last > committed
+        && last.index <= committed.index
+    {
+        return Err(format!(
+            "snapshot {last} contradicts the committed log at {committed}"
+        ));
+    }
+    Ok(())
 }
 
 fn close(file: Option<&RaftFile>) {
@@ -173,6 +201,10 @@ impl RaftControl {
                 // could not read would stop this node's Raft with a storage error.
                 if let Err(e) = wire::decode::<topgun_cluster::ControlState>(&data) {
                     return Reply::Failed(RemoteFailure::Malformed(format!("snapshot: {e}")));
+                }
+                let committed = self.raft.metrics().borrow_watched().local_committed;
+                if let Err(why) = snapshot_fits(&vote, &meta, committed.as_ref()) {
+                    return Reply::Failed(RemoteFailure::Malformed(why));
                 }
                 let snapshot = crate::types::Snapshot {
                     meta,
