@@ -77,7 +77,8 @@ pub struct ControlMetrics {
 /// [`ControlError::NotLeader`] elsewhere; proposals work on any member.
 pub trait ControlPlane: Send + Sync {
     /// Commits `cmd` and returns what applying it answered. On a follower the proposal is
-    /// forwarded to the leader; the leader stamps `now_ms` from its wall clock.
+    /// forwarded to the leader; the leader stamps `now_ms` from its wall clock. Returns once
+    /// this node's `state()` shows the command applied (bounded by `propose_timeout_ms`).
     fn propose(&self, cmd: Command) -> BoxFuture<'_, Result<CommandResult, ProposeError>>;
 
     /// The applied state, published after every applied batch, snapshot install and restart

@@ -21,7 +21,7 @@ use crate::network::{BoxFuture, NetworkFactory, PeerRpc, RpcError};
 use crate::state_machine::StateMachineStore;
 use crate::store::file::RaftFile;
 use crate::store::{self, Storage};
-use crate::types::{Applied, MemberAddr, Proposal, TypeConfig};
+use crate::types::{Applied, LogId, MemberAddr, Proposal, SnapshotMeta, TypeConfig, Vote};
 use crate::wire::{self, RemoteFailure, Reply, Request};
 
 /// Attempts per proposal. With the backoff between them (one heartbeat doubling up to the
@@ -54,7 +54,8 @@ impl std::fmt::Debug for RaftControl {
 
 /// One step of a proposal.
 enum Attempt {
-    Done(CommandResult),
+    /// Applied as log entry `index`.
+    Done { index: u64, result: CommandResult },
     /// Refused before anything was appended; try `leader` next (if known).
     Redirect {
         leader: Option<u64>,
@@ -82,6 +83,34 @@ fn wall_clock_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// openraft's own checks on an incoming snapshot, made before it sees one: it asserts them
+/// inside its core task (a forged or stale snapshot would stop this node's Raft), and we would
+/// rather refuse the request. A snapshot never holds a log id beyond its sender's leadership,
+/// and one beyond our committed id must also lie at a greater index.
+fn snapshot_fits(
+    vote: &Vote,
+    meta: &SnapshotMeta,
+    committed: Option<&LogId>,
+) -> Result<(), String> {
+    let Some(last) = &meta.last_log_id else {
+        return Ok(());
+    };
+    if last.leader_id > vote.leader_id {
+        return Err(format!(
+            "snapshot {last} lies beyond the sender's vote {vote}"
+        ));
+    }
+    if let Some(committed) = committed
+        && last > committed
+        && last.index <= committed.index
+    {
+        return Err(format!(
+            "snapshot {last} contradicts the committed log at {committed}"
+        ));
+    }
+    Ok(())
 }
 
 fn close(file: Option<&RaftFile>) {
@@ -173,6 +202,10 @@ impl RaftControl {
                 if let Err(e) = wire::decode::<topgun_cluster::ControlState>(&data) {
                     return Reply::Failed(RemoteFailure::Malformed(format!("snapshot: {e}")));
                 }
+                let committed = self.raft.metrics().borrow_watched().local_committed;
+                if let Err(why) = snapshot_fits(&vote, &meta, committed.as_ref()) {
+                    return Reply::Failed(RemoteFailure::Malformed(why));
+                }
                 let snapshot = crate::types::Snapshot {
                     meta,
                     snapshot: data,
@@ -188,7 +221,7 @@ impl RaftControl {
                 .await
                 .map_or_else(stopped, Reply::TransferLeader),
             Request::Propose(cmd) => match self.propose_local(cmd).await {
-                Ok(Attempt::Done(result)) => Reply::Proposed(result),
+                Ok(Attempt::Done { index, result }) => Reply::Proposed { index, result },
                 Ok(Attempt::Redirect { leader, node }) => Reply::NotLeader { leader, node },
                 Err(ProposeError::Remote(failure)) => Reply::Failed(failure),
                 Err(ProposeError::Indeterminate { reason }) => {
@@ -206,7 +239,10 @@ impl RaftControl {
             now_ms: wall_clock_ms(),
         };
         match self.raft.client_write(proposal).await {
-            Ok(reply) => Ok(Attempt::Done(reply.data)),
+            Ok(reply) => Ok(Attempt::Done {
+                index: reply.log_id.index,
+                result: reply.data,
+            }),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to))) => {
                 Ok(Attempt::Redirect {
                     leader: to.leader_id,
@@ -253,7 +289,7 @@ impl RaftControl {
             }
         };
         match reply {
-            Ok(Reply::Proposed(result)) => Ok(Attempt::Done(result)),
+            Ok(Reply::Proposed { index, result }) => Ok(Attempt::Done { index, result }),
             Ok(Reply::NotLeader { leader, node }) => Ok(Attempt::Redirect { leader, node }),
             Ok(Reply::Failed(RemoteFailure::Indeterminate(reason))) => {
                 Err(ProposeError::Indeterminate { reason })
@@ -289,6 +325,18 @@ impl RaftControl {
         Duration::from_millis(ms)
     }
 
+    /// Waits until this node has applied `index` — at once on the leader, which answers only
+    /// after applying — so that a proposer reads its own write in `state()`. Bounded by
+    /// `propose_timeout_ms`: the entry is committed either way, so the result stands.
+    async fn await_applied(&self, index: u64) {
+        let mut applied = self.applied.clone();
+        let bound = Duration::from_millis(self.config.propose_timeout_ms);
+        let caught_up = applied.wait_for(|a| a.applied_index >= index);
+        if tokio::time::timeout(bound, caught_up).await.is_err() {
+            tracing::warn!(index, "proposal committed but not yet applied here");
+        }
+    }
+
     async fn propose_bounded(&self, cmd: Command) -> Result<CommandResult, ProposeError> {
         // `None`: this node; `Some`: a peer believed to lead.
         let mut target: Option<(u64, MemberAddr)> = None;
@@ -304,7 +352,10 @@ impl RaftControl {
                 Some((leader, node)) => self.propose_remote(*leader, node, cmd.clone()).await?,
             };
             match outcome {
-                Attempt::Done(result) => return Ok(result),
+                Attempt::Done { index, result } => {
+                    self.await_applied(index).await;
+                    return Ok(result);
+                }
                 // A definite answer naming another node: go there at once.
                 Attempt::Redirect {
                     leader: Some(leader),

@@ -41,7 +41,11 @@ pub enum Reply {
     Vote(VoteResponse<TypeConfig>),
     Snapshot(SnapshotResponse<TypeConfig>),
     TransferLeader(TransferLeaderResponse<TypeConfig>),
-    Proposed(CommandResult),
+    /// Committed and applied at the leader as log entry `index`.
+    Proposed {
+        index: u64,
+        result: CommandResult,
+    },
     /// The receiver is not the leader; `leader` is its best knowledge. Nothing was appended,
     /// so retrying elsewhere cannot apply the command twice.
     NotLeader {

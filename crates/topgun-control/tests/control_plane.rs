@@ -126,3 +126,44 @@ async fn a_learner_added_after_the_log_was_purged_catches_up_from_a_snapshot() {
     learner.shutdown().await.unwrap();
     shutdown_all(&nodes).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn voters_are_replaced_in_one_change_and_a_removed_node_leaves_the_group() {
+    let router = Arc::new(Router::default());
+    let nodes = start_group(&router, &[1, 2, 3], fast_config(), |_| Storage::Memory).await;
+    let leader = Arc::clone(&nodes[&leader_of(&nodes).await]);
+    leader.propose(bootstrap_cmd(&[1, 2, 3])).await.unwrap();
+    let learner = start(&router, 4, fast_config(), &Storage::Memory).await;
+    leader.add_learner(4, addr(4)).await.unwrap();
+
+    // Membership calls belong to the leader.
+    let follower = follower_of(&nodes, leader.id());
+    let refused = follower.add_learner(5, addr(5)).await;
+    assert!(
+        matches!(refused, Err(topgun_control::ControlError::NotLeader { leader: Some(l) }) if l == leader.id()),
+        "{refused:?}"
+    );
+
+    // Swap a follower's seat for the learner; the follower stays on as a learner.
+    let out = follower.id();
+    let voters = [1, 2, 3, 4].into_iter().filter(|&v| v != out).collect();
+    leader.change_voters(voters).await.unwrap();
+    let m = leader.metrics();
+    assert!(m.voters.contains(&4) && !m.voters.contains(&out), "{m:?}");
+    assert!(m.learners.contains(&out), "{m:?}");
+
+    leader.remove_node(out).await.unwrap();
+    let m = leader.metrics();
+    assert!(
+        !m.voters.contains(&out) && !m.learners.contains(&out),
+        "{m:?}"
+    );
+    // Removing a node that is not in the group is already done.
+    leader.remove_node(out).await.unwrap();
+
+    // The new group still commits.
+    let result = learner.propose(join_cmd("n9", 9_000)).await.unwrap();
+    assert!(matches!(result, CommandResult::Joined { .. }), "{result:?}");
+    learner.shutdown().await.unwrap();
+    shutdown_all(&nodes).await;
+}

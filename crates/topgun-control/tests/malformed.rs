@@ -52,7 +52,11 @@ async fn malformed_requests_get_an_error_reply_and_the_node_keeps_working() {
     }
 
     // A reply sent as a request is the wrong type.
-    let confused = wire::encode(&Reply::Proposed(CommandResult::Done)).unwrap();
+    let confused = wire::encode(&Reply::Proposed {
+        index: 1,
+        result: CommandResult::Done,
+    })
+    .unwrap();
     assert!(is_malformed(&reply_to(&leader, &confused).await));
 
     // A forbidden member name inside an otherwise valid proposal (same length, so only
@@ -88,6 +92,38 @@ async fn a_snapshot_whose_bytes_are_not_a_control_state_is_refused_before_raft_s
     let reply = reply_to(follower, &wire::encode(&snapshot).unwrap()).await;
     assert!(is_malformed(&reply), "{reply:?}");
     // The follower is still a working member.
+    let result = follower.propose(join_cmd("n4", 4_000)).await.unwrap();
+    assert!(matches!(result, CommandResult::Joined { .. }), "{result:?}");
+    shutdown_all(&nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_beyond_its_senders_vote_is_refused_and_the_node_keeps_working() {
+    let router = Arc::new(Router::default());
+    let nodes = start_group(&router, &[1, 2, 3], fast_config(), |_| Storage::Memory).await;
+    let leader = Arc::clone(&nodes[&leader_of(&nodes).await]);
+    leader.propose(bootstrap_cmd(&[1, 2, 3])).await.unwrap();
+    let follower = nodes.values().find(|n| n.id() != leader.id()).unwrap();
+
+    // A readable state and the real leader's committed vote, but a last log id from a term
+    // eight ahead of it: openraft asserts against that inside its core task, which would stop
+    // this node's Raft (checked by removing the guard: the reply becomes `Stopped`).
+    let term = follower.metrics().term;
+    let leader_id = openraft::impls::leader_id_adv::LeaderId {
+        term: term + 8,
+        node_id: leader.id(),
+    };
+    let meta = openraft::SnapshotMeta {
+        last_log_id: Some(openraft::LogId::new(leader_id, 1_000)),
+        ..openraft::SnapshotMeta::default()
+    };
+    let forged = Request::Snapshot {
+        vote: openraft::impls::Vote::new_committed(term, leader.id()),
+        meta,
+        data: wire::encode(&*applied(&leader).state).unwrap(),
+    };
+    let reply = reply_to(follower, &wire::encode(&forged).unwrap()).await;
+    assert!(is_malformed(&reply), "{reply:?}");
     let result = follower.propose(join_cmd("n4", 4_000)).await.unwrap();
     assert!(matches!(result, CommandResult::Joined { .. }), "{result:?}");
     shutdown_all(&nodes).await;

@@ -117,3 +117,47 @@ async fn a_whole_group_restarted_over_its_files_elects_a_leader_and_keeps_its_st
     );
     shutdown_all(&nodes).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_log_was_compacted_recovers_from_its_stored_snapshot_and_log_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = redb_in(&dir);
+    let config = topgun_control::ControlConfig {
+        snapshot_after_logs: 3,
+        max_in_snapshot_log_to_keep: 0,
+        ..fast_config()
+    };
+    let router = Arc::new(Router::default());
+    let nodes = start_group(&router, &[1], config, &storage).await;
+    let node = Arc::clone(&nodes[&leader_of(&nodes).await]);
+    node.propose(bootstrap_cmd(&[1])).await.unwrap();
+    for n in 0..7 {
+        node.propose(join_cmd(&format!("x{n}"), 10 + n))
+            .await
+            .unwrap();
+    }
+    let purged = eventually(Duration::from_secs(5), "a compacted log", || {
+        node.metrics().purged_index.filter(|&p| p > 3)
+    })
+    .await;
+    let before = applied(&node);
+    assert!(before.applied_index > purged);
+    drop(node);
+    shutdown_all(&nodes).await;
+    router.remove(1);
+    drop(nodes);
+
+    let back = start(&router, 1, config, &storage(1)).await;
+    let recovered = applied(&back);
+    assert_eq!(recovered.applied_index, before.applied_index);
+    assert_eq!(*recovered.state, *before.state);
+    let m = eventually(Duration::from_secs(2), "recovered metrics", || {
+        let m = back.metrics();
+        m.snapshot_index.is_some().then_some(m)
+    })
+    .await;
+    assert!(m.snapshot_index >= Some(purged), "{m:?}");
+    let result = back.propose(join_cmd("y", 99)).await.unwrap();
+    assert!(matches!(result, CommandResult::Joined { .. }), "{result:?}");
+    back.shutdown().await.unwrap();
+}
