@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use topgun_cluster::{CommandResult, MemberName, PARTITION_COUNT, RaftId};
+use topgun_control::wire::{self, Reply, Request};
 use topgun_control::{ControlConfig, ControlPlane, RaftControl, Storage};
 
 fn cluster_table_owners(state: &topgun_cluster::ControlState) -> usize {
@@ -165,5 +166,37 @@ async fn voters_are_replaced_in_one_change_and_a_removed_node_leaves_the_group()
     let result = learner.propose(join_cmd("n9", 9_000)).await.unwrap();
     assert!(matches!(result, CommandResult::Joined { .. }), "{result:?}");
     learner.shutdown().await.unwrap();
+    shutdown_all(&nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shut_down_leader_is_replaced_and_proposals_keep_working() {
+    let router = Arc::new(Router::default());
+    let mut nodes = start_group(&router, &[1, 2, 3], fast_config(), |_| Storage::Memory).await;
+    let old = leader_of(&nodes).await;
+    nodes[&old]
+        .propose(bootstrap_cmd(&[1, 2, 3]))
+        .await
+        .unwrap();
+
+    let gone = nodes.remove(&old).unwrap();
+    gone.shutdown().await.unwrap();
+    // A stopped node answers peers with an error reply instead of hanging them.
+    let request = wire::encode(&Request::Propose(join_cmd("late", 1))).unwrap();
+    let reply = wire::decode::<Reply>(&gone.handle(&request).await).unwrap();
+    assert!(matches!(reply, Reply::Failed(_)), "{reply:?}");
+    let new = leader_of(&nodes).await;
+    assert_ne!(new, old);
+    let result = follower_of(&nodes, new)
+        .propose(join_cmd("n4", 4_000))
+        .await;
+    assert!(
+        matches!(result, Ok(CommandResult::Joined { .. })),
+        "{result:?}"
+    );
+    let index = applied(&nodes[&new]).applied_index;
+    let all: Vec<_> = nodes.values().collect();
+    let states = states_at(&all, index).await;
+    assert!(states.iter().all(|s| **s == *states[0]));
     shutdown_all(&nodes).await;
 }

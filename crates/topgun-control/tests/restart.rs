@@ -12,8 +12,13 @@ use common::*;
 use topgun_cluster::CommandResult;
 use topgun_control::{ControlPlane, RaftControl, Storage};
 
+/// Each node's data directory under `dir`, holding its `raft.redb`.
 fn redb_in(dir: &tempfile::TempDir) -> impl Fn(u64) -> Storage + '_ {
-    move |id| Storage::Redb(dir.path().join(format!("n{id}")).with_extension("redb"))
+    move |id| {
+        let data_dir = dir.path().join(format!("n{id}"));
+        std::fs::create_dir_all(&data_dir).unwrap();
+        Storage::redb_in(&data_dir)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -34,6 +34,31 @@ struct LogInner {
     entries: BTreeMap<u64, Entry>,
 }
 
+impl LogInner {
+    /// The module invariant, checked before anything is written: `entries` continue the log
+    /// without a gap or an overlap. A violation is openraft misusing the store; it gets a
+    /// storage error (which stops Raft) rather than a log with a hole.
+    fn check_follows(&self, entries: &[Entry]) -> io::Result<()> {
+        let mut expected = self
+            .entries
+            .keys()
+            .next_back()
+            .map(|last| last + 1)
+            .or(self.purged.map(|p| p.index + 1));
+        for entry in entries {
+            let index = entry.log_id.index;
+            if expected.is_some_and(|want| want != index) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("log gap: appending {index}, expected {expected:?}"),
+                ));
+            }
+            expected = Some(index + 1);
+        }
+        Ok(())
+    }
+}
+
 impl LogStore {
     pub(crate) fn memory() -> Self {
         Self {
@@ -128,6 +153,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
+        self.lock().check_follows(&entries)?;
         if let Some(file) = &self.file {
             let rows = entries
                 .iter()
@@ -135,23 +161,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .collect::<io::Result<Vec<_>>>()?;
             file.append(&rows)?;
         }
-        {
-            let mut inner = self.lock();
-            for entry in entries {
-                let index = entry.log_id.index;
-                let expected = inner
-                    .entries
-                    .keys()
-                    .next_back()
-                    .map(|last| last + 1)
-                    .or(inner.purged.map(|p| p.index + 1));
-                debug_assert!(
-                    expected.is_none_or(|want| want == index),
-                    "log gap: appending {index}, expected {expected:?}"
-                );
-                inner.entries.insert(index, entry);
-            }
+        let mut inner = self.lock();
+        for entry in entries {
+            inner.entries.insert(entry.log_id.index, entry);
         }
+        drop(inner);
         callback.io_completed(Ok(()));
         Ok(())
     }
@@ -296,6 +310,23 @@ mod tests {
                 "seed {seed}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn an_append_that_would_leave_a_gap_is_refused_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (file, mut recovered) = RaftFile::open(&dir.path().join("raft.redb")).unwrap();
+        let mut store = LogStore::on_file(Arc::new(file), &mut recovered);
+        let first: Vec<Entry> = (0..3).map(|i| entry(1, i)).collect();
+        store
+            .append(first.clone(), IOFlushed::noop())
+            .await
+            .unwrap();
+        let gap = vec![entry(1, 4)];
+        assert!(store.append(gap, IOFlushed::noop()).await.is_err());
+        let overlap = vec![entry(1, 2)];
+        assert!(store.append(overlap, IOFlushed::noop()).await.is_err());
+        assert_eq!(store.try_get_log_entries(..).await.unwrap(), first);
     }
 
     #[tokio::test]

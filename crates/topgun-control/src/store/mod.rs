@@ -15,6 +15,9 @@ pub(crate) use self::log::LogStore;
 use crate::state_machine::StateMachineStore;
 use crate::types::Applied;
 
+/// The redb flavour's file name inside a data directory.
+pub const FILE_NAME: &str = "raft.redb";
+
 /// Where a node keeps its Raft state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Storage {
@@ -22,6 +25,13 @@ pub enum Storage {
     Memory,
     /// The redb file at this path (by convention `<data dir>/raft.redb`), created if absent.
     Redb(PathBuf),
+}
+
+impl Storage {
+    /// The redb flavour at `<data_dir>/raft.redb`, beside the data store's own files.
+    pub fn redb_in(data_dir: &std::path::Path) -> Self {
+        Self::Redb(data_dir.join(FILE_NAME))
+    }
 }
 
 /// The opened stores and the channel the state machine publishes on.
