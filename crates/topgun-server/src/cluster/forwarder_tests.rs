@@ -10,9 +10,9 @@ use topgun_cluster::state::ControlState;
 use topgun_core::{LwwRecord, NodeId, Timestamp, Value};
 
 use super::super::frame::Frame;
-use super::super::hello::{Credentials, PeerIdentity};
+use super::super::hello::PeerIdentity;
 use super::super::rpc::Handler;
-use super::super::transport::Transport;
+use super::super::transport::bind_for_test;
 use super::*;
 
 /// A member's shards, as far as forwarding sees them: what they were asked to apply.
@@ -53,17 +53,7 @@ struct Member {
 }
 
 async fn member(name: &str) -> Member {
-    let creds = Credentials {
-        cluster: "test".into(),
-        me: PeerIdentity {
-            name: name.into(),
-            incarnation: 1,
-            addr: String::new(),
-        },
-        secret: Vec::new(),
-    };
-    let listen = "127.0.0.1:0".parse().unwrap();
-    let (transport, inbox) = Transport::bind(listen, "127.0.0.1", creds).await.unwrap();
+    let (transport, inbox) = bind_for_test(name, b"").await;
     let local = Arc::new(Recorded::default());
     let (routes, watching) = watch::channel(None);
     let handler: Arc<dyn Handler> = Arc::new(OwnerSide {

@@ -296,7 +296,6 @@ fn reply(id: u64, result: Result<Bytes, String>) -> Frame {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
-    use super::super::hello::Credentials;
     use super::*;
 
     const ECHO: u8 = 1;
@@ -330,19 +329,7 @@ mod tests {
     }
 
     async fn member(name: &str) -> (Rpc, mpsc::UnboundedReceiver<(String, Frame)>) {
-        let creds = Credentials {
-            cluster: "test".into(),
-            me: PeerIdentity {
-                name: name.into(),
-                incarnation: 1,
-                addr: String::new(),
-            },
-            secret: Vec::new(),
-        };
-        let (transport, inbox) =
-            Transport::bind("127.0.0.1:0".parse().unwrap(), "127.0.0.1", creds)
-                .await
-                .unwrap();
+        let (transport, inbox) = super::super::transport::bind_for_test(name, b"").await;
         let (messages, received) = mpsc::unbounded_channel();
         (
             Rpc::start(

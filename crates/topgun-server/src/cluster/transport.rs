@@ -228,6 +228,24 @@ impl Transport {
     }
 }
 
+/// A transport on a free loopback port, in cluster `test`, for tests of what runs over it.
+#[cfg(test)]
+pub(crate) async fn bind_for_test(name: &str, secret: &[u8]) -> (Arc<Transport>, Inbox) {
+    let creds = Credentials {
+        cluster: "test".into(),
+        me: PeerIdentity {
+            name: name.into(),
+            incarnation: u128::from(name.len() as u64),
+            addr: String::new(),
+        },
+        secret: secret.to_vec(),
+    };
+    let listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    Transport::bind(listen, "127.0.0.1", creds)
+        .await
+        .expect("a free loopback port")
+}
+
 /// `host:port`, with an IPv6 literal in brackets.
 pub fn host_port(host: &str, port: u16) -> String {
     if host.contains(':') && !host.starts_with('[') {
