@@ -31,6 +31,9 @@ pub(crate) async fn run(node: Weak<ClusterNode>) {
     let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
     let mut round = tokio::time::interval(LEADER_ROUND);
     let mut leading_since: Option<Instant> = None;
+    // The leader this member last followed: when it takes over, that one has been silent
+    // for at least an election timeout already.
+    let mut followed: Option<u64> = None;
     loop {
         tokio::select! {
             _ = beat.tick() => {
@@ -42,12 +45,45 @@ pub(crate) async fn run(node: Weak<ClusterNode>) {
                 let Some(control) = node.control() else { continue };
                 if !control.is_leader() {
                     leading_since = None;
+                    followed = control.leader().or(followed);
                     continue;
                 }
-                let since = *leading_since.get_or_insert_with(Instant::now);
+                let since = *leading_since.get_or_insert_with(|| {
+                    took_over_from(&node, followed.take());
+                    Instant::now()
+                });
                 lead(&node, &control, since).await;
             }
         }
+    }
+}
+
+/// A new leader counts the old leader's silence from the last Raft message it had from it
+/// (else from one shortest election timeout ago: a majority stopped hearing it at least that
+/// long before electing), so a dead leader's partitions fail over about
+/// `member_down_after_ms` after its death rather than after the election. Whatever was heard
+/// in an earlier term is forgotten: everyone else's silence counts from now.
+fn took_over_from(node: &ClusterNode, old: Option<u64>) {
+    let last_raft = old.and_then(|old| {
+        let state = node.cluster()?;
+        let name = state
+            .cluster()?
+            .member(RaftId(old))?
+            .name
+            .as_str()
+            .to_owned();
+        let raft_heard = node
+            .raft_heard
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        raft_heard.get(&name).copied()
+    });
+    let election = Duration::from_millis(node.config.timing.raft_election_timeout_min_ms);
+    let since = last_raft.or_else(|| Instant::now().checked_sub(election));
+    let mut heard = node.heard.lock().unwrap_or_else(PoisonError::into_inner);
+    heard.clear();
+    if let (Some(old), Some(since)) = (old, since) {
+        heard.insert(old, since);
     }
 }
 
@@ -93,8 +129,9 @@ async fn mark_silent_down(
             .members()
             .filter(|m| m.state.is_live() && m.raft_id.0 != control.id())
             .filter(|m| {
-                // A new leader counts from its election, not from before it heard anyone.
-                let last = heard.get(&m.raft_id.0).copied().unwrap_or(since).max(since);
+                // A new leader counts from its election for members it has not heard, and
+                // from what it knows for the one it took over from (`took_over_from`).
+                let last = heard.get(&m.raft_id.0).copied().unwrap_or(since);
                 last.elapsed() >= down_after
             })
             .map(|m| m.raft_id)

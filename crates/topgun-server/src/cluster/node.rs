@@ -68,6 +68,9 @@ pub struct ClusterNode {
     local: Arc<dyn LocalWrites>,
     /// The leader's record of when each member was last heard (by Raft id).
     pub(super) heard: Mutex<HashMap<u64, Instant>>,
+    /// When each member (by name) last sent this one a Raft message: a follower's measure of
+    /// its leader's silence, for when it takes over.
+    pub(super) raft_heard: Mutex<HashMap<String, Instant>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -155,6 +158,7 @@ impl ClusterNode {
                 routes,
                 local,
                 heard: Mutex::new(HashMap::new()),
+                raft_heard: Mutex::new(HashMap::new()),
                 tasks: Mutex::new(Vec::new()),
             }
         });
@@ -380,6 +384,12 @@ impl Handler for NodeHandler {
         let Some(node) = self.0.upgrade() else {
             return async { Err("the member is stopping".to_owned()) }.boxed();
         };
+        if service == wire::RAFT {
+            node.raft_heard
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(from.name.clone(), Instant::now());
+        }
         async move {
             match service {
                 wire::RAFT => match node.control() {
