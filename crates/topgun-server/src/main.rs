@@ -64,11 +64,16 @@ fn load(cli: &Cli) -> anyhow::Result<Config> {
     Ok(Config::resolve(cli, file.as_deref(), &Env::from_process())?)
 }
 
-/// `RUST_LOG` filters (default `info`); `TOPGUN_LOG_FORMAT=json` writes JSON lines. Logs go
+/// `RUST_LOG` filters (default [`DEFAULT_FILTER`]); `TOPGUN_LOG_FORMAT=json` writes JSON lines. Logs go
 /// to stderr (stdout carries only the `PORT=` line), in colour only when stderr is a
 /// terminal and `NO_COLOR` is unset or empty (no-color.org): a file or a pipe gets plain text.
 /// The filter sits behind a reload handle: the returned control lets `PUT
 /// /api/admin/settings` replace it while the server runs.
+/// openraft logs every vote change at `INFO` and each failed heartbeat to a dead peer at
+/// `WARN`, four a second until the member is removed; the cluster module's own lines say what
+/// an operator needs (a member silent, marked down, joined).
+const DEFAULT_FILTER: &str = "info,openraft=error";
+
 fn init_logging(format: LogFormat) -> LogControl {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
@@ -76,7 +81,7 @@ fn init_logging(format: LogFormat) -> LogControl {
     let text = std::env::var("RUST_LOG")
         .ok()
         .filter(|v| EnvFilter::try_new(v).is_ok());
-    let current = text.unwrap_or_else(|| "info".to_owned());
+    let current = text.unwrap_or_else(|| DEFAULT_FILTER.to_owned());
     let (filter, handle) = reload::Layer::new(EnvFilter::new(&current));
     let colour = colour(
         std::io::stderr().is_terminal(),
