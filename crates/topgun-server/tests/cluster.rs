@@ -375,3 +375,65 @@ async fn a_killed_leader_leaves_every_map_within_5_s_and_its_restart_is_back_wit
     agreed(&all(&members), &everyone, Duration::from_secs(5)).await;
     eprintln!("restart back in every map after {:?}", restarted.elapsed());
 }
+
+/// Reads `c` for `for_how_long`, answering the server's WebSocket pings (the client library
+/// does as it reads) but never sending a `PING`; the close code if the server closed it.
+async fn silent_for(c: &mut Client, for_how_long: Duration) -> Option<Option<u16>> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message as Ws;
+    let deadline = tokio::time::Instant::now() + for_how_long;
+    loop {
+        match tokio::time::timeout_at(deadline, c.next()).await {
+            Err(_) => return None,
+            Ok(Some(Ok(Ws::Close(frame)))) => return Some(frame.map(|f| u16::from(f.code))),
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(_)) | None) => return Some(None),
+        }
+    }
+}
+
+/// The TS cluster client pings on its primary connection only: a member keeps its other,
+/// silent connections open with WebSocket pings whose pongs count as activity, where a single
+/// node closes a connection that sends no `PING` (PROTOCOL.md §7.3).
+#[tokio::test]
+async fn a_silent_connection_stays_open_in_cluster_mode_and_idles_out_on_a_single_node() {
+    let cwd = tempfile::tempdir().unwrap();
+    let file = cwd.path().join("topgun.toml");
+    std::fs::write(
+        &file,
+        "idle_timeout_ms = 2000\n[cluster]\nws_ping_interval_ms = 1000\n",
+    )
+    .unwrap();
+    let config = file.to_str().unwrap();
+    let member = serve_binary(
+        binary()
+            .current_dir(cwd.path())
+            .env("TOPGUN_NO_AUTH", "true")
+            .env("STORAGE_BACKEND", "null")
+            .args([
+                "--config",
+                config,
+                "--node-id",
+                "solo",
+                "--cluster-port",
+                "0",
+            ]),
+    );
+    let mut c = connect(member.addr, "/").await;
+    let silence = Duration::from_secs(5);
+    assert_eq!(silent_for(&mut c, silence).await, None, "closed");
+    let single = serve_binary(
+        binary()
+            .current_dir(cwd.path())
+            .env("TOPGUN_NO_AUTH", "true")
+            .env("STORAGE_BACKEND", "null")
+            .args(["--config", config]),
+    );
+    let mut c = connect(single.addr, "/").await;
+    let closed = silent_for(&mut c, silence).await;
+    assert_eq!(
+        closed,
+        Some(Some(1000)),
+        "a single node idles a silent connection out"
+    );
+}
