@@ -17,7 +17,7 @@ use topgun_cluster::voters::desired_voters;
 use topgun_control::{ControlPlane, MemberAddr, RaftControl, Role};
 
 use super::frame::Frame;
-use super::hello::{Channel, PeerIdentity};
+use super::hello::Channel;
 use super::node::ClusterNode;
 use super::wire::{self, JoinReply, StatusWire};
 
@@ -174,11 +174,7 @@ async fn match_group(control: &Arc<RaftControl>, cluster: &Cluster) {
 
 /// The leader admits a member: `Join` committed (a restart under the same name and address
 /// replaces its old incarnation), then the member added to the Raft group and activated.
-pub(crate) async fn on_join(
-    node: &Arc<ClusterNode>,
-    _from: &PeerIdentity,
-    body: &[u8],
-) -> Result<Bytes, String> {
+pub(crate) async fn on_join(node: &Arc<ClusterNode>, body: &[u8]) -> Result<Bytes, String> {
     let joiner: StatusWire = wire::decode(body)?;
     let reply = admit(node, joiner).await;
     Ok(Bytes::from(wire::encode(&reply)))

@@ -398,7 +398,7 @@ impl Handler for NodeHandler {
                 },
                 wire::STATUS => Ok(Bytes::from(wire::encode(&StatusWire::of(&node.status())))),
                 wire::BOOTSTRAP => super::forming::on_bootstrap(&node, &body).await,
-                wire::JOIN => super::duties::on_join(&node, &from, &body).await,
+                wire::JOIN => super::duties::on_join(&node, &body).await,
                 FWD_WRITES => serve_part(node.routes(), Arc::clone(&node.local), body).await,
                 other => Err(format!("unknown cluster service {other}")),
             }

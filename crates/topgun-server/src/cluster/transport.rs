@@ -228,10 +228,10 @@ impl Transport {
     }
 }
 
-/// A transport on a free loopback port, in cluster `test`, for tests of what runs over it.
+/// Credentials of member `name` in cluster `test`, for tests.
 #[cfg(test)]
-pub(crate) async fn bind_for_test(name: &str, secret: &[u8]) -> (Arc<Transport>, Inbox) {
-    let creds = Credentials {
+pub(crate) fn test_credentials(name: &str, secret: &[u8]) -> Credentials {
+    Credentials {
         cluster: "test".into(),
         me: PeerIdentity {
             name: name.into(),
@@ -239,7 +239,13 @@ pub(crate) async fn bind_for_test(name: &str, secret: &[u8]) -> (Arc<Transport>,
             addr: String::new(),
         },
         secret: secret.to_vec(),
-    };
+    }
+}
+
+/// A transport on a free loopback port, in cluster `test`, for tests of what runs over it.
+#[cfg(test)]
+pub(crate) async fn bind_for_test(name: &str, secret: &[u8]) -> (Arc<Transport>, Inbox) {
+    let creds = test_credentials(name, secret);
     let listen = SocketAddr::from(([127, 0, 0, 1], 0));
     Transport::bind(listen, "127.0.0.1", creds)
         .await
@@ -439,15 +445,7 @@ mod tests {
     use super::*;
 
     fn creds(name: &str, secret: &[u8]) -> Credentials {
-        Credentials {
-            cluster: "test".into(),
-            me: PeerIdentity {
-                name: name.into(),
-                incarnation: u128::from(name.len() as u64),
-                addr: String::new(),
-            },
-            secret: secret.to_vec(),
-        }
+        test_credentials(name, secret)
     }
 
     async fn member(name: &str, secret: &[u8]) -> (Arc<Transport>, Inbox) {
