@@ -230,10 +230,11 @@ async fn past_the_server_budget_the_largest_backlogs_are_shed() {
     let config = "write_timeout_ms = 600000\nconnection_backlog_bytes_max = 16777216\n\
                   server_backlog_bytes_max = 16777216\n";
     let server = start(no_auth(), Some(config)).await;
-    // Three different queries (views are shared only by identical ones), so that their
-    // backlogs are three copies and add up.
+    // Different queries (views are shared only by identical ones), so that their backlogs
+    // are copies and add up. Four, for three kicks by the server's budget: the last one
+    // left alone would pass its own budget, equal to the server's, with the same push.
     let mut stalled = Vec::new();
-    for i in 0..3 {
+    for i in 0..4 {
         let mut c = connect(server.addr, "/").await;
         let query = Query {
             limit: Some(10_000 - i),
@@ -256,6 +257,11 @@ async fn past_the_server_budget_the_largest_backlogs_are_shed() {
     let mut first = 0u64;
     while metric(server.addr, KICKS_SERVER).await < 3 {
         assert!(started.elapsed() < Duration::from_secs(30), "not shed");
+        assert_eq!(
+            metric(server.addr, KICKS_BACKLOG).await,
+            0,
+            "a connection's own budget closed it before the server's budget did"
+        );
         // The healthy query's window holds the first 10,000 rows; past it new keys would
         // not enter, and this test would wait for updates that are not owed.
         assert!(
