@@ -399,6 +399,37 @@ impl<V> MerkleTree<V> {
             .collect())
     }
 
+    /// The non-empty leaf sums under `path` over only the keys `keep` accepts: the part of
+    /// the tree a subset of its keys would make (a cluster member answering for the
+    /// partitions it owns while it still holds records of others). O(items under `path`).
+    pub fn leaf_sums_where(
+        &self,
+        path: &str,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<Vec<(u16, Sum)>, MerkleError> {
+        let parsed = Path::parse(path)?;
+        let Some(levels) = self.levels.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let span = 1usize << (4 * (MERKLE_DEPTH - parsed.depth));
+        let first = parsed.index * span;
+        Ok(levels
+            .leaves
+            .range(first, span)
+            .filter_map(|(at, leaf)| {
+                let kept = leaf.items.iter().filter(|(key, _)| keep(key));
+                let sum = kept.fold(Sum::default(), |acc, (_, item)| {
+                    acc.plus(Sum {
+                        hash: mix(item.item_hash),
+                        count: 1,
+                    })
+                });
+                let index = u16::try_from(at).expect("fewer than 2^16 leaves");
+                (sum.count > 0).then_some((index, sum))
+            })
+            .collect())
+    }
+
     /// The non-empty children of the internal node at `path`: `(hex digit, child hash)`,
     /// in digit order.
     pub fn buckets(&self, path: &str) -> Result<Vec<(char, u32)>, MerkleError> {
@@ -763,6 +794,30 @@ mod tests {
             parts[0].leaf_sums("0000"),
             Err(MerkleError::InvalidPath("0000".into()))
         );
+    }
+
+    /// A tree holding more keys than it answers for gives the sums of those it keeps: with
+    /// the other holders' kept parts they add up to the tree of the kept keys alone.
+    #[test]
+    fn filtered_leaf_sums_equal_the_tree_of_the_kept_keys() {
+        let mut all = MerkleTree::new();
+        let mut kept = MerkleTree::new();
+        let keep = |key: &str| crate::hash::partition_id(key).is_multiple_of(2);
+        for i in 0..500 {
+            let key = format!("k{i}");
+            let hash = fnv1a(&format!("{key}:{i}:0:n"));
+            all.insert(&key, (), hash);
+            if keep(&key) {
+                kept.insert(&key, (), hash);
+            }
+        }
+        for path in ["", "8", "8a1"] {
+            let filtered = all.leaf_sums_where(path, keep).unwrap();
+            assert_eq!(filtered, kept.leaf_sums(path).unwrap(), "{path}");
+        }
+        assert_eq!(all.leaf_sums_where("", |_| true), all.leaf_sums(""));
+        assert!(all.leaf_sums_where("", |_| false).unwrap().is_empty());
+        assert!(all.leaf_sums_where("0000", keep).is_err());
     }
 
     #[test]

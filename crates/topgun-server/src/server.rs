@@ -88,7 +88,7 @@ struct Shared {
     auth: AuthMode,
     phase: AtomicU8,
     metrics: Arc<Metrics>,
-    data: DataPlane,
+    data: Arc<DataPlane>,
     /// The access policies in force (replaced on reload).
     policies: Arc<Policies>,
     auth_failures: AuthFailures,
@@ -395,7 +395,7 @@ impl Server {
             auth: config.auth,
             phase: AtomicU8::new(STARTING),
             metrics,
-            data,
+            data: Arc::new(data),
             degraded,
             gc: watch::channel(None).0,
             node_id: config.node_id.clone(),
@@ -557,6 +557,7 @@ async fn start_cluster(
         name,
         client_port,
         local: Arc::clone(&local),
+        data: Arc::downgrade(&shared.data),
     };
     let node = ClusterNode::start(setup, publisher, routes).await?;
     let forward = Forwarder::new(
@@ -567,6 +568,8 @@ async fn start_cluster(
     );
     let stats = Arc::clone(forward.stats());
     shared.data.set_forward(Arc::new(forward));
+    let peers: Arc<dyn crate::data::peers::Peers> = Arc::clone(node.reads()) as _;
+    shared.data.set_cluster(peers);
     let _ = shared.member.set((node, stats));
     Ok(())
 }
@@ -579,11 +582,12 @@ impl LocalWrites for SharedWrites {
         &self,
         writes: Vec<(String, crate::data::ops::Write)>,
         durable: bool,
+        author: crate::connection::ConnId,
     ) -> futures_util::future::BoxFuture<'static, crate::data::forward::PartAnswer> {
         let shared = self.0.upgrade();
         Box::pin(async move {
             match shared {
-                Some(shared) => shared.data.apply_forwarded(writes, durable).await,
+                Some(shared) => shared.data.apply_forwarded(writes, durable, author).await,
                 None => Err((error::code::UNAVAILABLE, "the member is stopping".into())),
             }
         })

@@ -76,10 +76,15 @@ pub fn start(
         &metrics,
         journal.as_ref(),
     );
+    // Set once the member starts, shared by every path that reads or follows maps.
+    let cluster = Arc::new(std::sync::OnceLock::new());
     tokio::spawn(query_service::run(
         queries.clone(),
         query_requests,
-        shards.clone(),
+        query_service::Reads {
+            shards: shards.clone(),
+            cluster: Arc::clone(&cluster),
+        },
         settings.guards.queries_per_connection_max,
     ));
     let clock = ServerClock::new(hlc);
@@ -101,13 +106,16 @@ pub fn start(
         clock: clock.clone(),
         metrics: Arc::clone(&metrics),
         forward: std::sync::OnceLock::new(),
+        cluster: Arc::clone(&cluster),
     };
     let sync = SyncPath {
         shards: shards.clone(),
         clock,
         metrics,
+        cluster: Arc::clone(&cluster),
     };
-    DataPlane::new(shards, writes, sync, queries, coordination, internal_writer)
+    let plane = DataPlane::new(shards, writes, sync, queries, coordination, internal_writer);
+    plane.with_cluster_cell(cluster)
 }
 
 /// Loads each shard with its part of `loaded` and starts its task.

@@ -7,124 +7,15 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::{SocketAddr, TcpListener};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{Client, Served, binary, connect, now_ms, put_op, recv_any, send, serve_binary};
+use common::cluster::{Member, agreed, all, names, names_of, owners, start_cluster, start_member};
+use common::{Client, binary, connect, now_ms, put_op, recv_any, send, serve_binary};
 use topgun_core::protocol::Message;
-use topgun_core::protocol::messages::{OpBatch, PartitionMap, QuerySub};
-use topgun_core::protocol::query::Query;
+use topgun_core::protocol::messages::{OpBatch, PartitionMap};
 use topgun_core::{Hlc, NodeId, Value};
-
-/// A free loopback port (bound and released: another process could take it meanwhile, which
-/// these tests would notice as a start-up failure).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Member {
-    name: String,
-    served: Served,
-}
-
-/// `n` members `n1`…, each listing the others as seeds, memory-backed, run in `cwd`.
-fn start_cluster(n: usize, cwd: &std::path::Path) -> (Vec<Member>, Vec<u16>) {
-    let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
-    let members = (0..n).map(|i| start_member(i, &ports, cwd)).collect();
-    (members, ports)
-}
-
-fn start_member(i: usize, cluster_ports: &[u16], cwd: &std::path::Path) -> Member {
-    let seeds: Vec<String> = cluster_ports
-        .iter()
-        .enumerate()
-        .filter(|(j, _)| *j != i)
-        .map(|(_, p)| format!("127.0.0.1:{p}"))
-        .collect();
-    let name = format!("n{}", i + 1);
-    let served = serve_binary(
-        binary()
-            .current_dir(cwd)
-            .env("TOPGUN_NO_AUTH", "true")
-            .env("STORAGE_BACKEND", "null")
-            .args(["--node-id", &name])
-            .args(["--cluster-port", &cluster_ports[i].to_string()])
-            .args(["--seed-nodes", &seeds.join(",")]),
-    );
-    Member { name, served }
-}
-
-/// The map a member answers with now, if it has one.
-async fn map_of(addr: SocketAddr) -> Option<PartitionMap> {
-    let mut c = connect(addr, "/").await;
-    send(&mut c, &Message::PartitionMapRequest(None)).await;
-    send(&mut c, &common::ping(1)).await;
-    loop {
-        match recv_any(&mut c).await.ok()? {
-            Message::PartitionMap(map) => return Some(map),
-            Message::Pong(_) => return None,
-            _ => {}
-        }
-    }
-}
-
-fn names(map: &PartitionMap) -> BTreeSet<String> {
-    map.nodes.iter().map(|n| n.node_id.to_string()).collect()
-}
-
-fn owners(map: &PartitionMap) -> Vec<String> {
-    map.partitions
-        .iter()
-        .map(|p| p.owner_node_id.to_string())
-        .collect()
-}
-
-/// Waits until every member serves one map listing exactly `expected` and all 271 owners
-/// among them; that map.
-async fn agreed(
-    members: &[&Member],
-    expected: &BTreeSet<String>,
-    within: Duration,
-) -> PartitionMap {
-    let deadline = Instant::now() + within;
-    loop {
-        let mut maps = Vec::new();
-        for m in members {
-            maps.push(map_of(m.served.addr).await);
-        }
-        let first = maps[0].clone();
-        let settled = first.as_ref().is_some_and(|first| {
-            names(first) == *expected
-                && first.partitions.len() == 271
-                && owners(first).iter().all(|o| expected.contains(o))
-                && maps.iter().all(|m| {
-                    m.as_ref()
-                        .is_some_and(|m| m.version == first.version && owners(m) == owners(first))
-                })
-        });
-        if settled {
-            return first.unwrap();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no agreement within {within:?}: {maps:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn all(members: &[Member]) -> Vec<&Member> {
-    members.iter().collect()
-}
-
-fn names_of(members: &[&Member]) -> BTreeSet<String> {
-    members.iter().map(|m| m.name.clone()).collect()
-}
 
 #[tokio::test]
 async fn three_members_started_together_agree_on_one_table_within_3_s() {
@@ -203,22 +94,30 @@ async fn writes_through_any_member_are_acked_and_land_on_their_owners() {
     };
     assert_eq!(ack.last_id, "100");
     assert_admin_view(&members, &map);
-    // Each member holds exactly the keys whose partitions it owns.
+    // Each member other than the entry one applied exactly the writes whose partitions it
+    // owns (the entry one counts every write it admitted).
     let owner_of = |key: &str| {
         let pid = topgun_core::hash::partition_id(key) as usize;
         map.partitions[pid].owner_node_id.to_string()
     };
     let mut elsewhere = 0;
+    for m in &members[1..] {
+        let owned = (1..=100)
+            .filter(|i| owner_of(&format!("k{i}")) == m.name)
+            .count();
+        let applied = metric(m.served.addr, "topgun_ops_total{type=\"PUT\"}");
+        assert_eq!(
+            applied,
+            u64::try_from(owned).unwrap(),
+            "{} applied its own",
+            m.name
+        );
+        elsewhere += owned;
+    }
+    // And any member reads every key back, wherever it lives.
     for m in &members {
-        let held = local_keys(&mut connect(m.served.addr, "/").await).await;
-        let expected: BTreeSet<String> = (1..=100)
-            .map(|i| format!("k{i}"))
-            .filter(|k| owner_of(k) == m.name)
-            .collect();
-        assert_eq!(held, expected, "{} holds its own keys only", m.name);
-        if m.name != members[0].name {
-            elsewhere += held.len();
-        }
+        let keys = common::read_map(m.served.addr, "todos").await;
+        assert_eq!(keys.len(), 100, "{} reads every key", m.name);
     }
     assert!(elsewhere > 0, "some writes were forwarded");
     let value = |name| metric(members[0].served.addr, name);
@@ -259,22 +158,6 @@ fn assert_admin_view(members: &[Member], map: &PartitionMap) {
             .map(|p| p["ownerNodeId"].as_str().unwrap().to_owned())
             .collect();
         assert_eq!(owned, owners(map));
-    }
-}
-
-/// The keys of `todos` a member holds itself (queries are local until cross-node reads).
-async fn local_keys(c: &mut Client) -> BTreeSet<String> {
-    let sub = QuerySub {
-        query_id: "q".into(),
-        map_name: "todos".into(),
-        query: Query::default(),
-        fields: None,
-    };
-    send(c, &Message::QuerySub(sub)).await;
-    loop {
-        if let Message::QueryResp(resp) = recv_any(c).await.unwrap() {
-            return resp.results.iter().map(|r| r.key.to_string()).collect();
-        }
     }
 }
 

@@ -2,7 +2,9 @@
 //! entry node, and the service that applies forwarded parts on their owner.
 //!
 //! A part is a request on the data channel: `u8` durable, `u64` the entry node's table
-//! version, the writes ([`crate::data::forward::encode_writes`]). The reply is one of
+//! version, `u64` the writer ([`remote_writer`]: the entry node's member id and
+//! connection, so that the writer is not sent its own write), the writes
+//! ([`crate::data::forward::encode_writes`]). The reply is one of
 //! * `0`, the level reached (its wire string);
 //! * `1`, `u32` error code, the reason: the part failed (a full shard queue, shutting down);
 //! * `2`, `u64` the owner's table version: it does not own every partition of the part —
@@ -28,7 +30,11 @@ use topgun_core::protocol::enums::WriteConcern;
 use super::hello::Channel;
 use super::routes::{Routes, RoutesWatch};
 use super::rpc::{CallError, Rpc};
-use crate::data::forward::{Forward, Owner, PartAnswer, decode_writes, encode_writes};
+use crate::connection::ConnId;
+use crate::data::forward::{
+    Forward, Owner, PartAnswer, REMOTE_WRITER, decode_writes, encode_writes, remote_writer,
+    writer_origin,
+};
 use crate::data::ops::Write;
 use crate::error::code;
 use crate::metrics::cluster::ForwardStats;
@@ -48,7 +54,13 @@ const ANSWER_MOVED: u8 = 2;
 
 /// Applies writes on this member's own shards.
 pub trait LocalWrites: Send + Sync + 'static {
-    fn apply(&self, writes: Vec<(String, Write)>, durable: bool) -> BoxFuture<'static, PartAnswer>;
+    /// Applies `writes` by `author` (a local connection, or a [`remote_writer`] id).
+    fn apply(
+        &self,
+        writes: Vec<(String, Write)>,
+        durable: bool,
+        author: ConnId,
+    ) -> BoxFuture<'static, PartAnswer>;
 }
 
 /// The entry node's side: routes by the applied table, sends parts, re-routes on moves.
@@ -68,6 +80,14 @@ impl std::fmt::Debug for Forwarder {
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
+}
+
+/// One part of a batch: its writes, whether its ack waits for durability, and the entry
+/// node's connection that wrote it.
+struct Part {
+    writes: Vec<(String, Write)>,
+    durable: bool,
+    author: ConnId,
 }
 
 /// Where each write of a part goes now.
@@ -102,17 +122,19 @@ impl Forwarder {
     }
 
     /// Sends one part, re-routing it when its owner says ownership moved.
-    async fn send(
-        self,
-        to: Owner,
-        writes: Vec<(String, Write)>,
-        durable: bool,
-        attempt: usize,
-    ) -> PartAnswer {
-        let version = self.current().map_or(0, |r| r.version);
+    async fn send(self, to: Owner, part: Part, attempt: usize) -> PartAnswer {
+        let Part {
+            writes,
+            durable,
+            author,
+        } = part;
+        let current = self.current();
+        let version = current.as_ref().map_or(0, |r| r.version);
+        let me = current.map_or(0, |r| r.me.0);
         let mut body = BytesMut::new();
         body.put_u8(u8::from(durable));
         body.put_u64(version);
+        body.put_u64(remote_writer(me, author));
         body.put_slice(&encode_writes(&writes));
         let started = std::time::Instant::now();
         let reply = self
@@ -126,28 +148,38 @@ impl Forwarder {
             Answer::Done(level) => Ok(level),
             Answer::Moved(theirs) if attempt + 1 < ATTEMPTS => {
                 wait_for_version(self.routes.clone(), theirs).await;
-                self.reroute(writes, durable, attempt + 1).await
+                let part = Part {
+                    writes,
+                    durable,
+                    author,
+                };
+                self.reroute(part, attempt + 1).await
             }
             Answer::Moved(_) => Err(moved_too_often()),
         }
     }
 
     /// Splits `writes` by their owners under the table now applied and sends each part.
-    fn reroute(
-        self,
-        writes: Vec<(String, Write)>,
-        durable: bool,
-        attempt: usize,
-    ) -> BoxFuture<'static, PartAnswer> {
+    fn reroute(self, part: Part, attempt: usize) -> BoxFuture<'static, PartAnswer> {
         async move {
             let Some(routes) = self.current() else {
                 return Err(moved_too_often());
             };
+            let Part {
+                writes,
+                durable,
+                author,
+            } = part;
             let parts = split(&routes, writes);
-            let answers = parts.into_iter().map(|part| match part {
-                Routed::Local(writes) => self.local.apply(writes, durable),
+            let answers = parts.into_iter().map(|routed| match routed {
+                Routed::Local(writes) => self.local.apply(writes, durable, author),
                 Routed::Remote(owner, writes) => {
-                    self.clone().send(owner, writes, durable, attempt).boxed()
+                    let part = Part {
+                        writes,
+                        durable,
+                        author,
+                    };
+                    self.clone().send(owner, part, attempt).boxed()
                 }
             });
             let mut reached = WriteConcern::Persisted;
@@ -172,11 +204,17 @@ impl Forward for Forwarder {
         to: Owner,
         writes: Vec<(String, Write)>,
         durable: bool,
+        author: ConnId,
     ) -> oneshot::Receiver<PartAnswer> {
         let (answer, answered) = oneshot::channel();
         let this = self.clone();
+        let part = Part {
+            writes,
+            durable,
+            author,
+        };
         tokio::spawn(async move {
-            let _ = answer.send(this.send(to, writes, durable, 0).await);
+            let _ = answer.send(this.send(to, part, 0).await);
         });
         answered
     }
@@ -294,11 +332,16 @@ pub async fn serve_part(
     local: Arc<dyn LocalWrites>,
     mut body: Bytes,
 ) -> Result<Bytes, String> {
-    if body.len() < 9 {
+    if body.len() < 17 {
         return Err("a forwarded part without its header".into());
     }
     let durable = body.get_u8() != 0;
     let theirs = body.get_u64();
+    // Only an id naming another member's connection: a peer cannot make this member skip
+    // one of its own connections.
+    let author = Some(body.get_u64())
+        .filter(|w| writer_origin(*w).is_some())
+        .unwrap_or(REMOTE_WRITER);
     let writes = decode_writes(&body).map_err(|e| e.to_string())?;
     wait_for_version(routes.clone(), theirs).await;
     let Some(routes) = routes.borrow().clone() else {
@@ -311,7 +354,7 @@ pub async fn serve_part(
         return Ok(moved(routes.version));
     }
     let mut out = BytesMut::new();
-    match local.apply(writes, durable).await {
+    match local.apply(writes, durable, author).await {
         Ok(level) => {
             out.put_u8(ANSWER_LEVEL);
             out.put_slice(level.as_str().as_bytes());

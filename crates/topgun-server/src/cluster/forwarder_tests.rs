@@ -15,14 +15,21 @@ use super::super::rpc::Handler;
 use super::super::transport::bind_for_test;
 use super::*;
 
-/// A member's shards, as far as forwarding sees them: what they were asked to apply.
+/// A member's shards, as far as forwarding sees them: what they were asked to apply, and
+/// by which writer.
 #[derive(Default)]
-struct Recorded(Mutex<Vec<String>>);
+struct Recorded(Mutex<Vec<String>>, Mutex<Vec<ConnId>>);
 
 impl LocalWrites for Recorded {
-    fn apply(&self, writes: Vec<(String, Write)>, _: bool) -> BoxFuture<'static, PartAnswer> {
+    fn apply(
+        &self,
+        writes: Vec<(String, Write)>,
+        _: bool,
+        author: ConnId,
+    ) -> BoxFuture<'static, PartAnswer> {
         let mut applied = self.0.lock().unwrap();
         applied.extend(writes.iter().map(|(_, w)| w.key().to_owned()));
+        self.1.lock().unwrap().push(author);
         async { Ok(WriteConcern::Persisted) }.boxed()
     }
 }
@@ -136,9 +143,21 @@ async fn a_write_another_member_owns_is_applied_there_and_answered_here() {
     assert_eq!(fwd.owner_elsewhere(&ours), None, "a's own partition");
     let owner = fwd.owner_elsewhere(&theirs).expect("b's partition");
     assert_eq!(owner.id, 2);
-    let answer = fwd.forward(owner, vec![put(&theirs)], true).await.unwrap();
+    let answer = fwd
+        .forward(owner, vec![put(&theirs)], true, 7)
+        .await
+        .unwrap();
     assert_eq!(answer, Ok(WriteConcern::Persisted));
     assert_eq!(*b.local.0.lock().unwrap(), [theirs]);
+    let writers = b.local.1.lock().unwrap().clone();
+    assert_eq!(
+        writers
+            .iter()
+            .map(|w| writer_origin(*w))
+            .collect::<Vec<_>>(),
+        [Some((1, 7))],
+        "the owner knows the writer as a's connection 7"
+    );
     assert!(a.local.0.lock().unwrap().is_empty());
 }
 
@@ -155,7 +174,10 @@ async fn an_owner_that_gave_the_partition_away_applies_nothing_and_the_batch_is_
     a.routes.send_replace(Some(Arc::new(at_a)));
     let fwd = forwarder(&a);
     let owner = fwd.owner_elsewhere(&theirs).unwrap();
-    let answer = fwd.forward(owner, vec![put(&theirs)], true).await.unwrap();
+    let answer = fwd
+        .forward(owner, vec![put(&theirs)], true, 7)
+        .await
+        .unwrap();
     let (code, why) = answer.unwrap_err();
     assert_eq!(code, code::UNAVAILABLE);
     assert!(why.contains("send it again"), "{why}");

@@ -12,6 +12,8 @@
 //!   waits (sans I/O);
 //! * [`routes`]: who owns each partition under the applied table;
 //! * [`forwarder`]: writes to partitions other members own, sent and served (§8);
+//! * [`reads`]: reads gathered from every member, interests and relayed events (§9), whose
+//!   bytes are [`read_wire`]'s;
 //! * [`node`]: one member — forming (`forming`), its Raft node, the leader's duties
 //!   (`duties`), graceful leave; [`wire`] holds the control channel's own messages.
 //!
@@ -27,6 +29,8 @@ pub mod hello;
 pub mod maps;
 pub mod node;
 mod peer_rpc;
+pub mod read_wire;
+pub mod reads;
 pub mod routes;
 pub mod rpc;
 pub mod transport;

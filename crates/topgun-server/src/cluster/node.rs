@@ -30,6 +30,7 @@ use super::forwarder::{FWD_WRITES, LocalWrites, serve_part};
 use super::frame::Frame;
 use super::hello::{Channel, Credentials, PeerIdentity};
 use super::maps::MapPublisher;
+use super::reads::{EVENT_RELAY, FWD_READ, INTEREST, Reads};
 use super::routes::{Routes, RoutesWatch};
 use super::rpc::{Handler, Rpc};
 use super::transport::Transport;
@@ -45,6 +46,8 @@ pub struct NodeSetup {
     pub client_port: u16,
     /// Applies forwarded writes on this member's shards.
     pub local: Arc<dyn LocalWrites>,
+    /// This member's data path, which serves other members' reads and relayed events.
+    pub data: Weak<crate::data::plane::DataPlane>,
 }
 
 impl std::fmt::Debug for NodeSetup {
@@ -66,6 +69,7 @@ pub struct ClusterNode {
     publisher: MapPublisher,
     routes: watch::Sender<Option<Arc<Routes>>>,
     local: Arc<dyn LocalWrites>,
+    reads: Arc<Reads>,
     /// The leader's record of when each member was last heard (by Raft id).
     pub(super) heard: Mutex<HashMap<u64, Instant>>,
     /// When each member (by name) last sent this one a Raft message: a follower's measure of
@@ -119,6 +123,7 @@ impl ClusterNode {
             name,
             client_port,
             local,
+            data,
         } = setup;
         let incarnation = Incarnation(rand::random());
         let creds = Credentials {
@@ -149,14 +154,17 @@ impl ClusterNode {
         };
         let node = Arc::new_cyclic(|weak: &Weak<Self>| {
             let handler: Arc<dyn Handler> = Arc::new(NodeHandler(weak.clone()));
+            let rpc = Arc::new(Rpc::start(transport, inbox, &handler));
+            let reads = Reads::start(Arc::clone(&rpc), routes.subscribe(), data);
             Self {
                 me,
                 config,
-                rpc: Arc::new(Rpc::start(transport, inbox, &handler)),
+                rpc,
                 control: watch::channel(None).0,
                 publisher,
                 routes,
                 local,
+                reads,
                 heard: Mutex::new(HashMap::new()),
                 raft_heard: Mutex::new(HashMap::new()),
                 tasks: Mutex::new(Vec::new()),
@@ -184,6 +192,11 @@ impl ClusterNode {
     /// The RPC layer: what the forwarder sends parts over.
     pub fn rpc(&self) -> &Arc<Rpc> {
         &self.rpc
+    }
+
+    /// Cross-node reads and relays: the data path's peers.
+    pub fn reads(&self) -> &Arc<Reads> {
+        &self.reads
     }
 
     /// The routes as applied here.
@@ -400,14 +413,20 @@ impl Handler for NodeHandler {
                 wire::BOOTSTRAP => super::forming::on_bootstrap(&node, &body).await,
                 wire::JOIN => super::duties::on_join(&node, &body).await,
                 FWD_WRITES => serve_part(node.routes(), Arc::clone(&node.local), body).await,
+                FWD_READ => node.reads.serve_read(from, body).await,
+                INTEREST => node.reads.serve_interest(from, body).await,
                 other => Err(format!("unknown cluster service {other}")),
             }
         }
         .boxed()
     }
 
-    fn message(&self, _from: PeerIdentity, _channel: Channel, frame: Frame) {
+    fn message(&self, from: PeerIdentity, _channel: Channel, frame: Frame) {
         let Some(node) = self.0.upgrade() else { return };
+        if frame.kind == EVENT_RELAY {
+            node.reads.on_relay(from, frame);
+            return;
+        }
         if frame.kind == wire::HEARTBEAT
             && let Ok(id) = <[u8; 8]>::try_from(&frame.body[..])
         {

@@ -10,6 +10,8 @@ use topgun_cluster::ids::RaftId;
 use topgun_cluster::state::Cluster;
 use topgun_cluster::table::PartitionId;
 
+use crate::data::parts::PartSet;
+
 /// One applied table, from one member's point of view.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Routes {
@@ -17,7 +19,7 @@ pub struct Routes {
     /// The control state's `table_version` this was built from.
     pub version: u64,
     owners: Vec<RaftId>,
-    /// Cluster addresses of the members owning something.
+    /// Cluster addresses of the live members (owning something or not yet).
     addrs: HashMap<RaftId, String>,
 }
 
@@ -28,9 +30,10 @@ impl Routes {
     /// The routes of `cluster` for member `me`.
     pub fn of(cluster: &Cluster, me: RaftId) -> Self {
         let owners: Vec<RaftId> = cluster.table().iter().map(|(_, e)| e.owner).collect();
-        let addrs = owners
-            .iter()
-            .filter_map(|&id| Some((id, cluster.member(id)?.addrs.cluster_addr.clone())))
+        let addrs = cluster
+            .members()
+            .filter(|m| m.state.is_live() || owners.contains(&m.raft_id))
+            .map(|m| (m.raft_id, m.addrs.cluster_addr.clone()))
             .collect();
         Self {
             me,
@@ -58,5 +61,24 @@ impl Routes {
     /// Partitions this member owns.
     pub fn owned(&self) -> usize {
         self.owners.iter().filter(|&&o| o == self.me).count()
+    }
+
+    /// The partitions this member owns, as a set.
+    pub fn owned_set(&self) -> PartSet {
+        let mut set = PartSet::default();
+        for (pid, owner) in (0u32..).zip(&self.owners) {
+            if *owner == self.me {
+                set.insert(pid);
+            }
+        }
+        set
+    }
+
+    /// The live members (and any member still owning a partition), this one included,
+    /// with their cluster addresses, in id order.
+    pub fn members(&self) -> impl Iterator<Item = (RaftId, String)> + '_ {
+        let mut ids: Vec<_> = self.addrs.keys().copied().collect();
+        ids.sort_unstable();
+        ids.into_iter().map(|id| (id, self.addrs[&id].clone()))
     }
 }

@@ -19,7 +19,8 @@ use tokio::sync::watch;
 use topgun_core::protocol::Message;
 
 use crate::connection::ConnId;
-use crate::connection::outbox::{Backlog, Outbox, Pushed, SharedFrame, Updates};
+use crate::connection::outbox::{Backlog, KickReason, Outbox, Pushed, SharedFrame, Updates};
+use crate::data::forward::writer_origin;
 use crate::security::access::{ConnAccess, project_message};
 use crate::security::policy::{Action, Decision, Fields, Resource};
 use crate::storage::store::MapKind;
@@ -147,12 +148,34 @@ impl ConnHandle {
     }
 }
 
-/// The connections that receive `SERVER_EVENT`s of each map; one copy per shard, so that
-/// fan-out needs no lock. Bounded by the per-connection map limit times connections.
+/// Where a shard sends a map's events for the subscribers another cluster member has
+/// (CLUSTER.md §9): the events of writes this member applied, encoded once, to be offered
+/// there as if they were local.
+pub trait RelaySink: Send + Sync + std::fmt::Debug {
+    /// Sends one event frame of `kind`'s map `map` under the receiver's interest
+    /// `generation`; `except` is the writer's connection on the receiving member (0: none).
+    fn relay(&self, kind: MapKind, map: &str, generation: u64, except: ConnId, frame: &SharedFrame);
+}
+
+/// Another member's interest in a map's events.
+#[derive(Debug, Clone)]
+pub struct Relay {
+    /// The member's Raft id.
+    pub member: u64,
+    /// Which of the member's interests in the map this is: one begins each time its first
+    /// local subscriber comes, so that a late "no longer interested" cannot end a newer one.
+    pub generation: u64,
+    pub sink: Arc<dyn RelaySink>,
+}
+
+/// The connections that receive `SERVER_EVENT`s of each map, and the members that relay them
+/// to theirs; one copy per shard, so that fan-out needs no lock. Bounded by the
+/// per-connection map limit times connections, and the members' interests likewise.
 #[derive(Debug, Default)]
 pub struct Subscribers {
     lww: HashMap<String, Vec<ConnHandle>>,
     or: HashMap<String, Vec<ConnHandle>>,
+    relays: HashMap<(MapKind, String), Vec<Relay>>,
 }
 
 /// What a fan-out did, for metrics.
@@ -216,10 +239,41 @@ impl Subscribers {
         }
     }
 
+    /// Relays the map's events to `relay`'s member from now on (replacing an older interest
+    /// of the same member; an older generation than the one held changes nothing).
+    pub fn add_relay(&mut self, kind: MapKind, map: &str, relay: Relay) {
+        let relays = self.relays.entry((kind, map.to_owned())).or_default();
+        match relays.iter_mut().find(|r| r.member == relay.member) {
+            Some(held) if held.generation <= relay.generation => *held = relay,
+            Some(_) => {}
+            None => relays.push(relay),
+        }
+    }
+
+    /// Ends `member`'s interest `generation` in the map (and any older one it still holds).
+    pub fn remove_relay(&mut self, kind: MapKind, map: &str, member: u64, generation: u64) {
+        let key = (kind, map.to_owned());
+        if let Some(relays) = self.relays.get_mut(&key) {
+            relays.retain(|r| r.member != member || r.generation > generation);
+            if relays.is_empty() {
+                self.relays.remove(&key);
+            }
+        }
+    }
+
+    /// Drops every interest of a member that left the cluster (or restarted).
+    pub fn forget_member(&mut self, member: u64) {
+        self.relays.retain(|_, relays| {
+            relays.retain(|r| r.member != member);
+            !relays.is_empty()
+        });
+    }
+
     /// Offers `event` to every subscriber of the map but `except` (the writer), as each may
     /// read it now: encoded once for those who see everything and once per distinct field
     /// limit; skipped for those not allowed to read the map (while they are not). Drops
-    /// subscribers that are gone or were kicked.
+    /// subscribers that are gone or were kicked. Members interested in the map get the
+    /// full frame, told which of their connections wrote it.
     pub fn publish(
         &mut self,
         kind: MapKind,
@@ -227,12 +281,47 @@ impl Subscribers {
         except: ConnId,
         event: &Message,
     ) -> Delivery {
+        let mut frames = Frames::new(event);
+        if let Some(relays) = self.relays.get(&(kind, map.to_owned())) {
+            let frame = frames.full();
+            for relay in relays {
+                let theirs = match writer_origin(except) {
+                    Some((member, conn)) if member == relay.member => conn,
+                    _ => 0,
+                };
+                relay
+                    .sink
+                    .relay(kind, map, relay.generation, theirs, &frame);
+            }
+        }
+        self.offer(kind, map, except, &mut frames)
+    }
+
+    /// Offers a frame another member relayed to every local subscriber of the map but
+    /// `except`, like [`Subscribers::publish`]; decoded only for readers with a field limit.
+    pub fn publish_relayed(
+        &mut self,
+        kind: MapKind,
+        map: &str,
+        except: ConnId,
+        frame: SharedFrame,
+    ) -> Delivery {
+        let mut frames = Frames::encoded(frame);
+        self.offer(kind, map, except, &mut frames)
+    }
+
+    fn offer(
+        &mut self,
+        kind: MapKind,
+        map: &str,
+        except: ConnId,
+        frames: &mut Frames<'_>,
+    ) -> Delivery {
         let mut delivery = Delivery::default();
         let table = self.table(kind);
         let Some(subs) = table.get_mut(map) else {
             return delivery;
         };
-        let mut frames = Frames::new(event);
         subs.retain(|conn| {
             if conn.id == except {
                 return true;
@@ -251,7 +340,7 @@ impl Subscribers {
     }
 
     /// Whether anyone but `except` would receive an event of the map (so that events
-    /// nobody reads are never encoded).
+    /// nobody reads are never encoded): a local subscriber, or another member.
     pub fn has_subscribers(&self, kind: MapKind, map: &str, except: ConnId) -> bool {
         let table = match kind {
             MapKind::Lww => &self.lww,
@@ -260,6 +349,17 @@ impl Subscribers {
         table
             .get(map)
             .is_some_and(|subs| subs.iter().any(|c| c.id != except))
+            || self.relays.contains_key(&(kind, map.to_owned()))
+    }
+
+    /// Closes every local subscriber of the map as a slow consumer for `reason` (they
+    /// missed an event and must resync); returns how many.
+    pub fn kick_all(&mut self, kind: MapKind, map: &str, reason: KickReason) -> usize {
+        let subs = self.table(kind).remove(map).unwrap_or_default();
+        for conn in &subs {
+            conn.outbox().kick(reason);
+        }
+        subs.len()
     }
 }
 
@@ -267,7 +367,8 @@ impl Subscribers {
 /// once ([`project_message`] limits map records and journal events).
 #[derive(Debug)]
 pub struct Frames<'a> {
-    event: &'a Message,
+    /// The message, or `None` until a relayed frame has to be decoded for a field limit.
+    event: Option<std::borrow::Cow<'a, Message>>,
     full: Option<SharedFrame>,
     limited: Vec<(Fields, SharedFrame)>,
 }
@@ -275,26 +376,60 @@ pub struct Frames<'a> {
 impl<'a> Frames<'a> {
     pub fn new(event: &'a Message) -> Self {
         Self {
-            event,
+            event: Some(std::borrow::Cow::Borrowed(event)),
             full: None,
             limited: Vec::new(),
         }
+    }
+
+    /// The encodings of a message that arrived encoded.
+    pub fn encoded(full: SharedFrame) -> Self {
+        Self {
+            event: None,
+            full: Some(full),
+            limited: Vec::new(),
+        }
+    }
+
+    /// The full frame, encoded at the first call.
+    pub fn full(&mut self) -> SharedFrame {
+        let event = &self.event;
+        self.full
+            .get_or_insert_with(|| {
+                let event = event.as_deref().expect("a message or its frame");
+                SharedFrame::from(event.encode())
+            })
+            .clone()
+    }
+
+    /// The message, decoded from the full frame if it came encoded; `None` if it does not
+    /// decode (a member relayed something this one cannot read).
+    fn message(&mut self) -> Option<&Message> {
+        if self.event.is_none() {
+            let full = self.full.as_ref()?;
+            // Encoded by a member (authenticated) from a message it accepted: only its size
+            // is beyond a client frame's bounds, as a batch of events may be.
+            let limits = topgun_core::protocol::msgpack::Limits {
+                max_frame_bytes: usize::MAX,
+                max_str_bytes: usize::MAX,
+                ..Default::default()
+            };
+            let decoded = Message::decode(&full.bytes(), &limits).ok()?;
+            self.event = Some(std::borrow::Cow::Owned(decoded));
+        }
+        self.event.as_deref()
     }
 
     /// The frame a reader with `decision` receives; `None` if it may not read.
     pub fn for_reader(&mut self, decision: Decision) -> Option<SharedFrame> {
         match decision {
             Decision::Deny => None,
-            Decision::Allow(None) => Some(
-                self.full
-                    .get_or_insert_with(|| SharedFrame::from(self.event.encode()))
-                    .clone(),
-            ),
+            Decision::Allow(None) => Some(self.full()),
             Decision::Allow(Some(fields)) => {
                 if let Some((_, frame)) = self.limited.iter().find(|(f, _)| *f == fields) {
                     return Some(frame.clone());
                 }
-                let mut limited = self.event.clone();
+                let mut limited = self.message()?.clone();
                 project_message(&mut limited, &fields);
                 let frame = SharedFrame::from(limited.encode());
                 self.limited.push((fields, frame.clone()));

@@ -52,14 +52,18 @@ pub enum KickReason {
     /// It holds a live query of a map whose changes the query service could not keep up
     /// with: the query missed a change and must be subscribed again.
     QueryLag,
+    /// It receives a map's events and some that another cluster member relayed were lost
+    /// on the way (a broken or full link): it must resync.
+    RelayGap,
 }
 
 impl KickReason {
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::ConnectionBacklog,
         Self::ServerBacklog,
         Self::WriteTimeout,
         Self::QueryLag,
+        Self::RelayGap,
     ];
 
     /// The label in `/metrics` and logs.
@@ -69,6 +73,7 @@ impl KickReason {
             Self::ServerBacklog => "server_backlog",
             Self::WriteTimeout => "write_timeout",
             Self::QueryLag => "query_lag",
+            Self::RelayGap => "relay_gap",
         }
     }
 
@@ -78,6 +83,7 @@ impl KickReason {
             Self::ServerBacklog => 1,
             Self::WriteTimeout => 2,
             Self::QueryLag => 3,
+            Self::RelayGap => 4,
         }
     }
 }
@@ -105,7 +111,7 @@ impl Default for BacklogLimits {
 pub struct Backlog {
     limits: BacklogLimits,
     used: AtomicUsize,
-    kicks: [AtomicU64; 4],
+    kicks: [AtomicU64; 5],
     /// Every open connection's outbox, to find the one holding the most.
     outboxes: Mutex<HashMap<ConnId, Weak<Outbox>>>,
 }

@@ -145,6 +145,19 @@ impl MapEvents {
         changes
     }
 
+    /// Every (kind, map) the connection receives events of, forgotten: it closed.
+    pub(crate) fn take_all(&mut self) -> Vec<(MapKind, String)> {
+        self.queries.clear();
+        self.slots = 0;
+        let mut out = Vec::new();
+        for (map, interest) in self.names.drain() {
+            for kind in KINDS.into_iter().filter(|k| interest.holds(*k)) {
+                out.push((kind, map.clone()));
+            }
+        }
+        out
+    }
+
     /// Live query `query_id` ended: the kinds of its map whose events nothing else holds.
     pub(crate) fn remove_query(&mut self, query_id: &str) -> Changes {
         let Some(map) = self.queries.remove(query_id) else {
@@ -254,6 +267,22 @@ mod tests {
         assert_eq!(moved.join, [Lww, Or]);
         assert_eq!(moved.leave, [(Lww, "a".into()), (Or, "a".into())]);
         assert_eq!(maps.add_query("q", "b"), Changes::default());
+    }
+
+    #[test]
+    fn a_closed_connection_gives_up_every_kind_it_held_once() {
+        let mut maps = MapEvents::new(4, 8);
+        maps.add(Lww, "a");
+        maps.add_query("q", "b");
+        maps.add_query("q2", "b");
+        let mut held = maps.take_all();
+        held.sort();
+        assert_eq!(
+            held,
+            [(Lww, "a".into()), (Lww, "b".into()), (Or, "b".into())]
+        );
+        assert!(maps.take_all().is_empty());
+        assert_eq!(maps.add(Lww, "a"), Added::New);
     }
 
     #[test]

@@ -20,9 +20,33 @@ use crate::data::ops::Write;
 use crate::data::shard::service::Failure;
 use crate::storage::store::{StoreError, StoredEntry, StoredValue};
 
-/// The writer of a forwarded write on its owner: no connection there wrote it, so every
-/// local subscriber is told of it. Connection ids start at 1.
+/// The writer of a forwarded write on its owner when its origin is unknown: no connection
+/// there wrote it, so every local subscriber is told of it. Connection ids start at 1.
 pub const REMOTE_WRITER: ConnId = 0;
+
+/// A writer id with this bit stands for a connection on another member: the owner tells
+/// its own subscribers of the write, and relays it to the writer's member naming the
+/// connection, which is not sent its own write there either.
+const REMOTE_BIT: u64 = 1 << 63;
+/// Bits of the connection id in a remote writer id; the member's Raft id takes those above.
+const CONN_BITS: u32 = 40;
+const CONN_MASK: u64 = (1 << CONN_BITS) - 1;
+const MEMBER_MAX: u64 = (1 << (63 - CONN_BITS)) - 1;
+
+/// The writer id, on the owner, of connection `conn` of member `member`;
+/// [`REMOTE_WRITER`] for ids too large to carry (never reached: ids count members and
+/// connections from 1).
+pub fn remote_writer(member: u64, conn: ConnId) -> ConnId {
+    if member == 0 || member > MEMBER_MAX || conn == 0 || conn > CONN_MASK {
+        return REMOTE_WRITER;
+    }
+    REMOTE_BIT | (member << CONN_BITS) | conn
+}
+
+/// The member and connection a remote writer id stands for.
+pub fn writer_origin(writer: ConnId) -> Option<(u64, ConnId)> {
+    (writer & REMOTE_BIT != 0).then_some(((writer & !REMOTE_BIT) >> CONN_BITS, writer & CONN_MASK))
+}
 
 /// How one part of a batch ended: the level it reached, or why it failed.
 pub type PartAnswer = Result<WriteConcern, Failure>;
@@ -40,12 +64,14 @@ pub trait Forward: Send + Sync + Debug {
     /// The owner of `key`'s partition when it is another member; `None` when it is this one.
     fn owner_elsewhere(&self, key: &str) -> Option<Owner>;
 
-    /// Sends `writes` (all in partitions `to` owns) to their owner; answers like a shard.
+    /// Sends `writes` (all in partitions `to` owns), written by this member's connection
+    /// `author`, to their owner; answers like a shard.
     fn forward(
         &self,
         to: Owner,
         writes: Vec<(String, Write)>,
         durable: bool,
+        author: ConnId,
     ) -> oneshot::Receiver<PartAnswer>;
 
     /// Waits, at most `within`, until a partition table is committed; whether one is.
@@ -153,6 +179,22 @@ mod tests {
     use topgun_core::{LwwRecord, NodeId, OrRecord, Timestamp, Value};
 
     use super::*;
+
+    #[test]
+    fn a_remote_writer_names_its_member_and_connection_and_never_a_local_one() {
+        let writer = remote_writer(3, 42);
+        assert_eq!(writer_origin(writer), Some((3, 42)));
+        assert_ne!(writer, 42, "never a local connection's id");
+        assert_eq!(writer_origin(42), None);
+        assert_eq!(writer_origin(REMOTE_WRITER), None);
+        assert_eq!(remote_writer(0, 42), REMOTE_WRITER);
+        assert_eq!(remote_writer(1 << 30, 42), REMOTE_WRITER);
+        assert_eq!(remote_writer(3, 1 << 41), REMOTE_WRITER);
+        assert_eq!(
+            writer_origin(remote_writer(MEMBER_MAX, CONN_MASK)),
+            Some((MEMBER_MAX, CONN_MASK))
+        );
+    }
 
     fn ts(millis: u64) -> Timestamp {
         Timestamp::new(millis, 1, NodeId::new("n1").unwrap())

@@ -24,6 +24,8 @@ pub mod deltas;
 pub mod forward;
 pub mod gate;
 pub mod ops;
+pub mod parts;
+pub mod peers;
 pub mod plane;
 pub mod shard;
 pub mod shards;

@@ -11,16 +11,22 @@
 //! Replies that wait for shards travel as [`Outbound::Later`]: the connection's writer sends
 //! them in request order while the reader goes on.
 
+use std::sync::{Arc, OnceLock};
+
+use futures_util::future::BoxFuture;
 use topgun_core::Timestamp;
 use topgun_core::protocol::Message;
 use topgun_core::protocol::http::{HttpDelta, SyncSince};
 use topgun_core::protocol::query::Query;
 
+use crate::connection::ConnId;
 use crate::connection::fanout::{ConnHandle, Outbound};
+use crate::connection::outbox::SharedFrame;
 use crate::coordination::internal::InternalWriter;
 use crate::coordination::router::Coordinator;
 use crate::data::conn::{Changes, ConnState};
 use crate::data::deltas;
+use crate::data::peers::{Cluster, Interests, Local, Peers, Read, ReadPart, read_local};
 use crate::data::shard::service::Request;
 use crate::data::shards::{ShardGone, Shards};
 use crate::data::sync::SyncPath;
@@ -47,6 +53,8 @@ pub struct DataPlane {
     coordination: Coordinator,
     /// Writes the server's own records (the admin API's policies).
     internal: InternalWriter,
+    /// In a cluster: the other members and this member's interests (set once at start).
+    cluster: Arc<OnceLock<Cluster>>,
 }
 
 impl DataPlane {
@@ -65,6 +73,84 @@ impl DataPlane {
             queries,
             coordination,
             internal,
+            cluster: Arc::default(),
+        }
+    }
+
+    /// Shares `cell` with the paths that were built with it.
+    pub(crate) fn with_cluster_cell(mut self, cell: Arc<OnceLock<Cluster>>) -> Self {
+        self.cluster = cell;
+        self
+    }
+
+    /// Cluster mode: reads gather every member's part, and events of maps this member's
+    /// connections follow are relayed here. Set once; `false` if set already.
+    pub fn set_cluster(&self, peers: Arc<dyn Peers>) -> bool {
+        let cluster = Cluster {
+            peers,
+            interests: Arc::default(),
+        };
+        self.cluster.set(cluster).is_ok()
+    }
+
+    /// This member's interests in maps (cluster mode).
+    pub fn interests(&self) -> Option<Arc<Interests>> {
+        self.cluster.get().map(|c| Arc::clone(&c.interests))
+    }
+
+    /// Serves another member's read of this member's partitions: puts it on the shards'
+    /// queues now; the future is this member's part (`None`: shutting down).
+    pub async fn read_for_member(
+        &self,
+        read: Read,
+        local: Local,
+    ) -> Result<BoxFuture<'static, Option<ReadPart>>, ShardGone> {
+        read_local(&self.shards, read, local).await
+    }
+
+    /// Tells every shard about other members' interests: `request` is built once per shard.
+    pub async fn tell_shards(&self, request: impl FnMut() -> Request) -> Result<(), ShardGone> {
+        self.shards.send_each(request).await
+    }
+
+    /// Hands a relayed event frame to the shard that serves the map's relays (one per map,
+    /// so that a map's relayed events keep their order); every shard knows every
+    /// subscriber.
+    pub async fn deliver_relayed(
+        &self,
+        kind: MapKind,
+        map: String,
+        except: ConnId,
+        frame: SharedFrame,
+    ) -> Result<(), ShardGone> {
+        let shard = relay_shard(&map, self.shards.count());
+        let request = Request::Relayed {
+            kind,
+            map,
+            except,
+            frame,
+        };
+        self.shards.send(shard, request).await
+    }
+
+    /// Closes the local subscribers of a map whose relayed events were lost.
+    pub async fn kick_followers(&self, kind: MapKind, map: String) -> Result<(), ShardGone> {
+        let shard = relay_shard(&map, self.shards.count());
+        self.shards
+            .send(shard, Request::KickSubscribers { kind, map })
+            .await
+    }
+
+    /// Counts a connection's new and ended subscriptions in this member's interests.
+    fn follow_interest(&self, joined: &[(MapKind, &str)], left: &[(MapKind, String)]) {
+        let Some(cluster) = self.cluster.get() else {
+            return;
+        };
+        for (kind, map) in joined {
+            cluster.interests.join(cluster.peers.as_ref(), *kind, map);
+        }
+        for (kind, map) in left {
+            cluster.interests.leave(cluster.peers.as_ref(), *kind, map);
         }
     }
 
@@ -158,8 +244,7 @@ impl DataPlane {
             offset,
             auth,
         };
-        let page = once::run(&self.shards, ask).await;
-        let page = page.map_err(|_| error::shutting_down())?;
+        let page = once::run(&self.shards, self.cluster.get(), ask).await?;
         page.map_err(|why| error::refusal(error::code::BAD_REQUEST, why))
     }
 
@@ -203,13 +288,15 @@ impl DataPlane {
         self.writes.forward.set(forward).is_ok()
     }
 
-    /// Applies a part of a batch another member validated and forwarded here (CLUSTER.md §8).
+    /// Applies a part of a batch another member validated and forwarded here (CLUSTER.md §8),
+    /// written by `author` (see [`crate::data::forward::remote_writer`]).
     pub async fn apply_forwarded(
         &self,
         writes: Vec<(String, crate::data::ops::Write)>,
         durable: bool,
+        author: crate::connection::ConnId,
     ) -> crate::data::forward::PartAnswer {
-        self.writes.apply_forwarded(writes, durable).await
+        self.writes.apply_forwarded(writes, durable, author).await
     }
 
     /// Most ops one batch may hold (`ops_per_batch_max`).
@@ -308,6 +395,10 @@ impl DataPlane {
     /// Subscribes the connection to the events of the kinds of `map` its live queries now
     /// hold, and unsubscribes it from those they no longer hold (COMPAT §4.2).
     async fn follow(&self, conn: &ConnState, map: &str, changes: Changes) -> Option<Outbound> {
+        {
+            let joined: Vec<(MapKind, &str)> = changes.join.iter().map(|k| (*k, map)).collect();
+            self.follow_interest(&joined, &changes.leave);
+        }
         for kind in changes.join {
             let subscribe = || Request::Subscribe {
                 kind,
@@ -374,6 +465,7 @@ impl DataPlane {
     /// Drops a closed connection's subscriptions.
     pub async fn disconnect(&self, conn: &mut ConnState) {
         let id = conn.handle.id;
+        self.follow_interest(&[], &conn.maps.take_all());
         // Every shard is told, even if one has stopped (only while shutting down).
         for shard in 0..self.shards.count() {
             let _ = self.shards.send(shard, Request::Forget { conn: id }).await;
@@ -383,6 +475,11 @@ impl DataPlane {
             .disconnect(&mut conn.coordination, &conn.handle)
             .await;
     }
+}
+
+/// The shard that delivers a map's relayed events: the same one for every event of the map.
+fn relay_shard(map: &str, count: usize) -> usize {
+    topgun_core::hash::fnv1a(map) as usize % count
 }
 
 /// A reply, or the refusal that replaces it.

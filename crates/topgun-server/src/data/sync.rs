@@ -2,16 +2,15 @@
 //! `ORMAP_DIFF_REQUEST`, answered from every shard's part of the map.
 //!
 //! Each shard keeps partial leaf sums of its own records; a request gathers them from every
-//! shard and rebuilds the map's single logical tree ([`SplitTree`]), so roots and buckets
-//! equal the TS client's for the same data. Replies wait in [`Outbound::Later`] so that
-//! the reader goes on while the shards answer.
+//! shard — in a cluster, from every member, each over the partitions it owns
+//! ([`crate::data::peers`]) — and rebuilds the map's single logical tree ([`SplitTree`]),
+//! so roots and buckets equal the TS client's for the same data. Replies wait in
+//! [`Outbound::Later`] so that the reader goes on while the shards and members answer.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use futures_util::FutureExt;
-use futures_util::future::{BoxFuture, join_all};
-use tokio::sync::oneshot;
 use topgun_core::merkle::{MERKLE_DEPTH, path_depth};
 use topgun_core::protocol::Message;
 use topgun_core::protocol::messages::{
@@ -24,7 +23,7 @@ use crate::clock::ServerClock;
 use crate::connection::fanout::{ConnHandle, Outbound};
 use crate::data::conn::{Added, ConnState};
 use crate::data::ops::check_map;
-use crate::data::shard::service::Request;
+use crate::data::peers::{Cluster, Gathered, Local, Read, ReadPart, gather};
 use crate::data::shards::Shards;
 use crate::error::{self, code};
 use crate::metrics::Metrics;
@@ -33,15 +32,14 @@ use crate::storage::store::MapKind;
 /// Most records a sync delta carries; beyond this the Merkle walk serves the client.
 const DELTA_RECORDS_MAX: usize = 10_000;
 
-/// One shard's changed records, each with its leaf index.
-type ShardDelta = Vec<(u16, LeafRecord)>;
-
 /// Answers Merkle sync requests from the shards; shared by every connection.
 #[derive(Debug)]
 pub(crate) struct SyncPath {
     pub(crate) shards: Shards,
     pub(crate) clock: ServerClock,
     pub(crate) metrics: Arc<Metrics>,
+    /// In a cluster: the other members, whose parts every read gathers.
+    pub(crate) cluster: Arc<OnceLock<Cluster>>,
 }
 
 impl SyncPath {
@@ -63,39 +61,52 @@ impl SyncPath {
         now_ms: u64,
     ) -> Result<Outbound, Box<Message>> {
         check_map(&map)?;
-        if conn.maps.add(kind, &map) == Added::Full {
-            return Err(error::refusal(
-                code::TOO_MANY,
-                format!(
-                    "this connection already syncs {} maps, the most allowed; map {map:?} is \
-                     not synced",
-                    conn.maps.max()
-                ),
-            ));
+        match conn.maps.add(kind, &map) {
+            Added::Full => {
+                return Err(error::refusal(
+                    code::TOO_MANY,
+                    format!(
+                        "this connection already syncs {} maps, the most allowed; map {map:?} \
+                         is not synced",
+                        conn.maps.max()
+                    ),
+                ));
+            }
+            Added::New => {
+                if let Some(cluster) = self.cluster.get() {
+                    cluster.interests.join(cluster.peers.as_ref(), kind, &map);
+                }
+            }
+            Added::Known => {}
         }
         self.metrics.merkle_request(kind);
         let delta = match since_ms {
-            Some(since_ms) => Some(
-                self.ask_all(|reply| Request::LwwSince {
+            Some(since_ms) => {
+                let read = Read::LwwSince {
                     map: map.clone(),
                     since_ms,
                     max: DELTA_RECORDS_MAX,
-                    reply,
-                })
-                .await?,
-            ),
+                };
+                Some(self.gather(read, None).await?)
+            }
             None => None,
         };
-        let tree = self.gather_sums(kind, &map, "", Some(&conn.handle)).await?;
+        let leaves = Read::Leaves {
+            kind,
+            map: map.clone(),
+            path: String::new(),
+        };
+        let tree = self.gather(leaves, Some(&conn.handle)).await?;
         let timestamp = self.clock.now(now_ms);
         Ok(Outbound::Later(
             async move {
                 let mut out = match delta {
-                    Some(parts) => delta_leaves(&map, parts.await),
+                    Some(parts) => delta_leaves(&map, parts.await.ok()),
                     None => Vec::new(),
                 };
-                let Some(tree) = tree.await else {
-                    return vec![*error::shutting_down()];
+                let tree = match tree.await {
+                    Ok(parts) => split_tree(parts),
+                    Err(refused) => return vec![*refused],
                 };
                 let root_hash = tree.node_hash("").unwrap_or(0);
                 out.push(match kind {
@@ -132,16 +143,19 @@ impl SyncPath {
         self.metrics.merkle_request(kind);
         let path = req.path.to_string();
         if depth == MERKLE_DEPTH {
-            return match kind {
-                MapKind::Lww => self.lww_leaf(map, path).await,
-                MapKind::Or => self.or_leaf(map, path).await,
-            };
+            return self.leaf(kind, map, path).await;
         }
-        let tree = self.gather_sums(kind, &map, &path, None).await?;
+        let read = Read::Leaves {
+            kind,
+            map: map.clone(),
+            path: path.clone(),
+        };
+        let tree = self.gather(read, None).await?;
         Ok(Outbound::Later(
             async move {
-                let Some(tree) = tree.await else {
-                    return vec![*error::shutting_down()];
+                let tree = match tree.await {
+                    Ok(parts) => split_tree(parts),
+                    Err(refused) => return vec![*refused],
                 };
                 let buckets = tree
                     .buckets(&path)
@@ -163,39 +177,47 @@ impl SyncPath {
         ))
     }
 
-    async fn lww_leaf(&self, map: String, path: String) -> Result<Outbound, Box<Message>> {
-        let parts = self
-            .ask_all(|reply| Request::LwwLeaf {
+    /// A leaf's records: LWW records or OR entries, gathered.
+    async fn leaf(
+        &self,
+        kind: MapKind,
+        map: String,
+        path: String,
+    ) -> Result<Outbound, Box<Message>> {
+        let read = match kind {
+            MapKind::Lww => Read::LwwLeaf {
                 map: map.clone(),
                 path: path.clone(),
-                reply,
-            })
-            .await?;
-        Ok(joined_reply(parts, move |records| {
-            Message::SyncRespLeaf(SyncRespLeaf {
-                map_name: map.into(),
-                path: path.into(),
-                records,
-            })
-        }))
-    }
-
-    async fn or_leaf(&self, map: String, path: String) -> Result<Outbound, Box<Message>> {
-        let parts = self
-            .ask_all(|reply| Request::OrLeaf {
+            },
+            MapKind::Or => Read::OrLeaf {
                 map: map.clone(),
                 path: path.clone(),
-                reply,
-            })
-            .await?;
-        Ok(joined_reply(parts, move |entries| {
-            Message::OrMapSyncRespLeaf(OrMapSyncRespLeaf {
-                map_name: map.into(),
-                path: path.into(),
-                entries,
-                covering_epoch: None,
-            })
-        }))
+            },
+        };
+        let parts = self.gather(read, None).await?;
+        Ok(Outbound::Later(
+            async move {
+                let parts = match parts.await {
+                    Ok(parts) => parts,
+                    Err(refused) => return vec![*refused],
+                };
+                let (map, path) = (map.into(), path.into());
+                vec![match kind {
+                    MapKind::Lww => Message::SyncRespLeaf(SyncRespLeaf {
+                        map_name: map,
+                        path,
+                        records: lww_records(parts),
+                    }),
+                    MapKind::Or => Message::OrMapSyncRespLeaf(OrMapSyncRespLeaf {
+                        map_name: map,
+                        path,
+                        entries: or_entries(parts),
+                        covering_epoch: None,
+                    }),
+                }]
+            }
+            .boxed(),
+        ))
     }
 
     /// `ORMAP_DIFF_REQUEST`: the entries of the named keys, in the order asked.
@@ -203,31 +225,26 @@ impl SyncPath {
         let map = req.map_name.to_string();
         check_map(&map)?;
         let total = req.keys.len();
-        let parts = self
-            .shards
-            .split(req.keys.into_iter().enumerate(), |(_, key)| key);
-        let mut replies = Vec::new();
-        for (shard, keys) in parts.into_iter().enumerate() {
-            if keys.is_empty() {
-                continue;
-            }
-            let (reply, entries) = oneshot::channel();
-            let map = map.clone();
-            self.shards
-                .send(shard, Request::OrEntries { map, keys, reply })
-                .await
-                .map_err(|_| error::shutting_down())?;
-            replies.push(entries);
-        }
+        let keys = req.keys.into_iter().enumerate().collect();
+        let read = Read::OrEntries {
+            map: map.clone(),
+            keys,
+        };
+        let parts = self.gather(read, None).await?;
         Ok(Outbound::Later(
             async move {
+                let parts = match parts.await {
+                    Ok(parts) => parts,
+                    Err(refused) => return vec![*refused],
+                };
                 let mut entries = vec![OrMapEntry::default(); total];
-                for part in join_all(replies).await {
-                    let Ok(part) = part else {
-                        return vec![*error::shutting_down()];
-                    };
-                    for (at, entry) in part {
-                        entries[at] = entry;
+                for part in parts {
+                    if let ReadPart::Indexed(found) = part {
+                        for (at, entry) in found {
+                            if let Some(slot) = entries.get_mut(at) {
+                                *slot = entry;
+                            }
+                        }
                     }
                 }
                 vec![Message::OrMapDiffResponse(OrMapDiffResponse {
@@ -240,71 +257,79 @@ impl SyncPath {
         ))
     }
 
-    /// Sends a leaf-sums request to every shard; the future rebuilds the logical tree.
-    async fn gather_sums(
+    /// Every member's part of `read` (see [`gather`]); `subscribe` starts receiving the
+    /// map's events in the same step — and, in a cluster, the other members relaying them
+    /// under this member's interest.
+    async fn gather(
         &self,
-        kind: MapKind,
-        map: &str,
-        path: &str,
+        read: Read,
         subscribe: Option<&ConnHandle>,
-    ) -> Result<BoxFuture<'static, Option<SplitTree>>, Box<Message>> {
-        let parts = self
-            .ask_all(|reply| Request::Leaves {
-                kind,
-                map: map.to_owned(),
-                path: path.to_owned(),
-                subscribe: subscribe.cloned(),
-                reply,
-            })
-            .await?;
-        Ok(async move {
-            let mut tree = SplitTree::new();
-            for sums in parts.await? {
-                tree.add(&sums);
+    ) -> Result<Gathered, Box<Message>> {
+        let cluster = self.cluster.get();
+        let follow = match (&read, subscribe, cluster) {
+            (Read::Leaves { kind, map, .. }, Some(_), Some(cluster)) => {
+                cluster.interests.generation(*kind, map).unwrap_or(0)
             }
-            Some(tree)
-        }
-        .boxed())
-    }
-
-    async fn ask_all<T: Send + 'static>(
-        &self,
-        request: impl FnMut(oneshot::Sender<T>) -> Request,
-    ) -> Result<BoxFuture<'static, Option<Vec<T>>>, Box<Message>> {
-        self.shards
-            .ask_all(request)
-            .await
-            .map_err(|_| error::shutting_down())
+            _ => 0,
+        };
+        let local = Local {
+            subscribe: subscribe.cloned(),
+            ..Local::default()
+        };
+        gather(&self.shards, cluster, read, local, follow).await
     }
 }
 
-/// The reply built from every shard's part, joined in shard order, once all have answered.
-fn joined_reply<T: Send + 'static>(
-    parts: BoxFuture<'static, Option<Vec<Vec<T>>>>,
-    reply: impl FnOnce(Vec<T>) -> Message + Send + 'static,
-) -> Outbound {
-    Outbound::Later(
-        async move {
-            match parts.await {
-                Some(parts) => vec![reply(parts.into_iter().flatten().collect())],
-                None => vec![*error::shutting_down()],
-            }
+/// The map's tree from every member's leaf sums.
+fn split_tree(parts: Vec<ReadPart>) -> SplitTree {
+    let mut tree = SplitTree::new();
+    for part in parts {
+        if let ReadPart::Sums(sums) = part {
+            tree.add(&sums);
         }
-        .boxed(),
-    )
+    }
+    tree
 }
 
-/// The shards' changed records as one `SYNC_RESP_LEAF` per leaf (a client merges each leaf's
-/// records as it would a requested one); nothing if any shard found too many, or failed.
-fn delta_leaves(map: &str, parts: Option<Vec<Option<ShardDelta>>>) -> Vec<Message> {
-    let Some(parts) = parts.and_then(|p| p.into_iter().collect::<Option<Vec<_>>>()) else {
+fn lww_records(parts: Vec<ReadPart>) -> Vec<LeafRecord> {
+    let mut out = Vec::new();
+    for part in parts {
+        if let ReadPart::LwwRecords(records) = part {
+            out.extend(records);
+        }
+    }
+    out
+}
+
+fn or_entries(parts: Vec<ReadPart>) -> Vec<OrMapEntry> {
+    let mut out = Vec::new();
+    for part in parts {
+        if let ReadPart::OrEntries(entries) = part {
+            out.extend(entries);
+        }
+    }
+    out
+}
+
+/// The members' changed records as one `SYNC_RESP_LEAF` per leaf (a client merges each
+/// leaf's records as it would a requested one); nothing if any member found too many, or
+/// failed.
+fn delta_leaves(map: &str, parts: Option<Vec<ReadPart>>) -> Vec<Message> {
+    let Some(parts) = parts else {
         return Vec::new();
     };
-    if parts.iter().map(Vec::len).sum::<usize>() > DELTA_RECORDS_MAX {
+    let mut all = Vec::new();
+    for part in parts {
+        match part {
+            ReadPart::Since(Some(records)) => all.extend(records),
+            _ => return Vec::new(),
+        }
+    }
+    if all.len() > DELTA_RECORDS_MAX {
         return Vec::new();
     }
     let mut leaves: BTreeMap<u16, Vec<LeafRecord>> = BTreeMap::new();
-    for (leaf, record) in parts.into_iter().flatten() {
+    for (leaf, record) in all {
         leaves.entry(leaf).or_default().push(record);
     }
     leaves
@@ -333,10 +358,10 @@ mod tests {
     }
 
     #[test]
-    fn a_delta_is_one_leaf_reply_per_leaf_and_nothing_when_any_shard_overflowed() {
+    fn a_delta_is_one_leaf_reply_per_leaf_and_nothing_when_any_member_overflowed() {
         let parts = vec![
-            Some(vec![(3, record("a"))]),
-            Some(vec![(3, record("b")), (0x1f, record("c"))]),
+            ReadPart::Since(Some(vec![(3, record("a"))])),
+            ReadPart::Since(Some(vec![(3, record("b")), (0x1f, record("c"))])),
         ];
         let out = delta_leaves("m", Some(parts));
         let paths: Vec<_> = out
@@ -347,7 +372,8 @@ mod tests {
             })
             .collect();
         assert_eq!(paths, [("003".to_owned(), 2), ("01f".to_owned(), 1)]);
-        assert!(delta_leaves("m", Some(vec![Some(vec![]), None])).is_empty());
+        let overflowed = vec![ReadPart::Since(Some(vec![])), ReadPart::Since(None)];
+        assert!(delta_leaves("m", Some(overflowed)).is_empty());
         assert!(delta_leaves("m", None).is_empty());
     }
 }

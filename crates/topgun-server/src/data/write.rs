@@ -31,9 +31,10 @@ use topgun_core::value::CompactString;
 
 use crate::clock::ServerClock;
 use crate::config::Guards;
+use crate::connection::ConnId;
 use crate::connection::fanout::Outbound;
 use crate::data::conn::{Added, ConnState};
-use crate::data::forward::{Forward, Owner, PartAnswer, REMOTE_WRITER};
+use crate::data::forward::{Forward, Owner, PartAnswer};
 use crate::data::ops::{self, Write};
 use crate::data::shard::service::Request;
 use crate::data::shards::Shards;
@@ -42,6 +43,7 @@ use crate::metrics::Metrics;
 use crate::security::access::ConnAccess;
 use crate::security::admission;
 use crate::security::interceptor::{AppliedOp, OpContext, Pipeline, Verdict};
+use crate::storage::store::MapKind;
 
 /// Applies client writes through the shards; shared by every connection.
 #[derive(Debug)]
@@ -57,6 +59,9 @@ pub(crate) struct WritePath {
     pub(crate) metrics: Arc<Metrics>,
     /// In cluster mode, where writes this member does not own go (set once, at start).
     pub(crate) forward: std::sync::OnceLock<Arc<dyn Forward>>,
+    /// In a cluster: this member's interests in maps, joined for the maps a connection
+    /// writes.
+    pub(crate) cluster: Arc<std::sync::OnceLock<crate::data::peers::Cluster>>,
 }
 
 /// How long a write waits for the first partition table before it is refused as retryable.
@@ -145,7 +150,14 @@ impl WritePath {
             ));
         }
         let mut batch = self.validate_batch(ops, conn, now_ms, timeout_ms.is_some());
-        self.subscribe_writer(conn, &batch.per_shard).await?;
+        let written: Vec<(MapKind, String)> = batch
+            .per_shard
+            .iter()
+            .chain(batch.remote.values())
+            .flatten()
+            .map(|(map, write)| (write.map_kind(), map.clone()))
+            .collect();
+        self.subscribe_writer(conn, written).await?;
         let mut pending = Vec::new();
         let mut applied_parts = Vec::new();
         for (shard, writes) in batch.per_shard.into_iter().enumerate() {
@@ -173,7 +185,8 @@ impl WritePath {
         }
         if let Some(forward) = self.forward.get() {
             for (owner, writes) in std::mem::take(&mut batch.remote) {
-                let (answer, applied) = forward_part(forward.as_ref(), owner, writes, durable);
+                let (answer, applied) =
+                    forward_part(forward.as_ref(), owner, writes, durable, conn.handle.id);
                 if timeout_ms.is_some() {
                     applied_parts.push(applied);
                 }
@@ -205,11 +218,14 @@ impl WritePath {
     }
 
     /// Applies a part another member forwarded (validated there) through this member's
-    /// shards; answers with the weakest level any shard reached, or the first failure.
+    /// shards, written by `author` (a [`remote_writer`] id, or a local connection's when
+    /// the entry node re-routed a part to itself); answers with the weakest level any shard
+    /// reached, or the first failure.
     pub(crate) async fn apply_forwarded(
         &self,
         writes: Vec<(String, Write)>,
         durable: bool,
+        author: ConnId,
     ) -> PartAnswer {
         let mut per_shard: Vec<Vec<(String, Write)>> = vec![Vec::new(); self.shards.count()];
         for (map, write) in writes {
@@ -223,7 +239,7 @@ impl WritePath {
             }
             let (done, answer) = oneshot::channel();
             let request = Request::Apply {
-                conn: REMOTE_WRITER,
+                conn: author,
                 writes,
                 durable: durable && self.ack_waits,
                 done,
@@ -378,12 +394,14 @@ impl WritePath {
     async fn subscribe_writer(
         &self,
         conn: &mut ConnState,
-        writes: &[Vec<(String, Write)>],
+        written: Vec<(MapKind, String)>,
     ) -> Result<(), Box<Message>> {
-        for (map, write) in writes.iter().flatten() {
-            let kind = write.map_kind();
-            if conn.maps.add(kind, map) != Added::New {
+        for (kind, map) in written {
+            if conn.maps.add(kind, &map) != Added::New {
                 continue;
+            }
+            if let Some(cluster) = self.cluster.get() {
+                cluster.interests.join(cluster.peers.as_ref(), kind, &map);
             }
             let subscribe = || Request::Subscribe {
                 kind,
@@ -669,8 +687,9 @@ fn forward_part(
     owner: Owner,
     writes: Vec<(String, Write)>,
     durable: bool,
+    author: ConnId,
 ) -> (oneshot::Receiver<PartAnswer>, oneshot::Receiver<()>) {
-    let answered = forward.forward(owner, writes, durable);
+    let answered = forward.forward(owner, writes, durable, author);
     let (answer_tx, answer) = oneshot::channel();
     let (applied_tx, applied) = oneshot::channel();
     tokio::spawn(async move {

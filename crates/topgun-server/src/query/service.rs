@@ -3,9 +3,9 @@
 //! outboxes.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use topgun_core::LwwRecord;
 use topgun_core::aggregate::Aggregates;
 use topgun_core::live_query::{Change, View};
@@ -17,13 +17,14 @@ use crate::connection::ConnId;
 use crate::connection::fanout::ConnHandle;
 use crate::connection::outbox::SharedFrame;
 use crate::connection::outbox::{ChangeBatch, KickReason, Updates};
-use crate::data::shard::service::Request;
+use crate::data::peers::{Cluster, Local, Read, ReadPart, gather};
 use crate::data::shards::Shards;
 use crate::error::{code, error};
 use crate::query::handle::{Queries, QueryRequest, Records};
 use crate::query::index::{MapSubs, index_key};
 use crate::query::view::{SharedView, ViewKey, auth_context, live_value, load, step, uses_auth};
 use crate::security::policy::{Action, Decision, Fields, Resource, Subject};
+use crate::storage::store::MapKind;
 
 /// Changes buffered for one subscription while its snapshot loads.
 const LOADING_BUFFER_MAX: usize = 65_536;
@@ -37,10 +38,19 @@ struct Sub {
     now_ms: u64,
 }
 
+/// Where the task reads snapshots from: this node's shards and, in a cluster, every
+/// member's (a view then holds an interest in its map, so that the owners relay its
+/// events here).
+#[derive(Debug, Clone)]
+pub struct Reads {
+    pub shards: Shards,
+    pub cluster: Arc<OnceLock<Cluster>>,
+}
+
 /// The task's state.
 struct Service {
     queries: Queries,
-    shards: Shards,
+    reads: Reads,
     subs: HashMap<u64, Sub>,
     views: HashMap<u64, SharedView>,
     view_of: HashMap<ViewKey, u64>,
@@ -54,12 +64,12 @@ struct Service {
 pub async fn run(
     queries: Queries,
     mut requests: mpsc::Receiver<QueryRequest>,
-    shards: Shards,
+    reads: Reads,
     per_connection_max: usize,
 ) {
     let mut service = Service {
         queries,
-        shards,
+        reads,
         subs: HashMap::new(),
         views: HashMap::new(),
         view_of: HashMap::new(),
@@ -237,35 +247,40 @@ impl Service {
                 subs: Vec::new(),
             },
         );
-        self.load(id, map);
+        let follow = self.follow(&map, true);
+        self.load(id, map, follow);
         Ok(id)
     }
 
-    /// Asks every shard for the map's records, off this task; the answer comes back as
-    /// `Loaded`.
-    fn load(&self, view: u64, map: String) {
-        let shards = self.shards.clone();
+    /// In a cluster, a view holds an interest in its map's LWW events, so that every owner
+    /// relays them here: begun when it opens (the generation its snapshot is read under,
+    /// so that each owner starts relaying in the same step), ended when it closes.
+    fn follow(&self, map: &str, on: bool) -> u64 {
+        let Some(cluster) = self.reads.cluster.get() else {
+            return 0;
+        };
+        let (peers, interests) = (cluster.peers.as_ref(), &cluster.interests);
+        if on {
+            interests.join(peers, MapKind::Lww, map)
+        } else {
+            interests.leave(peers, MapKind::Lww, map);
+            0
+        }
+    }
+
+    /// Reads the map's records — every shard's, in a cluster every member's — off this
+    /// task; the answer comes back as `Loaded`.
+    fn load(&self, view: u64, map: String, follow: u64) {
+        let reads = self.reads.clone();
         let back = self.queries.clone();
         tokio::spawn(async move {
-            let mut records = Vec::new();
-            let mut whole = true;
-            for shard in 0..shards.count() {
-                let (reply, answer) = oneshot::channel();
-                let request = Request::LwwRecords {
-                    map: map.clone(),
-                    reply,
-                };
-                if shards.send(shard, request).await.is_err() {
-                    whole = false;
-                    break;
-                }
-                let Ok(part) = answer.await else {
-                    whole = false;
-                    break;
-                };
-                records.extend(part);
-            }
-            let records = whole.then_some(records);
+            let read = Read::LwwRecords { map };
+            let cluster = reads.cluster.get();
+            let parts = gather(&reads.shards, cluster, read, Local::default(), follow).await;
+            let records = match parts {
+                Ok(parts) => parts.await.ok().map(snapshot),
+                Err(_) => None,
+            };
             back.send(QueryRequest::Loaded { view, records }).await;
         });
     }
@@ -430,6 +445,7 @@ impl Service {
             self.by_map.remove(&view.map);
             self.watch(&view.map, false);
         }
+        self.follow(&view.map, false);
     }
 
     fn watch(&self, map: &str, on: bool) {
@@ -496,6 +512,17 @@ fn response(view: &SharedView, sub: &Sub) -> Message {
     })
 }
 
+/// Every member's records of a map as one snapshot.
+fn snapshot(parts: Vec<ReadPart>) -> Records {
+    let mut records = Vec::new();
+    for part in parts {
+        if let ReadPart::LwwRecords(part) = part {
+            records.extend(part.into_iter().map(|r| (r.key.to_string(), r.record)));
+        }
+    }
+    records
+}
+
 /// Queues `changes` for every subscription of `view` but the writer's (the TS client applies
 /// its own writes) and those being ended: one shared batch, one push per subscriber, however
 /// many changes. Each connection's writer merges and encodes them.
@@ -532,6 +559,7 @@ fn send(conn: &ConnHandle, message: &Message) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::shard::service::Request;
     use crate::query::index::index_key;
     use std::sync::atomic::Ordering;
     use topgun_core::value::Value;
@@ -557,6 +585,14 @@ mod tests {
             }
         });
         (tx, loads)
+    }
+
+    /// A single node's reads over `shards`.
+    fn reads(shards: Shards) -> Reads {
+        Reads {
+            shards,
+            cluster: Arc::default(),
+        }
     }
 
     fn subscribe(conn: &ConnHandle, query_id: &str) -> QueryRequest {
@@ -593,7 +629,7 @@ mod tests {
     async fn identical_queries_share_a_view_and_each_is_told() {
         let (queries, rx) = Queries::channel();
         let (shard, loads) = empty_shard();
-        tokio::spawn(run(queries.clone(), rx, Shards::new(vec![shard]), 8));
+        tokio::spawn(run(queries.clone(), rx, reads(Shards::new(vec![shard])), 8));
         let ((a, _), (b, _)) = (ConnHandle::new(), ConnHandle::new());
         queries.send(subscribe(&a, "qa")).await;
         assert_eq!(frames(&a, 1).await.len(), 1, "QUERY_RESP");
@@ -617,7 +653,7 @@ mod tests {
         tokio::spawn(run(
             queries.clone(),
             rx,
-            Shards::new(vec![empty_shard().0]),
+            reads(Shards::new(vec![empty_shard().0])),
             8,
         ));
         let (conn, on_kick) = ConnHandle::new();

@@ -20,6 +20,8 @@ use topgun_server::Server;
 use topgun_server::config::{AuthEnv, Cli, Config};
 use topgun_server::storage::store::{MemoryStore, Store};
 
+pub(crate) mod cluster;
+
 pub(crate) type Client = WebSocketStream<MaybeTlsStream<AsyncTcpStream>>;
 
 pub(crate) const SECRET: &str = "integration-secret-0123456789abcdef";
@@ -617,13 +619,17 @@ pub(crate) async fn read_map(
             };
             send(&mut c, &Message::MerkleReqBucket(req)).await;
         }
-        for _ in chunk {
+        let mut answered = 0;
+        while answered < chunk.len() {
             match recv(&mut c).await {
                 Ok(Message::SyncRespLeaf(leaf)) => {
+                    answered += 1;
                     for r in leaf.records {
                         out.insert(r.key.to_string(), r.record.value);
                     }
                 }
+                // A cluster member pushes its partition map to every connection.
+                Ok(Message::PartitionMap(_)) => {}
                 other => panic!("expected SYNC_RESP_LEAF, got {other:?}"),
             }
         }

@@ -173,6 +173,15 @@ impl ArrivedLww {
         self.tree.leaf_sums(path)
     }
 
+    /// The non-empty leaf sums under `path` over the keys `keep` accepts.
+    pub fn leaf_sums_where(
+        &self,
+        path: &str,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<Vec<(u16, Sum)>, MerkleError> {
+        self.tree.leaf_sums_where(path, keep)
+    }
+
     /// Every `(key, record)` in the leaf at `path`.
     pub fn bucket(
         &self,

@@ -23,7 +23,7 @@ pub mod tally;
 
 use std::collections::HashMap;
 
-use topgun_core::hash::fnv1a;
+use topgun_core::hash::{fnv1a, partition_id};
 use topgun_core::merkle::{MERKLE_DEPTH, Sum};
 use topgun_core::protocol::enums::{JournalEventType, ServerEventType};
 use topgun_core::protocol::messages::{LeafRecord, ServerEvent};
@@ -31,6 +31,7 @@ use topgun_core::{LwwRecord, MerkleError, NodeId, OrMap, OrMapEntry, OrRecord, T
 
 use crate::by_name;
 use crate::data::ops::{RESERVED_PREFIXES, Write, own_tombstones};
+use crate::data::parts::PartSet;
 use crate::journal::Draft;
 use crate::storage::store::{MapKind, StoredEntry, StoredValue};
 
@@ -66,6 +67,9 @@ pub struct Shard {
     /// The latest arrival stamped: arrivals never go back, even when the wall clock does, so
     /// a scan from a time already served cannot miss a later change.
     arrival_ms: u64,
+    /// The partitions this shard has held a record of: when a cluster member owns them all,
+    /// its answers need no filtering by partition.
+    parts: PartSet,
 }
 
 fn draft(
@@ -136,6 +140,7 @@ impl Shard {
 
     /// Applies one validated write to `map`, arrived at `now_ms`.
     pub fn apply(&mut self, map: &str, write: Write, now_ms: u64) -> Option<Change> {
+        self.parts.insert(partition_id(write.key()));
         let journals = self.journals(map);
         match write {
             Write::Lww { key, record } => {
@@ -289,6 +294,7 @@ impl Shard {
     /// then its records. Returns one event per tombstone or record that was new here, and
     /// the key's new state for the store once (`None` when nothing changed).
     pub fn push_or_entry(&mut self, map: &str, entry: OrMapEntry) -> Pushed {
+        self.parts.insert(partition_id(&entry.key));
         let journals = self.journals(map);
         self.with_or(map, |or| push_into(or, map, entry, journals))
     }
@@ -310,6 +316,30 @@ impl Shard {
                 .or
                 .get(map)
                 .map_or_else(|| empty.leaf_sums(path), |m| m.merkle().leaf_sums(path)),
+        }
+    }
+
+    /// [`Shard::leaf_sums`] over the keys of the `owned` partitions only (`None`: all).
+    pub fn owned_leaf_sums(
+        &self,
+        kind: MapKind,
+        map: &str,
+        path: &str,
+        owned: Option<&PartSet>,
+    ) -> Result<Vec<(u16, Sum)>, MerkleError> {
+        let Some(owned) = owned.filter(|o| !self.parts.is_subset(o)) else {
+            return self.leaf_sums(kind, map, path);
+        };
+        let keep = |key: &str| owned.holds_key(key);
+        match kind {
+            MapKind::Lww => self
+                .lww
+                .get(map)
+                .map_or_else(|| Ok(Vec::new()), |t| t.leaf_sums_where(path, keep)),
+            MapKind::Or => self.or.get(map).map_or_else(
+                || Ok(Vec::new()),
+                |m| m.merkle().leaf_sums_where(path, keep),
+            ),
         }
     }
 
@@ -501,6 +531,9 @@ impl Shard {
             self.held_names().into_iter().map(str::to_owned).collect();
         let tombstones_before = self.scanned_tombstone_bytes();
         let arrived_ms = self.arrival(now_ms);
+        for entry in &entries {
+            self.parts.insert(partition_id(&entry.key));
+        }
         self.load_entries(entries, arrived_ms);
         let tombstones_after = self.scanned_tombstone_bytes();
         self.tally
@@ -705,6 +738,56 @@ mod tests {
             timestamp,
             ttl_ms: None,
         }
+    }
+
+    /// A member still holding records of partitions it gave away sums only those it owns:
+    /// the same sums as a shard that never held the others.
+    #[test]
+    fn owned_leaf_sums_leave_out_partitions_not_owned() {
+        let (mut all, mut kept) = (Shard::new(), Shard::new());
+        let mut owned = PartSet::default();
+        for pid in (0..271).step_by(3) {
+            owned.insert(pid);
+        }
+        for i in 0..400 {
+            let key = format!("k{i}");
+            all.apply("m", put(&key, i, 5), NOW);
+            all.apply(
+                "o",
+                Write::OrAdd {
+                    key: key.clone(),
+                    record: add("v", 5),
+                },
+                NOW,
+            );
+            if owned.holds_key(&key) {
+                kept.apply("m", put(&key, i, 5), NOW);
+                kept.apply(
+                    "o",
+                    Write::OrAdd {
+                        key: key.clone(),
+                        record: add("v", 5),
+                    },
+                    NOW,
+                );
+            }
+        }
+        for (kind, map) in [(MapKind::Lww, "m"), (MapKind::Or, "o")] {
+            for path in ["", "8"] {
+                let filtered = all.owned_leaf_sums(kind, map, path, Some(&owned)).unwrap();
+                assert_eq!(filtered, kept.leaf_sums(kind, map, path).unwrap());
+            }
+            let everything = all.owned_leaf_sums(kind, map, "", Some(&PartSet::all()));
+            assert_eq!(everything.unwrap(), all.leaf_sums(kind, map, "").unwrap());
+            assert_eq!(
+                all.owned_leaf_sums(kind, map, "", None).unwrap(),
+                all.leaf_sums(kind, map, "").unwrap()
+            );
+        }
+        assert_ne!(
+            all.leaf_sums(MapKind::Lww, "m", "").unwrap(),
+            kept.leaf_sums(MapKind::Lww, "m", "").unwrap()
+        );
     }
 
     #[test]

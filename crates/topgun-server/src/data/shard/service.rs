@@ -20,8 +20,10 @@ use topgun_core::protocol::enums::WriteConcern;
 use topgun_core::protocol::messages::{LeafRecord, ServerBatchEvent, ServerEvent};
 
 use crate::connection::ConnId;
-use crate::connection::fanout::{ConnHandle, Subscribers};
+use crate::connection::fanout::{ConnHandle, Relay, Subscribers};
+use crate::connection::outbox::{KickReason, SharedFrame};
 use crate::data::ops::Write;
+use crate::data::parts::PartSet;
 use crate::data::shard::{Arrivals, Mark, Presence, Shard};
 use crate::data::shards::Queued;
 use crate::error::code;
@@ -86,21 +88,31 @@ pub enum Request {
         map: String,
         entries: Vec<OrMapEntry>,
     },
+    /// The map's leaf sums under `path`, over the `owned` partitions only when given (a
+    /// cluster member answers for what it owns). `subscribe` and `relay` start receiving
+    /// the map's events in the same step, so that none falls between the sums and them.
     Leaves {
         kind: MapKind,
         map: String,
         path: String,
+        owned: Option<PartSet>,
         subscribe: Option<ConnHandle>,
+        relay: Option<Relay>,
         reply: oneshot::Sender<Vec<(u16, Sum)>>,
     },
     LwwLeaf {
         map: String,
         path: String,
+        owned: Option<PartSet>,
         reply: oneshot::Sender<Vec<LeafRecord>>,
     },
     /// Every LWW record of a map ([`Shard::lww_records`]), for a live query's snapshot.
     LwwRecords {
         map: String,
+        /// Only these partitions' records (`None`: all).
+        owned: Option<PartSet>,
+        /// Another member that receives the map's events from this step on.
+        relay: Option<Relay>,
         reply: oneshot::Sender<Vec<(String, topgun_core::LwwRecord)>>,
     },
     /// LWW records changed since a time ([`Shard::lww_since`]).
@@ -108,6 +120,7 @@ pub enum Request {
         map: String,
         since_ms: u64,
         max: usize,
+        owned: Option<PartSet>,
         reply: oneshot::Sender<Option<Vec<(u16, LeafRecord)>>>,
     },
     /// LWW records from a place in the arrival order ([`Shard::lww_arrived_since`]): HTTP
@@ -122,11 +135,15 @@ pub enum Request {
     OrLeaf {
         map: String,
         path: String,
+        owned: Option<PartSet>,
         reply: oneshot::Sender<Vec<OrMapEntry>>,
     },
+    /// The OR entries of the keys asked (by their place in the request); with `owned`, of
+    /// those in the owned partitions only.
     OrEntries {
         map: String,
         keys: Vec<(usize, String)>,
+        owned: Option<PartSet>,
         reply: oneshot::Sender<Vec<(usize, OrMapEntry)>>,
     },
     /// Forget tombstones older than the horizon; answers with the number of keys changed.
@@ -162,6 +179,35 @@ pub enum Request {
     },
     Forget {
         conn: ConnId,
+    },
+    /// Relay the map's events to another member (CLUSTER.md §9).
+    Relay {
+        kind: MapKind,
+        map: String,
+        relay: Relay,
+    },
+    /// A member's interest in the map ended.
+    Unrelay {
+        kind: MapKind,
+        map: String,
+        member: u64,
+        generation: u64,
+    },
+    /// A member left or restarted: relay it nothing more.
+    ForgetMember {
+        member: u64,
+    },
+    /// An event frame another member relayed, for this member's subscribers of the map.
+    Relayed {
+        kind: MapKind,
+        map: String,
+        except: ConnId,
+        frame: SharedFrame,
+    },
+    /// Close the map's local subscribers: they missed a relayed event and must resync.
+    KickSubscribers {
+        kind: MapKind,
+        map: String,
     },
 }
 
@@ -446,28 +492,61 @@ impl Task {
                 kind,
                 map,
                 path,
+                owned,
                 subscribe,
+                relay,
                 reply,
             } => {
                 if let Some(conn) = subscribe {
                     self.subscribers.subscribe(kind, &map, conn);
                 }
-                let sums = self.shard.leaf_sums(kind, &map, &path).unwrap_or_default();
-                let _ = reply.send(sums);
+                if let Some(relay) = relay {
+                    self.subscribers.add_relay(kind, &map, relay);
+                }
+                let sums = self
+                    .shard
+                    .owned_leaf_sums(kind, &map, &path, owned.as_ref());
+                let _ = reply.send(sums.unwrap_or_default());
             }
-            Request::LwwLeaf { map, path, reply } => {
-                let _ = reply.send(self.shard.lww_leaf(&map, &path).unwrap_or_default());
+            Request::LwwLeaf {
+                map,
+                path,
+                owned,
+                reply,
+            } => {
+                let mut records = self.shard.lww_leaf(&map, &path).unwrap_or_default();
+                if let Some(owned) = owned {
+                    records.retain(|r| owned.holds_key(&r.key));
+                }
+                let _ = reply.send(records);
             }
-            Request::LwwRecords { map, reply } => {
-                let _ = reply.send(self.shard.lww_records(&map));
+            Request::LwwRecords {
+                map,
+                owned,
+                relay,
+                reply,
+            } => {
+                if let Some(relay) = relay {
+                    self.subscribers.add_relay(MapKind::Lww, &map, relay);
+                }
+                let mut records = self.shard.lww_records(&map);
+                if let Some(owned) = owned {
+                    records.retain(|(key, _)| owned.holds_key(key));
+                }
+                let _ = reply.send(records);
             }
             Request::LwwSince {
                 map,
                 since_ms,
                 max,
+                owned,
                 reply,
             } => {
-                let _ = reply.send(self.shard.lww_since(&map, since_ms, max));
+                let mut since = self.shard.lww_since(&map, since_ms, max);
+                if let (Some(owned), Some(records)) = (owned, since.as_mut()) {
+                    records.retain(|(_, r)| owned.holds_key(&r.key));
+                }
+                let _ = reply.send(since);
             }
             Request::LwwArrivedSince {
                 map,
@@ -479,14 +558,7 @@ impl Task {
                 let scan = self.shard.lww_arrived_since(&map, from, scan_start_ms, max);
                 let _ = reply.send(scan);
             }
-            Request::OrLeaf { map, path, reply } => {
-                let _ = reply.send(self.shard.or_leaf(&map, &path).unwrap_or_default());
-            }
-            Request::OrEntries { map, keys, reply } => {
-                let (at, keys): (Vec<usize>, Vec<String>) = keys.into_iter().unzip();
-                let entries = self.shard.or_entries(&map, &keys);
-                let _ = reply.send(at.into_iter().zip(entries).collect());
-            }
+            request @ (Request::OrLeaf { .. } | Request::OrEntries { .. }) => self.read_or(request),
             Request::Subscribe { kind, map, conn } => self.subscribers.subscribe(kind, &map, conn),
             Request::LiveCounts { reply } => {
                 let _ = reply.send(self.shard.live_counts(crate::clock::now_ms()));
@@ -503,12 +575,77 @@ impl Task {
                 self.subscribers.unsubscribe(kind, &map, conn);
             }
             Request::Forget { conn } => self.subscribers.forget(conn),
+            other => self.relays(other),
+        }
+    }
+
+    /// Serves the reads of OR-Maps' entries.
+    fn read_or(&mut self, request: Request) {
+        match request {
+            Request::OrLeaf {
+                map,
+                path,
+                owned,
+                reply,
+            } => {
+                let mut entries = self.shard.or_leaf(&map, &path).unwrap_or_default();
+                if let Some(owned) = owned {
+                    entries.retain(|e| owned.holds_key(&e.key));
+                }
+                let _ = reply.send(entries);
+            }
+            Request::OrEntries {
+                map,
+                mut keys,
+                owned,
+                reply,
+            } => {
+                if let Some(owned) = owned {
+                    keys.retain(|(_, key)| owned.holds_key(key));
+                }
+                let (at, keys): (Vec<usize>, Vec<String>) = keys.into_iter().unzip();
+                let entries = self.shard.or_entries(&map, &keys);
+                let _ = reply.send(at.into_iter().zip(entries).collect());
+            }
+            _ => unreachable!("only OR reads are served here"),
+        }
+    }
+
+    /// Serves the requests of other members' interests and relayed events.
+    fn relays(&mut self, request: Request) {
+        match request {
+            Request::Relay { kind, map, relay } => self.subscribers.add_relay(kind, &map, relay),
+            Request::Unrelay {
+                kind,
+                map,
+                member,
+                generation,
+            } => self
+                .subscribers
+                .remove_relay(kind, &map, member, generation),
+            Request::ForgetMember { member } => self.subscribers.forget_member(member),
+            Request::Relayed {
+                kind,
+                map,
+                except,
+                frame,
+            } => {
+                if kind == MapKind::Lww && self.queries.watches(&map) {
+                    // This member's live queries of the map hear of the change too.
+                    let changes = relayed_records(&frame);
+                    self.queries.offer_changed(map.clone(), except, changes);
+                }
+                let delivery = self.subscribers.publish_relayed(kind, &map, except, frame);
+                self.metrics.events(delivery.queued);
+            }
+            Request::KickSubscribers { kind, map } => {
+                self.subscribers.kick_all(kind, &map, KickReason::RelayGap);
+            }
             Request::Apply { .. }
             | Request::Push { .. }
             | Request::Dump { .. }
-            | Request::Prune { .. } => {
-                unreachable!("writes are served by `serve`")
-            }
+            | Request::Prune { .. } => unreachable!("writes are served by `serve`"),
+            _ => unreachable!("reads are served by `read`"),
         }
     }
 
@@ -631,6 +768,25 @@ fn on_durable(feed: JournalFeed, logged: Vec<Logged>) -> Option<OnDurable> {
     Some(Box::new(move |first_lsn| {
         feed.blocking_send(first_lsn, logged);
     }))
+}
+
+/// The LWW records a relayed event frame carries (`SERVER_EVENT` or a batch of them);
+/// none if it does not decode (a member relayed what this one cannot read).
+fn relayed_records(frame: &SharedFrame) -> Records {
+    let limits = topgun_core::protocol::msgpack::Limits {
+        max_frame_bytes: usize::MAX,
+        max_str_bytes: usize::MAX,
+        ..Default::default()
+    };
+    let events = match Message::decode(&frame.bytes(), &limits) {
+        Ok(Message::ServerEvent(event)) => vec![event],
+        Ok(Message::ServerBatchEvent(batch)) => batch.events,
+        _ => Vec::new(),
+    };
+    events
+        .into_iter()
+        .filter_map(|e| Some((e.key.to_string(), e.record?)))
+        .collect()
 }
 
 /// An event of a settled commit, with the connection that wrote it (which is not sent its

@@ -1,0 +1,492 @@
+//! Cross-node reads and event relays (CLUSTER.md §9): the data path's [`Peers`], and the
+//! services that answer other members.
+//!
+//! * **Reads** (`FWD_READ`, a request on the data channel): the entry member asks every
+//!   other live member for its part under the table it routes by; each answers for the
+//!   partitions it owns, once its own table is at least that new. An answer under another
+//!   table means ownership moved meanwhile, and the entry member reads again
+//!   ([`GatherError::Moved`]).
+//! * **Interest** (`INTEREST`, a request): a member tells every other one when its interest
+//!   in a map begins and ends; each then relays (or stops relaying) the map's events to it,
+//!   in every shard. A read that follows a map starts the relay in the same shard step as
+//!   its sums.
+//! * **Relays** (`EVENT_RELAY`, one-way on the data channel): an owner's shard hands each
+//!   event frame, encoded once, to the [`RelayLink`] of every interested member, which
+//!   numbers it. The receiver offers it to its subscribers through one shard per map, so a
+//!   map's relayed events keep their order. A gap in the numbers (a frame lost to a broken or
+//!   full link) closes the receiver's followers of relayed maps, who resync: nothing is
+//!   silently missed. A relay under an interest that has ended is answered with its end.
+//!
+//! Invariant: every queue is bounded — relays wait in the link's queue and in
+//! [`INBOUND_MAX`] frames here; past either, frames are dropped and counted, and the gap
+//! is detected as above.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use tokio::sync::mpsc;
+use topgun_cluster::ids::RaftId;
+
+use super::frame::Frame;
+use super::hello::{Channel, PeerIdentity};
+use super::read_wire::{InterestWire, ReadRequest, RelayWire, decode_answer, encode_answer};
+use super::routes::{Routes, RoutesWatch};
+use super::rpc::Rpc;
+use crate::connection::ConnId;
+use crate::connection::fanout::{Relay, RelaySink};
+use crate::connection::outbox::SharedFrame;
+use crate::data::peers::{GatherError, Local, Owned, Peers, Read, ReadPart};
+use crate::data::plane::DataPlane;
+use crate::data::shard::service::Request;
+use crate::storage::store::MapKind;
+
+/// The service id of a read.
+pub const FWD_READ: u8 = 11;
+/// The service id of an interest.
+pub const INTEREST: u8 = 12;
+/// The message kind of a relayed event.
+pub const EVENT_RELAY: u8 = 17;
+
+/// How long one member's part of a read may take.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an owner waits to learn the table a read was routed by.
+const TABLE_CATCH_UP: Duration = Duration::from_secs(2);
+/// Relayed frames waiting to be handed to the shards.
+pub const INBOUND_MAX: usize = 16_384;
+/// Tries of one interest message.
+const INTEREST_ATTEMPTS: usize = 3;
+
+/// What relaying has done, for `/metrics` and tests.
+#[derive(Debug, Default)]
+pub struct RelayStats {
+    /// Event frames sent to other members.
+    pub sent: AtomicU64,
+    /// Frames that found the link full or closed.
+    pub dropped: AtomicU64,
+    /// Frames received and handed to the shards.
+    pub received: AtomicU64,
+    /// Gaps detected in a sender's numbering.
+    pub gaps: AtomicU64,
+}
+
+/// A relayed frame on its way to the shards.
+struct Inbound {
+    from: PeerIdentity,
+    relay: RelayWire,
+}
+
+/// This member's side of cross-node reads and relays.
+pub struct Reads {
+    rpc: Arc<Rpc>,
+    routes: RoutesWatch,
+    data: Weak<DataPlane>,
+    /// The link each interested member's relays go through, by (Raft id, incarnation).
+    links: Mutex<HashMap<(u64, u128), Arc<RelayLink>>>,
+    inbound: mpsc::Sender<Inbound>,
+    /// A relayed frame was dropped here: the next one handled closes the followers.
+    lost: AtomicBool,
+    pub stats: Arc<RelayStats>,
+}
+
+impl std::fmt::Debug for Reads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reads").finish_non_exhaustive()
+    }
+}
+
+impl Reads {
+    /// Starts the tasks that deliver relayed frames and follow membership; they end when
+    /// the returned value is dropped.
+    pub fn start(rpc: Arc<Rpc>, routes: RoutesWatch, data: Weak<DataPlane>) -> Arc<Self> {
+        let (inbound, frames) = mpsc::channel(INBOUND_MAX);
+        let reads = Arc::new(Self {
+            rpc,
+            routes,
+            data,
+            links: Mutex::default(),
+            inbound,
+            lost: AtomicBool::new(false),
+            stats: Arc::default(),
+        });
+        tokio::spawn(deliver(Arc::downgrade(&reads), frames));
+        tokio::spawn(follow_members(Arc::downgrade(&reads)));
+        reads
+    }
+
+    fn current(&self) -> Option<Arc<Routes>> {
+        self.routes.borrow().clone()
+    }
+
+    /// The other live members and their addresses.
+    fn others(&self) -> Vec<(RaftId, String)> {
+        self.current()
+            .map(|r| {
+                let me = r.me;
+                r.members().filter(|(id, _)| *id != me).collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn link(&self, member: u64, peer: &PeerIdentity) -> Arc<RelayLink> {
+        let mut links = self.links.lock().unwrap_or_else(PoisonError::into_inner);
+        let link = links.entry((member, peer.incarnation)).or_insert_with(|| {
+            Arc::new(RelayLink {
+                rpc: Arc::clone(&self.rpc),
+                addr: peer.addr.clone(),
+                seq: Mutex::new(0),
+                stats: Arc::clone(&self.stats),
+            })
+        });
+        Arc::clone(link)
+    }
+
+    /// Serves a read from another member.
+    pub async fn serve_read(&self, from: PeerIdentity, body: Bytes) -> Result<Bytes, String> {
+        let request = ReadRequest::decode(&body)?;
+        let mut routes = self.routes.clone();
+        let caught_up =
+            routes.wait_for(|r| r.as_ref().is_some_and(|r| r.version >= request.version));
+        let _ = tokio::time::timeout(TABLE_CATCH_UP, caught_up).await;
+        let Some(current) = self.current() else {
+            return Ok(encode_answer(0, None));
+        };
+        if current.version != request.version {
+            return Ok(encode_answer(current.version, None));
+        }
+        let relay = (request.follow != 0).then(|| Relay {
+            member: request.member,
+            generation: request.follow,
+            sink: self.link(request.member, &from),
+        });
+        let local = Local {
+            owned: Some(current.owned_set()),
+            subscribe: None,
+            relay,
+        };
+        let data = self.data.upgrade().ok_or("the member is stopping")?;
+        let part = data.read_for_member(request.read, local).await;
+        let part = part.map_err(|e| e.to_string())?.await;
+        let part = part.ok_or("the member is stopping")?;
+        Ok(encode_answer(current.version, Some(&part)))
+    }
+
+    /// Serves another member's interest: every shard starts or stops relaying the map.
+    pub async fn serve_interest(&self, from: PeerIdentity, body: Bytes) -> Result<Bytes, String> {
+        let interest: InterestWire = super::wire::decode(&body)?;
+        crate::data::ops::check_map_name(&interest.map).map_err(|r| r.reason)?;
+        let data = self.data.upgrade().ok_or("the member is stopping")?;
+        let kind = interest.kind();
+        let told = if interest.on {
+            let relay = Relay {
+                member: interest.member,
+                generation: interest.generation,
+                sink: self.link(interest.member, &from),
+            };
+            let map = interest.map;
+            data.tell_shards(|| Request::Relay {
+                kind,
+                map: map.clone(),
+                relay: relay.clone(),
+            })
+            .await
+        } else {
+            let (map, member, generation) = (interest.map, interest.member, interest.generation);
+            data.tell_shards(|| Request::Unrelay {
+                kind,
+                map: map.clone(),
+                member,
+                generation,
+            })
+            .await
+        };
+        told.map_err(|e| e.to_string())?;
+        Ok(Bytes::new())
+    }
+
+    /// A relayed event frame arrived (on the inbox loop: queued, never awaited).
+    pub fn on_relay(&self, from: PeerIdentity, frame: Frame) {
+        let relay = match RelayWire::decode(frame.body) {
+            Ok(relay) => relay,
+            Err(why) => {
+                tracing::warn!(peer = %from.name, %why, "a relayed event dropped");
+                return;
+            }
+        };
+        if self.inbound.try_send(Inbound { from, relay }).is_err() {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            self.lost.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Sends `interest` to the member at `addr`, retried a few times (it is idempotent).
+    fn send_interest(&self, addr: String, interest: InterestWire) {
+        let rpc = Arc::clone(&self.rpc);
+        tokio::spawn(async move {
+            let body = super::wire::encode(&interest);
+            for attempt in 1..=INTEREST_ATTEMPTS {
+                let reply = rpc
+                    .call(&addr, Channel::Data, INTEREST, &body, READ_TIMEOUT)
+                    .await;
+                match reply {
+                    Ok(_) => return,
+                    Err(e) if attempt == INTEREST_ATTEMPTS => {
+                        tracing::warn!(peer = %addr, map = %interest.map, error = %e,
+                            "a member was not told of an interest in a map");
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        });
+    }
+
+    fn me(&self) -> u64 {
+        self.current().map_or(0, |r| r.me.0)
+    }
+}
+
+impl Peers for Reads {
+    fn owned(&self) -> Option<Owned> {
+        self.current().map(|r| Owned {
+            version: r.version,
+            parts: r.owned_set(),
+        })
+    }
+
+    fn catch_up(&self, version: u64) -> BoxFuture<'static, ()> {
+        let mut routes = self.routes.clone();
+        async move {
+            let newer = routes.wait_for(|r| r.as_ref().is_some_and(|r| r.version >= version));
+            let _ = tokio::time::timeout(TABLE_CATCH_UP, newer).await;
+        }
+        .boxed()
+    }
+
+    fn gather(
+        &self,
+        read: Read,
+        version: u64,
+        follow: u64,
+    ) -> BoxFuture<'static, Result<Vec<ReadPart>, GatherError>> {
+        let request = ReadRequest {
+            version,
+            member: self.me(),
+            follow,
+            read,
+        };
+        let body = Bytes::from(request.encode());
+        let asks: Vec<_> = self
+            .others()
+            .into_iter()
+            .map(|(_, addr)| ask(Arc::clone(&self.rpc), addr, body.clone()))
+            .collect();
+        async move { combine(version, futures_util::future::join_all(asks).await) }.boxed()
+    }
+
+    fn interest(&self, kind: MapKind, map: &str, generation: u64, on: bool) {
+        let interest = InterestWire {
+            member: self.me(),
+            or: kind == MapKind::Or,
+            map: map.to_owned(),
+            generation,
+            on,
+        };
+        for (_, addr) in self.others() {
+            self.send_interest(addr, interest.clone());
+        }
+    }
+}
+
+/// Asks the member at `addr` for its part of a read.
+async fn ask(rpc: Arc<Rpc>, addr: String, body: Bytes) -> Result<(u64, Option<ReadPart>), String> {
+    let reply = rpc
+        .call(&addr, Channel::Data, FWD_READ, &body, READ_TIMEOUT)
+        .await;
+    let reply = reply.map_err(|e| format!("a member did not answer a read ({e}); try again"))?;
+    decode_answer(reply)
+}
+
+/// Every member's answer as one gather: the parts, if all were read under `version`.
+fn combine(
+    version: u64,
+    answers: Vec<Result<(u64, Option<ReadPart>), String>>,
+) -> Result<Vec<ReadPart>, GatherError> {
+    let mut parts = Vec::with_capacity(answers.len());
+    let mut moved = None;
+    for answer in answers {
+        match answer.map_err(GatherError::Failed)? {
+            (theirs, Some(part)) if theirs == version => parts.push(part),
+            (theirs, _) => moved = Some(moved.unwrap_or(version).max(theirs)),
+        }
+    }
+    match moved {
+        Some(newest) => Err(GatherError::Moved(newest)),
+        None => Ok(parts),
+    }
+}
+
+/// Where one interested member's relays go: numbered, so that it can tell a gap.
+#[derive(Debug)]
+pub struct RelayLink {
+    rpc: Arc<Rpc>,
+    addr: String,
+    seq: Mutex<u64>,
+    stats: Arc<RelayStats>,
+}
+
+impl RelaySink for RelayLink {
+    fn relay(
+        &self,
+        kind: MapKind,
+        map: &str,
+        generation: u64,
+        except: ConnId,
+        frame: &SharedFrame,
+    ) {
+        let mut seq = self.seq.lock().unwrap_or_else(PoisonError::into_inner);
+        *seq += 1;
+        let wire = RelayWire {
+            seq: *seq,
+            kind,
+            map: map.to_owned(),
+            generation,
+            except,
+            frame: frame.bytes(),
+        };
+        let sent = self.rpc.send(
+            &self.addr,
+            Channel::Data,
+            Frame::new(EVENT_RELAY, wire.encode()),
+        );
+        let counter = if sent.is_ok() {
+            &self.stats.sent
+        } else {
+            &self.stats.dropped
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Hands relayed frames to the shards in order, watching each sender's numbering.
+async fn deliver(reads: Weak<Reads>, mut frames: mpsc::Receiver<Inbound>) {
+    let mut last: HashMap<(String, u128), u64> = HashMap::new();
+    while let Some(Inbound { from, relay }) = frames.recv().await {
+        let Some(reads) = reads.upgrade() else { return };
+        let Some(data) = reads.data.upgrade() else {
+            return;
+        };
+        let Some(interests) = data.interests() else {
+            return;
+        };
+        let seen = last
+            .entry((from.name.clone(), from.incarnation))
+            .or_insert(0);
+        let gap = relay.seq != *seen + 1 || reads.lost.swap(false, Ordering::Relaxed);
+        *seen = relay.seq;
+        if gap {
+            reads.stats.gaps.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(peer = %from.name, "relayed events were lost; followers resync");
+            for (kind, map, _) in interests.current() {
+                let _ = data.kick_followers(kind, map).await;
+            }
+        }
+        if interests.generation(relay.kind, &relay.map) != Some(relay.generation) {
+            // An interest that ended (or an older one): tell the sender to stop.
+            let end = InterestWire {
+                member: reads.me(),
+                or: relay.kind == MapKind::Or,
+                map: relay.map,
+                generation: relay.generation,
+                on: false,
+            };
+            reads.send_interest(from.addr.clone(), end);
+            continue;
+        }
+        reads.stats.received.fetch_add(1, Ordering::Relaxed);
+        let frame = SharedFrame::from(relay.frame.to_vec());
+        let _ = data
+            .deliver_relayed(relay.kind, relay.map, relay.except, frame)
+            .await;
+    }
+}
+
+/// Follows membership: a member that left is relayed nothing more; a member that joined
+/// (or restarted) is told of every interest this member holds.
+async fn follow_members(reads: Weak<Reads>) {
+    let mut routes = match reads.upgrade() {
+        Some(reads) => reads.routes.clone(),
+        None => return,
+    };
+    let mut known: BTreeMap<u64, String> = BTreeMap::new();
+    loop {
+        let members: BTreeMap<u64, String> = routes
+            .borrow_and_update()
+            .as_ref()
+            .map(|r| {
+                let me = r.me;
+                r.members()
+                    .filter(|(id, _)| *id != me)
+                    .map(|(id, a)| (id.0, a))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let Some(reads) = reads.upgrade() else { return };
+        let Some(data) = reads.data.upgrade() else {
+            return;
+        };
+        for (id, _) in known.iter().filter(|(id, _)| !members.contains_key(id)) {
+            let member = *id;
+            let _ = data.tell_shards(|| Request::ForgetMember { member }).await;
+            let mut links = reads.links.lock().unwrap_or_else(PoisonError::into_inner);
+            links.retain(|(m, _), _| *m != member);
+        }
+        let interests = data.interests().map(|i| i.current()).unwrap_or_default();
+        for (_, addr) in members.iter().filter(|(id, _)| !known.contains_key(id)) {
+            for (kind, map, generation) in &interests {
+                let interest = InterestWire {
+                    member: reads.me(),
+                    or: *kind == MapKind::Or,
+                    map: map.clone(),
+                    generation: *generation,
+                    on: true,
+                };
+                reads.send_interest(addr.clone(), interest);
+            }
+        }
+        known = members;
+        drop((reads, data));
+        if routes.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use topgun_core::merkle::Sum;
+
+    #[test]
+    fn a_gather_is_whole_only_under_one_table() {
+        let sums = || Ok((4, Some(ReadPart::Sums(vec![(1, Sum::default())]))));
+        assert_eq!(combine(4, vec![sums(), sums()]).map(|p| p.len()), Ok(2));
+        assert_eq!(combine(4, vec![]), Ok(vec![]));
+        assert_eq!(
+            combine(4, vec![sums(), Ok((6, None))]),
+            Err(GatherError::Moved(6))
+        );
+        assert_eq!(
+            combine(4, vec![Ok((3, None))]),
+            Err(GatherError::Moved(4)),
+            "a member behind: read again under the same table"
+        );
+        assert!(matches!(
+            combine(4, vec![sums(), Err("down".into())]),
+            Err(GatherError::Failed(_))
+        ));
+    }
+}

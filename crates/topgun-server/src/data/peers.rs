@@ -1,0 +1,505 @@
+//! Reads a cluster gathers from every member, and this member's interest in other members'
+//! events (CLUSTER.md §9). Any member serves a client's sync: it asks each member — itself
+//! included — for its part of the map over the partitions that member owns, and adds the
+//! parts up exactly as one node adds up its shards' parts.
+//!
+//! The cluster itself (who the members are, the wire) is behind [`Peers`], set once when
+//! the member starts; a single node has none, and every read is its shards' alone.
+//!
+//! **Events.** A member with local subscribers of a map is *interested* in it: the owners
+//! relay the map's events to it, which offers them to its subscribers as its own. Interest
+//! is counted here per (kind, map) over this member's connections; each period of interest
+//! has a new generation, so that an end of interest that arrives late never ends a newer one.
+//! A sync's leaf-sums request carries the generation, so that each owner starts relaying in
+//! the same shard step as it sums: no event falls between the root and the walk.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use tokio::sync::oneshot;
+use topgun_core::OrMapEntry;
+use topgun_core::merkle::Sum;
+use topgun_core::protocol::Message;
+use topgun_core::protocol::messages::LeafRecord;
+
+use crate::connection::fanout::{ConnHandle, Relay};
+use crate::data::parts::PartSet;
+use crate::data::shard::service::Request;
+use crate::data::shards::{ShardGone, Shards};
+use crate::error::{self, code};
+use crate::storage::store::MapKind;
+
+/// A read every member answers for the partitions it owns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Read {
+    /// A map's non-empty leaf sums under `path`.
+    Leaves {
+        kind: MapKind,
+        map: String,
+        path: String,
+    },
+    /// The LWW records in the leaf at `path`.
+    LwwLeaf { map: String, path: String },
+    /// Every LWW record of a map (a live query's snapshot).
+    LwwRecords { map: String },
+    /// The OR entries in the leaf at `path`.
+    OrLeaf { map: String, path: String },
+    /// The OR entries of keys, by their place in the request.
+    OrEntries {
+        map: String,
+        keys: Vec<(usize, String)>,
+    },
+    /// The LWW records stamped at or after `since_ms`; none at all past `max`.
+    LwwSince {
+        map: String,
+        since_ms: u64,
+        max: usize,
+    },
+}
+
+/// One member's answer to a [`Read`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReadPart {
+    Sums(Vec<(u16, Sum)>),
+    LwwRecords(Vec<LeafRecord>),
+    OrEntries(Vec<OrMapEntry>),
+    Indexed(Vec<(usize, OrMapEntry)>),
+    /// Records with their leaf index; `None`: more than the read's `max`.
+    Since(Option<Vec<(u16, LeafRecord)>>),
+}
+
+/// The applied partition table as reads need it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owned {
+    /// The table version.
+    pub version: u64,
+    /// This member's partitions under it.
+    pub parts: PartSet,
+}
+
+/// Why a gather has no answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GatherError {
+    /// A member answered under another table version than `.0`: ownership moved meanwhile;
+    /// read again once the newer table is applied here.
+    Moved(u64),
+    /// A member did not answer (the reason, for the client).
+    Failed(String),
+}
+
+/// The other members, as the data path sees them. Absent on a single node.
+pub trait Peers: Send + Sync + std::fmt::Debug {
+    /// The table this member routes by; `None` before the first one.
+    fn owned(&self) -> Option<Owned>;
+
+    /// Waits (a bounded time) until the applied table is at least `version`.
+    fn catch_up(&self, version: u64) -> BoxFuture<'static, ()>;
+
+    /// Asks every other member for its part of `read` under table `version`; `follow`
+    /// (non-zero) is this member's interest generation in the read map, which each member
+    /// starts relaying the map's events under in the same step.
+    fn gather(
+        &self,
+        read: Read,
+        version: u64,
+        follow: u64,
+    ) -> BoxFuture<'static, Result<Vec<ReadPart>, GatherError>>;
+
+    /// Tells every other member that this member's interest `generation` in `kind`'s map
+    /// `map` began (`on`) or ended.
+    fn interest(&self, kind: MapKind, map: &str, generation: u64, on: bool);
+}
+
+/// This member's read of its own shards: the request to each shard, what it starts
+/// following, and the future of their combined part.
+#[derive(Debug, Clone, Default)]
+pub struct Local {
+    /// Only these partitions (`None`: every one, as on a single node).
+    pub owned: Option<PartSet>,
+    /// A connection that receives the map's events from this step on.
+    pub subscribe: Option<ConnHandle>,
+    /// Another member that receives them from this step on.
+    pub relay: Option<Relay>,
+}
+
+/// Puts `read` on the shards' queues now (so that it sees what the caller sent before);
+/// the future combines their answers into this member's part.
+pub async fn read_local(
+    shards: &Shards,
+    read: Read,
+    local: Local,
+) -> Result<BoxFuture<'static, Option<ReadPart>>, ShardGone> {
+    let Local {
+        owned,
+        subscribe,
+        relay,
+    } = local;
+    Ok(match read {
+        Read::Leaves { kind, map, path } => {
+            let parts = shards
+                .ask_all(|reply| Request::Leaves {
+                    kind,
+                    map: map.clone(),
+                    path: path.clone(),
+                    owned,
+                    subscribe: subscribe.clone(),
+                    relay: relay.clone(),
+                    reply,
+                })
+                .await?;
+            parts
+                .map(|p| Some(ReadPart::Sums(p?.into_iter().flatten().collect())))
+                .boxed()
+        }
+        Read::LwwLeaf { map, path } => {
+            let parts = shards
+                .ask_all(|reply| Request::LwwLeaf {
+                    map: map.clone(),
+                    path: path.clone(),
+                    owned,
+                    reply,
+                })
+                .await?;
+            parts
+                .map(|p| Some(ReadPart::LwwRecords(p?.into_iter().flatten().collect())))
+                .boxed()
+        }
+        Read::LwwRecords { map } => {
+            let parts = shards
+                .ask_all(|reply| Request::LwwRecords {
+                    map: map.clone(),
+                    owned,
+                    relay: relay.clone(),
+                    reply,
+                })
+                .await?;
+            parts
+                .map(|p| {
+                    let records = p?.into_iter().flatten();
+                    let records = records.map(|(key, record)| LeafRecord {
+                        key: key.into(),
+                        record,
+                    });
+                    Some(ReadPart::LwwRecords(records.collect()))
+                })
+                .boxed()
+        }
+        Read::OrLeaf { map, path } => {
+            let parts = shards
+                .ask_all(|reply| Request::OrLeaf {
+                    map: map.clone(),
+                    path: path.clone(),
+                    owned,
+                    reply,
+                })
+                .await?;
+            parts
+                .map(|p| Some(ReadPart::OrEntries(p?.into_iter().flatten().collect())))
+                .boxed()
+        }
+        Read::OrEntries { map, keys } => or_entries(shards, map, keys, owned).await?,
+        Read::LwwSince { map, since_ms, max } => {
+            let parts = shards
+                .ask_all(|reply| Request::LwwSince {
+                    map: map.clone(),
+                    since_ms,
+                    max,
+                    owned,
+                    reply,
+                })
+                .await?;
+            parts.map(move |p| Some(since(p?, max))).boxed()
+        }
+    })
+}
+
+/// The OR entries of `keys`, each asked of its shard.
+async fn or_entries(
+    shards: &Shards,
+    map: String,
+    keys: Vec<(usize, String)>,
+    owned: Option<PartSet>,
+) -> Result<BoxFuture<'static, Option<ReadPart>>, ShardGone> {
+    let mut replies = Vec::new();
+    for (shard, keys) in shards.split(keys, |(_, key)| key).into_iter().enumerate() {
+        if keys.is_empty() {
+            continue;
+        }
+        let (reply, entries) = oneshot::channel();
+        let map = map.clone();
+        let request = Request::OrEntries {
+            map,
+            keys,
+            owned,
+            reply,
+        };
+        shards.send(shard, request).await?;
+        replies.push(entries);
+    }
+    Ok(async move {
+        let mut out = Vec::new();
+        for part in futures_util::future::join_all(replies).await {
+            out.extend(part.ok()?);
+        }
+        Some(ReadPart::Indexed(out))
+    }
+    .boxed())
+}
+
+/// The shards' changed records as one part: `None` if any shard found more than `max`, or
+/// all of them together did.
+fn since(parts: Vec<Option<Vec<(u16, LeafRecord)>>>, max: usize) -> ReadPart {
+    let all: Option<Vec<_>> = parts.into_iter().collect();
+    let all = all.map(|p| p.into_iter().flatten().collect::<Vec<_>>());
+    ReadPart::Since(all.filter(|records| records.len() <= max))
+}
+
+/// Tries of one gathered read: the first, and again after ownership moved meanwhile.
+const GATHER_ATTEMPTS: usize = 3;
+
+/// What a gathered read yields: every member's part (on a single node, the shards').
+pub type Gathered = BoxFuture<'static, Result<Vec<ReadPart>, Box<Message>>>;
+
+/// Puts `read` on this member's shards' queues now (so that it sees what the caller sent
+/// before) and, in a `cluster`, asks every other member for its part under the same table,
+/// each starting to relay the map's events under this member's interest generation
+/// `follow` (0: none) in the same step. `local` says what this member's shards start in
+/// theirs. The future yields every part, or the refusal to answer with.
+pub async fn gather(
+    shards: &Shards,
+    cluster: Option<&Cluster>,
+    read: Read,
+    local: Local,
+    follow: u64,
+) -> Result<Gathered, Box<Message>> {
+    let Some(cluster) = cluster.cloned() else {
+        let part = read_local(shards, read, local).await;
+        let part = part.map_err(|_| error::shutting_down())?;
+        return Ok(async move { Ok(vec![part.await.ok_or_else(error::shutting_down)?]) }.boxed());
+    };
+    let owned = cluster.peers.owned().ok_or_else(no_table)?;
+    let mine = Local {
+        owned: Some(owned.parts),
+        ..local
+    };
+    let mine = read_local(shards, read.clone(), mine).await;
+    let mine = mine.map_err(|_| error::shutting_down())?;
+    let theirs = cluster.peers.gather(read.clone(), owned.version, follow);
+    let again = Again {
+        shards: shards.clone(),
+        cluster,
+        read,
+        follow,
+    };
+    Ok(again.gathered(mine, theirs).boxed())
+}
+
+/// What a gathered read needs to be read again after ownership moved.
+struct Again {
+    shards: Shards,
+    cluster: Cluster,
+    read: Read,
+    follow: u64,
+}
+
+impl Again {
+    /// This member's part and the others', read again (at most [`GATHER_ATTEMPTS`] times in
+    /// all) while a member answers under another table.
+    async fn gathered(
+        self,
+        mut mine: BoxFuture<'static, Option<ReadPart>>,
+        mut theirs: BoxFuture<'static, Result<Vec<ReadPart>, GatherError>>,
+    ) -> Result<Vec<ReadPart>, Box<Message>> {
+        for attempt in 1.. {
+            let (part, parts) = futures_util::future::join(mine, theirs).await;
+            let part = part.ok_or_else(error::shutting_down)?;
+            match parts {
+                Ok(mut parts) => {
+                    parts.push(part);
+                    return Ok(parts);
+                }
+                Err(GatherError::Failed(why)) => {
+                    return Err(error::refusal(code::UNAVAILABLE, why));
+                }
+                Err(GatherError::Moved(_)) if attempt == GATHER_ATTEMPTS => break,
+                Err(GatherError::Moved(newer)) => {
+                    self.cluster.peers.catch_up(newer).await;
+                    let owned = self.cluster.peers.owned().ok_or_else(no_table)?;
+                    let local = Local {
+                        owned: Some(owned.parts),
+                        ..Local::default()
+                    };
+                    mine = read_local(&self.shards, self.read.clone(), local)
+                        .await
+                        .map_err(|_| error::shutting_down())?;
+                    theirs =
+                        self.cluster
+                            .peers
+                            .gather(self.read.clone(), owned.version, self.follow);
+                }
+            }
+        }
+        Err(error::refusal(
+            code::UNAVAILABLE,
+            "partition ownership kept moving while the map was read; sync again".to_owned(),
+        ))
+    }
+}
+
+fn no_table() -> Box<Message> {
+    error::refusal(
+        code::UNAVAILABLE,
+        "the cluster has no partition table yet; sync again shortly".to_owned(),
+    )
+}
+
+/// This member's interest in each map's events: how many local subscriptions hold it, and
+/// the generation of the current period of interest.
+#[derive(Debug, Default)]
+pub struct Interests {
+    held: Mutex<HashMap<(MapKind, String), (usize, u64)>>,
+    next_generation: AtomicU64,
+}
+
+impl Interests {
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<(MapKind, String), (usize, u64)>> {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// One more local subscription of the map; the generation of the interest it holds.
+    /// The first one begins a new interest, told to `peers` (under the lock, so that the
+    /// members hear of beginnings and ends in order).
+    pub fn join(&self, peers: &dyn Peers, kind: MapKind, map: &str) -> u64 {
+        let mut held = self.held();
+        let (count, generation) = held.entry((kind, map.to_owned())).or_insert((0, 0));
+        if *count == 0 {
+            *generation = self.next_generation.fetch_add(1, Ordering::Relaxed) + 1;
+            peers.interest(kind, map, *generation, true);
+        }
+        *count += 1;
+        *generation
+    }
+
+    /// One local subscription of the map fewer; the last one ends the interest.
+    pub fn leave(&self, peers: &dyn Peers, kind: MapKind, map: &str) {
+        let mut held = self.held();
+        let key = (kind, map.to_owned());
+        let Some((count, generation)) = held.get_mut(&key) else {
+            return;
+        };
+        *count -= 1;
+        if *count == 0 {
+            peers.interest(kind, map, *generation, false);
+            held.remove(&key);
+        }
+    }
+
+    /// The current generation of the interest in the map, if there is one.
+    pub fn generation(&self, kind: MapKind, map: &str) -> Option<u64> {
+        self.held().get(&(kind, map.to_owned())).map(|(_, g)| *g)
+    }
+
+    /// Every current interest, to tell a member that joined (or restarted).
+    pub fn current(&self) -> Vec<(MapKind, String, u64)> {
+        self.held()
+            .iter()
+            .map(|((kind, map), (_, generation))| (*kind, map.clone(), *generation))
+            .collect()
+    }
+}
+
+/// The data path's handle on the cluster: the peers and this member's interests, shared.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub peers: Arc<dyn Peers>,
+    pub interests: Arc<Interests>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records what would be told to the other members.
+    #[derive(Debug, Default)]
+    struct Told(Mutex<Vec<(String, u64, bool)>>);
+
+    impl Peers for Told {
+        fn owned(&self) -> Option<Owned> {
+            None
+        }
+        fn catch_up(&self, _: u64) -> BoxFuture<'static, ()> {
+            async {}.boxed()
+        }
+        fn gather(
+            &self,
+            _: Read,
+            _: u64,
+            _: u64,
+        ) -> BoxFuture<'static, Result<Vec<ReadPart>, GatherError>> {
+            async { Ok(Vec::new()) }.boxed()
+        }
+        fn interest(&self, _: MapKind, map: &str, generation: u64, on: bool) {
+            self.0
+                .lock()
+                .unwrap()
+                .push((map.to_owned(), generation, on));
+        }
+    }
+
+    #[test]
+    fn an_interest_begins_with_the_first_subscription_and_ends_with_the_last() {
+        let (told, interests) = (Told::default(), Interests::default());
+        let first = interests.join(&told, MapKind::Lww, "m");
+        assert_eq!(interests.join(&told, MapKind::Lww, "m"), first);
+        interests.join(&told, MapKind::Or, "m");
+        interests.leave(&told, MapKind::Lww, "m");
+        assert_eq!(interests.generation(MapKind::Lww, "m"), Some(first));
+        interests.leave(&told, MapKind::Lww, "m");
+        assert_eq!(interests.generation(MapKind::Lww, "m"), None);
+        interests.leave(&told, MapKind::Lww, "m");
+        let again = interests.join(&told, MapKind::Lww, "m");
+        assert!(
+            again > first,
+            "a new period of interest, a newer generation"
+        );
+        let told = told.0.lock().unwrap().clone();
+        assert_eq!(
+            told,
+            [
+                ("m".to_owned(), first, true),
+                ("m".to_owned(), first + 1, true),
+                ("m".to_owned(), first, false),
+                ("m".to_owned(), again, true),
+            ]
+        );
+        assert_eq!(interests.current().len(), 2);
+    }
+
+    #[test]
+    fn a_delta_past_its_bound_is_none() {
+        let rec = |k: &str| {
+            let ts = topgun_core::Timestamp::new(1, 0, topgun_core::NodeId::new("n").unwrap());
+            (
+                0,
+                LeafRecord {
+                    key: k.into(),
+                    record: topgun_core::LwwRecord::new(topgun_core::Value::from(1), ts, None),
+                },
+            )
+        };
+        assert_eq!(
+            since(vec![Some(vec![rec("a")]), Some(vec![rec("b")])], 1),
+            ReadPart::Since(None)
+        );
+        assert!(matches!(
+            since(vec![Some(vec![rec("a")]), None], 5),
+            ReadPart::Since(None)
+        ));
+        assert!(
+            matches!(since(vec![Some(vec![rec("a")])], 1), ReadPart::Since(Some(r)) if r.len() == 1)
+        );
+    }
+}

@@ -1,0 +1,418 @@
+//! Cross-node reads on real `topgun-server` processes (CLUSTER.md §9, §18 step 4): Merkle sync
+//! and a live query from any member answer as a single node does for the same writes, and an
+//! event written through one member reaches a subscriber on another — not the writer — with
+//! its latency reported.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::cluster::{agreed, all, names_of, start_cluster};
+use common::{
+    Client, binary, connect, now_ms, op_batch, or_add_op, or_remove_op, put_op, read_map, recv_any,
+    send, serve_binary,
+};
+use topgun_core::protocol::Message;
+use topgun_core::protocol::enums::{ChangeType, PredicateOp, SortDirection};
+use topgun_core::protocol::messages::{
+    ClientOp, MerkleReqBucket, OrMapDiffRequest, OrMapSyncInit, QuerySub, SyncInit,
+};
+use topgun_core::protocol::query::{PredicateNode, Query, Sort, SortField};
+use topgun_core::{NodeId, OrRecord, Timestamp, Value};
+
+/// The writes both deployments get: LWW puts and deletes on `todos`, OR adds and a remove
+/// on `tags`, all stamped by one client clock.
+fn ops() -> Vec<ClientOp> {
+    let node = NodeId::new("writer").unwrap();
+    let at = now_ms();
+    let ts = |i: u64| Timestamp::new(at, u32::try_from(i).unwrap(), node.clone());
+    let mut ops: Vec<ClientOp> = (0..300)
+        .map(|i| put_op(i + 1, "todos", &format!("k{i}"), Value::from(i), ts(i)))
+        .collect();
+    for i in (0..300).step_by(7) {
+        let mut delete = put_op(
+            1000 + i,
+            "todos",
+            &format!("k{i}"),
+            Value::Nil,
+            ts(1000 + i),
+        );
+        delete.op_type = Some("REMOVE".into());
+        delete.record = topgun_core::protocol::wire::Field::Value(
+            topgun_core::LwwRecord::tombstone(ts(1000 + i)),
+        );
+        ops.push(delete);
+    }
+    for i in 0..60 {
+        let record = OrRecord {
+            value: Value::from(i),
+            timestamp: ts(2000 + i),
+            tag: format!("t{i}"),
+            ttl_ms: None,
+        };
+        ops.push(or_add_op(2000 + i, "tags", &format!("g{}", i % 20), record));
+    }
+    ops.push(or_remove_op(3000, "tags", "g3", "t3"));
+    ops
+}
+
+/// Sends `ops` as one batch and waits for its ack.
+async fn write(addr: SocketAddr, ops: Vec<ClientOp>) {
+    let mut c = connect(addr, "/").await;
+    let last = ops.last().unwrap().id.clone().unwrap();
+    send(&mut c, &op_batch(ops)).await;
+    loop {
+        match recv_any(&mut c).await.unwrap() {
+            Message::OpAck(ack) => {
+                assert_eq!(ack.last_id, last);
+                return;
+            }
+            Message::OpRejected(r) => panic!("rejected: {r:?}"),
+            Message::Error(e) => panic!("error: {e:?}"),
+            _ => {}
+        }
+    }
+}
+
+/// The first reply of `c` that `pick` accepts.
+async fn reply<T>(c: &mut Client, pick: impl Fn(Message) -> Option<T>) -> T {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), recv_any(c))
+            .await
+            .expect("a reply within 10 s")
+            .expect("the connection stays open");
+        if let Message::Error(e) = &msg {
+            panic!("error: {e:?}");
+        }
+        if let Some(found) = pick(msg) {
+            return found;
+        }
+    }
+}
+
+/// What a client syncing at `addr` is told: both roots, the root's buckets, one leaf's
+/// records (sorted), and some OR entries.
+async fn sync_view(
+    addr: SocketAddr,
+    leaf: &str,
+) -> (u32, u32, Vec<(String, u32)>, Vec<String>, String) {
+    let mut c = connect(addr, "/").await;
+    let init = SyncInit {
+        map_name: "todos".into(),
+        last_sync_timestamp: None,
+    };
+    send(&mut c, &Message::SyncInit(init)).await;
+    let lww_root = reply(&mut c, |m| match m {
+        Message::SyncRespRoot(r) => Some(r.root_hash),
+        _ => None,
+    })
+    .await;
+    let init = OrMapSyncInit {
+        map_name: "tags".into(),
+        root_hash: 0,
+        bucket_hashes: BTreeMap::new(),
+        last_sync_timestamp: None,
+        claimed_epoch: None,
+    };
+    send(&mut c, &Message::OrMapSyncInit(init)).await;
+    let or_root = reply(&mut c, |m| match m {
+        Message::OrMapSyncRespRoot(r) => Some(r.root_hash),
+        _ => None,
+    })
+    .await;
+    let bucket = |path: &str| MerkleReqBucket {
+        map_name: "todos".into(),
+        path: path.into(),
+    };
+    send(&mut c, &Message::MerkleReqBucket(bucket(""))).await;
+    let buckets = reply(&mut c, |m| match m {
+        Message::SyncRespBuckets(b) => Some(b.buckets.into_iter().collect()),
+        _ => None,
+    })
+    .await;
+    send(&mut c, &Message::MerkleReqBucket(bucket(leaf))).await;
+    let mut records: Vec<String> = reply(&mut c, |m| match m {
+        Message::SyncRespLeaf(l) => Some(
+            l.records
+                .iter()
+                .map(|r| format!("{}={:?}", r.key, r.record.value))
+                .collect(),
+        ),
+        _ => None,
+    })
+    .await;
+    records.sort();
+    let keys = ["g0", "g3", "nothing", "g19"].map(String::from).to_vec();
+    let diff = OrMapDiffRequest {
+        map_name: "tags".into(),
+        keys,
+    };
+    send(&mut c, &Message::OrMapDiffRequest(diff)).await;
+    let entries = reply(&mut c, |m| match m {
+        Message::OrMapDiffResponse(d) => Some(format!("{:?}", d.entries)),
+        _ => None,
+    })
+    .await;
+    (lww_root, or_root, buckets, records, entries)
+}
+
+/// The leaf path of `key` (its routing path's first three digits).
+fn leaf_of(key: &str) -> String {
+    topgun_core::hash::routing_path(key)[..3].to_owned()
+}
+
+#[tokio::test]
+async fn sync_from_any_member_equals_a_single_node_for_the_same_writes() {
+    let cwd = tempfile::tempdir().unwrap();
+    let (members, _) = start_cluster(3, cwd.path());
+    let single = serve_binary(
+        binary()
+            .current_dir(cwd.path())
+            .env("TOPGUN_NO_AUTH", "true")
+            .env("STORAGE_BACKEND", "null"),
+    );
+    agreed(
+        &all(&members),
+        &names_of(&all(&members)),
+        Duration::from_secs(5),
+    )
+    .await;
+    let ops = ops();
+    write(single.addr, ops.clone()).await;
+    write(members[1].served.addr, ops).await;
+    let leaf = leaf_of("k5");
+    let expected = sync_view(single.addr, &leaf).await;
+    assert_ne!(expected.0, 0, "the single node holds records");
+    assert!(!expected.3.is_empty(), "the leaf holds k5");
+    for m in &members {
+        let view = sync_view(m.served.addr, &leaf).await;
+        assert_eq!(view, expected, "{} answers as the single node does", m.name);
+    }
+    // Every record, read leaf by leaf from one member, equals the single node's.
+    let whole = read_map(single.addr, "todos").await;
+    assert_eq!(whole.len(), 300);
+    assert_eq!(read_map(members[2].served.addr, "todos").await, whole);
+}
+
+/// Waits until `c` has been told of every key of `keys` (by `SERVER_EVENT` or a batch of
+/// them); the keys it heard of.
+async fn heard(c: &mut Client, keys: &BTreeSet<String>, within: Duration) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    let deadline = Instant::now() + within;
+    while !keys.is_subset(&seen) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(next) = tokio::time::timeout(left, recv_any(c)).await else {
+            break;
+        };
+        match next.unwrap() {
+            Message::ServerEvent(e) => {
+                seen.insert(e.key.to_string());
+            }
+            Message::ServerBatchEvent(b) => {
+                seen.extend(b.events.iter().map(|e| e.key.to_string()));
+            }
+            _ => {}
+        }
+    }
+    seen
+}
+
+/// A connection that has synced `todos` (and so receives its events).
+async fn subscriber(addr: SocketAddr) -> Client {
+    let mut c = connect(addr, "/").await;
+    let init = SyncInit {
+        map_name: "todos".into(),
+        last_sync_timestamp: None,
+    };
+    send(&mut c, &Message::SyncInit(init)).await;
+    reply(&mut c, |m| {
+        matches!(m, Message::SyncRespRoot(_)).then_some(())
+    })
+    .await;
+    c
+}
+
+fn percentile(sorted: &[Duration], p: usize) -> Duration {
+    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
+}
+
+#[tokio::test]
+async fn an_event_written_through_one_member_reaches_subscribers_on_every_other() {
+    let cwd = tempfile::tempdir().unwrap();
+    let (members, _) = start_cluster(3, cwd.path());
+    agreed(
+        &all(&members),
+        &names_of(&all(&members)),
+        Duration::from_secs(5),
+    )
+    .await;
+    let mut on_first = subscriber(members[0].served.addr).await;
+    let mut on_third = subscriber(members[2].served.addr).await;
+    // The writer syncs too, so it would hear of others' writes: never of its own.
+    let mut writer = subscriber(members[1].served.addr).await;
+    let node = NodeId::new("w").unwrap();
+    let keys: BTreeSet<String> = (0..60).map(|i| format!("e{i}")).collect();
+    let ops = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let at = Timestamp::new(now_ms(), u32::try_from(i).unwrap(), node.clone());
+            put_op(i as u64 + 1, "todos", k, Value::from(1), at)
+        })
+        .collect();
+    send(&mut writer, &op_batch(ops)).await;
+    for (name, c) in [("n1", &mut on_first), ("n3", &mut on_third)] {
+        let seen = heard(c, &keys, Duration::from_secs(5)).await;
+        assert_eq!(&seen, &keys, "a subscriber on {name} hears of every write");
+    }
+    let echoed = heard(&mut writer, &keys, Duration::from_millis(500)).await;
+    assert!(
+        echoed.is_empty(),
+        "the writer is not told of its own writes: {echoed:?}"
+    );
+
+    // One write at a time through n2, heard on n1: the cross-member event latency.
+    let mut latencies = Vec::new();
+    for i in 0..200u32 {
+        let key = format!("lat{i}");
+        let at = Timestamp::new(now_ms(), i, node.clone());
+        let started = Instant::now();
+        send(
+            &mut writer,
+            &op_batch(vec![put_op(1, "todos", &key, Value::from(1), at)]),
+        )
+        .await;
+        let want = BTreeSet::from([key]);
+        assert_eq!(
+            heard(&mut on_first, &want, Duration::from_secs(5)).await,
+            want
+        );
+        latencies.push(started.elapsed());
+    }
+    latencies.sort();
+    eprintln!(
+        "cross-member event latency over {} writes: p50 {:?}, p99 {:?}",
+        latencies.len(),
+        percentile(&latencies, 50),
+        percentile(&latencies, 99)
+    );
+}
+
+/// Records `{team, score}` for keys `p{first}..p{first + n}`, team `a` for even scores.
+fn players(first: u64, n: u64, node: &NodeId) -> Vec<ClientOp> {
+    (first..first + n)
+        .map(|i| {
+            let value = Value::Map(
+                [
+                    ("team", Value::from(if i % 2 == 0 { "a" } else { "b" })),
+                    ("score", Value::from(i)),
+                ]
+                .into_iter()
+                .collect(),
+            );
+            let at = Timestamp::new(now_ms(), u32::try_from(i).unwrap(), node.clone());
+            put_op(i + 1, "players", &format!("p{i}"), value, at)
+        })
+        .collect()
+}
+
+/// Team `a`'s ten best by score, live.
+fn top_ten(query_id: &str) -> Message {
+    Message::QuerySub(QuerySub {
+        query_id: query_id.into(),
+        map_name: "players".into(),
+        query: Query {
+            predicate: Some(PredicateNode::leaf(PredicateOp::Eq, "team", "a".into())),
+            sort: Some(Sort(vec![SortField {
+                field: "score".into(),
+                direction: SortDirection::Desc,
+            }])),
+            limit: Some(10),
+            ..Query::default()
+        },
+        fields: None,
+    })
+}
+
+/// A query's window as the client holds it: the `QUERY_RESP`, then each `QUERY_UPDATE`
+/// applied, until `done` says the rows are what the test waits for.
+struct Window {
+    c: Client,
+    rows: BTreeMap<String, Value>,
+    first: Vec<String>,
+}
+
+impl Window {
+    async fn subscribe(addr: SocketAddr) -> Self {
+        let mut c = connect(addr, "/").await;
+        send(&mut c, &top_ten("top")).await;
+        let resp = reply(&mut c, |m| match m {
+            Message::QueryResp(r) => Some(r),
+            _ => None,
+        })
+        .await;
+        let first = resp.results.iter().map(|r| r.key.to_string()).collect();
+        let rows = resp
+            .results
+            .into_iter()
+            .map(|r| (r.key.to_string(), r.value))
+            .collect();
+        Self { c, rows, first }
+    }
+
+    async fn until(&mut self, keys: &BTreeSet<String>) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.rows.keys().cloned().collect::<BTreeSet<_>>() != *keys {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let next = tokio::time::timeout(left, recv_any(&mut self.c)).await;
+            let next = next.unwrap_or_else(|_| panic!("rows {:?}, want {keys:?}", self.rows));
+            if let Message::QueryUpdate(u) = next.unwrap() {
+                match u.change_type {
+                    ChangeType::Leave => self.rows.remove(u.key.as_str()),
+                    _ => self.rows.insert(u.key.to_string(), u.value),
+                };
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_live_query_on_any_member_answers_and_follows_as_a_single_node() {
+    let cwd = tempfile::tempdir().unwrap();
+    let (members, _) = start_cluster(3, cwd.path());
+    let single = serve_binary(
+        binary()
+            .current_dir(cwd.path())
+            .env("TOPGUN_NO_AUTH", "true")
+            .env("STORAGE_BACKEND", "null"),
+    );
+    agreed(
+        &all(&members),
+        &names_of(&all(&members)),
+        Duration::from_secs(5),
+    )
+    .await;
+    let node = NodeId::new("w").unwrap();
+    let before = players(0, 100, &node);
+    write(single.addr, before.clone()).await;
+    write(members[1].served.addr, before).await;
+    let mut alone = Window::subscribe(single.addr).await;
+    let mut on_first = Window::subscribe(members[0].served.addr).await;
+    assert_eq!(alone.first.len(), 10);
+    assert_eq!(
+        on_first.first, alone.first,
+        "the same QUERY_RESP rows, in order"
+    );
+    assert_eq!(on_first.rows, alone.rows);
+    // Better scores written through another member enter; the window ends alike.
+    let after = players(100, 40, &node);
+    write(single.addr, after.clone()).await;
+    write(members[2].served.addr, after).await;
+    let best: BTreeSet<String> = (120..140).step_by(2).map(|i| format!("p{i}")).collect();
+    alone.until(&best).await;
+    on_first.until(&best).await;
+    assert_eq!(on_first.rows, alone.rows);
+}
