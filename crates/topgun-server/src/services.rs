@@ -90,7 +90,7 @@ pub fn start(
     let clock = ServerClock::new(hlc);
     let internal_writer = InternalWriter::new(shards.clone(), clock.clone());
     let coordination = Coordinator {
-        topics: Topics::new(settings.topics_per_connection_max),
+        topics: Topics::new(settings.topics_per_connection_max, Arc::clone(&cluster)),
         locks: Locks::start(internal.fencing_high, internal_writer.clone()),
         counters: Counters::start(internal.counters, internal_writer.clone()),
         journal,

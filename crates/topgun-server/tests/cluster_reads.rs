@@ -1,7 +1,7 @@
 //! Cross-node reads on real `topgun-server` processes (CLUSTER.md §9, §18 step 4): Merkle sync
-//! and a live query from any member answer as a single node does for the same writes, and an
+//! and a live query from any member answer as a single node does for the same writes; an
 //! event written through one member reaches a subscriber on another — not the writer — with
-//! its latency reported.
+//! its latency reported; topic messages reach subscribers on every member.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -18,7 +18,8 @@ use common::{
 use topgun_core::protocol::Message;
 use topgun_core::protocol::enums::{ChangeType, PredicateOp, SortDirection};
 use topgun_core::protocol::messages::{
-    ClientOp, MerkleReqBucket, OrMapDiffRequest, OrMapSyncInit, QuerySub, SyncInit,
+    ClientOp, MerkleReqBucket, OrMapDiffRequest, OrMapSyncInit, QuerySub, SyncInit, TopicPub,
+    TopicRef,
 };
 use topgun_core::protocol::query::{PredicateNode, Query, Sort, SortField};
 use topgun_core::{NodeId, OrRecord, Timestamp, Value};
@@ -415,4 +416,118 @@ async fn a_live_query_on_any_member_answers_and_follows_as_a_single_node() {
     alone.until(&best).await;
     on_first.until(&best).await;
     assert_eq!(on_first.rows, alone.rows);
+}
+
+/// A connection subscribed to `topic` (a `PING` answered after it: the subscription is in).
+async fn topic_subscriber(addr: SocketAddr, topic: &str) -> Client {
+    let mut c = connect(addr, "/").await;
+    send(
+        &mut c,
+        &Message::TopicSub(TopicRef {
+            topic: topic.into(),
+        }),
+    )
+    .await;
+    send(&mut c, &common::ping(1)).await;
+    reply(&mut c, |m| matches!(m, Message::Pong(_)).then_some(())).await;
+    c
+}
+
+/// The `data` of the topic messages `c` receives within `within`.
+async fn topic_messages(c: &mut Client, within: Duration) -> Vec<Value> {
+    let mut out = Vec::new();
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, recv_any(c)).await {
+            Ok(Ok(Message::TopicMessage(m))) => out.push(m.data),
+            Ok(Ok(_)) => {}
+            Ok(Err(code)) => panic!("closed: {code:?}"),
+            Err(_) => return out,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_topic_message_published_on_one_member_reaches_subscribers_on_every_other() {
+    let cwd = tempfile::tempdir().unwrap();
+    let (members, _) = start_cluster(3, cwd.path());
+    agreed(
+        &all(&members),
+        &names_of(&all(&members)),
+        Duration::from_secs(5),
+    )
+    .await;
+    let mut on_first = topic_subscriber(members[0].served.addr, "chat").await;
+    let mut on_third = topic_subscriber(members[2].served.addr, "chat").await;
+    let mut publisher = topic_subscriber(members[1].served.addr, "chat").await;
+    // The interests reach every member on their own: wait until a message gets through.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let probe = TopicPub {
+            topic: "chat".into(),
+            data: Value::from("probe"),
+        };
+        send(&mut publisher, &Message::TopicPub(probe)).await;
+        let first = topic_messages(&mut on_first, Duration::from_millis(100)).await;
+        let third = topic_messages(&mut on_third, Duration::from_millis(100)).await;
+        if !first.is_empty() && !third.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no topic message crossed members"
+        );
+    }
+    let sent: Vec<Value> = (0..20).map(Value::from).collect();
+    for data in &sent {
+        let publish = TopicPub {
+            topic: "chat".into(),
+            data: data.clone(),
+        };
+        send(&mut publisher, &Message::TopicPub(publish)).await;
+    }
+    let wait = Duration::from_millis(500);
+    let strip = |got: Vec<Value>| -> Vec<Value> {
+        got.into_iter()
+            .filter(|v| *v != Value::from("probe"))
+            .collect()
+    };
+    assert_eq!(
+        strip(topic_messages(&mut on_first, wait).await),
+        sent,
+        "in order on n1"
+    );
+    assert_eq!(
+        strip(topic_messages(&mut on_third, wait).await),
+        sent,
+        "in order on n3"
+    );
+    assert!(
+        topic_messages(&mut publisher, wait).await.is_empty(),
+        "the publisher is not sent its own messages"
+    );
+    // Unsubscribed on n1: nothing more reaches it, n3 still hears.
+    send(
+        &mut on_first,
+        &Message::TopicUnsub(TopicRef {
+            topic: "chat".into(),
+        }),
+    )
+    .await;
+    send(&mut on_first, &common::ping(2)).await;
+    reply(&mut on_first, |m| {
+        matches!(m, Message::Pong(_)).then_some(())
+    })
+    .await;
+    let last = TopicPub {
+        topic: "chat".into(),
+        data: Value::from("last"),
+    };
+    send(&mut publisher, &Message::TopicPub(last)).await;
+    assert_eq!(
+        topic_messages(&mut on_third, wait).await,
+        [Value::from("last")]
+    );
+    assert!(topic_messages(&mut on_first, wait).await.is_empty());
 }

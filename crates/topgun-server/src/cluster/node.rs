@@ -30,7 +30,7 @@ use super::forwarder::{FWD_WRITES, LocalWrites, serve_part};
 use super::frame::Frame;
 use super::hello::{Channel, Credentials, PeerIdentity};
 use super::maps::MapPublisher;
-use super::reads::{EVENT_RELAY, FWD_READ, INTEREST, Reads};
+use super::reads::{EVENT_RELAY, FWD_READ, INTEREST, Reads, TOPIC_RELAY};
 use super::routes::{Routes, RoutesWatch};
 use super::rpc::{Handler, Rpc};
 use super::transport::Transport;
@@ -425,6 +425,10 @@ impl Handler for NodeHandler {
         let Some(node) = self.0.upgrade() else { return };
         if frame.kind == EVENT_RELAY {
             node.reads.on_relay(from, frame);
+            return;
+        }
+        if frame.kind == TOPIC_RELAY {
+            node.reads.on_topic(&from, frame);
             return;
         }
         if frame.kind == wire::HEARTBEAT

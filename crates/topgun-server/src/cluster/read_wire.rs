@@ -17,7 +17,7 @@ use topgun_core::protocol::messages::{
 use topgun_core::protocol::msgpack::Limits;
 
 use crate::data::ops::check_map_name;
-use crate::data::peers::{Read, ReadPart};
+use crate::data::peers::{Followed, Read, ReadPart};
 use crate::storage::store::MapKind;
 
 /// Most keys one read may ask for (an `ORMAP_DIFF_REQUEST`'s bound).
@@ -318,20 +318,85 @@ pub fn decode_message(bytes: &[u8]) -> Result<Message, String> {
     Message::decode(bytes, &limits).map_err(|e| e.to_string())
 }
 
-/// An interest: `member`'s interest `generation` in `kind`'s map `map` began (`on`) or
-/// ended.
+/// An interest: `member`'s interest `generation` in `name` (a map of a kind, or a topic)
+/// began (`on`) or ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InterestWire {
     pub member: u64,
-    pub or: bool,
-    pub map: String,
+    /// 0: an LWW map, 1: an OR-Map, 2: a topic.
+    pub kind: u8,
+    pub name: String,
     pub generation: u64,
     pub on: bool,
 }
 
 impl InterestWire {
-    pub fn kind(&self) -> MapKind {
-        kind_of(self.or)
+    pub fn new(member: u64, followed: Followed, name: &str, generation: u64, on: bool) -> Self {
+        let kind = match followed {
+            Followed::Map(MapKind::Lww) => 0,
+            Followed::Map(MapKind::Or) => 1,
+            Followed::Topic => 2,
+        };
+        Self {
+            member,
+            kind,
+            name: name.to_owned(),
+            generation,
+            on,
+        }
+    }
+
+    /// What it follows; an error for an unknown kind or a name no map or topic may have.
+    pub fn followed(&self) -> Result<Followed, String> {
+        let followed = match self.kind {
+            0 => Followed::Map(MapKind::Lww),
+            1 => Followed::Map(MapKind::Or),
+            2 => Followed::Topic,
+            other => return Err(format!("an unknown interest kind {other}")),
+        };
+        match followed {
+            Followed::Map(_) => check_map_name(&self.name).map_err(|r| r.reason)?,
+            Followed::Topic => crate::coordination::names::check("topic", &self.name)?,
+        }
+        Ok(followed)
+    }
+}
+
+/// A relayed topic message: the receiver's interest generation, the topic, then the
+/// `TOPIC_MESSAGE` frame as encoded for clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicRelayWire {
+    pub generation: u64,
+    pub topic: String,
+    pub frame: Bytes,
+}
+
+impl TopicRelayWire {
+    pub fn encode(&self) -> Bytes {
+        let mut out = BytesMut::with_capacity(10 + self.topic.len() + self.frame.len());
+        out.put_u64(self.generation);
+        out.put_u16(u16::try_from(self.topic.len()).unwrap_or(u16::MAX));
+        out.put_slice(self.topic.as_bytes());
+        out.put_slice(&self.frame);
+        out.freeze()
+    }
+
+    pub fn decode(mut bytes: Bytes) -> Result<Self, String> {
+        let malformed = || "a malformed relayed topic message".to_owned();
+        if bytes.len() < 10 {
+            return Err(malformed());
+        }
+        let generation = bytes.get_u64();
+        let len = usize::from(bytes.get_u16());
+        if bytes.len() < len {
+            return Err(malformed());
+        }
+        let topic = String::from_utf8(bytes.split_to(len).to_vec()).map_err(|_| malformed())?;
+        Ok(Self {
+            generation,
+            topic,
+            frame: bytes,
+        })
     }
 }
 
@@ -509,17 +574,30 @@ mod tests {
         };
         assert_eq!(RelayWire::decode(relay.encode()), Ok(relay.clone()));
         assert!(RelayWire::decode(relay.encode().slice(..20)).is_err());
-        let interest = InterestWire {
-            member: 1,
-            or: false,
-            map: "m".into(),
-            generation: 3,
-            on: true,
+        for (followed, name) in [
+            (Followed::Map(MapKind::Lww), "m"),
+            (Followed::Map(MapKind::Or), "m"),
+            (Followed::Topic, "chat.room-1"),
+        ] {
+            let interest = InterestWire::new(1, followed, name, 3, true);
+            let bytes = super::super::wire::encode(&interest);
+            let back = super::super::wire::decode::<InterestWire>(&bytes).unwrap();
+            assert_eq!(back.followed(), Ok(followed));
+            assert_eq!(back, interest);
+        }
+        let bad = |kind, name: &str| InterestWire {
+            kind,
+            ..InterestWire::new(1, Followed::Topic, name, 1, true)
         };
-        let bytes = super::super::wire::encode(&interest);
-        assert_eq!(
-            super::super::wire::decode::<InterestWire>(&bytes),
-            Ok(interest)
-        );
+        assert!(bad(7, "t").followed().is_err());
+        assert!(bad(2, "no spaces").followed().is_err());
+        assert!(bad(0, "__topgun_x").followed().is_err());
+        let topic = TopicRelayWire {
+            generation: 9,
+            topic: "t".into(),
+            frame: Bytes::from_static(b"\x81"),
+        };
+        assert_eq!(TopicRelayWire::decode(topic.encode()), Ok(topic.clone()));
+        assert!(TopicRelayWire::decode(topic.encode().slice(..9)).is_err());
     }
 }

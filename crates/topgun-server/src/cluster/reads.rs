@@ -10,6 +10,9 @@
 //!   in a map begins and ends; each then relays (or stops relaying) the map's events to it,
 //!   in every shard. A read that follows a map starts the relay in the same shard step as
 //!   its sums.
+//! * **Topics** (`TOPIC_RELAY`, one-way on the data channel): a publication is relayed, encoded
+//!   once, to every member interested in the topic, which delivers it to its subscribers.
+//!   Best-effort, as on one node: no numbering.
 //! * **Relays** (`EVENT_RELAY`, one-way on the data channel): an owner's shard hands each
 //!   event frame, encoded once, to the [`RelayLink`] of every interested member, which
 //!   numbers it. The receiver offers it to its subscribers through one shard per map, so a
@@ -34,13 +37,16 @@ use topgun_cluster::ids::RaftId;
 
 use super::frame::Frame;
 use super::hello::{Channel, PeerIdentity};
-use super::read_wire::{InterestWire, ReadRequest, RelayWire, decode_answer, encode_answer};
+use super::read_wire::{
+    InterestWire, ReadRequest, RelayWire, TopicRelayWire, decode_answer, encode_answer,
+};
 use super::routes::{Routes, RoutesWatch};
 use super::rpc::Rpc;
 use crate::connection::ConnId;
 use crate::connection::fanout::{Relay, RelaySink};
 use crate::connection::outbox::SharedFrame;
-use crate::data::peers::{GatherError, Local, Owned, Peers, Read, ReadPart};
+use crate::coordination::topics::TopicSink;
+use crate::data::peers::{Followed, GatherError, Local, Owned, Peers, Read, ReadPart};
 use crate::data::plane::DataPlane;
 use crate::data::shard::service::Request;
 use crate::storage::store::MapKind;
@@ -51,6 +57,8 @@ pub const FWD_READ: u8 = 11;
 pub const INTEREST: u8 = 12;
 /// The message kind of a relayed event.
 pub const EVENT_RELAY: u8 = 17;
+/// The message kind of a relayed topic message.
+pub const TOPIC_RELAY: u8 = 18;
 
 /// How long one member's part of a read may take.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -66,6 +74,8 @@ const INTEREST_ATTEMPTS: usize = 3;
 pub struct RelayStats {
     /// Event frames sent to other members.
     pub sent: AtomicU64,
+    /// Topic messages sent to other members.
+    pub topics_sent: AtomicU64,
     /// Frames that found the link full or closed.
     pub dropped: AtomicU64,
     /// Frames received and handed to the shards.
@@ -175,19 +185,33 @@ impl Reads {
         Ok(encode_answer(current.version, Some(&part)))
     }
 
-    /// Serves another member's interest: every shard starts or stops relaying the map.
+    /// Serves another member's interest: every shard starts or stops relaying the map, or
+    /// the topics start or stop relaying the topic.
     pub async fn serve_interest(&self, from: PeerIdentity, body: Bytes) -> Result<Bytes, String> {
         let interest: InterestWire = super::wire::decode(&body)?;
-        crate::data::ops::check_map_name(&interest.map).map_err(|r| r.reason)?;
         let data = self.data.upgrade().ok_or("the member is stopping")?;
-        let kind = interest.kind();
+        let kind = match interest.followed()? {
+            Followed::Map(kind) => kind,
+            Followed::Topic => {
+                let (topic, member) = (&interest.name, interest.member);
+                if interest.on {
+                    let sink = self.link(member, &from);
+                    data.topics()
+                        .add_remote(topic, member, interest.generation, sink);
+                } else {
+                    data.topics()
+                        .remove_remote(topic, member, interest.generation);
+                }
+                return Ok(Bytes::new());
+            }
+        };
         let told = if interest.on {
             let relay = Relay {
                 member: interest.member,
                 generation: interest.generation,
                 sink: self.link(interest.member, &from),
             };
-            let map = interest.map;
+            let map = interest.name;
             data.tell_shards(|| Request::Relay {
                 kind,
                 map: map.clone(),
@@ -195,7 +219,7 @@ impl Reads {
             })
             .await
         } else {
-            let (map, member, generation) = (interest.map, interest.member, interest.generation);
+            let (map, member, generation) = (interest.name, interest.member, interest.generation);
             data.tell_shards(|| Request::Unrelay {
                 kind,
                 map: map.clone(),
@@ -223,6 +247,37 @@ impl Reads {
         }
     }
 
+    /// A relayed topic message arrived (on the inbox loop: delivered without waiting).
+    pub fn on_topic(&self, from: &PeerIdentity, frame: Frame) {
+        let relay = match TopicRelayWire::decode(frame.body) {
+            Ok(relay) => relay,
+            Err(why) => {
+                tracing::warn!(peer = %from.name, %why, "a relayed topic message dropped");
+                return;
+            }
+        };
+        let Some(data) = self.data.upgrade() else {
+            return;
+        };
+        let Some(interests) = data.interests() else {
+            return;
+        };
+        if interests.generation(Followed::Topic, &relay.topic) != Some(relay.generation) {
+            let end = InterestWire::new(
+                self.me(),
+                Followed::Topic,
+                &relay.topic,
+                relay.generation,
+                false,
+            );
+            self.send_interest(from.addr.clone(), end);
+            return;
+        }
+        let frame = SharedFrame::from(relay.frame.to_vec());
+        // The publisher is on another member: every local subscriber hears of it.
+        data.topics().deliver(&relay.topic, 0, &frame);
+    }
+
     /// Sends `interest` to the member at `addr`, retried a few times (it is idempotent).
     fn send_interest(&self, addr: String, interest: InterestWire) {
         let rpc = Arc::clone(&self.rpc);
@@ -235,8 +290,8 @@ impl Reads {
                 match reply {
                     Ok(_) => return,
                     Err(e) if attempt == INTEREST_ATTEMPTS => {
-                        tracing::warn!(peer = %addr, map = %interest.map, error = %e,
-                            "a member was not told of an interest in a map");
+                        tracing::warn!(peer = %addr, name = %interest.name, error = %e,
+                            "a member was not told of an interest");
                     }
                     Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
                 }
@@ -287,14 +342,8 @@ impl Peers for Reads {
         async move { combine(version, futures_util::future::join_all(asks).await) }.boxed()
     }
 
-    fn interest(&self, kind: MapKind, map: &str, generation: u64, on: bool) {
-        let interest = InterestWire {
-            member: self.me(),
-            or: kind == MapKind::Or,
-            map: map.to_owned(),
-            generation,
-            on,
-        };
+    fn interest(&self, followed: Followed, name: &str, generation: u64, on: bool) {
+        let interest = InterestWire::new(self.me(), followed, name, generation, on);
         for (_, addr) in self.others() {
             self.send_interest(addr, interest.clone());
         }
@@ -336,6 +385,24 @@ pub struct RelayLink {
     addr: String,
     seq: Mutex<u64>,
     stats: Arc<RelayStats>,
+}
+
+impl TopicSink for RelayLink {
+    fn relay(&self, topic: &str, generation: u64, frame: &SharedFrame) {
+        let wire = TopicRelayWire {
+            generation,
+            topic: topic.to_owned(),
+            frame: frame.bytes(),
+        };
+        let frame = Frame::new(TOPIC_RELAY, wire.encode());
+        let sent = self.rpc.send(&self.addr, Channel::Data, frame);
+        let counter = if sent.is_ok() {
+            &self.stats.topics_sent
+        } else {
+            &self.stats.dropped
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl RelaySink for RelayLink {
@@ -390,19 +457,16 @@ async fn deliver(reads: Weak<Reads>, mut frames: mpsc::Receiver<Inbound>) {
         if gap {
             reads.stats.gaps.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(peer = %from.name, "relayed events were lost; followers resync");
-            for (kind, map, _) in interests.current() {
-                let _ = data.kick_followers(kind, map).await;
+            for (followed, name, _) in interests.current() {
+                if let Followed::Map(kind) = followed {
+                    let _ = data.kick_followers(kind, name).await;
+                }
             }
         }
         if interests.generation(relay.kind, &relay.map) != Some(relay.generation) {
             // An interest that ended (or an older one): tell the sender to stop.
-            let end = InterestWire {
-                member: reads.me(),
-                or: relay.kind == MapKind::Or,
-                map: relay.map,
-                generation: relay.generation,
-                on: false,
-            };
+            let followed = Followed::Map(relay.kind);
+            let end = InterestWire::new(reads.me(), followed, &relay.map, relay.generation, false);
             reads.send_interest(from.addr.clone(), end);
             continue;
         }
@@ -441,19 +505,14 @@ async fn follow_members(reads: Weak<Reads>) {
         for (id, _) in known.iter().filter(|(id, _)| !members.contains_key(id)) {
             let member = *id;
             let _ = data.tell_shards(|| Request::ForgetMember { member }).await;
+            data.topics().forget_member(member);
             let mut links = reads.links.lock().unwrap_or_else(PoisonError::into_inner);
             links.retain(|(m, _), _| *m != member);
         }
         let interests = data.interests().map(|i| i.current()).unwrap_or_default();
         for (_, addr) in members.iter().filter(|(id, _)| !known.contains_key(id)) {
-            for (kind, map, generation) in &interests {
-                let interest = InterestWire {
-                    member: reads.me(),
-                    or: *kind == MapKind::Or,
-                    map: map.clone(),
-                    generation: *generation,
-                    on: true,
-                };
+            for (followed, name, generation) in &interests {
+                let interest = InterestWire::new(reads.me(), *followed, name, *generation, true);
                 reads.send_interest(addr.clone(), interest);
             }
         }

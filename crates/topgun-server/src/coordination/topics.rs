@@ -7,11 +7,14 @@
 //! * Per publisher, order is kept: a connection's `TOPIC_PUB`s are handled one after the
 //!   other by its reader, and each subscriber's queue is FIFO.
 //! * Messages are not stored: a subscriber hears what is published while it is subscribed.
-//! * A cluster forwards a publication to the other nodes and has each call
-//!   [`Topics::deliver`] with the same frame; nothing here assumes a single node.
+//! * In a cluster (CLUSTER.md §9), each subscription counts towards this member's interest
+//!   in the topic, which every other member hears of; a publication is delivered here and
+//!   relayed, encoded once, to every member interested in the topic ([`TopicSink`]), which
+//!   delivers the same frame with [`Topics::deliver`]. Per publisher, order holds (one FIFO
+//!   data link per pair of members); delivery is best-effort, as on one node.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use topgun_core::Value;
 use topgun_core::protocol::Message;
@@ -21,6 +24,7 @@ use crate::connection::ConnId;
 use crate::connection::fanout::{ConnHandle, Delivery};
 use crate::connection::outbox::SharedFrame;
 use crate::coordination::names;
+use crate::data::peers::{Cluster, Followed};
 use crate::error::code::{BAD_REQUEST, TOO_MANY};
 use crate::security::policy::{Action, Resource};
 
@@ -48,20 +52,92 @@ impl TopicSubs {
     }
 }
 
+/// Where a topic's messages go for another member's subscribers.
+pub trait TopicSink: Send + Sync + std::fmt::Debug {
+    /// Sends one `TOPIC_MESSAGE` frame under the receiver's interest `generation`.
+    fn relay(&self, topic: &str, generation: u64, frame: &SharedFrame);
+}
+
+/// Another member's interest in a topic.
+#[derive(Debug, Clone)]
+struct Remote {
+    member: u64,
+    generation: u64,
+    sink: Arc<dyn TopicSink>,
+}
+
 /// Every topic's subscribers; shared by all connections.
 #[derive(Debug)]
 pub struct Topics {
     /// std Mutex: held to update a list or to offer one frame to it, never across an await.
     subscribers: Mutex<HashMap<String, Vec<ConnHandle>>>,
+    /// Other members interested in each topic (cluster mode).
+    remote: Mutex<HashMap<String, Vec<Remote>>>,
+    /// In a cluster: this member's interests, which each subscription counts towards.
+    cluster: Arc<OnceLock<Cluster>>,
     per_connection_max: usize,
 }
 
 impl Topics {
-    pub fn new(per_connection_max: usize) -> Self {
+    pub fn new(per_connection_max: usize, cluster: Arc<OnceLock<Cluster>>) -> Self {
         Self {
             subscribers: Mutex::default(),
+            remote: Mutex::default(),
+            cluster,
             per_connection_max,
         }
+    }
+
+    fn remote(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Remote>>> {
+        self.remote.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts a subscription begun (`on`) or ended towards this member's interest.
+    fn follow(&self, topic: &str, on: bool) {
+        if let Some(cluster) = self.cluster.get() {
+            let peers = cluster.peers.as_ref();
+            if on {
+                cluster.interests.join(peers, Followed::Topic, topic);
+            } else {
+                cluster.interests.leave(peers, Followed::Topic, topic);
+            }
+        }
+    }
+
+    /// Relays the topic's messages to `member` from now on, under its interest `generation`
+    /// (an older generation than the one held changes nothing).
+    pub fn add_remote(&self, topic: &str, member: u64, generation: u64, sink: Arc<dyn TopicSink>) {
+        let mut remote = self.remote();
+        let list = remote.entry(topic.to_owned()).or_default();
+        let interest = Remote {
+            member,
+            generation,
+            sink,
+        };
+        match list.iter_mut().find(|r| r.member == member) {
+            Some(held) if held.generation <= generation => *held = interest,
+            Some(_) => {}
+            None => list.push(interest),
+        }
+    }
+
+    /// Ends `member`'s interest `generation` in the topic (and any older one).
+    pub fn remove_remote(&self, topic: &str, member: u64, generation: u64) {
+        let mut remote = self.remote();
+        if let Some(list) = remote.get_mut(topic) {
+            list.retain(|r| r.member != member || r.generation > generation);
+            if list.is_empty() {
+                remote.remove(topic);
+            }
+        }
+    }
+
+    /// Drops every interest of a member that left the cluster.
+    pub fn forget_member(&self, member: u64) {
+        self.remote().retain(|_, list| {
+            list.retain(|r| r.member != member);
+            !list.is_empty()
+        });
     }
 
     fn table(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<ConnHandle>>> {
@@ -97,6 +173,7 @@ impl Topics {
             .entry(topic.to_owned())
             .or_default()
             .push(conn.clone());
+        self.follow(topic, true);
         Ok(())
     }
 
@@ -122,6 +199,8 @@ impl Topics {
                 table.remove(topic);
             }
         }
+        drop(table);
+        self.follow(topic, false);
     }
 
     /// `TOPIC_PUB`: sends `TOPIC_MESSAGE` to every subscriber but the publisher, who need
@@ -135,7 +214,8 @@ impl Topics {
         now_ms: u64,
     ) -> Result<Delivery, Refusal> {
         names::check("topic", topic).map_err(|why| (BAD_REQUEST, why))?;
-        if !self.table().contains_key(topic) {
+        let remote = self.remote().get(topic).cloned().unwrap_or_default();
+        if remote.is_empty() && !self.table().contains_key(topic) {
             return Ok(Delivery::default());
         }
         let frame = SharedFrame::from(
@@ -147,6 +227,9 @@ impl Topics {
             })
             .encode(),
         );
+        for r in &remote {
+            r.sink.relay(topic, r.generation, &frame);
+        }
         Ok(self.deliver(topic, publisher, &frame))
     }
 
@@ -203,7 +286,7 @@ mod tests {
 
     #[test]
     fn publish_reaches_subscribers_but_not_the_publisher() {
-        let topics = Topics::new(100);
+        let topics = Topics::new(100, Arc::default());
         let ((a, _), (b, _)) = (ConnHandle::new(), ConnHandle::new());
         let (mut subs_a, mut subs_b) = (TopicSubs::default(), TopicSubs::default());
         topics.subscribe(&mut subs_a, &a, "t").unwrap();
@@ -228,9 +311,53 @@ mod tests {
         assert_eq!(topics.topic_count(), 0, "no empty lists are kept");
     }
 
+    /// A member's link, as the topic sees it: what it was asked to relay.
+    #[derive(Debug, Default)]
+    struct Link(Mutex<Vec<(String, u64)>>);
+
+    impl TopicSink for Link {
+        fn relay(&self, topic: &str, generation: u64, _: &SharedFrame) {
+            self.0.lock().unwrap().push((topic.to_owned(), generation));
+        }
+    }
+
+    #[test]
+    fn publications_reach_interested_members_under_their_newest_interest() {
+        let topics = Topics::new(100, Arc::default());
+        let link = Arc::new(Link::default());
+        let (conn, _) = ConnHandle::new();
+        topics.add_remote("t", 2, 5, link.clone());
+        topics
+            .publish(conn.id, None, "t", Value::Int(1), 1)
+            .unwrap();
+        topics
+            .publish(conn.id, None, "other", Value::Int(1), 1)
+            .unwrap();
+        topics.add_remote("t", 2, 4, link.clone());
+        topics.remove_remote("t", 2, 4);
+        topics
+            .publish(conn.id, None, "t", Value::Int(2), 2)
+            .unwrap();
+        assert_eq!(
+            *link.0.lock().unwrap(),
+            [("t".to_owned(), 5), ("t".to_owned(), 5)],
+            "an older interest neither replaces nor ends a newer one"
+        );
+        topics.remove_remote("t", 2, 5);
+        topics.add_remote("u", 3, 1, link.clone());
+        topics.forget_member(3);
+        topics
+            .publish(conn.id, None, "t", Value::Int(3), 3)
+            .unwrap();
+        topics
+            .publish(conn.id, None, "u", Value::Int(3), 3)
+            .unwrap();
+        assert_eq!(link.0.lock().unwrap().len(), 2, "ended, and forgotten");
+    }
+
     #[test]
     fn limits_and_names_are_enforced() {
-        let topics = Topics::new(2);
+        let topics = Topics::new(2, Arc::default());
         let (conn, _) = ConnHandle::new();
         let mut subs = TopicSubs::default();
         topics.subscribe(&mut subs, &conn, "a").unwrap();

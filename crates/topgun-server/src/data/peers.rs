@@ -71,6 +71,19 @@ pub enum ReadPart {
     Since(Option<Vec<(u16, LeafRecord)>>),
 }
 
+/// What a member follows of another's: a map's events of one kind, or a topic's messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Followed {
+    Map(MapKind),
+    Topic,
+}
+
+impl From<MapKind> for Followed {
+    fn from(kind: MapKind) -> Self {
+        Self::Map(kind)
+    }
+}
+
 /// The applied partition table as reads need it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Owned {
@@ -108,9 +121,9 @@ pub trait Peers: Send + Sync + std::fmt::Debug {
         follow: u64,
     ) -> BoxFuture<'static, Result<Vec<ReadPart>, GatherError>>;
 
-    /// Tells every other member that this member's interest `generation` in `kind`'s map
-    /// `map` began (`on`) or ended.
-    fn interest(&self, kind: MapKind, map: &str, generation: u64, on: bool);
+    /// Tells every other member that this member's interest `generation` in `name` (a map
+    /// of a kind, or a topic) began (`on`) or ended.
+    fn interest(&self, followed: Followed, name: &str, generation: u64, on: bool);
 }
 
 /// This member's read of its own shards: the request to each shard, what it starts
@@ -356,57 +369,63 @@ fn no_table() -> Box<Message> {
     )
 }
 
-/// This member's interest in each map's events: how many local subscriptions hold it, and
-/// the generation of the current period of interest.
+/// Interests held, by what and name: how many local subscriptions, and the generation.
+type Held = HashMap<(Followed, String), (usize, u64)>;
+
+/// This member's interest in each map's events and each topic's messages: how many local
+/// subscriptions hold it, and the generation of the current period of interest.
 #[derive(Debug, Default)]
 pub struct Interests {
-    held: Mutex<HashMap<(MapKind, String), (usize, u64)>>,
+    held: Mutex<Held>,
     next_generation: AtomicU64,
 }
 
 impl Interests {
-    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<(MapKind, String), (usize, u64)>> {
+    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// One more local subscription of the map; the generation of the interest it holds.
+    /// One more local subscription of `name`; the generation of the interest it holds.
     /// The first one begins a new interest, told to `peers` (under the lock, so that the
     /// members hear of beginnings and ends in order).
-    pub fn join(&self, peers: &dyn Peers, kind: MapKind, map: &str) -> u64 {
+    pub fn join(&self, peers: &dyn Peers, followed: impl Into<Followed>, name: &str) -> u64 {
+        let followed = followed.into();
         let mut held = self.held();
-        let (count, generation) = held.entry((kind, map.to_owned())).or_insert((0, 0));
+        let (count, generation) = held.entry((followed, name.to_owned())).or_insert((0, 0));
         if *count == 0 {
             *generation = self.next_generation.fetch_add(1, Ordering::Relaxed) + 1;
-            peers.interest(kind, map, *generation, true);
+            peers.interest(followed, name, *generation, true);
         }
         *count += 1;
         *generation
     }
 
-    /// One local subscription of the map fewer; the last one ends the interest.
-    pub fn leave(&self, peers: &dyn Peers, kind: MapKind, map: &str) {
+    /// One local subscription of `name` fewer; the last one ends the interest.
+    pub fn leave(&self, peers: &dyn Peers, followed: impl Into<Followed>, name: &str) {
+        let followed = followed.into();
         let mut held = self.held();
-        let key = (kind, map.to_owned());
+        let key = (followed, name.to_owned());
         let Some((count, generation)) = held.get_mut(&key) else {
             return;
         };
         *count -= 1;
         if *count == 0 {
-            peers.interest(kind, map, *generation, false);
+            peers.interest(followed, name, *generation, false);
             held.remove(&key);
         }
     }
 
-    /// The current generation of the interest in the map, if there is one.
-    pub fn generation(&self, kind: MapKind, map: &str) -> Option<u64> {
-        self.held().get(&(kind, map.to_owned())).map(|(_, g)| *g)
+    /// The current generation of the interest in `name`, if there is one.
+    pub fn generation(&self, followed: impl Into<Followed>, name: &str) -> Option<u64> {
+        let key = (followed.into(), name.to_owned());
+        self.held().get(&key).map(|(_, g)| *g)
     }
 
     /// Every current interest, to tell a member that joined (or restarted).
-    pub fn current(&self) -> Vec<(MapKind, String, u64)> {
+    pub fn current(&self) -> Vec<(Followed, String, u64)> {
         self.held()
             .iter()
-            .map(|((kind, map), (_, generation))| (*kind, map.clone(), *generation))
+            .map(|((followed, name), (_, generation))| (*followed, name.clone(), *generation))
             .collect()
     }
 }
@@ -441,7 +460,7 @@ mod tests {
         ) -> BoxFuture<'static, Result<Vec<ReadPart>, GatherError>> {
             async { Ok(Vec::new()) }.boxed()
         }
-        fn interest(&self, _: MapKind, map: &str, generation: u64, on: bool) {
+        fn interest(&self, _: Followed, map: &str, generation: u64, on: bool) {
             self.0
                 .lock()
                 .unwrap()

@@ -133,6 +133,11 @@ impl DataPlane {
         self.shards.send(shard, request).await
     }
 
+    /// The topics and their subscribers (cluster mode: other members' interests in them).
+    pub fn topics(&self) -> &crate::coordination::topics::Topics {
+        &self.coordination.topics
+    }
+
     /// Closes the local subscribers of a map whose relayed events were lost.
     pub async fn kick_followers(&self, kind: MapKind, map: String) -> Result<(), ShardGone> {
         let shard = relay_shard(&map, self.shards.count());
