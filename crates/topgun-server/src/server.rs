@@ -570,6 +570,11 @@ async fn start_cluster(
     shared.data.set_forward(Arc::new(forward));
     let peers: Arc<dyn crate::data::peers::Peers> = Arc::clone(node.reads()) as _;
     shared.data.set_cluster(peers);
+    let counters = crate::cluster::counters::RemoteCounters {
+        rpc: Arc::clone(node.rpc()),
+        routes: node.routes(),
+    };
+    shared.data.counters().set_peers(Arc::new(counters));
     let _ = shared.member.set((node, stats));
     Ok(())
 }

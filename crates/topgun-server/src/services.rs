@@ -92,7 +92,11 @@ pub fn start(
     let coordination = Coordinator {
         topics: Topics::new(settings.topics_per_connection_max, Arc::clone(&cluster)),
         locks: Locks::start(internal.fencing_high, internal_writer.clone()),
-        counters: Counters::start(internal.counters, internal_writer.clone()),
+        counters: Counters::start(
+            internal.counters,
+            internal_writer.clone(),
+            Arc::clone(&cluster),
+        ),
         journal,
         node_id: settings.node_id,
         metrics: Arc::clone(&metrics),

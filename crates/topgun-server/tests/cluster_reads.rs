@@ -1,7 +1,8 @@
 //! Cross-node reads on real `topgun-server` processes (CLUSTER.md §9, §18 step 4): Merkle sync
 //! and a live query from any member answer as a single node does for the same writes; an
 //! event written through one member reaches a subscriber on another — not the writer — with
-//! its latency reported; topic messages reach subscribers on every member.
+//! its latency reported; topic messages reach subscribers on every member; a counter synced
+//! through every member reads as on a single node.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -18,11 +19,11 @@ use common::{
 use topgun_core::protocol::Message;
 use topgun_core::protocol::enums::{ChangeType, PredicateOp, SortDirection};
 use topgun_core::protocol::messages::{
-    ClientOp, MerkleReqBucket, OrMapDiffRequest, OrMapSyncInit, QuerySub, SyncInit, TopicPub,
-    TopicRef,
+    ClientOp, CounterRequest, CounterState, MerkleReqBucket, OrMapDiffRequest, OrMapSyncInit,
+    QuerySub, SyncInit, TopicPub, TopicRef,
 };
 use topgun_core::protocol::query::{PredicateNode, Query, Sort, SortField};
-use topgun_core::{NodeId, OrRecord, Timestamp, Value};
+use topgun_core::{NodeId, OrRecord, PnCounter, Timestamp, Value};
 
 /// The writes both deployments get: LWW puts and deletes on `todos`, OR adds and a remove
 /// on `tags`, all stamped by one client clock.
@@ -530,4 +531,111 @@ async fn a_topic_message_published_on_one_member_reaches_subscribers_on_every_ot
         [Value::from("last")]
     );
     assert!(topic_messages(&mut on_first, wait).await.is_empty());
+}
+
+/// A PN state counting `up` for node `node` (and `down` against it).
+fn counted(node: &str, up: f64, down: f64) -> PnCounter {
+    let mut state = PnCounter::new();
+    state.add(node, up).unwrap();
+    if down > 0.0 {
+        state.add(node, -down).unwrap();
+    }
+    state
+}
+
+/// Syncs `state` into counter `likes` at `c`; the value it is answered with (the first
+/// update that holds what was synced: earlier ones tell of other clients' syncs).
+async fn sync_counter(c: &mut Client, state: PnCounter) -> f64 {
+    let sync = CounterState {
+        name: "likes".into(),
+        state: state.clone(),
+    };
+    send(c, &Message::CounterSync(sync)).await;
+    let holds = |merged: &PnCounter| {
+        let within = |ours: &BTreeMap<String, f64>, theirs: &BTreeMap<String, f64>| {
+            ours.iter().all(|(node, n)| theirs.get(node) == Some(n))
+        };
+        within(state.positive(), merged.positive()) && within(state.negative(), merged.negative())
+    };
+    reply(c, |m| match m {
+        Message::CounterUpdate(u) if holds(&u.state) => Some(u.state.value()),
+        _ => None,
+    })
+    .await
+}
+
+/// The value `c` is answered with for counter `likes`.
+async fn read_counter(c: &mut Client) -> f64 {
+    let request = CounterRequest {
+        name: "likes".into(),
+    };
+    send(c, &Message::CounterRequest(request)).await;
+    reply(c, |m| match m {
+        Message::CounterResponse(r) => Some(r.state.value()),
+        _ => None,
+    })
+    .await
+}
+
+/// Waits until `c` is told counter `likes` reached `value`.
+async fn told(c: &mut Client, value: f64) {
+    reply(c, |m| match m {
+        Message::CounterUpdate(u) if (u.state.value() - value).abs() < f64::EPSILON => Some(()),
+        _ => None,
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_counter_synced_through_every_member_reads_as_on_a_single_node() {
+    let cwd = tempfile::tempdir().unwrap();
+    let (members, _) = start_cluster(3, cwd.path());
+    let single = serve_binary(
+        binary()
+            .current_dir(cwd.path())
+            .env("TOPGUN_NO_AUTH", "true")
+            .env("STORAGE_BACKEND", "null"),
+    );
+    agreed(
+        &all(&members),
+        &names_of(&all(&members)),
+        Duration::from_secs(5),
+    )
+    .await;
+    let syncs = [
+        (0, counted("a", 1.0, 0.0)),
+        (1, counted("b", 2.0, 0.0)),
+        (2, counted("c", 5.0, 0.0)),
+        (0, counted("a", 3.0, 1.0)),
+    ];
+    let mut alone = connect(single.addr, "/").await;
+    let mut last_alone = 0.0;
+    for (_, state) in &syncs {
+        last_alone = sync_counter(&mut alone, state.clone()).await;
+    }
+    assert!((last_alone - 9.0).abs() < f64::EPSILON, "{last_alone}");
+    let mut clients = Vec::new();
+    for m in &members {
+        let mut c = connect(m.served.addr, "/").await;
+        assert!(
+            read_counter(&mut c).await.abs() < f64::EPSILON,
+            "a new counter reads 0"
+        );
+        clients.push(c);
+    }
+    let mut last = 0.0;
+    for (at, state) in syncs {
+        last = sync_counter(&mut clients[at], state).await;
+    }
+    assert!(
+        (last - last_alone).abs() < f64::EPSILON,
+        "the last sync is answered with {last}"
+    );
+    // Every member's subscriber is told, and reads the single node's value.
+    for c in &mut clients[1..] {
+        told(c, last_alone).await;
+    }
+    for c in &mut clients {
+        assert!((read_counter(c).await - last_alone).abs() < f64::EPSILON);
+    }
 }

@@ -12,14 +12,16 @@
 //!   waits (sans I/O);
 //! * [`routes`]: who owns each partition under the applied table;
 //! * [`forwarder`]: writes to partitions other members own, sent and served (§8);
-//! * [`reads`]: reads gathered from every member, interests and relayed events (§9), whose
-//!   bytes are [`read_wire`]'s;
+//! * [`reads`]: reads gathered from every member, interests and relayed events and topic
+//!   messages (§9), whose bytes are [`read_wire`]'s; [`counters`]: counters asked of their
+//!   owners, their updates relayed;
 //! * [`node`]: one member — forming (`forming`), its Raft node, the leader's duties
 //!   (`duties`), graceful leave; [`wire`] holds the control channel's own messages.
 //!
 //! Invariants of the module: no frame from a peer is read before the peer has proven itself,
 //! and every queue between members has a bound.
 
+pub mod counters;
 mod duties;
 pub mod formation;
 mod forming;

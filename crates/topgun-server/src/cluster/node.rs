@@ -25,6 +25,7 @@ use topgun_cluster::member::MemberAddrs;
 use topgun_cluster::state::Cluster;
 use topgun_control::{ControlConfig, ControlPlane, MemberAddr, RaftControl, Storage};
 
+use super::counters::{COUNTER, COUNTER_RELAY};
 use super::formation::{InCluster, Status};
 use super::forwarder::{FWD_WRITES, LocalWrites, serve_part};
 use super::frame::Frame;
@@ -415,6 +416,10 @@ impl Handler for NodeHandler {
                 FWD_WRITES => serve_part(node.routes(), Arc::clone(&node.local), body).await,
                 FWD_READ => node.reads.serve_read(from, body).await,
                 INTEREST => node.reads.serve_interest(from, body).await,
+                COUNTER => match node.reads.data() {
+                    Some(data) => super::counters::serve(node.routes(), &data, body).await,
+                    None => Err("the member is stopping".to_owned()),
+                },
                 other => Err(format!("unknown cluster service {other}")),
             }
         }
@@ -429,6 +434,12 @@ impl Handler for NodeHandler {
         }
         if frame.kind == TOPIC_RELAY {
             node.reads.on_topic(&from, frame);
+            return;
+        }
+        if frame.kind == COUNTER_RELAY {
+            if let Some(data) = node.reads.data() {
+                super::counters::on_relay(&node.reads, &data, &from, frame.body);
+            }
             return;
         }
         if frame.kind == wire::HEARTBEAT

@@ -323,7 +323,7 @@ pub fn decode_message(bytes: &[u8]) -> Result<Message, String> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InterestWire {
     pub member: u64,
-    /// 0: an LWW map, 1: an OR-Map, 2: a topic.
+    /// 0: an LWW map, 1: an OR-Map, 2: a topic, 3: a counter.
     pub kind: u8,
     pub name: String,
     pub generation: u64,
@@ -336,6 +336,7 @@ impl InterestWire {
             Followed::Map(MapKind::Lww) => 0,
             Followed::Map(MapKind::Or) => 1,
             Followed::Topic => 2,
+            Followed::Counter => 3,
         };
         Self {
             member,
@@ -352,11 +353,15 @@ impl InterestWire {
             0 => Followed::Map(MapKind::Lww),
             1 => Followed::Map(MapKind::Or),
             2 => Followed::Topic,
+            3 => Followed::Counter,
             other => return Err(format!("an unknown interest kind {other}")),
         };
         match followed {
             Followed::Map(_) => check_map_name(&self.name).map_err(|r| r.reason)?,
             Followed::Topic => crate::coordination::names::check("topic", &self.name)?,
+            Followed::Counter => {
+                crate::coordination::counters::checked_name(&self.name).map_err(|(_, why)| why)?;
+            }
         }
         Ok(followed)
     }
@@ -578,6 +583,7 @@ mod tests {
             (Followed::Map(MapKind::Lww), "m"),
             (Followed::Map(MapKind::Or), "m"),
             (Followed::Topic, "chat.room-1"),
+            (Followed::Counter, "likes"),
         ] {
             let interest = InterestWire::new(1, followed, name, 3, true);
             let bytes = super::super::wire::encode(&interest);

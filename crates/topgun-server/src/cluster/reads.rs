@@ -76,6 +76,8 @@ pub struct RelayStats {
     pub sent: AtomicU64,
     /// Topic messages sent to other members.
     pub topics_sent: AtomicU64,
+    /// Counter updates sent to other members.
+    pub counters_sent: AtomicU64,
     /// Frames that found the link full or closed.
     pub dropped: AtomicU64,
     /// Frames received and handed to the shards.
@@ -192,6 +194,18 @@ impl Reads {
         let data = self.data.upgrade().ok_or("the member is stopping")?;
         let kind = match interest.followed()? {
             Followed::Map(kind) => kind,
+            Followed::Counter => {
+                let (name, member) = (interest.name.clone(), interest.member);
+                let sink = interest.on.then(|| {
+                    let sink: Arc<dyn crate::coordination::counters::CounterSink> =
+                        self.link(member, &from);
+                    sink
+                });
+                data.counters()
+                    .interest(name, member, interest.generation, sink)
+                    .await;
+                return Ok(Bytes::new());
+            }
             Followed::Topic => {
                 let (topic, member) = (&interest.name, interest.member);
                 if interest.on {
@@ -276,6 +290,24 @@ impl Reads {
         let frame = SharedFrame::from(relay.frame.to_vec());
         // The publisher is on another member: every local subscriber hears of it.
         data.topics().deliver(&relay.topic, 0, &frame);
+    }
+
+    /// This member's data path, while it runs.
+    pub fn data(&self) -> Option<Arc<DataPlane>> {
+        self.data.upgrade()
+    }
+
+    /// Tells `from` that this member's interest `generation` in `name` has ended (it
+    /// relayed under one that is over).
+    pub fn end_interest(
+        &self,
+        from: &PeerIdentity,
+        followed: Followed,
+        name: &str,
+        generation: u64,
+    ) {
+        let end = InterestWire::new(self.me(), followed, name, generation, false);
+        self.send_interest(from.addr.clone(), end);
     }
 
     /// Sends `interest` to the member at `addr`, retried a few times (it is idempotent).
@@ -385,6 +417,22 @@ pub struct RelayLink {
     addr: String,
     seq: Mutex<u64>,
     stats: Arc<RelayStats>,
+}
+
+impl RelayLink {
+    /// Queues a one-way frame to the member; whether the link took it.
+    pub fn send(&self, kind: u8, body: Bytes) -> bool {
+        let sent = self
+            .rpc
+            .send(&self.addr, Channel::Data, Frame::new(kind, body));
+        let counter = if sent.is_ok() {
+            &self.stats.counters_sent
+        } else {
+            &self.stats.dropped
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        sent.is_ok()
+    }
 }
 
 impl TopicSink for RelayLink {
@@ -506,6 +554,7 @@ async fn follow_members(reads: Weak<Reads>) {
             let member = *id;
             let _ = data.tell_shards(|| Request::ForgetMember { member }).await;
             data.topics().forget_member(member);
+            data.counters().forget_member(member).await;
             let mut links = reads.links.lock().unwrap_or_else(PoisonError::into_inner);
             links.retain(|(m, _), _| *m != member);
         }

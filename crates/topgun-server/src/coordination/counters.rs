@@ -9,10 +9,18 @@
 //!   sync that changes nothing is answered once the writes before it are durable.
 //! * Answers are never older than the durable state, so a crash cannot take back a value
 //!   a client has seen. The wire state carries both `{p, n}` and `{positive, negative}`.
+//! * In a cluster (CLUSTER.md §9) a counter lives on the member owning its name's
+//!   partition (its record is in `__topgun_counters` under the name). Another member
+//!   forwards requests and syncs to it ([`CounterPeers`]) and answers with the owner's
+//!   durable state; each subscription counts towards the member's interest in the counter,
+//!   and the owner relays every durable update to the interested members ([`CounterSink`]),
+//!   which tell their subscribers — so a counter reads the same on every member.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, OnceLock};
 
 use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 use topgun_core::PnCounter;
 use topgun_core::protocol::Message;
@@ -22,6 +30,8 @@ use crate::connection::ConnId;
 use crate::connection::fanout::{ConnHandle, Outbound};
 use crate::connection::outbox::SharedFrame;
 use crate::coordination::internal::{COUNTERS_MAP, InternalWriter, counter_to_value};
+use crate::data::forward::{Owner, writer_origin};
+use crate::data::peers::{Cluster, Followed};
 use crate::error::code::{BAD_REQUEST, TOO_LARGE, TOO_MANY, UNAVAILABLE};
 use crate::error::error;
 use crate::security::policy::{Action, Resource};
@@ -52,7 +62,39 @@ struct Counter {
     subscribers: Vec<ConnHandle>,
 }
 
-fn checked_name(name: &str) -> Result<(), Refusal> {
+/// A counter another member owns, as this member reaches it (cluster mode).
+pub trait CounterPeers: Send + Sync + std::fmt::Debug {
+    /// The member owning `name`'s partition, when it is not this one.
+    fn owner_elsewhere(&self, name: &str) -> Option<Owner>;
+
+    /// Asks `owner` for the counter's durable state, merging `sync` first (answered once
+    /// the merged state is durable); `author` is the asking connection here.
+    fn ask(
+        &self,
+        owner: Owner,
+        name: String,
+        sync: Option<PnCounter>,
+        author: ConnId,
+    ) -> BoxFuture<'static, Result<PnCounter, Refusal>>;
+}
+
+/// Where a counter's durable updates go for another member's subscribers.
+pub trait CounterSink: Send + Sync + std::fmt::Debug {
+    /// Sends one `COUNTER_UPDATE` frame under the receiver's interest `generation`; `except`
+    /// is the syncing connection on the receiver (0: none).
+    fn relay(&self, name: &str, generation: u64, except: ConnId, frame: &SharedFrame);
+}
+
+/// Another member's interest in a counter.
+#[derive(Debug, Clone)]
+struct Remote {
+    member: u64,
+    generation: u64,
+    sink: Arc<dyn CounterSink>,
+}
+
+/// A counter name's check: 1 to [`NAME_MAX_BYTES`] bytes.
+pub fn checked_name(name: &str) -> Result<(), Refusal> {
     if name.is_empty() || name.len() > NAME_MAX_BYTES {
         return Err((
             BAD_REQUEST,
@@ -89,17 +131,52 @@ enum Input {
         outcome: Result<(), String>,
     },
     Disconnect(ConnId),
+    /// The owner (another member) answered a request or sync made here.
+    Owner {
+        name: String,
+        sync: bool,
+        answer: Result<PnCounter, Refusal>,
+        reply: oneshot::Sender<Message>,
+    },
+    /// A durable update the owner relayed.
+    Relayed {
+        name: String,
+        state: PnCounter,
+        except: ConnId,
+    },
+    /// Another member asks this one, the owner: its answer is a `COUNTER_RESPONSE`, a
+    /// `COUNTER_UPDATE` once durable, or an `ERROR`.
+    Serve {
+        name: String,
+        sync: Option<PnCounter>,
+        author: ConnId,
+        reply: oneshot::Sender<Message>,
+    },
+    Interest {
+        name: String,
+        member: u64,
+        generation: u64,
+        /// `Some` begins the interest, `None` ends it.
+        sink: Option<Arc<dyn CounterSink>>,
+    },
+    ForgetMember(u64),
 }
 
 /// A handle on the counter task.
 #[derive(Debug, Clone)]
 pub struct Counters {
     tx: mpsc::Sender<Input>,
+    peers: Arc<OnceLock<Arc<dyn CounterPeers>>>,
 }
 
 impl Counters {
-    /// Starts the task over the counters recovered from storage.
-    pub fn start(recovered: Vec<(String, PnCounter)>, writer: InternalWriter) -> Self {
+    /// Starts the task over the counters recovered from storage; in a `cluster` (set once
+    /// the member starts) each subscription counts towards this member's interests.
+    pub fn start(
+        recovered: Vec<(String, PnCounter)>,
+        writer: InternalWriter,
+        cluster: Arc<OnceLock<Cluster>>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE_LEN);
         let counters = recovered
             .into_iter()
@@ -112,14 +189,84 @@ impl Counters {
                 (name, counter)
             })
             .collect();
+        let peers: Arc<OnceLock<Arc<dyn CounterPeers>>> = Arc::default();
         let task = Task {
             counters,
             by_conn: HashMap::new(),
             writer,
             me: tx.downgrade(),
+            peers: Arc::clone(&peers),
+            cluster,
+            remote: HashMap::new(),
         };
         tokio::spawn(task.run(rx));
-        Self { tx }
+        Self { tx, peers }
+    }
+
+    /// Cluster mode: counters other members own are reached through `peers`. Set once.
+    pub fn set_peers(&self, peers: Arc<dyn CounterPeers>) -> bool {
+        self.peers.set(peers).is_ok()
+    }
+
+    /// Another member asks this one (the owner) for a counter's state, merging `sync`
+    /// first: the answer, once durable.
+    pub async fn serve(&self, name: String, sync: Option<PnCounter>, author: ConnId) -> Message {
+        let (reply, answer) = oneshot::channel();
+        let input = Input::Serve {
+            name,
+            sync,
+            author,
+            reply,
+        };
+        let stopped = || error(UNAVAILABLE, "the counter service stopped");
+        if self.tx.send(input).await.is_err() {
+            return stopped();
+        }
+        answer.await.unwrap_or_else(|_| stopped())
+    }
+
+    /// A durable update the owner relayed, for this member's subscribers but `except`.
+    pub async fn relayed(&self, name: String, state: PnCounter, except: ConnId) {
+        let _ = self
+            .tx
+            .send(Input::Relayed {
+                name,
+                state,
+                except,
+            })
+            .await;
+    }
+
+    /// Like [`Counters::relayed`] without waiting (on the cluster's inbox loop): a full
+    /// queue drops the update, which the next one (the whole state again) makes good.
+    pub fn try_relayed(&self, name: String, state: PnCounter, except: ConnId) {
+        let _ = self.tx.try_send(Input::Relayed {
+            name,
+            state,
+            except,
+        });
+    }
+
+    /// Another member's interest in a counter began (`sink`) or ended.
+    pub async fn interest(
+        &self,
+        name: String,
+        member: u64,
+        generation: u64,
+        sink: Option<Arc<dyn CounterSink>>,
+    ) {
+        let input = Input::Interest {
+            name,
+            member,
+            generation,
+            sink,
+        };
+        let _ = self.tx.send(input).await;
+    }
+
+    /// A member left the cluster: relay it nothing more.
+    pub async fn forget_member(&self, member: u64) {
+        let _ = self.tx.send(Input::ForgetMember(member)).await;
     }
 
     /// `COUNTER_REQUEST`: the reply, in request order.
@@ -165,11 +312,20 @@ struct Task {
     by_conn: HashMap<ConnId, HashSet<String>>,
     writer: InternalWriter,
     me: mpsc::WeakSender<Input>,
+    /// Cluster mode: where counters other members own are asked.
+    peers: Arc<OnceLock<Arc<dyn CounterPeers>>>,
+    /// Cluster mode: this member's interests, which each subscription counts towards.
+    cluster: Arc<OnceLock<Cluster>>,
+    /// Other members interested in each counter owned here.
+    remote: HashMap<String, Vec<Remote>>,
 }
 
 impl Task {
     async fn run(mut self, mut rx: mpsc::Receiver<Input>) {
         while let Some(input) = rx.recv().await {
+            let Some(input) = self.forwarded(input) else {
+                continue;
+            };
             match input {
                 Input::Request { conn, name, reply } => {
                     let answer = self
@@ -194,6 +350,182 @@ impl Task {
                     outcome,
                 } => self.persisted(&name, generation, state, outcome),
                 Input::Disconnect(conn) => self.forget(conn),
+                other => self.cluster_input(other),
+            }
+        }
+    }
+
+    /// A request or sync of a counter another member owns: subscribed here, then asked of
+    /// the owner off the task (`None`). Anything else is returned to be served here.
+    fn forwarded(&mut self, input: Input) -> Option<Input> {
+        let (conn, name, sync, reply) = match input {
+            Input::Request { conn, name, reply } => (conn, name, None, reply),
+            Input::Sync {
+                conn,
+                name,
+                state,
+                reply,
+            } => (conn, name, Some(state), reply),
+            other => return Some(other),
+        };
+        let owner = self.peers.get().cloned();
+        let owner = owner.and_then(|p| Some((p.owner_elsewhere(&name)?, p)));
+        let Some((owner, peers)) = owner else {
+            return Some(match sync {
+                Some(state) => Input::Sync {
+                    conn,
+                    name,
+                    state,
+                    reply,
+                },
+                None => Input::Request { conn, name, reply },
+            });
+        };
+        if let Err((code, why)) = self.subscribe(&conn, &name) {
+            let _ = reply.send(error(code, why));
+            return None;
+        }
+        let asked = peers.ask(owner, name.clone(), sync.clone(), conn.id);
+        let me = self.me.clone();
+        tokio::spawn(async move {
+            let answer = asked.await;
+            if let Some(me) = me.upgrade() {
+                let sync = sync.is_some();
+                let input = Input::Owner {
+                    name,
+                    sync,
+                    answer,
+                    reply,
+                };
+                let _ = me.send(input).await;
+            }
+        });
+        None
+    }
+
+    /// What the cluster brings: owners' answers and relays, other members' asks and
+    /// interests.
+    fn cluster_input(&mut self, input: Input) {
+        match input {
+            Input::Owner {
+                name,
+                sync,
+                answer,
+                reply,
+            } => {
+                let answer = answer.map(|theirs| {
+                    let counter = self.counters.entry(name.clone()).or_default();
+                    let _ = counter.durable.merge(&theirs);
+                    let _ = counter.current.merge(&theirs);
+                    let state = state(&name, &counter.durable);
+                    if sync {
+                        Message::CounterUpdate(state)
+                    } else {
+                        Message::CounterResponse(state)
+                    }
+                });
+                let _ = reply.send(answer.unwrap_or_else(|(code, why)| error(code, why)));
+            }
+            Input::Relayed {
+                name,
+                state: theirs,
+                except,
+            } => self.relayed(&name, &theirs, except),
+            Input::Serve {
+                name,
+                sync,
+                author,
+                reply,
+            } => self.serve(&name, sync, author, reply),
+            Input::Interest {
+                name,
+                member,
+                generation,
+                sink,
+            } => self.interest(&name, member, generation, sink),
+            Input::ForgetMember(member) => self.remote.retain(|_, list| {
+                list.retain(|r| r.member != member);
+                !list.is_empty()
+            }),
+            _ => unreachable!("served by `run`"),
+        }
+    }
+
+    /// The owner's durable update: merged into what this member knows, told to its
+    /// subscribers but the one whose sync it answers (who was answered already).
+    fn relayed(&mut self, name: &str, theirs: &PnCounter, except: ConnId) {
+        let Some(counter) = self.counters.get_mut(name) else {
+            return; // nobody here listens any more
+        };
+        let _ = counter.durable.merge(theirs);
+        let _ = counter.current.merge(theirs);
+        let update = Message::CounterUpdate(state(name, &counter.durable));
+        offer(
+            name,
+            &mut counter.subscribers,
+            &SharedFrame::from(update.encode()),
+            |id| id == except,
+        );
+    }
+
+    /// Another member's ask of a counter owned here: answered at once, or (a sync) once
+    /// its merged state is durable.
+    fn serve(
+        &mut self,
+        name: &str,
+        sync: Option<PnCounter>,
+        author: ConnId,
+        reply: oneshot::Sender<Message>,
+    ) {
+        if let Err((code, why)) = checked_name(name) {
+            let _ = reply.send(error(code, why));
+            return;
+        }
+        if let Some(incoming) = sync {
+            let _ = self.merge_in(name, author, &incoming, reply);
+        } else {
+            let durable = self.counters.get(name).map(|c| c.durable.clone());
+            let answer = state(name, &durable.unwrap_or_default());
+            let _ = reply.send(Message::CounterResponse(answer));
+        }
+    }
+
+    fn interest(
+        &mut self,
+        name: &str,
+        member: u64,
+        generation: u64,
+        sink: Option<Arc<dyn CounterSink>>,
+    ) {
+        let list = self.remote.entry(name.to_owned()).or_default();
+        match sink {
+            Some(sink) => {
+                let interest = Remote {
+                    member,
+                    generation,
+                    sink,
+                };
+                match list.iter_mut().find(|r| r.member == member) {
+                    Some(held) if held.generation <= generation => *held = interest,
+                    Some(_) => {}
+                    None => list.push(interest),
+                }
+            }
+            None => list.retain(|r| r.member != member || r.generation > generation),
+        }
+        if list.is_empty() {
+            self.remote.remove(name);
+        }
+    }
+
+    /// Counts a subscription begun (`on`) or ended towards this member's interests.
+    fn follow(&self, name: &str, on: bool) {
+        if let Some(cluster) = self.cluster.get() {
+            let peers = cluster.peers.as_ref();
+            if on {
+                cluster.interests.join(peers, Followed::Counter, name);
+            } else {
+                cluster.interests.leave(peers, Followed::Counter, name);
             }
         }
     }
@@ -215,6 +547,7 @@ impl Task {
             names.insert(name.to_owned());
             let counter = self.counters.entry(name.to_owned()).or_default();
             counter.subscribers.push(conn.clone());
+            self.follow(name, true);
         }
         Ok(self.counters.entry(name.to_owned()).or_default())
     }
@@ -227,13 +560,22 @@ impl Task {
         incoming: &PnCounter,
         reply: oneshot::Sender<Message>,
     ) -> Result<(), Refusal> {
-        let counter = match self.subscribe(conn, name) {
-            Ok(counter) => counter,
-            Err((code, why)) => {
-                let _ = reply.send(error(code, why.clone()));
-                return Err((code, why));
-            }
-        };
+        if let Err((code, why)) = self.subscribe(conn, name) {
+            let _ = reply.send(error(code, why.clone()));
+            return Err((code, why));
+        }
+        self.merge_in(name, conn.id, incoming, reply)
+    }
+
+    /// Merges `author`'s state into the counter; the answer waits for durability.
+    fn merge_in(
+        &mut self,
+        name: &str,
+        author: ConnId,
+        incoming: &PnCounter,
+        reply: oneshot::Sender<Message>,
+    ) -> Result<(), Refusal> {
+        let counter = self.counters.entry(name.to_owned()).or_default();
         let new_nodes = |ours: &std::collections::BTreeMap<String, f64>,
                          theirs: &std::collections::BTreeMap<String, f64>| {
             ours.len() + theirs.keys().filter(|k| !ours.contains_key(*k)).count()
@@ -259,11 +601,11 @@ impl Task {
             let (generation, merged) = (counter.generation, counter.current.clone());
             self.persist(name, generation, merged);
         }
-        let counter = self.counters.get_mut(name).expect("subscribed above");
+        let counter = self.counters.get_mut(name).expect("merged above");
         if counter.durable_generation >= counter.generation {
             let _ = reply.send(Message::CounterUpdate(state(name, &counter.durable)));
         } else {
-            counter.waiting.push((counter.generation, conn.id, reply));
+            counter.waiting.push((counter.generation, author, reply));
         }
         Ok(())
     }
@@ -324,20 +666,17 @@ impl Task {
             let _ = reply.send(update.clone());
         }
         let frame = SharedFrame::from(update.encode());
-        counter.subscribers.retain(|conn| {
-            let may_read = || {
-                conn.access()
-                    .decide(Resource::Counter, name, Action::Read)
-                    .allowed()
-            };
-            answered.contains(&conn.id)
-                || !may_read()
-                || !matches!(
-                    conn.offer(frame.clone()),
-                    crate::connection::fanout::Offer::Gone
-                        | crate::connection::fanout::Offer::Kicked
-                )
+        offer(name, &mut counter.subscribers, &frame, |id| {
+            answered.contains(&id)
         });
+        for r in self.remote.get(name).into_iter().flatten() {
+            // The member whose connection synced is told which one: it was answered.
+            let except = answered
+                .iter()
+                .find_map(|a| writer_origin(*a).filter(|(m, _)| *m == r.member))
+                .map_or(0, |(_, conn)| conn);
+            r.sink.relay(name, r.generation, except, &frame);
+        }
     }
 
     /// Drops a closed connection's subscriptions, and the counters it only asked about:
@@ -345,15 +684,44 @@ impl Task {
     /// made-up names cannot pile up).
     fn forget(&mut self, conn: ConnId) {
         for name in self.by_conn.remove(&conn).unwrap_or_default() {
+            self.follow(&name, false);
             if let Some(counter) = self.counters.get_mut(&name) {
                 counter.subscribers.retain(|c| c.id != conn);
+                // A counter another member owns is only a cache for subscribers here.
+                let elsewhere = self
+                    .peers
+                    .get()
+                    .is_some_and(|p| p.owner_elsewhere(&name).is_some());
                 let unused = counter.subscribers.is_empty()
-                    && counter.generation == 0
-                    && counter.durable == PnCounter::new();
+                    && (elsewhere
+                        || counter.generation == 0 && counter.durable == PnCounter::new());
                 if unused {
                     self.counters.remove(&name);
                 }
             }
         }
     }
+}
+
+/// Offers a `COUNTER_UPDATE` frame to the subscribers `skip` does not name (and that may
+/// read the counter); forgets those that are gone or were kicked.
+fn offer(
+    name: &str,
+    subscribers: &mut Vec<ConnHandle>,
+    frame: &SharedFrame,
+    skip: impl Fn(ConnId) -> bool,
+) {
+    subscribers.retain(|conn| {
+        let may_read = || {
+            conn.access()
+                .decide(Resource::Counter, name, Action::Read)
+                .allowed()
+        };
+        skip(conn.id)
+            || !may_read()
+            || !matches!(
+                conn.offer(frame.clone()),
+                crate::connection::fanout::Offer::Gone | crate::connection::fanout::Offer::Kicked
+            )
+    });
 }

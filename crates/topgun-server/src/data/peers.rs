@@ -76,6 +76,7 @@ pub enum ReadPart {
 pub enum Followed {
     Map(MapKind),
     Topic,
+    Counter,
 }
 
 impl From<MapKind> for Followed {

@@ -138,6 +138,11 @@ impl DataPlane {
         &self.coordination.topics
     }
 
+    /// The counters (cluster mode: reached on their owners).
+    pub fn counters(&self) -> &crate::coordination::counters::Counters {
+        &self.coordination.counters
+    }
+
     /// Closes the local subscribers of a map whose relayed events were lost.
     pub async fn kick_followers(&self, kind: MapKind, map: String) -> Result<(), ShardGone> {
         let shard = relay_shard(&map, self.shards.count());
