@@ -16,6 +16,7 @@ use crate::clock::now_ms;
 use crate::cluster::forwarder::{Forwarder, LocalWrites};
 use crate::cluster::maps::{MapPublisher, MapPush, MapWatch};
 use crate::cluster::node::{ClusterNode, NodeSetup};
+use crate::cluster::resume::RaftDir;
 use crate::config::ClusterConfig;
 use crate::error;
 use crate::http;
@@ -374,10 +375,11 @@ impl Server {
         let listener = TcpListener::bind(config.bind).await.map_err(listen)?;
         let addr = listener.local_addr().map_err(listen)?;
         let (publisher, maps) = MapPublisher::new();
-        let member = config
-            .cluster
-            .clone()
-            .map(|c| (c, config.node_id.as_str().to_owned()));
+        let member = config.cluster.clone().map(|c| Member {
+            config: c,
+            name: config.node_id.as_str().to_owned(),
+            raft_dir: raft_dir(&config),
+        });
         let session = Arc::new(session_config(&config, addr, maps));
         let (shutdown, _) = watch::channel(false);
         let settings = node_settings(&config, addr, Arc::clone(data.queue_gate()));
@@ -537,15 +539,41 @@ fn cluster_session(config: &ClusterConfig, maps: MapWatch) -> ClusterSession {
 }
 
 /// In cluster mode: starts this member and routes writes it does not own through it.
+/// What a cluster member starts with.
+struct Member {
+    config: ClusterConfig,
+    name: String,
+    raft_dir: Option<RaftDir>,
+}
+
+/// Where a member keeps its Raft log: the data directory, unless the storage backend
+/// writes nothing anywhere.
+fn raft_dir(config: &Config) -> Option<RaftDir> {
+    match config.storage.backend {
+        Backend::Memory => None,
+        Backend::Redb | Backend::Postgres => Some(RaftDir(config.storage.data_dir.clone())),
+    }
+}
+
 async fn start_cluster(
-    member: Option<(ClusterConfig, String)>,
+    member: Option<Member>,
     client_port: u16,
     shared: &Arc<Shared>,
     publisher: MapPublisher,
 ) -> Result<(), StartError> {
-    let Some((cluster, node_id)) = member else {
+    let Some(Member {
+        config: cluster,
+        name: node_id,
+        raft_dir,
+    }) = member
+    else {
         return Ok(());
     };
+    if let Some(RaftDir(dir)) = &raft_dir
+        && let Err(error) = std::fs::create_dir_all(dir)
+    {
+        tracing::error!(dir = %dir.display(), %error, "cannot create the data directory");
+    }
     // Checked when the configuration was read: a member name has no `:`.
     let Ok(name) = topgun_cluster::ids::MemberName::new(&node_id) else {
         return Ok(());
@@ -558,6 +586,7 @@ async fn start_cluster(
         client_port,
         local: Arc::clone(&local),
         data: Arc::downgrade(&shared.data),
+        raft_dir,
     };
     let node = ClusterNode::start(setup, publisher, routes).await?;
     let forward = Forwarder::new(

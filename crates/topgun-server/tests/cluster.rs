@@ -127,6 +127,99 @@ async fn writes_through_any_member_are_acked_and_land_on_their_owners() {
     assert_eq!(value("topgun_cluster_forward_failures_total"), 0);
 }
 
+/// A cluster client as the TS client's `ClusterClient` routes (CLUSTER.md §15.3): the map
+/// from a seed, one connection per listed member, each key's write sent to its partition's
+/// owner by the same hash (`fnv1a(key) % 271`), the seed when the owner is not connected.
+struct Routing {
+    map: PartitionMap,
+    pool: BTreeMap<String, Client>,
+    direct: usize,
+    misses: usize,
+}
+
+impl Routing {
+    async fn connect(seed: SocketAddr) -> Self {
+        let map = common::cluster::map_of(seed)
+            .await
+            .expect("a map from the seed");
+        let mut pool = BTreeMap::new();
+        for node in &map.nodes {
+            let url = node.endpoints.websocket.to_string();
+            let addr: SocketAddr = url.trim_start_matches("ws://").parse().unwrap();
+            pool.insert(node.node_id.to_string(), connect(addr, "/").await);
+        }
+        Self {
+            map,
+            pool,
+            direct: 0,
+            misses: 0,
+        }
+    }
+
+    /// Sends one write to its key's owner (or the first member, counted as a miss) and
+    /// waits for its ack.
+    async fn write(&mut self, id: u64, key: &str, hlc: &mut Hlc) {
+        let pid = topgun_core::hash::partition_id(key) as usize;
+        let owner = self.map.partitions[pid].owner_node_id.to_string();
+        let name = if self.pool.contains_key(&owner) {
+            self.direct += 1;
+            owner
+        } else {
+            self.misses += 1;
+            self.pool.keys().next().unwrap().clone()
+        };
+        let c = self.pool.get_mut(&name).unwrap();
+        let op = put_op(id, "routed", key, Value::from(id), hlc.now(now_ms()));
+        send(c, &common::op_batch(vec![op])).await;
+        loop {
+            match recv_any(c).await.unwrap() {
+                Message::OpAck(ack) => {
+                    assert_eq!(ack.last_id, id.to_string());
+                    return;
+                }
+                Message::OpRejected(r) => panic!("rejected: {r:?}"),
+                Message::Error(e) => panic!("error (never NOT_OWNER): {e:?}"),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// A TS-style cluster client routing by the partition hash: every write goes straight to
+/// its owner — no member forwards any, none is refused.
+#[tokio::test]
+async fn a_client_routing_by_the_partition_hash_writes_straight_to_the_owners() {
+    let cwd = tempfile::tempdir().unwrap();
+    let (members, _) = start_cluster(3, cwd.path());
+    agreed(
+        &all(&members),
+        &names_of(&all(&members)),
+        Duration::from_secs(5),
+    )
+    .await;
+    let mut client = Routing::connect(members[1].served.addr).await;
+    assert_eq!(client.pool.len(), 3, "one connection per member");
+    let mut hlc = Hlc::new(NodeId::new("router").unwrap());
+    for i in 1..=100 {
+        client.write(i, &format!("r{i}"), &mut hlc).await;
+    }
+    assert_eq!((client.direct, client.misses), (100, 0));
+    for m in &members {
+        let forwarded = metric(m.served.addr, "topgun_cluster_forwarded_writes_total");
+        assert_eq!(
+            forwarded, 0,
+            "{} forwarded nothing: each write was its own",
+            m.name
+        );
+        assert_eq!(
+            metric(m.served.addr, "topgun_cluster_forward_failures_total"),
+            0
+        );
+    }
+    let keys = common::read_map(members[0].served.addr, "routed").await;
+    assert_eq!(keys.len(), 100);
+}
+
 /// One value of a member's `/metrics`.
 fn metric(addr: SocketAddr, name: &str) -> u64 {
     let (_, metrics) = common::http_get(addr, "/metrics");
@@ -257,6 +350,61 @@ async fn a_killed_leader_leaves_every_map_within_5_s_and_its_restart_is_back_wit
     members.push(start_member(leader, &ports, cwd.path()));
     agreed(&all(&members), &everyone, Duration::from_secs(5)).await;
     eprintln!("restart back in every map after {:?}", restarted.elapsed());
+}
+
+/// Durable members (the default store, each in its own data directory): one killed and
+/// restarted at once resumes on its kept Raft log — same partitions, its records still
+/// there; one restarted after the cluster removed it joins again as a new member.
+#[tokio::test]
+async fn a_durable_member_restarted_at_once_resumes_and_one_removed_meanwhile_joins_again() {
+    let cwd = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let ports: Vec<u16> = (0..3).map(|_| common::cluster::free_port()).collect();
+    let start = |i| common::cluster::start_member_with(i, &ports, cwd.path(), Some(data.path()));
+    let mut members: Vec<Member> = (0..3).map(start).collect();
+    let everyone = names_of(&all(&members));
+    let before = agreed(&all(&members), &everyone, Duration::from_secs(5)).await;
+    let mut writer = connect(members[0].served.addr, "/").await;
+    let mut hlc = Hlc::new(NodeId::new("w").unwrap());
+    let ops = (1..=60)
+        .map(|i| {
+            put_op(
+                i,
+                "kept",
+                &format!("k{i}"),
+                Value::from(i),
+                hlc.now(now_ms()),
+            )
+        })
+        .collect();
+    send(&mut writer, &common::op_batch(ops)).await;
+    while !matches!(recv_any(&mut writer).await.unwrap(), Message::OpAck(_)) {}
+    // A follower, so that no election stands between the kill and the rejoin.
+    let victim = members
+        .iter()
+        .position(|m| metric(m.served.addr, "topgun_cluster_is_leader") == 0)
+        .expect("a follower");
+    let killed = members.remove(victim);
+    drop(killed);
+    members.insert(victim, start(victim));
+    let after = agreed(&all(&members), &everyone, Duration::from_secs(5)).await;
+    assert_eq!(
+        owners(&after),
+        owners(&before),
+        "it resumed: the table did not change"
+    );
+    let keys = common::read_map(members[0].served.addr, "kept").await;
+    assert_eq!(keys.len(), 60, "its records were kept on its disk");
+    // Stopped until the cluster removes it, then started again: a new member.
+    let killed = members.remove(victim);
+    let name = killed.name.clone();
+    drop(killed);
+    let rest: Vec<&Member> = members.iter().collect();
+    agreed(&rest, &names_of(&rest), Duration::from_secs(6)).await;
+    members.insert(victim, start(victim));
+    let again = agreed(&all(&members), &everyone, Duration::from_secs(8)).await;
+    assert!(again.version > after.version);
+    assert!(names(&again).contains(&name));
 }
 
 /// Reads `c` for `for_how_long`, answering the server's WebSocket pings (the client library

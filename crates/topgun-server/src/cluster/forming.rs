@@ -74,7 +74,7 @@ pub(crate) async fn form(node: Weak<ClusterNode>) {
 }
 
 /// Every seed's status, or `None` for one that did not answer.
-async fn ask_seeds(node: &Arc<ClusterNode>) -> Vec<(String, Option<Status>)> {
+pub(crate) async fn ask_seeds(node: &Arc<ClusterNode>) -> Vec<(String, Option<Status>)> {
     let body = wire::encode(&StatusWire::of(&node.status()));
     let seeds = seed_addrs(node).await;
     let asks = seeds.into_iter().map(|seed| {

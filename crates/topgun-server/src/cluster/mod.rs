@@ -15,6 +15,7 @@
 //! * [`reads`]: reads gathered from every member, interests and relayed events and topic
 //!   messages (§9), whose bytes are [`read_wire`]'s; [`counters`]: counters asked of their
 //!   owners, their updates relayed;
+//! * [`resume`]: a durable member's kept Raft log, resumed after a restart or cleared;
 //! * [`node`]: one member — forming (`forming`), its Raft node, the leader's duties
 //!   (`duties`), graceful leave; [`wire`] holds the control channel's own messages.
 //!
@@ -33,6 +34,7 @@ pub mod node;
 mod peer_rpc;
 pub mod read_wire;
 pub mod reads;
+pub mod resume;
 pub mod routes;
 pub mod rpc;
 pub mod transport;

@@ -8,8 +8,10 @@
 //! published. The leader's duties (voters, liveness) run in [`super::duties`]. On SIGTERM
 //! [`ClusterNode::leave`] takes the member out of the table before the process exits.
 //!
-//! Raft state is kept in memory: a restarted member comes back as a new incarnation of its
-//! name, which the state machine admits in place of the old one (CLUSTER.md §3.4).
+//! Raft state is kept in `<data dir>/raft.redb` with a storage backend that writes a data
+//! directory, in memory otherwise. A restarted member with kept state resumes on it when
+//! its cluster still lists it ([`super::resume`]); any other comes back as a new incarnation
+//! of its name, which the state machine admits in place of the old one (CLUSTER.md §3.4).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -32,6 +34,7 @@ use super::frame::Frame;
 use super::hello::{Channel, Credentials, PeerIdentity};
 use super::maps::MapPublisher;
 use super::reads::{EVENT_RELAY, FWD_READ, INTEREST, Reads, TOPIC_RELAY};
+use super::resume::{Identity, RaftDir};
 use super::routes::{Routes, RoutesWatch};
 use super::rpc::{Handler, Rpc};
 use super::transport::Transport;
@@ -49,6 +52,9 @@ pub struct NodeSetup {
     pub local: Arc<dyn LocalWrites>,
     /// This member's data path, which serves other members' reads and relayed events.
     pub data: Weak<crate::data::plane::DataPlane>,
+    /// Where the Raft log is kept (`None`: in memory, with a storage backend that writes
+    /// nothing).
+    pub raft_dir: Option<RaftDir>,
 }
 
 impl std::fmt::Debug for NodeSetup {
@@ -71,6 +77,9 @@ pub struct ClusterNode {
     routes: watch::Sender<Option<Arc<Routes>>>,
     local: Arc<dyn LocalWrites>,
     reads: Arc<Reads>,
+    raft_dir: Option<RaftDir>,
+    /// Whether the identity file names the cluster this member is in.
+    identity_kept: std::sync::atomic::AtomicBool,
     /// The leader's record of when each member was last heard (by Raft id).
     pub(super) heard: Mutex<HashMap<u64, Instant>>,
     /// When each member (by name) last sent this one a Raft message: a follower's measure of
@@ -125,6 +134,7 @@ impl ClusterNode {
             client_port,
             local,
             data,
+            raft_dir,
         } = setup;
         let incarnation = Incarnation(rand::random());
         let creds = Credentials {
@@ -166,12 +176,14 @@ impl ClusterNode {
                 routes,
                 local,
                 reads,
+                raft_dir: raft_dir.clone(),
+                identity_kept: std::sync::atomic::AtomicBool::new(false),
                 heard: Mutex::new(HashMap::new()),
                 raft_heard: Mutex::new(HashMap::new()),
                 tasks: Mutex::new(Vec::new()),
             }
         });
-        node.spawn(super::forming::form(Arc::downgrade(&node)));
+        node.begin();
         node.spawn(publish(Arc::downgrade(&node)));
         node.spawn(super::duties::run(Arc::downgrade(&node)));
         tracing::info!(
@@ -180,6 +192,22 @@ impl ClusterNode {
             "cluster member listening"
         );
         Ok(node)
+    }
+
+    /// Resumes on a kept Raft log when there is one of this member's, else forms.
+    fn begin(self: &Arc<Self>) {
+        let name = self.me.name.as_str();
+        let kept = self.raft_dir.as_ref().and_then(|dir| dir.read(name));
+        if let (Some(dir), Some(identity)) = (&self.raft_dir, kept) {
+            let resume = super::resume::resume_or_form(Arc::downgrade(self), dir.clone(), identity);
+            self.spawn(resume);
+            return;
+        }
+        if let Some(dir) = &self.raft_dir {
+            // A log without its identity (or another member's) is not resumed.
+            let _ = dir.clear();
+        }
+        self.spawn(super::forming::form(Arc::downgrade(self)));
     }
 
     fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
@@ -290,7 +318,11 @@ impl ClusterNode {
         let rpc: Arc<dyn topgun_control::PeerRpc> =
             Arc::new(super::peer_rpc::RaftRpc(Arc::clone(&self.rpc)));
         let config = control_config(&self.config);
-        match RaftControl::open(id, addr, config, &Storage::Memory, rpc).await {
+        let storage = self
+            .raft_dir
+            .as_ref()
+            .map_or(Storage::Memory, |dir| Storage::Redb(dir.log()));
+        match RaftControl::open(id, addr, config, &storage, rpc).await {
             Ok(control) => {
                 let control = Arc::new(control);
                 let mut kept = None;
@@ -336,8 +368,35 @@ impl ClusterNode {
         let _ = tokio::time::timeout(Duration::from_millis(300), control.shutdown()).await;
     }
 
+    /// Counts member `raft_id` as heard now (the leader's liveness record).
+    pub(super) fn heard_now(&self, raft_id: u64) {
+        self.heard
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(raft_id, Instant::now());
+    }
+
+    /// Keeps whose the Raft log is, once this member is in a cluster (durable members).
+    fn keep_identity(&self, cluster: &Cluster, me: RaftId) {
+        use std::sync::atomic::Ordering;
+        let Some(dir) = &self.raft_dir else { return };
+        if self.identity_kept.load(Ordering::Relaxed) {
+            return;
+        }
+        let identity = Identity {
+            name: self.me.name.as_str().to_owned(),
+            raft_id: me.0,
+            cluster_uuid: cluster.uuid().0.to_string(),
+        };
+        match dir.write(&identity) {
+            Ok(()) => self.identity_kept.store(true, Ordering::Relaxed),
+            Err(e) => tracing::error!(error = %e, "could not keep the member's identity"),
+        }
+    }
+
     /// Publishes `cluster` to clients and to the router.
     fn apply(&self, cluster: &Cluster, me: RaftId) {
+        self.keep_identity(cluster, me);
         self.publisher.publish(cluster, now_ms());
         let stale = self
             .routes
@@ -413,6 +472,7 @@ impl Handler for NodeHandler {
                 wire::STATUS => Ok(Bytes::from(wire::encode(&StatusWire::of(&node.status())))),
                 wire::BOOTSTRAP => super::forming::on_bootstrap(&node, &body).await,
                 wire::JOIN => super::duties::on_join(&node, &body).await,
+                wire::REJOIN => super::resume::on_rejoin(&node, &body).await,
                 FWD_WRITES => serve_part(node.routes(), Arc::clone(&node.local), body).await,
                 FWD_READ => node.reads.serve_read(from, body).await,
                 INTEREST => node.reads.serve_interest(from, body).await,

@@ -16,6 +16,9 @@ pub const STATUS: u8 = 2;
 pub const BOOTSTRAP: u8 = 3;
 /// [`StatusWire`] for [`JoinReply`]: admit a member into a running cluster.
 pub const JOIN: u8 = 4;
+/// `(name, Raft id)` for [`super::resume::RejoinReply`]: may a restarted member resume on
+/// its kept log?
+pub const REJOIN: u8 = 5;
 /// One-way: `u64` Raft id of a live member, to the leader.
 pub const HEARTBEAT: u8 = super::rpc::FIRST_MESSAGE_KIND;
 

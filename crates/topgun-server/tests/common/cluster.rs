@@ -33,6 +33,16 @@ pub(crate) fn start_cluster(n: usize, cwd: &std::path::Path) -> (Vec<Member>, Ve
 }
 
 pub(crate) fn start_member(i: usize, cluster_ports: &[u16], cwd: &std::path::Path) -> Member {
+    start_member_with(i, cluster_ports, cwd, None)
+}
+
+/// Member `i`; with `data`, durable (the default store) in `data/n{i + 1}`.
+pub(crate) fn start_member_with(
+    i: usize,
+    cluster_ports: &[u16],
+    cwd: &std::path::Path,
+    data: Option<&std::path::Path>,
+) -> Member {
     let seeds: Vec<String> = cluster_ports
         .iter()
         .enumerate()
@@ -40,15 +50,23 @@ pub(crate) fn start_member(i: usize, cluster_ports: &[u16], cwd: &std::path::Pat
         .map(|(_, p)| format!("127.0.0.1:{p}"))
         .collect();
     let name = format!("n{}", i + 1);
-    let served = serve_binary(
-        binary()
-            .current_dir(cwd)
-            .env("TOPGUN_NO_AUTH", "true")
-            .env("STORAGE_BACKEND", "null")
-            .args(["--node-id", &name])
-            .args(["--cluster-port", &cluster_ports[i].to_string()])
-            .args(["--seed-nodes", &seeds.join(",")]),
-    );
+    let mut command = binary();
+    command
+        .current_dir(cwd)
+        .env("TOPGUN_NO_AUTH", "true")
+        .args(["--node-id", &name])
+        .args(["--cluster-port", &cluster_ports[i].to_string()])
+        .args(["--seed-nodes", &seeds.join(",")]);
+    match data {
+        Some(root) => {
+            let dir = root.join(&name);
+            command.args(["--data-dir".as_ref(), dir.as_os_str()]);
+        }
+        None => {
+            command.env("STORAGE_BACKEND", "null");
+        }
+    }
+    let served = serve_binary(&mut command);
     Member { name, served }
 }
 
