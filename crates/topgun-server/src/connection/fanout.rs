@@ -175,7 +175,16 @@ pub struct Relay {
 pub struct Subscribers {
     lww: HashMap<String, Vec<ConnHandle>>,
     or: HashMap<String, Vec<ConnHandle>>,
-    relays: HashMap<(MapKind, String), Vec<Relay>>,
+    /// Other members' interests, by kind then map (looked up by `&str`: publishing
+    /// allocates nothing).
+    relays: [HashMap<String, Vec<Relay>>; 2],
+}
+
+fn kind_index(kind: MapKind) -> usize {
+    match kind {
+        MapKind::Lww => 0,
+        MapKind::Or => 1,
+    }
 }
 
 /// What a fan-out did, for metrics.
@@ -242,7 +251,9 @@ impl Subscribers {
     /// Relays the map's events to `relay`'s member from now on (replacing an older interest
     /// of the same member; an older generation than the one held changes nothing).
     pub fn add_relay(&mut self, kind: MapKind, map: &str, relay: Relay) {
-        let relays = self.relays.entry((kind, map.to_owned())).or_default();
+        let relays = self.relays[kind_index(kind)]
+            .entry(map.to_owned())
+            .or_default();
         match relays.iter_mut().find(|r| r.member == relay.member) {
             Some(held) if held.generation <= relay.generation => *held = relay,
             Some(_) => {}
@@ -252,21 +263,23 @@ impl Subscribers {
 
     /// Ends `member`'s interest `generation` in the map (and any older one it still holds).
     pub fn remove_relay(&mut self, kind: MapKind, map: &str, member: u64, generation: u64) {
-        let key = (kind, map.to_owned());
-        if let Some(relays) = self.relays.get_mut(&key) {
+        let table = &mut self.relays[kind_index(kind)];
+        if let Some(relays) = table.get_mut(map) {
             relays.retain(|r| r.member != member || r.generation > generation);
             if relays.is_empty() {
-                self.relays.remove(&key);
+                table.remove(map);
             }
         }
     }
 
     /// Drops every interest of a member that left the cluster (or restarted).
     pub fn forget_member(&mut self, member: u64) {
-        self.relays.retain(|_, relays| {
-            relays.retain(|r| r.member != member);
-            !relays.is_empty()
-        });
+        for table in &mut self.relays {
+            table.retain(|_, relays| {
+                relays.retain(|r| r.member != member);
+                !relays.is_empty()
+            });
+        }
     }
 
     /// Offers `event` to every subscriber of the map but `except` (the writer), as each may
@@ -282,7 +295,7 @@ impl Subscribers {
         event: &Message,
     ) -> Delivery {
         let mut frames = Frames::new(event);
-        if let Some(relays) = self.relays.get(&(kind, map.to_owned())) {
+        if let Some(relays) = self.relays[kind_index(kind)].get(map) {
             let frame = frames.full();
             for relay in relays {
                 let theirs = match writer_origin(except) {
@@ -349,7 +362,7 @@ impl Subscribers {
         table
             .get(map)
             .is_some_and(|subs| subs.iter().any(|c| c.id != except))
-            || self.relays.contains_key(&(kind, map.to_owned()))
+            || self.relays[kind_index(kind)].contains_key(map)
     }
 
     /// Closes every local subscriber of the map as a slow consumer for `reason` (they
@@ -474,6 +487,60 @@ mod tests {
         subs.forget(b.id);
         subs.publish(MapKind::Lww, "m", 0, &frame);
         assert_eq!((frames(&a), frames(&b)), (1, 0));
+    }
+
+    /// A member's link, as a shard sees it: what it relayed, under which generation,
+    /// naming which writer.
+    #[derive(Debug, Default)]
+    struct Link(std::sync::Mutex<Vec<(String, u64, ConnId)>>);
+
+    impl RelaySink for Link {
+        fn relay(&self, _: MapKind, map: &str, generation: u64, except: ConnId, _: &SharedFrame) {
+            self.0
+                .lock()
+                .unwrap()
+                .push((map.to_owned(), generation, except));
+        }
+    }
+
+    #[test]
+    fn members_interested_in_a_map_get_its_events_naming_their_own_writer() {
+        let link = Arc::new(Link::default());
+        let relay = |member, generation| Relay {
+            member,
+            generation,
+            sink: link.clone(),
+        };
+        let mut subs = Subscribers::default();
+        assert!(!subs.has_subscribers(MapKind::Lww, "m", 0));
+        subs.add_relay(MapKind::Lww, "m", relay(2, 5));
+        assert!(
+            subs.has_subscribers(MapKind::Lww, "m", 0),
+            "a member listens"
+        );
+        let frame = event();
+        let theirs = crate::data::forward::remote_writer(2, 7);
+        subs.publish(MapKind::Lww, "m", theirs, &frame);
+        subs.publish(
+            MapKind::Lww,
+            "m",
+            crate::data::forward::remote_writer(3, 7),
+            &frame,
+        );
+        subs.publish(MapKind::Or, "m", 0, &frame);
+        subs.add_relay(MapKind::Lww, "m", relay(2, 4));
+        subs.remove_relay(MapKind::Lww, "m", 2, 4);
+        subs.publish(MapKind::Lww, "m", 9, &frame);
+        assert_eq!(
+            *link.0.lock().unwrap(),
+            [("m".into(), 5, 7), ("m".into(), 5, 0), ("m".into(), 5, 0)],
+            "its own connection named; an older interest neither replaces nor ends it"
+        );
+        subs.remove_relay(MapKind::Lww, "m", 2, 5);
+        assert!(!subs.has_subscribers(MapKind::Lww, "m", 0));
+        subs.add_relay(MapKind::Or, "o", relay(3, 1));
+        subs.forget_member(3);
+        assert!(!subs.has_subscribers(MapKind::Or, "o", 0));
     }
 
     #[test]
