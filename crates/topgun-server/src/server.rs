@@ -604,6 +604,12 @@ async fn start_cluster(
         routes: node.routes(),
     };
     shared.data.counters().set_peers(Arc::new(counters));
+    let locks = crate::cluster::locks::RemoteLocks {
+        rpc: Arc::clone(node.rpc()),
+        routes: node.routes(),
+        dropped: std::sync::atomic::AtomicU64::new(0),
+    };
+    shared.data.locks().set_peers(Arc::new(locks));
     let _ = shared.member.set((node, stats));
     Ok(())
 }

@@ -2,7 +2,8 @@
 //! and a live query from any member answer as a single node does for the same writes; an
 //! event written through one member reaches a subscriber on another — not the writer — with
 //! its latency reported; topic messages reach subscribers on every member; a counter synced
-//! through every member reads as on a single node.
+//! through every member reads as on a single node; a lock is held by one client across all
+//! members, its fencing tokens increasing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -19,8 +20,8 @@ use common::{
 use topgun_core::protocol::Message;
 use topgun_core::protocol::enums::{ChangeType, PredicateOp, SortDirection};
 use topgun_core::protocol::messages::{
-    ClientOp, CounterRequest, CounterState, MerkleReqBucket, OrMapDiffRequest, OrMapSyncInit,
-    QuerySub, SyncInit, TopicPub, TopicRef,
+    ClientOp, CounterRequest, CounterState, LockRelease, LockRequest, MerkleReqBucket,
+    OrMapDiffRequest, OrMapSyncInit, QuerySub, SyncInit, TopicPub, TopicRef,
 };
 use topgun_core::protocol::query::{PredicateNode, Query, Sort, SortField};
 use topgun_core::{NodeId, OrRecord, PnCounter, Timestamp, Value};
@@ -638,4 +639,96 @@ async fn a_counter_synced_through_every_member_reads_as_on_a_single_node() {
     for c in &mut clients {
         assert!((read_counter(c).await - last_alone).abs() < f64::EPSILON);
     }
+}
+
+/// Asks for lock `job` on `c` under `request_id`.
+async fn ask_lock(c: &mut Client, request_id: &str) {
+    let request = LockRequest {
+        request_id: request_id.into(),
+        name: "job".into(),
+        ttl: None,
+    };
+    send(c, &Message::LockRequest(request)).await;
+}
+
+/// The fencing token `c` is granted within `within`, if any.
+async fn granted(c: &mut Client, within: Duration) -> Option<u64> {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, recv_any(c)).await {
+            Ok(Ok(Message::LockGranted(g))) => return Some(g.fencing_token),
+            Ok(Ok(Message::Error(e))) => panic!("error: {e:?}"),
+            Ok(Ok(_)) => {}
+            Ok(Err(code)) => panic!("closed: {code:?}"),
+            Err(_) => return None,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_lock_is_held_by_one_client_across_all_members_with_increasing_tokens() {
+    let cwd = tempfile::tempdir().unwrap();
+    let (members, _) = start_cluster(3, cwd.path());
+    agreed(
+        &all(&members),
+        &names_of(&all(&members)),
+        Duration::from_secs(5),
+    )
+    .await;
+    let mut clients = Vec::new();
+    for m in &members {
+        clients.push(connect(m.served.addr, "/").await);
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        ask_lock(c, &format!("r{i}")).await;
+    }
+    let short = Duration::from_millis(700);
+    let mut holders = Vec::new();
+    for (i, c) in clients.iter_mut().enumerate() {
+        if let Some(token) = granted(c, short).await {
+            holders.push((i, token));
+        }
+    }
+    assert_eq!(
+        holders.len(),
+        1,
+        "one holder across the members: {holders:?}"
+    );
+    let (first, token) = holders[0];
+    // Released: the next in line, on another member, gets a greater token.
+    let release = LockRelease {
+        request_id: Some("free".into()),
+        name: "job".into(),
+        fencing_token: token,
+    };
+    send(&mut clients[first], &Message::LockRelease(release)).await;
+    let released = reply(&mut clients[first], |m| match m {
+        Message::LockReleased(r) => Some(r.success),
+        _ => None,
+    })
+    .await;
+    assert!(released);
+    let mut next = Vec::new();
+    for (i, c) in clients.iter_mut().enumerate().filter(|(i, _)| *i != first) {
+        if let Some(t) = granted(c, short).await {
+            next.push((i, t));
+        }
+    }
+    assert_eq!(next.len(), 1, "one next holder: {next:?}");
+    assert!(
+        next[0].1 > token,
+        "tokens increase: {token} then {}",
+        next[0].1
+    );
+    // Its connection closes: the last one in line is granted, with a greater token still.
+    let (second, second_token) = next[0];
+    let last = (0..3).find(|i| *i != first && *i != second).unwrap();
+    drop(clients.remove(second));
+    let last = if last > second { last - 1 } else { last };
+    let third = granted(&mut clients[last], Duration::from_secs(5)).await;
+    assert!(
+        third.is_some_and(|t| t > second_token),
+        "{third:?} after {second_token}"
+    );
 }

@@ -14,7 +14,7 @@
 //! * [`forwarder`]: writes to partitions other members own, sent and served (§8);
 //! * [`reads`]: reads gathered from every member, interests and relayed events and topic
 //!   messages (§9), whose bytes are [`read_wire`]'s; [`counters`]: counters asked of their
-//!   owners, their updates relayed;
+//!   owners, their updates relayed; [`locks`]: every lock on one designated member;
 //! * [`resume`]: a durable member's kept Raft log, resumed after a restart or cleared;
 //! * [`node`]: one member — forming (`forming`), its Raft node, the leader's duties
 //!   (`duties`), graceful leave; [`wire`] holds the control channel's own messages.
@@ -29,6 +29,7 @@ mod forming;
 pub mod forwarder;
 pub mod frame;
 pub mod hello;
+pub mod locks;
 pub mod maps;
 pub mod node;
 mod peer_rpc;

@@ -32,6 +32,7 @@ use super::formation::{InCluster, Status};
 use super::forwarder::{FWD_WRITES, LocalWrites, serve_part};
 use super::frame::Frame;
 use super::hello::{Channel, Credentials, PeerIdentity};
+use super::locks::{LOCK_DELIVER, LOCK_OP};
 use super::maps::MapPublisher;
 use super::reads::{EVENT_RELAY, FWD_READ, INTEREST, Reads, TOPIC_RELAY};
 use super::resume::{Identity, RaftDir};
@@ -494,6 +495,14 @@ impl Handler for NodeHandler {
         }
         if frame.kind == TOPIC_RELAY {
             node.reads.on_topic(&from, frame);
+            return;
+        }
+        if frame.kind == LOCK_OP {
+            super::locks::on_op(&node.reads, &from, &frame.body);
+            return;
+        }
+        if frame.kind == LOCK_DELIVER {
+            super::locks::on_deliver(&node.reads, frame.body);
             return;
         }
         if frame.kind == COUNTER_RELAY {

@@ -127,6 +127,9 @@ impl Reads {
         });
         tokio::spawn(deliver(Arc::downgrade(&reads), frames));
         tokio::spawn(follow_members(Arc::downgrade(&reads)));
+        let designation =
+            super::locks::follow_designation(Arc::downgrade(&reads), reads.routes.clone());
+        tokio::spawn(designation);
         reads
     }
 
@@ -144,7 +147,7 @@ impl Reads {
             .unwrap_or_default()
     }
 
-    fn link(&self, member: u64, peer: &PeerIdentity) -> Arc<RelayLink> {
+    pub(super) fn link(&self, member: u64, peer: &PeerIdentity) -> Arc<RelayLink> {
         let mut links = self.links.lock().unwrap_or_else(PoisonError::into_inner);
         let link = links.entry((member, peer.incarnation)).or_insert_with(|| {
             Arc::new(RelayLink {
@@ -555,6 +558,7 @@ async fn follow_members(reads: Weak<Reads>) {
             let _ = data.tell_shards(|| Request::ForgetMember { member }).await;
             data.topics().forget_member(member);
             data.counters().forget_member(member).await;
+            data.locks().forget_member(member).await;
             let mut links = reads.links.lock().unwrap_or_else(PoisonError::into_inner);
             links.retain(|(m, _), _| *m != member);
         }

@@ -138,6 +138,11 @@ impl DataPlane {
         &self.coordination.topics
     }
 
+    /// The locks (cluster mode: held by the designated member).
+    pub fn locks(&self) -> &crate::coordination::locks::service::Locks {
+        &self.coordination.locks
+    }
+
     /// The counters (cluster mode: reached on their owners).
     pub fn counters(&self) -> &crate::coordination::counters::Counters {
         &self.coordination.counters

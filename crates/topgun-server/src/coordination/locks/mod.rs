@@ -373,6 +373,11 @@ impl LockTable {
         self.locks.is_empty()
     }
 
+    /// The highest token reserved so far: every token handed out is at most this.
+    pub fn high(&self) -> u64 {
+        self.reserved.max(self.issued)
+    }
+
     /// Makes `waiter` the holder with a new token; announces it if the token is reserved.
     fn hand_over(&mut self, name: &str, waiter: Waiter, now: u64, out: &mut Vec<Effect>) {
         self.issued += 1;

@@ -2,8 +2,17 @@
 //! clock ticks, makes token reservations durable through the reserved map, and delivers
 //! its answers to connections' outboxes (a grant can come long after its request, so
 //! it cannot wait in the reply queue without holding up every later reply).
+//!
+//! In a cluster, until locks are a CP structure (CLUSTER.md §10), one *designated* member —
+//! the owner of the fencing mark's partition — holds every lock: the others send it their
+//! connections' requests, releases and disconnects in order ([`LockPeers`]) and it answers
+//! each through the asking member ([`LockSink`]). A member that becomes designated starts
+//! its tokens above the wall clock's microseconds, so tokens still increase across a change
+//! of designated member (unless its clock is behind the previous one's by more than the time
+//! between them); its predecessor's holders are not known to it.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -17,22 +26,69 @@ use crate::connection::fanout::ConnHandle;
 use crate::connection::outbox::SharedFrame;
 use crate::coordination::internal::{FENCING_KEY, InternalWriter, LOCKS_MAP};
 use crate::coordination::locks::{Effect, LockTable};
+use crate::data::forward::writer_origin;
 use crate::error;
 use crate::security::policy::{Action, Resource};
 
 /// Requests waiting for the lock task.
 const QUEUE_LEN: usize = 1024;
 
-#[derive(Debug)]
-enum Input {
+/// Who asks for a lock: a connection here, or one on another member (by its
+/// [`remote_writer`](crate::data::forward::remote_writer) id) answered through `sink`.
+#[derive(Debug, Clone)]
+pub enum Requester {
+    Local(ConnHandle),
+    Remote(ConnId, Arc<dyn LockSink>),
+}
+
+impl Requester {
+    fn id(&self) -> ConnId {
+        match self {
+            Self::Local(conn) => conn.id,
+            Self::Remote(id, _) => *id,
+        }
+    }
+}
+
+/// One lock operation another member sends the designated one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockOp {
     Request {
-        conn: ConnHandle,
         request_id: String,
         name: String,
         ttl: Option<u64>,
     },
     Release {
-        conn: ConnHandle,
+        request_id: String,
+        name: String,
+        token: u64,
+    },
+    Disconnect,
+}
+
+/// The designated member, as the others reach it (cluster mode).
+pub trait LockPeers: Send + Sync + std::fmt::Debug {
+    /// Sends `op` of this member's connection `conn` to the designated member, if that is
+    /// another one; `false` when this member is designated (or none is known yet).
+    fn send(&self, conn: ConnId, op: &LockOp) -> bool;
+}
+
+/// Where the designated member's answers to another member's connection go.
+pub trait LockSink: Send + Sync + std::fmt::Debug {
+    /// Delivers a frame to connection `conn` of that member.
+    fn deliver(&self, conn: ConnId, frame: &SharedFrame);
+}
+
+#[derive(Debug)]
+enum Input {
+    Request {
+        conn: Requester,
+        request_id: String,
+        name: String,
+        ttl: Option<u64>,
+    },
+    Release {
+        conn: Requester,
         request_id: String,
         name: String,
         token: u64,
@@ -42,12 +98,23 @@ enum Input {
         through: u64,
         outcome: Result<(), String>,
     },
+    /// This member became the designated one: tokens continue at least from `floor`.
+    Designated {
+        floor: u64,
+    },
+    /// A member left: its connections' locks are released.
+    ForgetMember(u64),
 }
 
 /// A handle on the lock task.
 #[derive(Debug, Clone)]
 pub struct Locks {
     tx: mpsc::Sender<Input>,
+    /// Cluster mode: the designated member, when it is another one.
+    peers: Arc<OnceLock<Arc<dyn LockPeers>>>,
+    /// This member's connections whose lock operations went to the designated member, to
+    /// deliver its answers to.
+    remote_users: Arc<Mutex<HashMap<ConnId, ConnHandle>>>,
 }
 
 impl Locks {
@@ -61,13 +128,48 @@ impl Locks {
             me: tx.downgrade(),
         };
         tokio::spawn(task.run(rx));
-        Self { tx }
+        Self {
+            tx,
+            peers: Arc::default(),
+            remote_users: Arc::default(),
+        }
+    }
+
+    /// Cluster mode: lock operations go to the designated member through `peers`. Set
+    /// once.
+    pub fn set_peers(&self, peers: Arc<dyn LockPeers>) -> bool {
+        self.peers.set(peers).is_ok()
+    }
+
+    /// Sends `op` to the designated member if that is another one (remembering the
+    /// connection, to deliver its answers); `false` to serve it here.
+    fn sent_away(&self, conn: &ConnHandle, op: &LockOp) -> bool {
+        let Some(peers) = self.peers.get() else {
+            return false;
+        };
+        let mut users = self
+            .remote_users
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !peers.send(conn.id, op) {
+            return false;
+        }
+        users.insert(conn.id, conn.clone());
+        true
     }
 
     /// `LOCK_REQUEST`: answered later, through the connection's outbox.
     pub async fn request(&self, conn: &ConnHandle, request_id: &str, name: &str, ttl: Option<u64>) {
+        let op = LockOp::Request {
+            request_id: request_id.to_owned(),
+            name: name.to_owned(),
+            ttl,
+        };
+        if self.sent_away(conn, &op) {
+            return;
+        }
         let input = Input::Request {
-            conn: conn.clone(),
+            conn: Requester::Local(conn.clone()),
             request_id: request_id.to_owned(),
             name: name.to_owned(),
             ttl,
@@ -77,8 +179,16 @@ impl Locks {
 
     /// `LOCK_RELEASE`: answered with `LOCK_RELEASED` through the outbox.
     pub async fn release(&self, conn: &ConnHandle, request_id: &str, name: &str, token: u64) {
+        let op = LockOp::Release {
+            request_id: request_id.to_owned(),
+            name: name.to_owned(),
+            token,
+        };
+        if self.sent_away(conn, &op) {
+            return;
+        }
         let input = Input::Release {
-            conn: conn.clone(),
+            conn: Requester::Local(conn.clone()),
             request_id: request_id.to_owned(),
             name: name.to_owned(),
             token,
@@ -88,14 +198,75 @@ impl Locks {
 
     /// A connection that used locks closed.
     pub async fn disconnect(&self, conn: ConnId) {
+        let remote = self
+            .remote_users
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&conn);
+        if remote.is_some()
+            && let Some(peers) = self.peers.get()
+        {
+            peers.send(conn, &LockOp::Disconnect);
+        }
         let _ = self.tx.send(Input::Disconnect(conn)).await;
+    }
+
+    /// The designated member's answer for this member's connection `conn`.
+    pub fn deliver_remote(&self, conn: ConnId, frame: &SharedFrame) {
+        let users = self
+            .remote_users
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(handle) = users.get(&conn) {
+            handle.offer(frame.clone());
+        }
+    }
+
+    /// Another member's connection's operation, served here (the designated member);
+    /// `false` if the task's queue is full (the operation is dropped).
+    pub fn serve_remote(&self, author: ConnId, sink: Arc<dyn LockSink>, op: LockOp) -> bool {
+        let conn = Requester::Remote(author, sink);
+        let input = match op {
+            LockOp::Request {
+                request_id,
+                name,
+                ttl,
+            } => Input::Request {
+                conn,
+                request_id,
+                name,
+                ttl,
+            },
+            LockOp::Release {
+                request_id,
+                name,
+                token,
+            } => Input::Release {
+                conn,
+                request_id,
+                name,
+                token,
+            },
+            LockOp::Disconnect => Input::Disconnect(author),
+        };
+        self.tx.try_send(input).is_ok()
+    }
+
+    /// This member became the designated one.
+    pub async fn designated(&self, floor: u64) {
+        let _ = self.tx.send(Input::Designated { floor }).await;
+    }
+
+    /// A member left the cluster: its connections' locks are released.
+    pub async fn forget_member(&self, member: u64) {
+        let _ = self.tx.send(Input::ForgetMember(member)).await;
     }
 }
 
 struct Task {
     table: LockTable,
     /// Connections with locks held or requested, to deliver to.
-    conns: HashMap<ConnId, ConnHandle>,
+    conns: HashMap<ConnId, Requester>,
     writer: InternalWriter,
     /// Weak, so that the task ends once every [`Locks`] handle is gone.
     me: mpsc::WeakSender<Input>,
@@ -130,7 +301,7 @@ impl Task {
                 name,
                 ttl,
             } => {
-                let id = conn.id;
+                let id = conn.id();
                 self.conns.entry(id).or_insert(conn);
                 self.table.request(id, &request_id, &name, ttl, now)
             }
@@ -140,7 +311,7 @@ impl Task {
                 name,
                 token,
             } => {
-                let id = conn.id;
+                let id = conn.id();
                 self.conns.entry(id).or_insert(conn);
                 self.table.release(id, &request_id, &name, token, now)
             }
@@ -155,6 +326,28 @@ impl Task {
                     self.table.reserve_failed(&why)
                 }
             },
+            Input::Designated { floor } => {
+                // Not designated before, so it holds nothing: a fresh table whose tokens
+                // start above every one this member or its predecessor handed out.
+                if self.table.is_empty() {
+                    self.table = LockTable::new(floor.max(self.table.high()));
+                }
+                Vec::new()
+            }
+            Input::ForgetMember(member) => {
+                let gone: Vec<ConnId> = self
+                    .conns
+                    .keys()
+                    .copied()
+                    .filter(|id| writer_origin(*id).is_some_and(|(m, _)| m == member))
+                    .collect();
+                let mut effects = Vec::new();
+                for id in gone {
+                    self.conns.remove(&id);
+                    effects.extend(self.table.disconnect(id, now));
+                }
+                effects
+            }
         }
     }
 
@@ -213,20 +406,32 @@ impl Task {
     }
 
     /// Whether the connection may still take the lock (at the moment of the grant).
+    /// (Another member's connection was admitted there, and its member checks again.)
     fn may_lock(&self, conn: ConnId, name: &str) -> bool {
-        self.conns.get(&conn).is_none_or(|handle| {
-            handle
-                .access()
-                .decide(Resource::Lock, name, Action::Write)
-                .allowed()
-        })
+        self.conns
+            .get(&conn)
+            .is_none_or(|requester| match requester {
+                Requester::Local(handle) => handle
+                    .access()
+                    .decide(Resource::Lock, name, Action::Write)
+                    .allowed(),
+                Requester::Remote(..) => true,
+            })
     }
 
     /// A connection that is gone or kicked is told nothing more: its disconnect (already
     /// queued, or coming) releases what it holds.
     fn deliver(&self, conn: ConnId, msg: &Message) {
-        if let Some(handle) = self.conns.get(&conn) {
-            handle.offer(SharedFrame::from(msg.encode()));
+        match self.conns.get(&conn) {
+            Some(Requester::Local(handle)) => {
+                handle.offer(SharedFrame::from(msg.encode()));
+            }
+            Some(Requester::Remote(id, sink)) => {
+                if let Some((_, theirs)) = writer_origin(*id) {
+                    sink.deliver(theirs, &SharedFrame::from(msg.encode()));
+                }
+            }
+            None => {}
         }
     }
 
