@@ -607,7 +607,7 @@ async fn start_cluster(
     let locks = crate::cluster::locks::RemoteLocks {
         rpc: Arc::clone(node.rpc()),
         routes: node.routes(),
-        dropped: std::sync::atomic::AtomicU64::new(0),
+        stats: Arc::clone(&node.reads().stats),
     };
     shared.data.locks().set_peers(Arc::new(locks));
     let _ = shared.member.set((node, stats));
@@ -763,6 +763,7 @@ fn render_metrics(shared: &Shared) -> String {
     if let Some((member, forwarded)) = shared.member.get() {
         member.view().render(&mut out);
         forwarded.render(&mut out);
+        member.reads().stats.render(&mut out);
     }
     out
 }

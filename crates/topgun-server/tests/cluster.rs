@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::cluster::{Member, agreed, all, names, names_of, owners, start_cluster, start_member};
+use common::cluster::{
+    Member, agreed, all, metric, names, names_of, owners, start_cluster, start_member,
+};
 use common::{Client, binary, connect, now_ms, put_op, recv_any, send, serve_binary};
 use topgun_core::protocol::Message;
 use topgun_core::protocol::messages::{OpBatch, PartitionMap};
@@ -218,15 +220,6 @@ async fn a_client_routing_by_the_partition_hash_writes_straight_to_the_owners() 
     }
     let keys = common::read_map(members[0].served.addr, "routed").await;
     assert_eq!(keys.len(), 100);
-}
-
-/// One value of a member's `/metrics`.
-fn metric(addr: SocketAddr, name: &str) -> u64 {
-    let (_, metrics) = common::http_get(addr, "/metrics");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<u64>().ok())
-        .unwrap_or_else(|| panic!("no {name} in {metrics}"))
 }
 
 /// `/health/ready` and `/api/admin/cluster/status` show the cluster on every member.

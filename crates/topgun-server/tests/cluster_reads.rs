@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::cluster::{agreed, all, names_of, start_cluster};
+use common::cluster::{agreed, all, metric, names_of, start_cluster};
 use common::{
     Client, binary, connect, now_ms, op_batch, or_add_op, or_remove_op, put_op, read_map, recv_any,
     send, serve_binary,
@@ -295,6 +295,24 @@ async fn an_event_written_through_one_member_reaches_subscribers_on_every_other(
         );
         latencies.push(started.elapsed());
     }
+    // Relayed, never lost: no gap and nothing dropped anywhere.
+    let (mut relayed, mut received) = (0, 0);
+    for m in &members {
+        assert_eq!(metric(m.served.addr, "topgun_cluster_relay_gaps_total"), 0);
+        assert_eq!(
+            metric(m.served.addr, "topgun_cluster_relay_dropped_total"),
+            0
+        );
+        relayed += metric(
+            m.served.addr,
+            "topgun_cluster_relayed_total{what=\"event\"}",
+        );
+        received += metric(m.served.addr, "topgun_cluster_relay_received_total");
+    }
+    assert!(
+        relayed > 0 && received > 0,
+        "{relayed} relayed, {received} received"
+    );
     latencies.sort();
     eprintln!(
         "cross-member event latency over {} writes: p50 {:?}, p99 {:?}",

@@ -11,7 +11,7 @@
 //! logged (a request then goes unanswered until the client's own timeout; a lost release
 //! leaves the lock to its lease or its connection's close — never to two holders).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -28,6 +28,7 @@ use crate::connection::outbox::SharedFrame;
 use crate::coordination::internal::FENCING_KEY;
 use crate::coordination::locks::service::{LockOp, LockPeers, LockSink};
 use crate::data::forward::{remote_writer, writer_origin};
+use crate::metrics::cluster::RelayStats;
 
 /// The message kind of a lock operation sent to the designated member.
 pub const LOCK_OP: u8 = 20;
@@ -110,8 +111,7 @@ fn decode_op(bytes: &[u8]) -> Result<(ConnId, LockOp), String> {
 pub struct RemoteLocks {
     pub rpc: Arc<Rpc>,
     pub routes: RoutesWatch,
-    /// Operations that found the link full or closed.
-    pub dropped: AtomicU64,
+    pub stats: Arc<RelayStats>,
 }
 
 impl LockPeers for RemoteLocks {
@@ -128,9 +128,11 @@ impl LockPeers for RemoteLocks {
         };
         let body = encode_op(remote_writer(routes.me.0, conn), op);
         let frame = Frame::new(LOCK_OP, Bytes::from(body));
-        if self.rpc.send(&addr, Channel::Data, frame).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
+        let counter = match self.rpc.send(&addr, Channel::Data, frame) {
+            Ok(()) => &self.stats.locks_sent,
+            Err(_) => &self.stats.dropped,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         true
     }
 }
@@ -160,6 +162,7 @@ pub fn on_op(reads: &Reads, from: &PeerIdentity, body: &[u8]) {
     };
     let sink: Arc<dyn LockSink> = reads.link(member, from);
     if !data.locks().serve_remote(author, sink, op) {
+        reads.stats.dropped.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(peer = %from.name, "the lock task is full: a lock operation dropped");
     }
 }

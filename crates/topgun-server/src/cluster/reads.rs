@@ -25,7 +25,7 @@
 //! is detected as above.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -49,6 +49,7 @@ use crate::coordination::topics::TopicSink;
 use crate::data::peers::{Followed, GatherError, Local, Owned, Peers, Read, ReadPart};
 use crate::data::plane::DataPlane;
 use crate::data::shard::service::Request;
+use crate::metrics::cluster::RelayStats;
 use crate::storage::store::MapKind;
 
 /// The service id of a read.
@@ -68,23 +69,6 @@ const TABLE_CATCH_UP: Duration = Duration::from_secs(2);
 pub const INBOUND_MAX: usize = 16_384;
 /// Tries of one interest message.
 const INTEREST_ATTEMPTS: usize = 3;
-
-/// What relaying has done, for `/metrics` and tests.
-#[derive(Debug, Default)]
-pub struct RelayStats {
-    /// Event frames sent to other members.
-    pub sent: AtomicU64,
-    /// Topic messages sent to other members.
-    pub topics_sent: AtomicU64,
-    /// Counter updates sent to other members.
-    pub counters_sent: AtomicU64,
-    /// Frames that found the link full or closed.
-    pub dropped: AtomicU64,
-    /// Frames received and handed to the shards.
-    pub received: AtomicU64,
-    /// Gaps detected in a sender's numbering.
-    pub gaps: AtomicU64,
-}
 
 /// A relayed frame on its way to the shards.
 struct Inbound {
@@ -428,10 +412,10 @@ impl RelayLink {
         let sent = self
             .rpc
             .send(&self.addr, Channel::Data, Frame::new(kind, body));
-        let counter = if sent.is_ok() {
-            &self.stats.counters_sent
-        } else {
-            &self.stats.dropped
+        let counter = match (sent.is_ok(), kind) {
+            (false, _) => &self.stats.dropped,
+            (true, super::locks::LOCK_DELIVER) => &self.stats.locks_sent,
+            (true, _) => &self.stats.counters_sent,
         };
         counter.fetch_add(1, Ordering::Relaxed);
         sent.is_ok()

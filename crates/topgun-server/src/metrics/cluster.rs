@@ -58,6 +58,67 @@ impl ForwardStats {
     }
 }
 
+/// What one member relayed to others and received from them (CLUSTER.md §9).
+#[derive(Debug, Default)]
+pub struct RelayStats {
+    /// Map event frames sent to other members.
+    pub sent: AtomicU64,
+    /// Topic messages sent to other members.
+    pub topics_sent: AtomicU64,
+    /// Counter updates sent to other members.
+    pub counters_sent: AtomicU64,
+    /// Lock operations and answers sent to other members.
+    pub locks_sent: AtomicU64,
+    /// Frames that found the link to a member (or the queue here) full or closed.
+    pub dropped: AtomicU64,
+    /// Map event frames received and handed to the shards.
+    pub received: AtomicU64,
+    /// Gaps detected in a member's numbering of its relayed events.
+    pub gaps: AtomicU64,
+}
+
+impl RelayStats {
+    pub fn render(&self, out: &mut String) {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP topgun_cluster_relayed_total Frames sent to other members, by what they carry.\n\
+             # TYPE topgun_cluster_relayed_total counter"
+        );
+        for (what, counter) in [
+            ("event", &self.sent),
+            ("topic", &self.topics_sent),
+            ("counter", &self.counters_sent),
+            ("lock", &self.locks_sent),
+        ] {
+            let _ = writeln!(
+                out,
+                "topgun_cluster_relayed_total{{what=\"{what}\"}} {}",
+                load(counter)
+            );
+        }
+        for (name, help, value) in [
+            (
+                "topgun_cluster_relay_dropped_total",
+                "Frames to or from other members dropped at a full or closed link or queue.",
+                load(&self.dropped),
+            ),
+            (
+                "topgun_cluster_relay_received_total",
+                "Map event frames other members relayed here.",
+                load(&self.received),
+            ),
+            (
+                "topgun_cluster_relay_gaps_total",
+                "Gaps in a member's numbering of relayed events (the followers resynced).",
+                load(&self.gaps),
+            ),
+        ] {
+            gauge_or_counter(out, name, "counter", help, value);
+        }
+    }
+}
+
 /// The applied control state and Raft as one member sees them.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct MemberView {

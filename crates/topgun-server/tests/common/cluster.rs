@@ -136,3 +136,12 @@ pub(crate) fn all(members: &[Member]) -> Vec<&Member> {
 pub(crate) fn names_of(members: &[&Member]) -> BTreeSet<String> {
     members.iter().map(|m| m.name.clone()).collect()
 }
+
+/// One value of a member's `/metrics`.
+pub(crate) fn metric(addr: SocketAddr, name: &str) -> u64 {
+    let (_, metrics) = super::http_get(addr, "/metrics");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+}
