@@ -579,12 +579,15 @@ async fn start_cluster(
         return Ok(());
     };
     let local: Arc<dyn LocalWrites> = Arc::new(SharedWrites(Arc::downgrade(shared)));
+    let pushes: Arc<dyn crate::cluster::pushes::LocalPushes> =
+        Arc::new(SharedWrites(Arc::downgrade(shared)));
     let (routes, _) = watch::channel(None);
     let setup = NodeSetup {
         config: cluster,
         name,
         client_port,
         local: Arc::clone(&local),
+        pushes: Arc::clone(&pushes),
         data: Arc::downgrade(&shared.data),
         raft_dir,
     };
@@ -592,7 +595,7 @@ async fn start_cluster(
     let forward = Forwarder::new(
         Arc::clone(node.rpc()),
         node.routes(),
-        local,
+        (local, pushes),
         FORWARD_TIMEOUT,
     );
     let stats = Arc::clone(forward.stats());
@@ -614,8 +617,24 @@ async fn start_cluster(
     Ok(())
 }
 
-/// This member's shards, for writes forwarded to it.
+/// This member's shards, for writes and pushes forwarded to it.
 struct SharedWrites(std::sync::Weak<Shared>);
+
+impl crate::cluster::pushes::LocalPushes for SharedWrites {
+    fn push(
+        &self,
+        map: String,
+        entries: Vec<topgun_core::OrMapEntry>,
+        author: crate::connection::ConnId,
+    ) -> futures_util::future::BoxFuture<'static, ()> {
+        let shared = self.0.upgrade();
+        Box::pin(async move {
+            if let Some(shared) = shared {
+                shared.data.push_forwarded(&map, entries, author).await;
+            }
+        })
+    }
+}
 
 impl LocalWrites for SharedWrites {
     fn apply(

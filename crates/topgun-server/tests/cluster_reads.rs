@@ -3,7 +3,8 @@
 //! event written through one member reaches a subscriber on another — not the writer — with
 //! its latency reported; topic messages reach subscribers on every member; a counter synced
 //! through every member reads as on a single node; a lock is held by one client across all
-//! members, its fencing tokens increasing.
+//! members, its fencing tokens increasing; OR entries pushed through one member reach their
+//! owners.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -21,10 +22,10 @@ use topgun_core::protocol::Message;
 use topgun_core::protocol::enums::{ChangeType, PredicateOp, SortDirection};
 use topgun_core::protocol::messages::{
     ClientOp, CounterRequest, CounterState, LockRelease, LockRequest, MerkleReqBucket,
-    OrMapDiffRequest, OrMapSyncInit, QuerySub, SyncInit, TopicPub, TopicRef,
+    OrMapDiffRequest, OrMapPushDiff, OrMapSyncInit, QuerySub, SyncInit, TopicPub, TopicRef,
 };
 use topgun_core::protocol::query::{PredicateNode, Query, Sort, SortField};
-use topgun_core::{NodeId, OrRecord, PnCounter, Timestamp, Value};
+use topgun_core::{NodeId, OrMapEntry, OrRecord, PnCounter, Timestamp, Value};
 
 /// The writes both deployments get: LWW puts and deletes on `todos`, OR adds and a remove
 /// on `tags`, all stamped by one client clock.
@@ -749,4 +750,82 @@ async fn a_lock_is_held_by_one_client_across_all_members_with_increasing_tokens(
         third.is_some_and(|t| t > second_token),
         "{third:?} after {second_token}"
     );
+}
+
+/// The OR root a client syncing `tags` at `addr` is told.
+async fn or_root(addr: SocketAddr) -> u32 {
+    let mut c = connect(addr, "/").await;
+    let init = OrMapSyncInit {
+        map_name: "tags".into(),
+        root_hash: 0,
+        bucket_hashes: BTreeMap::new(),
+        last_sync_timestamp: None,
+        claimed_epoch: None,
+    };
+    send(&mut c, &Message::OrMapSyncInit(init)).await;
+    reply(&mut c, |m| match m {
+        Message::OrMapSyncRespRoot(r) => Some(r.root_hash),
+        _ => None,
+    })
+    .await
+}
+
+#[tokio::test]
+async fn or_entries_pushed_through_any_member_reach_their_owners() {
+    let cwd = tempfile::tempdir().unwrap();
+    let (members, _) = start_cluster(3, cwd.path());
+    let single = serve_binary(
+        binary()
+            .current_dir(cwd.path())
+            .env("TOPGUN_NO_AUTH", "true")
+            .env("STORAGE_BACKEND", "null"),
+    );
+    agreed(
+        &all(&members),
+        &names_of(&all(&members)),
+        Duration::from_secs(5),
+    )
+    .await;
+    let node = NodeId::new("p").unwrap();
+    let entries: Vec<OrMapEntry> = (0..40)
+        .map(|i| {
+            let timestamp = Timestamp::new(now_ms(), i, node.clone());
+            let record = OrRecord {
+                value: Value::from(i64::from(i)),
+                tag: timestamp.to_string(),
+                timestamp,
+                ttl_ms: None,
+            };
+            OrMapEntry {
+                key: format!("g{i}"),
+                records: vec![record],
+                tombstones: Vec::new(),
+            }
+        })
+        .collect();
+    for addr in [single.addr, members[0].served.addr] {
+        let mut c = connect(addr, "/").await;
+        let push = OrMapPushDiff {
+            map_name: "tags".into(),
+            entries: entries.clone(),
+        };
+        send(&mut c, &Message::OrMapPushDiff(push)).await;
+        // Not answered: a PING behind it says the push was taken.
+        send(&mut c, &common::ping(1)).await;
+        reply(&mut c, |m| matches!(m, Message::Pong(_)).then_some(())).await;
+    }
+    let expected = or_root(single.addr).await;
+    assert_ne!(expected, 0);
+    // Forwarded parts are merged off the pushing connection's path: wait a little for them.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for m in &members {
+        while or_root(m.served.addr).await != expected {
+            assert!(
+                Instant::now() < deadline,
+                "{} never saw every pushed entry",
+                m.name
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }

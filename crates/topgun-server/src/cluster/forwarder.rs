@@ -69,6 +69,8 @@ pub struct Forwarder {
     rpc: Arc<Rpc>,
     routes: RoutesWatch,
     local: Arc<dyn LocalWrites>,
+    /// Pushed OR entries that turn out to be this member's are merged here.
+    pushes: Arc<dyn super::pushes::LocalPushes>,
     /// How long one attempt waits for its owner's answer.
     timeout: Duration,
     stats: Arc<ForwardStats>,
@@ -100,13 +102,14 @@ impl Forwarder {
     pub fn new(
         rpc: Arc<Rpc>,
         routes: RoutesWatch,
-        local: Arc<dyn LocalWrites>,
+        (local, pushes): (Arc<dyn LocalWrites>, Arc<dyn super::pushes::LocalPushes>),
         timeout: Duration,
     ) -> Self {
         Self {
             rpc,
             routes,
             local,
+            pushes,
             timeout,
             stats: Arc::default(),
         }
@@ -217,6 +220,12 @@ impl Forward for Forwarder {
             let _ = answer.send(this.send(to, part, 0).await);
         });
         answered
+    }
+
+    fn push(&self, map: String, entries: Vec<topgun_core::OrMapEntry>, author: ConnId) {
+        let (rpc, routes) = (Arc::clone(&self.rpc), self.routes.clone());
+        let local = Arc::clone(&self.pushes);
+        super::pushes::forward(rpc, routes, local, map, entries, author);
     }
 
     fn ready(&self, within: Duration) -> BoxFuture<'_, bool> {

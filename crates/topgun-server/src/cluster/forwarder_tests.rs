@@ -34,6 +34,19 @@ impl LocalWrites for Recorded {
     }
 }
 
+impl super::super::pushes::LocalPushes for Recorded {
+    fn push(
+        &self,
+        _: String,
+        entries: Vec<topgun_core::OrMapEntry>,
+        _: ConnId,
+    ) -> BoxFuture<'static, ()> {
+        let mut applied = self.0.lock().unwrap();
+        applied.extend(entries.into_iter().map(|e| e.key));
+        async {}.boxed()
+    }
+}
+
 struct OwnerSide {
     routes: RoutesWatch,
     local: Arc<dyn LocalWrites>,
@@ -99,7 +112,10 @@ fn forwarder(m: &Member) -> Forwarder {
     Forwarder::new(
         Arc::clone(&m.rpc),
         m.routes.subscribe(),
-        Arc::clone(&m.local) as Arc<dyn LocalWrites>,
+        (
+            Arc::clone(&m.local) as Arc<dyn LocalWrites>,
+            Arc::clone(&m.local) as Arc<dyn super::super::pushes::LocalPushes>,
+        ),
         Duration::from_secs(5),
     )
 }

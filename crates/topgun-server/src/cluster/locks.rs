@@ -12,7 +12,7 @@
 //! leaves the lock to its lease or its connection's close — never to two holders).
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, PoisonError, Weak};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
@@ -160,6 +160,19 @@ pub fn on_op(reads: &Reads, from: &PeerIdentity, body: &[u8]) {
     let Some((member, _)) = writer_origin(author) else {
         return;
     };
+    let restarted = {
+        let mut users = reads
+            .lock_users
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let before = users.insert(member, from.incarnation);
+        before.is_some_and(|old| old != from.incarnation)
+    };
+    if restarted {
+        // The member restarted (resuming its Raft id): its previous life's connections are
+        // gone, and so are their locks — queued ahead of the new life's first operation.
+        data.locks().try_forget_member(member);
+    }
     let sink: Arc<dyn LockSink> = reads.link(member, from);
     if !data.locks().serve_remote(author, sink, op) {
         reads.stats.dropped.fetch_add(1, Ordering::Relaxed);
@@ -179,9 +192,10 @@ pub fn on_deliver(reads: &Reads, mut body: Bytes) {
     }
 }
 
-/// Follows the table: when this member becomes the designated one, its lock task starts
+/// Follows the table: when this member becomes the designated one, its lock task continues
 /// tokens above the wall clock's microseconds (above every token its predecessor could have
-/// handed out, unless its clock is far behind).
+/// handed out, unless its clock is far behind); when it stops being it, it forgets every
+/// lock.
 pub async fn follow_designation(reads: Weak<Reads>, mut routes: RoutesWatch) {
     let mut was = false;
     loop {
@@ -189,13 +203,17 @@ pub async fn follow_designation(reads: Weak<Reads>, mut routes: RoutesWatch) {
             .borrow_and_update()
             .as_ref()
             .is_some_and(|r| designated(r) == r.me);
-        if is && !was {
+        if is != was {
             let Some(data) = reads.upgrade().and_then(|r| r.data()) else {
                 return;
             };
-            let floor = crate::clock::now_ms().saturating_mul(1000);
-            tracing::info!(floor, "this member now holds the cluster's locks");
-            data.locks().designated(floor).await;
+            let floor = is.then(|| crate::clock::now_ms().saturating_mul(1000));
+            if is {
+                tracing::info!(?floor, "this member now holds the cluster's locks");
+            } else {
+                tracing::info!("another member holds the cluster's locks now");
+            }
+            data.locks().designation(floor).await;
         }
         was = is;
         if routes.changed().await.is_err() {

@@ -11,7 +11,8 @@
 //! * [`formation`]: whether a member not yet in a cluster joins one, bootstraps one, or
 //!   waits (sans I/O);
 //! * [`routes`]: who owns each partition under the applied table;
-//! * [`forwarder`]: writes to partitions other members own, sent and served (§8);
+//! * [`forwarder`]: writes to partitions other members own, sent and served (§8), and
+//!   [`pushes`]: OR-Map pushes likewise;
 //! * [`reads`]: reads gathered from every member, interests and relayed events and topic
 //!   messages (§9), whose bytes are [`read_wire`]'s; [`counters`]: counters asked of their
 //!   owners, their updates relayed; [`locks`]: every lock on one designated member;
@@ -33,6 +34,7 @@ pub mod locks;
 pub mod maps;
 pub mod node;
 mod peer_rpc;
+pub mod pushes;
 pub mod read_wire;
 pub mod reads;
 pub mod resume;

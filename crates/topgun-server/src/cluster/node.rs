@@ -51,6 +51,8 @@ pub struct NodeSetup {
     pub client_port: u16,
     /// Applies forwarded writes on this member's shards.
     pub local: Arc<dyn LocalWrites>,
+    /// Merges forwarded pushes into this member's shards.
+    pub pushes: Arc<dyn super::pushes::LocalPushes>,
     /// This member's data path, which serves other members' reads and relayed events.
     pub data: Weak<crate::data::plane::DataPlane>,
     /// Where the Raft log is kept (`None`: in memory, with a storage backend that writes
@@ -77,6 +79,7 @@ pub struct ClusterNode {
     publisher: MapPublisher,
     routes: watch::Sender<Option<Arc<Routes>>>,
     local: Arc<dyn LocalWrites>,
+    pushes: Arc<dyn super::pushes::LocalPushes>,
     reads: Arc<Reads>,
     raft_dir: Option<RaftDir>,
     /// Whether the identity file names the cluster this member is in.
@@ -134,6 +137,7 @@ impl ClusterNode {
             name,
             client_port,
             local,
+            pushes,
             data,
             raft_dir,
         } = setup;
@@ -176,6 +180,7 @@ impl ClusterNode {
                 publisher,
                 routes,
                 local,
+                pushes,
                 reads,
                 raft_dir: raft_dir.clone(),
                 identity_kept: std::sync::atomic::AtomicBool::new(false),
@@ -476,6 +481,9 @@ impl Handler for NodeHandler {
                 wire::REJOIN => super::resume::on_rejoin(&node, &body).await,
                 FWD_WRITES => serve_part(node.routes(), Arc::clone(&node.local), body).await,
                 FWD_READ => node.reads.serve_read(from, body).await,
+                super::pushes::FWD_PUSH => {
+                    super::pushes::serve(node.routes(), Arc::clone(&node.pushes), body).await
+                }
                 INTEREST => node.reads.serve_interest(from, body).await,
                 COUNTER => match node.reads.data() {
                     Some(data) => super::counters::serve(node.routes(), &data, body).await,

@@ -69,6 +69,8 @@ const TABLE_CATCH_UP: Duration = Duration::from_secs(2);
 pub const INBOUND_MAX: usize = 16_384;
 /// Tries of one interest message.
 const INTEREST_ATTEMPTS: usize = 3;
+/// Interest messages in flight at once.
+const INTERESTS_IN_FLIGHT: usize = 1024;
 
 /// A relayed frame on its way to the shards.
 struct Inbound {
@@ -86,6 +88,10 @@ pub struct Reads {
     inbound: mpsc::Sender<Inbound>,
     /// A relayed frame was dropped here: the next one handled closes the followers.
     lost: AtomicBool,
+    /// Bounds the interest messages in flight (each waits for its member's answer).
+    interest_sends: Arc<tokio::sync::Semaphore>,
+    /// The incarnation each member's lock operations last came from.
+    pub(super) lock_users: Mutex<HashMap<u64, u128>>,
     pub stats: Arc<RelayStats>,
 }
 
@@ -107,6 +113,8 @@ impl Reads {
             links: Mutex::default(),
             inbound,
             lost: AtomicBool::new(false),
+            interest_sends: Arc::new(tokio::sync::Semaphore::new(INTERESTS_IN_FLIGHT)),
+            lock_users: Mutex::default(),
             stats: Arc::default(),
         });
         tokio::spawn(deliver(Arc::downgrade(&reads), frames));
@@ -299,8 +307,15 @@ impl Reads {
 
     /// Sends `interest` to the member at `addr`, retried a few times (it is idempotent).
     fn send_interest(&self, addr: String, interest: InterestWire) {
-        let rpc = Arc::clone(&self.rpc);
+        let Ok(permit) = Arc::clone(&self.interest_sends).try_acquire_owned() else {
+            // Too many in flight (a member is down and every call waits): the start of an
+            // interest that cannot be told costs its followers a resync, never an event.
+            self.interest_lost(&interest);
+            return;
+        };
+        let (rpc, data) = (Arc::clone(&self.rpc), self.data.clone());
         tokio::spawn(async move {
+            let _permit = permit;
             let body = super::wire::encode(&interest);
             for attempt in 1..=INTEREST_ATTEMPTS {
                 let reply = rpc
@@ -311,9 +326,23 @@ impl Reads {
                     Err(e) if attempt == INTEREST_ATTEMPTS => {
                         tracing::warn!(peer = %addr, name = %interest.name, error = %e,
                             "a member was not told of an interest");
+                        if let Some(data) = data.upgrade() {
+                            kick_if_map(&data, &interest).await;
+                        }
                     }
                     Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
                 }
+            }
+        });
+    }
+
+    /// An interest that could not be told: see [`kick_if_map`].
+    fn interest_lost(&self, interest: &InterestWire) {
+        tracing::warn!(name = %interest.name, "too many interests in flight: one not told");
+        let (data, interest) = (self.data.clone(), interest.clone());
+        tokio::spawn(async move {
+            if let Some(data) = data.upgrade() {
+                kick_if_map(&data, &interest).await;
             }
         });
     }
@@ -366,6 +395,15 @@ impl Peers for Reads {
         for (_, addr) in self.others() {
             self.send_interest(addr, interest.clone());
         }
+    }
+}
+
+/// When a member was not told that this one's interest in a map began, it relays nothing
+/// of the map here: its local followers are closed (`relay_gap`) and resync, rather than
+/// miss its events unawares. (Topics are best-effort; a counter's next update is whole.)
+async fn kick_if_map(data: &DataPlane, interest: &InterestWire) {
+    if let (true, Ok(Followed::Map(kind))) = (interest.on, interest.followed()) {
+        let _ = data.kick_followers(kind, interest.name.clone()).await;
     }
 }
 
@@ -487,7 +525,7 @@ async fn deliver(reads: Weak<Reads>, mut frames: mpsc::Receiver<Inbound>) {
         let seen = last
             .entry((from.name.clone(), from.incarnation))
             .or_insert(0);
-        let gap = relay.seq != *seen + 1 || reads.lost.swap(false, Ordering::Relaxed);
+        let gap = relay.seq != seen.wrapping_add(1) || reads.lost.swap(false, Ordering::Relaxed);
         *seen = relay.seq;
         if gap {
             reads.stats.gaps.fetch_add(1, Ordering::Relaxed);

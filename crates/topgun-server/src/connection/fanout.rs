@@ -25,7 +25,26 @@ use crate::security::access::{ConnAccess, project_message};
 use crate::security::policy::{Action, Decision, Fields, Resource};
 use crate::storage::store::MapKind;
 
-static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
+/// Connection ids: from 1 up, offset per process by the clock (see [`first_conn_id`]).
+static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(0);
+
+/// The first connection id of this process: the clock's microseconds modulo 2^38, plus one.
+/// A member restarted under the same Raft id then does not hand out the ids its previous
+/// life's connections had, which other members may still hold (locks, relays); ids stay
+/// below 2^40, the bound of [`crate::data::forward::remote_writer`], for 3 · 2^38
+/// connections.
+fn first_conn_id() -> u64 {
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros() % (1 << 38)).unwrap_or(0));
+    micros + 1
+}
+
+/// A new connection id, never 0.
+fn next_conn_id() -> u64 {
+    let _ = NEXT_CONN_ID.compare_exchange(0, first_conn_id(), Ordering::Relaxed, Ordering::Relaxed);
+    NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed)
+}
 
 /// One item of a connection's reply queue.
 pub enum Outbound {
@@ -92,7 +111,7 @@ impl ConnHandle {
     /// A handle for a new connection whose requests and deliveries `access` checks, its
     /// outbox counted in `backlog`, with the receiver that learns of a slow-consumer close.
     pub fn open(backlog: &Arc<Backlog>, access: ConnAccess) -> (Self, watch::Receiver<bool>) {
-        let id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
+        let id = next_conn_id();
         let (kicked, on_kick) = watch::channel(false);
         let outbox = Outbox::open(id, backlog, move |_| {
             kicked.send_replace(true);

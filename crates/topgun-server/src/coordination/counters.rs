@@ -413,11 +413,14 @@ impl Task {
                 answer,
                 reply,
             } => {
-                let answer = answer.map(|theirs| {
-                    let counter = self.counters.entry(name.clone()).or_default();
-                    let _ = counter.durable.merge(&theirs);
-                    let _ = counter.current.merge(&theirs);
-                    let state = state(&name, &counter.durable);
+                let answer = answer.map(|mut theirs| {
+                    // Cached only while someone here listens (the asker may be gone by now).
+                    if let Some(counter) = self.counters.get_mut(&name) {
+                        let _ = counter.durable.merge(&theirs);
+                        let _ = counter.current.merge(&theirs);
+                        theirs = counter.durable.clone();
+                    }
+                    let state = state(&name, &theirs);
                     if sync {
                         Message::CounterUpdate(state)
                     } else {

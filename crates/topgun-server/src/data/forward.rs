@@ -76,6 +76,10 @@ pub trait Forward: Send + Sync + Debug {
 
     /// Waits, at most `within`, until a partition table is committed; whether one is.
     fn ready(&self, within: Duration) -> BoxFuture<'_, bool>;
+
+    /// Sends pushed OR entries (`ORMAP_PUSH_DIFF` by this member's connection `author`),
+    /// some of which other members own, to their owners; nothing waits for them.
+    fn push(&self, map: String, entries: Vec<topgun_core::OrMapEntry>, author: ConnId);
 }
 
 /// `writes` as a forwarded part's bytes: `u32` count, then each entry as `u32` length and

@@ -375,10 +375,26 @@ type Held = HashMap<(Followed, String), (usize, u64)>;
 
 /// This member's interest in each map's events and each topic's messages: how many local
 /// subscriptions hold it, and the generation of the current period of interest.
-#[derive(Debug, Default)]
+///
+/// Generations start at the clock's microseconds when the process starts, so that a member
+/// restarted under the same Raft id (resuming its log) begins interests newer than those
+/// its previous life left on the other members, which its new ones then replace.
+#[derive(Debug)]
 pub struct Interests {
     held: Mutex<Held>,
     next_generation: AtomicU64,
+}
+
+impl Default for Interests {
+    fn default() -> Self {
+        let micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX / 2));
+        Self {
+            held: Mutex::default(),
+            next_generation: AtomicU64::new(micros),
+        }
+    }
 }
 
 impl Interests {

@@ -314,6 +314,17 @@ impl DataPlane {
         self.writes.apply_forwarded(writes, durable, author).await
     }
 
+    /// Merges OR entries another member forwarded from a push (CLUSTER.md §8), pushed by
+    /// `author` (see [`crate::data::forward::remote_writer`]).
+    pub async fn push_forwarded(
+        &self,
+        map: &str,
+        entries: Vec<topgun_core::OrMapEntry>,
+        author: ConnId,
+    ) {
+        let _ = self.writes.push_local(author, map, entries).await;
+    }
+
     /// Most ops one batch may hold (`ops_per_batch_max`).
     pub fn ops_per_batch_max(&self) -> usize {
         self.writes.guards.ops_per_batch_max

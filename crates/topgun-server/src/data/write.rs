@@ -431,21 +431,48 @@ impl WritePath {
         {
             return Some(Outbound::Message(refused));
         }
-        let parts = self.shards.split(push.entries, |e| &e.key);
+        let mut entries = push.entries;
+        if let Some(forward) = self.forward.get() {
+            // Entries other members own go to them (the client is not answered either way).
+            let (remote, local): (Vec<_>, Vec<_>) = entries
+                .into_iter()
+                .partition(|e| forward.owner_elsewhere(&e.key).is_some());
+            if !remote.is_empty() {
+                forward.push(map.clone(), remote, conn.handle.id);
+            }
+            entries = local;
+        }
+        if self
+            .push_local(conn.handle.id, &map, entries)
+            .await
+            .is_err()
+        {
+            return Some(Outbound::Message(error::shutting_down()));
+        }
+        None
+    }
+
+    /// Merges pushed entries into this member's shards, pushed by `author` (a connection
+    /// here, or another member's).
+    pub(crate) async fn push_local(
+        &self,
+        author: ConnId,
+        map: &str,
+        entries: Vec<topgun_core::OrMapEntry>,
+    ) -> Result<(), crate::data::shards::ShardGone> {
+        let parts = self.shards.split(entries, |e| &e.key);
         for (shard, entries) in parts.into_iter().enumerate() {
             if entries.is_empty() {
                 continue;
             }
             let request = Request::Push {
-                conn: conn.handle.id,
-                map: map.clone(),
+                conn: author,
+                map: map.to_owned(),
                 entries,
             };
-            if self.shards.send(shard, request).await.is_err() {
-                return Some(Outbound::Message(error::shutting_down()));
-            }
+            self.shards.send(shard, request).await?;
         }
-        None
+        Ok(())
     }
 
     /// The interceptors' say on a push (the rate limiter charges its records and

@@ -378,6 +378,12 @@ impl LockTable {
         self.reserved.max(self.issued)
     }
 
+    /// Tokens continue above `floor` from now on (the next one is reserved durably first,
+    /// as any token above the reserved mark).
+    pub fn raise(&mut self, floor: u64) {
+        self.issued = self.issued.max(floor);
+    }
+
     /// Makes `waiter` the holder with a new token; announces it if the token is reserved.
     fn hand_over(&mut self, name: &str, waiter: Waiter, now: u64, out: &mut Vec<Effect>) {
         self.issued += 1;

@@ -9,7 +9,8 @@
 //! each through the asking member ([`LockSink`]). A member that becomes designated starts
 //! its tokens above the wall clock's microseconds, so tokens still increase across a change
 //! of designated member (unless its clock is behind the previous one's by more than the time
-//! between them); its predecessor's holders are not known to it.
+//! between them); its predecessor's holders are not known to it. A member that stops being
+//! designated forgets every lock, so two members never grant one.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -98,10 +99,9 @@ enum Input {
         through: u64,
         outcome: Result<(), String>,
     },
-    /// This member became the designated one: tokens continue at least from `floor`.
-    Designated {
-        floor: u64,
-    },
+    /// This member became the designated one (`Some`: tokens continue above the floor),
+    /// or stopped being it (`None`: it holds nothing any more).
+    Designation(Option<u64>),
     /// A member left: its connections' locks are released.
     ForgetMember(u64),
 }
@@ -252,14 +252,21 @@ impl Locks {
         self.tx.try_send(input).is_ok()
     }
 
-    /// This member became the designated one.
-    pub async fn designated(&self, floor: u64) {
-        let _ = self.tx.send(Input::Designated { floor }).await;
+    /// This member became the designated one (`Some(floor)`: tokens continue above it), or
+    /// stopped being it (`None`).
+    pub async fn designation(&self, floor: Option<u64>) {
+        let _ = self.tx.send(Input::Designation(floor)).await;
     }
 
     /// A member left the cluster: its connections' locks are released.
     pub async fn forget_member(&self, member: u64) {
         let _ = self.tx.send(Input::ForgetMember(member)).await;
+    }
+
+    /// Like [`Locks::forget_member`] without waiting (on the cluster's inbox loop, in order
+    /// with the operations queued after it); `false` if the queue is full.
+    pub fn try_forget_member(&self, member: u64) -> bool {
+        self.tx.try_send(Input::ForgetMember(member)).is_ok()
     }
 }
 
@@ -326,12 +333,16 @@ impl Task {
                     self.table.reserve_failed(&why)
                 }
             },
-            Input::Designated { floor } => {
-                // Not designated before, so it holds nothing: a fresh table whose tokens
-                // start above every one this member or its predecessor handed out.
-                if self.table.is_empty() {
-                    self.table = LockTable::new(floor.max(self.table.high()));
-                }
+            Input::Designation(Some(floor)) => {
+                self.table.raise(floor);
+                Vec::new()
+            }
+            Input::Designation(None) => {
+                // Another member holds the locks now: nothing is granted here any more.
+                // Waiters are not answered (any answer but a grant reads as one, §9.6):
+                // their clients' own timeouts end their waits.
+                self.table = LockTable::new(self.table.high());
+                self.conns.clear();
                 Vec::new()
             }
             Input::ForgetMember(member) => {

@@ -414,8 +414,8 @@ impl Shard {
         })
     }
 
-    /// The LWW records (tombstones included) whose timestamp is at or after `since_ms`, each
-    /// with the index of its leaf: what changed since a client's last sync, for a client
+    /// The LWW records (tombstones included) whose timestamp is at or after `since_ms` (of
+    /// the `owned` partitions only, when given), each with the index of its leaf: what changed since a client's last sync, for a client
     /// whose clock agrees with ours. Stops, returning `None`, past `max` records (a delta
     /// that large is better served by the Merkle walk).
     pub fn lww_since(
@@ -423,13 +423,14 @@ impl Shard {
         map: &str,
         since_ms: u64,
         max: usize,
+        owned: Option<&PartSet>,
     ) -> Option<Vec<(u16, LeafRecord)>> {
         let Some(lww) = self.lww.get(map) else {
             return Some(Vec::new());
         };
         let mut out = Vec::new();
         for (key, record) in lww.records() {
-            if record.timestamp.millis < since_ms {
+            if record.timestamp.millis < since_ms || owned.is_some_and(|o| !o.holds_key(key)) {
                 continue;
             }
             if out.len() == max {
@@ -816,17 +817,25 @@ mod tests {
         for (key, millis) in [("old", 10), ("new", 20), ("newer", 30)] {
             shard.apply("m", put(key, 1, millis), NOW).unwrap();
         }
-        let mut since = shard.lww_since("m", 20, 10).unwrap();
+        let mut since = shard.lww_since("m", 20, 10, None).unwrap();
         since.sort_by(|a, b| a.1.key.cmp(&b.1.key));
         let keys: Vec<_> = since.iter().map(|(_, r)| r.key.as_str()).collect();
         assert_eq!(keys, ["new", "newer"], "at or after the time");
         let leaf = u16::from_str_radix(&topgun_core::hash::routing_path("new")[..3], 16);
         assert_eq!(since[0].0, leaf.unwrap());
         assert!(
-            shard.lww_since("m", 0, 2).is_none(),
+            shard.lww_since("m", 0, 2, None).is_none(),
             "three records, at most two"
         );
-        assert_eq!(shard.lww_since("other", 0, 2), Some(Vec::new()));
+        assert_eq!(shard.lww_since("other", 0, 2, None), Some(Vec::new()));
+        // Records of partitions not owned neither count towards the bound nor come back.
+        let mut owned = PartSet::default();
+        owned.insert(topgun_core::hash::partition_id("newer"));
+        let mine = shard
+            .lww_since("m", 0, 1, Some(&owned))
+            .expect("one owned record");
+        assert_eq!(mine.len(), 1);
+        assert_eq!(mine[0].1.key, "newer");
     }
 
     /// `(arrival, key)` of each record of a scan.
@@ -857,7 +866,7 @@ mod tests {
         assert_eq!(records, owned(&[(2_000, "late")]));
         assert!(!truncated);
         assert_eq!(
-            shard.lww_since("m", 1_500, 10),
+            shard.lww_since("m", 1_500, 10, None),
             Some(Vec::new()),
             "a scan by HLC time misses it"
         );

@@ -542,10 +542,7 @@ impl Task {
                 owned,
                 reply,
             } => {
-                let mut since = self.shard.lww_since(&map, since_ms, max);
-                if let (Some(owned), Some(records)) = (owned, since.as_mut()) {
-                    records.retain(|(_, r)| owned.holds_key(&r.key));
-                }
+                let since = self.shard.lww_since(&map, since_ms, max, owned.as_ref());
                 let _ = reply.send(since);
             }
             Request::LwwArrivedSince {
