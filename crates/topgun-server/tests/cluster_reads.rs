@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::cluster::{agreed, all, metric, names_of, start_cluster};
+use common::cluster::{Member, agreed, all, metric, names_of, start_cluster};
 use common::{
     Client, binary, connect, now_ms, op_batch, or_add_op, or_remove_op, put_op, read_map, recv_any,
     send, serve_binary,
@@ -26,6 +26,30 @@ use topgun_core::protocol::messages::{
 };
 use topgun_core::protocol::query::{PredicateNode, Query, Sort, SortField};
 use topgun_core::{NodeId, OrMapEntry, OrRecord, PnCounter, Timestamp, Value};
+
+/// Three members agreed on one table, run in a fresh working directory (kept alive by
+/// the caller).
+async fn three_members() -> (tempfile::TempDir, Vec<Member>) {
+    let cwd = tempfile::tempdir().unwrap();
+    let (members, _) = start_cluster(3, cwd.path());
+    agreed(
+        &all(&members),
+        &names_of(&all(&members)),
+        Duration::from_secs(5),
+    )
+    .await;
+    (cwd, members)
+}
+
+/// A single node, memory-backed, run in `cwd`.
+fn single_node(cwd: &std::path::Path) -> common::Served {
+    serve_binary(
+        binary()
+            .current_dir(cwd)
+            .env("TOPGUN_NO_AUTH", "true")
+            .env("STORAGE_BACKEND", "null"),
+    )
+}
 
 /// The writes both deployments get: LWW puts and deletes on `todos`, OR adds and a remove
 /// on `tags`, all stamped by one client clock.
@@ -170,20 +194,8 @@ fn leaf_of(key: &str) -> String {
 
 #[tokio::test]
 async fn sync_from_any_member_equals_a_single_node_for_the_same_writes() {
-    let cwd = tempfile::tempdir().unwrap();
-    let (members, _) = start_cluster(3, cwd.path());
-    let single = serve_binary(
-        binary()
-            .current_dir(cwd.path())
-            .env("TOPGUN_NO_AUTH", "true")
-            .env("STORAGE_BACKEND", "null"),
-    );
-    agreed(
-        &all(&members),
-        &names_of(&all(&members)),
-        Duration::from_secs(5),
-    )
-    .await;
+    let (cwd, members) = three_members().await;
+    let single = single_node(cwd.path());
     let ops = ops();
     write(single.addr, ops.clone()).await;
     write(members[1].served.addr, ops).await;
@@ -245,14 +257,7 @@ fn percentile(sorted: &[Duration], p: usize) -> Duration {
 
 #[tokio::test]
 async fn an_event_written_through_one_member_reaches_subscribers_on_every_other() {
-    let cwd = tempfile::tempdir().unwrap();
-    let (members, _) = start_cluster(3, cwd.path());
-    agreed(
-        &all(&members),
-        &names_of(&all(&members)),
-        Duration::from_secs(5),
-    )
-    .await;
+    let (_cwd, members) = three_members().await;
     let mut on_first = subscriber(members[0].served.addr).await;
     let mut on_third = subscriber(members[2].served.addr).await;
     // The writer syncs too, so it would hear of others' writes: never of its own.
@@ -403,20 +408,8 @@ impl Window {
 
 #[tokio::test]
 async fn a_live_query_on_any_member_answers_and_follows_as_a_single_node() {
-    let cwd = tempfile::tempdir().unwrap();
-    let (members, _) = start_cluster(3, cwd.path());
-    let single = serve_binary(
-        binary()
-            .current_dir(cwd.path())
-            .env("TOPGUN_NO_AUTH", "true")
-            .env("STORAGE_BACKEND", "null"),
-    );
-    agreed(
-        &all(&members),
-        &names_of(&all(&members)),
-        Duration::from_secs(5),
-    )
-    .await;
+    let (cwd, members) = three_members().await;
+    let single = single_node(cwd.path());
     let node = NodeId::new("w").unwrap();
     let before = players(0, 100, &node);
     write(single.addr, before.clone()).await;
@@ -471,14 +464,7 @@ async fn topic_messages(c: &mut Client, within: Duration) -> Vec<Value> {
 
 #[tokio::test]
 async fn a_topic_message_published_on_one_member_reaches_subscribers_on_every_other() {
-    let cwd = tempfile::tempdir().unwrap();
-    let (members, _) = start_cluster(3, cwd.path());
-    agreed(
-        &all(&members),
-        &names_of(&all(&members)),
-        Duration::from_secs(5),
-    )
-    .await;
+    let (_cwd, members) = three_members().await;
     let mut on_first = topic_subscriber(members[0].served.addr, "chat").await;
     let mut on_third = topic_subscriber(members[2].served.addr, "chat").await;
     let mut publisher = topic_subscriber(members[1].served.addr, "chat").await;
@@ -608,20 +594,8 @@ async fn told(c: &mut Client, value: f64) {
 
 #[tokio::test]
 async fn a_counter_synced_through_every_member_reads_as_on_a_single_node() {
-    let cwd = tempfile::tempdir().unwrap();
-    let (members, _) = start_cluster(3, cwd.path());
-    let single = serve_binary(
-        binary()
-            .current_dir(cwd.path())
-            .env("TOPGUN_NO_AUTH", "true")
-            .env("STORAGE_BACKEND", "null"),
-    );
-    agreed(
-        &all(&members),
-        &names_of(&all(&members)),
-        Duration::from_secs(5),
-    )
-    .await;
+    let (cwd, members) = three_members().await;
+    let single = single_node(cwd.path());
     let syncs = [
         (0, counted("a", 1.0, 0.0)),
         (1, counted("b", 2.0, 0.0)),
@@ -687,14 +661,7 @@ async fn granted(c: &mut Client, within: Duration) -> Option<u64> {
 
 #[tokio::test]
 async fn a_lock_is_held_by_one_client_across_all_members_with_increasing_tokens() {
-    let cwd = tempfile::tempdir().unwrap();
-    let (members, _) = start_cluster(3, cwd.path());
-    agreed(
-        &all(&members),
-        &names_of(&all(&members)),
-        Duration::from_secs(5),
-    )
-    .await;
+    let (_cwd, members) = three_members().await;
     let mut clients = Vec::new();
     for m in &members {
         clients.push(connect(m.served.addr, "/").await);
@@ -772,20 +739,8 @@ async fn or_root(addr: SocketAddr) -> u32 {
 
 #[tokio::test]
 async fn or_entries_pushed_through_any_member_reach_their_owners() {
-    let cwd = tempfile::tempdir().unwrap();
-    let (members, _) = start_cluster(3, cwd.path());
-    let single = serve_binary(
-        binary()
-            .current_dir(cwd.path())
-            .env("TOPGUN_NO_AUTH", "true")
-            .env("STORAGE_BACKEND", "null"),
-    );
-    agreed(
-        &all(&members),
-        &names_of(&all(&members)),
-        Duration::from_secs(5),
-    )
-    .await;
+    let (cwd, members) = three_members().await;
+    let single = single_node(cwd.path());
     let node = NodeId::new("p").unwrap();
     let entries: Vec<OrMapEntry> = (0..40)
         .map(|i| {

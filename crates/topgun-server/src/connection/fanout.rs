@@ -21,6 +21,7 @@ use topgun_core::protocol::Message;
 use crate::connection::ConnId;
 use crate::connection::outbox::{Backlog, KickReason, Outbox, Pushed, SharedFrame, Updates};
 use crate::data::forward::writer_origin;
+use crate::data::peers::{MemberInterest, add_interest, end_interest};
 use crate::security::access::{ConnAccess, project_message};
 use crate::security::policy::{Action, Decision, Fields, Resource};
 use crate::storage::store::MapKind;
@@ -177,15 +178,7 @@ pub trait RelaySink: Send + Sync + std::fmt::Debug {
 }
 
 /// Another member's interest in a map's events.
-#[derive(Debug, Clone)]
-pub struct Relay {
-    /// The member's Raft id.
-    pub member: u64,
-    /// Which of the member's interests in the map this is: one begins each time its first
-    /// local subscriber comes, so that a late "no longer interested" cannot end a newer one.
-    pub generation: u64,
-    pub sink: Arc<dyn RelaySink>,
-}
+pub type Relay = MemberInterest<dyn RelaySink>;
 
 /// The connections that receive `SERVER_EVENT`s of each map, and the members that relay them
 /// to theirs; one copy per shard, so that fan-out needs no lock. Bounded by the
@@ -273,18 +266,14 @@ impl Subscribers {
         let relays = self.relays[kind_index(kind)]
             .entry(map.to_owned())
             .or_default();
-        match relays.iter_mut().find(|r| r.member == relay.member) {
-            Some(held) if held.generation <= relay.generation => *held = relay,
-            Some(_) => {}
-            None => relays.push(relay),
-        }
+        add_interest(relays, relay);
     }
 
     /// Ends `member`'s interest `generation` in the map (and any older one it still holds).
     pub fn remove_relay(&mut self, kind: MapKind, map: &str, member: u64, generation: u64) {
         let table = &mut self.relays[kind_index(kind)];
         if let Some(relays) = table.get_mut(map) {
-            relays.retain(|r| r.member != member || r.generation > generation);
+            end_interest(relays, member, generation);
             if relays.is_empty() {
                 table.remove(map);
             }

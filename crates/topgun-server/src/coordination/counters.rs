@@ -31,7 +31,7 @@ use crate::connection::fanout::{ConnHandle, Outbound};
 use crate::connection::outbox::SharedFrame;
 use crate::coordination::internal::{COUNTERS_MAP, InternalWriter, counter_to_value};
 use crate::data::forward::{Owner, writer_origin};
-use crate::data::peers::{Cluster, Followed};
+use crate::data::peers::{Cluster, Followed, MemberInterest, add_interest, end_interest};
 use crate::error::code::{BAD_REQUEST, TOO_LARGE, TOO_MANY, UNAVAILABLE};
 use crate::error::error;
 use crate::security::policy::{Action, Resource};
@@ -86,12 +86,7 @@ pub trait CounterSink: Send + Sync + std::fmt::Debug {
 }
 
 /// Another member's interest in a counter.
-#[derive(Debug, Clone)]
-struct Remote {
-    member: u64,
-    generation: u64,
-    sink: Arc<dyn CounterSink>,
-}
+type Remote = MemberInterest<dyn CounterSink>;
 
 /// A counter name's check: 1 to [`NAME_MAX_BYTES`] bytes.
 pub fn checked_name(name: &str) -> Result<(), Refusal> {
@@ -508,13 +503,9 @@ impl Task {
                     generation,
                     sink,
                 };
-                match list.iter_mut().find(|r| r.member == member) {
-                    Some(held) if held.generation <= generation => *held = interest,
-                    Some(_) => {}
-                    None => list.push(interest),
-                }
+                add_interest(list, interest);
             }
-            None => list.retain(|r| r.member != member || r.generation > generation),
+            None => end_interest(list, member, generation),
         }
         if list.is_empty() {
             self.remote.remove(name);

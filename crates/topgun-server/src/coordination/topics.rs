@@ -24,7 +24,7 @@ use crate::connection::ConnId;
 use crate::connection::fanout::{ConnHandle, Delivery};
 use crate::connection::outbox::SharedFrame;
 use crate::coordination::names;
-use crate::data::peers::{Cluster, Followed};
+use crate::data::peers::{Cluster, Followed, MemberInterest, add_interest, end_interest};
 use crate::error::code::{BAD_REQUEST, TOO_MANY};
 use crate::security::policy::{Action, Resource};
 
@@ -59,12 +59,7 @@ pub trait TopicSink: Send + Sync + std::fmt::Debug {
 }
 
 /// Another member's interest in a topic.
-#[derive(Debug, Clone)]
-struct Remote {
-    member: u64,
-    generation: u64,
-    sink: Arc<dyn TopicSink>,
-}
+type Remote = MemberInterest<dyn TopicSink>;
 
 /// Every topic's subscribers; shared by all connections.
 #[derive(Debug)]
@@ -114,18 +109,14 @@ impl Topics {
             generation,
             sink,
         };
-        match list.iter_mut().find(|r| r.member == member) {
-            Some(held) if held.generation <= generation => *held = interest,
-            Some(_) => {}
-            None => list.push(interest),
-        }
+        add_interest(list, interest);
     }
 
     /// Ends `member`'s interest `generation` in the topic (and any older one).
     pub fn remove_remote(&self, topic: &str, member: u64, generation: u64) {
         let mut remote = self.remote();
         if let Some(list) = remote.get_mut(topic) {
-            list.retain(|r| r.member != member || r.generation > generation);
+            end_interest(list, member, generation);
             if list.is_empty() {
                 remote.remove(topic);
             }

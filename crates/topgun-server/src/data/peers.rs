@@ -370,6 +370,41 @@ fn no_table() -> Box<Message> {
     )
 }
 
+/// Another member's interest in one name, and where what it follows goes.
+#[derive(Debug)]
+pub struct MemberInterest<S: ?Sized> {
+    /// The member's Raft id.
+    pub member: u64,
+    /// Which of its interests in the name this is (see [`Interests`]).
+    pub generation: u64,
+    pub sink: Arc<S>,
+}
+
+impl<S: ?Sized> Clone for MemberInterest<S> {
+    fn clone(&self) -> Self {
+        Self {
+            member: self.member,
+            generation: self.generation,
+            sink: Arc::clone(&self.sink),
+        }
+    }
+}
+
+/// Adds `interest` to the name's list: it replaces its member's older one; an older one
+/// than the member's held one changes nothing (it arrived late).
+pub fn add_interest<S: ?Sized>(list: &mut Vec<MemberInterest<S>>, interest: MemberInterest<S>) {
+    match list.iter_mut().find(|i| i.member == interest.member) {
+        Some(held) if held.generation <= interest.generation => *held = interest,
+        Some(_) => {}
+        None => list.push(interest),
+    }
+}
+
+/// Ends `member`'s interest `generation` in the name (and any older one it still holds).
+pub fn end_interest<S: ?Sized>(list: &mut Vec<MemberInterest<S>>, member: u64, generation: u64) {
+    list.retain(|i| i.member != member || i.generation > generation);
+}
+
 /// Interests held, by what and name: how many local subscriptions, and the generation.
 type Held = HashMap<(Followed, String), (usize, u64)>;
 

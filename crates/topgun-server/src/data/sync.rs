@@ -292,23 +292,22 @@ fn split_tree(parts: Vec<ReadPart>) -> SplitTree {
 }
 
 fn lww_records(parts: Vec<ReadPart>) -> Vec<LeafRecord> {
-    let mut out = Vec::new();
-    for part in parts {
-        if let ReadPart::LwwRecords(records) = part {
-            out.extend(records);
-        }
-    }
-    out
+    flatten(parts, |part| match part {
+        ReadPart::LwwRecords(records) => records,
+        _ => Vec::new(),
+    })
 }
 
 fn or_entries(parts: Vec<ReadPart>) -> Vec<OrMapEntry> {
-    let mut out = Vec::new();
-    for part in parts {
-        if let ReadPart::OrEntries(entries) = part {
-            out.extend(entries);
-        }
-    }
-    out
+    flatten(parts, |part| match part {
+        ReadPart::OrEntries(entries) => entries,
+        _ => Vec::new(),
+    })
+}
+
+/// What each member's part holds of one kind, in one list.
+fn flatten<T>(parts: Vec<ReadPart>, items: impl FnMut(ReadPart) -> Vec<T>) -> Vec<T> {
+    parts.into_iter().flat_map(items).collect()
 }
 
 /// The members' changed records as one `SYNC_RESP_LEAF` per leaf (a client merges each
