@@ -345,13 +345,19 @@ async fn a_killed_leader_leaves_every_map_within_5_s_and_its_restart_is_back_wit
     eprintln!("restart back in every map after {:?}", restarted.elapsed());
 }
 
-/// Durable members (the default store, each in its own data directory): one killed and
-/// restarted at once resumes on its kept Raft log — same partitions, its records still
-/// there; one restarted after the cluster removed it joins again as a new member.
+/// Durable members (the default store, each in its own data directory), with members down
+/// for 4 s removed: one killed and restarted at once resumes on its kept Raft log — same
+/// partitions, its records still there; one down (out of every map) and restarted resumes
+/// too and is marked up; one restarted after the cluster removed it joins again as new.
 #[tokio::test]
-async fn a_durable_member_restarted_at_once_resumes_and_one_removed_meanwhile_joins_again() {
+async fn a_durable_member_resumes_after_a_restart_and_joins_again_after_its_removal() {
     let cwd = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
+    std::fs::write(
+        data.path().join("cluster.toml"),
+        "[cluster]\nmember_remove_after_ms = 4000\n",
+    )
+    .unwrap();
     let ports: Vec<u16> = (0..3).map(|_| common::cluster::free_port()).collect();
     let start = |i| common::cluster::start_member_with(i, &ports, cwd.path(), Some(data.path()));
     let mut members: Vec<Member> = (0..3).map(start).collect();
@@ -377,8 +383,7 @@ async fn a_durable_member_restarted_at_once_resumes_and_one_removed_meanwhile_jo
         .iter()
         .position(|m| metric(m.served.addr, "topgun_cluster_is_leader") == 0)
         .expect("a follower");
-    let killed = members.remove(victim);
-    drop(killed);
+    drop(members.remove(victim));
     members.insert(victim, start(victim));
     let after = agreed(&all(&members), &everyone, Duration::from_secs(5)).await;
     assert_eq!(
@@ -388,15 +393,46 @@ async fn a_durable_member_restarted_at_once_resumes_and_one_removed_meanwhile_jo
     );
     let keys = common::read_map(members[0].served.addr, "kept").await;
     assert_eq!(keys.len(), 60, "its records were kept on its disk");
-    // Stopped until the cluster removes it, then started again: a new member.
-    let killed = members.remove(victim);
-    let name = killed.name.clone();
-    drop(killed);
-    let rest: Vec<&Member> = members.iter().collect();
-    agreed(&rest, &names_of(&rest), Duration::from_secs(6)).await;
+    // Down (out of every map), then back: the same member, marked up.
+    let name = members[victim].name.clone();
+    drop(members.remove(victim));
+    let rest_names = names_of(&members.iter().collect::<Vec<_>>());
+    agreed(
+        &members.iter().collect::<Vec<_>>(),
+        &rest_names,
+        Duration::from_secs(6),
+    )
+    .await;
+    let survivor = members[0].served.addr;
+    assert_eq!(
+        metric(survivor, "topgun_cluster_members{state=\"down\"}"),
+        1
+    );
+    members.insert(victim, start(victim));
+    let back = agreed(&all(&members), &everyone, Duration::from_secs(8)).await;
+    assert!(back.version > after.version);
+    assert_eq!(
+        metric(survivor, "topgun_cluster_members{state=\"active\"}"),
+        3
+    );
+    // Down past `member_remove_after_ms`: removed; its restart joins as a new member.
+    drop(members.remove(victim));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while metric(
+        members[0].served.addr,
+        "topgun_cluster_members{state=\"down\"}",
+    ) != 0
+        || metric(
+            members[0].served.addr,
+            "topgun_cluster_members{state=\"active\"}",
+        ) != 2
+    {
+        assert!(Instant::now() < deadline, "{name} was never removed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     members.insert(victim, start(victim));
     let again = agreed(&all(&members), &everyone, Duration::from_secs(8)).await;
-    assert!(again.version > after.version);
+    assert!(again.version > back.version);
     assert!(names(&again).contains(&name));
 }
 

@@ -20,6 +20,7 @@ use super::frame::Frame;
 use super::hello::Channel;
 use super::node::ClusterNode;
 use super::wire::{self, JoinReply, StatusWire};
+use crate::clock::now_ms;
 
 /// How often a member tells the leader it is alive.
 const HEARTBEAT_EVERY: Duration = Duration::from_millis(500);
@@ -102,7 +103,9 @@ fn heartbeat(node: &ClusterNode) {
     else {
         return;
     };
-    let beat = Frame::new(wire::HEARTBEAT, control.id().to_be_bytes().to_vec());
+    let mut body = control.id().to_be_bytes().to_vec();
+    body.push(u8::from(node.is_durable()));
+    let beat = Frame::new(wire::HEARTBEAT, body);
     let _ = node.rpc.send(&addr, Channel::Control, beat);
 }
 
@@ -116,31 +119,46 @@ async fn lead(node: &ClusterNode, control: &Arc<RaftControl>, since: Instant) {
     match_group(control, cluster).await;
 }
 
+/// Members silent for `member_down_after_ms` are marked down (their partitions fail over);
+/// a memory-backed one is removed at once (it cannot come back with its data), a durable one
+/// after `member_remove_after_ms` down, unless it is heard again first and marked up.
 async fn mark_silent_down(
     node: &ClusterNode,
     control: &Arc<RaftControl>,
     cluster: &Cluster,
     since: Instant,
 ) {
-    let down_after = Duration::from_millis(node.config.timing.member_down_after_ms);
-    let silent: Vec<RaftId> = {
+    let timing = &node.config.timing;
+    let down_after = Duration::from_millis(timing.member_down_after_ms);
+    let mut changes = Vec::new();
+    {
         let heard = node.heard.lock().unwrap_or_else(PoisonError::into_inner);
-        cluster
-            .members()
-            .filter(|m| m.state.is_live() && m.raft_id.0 != control.id())
-            .filter(|m| {
-                // A new leader counts from its election for members it has not heard, and
-                // from what it knows for the one it took over from (`took_over_from`).
-                let last = heard.get(&m.raft_id.0).copied().unwrap_or(since);
-                last.elapsed() >= down_after
-            })
-            .map(|m| m.raft_id)
-            .collect()
-    };
-    for id in silent {
-        tracing::warn!(raft_id = id.0, "a member is silent: marking it down");
-        // Memory-backed members cannot come back with their data: removed at once.
-        let _ = control.propose(Command::Remove { id }).await;
+        let now = now_ms();
+        for m in cluster.members().filter(|m| m.raft_id.0 != control.id()) {
+            // A new leader counts from its election for members it has not heard, and from
+            // what it knows for the one it took over from (`took_over_from`).
+            let heartbeat = heard.get(&m.raft_id.0).copied();
+            let silent = heartbeat.unwrap_or(since).elapsed() >= down_after;
+            // A down member is marked up only on a heartbeat of its own.
+            let silent = silent || (!m.state.is_live() && heartbeat.is_none());
+            let id = m.raft_id;
+            let command = match (m.state.is_live(), silent) {
+                (true, true) if node.member_durable(id.0) => Command::MarkDown { id },
+                (true, true) => Command::Remove { id },
+                (false, false) => Command::MarkUp { id },
+                (false, true)
+                    if now.saturating_sub(m.since_ms) >= timing.member_remove_after_ms =>
+                {
+                    Command::Remove { id }
+                }
+                _ => continue,
+            };
+            changes.push(command);
+        }
+    }
+    for command in changes {
+        tracing::warn!(?command, "a member's liveness changed");
+        let _ = control.propose(command).await;
     }
 }
 

@@ -86,6 +86,8 @@ pub struct ClusterNode {
     identity_kept: std::sync::atomic::AtomicBool,
     /// The leader's record of when each member was last heard (by Raft id).
     pub(super) heard: Mutex<HashMap<u64, Instant>>,
+    /// Whether each member keeps its data on disk, as its heartbeats say (by Raft id).
+    durable: Mutex<HashMap<u64, bool>>,
     /// When each member (by name) last sent this one a Raft message: a follower's measure of
     /// its leader's silence, for when it takes over.
     pub(super) raft_heard: Mutex<HashMap<String, Instant>>,
@@ -185,6 +187,7 @@ impl ClusterNode {
                 raft_dir: raft_dir.clone(),
                 identity_kept: std::sync::atomic::AtomicBool::new(false),
                 heard: Mutex::new(HashMap::new()),
+                durable: Mutex::new(HashMap::new()),
                 raft_heard: Mutex::new(HashMap::new()),
                 tasks: Mutex::new(Vec::new()),
             }
@@ -374,6 +377,19 @@ impl ClusterNode {
         let _ = tokio::time::timeout(Duration::from_millis(300), control.shutdown()).await;
     }
 
+    /// Whether this member keeps its data (and Raft log) on disk.
+    pub(super) fn is_durable(&self) -> bool {
+        self.raft_dir.is_some()
+    }
+
+    /// Whether member `raft_id` keeps its data on disk, as its heartbeats said; one never
+    /// heard (a leader's dead predecessor) counts as durable, so it is marked down rather than
+    /// removed until `member_remove_after_ms`.
+    pub(super) fn member_durable(&self, raft_id: u64) -> bool {
+        let durable = self.durable.lock().unwrap_or_else(PoisonError::into_inner);
+        durable.get(&raft_id).copied().unwrap_or(true)
+    }
+
     /// Counts member `raft_id` as heard now (the leader's liveness record).
     pub(super) fn heard_now(&self, raft_id: u64) {
         self.heard
@@ -520,12 +536,19 @@ impl Handler for NodeHandler {
             return;
         }
         if frame.kind == wire::HEARTBEAT
-            && let Ok(id) = <[u8; 8]>::try_from(&frame.body[..])
+            && let Some(id) = frame
+                .body
+                .get(..8)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
         {
-            node.heard
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(u64::from_be_bytes(id), Instant::now());
+            let id = u64::from_be_bytes(id);
+            node.heard_now(id);
+            if let Some(&durable) = frame.body.get(8) {
+                node.durable
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(id, durable != 0);
+            }
         }
     }
 }

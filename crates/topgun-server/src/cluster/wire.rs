@@ -19,7 +19,8 @@ pub const JOIN: u8 = 4;
 /// `(name, Raft id)` for [`super::resume::RejoinReply`]: may a restarted member resume on
 /// its kept log?
 pub const REJOIN: u8 = 5;
-/// One-way: `u64` Raft id of a live member, to the leader.
+/// One-way: `u64` Raft id of a live member and `u8` 1 if it keeps its data on disk, to the
+/// leader.
 pub const HEARTBEAT: u8 = super::rpc::FIRST_MESSAGE_KIND;
 
 /// A member's [`Status`] on the wire.

@@ -36,7 +36,8 @@ pub(crate) fn start_member(i: usize, cluster_ports: &[u16], cwd: &std::path::Pat
     start_member_with(i, cluster_ports, cwd, None)
 }
 
-/// Member `i`; with `data`, durable (the default store) in `data/n{i + 1}`.
+/// Member `i`; with `data`, durable (the default store) in `data/n{i + 1}`, reading the
+/// configuration file `data/cluster.toml` if there is one.
 pub(crate) fn start_member_with(
     i: usize,
     cluster_ports: &[u16],
@@ -61,6 +62,10 @@ pub(crate) fn start_member_with(
         Some(root) => {
             let dir = root.join(&name);
             command.args(["--data-dir".as_ref(), dir.as_os_str()]);
+            let config = root.join("cluster.toml");
+            if config.exists() {
+                command.args(["--config".as_ref(), config.as_os_str()]);
+            }
         }
         None => {
             command.env("STORAGE_BACKEND", "null");
