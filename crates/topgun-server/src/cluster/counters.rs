@@ -3,7 +3,8 @@
 //! durable updates through their interest.
 //!
 //! * `COUNTER` (a request on the data channel): `u64` the asker's table version, `u64` the
-//!   asking connection ([`remote_writer`]), then the client's `COUNTER_REQUEST` or
+//!   asking connection ([`remote_writer`]), `u64` the asker's interest generation in the
+//!   counter (0: none; else the owner starts relaying to it first), then the client's `COUNTER_REQUEST` or
 //!   `COUNTER_SYNC` as encoded for clients. The reply is `0` and the owner's answer (a
 //!   `COUNTER_RESPONSE`, a `COUNTER_UPDATE` once durable, or an `ERROR`), or `2` and the
 //!   owner's table version: it does not own the counter — the asker waits to know that
@@ -29,7 +30,7 @@ use super::read_wire::decode_message;
 use super::routes::{Routes, RoutesWatch};
 use super::rpc::Rpc;
 use crate::connection::ConnId;
-use crate::coordination::counters::{CounterPeers, CounterSink};
+use crate::coordination::counters::{Ask, CounterPeers, CounterSink};
 use crate::data::forward::{Owner, REMOTE_WRITER, remote_writer, writer_origin};
 use crate::data::plane::DataPlane;
 use crate::error::code;
@@ -78,20 +79,21 @@ impl CounterPeers for RemoteCounters {
         owner_of(&*self.current()?, name)
     }
 
-    fn ask(
-        &self,
-        owner: Owner,
-        name: String,
-        sync: Option<PnCounter>,
-        author: ConnId,
-    ) -> BoxFuture<'static, Result<PnCounter, Refusal>> {
+    fn ask(&self, owner: Owner, ask: Ask) -> BoxFuture<'static, Result<PnCounter, Refusal>> {
         let (rpc, mut routes) = (Arc::clone(&self.rpc), self.routes.clone());
         async move {
+            let Ask {
+                name,
+                sync,
+                author,
+                follow,
+            } = ask;
             let mut owner = owner;
             for _ in 0..ATTEMPTS {
                 let current = routes.borrow().clone();
                 let (version, me) = current.map_or((0, 0), |r| (r.version, r.me.0));
-                let body = ask_body(version, remote_writer(me, author), &name, sync.as_ref());
+                let header = (version, remote_writer(me, author), follow);
+                let body = ask_body(header, &name, sync.as_ref());
                 let reply = rpc
                     .call(&owner.addr, Channel::Data, COUNTER, &body, ASK_TIMEOUT)
                     .await
@@ -121,7 +123,9 @@ impl CounterPeers for RemoteCounters {
     }
 }
 
-fn ask_body(version: u64, author: u64, name: &str, sync: Option<&PnCounter>) -> Vec<u8> {
+/// An ask's bytes: the header `(table version, author, follow)`, then the message.
+fn ask_body(header: (u64, u64, u64), name: &str, sync: Option<&PnCounter>) -> Vec<u8> {
+    let (version, author, follow) = header;
     let message = match sync {
         Some(state) => Message::CounterSync(CounterState {
             name: name.into(),
@@ -132,6 +136,7 @@ fn ask_body(version: u64, author: u64, name: &str, sync: Option<&PnCounter>) -> 
     let mut body = BytesMut::new();
     body.put_u64(version);
     body.put_u64(author);
+    body.put_u64(follow);
     body.put_slice(&message.encode());
     body.to_vec()
 }
@@ -167,17 +172,20 @@ fn read_reply(mut reply: Bytes) -> Result<Reply, Refusal> {
 /// The owner's side of an ask: answered if this member owns the counter under a table at
 /// least as new as the asker's.
 pub async fn serve(
-    routes: RoutesWatch,
+    reads: &super::reads::Reads,
+    from: &PeerIdentity,
     data: &DataPlane,
     mut body: Bytes,
 ) -> Result<Bytes, String> {
-    if body.len() < 16 {
+    if body.len() < 24 {
         return Err("a counter ask without its header".into());
     }
     let theirs = body.get_u64();
     let author = Some(body.get_u64())
         .filter(|w| writer_origin(*w).is_some())
         .unwrap_or(REMOTE_WRITER);
+    let follow = body.get_u64();
+    let routes = reads.routes();
     let (name, sync) = match decode_message(&body)? {
         Message::CounterRequest(r) => (r.name.to_string(), None),
         Message::CounterSync(s) => (s.name.to_string(), Some(s.state)),
@@ -195,6 +203,13 @@ pub async fn serve(
         out.put_u8(MOVED);
         out.put_u64(current.map_or(0, |r| r.version));
         return Ok(out.freeze());
+    }
+    if let Some((member, _)) = writer_origin(author).filter(|_| follow != 0) {
+        // Relaying starts before the answer is computed, in the counter task's order.
+        let sink: Arc<dyn CounterSink> = reads.link(member, from);
+        data.counters()
+            .interest(name.clone(), member, follow, Some(sink))
+            .await;
     }
     let answer = data.counters().serve(name, sync, author).await;
     out.put_u8(ANSWERED);
@@ -266,8 +281,9 @@ mod tests {
     fn asks_and_relays_read_back_and_bad_bytes_are_refused() {
         let mut state = PnCounter::new();
         state.add("n1", 3.0).unwrap();
-        let body = Bytes::from(ask_body(4, 9, "likes", Some(&state)));
-        assert!(body.len() > 16);
+        let mut body = Bytes::from(ask_body((4, 9, 2), "likes", Some(&state)));
+        assert_eq!((body.get_u64(), body.get_u64(), body.get_u64()), (4, 9, 2));
+        assert!(matches!(decode_message(&body), Ok(Message::CounterSync(_))));
         let update = Message::CounterUpdate(CounterState {
             name: "likes".into(),
             state: state.clone(),

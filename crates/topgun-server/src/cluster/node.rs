@@ -502,7 +502,7 @@ impl Handler for NodeHandler {
                 }
                 INTEREST => node.reads.serve_interest(from, body).await,
                 COUNTER => match node.reads.data() {
-                    Some(data) => super::counters::serve(node.routes(), &data, body).await,
+                    Some(data) => super::counters::serve(&node.reads, &from, &data, body).await,
                     None => Err("the member is stopping".to_owned()),
                 },
                 other => Err(format!("unknown cluster service {other}")),

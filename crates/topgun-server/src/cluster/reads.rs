@@ -129,6 +129,11 @@ impl Reads {
         self.routes.borrow().clone()
     }
 
+    /// The routes as applied here.
+    pub(super) fn routes(&self) -> RoutesWatch {
+        self.routes.clone()
+    }
+
     /// The other live members and their addresses.
     fn others(&self) -> Vec<(RaftId, String)> {
         self.current()

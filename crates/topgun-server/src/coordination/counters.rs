@@ -68,14 +68,20 @@ pub trait CounterPeers: Send + Sync + std::fmt::Debug {
     fn owner_elsewhere(&self, name: &str) -> Option<Owner>;
 
     /// Asks `owner` for the counter's durable state, merging `sync` first (answered once
-    /// the merged state is durable); `author` is the asking connection here.
-    fn ask(
-        &self,
-        owner: Owner,
-        name: String,
-        sync: Option<PnCounter>,
-        author: ConnId,
-    ) -> BoxFuture<'static, Result<PnCounter, Refusal>>;
+    /// the merged state is durable); `author` is the asking connection here. With a
+    /// non-zero `follow` (this member's interest generation in the counter) the owner starts
+    /// relaying the counter's updates here in the same step as it answers, so that none
+    /// falls between the answer and the interest.
+    fn ask(&self, owner: Owner, ask: Ask) -> BoxFuture<'static, Result<PnCounter, Refusal>>;
+}
+
+/// One ask of a counter's owner.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ask {
+    pub name: String,
+    pub sync: Option<PnCounter>,
+    pub author: ConnId,
+    pub follow: u64,
 }
 
 /// Where a counter's durable updates go for another member's subscribers.
@@ -380,7 +386,18 @@ impl Task {
             let _ = reply.send(error(code, why));
             return None;
         }
-        let asked = peers.ask(owner, name.clone(), sync.clone(), conn.id);
+        let follow = self.cluster.get().map_or(0, |c| {
+            c.interests
+                .generation(Followed::Counter, &name)
+                .unwrap_or(0)
+        });
+        let ask = Ask {
+            name: name.clone(),
+            sync: sync.clone(),
+            author: conn.id,
+            follow,
+        };
+        let asked = peers.ask(owner, ask);
         let me = self.me.clone();
         tokio::spawn(async move {
             let answer = asked.await;
