@@ -71,6 +71,8 @@ pub struct Forwarder {
     local: Arc<dyn LocalWrites>,
     /// Pushed OR entries that turn out to be this member's are merged here.
     pushes: Arc<dyn super::pushes::LocalPushes>,
+    /// Bounds the forwarded pushes on their way at once.
+    push_slots: Arc<tokio::sync::Semaphore>,
     /// How long one attempt waits for its owner's answer.
     timeout: Duration,
     stats: Arc<ForwardStats>,
@@ -110,6 +112,7 @@ impl Forwarder {
             routes,
             local,
             pushes,
+            push_slots: Arc::new(tokio::sync::Semaphore::new(super::pushes::IN_FLIGHT)),
             timeout,
             stats: Arc::default(),
         }
@@ -222,10 +225,22 @@ impl Forward for Forwarder {
         answered
     }
 
-    fn push(&self, map: String, entries: Vec<topgun_core::OrMapEntry>, author: ConnId) {
-        let (rpc, routes) = (Arc::clone(&self.rpc), self.routes.clone());
-        let local = Arc::clone(&self.pushes);
-        super::pushes::forward(rpc, routes, local, map, entries, author);
+    fn push(
+        &self,
+        map: String,
+        entries: Vec<topgun_core::OrMapEntry>,
+        author: ConnId,
+    ) -> BoxFuture<'_, ()> {
+        async move {
+            // The pushing reader waits while too many pushes are on their way.
+            let Ok(slot) = Arc::clone(&self.push_slots).acquire_owned().await else {
+                return;
+            };
+            let (rpc, routes) = (Arc::clone(&self.rpc), self.routes.clone());
+            let local = Arc::clone(&self.pushes);
+            super::pushes::forward(rpc, routes, local, (map, entries, author), slot);
+        }
+        .boxed()
     }
 
     fn ready(&self, within: Duration) -> BoxFuture<'_, bool> {

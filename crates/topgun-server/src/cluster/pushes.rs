@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::future::BoxFuture;
+use tokio::sync::OwnedSemaphorePermit;
 use topgun_cluster::table::partition_of;
 use topgun_core::OrMapEntry;
 use topgun_core::protocol::Message;
@@ -31,6 +32,8 @@ use crate::data::forward::{Owner, REMOTE_WRITER, remote_writer, writer_origin};
 pub const FWD_PUSH: u8 = 14;
 /// Tries of one push: the first, and re-routes after ownership moved.
 const ATTEMPTS: usize = 3;
+/// Forwarded pushes on their way at once; past it the pushing readers wait.
+pub const IN_FLIGHT: usize = 1024;
 const TIMEOUT: Duration = Duration::from_secs(5);
 const TABLE_CATCH_UP: Duration = Duration::from_secs(2);
 const MERGED: u8 = 0;
@@ -56,17 +59,18 @@ fn split(routes: &Routes, entries: Vec<OrMapEntry>) -> BTreeMap<Option<Owner>, V
     parts
 }
 
-/// Sends `entries` (pushed by this member's connection `author`) to their owners, off the
-/// caller's task; entries that turn out to be this member's are merged here.
+/// Sends `entries` of `map` (pushed by this member's connection `author`) to their owners,
+/// off the caller's task, holding `slot` until done; entries that turn out to be this
+/// member's are merged here.
 pub fn forward(
     rpc: Arc<Rpc>,
     routes: RoutesWatch,
     local: Arc<dyn LocalPushes>,
-    map: String,
-    entries: Vec<OrMapEntry>,
-    author: ConnId,
+    (map, entries, author): (String, Vec<OrMapEntry>, ConnId),
+    slot: OwnedSemaphorePermit,
 ) {
     tokio::spawn(async move {
+        let _slot = slot;
         let mut pending = entries;
         for _ in 0..ATTEMPTS {
             let Some(current) = routes.borrow().clone() else {

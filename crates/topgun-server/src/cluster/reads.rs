@@ -84,7 +84,9 @@ pub struct Reads {
     routes: RoutesWatch,
     data: Weak<DataPlane>,
     /// The link each interested member's relays go through, by (Raft id, incarnation).
-    links: Mutex<HashMap<(u64, u128), Arc<RelayLink>>>,
+    /// One per member: a new incarnation (a restart) replaces its old one's, whose
+    /// numbering ends with it.
+    links: Mutex<HashMap<u64, (u128, Arc<RelayLink>)>>,
     inbound: mpsc::Sender<Inbound>,
     /// A relayed frame was dropped here: the next one handled closes the followers.
     lost: AtomicBool,
@@ -146,15 +148,19 @@ impl Reads {
 
     pub(super) fn link(&self, member: u64, peer: &PeerIdentity) -> Arc<RelayLink> {
         let mut links = self.links.lock().unwrap_or_else(PoisonError::into_inner);
-        let link = links.entry((member, peer.incarnation)).or_insert_with(|| {
-            Arc::new(RelayLink {
-                rpc: Arc::clone(&self.rpc),
-                addr: peer.addr.clone(),
-                seq: Mutex::new(0),
-                stats: Arc::clone(&self.stats),
-            })
-        });
-        Arc::clone(link)
+        match links.get(&member) {
+            Some((incarnation, link)) if *incarnation == peer.incarnation => Arc::clone(link),
+            _ => {
+                let link = Arc::new(RelayLink {
+                    rpc: Arc::clone(&self.rpc),
+                    addr: peer.addr.clone(),
+                    seq: Mutex::new(0),
+                    stats: Arc::clone(&self.stats),
+                });
+                links.insert(member, (peer.incarnation, Arc::clone(&link)));
+                link
+            }
+        }
     }
 
     /// Serves a read from another member.
@@ -518,7 +524,8 @@ impl RelaySink for RelayLink {
 
 /// Hands relayed frames to the shards in order, watching each sender's numbering.
 async fn deliver(reads: Weak<Reads>, mut frames: mpsc::Receiver<Inbound>) {
-    let mut last: HashMap<(String, u128), u64> = HashMap::new();
+    // Per sender: its incarnation and the last number seen (a new incarnation numbers anew).
+    let mut last: HashMap<String, (u128, u64)> = HashMap::new();
     while let Some(Inbound { from, relay }) = frames.recv().await {
         let Some(reads) = reads.upgrade() else { return };
         let Some(data) = reads.data.upgrade() else {
@@ -527,11 +534,14 @@ async fn deliver(reads: Weak<Reads>, mut frames: mpsc::Receiver<Inbound>) {
         let Some(interests) = data.interests() else {
             return;
         };
-        let seen = last
-            .entry((from.name.clone(), from.incarnation))
-            .or_insert(0);
-        let gap = relay.seq != seen.wrapping_add(1) || reads.lost.swap(false, Ordering::Relaxed);
-        *seen = relay.seq;
+        let held = last
+            .entry(from.name.clone())
+            .or_insert((from.incarnation, 0));
+        if held.0 != from.incarnation {
+            *held = (from.incarnation, 0);
+        }
+        let gap = relay.seq != held.1.wrapping_add(1) || reads.lost.swap(false, Ordering::Relaxed);
+        held.1 = relay.seq;
         if gap {
             reads.stats.gaps.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(peer = %from.name, "relayed events were lost; followers resync");
@@ -587,7 +597,7 @@ async fn follow_members(reads: Weak<Reads>) {
             data.counters().forget_member(member).await;
             data.locks().forget_member(member).await;
             let mut links = reads.links.lock().unwrap_or_else(PoisonError::into_inner);
-            links.retain(|(m, _), _| *m != member);
+            links.remove(&member);
         }
         let interests = data.interests().map(|i| i.current()).unwrap_or_default();
         for (_, addr) in members.iter().filter(|(id, _)| !known.contains_key(id)) {

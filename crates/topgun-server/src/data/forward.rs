@@ -78,8 +78,14 @@ pub trait Forward: Send + Sync + Debug {
     fn ready(&self, within: Duration) -> BoxFuture<'_, bool>;
 
     /// Sends pushed OR entries (`ORMAP_PUSH_DIFF` by this member's connection `author`),
-    /// some of which other members own, to their owners; nothing waits for them.
-    fn push(&self, map: String, entries: Vec<topgun_core::OrMapEntry>, author: ConnId);
+    /// some of which other members own, to their owners. Resolves once they are on their
+    /// way (waiting while too many pushes are), not once merged: a push has no answer.
+    fn push(
+        &self,
+        map: String,
+        entries: Vec<topgun_core::OrMapEntry>,
+        author: ConnId,
+    ) -> BoxFuture<'_, ()>;
 }
 
 /// `writes` as a forwarded part's bytes: `u32` count, then each entry as `u32` length and

@@ -20,10 +20,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use tokio::sync::oneshot;
-use topgun_core::OrMapEntry;
 use topgun_core::merkle::Sum;
 use topgun_core::protocol::Message;
 use topgun_core::protocol::messages::LeafRecord;
+use topgun_core::{LwwRecord, OrMapEntry};
 
 use crate::connection::fanout::{ConnHandle, Relay};
 use crate::data::parts::PartSet;
@@ -153,66 +153,50 @@ pub async fn read_local(
     } = local;
     Ok(match read {
         Read::Leaves { kind, map, path } => {
-            let parts = shards
-                .ask_all(|reply| Request::Leaves {
-                    kind,
-                    map: map.clone(),
-                    path: path.clone(),
-                    owned,
-                    subscribe: subscribe.clone(),
-                    relay: relay.clone(),
-                    reply,
-                })
-                .await?;
-            parts
-                .map(|p| Some(ReadPart::Sums(p?.into_iter().flatten().collect())))
-                .boxed()
+            let request = |reply| Request::Leaves {
+                kind,
+                map: map.clone(),
+                path: path.clone(),
+                owned,
+                subscribe: subscribe.clone(),
+                relay: relay.clone(),
+                reply,
+            };
+            joined(shards, request, ReadPart::Sums).await?
         }
         Read::LwwLeaf { map, path } => {
-            let parts = shards
-                .ask_all(|reply| Request::LwwLeaf {
-                    map: map.clone(),
-                    path: path.clone(),
-                    owned,
-                    reply,
-                })
-                .await?;
-            parts
-                .map(|p| Some(ReadPart::LwwRecords(p?.into_iter().flatten().collect())))
-                .boxed()
+            let request = |reply| Request::LwwLeaf {
+                map: map.clone(),
+                path: path.clone(),
+                owned,
+                reply,
+            };
+            joined(shards, request, ReadPart::LwwRecords).await?
         }
         Read::LwwRecords { map } => {
-            let parts = shards
-                .ask_all(|reply| Request::LwwRecords {
-                    map: map.clone(),
-                    owned,
-                    relay: relay.clone(),
-                    reply,
-                })
-                .await?;
-            parts
-                .map(|p| {
-                    let records = p?.into_iter().flatten();
-                    let records = records.map(|(key, record)| LeafRecord {
-                        key: key.into(),
-                        record,
-                    });
-                    Some(ReadPart::LwwRecords(records.collect()))
-                })
-                .boxed()
+            let request = |reply| Request::LwwRecords {
+                map: map.clone(),
+                owned,
+                relay: relay.clone(),
+                reply,
+            };
+            let part = |records: Vec<(String, LwwRecord)>| {
+                let records = records.into_iter().map(|(key, record)| LeafRecord {
+                    key: key.into(),
+                    record,
+                });
+                ReadPart::LwwRecords(records.collect())
+            };
+            joined(shards, request, part).await?
         }
         Read::OrLeaf { map, path } => {
-            let parts = shards
-                .ask_all(|reply| Request::OrLeaf {
-                    map: map.clone(),
-                    path: path.clone(),
-                    owned,
-                    reply,
-                })
-                .await?;
-            parts
-                .map(|p| Some(ReadPart::OrEntries(p?.into_iter().flatten().collect())))
-                .boxed()
+            let request = |reply| Request::OrLeaf {
+                map: map.clone(),
+                path: path.clone(),
+                owned,
+                reply,
+            };
+            joined(shards, request, ReadPart::OrEntries).await?
         }
         Read::OrEntries { map, keys } => or_entries(shards, map, keys, owned).await?,
         Read::LwwSince { map, since_ms, max } => {
@@ -228,6 +212,18 @@ pub async fn read_local(
             parts.map(move |p| Some(since(p?, max))).boxed()
         }
     })
+}
+
+/// Puts one request on every shard's queue; the future joins their lists into one part.
+async fn joined<T: Send + 'static>(
+    shards: &Shards,
+    request: impl FnMut(oneshot::Sender<Vec<T>>) -> Request,
+    part: impl FnOnce(Vec<T>) -> ReadPart + Send + 'static,
+) -> Result<BoxFuture<'static, Option<ReadPart>>, ShardGone> {
+    let parts = shards.ask_all(request).await?;
+    Ok(parts
+        .map(|p| Some(part(p?.into_iter().flatten().collect())))
+        .boxed())
 }
 
 /// The OR entries of `keys`, each asked of its shard.

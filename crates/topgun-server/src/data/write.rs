@@ -438,7 +438,7 @@ impl WritePath {
                 .into_iter()
                 .partition(|e| forward.owner_elsewhere(&e.key).is_some());
             if !remote.is_empty() {
-                forward.push(map.clone(), remote, conn.handle.id);
+                forward.push(map.clone(), remote, conn.handle.id).await;
             }
             entries = local;
         }

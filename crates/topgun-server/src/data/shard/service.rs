@@ -293,14 +293,16 @@ pub async fn run(
 /// census of the maps that appeared or emptied in it. Two relaxed stores unless a map
 /// appeared or emptied.
 pub fn publish_tally(shard: &mut Shard, stats: &ShardStats, metrics: &Metrics) {
-    let tally = shard.tally();
-    stats.publish(tally.tombstone_bytes(), tally.tombstoned_total());
+    // The census first: a scrape that sees this change's tombstone bytes sees the maps it
+    // emptied gone too (a prune of a map's last tombstones lowers both).
     for change in shard.take_presence() {
         match change {
             Presence::Appeared(map) => metrics.maps().appeared(map),
             Presence::Emptied(map) => metrics.maps().emptied(&map),
         }
     }
+    let tally = shard.tally();
+    stats.publish(tally.tombstone_bytes(), tally.tombstoned_total());
 }
 
 /// Resolves when the head commit's append completes; never while the FIFO is empty.
