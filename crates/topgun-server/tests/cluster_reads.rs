@@ -4,7 +4,7 @@
 //! its latency reported; topic messages reach subscribers on every member; a counter synced
 //! through every member reads as on a single node; a lock is held by one client across all
 //! members, its fencing tokens increasing; OR entries pushed through one member reach their
-//! owners.
+//! owners; HTTP sync's deltas through any member hold every member's records.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -15,17 +15,20 @@ use std::time::{Duration, Instant};
 
 use common::cluster::{Member, agreed, all, metric, names_of, start_cluster};
 use common::{
-    Client, binary, connect, now_ms, op_batch, or_add_op, or_remove_op, put_op, read_map, recv_any,
-    send, serve_binary,
+    Client, binary, connect, http_post_async, now_ms, op_batch, or_add_op, or_remove_op, put_op,
+    read_map, recv_any, send, serve_binary,
 };
+use topgun_core::protocol::Limits;
 use topgun_core::protocol::Message;
 use topgun_core::protocol::enums::{ChangeType, PredicateOp, SortDirection};
+use topgun_core::protocol::http::{HttpSyncRequest, HttpSyncResponse, SyncMapRequest, SyncSince};
 use topgun_core::protocol::messages::{
     ClientOp, CounterRequest, CounterState, LockRelease, LockRequest, MerkleReqBucket,
     OrMapDiffRequest, OrMapPushDiff, OrMapSyncInit, QuerySub, SyncInit, TopicPub, TopicRef,
 };
 use topgun_core::protocol::query::{PredicateNode, Query, Sort, SortField};
-use topgun_core::{NodeId, OrMapEntry, OrRecord, PnCounter, Timestamp, Value};
+use topgun_core::protocol::{decode_standalone, encode_standalone};
+use topgun_core::{LwwRecord, NodeId, OrMapEntry, OrRecord, PnCounter, Timestamp, Value};
 
 /// Three members agreed on one table, run in a fresh working directory (kept alive by
 /// the caller).
@@ -211,6 +214,140 @@ async fn sync_from_any_member_equals_a_single_node_for_the_same_writes() {
     let whole = read_map(single.addr, "todos").await;
     assert_eq!(whole.len(), 300);
     assert_eq!(read_map(members[2].served.addr, "todos").await, whole);
+}
+
+/// The one delta of `map` that `POST /sync` at `addr` answers from `since`: each record
+/// as `(key, record)`, and the timestamp to ask from next.
+async fn http_delta(
+    addr: SocketAddr,
+    map: &str,
+    since: SyncSince,
+) -> (Vec<(String, LwwRecord)>, Timestamp) {
+    let ask = HttpSyncRequest {
+        client_id: "http-client".into(),
+        client_hlc: Timestamp::new(now_ms(), 0, NodeId::new("http-client").unwrap()),
+        operations: None,
+        sync_maps: Some(vec![SyncMapRequest {
+            map_name: map.into(),
+            last_sync_timestamp: since,
+        }]),
+        queries: None,
+        searches: None,
+    };
+    let reply = http_post_async(addr, "/sync", vec![], encode_standalone(&ask)).await;
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let reply: HttpSyncResponse = decode_standalone(&reply.body, &Limits::default()).unwrap();
+    assert_eq!(reply.errors, None);
+    let mut deltas = reply.deltas.expect("a delta");
+    assert_eq!(deltas.len(), 1);
+    let delta = deltas.remove(0);
+    let records = delta.records.into_iter();
+    let records = records.map(|r| (r.key.to_string(), r.record)).collect();
+    (records, delta.server_sync_timestamp)
+}
+
+/// The TS provider's first `lastSyncTimestamp`.
+fn from_start() -> SyncSince {
+    SyncSince {
+        millis: 0,
+        counter: 0,
+        node_id: "".into(),
+    }
+}
+
+fn since(at: &Timestamp) -> SyncSince {
+    SyncSince {
+        millis: at.millis,
+        counter: at.counter,
+        node_id: at.node_id.as_str().into(),
+    }
+}
+
+fn sorted(mut records: Vec<(String, LwwRecord)>) -> Vec<(String, LwwRecord)> {
+    records.sort_by(|a, b| a.0.cmp(&b.0));
+    records
+}
+
+/// HTTP sync's deltas (COMPAT §2.2) read every member: the first delta through any member
+/// holds a single node's records for the same writes; the cursor it hands back names the
+/// cluster, and continued through another member returns exactly what was written since,
+/// through a third; a delta cut at its bound continues through yet another member until
+/// every record has been sent.
+#[tokio::test]
+async fn http_sync_deltas_from_any_member_hold_every_member_s_records() {
+    let (cwd, members) = three_members().await;
+    let single = single_node(cwd.path());
+    let ops = ops();
+    write(single.addr, ops.clone()).await;
+    write(members[0].served.addr, ops).await;
+    let (expected, _) = http_delta(single.addr, "todos", from_start()).await;
+    assert_eq!(expected.len(), 300);
+    let (first, cursor) = http_delta(members[1].served.addr, "todos", from_start()).await;
+    assert_eq!(first.len(), 300, "every member's records");
+    assert_eq!(sorted(first), sorted(expected), "a single node's records");
+    assert!(
+        cursor.node_id.as_str().starts_with("cluster-"),
+        "{cursor:?} names the cluster"
+    );
+
+    let node = NodeId::new("writer").unwrap();
+    let later: Vec<ClientOp> = (0..20)
+        .map(|i| {
+            let at = Timestamp::new(now_ms(), i, node.clone());
+            put_op(
+                5000 + u64::from(i),
+                "todos",
+                &format!("new{i}"),
+                Value::from(i),
+                at,
+            )
+        })
+        .collect();
+    write(members[2].served.addr, later).await;
+    let (next, _) = http_delta(members[0].served.addr, "todos", since(&cursor)).await;
+    let keys: BTreeSet<String> = next.into_iter().map(|(k, _)| k).collect();
+    let new: BTreeSet<String> = (0..20).map(|i| format!("new{i}")).collect();
+    assert_eq!(
+        keys, new,
+        "exactly what was written since, nothing sent again"
+    );
+
+    // More records than one delta holds, written through every member.
+    for (batch, member) in (0..21u64).zip(members.iter().cycle()) {
+        let bulk: Vec<ClientOp> = (0..500u64)
+            .map(|i| {
+                let n = batch * 500 + i;
+                let at = Timestamp::new(now_ms(), 0, node.clone());
+                put_op(n + 1, "bulk", &format!("b{n}"), Value::from(n), at)
+            })
+            .collect();
+        write(member.served.addr, bulk).await;
+    }
+    let mut seen = BTreeSet::new();
+    let mut from = from_start();
+    for (page, member) in (0..4).zip(members.iter().cycle()) {
+        let (records, cursor) = http_delta(member.served.addr, "bulk", from).await;
+        assert!(records.len() <= 10_000);
+        if page == 0 {
+            assert_eq!(records.len(), 10_000, "the first delta is cut at its bound");
+            assert_ne!(
+                cursor.counter, 0,
+                "a cut delta's cursor is its last record's place"
+            );
+        }
+        seen.extend(records.into_iter().map(|(k, _)| k));
+        from = since(&cursor);
+        if cursor.counter == 0 {
+            break;
+        }
+    }
+    assert_eq!(from.counter, 0, "the pages end");
+    assert_eq!(seen.len(), 10_500, "every record, page by page");
 }
 
 /// Waits until `c` has been told of every key of `keys` (by `SERVER_EVENT` or a batch of

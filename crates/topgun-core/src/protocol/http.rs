@@ -7,9 +7,10 @@ use crate::lww_map::LwwRecord;
 use crate::value::{CompactString, Value};
 
 wire_struct! {
-    /// A `syncMaps` entry's `lastSyncTimestamp`. The TS provider's first request sends
+    /// A `syncMaps` entry's `lastSyncTimestamp`: the `serverSyncTimestamp` of the map's last
+    /// delta, a place in the server's arrival order. The TS provider's first request sends
     /// `{millis: 0, counter: 0, nodeId: ""}` ("from the beginning"), so the node id may be
-    /// empty here, unlike in every other timestamp; only `millis` is read.
+    /// empty here, unlike in every other timestamp.
     pub struct SyncSince {
         pub millis: u64 = "millis",
         pub counter: u32 = "counter",

@@ -18,12 +18,13 @@ use topgun_core::protocol::msgpack::Limits;
 
 use crate::data::ops::check_map_name;
 use crate::data::peers::{Followed, Read, ReadPart};
+use crate::data::shard::{Arrival, Arrivals, Mark};
 use crate::storage::store::MapKind;
 
 /// Most keys one read may ask for (an `ORMAP_DIFF_REQUEST`'s bound).
 const KEYS_MAX: usize = 100_000;
 /// Most records a delta read may ask for.
-const SINCE_MAX: usize = 10_000;
+const SINCE_MAX: usize = crate::data::deltas::DELTA_RECORDS_MAX;
 
 /// A read request: who asks, under which table, following the map under which interest
 /// generation (0: not following), and the read.
@@ -47,6 +48,9 @@ struct ReadWire {
     keys: Vec<(u32, String)>,
     since_ms: u64,
     max: u32,
+    /// An arrival scan's start and its mark's tie (`since_ms` is the mark's millis).
+    scan_start_ms: u64,
+    tie: u16,
 }
 
 const LEAVES: u8 = 0;
@@ -55,6 +59,7 @@ const OR_LEAF: u8 = 2;
 const OR_ENTRIES: u8 = 3;
 const LWW_SINCE: u8 = 4;
 const LWW_RECORDS: u8 = 5;
+const LWW_ARRIVED: u8 = 6;
 
 fn kind_of(or: bool) -> MapKind {
     if or { MapKind::Or } else { MapKind::Lww }
@@ -73,6 +78,8 @@ impl ReadRequest {
             keys: Vec::new(),
             since_ms: 0,
             max: 0,
+            scan_start_ms: 0,
+            tie: 0,
         };
         match &self.read {
             Read::Leaves { kind, map, path } => {
@@ -94,6 +101,16 @@ impl ReadRequest {
             }
             Read::LwwSince { map, since_ms, max } => {
                 (wire.what, wire.map, wire.since_ms) = (LWW_SINCE, map.clone(), *since_ms);
+                wire.max = u32::try_from(*max).unwrap_or(u32::MAX);
+            }
+            Read::LwwArrivedSince {
+                map,
+                from,
+                scan_start_ms,
+                max,
+            } => {
+                (wire.what, wire.map, wire.since_ms) = (LWW_ARRIVED, map.clone(), from.ms);
+                (wire.tie, wire.scan_start_ms) = (from.tie, *scan_start_ms);
                 wire.max = u32::try_from(*max).unwrap_or(u32::MAX);
             }
         }
@@ -141,6 +158,16 @@ impl ReadRequest {
                 since_ms: wire.since_ms,
                 max: wire.max as usize,
             },
+            // Shards cut a scan at the delta's bound: another one could not be honoured.
+            LWW_ARRIVED if wire.max as usize == SINCE_MAX => Read::LwwArrivedSince {
+                map: wire.map,
+                from: Mark {
+                    ms: wire.since_ms,
+                    tie: wire.tie,
+                },
+                scan_start_ms: wire.scan_start_ms,
+                max: SINCE_MAX,
+            },
             other => return Err(format!("an unknown or oversized read ({other})")),
         };
         Ok(Self {
@@ -158,6 +185,7 @@ const ENTRIES: u8 = 2;
 const INDEXED: u8 = 3;
 const TOO_MANY: u8 = 4;
 const SINCE: u8 = 5;
+const ARRIVALS: u8 = 6;
 
 /// An answer: the table version it was read under, then the part — or nothing after the
 /// version when the member's table is another one than the request's.
@@ -203,6 +231,20 @@ pub fn encode_answer(version: u64, part: Option<&ReadPart>) -> Bytes {
             }
             let records = records.iter().map(|(_, r)| r.clone()).collect();
             out.put_slice(&records_message(records).encode());
+        }
+        ReadPart::Arrivals(arrivals) => {
+            out.put_u8(ARRIVALS);
+            out.put_u8(u8::from(arrivals.truncated));
+            put_len(&mut out, arrivals.records.len());
+            for arrival in &arrivals.records {
+                out.put_u64(arrival.arrived_ms);
+                out.put_u16(arrival.tie);
+            }
+            let records = arrivals.records.iter().map(|a| LeafRecord {
+                key: a.key.as_str().into(),
+                record: a.record.clone(),
+            });
+            out.put_slice(&records_message(records.collect()).encode());
         }
     }
     out.freeze()
@@ -254,9 +296,38 @@ pub fn decode_answer(mut bytes: Bytes) -> Result<(u64, Option<ReadPart>), String
             }
             ReadPart::Since(Some(leaves.into_iter().zip(records).collect()))
         }
+        ARRIVALS => ReadPart::Arrivals(arrivals_of(&mut bytes)?),
         _ => return Err(malformed()),
     };
     Ok((version, Some(part)))
+}
+
+/// An [`ARRIVALS`] part after its tag: whether it was cut, each record's place in the
+/// arrival order, then the records.
+fn arrivals_of(bytes: &mut Bytes) -> Result<Arrivals, String> {
+    if bytes.is_empty() {
+        return Err("a read answer without its cut flag".into());
+    }
+    let truncated = bytes.get_u8() != 0;
+    let n = take_len(bytes, 10)?;
+    let marks: Vec<(u64, u16)> = (0..n).map(|_| (bytes.get_u64(), bytes.get_u16())).collect();
+    let records = records_of(bytes)?;
+    if records.len() != n {
+        return Err("a read answer with fewer records than places".into());
+    }
+    let records = marks
+        .into_iter()
+        .zip(records)
+        .map(|((arrived_ms, tie), r)| Arrival {
+            arrived_ms,
+            tie,
+            key: r.key.into(),
+            record: r.record,
+        });
+    Ok(Arrivals {
+        records: records.collect(),
+        truncated,
+    })
 }
 
 fn put_len(out: &mut BytesMut, len: usize) {
@@ -469,6 +540,15 @@ mod tests {
         }
     }
 
+    fn arrival(arrived_ms: u64, tie: u16, key: &str) -> Arrival {
+        Arrival {
+            arrived_ms,
+            tie,
+            key: key.into(),
+            record: record(key).record,
+        }
+    }
+
     fn entry(key: &str) -> OrMapEntry {
         OrMapEntry {
             key: key.into(),
@@ -508,6 +588,12 @@ mod tests {
                 since_ms: 9,
                 max: 100,
             },
+            Read::LwwArrivedSince {
+                map: "m".into(),
+                from: Mark { ms: 9, tie: 300 },
+                scan_start_ms: 12,
+                max: SINCE_MAX,
+            },
         ];
         for read in reads {
             let request = ReadRequest {
@@ -540,6 +626,16 @@ mod tests {
             max: SINCE_MAX + 1,
         };
         assert!(bad(since).is_err());
+        let arrived = Read::LwwArrivedSince {
+            map: "m".into(),
+            from: Mark::at(0),
+            scan_start_ms: 0,
+            max: 10,
+        };
+        assert!(
+            bad(arrived).is_err(),
+            "a scan cut elsewhere than the delta's bound"
+        );
         assert!(ReadRequest::decode(b"\x93junk").is_err());
     }
 
@@ -554,6 +650,11 @@ mod tests {
             ReadPart::Since(None),
             ReadPart::Since(Some(vec![(3, record("a"))])),
             ReadPart::Sums(Vec::new()),
+            ReadPart::Arrivals(Arrivals {
+                records: vec![arrival(5, 2, "a"), arrival(5, 9, "b")],
+                truncated: true,
+            }),
+            ReadPart::Arrivals(Arrivals::default()),
         ];
         for part in parts {
             let bytes = encode_answer(12, Some(&part));

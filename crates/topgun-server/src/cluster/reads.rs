@@ -368,6 +368,7 @@ impl Peers for Reads {
         self.current().map(|r| Owned {
             version: r.version,
             parts: r.owned_set(),
+            cluster: r.uuid,
         })
     }
 

@@ -18,6 +18,8 @@ pub struct Routes {
     pub me: RaftId,
     /// The control state's `table_version` this was built from.
     pub version: u64,
+    /// The cluster's uuid.
+    pub uuid: u128,
     owners: Vec<RaftId>,
     /// Cluster addresses of the live members (owning something or not yet).
     addrs: HashMap<RaftId, String>,
@@ -38,6 +40,7 @@ impl Routes {
         Self {
             me,
             version: cluster.table_version(),
+            uuid: cluster.uuid().0,
             owners,
             addrs,
         }

@@ -1,5 +1,6 @@
 //! HTTP sync's deltas (COMPAT §2.2): the LWW records of a map that arrived at this server
-//! since a client last synced, gathered from every shard.
+//! since a client last synced, gathered from every shard — in a cluster, from every member,
+//! each for the partitions it owns (CLUSTER.md §9).
 //!
 //! Deltas go by **arrival**, not by HLC time: clients keep their own timestamps, so an
 //! offline write may arrive late with an old one. Each shard stamps each key's latest change
@@ -10,7 +11,15 @@
 //! * `{millis: T, counter: 0}`: it has everything that arrived up to `T`, the scan's start;
 //! * `{millis: T, counter: c}` (a cut delta): it has everything before arrival `T`, tie `c`.
 //!
-//! Asked again with a timestamp of **this** node, a scan continues exactly there: a cut delta
+//! **A cluster** is one arrival order: the member a request reaches reads `T` from its own
+//! clock and asks every member — itself included — to scan from the client's mark and raise
+//! its shards' arrivals above `T`; each member combines its shards' parts, cut at the bound
+//! like a shard's, and the entry member merges the members' parts as it merges shards'. Each
+//! record lives on one member, so the order `(arrival, tie, key)` is total across members
+//! whoever stamped the arrival, and the timestamp handed back names the cluster
+//! ([`cursor_owner`]), which any member continues exactly.
+//!
+//! Asked again with a timestamp of **this** node (or cluster), a scan continues exactly there: a cut delta
 //! moves on even when more records than a delta holds share one arrival (after a restart,
 //! every recovered record arrives at start). Any other timestamp — the TS provider's first
 //! `{millis: 0, nodeId: ""}`, or another node's — starts [`OVERLAP_MS`] before its `millis`:
@@ -24,12 +33,19 @@
 //! * a cut delta's continuation is at or before the first record it left out, and after its
 //!   own first record unless every record it holds shares one arrival and one tie.
 
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use topgun_core::NodeId;
+use topgun_core::protocol::Message;
 use topgun_core::protocol::enums::DeltaEventType;
 use topgun_core::protocol::http::{HttpDeltaRecord, SyncSince};
 
+use crate::data::parts::PartSet;
+use crate::data::peers::{self, Cluster, Local, Read, ReadPart};
 use crate::data::shard::service::Request;
 use crate::data::shard::{Arrival, Arrivals, Mark};
 use crate::data::shards::{ShardGone, Shards};
+use crate::error::{self, code};
 use crate::security::access::project;
 use crate::security::policy::Fields;
 
@@ -47,7 +63,18 @@ pub struct Delta {
     pub synced: (u64, u32),
 }
 
-/// Where a scan starts for a client that last synced at `last`; `own` is this node's id.
+/// Whose arrival order a delta's `serverSyncTimestamp` is a place in: this node's — in a
+/// cluster, the cluster's (`cluster-<uuid>`): every member raises its arrivals above each
+/// scan's start, so any member continues a cursor another handed out exactly.
+pub fn cursor_owner(cluster: Option<&Cluster>, node: &NodeId) -> NodeId {
+    cluster
+        .and_then(|c| c.peers.owned())
+        .and_then(|owned| NodeId::new(&format!("cluster-{:x}", owned.cluster)).ok())
+        .unwrap_or_else(|| node.clone())
+}
+
+/// Where a scan starts for a client that last synced at `last`; `own` is the cursor owner's
+/// id ([`cursor_owner`]).
 pub fn resume_from(last: &SyncSince, own: &str) -> Mark {
     if last.node_id != own {
         return Mark::at(last.millis.saturating_sub(OVERLAP_MS));
@@ -63,13 +90,13 @@ pub fn resume_from(last: &SyncSince, own: &str) -> Mark {
     }
 }
 
-/// Merges the shards' parts (each ordered, each cut at `max`) into one delta of at most `max`
-/// records: the union holds the `max` earliest of all, since each shard's cut keeps its own
-/// earliest.
-pub fn merge(parts: Vec<Arrivals>, scan_start_ms: u64, max: usize) -> Delta {
+/// Combines parts (each ordered, each cut at `max`: a shard's, or a member's) into one part
+/// of at most `max` records, cut only if it holds `max`: the union holds the `max` earliest
+/// of all, since each part's cut keeps its own earliest.
+pub fn combine(parts: Vec<Arrivals>, max: usize) -> Arrivals {
     debug_assert!(
         parts.iter().all(|p| !p.truncated || p.records.len() == max),
-        "a shard cuts its part only at max records"
+        "a part is cut only at max records"
     );
     let mut truncated = parts.iter().any(|p| p.truncated);
     let mut records: Vec<Arrival> = parts.into_iter().flat_map(|p| p.records).collect();
@@ -78,6 +105,13 @@ pub fn merge(parts: Vec<Arrivals>, scan_start_ms: u64, max: usize) -> Delta {
         records.truncate(max);
         truncated = true;
     }
+    Arrivals { records, truncated }
+}
+
+/// Merges the parts into one delta of at most `max` records, and says where the client is
+/// once it has them.
+pub fn merge(parts: Vec<Arrivals>, scan_start_ms: u64, max: usize) -> Delta {
+    let Arrivals { records, truncated } = combine(parts, max);
     let synced = match records.last() {
         // Continue at the last record's tie: the records of that tie left out are sent next
         // time, the ones sent again merge idempotently.
@@ -87,25 +121,60 @@ pub fn merge(parts: Vec<Arrivals>, scan_start_ms: u64, max: usize) -> Delta {
     Delta { records, synced }
 }
 
-/// The delta of `map` from `from`, the scan starting at `now_ms` (read before any shard is
-/// asked).
-pub async fn gather(
+/// Puts the scan of `map` from `from` on every shard's queue, each shard raising its
+/// arrivals above `scan_start_ms` (of the `owned` partitions only, when given); the future
+/// yields their parts combined.
+pub async fn read_local(
     shards: &Shards,
     map: &str,
     from: Mark,
-    now_ms: u64,
-) -> Result<Delta, ShardGone> {
+    scan_start_ms: u64,
+    owned: Option<PartSet>,
+) -> Result<BoxFuture<'static, Option<Arrivals>>, ShardGone> {
     let parts = shards
         .ask_all(|reply| Request::LwwArrivedSince {
             map: map.to_owned(),
             from,
-            scan_start_ms: now_ms,
+            scan_start_ms,
             max: DELTA_RECORDS_MAX,
+            owned,
             reply,
         })
         .await?;
-    let parts = parts.await.ok_or(ShardGone)?;
-    Ok(merge(parts, now_ms, DELTA_RECORDS_MAX))
+    Ok(parts
+        .map(|parts| Some(combine(parts?, DELTA_RECORDS_MAX)))
+        .boxed())
+}
+
+/// The delta of `map` from `from`, the scan starting at `now_ms` (read before any shard is
+/// asked): this node's shards', or in a `cluster` every member's for the partitions it owns.
+pub async fn gather(
+    shards: &Shards,
+    cluster: Option<&Cluster>,
+    map: &str,
+    from: Mark,
+    now_ms: u64,
+) -> Result<Delta, Box<Message>> {
+    let read = Read::LwwArrivedSince {
+        map: map.to_owned(),
+        from,
+        scan_start_ms: now_ms,
+        max: DELTA_RECORDS_MAX,
+    };
+    let parts = peers::gather(shards, cluster, read, Local::default(), 0).await?;
+    // A part of another shape would leave records out while the cursor moves past them.
+    let parts = parts.await?.into_iter().map(|part| match part {
+        ReadPart::Arrivals(arrivals) => Ok(arrivals),
+        _ => Err(error::refusal(
+            code::UNAVAILABLE,
+            "a member answered the delta read with another kind of part".to_owned(),
+        )),
+    });
+    Ok(merge(
+        parts.collect::<Result<_, _>>()?,
+        now_ms,
+        DELTA_RECORDS_MAX,
+    ))
 }
 
 /// A record as a delta carries it: a tombstone is a `REMOVE` with its tombstone record, any
@@ -196,6 +265,65 @@ mod tests {
         assert_eq!(keys(&delta), ["a", "b", "c", "d"]);
         assert_eq!(delta.synced, (99, 0), "nothing cut: the scan start");
         assert_eq!(merge(Vec::new(), 99, 4).synced, (99, 0));
+    }
+
+    /// Members combine their shards' parts, and the entry member merges the members' parts:
+    /// the same delta as one node merging every shard's part at once, whichever parts were
+    /// cut, and a scan continued from its cursor returns exactly what the first left out.
+    #[test]
+    fn members_parts_of_shards_parts_merge_as_all_shards_at_once() {
+        let records: Vec<(u64, u16, String)> = (0..60u64)
+            .map(|i| {
+                (
+                    10 + i % 7,
+                    u16::try_from(i % 5).unwrap() + 1,
+                    format!("k{i}"),
+                )
+            })
+            .collect();
+        let scan = |from: Mark, shards: &[Vec<usize>], max: usize| {
+            // Each shard's part: its records at or after `from`, ordered, cut at `max`.
+            let shard_part = |ids: &Vec<usize>| {
+                let mut mine: Vec<Arrival> = ids
+                    .iter()
+                    .map(|&i| &records[i])
+                    .map(|(t, c, k)| arrival(*t, *c, k))
+                    .filter(|a| a.mark() >= from)
+                    .collect();
+                mine.sort_by(|a, b| (a.mark(), &a.key).cmp(&(b.mark(), &b.key)));
+                let truncated = mine.len() > max;
+                mine.truncate(max);
+                Arrivals {
+                    records: mine,
+                    truncated,
+                }
+            };
+            shards.iter().map(shard_part).collect::<Vec<_>>()
+        };
+        let shards: Vec<Vec<usize>> = (0..6).map(|s| (s..60).step_by(6).collect()).collect();
+        let mut from = Mark::at(0);
+        let mut seen = Vec::new();
+        for _ in 0..10 {
+            let flat = merge(scan(from, &shards, 8), 99, 8);
+            let members: Vec<Arrivals> = scan(from, &shards, 8)
+                .chunks(2)
+                .map(|of_member| combine(of_member.to_vec(), 8))
+                .collect();
+            let nested = merge(members, 99, 8);
+            assert_eq!(nested, flat, "from {from:?}");
+            seen.extend(keys(&nested).into_iter().map(str::to_owned));
+            let (ms, counter) = nested.synced;
+            if counter == 0 {
+                break;
+            }
+            from = Mark {
+                ms,
+                tie: u16::try_from(counter).unwrap(),
+            };
+        }
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), records.len(), "every record, page by page");
     }
 
     #[test]

@@ -26,8 +26,10 @@ use topgun_core::protocol::messages::LeafRecord;
 use topgun_core::{LwwRecord, OrMapEntry};
 
 use crate::connection::fanout::{ConnHandle, Relay};
+use crate::data::deltas;
 use crate::data::parts::PartSet;
 use crate::data::shard::service::Request;
+use crate::data::shard::{Arrivals, Mark};
 use crate::data::shards::{ShardGone, Shards};
 use crate::error::{self, code};
 use crate::storage::store::MapKind;
@@ -58,6 +60,14 @@ pub enum Read {
         since_ms: u64,
         max: usize,
     },
+    /// The LWW records at or after `from` in the arrival order, at most `max`, the member's
+    /// arrivals raised above `scan_start_ms` (HTTP sync's deltas, [`crate::data::deltas`]).
+    LwwArrivedSince {
+        map: String,
+        from: Mark,
+        scan_start_ms: u64,
+        max: usize,
+    },
 }
 
 /// One member's answer to a [`Read`].
@@ -69,6 +79,8 @@ pub enum ReadPart {
     Indexed(Vec<(usize, OrMapEntry)>),
     /// Records with their leaf index; `None`: more than the read's `max`.
     Since(Option<Vec<(u16, LeafRecord)>>),
+    /// Records in the arrival order, cut at the read's `max`.
+    Arrivals(Arrivals),
 }
 
 /// What a member follows of another's: a map's events of one kind, or a topic's messages.
@@ -92,6 +104,8 @@ pub struct Owned {
     pub version: u64,
     /// This member's partitions under it.
     pub parts: PartSet,
+    /// The cluster's uuid: what a cursor valid on every member names (HTTP sync's deltas).
+    pub cluster: u128,
 }
 
 /// Why a gather has no answer.
@@ -210,6 +224,22 @@ pub async fn read_local(
                 })
                 .await?;
             parts.map(move |p| Some(since(p?, max))).boxed()
+        }
+        Read::LwwArrivedSince {
+            map,
+            from,
+            scan_start_ms,
+            max,
+        } => {
+            debug_assert_eq!(
+                max,
+                deltas::DELTA_RECORDS_MAX,
+                "shards cut at the delta's bound"
+            );
+            deltas::read_local(shards, &map, from, scan_start_ms, owned)
+                .await?
+                .map(|part| part.map(ReadPart::Arrivals))
+                .boxed()
         }
     })
 }

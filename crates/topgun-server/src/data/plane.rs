@@ -275,10 +275,10 @@ impl DataPlane {
         now_ms: u64,
     ) -> Result<HttpDelta, Box<Message>> {
         let allowed = admission::admit_read(conn.handle.access(), map)?;
-        let node_id = self.writes.clock.node_id();
+        let cluster = self.cluster.get();
+        let node_id = deltas::cursor_owner(cluster, &self.writes.clock.node_id());
         let from = deltas::resume_from(last, node_id.as_str());
-        let delta = deltas::gather(&self.shards, map, from, now_ms).await;
-        let delta = delta.map_err(|_| error::shutting_down())?;
+        let delta = deltas::gather(&self.shards, cluster, map, from, now_ms).await?;
         let records = delta
             .records
             .into_iter()

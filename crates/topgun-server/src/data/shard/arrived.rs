@@ -23,6 +23,8 @@ use std::sync::OnceLock;
 use topgun_core::merkle::Sum;
 use topgun_core::{LwwRecord, MerkleError, MerkleTree, Timestamp};
 
+use crate::data::parts::PartSet;
+
 /// A record and when it arrived (server wall-clock ms).
 #[derive(Debug, Clone)]
 pub struct Arrived {
@@ -129,14 +131,14 @@ impl ArrivedLww {
         self.tree.iter().map(|(k, a)| (k, &a.record))
     }
 
-    /// The records at or after `from` in the arrival order, at most `max`, the earliest
-    /// first. A scan of the whole map: the matches are chosen by reference and only the
-    /// returned ones are copied.
-    pub fn arrived_since(&self, from: Mark, max: usize) -> Arrivals {
+    /// The records at or after `from` in the arrival order (of the `owned` partitions only,
+    /// when given), at most `max`, the earliest first. A scan of the whole map: the matches
+    /// are chosen by reference and only the returned ones are copied.
+    pub fn arrived_since(&self, from: Mark, max: usize, owned: Option<&PartSet>) -> Arrivals {
         let mut hits: Vec<(Mark, &str, &LwwRecord)> = self
             .tree
             .iter()
-            .filter(|(_, a)| a.arrived_ms >= from.ms)
+            .filter(|(k, a)| a.arrived_ms >= from.ms && owned.is_none_or(|o| o.holds_key(k)))
             .map(|(k, a)| {
                 let mark = Mark {
                     ms: a.arrived_ms,
@@ -238,9 +240,15 @@ mod tests {
             !map.merge_seeing("k", record(10), 200, |_| {}),
             "older loses"
         );
-        assert_eq!(keys(&map.arrived_since(Mark::at(0), 10)), [(100, "k")]);
+        assert_eq!(
+            keys(&map.arrived_since(Mark::at(0), 10, None)),
+            [(100, "k")]
+        );
         assert!(map.merge_seeing("k", record(30), 300, |_| {}));
-        assert_eq!(keys(&map.arrived_since(Mark::at(0), 10)), [(300, "k")]);
+        assert_eq!(
+            keys(&map.arrived_since(Mark::at(0), 10, None)),
+            [(300, "k")]
+        );
     }
 
     /// `(arrival, key)` in scan order: by arrival, then by tie.
@@ -257,16 +265,45 @@ mod tests {
             map.merge_seeing(key, record(1), arrived, |_| {});
         }
         let expected = by_tie(&[(10, "c"), (20, "a"), (20, "b"), (30, "d")]);
-        let all = map.arrived_since(Mark::at(10), 10);
+        let all = map.arrived_since(Mark::at(10), 10, None);
         assert_eq!(keys(&all), expected);
         assert!(!all.truncated);
-        let cut = map.arrived_since(Mark::at(10), 2);
+        let cut = map.arrived_since(Mark::at(10), 2, None);
         assert_eq!(keys(&cut), expected[..2]);
         assert!(cut.truncated);
         assert_eq!(cut.last().map(|m| m.ms), Some(20));
-        let exact = map.arrived_since(Mark::at(10), 4);
+        let exact = map.arrived_since(Mark::at(10), 4, None);
         assert!(!exact.truncated, "exactly max records is not truncated");
-        assert_eq!(map.arrived_since(Mark::at(31), 10), Arrivals::default());
+        assert_eq!(
+            map.arrived_since(Mark::at(31), 10, None),
+            Arrivals::default()
+        );
+    }
+
+    #[test]
+    fn a_scan_of_owned_partitions_leaves_the_others_out_and_cuts_among_the_owned() {
+        let mut map = ArrivedLww::default();
+        let keys_all: Vec<String> = (0..200).map(|i| format!("k{i}")).collect();
+        for (i, key) in (0u64..).zip(&keys_all) {
+            map.merge_seeing(key, record(1), 10 + i, |_| {});
+        }
+        let mut owned = PartSet::default();
+        for key in keys_all.iter().step_by(3) {
+            owned.insert(topgun_core::hash::partition_id(key));
+        }
+        let expected: Vec<&str> = keys_all
+            .iter()
+            .filter(|k| owned.holds_key(k))
+            .map(String::as_str)
+            .collect();
+        assert!(expected.len() < keys_all.len(), "some keys are not owned");
+        let all = map.arrived_since(Mark::at(0), 1_000, Some(&owned));
+        let got: Vec<&str> = all.records.iter().map(|a| a.key.as_str()).collect();
+        assert_eq!(got, expected, "in arrival order, owned only");
+        let cut = map.arrived_since(Mark::at(0), 5, Some(&owned));
+        assert!(cut.truncated);
+        let got: Vec<&str> = cut.records.iter().map(|a| a.key.as_str()).collect();
+        assert_eq!(got, expected[..5], "the cut counts owned records only");
     }
 
     /// Many records of one arrival: a scan continued from the mark of the last record it
@@ -280,7 +317,7 @@ mod tests {
         let mut seen = std::collections::BTreeSet::new();
         let mut from = Mark::at(0);
         for _ in 0..20 {
-            let page = map.arrived_since(from, 100);
+            let page = map.arrived_since(from, 100, None);
             seen.extend(page.records.iter().map(|a| a.key.clone()));
             if !page.truncated {
                 break;

@@ -447,7 +447,7 @@ impl Shard {
     }
 
     /// The LWW records (tombstones included) of `map` at or after `from` in the arrival
-    /// order, at most `max`: HTTP sync's deltas, which must not miss a late write stamped
+    /// order (of the `owned` partitions only, when given), at most `max`: HTTP sync's deltas, which must not miss a late write stamped
     /// with an old HLC time (see [`ArrivedLww`]).
     ///
     /// Every change applied after this scan arrives after `scan_start_ms`, whatever the wall
@@ -458,11 +458,12 @@ impl Shard {
         from: Mark,
         scan_start_ms: u64,
         max: usize,
+        owned: Option<&PartSet>,
     ) -> Arrivals {
         self.arrival_ms = self.arrival_ms.max(scan_start_ms.saturating_add(1));
         self.lww
             .get(map)
-            .map_or_else(Arrivals::default, |lww| lww.arrived_since(from, max))
+            .map_or_else(Arrivals::default, |lww| lww.arrived_since(from, max, owned))
     }
 
     /// Every OR entry this shard holds in the leaf at `path`.
@@ -840,7 +841,7 @@ mod tests {
 
     /// `(arrival, key)` of each record of a scan.
     fn arrivals(shard: &mut Shard, since_ms: u64, max: usize) -> (Vec<(u64, String)>, bool) {
-        let scan = shard.lww_arrived_since("m", Mark::at(since_ms), 0, max);
+        let scan = shard.lww_arrived_since("m", Mark::at(since_ms), 0, max, None);
         let keys = scan.records.iter().map(|a| (a.arrived_ms, a.key.clone()));
         (keys.collect(), scan.truncated)
     }
@@ -880,9 +881,9 @@ mod tests {
             record: LwwRecord::tombstone(ts(950, "b")),
         };
         shard.apply("m", gone, 4_000).unwrap();
-        let scan = shard.lww_arrived_since("m", Mark::at(4_000), 0, 10);
+        let scan = shard.lww_arrived_since("m", Mark::at(4_000), 0, 10, None);
         assert!(scan.records[0].record.is_tombstone());
-        let other = shard.lww_arrived_since("other", Mark::at(0), 0, 10);
+        let other = shard.lww_arrived_since("other", Mark::at(0), 0, 10, None);
         assert!(other.records.is_empty());
     }
 
@@ -901,7 +902,7 @@ mod tests {
     fn a_change_after_a_scan_arrives_after_its_start() {
         let mut shard = Shard::new();
         shard.apply("m", put("a", 1, 1), 5_000);
-        shard.lww_arrived_since("m", Mark::at(0), 5_000, 10);
+        shard.lww_arrived_since("m", Mark::at(0), 5_000, 10, None);
         shard.apply("m", put("b", 1, 2), 5_000);
         let (records, _) = arrivals(&mut shard, 5_001, 10);
         assert_eq!(records, owned(&[(5_001, "b")]));
@@ -917,7 +918,7 @@ mod tests {
         let all = in_scan_order(&[(2_000, "z"), (3_000, "b"), (3_000, "c"), (4_000, "a")]);
         assert_eq!(records, all);
         assert!(!truncated);
-        let cut = shard.lww_arrived_since("m", Mark::at(0), 0, 2);
+        let cut = shard.lww_arrived_since("m", Mark::at(0), 0, 2, None);
         assert!(cut.truncated);
         assert_eq!(cut.last().map(|m| m.ms), Some(3_000));
         assert_eq!(
@@ -942,7 +943,7 @@ mod tests {
             node_id: "".into(),
         };
         let from = crate::data::deltas::resume_from(&last, "me");
-        let scan = shard.lww_arrived_since("m", from, 0, 10);
+        let scan = shard.lww_arrived_since("m", from, 0, 10, None);
         let records: Vec<_> = scan
             .records
             .iter()

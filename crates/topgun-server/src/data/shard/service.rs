@@ -130,6 +130,7 @@ pub enum Request {
         from: Mark,
         scan_start_ms: u64,
         max: usize,
+        owned: Option<PartSet>,
         reply: oneshot::Sender<Arrivals>,
     },
     OrLeaf {
@@ -552,9 +553,12 @@ impl Task {
                 from,
                 scan_start_ms,
                 max,
+                owned,
                 reply,
             } => {
-                let scan = self.shard.lww_arrived_since(&map, from, scan_start_ms, max);
+                let scan =
+                    self.shard
+                        .lww_arrived_since(&map, from, scan_start_ms, max, owned.as_ref());
                 let _ = reply.send(scan);
             }
             request @ (Request::OrLeaf { .. } | Request::OrEntries { .. }) => self.read_or(request),
