@@ -4,7 +4,8 @@
 //! its latency reported; topic messages reach subscribers on every member; a counter synced
 //! through every member reads as on a single node; a lock is held by one client across all
 //! members, its fencing tokens increasing; OR entries pushed through one member reach their
-//! owners; HTTP sync's deltas through any member hold every member's records.
+//! owners; HTTP sync's deltas through any member hold every member's records, and the admin
+//! API's counts count them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -15,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use common::cluster::{Member, agreed, all, metric, names_of, start_cluster};
 use common::{
-    Client, binary, connect, http_post_async, now_ms, op_batch, or_add_op, or_remove_op, put_op,
-    read_map, recv_any, send, serve_binary,
+    Client, binary, connect, http_post_async, json_call, now_ms, op_batch, or_add_op, or_remove_op,
+    put_op, read_map, recv_any, send, serve_binary,
 };
 use topgun_core::protocol::Limits;
 use topgun_core::protocol::Message;
@@ -348,6 +349,50 @@ async fn http_sync_deltas_from_any_member_hold_every_member_s_records() {
     }
     assert_eq!(from.counter, 0, "the pages end");
     assert_eq!(seen.len(), 10_500, "every record, page by page");
+}
+
+/// The admin API's counts read every member: the maps catalog from any member lists a single
+/// node's maps and counts for the same writes, and a new index's entry count counts the
+/// records of every member.
+#[tokio::test]
+async fn admin_counts_from_any_member_count_every_member_s_records() {
+    let (cwd, members) = three_members().await;
+    let single = single_node(cwd.path());
+    let mut ops = ops();
+    let node = NodeId::new("writer").unwrap();
+    for i in 0..90u64 {
+        let mut doc = vec![("name", Value::from(format!("p{i}")))];
+        if i % 3 != 0 {
+            doc.push(("city", Value::from("Lisbon")));
+        }
+        let doc = Value::Map(doc.into_iter().collect());
+        let at = Timestamp::new(now_ms(), 0, node.clone());
+        ops.push(put_op(9000 + i, "people", &format!("p{i}"), doc, at));
+    }
+    write(single.addr, ops.clone()).await;
+    write(members[2].served.addr, ops).await;
+    let (status, expected) = json_call(single.addr, "GET", "/api/admin/maps", &[], None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        expected["maps"].as_array().map(Vec::len),
+        Some(3),
+        "{expected}"
+    );
+    for m in &members {
+        let (status, catalog) = json_call(m.served.addr, "GET", "/api/admin/maps", &[], None).await;
+        assert_eq!((status, &catalog), (200, &expected), "{}", m.name);
+    }
+    let index = serde_json::json!({"mapName": "people", "attribute": "city", "indexType": "hash"});
+    let (status, created) = json_call(
+        members[0].served.addr,
+        "POST",
+        "/api/admin/indexes",
+        &[],
+        Some(index),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["entryCount"], 60, "{created}");
 }
 
 /// Waits until `c` has been told of every key of `keys` (by `SERVER_EVENT` or a batch of

@@ -51,6 +51,7 @@ struct ReadWire {
     /// An arrival scan's start and its mark's tie (`since_ms` is the mark's millis).
     scan_start_ms: u64,
     tie: u16,
+    attribute: String,
 }
 
 const LEAVES: u8 = 0;
@@ -60,6 +61,11 @@ const OR_ENTRIES: u8 = 3;
 const LWW_SINCE: u8 = 4;
 const LWW_RECORDS: u8 = 5;
 const LWW_ARRIVED: u8 = 6;
+const MAP_CATALOG: u8 = 7;
+const ATTRIBUTE_COUNT: u8 = 8;
+
+/// Longest attribute path a count may name.
+const ATTRIBUTE_MAX: usize = 1_024;
 
 fn kind_of(or: bool) -> MapKind {
     if or { MapKind::Or } else { MapKind::Lww }
@@ -80,6 +86,7 @@ impl ReadRequest {
             max: 0,
             scan_start_ms: 0,
             tie: 0,
+            attribute: String::new(),
         };
         match &self.read {
             Read::Leaves { kind, map, path } => {
@@ -113,6 +120,11 @@ impl ReadRequest {
                 (wire.tie, wire.scan_start_ms) = (from.tie, *scan_start_ms);
                 wire.max = u32::try_from(*max).unwrap_or(u32::MAX);
             }
+            Read::MapCatalog => wire.what = MAP_CATALOG,
+            Read::AttributeCount { map, attribute } => {
+                (wire.what, wire.map) = (ATTRIBUTE_COUNT, map.clone());
+                wire.attribute.clone_from(attribute);
+            }
         }
         super::wire::encode(&wire)
     }
@@ -121,7 +133,9 @@ impl ReadRequest {
     /// bounds as a client request's are checked.
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
         let wire: ReadWire = super::wire::decode(bytes)?;
-        check_map_name(&wire.map).map_err(|r| r.reason)?;
+        if wire.what != MAP_CATALOG {
+            check_map_name(&wire.map).map_err(|r| r.reason)?;
+        }
         let leaf = |path: &str| match path_depth(path) {
             Ok(depth) if depth == MERKLE_DEPTH => Ok(()),
             _ => Err(format!("{path:?} is not a leaf path")),
@@ -168,6 +182,13 @@ impl ReadRequest {
                 scan_start_ms: wire.scan_start_ms,
                 max: SINCE_MAX,
             },
+            MAP_CATALOG => Read::MapCatalog,
+            ATTRIBUTE_COUNT if (1..=ATTRIBUTE_MAX).contains(&wire.attribute.len()) => {
+                Read::AttributeCount {
+                    map: wire.map,
+                    attribute: wire.attribute,
+                }
+            }
             other => return Err(format!("an unknown or oversized read ({other})")),
         };
         Ok(Self {
@@ -186,6 +207,8 @@ const INDEXED: u8 = 3;
 const TOO_MANY: u8 = 4;
 const SINCE: u8 = 5;
 const ARRIVALS: u8 = 6;
+const COUNTS: u8 = 7;
+const COUNT: u8 = 8;
 
 /// An answer: the table version it was read under, then the part — or nothing after the
 /// version when the member's table is another one than the request's.
@@ -246,6 +269,20 @@ pub fn encode_answer(version: u64, part: Option<&ReadPart>) -> Bytes {
             });
             out.put_slice(&records_message(records.collect()).encode());
         }
+        ReadPart::Counts(counts) => {
+            out.put_u8(COUNTS);
+            put_len(&mut out, counts.len());
+            for (name, count) in counts {
+                out.put_u64(*count);
+                // Map names are checked to at most 256 bytes where they enter.
+                out.put_u16(u16::try_from(name.len()).unwrap_or(u16::MAX));
+                out.put_slice(name.as_bytes());
+            }
+        }
+        ReadPart::Count(count) => {
+            out.put_u8(COUNT);
+            out.put_u64(*count);
+        }
     }
     out.freeze()
 }
@@ -297,6 +334,8 @@ pub fn decode_answer(mut bytes: Bytes) -> Result<(u64, Option<ReadPart>), String
             ReadPart::Since(Some(leaves.into_iter().zip(records).collect()))
         }
         ARRIVALS => ReadPart::Arrivals(arrivals_of(&mut bytes)?),
+        COUNTS => ReadPart::Counts(counts_of(&mut bytes)?),
+        COUNT if bytes.len() == 8 => ReadPart::Count(bytes.get_u64()),
         _ => return Err(malformed()),
     };
     Ok((version, Some(part)))
@@ -328,6 +367,29 @@ fn arrivals_of(bytes: &mut Bytes) -> Result<Arrivals, String> {
         records: records.collect(),
         truncated,
     })
+}
+
+/// A [`COUNTS`] part after its tag: `(count, name)` pairs.
+fn counts_of(bytes: &mut Bytes) -> Result<Vec<(String, u64)>, String> {
+    let malformed = || "a malformed count answer".to_owned();
+    let n = take_len(bytes, 10)?;
+    let mut counts = Vec::with_capacity(n);
+    for _ in 0..n {
+        if bytes.len() < 10 {
+            return Err(malformed());
+        }
+        let count = bytes.get_u64();
+        let len = usize::from(bytes.get_u16());
+        if bytes.len() < len {
+            return Err(malformed());
+        }
+        let name = String::from_utf8(bytes.split_to(len).to_vec()).map_err(|_| malformed())?;
+        counts.push((name, count));
+    }
+    if !bytes.is_empty() {
+        return Err(malformed());
+    }
+    Ok(counts)
 }
 
 fn put_len(out: &mut BytesMut, len: usize) {
@@ -594,6 +656,11 @@ mod tests {
                 scan_start_ms: 12,
                 max: SINCE_MAX,
             },
+            Read::MapCatalog,
+            Read::AttributeCount {
+                map: "m".into(),
+                attribute: "address.city".into(),
+            },
         ];
         for read in reads {
             let request = ReadRequest {
@@ -636,6 +703,12 @@ mod tests {
             bad(arrived).is_err(),
             "a scan cut elsewhere than the delta's bound"
         );
+        let count = |attribute: String| Read::AttributeCount {
+            map: "m".into(),
+            attribute,
+        };
+        assert!(bad(count(String::new())).is_err(), "no attribute");
+        assert!(bad(count("a".repeat(ATTRIBUTE_MAX + 1))).is_err());
         assert!(ReadRequest::decode(b"\x93junk").is_err());
     }
 
@@ -655,6 +728,9 @@ mod tests {
                 truncated: true,
             }),
             ReadPart::Arrivals(Arrivals::default()),
+            ReadPart::Counts(vec![("todos".into(), 3), ("é".into(), u64::MAX)]),
+            ReadPart::Counts(Vec::new()),
+            ReadPart::Count(42),
         ];
         for part in parts {
             let bytes = encode_answer(12, Some(&part));

@@ -45,7 +45,6 @@ use crate::data::peers::{self, Cluster, Local, Read, ReadPart};
 use crate::data::shard::service::Request;
 use crate::data::shard::{Arrival, Arrivals, Mark};
 use crate::data::shards::{ShardGone, Shards};
-use crate::error::{self, code};
 use crate::security::access::project;
 use crate::security::policy::Fields;
 
@@ -165,10 +164,7 @@ pub async fn gather(
     // A part of another shape would leave records out while the cursor moves past them.
     let parts = parts.await?.into_iter().map(|part| match part {
         ReadPart::Arrivals(arrivals) => Ok(arrivals),
-        _ => Err(error::refusal(
-            code::UNAVAILABLE,
-            "a member answered the delta read with another kind of part".to_owned(),
-        )),
+        _ => Err(peers::unexpected_part()),
     });
     Ok(merge(
         parts.collect::<Result<_, _>>()?,

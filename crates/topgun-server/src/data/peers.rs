@@ -60,6 +60,10 @@ pub enum Read {
         since_ms: u64,
         max: usize,
     },
+    /// Each client map's count of keys with a live value (the admin API's maps catalog).
+    MapCatalog,
+    /// A map's count of keys whose live value has `attribute` (an index's entry count).
+    AttributeCount { map: String, attribute: String },
     /// The LWW records at or after `from` in the arrival order, at most `max`, the member's
     /// arrivals raised above `scan_start_ms` (HTTP sync's deltas, [`crate::data::deltas`]).
     LwwArrivedSince {
@@ -81,6 +85,9 @@ pub enum ReadPart {
     Since(Option<Vec<(u16, LeafRecord)>>),
     /// Records in the arrival order, cut at the read's `max`.
     Arrivals(Arrivals),
+    /// Counts by map name (a name may appear more than once: the counts add up).
+    Counts(Vec<(String, u64)>),
+    Count(u64),
 }
 
 /// What a member follows of another's: a map's events of one kind, or a topic's messages.
@@ -214,16 +221,17 @@ pub async fn read_local(
         }
         Read::OrEntries { map, keys } => or_entries(shards, map, keys, owned).await?,
         Read::LwwSince { map, since_ms, max } => {
-            let parts = shards
-                .ask_all(|reply| Request::LwwSince {
-                    map: map.clone(),
-                    since_ms,
-                    max,
-                    owned,
-                    reply,
-                })
-                .await?;
-            parts.map(move |p| Some(since(p?, max))).boxed()
+            lww_since(shards, map, since_ms, max, owned).await?
+        }
+        Read::MapCatalog => {
+            let request = |reply| Request::LiveCounts { owned, reply };
+            let part = |counts: Vec<(String, usize)>| {
+                ReadPart::Counts(counts.into_iter().map(|(m, n)| (m, n as u64)).collect())
+            };
+            joined(shards, request, part).await?
+        }
+        Read::AttributeCount { map, attribute } => {
+            attribute_count(shards, map, attribute, owned).await?
         }
         Read::LwwArrivedSince {
             map,
@@ -231,17 +239,52 @@ pub async fn read_local(
             scan_start_ms,
             max,
         } => {
-            debug_assert_eq!(
-                max,
-                deltas::DELTA_RECORDS_MAX,
-                "shards cut at the delta's bound"
-            );
+            debug_assert_eq!(max, deltas::DELTA_RECORDS_MAX, "shards cut at this bound");
             deltas::read_local(shards, &map, from, scan_start_ms, owned)
                 .await?
                 .map(|part| part.map(ReadPart::Arrivals))
                 .boxed()
         }
     })
+}
+
+/// The shards' records stamped at or after `since_ms`, as one part.
+async fn lww_since(
+    shards: &Shards,
+    map: String,
+    since_ms: u64,
+    max: usize,
+    owned: Option<PartSet>,
+) -> Result<BoxFuture<'static, Option<ReadPart>>, ShardGone> {
+    let parts = shards
+        .ask_all(|reply| Request::LwwSince {
+            map: map.clone(),
+            since_ms,
+            max,
+            owned,
+            reply,
+        })
+        .await?;
+    Ok(parts.map(move |p| Some(since(p?, max))).boxed())
+}
+
+/// The shards' counts of `map`'s keys whose live value has `attribute`, summed.
+async fn attribute_count(
+    shards: &Shards,
+    map: String,
+    attribute: String,
+    owned: Option<PartSet>,
+) -> Result<BoxFuture<'static, Option<ReadPart>>, ShardGone> {
+    let parts = shards
+        .ask_all(|reply| Request::AttributeCount {
+            map: map.clone(),
+            attribute: attribute.clone(),
+            owned,
+            reply,
+        })
+        .await?;
+    let sum = |counts: Vec<usize>| ReadPart::Count(counts.into_iter().sum::<usize>() as u64);
+    Ok(parts.map(move |p| Some(sum(p?))).boxed())
 }
 
 /// Puts one request on every shard's queue; the future joins their lists into one part.
@@ -387,6 +430,15 @@ impl Again {
             "partition ownership kept moving while the map was read; sync again".to_owned(),
         ))
     }
+}
+
+/// The refusal when a member answers a read with a part of another kind (members of
+/// different versions): never an answer silently missing that member's part.
+pub fn unexpected_part() -> Box<Message> {
+    error::refusal(
+        code::UNAVAILABLE,
+        "a member answered the read with another kind of part".to_owned(),
+    )
 }
 
 fn no_table() -> Box<Message> {

@@ -26,7 +26,9 @@ use crate::coordination::internal::InternalWriter;
 use crate::coordination::router::Coordinator;
 use crate::data::conn::{Changes, ConnState};
 use crate::data::deltas;
-use crate::data::peers::{Cluster, Interests, Local, Peers, Read, ReadPart, read_local};
+use crate::data::peers::{
+    self, Cluster, Interests, Local, Peers, Read, ReadPart, read_local, unexpected_part,
+};
 use crate::data::shard::service::Request;
 use crate::data::shards::{ShardGone, Shards};
 use crate::data::sync::SyncPath;
@@ -185,31 +187,46 @@ impl DataPlane {
         }
     }
 
-    /// Every client map the shards hold, by name, with its keys that have a live value.
-    pub async fn map_catalog(&self) -> Result<Vec<(String, usize)>, ShardGone> {
-        let parts = self
-            .shards
-            .ask_all(|reply| Request::LiveCounts { reply })
-            .await?;
-        let mut catalog: std::collections::BTreeMap<String, usize> =
+    /// Every client map holding a live key, by name, with its keys that have a live value:
+    /// the shards', or in a cluster every member's for the partitions it owns.
+    pub async fn map_catalog(&self) -> Result<Vec<(String, usize)>, Box<Message>> {
+        let mut catalog: std::collections::BTreeMap<String, u64> =
             std::collections::BTreeMap::new();
-        for (name, count) in parts.await.ok_or(ShardGone)?.into_iter().flatten() {
-            *catalog.entry(name).or_default() += count;
+        for part in self.gathered(Read::MapCatalog).await? {
+            let ReadPart::Counts(counts) = part else {
+                return Err(unexpected_part());
+            };
+            for (name, count) in counts {
+                *catalog.entry(name).or_default() += count;
+            }
         }
-        Ok(catalog.into_iter().collect())
+        let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        Ok(catalog.into_iter().map(|(m, n)| (m, count(n))).collect())
     }
 
-    /// The keys of `map` whose live value holds `attribute`, summed over the shards.
-    pub async fn attribute_count(&self, map: &str, attribute: &str) -> Result<usize, ShardGone> {
-        let parts = self
-            .shards
-            .ask_all(|reply| Request::AttributeCount {
-                map: map.to_owned(),
-                attribute: attribute.to_owned(),
-                reply,
-            })
-            .await?;
-        Ok(parts.await.ok_or(ShardGone)?.into_iter().sum())
+    /// The keys of `map` whose live value holds `attribute`, summed as
+    /// [`DataPlane::map_catalog`] sums.
+    pub async fn attribute_count(&self, map: &str, attribute: &str) -> Result<usize, Box<Message>> {
+        let read = Read::AttributeCount {
+            map: map.to_owned(),
+            attribute: attribute.to_owned(),
+        };
+        let mut sum = 0u64;
+        for part in self.gathered(read).await? {
+            let ReadPart::Count(count) = part else {
+                return Err(unexpected_part());
+            };
+            sum = sum.saturating_add(count);
+        }
+        Ok(usize::try_from(sum).unwrap_or(usize::MAX))
+    }
+
+    /// Every member's part of `read` (this node's alone on a single node).
+    async fn gathered(&self, read: Read) -> Result<Vec<ReadPart>, Box<Message>> {
+        let cluster = self.cluster.get();
+        peers::gather(&self.shards, cluster, read, Local::default(), 0)
+            .await?
+            .await
     }
 
     /// A new connection's state in the data path.

@@ -99,6 +99,26 @@ pub(crate) fn json_error(status: StatusCode, message: impl Into<String>) -> Resp
         .into_response()
 }
 
+/// The code and message of a data-path refusal (an `ERROR`; anything else is an internal
+/// error).
+pub(crate) fn code_and_message(
+    refused: topgun_core::protocol::Message,
+) -> (u32, topgun_core::value::CompactString) {
+    match refused {
+        topgun_core::protocol::Message::Error(e) => (e.code, e.message),
+        other => (crate::error::code::INTERNAL, other.type_name().into()),
+    }
+}
+
+/// `503` with the reason a read of the data could not be answered now: the shards are gone
+/// (shutting down), or in a cluster a member did not answer or ownership kept moving.
+pub(crate) fn unavailable(refused: topgun_core::protocol::Message) -> Response {
+    json_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        code_and_message(refused).1.to_string(),
+    )
+}
+
 /// An error answer on its way up through a request's steps (boxed: a `Response` is large).
 #[derive(Debug)]
 pub(crate) struct Refused(pub(crate) Box<Response>);

@@ -28,7 +28,7 @@ use topgun_core::protocol::query::Query;
 use topgun_core::protocol::{Message, decode_standalone, encode_standalone};
 use topgun_core::value::CompactString;
 
-use super::{Host, Refused, bearer, json_error, refuse};
+use super::{Host, Refused, bearer, code_and_message, json_error, refuse};
 use crate::clock::now_ms;
 use crate::connection::fanout::{ConnHandle, Outbound};
 use crate::data::conn::ConnState;
@@ -377,14 +377,6 @@ async fn deltas(
         }
     }
     out
-}
-
-/// The code and message of a refusal (an `ERROR`; anything else is an internal error).
-fn code_and_message(refused: Message) -> (u32, CompactString) {
-    match refused {
-        Message::Error(e) => (e.code, e.message),
-        other => (code::INTERNAL, other.type_name().into()),
-    }
 }
 
 /// A row as the TS client's `QUERY_RESP` handling reads it: `{key, value}`.

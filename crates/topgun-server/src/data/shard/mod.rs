@@ -360,15 +360,19 @@ impl Shard {
     /// Each client map this shard holds with its keys that have a live value (LWW records
     /// that are not tombstones, OR keys with at least one record), LWW and OR maps of a name
     /// summed; reserved maps left out (the admin API's maps catalog).
-    pub fn live_counts(&self, now_ms: u64) -> Vec<(String, usize)> {
+    pub fn live_counts(&self, now_ms: u64, owned: Option<&PartSet>) -> Vec<(String, usize)> {
+        let ours = |key: &str| owned.is_none_or(|o| o.holds_key(key));
         let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
         for (name, map) in &self.lww {
-            let live = map.records().filter(|(_, r)| r.is_visible(now_ms)).count();
+            let live = map.records();
+            let live = live
+                .filter(|(k, r)| r.is_visible(now_ms) && ours(k))
+                .count();
             *counts.entry(name).or_default() += live;
         }
         for (name, map) in &self.or {
-            let live = map.keys().filter(|k| !map.records(k).is_empty()).count();
-            *counts.entry(name).or_default() += live;
+            let live = map.keys().filter(|k| !map.records(k).is_empty() && ours(k));
+            *counts.entry(name).or_default() += live.count();
         }
         counts
             .into_iter()
@@ -380,7 +384,14 @@ impl Shard {
     /// The keys of `map` whose live value holds `attribute` (a field name, else a dotted
     /// path into nested maps; nil counts as absent): LWW records that are not tombstones, OR
     /// keys with such a record. The admin API's index catalog shows it as `entryCount`.
-    pub fn attribute_count(&self, map: &str, attribute: &str, now_ms: u64) -> usize {
+    pub fn attribute_count(
+        &self,
+        map: &str,
+        attribute: &str,
+        now_ms: u64,
+        owned: Option<&PartSet>,
+    ) -> usize {
+        let ours = |key: &str| owned.is_none_or(|o| o.holds_key(key));
         let has = |value: &topgun_core::Value| {
             value
                 .get(attribute)
@@ -393,12 +404,12 @@ impl Shard {
         };
         let lww = self.lww.get(map).map_or(0, |m| {
             m.records()
-                .filter(|(_, r)| r.is_visible(now_ms) && has(&r.value))
+                .filter(|(k, r)| r.is_visible(now_ms) && has(&r.value) && ours(k))
                 .count()
         });
         let or = self.or.get(map).map_or(0, |m| {
             m.keys()
-                .filter(|k| m.records(k).iter().any(|r| has(&r.value)))
+                .filter(|k| ours(k) && m.records(k).iter().any(|r| has(&r.value)))
                 .count()
         });
         lww + or

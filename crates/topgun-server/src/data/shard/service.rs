@@ -164,12 +164,14 @@ pub enum Request {
     },
     /// Each client map's count of keys with a live value ([`Shard::live_counts`]).
     LiveCounts {
+        owned: Option<PartSet>,
         reply: oneshot::Sender<Vec<(String, usize)>>,
     },
     /// A map's keys whose live value has an attribute ([`Shard::attribute_count`]).
     AttributeCount {
         map: String,
         attribute: String,
+        owned: Option<PartSet>,
         reply: oneshot::Sender<usize>,
     },
     /// Stop receiving the map's events (the last live query on it ended).
@@ -563,16 +565,21 @@ impl Task {
             }
             request @ (Request::OrLeaf { .. } | Request::OrEntries { .. }) => self.read_or(request),
             Request::Subscribe { kind, map, conn } => self.subscribers.subscribe(kind, &map, conn),
-            Request::LiveCounts { reply } => {
-                let _ = reply.send(self.shard.live_counts(crate::clock::now_ms()));
+            Request::LiveCounts { owned, reply } => {
+                let now = crate::clock::now_ms();
+                let _ = reply.send(self.shard.live_counts(now, owned.as_ref()));
             }
             Request::AttributeCount {
                 map,
                 attribute,
+                owned,
                 reply,
             } => {
                 let now = crate::clock::now_ms();
-                let _ = reply.send(self.shard.attribute_count(&map, &attribute, now));
+                let count = self
+                    .shard
+                    .attribute_count(&map, &attribute, now, owned.as_ref());
+                let _ = reply.send(count);
             }
             Request::Unsubscribe { kind, map, conn } => {
                 self.subscribers.unsubscribe(kind, &map, conn);

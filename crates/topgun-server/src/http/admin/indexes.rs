@@ -19,7 +19,7 @@ use utoipa::ToSchema;
 
 use super::{ApiError, field_error, guard, json_body};
 use crate::data::ops::RESERVED_PREFIXES;
-use crate::http::{Host, Refused, json_error};
+use crate::http::{Host, Refused, json_error, unavailable};
 use crate::query::index_catalog::{
     INDEXES_MAP, INDEXES_MAX, IndexDef, IndexKind, NAME_BYTES_MAX, record_key, to_value,
 };
@@ -113,12 +113,7 @@ async fn response(host: &impl Host, def: &IndexDef) -> Result<IndexResponse, Ref
         .data()
         .attribute_count(&def.map, &def.attribute)
         .await
-        .map_err(|gone| {
-            Refused(Box::new(json_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                gone.to_string(),
-            )))
-        })?;
+        .map_err(|refused| Refused(Box::new(unavailable(*refused))))?;
     Ok(IndexResponse {
         map_name: def.map.clone(),
         attribute: def.attribute.clone(),

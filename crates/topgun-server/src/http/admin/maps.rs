@@ -1,17 +1,18 @@
 //! The maps catalog (COMPAT §3.4): every client map holding a live key, by name, with its
-//! count of keys with a live value (summed over the shards; reserved maps hidden).
+//! count of keys with a live value (summed over the shards — in a cluster, over every
+//! member's owned partitions; reserved maps hidden).
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{ApiError, guard};
-use crate::http::{Host, json_error};
+use crate::http::{Host, unavailable};
 
 /// One map of the catalog.
 #[derive(Debug, Serialize, ToSchema)]
@@ -34,7 +35,8 @@ pub struct MapList {
     responses(
         (status = 200, body = MapList),
         (status = 401, body = ApiError), (status = 403, body = ApiError),
-        (status = 503, description = "the shards are gone (shutting down)", body = ApiError),
+        (status = 503, description = "the data cannot be read now: the shards are gone \
+            (shutting down), or a cluster member did not answer", body = ApiError),
     )
 )]
 pub async fn maps<H: Host>(State(host): State<Arc<H>>, headers: HeaderMap) -> Response {
@@ -49,6 +51,6 @@ pub async fn maps<H: Host>(State(host): State<Arc<H>>, headers: HeaderMap) -> Re
                 .collect();
             Json(MapList { maps }).into_response()
         }
-        Err(gone) => json_error(StatusCode::SERVICE_UNAVAILABLE, gone.to_string()),
+        Err(refused) => unavailable(*refused),
     }
 }
