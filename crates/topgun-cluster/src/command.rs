@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::catalog::CatalogPut;
 use crate::ids::{ClusterUuid, Epoch, Incarnation, MemberName, RaftId};
 use crate::member::{MemberAddrs, MemberState};
 use crate::plan::Move;
@@ -66,6 +67,9 @@ pub enum Command {
         owner: RaftId,
         epoch: Epoch,
     },
+    /// Sets or removes one key of a replicated catalog (admin policies, the index catalog).
+    /// Never changes the client view.
+    CatalogPut(CatalogPut),
 }
 
 /// Why a command changed nothing. A refused command never changes the state.
@@ -104,6 +108,21 @@ pub enum Refusal {
         owner: RaftId,
         reason: Cow<'static, str>,
     },
+    /// A conditional catalog change found the key `present` (or not) when it asked for the
+    /// opposite.
+    #[error("{catalog}/{key} is {}", if *present { "present" } else { "absent" })]
+    CatalogCondition {
+        catalog: Cow<'static, str>,
+        key: Cow<'static, str>,
+        present: bool,
+    },
+    #[error("catalog {catalog} holds the most allowed ({max}); remove one first")]
+    CatalogFull {
+        catalog: Cow<'static, str>,
+        max: usize,
+    },
+    #[error("catalog change refused: {reason}")]
+    BadCatalogPut { reason: Cow<'static, str> },
 }
 
 /// The typed answer to a command (openraft's `R`).

@@ -14,6 +14,7 @@
 //! | [`assign`] | `assign(members, current, backups) → Target`: minimal-movement, balanced |
 //! | [`plan`] | `plan(current, target, max_parallel) → wave of Move`s: promotions, then copies |
 //! | [`command`] | `Command`, `CommandResult`, `Refusal`, `Effect` |
+//! | [`catalog`] | the replicated catalogs (admin policies, the index catalog): bounded maps of opaque values, changed by `CatalogPut` |
 //! | [`state`] | `ControlState::apply(cmd, now_ms) → Outcome`: the state machine |
 //! | [`voters`] | `desired_voters`: 3 voters, 5 from 5 live members, the rest learners |
 //! | [`view`] | `partition_map`: the client view as `topgun-core`'s `PartitionMap` |
@@ -26,12 +27,14 @@
 //!   a partition in one epoch; commands naming an old epoch change nothing;
 //! * `table_version` rises by one exactly when the client view changes;
 //!   `PARTITION_MAP.version = version_base + table_version`;
-//! * member names are unique; Raft ids are never reused.
+//! * member names are unique; Raft ids are never reused;
+//! * catalogs stay within their bounds, and their revision rises by one per change.
 //!
 //! Not here yet: replication, ISR changes driven by acks, migrations, handoff (part 2), the
 //! openraft adapter and the transport.
 
 pub mod assign;
+pub mod catalog;
 pub mod command;
 pub mod ids;
 pub mod member;
@@ -42,6 +45,7 @@ pub mod view;
 pub mod voters;
 
 pub use assign::{Candidate, Target, TargetEntry, assign};
+pub use catalog::{CatalogPut, Catalogs, Expect};
 pub use command::{
     BACKUPS_MAX, BootstrapMember, Command, CommandResult, Effect, Outcome, Refusal, version_base_at,
 };

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::assign::{self, Candidate};
+use crate::catalog::Catalogs;
 use crate::command::{
     BACKUPS_MAX, BootstrapMember, Command, CommandResult, Effect, Outcome, Refusal,
 };
@@ -42,6 +43,10 @@ pub struct Cluster {
     members: BTreeMap<RaftId, Member>,
     table: PartitionTable,
     table_version: u64,
+    /// Admin policies and the index catalog. Last, and defaulted, so that a snapshot or log
+    /// written before catalogs existed still decodes.
+    #[serde(default)]
+    catalogs: Catalogs,
 }
 
 impl ControlState {
@@ -110,6 +115,7 @@ impl Cluster {
             members,
             table: PartitionTable::from_fn(|_| placeholder_entry()),
             table_version: 0,
+            catalogs: Catalogs::default(),
         };
         cluster.initial_table();
         let mut effects: Vec<Effect> = cluster
@@ -161,6 +167,7 @@ impl Cluster {
             Command::OwnerChanged { pid, owner, epoch } => {
                 self.owner_changed(pid, owner, epoch, &mut effects)
             }
+            Command::CatalogPut(put) => self.catalogs.apply(put),
         };
         if !matches!(result, CommandResult::Refused(_)) {
             self.repair(&mut effects);
@@ -205,6 +212,11 @@ impl Cluster {
 
     pub fn table_version(&self) -> u64 {
         self.table_version
+    }
+
+    /// The replicated catalogs (admin policies, the index catalog).
+    pub fn catalogs(&self) -> &Catalogs {
+        &self.catalogs
     }
 
     /// `PARTITION_MAP.version` = `version_base + table_version` (§3.8), saturating at
@@ -554,6 +566,7 @@ impl Cluster {
     /// state: the simulation checks those).
     pub fn check(&self) {
         self.table.check();
+        self.catalogs.check();
         let mut names: Vec<&MemberName> = self.members.values().map(|m| &m.name).collect();
         names.sort();
         assert!(

@@ -5,7 +5,9 @@
 mod common;
 
 use common::*;
-use topgun_cluster::{Command, CommandResult, ControlState, PartitionTable, Refusal};
+use topgun_cluster::{
+    CatalogPut, Command, CommandResult, ControlState, Expect, PartitionTable, Refusal,
+};
 
 fn round_trip<T: serde::Serialize + serde::de::DeserializeOwned>(value: &T) -> T {
     rmp_serde::from_slice(&rmp_serde::to_vec(value).unwrap()).unwrap()
@@ -74,4 +76,35 @@ fn names_and_partition_numbers_are_validated_while_decoding() {
         rmp_serde::from_slice::<topgun_cluster::PartitionId>(&rmp_serde::to_vec(&270u16).unwrap())
             .is_ok()
     );
+}
+
+#[test]
+fn catalogs_round_trip_and_a_state_written_before_them_still_decodes() {
+    let mut state = formed(&["a", "b"], 1);
+    let before_catalogs = rmp_serde::to_vec(&state).unwrap();
+    let put = CatalogPut {
+        catalog: "__topgun_policies".into(),
+        key: "p1".into(),
+        value: Some(vec![1, 2, 3]),
+        expect: Expect::Absent,
+    };
+    assert_eq!(
+        state.apply(Command::CatalogPut(put), 2_000).result,
+        CommandResult::Done
+    );
+    assert_eq!(round_trip(&state), state);
+
+    // The same state as a member written before catalogs existed kept it: the cluster's
+    // array one field shorter, without the (empty) catalogs at its end.
+    let empty_catalogs = [0x92, 0x80, 0x00];
+    assert!(before_catalogs.ends_with(&empty_catalogs));
+    let mut old = before_catalogs[..before_catalogs.len() - empty_catalogs.len()].to_vec();
+    assert_eq!(
+        old[..2],
+        [0x91, 0x98],
+        "a one-field state holding an 8-field cluster"
+    );
+    old[1] = 0x97;
+    let decoded: ControlState = rmp_serde::from_slice(&old).unwrap();
+    assert_eq!(decoded, formed(&["a", "b"], 1));
 }

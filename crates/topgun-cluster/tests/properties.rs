@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use common::*;
 use proptest::prelude::*;
 use topgun_cluster::{
-    Candidate, Command, CommandResult, ControlState, Epoch, MAX_PARALLEL_MIGRATIONS, MemberName,
-    PARTITION_COUNT, PartitionEntry, PartitionId, PartitionState, PartitionTable, RaftId, Target,
-    assign, plan,
+    Candidate, CatalogPut, Command, CommandResult, ControlState, Epoch, Expect,
+    MAX_PARALLEL_MIGRATIONS, MemberName, PARTITION_COUNT, PartitionEntry, PartitionId,
+    PartitionState, PartitionTable, RaftId, Target, assign, plan,
 };
 
 /// Ids 1..=10 exist; a random subset is eligible, named in an order unrelated to the ids.
@@ -200,16 +200,21 @@ proptest! {
     /// §3.8: `table_version` rises by exactly one when the client view changes and not
     /// otherwise; refusals change nothing; every owner is live while anyone is.
     #[test]
-    fn table_version_follows_the_client_view(ops in proptest::collection::vec((0u8..9, 1u64..=9, any::<u8>()), 1..60)) {
+    fn table_version_follows_the_client_view(ops in proptest::collection::vec((0u8..10, 1u64..=9, any::<u8>()), 1..60)) {
         let mut state = formed(&["a", "b", "c"], 1);
         let mut fresh = 100u128;
         for (step, (kind, target, extra)) in ops.into_iter().enumerate() {
             let cmd = command(&state, kind, RaftId(target), extra, &mut fresh);
             let before = state.clone();
             let (key, version) = (view_key(&state), cluster(&state).table_version());
+            let catalogs = cluster(&state).catalogs().clone();
             let out = state.apply(cmd.clone(), step as u64);
             let changed = view_key(&state) != key;
             prop_assert_eq!(cluster(&state).table_version(), version + u64::from(changed), "{:?} → {:?}", cmd, out);
+            // A catalog's revision counts exactly its changes.
+            let after = cluster(&state).catalogs();
+            let catalog_changed = *after != catalogs;
+            prop_assert_eq!(after.revision(), catalogs.revision() + u64::from(catalog_changed));
             if let CommandResult::Refused(_) = out.result {
                 prop_assert_eq!(&state, &before);
             }
@@ -235,6 +240,12 @@ fn command(state: &ControlState, kind: u8, id: RaftId, extra: u8, fresh: &mut u1
         6 | 7 => Command::ApplyPlan {
             moves: cluster(state).next_wave(MAX_PARALLEL_MIGRATIONS),
         },
+        9 => Command::CatalogPut(CatalogPut {
+            catalog: "policies".into(),
+            key: format!("k{}", extra % 4),
+            value: (!extra.is_multiple_of(5)).then(|| vec![extra % 3]),
+            expect: [Expect::Any, Expect::Absent, Expect::Present][usize::from(extra % 3)],
+        }),
         _ => {
             let pid = PartitionId::new(u32::from(extra) % 271).unwrap();
             let epoch = cluster(state).table().get(pid).epoch;
