@@ -20,9 +20,10 @@ use crate::cluster::resume::RaftDir;
 use crate::config::ClusterConfig;
 use crate::error;
 use crate::http;
+use crate::http::admin::catalogs::AdminCatalogs;
 use crate::metrics::Metrics;
 use crate::metrics::cluster::ForwardStats;
-use crate::query::index_catalog::{self, IndexCatalog};
+use crate::query::index_catalog;
 use crate::security::admin_policy::Rules;
 use crate::security::admin_store;
 use std::time::{Duration, Instant};
@@ -107,8 +108,9 @@ struct Shared {
     http_sync_anonymous: bool,
     /// Without auth, whether the admin plane is served (loopback, or the operator's opt-in).
     admin_without_auth: bool,
-    /// The admin API's index catalog, recovered from `__topgun_indexes`.
-    indexes: IndexCatalog,
+    /// The admin API's policies and index catalog (recovered from `__topgun_policies` and
+    /// `__topgun_indexes`; in a cluster, followed from the control log).
+    catalogs: Arc<AdminCatalogs>,
     /// What `/api/admin/settings` shows; the GC task reads its interval here.
     settings: http::admin::settings::Settings,
     /// The admin login's user name and password.
@@ -174,8 +176,8 @@ impl http::Host for Shared {
         self.admin.dir.as_deref()
     }
 
-    fn indexes(&self) -> &IndexCatalog {
-        &self.indexes
+    fn catalogs(&self) -> &AdminCatalogs {
+        &self.catalogs
     }
 
     fn settings(&self) -> &http::admin::settings::Settings {
@@ -383,13 +385,15 @@ impl Server {
         let session = Arc::new(session_config(&config, addr, maps));
         let (shutdown, _) = watch::channel(false);
         let settings = node_settings(&config, addr, Arc::clone(data.queue_gate()));
+        let policies = Arc::new(Policies::with_rules(Rules {
+            roles: config.policies,
+            admin: admin_policies,
+            admin_subjects: config.admin.subjects.clone(),
+        }));
+        let catalogs = AdminCatalogs::new(Arc::clone(&policies), indexes, data.internal());
         let shared = Arc::new(Shared {
             session,
-            policies: Arc::new(Policies::with_rules(Rules {
-                roles: config.policies,
-                admin: admin_policies,
-                admin_subjects: config.admin.subjects.clone(),
-            })),
+            policies,
             auth_failures: AuthFailures::new(config.guards.auth_failures_per_ip_per_minute),
             user_connections: UserConnections::new(config.guards.connections_per_user_max),
             waiting,
@@ -405,7 +409,7 @@ impl Server {
             http_sync_anonymous: config.http.sync_allow_anonymous,
             admin_without_auth: config.bind.ip().is_loopback()
                 || config.admin.allow_no_auth_public_bind,
-            indexes,
+            catalogs: Arc::new(catalogs),
             settings,
             admin: config.admin.clone(),
             trusted_proxy: config.http.trusted_proxy,
@@ -590,8 +594,11 @@ async fn start_cluster(
         pushes: Arc::clone(&pushes),
         data: Arc::downgrade(&shared.data),
         raft_dir,
+        catalogs: Arc::clone(&shared.catalogs),
     };
     let node = ClusterNode::start(setup, publisher, routes).await?;
+    let replicated = crate::cluster::catalogs::ControlCatalogs(Arc::downgrade(&node));
+    shared.catalogs.set_replicated(Arc::new(replicated));
     let forward = Forwarder::new(
         Arc::clone(node.rpc()),
         node.routes(),

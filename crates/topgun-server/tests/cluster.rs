@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::cluster::{
     Member, agreed, all, metric, names, names_of, owners, start_cluster, start_member,
 };
-use common::{Client, binary, connect, now_ms, put_op, recv_any, send, serve_binary};
+use common::{Client, binary, connect, json_call, now_ms, put_op, recv_any, send, serve_binary};
 use topgun_core::protocol::Message;
 use topgun_core::protocol::messages::{OpBatch, PartitionMap};
 use topgun_core::{Hlc, NodeId, Value};
@@ -496,4 +496,140 @@ async fn a_silent_connection_stays_open_in_cluster_mode_and_idles_out_on_a_singl
         Some(Some(1000)),
         "a single node idles a silent connection out"
     );
+}
+
+/// One put to `map` through `addr`: `None` when acknowledged, else the rejection's code.
+async fn put_refused(addr: SocketAddr, map: &str) -> Option<u32> {
+    let mut c = connect(addr, "/").await;
+    let at = Hlc::new(NodeId::new("admin-test").unwrap()).now(now_ms());
+    let op = put_op(1, map, "k", Value::from(1), at);
+    let batch = OpBatch {
+        ops: vec![op],
+        write_concern: None,
+        timeout: None,
+    };
+    send(&mut c, &Message::OpBatch(batch)).await;
+    loop {
+        match recv_any(&mut c).await.expect("an answer") {
+            Message::OpAck(_) => return None,
+            Message::OpRejected(r) => return Some(r.code.unwrap_or(0)),
+            Message::Error(e) => return Some(e.code),
+            _ => {}
+        }
+    }
+}
+
+/// `GET path` on every member until each answers `expected`, within `within`.
+async fn everywhere(
+    members: &[Member],
+    path: &str,
+    expected: &serde_json::Value,
+    within: Duration,
+) {
+    let deadline = Instant::now() + within;
+    for m in members {
+        loop {
+            let (status, body) = json_call(m.served.addr, "GET", path, &[], None).await;
+            if status == 200 && &body == expected {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} answers {status} {body} to {path}, not {expected}",
+                m.name
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Admin policies and indexes live in the control log (CLUSTER.md §3.1, §8): a policy made
+/// through one member is listed by every member and decides writes through another at once;
+/// an index made through one member conflicts with the same index asked of another, and is
+/// removed through a third; a member restarted as a new incarnation gets them from the log.
+#[tokio::test]
+async fn admin_policies_and_indexes_made_through_one_member_hold_on_every_member() {
+    let cwd = tempfile::tempdir().unwrap();
+    let (mut members, ports) = start_cluster(3, cwd.path());
+    let everyone = names_of(&all(&members));
+    agreed(&all(&members), &everyone, Duration::from_secs(5)).await;
+    let addr = |i: usize, members: &[Member]| members[i].served.addr;
+    assert_eq!(
+        put_refused(addr(2, &members), "closed").await,
+        None,
+        "open before any policy"
+    );
+
+    let policy =
+        serde_json::json!({"id": "p1", "mapPattern": "open", "action": "all", "effect": "allow"});
+    let (status, created) = json_call(
+        addr(0, &members),
+        "POST",
+        "/api/admin/policies",
+        &[],
+        Some(policy),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    // Answered once applied on the member asked; the others apply it within a heartbeat.
+    let listed = serde_json::json!({"policies": [created]});
+    everywhere(
+        &members,
+        "/api/admin/policies",
+        &listed,
+        Duration::from_secs(2),
+    )
+    .await;
+    for i in 0..3 {
+        assert_eq!(put_refused(addr(i, &members), "open").await, None);
+        assert_eq!(
+            put_refused(addr(i, &members), "closed").await,
+            Some(403),
+            "member {i}"
+        );
+    }
+
+    let index = serde_json::json!({"mapName": "people", "attribute": "city", "indexType": "hash"});
+    let post = |i: usize, members: &[Member]| {
+        json_call(
+            addr(i, members),
+            "POST",
+            "/api/admin/indexes",
+            &[],
+            Some(index.clone()),
+        )
+    };
+    assert_eq!(post(0, &members).await.0, 201);
+    assert_eq!(post(1, &members).await.0, 409, "the cluster has it already");
+    let path = "/api/admin/indexes/people/city";
+    assert_eq!(
+        json_call(addr(2, &members), "DELETE", path, &[], None)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        json_call(addr(0, &members), "DELETE", path, &[], None)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(post(1, &members).await.0, 201);
+
+    // A memory-backed member restarted is a new incarnation: it learns both from the log.
+    let mut restarted = members.remove(2);
+    restarted.served.child.kill().unwrap();
+    let _ = restarted.served.child.wait();
+    members.push(start_member(2, &ports, cwd.path()));
+    agreed(&all(&members), &everyone, Duration::from_secs(5)).await;
+    everywhere(
+        &members,
+        "/api/admin/policies",
+        &listed,
+        Duration::from_secs(2),
+    )
+    .await;
+    let (_, indexes) = json_call(addr(2, &members), "GET", "/api/admin/indexes", &[], None).await;
+    assert_eq!(indexes["indexes"][0]["attribute"], "city", "{indexes}");
+    assert_eq!(put_refused(addr(2, &members), "closed").await, Some(403));
 }

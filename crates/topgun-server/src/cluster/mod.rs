@@ -23,6 +23,7 @@
 //! Invariants of the module: no frame from a peer is read before the peer has proven itself,
 //! and every queue between members has a bound.
 
+pub mod catalogs;
 pub mod counters;
 mod duties;
 pub mod formation;

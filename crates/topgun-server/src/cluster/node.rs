@@ -42,6 +42,7 @@ use super::transport::Transport;
 use super::wire::{self, StatusWire};
 use crate::clock::now_ms;
 use crate::config::ClusterConfig;
+use crate::http::admin::catalogs::AdminCatalogs;
 
 /// What a member is started with.
 pub struct NodeSetup {
@@ -58,6 +59,8 @@ pub struct NodeSetup {
     /// Where the Raft log is kept (`None`: in memory, with a storage backend that writes
     /// nothing).
     pub raft_dir: Option<RaftDir>,
+    /// The admin catalogs, which follow every applied revision of the replicated ones.
+    pub catalogs: Arc<AdminCatalogs>,
 }
 
 impl std::fmt::Debug for NodeSetup {
@@ -82,6 +85,7 @@ pub struct ClusterNode {
     pushes: Arc<dyn super::pushes::LocalPushes>,
     reads: Arc<Reads>,
     raft_dir: Option<RaftDir>,
+    catalogs: Arc<AdminCatalogs>,
     /// Whether the identity file names the cluster this member is in.
     identity_kept: std::sync::atomic::AtomicBool,
     /// The leader's record of when each member was last heard (by Raft id).
@@ -142,6 +146,7 @@ impl ClusterNode {
             pushes,
             data,
             raft_dir,
+            catalogs,
         } = setup;
         let incarnation = Incarnation(rand::random());
         let creds = Credentials {
@@ -185,6 +190,7 @@ impl ClusterNode {
                 pushes,
                 reads,
                 raft_dir: raft_dir.clone(),
+                catalogs,
                 identity_kept: std::sync::atomic::AtomicBool::new(false),
                 heard: Mutex::new(HashMap::new()),
                 durable: Mutex::new(HashMap::new()),
@@ -419,6 +425,7 @@ impl ClusterNode {
     /// Publishes `cluster` to clients and to the router.
     fn apply(&self, cluster: &Cluster, me: RaftId) {
         self.keep_identity(cluster, me);
+        self.catalogs.follow(cluster.catalogs());
         self.publisher.publish(cluster, now_ms());
         let stale = self
             .routes

@@ -171,6 +171,11 @@ impl DataPlane {
         }
     }
 
+    /// The writer of the server's own records of reserved maps.
+    pub fn internal(&self) -> InternalWriter {
+        self.internal.clone()
+    }
+
     /// Writes (`Some`) or removes (`None`) a record of a reserved map; resolves once durable.
     pub async fn write_internal(
         &self,

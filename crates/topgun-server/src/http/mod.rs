@@ -47,8 +47,12 @@ pub trait Host: Send + Sync + 'static {
     fn admin_plane_without_auth(&self) -> bool;
     /// The static dashboard's directory (`TOPGUN_ADMIN_DIR`), if one is served.
     fn admin_dir(&self) -> Option<&std::path::Path>;
+    /// The admin API's durable catalogs: policies and indexes, and where their changes go.
+    fn catalogs(&self) -> &admin::catalogs::AdminCatalogs;
     /// The index catalog (`/api/admin/indexes`).
-    fn indexes(&self) -> &crate::query::index_catalog::IndexCatalog;
+    fn indexes(&self) -> &crate::query::index_catalog::IndexCatalog {
+        self.catalogs().indexes()
+    }
     /// `(connections, uptime in seconds, ops applied since start)` for `/api/status`.
     fn status(&self) -> (usize, u64, u64);
     /// The settings `/api/admin/settings` shows and changes.

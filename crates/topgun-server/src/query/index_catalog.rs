@@ -4,7 +4,8 @@
 //!
 //! Stored as records of the reserved map `__topgun_indexes`, one per `(map, attribute)`
 //! (`{mapName, attribute, indexType}`), through the ordinary write path — the log,
-//! checkpoints, recovery and backups — like the admin policies; memory only with `null`.
+//! checkpoints, recovery and backups — like the admin policies; memory only with `null`. In
+//! a cluster they live in the control log instead ([`crate::http::admin::catalogs`]).
 //!
 //! Invariants: the in-memory catalog holds exactly the definitions whose record was durable
 //! when their change was answered (changes are serialised, the record written first); a
@@ -131,12 +132,29 @@ impl IndexCatalog {
     pub fn remove(&self, map: &str, attribute: &str) {
         self.defs().remove(&(map.to_owned(), attribute.to_owned()));
     }
+
+    /// Puts exactly `defs` in force, as one step (a cluster's applied catalog).
+    pub fn replace(&self, defs: impl IntoIterator<Item = IndexDef>) {
+        let defs = defs
+            .into_iter()
+            .map(|def| ((def.map, def.attribute), def.kind));
+        *self.defs() = defs.collect();
+    }
 }
 
 /// The record key of a pair: the map name's length first, so that no two pairs share a key
 /// whatever characters their names hold.
 pub fn record_key(map: &str, attribute: &str) -> String {
     format!("{}:{map}/{attribute}", map.len())
+}
+
+/// The `(map, attribute)` of a record key ([`record_key`]'s inverse).
+pub fn parse_key(key: &str) -> Option<(&str, &str)> {
+    let (len, rest) = key.split_once(':')?;
+    let len: usize = len.parse().ok()?;
+    let map = rest.get(..len)?;
+    let attribute = rest.get(len..)?.strip_prefix('/')?;
+    Some((map, attribute))
 }
 
 /// A definition's stored value.
@@ -153,7 +171,7 @@ pub fn to_value(def: &IndexDef) -> Value {
 }
 
 /// A stored definition back, or `None` for a record this server could not have written.
-fn from_value(key: &str, value: &Value) -> Option<IndexDef> {
+pub fn from_value(key: &str, value: &Value) -> Option<IndexDef> {
     let text = |name| match value.get(name) {
         Some(Value::Str(s)) => Some(s.as_str().to_owned()),
         _ => None,
@@ -200,6 +218,12 @@ mod tests {
         let key = record_key(&d.map, &d.attribute);
         assert_eq!(from_value(&key, &to_value(&d)), Some(d));
         assert_ne!(record_key("a/b", "c"), record_key("a", "b/c"));
+        assert_eq!(parse_key(&record_key("a/b", "c")), Some(("a/b", "c")));
+        assert_eq!(parse_key(&record_key("a", "b/c")), Some(("a", "b/c")));
+        assert_eq!(parse_key(&record_key("é", "x:y")), Some(("é", "x:y")));
+        for bad in ["", "x", "3:ab/c", "9:a/b", "1:ab", "1:é/x"] {
+            assert_eq!(parse_key(bad), None, "{bad:?}");
+        }
         assert_eq!(
             from_value("other", &to_value(&def("m", "x", IndexKind::Hash))),
             None

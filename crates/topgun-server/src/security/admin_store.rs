@@ -1,7 +1,8 @@
 //! The admin API's policies as records of the reserved map `__topgun_policies` (COMPAT §3.3):
 //! one record per policy id, and `__configured` once any policy was ever created. They travel
 //! the ordinary write path — the log, checkpoints, recovery, backups — like the server's other
-//! own state; with `null` storage they live in memory only.
+//! own state; with `null` storage they live in memory only. In a cluster the same values
+//! live in the control log instead ([`crate::http::admin::catalogs`]).
 
 use topgun_core::Value;
 use topgun_core::protocol::query::PredicateNode;
@@ -63,7 +64,7 @@ pub fn to_value(policy: &AdminPolicy) -> Value {
 }
 
 /// A stored policy back, or `None` for a record this server could not have written.
-fn from_value(id: &str, value: &Value) -> Option<AdminPolicy> {
+pub fn from_value(id: &str, value: &Value) -> Option<AdminPolicy> {
     let text = |name| match value.get(name) {
         Some(Value::Str(s)) => Some(s.as_str()),
         _ => None,
@@ -86,17 +87,24 @@ fn from_value(id: &str, value: &Value) -> Option<AdminPolicy> {
 
 /// The admin policies among what storage loaded (live records of `__topgun_policies`).
 pub fn recover(entries: &[StoredEntry]) -> AdminPolicies {
-    let mut policies = Vec::new();
-    let mut configured = false;
     // The record in force per key: a policy deleted after its creation was logged must
     // stay deleted, whichever order loading yields the two in.
-    for (key, record) in latest_lww(entries, POLICIES_MAP) {
-        if record.is_tombstone() {
-            continue;
-        }
+    let live = latest_lww(entries, POLICIES_MAP)
+        .into_iter()
+        .filter(|(_, record)| !record.is_tombstone())
+        .map(|(key, record)| (key.to_owned(), record.value.clone()));
+    restore(live)
+}
+
+/// The admin policies of a store's live `(key, value)` pairs: the policies and the
+/// configured mark. A value this server could not have written is skipped with a warning.
+pub fn restore(live: impl IntoIterator<Item = (String, Value)>) -> AdminPolicies {
+    let mut policies = Vec::new();
+    let mut configured = false;
+    for (key, value) in live {
         if key == CONFIGURED_KEY {
             configured = true;
-        } else if let Some(policy) = from_value(key, &record.value) {
+        } else if let Some(policy) = from_value(&key, &value) {
             policies.push(policy);
         } else {
             tracing::warn!(policy = %key, "ignoring a malformed stored admin policy");

@@ -17,6 +17,7 @@ use axum::routing::{delete, get, post};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::catalogs::{CatalogError, Change, Expect};
 use super::{ApiError, field_error, guard, json_body};
 use crate::data::ops::RESERVED_PREFIXES;
 use crate::http::{Host, Refused, json_error, unavailable};
@@ -144,10 +145,7 @@ pub async fn create<H: Host>(
         let catalog = host.indexes();
         let _change = catalog.changes.lock().await;
         if catalog.get(&def.map, &def.attribute).is_some() {
-            return Err(refused(
-                StatusCode::CONFLICT,
-                "this attribute already has an index",
-            ));
+            return Err(not_made(CatalogError::Exists));
         }
         if catalog.len() >= INDEXES_MAX {
             return Err(refused(
@@ -157,12 +155,14 @@ pub async fn create<H: Host>(
                 ),
             ));
         }
-        let key = record_key(&def.map, &def.attribute);
-        host.data()
-            .write_internal(INDEXES_MAP, &key, Some(to_value(&def)))
-            .await
-            .map_err(|why| refused(StatusCode::SERVICE_UNAVAILABLE, &why))?;
-        catalog.insert(def.clone());
+        let change = Change {
+            map: INDEXES_MAP,
+            key: record_key(&def.map, &def.attribute),
+            value: Some(to_value(&def)),
+            // Another member may have created it since this one last applied the log.
+            expect: Expect::Absent,
+        };
+        host.catalogs().put(change).await.map_err(not_made)?;
         response(&*host, &def).await
     };
     match created.await {
@@ -173,6 +173,19 @@ pub async fn create<H: Host>(
 
 fn refused(status: StatusCode, message: &str) -> Refused {
     Refused(Box::new(json_error(status, message)))
+}
+
+/// The answer to a change not made: its condition (`409` exists, `404` missing), a full
+/// catalog (`400`), or the store or the cluster (`503`).
+fn not_made(e: CatalogError) -> Refused {
+    match e {
+        CatalogError::Exists => {
+            refused(StatusCode::CONFLICT, "this attribute already has an index")
+        }
+        CatalogError::Missing => refused(StatusCode::NOT_FOUND, "no such index"),
+        CatalogError::Full(why) => refused(StatusCode::BAD_REQUEST, &why),
+        CatalogError::Unavailable(why) => refused(StatusCode::SERVICE_UNAVAILABLE, &why),
+    }
 }
 
 /// `GET /api/admin/indexes`: every index, by map then attribute.
@@ -219,14 +232,15 @@ pub async fn remove<H: Host>(
         let catalog = host.indexes();
         let _change = catalog.changes.lock().await;
         if catalog.get(&map, &attribute).is_none() {
-            return Err(refused(StatusCode::NOT_FOUND, "no such index"));
+            return Err(not_made(CatalogError::Missing));
         }
-        host.data()
-            .write_internal(INDEXES_MAP, &record_key(&map, &attribute), None)
-            .await
-            .map_err(|why| refused(StatusCode::SERVICE_UNAVAILABLE, &why))?;
-        catalog.remove(&map, &attribute);
-        Ok(())
+        let change = Change {
+            map: INDEXES_MAP,
+            key: record_key(&map, &attribute),
+            value: None,
+            expect: Expect::Present,
+        };
+        host.catalogs().put(change).await.map_err(not_made)
     };
     match removed.await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),

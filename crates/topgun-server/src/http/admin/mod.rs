@@ -20,6 +20,7 @@
 //! Invariants: a refused request changes nothing; a change is durable (a reserved map written
 //! through the shards) before it is answered, and in force once answered.
 
+pub mod catalogs;
 pub mod cluster;
 pub mod dashboard;
 pub mod indexes;

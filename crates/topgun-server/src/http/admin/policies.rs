@@ -16,6 +16,7 @@ use topgun_core::protocol::query::PredicateNode;
 use topgun_core::protocol::{Limits, decode_standalone, encode_standalone};
 use utoipa::ToSchema;
 
+use super::catalogs::{CatalogError, Change, Expect};
 use super::{ApiError, field_error, guard, json_body};
 use crate::clock::now_ms;
 use crate::http::{Host, json_error};
@@ -157,18 +158,18 @@ pub async fn create_policy<H: Host>(
             format!("the store holds the most policies allowed ({POLICIES_MAX}); delete one first");
         return field_error(StatusCode::BAD_REQUEST, &why, "id");
     }
-    let data = host.data();
-    let stored = data
-        .write_internal(POLICIES_MAP, &policy.id, Some(to_value(&policy)))
-        .await;
-    let configured = data
-        .write_internal(POLICIES_MAP, CONFIGURED_KEY, Some(Value::Bool(true)))
-        .await;
-    if let Err(why) = stored.and(configured) {
-        return json_error(StatusCode::SERVICE_UNAVAILABLE, why);
-    }
     let response = PolicyResponse::of(&policy);
-    host.policies().update(|rules| rules.admin.put(policy));
+    let catalogs = host.catalogs();
+    // The policy first: were the mark written alone, an empty configured store would deny
+    // everything.
+    let stored = catalogs.put(change(&policy.id, Some(to_value(&policy))));
+    if let Err(e) = stored.await {
+        return refused(&e);
+    }
+    let configured = catalogs.put(change(CONFIGURED_KEY, Some(Value::Bool(true))));
+    if let Err(e) = configured.await {
+        return refused(&e);
+    }
     (StatusCode::CREATED, Json(response)).into_response()
 }
 
@@ -277,15 +278,31 @@ pub async fn delete_policy<H: Host>(
         return StatusCode::NO_CONTENT.into_response();
     }
     let _change = host.policies().changes.lock().await;
-    if host.policies().get().admin.iter().any(|p| p.id == id) {
-        if let Err(why) = host.data().write_internal(POLICIES_MAP, &id, None).await {
-            return json_error(StatusCode::SERVICE_UNAVAILABLE, why);
-        }
-        host.policies().update(|rules| {
-            rules.admin.remove(&id);
-        });
+    if host.policies().get().admin.iter().any(|p| p.id == id)
+        && let Err(e) = host.catalogs().put(change(&id, None)).await
+    {
+        return refused(&e);
     }
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// A change of one key of the policies' catalog, whatever it holds.
+fn change(key: &str, value: Option<Value>) -> Change {
+    Change {
+        map: POLICIES_MAP,
+        key: key.to_owned(),
+        value,
+        expect: Expect::Any,
+    }
+}
+
+/// The answer to a change not made: a full store is the request's fault (400 on `id`),
+/// anything else the store's or the cluster's (503).
+fn refused(e: &CatalogError) -> Response {
+    match e {
+        CatalogError::Full(why) => field_error(StatusCode::BAD_REQUEST, why, "id"),
+        other => json_error(StatusCode::SERVICE_UNAVAILABLE, other.to_string()),
+    }
 }
 
 #[cfg(test)]
