@@ -498,6 +498,44 @@ async fn a_silent_connection_stays_open_in_cluster_mode_and_idles_out_on_a_singl
     );
 }
 
+/// CLUSTER.md §18 step 1's "idle secondary connections stay open 5 min without `PING`", with
+/// the default settings: by hand (`cargo test -p topgun-server --test cluster -- --ignored
+/// five_minutes`), as it takes that long; `TOPGUN_SILENT_SECS` shortens it.
+#[tokio::test]
+#[ignore = "takes 5 minutes: run by hand"]
+async fn a_silent_connection_stays_open_five_minutes_with_the_default_settings() {
+    let secs = std::env::var("TOPGUN_SILENT_SECS").map_or(300, |s| s.parse().unwrap());
+    let cwd = tempfile::tempdir().unwrap();
+    let member = serve_binary(
+        binary()
+            .current_dir(cwd.path())
+            .env("TOPGUN_NO_AUTH", "true")
+            .env("STORAGE_BACKEND", "null")
+            .args(["--node-id", "solo", "--cluster-port", "0"]),
+    );
+    let mut c = connect(member.addr, "/").await;
+    let started = Instant::now();
+    assert_eq!(
+        silent_for(&mut c, Duration::from_secs(secs)).await,
+        None,
+        "closed"
+    );
+    // Still usable after the silence: a PING on it is answered.
+    let ping = topgun_core::protocol::messages::Ping {
+        timestamp: now_ms(),
+    };
+    send(&mut c, &Message::Ping(ping)).await;
+    loop {
+        if let Message::Pong(_) = recv_any(&mut c).await.expect("the connection is open") {
+            break;
+        }
+    }
+    eprintln!(
+        "a silent connection stayed open for {:?}",
+        started.elapsed()
+    );
+}
+
 /// One put to `map` through `addr`: `None` when acknowledged, else the rejection's code.
 async fn put_refused(addr: SocketAddr, map: &str) -> Option<u32> {
     let mut c = connect(addr, "/").await;
