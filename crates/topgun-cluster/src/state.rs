@@ -30,6 +30,12 @@ use crate::view::ViewKey;
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ControlState {
     cluster: Option<Cluster>,
+    /// The latest time a command changed the state at. Each leader stamps its own wall clock,
+    /// and a new leader's may be behind its predecessor's: commands apply at no earlier time
+    /// than this, so time in the state never goes backwards. Defaulted: a state written
+    /// before it existed still decodes.
+    #[serde(default)]
+    time_ms: u64,
 }
 
 /// A formed cluster's control state (CLUSTER.md §3.1, the part-1 subset).
@@ -58,8 +64,18 @@ impl ControlState {
         self.cluster.as_ref()
     }
 
-    /// Applies one committed command. `now_ms` is the leader's clock, carried in the log.
+    /// The time of the latest command that changed the state (see [`ControlState::apply`]).
+    pub fn time_ms(&self) -> u64 {
+        self.time_ms
+    }
+
+    /// Applies one committed command. `now_ms` is the leader's clock, carried in the log; the
+    /// command applies at the later of it and the time of the latest change so far.
     pub fn apply(&mut self, cmd: Command, now_ms: u64) -> Outcome {
+        let now_ms = now_ms.max(self.time_ms);
+        // Commands are few (membership, ownership, admin catalogs): a copy to compare is
+        // cheaper than tracking every path that may change something.
+        let before = self.cluster.clone();
         let outcome = match (cmd, &mut self.cluster) {
             (
                 Command::Bootstrap {
@@ -80,6 +96,11 @@ impl ControlState {
             (_, None) => Outcome::refused(Refusal::NotBootstrapped),
             (cmd, Some(cluster)) => cluster.apply(cmd, now_ms),
         };
+        // Only a change moves time on: a command that changes nothing leaves the state
+        // exactly as it was.
+        if self.cluster != before {
+            self.time_ms = now_ms;
+        }
         if cfg!(debug_assertions)
             && let Some(cluster) = &self.cluster
         {

@@ -94,17 +94,18 @@ fn catalogs_round_trip_and_a_state_written_before_them_still_decodes() {
     );
     assert_eq!(round_trip(&state), state);
 
-    // The same state as a member written before catalogs existed kept it: the cluster's
-    // array one field shorter, without the (empty) catalogs at its end.
+    // The same state as a member written before catalogs and the applied time existed kept
+    // it: a one-field state, its cluster's array one field shorter, without the (empty)
+    // catalogs at its end.
+    let time = rmp_serde::to_vec(&formed(&["a", "b"], 1).time_ms()).unwrap();
     let empty_catalogs = [0x92, 0x80, 0x00];
-    assert!(before_catalogs.ends_with(&empty_catalogs));
-    let mut old = before_catalogs[..before_catalogs.len() - empty_catalogs.len()].to_vec();
-    assert_eq!(
-        old[..2],
-        [0x91, 0x98],
-        "a one-field state holding an 8-field cluster"
-    );
-    old[1] = 0x97;
+    let cluster = &before_catalogs[1..before_catalogs.len() - time.len()];
+    assert_eq!(before_catalogs[0], 0x92, "a two-field state");
+    assert!(cluster.ends_with(&empty_catalogs));
+    assert_eq!(cluster[0], 0x98, "an 8-field cluster");
+    let mut old = vec![0x91, 0x97];
+    old.extend_from_slice(&cluster[1..cluster.len() - empty_catalogs.len()]);
     let decoded: ControlState = rmp_serde::from_slice(&old).unwrap();
-    assert_eq!(decoded, formed(&["a", "b"], 1));
+    assert_eq!(decoded.cluster(), formed(&["a", "b"], 1).cluster());
+    assert_eq!(decoded.time_ms(), 0);
 }

@@ -262,3 +262,24 @@ fn command(state: &ControlState, kind: u8, id: RaftId, extra: u8, fresh: &mut u1
         }
     }
 }
+
+/// A new leader's clock may be behind its predecessor's: a command stamped earlier than the
+/// latest applied still applies at the latest time, so a member marked down then is not
+/// marked down in the past.
+#[test]
+fn time_in_the_state_never_goes_backwards() {
+    let mut state = formed(&["a", "b", "c"], 1);
+    state.apply(Command::MarkDown { id: RaftId(3) }, 50_000);
+    assert_eq!(state.time_ms(), 50_000);
+    state.apply(Command::MarkUp { id: RaftId(3) }, 40_000);
+    assert_eq!(
+        state.time_ms(),
+        50_000,
+        "an earlier stamp applies at the latest time"
+    );
+    let member = cluster(&state).member(RaftId(3)).unwrap();
+    assert_eq!(
+        member.since_ms, 50_000,
+        "marked up at the latest time, not before its down"
+    );
+}

@@ -87,7 +87,13 @@ pub enum JoinReply {
 
 /// `value` in `MessagePack`: these structs always encode.
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    rmp_serde::to_vec(value).unwrap_or_default()
+    rmp_serde::to_vec(value).unwrap_or_else(|e| {
+        // Only our own derived types are encoded here, and they always encode. Should one
+        // not, the peer refuses the empty message as malformed and says so, rather than
+        // this member panicking.
+        tracing::error!(error = %e, "a cluster message could not be encoded");
+        Vec::new()
+    })
 }
 
 /// Reads a message, naming what failed.
