@@ -12,7 +12,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::cluster::{
-    Member, agreed, all, metric, names, names_of, owners, start_cluster, start_member,
+    Member, agreed, all, ask_lock, granted, metric, names, names_of, owners, start_cluster,
+    start_member,
 };
 use common::{Client, binary, connect, json_call, now_ms, put_op, recv_any, send, serve_binary};
 use topgun_core::protocol::Message;
@@ -434,6 +435,43 @@ async fn a_durable_member_resumes_after_a_restart_and_joins_again_after_its_remo
     let again = agreed(&all(&members), &everyone, Duration::from_secs(8)).await;
     assert!(again.version > back.version);
     assert!(names(&again).contains(&name));
+}
+
+/// A durable member restarted at once resumes its Raft id, and its previous life's
+/// connections are gone: the member holding every lock drops their locks as soon as the new
+/// life says hello, so a client of another member gets a lock held there without anyone on
+/// the restarted member asking for one.
+#[tokio::test]
+async fn a_restarted_member_s_locks_are_released_as_soon_as_it_is_back() {
+    let cwd = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let ports: Vec<u16> = (0..3).map(|_| common::cluster::free_port()).collect();
+    let start = |i| common::cluster::start_member_with(i, &ports, cwd.path(), Some(data.path()));
+    let mut members: Vec<Member> = (0..3).map(start).collect();
+    let everyone = names_of(&all(&members));
+    let map = agreed(&all(&members), &everyone, Duration::from_secs(5)).await;
+    let fencing = topgun_core::hash::partition_id("fencing") as usize;
+    let holder_name = owners(&map)[fencing].clone();
+    let holder = members.iter().position(|m| m.name == holder_name).unwrap();
+    let victim = (holder + 1) % 3;
+
+    let mut before = connect(members[victim].served.addr, "/").await;
+    ask_lock(&mut before, "r1").await;
+    let first = granted(&mut before, Duration::from_secs(5))
+        .await
+        .expect("granted");
+    drop(before);
+    drop(members.remove(victim));
+    members.insert(victim, start(victim));
+    agreed(&all(&members), &everyone, Duration::from_secs(5)).await;
+
+    let mut other = connect(members[holder].served.addr, "/").await;
+    ask_lock(&mut other, "r2").await;
+    let second = granted(&mut other, Duration::from_secs(5)).await;
+    assert!(
+        second.is_some_and(|t| t > first),
+        "the previous life's lock was released: {second:?} after {first}"
+    );
 }
 
 /// Reads `c` for `for_how_long`, answering the server's WebSocket pings (the client library

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::cluster::{Member, agreed, all, metric, names_of, start_cluster};
+use common::cluster::{Member, agreed, all, ask_lock, granted, metric, names_of, start_cluster};
 use common::{
     Client, binary, connect, http_post_async, json_call, now_ms, op_batch, or_add_op, or_remove_op,
     put_op, read_map, recv_any, send, serve_binary,
@@ -24,8 +24,8 @@ use topgun_core::protocol::Message;
 use topgun_core::protocol::enums::{ChangeType, PredicateOp, SortDirection};
 use topgun_core::protocol::http::{HttpSyncRequest, HttpSyncResponse, SyncMapRequest, SyncSince};
 use topgun_core::protocol::messages::{
-    ClientOp, CounterRequest, CounterState, LockRelease, LockRequest, MerkleReqBucket,
-    OrMapDiffRequest, OrMapPushDiff, OrMapSyncInit, QuerySub, SyncInit, TopicPub, TopicRef,
+    ClientOp, CounterRequest, CounterState, LockRelease, MerkleReqBucket, OrMapDiffRequest,
+    OrMapPushDiff, OrMapSyncInit, QuerySub, SyncInit, TopicPub, TopicRef,
 };
 use topgun_core::protocol::query::{PredicateNode, Query, Sort, SortField};
 use topgun_core::protocol::{decode_standalone, encode_standalone};
@@ -813,31 +813,6 @@ async fn a_counter_synced_through_every_member_reads_as_on_a_single_node() {
     }
     for c in &mut clients {
         assert!((read_counter(c).await - last_alone).abs() < f64::EPSILON);
-    }
-}
-
-/// Asks for lock `job` on `c` under `request_id`.
-async fn ask_lock(c: &mut Client, request_id: &str) {
-    let request = LockRequest {
-        request_id: request_id.into(),
-        name: "job".into(),
-        ttl: None,
-    };
-    send(c, &Message::LockRequest(request)).await;
-}
-
-/// The fencing token `c` is granted within `within`, if any.
-async fn granted(c: &mut Client, within: Duration) -> Option<u64> {
-    let deadline = Instant::now() + within;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, recv_any(c)).await {
-            Ok(Ok(Message::LockGranted(g))) => return Some(g.fencing_token),
-            Ok(Ok(Message::Error(e))) => panic!("error: {e:?}"),
-            Ok(Ok(_)) => {}
-            Ok(Err(code)) => panic!("closed: {code:?}"),
-            Err(_) => return None,
-        }
     }
 }
 

@@ -6,6 +6,11 @@
 //!   its connections made them): the connection ([`remote_writer`] id) and the operation.
 //! * `LOCK_DELIVER` (one-way back): the connection on the receiving member and the frame
 //!   to offer it (`LOCK_GRANTED`, `LOCK_RELEASED` or an `ERROR`).
+//! * A *hello* `LOCK_OP` (no operation): sent by each member to the designated one as soon
+//!   as it knows which member that is. Lock operations carry the sender's incarnation, so
+//!   the designated member learns of a restart — a durable member resuming its Raft id —
+//!   from the hello and drops the previous life's locks at once, not at the new life's
+//!   first lock operation.
 //!
 //! Operations received wait in the lock task's bounded queue; past it they are dropped and
 //! logged (a request then goes unanswered until the client's own timeout; a lost release
@@ -43,7 +48,7 @@ pub fn designated(routes: &Routes) -> topgun_cluster::ids::RaftId {
 #[derive(Debug, Serialize, Deserialize)]
 struct OpWire {
     author: u64,
-    /// 0: request, 1: release, 2: disconnect.
+    /// 0: request, 1: release, 2: disconnect, 3: hello.
     op: u8,
     request_id: String,
     name: String,
@@ -82,10 +87,47 @@ fn encode_op(author: u64, op: &LockOp) -> Vec<u8> {
     super::wire::encode(&wire)
 }
 
-/// An operation and its author; an error for bytes that are not one, or an author that is
-/// not another member's connection.
-fn decode_op(bytes: &[u8]) -> Result<(ConnId, LockOp), String> {
+const HELLO: u8 = 3;
+
+/// The hello of member `me` (see the module's notes): the member in `token`, as it names
+/// no connection.
+fn encode_hello(me: u64) -> Vec<u8> {
+    super::wire::encode(&OpWire {
+        author: 0,
+        op: HELLO,
+        request_id: String::new(),
+        name: String::new(),
+        ttl: None,
+        token: me,
+    })
+}
+
+/// What a `LOCK_OP` carries.
+#[derive(Debug, PartialEq, Eq)]
+enum Incoming {
+    /// An operation of another member's connection.
+    Op(ConnId, LockOp),
+    /// A member's hello.
+    Hello { member: u64 },
+}
+
+impl Incoming {
+    /// The member it comes from.
+    fn member(&self) -> u64 {
+        match self {
+            Self::Op(author, _) => writer_origin(*author).map_or(0, |(member, _)| member),
+            Self::Hello { member } => *member,
+        }
+    }
+}
+
+/// An operation and its author, or a hello; an error for bytes that are neither, or an
+/// author that is not another member's connection.
+fn decode_op(bytes: &[u8]) -> Result<Incoming, String> {
     let wire: OpWire = super::wire::decode(bytes)?;
+    if wire.op == HELLO {
+        return Ok(Incoming::Hello { member: wire.token });
+    }
     if writer_origin(wire.author).is_none() {
         return Err("a lock operation without its connection".into());
     }
@@ -103,7 +145,7 @@ fn decode_op(bytes: &[u8]) -> Result<(ConnId, LockOp), String> {
         2 => LockOp::Disconnect,
         other => return Err(format!("an unknown lock operation {other}")),
     };
-    Ok((wire.author, op))
+    Ok(Incoming::Op(wire.author, op))
 }
 
 /// This member's way to the designated member.
@@ -149,7 +191,7 @@ impl LockSink for RelayLink {
 /// A lock operation from another member (on the inbox loop: handed to the lock task
 /// without waiting).
 pub fn on_op(reads: &Reads, from: &PeerIdentity, body: &[u8]) {
-    let (author, op) = match decode_op(body) {
+    let incoming = match decode_op(body) {
         Ok(decoded) => decoded,
         Err(why) => {
             tracing::warn!(peer = %from.name, %why, "a lock operation dropped");
@@ -157,9 +199,7 @@ pub fn on_op(reads: &Reads, from: &PeerIdentity, body: &[u8]) {
         }
     };
     let Some(data) = reads.data() else { return };
-    let Some((member, _)) = writer_origin(author) else {
-        return;
-    };
+    let member = incoming.member();
     let restarted = {
         let mut users = reads
             .lock_users
@@ -171,8 +211,12 @@ pub fn on_op(reads: &Reads, from: &PeerIdentity, body: &[u8]) {
     if restarted {
         // The member restarted (resuming its Raft id): its previous life's connections are
         // gone, and so are their locks — queued ahead of the new life's first operation.
+        tracing::info!(peer = %from.name, "a member restarted: its previous life's locks go");
         data.locks().try_forget_member(member);
     }
+    let Incoming::Op(author, op) = incoming else {
+        return;
+    };
     let sink: Arc<dyn LockSink> = reads.link(member, from);
     if !data.locks().serve_remote(author, sink, op) {
         reads.stats.dropped.fetch_add(1, Ordering::Relaxed);
@@ -195,14 +239,21 @@ pub fn on_deliver(reads: &Reads, mut body: Bytes) {
 /// Follows the table: when this member becomes the designated one, its lock task continues
 /// tokens above the wall clock's microseconds (above every token its predecessor could have
 /// handed out, unless its clock is far behind); when it stops being it, it forgets every
-/// lock.
+/// lock. Each other member that becomes designated is sent this member's hello.
 pub async fn follow_designation(reads: Weak<Reads>, mut routes: RoutesWatch) {
     let mut was = false;
+    let mut greeted = None;
     loop {
-        let is = routes
-            .borrow_and_update()
-            .as_ref()
-            .is_some_and(|r| designated(r) == r.me);
+        let current = routes.borrow_and_update().clone();
+        let is = current.as_ref().is_some_and(|r| designated(r) == r.me);
+        if let Some(routes) = current.as_ref()
+            && !is
+            && greeted != Some(designated(routes))
+            && let Some(reads) = reads.upgrade()
+            && hello(&reads.rpc, routes)
+        {
+            greeted = Some(designated(routes));
+        }
         if is != was {
             let Some(data) = reads.upgrade().and_then(|r| r.data()) else {
                 return;
@@ -220,6 +271,16 @@ pub async fn follow_designation(reads: Weak<Reads>, mut routes: RoutesWatch) {
             return;
         }
     }
+}
+
+/// Sends this member's hello to the designated member; `false` when it could not be sent.
+fn hello(rpc: &Rpc, routes: &Routes) -> bool {
+    let holder = designated(routes);
+    let Some((_, addr)) = routes.members().find(|(id, _)| *id == holder) else {
+        return false;
+    };
+    let frame = Frame::new(LOCK_OP, Bytes::from(encode_hello(routes.me.0)));
+    rpc.send(&addr, Channel::Data, frame).is_ok()
 }
 
 #[cfg(test)]
@@ -243,8 +304,13 @@ mod tests {
             LockOp::Disconnect,
         ];
         for op in ops {
-            assert_eq!(decode_op(&encode_op(author, &op)), Ok((author, op)));
+            let decoded = decode_op(&encode_op(author, &op)).unwrap();
+            assert_eq!(decoded.member(), 2);
+            assert_eq!(decoded, Incoming::Op(author, op));
         }
+        let hello = decode_op(&encode_hello(5)).unwrap();
+        assert_eq!(hello, Incoming::Hello { member: 5 });
+        assert_eq!(hello.member(), 5);
         assert!(
             decode_op(&encode_op(9, &LockOp::Disconnect)).is_err(),
             "a local id"

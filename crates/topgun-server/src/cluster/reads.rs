@@ -80,7 +80,7 @@ struct Inbound {
 
 /// This member's side of cross-node reads and relays.
 pub struct Reads {
-    rpc: Arc<Rpc>,
+    pub(super) rpc: Arc<Rpc>,
     routes: RoutesWatch,
     data: Weak<DataPlane>,
     /// The link each interested member's relays go through, by (Raft id, incarnation).

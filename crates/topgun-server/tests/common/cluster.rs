@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use topgun_core::protocol::Message;
 use topgun_core::protocol::messages::PartitionMap;
 
-use super::{Served, binary, connect, recv_any, send, serve_binary};
+use super::{Client, Served, binary, connect, recv_any, send, serve_binary};
 
 /// A free loopback port (bound and released: another process could take it meanwhile, which
 /// these tests would notice as a start-up failure).
@@ -149,4 +149,29 @@ pub(crate) fn metric(addr: SocketAddr, name: &str) -> u64 {
         .lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<u64>().ok())
         .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+}
+
+/// Asks for the lock `job` on `c`, without a lease.
+pub(crate) async fn ask_lock(c: &mut Client, request_id: &str) {
+    let request = topgun_core::protocol::messages::LockRequest {
+        request_id: request_id.into(),
+        name: "job".into(),
+        ttl: None,
+    };
+    send(c, &Message::LockRequest(request)).await;
+}
+
+/// The fencing token of the next `LOCK_GRANTED` on `c` within `within`; `None` if none came.
+pub(crate) async fn granted(c: &mut Client, within: Duration) -> Option<u64> {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, recv_any(c)).await {
+            Ok(Ok(Message::LockGranted(g))) => return Some(g.fencing_token),
+            Ok(Ok(Message::Error(e))) => panic!("error: {e:?}"),
+            Ok(Ok(_)) => {}
+            Ok(Err(code)) => panic!("closed: {code:?}"),
+            Err(_) => return None,
+        }
+    }
 }
