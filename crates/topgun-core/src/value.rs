@@ -221,6 +221,24 @@ impl Value {
         matches!(self, Self::Nil)
     }
 
+    /// About how many bytes the value takes as MsgPack, never less: its strings and binaries
+    /// exactly, plus the most every header and scalar can take. For byte budgets, not for
+    /// allocating a buffer.
+    pub fn encoded_len_bound(&self) -> usize {
+        match self {
+            Self::Nil | Self::Bool(_) => 1,
+            Self::Int(_) | Self::UInt(_) | Self::Float(_) => 9,
+            Self::Str(s) => 5 + s.len(),
+            Self::Bin(b) => 5 + b.len(),
+            Self::Time(_) => 15,
+            Self::Array(items) => 5 + items.iter().map(Self::encoded_len_bound).sum::<usize>(),
+            Self::Map(map) => {
+                let entries = map.iter().map(|(k, v)| 5 + k.len() + v.encoded_len_bound());
+                5 + entries.sum::<usize>()
+            }
+        }
+    }
+
     pub fn is_number(&self) -> bool {
         matches!(self, Self::Int(_) | Self::UInt(_) | Self::Float(_))
     }
@@ -482,6 +500,38 @@ mod tests {
 
     fn map(entries: &[(&str, Value)]) -> Value {
         Value::Map(entries.iter().cloned().collect())
+    }
+
+    #[test]
+    fn the_encoded_length_bound_is_never_below_the_encoding() {
+        let values = [
+            Value::Nil,
+            Value::Bool(true),
+            Value::Int(-1),
+            Value::Int(i64::MIN),
+            Value::UInt(u64::MAX),
+            Value::Float(1.5),
+            Value::from("a".repeat(300)),
+            Value::Bin(vec![7; 70_000]),
+            Value::Time(ExtTime {
+                seconds: -5,
+                nanos: 9,
+            }),
+            Value::Array(vec![Value::Int(1), Value::from("x"), Value::Nil]),
+            map(&[
+                ("title", Value::from("t")),
+                ("n", map(&[("deep", Value::Int(9))])),
+            ]),
+        ];
+        for value in values {
+            let encoded = crate::protocol::encode_standalone(&value).len();
+            let bound = value.encoded_len_bound();
+            assert!(bound >= encoded, "{value:?}: {bound} < {encoded}");
+            assert!(
+                bound <= encoded + 64,
+                "{value:?}: {bound} is far above {encoded}"
+            );
+        }
     }
 
     #[test]

@@ -574,6 +574,43 @@ async fn a_silent_connection_stays_open_five_minutes_with_the_default_settings()
     );
 }
 
+/// `--discovery dns:<name>:<port>` (CLUSTER.md §14): members that know only a DNS name find
+/// the cluster at the addresses it resolves to. One member forms a cluster alone (no seeds);
+/// two more, given `dns:localhost:<its cluster port>` (and the `--bootstrap-expect` discovery
+/// requires) but no seeds, join it.
+#[tokio::test]
+async fn members_given_a_dns_name_find_the_cluster_it_resolves_to() {
+    let cwd = tempfile::tempdir().unwrap();
+    let port = common::cluster::free_port();
+    let member = |name: &str, cluster_port: u16, discovery: Option<String>| {
+        let mut command = binary();
+        command
+            .current_dir(cwd.path())
+            .env("TOPGUN_NO_AUTH", "true")
+            .env("STORAGE_BACKEND", "null")
+            .args(["--node-id", name])
+            .args(["--cluster-port", &cluster_port.to_string()]);
+        if let Some(discovery) = discovery {
+            command
+                .args(["--discovery", &discovery])
+                .args(["--bootstrap-expect", "3"]);
+        }
+        Member {
+            name: name.to_owned(),
+            served: serve_binary(&mut command),
+        }
+    };
+    let first = member("n1", port, None);
+    agreed(&[&first], &names_of(&[&first]), Duration::from_secs(5)).await;
+    let by_name = format!("dns:localhost:{port}");
+    let others = [
+        member("n2", common::cluster::free_port(), Some(by_name.clone())),
+        member("n3", common::cluster::free_port(), Some(by_name)),
+    ];
+    let members = [&first, &others[0], &others[1]];
+    agreed(&members, &names_of(&members), Duration::from_secs(10)).await;
+}
+
 /// One put to `map` through `addr`: `None` when acknowledged, else the rejection's code.
 async fn put_refused(addr: SocketAddr, map: &str) -> Option<u32> {
     let mut c = connect(addr, "/").await;

@@ -49,8 +49,13 @@ struct ReadWire {
     since_ms: u64,
     max: u32,
     /// An arrival scan's start and its mark's tie (`since_ms` is the mark's millis).
+    /// Defaulted, like every field added after the first: a member's message without them
+    /// still decodes.
+    #[serde(default)]
     scan_start_ms: u64,
+    #[serde(default)]
     tie: u16,
+    #[serde(default)]
     attribute: String,
 }
 
@@ -354,7 +359,7 @@ fn arrivals_of(bytes: &mut Bytes) -> Result<Arrivals, String> {
     if records.len() != n {
         return Err("a read answer with fewer records than places".into());
     }
-    let records = marks
+    let records: Vec<Arrival> = marks
         .into_iter()
         .zip(records)
         .map(|((arrived_ms, tie), r)| Arrival {
@@ -362,11 +367,16 @@ fn arrivals_of(bytes: &mut Bytes) -> Result<Arrivals, String> {
             tie,
             key: r.key.into(),
             record: r.record,
-        });
-    Ok(Arrivals {
-        records: records.collect(),
-        truncated,
-    })
+        })
+        .collect();
+    // What merging relies on: the order, and a cut part ending at a record.
+    let ordered = records
+        .windows(2)
+        .all(|w| (w[0].mark(), &w[0].key) < (w[1].mark(), &w[1].key));
+    if !ordered || (truncated && records.is_empty()) {
+        return Err("a read answer with records out of order, or cut before any".into());
+    }
+    Ok(Arrivals { records, truncated })
 }
 
 /// A [`COUNTS`] part after its tag: `(count, name)` pairs.
@@ -732,6 +742,16 @@ mod tests {
             ReadPart::Counts(Vec::new()),
             ReadPart::Count(42),
         ];
+        let unordered = ReadPart::Arrivals(Arrivals {
+            records: vec![arrival(5, 9, "b"), arrival(5, 2, "a")],
+            truncated: false,
+        });
+        assert!(decode_answer(encode_answer(1, Some(&unordered))).is_err());
+        let cut_empty = ReadPart::Arrivals(Arrivals {
+            records: Vec::new(),
+            truncated: true,
+        });
+        assert!(decode_answer(encode_answer(1, Some(&cut_empty))).is_err());
         for part in parts {
             let bytes = encode_answer(12, Some(&part));
             assert_eq!(decode_answer(bytes.clone()), Ok((12, Some(part))));

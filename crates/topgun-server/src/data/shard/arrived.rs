@@ -75,6 +75,62 @@ impl Arrival {
             tie: self.tie,
         }
     }
+
+    /// About how many bytes it takes in a delta, never less (see [`weight`]).
+    pub fn weight(&self) -> usize {
+        weight(&self.key, &self.record)
+    }
+}
+
+/// About how many bytes `key`'s record takes in a delta or a member's answer, never less:
+/// what byte budgets count.
+pub fn weight(key: &str, record: &LwwRecord) -> usize {
+    const HEADERS: usize = 48;
+    HEADERS + key.len() + record.timestamp.node_id.as_str().len() + record.value.encoded_len_bound()
+}
+
+/// How many of `weights` (in order) fit within `max_bytes`: at least one, so that every cut
+/// scan makes progress however large its first record.
+pub fn fitting(weights: impl IntoIterator<Item = usize>, max_bytes: usize) -> usize {
+    let mut total = 0usize;
+    let mut n = 0;
+    for weight in weights {
+        total = total.saturating_add(weight);
+        if n > 0 && total > max_bytes {
+            break;
+        }
+        n += 1;
+    }
+    n
+}
+
+/// What a scan by arrival asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct Scan<'a> {
+    /// The records at or after this place…
+    pub from: Mark,
+    /// …that arrived at or before this time: the scan's start. A record that arrived later
+    /// changed after the cursor handed back was chosen, and is the next scan's.
+    pub until_ms: u64,
+    /// At most this many…
+    pub max: usize,
+    /// …and about this many bytes ([`weight`]), at least one record.
+    pub max_bytes: usize,
+    /// Of these partitions only (`None`: every one).
+    pub owned: Option<&'a PartSet>,
+}
+
+impl Scan<'_> {
+    /// At most `max` records from `from`, whenever they arrived, of any size.
+    pub fn from(from: Mark, max: usize) -> Self {
+        Self {
+            from,
+            until_ms: u64::MAX,
+            max,
+            max_bytes: usize::MAX,
+            owned: None,
+        }
+    }
 }
 
 /// The records of a scan by arrival, oldest first (then by tie, then by key).
@@ -131,14 +187,22 @@ impl ArrivedLww {
         self.tree.iter().map(|(k, a)| (k, &a.record))
     }
 
-    /// The records at or after `from` in the arrival order (of the `owned` partitions only,
-    /// when given), at most `max`, the earliest first. A scan of the whole map: the matches
+    /// The records `scan` asks for, the earliest first. A scan of the whole map: the matches
     /// are chosen by reference and only the returned ones are copied.
-    pub fn arrived_since(&self, from: Mark, max: usize, owned: Option<&PartSet>) -> Arrivals {
+    pub fn arrived_since(&self, scan: &Scan) -> Arrivals {
+        let Scan {
+            from,
+            until_ms,
+            max,
+            max_bytes,
+            owned,
+        } = *scan;
         let mut hits: Vec<(Mark, &str, &LwwRecord)> = self
             .tree
             .iter()
-            .filter(|(k, a)| a.arrived_ms >= from.ms && owned.is_none_or(|o| o.holds_key(k)))
+            .filter(|(k, a)| {
+                (from.ms..=until_ms).contains(&a.arrived_ms) && owned.is_none_or(|o| o.holds_key(k))
+            })
             .map(|(k, a)| {
                 let mark = Mark {
                     ms: a.arrived_ms,
@@ -151,13 +215,18 @@ impl ArrivedLww {
         let order = |a: &(Mark, &str, &LwwRecord), b: &(Mark, &str, &LwwRecord)| {
             (a.0, a.1).cmp(&(b.0, b.1))
         };
-        let truncated = hits.len() > max;
+        let mut truncated = hits.len() > max;
         if truncated {
             // The `max` earliest first, unordered; the rest dropped before sorting.
             hits.select_nth_unstable_by(max, order);
             hits.truncate(max);
         }
         hits.sort_unstable_by(order);
+        let fit = fitting(hits.iter().map(|(_, k, r)| weight(k, r)), max_bytes);
+        if fit < hits.len() {
+            hits.truncate(fit);
+            truncated = true;
+        }
         let records = hits
             .into_iter()
             .map(|(mark, key, record)| Arrival {
@@ -241,12 +310,12 @@ mod tests {
             "older loses"
         );
         assert_eq!(
-            keys(&map.arrived_since(Mark::at(0), 10, None)),
+            keys(&map.arrived_since(&Scan::from(Mark::at(0), 10))),
             [(100, "k")]
         );
         assert!(map.merge_seeing("k", record(30), 300, |_| {}));
         assert_eq!(
-            keys(&map.arrived_since(Mark::at(0), 10, None)),
+            keys(&map.arrived_since(&Scan::from(Mark::at(0), 10))),
             [(300, "k")]
         );
     }
@@ -265,17 +334,17 @@ mod tests {
             map.merge_seeing(key, record(1), arrived, |_| {});
         }
         let expected = by_tie(&[(10, "c"), (20, "a"), (20, "b"), (30, "d")]);
-        let all = map.arrived_since(Mark::at(10), 10, None);
+        let all = map.arrived_since(&Scan::from(Mark::at(10), 10));
         assert_eq!(keys(&all), expected);
         assert!(!all.truncated);
-        let cut = map.arrived_since(Mark::at(10), 2, None);
+        let cut = map.arrived_since(&Scan::from(Mark::at(10), 2));
         assert_eq!(keys(&cut), expected[..2]);
         assert!(cut.truncated);
         assert_eq!(cut.last().map(|m| m.ms), Some(20));
-        let exact = map.arrived_since(Mark::at(10), 4, None);
+        let exact = map.arrived_since(&Scan::from(Mark::at(10), 4));
         assert!(!exact.truncated, "exactly max records is not truncated");
         assert_eq!(
-            map.arrived_since(Mark::at(31), 10, None),
+            map.arrived_since(&Scan::from(Mark::at(31), 10)),
             Arrivals::default()
         );
     }
@@ -297,13 +366,51 @@ mod tests {
             .map(String::as_str)
             .collect();
         assert!(expected.len() < keys_all.len(), "some keys are not owned");
-        let all = map.arrived_since(Mark::at(0), 1_000, Some(&owned));
+        let all = map.arrived_since(&Scan {
+            owned: Some(&owned),
+            ..Scan::from(Mark::at(0), 1_000)
+        });
         let got: Vec<&str> = all.records.iter().map(|a| a.key.as_str()).collect();
         assert_eq!(got, expected, "in arrival order, owned only");
-        let cut = map.arrived_since(Mark::at(0), 5, Some(&owned));
+        let cut = map.arrived_since(&Scan {
+            owned: Some(&owned),
+            ..Scan::from(Mark::at(0), 5)
+        });
         assert!(cut.truncated);
         let got: Vec<&str> = cut.records.iter().map(|a| a.key.as_str()).collect();
         assert_eq!(got, expected[..5], "the cut counts owned records only");
+    }
+
+    /// A scan leaves out what arrived after its start (the next scan's), and stops at its
+    /// byte bound, one record at least.
+    #[test]
+    fn a_scan_ends_at_its_start_and_at_its_byte_bound() {
+        let mut map = ArrivedLww::default();
+        for (key, arrived) in [("a", 10), ("b", 20), ("c", 30)] {
+            map.merge_seeing(key, record(1), arrived, |_| {});
+        }
+        let until = map.arrived_since(&Scan {
+            until_ms: 20,
+            ..Scan::from(Mark::at(0), 10)
+        });
+        assert_eq!(keys(&until), [(10, "a"), (20, "b")]);
+        assert!(
+            !until.truncated,
+            "what arrived later is not left out but not yet due"
+        );
+        let one = weight("a", &record(1));
+        let two = map.arrived_since(&Scan {
+            max_bytes: 2 * one,
+            ..Scan::from(Mark::at(0), 10)
+        });
+        assert_eq!(keys(&two), [(10, "a"), (20, "b")]);
+        assert!(two.truncated);
+        let least = map.arrived_since(&Scan {
+            max_bytes: 1,
+            ..Scan::from(Mark::at(0), 10)
+        });
+        assert_eq!(keys(&least), [(10, "a")]);
+        assert!(least.truncated);
     }
 
     /// Many records of one arrival: a scan continued from the mark of the last record it
@@ -317,7 +424,7 @@ mod tests {
         let mut seen = std::collections::BTreeSet::new();
         let mut from = Mark::at(0);
         for _ in 0..20 {
-            let page = map.arrived_since(from, 100, None);
+            let page = map.arrived_since(&Scan::from(from, 100));
             seen.extend(page.records.iter().map(|a| a.key.clone()));
             if !page.truncated {
                 break;

@@ -35,7 +35,7 @@ use crate::data::parts::PartSet;
 use crate::journal::Draft;
 use crate::storage::store::{MapKind, StoredEntry, StoredValue};
 
-pub use arrived::{Arrival, Arrivals, ArrivedLww, Mark};
+pub use arrived::{Arrival, Arrivals, ArrivedLww, Mark, Scan};
 pub use tally::{Presence, Tally};
 
 /// The effects of one applied change.
@@ -457,24 +457,20 @@ impl Shard {
         Some(out)
     }
 
-    /// The LWW records (tombstones included) of `map` at or after `from` in the arrival
-    /// order (of the `owned` partitions only, when given), at most `max`: HTTP sync's deltas, which must not miss a late write stamped
-    /// with an old HLC time (see [`ArrivedLww`]).
-    ///
-    /// Every change applied after this scan arrives after `scan_start_ms`, whatever the wall
-    /// clock says: so a client told that it has everything up to the scan's start has it.
-    pub fn lww_arrived_since(
-        &mut self,
-        map: &str,
-        from: Mark,
-        scan_start_ms: u64,
-        max: usize,
-        owned: Option<&PartSet>,
-    ) -> Arrivals {
-        self.arrival_ms = self.arrival_ms.max(scan_start_ms.saturating_add(1));
+    /// The LWW records (tombstones included) of `map` that `scan` asks for: HTTP sync's
+    /// deltas, which must not miss a late write stamped with an old HLC time (see
+    /// [`ArrivedLww`]).
+    pub fn lww_arrived_since(&self, map: &str, scan: &Scan) -> Arrivals {
         self.lww
             .get(map)
-            .map_or_else(Arrivals::default, |lww| lww.arrived_since(from, max, owned))
+            .map_or_else(Arrivals::default, |lww| lww.arrived_since(scan))
+    }
+
+    /// Every change applied from now on arrives after `ms`, whatever the wall clock says: so
+    /// a client told that it has everything up to a scan's start has it. Called in the same
+    /// step as the scan.
+    pub fn arrive_after(&mut self, ms: u64) {
+        self.arrival_ms = self.arrival_ms.max(ms.saturating_add(1));
     }
 
     /// Every OR entry this shard holds in the leaf at `path`.
@@ -852,7 +848,7 @@ mod tests {
 
     /// `(arrival, key)` of each record of a scan.
     fn arrivals(shard: &mut Shard, since_ms: u64, max: usize) -> (Vec<(u64, String)>, bool) {
-        let scan = shard.lww_arrived_since("m", Mark::at(since_ms), 0, max, None);
+        let scan = shard.lww_arrived_since("m", &Scan::from(Mark::at(since_ms), max));
         let keys = scan.records.iter().map(|a| (a.arrived_ms, a.key.clone()));
         (keys.collect(), scan.truncated)
     }
@@ -892,9 +888,9 @@ mod tests {
             record: LwwRecord::tombstone(ts(950, "b")),
         };
         shard.apply("m", gone, 4_000).unwrap();
-        let scan = shard.lww_arrived_since("m", Mark::at(4_000), 0, 10, None);
+        let scan = shard.lww_arrived_since("m", &Scan::from(Mark::at(4_000), 10));
         assert!(scan.records[0].record.is_tombstone());
-        let other = shard.lww_arrived_since("other", Mark::at(0), 0, 10, None);
+        let other = shard.lww_arrived_since("other", &Scan::from(Mark::at(0), 10));
         assert!(other.records.is_empty());
     }
 
@@ -913,7 +909,7 @@ mod tests {
     fn a_change_after_a_scan_arrives_after_its_start() {
         let mut shard = Shard::new();
         shard.apply("m", put("a", 1, 1), 5_000);
-        shard.lww_arrived_since("m", Mark::at(0), 5_000, 10, None);
+        shard.arrive_after(5_000);
         shard.apply("m", put("b", 1, 2), 5_000);
         let (records, _) = arrivals(&mut shard, 5_001, 10);
         assert_eq!(records, owned(&[(5_001, "b")]));
@@ -929,7 +925,7 @@ mod tests {
         let all = in_scan_order(&[(2_000, "z"), (3_000, "b"), (3_000, "c"), (4_000, "a")]);
         assert_eq!(records, all);
         assert!(!truncated);
-        let cut = shard.lww_arrived_since("m", Mark::at(0), 0, 2, None);
+        let cut = shard.lww_arrived_since("m", &Scan::from(Mark::at(0), 2));
         assert!(cut.truncated);
         assert_eq!(cut.last().map(|m| m.ms), Some(3_000));
         assert_eq!(
@@ -954,7 +950,7 @@ mod tests {
             node_id: "".into(),
         };
         let from = crate::data::deltas::resume_from(&last, "me");
-        let scan = shard.lww_arrived_since("m", from, 0, 10, None);
+        let scan = shard.lww_arrived_since("m", &Scan::from(from, 10));
         let records: Vec<_> = scan
             .records
             .iter()

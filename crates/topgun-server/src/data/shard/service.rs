@@ -24,7 +24,7 @@ use crate::connection::fanout::{ConnHandle, Relay, Subscribers};
 use crate::connection::outbox::{KickReason, SharedFrame};
 use crate::data::ops::Write;
 use crate::data::parts::PartSet;
-use crate::data::shard::{Arrivals, Mark, Presence, Shard};
+use crate::data::shard::{Arrivals, Mark, Presence, Scan, Shard};
 use crate::data::shards::Queued;
 use crate::error::code;
 use crate::journal::service::JournalFeed;
@@ -128,8 +128,10 @@ pub enum Request {
     LwwArrivedSince {
         map: String,
         from: Mark,
+        /// The latest arrival included, and the one every later change arrives after.
         scan_start_ms: u64,
         max: usize,
+        max_bytes: usize,
         owned: Option<PartSet>,
         reply: oneshot::Sender<Arrivals>,
     },
@@ -555,18 +557,39 @@ impl Task {
                 from,
                 scan_start_ms,
                 max,
+                max_bytes,
                 owned,
                 reply,
             } => {
-                let scan =
-                    self.shard
-                        .lww_arrived_since(&map, from, scan_start_ms, max, owned.as_ref());
-                let _ = reply.send(scan);
+                let scan = Scan {
+                    from,
+                    until_ms: scan_start_ms,
+                    max,
+                    max_bytes,
+                    owned: owned.as_ref(),
+                };
+                let found = self.shard.lww_arrived_since(&map, &scan);
+                self.shard.arrive_after(scan_start_ms);
+                let _ = reply.send(found);
             }
             request @ (Request::OrLeaf { .. } | Request::OrEntries { .. }) => self.read_or(request),
             Request::Subscribe { kind, map, conn } => self.subscribers.subscribe(kind, &map, conn),
+            request @ (Request::LiveCounts { .. } | Request::AttributeCount { .. }) => {
+                self.count(request);
+            }
+            Request::Unsubscribe { kind, map, conn } => {
+                self.subscribers.unsubscribe(kind, &map, conn);
+            }
+            Request::Forget { conn } => self.subscribers.forget(conn),
+            other => self.relays(other),
+        }
+    }
+
+    /// Serves the counts of live keys (the admin API's).
+    fn count(&self, request: Request) {
+        let now = crate::clock::now_ms();
+        match request {
             Request::LiveCounts { owned, reply } => {
-                let now = crate::clock::now_ms();
                 let _ = reply.send(self.shard.live_counts(now, owned.as_ref()));
             }
             Request::AttributeCount {
@@ -575,17 +598,12 @@ impl Task {
                 owned,
                 reply,
             } => {
-                let now = crate::clock::now_ms();
                 let count = self
                     .shard
                     .attribute_count(&map, &attribute, now, owned.as_ref());
                 let _ = reply.send(count);
             }
-            Request::Unsubscribe { kind, map, conn } => {
-                self.subscribers.unsubscribe(kind, &map, conn);
-            }
-            Request::Forget { conn } => self.subscribers.forget(conn),
-            other => self.relays(other),
+            _ => unreachable!("only counts are served here"),
         }
     }
 
