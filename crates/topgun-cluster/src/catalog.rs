@@ -9,8 +9,10 @@
 //! one `201` and one `409`, whichever the leader commits first.
 //!
 //! Invariants:
-//! * at most [`CATALOGS_MAX`] catalogs, each of at most [`ENTRIES_MAX`] keys, each key and
-//!   value within [`KEY_BYTES_MAX`] and [`VALUE_BYTES_MAX`]: the Raft snapshot stays small;
+//! * at most [`CATALOGS_MAX`] catalogs, each of at most [`ENTRIES_MAX`] keys (and of at most
+//!   the bound each change names, so that the server's own bounds hold across members),
+//!   each key and value within [`KEY_BYTES_MAX`] and [`VALUE_BYTES_MAX`]: the control state
+//!   and its snapshots stay bounded;
 //! * `revision` rises by one exactly when a catalog changes, so a member that saw revision
 //!   r holds every change up to r.
 
@@ -21,9 +23,9 @@ use serde::{Deserialize, Serialize};
 use crate::command::{CommandResult, Refusal};
 
 /// Most catalogs.
-pub const CATALOGS_MAX: usize = 8;
+pub const CATALOGS_MAX: usize = 4;
 /// Most keys in one catalog.
-pub const ENTRIES_MAX: usize = 4_096;
+pub const ENTRIES_MAX: usize = 2_048;
 /// Longest catalog name or key, in bytes.
 pub const KEY_BYTES_MAX: usize = 1_024;
 /// Largest value, in bytes.
@@ -47,6 +49,8 @@ pub struct CatalogPut {
     pub key: String,
     pub value: Option<Vec<u8>>,
     pub expect: Expect,
+    /// The most keys the catalog may hold after a new one (at most [`ENTRIES_MAX`]).
+    pub max_entries: u32,
 }
 
 /// Every catalog, by name, and the count of changes applied to them.
@@ -83,7 +87,9 @@ impl Catalogs {
             key,
             value,
             expect,
+            max_entries,
         } = put;
+        let max_entries = usize::try_from(max_entries).map_or(ENTRIES_MAX, |m| m.min(ENTRIES_MAX));
         if let Err(refusal) = check_sizes(&catalog, &key, value.as_deref()) {
             return CommandResult::Refused(refusal);
         }
@@ -104,7 +110,7 @@ impl Catalogs {
             return CommandResult::Unchanged;
         }
         if let Some(value) = value {
-            if let Err(refusal) = self.room_for(&catalog, &key) {
+            if let Err(refusal) = self.room_for(&catalog, &key, max_entries) {
                 return CommandResult::Refused(refusal);
             }
             self.catalogs.entry(catalog).or_default().insert(key, value);
@@ -118,11 +124,12 @@ impl Catalogs {
         CommandResult::Done
     }
 
-    /// Whether a new `key` fits in `catalog` (an existing one always does).
-    fn room_for(&self, catalog: &str, key: &str) -> Result<(), Refusal> {
+    /// Whether a new `key` fits in `catalog`, which may hold `max` keys (an existing key
+    /// always does).
+    fn room_for(&self, catalog: &str, key: &str, max: usize) -> Result<(), Refusal> {
         let over = match self.catalogs.get(catalog) {
             Some(entries) if entries.contains_key(key) => None,
-            Some(entries) => (entries.len() >= ENTRIES_MAX).then_some(ENTRIES_MAX),
+            Some(entries) => (entries.len() >= max).then_some(max),
             None => (self.catalogs.len() >= CATALOGS_MAX).then_some(CATALOGS_MAX),
         };
         over.map_or(Ok(()), |max| {
@@ -174,6 +181,7 @@ mod tests {
             key: key.into(),
             value: value.map(|v| v.as_bytes().to_vec()),
             expect,
+            max_entries: 10_000,
         }
     }
 
@@ -267,6 +275,17 @@ mod tests {
             c.apply(put("", Some("v"), Expect::Any)),
             CommandResult::Refused(Refusal::BadCatalogPut { .. })
         ));
+        let bounded = CatalogPut {
+            max_entries: 3,
+            ..put("k-new", Some("v"), Expect::Any)
+        };
+        assert!(
+            matches!(
+                c.apply(bounded),
+                CommandResult::Refused(Refusal::CatalogFull { max: 3, .. })
+            ),
+            "the change's own bound"
+        );
         let mut many = Catalogs::default();
         for i in 0..CATALOGS_MAX {
             let put = CatalogPut {

@@ -87,6 +87,7 @@ fn catalogs_round_trip_and_a_state_written_before_them_still_decodes() {
         key: "p1".into(),
         value: Some(vec![1, 2, 3]),
         expect: Expect::Absent,
+        max_entries: 10,
     };
     assert_eq!(
         state.apply(Command::CatalogPut(put), 2_000).result,

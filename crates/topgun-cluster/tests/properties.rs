@@ -208,12 +208,15 @@ proptest! {
             let before = state.clone();
             let (key, version) = (view_key(&state), cluster(&state).table_version());
             let catalogs = cluster(&state).catalogs().clone();
+            let entries = |c: &topgun_cluster::Catalogs| -> Vec<(String, Vec<u8>)> {
+                c.entries("policies").map(|(k, v)| (k.to_owned(), v.to_vec())).collect()
+            };
             let out = state.apply(cmd.clone(), step as u64);
             let changed = view_key(&state) != key;
             prop_assert_eq!(cluster(&state).table_version(), version + u64::from(changed), "{:?} → {:?}", cmd, out);
             // A catalog's revision counts exactly its changes.
             let after = cluster(&state).catalogs();
-            let catalog_changed = *after != catalogs;
+            let catalog_changed = entries(after) != entries(&catalogs);
             prop_assert_eq!(after.revision(), catalogs.revision() + u64::from(catalog_changed));
             if let CommandResult::Refused(_) = out.result {
                 prop_assert_eq!(&state, &before);
@@ -245,6 +248,7 @@ fn command(state: &ControlState, kind: u8, id: RaftId, extra: u8, fresh: &mut u1
             key: format!("k{}", extra % 4),
             value: (!extra.is_multiple_of(5)).then(|| vec![extra % 3]),
             expect: [Expect::Any, Expect::Absent, Expect::Present][usize::from(extra % 3)],
+            max_entries: 3,
         }),
         _ => {
             let pid = PartitionId::new(u32::from(extra) % 271).unwrap();

@@ -51,7 +51,7 @@ fn refused(refusal: Refusal) -> CatalogError {
     match refusal {
         Refusal::CatalogCondition { present: true, .. } => CatalogError::Exists,
         Refusal::CatalogCondition { present: false, .. } => CatalogError::Missing,
-        full @ Refusal::CatalogFull { .. } => CatalogError::Full(full.to_string()),
+        Refusal::CatalogFull { .. } => CatalogError::Full,
         other => CatalogError::Unavailable(other.to_string()),
     }
 }

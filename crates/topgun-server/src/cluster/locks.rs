@@ -200,6 +200,11 @@ pub fn on_op(reads: &Reads, from: &PeerIdentity, body: &[u8]) {
     };
     let Some(data) = reads.data() else { return };
     let member = incoming.member();
+    if matches!(incoming, Incoming::Hello { .. }) && !reads.listed_at(member, &from.addr) {
+        // A hello names its member rather than a connection: believed only from it.
+        tracing::warn!(peer = %from.name, member, "a lock hello from another member dropped");
+        return;
+    }
     let restarted = {
         let mut users = reads
             .lock_users

@@ -104,6 +104,15 @@ impl std::fmt::Debug for Reads {
 }
 
 impl Reads {
+    /// Whether the applied table lists member `id` at cluster address `addr`.
+    pub(super) fn listed_at(&self, id: u64, addr: &str) -> bool {
+        self.routes
+            .borrow()
+            .as_ref()
+            .and_then(|r| r.addr(RaftId(id)))
+            == Some(addr)
+    }
+
     /// Starts the tasks that deliver relayed frames and follow membership; they end when
     /// the returned value is dropped.
     pub fn start(rpc: Arc<Rpc>, routes: RoutesWatch, data: Weak<DataPlane>) -> Arc<Self> {

@@ -97,18 +97,30 @@ pub fn recover(entries: &[StoredEntry]) -> AdminPolicies {
 }
 
 /// The admin policies of a store's live `(key, value)` pairs: the policies and the
-/// configured mark. A value this server could not have written is skipped with a warning.
+/// configured mark. A value this server cannot read (written by another version, or
+/// damaged) might have been a deny: rather than leave it out and allow what it denied, no
+/// admin policy is put in force and the store counts as configured — everything is denied
+/// but to admins — until the policy is written again or deleted.
 pub fn restore(live: impl IntoIterator<Item = (String, Value)>) -> AdminPolicies {
     let mut policies = Vec::new();
     let mut configured = false;
+    let mut unreadable = Vec::new();
     for (key, value) in live {
         if key == CONFIGURED_KEY {
             configured = true;
         } else if let Some(policy) = from_value(&key, &value) {
             policies.push(policy);
         } else {
-            tracing::warn!(policy = %key, "ignoring a malformed stored admin policy");
+            unreadable.push(key);
         }
+    }
+    if !unreadable.is_empty() {
+        tracing::error!(
+            ?unreadable,
+            "stored admin policies this server cannot read: every request is denied but to \
+             admins until they are written again or deleted"
+        );
+        return AdminPolicies::restore(Vec::new(), true);
     }
     AdminPolicies::restore(policies, configured)
 }
@@ -138,5 +150,26 @@ mod tests {
         );
         assert_eq!(back.condition, Some(condition));
         assert!(from_value("x", &Value::from("not a policy")).is_none());
+    }
+
+    #[test]
+    fn an_unreadable_policy_puts_none_in_force_and_denies_by_default() {
+        let allow = AdminPolicy::new(
+            "a".into(),
+            "docs",
+            PolicyAction::All,
+            Effect::Allow,
+            None,
+            None,
+        );
+        let allow = to_value(&allow.unwrap());
+        let restored = restore([("a".to_owned(), allow.clone())]);
+        assert_eq!(restored.len(), 1);
+        let restored = restore([
+            ("a".to_owned(), allow),
+            ("d".to_owned(), Value::from("a deny from another version")),
+        ]);
+        assert!(restored.is_empty(), "not the readable allow alone");
+        assert!(restored.is_configured(), "so nothing but admins is allowed");
     }
 }

@@ -1,10 +1,10 @@
 //! The admin API's durable catalogs — its policies (`__topgun_policies`) and the index
 //! catalog (`__topgun_indexes`) — and where a change to them is made durable.
 //!
-//! * **A single node** writes each change as a record of the reserved map, through the
-//!   ordinary write path (the log, checkpoints, recovery, backups), then puts it in force.
-//!   Changes are serialised by the catalog's `changes` lock, under which the routes check
-//!   their conditions (an index that exists, a policy that does not).
+//! * **A single node** checks each change's condition and bound against what is in force,
+//!   writes it as a record of the reserved map through the ordinary write path (the log,
+//!   checkpoints, recovery, backups), then puts it in force. Changes are serialised by the
+//!   catalog's `changes` lock, which the routes hold across `put`.
 //! * **A cluster member** proposes each change as a `CatalogPut` to the control log
 //!   (CLUSTER.md §3.1): the state machine checks its condition, every member applies it in
 //!   log order, and each member puts the applied catalogs in force whenever they change —
@@ -28,6 +28,7 @@ use topgun_core::protocol::{Limits, decode_standalone, encode_standalone};
 use crate::coordination::internal::InternalWriter;
 use crate::query::index_catalog::{self, INDEXES_MAP, IndexCatalog};
 use crate::security::access::Policies;
+use crate::security::admin_policy::AdminPolicies;
 use crate::security::admin_store::{self, CONFIGURED_KEY, POLICIES_MAP};
 
 /// Why a change was not made.
@@ -40,21 +41,22 @@ pub enum CatalogError {
     #[error("it does not exist")]
     Missing,
     /// The catalog holds the most entries allowed.
-    #[error("{0}")]
-    Full(String),
+    #[error("the catalog holds the most entries allowed")]
+    Full,
     /// The change could not be made durable now (the store, or the control log).
     #[error("{0}")]
     Unavailable(String),
 }
 
 /// One change: `value` set under `key` of `map`, or the key removed (`None`), if `expect`
-/// holds.
+/// holds and a new key leaves the catalog within `max_entries`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Change {
     pub map: &'static str,
     pub key: String,
     pub value: Option<Value>,
     pub expect: Expect,
+    pub max_entries: usize,
 }
 
 /// A cluster's control log, as the catalogs use it.
@@ -90,10 +92,25 @@ impl AdminCatalogs {
         &self.indexes
     }
 
-    /// Cluster mode: changes go through `replicated` from now on. Set once; `false` if one
-    /// was set already.
+    /// Cluster mode: changes go through `replicated` from now on, and until the first
+    /// applied catalogs are followed no admin policy is in force and the store counts as
+    /// configured — every request is denied but to admins. A node's own policies are not the
+    /// cluster's: leaving them in force meanwhile could allow what the cluster denies. Set
+    /// once; `false` if one was set already.
     pub fn set_replicated(&self, replicated: Arc<dyn Replicated>) -> bool {
-        self.replicated.set(replicated).is_ok()
+        if self.replicated.set(replicated).is_err() {
+            return false;
+        }
+        self.policies
+            .update(|rules| rules.admin = AdminPolicies::restore(Vec::new(), true));
+        self.indexes.replace(Vec::new());
+        true
+    }
+
+    /// Whether changes go through a cluster's control log, whose state machine checks their
+    /// conditions (this member's view may be behind it).
+    pub fn is_replicated(&self) -> bool {
+        self.replicated.get().is_some()
     }
 
     /// Makes `change` durable and puts it in force; see the module's notes for each mode.
@@ -106,17 +123,23 @@ impl AdminCatalogs {
             key: change.key,
             value: change.value.as_ref().map(encode_standalone),
             expect: change.expect,
+            max_entries: u32::try_from(change.max_entries).unwrap_or(u32::MAX),
         };
         let applied = replicated.put(put).await?;
         self.follow(&applied);
         Ok(())
     }
 
-    /// A single node: the record first, then the change in force.
+    /// A single node: the condition and the bound checked, the record written, then the
+    /// change in force. Removing what is not there writes nothing.
     async fn put_local(&self, change: Change) -> Result<(), CatalogError> {
+        let present = self.check(&change)?;
         let Change {
             map, key, value, ..
         } = change;
+        if value.is_none() && !present {
+            return Ok(());
+        }
         let written = match &value {
             Some(value) => {
                 let record = self.internal.stamp(value.clone());
@@ -131,6 +154,40 @@ impl AdminCatalogs {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Whether `change`'s key is in force; an error when its condition or its bound does
+    /// not hold.
+    fn check(&self, change: &Change) -> Result<bool, CatalogError> {
+        let key = change.key.as_str();
+        let (present, len) = match change.map {
+            POLICIES_MAP => {
+                let admin = self.policies.get();
+                let admin = &admin.admin;
+                let present = if key == CONFIGURED_KEY {
+                    admin.is_configured()
+                } else {
+                    admin.iter().any(|p| p.id == key)
+                };
+                // The configured mark is a key of the catalog too.
+                (present, admin.len() + usize::from(admin.is_configured()))
+            }
+            INDEXES_MAP => {
+                let pair = index_catalog::parse_key(key);
+                let present = pair.is_some_and(|(m, a)| self.indexes.get(m, a).is_some());
+                (present, self.indexes.len())
+            }
+            _ => (false, 0),
+        };
+        match change.expect {
+            Expect::Absent if present => return Err(CatalogError::Exists),
+            Expect::Present if !present => return Err(CatalogError::Missing),
+            _ => {}
+        }
+        if change.value.is_some() && !present && len >= change.max_entries {
+            return Err(CatalogError::Full);
+        }
+        Ok(present)
     }
 
     fn policy_changed(&self, key: &str, value: Option<&Value>) {
@@ -166,36 +223,29 @@ impl AdminCatalogs {
         if seen.is_some_and(|s| s >= catalogs.revision()) {
             return;
         }
-        let first = seen.is_none();
         *seen = Some(catalogs.revision());
         // Held while both are replaced, so that two followers cannot interleave them.
         let admin = admin_store::restore(decoded(catalogs, POLICIES_MAP));
         let defs = decoded(catalogs, INDEXES_MAP)
             .filter_map(|(key, value)| index_catalog::from_value(&key, &value));
         let defs: Vec<_> = defs.collect();
-        if first && (!self.policies.get().admin.is_empty() || !self.indexes.is_empty()) {
-            tracing::warn!(
-                "this member's own admin policies and indexes are replaced by the cluster's: \
-                 in a cluster they live in the control log"
-            );
-        }
         self.policies.update(|rules| rules.admin = admin);
         self.indexes.replace(defs);
     }
 }
 
-/// The entries of `catalog`, decoded; one that does not decode is skipped with a warning.
+/// The entries of `catalog`, decoded; one that does not decode reads as nil, which no
+/// catalog accepts (an unreadable policy denies everything but to admins: see
+/// [`admin_store::restore`]).
 fn decoded<'a>(
     catalogs: &'a Catalogs,
     catalog: &'a str,
 ) -> impl Iterator<Item = (String, Value)> + 'a {
-    catalogs.entries(catalog).filter_map(move |(key, bytes)| {
-        match decode_standalone::<Value>(bytes, &Limits::default()) {
-            Ok(value) => Some((key.to_owned(), value)),
-            Err(e) => {
-                tracing::warn!(%catalog, %key, error = %e, "ignoring an undecodable catalog entry");
-                None
-            }
-        }
+    catalogs.entries(catalog).map(move |(key, bytes)| {
+        let value = decode_standalone::<Value>(bytes, &Limits::default()).unwrap_or_else(|e| {
+            tracing::error!(%catalog, %key, error = %e, "an undecodable catalog entry");
+            Value::Nil
+        });
+        (key.to_owned(), value)
     })
 }

@@ -144,23 +144,14 @@ pub async fn create<H: Host>(
         let def = definition(json_body(&body)?)?;
         let catalog = host.indexes();
         let _change = catalog.changes.lock().await;
-        if catalog.get(&def.map, &def.attribute).is_some() {
-            return Err(not_made(CatalogError::Exists));
-        }
-        if catalog.len() >= INDEXES_MAX {
-            return Err(refused(
-                StatusCode::BAD_REQUEST,
-                &format!(
-                    "the catalog holds the most indexes allowed ({INDEXES_MAX}); delete one first"
-                ),
-            ));
-        }
         let change = Change {
             map: INDEXES_MAP,
             key: record_key(&def.map, &def.attribute),
             value: Some(to_value(&def)),
-            // Another member may have created it since this one last applied the log.
+            // Checked by the store — in a cluster by the control log, as another member may
+            // have created it since this one last applied the log.
             expect: Expect::Absent,
+            max_entries: INDEXES_MAX,
         };
         host.catalogs().put(change).await.map_err(not_made)?;
         response(&*host, &def).await
@@ -183,7 +174,12 @@ fn not_made(e: CatalogError) -> Refused {
             refused(StatusCode::CONFLICT, "this attribute already has an index")
         }
         CatalogError::Missing => refused(StatusCode::NOT_FOUND, "no such index"),
-        CatalogError::Full(why) => refused(StatusCode::BAD_REQUEST, &why),
+        CatalogError::Full => refused(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "the catalog holds the most indexes allowed ({INDEXES_MAX}); delete one first"
+            ),
+        ),
         CatalogError::Unavailable(why) => refused(StatusCode::SERVICE_UNAVAILABLE, &why),
     }
 }
@@ -231,14 +227,12 @@ pub async fn remove<H: Host>(
         guard(&*host, &headers)?;
         let catalog = host.indexes();
         let _change = catalog.changes.lock().await;
-        if catalog.get(&map, &attribute).is_none() {
-            return Err(not_made(CatalogError::Missing));
-        }
         let change = Change {
             map: INDEXES_MAP,
             key: record_key(&map, &attribute),
             value: None,
             expect: Expect::Present,
+            max_entries: INDEXES_MAX,
         };
         host.catalogs().put(change).await.map_err(not_made)
     };

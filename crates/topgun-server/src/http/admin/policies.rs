@@ -152,12 +152,6 @@ pub async fn create_policy<H: Host>(
         Err(e) => return field_error(StatusCode::BAD_REQUEST, &e.to_string(), e.field_name()),
     };
     let _change = host.policies().changes.lock().await;
-    let rules = host.policies().get();
-    if rules.admin.len() >= POLICIES_MAX && !rules.admin.iter().any(|p| p.id == policy.id) {
-        let why =
-            format!("the store holds the most policies allowed ({POLICIES_MAX}); delete one first");
-        return field_error(StatusCode::BAD_REQUEST, &why, "id");
-    }
     let response = PolicyResponse::of(&policy);
     let catalogs = host.catalogs();
     // The policy first: were the mark written alone, an empty configured store would deny
@@ -278,9 +272,9 @@ pub async fn delete_policy<H: Host>(
         return StatusCode::NO_CONTENT.into_response();
     }
     let _change = host.policies().changes.lock().await;
-    if host.policies().get().admin.iter().any(|p| p.id == id)
-        && let Err(e) = host.catalogs().put(change(&id, None)).await
-    {
+    // Asked of the store (in a cluster, of the control log) even when this member does not
+    // list it: another member may have created it a moment ago.
+    if let Err(e) = host.catalogs().put(change(&id, None)).await {
         return refused(&e);
     }
     StatusCode::NO_CONTENT.into_response()
@@ -293,6 +287,8 @@ fn change(key: &str, value: Option<Value>) -> Change {
         key: key.to_owned(),
         value,
         expect: Expect::Any,
+        // The configured mark is a key of the catalog too.
+        max_entries: POLICIES_MAX + 1,
     }
 }
 
@@ -300,7 +296,12 @@ fn change(key: &str, value: Option<Value>) -> Change {
 /// anything else the store's or the cluster's (503).
 fn refused(e: &CatalogError) -> Response {
     match e {
-        CatalogError::Full(why) => field_error(StatusCode::BAD_REQUEST, why, "id"),
+        CatalogError::Full => {
+            let why = format!(
+                "the store holds the most policies allowed ({POLICIES_MAX}); delete one first"
+            );
+            field_error(StatusCode::BAD_REQUEST, &why, "id")
+        }
         other => json_error(StatusCode::SERVICE_UNAVAILABLE, other.to_string()),
     }
 }
