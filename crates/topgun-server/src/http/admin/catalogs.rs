@@ -101,6 +101,12 @@ impl AdminCatalogs {
         if self.replicated.set(replicated).is_err() {
             return false;
         }
+        if !self.policies.get().admin.is_empty() || !self.indexes.is_empty() {
+            tracing::warn!(
+                "this node's own admin policies and indexes are set aside: in a cluster they \
+                 live in the control log"
+            );
+        }
         self.policies
             .update(|rules| rules.admin = AdminPolicies::restore(Vec::new(), true));
         self.indexes.replace(Vec::new());
