@@ -130,6 +130,7 @@ async fn mark_silent_down(
 ) {
     let timing = &node.config.timing;
     let down_after = Duration::from_millis(timing.member_down_after_ms);
+    let remove_after = Duration::from_millis(timing.member_remove_after_ms);
     let mut changes = Vec::new();
     {
         let heard = node.heard.lock().unwrap_or_else(PoisonError::into_inner);
@@ -138,7 +139,8 @@ async fn mark_silent_down(
             // A new leader counts from its election for members it has not heard, and from
             // what it knows for the one it took over from (`took_over_from`).
             let heartbeat = heard.get(&m.raft_id.0).copied();
-            let silent = heartbeat.unwrap_or(since).elapsed() >= down_after;
+            let silent_for = heartbeat.unwrap_or(since).elapsed();
+            let silent = silent_for >= down_after;
             // A down member is marked up only on a heartbeat of its own.
             let silent = silent || (!m.state.is_live() && heartbeat.is_none());
             let id = m.raft_id;
@@ -146,8 +148,12 @@ async fn mark_silent_down(
                 (true, true) if node.member_durable(id.0) => Command::MarkDown { id },
                 (true, true) => Command::Remove { id },
                 (false, false) => Command::MarkUp { id },
+                // Down for long enough by the state's time — or, should that time be ahead
+                // of this leader's clock (a predecessor's clock was), by this leader's own
+                // measure of the silence.
                 (false, true)
-                    if now.saturating_sub(m.since_ms) >= timing.member_remove_after_ms =>
+                    if now.saturating_sub(m.since_ms) >= timing.member_remove_after_ms
+                        || silent_for >= down_after + remove_after =>
                 {
                     Command::Remove { id }
                 }
