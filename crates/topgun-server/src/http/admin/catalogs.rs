@@ -255,3 +255,113 @@ fn decoded<'a>(
         (key.to_owned(), value)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ServerClock;
+    use crate::data::shards::{Shards, shard_queue};
+    use crate::security::admin_policy::{AdminPolicy, Effect, PolicyAction, Rules};
+    use topgun_cluster::{BootstrapMember, ClusterUuid, Command, ControlState, Incarnation};
+    use topgun_cluster::{MemberAddrs, MemberName};
+    use topgun_core::{Hlc, NodeId};
+
+    fn policy(id: &str) -> AdminPolicy {
+        AdminPolicy::new(
+            id.into(),
+            "docs",
+            PolicyAction::All,
+            Effect::Allow,
+            None,
+            None,
+        )
+        .unwrap()
+    }
+
+    /// Catalogs that are never written to here (the shards' queue is never read).
+    fn catalogs(admin: AdminPolicies) -> (AdminCatalogs, Arc<Policies>) {
+        let policies = Arc::new(Policies::with_rules(Rules {
+            admin,
+            ..Rules::default()
+        }));
+        let (queue, _) = shard_queue();
+        let clock = ServerClock::new(Hlc::new(NodeId::new("n").unwrap()));
+        let internal = InternalWriter::new(Shards::new(vec![queue]), clock);
+        let catalogs = AdminCatalogs::new(Arc::clone(&policies), IndexCatalog::default(), internal);
+        (catalogs, policies)
+    }
+
+    #[derive(Debug)]
+    struct NeverAsked;
+
+    impl Replicated for NeverAsked {
+        fn put(&self, _: CatalogPut) -> BoxFuture<'static, Result<Catalogs, CatalogError>> {
+            unreachable!("the tests follow applied catalogs directly")
+        }
+    }
+
+    /// A formed control state with `puts` applied: its catalogs.
+    fn applied(puts: &[(&str, Vec<u8>)]) -> Catalogs {
+        let mut state = ControlState::new();
+        let member = BootstrapMember {
+            name: MemberName::new("n1").unwrap(),
+            incarnation: Incarnation(1),
+            addrs: MemberAddrs {
+                cluster_addr: "127.0.0.1:1".into(),
+                client_url: "ws://127.0.0.1:2".into(),
+                http_url: "http://127.0.0.1:2".into(),
+            },
+        };
+        let boot = Command::Bootstrap {
+            cluster_uuid: ClusterUuid(1),
+            version_base: 1,
+            backups: 0,
+            members: vec![member],
+        };
+        state.apply(boot, 1);
+        for (key, value) in puts {
+            let put = CatalogPut {
+                catalog: POLICIES_MAP.into(),
+                key: (*key).into(),
+                value: Some(value.clone()),
+                expect: Expect::Any,
+                max_entries: 10,
+            };
+            state.apply(Command::CatalogPut(put), 2);
+        }
+        state.cluster().unwrap().catalogs().clone()
+    }
+
+    #[test]
+    fn a_cluster_member_denies_until_it_follows_the_cluster_s_policies() {
+        let (catalogs, policies) = catalogs(AdminPolicies::restore(vec![policy("own")], false));
+        assert!(catalogs.set_replicated(Arc::new(NeverAsked)));
+        let rules = policies.get();
+        assert!(rules.admin.is_empty(), "the node's own policy is set aside");
+        assert!(
+            rules.admin.is_configured(),
+            "so everything is denied but to admins"
+        );
+        assert!(!rules.is_open());
+
+        let one = encode_standalone(&admin_store::to_value(&policy("p1")));
+        catalogs.follow(&applied(&[("p1", one.clone())]));
+        assert_eq!(
+            policies
+                .get()
+                .admin
+                .iter()
+                .map(|p| p.id.as_str())
+                .collect::<Vec<_>>(),
+            ["p1"]
+        );
+        // An older revision, seen late, changes nothing.
+        catalogs.follow(&applied(&[]));
+        assert_eq!(policies.get().admin.len(), 1);
+        // An entry this member cannot read denies rather than being skipped.
+        let unreadable = applied(&[("p1", one), ("p2", b"\xc1".to_vec())]);
+        catalogs.follow(&unreadable);
+        let rules = policies.get();
+        assert!(rules.admin.is_empty() && rules.admin.is_configured());
+    }
+}
