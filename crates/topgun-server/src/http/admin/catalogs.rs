@@ -113,12 +113,6 @@ impl AdminCatalogs {
         true
     }
 
-    /// Whether changes go through a cluster's control log, whose state machine checks their
-    /// conditions (this member's view may be behind it).
-    pub fn is_replicated(&self) -> bool {
-        self.replicated.get().is_some()
-    }
-
     /// Makes `change` durable and puts it in force; see the module's notes for each mode.
     pub async fn put(&self, change: Change) -> Result<(), CatalogError> {
         let Some(replicated) = self.replicated.get() else {
