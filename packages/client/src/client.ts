@@ -7,7 +7,7 @@
 import { HLC } from './crdt/hlc.js';
 import type { LWWRecord } from './crdt/lww-map.js';
 import type { ORMapRecord } from './crdt/or-map.js';
-import { NotSupportedError, OpRejectedError, SqlError, TimeoutError } from './errors.js';
+import { AuthFailedError, NoWebSocketError, NotSupportedError, OpRejectedError, SqlError, TimeoutError } from './errors.js';
 import { Emitter } from './events.js';
 import { CounterHandle } from './features/counter.js';
 import { EventJournalReader, JournalManager } from './features/journal.js';
@@ -29,7 +29,7 @@ import { HttpSyncEngine } from './sync/http-engine.js';
 import type { HttpEffect } from './sync/machine.js';
 import type { SyncMachine } from './sync/machine.js';
 import { HttpTransport, httpSyncUrl, type FetchLike } from './http-transport.js';
-import { Transport, type WebSocketFactory } from './transport.js';
+import { resolveWebSocket, Transport, type WebSocketFactory } from './transport.js';
 
 export type { BackpressureOptions, WriteAck } from './op-log.js';
 export type { WebSocketFactory, WebSocketLike } from './transport.js';
@@ -100,16 +100,31 @@ export interface TopGunClientOptions {
   /**
    * Called when the server asks for a token the client does not have, or refuses the one it
    * sent. It may return a token (or a promise of one): the client then authenticates with it
-   * at once. Otherwise call `setAuthToken()` / `setAuthTokenProvider()` later.
+   * at once. Otherwise call `setAuthToken()` / `setAuthTokenProvider()` later. `stopped` is
+   * set on the refusal that made the client stop (`maxAuthFailures`); a token returned then
+   * starts it again.
    */
-  onAuthRequired?: (reason: { error?: string }) => string | null | undefined | void | Promise<string | null | undefined | void>;
+  onAuthRequired?: (reason: { error?: string; stopped?: boolean }) => string | null | undefined | void | Promise<string | null | undefined | void>;
+  /**
+   * Refused tokens in a row (AUTH_FAIL, or HTTP 401 to a token) after which the client stops
+   * reconnecting instead of retrying forever (default 3, at least 1). It then reports once — an
+   * `AuthFailedError` on the `error` event and `onAuthRequired({ error, stopped: true })` — and
+   * its connection state is `ERROR` (`getSyncState().state` `'failed'`). A successful
+   * authentication resets the count; a new token (`setAuthToken`, `setAuthTokenProvider`,
+   * `setToken`, or one `onAuthRequired` returns), `start()` or `resetConnection()` tries again.
+   */
+  maxAuthFailures?: number;
   /** TopGun's cluster options (seeds); see `ClusterOptions`. */
   cluster?: ClusterOptions;
   /** \`transport: 'auto'\`: failed WebSocket connects, without one ever opening, before HTTP takes over (default 3). */
   maxWsAttempts?: number;
   /** This replica's id in HLC timestamps and OR tags (no ':'); random by default. */
   nodeId?: string;
-  /** WebSocket implementation (Node: `ws`); defaults to globalThis.WebSocket. */
+  /**
+   * WebSocket implementation (Node: `ws`); defaults to globalThis.WebSocket. Where neither
+   * exists, a client with a `serverUrl` and the WebSocket transport throws `NoWebSocketError`
+   * when constructed (`transport: 'auto'` uses HTTP instead).
+   */
   WebSocket?: WebSocketFactory;
   backoff?: Partial<BackoffOptions>;
   heartbeat?: { intervalMs?: number; timeoutMs?: number };
@@ -201,11 +216,13 @@ export class TopGunClient {
   constructor(options: TopGunClientOptions) {
     options = { ...options };
     if (options.serverUrl === undefined && options.cluster?.seeds?.length) options.serverUrl = options.cluster.seeds[0];
+    const hasWs = resolveWebSocket(options.WebSocket) !== undefined;
     if (options.transport === 'auto') {
-      const hasWs = options.WebSocket !== undefined || typeof (globalThis as { WebSocket?: unknown }).WebSocket === 'function';
       options.transport = hasWs ? 'websocket' : 'http';
       this.fallback = hasWs ? { attempts: 0, max: options.maxWsAttempts ?? 3 } : undefined;
     }
+    // Fail fast: without an implementation every connect would fail, and back off, forever.
+    if (options.transport !== 'http' && options.serverUrl !== undefined && !hasWs) throw new NoWebSocketError(options.serverUrl);
     this.options = options;
     this.now = options.now ?? Date.now;
     this.nodeId = options.nodeId ?? randomId();
@@ -236,6 +253,7 @@ export class TopGunClient {
         heartbeatIntervalMs: options.heartbeat?.intervalMs,
         heartbeatTimeoutMs: options.heartbeat?.timeoutMs,
         batchSize: options.batchSize,
+        maxAuthFailures: options.maxAuthFailures,
       });
       this.engine = this.wsEngine;
     }
@@ -291,6 +309,7 @@ export class TopGunClient {
       pollIntervalMs: options.pollIntervalMs,
       backoff: options.backoff,
       batchSize: options.batchSize,
+      maxAuthFailures: options.maxAuthFailures,
     });
     const transport = new HttpTransport(url ?? '', options.fetch, {
       responded: (id, body) => this.run(engine.responded(id, body, this.now())),
@@ -330,8 +349,12 @@ export class TopGunClient {
     return this.options.transport === 'http' ? 'http' : 'websocket';
   }
 
-  /** TopGun's lifecycle: resolves once the stored replica is loaded and syncing has started. */
+  /**
+   * TopGun's lifecycle: resolves once the stored replica is loaded and syncing has started.
+   * After the client stopped on refused tokens (`maxAuthFailures`), it tries again.
+   */
   start(): Promise<void> {
+    void this.ready.then(() => this.resume());
     return this.ready;
   }
 
@@ -558,8 +581,9 @@ export class TopGunClient {
     return limit === undefined ? [...this.stateHistory] : this.stateHistory.slice(-limit);
   }
 
-  /** Drop the connection and connect again at once. */
+  /** Drop the connection and connect again at once (also after `maxAuthFailures` stopped it). */
   resetConnection(): void {
+    if (this.engine.state === 'failed') return this.resume();
     const online = this.online;
     this.setOnline(false);
     this.setOnline(online);
@@ -652,9 +676,10 @@ export class TopGunClient {
     return this.ops.waitForCapacity();
   }
 
-  /** Replace the static token (the next connection or refresh uses it). */
+  /** Replace the static token (the next connection or refresh uses it; a stopped client retries). */
   setToken(token: string): void {
     this.options.auth = { ...this.options.auth, token };
+    this.resume();
   }
 
   /** Tell the client about connectivity (browsers do this through online/offline events). */
@@ -822,24 +847,34 @@ export class TopGunClient {
     }
   }
 
-  /** `onAuthRequired`: a token it returns is used at once. */
-  private async askForToken(reason: { error?: string }): Promise<void> {
+  /** `onAuthRequired`: a token it returns is used at once (and restarts a stopped client). */
+  private async askForToken(reason: { error?: string; stopped?: boolean }): Promise<void> {
     let token: string | null | undefined | void;
     try {
       token = await this.options.onAuthRequired?.(reason);
     } catch (e) {
       return this.fail(e);
     }
-    if (typeof token === 'string' && token !== '') {
+    if (typeof token === 'string' && token !== '' && !this.closed) {
       this.options.auth = { token };
-      this.run(this.engine.tokenReady(token, this.now()));
+      if (this.engine.state === 'failed') this.resume();
+      else this.run(this.engine.tokenReady(token, this.now()));
     }
   }
 
-  /** A new token or provider: a live session authenticates again with it. */
+  /** A new token or provider: a live session authenticates again with it; a stopped client retries. */
   private reauthenticate(): void {
     if (this.closed) return;
+    if (this.engine.state === 'failed') return this.resume();
     void this.fetchToken();
+  }
+
+  /** Out of the `failed` state (too many refused tokens), if in it: connect again. */
+  private resume(): void {
+    if (this.closed || this.engine.state !== 'failed') return;
+    this.lastError = undefined;
+    this.run(this.engine.resume(this.now()));
+    this.emitState();
   }
 
   private run(effects: HttpEffect[]): void {
@@ -896,6 +931,11 @@ export class TopGunClient {
       case 'authFailed':
         this.fail(new Error(`authentication failed: ${e.error}`));
         if (this.options.onAuthRequired) void this.askForToken({ error: e.error });
+        return;
+      case 'authStopped':
+        // Reported once; the engine retries no more until a new token or start().
+        this.fail(new AuthFailedError(e.error, e.failures));
+        if (this.options.onAuthRequired) void this.askForToken({ error: e.error, stopped: true });
         return;
       case 'deviceToken': return this.persister.enqueue({ meta: { deviceToken: e.token } });
       case 'deliver': return this.deliver(e.message);

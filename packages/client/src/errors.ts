@@ -51,3 +51,39 @@ export class NotSupportedError extends Error {
     super(`${feature} is not supported: ${reason}`);
   }
 }
+
+/**
+ * The client was set to connect over a WebSocket (`transport: 'websocket'`, the default, with a
+ * `serverUrl`) where no WebSocket implementation exists: `globalThis.WebSocket` is absent (Node
+ * before 22, some serverless runtimes) and none was passed as `options.WebSocket`. Thrown by the
+ * constructor, so nothing was created, stored or sent. `code` is `NO_WEBSOCKET`.
+ */
+export class NoWebSocketError extends Error {
+  override name = 'NoWebSocketError';
+  readonly code = 'NO_WEBSOCKET';
+  constructor(readonly serverUrl: string) {
+    super(
+      `no WebSocket implementation to connect to ${serverUrl}: globalThis.WebSocket is absent. ` +
+        "Pass one in the options (e.g. `import WebSocket from 'ws'; new TopGunClient({ WebSocket, ... })`), " +
+        "or use the HTTP transport (`transport: 'http'`, or `'auto'` to fall back to it).",
+    );
+  }
+}
+
+/**
+ * The server refused the client's token `failures` times in a row (`maxAuthFailures`), so the
+ * client stopped reconnecting (connection state `ERROR`, engine state `failed`). Local reads
+ * and writes go on; queued ops wait. A new token (`setAuthToken`, `setAuthTokenProvider`,
+ * `setToken`, or one returned by `onAuthRequired`) or `start()` makes it try again.
+ * `code` is `AUTH_FAILED`.
+ */
+export class AuthFailedError extends Error {
+  override name = 'AuthFailedError';
+  readonly code = 'AUTH_FAILED';
+  constructor(readonly reason: string, readonly failures: number) {
+    super(
+      `authentication failed ${failures} time${failures === 1 ? '' : 's'} in a row (last: ${reason}); ` +
+        'the client stopped reconnecting: set a new token (setAuthToken / setAuthTokenProvider) or call start() to try again',
+    );
+  }
+}

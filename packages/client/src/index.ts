@@ -98,5 +98,5 @@ export { fnv1a, mix, combine, partitionId } from './crdt/hash.js';
 export { compileFilter, PredicateError } from './crdt/predicate.js';
 export type { PredicateNode, PredicateOp, SortField } from './crdt/predicate.js';
 export { encodeMessage, decodeMessage } from './codec.js';
-export { BackpressureError, OpRejectedError, TimeoutError, InvalidArgumentError, SqlError, NotSupportedError } from './errors.js';
+export { BackpressureError, OpRejectedError, TimeoutError, InvalidArgumentError, SqlError, NotSupportedError, NoWebSocketError, AuthFailedError } from './errors.js';
 export type { ClientOp, WireQuery, HttpSyncRequest, HttpSyncResponse, HttpQuery, HttpOpResult } from './protocol.js';

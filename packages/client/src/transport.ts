@@ -26,6 +26,17 @@ export interface TransportEvents {
 
 const OPEN = 1;
 
+/**
+ * The WebSocket implementation to use: the one passed in the options, else the global one, else
+ * none (Node before 22, some serverless runtimes). The client checks this once, when it is
+ * constructed, and fails fast (`NoWebSocketError`) or, with `transport: 'auto'`, uses HTTP.
+ */
+export function resolveWebSocket(factory: WebSocketFactory | undefined): WebSocketFactory | undefined {
+  if (factory) return factory;
+  const global = (globalThis as { WebSocket?: unknown }).WebSocket;
+  return typeof global === 'function' ? (global as WebSocketFactory) : undefined;
+}
+
 export class Transport {
   private socket: WebSocketLike | undefined;
 
@@ -36,8 +47,9 @@ export class Transport {
   ) {}
 
   open(): void {
-    const Ctor = this.factory ?? (globalThis as { WebSocket?: WebSocketFactory }).WebSocket;
+    const Ctor = resolveWebSocket(this.factory);
     if (!Ctor || !this.url) {
+      // The client refuses to be built without one; this only guards a global removed later.
       this.on.error(new Error('no WebSocket implementation: pass options.WebSocket (e.g. the ws package)'));
       queueMicrotask(() => this.on.close(1006, 'no WebSocket implementation'));
       return;

@@ -1,7 +1,11 @@
 import 'fake-indexeddb/auto';
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { TopGunClient } from '../src/client.js';
-import { BackpressureError, SqlError } from '../src/errors.js';
+import { decodeMessage } from '../src/codec.js';
+import { AuthFailedError, BackpressureError, NoWebSocketError, SqlError } from '../src/errors.js';
+import { SyncState } from '../src/sync/state.js';
+import type { WebSocketFactory, WebSocketLike } from '../src/transport.js';
+import { waitFor } from './support/wait.js';
 import { IndexedDBStorage } from '../src/storage/indexeddb.js';
 import { MemoryStorage } from '../src/storage/memory.js';
 
@@ -142,5 +146,132 @@ describe('backpressure', () => {
     await Promise.resolve();
     expect(resolved).toBe(false);
     await c.close();
+  });
+});
+
+describe('where no WebSocket implementation exists', () => {
+  afterEach(() => vi.unstubAllGlobals());
+  const serverUrl = 'ws://127.0.0.1:9/ws';
+
+  it('a WebSocket client with a serverUrl throws NoWebSocketError, saying how to fix it', () => {
+    vi.stubGlobal('WebSocket', undefined);
+    for (const transport of [undefined, 'websocket'] as const) {
+      const err = (() => {
+        try {
+          local(new MemoryStorage(), { serverUrl, transport });
+        } catch (e) {
+          return e;
+        }
+      })();
+      expect(err).toBeInstanceOf(NoWebSocketError);
+      expect(err).toMatchObject({ name: 'NoWebSocketError', code: 'NO_WEBSOCKET', serverUrl });
+      expect((err as Error).message).toMatch(/Pass one in the options .*'ws'.*transport: 'http'/);
+    }
+  });
+
+  it("local-only, 'http' and 'auto' clients are built as before ('auto' uses HTTP)", async () => {
+    vi.stubGlobal('WebSocket', undefined);
+    const fetch = () => new Promise<never>(() => undefined); // never answers
+    const c1 = local();
+    const c2 = local(new MemoryStorage(), { serverUrl, transport: 'http', fetch });
+    const c3 = local(new MemoryStorage(), { serverUrl, transport: 'auto', fetch });
+    expect(c3.getTransport()).toBe('http');
+    await Promise.all([c1, c2, c3].map((c) => c.close()));
+  });
+
+  it('an implementation in the options is enough', async () => {
+    vi.stubGlobal('WebSocket', undefined);
+    const c = local(new MemoryStorage(), { serverUrl, WebSocket: authServer(() => false).Socket });
+    expect(c.getTransport()).toBe('websocket');
+    await c.close();
+  });
+});
+
+/**
+ * A fake WebSocket whose "server" requires a token: AUTH_ACK for tokens `accept` likes, else
+ * AUTH_FAIL and a close, as topgun-server does. Keeps the AUTH tokens and frame types it got.
+ */
+function authServer(accept: (token: string) => boolean): { Socket: WebSocketFactory; auths: string[]; received: string[] } {
+  const auths: string[] = [];
+  const received: string[] = [];
+  class FakeSocket implements WebSocketLike {
+    binaryType = 'arraybuffer';
+    readyState = 0;
+    onopen: WebSocketLike['onopen'] = null;
+    onclose: WebSocketLike['onclose'] = null;
+    onerror: WebSocketLike['onerror'] = null;
+    onmessage: WebSocketLike['onmessage'] = null;
+    constructor(readonly url: string) {
+      setTimeout(() => {
+        this.readyState = 1;
+        this.onopen?.({});
+      }, 0);
+    }
+    send(data: Uint8Array): void {
+      const msg = decodeMessage(data) as { type: string; token?: string };
+      received.push(msg.type);
+      if (msg.type !== 'AUTH') return;
+      auths.push(msg.token!);
+      const ok = accept(msg.token!);
+      const reply = ok ? { type: 'AUTH_ACK', userId: msg.token } : { type: 'AUTH_FAIL', error: 'invalid token' };
+      setTimeout(() => {
+        this.onmessage?.({ data: JSON.stringify(reply) });
+        if (!ok) this.close(1008, 'authentication failed');
+      }, 0);
+    }
+    close(code = 1000, reason = ''): void {
+      if (this.readyState === 3) return;
+      this.readyState = 3;
+      setTimeout(() => this.onclose?.({ code, reason }), 0);
+    }
+  }
+  return { Socket: FakeSocket, auths, received };
+}
+
+describe('repeated authentication failures', () => {
+  const remote = (extra: Record<string, unknown>) =>
+    local(new MemoryStorage(), { serverUrl: 'ws://fake/ws', backoff: { initialMs: 1, maxMs: 2 }, ...extra });
+
+  it('stops after maxAuthFailures, reports once (error event, onAuthRequired) and says ERROR', async () => {
+    const server = authServer((t) => t === 'good');
+    const asked: { error?: string; stopped?: boolean }[] = [];
+    const c = remote({ WebSocket: server.Socket, auth: { token: 'bad' }, maxAuthFailures: 3, onAuthRequired: (r: { error?: string; stopped?: boolean }) => void asked.push(r) });
+    const stops: AuthFailedError[] = [];
+    c.on('error', (e) => e instanceof AuthFailedError && stops.push(e));
+    await waitFor('failed', () => c.getConnectionState() === SyncState.ERROR);
+    await new Promise((r) => setTimeout(r, 50)); // it stays stopped: no further attempts
+    expect(server.auths).toEqual(['bad', 'bad', 'bad']);
+    expect(c.getSyncState().state).toBe('failed');
+    expect(stops).toHaveLength(1);
+    expect(stops[0]).toMatchObject({ code: 'AUTH_FAILED', failures: 3, reason: 'invalid token' });
+    expect(asked).toEqual([{ error: 'invalid token' }, { error: 'invalid token' }, { error: 'invalid token', stopped: true }]);
+    expect(c.getStateHistory().at(-1)?.to).toBe(SyncState.ERROR);
+    // Local writes go on while stopped; a new token brings it back and they are sent.
+    c.getMap('m').set('k', 1);
+    expect(server.received).not.toContain('OP_BATCH');
+    c.setAuthToken('good');
+    await waitFor('authenticated', () => c.getSyncState().userId === 'good');
+    expect(c.getConnectionState()).toBe(SyncState.SYNCING); // the fake answers no SYNC_INIT
+    expect(c.getSyncState().lastError).toBeUndefined();
+    await waitFor('ops sent', () => server.received.includes('OP_BATCH'));
+    await c.close();
+  });
+
+  it('start() tries again (the count starts over); a token from onAuthRequired does too', async () => {
+    let good = false;
+    const server = authServer(() => good);
+    const c = remote({ WebSocket: server.Socket, auth: { tokenProvider: () => 'tok' }, maxAuthFailures: 1 });
+    await waitFor('failed', () => c.getConnectionState() === SyncState.ERROR);
+    expect(server.auths).toHaveLength(1);
+    await c.start();
+    await waitFor('failed again', () => server.auths.length === 2 && c.getConnectionState() === SyncState.ERROR);
+    good = true;
+    await c.start();
+    await waitFor('connected', () => c.getConnectionState() === SyncState.CONNECTED);
+    await c.close();
+
+    const d = remote({ WebSocket: authServer((t) => t === 'fresh').Socket, auth: { token: 'stale' }, maxAuthFailures: 1, onAuthRequired: () => 'fresh' });
+    await waitFor('connected with the token onAuthRequired returned', () => d.getConnectionState() === SyncState.CONNECTED);
+    await d.close();
   });
 });

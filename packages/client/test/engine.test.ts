@@ -123,6 +123,77 @@ describe('connect and handshake', () => {
   });
 });
 
+describe('repeated authentication failures', () => {
+  /** One connection whose token the server refuses: open, AUTH, AUTH_FAIL. */
+  function refused(f: ReturnType<typeof fixture>, now: number): Effect[] {
+    f.engine.socketOpened(now);
+    f.engine.tokenReady('bad', now + 1);
+    return f.engine.message({ type: 'AUTH_FAIL', error: 'invalid signature' }, now + 2);
+  }
+
+  it('stops after maxAuthFailures refusals in a row: failed, socket closed, nothing scheduled', () => {
+    const f = fixture({ hasToken: true, maxAuthFailures: 2 });
+    f.engine.start(0);
+    expect(refused(f, 10)).toEqual([{ kind: 'authFailed', error: 'invalid signature' }]);
+    f.engine.socketClosed(1008, 'auth', 13);
+    expect(f.engine.tick(1013)).toEqual([{ kind: 'state', state: 'connecting' }, { kind: 'openSocket' }]);
+    expect(refused(f, 1020)).toEqual([
+      { kind: 'closeSocket', code: 1000, reason: 'authentication failed' },
+      { kind: 'disconnected', code: 1000, reason: 'authentication failed' },
+      { kind: 'state', state: 'failed' },
+      { kind: 'authStopped', error: 'invalid signature', failures: 2 },
+    ]);
+    expect(f.engine.state).toBe('failed');
+    expect(f.engine.nextDeadline()).toBeUndefined();
+    // The server's close of that socket, ticks and connectivity changes do not bring it back.
+    expect(f.engine.socketClosed(1008, 'auth', 1023)).toEqual([]);
+    expect(f.engine.tick(1_000_000)).toEqual([]);
+    expect(f.engine.connectivity(false, 1_000_001)).toEqual([]);
+    expect(f.engine.connectivity(true, 1_000_002)).toEqual([]);
+    expect(f.engine.state).toBe('failed');
+  });
+
+  it('resume() (a new token, start()) connects at once and counts refusals from zero', () => {
+    const f = fixture({ hasToken: true, maxAuthFailures: 2 });
+    f.engine.start(0);
+    refused(f, 10);
+    f.engine.socketClosed(1008, 'auth', 13);
+    f.engine.tick(1013);
+    refused(f, 1020);
+    expect(f.engine.resume(5000)).toEqual([{ kind: 'state', state: 'connecting' }, { kind: 'openSocket' }]);
+    expect(refused(f, 5010)).toEqual([{ kind: 'authFailed', error: 'invalid signature' }]);
+    expect(f.engine.resume(5020)).toEqual([]); // only out of `failed`
+  });
+
+  it('resume() while offline waits offline', () => {
+    const f = fixture({ hasToken: true, maxAuthFailures: 1 });
+    f.engine.start(0);
+    refused(f, 10);
+    f.engine.connectivity(false, 20);
+    expect(f.engine.resume(30)).toEqual([{ kind: 'state', state: 'offline' }]);
+    expect(f.engine.connectivity(true, 40)).toEqual([{ kind: 'state', state: 'connecting' }, { kind: 'openSocket' }]);
+  });
+
+  it('a successful authentication resets the count', () => {
+    const f = fixture({ hasToken: true, maxAuthFailures: 2 });
+    f.engine.start(0);
+    refused(f, 10);
+    f.engine.socketClosed(1008, 'auth', 13);
+    f.engine.tick(1013);
+    f.engine.socketOpened(1020);
+    f.engine.tokenReady('good', 1021);
+    f.engine.message({ type: 'AUTH_ACK', userId: 'u1' }, 1022);
+    f.engine.socketClosed(1006, '', 2000);
+    f.engine.tick(3000);
+    expect(refused(f, 3010)).toEqual([{ kind: 'authFailed', error: 'invalid signature' }]);
+    expect(f.engine.state).toBe('authenticating');
+  });
+
+  it('maxAuthFailures below 1 is refused', () => {
+    expect(() => fixture({ maxAuthFailures: 0 })).toThrow(RangeError);
+  });
+});
+
 describe('reconnect, heartbeat, connectivity', () => {
   it('backoff doubles per failed attempt and resets after a successful handshake', () => {
     const f = fixture();

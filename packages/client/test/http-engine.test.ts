@@ -278,6 +278,38 @@ describe('HTTP sync: failures, auth, connectivity', () => {
     expect(f.engine.tick(6010)).toEqual([post(3, {}, 't2')]); // cached, no provider call
   });
 
+  it('stops after maxAuthFailures 401s in a row to a token; resume() asks the provider again', () => {
+    const f = fixture({ hasToken: true, maxAuthFailures: 2 });
+    f.engine.start(0);
+    f.engine.tokenReady('bad', 1);
+    f.engine.refused(1, 401, 'invalid signature', 5);
+    f.engine.tick(1005);
+    f.engine.tokenReady('bad', 1006);
+    expect(f.engine.refused(2, 401, 'invalid signature', 1010)).toEqual([
+      { kind: 'state', state: 'failed' },
+      { kind: 'authStopped', error: 'invalid signature', failures: 2 },
+    ]);
+    expect(f.engine.nextDeadline()).toBeUndefined();
+    f.ops.push(op(1));
+    expect(f.engine.opsAdded(1020)).toEqual([]); // nothing is sent while failed
+    expect(f.engine.connectivity(false, 1030)).toEqual([]);
+    expect(f.engine.connectivity(true, 1040)).toEqual([]);
+    expect(f.engine.resume(2000)).toEqual([{ kind: 'state', state: 'connecting' }, { kind: 'fetchToken' }]);
+    expect(f.engine.tokenReady('good', 2001)).toEqual([post(3, { operations: [f.ops[0]!.op] }, 'good')]);
+  });
+
+  it('a 200 resets the count of 401s', () => {
+    const f = fixture({ hasToken: true, maxAuthFailures: 2 });
+    f.engine.start(0);
+    f.engine.tokenReady('t1', 1);
+    f.engine.refused(1, 401, 'expired', 5);
+    f.engine.tick(1005);
+    f.engine.tokenReady('t2', 1006);
+    f.engine.responded(2, { serverHlc }, 1010);
+    f.engine.tick(6010);
+    expect(f.engine.refused(3, 401, 'expired', 6020)).toEqual([{ kind: 'authFailed', error: 'expired' }, { kind: 'state', state: 'backoff' }]);
+  });
+
   it('a 401 without a token is "authentication required"', () => {
     const f = fixture();
     f.engine.start(0);

@@ -5,6 +5,8 @@
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TopGunClient, type TopGunClientOptions, type WebSocketFactory } from '../src/client.js';
+import { AuthFailedError } from '../src/errors.js';
+import { SyncState } from '../src/sync/state.js';
 import { MemoryStorage } from '../src/storage/memory.js';
 import { JWT_SECRET, signJwt, startServer, type RunningServer } from './support/server.js';
 import { waitFor } from './support/wait.js';
@@ -289,6 +291,36 @@ describe('against topgun-server with JWT auth', () => {
     await connected(c);
     expect(calls).toBe(2);
     expect(errors.some((e) => /authentication failed/.test(e))).toBe(true);
+    expect(c.getSyncState().userId).toBe('alice');
+  });
+
+  it('stops after maxAuthFailures refused tokens, reports once, and a new token brings it back', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const forged = signJwt({ sub: 'mallory', exp: now + 3600 }, 'not-the-server-secret-0123456789');
+    const c = new TopGunClient({
+      serverUrl: jwtServer.url,
+      storage: new MemoryStorage(),
+      WebSocket: WebSocket as unknown as WebSocketFactory,
+      watchConnectivity: false,
+      backoff: { initialMs: 20, maxMs: 40 },
+      maxAuthFailures: 2,
+      auth: { token: forged },
+    });
+    clients.push(c);
+    let refusals = 0;
+    c.on('message', (m) => void (m.type === 'AUTH_FAIL' && refusals++));
+    const stopped: AuthFailedError[] = [];
+    c.on('error', (e) => e instanceof AuthFailedError && stopped.push(e));
+    await waitFor('stopped', () => c.getConnectionState() === SyncState.ERROR);
+    await new Promise((r) => setTimeout(r, 300)); // many backoff periods: no further attempt
+    expect(refusals).toBe(2);
+    expect(stopped).toHaveLength(1);
+    expect(stopped[0]).toMatchObject({ code: 'AUTH_FAILED', failures: 2 });
+    expect(c.getSyncState().state).toBe('failed');
+    c.getMap('jwt-stopped').set('k', 'written while stopped');
+    c.setAuthToken(sign({ sub: 'alice', roles: ['user'], exp: now + 3600 }));
+    await connected(c);
+    await drained(c);
     expect(c.getSyncState().userId).toBe('alice');
   });
 

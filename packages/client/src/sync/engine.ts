@@ -9,6 +9,11 @@
  *          disconnected → connecting → authenticating → syncing → connected
  *                ↑            ↓ timeout/close  ↓ close     ↓ close    ↓ close
  *                └──────── backoff ←───────────┴───────────┴──────────┘
+ *          authenticating ──AUTH_FAIL × maxAuthFailures──→ failed ──resume()──→ connecting
+ * Invariant: AUTH_FAILs are counted across connections until an AUTH_ACK / DEVICE_ACK; at
+ * `maxAuthFailures` in a row the engine stops (no timer, no socket) and only `resume()` — the
+ * driver's answer to a new token or `start()` — moves it on, so a refused token is not retried
+ * forever and the client is not bricked either.
  * Per connection (a "session"): authenticate, flush the op log in batches (one in flight),
  * Merkle-sync every map (§6.3, §6.4), re-send every query and topic subscription, heartbeat.
  */
@@ -29,7 +34,9 @@ export type EngineState =
   | 'authenticating'
   | 'syncing'
   | 'connected'
-  | 'backoff';
+  | 'backoff'
+  /** Stopped after `maxAuthFailures` refused tokens in a row; waits for `resume()`. */
+  | 'failed';
 
 export type MapKind = 'lww' | 'or';
 
@@ -62,6 +69,8 @@ export type Effect =
   | { kind: 'authenticated'; userId?: string }
   | { kind: 'authRequired' }
   | { kind: 'authFailed'; error: string }
+  /** The last of `maxAuthFailures` refusals in a row: the engine is `failed` and retries no more. */
+  | { kind: 'authStopped'; error: string; failures: number }
   | { kind: 'deviceToken'; token: string }
   | { kind: 'deliver'; message: AnyMessage }
   | { kind: 'ready' }
@@ -90,6 +99,8 @@ export interface EngineOptions {
   maxQueuedPublishes?: number;
   /** Map entries per ORMAP_PUSH_DIFF frame. */
   pushDiffChunk?: number;
+  /** AUTH_FAILs in a row (across reconnects) after which the engine stops: `failed` (default 3). */
+  maxAuthFailures?: number;
   random?: () => number;
 }
 
@@ -123,6 +134,8 @@ export class SyncEngine {
   private stateValue: EngineState = 'stopped';
   private online = true;
   private attempt = 0;
+  /** AUTH_FAILs since the last successful authentication (bounded by `maxAuthFailures`). */
+  private authFailures = 0;
   private retryAt: number | undefined;
   private connectDeadline: number | undefined;
   private session: Session | undefined;
@@ -152,8 +165,10 @@ export class SyncEngine {
       tokenRefreshMarginMs: options.tokenRefreshMarginMs ?? 30_000,
       maxQueuedPublishes: options.maxQueuedPublishes ?? 1000,
       pushDiffChunk: options.pushDiffChunk ?? 100,
+      maxAuthFailures: options.maxAuthFailures ?? 3,
       random: options.random ?? Math.random,
     };
+    if (!(this.o.maxAuthFailures >= 1)) throw new RangeError('maxAuthFailures must be at least 1');
   }
 
   get state(): EngineState {
@@ -197,13 +212,28 @@ export class SyncEngine {
     return out;
   }
 
+  /**
+   * Out of `failed` (a new token, or `start()` again): the count of refusals starts over and the
+   * engine connects at once. Does nothing in any other state.
+   */
+  resume(now: number): Effect[] {
+    const out: Effect[] = [];
+    if (this.stateValue !== 'failed') return out;
+    this.authFailures = 0;
+    this.attempt = 0;
+    if (this.online) this.connect(now, out);
+    else this.setState('offline', out);
+    return out;
+  }
+
   setDeviceToken(token: string | undefined): void {
     this.deviceToken = token;
   }
 
   connectivity(online: boolean, now: number): Effect[] {
     const out: Effect[] = [];
-    if (online === this.online || this.stateValue === 'stopped' || !this.o.hasServer) {
+    // `failed` stays failed across connectivity changes: only a new token brings it back.
+    if (online === this.online || this.stateValue === 'stopped' || this.stateValue === 'failed' || !this.o.hasServer) {
       this.online = online;
       return out;
     }
@@ -404,9 +434,19 @@ export class SyncEngine {
         if (typeof msg.deviceToken === 'string') out.push({ kind: 'deviceToken', token: msg.deviceToken });
         this.onAuthenticated(now, out, undefined);
         return out;
-      case 'AUTH_FAIL':
-        out.push({ kind: 'authFailed', error: typeof msg.error === 'string' ? msg.error : 'authentication failed' });
-        return out; // the server closes the socket; the close schedules the retry
+      case 'AUTH_FAIL': {
+        const error = typeof msg.error === 'string' ? msg.error : 'authentication failed';
+        this.authFailures += 1;
+        if (this.authFailures < this.o.maxAuthFailures) {
+          out.push({ kind: 'authFailed', error });
+          return out; // the server closes the socket; the close schedules the retry
+        }
+        this.dropSocket(out, 1000, 'authentication failed');
+        this.retryAt = undefined;
+        this.setState('failed', out);
+        out.push({ kind: 'authStopped', error, failures: this.authFailures });
+        return out;
+      }
       case 'PONG':
         return out;
       case 'GC_PRUNE':
@@ -513,6 +553,7 @@ export class SyncEngine {
   private onAuthenticated(now: number, out: Effect[], userId: string | undefined): void {
     const s = this.session;
     if (!s) return;
+    this.authFailures = 0;
     if (s.authenticated) {
       out.push({ kind: 'authenticated', userId }); // a token refresh on a live connection
       return;

@@ -8,8 +8,11 @@
  *          connecting ──200──→ connected ──poll every pollIntervalMs──┐
  *              ↑ ↓ network error, timeout, 4xx/5xx       ↑ ↓ failure   │
  *              └── backoff ←───────────────────────────────┴───────────┘
+ *          connecting ──401 for a token × maxAuthFailures──→ failed ──resume()──→ connecting
  *
  * Invariants:
+ * - 401s to a request carrying a token are counted until a 200; at `maxAuthFailures` in a row
+ *   the engine is `failed`: nothing is due until `resume()` (a new token, or `start()`).
  * - At most one request is in flight; answers to any other request id are ignored (a request
  *   that timed out, or was abandoned by going offline, may still answer later).
  * - A request carries the oldest `batchSize` ops of the log. Ops leave the log only through
@@ -60,6 +63,8 @@ export interface HttpEngineOptions {
   retryDelayMs?: number;
   /** Fetch a new token this long before the current one's `exp`. */
   tokenRefreshMarginMs?: number;
+  /** 401s in a row to a request with a token after which the engine stops: `failed` (default 3). */
+  maxAuthFailures?: number;
   backoff?: Partial<BackoffOptions>;
   random?: () => number;
 }
@@ -84,6 +89,8 @@ export class HttpSyncEngine implements SyncMachine {
   private stateValue: EngineState = 'stopped';
   private online = true;
   private attempt = 0;
+  /** 401s to a token since the last 200 (bounded by `maxAuthFailures`). */
+  private authFailures = 0;
   private nextId = 1;
   private inFlight: InFlight | undefined;
   /** When the next request is due (poll or retry); undefined while one is in flight. */
@@ -111,11 +118,13 @@ export class HttpSyncEngine implements SyncMachine {
       batchSize: options.batchSize ?? 500,
       retryDelayMs: options.retryDelayMs ?? 1000,
       tokenRefreshMarginMs: options.tokenRefreshMarginMs ?? 30_000,
+      maxAuthFailures: options.maxAuthFailures ?? 3,
       backoff: { ...DEFAULT_BACKOFF, ...options.backoff },
       random: options.random ?? Math.random,
     };
     if (!(this.o.pollIntervalMs > 0)) throw new RangeError('pollIntervalMs must be positive');
     if (!(this.o.batchSize > 0)) throw new RangeError('batchSize must be positive');
+    if (!(this.o.maxAuthFailures >= 1)) throw new RangeError('maxAuthFailures must be at least 1');
   }
 
   get state(): EngineState {
@@ -151,11 +160,22 @@ export class HttpSyncEngine implements SyncMachine {
     return out;
   }
 
+  resume(now: number): HttpEffect[] {
+    const out: HttpEffect[] = [];
+    if (this.stateValue !== 'failed') return out;
+    this.authFailures = 0;
+    this.attempt = 0;
+    if (this.online) this.connect(now, out);
+    else this.setState('offline', out);
+    return out;
+  }
+
   connectivity(online: boolean, now: number): HttpEffect[] {
     const out: HttpEffect[] = [];
     const was = this.online;
     this.online = online;
-    if (online === was || this.stateValue === 'stopped' || !this.o.hasServer) return out;
+    // `failed` stays failed across connectivity changes: only a new token brings it back.
+    if (online === was || this.stateValue === 'stopped' || this.stateValue === 'failed' || !this.o.hasServer) return out;
     if (!online) {
       this.abandon(out);
       this.dueAt = undefined;
@@ -256,6 +276,7 @@ export class HttpSyncEngine implements SyncMachine {
     this.deltas(reply.deltas, out);
     this.queryResults(reply.queryResults, out);
     this.attempt = 0;
+    this.authFailures = 0;
     if (this.stateValue !== 'connected') {
       out.push({ kind: 'authenticated', userId: undefined });
       this.setState('connected', out);
@@ -276,7 +297,14 @@ export class HttpSyncEngine implements SyncMachine {
     if (status === 401) {
       this.token = undefined; // ask the provider again before the next request
       if (f.token === null) out.push({ kind: 'authRequired' });
-      else out.push({ kind: 'authFailed', error: message });
+      else if (++this.authFailures < this.o.maxAuthFailures) out.push({ kind: 'authFailed', error: message });
+      else {
+        this.dueAt = undefined;
+        this.synced.clear();
+        this.setState('failed', out);
+        out.push({ kind: 'authStopped', error: message, failures: this.authFailures });
+        return out;
+      }
     } else {
       out.push(serverError(status, message));
     }

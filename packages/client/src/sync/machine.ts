@@ -24,6 +24,8 @@ export interface SyncMachine {
   nextDeadline(): number | undefined;
   start(now: number, online?: boolean): HttpEffect[];
   stop(): HttpEffect[];
+  /** Out of `failed` (too many refused tokens): try again now; nothing in any other state. */
+  resume(now: number): HttpEffect[];
   connectivity(online: boolean, now: number): HttpEffect[];
   tick(now: number): HttpEffect[];
   tokenReady(token: string | null, now: number): HttpEffect[];

@@ -1,7 +1,8 @@
 /**
  * TopGun's connection states (`SyncState.CONNECTED`, …) and how the engine's own states map to
  * them. The engine keeps finer states (`offline`, `stopped`); `client.getSyncState().state`
- * still reports those.
+ * still reports those. `ERROR` is the engine's `failed`: stopped after `maxAuthFailures` refused
+ * tokens, until a new token or `start()`.
  */
 import type { EngineState } from './engine.js';
 
@@ -33,6 +34,7 @@ export function toSyncState(state: EngineState): SyncState {
     case 'syncing': return SyncState.SYNCING;
     case 'connected': return SyncState.CONNECTED;
     case 'backoff': return SyncState.BACKOFF;
+    case 'failed': return SyncState.ERROR;
   }
 }
 
