@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The TypeScript part of the suite: install (npm ci), build the client, the React hooks and the
-# demo app, type-check, run the unit and integration tests (vitest; the integration tests start
+# demo app, type-check, check the npm tarballs in an app outside the workspace
+# (scripts/test-pack.sh), run the unit and integration tests (vitest; the integration tests start
 # the real topgun-server), then the end-to-end tests in headless Chromium (installed with
 # apt-get when missing). Non-interactive; meant to run from scripts/test after the cargo tests.
 #
@@ -30,6 +31,9 @@ npx tsc -p packages/client/tsconfig.json --noEmit
 npx tsc -p packages/react/tsconfig.json --noEmit
 npx tsc -p examples/todo/tsconfig.json --noEmit
 npx tsc -p packages/tsconfig.tests.json
+
+step "packaging: npm pack both packages, install them in an app outside the workspace (ESM, CJS, types)"
+TOPGUN_PACK_SKIP_BUILD=1 ./scripts/test-pack.sh </dev/null
 
 reports=$(mktemp -d)
 trap 'rm -rf "$reports"' EXIT
