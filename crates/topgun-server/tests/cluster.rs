@@ -694,6 +694,14 @@ async fn admin_policies_and_indexes_made_through_one_member_hold_on_every_member
         Duration::from_secs(2),
     )
     .await;
+    let revisions: Vec<u64> = (0..3)
+        .map(|i| metric(addr(i, &members), "topgun_cluster_catalog_revision"))
+        .collect();
+    assert_eq!(
+        revisions,
+        [2, 2, 2],
+        "the policy and the configured mark, everywhere"
+    );
     for i in 0..3 {
         assert_eq!(put_refused(addr(i, &members), "open").await, None);
         assert_eq!(

@@ -292,6 +292,7 @@ impl ClusterNode {
             }
             view.table_version = cluster.table_version();
             view.map_version = u64::from(cluster.map_version());
+            view.catalog_revision = cluster.catalogs().revision();
             let me = RaftId(control.id());
             view.owned_partitions = cluster
                 .table()

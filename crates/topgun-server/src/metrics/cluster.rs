@@ -126,6 +126,8 @@ pub struct MemberView {
     pub members: [u64; 4],
     pub table_version: u64,
     pub map_version: u64,
+    /// The applied revision of the replicated admin catalogs (policies, indexes).
+    pub catalog_revision: u64,
     pub owned_partitions: u64,
     pub raft_term: u64,
     pub raft_applied_index: u64,
@@ -157,6 +159,12 @@ impl MemberView {
                 "topgun_cluster_map_version",
                 "The PARTITION_MAP version clients are given.",
                 self.map_version,
+            ),
+            (
+                "topgun_cluster_catalog_revision",
+                "The applied revision of the admin policies and indexes: equal on members that \
+                 decide alike.",
+                self.catalog_revision,
             ),
             (
                 "topgun_cluster_owned_partitions",
