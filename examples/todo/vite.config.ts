@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import react from '@vitejs/plugin-react';
 import { defineConfig, type Plugin } from 'vite';
@@ -10,11 +11,22 @@ import { defineConfig, type Plugin } from 'vite';
  * scripts and styles then come from the Cache Storage, never from the (unreachable) network.
  */
 function serviceWorker(): Plugin {
+  let publicDir = '';
   return {
     name: 'topgun-precache-sw',
     apply: 'build',
+    configResolved(config) {
+      publicDir = config.publicDir;
+    },
     generateBundle(_options, bundle) {
-      const files = Object.keys(bundle).filter((f) => !f.endsWith('.map'));
+      // Files of public/ (the favicon) are copied to the build as they are, outside the bundle.
+      const publicFiles =
+        publicDir && existsSync(publicDir)
+          ? readdirSync(publicDir, { recursive: true, withFileTypes: true })
+              .filter((e) => e.isFile())
+              .map((e) => path.relative(publicDir, path.join(e.parentPath, e.name)).split(path.sep).join('/'))
+          : [];
+      const files = [...Object.keys(bundle), ...publicFiles].filter((f) => !f.endsWith('.map'));
       const template = readFileSync(fileURLToPath(new URL('./src/sw-template.js', import.meta.url)), 'utf8');
       // Built file names carry content hashes, so their list identifies the build.
       const version = JSON.stringify(createHash('sha256').update(files.sort().join('|')).digest('hex').slice(0, 16));

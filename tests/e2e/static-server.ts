@@ -1,7 +1,8 @@
 /**
  * Serves the built demo app (examples/todo/dist) over HTTP on 127.0.0.1, a secure context for
  * service workers. The test stops it while a browser is offline, so a reload can only succeed
- * from the service worker's cache.
+ * from the service worker's cache. Every response carries `Vary: Origin, Accept-Encoding`, as
+ * `vite preview` and many static servers send, so the worker's cache lookups must ignore Vary.
  */
 import { createReadStream, existsSync, statSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
@@ -36,7 +37,11 @@ export async function serveStatic(root: string, port = 0): Promise<StaticServer>
       return;
     }
     // No HTTP caching: only the service worker's cache may serve the app offline.
-    res.writeHead(200, { 'content-type': TYPES[path.extname(file)] ?? 'application/octet-stream', 'cache-control': 'no-store' });
+    res.writeHead(200, {
+      'content-type': TYPES[path.extname(file)] ?? 'application/octet-stream',
+      'cache-control': 'no-store',
+      vary: 'Origin, Accept-Encoding',
+    });
     createReadStream(file).pipe(res);
   });
   await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));

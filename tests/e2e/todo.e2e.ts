@@ -7,7 +7,7 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startServer, type RunningServer } from '../../packages/client/test/support/server.js';
 import { launchChromium } from './chromium.js';
 import { serveStatic, type StaticServer } from './static-server.js';
@@ -24,6 +24,15 @@ let ctxB: BrowserContext;
 let a: Page;
 let b: Page;
 let appUrl: string;
+/** Uncaught exceptions and `console.error` messages of every page; each test ends with none. */
+const pageErrors: string[] = [];
+
+function watchErrors(page: Page, name: string): void {
+  page.on('pageerror', (e) => pageErrors.push(`[${name} page error] ${e.message}`));
+  page.on('console', (m) => {
+    if (m.type() === 'error') pageErrors.push(`[${name} console.error] ${m.text()}`);
+  });
+}
 
 async function titles(page: Page): Promise<string[]> {
   return page.locator('[data-testid="todo"]').evaluateAll((els) =>
@@ -38,9 +47,9 @@ async function add(page: Page, title: string): Promise<void> {
 
 const syncState = (page: Page) => page.getByTestId('sync-state');
 
-async function open(ctx: BrowserContext): Promise<Page> {
+async function open(ctx: BrowserContext, name: string): Promise<Page> {
   const page = await ctx.newPage();
-  page.on('pageerror', (e) => console.error(`[page error] ${e.message}`));
+  watchErrors(page, name);
   await page.goto(appUrl);
   await page.waitForFunction(() => document.querySelector('[data-testid="sync-state"]')?.textContent === 'connected', null, { timeout: 15_000 });
   // The service worker must have cached the app shell before the offline part.
@@ -57,8 +66,14 @@ beforeAll(async () => {
   browser = await launchChromium();
   ctxA = await browser.newContext();
   ctxB = await browser.newContext();
-  a = await open(ctxA);
-  b = await open(ctxB);
+  a = await open(ctxA, 'A');
+  b = await open(ctxB, 'B');
+  expect(pageErrors).toEqual([]);
+});
+
+afterEach(() => {
+  const errors = pageErrors.splice(0);
+  expect(errors, 'errors logged by the page').toEqual([]);
 });
 
 afterAll(async () => {

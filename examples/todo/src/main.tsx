@@ -9,8 +9,9 @@ import { serverUrl } from './config';
 const client = new TopGunClient({ serverUrl: serverUrl(), storage: new IndexedDBStorage({ name: 'topgun-todo' }) });
 (window as unknown as { topgun: TopGunClient }).topgun = client; // for the end-to-end tests
 
-if ('serviceWorker' in navigator) {
-  // The service worker caches the app shell so that the page also loads offline.
+if (import.meta.env.PROD && 'serviceWorker' in navigator) {
+  // The service worker caches the app shell so that the page also loads offline. Only production
+  // builds have one (vite.config.ts emits sw.js on build), so dev does not try to register it.
   navigator.serviceWorker.register('./sw.js').catch((e) => console.warn('service worker not registered', e));
 }
 

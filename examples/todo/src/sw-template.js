@@ -1,6 +1,10 @@
 // Service worker of the todo demo (generated at build time from src/sw-template.js).
 // Install: precache every built file. Navigations: network first, cached shell when the network
 // fails (offline). Other same-origin GETs: cache first. WebSocket traffic never passes here.
+// Lookups ignore the query string and the `Vary` header: `vite preview` and many static servers
+// send `Vary: Origin` / `Accept-Encoding`, and a cached response whose Vary'd request headers
+// differ from the (offline) request's would otherwise be missed, so offline reload would fail.
+const MATCH = { ignoreSearch: true, ignoreVary: true };
 const PRECACHE = self.__PRECACHE__;
 const CACHE = `topgun-todo-${self.__VERSION__}`;
 
@@ -30,12 +34,12 @@ self.addEventListener('fetch', (event) => {
     event.respondWith(
       fetch(request).catch(async () => {
         const cache = await caches.open(CACHE);
-        return (await cache.match(request, { ignoreSearch: true })) ?? (await cache.match('./'));
+        return (await cache.match(request, MATCH)) ?? (await cache.match('./', MATCH));
       }),
     );
     return;
   }
   event.respondWith(
-    caches.open(CACHE).then(async (cache) => (await cache.match(request, { ignoreSearch: true })) ?? fetch(request)),
+    caches.open(CACHE).then(async (cache) => (await cache.match(request, MATCH)) ?? fetch(request)),
   );
 });
