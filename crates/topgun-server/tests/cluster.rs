@@ -192,14 +192,7 @@ impl Routing {
 /// its owner — no member forwards any, none is refused.
 #[tokio::test]
 async fn a_client_routing_by_the_partition_hash_writes_straight_to_the_owners() {
-    let cwd = tempfile::tempdir().unwrap();
-    let (members, _) = start_cluster(3, cwd.path());
-    agreed(
-        &all(&members),
-        &names_of(&all(&members)),
-        Duration::from_secs(5),
-    )
-    .await;
+    let (_cwd, members) = common::cluster::three_members().await;
     let mut client = Routing::connect(members[1].served.addr).await;
     assert_eq!(client.pool.len(), 3, "one connection per member");
     let mut hlc = Hlc::new(NodeId::new("router").unwrap());

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::cluster::{Member, agreed, all, ask_lock, granted, metric, names_of, start_cluster};
+use common::cluster::{ask_lock, granted, metric, three_members};
 use common::{
     Client, binary, connect, http_post_async, json_call, now_ms, op_batch, or_add_op, or_remove_op,
     put_op, read_map, recv_any, send, serve_binary,
@@ -30,20 +30,6 @@ use topgun_core::protocol::messages::{
 use topgun_core::protocol::query::{PredicateNode, Query, Sort, SortField};
 use topgun_core::protocol::{decode_standalone, encode_standalone};
 use topgun_core::{LwwRecord, NodeId, OrMapEntry, OrRecord, PnCounter, Timestamp, Value};
-
-/// Three members agreed on one table, run in a fresh working directory (kept alive by
-/// the caller).
-async fn three_members() -> (tempfile::TempDir, Vec<Member>) {
-    let cwd = tempfile::tempdir().unwrap();
-    let (members, _) = start_cluster(3, cwd.path());
-    agreed(
-        &all(&members),
-        &names_of(&all(&members)),
-        Duration::from_secs(5),
-    )
-    .await;
-    (cwd, members)
-}
 
 /// A single node, memory-backed, run in `cwd`.
 fn single_node(cwd: &std::path::Path) -> common::Served {

@@ -175,3 +175,17 @@ pub(crate) async fn granted(c: &mut Client, within: Duration) -> Option<u64> {
         }
     }
 }
+
+/// Three members agreed on one table, run in a fresh working directory (kept alive by
+/// the caller).
+pub(crate) async fn three_members() -> (tempfile::TempDir, Vec<Member>) {
+    let cwd = tempfile::tempdir().unwrap();
+    let (members, _) = start_cluster(3, cwd.path());
+    agreed(
+        &all(&members),
+        &names_of(&all(&members)),
+        Duration::from_secs(5),
+    )
+    .await;
+    (cwd, members)
+}
